@@ -1,0 +1,37 @@
+//! Tern bridge core: Sans-IO forwarding of WebRTC media.
+//!
+//! This crate never touches a socket, a clock or a task; `Cargo.toml` keeps
+//! tokio out so the compiler enforces it. See `ARCHITECTURE.md`.
+
+pub mod core;
+pub mod h264;
+pub mod keyframe;
+pub mod layers;
+pub mod rewrite;
+pub mod signal;
+pub mod stats;
+pub mod vp8;
+
+pub use crate::core::{Core, CoreConfig, EndpointId, JoinRequest, Output};
+pub use crate::stats::{CoreStats, DropReason};
+
+use serde::{Deserialize, Serialize};
+
+/// Codecs a bridge can negotiate; the configured list decides the SDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodecName {
+    Opus,
+    Vp8,
+    H264,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SfuError {
+    #[error("endpoint id {0} is already in use")]
+    DuplicateEndpoint(u64),
+    #[error("{}: {}", .0.code.as_str(), .0.message)]
+    Refused(signal::Rejection),
+    #[error("configuration: {0}")]
+    Config(String),
+}

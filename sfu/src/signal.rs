@@ -1,0 +1,314 @@
+//! Signalling protocol v1 message types (see `docs/signalling.md`).
+//!
+//! The core produces and consumes these; the shell only moves them over a
+//! WebSocket. Parsing lives here so the rules (size, version, fields) are
+//! enforced in one place and can be fuzzed without a socket.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this bridge speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest signalling message accepted, in bytes. SDP offers with a full slot
+/// pool are ~20 KiB; anything near this limit is abuse.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    Join {
+        version: u32,
+        token: String,
+    },
+    Offer {
+        sdp: String,
+        #[serde(default)]
+        sources: Vec<SourceDecl>,
+    },
+    SourceState {
+        name: String,
+        muted: bool,
+    },
+    Constraints {
+        #[serde(default)]
+        default_max_height: Option<u32>,
+        #[serde(default)]
+        max_height: BTreeMap<String, u32>,
+    },
+    Leave,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Audio,
+    Video,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceDecl {
+    pub mid: String,
+    pub name: String,
+    pub kind: Kind,
+    #[serde(default)]
+    pub layers: Vec<LayerDecl>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerDecl {
+    pub rid: String,
+    pub height: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Joined {
+        version: u32,
+        room: String,
+        participant: ParticipantInfo,
+        participants: Vec<ParticipantInfo>,
+    },
+    Answer {
+        sdp: String,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        id: String,
+    },
+    Sources {
+        participant: String,
+        sources: Vec<SourceInfo>,
+    },
+    Slots {
+        slots: Vec<SlotInfo>,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    pub id: String,
+    pub name: String,
+    pub sources: Vec<SourceInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub id: String,
+    pub participant: String,
+    pub name: String,
+    pub kind: Kind,
+    pub muted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotInfo {
+    pub mid: String,
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadMessage,
+    MessageTooLarge,
+    InvalidToken,
+    TokenExpired,
+    UnsupportedVersion,
+    NotJoined,
+    AlreadyJoined,
+    BadOffer,
+    RoomFull,
+    Replaced,
+    ShuttingDown,
+}
+
+impl ErrorCode {
+    /// Errors after which the bridge closes the socket.
+    pub fn is_fatal(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::InvalidToken
+                | ErrorCode::TokenExpired
+                | ErrorCode::UnsupportedVersion
+                | ErrorCode::MessageTooLarge
+                | ErrorCode::RoomFull
+                | ErrorCode::Replaced
+                | ErrorCode::ShuttingDown
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadMessage => "bad_message",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::AlreadyJoined => "already_joined",
+            ErrorCode::BadOffer => "bad_offer",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::Replaced => "replaced",
+            ErrorCode::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Why a client message was refused before it reached a conference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn into_message(self) -> ServerMessage {
+        ServerMessage::Error {
+            code: self.code,
+            message: self.message,
+        }
+    }
+}
+
+/// Parse one client message, enforcing the size limit and naming what is wrong.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, Rejection> {
+    if text.len() > MAX_MESSAGE_BYTES {
+        return Err(Rejection::new(
+            ErrorCode::MessageTooLarge,
+            format!(
+                "message of {} bytes exceeds the limit of {MAX_MESSAGE_BYTES} bytes",
+                text.len()
+            ),
+        ));
+    }
+    let msg: ClientMessage = serde_json::from_str(text)
+        .map_err(|e| Rejection::new(ErrorCode::BadMessage, format!("invalid message: {e}")))?;
+    if let ClientMessage::Offer { sources, .. } = &msg {
+        validate_sources(sources)?;
+    }
+    Ok(msg)
+}
+
+/// Source names become part of ids (`participant/name`) and metric-free log
+/// fields, so keep them short and boring.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn validate_sources(sources: &[SourceDecl]) -> Result<(), Rejection> {
+    const MAX_SOURCES: usize = 8;
+    const MAX_LAYERS: usize = 3;
+    let bad = |m: String| Err(Rejection::new(ErrorCode::BadMessage, m));
+    if sources.len() > MAX_SOURCES {
+        return bad(format!("at most {MAX_SOURCES} sources per participant"));
+    }
+    for (i, s) in sources.iter().enumerate() {
+        if !valid_name(&s.name) {
+            return bad(format!(
+                "source {i}: name must be 1-64 characters of [A-Za-z0-9._-]"
+            ));
+        }
+        if s.mid.is_empty() || s.mid.len() > 16 {
+            return bad(format!("source {}: mid must be 1-16 characters", s.name));
+        }
+        if sources[..i].iter().any(|o| o.name == s.name || o.mid == s.mid) {
+            return bad(format!("source {}: duplicate name or mid", s.name));
+        }
+        if s.layers.len() > MAX_LAYERS {
+            return bad(format!(
+                "source {}: at most {MAX_LAYERS} simulcast layers",
+                s.name
+            ));
+        }
+        if s.kind == Kind::Audio && !s.layers.is_empty() {
+            return bad(format!("source {}: audio has no layers", s.name));
+        }
+        for l in &s.layers {
+            if l.rid.is_empty() || l.rid.len() > 16 || !valid_name(&l.rid) {
+                return bad(format!("source {}: invalid rid", s.name));
+            }
+            if l.height == 0 || l.height > 4320 {
+                return bad(format!("source {}: layer height out of range", s.name));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_join_and_rejects_unknown_fields_with_reason() {
+        let m = parse_client_message(r#"{"type":"join","version":1,"token":"t"}"#);
+        assert_eq!(
+            m,
+            Ok(ClientMessage::Join {
+                version: 1,
+                token: "t".into()
+            })
+        );
+        let e = parse_client_message(r#"{"type":"join","version":1,"token":"t","x":1}"#)
+            .expect_err("unknown field must be refused");
+        assert_eq!(e.code, ErrorCode::BadMessage);
+        assert!(e.message.contains("unknown field `x`"), "{}", e.message);
+    }
+
+    #[test]
+    fn rejects_oversized_message() {
+        let big = format!(
+            r#"{{"type":"offer","sdp":"{}"}}"#,
+            "a".repeat(MAX_MESSAGE_BYTES)
+        );
+        assert_eq!(
+            parse_client_message(&big).map_err(|e| e.code),
+            Err(ErrorCode::MessageTooLarge)
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_type_and_garbage() {
+        for text in ["{}", "nope", r#"{"type":"dance"}"#, "[1,2]", ""] {
+            let e = parse_client_message(text).expect_err(text);
+            assert_eq!(e.code, ErrorCode::BadMessage, "{text}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_source_declarations() {
+        let cases = [
+            r#"[{"mid":"0","name":"a b","kind":"audio"}]"#,
+            r#"[{"mid":"0","name":"a","kind":"audio"},{"mid":"0","name":"b","kind":"video"}]"#,
+            r#"[{"mid":"0","name":"a","kind":"audio","layers":[{"rid":"q","height":180}]}]"#,
+            r#"[{"mid":"0","name":"a","kind":"video","layers":[{"rid":"q","height":0}]}]"#,
+        ];
+        for sources in cases {
+            let text = format!(r#"{{"type":"offer","sdp":"","sources":{sources}}}"#);
+            let e = parse_client_message(&text).expect_err(sources);
+            assert_eq!(e.code, ErrorCode::BadMessage, "{sources}");
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Plain counters kept by the core; the shell exports them as metrics. Keeping
+//! them here (not behind the `metrics` facade) keeps the per-packet path free
+//! of registry lookups and the core free of global state.
+
+/// Why a datagram or packet was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Not STUN, from an address no endpoint has authenticated.
+    UnknownSource,
+    /// STUN for a ufrag no endpoint has.
+    UnknownUfrag,
+    /// Not a datagram str0m can classify, or an unparsable payload.
+    Malformed,
+    /// The endpoint's Rtc does not accept it (e.g. wrong ICE credentials).
+    NotAccepted,
+    /// str0m refused it (e.g. SRTP authentication failed).
+    RtcError,
+    /// RTP for an SSRC/mid that is not a declared source.
+    UnknownStream,
+    /// The receiver did not negotiate the codec.
+    NoCodec,
+    /// The receive slot has no send stream (negotiation incomplete).
+    NoSlotStream,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 8] = [
+        DropReason::UnknownSource,
+        DropReason::UnknownUfrag,
+        DropReason::Malformed,
+        DropReason::NotAccepted,
+        DropReason::RtcError,
+        DropReason::UnknownStream,
+        DropReason::NoCodec,
+        DropReason::NoSlotStream,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::UnknownSource => "unknown_source",
+            DropReason::UnknownUfrag => "unknown_ufrag",
+            DropReason::Malformed => "malformed",
+            DropReason::NotAccepted => "not_accepted",
+            DropReason::RtcError => "rtc_error",
+            DropReason::UnknownStream => "unknown_stream",
+            DropReason::NoCodec => "no_codec",
+            DropReason::NoSlotStream => "no_slot_stream",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    pub rtp_forwarded: u64,
+    pub dropped: [u64; DropReason::ALL.len()],
+    pub keyframe_requests_sent: u64,
+    pub keyframe_requests_throttled: u64,
+    pub layer_switches: u64,
+    pub joins: u64,
+    pub joins_refused: u64,
+    pub leaves: u64,
+    pub connects: u64,
+    pub ice_disconnects: u64,
+    pub signalling_errors: u64,
+}
+
+impl CoreStats {
+    pub fn drop(&mut self, reason: DropReason) {
+        self.dropped[reason as usize] += 1;
+    }
+
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason as usize]
+    }
+}

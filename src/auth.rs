@@ -1,0 +1,135 @@
+//! Participant tokens: JWT (HS256) scoped to one room and one participant.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use tern_sfu::signal::{ErrorCode, Rejection};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Claims {
+    pub room: String,
+    /// Participant id.
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub exp: u64,
+}
+
+#[derive(Clone)]
+pub struct TokenKeys {
+    enc: EncodingKey,
+    dec: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenKeys {
+    pub fn new(secret: &str) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            enc: EncodingKey::from_secret(secret.as_bytes()),
+            dec: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+        }
+    }
+
+    pub fn mint(&self, room: &str, participant: &str, name: Option<&str>, ttl_secs: u64) -> String {
+        let claims = Claims {
+            room: room.to_string(),
+            sub: participant.to_string(),
+            name: name.map(str::to_string),
+            exp: unix_now() + ttl_secs,
+        };
+        // Encoding a struct of strings with HS256 cannot fail.
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.enc).unwrap_or_default()
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, Rejection> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.dec, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => {
+                    Rejection::new(ErrorCode::TokenExpired, "token has expired")
+                }
+                ErrorKind::InvalidSignature => {
+                    Rejection::new(ErrorCode::InvalidToken, "token signature is invalid")
+                }
+                ErrorKind::InvalidAlgorithm => {
+                    Rejection::new(ErrorCode::InvalidToken, "token must be signed with HS256")
+                }
+                _ => Rejection::new(ErrorCode::InvalidToken, format!("token is invalid: {e}")),
+            },
+        )?;
+        let c = data.claims;
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+        };
+        if !ok(&c.room) {
+            return Err(Rejection::new(
+                ErrorCode::InvalidToken,
+                "token room must be 1-128 characters of [A-Za-z0-9-_.@]",
+            ));
+        }
+        if !ok(&c.sub) {
+            return Err(Rejection::new(
+                ErrorCode::InvalidToken,
+                "token sub (participant id) must be 1-128 characters of [A-Za-z0-9-_.@]",
+            ));
+        }
+        Ok(c)
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_token_verifies_with_its_claims() {
+        let k = TokenKeys::new("secret");
+        let t = k.mint("room1", "alice", Some("Alice"), 60);
+        let c = k.verify(&t).expect("valid");
+        assert_eq!((c.room.as_str(), c.sub.as_str()), ("room1", "alice"));
+        assert_eq!(c.name.as_deref(), Some("Alice"));
+    }
+
+    #[test]
+    fn wrong_secret_expired_and_garbage_are_refused_with_reasons() {
+        let k = TokenKeys::new("secret");
+        let other = TokenKeys::new("other").mint("r", "a", None, 60);
+        let e = k.verify(&other).expect_err("wrong secret");
+        assert_eq!(e.code, ErrorCode::InvalidToken);
+        assert!(e.message.contains("signature"), "{}", e.message);
+
+        let claims = Claims {
+            room: "r".into(),
+            sub: "a".into(),
+            name: None,
+            exp: unix_now() - 3600,
+        };
+        let expired = jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(b"secret"))
+            .expect("encode");
+        assert_eq!(k.verify(&expired).map_err(|e| e.code), Err(ErrorCode::TokenExpired));
+
+        assert_eq!(k.verify("not.a.jwt").map_err(|e| e.code), Err(ErrorCode::InvalidToken));
+        assert_eq!(k.verify("").map_err(|e| e.code), Err(ErrorCode::InvalidToken));
+    }
+
+    #[test]
+    fn room_with_path_characters_is_refused() {
+        let k = TokenKeys::new("s");
+        let t = k.mint("../etc", "a", None, 60);
+        assert_eq!(k.verify(&t).map_err(|e| e.code), Err(ErrorCode::InvalidToken));
+    }
+}

@@ -1,0 +1,272 @@
+//! HTTP: the browser client, the signalling WebSocket, /metrics, /health and
+//! (under `tern dev`) token minting.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tern_sfu::signal::{
+    ClientMessage, ErrorCode, PROTOCOL_VERSION, Rejection, ServerMessage, parse_client_message,
+};
+use tern_sfu::{EndpointId, JoinRequest};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, debug, info_span};
+
+use super::App;
+use super::shard::{SESSION_QUEUE, ShardInput};
+
+const INDEX_HTML: &str = include_str!("../web/index.html");
+const TERN_JS: &str = include_str!("../web/tern.js");
+const STYLE_CSS: &str = include_str!("../web/style.css");
+
+/// How long a new WebSocket may take to send `join`.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames above this are cut off by the WebSocket layer itself; below it the
+/// protocol's own limit applies with a precise error.
+const WS_FRAME_LIMIT: usize = 1 << 20;
+
+pub fn router(app: Arc<App>) -> Router {
+    let mut r = Router::new()
+        .route("/", get(index))
+        .route("/room/{room}", get(index))
+        .route("/static/tern.js", get(js))
+        .route("/static/style.css", get(css))
+        .route("/signal", get(signal))
+        .route("/metrics", get(metrics))
+        .route("/health", get(health));
+    if app.dev {
+        r = r.route("/dev/token", get(dev_token));
+    }
+    r.with_state(app)
+}
+
+async fn index() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        INDEX_HTML,
+    )
+}
+
+async fn js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        TERN_JS,
+    )
+}
+
+async fn css() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE_CSS)
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+}
+
+async fn health(State(app): State<Arc<App>>) -> Response {
+    if app.shutting_down.load(Ordering::SeqCst) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    room: String,
+    name: Option<String>,
+}
+
+/// Only under `tern dev`: anyone who can reach the bridge gets a token.
+async fn dev_token(State(app): State<Arc<App>>, Query(q): Query<TokenQuery>) -> Response {
+    let name = q
+        .name
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| "guest".into());
+    let slug: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(24)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let slug = if slug.is_empty() { "guest".into() } else { slug };
+    let participant = format!("{slug}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let token = app.keys.mint(
+        &q.room,
+        &participant,
+        Some(&name.chars().take(64).collect::<String>()),
+        app.cfg.auth.token_ttl_secs,
+    );
+    // The room is checked when the token is used; say so now too.
+    if let Err(r) = app.keys.verify(&token) {
+        return (StatusCode::BAD_REQUEST, r.message).into_response();
+    }
+    axum::Json(serde_json::json!({ "token": token, "participant": participant })).into_response()
+}
+
+async fn signal(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(WS_FRAME_LIMIT)
+        .max_frame_size(WS_FRAME_LIMIT)
+        .on_upgrade(move |socket| session(app, socket))
+}
+
+fn count_error(code: ErrorCode) {
+    metrics::counter!("tern_signalling_errors_total", "code" => code.as_str()).increment(1);
+}
+
+async fn send(ws: &mut WebSocket, msg: &ServerMessage) -> bool {
+    match serde_json::to_string(msg) {
+        Ok(text) => ws.send(Message::Text(text.into())).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+async fn refuse(mut ws: WebSocket, r: Rejection) {
+    count_error(r.code);
+    let _ = send(&mut ws, &r.into_message()).await;
+    let _ = ws.close().await;
+}
+
+async fn session(app: Arc<App>, mut ws: WebSocket) {
+    let first = match tokio::time::timeout(JOIN_TIMEOUT, ws.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => t,
+        Ok(Some(Ok(_))) => {
+            return refuse(
+                ws,
+                Rejection::new(ErrorCode::BadMessage, "expected a text frame with `join`"),
+            )
+            .await;
+        }
+        Ok(_) => return,
+        Err(_) => {
+            return refuse(
+                ws,
+                Rejection::new(ErrorCode::BadMessage, "no `join` within 10 s"),
+            )
+            .await;
+        }
+    };
+    let token = match parse_client_message(&first) {
+        Ok(ClientMessage::Join { version, token }) => {
+            if version != PROTOCOL_VERSION {
+                return refuse(
+                    ws,
+                    Rejection::new(
+                        ErrorCode::UnsupportedVersion,
+                        format!("protocol version {version} is not supported; this bridge speaks {PROTOCOL_VERSION}"),
+                    ),
+                )
+                .await;
+            }
+            token
+        }
+        Ok(_) => {
+            return refuse(
+                ws,
+                Rejection::new(ErrorCode::NotJoined, "the first message must be `join`"),
+            )
+            .await;
+        }
+        Err(r) => return refuse(ws, r).await,
+    };
+    let claims = match app.keys.verify(&token) {
+        Ok(c) => c,
+        Err(r) => return refuse(ws, r).await,
+    };
+    if app.shutting_down.load(Ordering::SeqCst) {
+        return refuse(
+            ws,
+            Rejection::new(ErrorCode::ShuttingDown, "the bridge is shutting down"),
+        )
+        .await;
+    }
+
+    let id = EndpointId(rand::random::<u64>() >> 1);
+    let shard = app.shard_for(&claims.room).clone();
+    let (tx, mut rx) = mpsc::channel(SESSION_QUEUE);
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let req = JoinRequest {
+        id,
+        room: claims.room.clone(),
+        participant: claims.sub.clone(),
+        name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
+        ice_password: format!("{:032x}", rand::random::<u128>()),
+    };
+    if shard
+        .send(ShardInput::Join {
+            req,
+            tx,
+            reply: reply_tx,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    match reply_rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(r)) => return refuse(ws, r).await,
+        Err(_) => return,
+    }
+
+    let span = info_span!("endpoint", %id, room = %claims.room, participant = %claims.sub);
+    async {
+        loop {
+            tokio::select! {
+                incoming = ws.next() => match incoming {
+                    Some(Ok(Message::Text(t))) => match parse_client_message(&t) {
+                        Ok(msg) => {
+                            if shard.send(ShardInput::Message { id, msg }).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(r) => {
+                            let fatal = r.code.is_fatal();
+                            count_error(r.code);
+                            if !send(&mut ws, &r.into_message()).await || fatal {
+                                break;
+                            }
+                        }
+                    },
+                    Some(Ok(Message::Binary(_))) => {
+                        let r = Rejection::new(ErrorCode::BadMessage, "binary frames are not part of the protocol");
+                        count_error(r.code);
+                        if !send(&mut ws, &r.into_message()).await {
+                            break;
+                        }
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Err(e)) => {
+                        debug!(error = %e, "websocket error");
+                        break;
+                    }
+                },
+                outgoing = rx.recv() => match outgoing {
+                    Some(msg) => {
+                        let fatal = matches!(&msg, ServerMessage::Error { code, .. } if code.is_fatal());
+                        if !send(&mut ws, &msg).await || fatal {
+                            break;
+                        }
+                    }
+                    // The core closed the endpoint (leave, replaced, failure).
+                    None => break,
+                },
+            }
+        }
+        let _ = shard.send(ShardInput::Leave { id }).await;
+        let _ = ws.close().await;
+    }
+    .instrument(span)
+    .await
+}

@@ -1,0 +1,218 @@
+//! The bridge shell: sockets, tasks and HTTP around the Sans-IO core.
+
+pub mod http;
+pub mod shard;
+
+use std::hash::{Hash, Hasher};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::BytesMut;
+use dashmap::DashMap;
+use metrics::Counter;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tern_sfu::{Core, CoreConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{info, info_span, warn};
+
+use crate::auth::TokenKeys;
+use crate::config::Config;
+use shard::{Shard, ShardInput};
+
+/// Datagrams read per wakeup before handing batches to shards.
+const RECV_BATCH: usize = 64;
+/// Inputs queued per shard; beyond this the socket reader drops (and counts).
+const SHARD_QUEUE: usize = 8192;
+
+/// State shared by the HTTP handlers.
+pub struct App {
+    pub cfg: Config,
+    pub keys: TokenKeys,
+    pub dev: bool,
+    pub shards: Vec<mpsc::Sender<ShardInput>>,
+    pub shutting_down: AtomicBool,
+    pub metrics: PrometheusHandle,
+}
+
+impl App {
+    /// Conferences are pinned to a shard by room name, so the media path of a
+    /// conference never crosses threads or locks.
+    pub fn shard_for(&self, room: &str) -> &mpsc::Sender<ShardInput> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        room.hash(&mut h);
+        &self.shards[(h.finish() % self.shards.len() as u64) as usize]
+    }
+}
+
+/// Addresses a running bridge actually bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub http: SocketAddr,
+    pub media: SocketAddr,
+}
+
+/// Run a bridge until `shutdown` resolves, then let clients go and return.
+pub async fn run(
+    cfg: Config,
+    dev: bool,
+    metrics: PrometheusHandle,
+    ready: impl FnOnce(Bound),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let span = info_span!("bridge", region = %cfg.bridge.region);
+    let _enter = span.enter();
+
+    let socket = bind_media(cfg.bridge.media_listen)?;
+    let media_addr = socket.local_addr()?;
+    let socket = Arc::new(socket);
+    let candidate_addr = cfg.bridge.advertise_addr.unwrap_or(media_addr);
+
+    let provider = str0m::crypto::from_feature_flags();
+    let dtls_cert = provider
+        .dtls_provider
+        .generate_certificate()
+        .context("generating the DTLS certificate")?;
+
+    let demux: Arc<DashMap<SocketAddr, u8>> = Arc::new(DashMap::new());
+    let n = cfg.shard_count();
+    let mut senders = Vec::with_capacity(n);
+    let mut tasks = Vec::with_capacity(n);
+    let now = Instant::now();
+    for i in 0..n {
+        let (tx, rx) = mpsc::channel(SHARD_QUEUE);
+        senders.push(tx);
+        let core = Core::new(
+            CoreConfig {
+                shard: i as u8,
+                local_addr: media_addr,
+                candidate_addr,
+                dtls_cert: dtls_cert.clone(),
+                codecs: cfg.media.codecs.clone(),
+                max_participants_per_conference: cfg.bridge.max_participants_per_conference,
+                default_max_height: cfg.media.default_max_height,
+                rtx_cache_packets: cfg.media.rtx_cache_packets,
+            },
+            now,
+        );
+        let shard = Shard {
+            index: i as u8,
+            core,
+            rx,
+            socket: socket.clone(),
+            demux: demux.clone(),
+            local_addr: media_addr,
+        };
+        tasks.push(tokio::spawn(shard.run()));
+    }
+    let reader = tokio::spawn(read_media(socket.clone(), senders.clone(), demux));
+
+    let app = Arc::new(App {
+        keys: TokenKeys::new(&cfg.auth.secret),
+        cfg: cfg.clone(),
+        dev,
+        shards: senders,
+        shutting_down: AtomicBool::new(false),
+        metrics,
+    });
+    let listener = tokio::net::TcpListener::bind(cfg.bridge.http_listen)
+        .await
+        .with_context(|| format!("binding HTTP on {}", cfg.bridge.http_listen))?;
+    let http_addr = listener.local_addr()?;
+    let router = http::router(app.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    info!(%http_addr, %media_addr, %candidate_addr, shards = n, "bridge ready");
+    ready(Bound {
+        http: http_addr,
+        media: media_addr,
+    });
+
+    shutdown.await;
+    info!("shutting down: closing endpoints");
+    app.shutting_down.store(true, Ordering::SeqCst);
+    for s in &app.shards {
+        let _ = s.send(ShardInput::Shutdown).await;
+    }
+    // Give WebSocket tasks time to deliver the goodbye.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.abort();
+    reader.abort();
+    for t in tasks {
+        t.abort();
+    }
+    info!("bridge stopped");
+    Ok(())
+}
+
+fn bind_media(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Bursts (keyframes fanned out to many receivers) overflow default buffers.
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    let _ = sock.set_send_buffer_size(4 << 20);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())
+        .with_context(|| format!("binding media UDP on {addr}"))?;
+    Ok(UdpSocket::from_std(sock.into())?)
+}
+
+/// The one reader of the media socket: routes each datagram to the shard that
+/// owns its sender (by address once authenticated, by ICE ufrag for STUN).
+async fn read_media(
+    socket: Arc<UdpSocket>,
+    shards: Vec<mpsc::Sender<ShardInput>>,
+    demux: Arc<DashMap<SocketAddr, u8>>,
+) {
+    let unknown: Counter = metrics::counter!("tern_packets_dropped_total", "shard" => "reader", "reason" => "unknown_source");
+    let overload: Counter = metrics::counter!("tern_packets_dropped_total", "shard" => "reader", "reason" => "shard_overloaded");
+    let mut buf = BytesMut::with_capacity(RECV_BATCH * 2048);
+    let mut batches: Vec<Vec<(SocketAddr, bytes::Bytes)>> = vec![Vec::new(); shards.len()];
+    loop {
+        if let Err(e) = socket.readable().await {
+            warn!(error = %e, "media socket failed");
+            return;
+        }
+        for _ in 0..RECV_BATCH {
+            if buf.capacity() - buf.len() < 2048 {
+                buf.reserve(RECV_BATCH * 2048);
+            }
+            match socket.try_recv_buf_from(&mut buf) {
+                Ok((_, src)) => {
+                    let data = buf.split().freeze();
+                    let shard = match demux.get(&src) {
+                        Some(s) => Some(*s as usize),
+                        None => Core::stun_target_ufrag(&data)
+                            .and_then(Core::shard_of_ufrag)
+                            .map(usize::from)
+                            .filter(|&s| s < shards.len()),
+                    };
+                    match shard {
+                        Some(s) => batches[s].push((src, data)),
+                        None => unknown.increment(1),
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors surface here on Linux; they say nothing
+                    // about other senders.
+                    tracing::trace!(error = %e, "recv error");
+                    break;
+                }
+            }
+        }
+        for (s, batch) in batches.iter_mut().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            let n = batch.len() as u64;
+            let full = std::mem::take(batch);
+            if shards[s].try_send(ShardInput::Datagrams(full)).is_err() {
+                overload.increment(n);
+            }
+        }
+    }
+}

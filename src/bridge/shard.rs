@@ -1,0 +1,251 @@
+//! A worker shard: owns one `Core` (and so every conference hashed to it) and
+//! moves its inputs and outputs. It decides nothing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use metrics::{Counter, Gauge};
+use tern_sfu::signal::{ClientMessage, ErrorCode, Rejection, ServerMessage};
+use tern_sfu::{Core, DropReason, EndpointId, JoinRequest, Output, SfuError};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, debug, info_span, warn};
+
+/// Signalling messages queued per endpoint before the bridge gives up on a
+/// client that does not read its socket.
+pub const SESSION_QUEUE: usize = 1024;
+
+pub enum ShardInput {
+    Datagrams(Vec<(SocketAddr, Bytes)>),
+    Join {
+        req: JoinRequest,
+        tx: mpsc::Sender<ServerMessage>,
+        reply: oneshot::Sender<Result<(), Rejection>>,
+    },
+    Message {
+        id: EndpointId,
+        msg: ClientMessage,
+    },
+    Leave {
+        id: EndpointId,
+    },
+    /// Close every endpoint (the bridge is going away).
+    Shutdown,
+}
+
+struct ShardMetrics {
+    packets_in: Counter,
+    bytes_in: Counter,
+    packets_out: Counter,
+    bytes_out: Counter,
+    forwarded: Counter,
+    keyframes_sent: Counter,
+    keyframes_throttled: Counter,
+    layer_switches: Counter,
+    joins: Counter,
+    dropped: Vec<Counter>,
+    endpoints: Gauge,
+    conferences: Gauge,
+}
+
+impl ShardMetrics {
+    fn new(shard: u8) -> Self {
+        let s = shard.to_string();
+        Self {
+            packets_in: metrics::counter!("tern_packets_received_total", "shard" => s.clone()),
+            bytes_in: metrics::counter!("tern_bytes_received_total", "shard" => s.clone()),
+            packets_out: metrics::counter!("tern_packets_sent_total", "shard" => s.clone()),
+            bytes_out: metrics::counter!("tern_bytes_sent_total", "shard" => s.clone()),
+            forwarded: metrics::counter!("tern_rtp_forwarded_total", "shard" => s.clone()),
+            keyframes_sent: metrics::counter!("tern_keyframe_requests_total", "shard" => s.clone(), "outcome" => "sent"),
+            keyframes_throttled: metrics::counter!("tern_keyframe_requests_total", "shard" => s.clone(), "outcome" => "throttled"),
+            layer_switches: metrics::counter!("tern_layer_switches_total", "shard" => s.clone()),
+            joins: metrics::counter!("tern_joins_total", "shard" => s.clone()),
+            dropped: DropReason::ALL
+                .iter()
+                .map(|r| {
+                    metrics::counter!("tern_packets_dropped_total", "shard" => s.clone(), "reason" => r.as_str())
+                })
+                .collect(),
+            endpoints: metrics::gauge!("tern_endpoints", "shard" => s.clone()),
+            conferences: metrics::gauge!("tern_conferences", "shard" => s),
+        }
+    }
+
+    fn export(&self, core: &Core) {
+        let st = core.stats();
+        self.packets_in.absolute(st.packets_in);
+        self.bytes_in.absolute(st.bytes_in);
+        self.packets_out.absolute(st.packets_out);
+        self.bytes_out.absolute(st.bytes_out);
+        self.forwarded.absolute(st.rtp_forwarded);
+        self.keyframes_sent.absolute(st.keyframe_requests_sent);
+        self.keyframes_throttled.absolute(st.keyframe_requests_throttled);
+        self.layer_switches.absolute(st.layer_switches);
+        self.joins.absolute(st.joins);
+        for (c, r) in self.dropped.iter().zip(DropReason::ALL) {
+            c.absolute(st.dropped(r));
+        }
+        self.endpoints.set(core.endpoint_count() as f64);
+        self.conferences.set(core.conference_count() as f64);
+    }
+}
+
+pub struct Shard {
+    pub index: u8,
+    pub core: Core,
+    pub rx: mpsc::Receiver<ShardInput>,
+    pub socket: Arc<UdpSocket>,
+    pub demux: Arc<DashMap<SocketAddr, u8>>,
+    pub local_addr: SocketAddr,
+}
+
+impl Shard {
+    pub async fn run(self) {
+        let span = info_span!("shard", index = self.index);
+        self.run_inner().instrument(span).await
+    }
+
+    async fn run_inner(mut self) {
+        let metrics = ShardMetrics::new(self.index);
+        let mut sessions: HashMap<EndpointId, mpsc::Sender<ServerMessage>> = HashMap::new();
+        let mut next_export = Instant::now();
+        let mut shutting_down = false;
+        loop {
+            let deadline = self.core.poll_timeout();
+            tokio::select! {
+                biased;
+                input = self.rx.recv() => {
+                    let Some(input) = input else { break };
+                    self.handle(input, &mut sessions, &mut shutting_down);
+                    // Take whatever else is queued before flushing: fewer
+                    // wakeups under load, same order.
+                    for _ in 0..64 {
+                        match self.rx.try_recv() {
+                            Ok(input) => self.handle(input, &mut sessions, &mut shutting_down),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                    self.core.handle_timeout(Instant::now());
+                }
+            }
+            self.flush(&mut sessions).await;
+            let now = Instant::now();
+            if now >= next_export {
+                metrics.export(&self.core);
+                next_export = now + Duration::from_secs(1);
+            }
+            if shutting_down && self.core.endpoint_count() == 0 && sessions.is_empty() {
+                metrics.export(&self.core);
+            }
+        }
+    }
+
+    fn handle(
+        &mut self,
+        input: ShardInput,
+        sessions: &mut HashMap<EndpointId, mpsc::Sender<ServerMessage>>,
+        shutting_down: &mut bool,
+    ) {
+        let now = Instant::now();
+        match input {
+            ShardInput::Datagrams(batch) => {
+                for (src, data) in batch {
+                    self.core.handle_datagram(now, src, self.local_addr, &data);
+                }
+            }
+            ShardInput::Join { req, tx, reply } => {
+                if *shutting_down {
+                    let _ = reply.send(Err(Rejection::new(
+                        ErrorCode::ShuttingDown,
+                        "the bridge is shutting down",
+                    )));
+                    return;
+                }
+                let id = req.id;
+                // Register first: the core answers the join with messages.
+                sessions.insert(id, tx);
+                let result = match self.core.handle_join(now, req) {
+                    Ok(()) => Ok(()),
+                    Err(SfuError::Refused(r)) => Err(r),
+                    Err(e) => Err(Rejection::new(ErrorCode::BadMessage, e.to_string())),
+                };
+                if result.is_err() {
+                    sessions.remove(&id);
+                }
+                let _ = reply.send(result);
+            }
+            ShardInput::Message { id, msg } => self.core.handle_message(now, id, msg),
+            ShardInput::Leave { id } => self.core.handle_leave(now, id),
+            ShardInput::Shutdown => {
+                *shutting_down = true;
+                let ids: Vec<EndpointId> = sessions.keys().copied().collect();
+                for id in ids {
+                    if let Some(tx) = sessions.get(&id) {
+                        let _ = tx.try_send(ServerMessage::Error {
+                            code: ErrorCode::ShuttingDown,
+                            message: "the bridge is shutting down".into(),
+                        });
+                    }
+                    self.core.handle_leave(now, id);
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self, sessions: &mut HashMap<EndpointId, mpsc::Sender<ServerMessage>>) {
+        loop {
+            let kicked = self.flush_once(sessions).await;
+            if kicked.is_empty() {
+                return;
+            }
+            for id in kicked {
+                sessions.remove(&id);
+                self.core.handle_leave(Instant::now(), id);
+            }
+        }
+    }
+
+    async fn flush_once(
+        &mut self,
+        sessions: &mut HashMap<EndpointId, mpsc::Sender<ServerMessage>>,
+    ) -> Vec<EndpointId> {
+        let mut kicked = Vec::new();
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Transmit {
+                    destination,
+                    contents,
+                } => {
+                    if let Err(e) = self.socket.send_to(&contents, destination).await {
+                        debug!(%destination, error = %e, "send failed");
+                    }
+                }
+                Output::Signal { endpoint, message } => {
+                    if let Some(tx) = sessions.get(&endpoint)
+                        && tx.try_send(message).is_err()
+                    {
+                        warn!(%endpoint, "signalling queue full; dropping the client");
+                        kicked.push(endpoint);
+                    }
+                }
+                Output::Bind { addr } => {
+                    self.demux.insert(addr, self.index);
+                }
+                Output::Unbind { addr } => {
+                    self.demux.remove_if(&addr, |_, s| *s == self.index);
+                }
+                Output::Closed { endpoint } => {
+                    sessions.remove(&endpoint);
+                }
+            }
+        }
+        kicked
+    }
+}

@@ -1,0 +1,283 @@
+//! Configuration: a TOML file, then `TERN_<SECTION>_<KEY>` environment
+//! overrides, then defaults. Unknown keys are errors that name the key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use tern_sfu::CodecName;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub bridge: BridgeConfig,
+    pub auth: AuthConfig,
+    pub media: MediaConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgeConfig {
+    /// HTTP: signalling WebSocket, browser client, /metrics, /health.
+    pub http_listen: SocketAddr,
+    /// The one UDP port all media uses.
+    pub media_listen: SocketAddr,
+    /// Address put in ICE candidates; defaults to `media_listen`. Required
+    /// when `media_listen` is a wildcard address.
+    pub advertise_addr: Option<SocketAddr>,
+    /// Worker shards; conferences are pinned to one. 0 = one per core.
+    pub shards: usize,
+    pub region: String,
+    pub max_participants_per_conference: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HS256 secret for participant tokens. Empty: `tern bridge` refuses to
+    /// start; `tern dev` generates one.
+    pub secret: String,
+    /// Lifetime of tokens minted by `tern dev` and `tern token`.
+    pub token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Codecs offered in SDP, in preference order.
+    pub codecs: Vec<CodecName>,
+    /// Video height a receiver gets when it states no constraint.
+    pub default_max_height: u32,
+    /// Video packets per receive slot kept to answer NACKs.
+    pub rtx_cache_packets: usize,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            media_listen: SocketAddr::from(([127, 0, 0, 1], 10000)),
+            advertise_addr: None,
+            shards: 0,
+            region: "local".into(),
+            max_participants_per_conference: 80,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            secret: String::new(),
+            token_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            codecs: vec![CodecName::Opus, CodecName::Vp8],
+            default_max_height: 720,
+            rtx_cache_packets: 1024,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bridge: BridgeConfig::default(),
+            auth: AuthConfig::default(),
+            media: MediaConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Load from an optional file plus the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (origin, text) = match path {
+            Some(p) => (
+                p.display().to_string(),
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?,
+            ),
+            None => ("defaults".to_string(), String::new()),
+        };
+        Self::from_parts(&origin, &text, std::env::vars())
+    }
+
+    /// Parse `text`, apply `TERN_*` overrides from `env`, validate.
+    pub fn from_parts(
+        origin: &str,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let invalid = |origin: &str, message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            message,
+        };
+        // Deserialize the file alone first: its errors carry line and column.
+        toml::from_str::<Config>(text).map_err(|e| invalid(origin, e.to_string()))?;
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| invalid(origin, e.to_string()))?;
+        let mut overridden = false;
+        for (key, value) in env {
+            let Some(rest) = key.strip_prefix("TERN_") else {
+                continue;
+            };
+            if rest == "LOG" {
+                continue;
+            }
+            let lower = rest.to_ascii_lowercase();
+            let Some((section, field)) = lower.split_once('_') else {
+                return Err(invalid(
+                    "environment",
+                    format!("{key}: expected TERN_<SECTION>_<KEY>"),
+                ));
+            };
+            if !["bridge", "auth", "media"].contains(&section) {
+                return Err(invalid(
+                    "environment",
+                    format!("{key}: unknown section `{section}`, expected bridge, auth or media"),
+                ));
+            }
+            let entry = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(t) = entry.as_table_mut() else {
+                return Err(invalid(origin, format!("`{section}` must be a table")));
+            };
+            // Numbers, booleans and arrays parse as TOML; anything else is a string.
+            let parsed = format!("v = {value}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value));
+            t.insert(field.to_string(), parsed);
+            overridden = true;
+        }
+        let origin = if overridden {
+            format!("{origin} with TERN_* environment overrides")
+        } else {
+            origin.to_string()
+        };
+        let cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid(&origin, e.to_string()))?;
+        cfg.validate().map_err(|m| invalid(&origin, m))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let b = &self.bridge;
+        if b.media_listen.ip().is_unspecified() && b.advertise_addr.is_none() {
+            return Err(
+                "bridge.advertise_addr is required when bridge.media_listen is a wildcard address"
+                    .into(),
+            );
+        }
+        if b.max_participants_per_conference == 0 {
+            return Err("bridge.max_participants_per_conference must be at least 1".into());
+        }
+        if b.shards > 64 {
+            return Err("bridge.shards must be at most 64".into());
+        }
+        let m = &self.media;
+        if !m.codecs.contains(&CodecName::Opus) {
+            return Err("media.codecs must include \"opus\"".into());
+        }
+        if !m.codecs.iter().any(|c| *c != CodecName::Opus) {
+            return Err("media.codecs must include a video codec (\"vp8\" or \"h264\")".into());
+        }
+        if !(64..=8192).contains(&m.rtx_cache_packets) {
+            return Err("media.rtx_cache_packets must be between 64 and 8192".into());
+        }
+        if self.auth.token_ttl_secs == 0 {
+            return Err("auth.token_ttl_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn shard_count(&self) -> usize {
+        match self.bridge.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_parts("t", "", no_env()).expect("defaults are valid");
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_position() {
+        let e = Config::from_parts("tern.toml", "[bridge]\nhttp_lisen = \"1.2.3.4:1\"\n", no_env())
+            .expect_err("typo must be refused")
+            .to_string();
+        assert!(e.contains("tern.toml"), "{e}");
+        assert!(e.contains("http_lisen"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let e = Config::from_parts("t", "[media]\ncodecs = [\"opus\", \"vp7\"]\n", no_env())
+            .expect_err("unknown codec")
+            .to_string();
+        assert!(e.contains("vp7"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_file_and_is_typed() {
+        let env = vec![
+            ("TERN_BRIDGE_SHARDS".to_string(), "3".to_string()),
+            ("TERN_AUTH_SECRET".to_string(), "s3cret".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ];
+        let c = Config::from_parts("t", "[bridge]\nshards = 1\n", env).expect("valid");
+        assert_eq!(c.bridge.shards, 3);
+        assert_eq!(c.auth.secret, "s3cret");
+    }
+
+    #[test]
+    fn unknown_environment_key_is_refused() {
+        let env = vec![("TERN_BRIDGE_SHRADS".to_string(), "3".to_string())];
+        let e = Config::from_parts("t", "", env).expect_err("typo").to_string();
+        assert!(e.contains("shrads"), "{e}");
+    }
+
+    #[test]
+    fn wildcard_media_address_needs_advertise_address() {
+        let e = Config::from_parts("t", "[bridge]\nmedia_listen = \"0.0.0.0:10000\"\n", no_env())
+            .expect_err("no advertise address")
+            .to_string();
+        assert!(e.contains("advertise_addr"), "{e}");
+    }
+}

@@ -1,0 +1,7 @@
+//! The `tern` binary's library: the tokio shells around the Sans-IO cores,
+//! configuration, authentication and the command line.
+
+pub mod auth;
+pub mod bridge;
+pub mod cli;
+pub mod config;
