@@ -118,18 +118,34 @@ mod tests {
             name: None,
             exp: unix_now() - 3600,
         };
-        let expired = jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(b"secret"))
-            .expect("encode");
-        assert_eq!(k.verify(&expired).map_err(|e| e.code), Err(ErrorCode::TokenExpired));
+        let expired = jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .expect("encode");
+        assert_eq!(
+            k.verify(&expired).map_err(|e| e.code),
+            Err(ErrorCode::TokenExpired)
+        );
 
-        assert_eq!(k.verify("not.a.jwt").map_err(|e| e.code), Err(ErrorCode::InvalidToken));
-        assert_eq!(k.verify("").map_err(|e| e.code), Err(ErrorCode::InvalidToken));
+        assert_eq!(
+            k.verify("not.a.jwt").map_err(|e| e.code),
+            Err(ErrorCode::InvalidToken)
+        );
+        assert_eq!(
+            k.verify("").map_err(|e| e.code),
+            Err(ErrorCode::InvalidToken)
+        );
     }
 
     #[test]
     fn room_with_path_characters_is_refused() {
         let k = TokenKeys::new("s");
         let t = k.mint("../etc", "a", None, 60);
-        assert_eq!(k.verify(&t).map_err(|e| e.code), Err(ErrorCode::InvalidToken));
+        assert_eq!(
+            k.verify(&t).map_err(|e| e.code),
+            Err(ErrorCode::InvalidToken)
+        );
     }
 }

@@ -102,7 +102,8 @@ pub fn main() -> anyhow::Result<()> {
                 name.as_deref(),
                 ttl.unwrap_or(cfg.auth.token_ttl_secs),
             );
-            keys.verify(&token).map_err(|r| anyhow::anyhow!(r.message))?;
+            keys.verify(&token)
+                .map_err(|r| anyhow::anyhow!(r.message))?;
             println!("{token}");
             Ok(())
         }
@@ -146,11 +147,14 @@ fn run_bridge(cfg: Config, dev: bool) -> anyhow::Result<()> {
             |b| {
                 if dev {
                     println!(
-                        "tern dev ready: open http://{}/room/hello in two browser tabs",
-                        b.http
+                        "tern dev ready: open http://{}/room/hello in two browser tabs (media udp {})",
+                        b.http, b.media
                     );
                 } else {
-                    println!("tern bridge ready: http {} media {}", b.http, b.media);
+                    println!(
+                        "tern bridge ready: http://{}/ (media udp {})",
+                        b.http, b.media
+                    );
                 }
             },
             shutdown_signal(),

@@ -238,9 +238,13 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named_with_its_position() {
-        let e = Config::from_parts("tern.toml", "[bridge]\nhttp_lisen = \"1.2.3.4:1\"\n", no_env())
-            .expect_err("typo must be refused")
-            .to_string();
+        let e = Config::from_parts(
+            "tern.toml",
+            "[bridge]\nhttp_lisen = \"1.2.3.4:1\"\n",
+            no_env(),
+        )
+        .expect_err("typo must be refused")
+        .to_string();
         assert!(e.contains("tern.toml"), "{e}");
         assert!(e.contains("http_lisen"), "{e}");
         assert!(e.contains("line 2"), "{e}");
@@ -269,15 +273,21 @@ mod tests {
     #[test]
     fn unknown_environment_key_is_refused() {
         let env = vec![("TERN_BRIDGE_SHRADS".to_string(), "3".to_string())];
-        let e = Config::from_parts("t", "", env).expect_err("typo").to_string();
+        let e = Config::from_parts("t", "", env)
+            .expect_err("typo")
+            .to_string();
         assert!(e.contains("shrads"), "{e}");
     }
 
     #[test]
     fn wildcard_media_address_needs_advertise_address() {
-        let e = Config::from_parts("t", "[bridge]\nmedia_listen = \"0.0.0.0:10000\"\n", no_env())
-            .expect_err("no advertise address")
-            .to_string();
+        let e = Config::from_parts(
+            "t",
+            "[bridge]\nmedia_listen = \"0.0.0.0:10000\"\n",
+            no_env(),
+        )
+        .expect_err("no advertise address")
+        .to_string();
         assert!(e.contains("advertise_addr"), "{e}");
     }
 }

@@ -26,7 +26,7 @@ use crate::keyframe::{ReceiverBudget, SourceGate};
 use crate::layers::{LayerView, choose_layer};
 use crate::rewrite::{InNumbers, Rewriter};
 use crate::signal::{
-    ClientMessage, ErrorCode, Kind, ParticipantInfo, PROTOCOL_VERSION, Rejection, ServerMessage,
+    ClientMessage, ErrorCode, Kind, PROTOCOL_VERSION, ParticipantInfo, Rejection, ServerMessage,
     SlotInfo, SourceDecl, SourceInfo,
 };
 use crate::stats::{CoreStats, DropReason};
@@ -317,9 +317,7 @@ impl Core {
 
     /// The shard an ICE ufrag belongs to (its first two hex digits).
     pub fn shard_of_ufrag(ufrag: &str) -> Option<u8> {
-        ufrag
-            .get(..2)
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
+        ufrag.get(..2).and_then(|h| u8::from_str_radix(h, 16).ok())
     }
 
     /// The local ufrag a STUN request is addressed to (`USERNAME` is
@@ -395,10 +393,7 @@ impl Core {
         }
 
         self.ufrag_counter += 1;
-        let ufrag = format!(
-            "{:02x}{:x}{:x}",
-            self.cfg.shard, id.0, self.ufrag_counter
-        );
+        let ufrag = format!("{:02x}{:x}{:x}", self.cfg.shard, id.0, self.ufrag_counter);
         let mut rtc = self.build_rtc(now, &ufrag, ice_password)?;
         let candidate = Candidate::host(self.cfg.candidate_addr, Protocol::Udp)
             .map_err(|e| SfuError::Config(format!("candidate address: {e}")))?;
@@ -488,7 +483,10 @@ impl Core {
         match msg {
             ClientMessage::Join { .. } => self.reject(
                 id,
-                Rejection::new(ErrorCode::AlreadyJoined, "this connection has already joined"),
+                Rejection::new(
+                    ErrorCode::AlreadyJoined,
+                    "this connection has already joined",
+                ),
             ),
             ClientMessage::Offer { sdp, sources } => self.handle_offer(now, id, &sdp, sources),
             ClientMessage::SourceState { name, muted } => {
@@ -513,7 +511,6 @@ impl Core {
     }
 
     fn reject(&mut self, id: EndpointId, r: Rejection) {
-        self.stats.signalling_errors += 1;
         self.signal(id, r.into_message());
     }
 
@@ -539,6 +536,19 @@ impl Core {
                 );
             }
         };
+        // str0m announces media (MediaAdded) only once SRTP is up; receive
+        // slots must exist before that so sources can be mapped right away.
+        let medias: Vec<(Mid, MediaKind, Direction)> = sdp
+            .lines()
+            .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
+            .filter_map(|mid| {
+                let m = ep.rtc.media(Mid::from(mid))?;
+                Some((m.mid(), m.kind(), m.direction()))
+            })
+            .collect();
+        for (mid, kind, dir) in medias {
+            self.on_media(id, mid, kind, dir);
+        }
         self.signal(
             id,
             ServerMessage::Answer {
@@ -546,7 +556,6 @@ impl Core {
             },
         );
         self.drive(now, id);
-        // MediaAdded events create the receive slots before sources are matched.
         self.process_events(now);
         self.apply_sources(now, id, decl);
         self.assign_slots(now, id);
@@ -607,7 +616,6 @@ impl Core {
             });
         }
         if !problems.is_empty() {
-            self.stats.signalling_errors += 1;
             self.signal(
                 id,
                 ServerMessage::Error {
@@ -628,9 +636,17 @@ impl Core {
                 w.mid == s.mid
                     && w.name == s.name
                     && w.kind == s.kind
-                    && w.layers.iter().map(|l| l.rid).eq(s.layers.iter().map(|l| l.rid))
+                    && w.layers
+                        .iter()
+                        .map(|l| l.rid)
+                        .eq(s.layers.iter().map(|l| l.rid))
             }) {
-                Some(w) => *w = PubSource { muted: s.muted, ..s },
+                Some(w) => {
+                    *w = PubSource {
+                        muted: s.muted,
+                        ..s
+                    }
+                }
                 None => removed.push(s),
             }
         }
@@ -842,7 +858,11 @@ impl Core {
         let mut decisions = Vec::new();
         for (i, slot) in ep.slots.iter().enumerate() {
             let Some(r) = slot.source else { continue };
-            let Some(src) = self.endpoints.get(&r.endpoint).and_then(|p| p.source(r.mid)) else {
+            let Some(src) = self
+                .endpoints
+                .get(&r.endpoint)
+                .and_then(|p| p.source(r.mid))
+            else {
                 continue;
             };
             let target = match slot.kind {
@@ -855,10 +875,7 @@ impl Core {
                     wanted.or_else(|| {
                         let all: Vec<LayerView> = views
                             .iter()
-                            .map(|v| LayerView {
-                                active: true,
-                                ..*v
-                            })
+                            .map(|v| LayerView { active: true, ..*v })
                             .collect();
                         choose_layer(&all, ep.max_height_for(&src.id))
                     })
@@ -1059,7 +1076,7 @@ impl Core {
             match e {
                 Event::RtpPacket(p) => self.forward(now, id, p),
                 Event::KeyframeRequest(k) => self.on_keyframe_request(now, id, k.mid),
-                Event::MediaAdded(m) => self.on_media_added(id, m.mid, m.kind, m.direction),
+                Event::MediaAdded(m) => self.on_media(id, m.mid, m.kind, m.direction),
                 Event::MediaChanged(m) => {
                     debug!(endpoint = %id, mid = %m.mid, direction = ?m.direction, "media changed")
                 }
@@ -1081,7 +1098,7 @@ impl Core {
         }
     }
 
-    fn on_media_added(&mut self, id: EndpointId, mid: Mid, kind: MediaKind, dir: Direction) {
+    fn on_media(&mut self, id: EndpointId, mid: Mid, kind: MediaKind, dir: Direction) {
         let Some(ep) = self.endpoints.get_mut(&id) else {
             return;
         };
@@ -1221,10 +1238,16 @@ impl Core {
                 self.stats.drop(DropReason::NoCodec);
                 continue;
             };
-            let mut w = RtpWrite::new(pt, SeqNo::from(out.seq), out.ts, p.timestamp, p.payload.clone())
-                .marker(p.header.marker)
-                .ext_vals(ext.clone())
-                .nackable(kind == Kind::Video);
+            let mut w = RtpWrite::new(
+                pt,
+                SeqNo::from(out.seq),
+                out.ts,
+                p.timestamp,
+                p.payload.clone(),
+            )
+            .marker(p.header.marker)
+            .ext_vals(ext.clone())
+            .nackable(kind == Kind::Video);
             if let Some(d) = &descriptor {
                 let mut b = d.patch();
                 if let Some(pid) = out.pid {

@@ -10,6 +10,7 @@ pub mod layers;
 pub mod rewrite;
 pub mod signal;
 pub mod stats;
+pub mod synth;
 pub mod vp8;
 
 pub use crate::core::{Core, CoreConfig, EndpointId, JoinRequest, Output};

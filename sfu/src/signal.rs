@@ -233,7 +233,10 @@ fn validate_sources(sources: &[SourceDecl]) -> Result<(), Rejection> {
         if s.mid.is_empty() || s.mid.len() > 16 {
             return bad(format!("source {}: mid must be 1-16 characters", s.name));
         }
-        if sources[..i].iter().any(|o| o.name == s.name || o.mid == s.mid) {
+        if sources[..i]
+            .iter()
+            .any(|o| o.name == s.name || o.mid == s.mid)
+        {
             return bad(format!("source {}: duplicate name or mid", s.name));
         }
         if s.layers.len() > MAX_LAYERS {

@@ -65,7 +65,6 @@ pub struct CoreStats {
     pub leaves: u64,
     pub connects: u64,
     pub ice_disconnects: u64,
-    pub signalling_errors: u64,
 }
 
 impl CoreStats {

@@ -63,7 +63,10 @@ async fn js() -> impl IntoResponse {
 }
 
 async fn css() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE_CSS)
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        STYLE_CSS,
+    )
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
@@ -99,7 +102,11 @@ async fn dev_token(State(app): State<Arc<App>>, Query(q): Query<TokenQuery>) -> 
         .take(24)
         .collect::<String>()
         .to_ascii_lowercase();
-    let slug = if slug.is_empty() { "guest".into() } else { slug };
+    let slug = if slug.is_empty() {
+        "guest".into()
+    } else {
+        slug
+    };
     let participant = format!("{slug}-{:06x}", rand::random::<u32>() & 0xff_ffff);
     let token = app.keys.mint(
         &q.room,
@@ -120,7 +127,7 @@ async fn signal(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
         .on_upgrade(move |socket| session(app, socket))
 }
 
-fn count_error(code: ErrorCode) {
+pub(crate) fn count_error(code: ErrorCode) {
     metrics::counter!("tern_signalling_errors_total", "code" => code.as_str()).increment(1);
 }
 

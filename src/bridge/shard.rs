@@ -84,7 +84,8 @@ impl ShardMetrics {
         self.bytes_out.absolute(st.bytes_out);
         self.forwarded.absolute(st.rtp_forwarded);
         self.keyframes_sent.absolute(st.keyframe_requests_sent);
-        self.keyframes_throttled.absolute(st.keyframe_requests_throttled);
+        self.keyframes_throttled
+            .absolute(st.keyframe_requests_throttled);
         self.layer_switches.absolute(st.layer_switches);
         self.joins.absolute(st.joins);
         for (c, r) in self.dropped.iter().zip(DropReason::ALL) {
@@ -228,6 +229,9 @@ impl Shard {
                     }
                 }
                 Output::Signal { endpoint, message } => {
+                    if let ServerMessage::Error { code, .. } = &message {
+                        super::http::count_error(*code);
+                    }
                     if let Some(tx) = sessions.get(&endpoint)
                         && tx.try_send(message).is_err()
                     {

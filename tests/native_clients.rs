@@ -1,0 +1,573 @@
+//! A real bridge process and native str0m participants on 127.0.0.1.
+
+mod native;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use native::{Bridge, eventually};
+use tern::client::{Client, Received};
+use tern_sfu::rewrite::ts_not_before;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Frames (layer, frame number) fully received on one slot.
+fn complete_frames(rx: &[Received]) -> usize {
+    let mut seen: HashMap<(u8, u32), (u16, u16)> = HashMap::new();
+    for r in rx {
+        if let (Some(l), Some(f)) = (r.layer, r.frame) {
+            let e = seen.entry((l, f)).or_insert((0, r.count));
+            e.0 += 1;
+        }
+    }
+    seen.values().filter(|(got, count)| got >= count).count()
+}
+
+/// Sequence numbers missing between the first and last received packet.
+fn holes(rx: &[Received]) -> usize {
+    let seqs: BTreeSet<u64> = rx.iter().map(|r| r.seq).collect();
+    match (seqs.first(), seqs.last()) {
+        (Some(&a), Some(&b)) => (b - a + 1) as usize - seqs.len(),
+        _ => 0,
+    }
+}
+
+async fn video_flowing(c: &Client, source: &str, frames: usize) {
+    eventually(
+        &format!("{frames} complete frames of {source}"),
+        Duration::from_secs(10),
+        || (complete_frames(c.state().received_for(source)) >= frames).then_some(()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_participants_receive_each_others_audio_and_video() {
+    let bridge = Bridge::start(&[]);
+    let alice = bridge.join("room1", "alice").await;
+    let bob = bridge.join("room1", "bob").await;
+    for (me, other) in [(&alice, "bob"), (&bob, "alice")] {
+        let cam = format!("{other}/camera");
+        let mic = format!("{other}/mic");
+        video_flowing(me, &cam, 30).await;
+        eventually(
+            &format!("audio from {other}"),
+            Duration::from_secs(5),
+            || (me.state().received_for(&mic).len() > 50).then_some(()),
+        )
+        .await;
+        let st = me.state();
+        let levels: Vec<i8> = st
+            .received_for(&mic)
+            .iter()
+            .filter_map(|r| r.audio_level)
+            .collect();
+        assert!(
+            !levels.is_empty() && levels.iter().all(|&l| l == -30),
+            "audio level forwarded: {levels:?}"
+        );
+    }
+    assert!(bridge.metric("tern_rtp_forwarded_total", "") > 100.0);
+}
+
+/// Layers a receiver gets for a requested max height, given the ladder
+/// 180/360/720 the test publisher sends.
+fn expected_layer(max_height: u32) -> u8 {
+    match max_height {
+        h if h >= 720 => 2,
+        h if h >= 360 => 1,
+        _ => 0,
+    }
+}
+
+/// Whatever sequence of layer switches a receiver asks for, what it gets is
+/// one stream: sequence numbers step by one, timestamps never go back,
+/// picture ids advance by at most one, and it ends on the layer it asked for.
+#[test]
+fn layer_switches_keep_outgoing_numbers_monotonic() {
+    use proptest::prelude::*;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let bridge = Bridge::start(&[]);
+    let case = std::cell::Cell::new(0u32);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 4,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let heights = prop::collection::vec(
+        prop_oneof![Just(180u32), Just(360), Just(720), Just(200)],
+        3..7,
+    );
+    runner
+        .run(&heights, |schedule| {
+            case.set(case.get() + 1);
+            let rx = rt.block_on(async {
+                let room = format!("switch-{}", case.get());
+                let publisher = bridge.join_with(&room, "pub", |o| o.audio = false).await;
+                let sub = bridge
+                    .join_with(&room, "sub", |o| {
+                        o.audio = false;
+                        o.video = vec![];
+                    })
+                    .await;
+                video_flowing(&sub, "pub/camera", 10).await;
+                for &h in &schedule {
+                    sub.set_max_height(None, h);
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                }
+                let want = expected_layer(*schedule.last().expect("non-empty"));
+                eventually("final layer", Duration::from_secs(5), || {
+                    let st = sub.state();
+                    let rx = st.received_for("pub/camera");
+                    (rx.last().and_then(|r| r.layer) == Some(want)).then_some(())
+                })
+                .await;
+                let st = sub.state();
+                let rx = st.received_for("pub/camera").to_vec();
+                drop(st);
+                drop(publisher);
+                drop(sub);
+                rx
+            });
+            prop_assert!(rx.len() > 50);
+            let layers: BTreeSet<u8> = rx.iter().filter_map(|r| r.layer).collect();
+            let distinct: BTreeSet<u8> = schedule.iter().map(|&h| expected_layer(h)).collect();
+            prop_assert!(
+                layers.len() >= distinct.len().min(2),
+                "switched: {layers:?} for {schedule:?}"
+            );
+            for w in rx.windows(2) {
+                let (a, b) = (w[0], w[1]);
+                prop_assert_eq!(b.seq, a.seq + 1, "sequence steps by one");
+                prop_assert!(
+                    ts_not_before(b.ts, a.ts),
+                    "timestamp went back: {} -> {}",
+                    a.ts,
+                    b.ts
+                );
+                if let (Some(pa), Some(pb)) = (a.pid, b.pid) {
+                    prop_assert!(
+                        pb == pa || pb == (pa + 1) & 0x7fff,
+                        "picture id {} -> {}",
+                        pa,
+                        pb
+                    );
+                }
+                if a.layer != b.layer {
+                    prop_assert!(
+                        b.keyframe,
+                        "switch to layer {:?} not on a keyframe",
+                        b.layer
+                    );
+                }
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_nack_is_answered_from_the_bridge_cache() {
+    let bridge = Bridge::start(&[]);
+    let publisher = bridge.join_with("nack", "pub", |o| o.audio = false).await;
+    // Every 40th packet towards the receiver is lost after the bridge.
+    let sub = bridge
+        .join_with("nack", "sub", |o| {
+            o.audio = false;
+            o.video = vec![];
+            o.drop_every_nth_inbound = Some(40);
+        })
+        .await;
+    video_flowing(&sub, "pub/camera", 60).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let st = sub.state();
+    assert!(
+        st.dropped_inbound.len() >= 5,
+        "losses simulated: {}",
+        st.dropped_inbound.len()
+    );
+    let rx = st.received_for("pub/camera");
+    // Repairs arrive late (a retransmission can be lost too); ignore the last second.
+    let cutoff = Instant::now() - Duration::from_millis(1000);
+    let settled: Vec<Received> = rx.iter().copied().filter(|r| r.at < cutoff).collect();
+    assert_eq!(holes(&settled), 0, "every lost packet was retransmitted");
+    drop(st);
+    assert_eq!(
+        publisher.state().nacks_received(),
+        0,
+        "the publisher was never asked: repairs came from the bridge's cache"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_pli_reaches_publisher_throttled_and_aggregated() {
+    let bridge = Bridge::start(&[]);
+    let publisher = bridge.join_with("pli", "pub", |o| o.audio = false).await;
+    let receiver = |name: &'static str| {
+        bridge.join_with("pli", name, |o| {
+            o.audio = false;
+            o.video = vec![];
+        })
+    };
+    let a = receiver("a").await;
+    let b = receiver("b").await;
+    video_flowing(&a, "pub/camera", 20).await;
+    video_flowing(&b, "pub/camera", 20).await;
+    // Let switch-time requests settle.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let total = |c: &Client| c.state().keyframe_requests.values().sum::<u64>();
+    let slot_a = a.state().slot_of("pub/camera").expect("slot");
+    let slot_b = b.state().slot_of("pub/camera").expect("slot");
+
+    // Two receivers asking at the same moment cause one request upstream.
+    let before = total(&publisher);
+    a.request_keyframe(&slot_a);
+    b.request_keyframe(&slot_b);
+    eventually("PLI reaches the publisher", Duration::from_secs(2), || {
+        (total(&publisher) > before).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(total(&publisher) - before, 1, "aggregated across receivers");
+
+    // One receiver hammering: at most 3 per 10 s pass, at least 200 ms apart.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = total(&publisher);
+    for _ in 0..20 {
+        a.request_keyframe(&slot_a);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let passed = total(&publisher) - before;
+    assert!(
+        (1..=2).contains(&passed),
+        "throttled to the receiver budget: {passed} passed"
+    );
+    // Metrics are exported once a second.
+    eventually("throttled requests counted", Duration::from_secs(3), || {
+        (bridge.metric("tern_keyframe_requests_total", "outcome=\"throttled\"") >= 15.0)
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_datagrams_at_high_rate_do_not_disturb_a_running_call() {
+    let bridge = Bridge::start(&[]);
+    let _publisher = bridge.join_with("flood", "pub", |o| o.audio = false).await;
+    let sub = bridge
+        .join_with("flood", "sub", |o| {
+            o.audio = false;
+            o.video = vec![];
+        })
+        .await;
+    video_flowing(&sub, "pub/camera", 20).await;
+    let before_len = sub.state().received_for("pub/camera").len();
+    let dropped_before = bridge.metric("tern_packets_dropped_total", "");
+
+    // Three attackers, each a different kind of junk, ~15k datagrams/s in all.
+    let media = bridge.media;
+    let flood = tokio::task::spawn_blocking(move || {
+        let socks: Vec<std::net::UdpSocket> = (0..3)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
+            .collect();
+        let mut sent = 0u64;
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            for _ in 0..150 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let len = 1 + (x % 1200) as usize;
+                let mut junk: Vec<u8> = (0..len).map(|i| (x >> (i % 56)) as u8).collect();
+                let _ = socks[0].send_to(&junk, media);
+                // Truncated STUN: a binding request header cut short.
+                let mut stun = vec![0x00, 0x01, 0x00, 0x30, 0x21, 0x12, 0xa4, 0x42];
+                stun.extend_from_slice(&x.to_be_bytes());
+                stun.truncate(8 + (x % 12) as usize);
+                let _ = socks[1].send_to(&stun, media);
+                // RTP-shaped packets for SSRCs nobody announced.
+                junk[0] = 0x80;
+                if junk.len() < 12 {
+                    junk.resize(12, 0);
+                }
+                let _ = socks[2].send_to(&junk, media);
+                sent += 3;
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        sent
+    });
+    // A participant whose own (authenticated) address sends garbage RTP.
+    sub.inject_garbage(2000);
+    let sent = flood.await.expect("flood");
+    assert!(sent > 20_000, "flood too weak: {sent}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let st = sub.state();
+    let during = &st.received_for("pub/camera")[before_len..];
+    assert!(
+        complete_frames(during) >= 80,
+        "frames kept flowing: {}",
+        complete_frames(during)
+    );
+    let lost = holes(during);
+    assert!(
+        (lost as f64) < 0.005 * during.len() as f64,
+        "call loss during the flood: {lost} of {}",
+        during.len()
+    );
+    drop(st);
+    let dropped = bridge.metric("tern_packets_dropped_total", "") - dropped_before;
+    assert!(
+        dropped >= sent as f64 * 0.9,
+        "junk was counted: {dropped} of {sent}"
+    );
+}
+
+async fn raw_ws(
+    bridge: &Bridge,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/signal", bridge.http))
+        .await
+        .expect("ws connect");
+    ws
+}
+
+/// Next server message as JSON, or None when the socket closed.
+async fn next_json(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Option<serde_json::Value> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("answer in time")
+        {
+            Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).expect("json")),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+async fn expect_error(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    code: &str,
+) -> String {
+    loop {
+        let m = next_json(ws)
+            .await
+            .unwrap_or_else(|| panic!("closed before error {code}"));
+        if m["type"] == "error" {
+            assert_eq!(m["code"], code, "{m}");
+            return m["message"].as_str().unwrap_or_default().to_string();
+        }
+    }
+}
+
+async fn expect_closed(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) {
+    while let Some(m) = next_json(ws).await {
+        assert_ne!(m["type"], "joined", "must not join: {m}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_signalling_gets_precise_errors_and_leaves_other_sessions_untouched() {
+    let bridge = Bridge::start(&[]);
+    let _alice = bridge.join_with("call", "alice", |o| o.audio = false).await;
+    let bob = bridge.join_with("call", "bob", |o| o.video = vec![]).await;
+    video_flowing(&bob, "alice/camera", 10).await;
+    let progress = || bob.state().received_for("alice/camera").len();
+    let start = progress();
+
+    let join = |token: &str, version: u32| {
+        serde_json::json!({"type": "join", "version": version, "token": token}).to_string()
+    };
+    // Invalid, expired, wrongly signed tokens and an unknown version.
+    let expired = {
+        use jsonwebtoken::{EncodingKey, Header, encode};
+        let claims = tern::auth::Claims {
+            room: "call".into(),
+            sub: "mallory".into(),
+            name: None,
+            exp: tern::auth::unix_now() - 600,
+        };
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(native::SECRET.as_bytes()),
+        )
+        .expect("encode")
+    };
+    let forged = tern::auth::TokenKeys::new("not-the-secret").mint("call", "mallory", None, 60);
+    for (text, code) in [
+        (join("garbage", 1), "invalid_token"),
+        (join(&expired, 1), "token_expired"),
+        (join(&forged, 1), "invalid_token"),
+        (
+            join(&bridge.token("call", "carol"), 2),
+            "unsupported_version",
+        ),
+        (r#"{"type":"leave"}"#.to_string(), "not_joined"),
+        ("{not json".to_string(), "bad_message"),
+    ] {
+        let mut ws = raw_ws(&bridge).await;
+        ws.send(Message::Text(text.clone().into()))
+            .await
+            .expect("send");
+        let msg = expect_error(&mut ws, code).await;
+        assert!(!msg.is_empty(), "{code} has a reason");
+        expect_closed(&mut ws).await;
+    }
+
+    // A joined session: malformed messages are answered, the session stays.
+    let mut ws = raw_ws(&bridge).await;
+    ws.send(Message::Text(join(&bridge.token("call", "dave"), 1).into()))
+        .await
+        .expect("send");
+    loop {
+        let m = next_json(&mut ws).await.expect("joined");
+        if m["type"] == "joined" {
+            break;
+        }
+    }
+    for (text, code, needle) in [
+        (
+            r#"{"type":"constraints","default_max_height":"tall"}"#,
+            "bad_message",
+            "invalid type",
+        ),
+        (r#"{"type":"dance"}"#, "bad_message", "unknown variant"),
+        (
+            r#"{"type":"offer","sdp":"v=0 nonsense","sources":[]}"#,
+            "bad_offer",
+            "SDP",
+        ),
+        (
+            r#"{"type":"source_state","name":"nope","muted":true}"#,
+            "bad_message",
+            "no source named nope",
+        ),
+    ] {
+        ws.send(Message::Text(text.into())).await.expect("send");
+        let msg = expect_error(&mut ws, code).await;
+        assert!(msg.contains(needle), "{code}: {msg}");
+    }
+    // Still joined: a valid message gets no error, and others see dave.
+    assert!(bob.state().participants.contains_key("dave"));
+    // Oversized: refused and closed.
+    let big = format!(
+        r#"{{"type":"offer","sdp":"{}","sources":[]}}"#,
+        "x".repeat(300 * 1024)
+    );
+    ws.send(Message::Text(big.into())).await.expect("send");
+    expect_error(&mut ws, "message_too_large").await;
+    expect_closed(&mut ws).await;
+    eventually("dave's departure seen", Duration::from_secs(2), || {
+        (!bob.state().participants.contains_key("dave")).then_some(())
+    })
+    .await;
+
+    // The call carried on throughout, with nothing lost, and still does.
+    let mid = progress();
+    assert!(mid > start, "media kept flowing: {start} -> {mid}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        progress() > mid + 100,
+        "media still flowing: {mid} -> {}",
+        progress()
+    );
+    assert_eq!(holes(bob.state().received_for("alice/camera")), 0);
+    assert!(bridge.metric("tern_signalling_errors_total", "") >= 10.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_and_vanishing_participants_are_removed_for_the_others() {
+    let bridge = Bridge::start(&[]);
+    let alice = bridge.join("bye", "alice").await;
+    let bob = bridge.join("bye", "bob").await;
+    let carol = bridge.join("bye", "carol").await;
+    video_flowing(&alice, "bob/camera", 5).await;
+    video_flowing(&alice, "carol/camera", 5).await;
+
+    let t = Instant::now();
+    bob.leave().await.expect("leave");
+    eventually("bob gone for alice", Duration::from_secs(2), || {
+        let st = alice.state();
+        (!st.participants.contains_key("bob") && st.slot_of("bob/camera").is_none()).then_some(())
+    })
+    .await;
+    assert!(t.elapsed() < Duration::from_secs(2));
+
+    // Carol's process dies: no leave, the socket just closes.
+    carol.abort();
+    eventually("carol gone for alice", Duration::from_secs(2), || {
+        (!alice.state().participants.contains_key("carol")).then_some(())
+    })
+    .await;
+    let frozen = alice.state().received_for("alice/none").len();
+    assert_eq!(frozen, 0);
+    assert_eq!(bridge.metric("tern_endpoints", ""), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_tells_clients_and_exits_cleanly() {
+    let bridge = Bridge::start(&[]);
+    let alice = bridge.join("end", "alice").await;
+    let state = || alice.state().errors.clone();
+    assert!(bridge.terminate(), "exit status 0 after SIGTERM");
+    eventually("shutting_down delivered", Duration::from_secs(2), || {
+        state()
+            .iter()
+            .any(|(c, _)| c == "shutting_down")
+            .then_some(())
+    })
+    .await;
+}
+
+#[test]
+fn bad_config_file_is_refused_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("tern-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        "[bridge]\nregion = \"eu\"\nmedia_lisen = \"127.0.0.1:1\"\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("media_lisen") && err.contains("line 3"),
+        "{err}"
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .arg("bridge")
+        .env("TERN_MEDIA_CODECS", "[\"opus\", \"vp7\"]")
+        .env("TERN_AUTH_SECRET", "x")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("vp7") && err.contains("environment"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
