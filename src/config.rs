@@ -18,7 +18,7 @@ pub enum ConfigError {
     Invalid { origin: String, message: String },
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub bridge: BridgeConfig,
@@ -91,16 +91,6 @@ impl Default for MediaConfig {
             codecs: vec![CodecName::Opus, CodecName::Vp8],
             default_max_height: 720,
             rtx_cache_packets: 1024,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            bridge: BridgeConfig::default(),
-            auth: AuthConfig::default(),
-            media: MediaConfig::default(),
         }
     }
 }

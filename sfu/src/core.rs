@@ -886,10 +886,8 @@ impl Core {
             let retry = slot
                 .switch_requested
                 .is_none_or(|t| now.saturating_duration_since(t) >= SWITCH_RETRY);
-            if waiting && slot.kind == Kind::Video && retry {
-                if let Some(t) = target {
-                    requests.push((r, t, i));
-                }
+            if let (true, Kind::Video, true, Some(t)) = (waiting, slot.kind, retry, target) {
+                requests.push((r, t, i));
             }
         }
         if let Some(ep) = self.endpoints.get_mut(&id) {
@@ -1146,7 +1144,6 @@ impl Core {
                     return;
                 };
                 let (mid, rid) = (rx.mid(), rx.rid());
-                drop(api);
                 let Some(src) = ep.source(mid) else {
                     // Media the client sends without declaring it as a source.
                     self.stats.drop(DropReason::UnknownStream);
@@ -1185,10 +1182,10 @@ impl Core {
                 numbers.pid = info.pid;
                 numbers.tl0 = info.tl0;
                 keyframe = info.keyframe_start;
-                if let (true, Some((_, h))) = (info.keyframe_start, info.dims) {
-                    if let Some(l) = src.layers.get_mut(layer) {
-                        l.measured_height = Some(u32::from(h));
-                    }
+                if let (true, Some((_, h)), Some(l)) =
+                    (info.keyframe_start, info.dims, src.layers.get_mut(layer))
+                {
+                    l.measured_height = Some(u32::from(h));
                 }
                 if info.pid.is_some() || info.tl0.is_some() {
                     descriptor = Vp8Descriptor::parse(&p.payload).ok();
@@ -1267,7 +1264,6 @@ impl Core {
                 continue;
             };
             tx.write_rtp(w);
-            drop(api);
             self.stats.rtp_forwarded += 1;
             self.drive(now, sub_id);
         }
