@@ -40,6 +40,10 @@ pub struct ClientOptions {
     /// Drop every Nth incoming RTP datagram before str0m sees it (simulated
     /// loss on the bridge → client leg, to exercise NACK/RTX).
     pub drop_every_nth_inbound: Option<u64>,
+    /// How long the publisher takes to answer a keyframe request (an encoder
+    /// plus a network round trip; on loopback the bridge would otherwise
+    /// always get its keyframe within one frame).
+    pub keyframe_response_delay: Duration,
     pub seed: u64,
 }
 
@@ -54,6 +58,7 @@ impl ClientOptions {
             video_slots: 4,
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             drop_every_nth_inbound: None,
+            keyframe_response_delay: Duration::ZERO,
             seed: 1,
         }
     }
@@ -244,6 +249,7 @@ impl Client {
             audio: opts.audio.then(|| AudioGen::new(now, opts.seed)),
             inbound_rtp: 0,
             gen_buf: Vec::new(),
+            pending_keyframes: Vec::new(),
         };
         let task = tokio::spawn(driver.run(ws, cmd_rx));
         let client = Client { state, cmd, task };
@@ -375,6 +381,8 @@ struct Driver {
     audio: Option<AudioGen>,
     inbound_rtp: u64,
     gen_buf: Vec<GenPacket>,
+    /// Keyframe requests not yet answered: (when, layer).
+    pending_keyframes: Vec<(Instant, usize)>,
 }
 
 type Ws =
@@ -482,6 +490,15 @@ impl Driver {
             return;
         }
         let mut sent = 0;
+        if let Some(g) = self.video.as_mut() {
+            self.pending_keyframes.retain(|&(at, layer)| {
+                let due = at <= now;
+                if due {
+                    g.request_keyframe(layer);
+                }
+                !due
+            });
+        }
         if let (Some(g), Some(mid)) = (self.video.as_mut(), self.video_mid) {
             self.gen_buf.clear();
             g.poll(now, &mut self.gen_buf);
@@ -574,10 +591,11 @@ impl Driver {
                 let rid = k.rid.map(|r| r.to_string()).unwrap_or_default();
                 *st.keyframe_requests.entry(rid).or_default() += 1;
                 drop(st);
-                if let (Some(g), Some(rid)) = (self.video.as_mut(), k.rid) {
+                if let (Some(g), Some(rid)) = (self.video.as_ref(), k.rid) {
                     let idx = g.layers().position(|l| l.rid == rid.to_string());
                     if let Some(i) = idx {
-                        g.request_keyframe(i);
+                        let at = Instant::now() + self.opts.keyframe_response_delay;
+                        self.pending_keyframes.push((at, i));
                     }
                 }
             }

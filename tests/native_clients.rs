@@ -107,7 +107,12 @@ fn layer_switches_keep_outgoing_numbers_monotonic() {
             case.set(case.get() + 1);
             let rx = rt.block_on(async {
                 let room = format!("switch-{}", case.get());
-                let publisher = bridge.join_with(&room, "pub", |o| o.audio = false).await;
+                let publisher = bridge
+                    .join_with(&room, "pub", |o| {
+                        o.audio = false;
+                        o.keyframe_response_delay = Duration::from_millis(120);
+                    })
+                    .await;
                 let sub = bridge
                     .join_with(&room, "sub", |o| {
                         o.audio = false;
