@@ -7,7 +7,8 @@
 //! no clocks, no tasks — the same core runs under the tokio shell and in the
 //! deterministic simulation.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -282,6 +283,13 @@ pub struct Core {
     by_ufrag: HashMap<String, EndpointId>,
     out: VecDeque<Output>,
     events: VecDeque<(EndpointId, Event)>,
+    /// Endpoint deadlines. An entry is stale when the endpoint's
+    /// `next_timeout` has moved since; stale entries only cause a spurious
+    /// wakeup and are skipped.
+    timers: BinaryHeap<Reverse<(Instant, EndpointId)>>,
+    due: Vec<EndpointId>,
+    /// Receivers whose slot map changed and must be told.
+    dirty_slots: Vec<EndpointId>,
     next_housekeeping: Instant,
     ufrag_counter: u64,
     stats: CoreStats,
@@ -297,6 +305,9 @@ impl Core {
             by_ufrag: HashMap::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            due: Vec::new(),
+            dirty_slots: Vec::new(),
             next_housekeeping: now + HOUSEKEEPING,
             ufrag_counter: 0,
             stats: CoreStats::default(),
@@ -337,10 +348,10 @@ impl Core {
     }
 
     pub fn poll_timeout(&self) -> Instant {
-        self.endpoints
-            .values()
-            .map(|e| e.next_timeout)
-            .fold(self.next_housekeeping, Instant::min)
+        match self.timers.peek() {
+            Some(Reverse((t, _))) => (*t).min(self.next_housekeeping),
+            None => self.next_housekeeping,
+        }
     }
 
     /// A participant joins a room. The shell has already authenticated it.
@@ -424,6 +435,7 @@ impl Core {
         conf.endpoints.push(id);
         self.by_ufrag.insert(ufrag, id);
         self.endpoints.insert(id, ep);
+        self.timers.push(Reverse((now, id)));
         self.stats.joins += 1;
         info!(endpoint = %id, room = %room, participant, "joined");
 
@@ -698,7 +710,10 @@ impl Core {
                 && let Some(sl) = ep.slots.get_mut(slot)
             {
                 sl.detach();
-                ep.slots_dirty = true;
+                if !ep.slots_dirty {
+                    ep.slots_dirty = true;
+                    self.dirty_slots.push(sub);
+                }
             }
         }
     }
@@ -832,10 +847,16 @@ impl Core {
                 {
                     slot.detach();
                     slot.source = Some(r);
-                    ep.slots_dirty = true;
                     assigned.push((r, i));
                 }
             }
+        }
+        if let Some(ep) = self.endpoints.get_mut(&id)
+            && !assigned.is_empty()
+            && !ep.slots_dirty
+        {
+            ep.slots_dirty = true;
+            self.dirty_slots.push(id);
         }
         for (r, i) in &assigned {
             if let Some(p) = self.endpoints.get_mut(&r.endpoint)
@@ -982,13 +1003,17 @@ impl Core {
 
     /// Time passed; run every endpoint whose timer is due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<EndpointId> = self
-            .endpoints
-            .values()
-            .filter(|e| e.next_timeout <= now)
-            .map(|e| e.id)
-            .collect();
-        for id in due {
+        let mut due = std::mem::take(&mut self.due);
+        while let Some(&Reverse((t, id))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            if self.endpoints.get(&id).is_some_and(|e| e.next_timeout == t) {
+                due.push(id);
+            }
+        }
+        for &id in &due {
             if let Some(ep) = self.endpoints.get_mut(&id)
                 && let Err(e) = ep.rtc.handle_input(Input::Timeout(now))
             {
@@ -996,6 +1021,8 @@ impl Core {
             }
             self.drive(now, id);
         }
+        due.clear();
+        self.due = due;
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
             self.housekeeping(now);
@@ -1037,7 +1064,11 @@ impl Core {
                 Ok(RtcOutput::Timeout(t)) => {
                     // str0m hands out "now" when it wants to be polled again
                     // immediately; never schedule in the past.
-                    ep.next_timeout = t.max(now);
+                    let t = t.max(now);
+                    if t != ep.next_timeout {
+                        ep.next_timeout = t;
+                        self.timers.push(Reverse((t, id)));
+                    }
                     break;
                 }
                 Ok(RtcOutput::Transmit(t)) => {
@@ -1061,6 +1092,7 @@ impl Core {
                 Ok(RtcOutput::Event(e)) => self.events.push_back((id, e)),
                 Err(e) => {
                     warn!(endpoint = %id, error = %e, "rtc failed");
+                    // Housekeeping removes it; until then it needs no timer.
                     ep.closing = true;
                     ep.next_timeout = now + Duration::from_secs(3600);
                     break;
@@ -1108,7 +1140,10 @@ impl Core {
                 Kind::Video
             };
             ep.slots.push(Slot::new(mid, kind));
-            ep.slots_dirty = true;
+            if !ep.slots_dirty {
+                ep.slots_dirty = true;
+                self.dirty_slots.push(id);
+            }
         }
     }
 
@@ -1281,13 +1316,11 @@ impl Core {
     }
 
     fn flush_slots(&mut self) {
-        let dirty: Vec<EndpointId> = self
-            .endpoints
-            .values()
-            .filter(|e| e.slots_dirty)
-            .map(|e| e.id)
-            .collect();
-        for id in dirty {
+        if self.dirty_slots.is_empty() {
+            return;
+        }
+        let dirty = std::mem::take(&mut self.dirty_slots);
+        for &id in &dirty {
             let Some(ep) = self.endpoints.get_mut(&id) else {
                 continue;
             };
@@ -1311,6 +1344,11 @@ impl Core {
                 .collect();
             self.signal(id, ServerMessage::Slots { slots });
         }
+        // Keep the allocation for next time.
+        let mut dirty = dirty;
+        dirty.clear();
+        dirty.append(&mut self.dirty_slots);
+        self.dirty_slots = dirty;
     }
 
     fn signal(&mut self, endpoint: EndpointId, message: ServerMessage) {
