@@ -191,9 +191,9 @@ async fn receiver_nack_is_answered_from_the_bridge_cache() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let st = sub.state();
     assert!(
-        st.dropped_inbound.len() >= 5,
+        st.dropped_inbound().len() >= 5,
         "losses simulated: {}",
-        st.dropped_inbound.len()
+        st.dropped_inbound().len()
     );
     let rx = st.received_for("pub/camera");
     // Repairs arrive late (a retransmission can be lost too); ignore the last second.

@@ -7,6 +7,7 @@ pub mod core;
 pub mod h264;
 pub mod keyframe;
 pub mod layers;
+pub mod peer;
 pub mod rewrite;
 pub mod signal;
 pub mod stats;

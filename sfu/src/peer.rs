@@ -1,0 +1,533 @@
+//! A native WebRTC participant as a Sans-IO state machine: speaks signalling
+//! v1, publishes synthetic VP8 simulcast and Opus-sized audio (see
+//! [`crate::synth`]), and records exactly what it receives.
+//!
+//! The tokio test client, the load tool and the deterministic simulation all
+//! drive this same type; only how bytes and time reach it differs.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{
+    Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
+};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+use crate::signal::{ClientMessage, Kind, LayerDecl, ServerMessage, SourceDecl};
+use crate::synth::{AudioGen, GenPacket, LayerSpec, VideoGen, read_block};
+
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub audio: bool,
+    /// Simulcast layers of the camera source; empty = no video.
+    pub video: Vec<LayerSpec>,
+    pub audio_slots: usize,
+    pub video_slots: usize,
+    /// The peer's own media address (its ICE host candidate).
+    pub local_addr: SocketAddr,
+    /// How long the publisher takes to answer a keyframe request (encoder
+    /// plus a network round trip).
+    pub keyframe_response_delay: Duration,
+    /// Periodic keyframes, as encoders send them.
+    pub keyframe_interval: Duration,
+    pub seed: u64,
+}
+
+impl PeerConfig {
+    pub fn new(local_addr: SocketAddr) -> Self {
+        Self {
+            audio: true,
+            video: LayerSpec::ladder(),
+            audio_slots: 4,
+            video_slots: 4,
+            local_addr,
+            keyframe_response_delay: Duration::ZERO,
+            keyframe_interval: Duration::from_secs(10),
+            seed: 1,
+        }
+    }
+}
+
+/// One RTP packet as received on a slot.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    pub seq: u64,
+    pub ts: u32,
+    pub pid: Option<u16>,
+    pub keyframe: bool,
+    /// Height from a keyframe header.
+    pub height: Option<u16>,
+    pub layer: Option<u8>,
+    pub frame: Option<u32>,
+    pub index: u16,
+    pub count: u16,
+    pub at: Instant,
+    /// When the publisher generated it, as offset from its generator start.
+    pub sent_us: Option<u64>,
+    pub audio_level: Option<i8>,
+}
+
+/// Everything the peer has observed.
+#[derive(Debug, Default)]
+pub struct PeerState {
+    pub participant_id: Option<String>,
+    pub joined: bool,
+    pub connected: bool,
+    /// Remote participants by id → their source ids.
+    pub participants: BTreeMap<String, Vec<String>>,
+    /// Slot mid → source id.
+    pub slots: HashMap<String, Option<String>>,
+    pub received: HashMap<String, Vec<Received>>,
+    /// Keyframe requests the bridge sent this publisher, per layer rid.
+    pub keyframe_requests: HashMap<String, u64>,
+    /// NACKs the bridge sent this publisher per (mid, rid) (cumulative).
+    pub nacks_by_stream: HashMap<String, u64>,
+    pub errors: Vec<(String, String)>,
+    pub packets_sent: u64,
+    pub answered: bool,
+    pub closed: bool,
+}
+
+impl PeerState {
+    /// Packets received for a source, on whichever slot carries it now.
+    pub fn received_for(&self, source: &str) -> &[Received] {
+        self.slot_of(source)
+            .and_then(|mid| self.received.get(&mid))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    pub fn slot_of(&self, source: &str) -> Option<String> {
+        self.slots
+            .iter()
+            .find(|(_, s)| s.as_deref() == Some(source))
+            .map(|(m, _)| m.clone())
+    }
+
+    pub fn nacks_received(&self) -> u64 {
+        self.nacks_by_stream.values().sum()
+    }
+}
+
+/// What the driver of a peer must do.
+#[derive(Debug)]
+pub enum PeerOutput {
+    Transmit {
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    },
+    Signal(ClientMessage),
+}
+
+pub struct Peer {
+    cfg: PeerConfig,
+    rtc: Rtc,
+    state: PeerState,
+    pending: Option<SdpPendingOffer>,
+    audio_mid: Option<Mid>,
+    video_mid: Option<Mid>,
+    video: Option<VideoGen>,
+    audio: Option<AudioGen>,
+    rids: Vec<Rid>,
+    gen_buf: Vec<GenPacket>,
+    pending_keyframes: Vec<(Instant, usize)>,
+    out: VecDeque<PeerOutput>,
+    next_timeout: Instant,
+}
+
+impl Peer {
+    pub fn new(cfg: PeerConfig, now: Instant) -> Self {
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_stats_interval(Some(Duration::from_millis(500)))
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(now);
+        if let Ok(c) = Candidate::host(cfg.local_addr, Protocol::Udp) {
+            rtc.add_local_candidate(c);
+        }
+        let mut video =
+            (!cfg.video.is_empty()).then(|| VideoGen::new(cfg.video.clone(), now, cfg.seed));
+        if let Some(v) = video.as_mut() {
+            v.set_keyframe_interval(cfg.keyframe_interval);
+        }
+        let rids = cfg
+            .video
+            .iter()
+            .map(|l| Rid::from(l.rid.as_str()))
+            .collect();
+        Self {
+            audio: cfg.audio.then(|| AudioGen::new(now, cfg.seed)),
+            video,
+            rids,
+            cfg,
+            rtc,
+            state: PeerState::default(),
+            pending: None,
+            audio_mid: None,
+            video_mid: None,
+            gen_buf: Vec::new(),
+            pending_keyframes: Vec::new(),
+            out: VecDeque::new(),
+            next_timeout: now,
+        }
+    }
+
+    pub fn state(&self) -> &PeerState {
+        &self.state
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.cfg.local_addr
+    }
+
+    /// The first message to send.
+    pub fn join(token: &str) -> ClientMessage {
+        ClientMessage::Join {
+            version: crate::signal::PROTOCOL_VERSION,
+            token: token.to_string(),
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<PeerOutput> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Instant {
+        let mut t = self.next_timeout;
+        if self.state.connected {
+            if let Some(v) = &self.video {
+                t = t.min(v.poll_timeout());
+            }
+            if let Some(a) = &self.audio {
+                t = t.min(a.poll_timeout());
+            }
+        }
+        for &(at, _) in &self.pending_keyframes {
+            t = t.min(at);
+        }
+        t
+    }
+
+    /// A message from the bridge.
+    pub fn handle_signal(&mut self, now: Instant, msg: ServerMessage) {
+        match msg {
+            ServerMessage::Joined {
+                participant,
+                participants,
+                ..
+            } => {
+                self.state.joined = true;
+                self.state.participant_id = Some(participant.id);
+                for p in participants {
+                    self.state
+                        .participants
+                        .insert(p.id, p.sources.into_iter().map(|s| s.id).collect());
+                }
+                self.offer();
+            }
+            ServerMessage::Answer { sdp } => {
+                if let (Ok(answer), Some(p)) =
+                    (SdpAnswer::from_sdp_string(&sdp), self.pending.take())
+                {
+                    match self.rtc.sdp_api().accept_answer(p, answer) {
+                        Ok(()) => self.state.answered = true,
+                        Err(e) => self.state.errors.push(("answer".into(), e.to_string())),
+                    }
+                }
+            }
+            ServerMessage::ParticipantJoined { participant } => {
+                self.state.participants.insert(
+                    participant.id,
+                    participant.sources.into_iter().map(|s| s.id).collect(),
+                );
+            }
+            ServerMessage::ParticipantLeft { id } => {
+                self.state.participants.remove(&id);
+            }
+            ServerMessage::Sources {
+                participant,
+                sources,
+            } => {
+                self.state
+                    .participants
+                    .insert(participant, sources.into_iter().map(|s| s.id).collect());
+            }
+            ServerMessage::Slots { slots } => {
+                for s in slots {
+                    self.state.slots.insert(s.mid, s.source);
+                }
+            }
+            ServerMessage::Error { code, message } => {
+                self.state.errors.push((code.as_str().to_string(), message));
+            }
+        }
+        self.drive(now);
+    }
+
+    fn offer(&mut self) {
+        let mut api = self.rtc.sdp_api();
+        let mut sources = Vec::new();
+        if self.cfg.audio {
+            let mid = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+            sources.push(SourceDecl {
+                mid: mid.to_string(),
+                name: "mic".into(),
+                kind: Kind::Audio,
+                layers: vec![],
+            });
+            self.audio_mid = Some(mid);
+        }
+        if !self.cfg.video.is_empty() {
+            let mut sim = Simulcast::new();
+            for l in &self.cfg.video {
+                sim.add_send_layer(SimulcastLayer::new(&l.rid));
+            }
+            let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, Some(sim));
+            sources.push(SourceDecl {
+                mid: mid.to_string(),
+                name: "camera".into(),
+                kind: Kind::Video,
+                layers: self
+                    .cfg
+                    .video
+                    .iter()
+                    .map(|l| LayerDecl {
+                        rid: l.rid.clone(),
+                        height: u32::from(l.height),
+                    })
+                    .collect(),
+            });
+            self.video_mid = Some(mid);
+        }
+        for _ in 0..self.cfg.audio_slots {
+            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        }
+        for _ in 0..self.cfg.video_slots {
+            api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        }
+        if let Some((offer, pending)) = api.apply() {
+            self.pending = Some(pending);
+            self.out.push_back(PeerOutput::Signal(ClientMessage::Offer {
+                sdp: offer.to_sdp_string(),
+                sources,
+            }));
+        }
+    }
+
+    /// Ask for at most `height` of every source (`None`) or of one.
+    pub fn set_max_height(&mut self, source: Option<&str>, height: u32) {
+        let msg = match source {
+            None => ClientMessage::Constraints {
+                default_max_height: Some(height),
+                max_height: Default::default(),
+            },
+            Some(s) => ClientMessage::Constraints {
+                default_max_height: None,
+                max_height: [(s.to_string(), height)].into_iter().collect(),
+            },
+        };
+        self.out.push_back(PeerOutput::Signal(msg));
+    }
+
+    /// Send a PLI for the source received on slot `mid`.
+    pub fn request_keyframe(&mut self, now: Instant, mid: &str) {
+        let mid = Mid::from(mid);
+        if let Some(rx) = self.rtc.direct_api().stream_rx_by_mid(mid, None) {
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+        }
+        self.drive(now);
+    }
+
+    pub fn leave(&mut self) {
+        self.out.push_back(PeerOutput::Signal(ClientMessage::Leave));
+        self.rtc.disconnect();
+        self.state.closed = true;
+    }
+
+    /// A datagram for this peer.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        if let Ok(r) = Receive::new(Protocol::Udp, source, self.cfg.local_addr, data) {
+            let _ = self.rtc.handle_input(Input::Receive(now, r));
+        }
+        self.drive(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let _ = self.rtc.handle_input(Input::Timeout(now));
+        self.generate(now);
+        self.drive(now);
+    }
+
+    fn generate(&mut self, now: Instant) {
+        if !self.state.connected {
+            return;
+        }
+        let mut sent = 0;
+        if let Some(g) = self.video.as_mut() {
+            self.pending_keyframes.retain(|&(at, layer)| {
+                let due = at <= now;
+                if due {
+                    g.request_keyframe(layer);
+                }
+                !due
+            });
+        }
+        if let (Some(g), Some(mid), Some(pt)) = (
+            self.video.as_mut(),
+            self.video_mid,
+            pt_of(&self.rtc, Codec::Vp8),
+        ) {
+            self.gen_buf.clear();
+            g.poll(now, &mut self.gen_buf);
+            for p in self.gen_buf.drain(..) {
+                let Some(rid) = self.rids.get(p.layer) else {
+                    continue;
+                };
+                if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, Some(*rid)) {
+                    tx.write_rtp(
+                        RtpWrite::new(pt, SeqNo::from(p.seq), p.ts, now, p.payload)
+                            .marker(p.marker)
+                            .nackable(true),
+                    );
+                    sent += 1;
+                }
+            }
+        }
+        if let (Some(g), Some(mid), Some(pt)) = (
+            self.audio.as_mut(),
+            self.audio_mid,
+            pt_of(&self.rtc, Codec::Opus),
+        ) {
+            self.gen_buf.clear();
+            g.poll(now, &mut self.gen_buf);
+            let ext = ExtensionValues {
+                audio_level: Some(-(g.level.min(127) as i8)),
+                voice_activity: Some(true),
+                ..Default::default()
+            };
+            for p in self.gen_buf.drain(..) {
+                if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
+                    tx.write_rtp(
+                        RtpWrite::new(pt, SeqNo::from(p.seq), p.ts, now, p.payload)
+                            .marker(p.marker)
+                            .ext_vals(ext.clone()),
+                    );
+                    sent += 1;
+                }
+            }
+        }
+        self.state.packets_sent += sent;
+    }
+
+    fn drive(&mut self, now: Instant) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.next_timeout = t.max(now);
+                    return;
+                }
+                Ok(Output::Transmit(t)) => self.out.push_back(PeerOutput::Transmit {
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
+                Ok(Output::Event(e)) => self.on_event(now, e),
+                Err(e) => {
+                    self.state.errors.push(("rtc".into(), e.to_string()));
+                    self.state.closed = true;
+                    self.next_timeout = now + Duration::from_secs(3600);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, e: Event) {
+        match e {
+            Event::Connected => self.state.connected = true,
+            Event::RtpPacket(p) => {
+                let mid = p.header.ext_vals.mid.or_else(|| {
+                    self.rtc
+                        .direct_api()
+                        .stream_rx(&p.header.ssrc)
+                        .map(|s| s.mid())
+                });
+                let Some(mid) = mid else { return };
+                let vp8 = crate::vp8::parse(&p.payload);
+                let block = read_block(&p.payload);
+                let r = Received {
+                    seq: *p.seq_no,
+                    ts: p.header.timestamp,
+                    pid: vp8.and_then(|v| v.pid.map(|(p, _)| p)),
+                    keyframe: vp8.is_some_and(|v| v.keyframe_start),
+                    height: vp8.and_then(|v| v.dims.map(|(_, h)| h)),
+                    layer: block.map(|b| b.layer),
+                    frame: block.map(|b| b.frame),
+                    index: block.map_or(0, |b| b.index),
+                    count: block.map_or(1, |b| b.count),
+                    at: now,
+                    sent_us: block.map(|b| b.sent_us),
+                    audio_level: p.header.ext_vals.audio_level,
+                };
+                self.state
+                    .received
+                    .entry(mid.to_string())
+                    .or_default()
+                    .push(r);
+            }
+            Event::KeyframeRequest(k) => {
+                let rid = k.rid.map(|r| r.to_string()).unwrap_or_default();
+                *self.state.keyframe_requests.entry(rid).or_default() += 1;
+                if let Some(i) = k
+                    .rid
+                    .and_then(|rid| self.rids.iter().position(|r| *r == rid))
+                {
+                    self.pending_keyframes
+                        .push((now + self.cfg.keyframe_response_delay, i));
+                }
+            }
+            Event::MediaEgressStats(s) => {
+                let key = format!(
+                    "{}/{}",
+                    s.mid,
+                    s.rid.map(|r| r.to_string()).unwrap_or_default()
+                );
+                self.state.nacks_by_stream.insert(key, s.nacks);
+            }
+            _ => {}
+        }
+    }
+
+    /// Write garbage "RTP" from this peer's own (authenticated) address.
+    pub fn garbage_rtp(i: u32) -> Vec<u8> {
+        let mut p = vec![
+            0x80,
+            96,
+            (i >> 8) as u8,
+            i as u8,
+            0,
+            0,
+            0,
+            1,
+            0xde,
+            0xad,
+            0xbe,
+            0xef,
+        ];
+        p.resize(200, i as u8);
+        p
+    }
+}
+
+fn pt_of(rtc: &Rtc, codec: Codec) -> Option<Pt> {
+    rtc.codec_config()
+        .params()
+        .iter()
+        .find(|p| p.spec().codec == codec)
+        .map(|p| p.pt())
+}
