@@ -1,0 +1,197 @@
+//! One person in a call: a browser on the Tern client, seen through the
+//! client's test hooks (`window.tern`, see src/web/tern.js).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::wait::{Check, wait_until};
+use super::webdriver::Browser;
+
+/// `window.tern.state()`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TernState {
+    pub joined: bool,
+    pub participant_id: Option<String>,
+    pub ws: String,
+    pub pc: String,
+    #[serde(default)]
+    pub remote: Vec<RemoteParticipant>,
+    /// Receive slot mid -> the source it carries now.
+    #[serde(default)]
+    pub slots: BTreeMap<String, Option<String>>,
+    #[serde(default)]
+    pub errors: Vec<Value>,
+}
+
+impl TernState {
+    pub fn remote_named(&self, name: &str) -> Option<&RemoteParticipant> {
+        self.remote.iter().find(|p| p.name == name)
+    }
+
+    /// Slots (mids) that currently carry a source of `participant`.
+    pub fn slots_of(&self, participant: &str) -> Vec<String> {
+        self.slots
+            .iter()
+            .filter(|(_, src)| {
+                src.as_deref()
+                    .is_some_and(|s| s.starts_with(&format!("{participant}/")))
+            })
+            .map(|(mid, _)| mid.clone())
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RemoteParticipant {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub sources: Vec<Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VideoStats {
+    pub frames_decoded: u64,
+    pub frame_height: u32,
+    pub frame_width: u32,
+    pub freeze_count: u64,
+    pub total_freezes_duration: f64,
+    #[serde(default)]
+    pub mid: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AudioStats {
+    pub audio_level: f64,
+    pub total_audio_energy: f64,
+    pub packets_received: u64,
+    #[serde(default)]
+    pub mid: String,
+}
+
+/// What one participant receives from one remote participant
+/// (`window.tern.stats()[id]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PeerStats {
+    pub video: Option<VideoStats>,
+    pub audio: Option<AudioStats>,
+    pub screen: Option<VideoStats>,
+}
+
+/// One receive slot (`window.tern.slotStats()`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotStats {
+    pub mid: String,
+    pub kind: String,
+    pub source: Option<String>,
+    pub packets_received: u64,
+    pub frames_decoded: u64,
+    pub frame_height: u32,
+    pub total_audio_energy: f64,
+}
+
+pub struct Participant {
+    pub name: String,
+    pub browser: Browser,
+}
+
+impl Participant {
+    pub fn new(name: &str, browser: Browser) -> Participant {
+        Participant {
+            name: name.to_string(),
+            browser,
+        }
+    }
+
+    fn hook<T: serde::de::DeserializeOwned>(&self, expr: &str) -> Result<T> {
+        let v = self.browser.eval(expr)?;
+        serde_json::from_value(v.clone())
+            .with_context(|| format!("{}: unexpected result of {expr}: {v}", self.name))
+    }
+
+    pub fn state(&self) -> Result<TernState> {
+        self.hook("window.tern.state()")
+    }
+
+    /// Per remote participant id.
+    pub fn stats(&self) -> Result<BTreeMap<String, PeerStats>> {
+        self.hook("window.tern.stats()")
+    }
+
+    pub fn slot_stats(&self) -> Result<Vec<SlotStats>> {
+        self.hook("window.tern.slotStats()")
+    }
+
+    /// Outbound RTP per layer, as the browser reports it (diagnostics).
+    pub fn publish_stats(&self) -> Result<Value> {
+        self.browser.eval("window.tern.publishStats()")
+    }
+
+    /// `None`: the default for every source.
+    pub fn set_max_height(&self, source: Option<&str>, height: u32) -> Result<()> {
+        self.browser.execute(
+            "return window.tern.setMaxHeight(arguments[0], arguments[1]);",
+            vec![json!(source), json!(height)],
+        )?;
+        Ok(())
+    }
+
+    pub fn leave(&self) -> Result<()> {
+        self.browser.execute("window.tern.leave();", vec![])?;
+        Ok(())
+    }
+
+    /// Our participant id, once joined with media connected.
+    pub fn wait_connected(&self, timeout: Duration) -> Result<String> {
+        wait_until(
+            &format!("{} joined with media connected", self.name),
+            timeout,
+            || {
+                let st = match self
+                    .browser
+                    .eval("window.tern ? window.tern.state() : null")?
+                {
+                    Value::Null => {
+                        return Ok(Check::NotYet("page not loaded (no window.tern)".into()));
+                    }
+                    v => serde_json::from_value::<TernState>(v)?,
+                };
+                if !st.errors.is_empty() && st.ws == "closed" {
+                    anyhow::bail!("{}: the bridge refused us: {:?}", self.name, st.errors);
+                }
+                match (&st.participant_id, st.joined && st.pc == "connected") {
+                    (Some(id), true) => Ok(Check::Done(id.clone())),
+                    _ => Ok(Check::NotYet(format!(
+                        "joined={} ws={} pc={} errors={:?}",
+                        st.joined, st.ws, st.pc, st.errors
+                    ))),
+                }
+            },
+        )
+    }
+
+    /// Waits until `names` are all present; returns name -> id.
+    pub fn wait_sees(&self, names: &[&str], timeout: Duration) -> Result<BTreeMap<String, String>> {
+        wait_until(&format!("{} sees {names:?}", self.name), timeout, || {
+            let st = self.state()?;
+            let found: BTreeMap<String, String> = names
+                .iter()
+                .filter_map(|n| st.remote_named(n).map(|p| (n.to_string(), p.id.clone())))
+                .collect();
+            if found.len() == names.len() {
+                Ok(Check::Done(found))
+            } else {
+                let seen: Vec<&str> = st.remote.iter().map(|p| p.name.as_str()).collect();
+                Ok(Check::NotYet(format!("sees {seen:?}")))
+            }
+        })
+    }
+}
