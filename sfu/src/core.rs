@@ -8,7 +8,8 @@
 //! deterministic simulation.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +33,12 @@ use crate::signal::{
 };
 use crate::stats::{CoreStats, DropReason};
 use crate::{CodecName, SfuError, vp8};
+
+/// Maps whose iteration order is the same on every run (fixed hash keys):
+/// the simulation replays a seed exactly only if the core iterates
+/// deterministically. Keys are not attacker-chosen (ids, SSRCs behind an
+/// authenticated endpoint, addresses after authentication).
+type Map<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<std::hash::DefaultHasher>>;
 
 /// Identifies an endpoint (one participant's connection) across the bridge.
 /// The shell allocates them; the core never invents one.
@@ -212,12 +219,14 @@ struct Endpoint {
     joined_at: Instant,
     sources: Vec<PubSource>,
     /// Incoming SSRC → (source mid, layer index), filled on first sight.
-    ssrc_map: HashMap<Ssrc, (Mid, usize)>,
+    ssrc_map: Map<Ssrc, (Mid, usize)>,
     slots: Vec<Slot>,
     default_max_height: u32,
-    max_height: HashMap<String, u32>,
+    max_height: Map<String, u32>,
     budget: ReceiverBudget,
     slots_dirty: bool,
+    /// Written to since last polled (see `Core::settle`).
+    needs_drive: bool,
     closing: bool,
 }
 
@@ -277,10 +286,10 @@ struct Conference {
 /// One shard's bridge state machine.
 pub struct Core {
     cfg: CoreConfig,
-    endpoints: HashMap<EndpointId, Endpoint>,
-    conferences: HashMap<Arc<str>, Conference>,
-    by_addr: HashMap<SocketAddr, EndpointId>,
-    by_ufrag: HashMap<String, EndpointId>,
+    endpoints: Map<EndpointId, Endpoint>,
+    conferences: Map<Arc<str>, Conference>,
+    by_addr: Map<SocketAddr, EndpointId>,
+    by_ufrag: Map<String, EndpointId>,
     out: VecDeque<Output>,
     events: VecDeque<(EndpointId, Event)>,
     /// Endpoint deadlines. An entry is stale when the endpoint's
@@ -290,6 +299,8 @@ pub struct Core {
     due: Vec<EndpointId>,
     /// Receivers whose slot map changed and must be told.
     dirty_slots: Vec<EndpointId>,
+    /// Endpoints written to and not yet polled.
+    to_drive: Vec<EndpointId>,
     next_housekeeping: Instant,
     ufrag_counter: u64,
     stats: CoreStats,
@@ -299,15 +310,16 @@ impl Core {
     pub fn new(cfg: CoreConfig, now: Instant) -> Self {
         Self {
             cfg,
-            endpoints: HashMap::new(),
-            conferences: HashMap::new(),
-            by_addr: HashMap::new(),
-            by_ufrag: HashMap::new(),
+            endpoints: Map::default(),
+            conferences: Map::default(),
+            by_addr: Map::default(),
+            by_ufrag: Map::default(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             timers: BinaryHeap::new(),
             due: Vec::new(),
             dirty_slots: Vec::new(),
+            to_drive: Vec::new(),
             next_housekeeping: now + HOUSEKEEPING,
             ufrag_counter: 0,
             stats: CoreStats::default(),
@@ -421,12 +433,13 @@ impl Core {
             next_timeout: now,
             joined_at: now,
             sources: Vec::new(),
-            ssrc_map: HashMap::new(),
+            ssrc_map: Map::default(),
             slots: Vec::new(),
             default_max_height: self.cfg.default_max_height,
-            max_height: HashMap::new(),
+            max_height: Map::default(),
             budget: ReceiverBudget::default(),
             slots_dirty: false,
+            needs_drive: false,
             closing: false,
         };
         let info = ep.participant_info();
@@ -461,7 +474,7 @@ impl Core {
             );
         }
         self.drive(now, id);
-        self.process_events(now);
+        self.settle(now);
         Ok(())
     }
 
@@ -518,8 +531,7 @@ impl Core {
             }
             ClientMessage::Leave => self.remove_endpoint(now, id, "left"),
         }
-        self.process_events(now);
-        self.flush_slots();
+        self.settle(now);
     }
 
     fn reject(&mut self, id: EndpointId, r: Rejection) {
@@ -757,8 +769,7 @@ impl Core {
     /// The shell saw the endpoint's WebSocket close, or the client left.
     pub fn handle_leave(&mut self, now: Instant, id: EndpointId) {
         self.remove_endpoint(now, id, "signalling closed");
-        self.process_events(now);
-        self.flush_slots();
+        self.settle(now);
     }
 
     fn remove_endpoint(&mut self, _now: Instant, id: EndpointId, reason: &str) {
@@ -949,7 +960,7 @@ impl Core {
             rx.request_keyframe(KeyframeRequestKind::Pli);
             self.stats.keyframe_requests_sent += 1;
             trace!(publisher = %r.endpoint, mid = %r.mid, ?rid, "keyframe requested");
-            self.drive(now, r.endpoint);
+            self.mark_drive(r.endpoint);
         }
     }
 
@@ -961,6 +972,30 @@ impl Core {
         destination: SocketAddr,
         data: &[u8],
     ) {
+        self.receive(now, source, destination, data);
+        self.settle(now);
+    }
+
+    /// Several datagrams arrived together (one socket read batch). Receivers
+    /// are polled once for everything forwarded to them in the batch rather
+    /// than once per packet: str0m's poll costs grow with the streams of a
+    /// connection, so this is most of the per-packet saving under load.
+    pub fn handle_datagrams<'a>(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        batch: impl IntoIterator<Item = (SocketAddr, &'a [u8])>,
+    ) {
+        for (source, data) in batch {
+            self.receive(now, source, destination, data);
+        }
+        self.settle(now);
+    }
+
+    /// Feed one datagram to its endpoint and forward what comes out of it.
+    /// The receiving Rtc is polled at once (str0m keeps only one received
+    /// RTP packet between polls); receivers are only marked for polling.
+    fn receive(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
         self.stats.packets_in += 1;
         self.stats.bytes_in += data.len() as u64;
         let id = match self.by_addr.get(&source) {
@@ -998,7 +1033,38 @@ impl Core {
         }
         self.drive(now, id);
         self.process_events(now);
+    }
+
+    /// Poll every endpoint that was written to, handle what that produces,
+    /// until nothing is left; then tell receivers about slot changes.
+    fn settle(&mut self, now: Instant) {
+        loop {
+            self.process_events(now);
+            if self.to_drive.is_empty() {
+                break;
+            }
+            let mut ids = std::mem::take(&mut self.to_drive);
+            for &id in &ids {
+                if let Some(ep) = self.endpoints.get_mut(&id) {
+                    ep.needs_drive = false;
+                }
+                self.drive(now, id);
+            }
+            ids.clear();
+            ids.append(&mut self.to_drive);
+            self.to_drive = ids;
+        }
         self.flush_slots();
+    }
+
+    /// Queue `id` to be polled before this input is done.
+    fn mark_drive(&mut self, id: EndpointId) {
+        if let Some(ep) = self.endpoints.get_mut(&id)
+            && !ep.needs_drive
+        {
+            ep.needs_drive = true;
+            self.to_drive.push(id);
+        }
     }
 
     /// Time passed; run every endpoint whose timer is due.
@@ -1027,8 +1093,7 @@ impl Core {
             self.next_housekeeping = now + HOUSEKEEPING;
             self.housekeeping(now);
         }
-        self.process_events(now);
-        self.flush_slots();
+        self.settle(now);
     }
 
     fn housekeeping(&mut self, now: Instant) {
@@ -1300,7 +1365,10 @@ impl Core {
             };
             tx.write_rtp(w);
             self.stats.rtp_forwarded += 1;
-            self.drive(now, sub_id);
+            if !sub.needs_drive {
+                sub.needs_drive = true;
+                self.to_drive.push(sub_id);
+            }
         }
         if let Some(src) = self
             .endpoints

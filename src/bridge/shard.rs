@@ -157,9 +157,11 @@ impl Shard {
         let now = Instant::now();
         match input {
             ShardInput::Datagrams(batch) => {
-                for (src, data) in batch {
-                    self.core.handle_datagram(now, src, self.local_addr, &data);
-                }
+                self.core.handle_datagrams(
+                    now,
+                    self.local_addr,
+                    batch.iter().map(|(src, data)| (*src, &data[..])),
+                );
             }
             ShardInput::Join { req, tx, reply } => {
                 if *shutting_down {

@@ -1,0 +1,224 @@
+//! Scenarios on virtual time. Each runs with a fixed seed (override with
+//! TERN_SIM_SEED) and prints the seed if it fails.
+
+use std::time::{Duration, Instant};
+
+use tern_sim::{LinkConfig, Sim, SimConfig, seed_or, with_seed};
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+fn clean() -> LinkConfig {
+    LinkConfig::latency(10)
+}
+
+/// Publisher `pub` and `n` receivers asking for `height`, on clean links.
+fn meeting(seed: u64, receivers: usize, height: u32) -> Sim {
+    let mut sim = Sim::new(SimConfig::new(seed));
+    sim.add_peer("pub", |c| c.audio = true, clean(), clean());
+    for i in 0..receivers {
+        let r = sim.add_peer(
+            &format!("r{i}"),
+            |c| {
+                c.video = vec![];
+                c.audio = false;
+            },
+            clean(),
+            clean(),
+        );
+        sim.set_max_height(r, None, height);
+    }
+    sim
+}
+
+#[test]
+fn receivers_get_the_layer_they_ask_for_on_clean_links() {
+    with_seed(seed_or(1), |seed| {
+        let mut sim = meeting(seed, 2, 360);
+        sim.run_until(secs(5.0));
+        for r in ["r0", "r1"] {
+            let rx = sim.reception(r, "pub", secs(2.0), secs(4.5));
+            assert_eq!(rx.layers, vec![1], "{r}: 360p is layer 1: {rx:?}");
+            assert!(rx.frame_loss() < 0.001, "{r}: {rx:?}");
+            assert_eq!(rx.freezes, 0, "{r}: {rx:?}");
+            assert!(rx.delay_max < Duration::from_millis(60), "{r}: {rx:?}");
+        }
+    });
+}
+
+#[test]
+fn same_seed_gives_the_same_trace_and_another_seed_does_not() {
+    let run = |seed: u64| {
+        let mut sim = meeting(seed, 2, 720);
+        let p = sim.peer_index("pub");
+        sim.set_uplink(
+            p,
+            LinkConfig {
+                jitter: Duration::from_millis(8),
+                reorder: 0.01,
+                duplicate: 0.01,
+                ..LinkConfig::latency(20).with_loss(0.03)
+            },
+        );
+        sim.run_until(secs(4.0));
+        (sim.trace.hash(), sim.trace.events)
+    };
+    let seed = seed_or(7);
+    with_seed(seed, |seed| {
+        let a = run(seed);
+        let b = run(seed);
+        assert!(a.1 > 2_000, "a real trace: {} events", a.1);
+        assert_eq!(a, b, "two runs of seed {seed} differ");
+        eprintln!("seed {seed}: trace hash {:016x}, {} events", a.0, a.1);
+        let c = run(seed + 1);
+        assert_ne!(a.0, c.0, "a different seed changes the run");
+    });
+}
+
+#[test]
+fn five_percent_loss_from_publisher_is_repaired_below_half_a_percent_frame_loss() {
+    with_seed(seed_or(11), |seed| {
+        let mut sim = meeting(seed, 3, 720);
+        let p = sim.peer_index("pub");
+        sim.set_uplink(p, LinkConfig::latency(20).with_loss(0.05));
+        sim.run_until(secs(20.0));
+        let ((sent, lost), _) = sim.link_counts(p);
+        assert!(
+            lost as f64 > 0.04 * sent as f64,
+            "loss applied: {lost}/{sent}"
+        );
+        for r in ["r0", "r1", "r2"] {
+            let rx = sim.reception(r, "pub", secs(3.0), secs(19.0));
+            assert!(
+                rx.frame_loss() < 0.005,
+                "{r}: {:.3}% {rx:?}",
+                rx.frame_loss() * 100.0
+            );
+        }
+    });
+}
+
+#[test]
+fn a_two_second_loss_burst_causes_at_most_one_freeze() {
+    with_seed(seed_or(13), |seed| {
+        let mut sim = meeting(seed, 3, 720);
+        let p = sim.peer_index("pub");
+        sim.set_uplink(p, LinkConfig::latency(20));
+        sim.loss_window(p, secs(5.0), secs(7.0), 0.20);
+        sim.run_until(secs(12.0));
+        for r in ["r0", "r1", "r2"] {
+            let rx = sim.reception(r, "pub", secs(2.0), secs(11.5));
+            assert!(rx.freezes <= 1, "{r}: {rx:?}");
+            assert!(
+                rx.frame_loss() < 0.05,
+                "{r}: recovered after the burst: {rx:?}"
+            );
+        }
+    });
+}
+
+#[test]
+fn receiver_behind_300ms_rtt_and_2_percent_loss_sees_under_1_percent_frame_loss() {
+    with_seed(seed_or(17), |seed| {
+        let mut sim = meeting(seed, 1, 720);
+        let r = sim.peer_index("r0");
+        sim.set_uplink(r, LinkConfig::latency(150).with_loss(0.02));
+        sim.set_downlink(r, LinkConfig::latency(150).with_loss(0.02));
+        sim.run_until(secs(20.0));
+        let (_, (sent, lost)) = sim.link_counts(r);
+        assert!(
+            lost as f64 > 0.015 * sent as f64,
+            "loss applied: {lost}/{sent}"
+        );
+        let rx = sim.reception("r0", "pub", secs(3.0), secs(18.0));
+        assert!(
+            rx.frame_loss() < 0.01,
+            "{:.3}% {rx:?}",
+            rx.frame_loss() * 100.0
+        );
+    });
+}
+
+#[test]
+fn a_three_second_partition_is_survived_without_rejoining() {
+    with_seed(seed_or(19), |seed| {
+        let mut sim = meeting(seed, 1, 360);
+        let r = sim.peer_index("r0");
+        sim.partition(r, secs(5.0), secs(8.0));
+        sim.run_until(secs(12.0));
+        let times = sim.frame_times("r0", "pub");
+        let after = times
+            .iter()
+            .find(|t| **t >= secs(8.0))
+            .copied()
+            .expect("media resumed after the partition");
+        assert!(
+            after < secs(9.0),
+            "first frame {:?} after healing at 8 s",
+            after
+        );
+        assert!(
+            times
+                .iter()
+                .filter(|t| **t > secs(5.1) && **t < secs(8.0))
+                .count()
+                == 0,
+            "nothing crossed the partition"
+        );
+        let rx = sim.reception("r0", "pub", secs(9.0), secs(11.5));
+        assert!(rx.frame_loss() < 0.01, "{rx:?}");
+        // Same endpoint throughout: no second join.
+        assert_eq!(sim.core.stats().joins, 2);
+    });
+}
+
+/// Not a test of speed (see BENCHMARKS.md): a 50-participant meeting runs
+/// a minute of virtual time; everyone sends, everyone sees a 3x3 grid and
+/// hears the five talkers.
+#[test]
+fn fifty_participants_for_a_simulated_minute() {
+    with_seed(seed_or(23), |seed| {
+        let mut sim = Sim::new(SimConfig::new(seed));
+        let n = 50;
+        for i in 0..n {
+            let p = sim.add_peer(
+                &format!("p{i}"),
+                |c| {
+                    // Five talkers; everyone sends a camera; each receiver
+                    // shows a 3x3 grid (the first nine sources get slots).
+                    c.audio = i < 5;
+                    c.audio_slots = 5;
+                    c.video_slots = 9;
+                },
+                clean(),
+                clean(),
+            );
+            // Thumbnails: everyone asks for 180p.
+            sim.set_max_height(p, None, 180);
+        }
+        let t = Instant::now();
+        let simulated: f64 = std::env::var("TERN_SIM_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60.0);
+        sim.run_until(secs(simulated));
+        let wall = t.elapsed();
+        eprintln!(
+            "50 participants, {simulated} s simulated in {:.1} s wall ({:.1} simulated s per s), {} trace events",
+            wall.as_secs_f64(),
+            simulated / wall.as_secs_f64(),
+            sim.trace.events
+        );
+        eprintln!(
+            "work (peer timeouts, core timeouts, peer datagrams, bridge batches): {:?}",
+            sim.work
+        );
+        // p0 shows p1..p9; everyone else shows p0..p8 (minus themselves).
+        for (r, p) in [("p0", "p9"), ("p49", "p0"), ("p25", "p3"), ("p5", "p8")] {
+            let rx = sim.reception(r, p, secs(10.0), secs(58.0));
+            assert_eq!(rx.layers, vec![0], "{r} gets 180p of {p}: {rx:?}");
+            assert!(rx.frame_loss() < 0.01, "{r} from {p}: {rx:?}");
+        }
+    });
+}
