@@ -54,6 +54,9 @@ enum Command {
     },
     /// Validate a configuration file and print the effective configuration.
     CheckConfig { config: PathBuf },
+    /// Load a bridge (or Janus) with synthetic publishers and subscribers for
+    /// a bounded time and print what they received.
+    Loadtest(crate::loadtest::Args),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -112,6 +115,7 @@ pub fn main() -> anyhow::Result<()> {
             println!("{cfg:#?}");
             Ok(())
         }
+        Command::Loadtest(args) => crate::loadtest::main(args),
     }
 }
 

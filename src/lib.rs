@@ -6,3 +6,4 @@ pub mod bridge;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod loadtest;

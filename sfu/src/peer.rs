@@ -182,6 +182,13 @@ impl Peer {
         &self.state
     }
 
+    /// Hand over (and forget) what was received so far: a long-running
+    /// driver such as the load tool folds packets into its own statistics
+    /// instead of keeping every packet of a whole run in memory.
+    pub fn take_received(&mut self) -> HashMap<String, Vec<Received>> {
+        std::mem::take(&mut self.state.received)
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.cfg.local_addr
     }
@@ -265,6 +272,9 @@ impl Peer {
             }
             ServerMessage::Error { code, message } => {
                 self.state.errors.push((code.as_str().to_string(), message));
+            }
+            ServerMessage::Move { reason } => {
+                self.state.errors.push(("move".to_string(), reason));
             }
         }
         self.drive(now);

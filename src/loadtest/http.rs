@@ -1,0 +1,135 @@
+//! A minimal HTTP/1.1 client (plain TCP, `Connection: close`) for the few
+//! requests the load tool makes: dev tokens, `/metrics` scrapes and the Janus
+//! HTTP API. Pulling in a full HTTP client crate for this is not worth the
+//! build time; every request has a timeout so an unreachable server is an
+//! error, never a hang.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest response body accepted (a `/metrics` page is a few tens of KiB).
+const MAX_RESPONSE: usize = 8 << 20;
+
+/// `method path` on `addr`, optional JSON body; returns status and body.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json_body: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<(u16, String)> {
+    tokio::time::timeout(timeout, request_inner(addr, method, path, json_body))
+        .await
+        .map_err(|_| anyhow!("{method} http://{addr}{path}: no response within {timeout:?}"))?
+}
+
+async fn request_inner(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json_body: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to http://{addr}"))?;
+    let body = json_body.unwrap_or("");
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n");
+    if json_body.is_some() {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    (&mut s)
+        .take(MAX_RESPONSE as u64)
+        .read_to_end(&mut raw)
+        .await?;
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, String)> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("malformed HTTP response (no header end)"))?;
+    let head = std::str::from_utf8(&raw[..split]).context("non-UTF-8 HTTP header")?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("malformed HTTP status line"))?;
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = &raw[split + 4..];
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_vec()
+    };
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| anyhow!("truncated chunked body"))?;
+        let size_str = std::str::from_utf8(&b[..eol])?;
+        let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)
+            .context("bad chunk size")?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if b.len() < size {
+            bail!("truncated chunk");
+        }
+        out.extend_from_slice(&b[..size]);
+        b = b.get(size + 2..).unwrap_or(&[]);
+    }
+}
+
+/// Sum of a Prometheus metric over all its label sets.
+pub fn metric_sum(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_chunked_responses() {
+        let (s, b) = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi").expect("ok");
+        assert_eq!((s, b.as_str()), (200, "hi"));
+        let (s, b) = parse_response(
+            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        )
+        .expect("ok");
+        assert_eq!((s, b.as_str()), (404, "abcde"));
+        assert!(parse_response(b"garbage").is_err());
+    }
+
+    #[test]
+    fn sums_a_metric_over_label_sets() {
+        let page = "# TYPE x counter\nx{shard=\"0\"} 3\nx{shard=\"1\"} 4\nxy 100\n";
+        assert_eq!(metric_sum(page, "x"), 7.0);
+    }
+}

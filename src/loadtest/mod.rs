@@ -1,0 +1,903 @@
+//! `tern loadtest`: N publishers and M subscribers across R rooms, real
+//! WebRTC (ICE, DTLS-SRTP) against a bridge, for a bounded time; then a
+//! summary per room and overall (join time, received packets and bitrate,
+//! loss, freezes, end-to-end delay from the timestamps publishers embed),
+//! also as JSON.
+//!
+//! Each participant is one tokio task that owns its [`Peer`] outright (no
+//! lock: nothing else touches it) and its own UDP socket; the runtime has
+//! `--threads` workers so the whole tool can be pinned to one core with
+//! `taskset` and measured (it reports its own CPU time too).
+//!
+//! Targets: a Tern bridge (`--target tern`; tokens from `/dev/token` of
+//! `tern dev`, or minted with `--secret`) or a Janus VideoRoom
+//! (`--target janus`, see [`janus`]). The focus does not exist yet; when it
+//! does, resolving a room to a bridge address belongs in [`Ctx::bridge_for`].
+
+pub mod http;
+pub mod janus;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use tern_sfu::peer::{Peer, PeerConfig, PeerOutput};
+use tern_sfu::signal::{ClientMessage, ServerMessage};
+use tern_sfu::synth::LayerSpec;
+use tokio::net::UdpSocket;
+use tokio_tungstenite::tungstenite::Message;
+
+use stats::{GroupSummary, PeerAcc, PeerReport};
+
+/// Longest run accepted: the tool must stop by itself in bounded time.
+const MAX_DURATION: Duration = Duration::from_secs(3600);
+/// Time allowed for one participant to connect, join and negotiate.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Received packets are folded into statistics this often.
+const FOLD_EVERY: Duration = Duration::from_millis(250);
+/// After the last join, media settles (keyframes, layer choice) before the
+/// measurement window opens.
+const WARMUP: Duration = Duration::from_secs(2);
+/// Datagrams drained per wakeup of a participant's socket.
+const RECV_BURST: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// A Tern bridge (`tern bridge` or `tern dev`).
+    Tern,
+    /// A Janus 1.1 VideoRoom, through its HTTP API.
+    Janus,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// What kind of server to load.
+    #[arg(long, value_enum, default_value = "tern")]
+    pub target: Target,
+    /// The server's HTTP address: a Tern bridge's (signalling, /dev/token,
+    /// /metrics) or Janus's HTTP API (e.g. http://198.18.0.1:8088/janus).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Mint tokens with this secret (`tern bridge`); without it tokens come
+    /// from `/dev/token` (`tern dev`).
+    #[arg(long, env = "TERN_AUTH_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Publishers in total (spread round-robin over the rooms).
+    #[arg(long, short = 'n', default_value_t = 2)]
+    pub publishers: usize,
+    /// Receive-only participants in total (spread over the rooms).
+    #[arg(long, short = 'm', default_value_t = 4)]
+    pub subscribers: usize,
+    #[arg(long, short = 'r', default_value_t = 1)]
+    pub rooms: usize,
+    /// Seconds of measured media after everyone joined (plus a join ramp
+    /// and a 2 s warm-up before it).
+    #[arg(long, short = 'd', default_value_t = 10.0)]
+    pub duration: f64,
+    /// Milliseconds between two participants starting to join.
+    #[arg(long, default_value_t = 20)]
+    pub join_interval_ms: u64,
+    /// Video receive slots per participant.
+    #[arg(long, default_value_t = 4)]
+    pub video_slots: usize,
+    /// Audio receive slots per participant.
+    #[arg(long, default_value_t = 4)]
+    pub audio_slots: usize,
+    /// Largest video height each receiver asks for (180, 360, 720).
+    #[arg(long, default_value_t = 720)]
+    pub max_height: u32,
+    /// Publishers send only this many simulcast layers (1..=3, lowest first).
+    #[arg(long, default_value_t = 3)]
+    pub layers: usize,
+    /// Publishers receive too (an all-to-all meeting); otherwise they only send.
+    #[arg(long)]
+    pub publishers_receive: bool,
+    /// Worker threads of the load tool's runtime.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// PID of the server process: its CPU time and memory are then measured
+    /// over the window (from /proc).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Also write the summary as JSON to this file (`-` for stdout).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Local IP for media sockets.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_ip: IpAddr,
+    /// Label for this run in the summary (e.g. "tern" / "janus").
+    #[arg(long, default_value = "")]
+    pub label: String,
+}
+
+/// Parse `http://IP:PORT[/path]` (or `IP:PORT`) into an address and a base path.
+pub fn parse_server(s: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let rest = s.strip_prefix("http://").unwrap_or(s);
+    if rest.contains("://") {
+        bail!("server {s:?}: only plain http:// is supported");
+    }
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/').to_string()),
+        None => (rest, String::new()),
+    };
+    let addr = host.parse::<SocketAddr>().with_context(|| {
+        format!("server {s:?}: expected http://IP:PORT (an IP address, not a host name)")
+    })?;
+    Ok((addr, path))
+}
+
+impl Args {
+    /// Refuse impossible parameters before anything connects.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.publishers == 0 {
+            bail!("--publishers must be at least 1: nobody would send media");
+        }
+        if self.rooms == 0 {
+            bail!("--rooms must be at least 1");
+        }
+        if self.rooms > self.publishers {
+            bail!(
+                "--rooms {} exceeds --publishers {}: every room needs a publisher",
+                self.rooms,
+                self.publishers
+            );
+        }
+        if !(self.duration > 0.0) || Duration::from_secs_f64(self.duration) > MAX_DURATION {
+            bail!(
+                "--duration must be between 0 and {} seconds",
+                MAX_DURATION.as_secs()
+            );
+        }
+        if !(1..=3).contains(&self.layers) {
+            bail!("--layers must be 1, 2 or 3");
+        }
+        if self.threads == 0 || self.threads > 64 {
+            bail!("--threads must be between 1 and 64");
+        }
+        if self.subscribers > 0 && self.video_slots + self.audio_slots == 0 {
+            bail!("subscribers need receive slots (--video-slots/--audio-slots)");
+        }
+        parse_server(&self.server)?;
+        Ok(())
+    }
+}
+
+/// Entry point of `tern loadtest`: exits non-zero on bad parameters, an
+/// unreachable server, or a run in which some receiver got no media.
+pub fn main(args: Args) -> anyhow::Result<()> {
+    args.validate()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .thread_name("tern-load")
+        .build()?;
+    let summary = rt.block_on(run(args.clone()))?;
+    print!("{}", summary.to_text());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&summary)?;
+        if path.as_os_str() == "-" {
+            println!("{json}");
+        } else {
+            std::fs::write(path, json + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    let o = &summary.overall;
+    if o.receivers_with_media < o.expected_receivers || o.failed > 0 {
+        bail!(
+            "{} of {} receivers got media, {} participants failed",
+            o.receivers_with_media,
+            o.expected_receivers,
+            o.failed
+        );
+    }
+    Ok(())
+}
+
+/// The whole result of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub label: String,
+    pub target: Target,
+    pub server: String,
+    pub publishers: usize,
+    pub subscribers: usize,
+    pub rooms: usize,
+    /// The measured steady-state window (seconds).
+    pub window_secs: f64,
+    pub overall: GroupSummary,
+    pub per_room: std::collections::BTreeMap<String, GroupSummary>,
+    pub server_process: Option<ProcessUsage>,
+    /// Packets the server said it forwarded in the window (Tern `/metrics`).
+    pub server_forwarded_packets: Option<f64>,
+    /// Packets the server said it sent in the window (all datagrams).
+    pub server_sent_packets: Option<f64>,
+    /// The load tool's own CPU seconds over the window.
+    pub loadtool_cpu_secs: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessUsage {
+    pub pid: u32,
+    pub cpu_secs: f64,
+    /// CPU seconds per wall second (1.0 = one busy core).
+    pub busy_cores: f64,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+    /// (RSS with everyone connected − RSS before anyone joined) / participants.
+    pub rss_per_endpoint_kib: f64,
+    /// Server CPU seconds per million packets delivered to participants.
+    pub cpu_secs_per_million_delivered: f64,
+}
+
+impl Summary {
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "== tern loadtest {}: {} publishers, {} subscribers, {} rooms against {} {} ({:.1} s measured)",
+            self.label,
+            self.publishers,
+            self.subscribers,
+            self.rooms,
+            serde_json::to_string(&self.target).unwrap_or_default(),
+            self.server,
+            self.window_secs
+        );
+        let _ = writeln!(
+            s,
+            "{:<10} {:>5} {:>6} {:>9} {:>9} {:>10} {:>9} {:>7} {:>7} {:>8} {:>8} {:>8}",
+            "room",
+            "peers",
+            "failed",
+            "media ok",
+            "join p50",
+            "rx pkt/s",
+            "kbps/rx",
+            "loss %",
+            "freezes",
+            "delay50",
+            "delay99",
+            "delaymax"
+        );
+        let row = |s: &mut String, name: &str, g: &GroupSummary| {
+            let ms = |p: &Option<stats::Percentiles>, f: fn(&stats::Percentiles) -> f64| {
+                p.as_ref().map_or("-".into(), |p| format!("{:.1}ms", f(p)))
+            };
+            let _ = writeln!(
+                s,
+                "{:<10} {:>5} {:>6} {:>9} {:>9} {:>10.0} {:>9.0} {:>7.3} {:>7} {:>8} {:>8} {:>8}",
+                name,
+                g.participants,
+                g.failed,
+                format!("{}/{}", g.receivers_with_media, g.expected_receivers),
+                ms(&g.join_ms, |p| p.p50),
+                g.received_packets_per_sec,
+                g.received_kbps_per_receiver,
+                g.loss_percent,
+                g.freezes,
+                ms(&g.delay_ms, |p| p.p50),
+                ms(&g.delay_ms, |p| p.p99),
+                ms(&g.delay_ms, |p| p.max),
+            );
+        };
+        for (room, g) in &self.per_room {
+            row(&mut s, room, g);
+        }
+        row(&mut s, "overall", &self.overall);
+        if let Some(p) = &self.server_process {
+            let _ = writeln!(
+                s,
+                "server pid {}: {:.2} CPU-s ({:.2} busy cores), {:.1} CPU-s per million delivered packets, RSS {} → {} KiB ({:.0} KiB per endpoint)",
+                p.pid,
+                p.cpu_secs,
+                p.busy_cores,
+                p.cpu_secs_per_million_delivered,
+                p.rss_before_kib,
+                p.rss_after_kib,
+                p.rss_per_endpoint_kib
+            );
+        }
+        if let (Some(f), Some(sent)) = (self.server_forwarded_packets, self.server_sent_packets) {
+            let _ = writeln!(
+                s,
+                "server metrics: {:.0} RTP forwarded/s, {:.0} datagrams sent/s",
+                f / self.window_secs,
+                sent / self.window_secs
+            );
+        }
+        let _ = writeln!(
+            s,
+            "load tool: {:.2} CPU-s ({:.2} busy cores)",
+            self.loadtool_cpu_secs,
+            self.loadtool_cpu_secs / self.window_secs
+        );
+        for e in self.overall.errors.iter().take(10) {
+            let _ = writeln!(s, "error: {e}");
+        }
+        s
+    }
+}
+
+/// Shared by every participant task of a run.
+pub struct Ctx {
+    args: Args,
+    server: SocketAddr,
+    base_path: String,
+    /// Each publisher's generator start, by participant id: the zero of the
+    /// send timestamps it embeds (all participants share this process's clock).
+    starts: Mutex<HashMap<String, Instant>>,
+    window: (Instant, Instant),
+    progress: Progress,
+}
+
+#[derive(Default)]
+struct Progress {
+    joined: AtomicU64,
+    connected: AtomicU64,
+    failed: AtomicU64,
+    rx_packets: AtomicU64,
+}
+
+impl Ctx {
+    /// Where a room's media goes. Today: the one server given. With a focus,
+    /// this asks it which bridge hosts the room.
+    fn bridge_for(&self, _room: &str) -> SocketAddr {
+        self.server
+    }
+
+    fn start_of(&self, source: &str) -> Option<Instant> {
+        let participant = source.split('/').next()?;
+        lock(&self.starts).get(participant).copied()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Only a panicking participant task can poison it; its data is still fine.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One participant to run.
+#[derive(Debug, Clone)]
+struct Spec {
+    name: String,
+    room: String,
+    publish: bool,
+    receive: bool,
+    start_at: Instant,
+    seed: u64,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<Summary> {
+    args.validate()?;
+    let (server, base_path) = parse_server(&args.server)?;
+    // Fail fast and clearly if nothing answers there.
+    preflight(&args, server, &base_path).await?;
+
+    let total = args.publishers + args.subscribers;
+    let t0 = Instant::now() + Duration::from_millis(100);
+    let interval = Duration::from_millis(args.join_interval_ms);
+    let ramp_end = t0 + interval * total as u32;
+    let window_start = ramp_end + WARMUP;
+    let window = (
+        window_start,
+        window_start + Duration::from_secs_f64(args.duration),
+    );
+    let room_name = |i: usize| format!("load-{i}");
+    let mut specs = Vec::with_capacity(total);
+    for i in 0..args.publishers {
+        specs.push(Spec {
+            name: format!("pub{i}"),
+            room: room_name(i % args.rooms),
+            publish: true,
+            receive: args.publishers_receive && args.publishers > args.rooms,
+            start_at: t0,
+            seed: 1000 + i as u64,
+        });
+    }
+    for i in 0..args.subscribers {
+        specs.push(Spec {
+            name: format!("sub{i}"),
+            room: room_name(i % args.rooms),
+            publish: false,
+            receive: true,
+            start_at: t0,
+            seed: 5000 + i as u64,
+        });
+    }
+    // Publishers first, so subscribers see them at once.
+    for (k, s) in specs.iter_mut().enumerate() {
+        s.start_at = t0 + interval * k as u32;
+    }
+    // In an all-to-all meeting a publisher receives only when its room has
+    // another publisher.
+    let pubs_per_room = |room: &str| specs.iter().filter(|s| s.publish && s.room == room).count();
+    let fix: Vec<bool> = specs
+        .iter()
+        .map(|s| s.receive && (!s.publish || pubs_per_room(&s.room) > 1))
+        .collect();
+    for (s, r) in specs.iter_mut().zip(fix) {
+        s.receive = r;
+    }
+
+    let ctx = Arc::new(Ctx {
+        args: args.clone(),
+        server,
+        base_path,
+        starts: Mutex::new(HashMap::new()),
+        window,
+        progress: Progress::default(),
+    });
+
+    let proc_before = args.server_pid.map(proc_sample);
+    let self_pid = std::process::id();
+    let mut tasks = Vec::with_capacity(total);
+    for s in specs {
+        let ctx = ctx.clone();
+        tasks.push(tokio::spawn(participant(ctx, s)));
+    }
+    let progress = tokio::spawn(print_progress(ctx.clone(), total));
+
+    // Sample the server and ourselves exactly at the window's edges.
+    tokio::time::sleep_until(tokio::time::Instant::from_std(window.0)).await;
+    let server_at_start = args.server_pid.map(proc_sample);
+    let self_at_start = proc_sample(self_pid);
+    let metrics_at_start = scrape(&ctx).await;
+    tokio::time::sleep_until(tokio::time::Instant::from_std(window.1)).await;
+    let server_at_end = args.server_pid.map(proc_sample);
+    let self_at_end = proc_sample(self_pid);
+    let metrics_at_end = scrape(&ctx).await;
+
+    let mut reports = Vec::with_capacity(total);
+    for t in tasks {
+        match t.await {
+            Ok(r) => reports.push(r),
+            Err(e) => bail!("a participant task failed: {e}"),
+        }
+    }
+    progress.abort();
+
+    let window_len = window.1 - window.0;
+    let overall = stats::summarise(&reports.iter().collect::<Vec<_>>(), window_len);
+    let per_room = stats::by_room(&reports)
+        .into_iter()
+        .map(|(room, rs)| (room, stats::summarise(&rs, window_len)))
+        .collect();
+    let server_process = match (proc_before, server_at_start, server_at_end) {
+        (Some(Ok(b)), Some(Ok(s)), Some(Ok(e))) => {
+            let cpu = e.cpu_secs - s.cpu_secs;
+            let delivered = overall.received_packets as f64;
+            Some(ProcessUsage {
+                pid: args.server_pid.unwrap_or_default(),
+                cpu_secs: cpu,
+                busy_cores: cpu / window_len.as_secs_f64(),
+                rss_before_kib: b.rss_kib,
+                rss_after_kib: e.rss_kib,
+                rss_per_endpoint_kib: (e.rss_kib as f64 - b.rss_kib as f64) / total as f64,
+                cpu_secs_per_million_delivered: if delivered > 0.0 {
+                    cpu * 1e6 / delivered
+                } else {
+                    f64::NAN
+                },
+            })
+        }
+        (Some(Err(e)), _, _) | (_, Some(Err(e)), _) | (_, _, Some(Err(e))) => {
+            eprintln!("warning: could not measure the server process: {e:#}");
+            None
+        }
+        _ => None,
+    };
+    let delta = |name: &str| match (&metrics_at_start, &metrics_at_end) {
+        (Some(a), Some(b)) => Some(http::metric_sum(b, name) - http::metric_sum(a, name)),
+        _ => None,
+    };
+    Ok(Summary {
+        label: args.label.clone(),
+        target: args.target,
+        server: args.server.clone(),
+        publishers: args.publishers,
+        subscribers: args.subscribers,
+        rooms: args.rooms,
+        window_secs: window_len.as_secs_f64(),
+        server_forwarded_packets: delta("tern_rtp_forwarded_total"),
+        server_sent_packets: delta("tern_packets_sent_total"),
+        overall,
+        per_room,
+        server_process,
+        loadtool_cpu_secs: match (self_at_start, self_at_end) {
+            (Ok(a), Ok(b)) => b.cpu_secs - a.cpu_secs,
+            _ => f64::NAN,
+        },
+    })
+}
+
+async fn preflight(args: &Args, server: SocketAddr, base: &str) -> anyhow::Result<()> {
+    let path = match args.target {
+        Target::Tern => "/health".to_string(),
+        Target::Janus => format!("{base}/info"),
+    };
+    let (status, _) = http::request(server, "GET", &path, None, Duration::from_secs(5))
+        .await
+        .with_context(|| format!("server {} is unreachable", args.server))?;
+    if status != 200 {
+        bail!("server {} answered {path} with HTTP {status}", args.server);
+    }
+    Ok(())
+}
+
+async fn scrape(ctx: &Ctx) -> Option<String> {
+    if ctx.args.target != Target::Tern {
+        return None;
+    }
+    let (status, body) = http::request(ctx.server, "GET", "/metrics", None, Duration::from_secs(5))
+        .await
+        .ok()?;
+    (status == 200).then_some(body)
+}
+
+async fn print_progress(ctx: Arc<Ctx>, total: usize) {
+    let start = Instant::now();
+    let mut last = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let p = &ctx.progress;
+        let rx = p.rx_packets.load(Ordering::Relaxed);
+        let phase = if Instant::now() < ctx.window.0 {
+            "joining/warm-up"
+        } else {
+            "measuring"
+        };
+        eprintln!(
+            "[{:>5.1}s] {phase}: joined {}/{total}, connected {}, failed {}, received {} packets ({:.0}/s)",
+            start.elapsed().as_secs_f64(),
+            p.joined.load(Ordering::Relaxed),
+            p.connected.load(Ordering::Relaxed),
+            p.failed.load(Ordering::Relaxed),
+            rx,
+            (rx - last) as f64 / 2.0
+        );
+        last = rx;
+    }
+}
+
+/// CPU time and memory of a process from /proc.
+#[derive(Debug, Clone, Copy)]
+struct ProcSample {
+    cpu_secs: f64,
+    rss_kib: u64,
+}
+
+fn proc_sample(pid: u32) -> anyhow::Result<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields overall, in clock ticks (100 per second on Linux).
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("malformed /proc/{pid}/stat"))?;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| anyhow!("malformed /proc/{pid}/stat"))
+    };
+    let cpu_secs = (ticks(11)? + ticks(12)?) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    Ok(ProcSample { cpu_secs, rss_kib })
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// How a participant talks to the server.
+enum Signalling {
+    Tern(Box<Ws>),
+    Janus(Box<janus::Session>),
+}
+
+async fn tern_token(ctx: &Ctx, spec: &Spec) -> anyhow::Result<String> {
+    if let Some(secret) = &ctx.args.secret {
+        let keys = crate::auth::TokenKeys::new(secret);
+        return Ok(keys.mint(&spec.room, &spec.name, Some(&spec.name), 3600));
+    }
+    let path = format!("/dev/token?room={}&name={}", spec.room, spec.name);
+    let (status, body) = http::request(
+        ctx.bridge_for(&spec.room),
+        "GET",
+        &path,
+        None,
+        Duration::from_secs(5),
+    )
+    .await?;
+    if status != 200 {
+        bail!(
+            "GET {path}: HTTP {status} (is it `tern dev`? for `tern bridge` pass --secret): {}",
+            body.trim()
+        );
+    }
+    #[derive(serde::Deserialize)]
+    struct T {
+        token: String,
+    }
+    let t: T = serde_json::from_str(&body).context("parsing /dev/token")?;
+    Ok(t.token)
+}
+
+async fn participant(ctx: Arc<Ctx>, spec: Spec) -> PeerReport {
+    tokio::time::sleep_until(tokio::time::Instant::from_std(spec.start_at)).await;
+    let began = Instant::now();
+    let mut report = PeerReport {
+        name: spec.name.clone(),
+        room: spec.room.clone(),
+        publisher: spec.publish,
+        receives: spec.receive,
+        error: None,
+        connect_time: None,
+        first_media_time: None,
+        acc: PeerAcc::default(),
+        packets_sent: 0,
+    };
+    if let Err(e) = drive(&ctx, &spec, began, &mut report).await {
+        ctx.progress.failed.fetch_add(1, Ordering::Relaxed);
+        report.error = Some(format!("{e:#}"));
+    }
+    report.first_media_time = report
+        .acc
+        .first_media
+        .map(|t| t.saturating_duration_since(began));
+    report
+}
+
+async fn drive(
+    ctx: &Ctx,
+    spec: &Spec,
+    began: Instant,
+    report: &mut PeerReport,
+) -> anyhow::Result<()> {
+    let args = &ctx.args;
+    let socket = UdpSocket::bind(SocketAddr::new(args.bind_ip, 0)).await?;
+    let mut cfg = PeerConfig::new(socket.local_addr()?);
+    cfg.audio = spec.publish;
+    cfg.video = if spec.publish {
+        LayerSpec::ladder().into_iter().take(args.layers).collect()
+    } else {
+        vec![]
+    };
+    let (aslots, vslots) = if spec.receive {
+        (args.audio_slots, args.video_slots)
+    } else {
+        (0, 0)
+    };
+    cfg.audio_slots = aslots;
+    cfg.video_slots = vslots;
+    // Answer keyframe requests after a realistic encoder delay.
+    cfg.keyframe_response_delay = Duration::from_millis(20);
+    cfg.seed = spec.seed;
+    let start = Instant::now();
+    let mut peer = Peer::new(cfg, start);
+
+    let mut sig = tokio::time::timeout(JOIN_TIMEOUT, async {
+        match args.target {
+            Target::Tern => {
+                let token = tern_token(ctx, spec).await?;
+                let url = format!("ws://{}/signal", ctx.bridge_for(&spec.room));
+                let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+                    .await
+                    .with_context(|| format!("connecting to {url}"))?;
+                ws_send(&mut ws, &Peer::join(&token)).await?;
+                anyhow::Ok(Signalling::Tern(Box::new(ws)))
+            }
+            Target::Janus => Ok(Signalling::Janus(Box::new(
+                janus::Session::open(ctx.server, &ctx.base_path, &spec.room, &spec.name).await?,
+            ))),
+        }
+    })
+    .await
+    .map_err(|_| anyhow!("could not connect within {JOIN_TIMEOUT:?}"))??;
+    if let Signalling::Janus(j) = &mut sig {
+        j.start(&mut peer, spec.publish, start).await?;
+    }
+
+    let mut registered = false;
+    let mut buf = vec![0u8; 2048];
+    let mut next_fold = Instant::now() + FOLD_EVERY;
+    let end = ctx.window.1;
+    let join_deadline = began + JOIN_TIMEOUT;
+    loop {
+        // Flush what the peer wants sent.
+        while let Some(o) = peer.poll_output() {
+            match o {
+                PeerOutput::Transmit {
+                    destination,
+                    contents,
+                } => {
+                    let _ = socket.send_to(&contents, destination).await;
+                }
+                PeerOutput::Signal(m) => match &mut sig {
+                    Signalling::Tern(ws) => ws_send(ws, &m).await?,
+                    Signalling::Janus(j) => j.send(&mut peer, m).await?,
+                },
+            }
+        }
+        let st = peer.state();
+        if let Some((code, msg)) = st.errors.first() {
+            bail!("{code}: {msg}");
+        }
+        if st.closed {
+            bail!("the server closed the connection");
+        }
+        if !registered && st.joined {
+            registered = true;
+            ctx.progress.joined.fetch_add(1, Ordering::Relaxed);
+        }
+        if report.connect_time.is_none() && st.connected {
+            report.connect_time = Some(began.elapsed());
+            ctx.progress.connected.fetch_add(1, Ordering::Relaxed);
+            if spec.publish {
+                // Send times are offsets from the generator's start.
+                let id = st
+                    .participant_id
+                    .clone()
+                    .unwrap_or_else(|| spec.name.clone());
+                lock(&ctx.starts).insert(id, start);
+            }
+        }
+        let now = Instant::now();
+        if report.connect_time.is_none() && now > join_deadline {
+            bail!("not connected within {JOIN_TIMEOUT:?}");
+        }
+        if now >= next_fold || now >= end {
+            fold(ctx, &mut peer, report);
+            next_fold = now + FOLD_EVERY;
+        }
+        if now >= end {
+            break;
+        }
+        let wake = peer.poll_timeout().min(next_fold).min(end);
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let (n, src) = r?;
+                on_datagram(ctx, &mut peer, report, src, &buf[..n]);
+                // Drain what else is queued before flushing once.
+                for _ in 0..RECV_BURST {
+                    match socket.try_recv_from(&mut buf) {
+                        Ok((n, src)) => on_datagram(ctx, &mut peer, report, src, &buf[..n]),
+                        Err(_) => break,
+                    }
+                }
+            }
+            m = next_signal(&mut sig) => match m? {
+                Some(msg) => peer.handle_signal(Instant::now(), msg),
+                None => bail!("the server closed the signalling connection"),
+            },
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+                peer.handle_timeout(Instant::now());
+            }
+        }
+    }
+    report.packets_sent = peer.state().packets_sent;
+    peer.leave();
+    while let Some(o) = peer.poll_output() {
+        if let PeerOutput::Signal(m) = o {
+            match &mut sig {
+                Signalling::Tern(ws) => {
+                    let _ = ws_send(ws, &m).await;
+                }
+                Signalling::Janus(j) => {
+                    let _ = j.send(&mut peer, m).await;
+                }
+            }
+        }
+    }
+    match &mut sig {
+        Signalling::Tern(ws) => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), (**ws).close(None)).await;
+        }
+        Signalling::Janus(j) => j.close().await,
+    }
+    Ok(())
+}
+
+fn on_datagram(ctx: &Ctx, peer: &mut Peer, report: &mut PeerReport, src: SocketAddr, d: &[u8]) {
+    let now = Instant::now();
+    if now >= ctx.window.0 && now <= ctx.window.1 {
+        report.acc.bytes += d.len() as u64;
+    }
+    peer.handle_datagram(now, src, d);
+}
+
+fn fold(ctx: &Ctx, peer: &mut Peer, report: &mut PeerReport) {
+    let received = peer.take_received();
+    let slots = &peer.state().slots;
+    let mut n = 0;
+    for (mid, packets) in received {
+        n += packets.len() as u64;
+        let source = slots.get(&mid).cloned().flatten();
+        let start = source.as_deref().and_then(|s| ctx.start_of(s));
+        report
+            .acc
+            .fold(&mid, source.as_deref(), start, &packets, ctx.window);
+    }
+    ctx.progress.rx_packets.fetch_add(n, Ordering::Relaxed);
+}
+
+async fn ws_send(ws: &mut Ws, m: &ClientMessage) -> anyhow::Result<()> {
+    ws.send(Message::Text(serde_json::to_string(m)?.into()))
+        .await?;
+    Ok(())
+}
+
+async fn next_signal(sig: &mut Signalling) -> anyhow::Result<Option<ServerMessage>> {
+    match sig {
+        Signalling::Tern(ws) => loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => return Ok(Some(serde_json::from_str(&t)?)),
+                Some(Ok(Message::Close(_))) | None => return Ok(None),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+            }
+        },
+        Signalling::Janus(j) => j.next().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: Args,
+    }
+
+    fn args(extra: &[&str]) -> Args {
+        let mut v = vec!["t"];
+        v.extend_from_slice(extra);
+        T::parse_from(v).a
+    }
+
+    #[test]
+    fn impossible_parameters_are_refused_with_a_reason() {
+        let e = args(&["--publishers", "0"]).validate().unwrap_err();
+        assert!(e.to_string().contains("publishers"), "{e}");
+        let e = args(&["-n", "1", "--rooms", "2"]).validate().unwrap_err();
+        assert!(
+            e.to_string().contains("every room needs a publisher"),
+            "{e}"
+        );
+        let e = args(&["--duration", "0"]).validate().unwrap_err();
+        assert!(e.to_string().contains("duration"), "{e}");
+        let e = args(&["--server", "http://example.org:80"])
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("IP address"), "{e}");
+        assert!(args(&[]).validate().is_ok());
+    }
+
+    #[test]
+    fn server_addresses_parse_with_and_without_a_path() {
+        let (a, p) = parse_server("http://127.0.0.1:8088/janus/").expect("ok");
+        assert_eq!((a.port(), p.as_str()), (8088, "/janus"));
+        let (a, p) = parse_server("127.0.0.1:80").expect("ok");
+        assert_eq!((a.port(), p.as_str()), (80, ""));
+    }
+}
