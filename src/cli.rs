@@ -1,4 +1,5 @@
-//! Command line: `tern bridge`, `tern dev`, `tern token`, `tern check-config`.
+//! Command line: `tern bridge`, `tern focus`, `tern dev`, `tern clusterstatus`,
+//! `tern token`, `tern check-config`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,9 +26,30 @@ enum Command {
         /// TOML configuration file (see README); TERN_<SECTION>_<KEY> overrides.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Serve `/dev/token` (anyone can mint tokens): for a standalone
+        /// demo bridge without a focus, never in production.
+        #[arg(long)]
+        dev_tokens: bool,
     },
-    /// Run everything locally with development defaults: open the printed URL
-    /// in two tabs to talk to yourself.
+    /// Run the focus: placement, failover and the allocation API.
+    Focus {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Show every bridge the focus knows: online, region, versions, stress,
+    /// conferences, endpoints, draining, last failure.
+    Clusterstatus {
+        /// The focus's gRPC address.
+        #[arg(long, default_value = "http://127.0.0.1:7000")]
+        focus: String,
+        /// API secret (default: focus.api_secret from the config / TERN_FOCUS_API_SECRET).
+        #[arg(long)]
+        secret: Option<String>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run a local cluster with development defaults — a focus and two
+    /// bridges in two regions — and open the printed URL in two tabs.
     Dev {
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -63,30 +85,42 @@ pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Bridge { config } => {
+        Command::Bridge { config, dev_tokens } => {
             let cfg = Config::load(config.as_deref())?;
             if cfg.auth.secret.is_empty() {
                 bail!("auth.secret is empty: set it in the config file or TERN_AUTH_SECRET");
             }
-            run_bridge(cfg, false)
+            run_bridge(cfg, dev_tokens)
+        }
+        Command::Focus { config } => {
+            let cfg = Config::load(config.as_deref())?;
+            runtime()?.block_on(crate::focus::run(
+                cfg,
+                |b| {
+                    println!(
+                        "tern focus ready: grpc http://{} http http://{}/",
+                        b.grpc, b.http
+                    );
+                },
+                shutdown_signal(),
+            ))
+        }
+        Command::Clusterstatus {
+            focus,
+            secret,
+            config,
+        } => {
+            let secret = match secret {
+                Some(s) => s,
+                None => Config::load(config.as_deref())?.focus.api_secret,
+            };
+            runtime()?.block_on(crate::dev::clusterstatus(&focus, &secret))
         }
         Command::Dev {
             config,
             http,
             media,
-        } => {
-            let mut cfg = Config::load(config.as_deref())?;
-            if let Some(a) = http {
-                cfg.bridge.http_listen = a;
-            }
-            if let Some(a) = media {
-                cfg.bridge.media_listen = a;
-            }
-            if cfg.auth.secret.is_empty() {
-                cfg.auth.secret = format!("{:032x}", rand::random::<u128>());
-            }
-            run_bridge(cfg, true)
-        }
+        } => runtime()?.block_on(crate::dev::run(config, http, media)),
         Command::Token {
             config,
             room,
@@ -137,29 +171,25 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         .context("installing the metrics recorder")
 }
 
-fn run_bridge(cfg: Config, dev: bool) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tern-worker")
-        .build()?;
-    rt.block_on(async move {
+        .build()?)
+}
+
+fn run_bridge(cfg: Config, dev: bool) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
         let metrics = install_metrics()?;
         bridge::run(
             cfg,
             dev,
             metrics,
             |b| {
-                if dev {
-                    println!(
-                        "tern dev ready: open http://{}/room/hello in two browser tabs (media udp {})",
-                        b.http, b.media
-                    );
-                } else {
-                    println!(
-                        "tern bridge ready: http://{}/ (media udp {})",
-                        b.http, b.media
-                    );
-                }
+                println!(
+                    "tern bridge ready: http://{}/ (media udp {})",
+                    b.http, b.media
+                );
             },
             shutdown_signal(),
         )
@@ -167,7 +197,7 @@ fn run_bridge(cfg: Config, dev: bool) -> anyhow::Result<()> {
     })
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let term = async {
         match signal(SignalKind::terminate()) {

@@ -24,6 +24,7 @@ pub struct Config {
     pub bridge: BridgeConfig,
     pub auth: AuthConfig,
     pub media: MediaConfig,
+    pub focus: FocusSection,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -40,6 +41,20 @@ pub struct BridgeConfig {
     pub shards: usize,
     pub region: String,
     pub max_participants_per_conference: usize,
+    /// Id the bridge registers with at the focus; default `<region>-<media port>`.
+    pub id: String,
+    /// Signalling URL clients are sent to; default `ws://<http_listen>/signal`.
+    pub signal_url: String,
+    /// RTP packets in + out per second that count as stress 1.0.
+    pub max_packet_rate: u64,
+    /// The focus to register with (`http://host:port` of its gRPC listener);
+    /// empty = standalone bridge.
+    pub focus_url: String,
+    /// Secret the bridge presents to the focus.
+    pub focus_secret: String,
+    /// After SIGTERM with a focus: how long to wait for participants to be
+    /// moved away before exiting anyway.
+    pub drain_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -72,6 +87,54 @@ impl Default for BridgeConfig {
             shards: 0,
             region: "local".into(),
             max_participants_per_conference: 80,
+            id: String::new(),
+            signal_url: String::new(),
+            max_packet_rate: 50_000,
+            focus_url: String::new(),
+            focus_secret: String::new(),
+            drain_timeout_secs: 30,
+        }
+    }
+}
+
+/// `tern focus`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FocusSection {
+    /// gRPC: the allocation API and the bridges' control streams.
+    pub grpc_listen: SocketAddr,
+    /// HTTP: the browser client, `/join`, `/api/bridges`, `/health`.
+    pub http_listen: SocketAddr,
+    pub region: String,
+    /// Regions close to each other, e.g. `[["eu-west", "eu-central"]]`.
+    pub region_groups: Vec<Vec<String>>,
+    /// `region` (Jicofo's order), `single` (one bridge per conference) or
+    /// `split` (every participant on another bridge).
+    pub strategy: String,
+    /// Bearer token API clients must present.
+    pub api_secret: String,
+    /// Secret bridges must present.
+    pub bridge_secret: String,
+    pub participant_cap: usize,
+    pub overload_stress: f64,
+    pub max_joins_per_minute: Option<usize>,
+    pub heartbeat_timeout_ms: u64,
+}
+
+impl Default for FocusSection {
+    fn default() -> Self {
+        Self {
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            region: "local".into(),
+            region_groups: Vec::new(),
+            strategy: "region".into(),
+            api_secret: String::new(),
+            bridge_secret: String::new(),
+            participant_cap: 80,
+            overload_stress: 0.8,
+            max_joins_per_minute: None,
+            heartbeat_timeout_ms: 3000,
         }
     }
 }
@@ -141,11 +204,10 @@ impl Config {
                     format!("{key}: expected TERN_<SECTION>_<KEY>"),
                 ));
             };
-            if !["bridge", "auth", "media"].contains(&section) {
-                return Err(invalid(
-                    "environment",
-                    format!("{key}: unknown section `{section}`, expected bridge, auth or media"),
-                ));
+            // Other TERN_* variables (test harness settings, say) are not
+            // ours to judge; within a known section every key is checked.
+            if !["bridge", "auth", "media", "focus"].contains(&section) {
+                continue;
             }
             let entry = table
                 .entry(section.to_string())
@@ -197,6 +259,30 @@ impl Config {
         }
         if !(64..=8192).contains(&m.rtx_cache_packets) {
             return Err("media.rtx_cache_packets must be between 64 and 8192".into());
+        }
+        if !["region", "single", "split"].contains(&self.focus.strategy.as_str()) {
+            return Err(format!(
+                "focus.strategy must be \"region\", \"single\" or \"split\", not {:?}",
+                self.focus.strategy
+            ));
+        }
+        if !(0.0..=10.0).contains(&self.focus.overload_stress) {
+            return Err("focus.overload_stress must be between 0 and 10".into());
+        }
+        if self.focus.heartbeat_timeout_ms < 500 {
+            return Err("focus.heartbeat_timeout_ms must be at least 500".into());
+        }
+        if self.bridge.max_packet_rate == 0 {
+            return Err("bridge.max_packet_rate must be at least 1".into());
+        }
+        if !self.bridge.focus_url.is_empty()
+            && !(self.bridge.focus_url.starts_with("http://")
+                || self.bridge.focus_url.starts_with("https://"))
+        {
+            return Err(format!(
+                "bridge.focus_url must start with http:// or https://, not {:?}",
+                self.bridge.focus_url
+            ));
         }
         if self.auth.token_ttl_secs == 0 {
             return Err("auth.token_ttl_secs must be at least 1".into());
@@ -258,6 +344,12 @@ mod tests {
         let c = Config::from_parts("t", "[bridge]\nshards = 1\n", env).expect("valid");
         assert_eq!(c.bridge.shards, 3);
         assert_eq!(c.auth.secret, "s3cret");
+    }
+
+    #[test]
+    fn unrelated_environment_sections_are_ignored() {
+        let env = vec![("TERN_SIM_SEED".to_string(), "3".to_string())];
+        assert!(Config::from_parts("t", "", env).is_ok());
     }
 
     #[test]

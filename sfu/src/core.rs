@@ -766,6 +766,79 @@ impl Core {
         }
     }
 
+    /// Every conference on this shard with its participants.
+    pub fn conferences(&self) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = self
+            .conferences
+            .iter()
+            .map(|(room, c)| {
+                let ps = c
+                    .endpoints
+                    .iter()
+                    .filter_map(|e| self.endpoints.get(e).map(|ep| ep.participant.clone()))
+                    .collect();
+                (room.to_string(), ps)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Ask participants of `room` (all when `participants` is empty) to
+    /// reconnect elsewhere, and let them go. Returns how many were asked.
+    pub fn move_participants(
+        &mut self,
+        now: Instant,
+        room: &str,
+        participants: &[String],
+        reason: &str,
+    ) -> usize {
+        let ids: Vec<EndpointId> = self
+            .conferences
+            .get(room)
+            .map(|c| c.endpoints.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| {
+                self.endpoints.get(e).is_some_and(|ep| {
+                    participants.is_empty() || participants.contains(&ep.participant)
+                })
+            })
+            .collect();
+        for &id in &ids {
+            self.signal(
+                id,
+                ServerMessage::Move {
+                    reason: reason.to_string(),
+                },
+            );
+            self.remove_endpoint(now, id, "moved");
+        }
+        self.settle(now);
+        ids.len()
+    }
+
+    /// End a conference: everyone in it is told and disconnected.
+    pub fn end_conference(&mut self, now: Instant, room: &str) -> usize {
+        let ids = self
+            .conferences
+            .get(room)
+            .map(|c| c.endpoints.clone())
+            .unwrap_or_default();
+        for &id in &ids {
+            self.signal(
+                id,
+                ServerMessage::Error {
+                    code: ErrorCode::ConferenceEnded,
+                    message: "the conference was ended".into(),
+                },
+            );
+            self.remove_endpoint(now, id, "conference ended");
+        }
+        self.settle(now);
+        ids.len()
+    }
+
     /// The shell saw the endpoint's WebSocket close, or the client left.
     pub fn handle_leave(&mut self, now: Instant, id: EndpointId) {
         self.remove_endpoint(now, id, "signalling closed");

@@ -93,6 +93,11 @@ pub enum ServerMessage {
         code: ErrorCode,
         message: String,
     },
+    /// Reconnect elsewhere: re-join through the focus (same participant id).
+    /// The bridge closes the socket right after.
+    Move {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,6 +136,7 @@ pub enum ErrorCode {
     RoomFull,
     Replaced,
     ShuttingDown,
+    ConferenceEnded,
 }
 
 impl ErrorCode {
@@ -145,6 +151,7 @@ impl ErrorCode {
                 | ErrorCode::RoomFull
                 | ErrorCode::Replaced
                 | ErrorCode::ShuttingDown
+                | ErrorCode::ConferenceEnded
         )
     }
 
@@ -161,6 +168,7 @@ impl ErrorCode {
             ErrorCode::RoomFull => "room_full",
             ErrorCode::Replaced => "replaced",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::ConferenceEnded => "conference_ended",
         }
     }
 }

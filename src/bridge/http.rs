@@ -23,9 +23,9 @@ use tracing::{Instrument, debug, info_span};
 use super::App;
 use super::shard::{SESSION_QUEUE, ShardInput};
 
-const INDEX_HTML: &str = include_str!("../web/index.html");
-const TERN_JS: &str = include_str!("../web/tern.js");
-const STYLE_CSS: &str = include_str!("../web/style.css");
+pub(crate) const INDEX_HTML: &str = include_str!("../web/index.html");
+pub(crate) const TERN_JS: &str = include_str!("../web/tern.js");
+pub(crate) const STYLE_CSS: &str = include_str!("../web/style.css");
 
 /// How long a new WebSocket may take to send `join`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,5 +1,6 @@
 //! The bridge shell: sockets, tasks and HTTP around the Sans-IO core.
 
+pub mod focus_link;
 pub mod http;
 pub mod shard;
 
@@ -36,7 +37,10 @@ pub struct App {
     pub dev: bool,
     pub shards: Vec<mpsc::Sender<ShardInput>>,
     pub shutting_down: AtomicBool,
+    /// The focus (or an operator through it) asked this bridge to drain.
+    pub draining: AtomicBool,
     pub metrics: PrometheusHandle,
+    pub snapshots: shard::Snapshots,
 }
 
 impl App {
@@ -80,6 +84,11 @@ pub async fn run(
 
     let demux: Arc<DashMap<SocketAddr, u8>> = Arc::new(DashMap::new());
     let n = cfg.shard_count();
+    let snapshots: shard::Snapshots = Arc::new(
+        (0..n)
+            .map(|_| std::sync::Mutex::new(shard::ShardSnapshot::default()))
+            .collect(),
+    );
     let mut senders = Vec::with_capacity(n);
     let mut tasks = Vec::with_capacity(n);
     let now = Instant::now();
@@ -106,6 +115,7 @@ pub async fn run(
             socket: socket.clone(),
             demux: demux.clone(),
             local_addr: media_addr,
+            snapshots: snapshots.clone(),
         };
         tasks.push(tokio::spawn(shard.run()));
     }
@@ -117,7 +127,9 @@ pub async fn run(
         dev,
         shards: senders,
         shutting_down: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
         metrics,
+        snapshots,
     });
     let listener = tokio::net::TcpListener::bind(cfg.bridge.http_listen)
         .await
@@ -125,6 +137,36 @@ pub async fn run(
     let http_addr = listener.local_addr()?;
     let router = http::router(app.clone());
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let link = if cfg.bridge.focus_url.is_empty() {
+        None
+    } else {
+        let id = if cfg.bridge.id.is_empty() {
+            format!("{}-{}", cfg.bridge.region, media_addr.port())
+        } else {
+            cfg.bridge.id.clone()
+        };
+        let signal_url = if cfg.bridge.signal_url.is_empty() {
+            format!("ws://{http_addr}/signal")
+        } else {
+            cfg.bridge.signal_url.clone()
+        };
+        let reg = tern_proto::bridge::v1::Register {
+            bridge_id: id,
+            region: cfg.bridge.region.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            api_version: focus_link::API_VERSION,
+            signal_url,
+            relay_addr: String::new(),
+            max_packet_rate: cfg.bridge.max_packet_rate,
+            conferences: Vec::new(),
+        };
+        Some(tokio::spawn(focus_link::run(
+            app.clone(),
+            cfg.bridge.focus_url.clone(),
+            cfg.bridge.focus_secret.clone(),
+            reg,
+        )))
+    };
     info!(%http_addr, %media_addr, %candidate_addr, shards = n, "bridge ready");
     ready(Bound {
         http: http_addr,
@@ -132,8 +174,29 @@ pub async fn run(
     });
 
     shutdown.await;
-    info!("shutting down: closing endpoints");
     app.shutting_down.store(true, Ordering::SeqCst);
+    if link.is_some() {
+        // With a focus, SIGTERM means drain: the focus sees `shutting_down`
+        // in the next report and moves conferences away one at a time;
+        // exit when empty or when the deadline passes.
+        info!("draining before exit");
+        let deadline = Instant::now() + Duration::from_secs(cfg.bridge.drain_timeout_secs);
+        // Let the focus learn about it before counting endpoints.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        loop {
+            let endpoints: usize = app
+                .snapshots
+                .iter()
+                .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).endpoints)
+                .sum();
+            if endpoints == 0 || Instant::now() >= deadline {
+                info!(endpoints, "drain finished");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    info!("shutting down: closing endpoints");
     for s in &app.shards {
         let _ = s.send(ShardInput::Shutdown).await;
     }
@@ -141,6 +204,9 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.abort();
     reader.abort();
+    if let Some(l) = link {
+        l.abort();
+    }
     for t in tasks {
         t.abort();
     }

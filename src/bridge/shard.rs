@@ -33,9 +33,31 @@ pub enum ShardInput {
     Leave {
         id: EndpointId,
     },
+    /// Ask participants of a room to reconnect elsewhere (drain, focus move).
+    Move {
+        room: String,
+        participants: Vec<String>,
+        reason: String,
+    },
+    /// End a conference.
+    End {
+        room: String,
+    },
     /// Close every endpoint (the bridge is going away).
     Shutdown,
 }
+
+/// What a shard last said about itself (once a second): read by the focus
+/// link, never on the media path.
+#[derive(Debug, Clone, Default)]
+pub struct ShardSnapshot {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub endpoints: usize,
+    pub conferences: Vec<(String, Vec<String>)>,
+}
+
+pub type Snapshots = std::sync::Arc<Vec<std::sync::Mutex<ShardSnapshot>>>;
 
 struct ShardMetrics {
     packets_in: Counter,
@@ -103,6 +125,7 @@ pub struct Shard {
     pub socket: Arc<UdpSocket>,
     pub demux: Arc<DashMap<SocketAddr, u8>>,
     pub local_addr: SocketAddr,
+    pub snapshots: Snapshots,
 }
 
 impl Shard {
@@ -140,11 +163,25 @@ impl Shard {
             let now = Instant::now();
             if now >= next_export {
                 metrics.export(&self.core);
+                self.publish_snapshot();
                 next_export = now + Duration::from_secs(1);
             }
             if shutting_down && self.core.endpoint_count() == 0 && sessions.is_empty() {
                 metrics.export(&self.core);
             }
+        }
+    }
+
+    fn publish_snapshot(&self) {
+        let st = self.core.stats();
+        let snap = ShardSnapshot {
+            packets_in: st.packets_in,
+            packets_out: st.packets_out,
+            endpoints: self.core.endpoint_count(),
+            conferences: self.core.conferences(),
+        };
+        if let Some(slot) = self.snapshots.get(usize::from(self.index)) {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = snap;
         }
     }
 
@@ -186,6 +223,22 @@ impl Shard {
             }
             ShardInput::Message { id, msg } => self.core.handle_message(now, id, msg),
             ShardInput::Leave { id } => self.core.handle_leave(now, id),
+            ShardInput::Move {
+                room,
+                participants,
+                reason,
+            } => {
+                let n = self
+                    .core
+                    .move_participants(now, &room, &participants, &reason);
+                tracing::info!(%room, moved = n, %reason, "participants moved");
+                self.publish_snapshot();
+            }
+            ShardInput::End { room } => {
+                let n = self.core.end_conference(now, &room);
+                tracing::info!(%room, removed = n, "conference ended");
+                self.publish_snapshot();
+            }
             ShardInput::Shutdown => {
                 *shutting_down = true;
                 let ids: Vec<EndpointId> = sessions.keys().copied().collect();

@@ -822,6 +822,7 @@ fn server_name(m: &ServerMessage) -> &'static str {
         ServerMessage::Sources { .. } => "s:sources",
         ServerMessage::Slots { .. } => "s:slots",
         ServerMessage::Error { .. } => "s:error",
+        ServerMessage::Move { .. } => "s:move",
     }
 }
 

@@ -1,0 +1,436 @@
+use super::*;
+
+fn reg(id: &str, region: &str) -> Registration {
+    Registration {
+        id: id.into(),
+        region: region.into(),
+        version: "1.0".into(),
+        api_version: 1,
+        signal_url: format!("ws://{id}/signal"),
+        relay_addr: String::new(),
+        max_packet_rate: 50_000,
+        conferences: BTreeMap::new(),
+    }
+}
+
+fn report(pps: u64) -> Report {
+    Report {
+        rtp_packets_in_per_s: pps / 2,
+        rtp_packets_out_per_s: pps / 2,
+        healthy: true,
+        ..Report::default()
+    }
+}
+
+/// A focus with the given bridges (id, region, stress as pps of 50k).
+fn focus(cfg: FocusConfig, bridges: &[(&str, &str, u64)]) -> (Focus, Instant) {
+    let t0 = Instant::now();
+    let mut f = Focus::new(cfg);
+    for &(id, region, pps) in bridges {
+        f.handle_register(t0, reg(id, region)).expect("register");
+        f.handle_report(t0, id, report(pps)).expect("report");
+    }
+    (f, t0)
+}
+
+fn groups() -> FocusConfig {
+    FocusConfig {
+        local_region: "eu-west".into(),
+        region_groups: vec![vec!["eu-west".into(), "eu-central".into()]],
+        ..FocusConfig::default()
+    }
+}
+
+/// Put `n` participants of `conf` on bridge `id` through the bridge's report.
+fn host(f: &mut Focus, now: Instant, id: &str, pps: u64, conf: &str, n: usize) {
+    let mut r = report(pps);
+    r.conferences.insert(
+        conf.into(),
+        (0..n).map(|i| format!("{conf}-p{i}")).collect(),
+    );
+    f.handle_report(now, id, r).expect("report");
+}
+
+#[test]
+fn rule_1_prefers_a_conference_bridge_in_the_participants_region() {
+    let (mut f, t) = focus(groups(), &[("a", "eu-west", 10_000), ("b", "eu-west", 0)]);
+    host(&mut f, t, "a", 10_000, "c", 3);
+    let p = f.allocate(t, "c", "new", Some("eu-west")).expect("placed");
+    assert_eq!((p.bridge_id.as_str(), p.rule), ("a", 1));
+}
+
+#[test]
+fn rule_2_uses_a_conference_bridge_in_the_region_group() {
+    let (mut f, t) = focus(groups(), &[("a", "eu-central", 0), ("b", "us-east", 0)]);
+    host(&mut f, t, "a", 0, "c", 2);
+    let p = f.allocate(t, "c", "new", Some("eu-west")).expect("placed");
+    assert_eq!((p.bridge_id.as_str(), p.rule), ("a", 2));
+}
+
+#[test]
+fn rule_3_takes_a_bridge_in_the_region_over_a_conference_bridge_elsewhere() {
+    let (mut f, t) = focus(
+        groups(),
+        &[("far", "us-east", 0), ("near", "eu-west", 20_000)],
+    );
+    host(&mut f, t, "far", 0, "c", 2);
+    let p = f.allocate(t, "c", "new", Some("eu-west")).expect("placed");
+    assert_eq!((p.bridge_id.as_str(), p.rule), ("near", 3));
+}
+
+#[test]
+fn rule_4_takes_the_region_group_when_the_region_has_nothing() {
+    let (mut f, t) = focus(
+        groups(),
+        &[("x", "us-east", 0), ("y", "eu-central", 30_000)],
+    );
+    let p = f.allocate(t, "c", "new", Some("eu-west")).expect("placed");
+    assert_eq!((p.bridge_id.as_str(), p.rule), ("y", 4));
+}
+
+#[test]
+fn rule_5_stays_with_the_conference_when_nothing_is_near() {
+    let (mut f, t) = focus(groups(), &[("x", "us-east", 0), ("y", "ap-south", 0)]);
+    host(&mut f, t, "y", 0, "c", 1);
+    let p = f.allocate(t, "c", "new", Some("eu-west")).expect("placed");
+    assert_eq!((p.bridge_id.as_str(), p.rule), ("y", 5));
+}
+
+#[test]
+fn rule_6_takes_the_least_loaded_bridge_anywhere() {
+    let (mut f, t) = focus(
+        groups(),
+        &[("x", "us-east", 20_000), ("y", "ap-south", 5_000)],
+    );
+    let p = f.allocate(t, "c", "new", Some("eu-west")).expect("placed");
+    assert_eq!((p.bridge_id.as_str(), p.rule), ("y", 6));
+}
+
+#[test]
+fn rule_7_when_all_are_overloaded_prefers_a_conference_bridge_below_the_cap() {
+    let (mut f, t) = focus(
+        groups(),
+        &[("a", "eu-west", 45_000), ("b", "eu-west", 41_000)],
+    );
+    host(&mut f, t, "a", 45_000, "c", 3);
+    let p = f.allocate(t, "c", "new", Some("eu-west")).expect("placed");
+    assert_eq!((p.bridge_id.as_str(), p.rule), ("a", 7));
+}
+
+#[test]
+fn rule_8_falls_back_to_the_least_loaded_bridge_overall() {
+    let cfg = FocusConfig {
+        participant_cap: 2,
+        ..groups()
+    };
+    let (mut f, t) = focus(cfg, &[("a", "eu-west", 45_000), ("b", "eu-west", 42_000)]);
+    host(&mut f, t, "a", 45_000, "c", 2);
+    let p = f.allocate(t, "c", "new", Some("eu-west")).expect("placed");
+    assert_eq!((p.bridge_id.as_str(), p.rule), ("b", 8));
+}
+
+#[test]
+fn participant_cap_makes_a_conference_spill_to_another_bridge() {
+    let cfg = FocusConfig {
+        participant_cap: 3,
+        ..groups()
+    };
+    let (mut f, t) = focus(cfg, &[("a", "eu-west", 0), ("b", "eu-west", 0)]);
+    host(&mut f, t, "a", 0, "c", 3);
+    let p = f.allocate(t, "c", "new", Some("eu-west")).expect("placed");
+    assert_eq!((p.bridge_id.as_str(), p.rule), ("b", 3));
+}
+
+#[test]
+fn join_rate_limit_counts_as_overloaded() {
+    let cfg = FocusConfig {
+        max_joins_per_minute: Some(2),
+        ..groups()
+    };
+    let (mut f, t) = focus(cfg, &[("a", "eu-west", 0), ("b", "eu-west", 10_000)]);
+    for i in 0..2 {
+        let p = f.allocate(t, "c", &format!("p{i}"), None).expect("placed");
+        assert_eq!(p.bridge_id, "a");
+    }
+    let p = f.allocate(t, "c", "p2", None).expect("placed");
+    assert_eq!(p.bridge_id, "b", "a took its two joins this minute");
+}
+
+#[test]
+fn missing_region_means_the_focus_region() {
+    let (mut f, t) = focus(groups(), &[("x", "us-east", 0), ("w", "eu-west", 30_000)]);
+    let p = f.allocate(t, "c", "new", None).expect("placed");
+    assert_eq!(p.bridge_id, "w");
+}
+
+#[test]
+fn single_bridge_strategy_keeps_a_conference_on_one_bridge() {
+    let cfg = FocusConfig {
+        strategy: Strategy::SingleBridge,
+        participant_cap: 2,
+        ..groups()
+    };
+    let (mut f, t) = focus(cfg, &[("a", "eu-west", 0), ("b", "eu-west", 0)]);
+    let first = f.allocate(t, "c", "p0", None).expect("placed").bridge_id;
+    for i in 1..10 {
+        let p = f
+            .allocate(t, "c", &format!("p{i}"), Some("us-east"))
+            .expect("placed");
+        assert_eq!(
+            p.bridge_id, first,
+            "no cascading, whatever the cap or region"
+        );
+    }
+}
+
+#[test]
+fn split_strategy_puts_each_participant_on_another_bridge() {
+    let cfg = FocusConfig {
+        strategy: Strategy::Split,
+        ..groups()
+    };
+    let (mut f, t) = focus(
+        cfg,
+        &[
+            ("a", "eu-west", 0),
+            ("b", "eu-west", 0),
+            ("c", "us-east", 0),
+        ],
+    );
+    let got: BTreeSet<String> = (0..3)
+        .map(|i| {
+            f.allocate(t, "conf", &format!("p{i}"), None)
+                .expect("placed")
+                .bridge_id
+        })
+        .collect();
+    assert_eq!(got.len(), 3, "{got:?}");
+}
+
+#[test]
+fn a_burst_of_joins_spreads_over_idle_bridges() {
+    // 100 joins in 10 s (20 conferences of 5) over 4 idle bridges whose
+    // reports lag: corrected stress must keep any bridge under 40 %.
+    let (mut f, t0) = focus(
+        groups(),
+        &[
+            ("a", "eu-west", 0),
+            ("b", "eu-west", 0),
+            ("c", "eu-west", 0),
+            ("d", "eu-west", 0),
+        ],
+    );
+    let mut per_bridge: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..100u64 {
+        let now = t0 + Duration::from_millis(i * 100);
+        // Conferences start one after another: p0 of conference 0, ..., as
+        // a wave of meetings starting on the hour would.
+        let conf = format!("c{}", i / 5);
+        let p = f
+            .allocate(now, &conf, &format!("p{i}"), None)
+            .expect("placed");
+        *per_bridge.entry(p.bridge_id).or_default() += 1;
+        // Bridges keep reporting zero load: the reports lag the joins.
+        if i % 10 == 0 {
+            for id in ["a", "b", "c", "d"] {
+                f.handle_report(now, id, report(0)).expect("report");
+            }
+        }
+    }
+    let max = per_bridge.values().max().copied().unwrap_or(0);
+    assert!(max <= 40, "a bridge got {max} of 100 joins: {per_bridge:?}");
+    assert_eq!(per_bridge.len(), 4);
+}
+
+#[test]
+fn never_mixes_bridge_versions_in_a_conference() {
+    let (mut f, t) = focus(groups(), &[("old", "eu-west", 45_000)]);
+    let mut newer = reg("new", "eu-west");
+    newer.version = "2.0".into();
+    f.handle_register(t, newer).expect("register");
+    f.handle_report(t, "new", report(0)).expect("report");
+    host(&mut f, t, "old", 45_000, "c", 1);
+    let p = f.allocate(t, "c", "x", None).expect("placed");
+    assert_eq!(
+        p.bridge_id, "old",
+        "overloaded but the only one of the conference's version"
+    );
+    let other = f.allocate(t, "fresh", "y", None).expect("placed");
+    assert_eq!(other.bridge_id, "new");
+}
+
+#[test]
+fn a_silent_bridge_fails_within_the_heartbeat_timeout_and_its_participants_move() {
+    let (mut f, t0) = focus(groups(), &[("a", "eu-west", 0), ("b", "eu-west", 0)]);
+    host(&mut f, t0, "a", 0, "c", 2);
+    while f.poll_event().is_some() {}
+    // b keeps reporting, a hangs.
+    let mut now = t0;
+    for k in 1..=5 {
+        now = t0 + Duration::from_millis(500 * k);
+        f.handle_report(now, "b", report(0)).expect("report");
+        f.handle_timeout(now);
+    }
+    now = t0 + Duration::from_millis(2999);
+    f.handle_timeout(now);
+    assert!(
+        f.bridge(now, "a").expect("a").online,
+        "not failed before 3 s"
+    );
+    now = t0 + Duration::from_millis(3000);
+    f.handle_timeout(now);
+    let a = f.bridge(now, "a").expect("a");
+    assert_eq!(a.state, BridgeState::Failed);
+    assert!(
+        a.last_failure
+            .as_deref()
+            .is_some_and(|m| m.contains("no report")),
+        "{a:?}"
+    );
+    let events: Vec<FocusEvent> = std::iter::from_fn(|| f.poll_event()).collect();
+    let moved: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            FocusEvent::Moved {
+                participant, from, ..
+            } if from == "a" => Some(participant.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(moved, vec!["c-p0", "c-p1"]);
+    // They come back through allocate and land on b.
+    assert_eq!(
+        f.allocate(now, "c", "c-p0", None)
+            .expect("placed")
+            .bridge_id,
+        "b"
+    );
+}
+
+#[test]
+fn unhealthy_report_or_closed_stream_fails_a_bridge_at_once() {
+    let (mut f, t) = focus(groups(), &[("a", "eu-west", 0), ("b", "eu-west", 0)]);
+    let mut r = report(0);
+    r.healthy = false;
+    f.handle_report(t, "a", r).expect("report");
+    assert_eq!(f.bridge(t, "a").expect("a").state, BridgeState::Failed);
+    f.handle_disconnect(t, "b", "connection reset");
+    let b = f.bridge(t, "b").expect("b");
+    assert!(
+        !b.online
+            && b.last_failure
+                .as_deref()
+                .is_some_and(|m| m.contains("reset"))
+    );
+    assert!(matches!(
+        f.allocate(t, "c", "p", None),
+        Err(FocusError::NoBridge(_))
+    ));
+}
+
+#[test]
+fn draining_bridge_takes_no_new_conferences_and_is_emptied_one_conference_at_a_time() {
+    let (mut f, t0) = focus(groups(), &[("a", "eu-west", 0), ("b", "eu-west", 20_000)]);
+    let mut r = report(0);
+    for c in ["c1", "c2"] {
+        r.conferences
+            .insert(c.into(), [format!("{c}-x")].into_iter().collect());
+    }
+    f.handle_report(t0, "a", r).expect("report");
+    f.set_drain(t0, "a", true).expect("drain");
+    let p = f.allocate(t0, "c3", "y", None).expect("placed");
+    assert_eq!(
+        p.bridge_id, "b",
+        "draining a is avoided despite lower stress"
+    );
+    while f.poll_event().is_some() {}
+    f.handle_timeout(t0);
+    let first: Vec<FocusEvent> = std::iter::from_fn(|| f.poll_event()).collect();
+    let moves = |ev: &[FocusEvent]| {
+        ev.iter()
+            .filter(|e| matches!(e, FocusEvent::CommandMove { bridge, .. } if bridge == "a"))
+            .count()
+    };
+    assert_eq!(moves(&first), 1, "one conference per interval: {first:?}");
+    f.handle_timeout(t0 + Duration::from_millis(500));
+    assert_eq!(
+        moves(&std::iter::from_fn(|| f.poll_event()).collect::<Vec<_>>()),
+        0
+    );
+    f.handle_timeout(t0 + Duration::from_secs(1));
+    assert_eq!(
+        moves(&std::iter::from_fn(|| f.poll_event()).collect::<Vec<_>>()),
+        1
+    );
+    // Only draining bridges left: they are used rather than refusing.
+    f.handle_disconnect(t0, "b", "gone");
+    assert_eq!(
+        f.allocate(t0, "c4", "z", None).expect("placed").bridge_id,
+        "a"
+    );
+}
+
+#[test]
+fn registration_errors_are_precise_and_leave_the_registry_untouched() {
+    let (mut f, t) = focus(groups(), &[("a", "eu-west", 0)]);
+    assert_eq!(
+        f.handle_register(t, reg("a", "us-east")),
+        Err(FocusError::DuplicateBridge("a".into()))
+    );
+    assert_eq!(f.bridge(t, "a").expect("a").reg.region, "eu-west");
+    let mut v9 = reg("z", "eu-west");
+    v9.api_version = 9;
+    assert!(matches!(
+        f.handle_register(t, v9),
+        Err(FocusError::IncompatibleApi { version: 9, .. })
+    ));
+    let mut empty = reg("", "eu-west");
+    empty.id.clear();
+    assert!(matches!(
+        f.handle_register(t, empty),
+        Err(FocusError::Invalid {
+            field: "bridge_id",
+            ..
+        })
+    ));
+    assert_eq!(f.bridges(t).len(), 1);
+    assert!(matches!(
+        f.handle_report(t, "nope", report(0)),
+        Err(FocusError::UnknownBridge(_))
+    ));
+    assert!(matches!(
+        f.end_conference("nope"),
+        Err(FocusError::UnknownConference(_))
+    ));
+    assert!(matches!(
+        f.allocate(t, "", "p", None),
+        Err(FocusError::Invalid {
+            field: "conference",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_restarted_focus_rebuilds_conferences_from_registrations() {
+    let t = Instant::now();
+    let mut f = Focus::new(groups());
+    let mut r = reg("a", "eu-west");
+    r.conferences.insert(
+        "c".into(),
+        ["p1".to_string(), "p2".to_string()].into_iter().collect(),
+    );
+    f.handle_register(t, r).expect("register");
+    let conf = f.conference("c").expect("rebuilt");
+    assert_eq!(conf.get("a").map(|p| p.len()), Some(2));
+    // A failed bridge may register again and is back in service.
+    f.handle_disconnect(t, "a", "restart");
+    assert!(f.conference("c").is_none());
+    f.handle_register(t, reg("a", "eu-west"))
+        .expect("re-register");
+    let a = f.bridge(t, "a").expect("a");
+    assert!(
+        a.online && a.last_failure.is_some(),
+        "keeps its last failure for operators"
+    );
+}

@@ -1,0 +1,367 @@
+//! gRPC services of the focus.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::pin::Pin;
+use std::time::Duration;
+
+use tern_focus::{BridgeState, BridgeView, Registration, Report};
+use tern_proto::bridge::v1 as bpb;
+use tern_proto::focus::v1 as fpb;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+use super::{FocusHandle, Req, status};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// How long a bridge may take to send `register` after opening the stream.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn bridge_pb(v: &BridgeView) -> fpb::Bridge {
+    fpb::Bridge {
+        id: v.reg.id.clone(),
+        region: v.reg.region.clone(),
+        version: v.reg.version.clone(),
+        api_version: v.reg.api_version,
+        state: match v.state {
+            BridgeState::Operational => fpb::BridgeState::Operational,
+            BridgeState::Draining => fpb::BridgeState::Draining,
+            BridgeState::ShuttingDown => fpb::BridgeState::ShuttingDown,
+            BridgeState::Failed => fpb::BridgeState::Failed,
+        } as i32,
+        online: v.online,
+        stress: v.stress,
+        corrected_stress: v.corrected_stress,
+        conferences: v.conferences as u32,
+        endpoints: v.endpoints,
+        signal_url: v.reg.signal_url.clone(),
+        relay_addr: v.reg.relay_addr.clone(),
+        last_failure: v.last_failure.clone().unwrap_or_default(),
+        last_report_ms: v.since_report.as_millis() as u64,
+    }
+}
+
+fn confs(list: Vec<bpb::ConferenceState>) -> BTreeMap<String, BTreeSet<String>> {
+    list.into_iter()
+        .map(|c| (c.name, c.participants.into_iter().collect()))
+        .collect()
+}
+
+/// Constant-time comparison, so a secret cannot be guessed byte by byte from
+/// response times.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn check_bearer<T>(req: &Request<T>, secret: &str) -> Result<(), Status> {
+    let Some(v) = req.metadata().get("authorization") else {
+        return Err(Status::unauthenticated(
+            "missing `authorization: Bearer <api secret>`",
+        ));
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| Status::unauthenticated("authorization header is not ASCII"))?;
+    let token = v
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <api secret>`"))?;
+    if same(token.as_bytes(), secret.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Status::unauthenticated("wrong API secret"))
+    }
+}
+
+pub struct FocusApi(pub FocusHandle);
+
+#[tonic::async_trait]
+impl fpb::focus_server::Focus for FocusApi {
+    async fn allocate(
+        &self,
+        req: Request<fpb::AllocateRequest>,
+    ) -> Result<Response<fpb::AllocateResponse>, Status> {
+        check_bearer(&req, &self.0.api_secret)?;
+        let r = req.into_inner();
+        let resp = allocate(
+            &self.0,
+            r.conference,
+            r.participant,
+            r.display_name,
+            r.region,
+        )
+        .await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn end_conference(
+        &self,
+        req: Request<fpb::EndConferenceRequest>,
+    ) -> Result<Response<fpb::EndConferenceResponse>, Status> {
+        check_bearer(&req, &self.0.api_secret)?;
+        let conference = req.into_inner().conference;
+        let n = self
+            .0
+            .ask(|reply| Req::End { conference, reply })
+            .await?
+            .map_err(status)?;
+        Ok(Response::new(fpb::EndConferenceResponse {
+            participants_removed: n as u32,
+        }))
+    }
+
+    async fn get_conference(
+        &self,
+        req: Request<fpb::GetConferenceRequest>,
+    ) -> Result<Response<fpb::Conference>, Status> {
+        check_bearer(&req, &self.0.api_secret)?;
+        let name = req.into_inner().conference;
+        let n2 = name.clone();
+        let c = self
+            .0
+            .ask(|reply| Req::Conference { name: n2, reply })
+            .await?
+            .ok_or_else(|| Status::not_found(format!("unknown conference {name}")))?;
+        Ok(Response::new(fpb::Conference {
+            name,
+            bridges: c
+                .into_iter()
+                .map(|(bridge_id, ps)| fpb::ConferenceBridge {
+                    bridge_id,
+                    participants: ps.into_iter().collect(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_bridges(
+        &self,
+        req: Request<fpb::ListBridgesRequest>,
+    ) -> Result<Response<fpb::ListBridgesResponse>, Status> {
+        check_bearer(&req, &self.0.api_secret)?;
+        let views = self.0.ask(|reply| Req::Bridges { reply }).await?;
+        Ok(Response::new(fpb::ListBridgesResponse {
+            bridges: views.iter().map(bridge_pb).collect(),
+        }))
+    }
+
+    async fn drain_bridge(
+        &self,
+        req: Request<fpb::DrainBridgeRequest>,
+    ) -> Result<Response<fpb::Bridge>, Status> {
+        check_bearer(&req, &self.0.api_secret)?;
+        let id = req.into_inner().bridge_id;
+        let v = self
+            .0
+            .ask(|reply| Req::Drain {
+                id,
+                on: true,
+                reply,
+            })
+            .await?
+            .map_err(status)?;
+        Ok(Response::new(bridge_pb(&v)))
+    }
+
+    async fn undrain_bridge(
+        &self,
+        req: Request<fpb::DrainBridgeRequest>,
+    ) -> Result<Response<fpb::Bridge>, Status> {
+        check_bearer(&req, &self.0.api_secret)?;
+        let id = req.into_inner().bridge_id;
+        let v = self
+            .0
+            .ask(|reply| Req::Drain {
+                id,
+                on: false,
+                reply,
+            })
+            .await?
+            .map_err(status)?;
+        Ok(Response::new(bridge_pb(&v)))
+    }
+
+    type WatchStream = BoxStream<fpb::ClusterEvent>;
+
+    async fn watch(
+        &self,
+        req: Request<fpb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        check_bearer(&req, &self.0.api_secret)?;
+        let rx = self.0.events.subscribe();
+        let s = tokio_stream::StreamExt::filter_map(BroadcastStream::new(rx), |e| match e {
+            Ok(e) => Some(Ok(e)),
+            // A slow watcher misses events rather than slowing the focus.
+            Err(_) => Some(Err(Status::data_loss(
+                "watcher fell behind; events were dropped",
+            ))),
+        });
+        Ok(Response::new(Box::pin(s)))
+    }
+}
+
+/// Allocation shared by gRPC and the HTTP `/join` endpoint.
+pub async fn allocate(
+    h: &FocusHandle,
+    conference: String,
+    participant: String,
+    name: String,
+    region: String,
+) -> Result<fpb::AllocateResponse, Status> {
+    let (c, p) = (conference.clone(), participant.clone());
+    let placement = h
+        .ask(|reply| Req::Allocate {
+            conference: c,
+            participant: p,
+            region,
+            reply,
+        })
+        .await?
+        .map_err(status)?;
+    let name = if name.is_empty() {
+        participant.clone()
+    } else {
+        name
+    };
+    let token = h
+        .keys
+        .mint(&conference, &participant, Some(&name), h.token_ttl);
+    // The token's own checks (room and id characters) apply here too.
+    h.keys
+        .verify(&token)
+        .map_err(|r| Status::invalid_argument(r.message))?;
+    Ok(fpb::AllocateResponse {
+        bridge_id: placement.bridge_id,
+        region: placement.region,
+        signal_url: placement.signal_url,
+        token,
+    })
+}
+
+pub struct BridgeControl(pub FocusHandle);
+
+#[tonic::async_trait]
+impl bpb::bridge_control_server::BridgeControl for BridgeControl {
+    type AttachStream = ReceiverStream<Result<bpb::FocusCommand, Status>>;
+
+    async fn attach(
+        &self,
+        req: Request<Streaming<bpb::BridgeMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let secret = req
+            .metadata()
+            .get("x-tern-bridge-secret")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        if !same(secret.as_bytes(), self.0.bridge_secret.as_bytes()) {
+            warn!("bridge refused: wrong or missing bridge secret");
+            return Err(Status::unauthenticated(
+                "wrong or missing x-tern-bridge-secret",
+            ));
+        }
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no register message within 5 s"))??;
+        let Some(bpb::BridgeMessage {
+            msg: Some(bpb::bridge_message::Msg::Register(r)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument(
+                "the first message must be `register`",
+            ));
+        };
+        let reg = Registration {
+            id: r.bridge_id,
+            region: r.region,
+            version: r.version,
+            api_version: r.api_version,
+            signal_url: r.signal_url,
+            relay_addr: r.relay_addr,
+            max_packet_rate: r.max_packet_rate,
+            conferences: confs(r.conferences),
+        };
+        let id = reg.id.clone();
+        let (tx, rx) = mpsc::channel(64);
+        let session = self
+            .0
+            .ask(|reply| Req::Register {
+                reg,
+                commands: tx.clone(),
+                reply,
+            })
+            .await?
+            .map_err(super::status)?;
+        info!(bridge = %id, session, "bridge attached");
+        let _ = tx
+            .send(Ok(bpb::FocusCommand {
+                cmd: Some(bpb::focus_command::Cmd::Registered(bpb::Registered {
+                    focus_id: self.0.focus_id.clone(),
+                })),
+            }))
+            .await;
+        let focus = self.0.tx.clone();
+        tokio::spawn(async move {
+            let reason = loop {
+                match inbound.message().await {
+                    Ok(Some(bpb::BridgeMessage {
+                        msg: Some(bpb::bridge_message::Msg::Stats(s)),
+                    })) => {
+                        let report = Report {
+                            rtp_packets_in_per_s: s.rtp_packets_in_per_s,
+                            rtp_packets_out_per_s: s.rtp_packets_out_per_s,
+                            endpoints: s.endpoints,
+                            healthy: s.healthy,
+                            draining: s.draining,
+                            shutting_down: s.shutting_down,
+                            conferences: confs(s.conferences),
+                        };
+                        if focus
+                            .send(Req::Report {
+                                id: id.clone(),
+                                session,
+                                report,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(Some(_)) => {
+                        warn!(bridge = %id, "unexpected message after register; ignored");
+                    }
+                    Ok(None) => break "stream ended".to_string(),
+                    Err(e) => break e.message().to_string(),
+                }
+            };
+            let _ = focus
+                .send(Req::Disconnect {
+                    id,
+                    session,
+                    reason,
+                })
+                .await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+pub async fn serve(h: FocusHandle, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<fpb::focus_server::FocusServer<FocusApi>>()
+        .await;
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(fpb::focus_server::FocusServer::new(FocusApi(h.clone())))
+        .add_service(bpb::bridge_control_server::BridgeControlServer::new(
+            BridgeControl(h),
+        ))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .await?;
+    Ok(())
+}

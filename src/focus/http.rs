@@ -1,0 +1,136 @@
+//! The focus's HTTP side: the browser client and its `/join` endpoint.
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{FocusHandle, Req};
+use crate::bridge::http::{INDEX_HTML, STYLE_CSS, TERN_JS};
+
+pub fn router(h: FocusHandle) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/room/{room}", get(index))
+        .route("/static/tern.js", get(js))
+        .route("/static/style.css", get(css))
+        .route("/join", get(join))
+        .route("/api/bridges", get(bridges))
+        .route("/health", get(|| async { "ok\n" }))
+        .with_state(h)
+}
+
+async fn index() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        INDEX_HTML,
+    )
+}
+
+async fn js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        TERN_JS,
+    )
+}
+
+async fn css() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        STYLE_CSS,
+    )
+}
+
+#[derive(Deserialize)]
+struct JoinQuery {
+    room: String,
+    name: Option<String>,
+    participant: Option<String>,
+    region: Option<String>,
+}
+
+fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, axum::Json(json!({ "error": msg.into() }))).into_response()
+}
+
+/// The browser client's way in (development and demos: anyone who reaches
+/// this endpoint can join any room — production embeds call the gRPC API
+/// with the API secret and hand out tokens themselves).
+async fn join(State(h): State<FocusHandle>, Query(q): Query<JoinQuery>) -> Response {
+    let name = q
+        .name
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| "guest".into());
+    let participant = match q.participant.filter(|p| !p.is_empty()) {
+        Some(p) => p,
+        None => {
+            let slug: String = name
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(24)
+                .collect::<String>()
+                .to_ascii_lowercase();
+            let slug = if slug.is_empty() {
+                "guest".into()
+            } else {
+                slug
+            };
+            format!("{slug}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+        }
+    };
+    let display: String = name.chars().take(64).collect();
+    match super::grpc::allocate(
+        &h,
+        q.room,
+        participant.clone(),
+        display,
+        q.region.unwrap_or_default(),
+    )
+    .await
+    {
+        Ok(a) => axum::Json(json!({
+            "signal_url": a.signal_url,
+            "token": a.token,
+            "participant": participant,
+            "bridge": a.bridge_id,
+            "region": a.region,
+        }))
+        .into_response(),
+        Err(s) => {
+            let code = match s.code() {
+                tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+                tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(code, s.message())
+        }
+    }
+}
+
+/// The bridge table as JSON (dashboards, tests).
+async fn bridges(State(h): State<FocusHandle>) -> Response {
+    let Ok(views) = h.ask(|reply| Req::Bridges { reply }).await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "focus is shutting down");
+    };
+    let list: Vec<_> = views
+        .iter()
+        .map(|v| {
+            json!({
+                "id": v.reg.id,
+                "region": v.reg.region,
+                "version": v.reg.version,
+                "signal_url": v.reg.signal_url,
+                "online": v.online,
+                "state": format!("{:?}", v.state).to_lowercase(),
+                "stress": v.stress,
+                "endpoints": v.endpoints,
+                "conferences": v.conferences,
+                "last_failure": v.last_failure,
+            })
+        })
+        .collect();
+    axum::Json(list).into_response()
+}

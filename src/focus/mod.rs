@@ -1,0 +1,332 @@
+//! The focus shell: gRPC (`tern.focus.v1` for applications, `tern.bridge.v1`
+//! for bridges, `grpc.health.v1`), HTTP (`/join` for the browser client,
+//! `/api/bridges`, `/health`). One task owns the Sans-IO [`Focus`] core; the
+//! handlers only pass requests to it.
+
+mod grpc;
+mod http;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tern_focus::{
+    Focus, FocusConfig, FocusError, FocusEvent, Placement, Registration, Report, Strategy,
+};
+use tern_proto::bridge::v1 as bpb;
+use tern_proto::focus::v1 as fpb;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tonic::Status;
+use tracing::{info, warn};
+
+use crate::auth::TokenKeys;
+use crate::config::Config;
+
+/// Commands for one bridge's control stream.
+pub type CommandTx = mpsc::Sender<Result<bpb::FocusCommand, Status>>;
+
+pub enum Req {
+    Allocate {
+        conference: String,
+        participant: String,
+        region: String,
+        reply: oneshot::Sender<Result<Placement, FocusError>>,
+    },
+    Register {
+        reg: Registration,
+        commands: CommandTx,
+        reply: oneshot::Sender<Result<u64, FocusError>>,
+    },
+    Report {
+        id: String,
+        session: u64,
+        report: Report,
+    },
+    Disconnect {
+        id: String,
+        session: u64,
+        reason: String,
+    },
+    Drain {
+        id: String,
+        on: bool,
+        reply: oneshot::Sender<Result<tern_focus::BridgeView, FocusError>>,
+    },
+    End {
+        conference: String,
+        reply: oneshot::Sender<Result<usize, FocusError>>,
+    },
+    Bridges {
+        reply: oneshot::Sender<Vec<tern_focus::BridgeView>>,
+    },
+    Conference {
+        name: String,
+        reply: oneshot::Sender<Option<BTreeMap<String, std::collections::BTreeSet<String>>>>,
+    },
+}
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct FocusHandle {
+    pub tx: mpsc::Sender<Req>,
+    pub events: broadcast::Sender<fpb::ClusterEvent>,
+    pub keys: TokenKeys,
+    pub token_ttl: u64,
+    pub api_secret: String,
+    pub bridge_secret: String,
+    pub focus_id: String,
+}
+
+impl FocusHandle {
+    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Req) -> Result<T, Status> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| Status::unavailable("focus is shutting down"))?;
+        rx.await
+            .map_err(|_| Status::unavailable("focus is shutting down"))
+    }
+}
+
+/// Map core errors to gRPC status codes with the core's precise message.
+pub fn status(e: FocusError) -> Status {
+    let msg = e.to_string();
+    match e {
+        FocusError::DuplicateBridge(_) => Status::already_exists(msg),
+        FocusError::IncompatibleApi { .. } => Status::failed_precondition(msg),
+        FocusError::UnknownBridge(_) | FocusError::UnknownConference(_) => Status::not_found(msg),
+        FocusError::NoBridge(_) => Status::unavailable(msg),
+        FocusError::Invalid { .. } => Status::invalid_argument(msg),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FocusBound {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
+fn focus_config(cfg: &Config) -> FocusConfig {
+    let f = &cfg.focus;
+    FocusConfig {
+        local_region: f.region.clone(),
+        region_groups: f.region_groups.clone(),
+        strategy: match f.strategy.as_str() {
+            "single" => Strategy::SingleBridge,
+            "split" => Strategy::Split,
+            _ => Strategy::RegionBased,
+        },
+        overload_stress: f.overload_stress,
+        participant_cap: f.participant_cap,
+        max_joins_per_minute: f.max_joins_per_minute,
+        heartbeat_timeout: Duration::from_millis(f.heartbeat_timeout_ms),
+        ..FocusConfig::default()
+    }
+}
+
+pub async fn run(
+    cfg: Config,
+    ready: impl FnOnce(FocusBound),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    if cfg.focus.api_secret.is_empty() || cfg.focus.bridge_secret.is_empty() {
+        bail!(
+            "focus.api_secret and focus.bridge_secret must be set (TERN_FOCUS_API_SECRET, TERN_FOCUS_BRIDGE_SECRET)"
+        );
+    }
+    if cfg.auth.secret.is_empty() {
+        bail!("auth.secret is empty: the focus mints participant tokens with it");
+    }
+    let (tx, rx) = mpsc::channel(1024);
+    let (events, _) = broadcast::channel(1024);
+    let handle = FocusHandle {
+        tx,
+        events: events.clone(),
+        keys: TokenKeys::new(&cfg.auth.secret),
+        token_ttl: cfg.auth.token_ttl_secs,
+        api_secret: cfg.focus.api_secret.clone(),
+        bridge_secret: cfg.focus.bridge_secret.clone(),
+        focus_id: format!("focus-{:08x}", rand::random::<u32>()),
+    };
+    let core = tokio::spawn(core_task(Focus::new(focus_config(&cfg)), rx, events));
+
+    let grpc_listener = tokio::net::TcpListener::bind(cfg.focus.grpc_listen)
+        .await
+        .with_context(|| format!("binding focus gRPC on {}", cfg.focus.grpc_listen))?;
+    let http_listener = tokio::net::TcpListener::bind(cfg.focus.http_listen)
+        .await
+        .with_context(|| format!("binding focus HTTP on {}", cfg.focus.http_listen))?;
+    let bound = FocusBound {
+        grpc: grpc_listener.local_addr()?,
+        http: http_listener.local_addr()?,
+    };
+    let grpc = tokio::spawn(grpc::serve(handle.clone(), grpc_listener));
+    let router = http::router(handle.clone());
+    let web = tokio::spawn(async move { axum::serve(http_listener, router).await });
+    info!(grpc = %bound.grpc, http = %bound.http, "focus ready");
+    ready(bound);
+    shutdown.await;
+    info!("focus stopping");
+    grpc.abort();
+    web.abort();
+    core.abort();
+    Ok(())
+}
+
+/// The one owner of the focus core.
+async fn core_task(
+    mut focus: Focus,
+    mut rx: mpsc::Receiver<Req>,
+    events: broadcast::Sender<fpb::ClusterEvent>,
+) {
+    let mut bridges: HashMap<String, (u64, CommandTx)> = HashMap::new();
+    let mut next_session = 1u64;
+    loop {
+        let deadline = focus.poll_timeout(Instant::now());
+        tokio::select! {
+            req = rx.recv() => {
+                let Some(req) = req else { return };
+                let now = Instant::now();
+                match req {
+                    Req::Allocate { conference, participant, region, reply } => {
+                        let r = focus.allocate(now, &conference, &participant, Some(&region));
+                        let _ = reply.send(r);
+                    }
+                    Req::Register { reg, commands, reply } => {
+                        let id = reg.id.clone();
+                        match focus.handle_register(now, reg) {
+                            Ok(()) => {
+                                let session = next_session;
+                                next_session += 1;
+                                bridges.insert(id, (session, commands));
+                                let _ = reply.send(Ok(session));
+                            }
+                            Err(e) => {
+                                let _ = reply.send(Err(e));
+                            }
+                        }
+                    }
+                    Req::Report { id, session, report } => {
+                        if bridges.get(&id).is_some_and(|(s, _)| *s == session)
+                            && let Err(e) = focus.handle_report(now, &id, report)
+                        {
+                            warn!(bridge = %id, error = %e, "report refused");
+                        }
+                    }
+                    Req::Disconnect { id, session, reason } => {
+                        // A stale stream of a bridge that re-registered since
+                        // says nothing about the new one.
+                        if bridges.get(&id).is_some_and(|(s, _)| *s == session) {
+                            bridges.remove(&id);
+                            focus.handle_disconnect(now, &id, &reason);
+                        }
+                    }
+                    Req::Drain { id, on, reply } => {
+                        let _ = reply.send(focus.set_drain(now, &id, on));
+                    }
+                    Req::End { conference, reply } => {
+                        let _ = reply.send(focus.end_conference(&conference));
+                    }
+                    Req::Bridges { reply } => {
+                        let _ = reply.send(focus.bridges(now));
+                    }
+                    Req::Conference { name, reply } => {
+                        let _ = reply.send(focus.conference(&name));
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                focus.handle_timeout(Instant::now());
+            }
+        }
+        let now = Instant::now();
+        while let Some(e) = focus.poll_event() {
+            dispatch(&focus, now, &mut bridges, &events, e);
+        }
+    }
+}
+
+fn dispatch(
+    focus: &Focus,
+    now: Instant,
+    bridges: &mut HashMap<String, (u64, CommandTx)>,
+    events: &broadcast::Sender<fpb::ClusterEvent>,
+    e: FocusEvent,
+) {
+    use bpb::focus_command::Cmd;
+    use fpb::cluster_event::Event as Ev;
+    let send = |bridges: &HashMap<String, (u64, CommandTx)>, id: &str, cmd: Cmd| {
+        if let Some((_, tx)) = bridges.get(id)
+            && tx
+                .try_send(Ok(bpb::FocusCommand { cmd: Some(cmd) }))
+                .is_err()
+        {
+            warn!(bridge = %id, "command queue full or closed");
+        }
+    };
+    let view = |id: &str| focus.bridge(now, id).map(|v| grpc::bridge_pb(&v));
+    let ev = match e {
+        FocusEvent::BridgeUp { id } => view(&id).map(Ev::BridgeUp),
+        FocusEvent::BridgeDown { id, .. } => {
+            bridges.remove(&id);
+            view(&id).map(Ev::BridgeDown)
+        }
+        FocusEvent::BridgeDrain { id, .. } => view(&id).map(Ev::BridgeDrain),
+        FocusEvent::Allocated {
+            conference,
+            participant,
+            bridge,
+        } => Some(Ev::Allocated(fpb::Allocation {
+            conference,
+            participant,
+            bridge_id: bridge,
+        })),
+        FocusEvent::Moved {
+            conference,
+            participant,
+            from,
+            reason,
+        } => Some(Ev::Moved(fpb::Move {
+            conference,
+            participant,
+            from_bridge: from,
+            reason,
+        })),
+        FocusEvent::CommandMove {
+            bridge,
+            conference,
+            participants,
+            reason,
+        } => {
+            send(
+                bridges,
+                &bridge,
+                Cmd::Move(bpb::MoveParticipants {
+                    conference,
+                    participants,
+                    reason,
+                }),
+            );
+            None
+        }
+        FocusEvent::CommandDrain { bridge, draining } => {
+            send(bridges, &bridge, Cmd::Drain(draining));
+            None
+        }
+        FocusEvent::CommandEndConference { bridge, conference } => {
+            send(bridges, &bridge, Cmd::EndConference(conference));
+            None
+        }
+    };
+    if let Some(event) = ev {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let _ = events.send(fpb::ClusterEvent {
+            unix_ms,
+            event: Some(event),
+        });
+    }
+}
