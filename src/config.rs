@@ -275,10 +275,9 @@ impl Config {
         if self.bridge.max_packet_rate == 0 {
             return Err("bridge.max_packet_rate must be at least 1".into());
         }
-        if !self.bridge.focus_url.is_empty()
-            && !(self.bridge.focus_url.starts_with("http://")
-                || self.bridge.focus_url.starts_with("https://"))
-        {
+        let url = &self.bridge.focus_url;
+        let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+        if !url.is_empty() && !scheme_ok {
             return Err(format!(
                 "bridge.focus_url must start with http:// or https://, not {:?}",
                 self.bridge.focus_url

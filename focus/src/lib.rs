@@ -229,10 +229,17 @@ pub enum FocusEvent {
     },
 }
 
+/// How long an allocation counts as present before a bridge report confirms
+/// it: reports lag joins (a participant allocated now connects within a
+/// second or two), and must not make it vanish meanwhile.
+const PENDING_GRACE: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Default)]
 struct Conference {
     /// bridge id → participants on it.
     bridges: BTreeMap<String, BTreeSet<String>>,
+    /// Allocations not yet seen in a report: (bridge, participant) → when.
+    pending: BTreeMap<(String, String), Instant>,
     /// The software version of its bridges; others are never added.
     version: Option<String>,
 }
@@ -324,7 +331,7 @@ impl Focus {
                 next_drain_move: now,
             },
         );
-        self.adopt(&id, &hosted);
+        self.adopt(now, &id, &hosted);
         info!(bridge = %id, conferences = hosted.len(), "bridge registered");
         self.events
             .push_back(FocusEvent::BridgeUp { id: id.clone() });
@@ -337,18 +344,39 @@ impl Focus {
         Ok(())
     }
 
-    /// Make the conference map agree with what a bridge says it hosts.
-    fn adopt(&mut self, id: &str, hosted: &BTreeMap<String, BTreeSet<String>>) {
+    /// Make the conference map agree with what a bridge says it hosts, plus
+    /// its allocations too recent to be in the report.
+    fn adopt(&mut self, now: Instant, id: &str, hosted: &BTreeMap<String, BTreeSet<String>>) {
         let version = self.bridges.get(id).map(|b| b.reg.version.clone());
-        for conf in self.conferences.values_mut() {
-            conf.bridges.remove(id);
+        for (name, conf) in self.conferences.iter_mut() {
+            let reported = hosted.get(name);
+            conf.pending.retain(|(b, p), t| {
+                b != id
+                    || (now.saturating_duration_since(*t) < PENDING_GRACE
+                        && !reported.is_some_and(|r| r.contains(p)))
+            });
+            let mut set: BTreeSet<String> = reported.cloned().unwrap_or_default();
+            set.extend(
+                conf.pending
+                    .keys()
+                    .filter(|(b, _)| b == id)
+                    .map(|(_, p)| p.clone()),
+            );
+            if set.is_empty() {
+                conf.bridges.remove(id);
+            } else {
+                conf.bridges.insert(id.to_string(), set);
+            }
         }
         for (name, participants) in hosted {
             let conf = self.conferences.entry(name.clone()).or_default();
             if conf.version.is_none() {
                 conf.version = version.clone();
             }
-            conf.bridges.insert(id.to_string(), participants.clone());
+            conf.bridges
+                .entry(id.to_string())
+                .or_default()
+                .extend(participants.iter().cloned());
         }
         self.conferences.retain(|_, c| !c.bridges.is_empty());
     }
@@ -388,7 +416,7 @@ impl Focus {
                 draining: new_state != BridgeState::Operational,
             });
         }
-        self.adopt(id, &r.conferences);
+        self.adopt(now, id, &r.conferences);
         Ok(())
     }
 
@@ -436,7 +464,10 @@ impl Focus {
                 let participants: Vec<String> = self
                     .conferences
                     .get_mut(&conf)
-                    .and_then(|c| c.bridges.remove(&id))
+                    .and_then(|c| {
+                        c.pending.retain(|(b, _), _| *b != id);
+                        c.bridges.remove(&id)
+                    })
                     .map(|p| p.into_iter().collect())
                     .unwrap_or_default();
                 for p in &participants {
@@ -472,6 +503,7 @@ impl Focus {
             if let Some(ps) = conf.bridges.remove(id) {
                 moved.extend(ps.into_iter().map(|p| (name.clone(), p)));
             }
+            conf.pending.retain(|(b, _), _| b != id);
         }
         self.conferences.retain(|_, c| !c.bridges.is_empty());
         self.events.push_back(FocusEvent::BridgeDown {
@@ -586,10 +618,14 @@ impl Focus {
         for ps in conf.bridges.values_mut() {
             ps.remove(participant);
         }
+        conf.bridges.retain(|_, ps| !ps.is_empty());
+        conf.pending.retain(|(_, p), _| p != participant);
         conf.bridges
             .entry(id.clone())
             .or_default()
             .insert(participant.to_string());
+        conf.pending
+            .insert((id.clone(), participant.to_string()), now);
         self.events.push_back(FocusEvent::Allocated {
             conference: conference.to_string(),
             participant: participant.to_string(),

@@ -412,6 +412,32 @@ fn registration_errors_are_precise_and_leave_the_registry_untouched() {
 }
 
 #[test]
+fn a_report_older_than_an_allocation_does_not_drop_it_until_the_grace_passes() {
+    let (mut f, t0) = focus(groups(), &[("a", "eu-west", 0)]);
+    f.allocate(t0, "c", "late", None).expect("placed");
+    // The bridge reports before the participant connected.
+    f.handle_report(t0 + Duration::from_millis(500), "a", report(0))
+        .expect("report");
+    assert!(f.conference("c").is_some_and(|c| c["a"].contains("late")));
+    // Once a report shows it, it is confirmed; when it leaves, it goes.
+    host(&mut f, t0 + Duration::from_secs(1), "a", 0, "c", 0);
+    let mut r = report(0);
+    r.conferences
+        .insert("c".into(), ["late".to_string()].into_iter().collect());
+    f.handle_report(t0 + Duration::from_secs(2), "a", r)
+        .expect("report");
+    f.handle_report(t0 + Duration::from_secs(3), "a", report(0))
+        .expect("report");
+    assert!(f.conference("c").is_none(), "left after it was confirmed");
+    // A participant that never connects is dropped after the grace.
+    f.allocate(t0 + Duration::from_secs(4), "d", "ghost", None)
+        .expect("placed");
+    f.handle_report(t0 + Duration::from_secs(15), "a", report(0))
+        .expect("report");
+    assert!(f.conference("d").is_none());
+}
+
+#[test]
 fn a_restarted_focus_rebuilds_conferences_from_registrations() {
     let t = Instant::now();
     let mut f = Focus::new(groups());

@@ -1,0 +1,568 @@
+//! A real focus and real bridges as separate processes on 127.0.0.1, with
+//! native participants and the gRPC API.
+
+mod native;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use native::eventually;
+use tern::client::{Client, ClientOptions};
+use tern_proto::bridge::v1 as bpb;
+use tern_proto::focus::v1 as fpb;
+use tonic::Code;
+
+const AUTH: &str = "cluster-auth-secret";
+const API: &str = "cluster-api-secret";
+const BRIDGE: &str = "cluster-bridge-secret";
+
+struct Proc {
+    child: Child,
+    line: String,
+}
+
+impl Proc {
+    fn start(args: &[&str], env: &[(&str, String)]) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
+        cmd.args(args)
+            .env("TERN_AUTH_SECRET", AUTH)
+            .env("TERN_LOG", "info,str0m=warn,dimpl=warn,h2=warn,tower=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn tern");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines.next().expect("printed a line").expect("read");
+        std::thread::spawn(move || for _ in lines {});
+        Proc { child, line }
+    }
+
+    fn addr_after(&self, marker: &str) -> SocketAddr {
+        self.line
+            .split(marker)
+            .nth(1)
+            .and_then(|r| r.split(['/', ' ', ')']).next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address after {marker:?} in {:?}", self.line))
+    }
+
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn quoted(a: impl std::fmt::Display) -> String {
+    format!("\"{a}\"")
+}
+
+fn start_focus(grpc: &str, http: &str, extra: &[(&str, String)]) -> (Proc, SocketAddr, SocketAddr) {
+    let mut env = vec![
+        ("TERN_FOCUS_API_SECRET", API.to_string()),
+        ("TERN_FOCUS_BRIDGE_SECRET", BRIDGE.to_string()),
+        ("TERN_FOCUS_GRPC_LISTEN", quoted(grpc)),
+        ("TERN_FOCUS_HTTP_LISTEN", quoted(http)),
+        ("TERN_FOCUS_REGION", quoted("eu")),
+    ];
+    env.extend(extra.iter().cloned());
+    let p = Proc::start(&["focus"], &env);
+    let grpc = p.addr_after("grpc http://");
+    let http = p.addr_after(" http http://");
+    (p, grpc, http)
+}
+
+fn start_bridge(id: &str, region: &str, focus_grpc: SocketAddr) -> (Proc, SocketAddr) {
+    let p = Proc::start(
+        &["bridge"],
+        &[
+            ("TERN_BRIDGE_HTTP_LISTEN", quoted("127.0.0.1:0")),
+            ("TERN_BRIDGE_MEDIA_LISTEN", quoted("127.0.0.1:0")),
+            ("TERN_BRIDGE_ID", quoted(id)),
+            ("TERN_BRIDGE_REGION", quoted(region)),
+            (
+                "TERN_BRIDGE_FOCUS_URL",
+                quoted(format!("http://{focus_grpc}")),
+            ),
+            ("TERN_BRIDGE_FOCUS_SECRET", quoted(BRIDGE)),
+            ("TERN_BRIDGE_DRAIN_TIMEOUT_SECS", "5".into()),
+        ],
+    );
+    let http = p.addr_after("http://");
+    (p, http)
+}
+
+type Api = fpb::focus_client::FocusClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
+    >,
+>;
+
+async fn api(grpc: SocketAddr, secret: &str) -> Api {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect to focus");
+    let bearer: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {secret}").parse().expect("header");
+    let f: Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send> =
+        Box::new(move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", bearer.clone());
+            Ok(r)
+        });
+    fpb::focus_client::FocusClient::with_interceptor(channel, f)
+}
+
+async fn bridges(api: &mut Api) -> Vec<fpb::Bridge> {
+    api.list_bridges(fpb::ListBridgesRequest {})
+        .await
+        .expect("list bridges")
+        .into_inner()
+        .bridges
+}
+
+async fn wait_online(api: &mut Api, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let b = bridges(api).await;
+        if b.iter().filter(|b| b.online).count() >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "bridges did not register: {b:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn allocate(api: &mut Api, conf: &str, who: &str, region: &str) -> fpb::AllocateResponse {
+    api.allocate(fpb::AllocateRequest {
+        conference: conf.into(),
+        participant: who.into(),
+        display_name: who.into(),
+        region: region.into(),
+        role: fpb::Role::Participant as i32,
+    })
+    .await
+    .unwrap_or_else(|s| panic!("allocate {who}: {s}"))
+    .into_inner()
+}
+
+fn signal_addr(url: &str) -> SocketAddr {
+    url.trim_start_matches("ws://")
+        .trim_end_matches("/signal")
+        .parse()
+        .expect("signal url address")
+}
+
+async fn join(a: &fpb::AllocateResponse, video: bool) -> Client {
+    let mut o = ClientOptions::new(signal_addr(&a.signal_url), a.token.clone());
+    if !video {
+        o.video = vec![];
+    }
+    Client::connect(o)
+        .await
+        .expect("participant joins its bridge")
+}
+
+fn clusterstatus(grpc: SocketAddr) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args([
+            "clusterstatus",
+            "--focus",
+            &format!("http://{grpc}"),
+            "--secret",
+            API,
+        ])
+        .output()
+        .expect("run clusterstatus");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn packets_from(c: &Client, source: &str) -> usize {
+    c.state().received_for(source).len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocations_follow_regions_and_a_killed_or_hung_bridge_is_failed_within_3s() {
+    let (_focus, grpc, _) = start_focus("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let (mut eu1, _) = start_bridge("eu-1", "eu", grpc);
+    let (eu2, _) = start_bridge("eu-2", "eu", grpc);
+    let (_us1, _) = start_bridge("us-1", "us", grpc);
+    let mut api = api(grpc, API).await;
+    wait_online(&mut api, 3).await;
+
+    // Regions: an EU participant lands in the EU, a US one in the US.
+    let a = allocate(&mut api, "call", "alice", "eu").await;
+    let u = allocate(&mut api, "other", "uma", "us").await;
+    assert!(a.bridge_id.starts_with("eu-"), "{a:?}");
+    assert_eq!(u.bridge_id, "us-1");
+    // The next EU participant of the same conference joins alice's bridge.
+    let b = allocate(&mut api, "call", "bob", "eu").await;
+    assert_eq!(b.bridge_id, a.bridge_id);
+
+    let alice = join(&a, true).await;
+    let bob = join(&b, false).await;
+    eventually("bob receives alice", Duration::from_secs(10), || {
+        (packets_from(&bob, "alice/camera") > 30).then_some(())
+    })
+    .await;
+
+    // kill -9 the bridge they are on.
+    let (victim, survivor) = if a.bridge_id == "eu-1" {
+        (&mut eu1, "eu-2")
+    } else {
+        (&mut { eu2 }, "eu-1")
+    };
+    let t = Instant::now();
+    victim.signal("-KILL");
+    let detected = loop {
+        let bs = bridges(&mut api).await;
+        if let Some(v) = bs.iter().find(|x| x.id == a.bridge_id && !x.online) {
+            break (t.elapsed(), v.last_failure.clone());
+        }
+        assert!(t.elapsed() < Duration::from_secs(4), "not detected: {bs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        detected.0 <= Duration::from_secs(3),
+        "detected after {:?}",
+        detected.0
+    );
+    assert!(!detected.1.is_empty(), "a failure reason is kept");
+    drop(alice);
+    drop(bob);
+    // They come back through the focus and land on the surviving EU bridge.
+    let a2 = allocate(&mut api, "call", "alice", "eu").await;
+    let b2 = allocate(&mut api, "call", "bob", "eu").await;
+    assert_eq!(
+        (a2.bridge_id.as_str(), b2.bridge_id.as_str()),
+        (survivor, survivor)
+    );
+    let alice = join(&a2, true).await;
+    let bob = join(&b2, false).await;
+    eventually(
+        "media again on the surviving bridge",
+        Duration::from_secs(10),
+        || (packets_from(&bob, "alice/camera") > 30).then_some(()),
+    )
+    .await;
+    drop((alice, bob));
+
+    // clusterstatus shows the dead bridge offline with its last failure.
+    let table = clusterstatus(grpc);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&a.bridge_id))
+        .unwrap_or_else(|| panic!("no row for {}: {table}", a.bridge_id));
+    assert!(
+        row.contains("offline") && row.contains("control stream"),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("us-1") && l.contains("online")),
+        "{table}"
+    );
+
+    // A bridge that hangs (SIGSTOP: the connection stays open) is failed by
+    // the heartbeat timeout.
+    let (hung, _) = start_bridge("eu-3", "eu", grpc);
+    wait_online(&mut api, 3).await;
+    let t = Instant::now();
+    hung.signal("-STOP");
+    loop {
+        let bs = bridges(&mut api).await;
+        if let Some(h) = bs.iter().find(|x| x.id == "eu-3" && !x.online) {
+            assert!(h.last_failure.contains("no report"), "{h:?}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(4500),
+            "hang not detected: {bs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        t.elapsed() <= Duration::from_millis(4000),
+        "hang detected after {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_and_bad_bridges_get_precise_errors_and_disturb_nothing() {
+    let (_focus, grpc, http) = start_focus("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let (_b, _) = start_bridge("ok-1", "eu", grpc);
+    let mut good = api(grpc, API).await;
+    wait_online(&mut good, 1).await;
+
+    // Credentials.
+    let mut wrong = api(grpc, "nope").await;
+    let e = wrong
+        .list_bridges(fpb::ListBridgesRequest {})
+        .await
+        .expect_err("wrong secret");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("wrong API secret"), "{e}");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut anon = fpb::focus_client::FocusClient::new(channel.clone());
+    let e = anon
+        .list_bridges(fpb::ListBridgesRequest {})
+        .await
+        .expect_err("no secret");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("authorization"), "{e}");
+
+    // Unknown things and malformed requests.
+    let e = good
+        .get_conference(fpb::GetConferenceRequest {
+            conference: "ghost".into(),
+        })
+        .await
+        .expect_err("unknown conference");
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::NotFound, "unknown conference ghost")
+    );
+    let e = good
+        .end_conference(fpb::EndConferenceRequest {
+            conference: "ghost".into(),
+        })
+        .await
+        .expect_err("unknown conference");
+    assert_eq!(e.code(), Code::NotFound);
+    let e = good
+        .drain_bridge(fpb::DrainBridgeRequest {
+            bridge_id: "nope".into(),
+        })
+        .await
+        .expect_err("unknown bridge");
+    assert_eq!(e.code(), Code::NotFound);
+    let e = good
+        .allocate(fpb::AllocateRequest {
+            conference: String::new(),
+            participant: "p".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("empty conference");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("conference"), "{e}");
+    let e = good
+        .allocate(fpb::AllocateRequest {
+            conference: "c".into(),
+            participant: "bad id!".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad participant id");
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    // Bridges: wrong secret, duplicate id, unsupported API version, no register.
+    let attach = |secret: &'static str, reg: Option<bpb::Register>| {
+        let channel = channel.clone();
+        async move {
+            let mut c = bpb::bridge_control_client::BridgeControlClient::with_interceptor(
+                channel,
+                move |mut r: tonic::Request<()>| {
+                    r.metadata_mut()
+                        .insert("x-tern-bridge-secret", secret.parse().expect("value"));
+                    Ok(r)
+                },
+            );
+            let first = reg.map(|r| bpb::BridgeMessage {
+                msg: Some(bpb::bridge_message::Msg::Register(r)),
+            });
+            let stream = tokio_stream::iter(first.into_iter());
+            c.attach(stream).await.map(|_| ())
+        }
+    };
+    let reg = |id: &str, api_version: u32| bpb::Register {
+        bridge_id: id.into(),
+        region: "eu".into(),
+        version: "0.1.0".into(),
+        api_version,
+        signal_url: "ws://127.0.0.1:1/signal".into(),
+        max_packet_rate: 50_000,
+        ..Default::default()
+    };
+    let e = attach("wrong", Some(reg("x", 1)))
+        .await
+        .expect_err("wrong bridge secret");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let e = attach(BRIDGE, Some(reg("ok-1", 1)))
+        .await
+        .expect_err("duplicate id");
+    assert_eq!(e.code(), Code::AlreadyExists);
+    assert!(e.message().contains("ok-1"), "{e}");
+    let e = attach(BRIDGE, Some(reg("v9", 9)))
+        .await
+        .expect_err("api version");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let e = attach(BRIDGE, None).await.expect_err("no register");
+    assert!(
+        matches!(e.code(), Code::InvalidArgument | Code::DeadlineExceeded),
+        "{e}"
+    );
+
+    // HTTP join refuses bad input with a reason.
+    let body = native::http_get(http, "/join?room=bad%20room&name=x");
+    assert!(body.contains("error") && body.contains("room"), "{body}");
+
+    // Nothing of that disturbed the registered bridge or allocation.
+    let bs = bridges(&mut good).await;
+    assert_eq!(bs.len(), 1, "{bs:?}");
+    assert!(bs[0].online && bs[0].id == "ok-1");
+    let a = allocate(&mut good, "c", "p", "").await;
+    assert_eq!(a.bridge_id, "ok-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_a_bridge_moves_its_participants_to_another() {
+    let (_focus, grpc, _) = start_focus("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let (_a, _) = start_bridge("a", "eu", grpc);
+    let mut api = api(grpc, API).await;
+    wait_online(&mut api, 1).await;
+    let first = allocate(&mut api, "room", "p1", "eu").await;
+    let p1 = join(&first, false).await;
+    let (_b, _) = start_bridge("b", "eu", grpc);
+    wait_online(&mut api, 2).await;
+    api.drain_bridge(fpb::DrainBridgeRequest {
+        bridge_id: "a".into(),
+    })
+    .await
+    .expect("drain");
+    eventually("p1 told to move", Duration::from_secs(5), || {
+        p1.state()
+            .errors
+            .iter()
+            .any(|(c, _)| c == "move")
+            .then_some(())
+    })
+    .await;
+    let again = allocate(&mut api, "room", "p1", "eu").await;
+    assert_eq!(again.bridge_id, "b", "draining a takes no one");
+    let bs = bridges(&mut api).await;
+    let a = bs.iter().find(|b| b.id == "a").expect("a");
+    assert_eq!(a.state, fpb::BridgeState::Draining as i32);
+    assert!(
+        clusterstatus(grpc)
+            .lines()
+            .any(|l| l.starts_with("a ") && l.contains("yes"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_focus_restart_loses_no_media_and_rebuilds_the_same_conferences() {
+    // A fixed port so the bridges find the restarted focus where it was.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+    let grpc_addr = probe.local_addr().expect("addr").to_string();
+    drop(probe);
+    let (focus, grpc, _) = start_focus(&grpc_addr, "127.0.0.1:0", &[]);
+    let (_b, _) = start_bridge("b1", "eu", grpc);
+    let mut api = api(grpc, API).await;
+    wait_online(&mut api, 1).await;
+    let a = allocate(&mut api, "standup", "alice", "").await;
+    let b = allocate(&mut api, "standup", "bob", "").await;
+    let alice = join(&a, true).await;
+    let bob = join(&b, false).await;
+    eventually("call running", Duration::from_secs(10), || {
+        (packets_from(&bob, "alice/camera") > 30).then_some(())
+    })
+    .await;
+    // Let reports confirm both (the allocations stay visible meanwhile).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let before: BTreeSet<String> = api
+        .get_conference(fpb::GetConferenceRequest {
+            conference: "standup".into(),
+        })
+        .await
+        .expect("conference")
+        .into_inner()
+        .bridges
+        .into_iter()
+        .flat_map(|b| b.participants)
+        .collect();
+    assert_eq!(
+        before,
+        ["alice", "bob"].iter().map(|s| s.to_string()).collect()
+    );
+
+    let start = packets_from(&bob, "alice/camera");
+    focus.signal("-KILL");
+    drop(focus);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_focus2, grpc2, _) = start_focus(&grpc_addr, "127.0.0.1:0", &[]);
+    assert_eq!(grpc2, grpc);
+    let mut api = self::api(grpc, API).await;
+    wait_online(&mut api, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let after = loop {
+        match api
+            .get_conference(fpb::GetConferenceRequest {
+                conference: "standup".into(),
+            })
+            .await
+        {
+            Ok(c) => break c.into_inner(),
+            Err(e) => assert!(Instant::now() < deadline, "conference not rebuilt: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let rebuilt: BTreeSet<String> = after
+        .bridges
+        .into_iter()
+        .flat_map(|b| b.participants)
+        .collect();
+    assert_eq!(rebuilt, before);
+    // Media never stopped, and nothing was lost.
+    let during = packets_from(&bob, "alice/camera") - start;
+    assert!(
+        during > 100,
+        "media kept flowing through the restart: {during}"
+    );
+    let seqs: BTreeSet<u64> = bob
+        .state()
+        .received_for("alice/camera")
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    let (lo, hi) = (
+        *seqs.first().expect("packets"),
+        *seqs.last().expect("packets"),
+    );
+    assert_eq!((hi - lo + 1) as usize, seqs.len(), "no packet lost");
+    let table = clusterstatus(grpc);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("b1") && l.contains("online") && l.contains(" 1 ")),
+        "{table}"
+    );
+    drop(alice);
+}
