@@ -150,6 +150,8 @@ struct Bridge {
     joins: VecDeque<Instant>,
     last_failure: Option<String>,
     next_drain_move: Instant,
+    /// Conferences this bridge appears in, so a report touches only those.
+    hosts: BTreeSet<String>,
 }
 
 impl Bridge {
@@ -244,7 +246,12 @@ struct Conference {
     version: Option<String>,
 }
 
+/// Resolution of heartbeat and drain checks.
+const TICK: Duration = Duration::from_millis(100);
+
 pub struct Focus {
+    /// None until the first `handle_timeout`: due at once.
+    next_tick: Option<Instant>,
     cfg: FocusConfig,
     bridges: BTreeMap<String, Bridge>,
     conferences: BTreeMap<String, Conference>,
@@ -254,6 +261,7 @@ pub struct Focus {
 impl Focus {
     pub fn new(cfg: FocusConfig) -> Self {
         Self {
+            next_tick: None,
             cfg,
             bridges: BTreeMap::new(),
             conferences: BTreeMap::new(),
@@ -269,16 +277,13 @@ impl Focus {
         self.events.pop_front()
     }
 
-    /// When `handle_timeout` must run next (heartbeats, drain moves).
+    /// When `handle_timeout` must run next. A fixed tick rather than the
+    /// earliest deadline: with thousands of bridges reporting every second,
+    /// scanning them for the minimum on every event costs more than waking
+    /// ten times a second; failures are detected within one tick of the
+    /// heartbeat timeout.
     pub fn poll_timeout(&self, now: Instant) -> Instant {
-        let mut t = now + Duration::from_secs(1);
-        for b in self.bridges.values().filter(|b| b.online) {
-            t = t.min(b.last_report + self.cfg.heartbeat_timeout);
-            if b.state == BridgeState::Draining || b.state == BridgeState::ShuttingDown {
-                t = t.min(b.next_drain_move);
-            }
-        }
-        t.max(now)
+        self.next_tick.map_or(now, |t| t.max(now))
     }
 
     /// A bridge (re)connected. A bridge that is online already cannot register
@@ -329,6 +334,11 @@ impl Focus {
                 joins: VecDeque::new(),
                 last_failure,
                 next_drain_move: now,
+                hosts: self
+                    .bridges
+                    .get(&id)
+                    .map(|b| b.hosts.clone())
+                    .unwrap_or_default(),
             },
         );
         self.adopt(now, &id, &hosted);
@@ -348,7 +358,15 @@ impl Focus {
     /// its allocations too recent to be in the report.
     fn adopt(&mut self, now: Instant, id: &str, hosted: &BTreeMap<String, BTreeSet<String>>) {
         let version = self.bridges.get(id).map(|b| b.reg.version.clone());
-        for (name, conf) in self.conferences.iter_mut() {
+        let known = self
+            .bridges
+            .get(id)
+            .map(|b| b.hosts.clone())
+            .unwrap_or_default();
+        for name in &known {
+            let Some(conf) = self.conferences.get_mut(name) else {
+                continue;
+            };
             let reported = hosted.get(name);
             conf.pending.retain(|(b, p), t| {
                 b != id
@@ -378,7 +396,23 @@ impl Focus {
                 .or_default()
                 .extend(participants.iter().cloned());
         }
-        self.conferences.retain(|_, c| !c.bridges.is_empty());
+        let mut now_hosts = BTreeSet::new();
+        for name in known.iter().chain(hosted.keys()) {
+            let empty = match self.conferences.get(name) {
+                Some(c) if c.bridges.contains_key(id) => {
+                    now_hosts.insert(name.clone());
+                    false
+                }
+                Some(c) => c.bridges.is_empty(),
+                None => false,
+            };
+            if empty {
+                self.conferences.remove(name);
+            }
+        }
+        if let Some(b) = self.bridges.get_mut(id) {
+            b.hosts = now_hosts;
+        }
     }
 
     pub fn handle_report(&mut self, now: Instant, id: &str, r: Report) -> Result<(), FocusError> {
@@ -429,6 +463,7 @@ impl Focus {
 
     /// Time passed: fail silent bridges, move participants off draining ones.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.next_tick = Some(now + TICK);
         let silent: Vec<(String, Duration)> = self
             .bridges
             .iter()
@@ -626,6 +661,9 @@ impl Focus {
             .insert(participant.to_string());
         conf.pending
             .insert((id.clone(), participant.to_string()), now);
+        if let Some(b) = self.bridges.get_mut(&id) {
+            b.hosts.insert(conference.to_string());
+        }
         self.events.push_back(FocusEvent::Allocated {
             conference: conference.to_string(),
             participant: participant.to_string(),
