@@ -14,6 +14,7 @@
 //! (`--target janus`, see [`janus`]). The focus does not exist yet; when it
 //! does, resolving a room to a bridge address belongs in [`Ctx::bridge_for`].
 
+pub mod ceiling;
 pub mod http;
 pub mod janus;
 pub mod stats;
@@ -116,6 +117,10 @@ pub struct Args {
     /// Label for this run in the summary (e.g. "tern" / "janus").
     #[arg(long, default_value = "")]
     pub label: String,
+    /// Instead of a load: measure the per-core ceiling (SRTP AES-256-GCM seal
+    /// plus UDP send of 1,200-byte packets on this thread) for SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    pub ceiling: Option<f64>,
 }
 
 /// Parse `http://IP:PORT[/path]` (or `IP:PORT`) into an address and a base path.
@@ -173,6 +178,20 @@ impl Args {
 /// Entry point of `tern loadtest`: exits non-zero on bad parameters, an
 /// unreachable server, or a run in which some receiver got no media.
 pub fn main(args: Args) -> anyhow::Result<()> {
+    if let Some(secs) = args.ceiling {
+        if !(secs > 0.0 && secs <= 600.0) {
+            bail!("--ceiling takes 0..600 seconds");
+        }
+        let c = ceiling::measure(secs)?;
+        println!(
+            "ceiling (one core): SRTP AES-256-GCM seal {:.0} pkt/s, UDP send {:.0} pkt/s, seal+send {:.0} pkt/s (1,200-byte packets)",
+            c.seal_only_pps, c.send_only_pps, c.seal_and_send_pps
+        );
+        if args.json.is_some() {
+            println!("{}", serde_json::to_string(&c)?);
+        }
+        return Ok(());
+    }
     args.validate()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
