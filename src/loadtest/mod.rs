@@ -155,7 +155,10 @@ impl Args {
                 self.publishers
             );
         }
-        if !(self.duration > 0.0) || Duration::from_secs_f64(self.duration) > MAX_DURATION {
+        if self.duration.is_nan()
+            || self.duration <= 0.0
+            || self.duration > MAX_DURATION.as_secs_f64()
+        {
             bail!(
                 "--duration must be between 0 and {} seconds",
                 MAX_DURATION.as_secs()
@@ -179,7 +182,7 @@ impl Args {
 /// unreachable server, or a run in which some receiver got no media.
 pub fn main(args: Args) -> anyhow::Result<()> {
     if let Some(secs) = args.ceiling {
-        if !(secs > 0.0 && secs <= 600.0) {
+        if secs.is_nan() || secs <= 0.0 || secs > 600.0 {
             bail!("--ceiling takes 0..600 seconds");
         }
         let c = ceiling::measure(secs)?;
@@ -896,18 +899,22 @@ mod tests {
 
     #[test]
     fn impossible_parameters_are_refused_with_a_reason() {
-        let e = args(&["--publishers", "0"]).validate().unwrap_err();
+        let e = args(&["--publishers", "0"])
+            .validate()
+            .expect_err("refused");
         assert!(e.to_string().contains("publishers"), "{e}");
-        let e = args(&["-n", "1", "--rooms", "2"]).validate().unwrap_err();
+        let e = args(&["-n", "1", "--rooms", "2"])
+            .validate()
+            .expect_err("refused");
         assert!(
             e.to_string().contains("every room needs a publisher"),
             "{e}"
         );
-        let e = args(&["--duration", "0"]).validate().unwrap_err();
+        let e = args(&["--duration", "0"]).validate().expect_err("refused");
         assert!(e.to_string().contains("duration"), "{e}");
         let e = args(&["--server", "http://example.org:80"])
             .validate()
-            .unwrap_err();
+            .expect_err("refused");
         assert!(e.to_string().contains("IP address"), "{e}");
         assert!(args(&[]).validate().is_ok());
     }
