@@ -63,8 +63,10 @@ async fn main() -> anyhow::Result<()> {
             let mut c = bpb::bridge_control_client::BridgeControlClient::with_interceptor(
                 channel.clone(),
                 |mut r: tonic::Request<()>| {
-                    r.metadata_mut()
-                        .insert("x-tern-bridge-secret", "bench-bridge".parse().expect("value"));
+                    r.metadata_mut().insert(
+                        "x-tern-bridge-secret",
+                        "bench-bridge".parse().expect("value"),
+                    );
                     Ok(r)
                 },
             );
@@ -108,7 +110,9 @@ async fn main() -> anyhow::Result<()> {
     let register_time = t.elapsed();
 
     // Allocations from C clients for S seconds.
-    let channel = tonic::transport::Endpoint::from_shared(url)?.connect().await?;
+    let channel = tonic::transport::Endpoint::from_shared(url)?
+        .connect()
+        .await?;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for w in 0..concurrency {
@@ -147,7 +151,11 @@ async fn main() -> anyhow::Result<()> {
         lat.extend(t.await?);
     }
     lat.sort();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     println!(
         "bridges {bridges} (registered in {:.2} s), concurrency {concurrency}, {seconds} s: {} allocations, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         register_time.as_secs_f64(),

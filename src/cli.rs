@@ -84,6 +84,7 @@ enum Command {
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
+    crate::dev::exit_with_parent();
     match cli.command {
         Command::Bridge { config, dev_tokens } => {
             let cfg = Config::load(config.as_deref())?;

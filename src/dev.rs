@@ -11,8 +11,23 @@ use tern_proto::focus::v1 as fpb;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// The base address plus an offset; port 0 stays 0 (every process picks its
+/// own and `tern dev` reads the real ones from their ready lines).
 fn with_port(a: SocketAddr, offset: u16) -> SocketAddr {
-    SocketAddr::new(a.ip(), a.port().saturating_add(offset))
+    if a.port() == 0 {
+        a
+    } else {
+        SocketAddr::new(a.ip(), a.port().saturating_add(offset))
+    }
+}
+
+/// The address after `marker` in a ready line.
+fn addr_after(line: &str, marker: &str) -> anyhow::Result<SocketAddr> {
+    line.split(marker)
+        .nth(1)
+        .and_then(|r| r.split(['/', ' ', ')']).next())
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("no address after {marker:?} in {line:?}"))
 }
 
 /// Start a child `tern` and return it with the first line it printed.
@@ -30,6 +45,9 @@ async fn spawn(
     for (k, v) in env {
         cmd.env(k, v);
     }
+    // Children exit when `tern dev` dies, even by SIGKILL (see
+    // `exit_with_parent`).
+    cmd.env(PARENT_ENV, std::process::id().to_string());
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
@@ -47,6 +65,30 @@ async fn spawn(
     Ok((child, first))
 }
 
+/// Set for processes `tern dev` starts: the pid they must not outlive.
+pub const PARENT_ENV: &str = "TERN_DEV_PARENT";
+
+/// If started by `tern dev`, exit as soon as it is gone: a killed `tern dev`
+/// must not leave a focus and bridges running (no `prctl(PR_SET_PDEATHSIG)`
+/// without `unsafe`, so poll the parent pid instead).
+pub fn exit_with_parent() {
+    let Some(parent) = std::env::var(PARENT_ENV)
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+    else {
+        return;
+    };
+    std::thread::spawn(move || {
+        loop {
+            if std::os::unix::process::parent_id() != parent {
+                eprintln!("tern: parent tern dev ({parent}) is gone; exiting");
+                std::process::exit(0);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+}
+
 fn quoted(a: SocketAddr) -> String {
     format!("\"{a}\"")
 }
@@ -62,7 +104,7 @@ pub async fn run(
     let secret = |_: &str| format!("{:032x}", rand::random::<u128>());
     let (auth, api, bridge_secret) = (secret("auth"), secret("api"), secret("bridge"));
 
-    let (mut focus, _) = spawn(
+    let (mut focus, ready) = spawn(
         &["focus"],
         &config,
         &[
@@ -75,6 +117,9 @@ pub async fn run(
         ],
     )
     .await?;
+    // "tern focus ready: grpc http://ADDR http http://ADDR/"
+    let grpc = addr_after(&ready, "grpc http://")?;
+    let http = addr_after(&ready, " http http://")?;
     println!(
         "tern dev: focus pid {} http {http} grpc {grpc}",
         focus.id().unwrap_or_default()
@@ -83,7 +128,7 @@ pub async fn run(
     for (i, region) in ["local-a", "local-b"].into_iter().enumerate() {
         let i = i as u16;
         let (b_http, b_media) = (with_port(http, 1 + i), with_port(media, i));
-        let (child, _) = spawn(
+        let (child, ready) = spawn(
             &["bridge"],
             &config,
             &[
@@ -98,6 +143,11 @@ pub async fn run(
             ],
         )
         .await?;
+        // "tern bridge ready: http://ADDR/ (media udp ADDR)"
+        let (b_http, b_media) = (
+            addr_after(&ready, "http://")?,
+            addr_after(&ready, "media udp ")?,
+        );
         println!(
             "tern dev: bridge {region} pid {} http {b_http} media {b_media}",
             child.id().unwrap_or_default()

@@ -6,4 +6,6 @@ pub mod bridge;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod dev;
+pub mod focus;
 pub mod loadtest;

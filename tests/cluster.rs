@@ -106,11 +106,10 @@ fn start_bridge(id: &str, region: &str, focus_grpc: SocketAddr) -> (Proc, Socket
     (p, http)
 }
 
+type AuthFn =
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
 type Api = fpb::focus_client::FocusClient<
-    tonic::service::interceptor::InterceptedService<
-        tonic::transport::Channel,
-        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
-    >,
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AuthFn>,
 >;
 
 async fn api(grpc: SocketAddr, secret: &str) -> Api {
@@ -121,11 +120,10 @@ async fn api(grpc: SocketAddr, secret: &str) -> Api {
         .expect("connect to focus");
     let bearer: tonic::metadata::MetadataValue<_> =
         format!("Bearer {secret}").parse().expect("header");
-    let f: Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send> =
-        Box::new(move |mut r: tonic::Request<()>| {
-            r.metadata_mut().insert("authorization", bearer.clone());
-            Ok(r)
-        });
+    let f: AuthFn = Box::new(move |mut r: tonic::Request<()>| {
+        r.metadata_mut().insert("authorization", bearer.clone());
+        Ok(r)
+    });
     fpb::focus_client::FocusClient::with_interceptor(channel, f)
 }
 
@@ -565,4 +563,42 @@ async fn a_focus_restart_loses_no_media_and_rebuilds_the_same_conferences() {
         "{table}"
     );
     drop(alice);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_a_bridge_drains_it_through_the_focus_then_it_exits() {
+    let (_focus, grpc, _) = start_focus("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let (mut leaving, _) = start_bridge("leaving", "eu", grpc);
+    let mut api = api(grpc, API).await;
+    wait_online(&mut api, 1).await;
+    let a = allocate(&mut api, "room", "p1", "eu").await;
+    assert_eq!(a.bridge_id, "leaving");
+    let p1 = join(&a, false).await;
+    let (_staying, _) = start_bridge("staying", "eu", grpc);
+    wait_online(&mut api, 2).await;
+
+    let t = Instant::now();
+    leaving.signal("-TERM");
+    eventually("p1 told to move", Duration::from_secs(5), || {
+        p1.state()
+            .errors
+            .iter()
+            .any(|(c, _)| c == "move")
+            .then_some(())
+    })
+    .await;
+    let again = allocate(&mut api, "room", "p1", "eu").await;
+    assert_eq!(again.bridge_id, "staying");
+    // Empty now: it exits well before its 5 s drain deadline.
+    let status = loop {
+        if let Ok(Some(s)) = leaving.child.try_wait() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(8),
+            "bridge did not exit after draining"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
 }

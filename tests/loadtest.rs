@@ -25,11 +25,13 @@ impl Dev {
             .expect("spawn tern dev");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
+        // `tern dev` prints a line per process, then
+        // "tern dev ready: open http://ADDR/room/hello ...".
         let line = lines
-            .next()
-            .expect("tern dev printed nothing")
-            .expect("read");
-        // "tern dev ready: open http://ADDR/room/hello ..."
+            .by_ref()
+            .map(|l| l.expect("read"))
+            .find(|l| l.starts_with("tern dev ready"))
+            .expect("tern dev never became ready");
         let http = line
             .split("http://")
             .nth(1)
@@ -43,6 +45,17 @@ impl Dev {
 
 impl Drop for Dev {
     fn drop(&mut self) {
+        // SIGTERM lets `tern dev` stop its focus and bridges; kill if it hangs.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

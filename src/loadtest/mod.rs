@@ -634,10 +634,41 @@ enum Signalling {
     Janus(Box<janus::Session>),
 }
 
-async fn tern_token(ctx: &Ctx, spec: &Spec) -> anyhow::Result<String> {
+/// A token and the signalling URL to use it at: through a focus's `/join`
+/// (`tern dev`, `tern focus`), else a standalone bridge's `/dev/token`, or
+/// minted with `--secret`.
+async fn tern_token(ctx: &Ctx, spec: &Spec) -> anyhow::Result<(String, String)> {
+    let own = format!("ws://{}/signal", ctx.bridge_for(&spec.room));
     if let Some(secret) = &ctx.args.secret {
         let keys = crate::auth::TokenKeys::new(secret);
-        return Ok(keys.mint(&spec.room, &spec.name, Some(&spec.name), 3600));
+        return Ok((
+            keys.mint(&spec.room, &spec.name, Some(&spec.name), 3600),
+            own,
+        ));
+    }
+    let join = format!(
+        "/join?room={}&name={}&participant={}",
+        spec.room, spec.name, spec.name
+    );
+    let (status, body) = http::request(
+        ctx.bridge_for(&spec.room),
+        "GET",
+        &join,
+        None,
+        Duration::from_secs(5),
+    )
+    .await?;
+    if status == 200 {
+        #[derive(serde::Deserialize)]
+        struct J {
+            token: String,
+            signal_url: String,
+        }
+        let j: J = serde_json::from_str(&body).context("parsing /join")?;
+        return Ok((j.token, j.signal_url));
+    }
+    if status != 404 {
+        bail!("GET {join}: HTTP {status}: {}", body.trim());
     }
     let path = format!("/dev/token?room={}&name={}", spec.room, spec.name);
     let (status, body) = http::request(
@@ -659,7 +690,7 @@ async fn tern_token(ctx: &Ctx, spec: &Spec) -> anyhow::Result<String> {
         token: String,
     }
     let t: T = serde_json::from_str(&body).context("parsing /dev/token")?;
-    Ok(t.token)
+    Ok((t.token, own))
 }
 
 async fn participant(ctx: Arc<Ctx>, spec: Spec) -> PeerReport {
@@ -718,8 +749,7 @@ async fn drive(
     let mut sig = tokio::time::timeout(JOIN_TIMEOUT, async {
         match args.target {
             Target::Tern => {
-                let token = tern_token(ctx, spec).await?;
-                let url = format!("ws://{}/signal", ctx.bridge_for(&spec.room));
+                let (token, url) = tern_token(ctx, spec).await?;
                 let (mut ws, _) = tokio_tungstenite::connect_async(&url)
                     .await
                     .with_context(|| format!("connecting to {url}"))?;
