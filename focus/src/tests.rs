@@ -265,13 +265,12 @@ fn a_silent_bridge_fails_within_the_heartbeat_timeout_and_its_participants_move(
     host(&mut f, t0, "a", 0, "c", 2);
     while f.poll_event().is_some() {}
     // b keeps reporting, a hangs.
-    let mut now = t0;
     for k in 1..=5 {
-        now = t0 + Duration::from_millis(500 * k);
+        let now = t0 + Duration::from_millis(500 * k);
         f.handle_report(now, "b", report(0)).expect("report");
         f.handle_timeout(now);
     }
-    now = t0 + Duration::from_millis(2999);
+    let mut now = t0 + Duration::from_millis(2999);
     f.handle_timeout(now);
     assert!(
         f.bridge(now, "a").expect("a").online,
