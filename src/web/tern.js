@@ -5,6 +5,13 @@
 // sendonly transceivers (mic, camera with simulcast) and a fixed pool of
 // recvonly "receive slots"; the bridge tells us in `slots` which remote source
 // each slot carries, so remote participants come and go without renegotiation.
+//
+// Two ways in (docs/signalling.md, "Focus mode and reconnection"): behind a
+// focus, `GET /join` names the bridge to connect to and hands out a token; a
+// standalone `tern dev` bridge has no /join (404), so the client falls back
+// to `/dev/token` and the same-origin `/signal`. Either way a lost session
+// (socket closed, `move`, media failed) is re-joined with backoff, keeping
+// the local camera and microphone.
 "use strict";
 
 (() => {
@@ -40,6 +47,8 @@
     room: roomFromPath(),
     name: params.get("name") || randomName(),
     token: params.get("token"),
+    // Focus mode: the region to prefer (passed to /join).
+    region: params.get("region"),
     simulcast: params.get("simulcast") !== "0",
     slots: intParam("slots", 9, 0, 64),
     maxHeight: intParam("maxh", 360, 0, 4320),
@@ -59,13 +68,39 @@
   // State
   // ---------------------------------------------------------------------------
 
+  function newNegotiation() {
+    return { inFlight: false, again: false, answerWaiter: null, answered: false };
+  }
+
   const state = {
     ws: null,
-    wsState: "idle", // idle | connecting | open | closed
+    wsState: "idle", // idle | connecting | open | reconnecting | closed
     pc: null,
     joined: false,
     left: false,
     participantId: null,
+    // "focus" (GET /join works), "standalone" (/dev/token) or null (not known yet).
+    mode: null,
+    // The bridge /join placed us on (focus mode), else null.
+    bridge: null,
+    // Set once a fatal error ended the call: no more reconnecting.
+    fatal: null,
+    // Reconnection: consecutive failed attempts (the backoff index), whether
+    // a reconnection is under way, completed re-joins, attempts made, and the
+    // pending retry timer.
+    failures: 0,
+    reconnecting: false,
+    // Whether any session reached `joined` yet (later losses are reconnections).
+    hadSession: false,
+    reconnects: 0,
+    reconnectAttempts: 0,
+    retryTimer: null,
+    // Join watchdog, then media watchdog, of the current session.
+    sessionTimer: null,
+    // One token re-fetch is allowed after a token error, until the next join.
+    tokenRetried: false,
+    // Resolves to the local MediaStream (asked for once per page).
+    media: null,
     // Remote participants: id -> { id, name, sources: [Source], tile }
     remote: new Map(),
     // Every known remote source: "alice/camera" -> Source
@@ -81,8 +116,10 @@
     captureHeight: 0,
     // Receiver constraints, always sent complete.
     constraints: { default_max_height: config.maxHeight, max_height: {} },
-    // Offer/answer bookkeeping: the client is always the offerer, one offer in flight at a time.
-    negotiation: { inFlight: false, again: false, answerWaiter: null },
+    // Offer/answer bookkeeping: the client is always the offerer, one offer in
+    // flight at a time. A new object per session, so a late continuation of
+    // an old session cannot disturb the next one.
+    negotiation: newNegotiation(),
     errors: [],
     log: [],
   };
@@ -117,8 +154,15 @@
 
   function updateStatus() {
     const pcState = state.pc ? state.pc.connectionState : "none";
-    $("status").textContent = `signalling: ${state.wsState} · media: ${pcState}`;
-    $("status").dataset.ok = String(state.wsState === "open" && pcState === "connected");
+    const status = $("status");
+    if (state.reconnecting) {
+      status.textContent = `reconnecting… (attempt ${state.failures + 1})`;
+    } else {
+      const where = state.bridge ? ` · bridge ${state.bridge}` : "";
+      status.textContent = `signalling: ${state.wsState} · media: ${pcState}${where}`;
+    }
+    status.dataset.ok = String(state.wsState === "open" && pcState === "connected");
+    status.dataset.reconnecting = String(state.reconnecting);
   }
 
   function newTile(label) {
@@ -326,7 +370,7 @@
   function describeSources() {
     const sources = [];
     for (const src of state.local.values()) {
-      const mid = src.transceiver.mid;
+      const mid = src.transceiver ? src.transceiver.mid : null;
       if (!src.active || mid === null) continue;
       const decl = { mid, name: src.name, kind: src.kind };
       if (src.name === "camera" && src.simulcast) decl.layers = cameraLayers();
@@ -348,15 +392,46 @@
   // Peer connection and negotiation
   // ---------------------------------------------------------------------------
 
-  function createPeerConnection(stream) {
+  // Our sources, from the stream getUserMedia gave us. Done once per page:
+  // a reconnection re-sends the same tracks.
+  function adoptLocalMedia(stream) {
+    state.localStream = stream;
+    const mic = stream.getAudioTracks()[0];
+    if (mic) state.local.set("mic", { name: "mic", kind: "audio", transceiver: null, track: mic, muted: false, active: true });
+    const camera = stream.getVideoTracks()[0];
+    if (camera) {
+      state.captureHeight = camera.getSettings().height || 0;
+      state.local.set("camera", {
+        name: "camera", kind: "video", transceiver: null, track: camera, muted: false, active: true, simulcast: config.simulcast,
+      });
+    }
+  }
+
+  function sendInit(src) {
+    const init = { direction: "sendonly" };
+    if (src.track && state.localStream && state.localStream.getTracks().includes(src.track)) init.streams = [state.localStream];
+    if (src.simulcast) init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+    return init;
+  }
+
+  // A new RTCPeerConnection for this session: a sendonly transceiver per
+  // local source we still send (with its current track, none while the
+  // camera is off), then the receive-slot pool.
+  function createPeerConnection() {
     const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle", iceServers: [] });
     state.pc = pc;
     pc.onconnectionstatechange = () => {
+      if (state.pc !== pc) return;
       log("pc", pc.connectionState);
+      if (pc.connectionState === "connected") {
+        // A working session: the next loss starts the backoff from the beginning.
+        state.failures = 0;
+      }
       updateStatus();
-      if (pc.connectionState === "failed" && !state.left) showError("media", "media connection failed");
+      if (pc.connectionState === "failed" && !state.left) sessionLost("media connection failed");
     };
     pc.ontrack = (ev) => {
+      if (state.pc !== pc) return;
       const mid = ev.transceiver.mid;
       const slot = state.slots.get(mid);
       if (!slot) return;
@@ -364,20 +439,13 @@
       attachSlot(mid);
     };
 
-    const mic = stream.getAudioTracks()[0];
-    if (mic) {
-      const transceiver = pc.addTransceiver(mic, { direction: "sendonly", streams: [stream] });
-      state.local.set("mic", { name: "mic", kind: "audio", transceiver, track: mic, muted: false, active: true });
-    }
-    const camera = stream.getVideoTracks()[0];
-    if (camera) {
-      state.captureHeight = camera.getSettings().height || 0;
-      const init = { direction: "sendonly", streams: [stream] };
-      if (config.simulcast) init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
-      const transceiver = pc.addTransceiver(camera, init);
-      state.local.set("camera", {
-        name: "camera", kind: "video", transceiver, track: camera, muted: false, active: true, simulcast: config.simulcast,
-      });
+    for (const [name, src] of [...state.local]) {
+      if (!src.active) {
+        // A screen share that ended: no m-line for it in the new session.
+        state.local.delete(name);
+        continue;
+      }
+      src.transceiver = pc.addTransceiver(src.track || src.kind, sendInit(src));
     }
     // The receive-slot pool: it never changes after the first offer.
     for (const kind of ["audio", "video"]) {
@@ -405,49 +473,73 @@
     });
   }
 
+  // Thrown by a negotiation step that finds its session replaced by a newer one.
+  class StaleSession extends Error {}
+
   // Asks for a (re)negotiation. Offers never overlap: a request made while
   // one is in flight sends one more offer once the answer is in.
   function negotiate() {
-    if (state.negotiation.inFlight) {
-      state.negotiation.again = true;
+    const neg = state.negotiation;
+    const pc = state.pc;
+    if (!pc) return;
+    if (neg.inFlight) {
+      neg.again = true;
       return;
     }
-    state.negotiation.inFlight = true;
+    neg.inFlight = true;
     (async () => {
       try {
         do {
-          state.negotiation.again = false;
-          await offerOnce();
-        } while (state.negotiation.again && !state.left);
+          neg.again = false;
+          await offerOnce(pc, neg);
+        } while (neg.again && !state.left && state.pc === pc);
       } catch (err) {
+        if (err instanceof StaleSession || state.pc !== pc) {
+          log("negotiation of a replaced session abandoned");
+          return;
+        }
         if (!state.left) showError("negotiation", String(err));
         // Back to a stable state so a later offer can start cleanly.
-        if (state.pc && state.pc.signalingState === "have-local-offer") {
-          await state.pc.setLocalDescription({ type: "rollback" }).catch(() => {});
+        if (pc.signalingState === "have-local-offer") {
+          await pc.setLocalDescription({ type: "rollback" }).catch(() => {});
         }
       } finally {
-        state.negotiation.inFlight = false;
+        neg.inFlight = false;
       }
     })();
   }
 
-  async function offerOnce() {
-    const pc = state.pc;
+  async function offerOnce(pc, neg) {
+    const current = () => {
+      if (state.pc !== pc || state.left) throw new StaleSession("session replaced");
+    };
     await pc.setLocalDescription(await pc.createOffer());
+    current();
     for (const t of pc.getTransceivers()) {
       if (t.direction === "recvonly") registerSlot(t);
     }
     applySlots(state.lastSlots);
     await waitForIceGathering(pc, 2000);
+    current();
     const answer = new Promise((resolve, reject) => {
-      state.negotiation.answerWaiter = { resolve, reject };
+      neg.answerWaiter = { resolve, reject };
     });
     const sources = describeSources();
     send({ type: "offer", sdp: pc.localDescription.sdp, sources });
     log("offer sent", sources);
     const sdp = await answer;
+    current();
     await pc.setRemoteDescription({ type: "answer", sdp });
+    current();
     log("answer applied");
+    if (!neg.answered) {
+      neg.answered = true;
+      // A new session (first join or a reconnection): the bridge knows our
+      // sources now; tell it which of them are muted.
+      for (const src of state.local.values()) {
+        if (src.active && src.muted) send({ type: "source_state", name: src.name, muted: true });
+      }
+    }
     // Slots may have been announced before the answer made their tracks live.
     for (const mid of state.slots.keys()) attachSlot(mid);
   }
@@ -476,36 +568,209 @@
     return true;
   }
 
-  async function fetchToken() {
-    if (config.token) return config.token;
-    const url = `/dev/token?room=${encodeURIComponent(config.room)}&name=${encodeURIComponent(config.name)}`;
-    const res = await fetch(url, { cache: "no-store" });
-    if (!res.ok) throw new Error(`GET /dev/token answered ${res.status} (is the bridge running as "tern dev"?)`);
-    const body = await res.json();
-    if (typeof body.token !== "string") throw new Error("GET /dev/token: no token in the answer");
-    return body.token;
+  // ---------------------------------------------------------------------------
+  // Joining, and joining again (docs/signalling.md, "Focus mode and reconnection")
+  // ---------------------------------------------------------------------------
+
+  // Errors after which the call is over: reconnecting cannot help.
+  const FATAL_CODES = new Set([
+    "invalid_token", "token_expired", "unsupported_version", "room_full", "replaced", "message_too_large", "conference_ended",
+  ]);
+  const TOKEN_CODES = new Set(["invalid_token", "token_expired"]);
+  // Delay before each retry after a lost session or a failed attempt.
+  const BACKOFF_MS = [250, 500, 1000, 2000, 3000];
+  // A session that has not said `joined` by then is given up and retried.
+  const JOIN_TIMEOUT_MS = 10000;
+  // Media that has not connected this long after `joined` counts as failed.
+  const MEDIA_TIMEOUT_MS = 15000;
+
+  function isFatal(code) {
+    // Behind a focus another bridge can take us; a standalone bridge that
+    // shuts down is the end of the call.
+    if (code === "shutting_down") return state.mode !== "focus";
+    return FATAL_CODES.has(code);
   }
 
-  function connect(token, mediaPromise) {
+  // A refusal that retrying the same request cannot fix.
+  class JoinRefused extends Error {}
+
+  function sameOriginSignal() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(`${scheme}//${location.host}/signal`);
+    return `${scheme}//${location.host}/signal`;
+  }
+
+  async function readJson(res) {
+    try {
+      return await res.json();
+    } catch {
+      return null;
+    }
+  }
+
+  // Where to connect and with which token: { url, token, bridge }.
+  // Focus mode asks `GET /join` (with our participant id once we have one,
+  // so the focus knows it is the same participant moving); a 404 without a
+  // JSON error on the first try means a standalone `tern dev` bridge.
+  async function placement() {
+    if (config.token) return { url: sameOriginSignal(), token: config.token, bridge: null };
+    if (state.mode !== "standalone") {
+      const q = new URLSearchParams({ room: config.room, name: config.name });
+      if (state.participantId) q.set("participant", state.participantId);
+      if (config.region) q.set("region", config.region);
+      const res = await fetch(`/join?${q}`, { cache: "no-store" });
+      const body = await readJson(res);
+      const reason = body && typeof body.error === "string" ? body.error : `HTTP ${res.status}`;
+      if (res.ok) {
+        if (!body || typeof body.signal_url !== "string" || typeof body.token !== "string") {
+          throw new Error("GET /join: no signal_url or token in the answer");
+        }
+        if (state.mode === null) log("focus mode: /join answers");
+        state.mode = "focus";
+        if (typeof body.participant === "string" && body.participant) state.participantId = body.participant;
+        const url = new URL(body.signal_url, location.href);
+        if (url.protocol === "http:") url.protocol = "ws:";
+        if (url.protocol === "https:") url.protocol = "wss:";
+        return { url: url.href, token: body.token, bridge: typeof body.bridge === "string" ? body.bridge : null };
+      }
+      if (res.status === 404 && state.mode === null && !(body && typeof body.error === "string")) {
+        state.mode = "standalone";
+        log("standalone mode: no /join here, using /dev/token");
+      } else if ([400, 401, 403].includes(res.status)) {
+        throw new JoinRefused(`GET /join answered ${res.status}: ${reason}`);
+      } else {
+        // 503 (no bridge available) and everything else: retry.
+        throw new Error(`GET /join answered ${res.status}: ${reason}`);
+      }
+    }
+    const url = `/dev/token?room=${encodeURIComponent(config.room)}&name=${encodeURIComponent(config.name)}`;
+    const res = await fetch(url, { cache: "no-store" });
+    if (res.status === 404 || res.status === 400) {
+      const text = await res.text().catch(() => "");
+      throw new JoinRefused(`GET /dev/token answered ${res.status} ${text.trim()} (is the bridge running as "tern dev"?)`);
+    }
+    if (!res.ok) throw new Error(`GET /dev/token answered ${res.status}`);
+    const body = await readJson(res);
+    if (!body || typeof body.token !== "string") throw new Error("GET /dev/token: no token in the answer");
+    return { url: sameOriginSignal(), token: body.token, bridge: null };
+  }
+
+  // One join attempt: placement, then a WebSocket to the bridge. Failures
+  // schedule the next attempt.
+  async function joinAttempt() {
+    state.retryTimer = null;
+    if (state.left || state.fatal) return;
+    if (state.reconnecting) state.reconnectAttempts++;
+    state.wsState = "connecting";
+    updateStatus();
+    let where;
+    try {
+      where = await placement();
+    } catch (err) {
+      if (state.left || state.fatal) return;
+      const text = String((err && err.message) || err);
+      if (err instanceof JoinRefused) {
+        endCall("join", text);
+        return;
+      }
+      log("join attempt failed:", text);
+      retryLater(false);
+      return;
+    }
+    if (state.left || state.fatal) return;
+    state.bridge = where.bridge;
+    log("connecting to", where.url, where.bridge ? `(bridge ${where.bridge})` : "");
+    connect(where);
+  }
+
+  function retryLater(immediate) {
+    if (state.left || state.fatal || state.retryTimer !== null) return;
+    const delay = immediate ? 0 : BACKOFF_MS[Math.min(state.failures, BACKOFF_MS.length - 1)];
+    state.failures++;
+    state.wsState = state.hadSession ? "reconnecting" : "connecting";
+    log(`next join attempt in ${delay} ms`);
+    state.retryTimer = setTimeout(joinAttempt, delay);
+    updateStatus();
+  }
+
+  // Drops the current session (socket, peer connection, receive slots).
+  // Local tracks, remote participants' tiles and our constraints stay.
+  function teardown() {
+    const ws = state.ws;
+    state.ws = null;
+    clearTimeout(state.sessionTimer);
+    if (ws) {
+      ws.onopen = ws.onclose = ws.onmessage = ws.onerror = null;
+      if (ws.readyState === WebSocket.CONNECTING || ws.readyState === WebSocket.OPEN) ws.close(1000, "reconnecting");
+    }
+    settleAnswer(null, new StaleSession("session replaced"));
+    state.negotiation = newNegotiation();
+    const pc = state.pc;
+    state.pc = null;
+    if (pc) {
+      pc.onconnectionstatechange = null;
+      pc.ontrack = null;
+      pc.close();
+    }
+    for (const mid of state.slots.keys()) detachSlot(mid);
+    state.slots.clear();
+    state.lastSlots = [];
+    for (const src of state.local.values()) src.transceiver = null;
+    state.joined = false;
+    updateButtons();
+  }
+
+  // The session is gone without the user leaving: join again.
+  // `immediate`: the bridge asked us to move, no reason to wait.
+  function sessionLost(reason, immediate = false) {
+    if (state.left || state.fatal) return;
+    log("session lost:", reason);
+    teardown();
+    // Before the first `joined` this is still the first join, retried.
+    state.reconnecting = state.hadSession;
+    retryLater(immediate);
+  }
+
+  // A fatal error: stop, say why, and do not come back.
+  function endCall(code, message) {
+    state.fatal = code;
+    clearTimeout(state.retryTimer);
+    state.retryTimer = null;
+    state.reconnecting = false;
+    showError(code, message);
+    teardown();
+    state.wsState = "closed";
+    updateStatus();
+  }
+
+  function connect(where) {
+    const ws = new WebSocket(where.url);
     state.ws = ws;
     state.wsState = "connecting";
     updateStatus();
+    clearTimeout(state.sessionTimer);
+    state.sessionTimer = setTimeout(() => {
+      if (state.ws === ws && !state.joined) sessionLost(`no "joined" within ${JOIN_TIMEOUT_MS} ms`);
+    }, JOIN_TIMEOUT_MS);
 
     ws.onopen = () => {
+      if (state.ws !== ws) return;
       state.wsState = "open";
       updateStatus();
-      send({ type: "join", version: 1, token });
+      send({ type: "join", version: 1, token: where.token });
     };
     ws.onclose = (ev) => {
+      if (state.ws !== ws) return;
       state.wsState = "closed";
-      updateStatus();
       settleAnswer(null, new Error("signalling closed"));
-      if (!state.left) showError("closed", `signalling connection closed (${ev.code}${ev.reason ? " " + ev.reason : ""}); reload to rejoin`);
+      if (state.left || state.fatal) {
+        updateStatus();
+        return;
+      }
+      sessionLost(`signalling closed (${ev.code}${ev.reason ? " " + ev.reason : ""})`);
     };
     ws.onerror = () => log("websocket error");
     ws.onmessage = (ev) => {
+      if (state.ws !== ws) return;
       let msg;
       try {
         msg = JSON.parse(ev.data);
@@ -513,26 +778,48 @@
         log("non-JSON message ignored");
         return;
       }
-      handleMessage(msg, mediaPromise).catch((err) => showError("client", String(err)));
+      handleMessage(msg, ws).catch((err) => {
+        if (!(err instanceof StaleSession)) showError("client", String(err));
+      });
     };
   }
 
-  async function handleMessage(msg, mediaPromise) {
+  function onJoined(msg, ws) {
+    state.joined = true;
+    state.hadSession = true;
+    state.participantId = (msg.participant && msg.participant.id) || state.participantId;
+    state.tokenRetried = false;
+    if (state.reconnecting) {
+      state.reconnecting = false;
+      state.reconnects++;
+      log("joined again", msg.room, "as", state.participantId, "after", state.reconnectAttempts, "attempts in all");
+    } else {
+      log("joined", msg.room, "as", state.participantId);
+    }
+    // After a reconnection: whoever is not here any more has left.
+    const present = new Set((msg.participants || []).map((p) => p && p.id));
+    for (const id of [...state.remote.keys()]) if (!present.has(id)) removeParticipant(id);
+    for (const p of msg.participants || []) upsertParticipant(p);
+    sendConstraints();
+    return (async () => {
+      const stream = await state.media;
+      if (state.left || state.ws !== ws) return;
+      if (!state.localStream) adoptLocalMedia(stream);
+      const pc = createPeerConnection();
+      updateButtons();
+      negotiate();
+      clearTimeout(state.sessionTimer);
+      state.sessionTimer = setTimeout(() => {
+        if (state.pc === pc && pc.connectionState !== "connected") sessionLost(`media not connected within ${MEDIA_TIMEOUT_MS} ms`);
+      }, MEDIA_TIMEOUT_MS);
+    })();
+  }
+
+  async function handleMessage(msg, ws) {
     switch (msg.type) {
-      case "joined": {
-        state.joined = true;
-        state.participantId = msg.participant && msg.participant.id;
-        log("joined", msg.room, "as", state.participantId);
-        for (const p of msg.participants || []) upsertParticipant(p);
-        sendConstraints();
-        const stream = await mediaPromise;
-        if (state.left) return;
-        state.localStream = stream;
-        createPeerConnection(stream);
-        updateButtons();
-        negotiate();
+      case "joined":
+        await onJoined(msg, ws);
         break;
-      }
       case "answer":
         settleAnswer(msg.sdp, null);
         break;
@@ -548,10 +835,29 @@
       case "slots":
         if (Array.isArray(msg.slots)) applySlots(msg.slots);
         break;
-      case "error":
-        showError(msg.code, msg.message || "");
-        if (msg.code === "bad_offer") settleAnswer(null, new Error(`offer refused: ${msg.message}`));
+      case "move":
+        // The bridge wants us elsewhere (drain, shutdown); it closes the
+        // socket right after this.
+        sessionLost(`moved by the bridge: ${msg.reason || "no reason given"}`, true);
         break;
+      case "error": {
+        const code = msg.code;
+        const message = msg.message || "";
+        if (TOKEN_CODES.has(code) && state.mode === "focus" && !state.tokenRetried) {
+          // One fresh token from the focus before giving up.
+          state.tokenRetried = true;
+          sessionLost(`${code}: ${message}; fetching a new token`, true);
+        } else if (isFatal(code)) {
+          endCall(code, message);
+        } else if (code === "shutting_down") {
+          // Focus mode: the socket closes next and we join elsewhere.
+          log("bridge shutting down:", message);
+        } else {
+          showError(code, message);
+          if (code === "bad_offer") settleAnswer(null, new Error(`offer refused: ${message}`));
+        }
+        break;
+      }
       default:
         // Unknown message types are ignored (protocol rule).
         break;
@@ -587,7 +893,7 @@
     const camera = state.local.get("camera");
     if (!camera) return;
     if (!camera.muted) {
-      await camera.transceiver.sender.replaceTrack(null);
+      if (camera.transceiver) await camera.transceiver.sender.replaceTrack(null);
       camera.track.stop();
       camera.track = null;
       selfPreview(null);
@@ -596,7 +902,8 @@
     }
     const stream = await navigator.mediaDevices.getUserMedia({ video: CAMERA_CONSTRAINTS });
     const track = stream.getVideoTracks()[0];
-    await camera.transceiver.sender.replaceTrack(track);
+    // While reconnecting there is no transceiver: the next session sends this track.
+    if (camera.transceiver) await camera.transceiver.sender.replaceTrack(track);
     camera.track = track;
     selfPreview(stream);
     setSourceMuted("camera", false);
@@ -608,6 +915,7 @@
       stopScreen();
       return;
     }
+    if (!state.pc) throw new Error("not connected; share again once the call is back");
     const stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
     const track = stream.getVideoTracks()[0];
     if (!track) return;
@@ -632,8 +940,10 @@
     screen.active = false;
     if (screen.track) screen.track.stop();
     screen.track = null;
-    screen.transceiver.sender.replaceTrack(null).catch((err) => log("replaceTrack(null):", String(err)));
-    screen.transceiver.direction = "inactive";
+    if (screen.transceiver) {
+      screen.transceiver.sender.replaceTrack(null).catch((err) => log("replaceTrack(null):", String(err)));
+      screen.transceiver.direction = "inactive";
+    }
     updateButtons();
     negotiate();
   }
@@ -641,6 +951,10 @@
   function leave() {
     if (state.left) return;
     state.left = true;
+    clearTimeout(state.retryTimer);
+    clearTimeout(state.sessionTimer);
+    state.retryTimer = null;
+    state.reconnecting = false;
     send({ type: "leave" });
     if (state.pc) state.pc.close();
     if (state.localStream) for (const t of state.localStream.getTracks()) t.stop();
@@ -764,6 +1078,7 @@
   async function publishStats() {
     const out = [];
     for (const src of state.local.values()) {
+      if (!src.transceiver) continue;
       const report = await src.transceiver.sender.getStats();
       report.forEach((r) => {
         if (r.type !== "outbound-rtp") return;
@@ -788,10 +1103,22 @@
       room: config.room,
       name: config.name,
       ws: state.wsState,
+      mode: state.mode,
+      bridge: state.bridge,
+      reconnecting: state.reconnecting,
+      reconnects: state.reconnects,
+      reconnectAttempts: state.reconnectAttempts,
       pc: state.pc ? state.pc.connectionState : "none",
       remote: [...state.remote.values()].map((p) => ({ id: p.id, name: p.name, sources: p.sources.map((s) => ({ ...s })) })),
       slots: Object.fromEntries([...state.slots].map(([mid, slot]) => [mid, slot.source])),
-      local: [...state.local.values()].map((s) => ({ name: s.name, kind: s.kind, mid: s.transceiver.mid, muted: s.muted, active: s.active })),
+      local: [...state.local.values()].map((s) => ({
+        name: s.name,
+        kind: s.kind,
+        mid: s.transceiver ? s.transceiver.mid : null,
+        muted: s.muted,
+        active: s.active,
+        trackId: s.track ? s.track.id : null,
+      })),
       constraints: JSON.parse(JSON.stringify(state.constraints)),
       errors: state.errors.slice(),
     };
@@ -806,6 +1133,11 @@
     publishStats,
     setMaxHeight,
     leave,
+    // Closes the signalling socket as a network failure would (tests): the
+    // client must join again on its own.
+    dropSignalling: () => {
+      if (state.ws) state.ws.close(4000, "dropped by test hook");
+    },
     // The RTCPeerConnection itself, for poking around from the console.
     pc: () => state.pc,
     toggleMic,
@@ -843,16 +1175,9 @@
     selfPreview(null);
     // Ask for camera and microphone while the socket connects; the first
     // offer waits for both.
-    const media = getLocalMedia();
-    media.then((stream) => selfPreview(stream.getVideoTracks().length ? stream : null));
-    let token;
-    try {
-      token = await fetchToken();
-    } catch (err) {
-      showError("token", String(err.message || err));
-      return;
-    }
-    connect(token, media);
+    state.media = getLocalMedia();
+    state.media.then((stream) => selfPreview(stream.getVideoTracks().length ? stream : null));
+    await joinAttempt();
   }
 
   window.addEventListener("pagehide", () => {

@@ -1,6 +1,16 @@
-//! What runs inside the namespace: chromedriver, the bridge, and the browsers
+//! What runs inside the namespace: chromedriver, `tern dev`, and the browsers
 //! the test opens. Everything binds to 127.0.0.1 of the namespace, so fixed
 //! ports are fine: each test has a namespace of its own.
+//!
+//! `tern dev` comes in two shapes, and the harness works with both:
+//! - **focus** (current): a focus on the `--http` address (browser client,
+//!   `GET /join`, `GET /api/bridges`, `/health`) and two bridges as its
+//!   children, regions `local-a` (HTTP port + 1, the `--media` port) and
+//!   `local-b` (HTTP port + 2, media port + 1). It prints
+//!   `tern dev: focus pid P http A grpc A` and
+//!   `tern dev: bridge ID pid P http A media A` on stdout.
+//! - **standalone** (older): one bridge on the `--http` address serving the
+//!   client, `/signal` and `/dev/token`; `GET /join` is 404 there.
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;
@@ -87,13 +97,82 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
-/// A running `tern dev`.
+/// One bridge that a focus-shaped `tern dev` started (from its stdout line
+/// `tern dev: bridge ID pid P http A media A`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevBridge {
+    pub id: String,
+    pub pid: u32,
+    pub http: String,
+    pub media: String,
+}
+
+/// Which shape of `tern dev` answered (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevShape {
+    Focus,
+    Standalone,
+}
+
+/// A running `tern dev`: the process the browsers' pages come from (the
+/// focus, or the one standalone bridge).
 pub struct Bridge {
     process: RefCell<Process>,
     base: String,
+    shape: Cell<DevShape>,
+    http: Http,
 }
 
 impl Bridge {
+    pub fn shape(&self) -> DevShape {
+        self.shape.get()
+    }
+
+    pub fn is_focus(&self) -> bool {
+        self.shape.get() == DevShape::Focus
+    }
+
+    /// The bridges `tern dev` says it started (focus shape; empty otherwise).
+    pub fn dev_bridges(&self) -> Vec<DevBridge> {
+        let text = std::fs::read_to_string(&self.process.borrow().log).unwrap_or_default();
+        parse_dev_bridges(&strip_ansi(&text))
+    }
+
+    /// The focus's pid, from `tern dev: focus pid P ...`.
+    pub fn focus_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(&self.process.borrow().log).unwrap_or_default();
+        strip_ansi(&text).lines().find_map(|line| {
+            let rest = &line[line.find("tern dev: focus ")? + "tern dev: focus ".len()..];
+            let mut words = rest.split_whitespace();
+            (words.next()? == "pid").then_some(())?;
+            words.next()?.parse().ok()
+        })
+    }
+
+    /// `GET /api/bridges` of the focus: what it knows about each bridge.
+    pub fn api_bridges(&self) -> Result<Value> {
+        let url = self.url("/api/bridges");
+        let (status, body) = self.http.get(&url)?;
+        anyhow::ensure!(status == 200, "GET {url}: {status} {}", body.trim());
+        serde_json::from_str(&body).with_context(|| format!("GET {url}: not JSON: {body}"))
+    }
+
+    /// `kill -9` the bridge `id` (a child of `tern dev`); returns what was killed.
+    pub fn kill_bridge(&self, id: &str) -> Result<DevBridge> {
+        let bridges = self.dev_bridges();
+        let b = bridges
+            .iter()
+            .find(|b| b.id == id)
+            .with_context(|| format!("tern dev printed no bridge {id:?}; it printed {bridges:?}"))?
+            .clone();
+        let status = Command::new("kill")
+            .args(["-KILL", &b.pid.to_string()])
+            .status()
+            .context("running kill")?;
+        anyhow::ensure!(status.success(), "kill -KILL {} ({id}) failed", b.pid);
+        Ok(b)
+    }
+
     /// `http://127.0.0.1:PORT` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
@@ -172,28 +251,61 @@ impl Env {
         &self.http
     }
 
-    /// Starts `tern dev` and waits for `GET /health` to answer 200.
+    /// Starts `tern dev` and waits until it can place participants: `GET
+    /// /health` answers 200, then `GET /join` answers 200 (focus shape, at
+    /// least one bridge registered) or 404 (standalone bridge).
     pub fn start_bridge(&self) -> Result<std::rc::Rc<Bridge>> {
         let exe = env!("CARGO_BIN_EXE_tern");
         let mut cmd = Command::new(exe);
         cmd.args(["dev", "--http", BRIDGE_HTTP, "--media", BRIDGE_MEDIA]);
-        // The bridge logs per TERN_LOG (inherited from the test's environment).
-        let process = Process::spawn("bridge (tern dev)", &mut cmd, self.dir.join("bridge.log"))?;
+        // It logs per TERN_LOG (inherited from the test's environment).
+        let process = Process::spawn("tern dev", &mut cmd, self.dir.join("tern-dev.log"))?;
         let bridge = std::rc::Rc::new(Bridge {
             process: RefCell::new(process),
             base: format!("http://{BRIDGE_HTTP}"),
+            shape: Cell::new(DevShape::Standalone),
+            http: self.http.clone(),
         });
-        let health = bridge.url("/health");
-        wait_until("bridge GET /health = 200", Duration::from_secs(30), || {
-            bridge.check_alive()?;
-            match self.http.get(&health) {
-                Ok((200, _)) => Ok(Check::Done(())),
-                Ok((status, body)) => Ok(Check::NotYet(format!("{status} {}", body.trim()))),
-                Err(e) => Ok(Check::NotYet(format!("{e:#}"))),
-            }
-        })?;
+        // Diagnostics from here on, even if the waits below fail.
         *self.bridge.borrow_mut() = Some(bridge.clone());
+        let health = bridge.url("/health");
+        wait_until(
+            "tern dev GET /health = 200",
+            Duration::from_secs(30),
+            || {
+                bridge.check_alive()?;
+                match self.http.get(&health) {
+                    Ok((200, _)) => Ok(Check::Done(())),
+                    Ok((status, body)) => Ok(Check::NotYet(format!("{status} {}", body.trim()))),
+                    Err(e) => Ok(Check::NotYet(format!("{e:#}"))),
+                }
+            },
+        )?;
+        let join = bridge.url("/join?room=probe&name=probe");
+        let shape = wait_until(
+            "tern dev GET /join = 200 (focus with a bridge) or 404 (standalone bridge)",
+            Duration::from_secs(30),
+            || {
+                bridge.check_alive()?;
+                match self.http.get(&join) {
+                    Ok((200, _)) => Ok(Check::Done(DevShape::Focus)),
+                    Ok((404, _)) => Ok(Check::Done(DevShape::Standalone)),
+                    Ok((status, body)) => Ok(Check::NotYet(format!("{status} {}", body.trim()))),
+                    Err(e) => Ok(Check::NotYet(format!("{e:#}"))),
+                }
+            },
+        )?;
+        bridge.shape.set(shape);
+        println!(
+            "tern dev is up ({shape:?}); bridges: {:?}",
+            bridge.dev_bridges()
+        );
         Ok(bridge)
+    }
+
+    /// The running `tern dev`, if started.
+    pub fn dev(&self) -> Option<std::rc::Rc<Bridge>> {
+        self.bridge.borrow().clone()
     }
 
     /// Opens a new browser (fresh profile) with `extra_args` added to the
@@ -277,7 +389,16 @@ impl Env {
             }
         }
         if let Some(bridge) = self.bridge.borrow().as_ref() {
-            eprintln!("==== bridge log (last 200 lines)\n{}", bridge.log_tail(200));
+            if bridge.is_focus() {
+                match bridge.api_bridges() {
+                    Ok(v) => eprintln!("==== focus GET /api/bridges\n{v:#}"),
+                    Err(e) => eprintln!("==== focus GET /api/bridges failed: {e:#}"),
+                }
+            }
+            eprintln!(
+                "==== tern dev log (last 300 lines)\n{}",
+                bridge.log_tail(300)
+            );
         }
     }
 }
@@ -295,5 +416,63 @@ impl Drop for Env {
         }
         // Processes die through their own Drop (the bridge once the last Rc
         // is gone); the directory goes with the namespace (NetNs).
+    }
+}
+
+/// `tern dev: bridge ID pid P http A media A` lines, in order.
+fn parse_dev_bridges(log: &str) -> Vec<DevBridge> {
+    let mut out: Vec<DevBridge> = Vec::new();
+    for line in log.lines() {
+        let Some(at) = line.find("tern dev: bridge ") else {
+            continue;
+        };
+        let words: Vec<&str> = line[at + "tern dev: bridge ".len()..]
+            .split_whitespace()
+            .collect();
+        let field = |key: &str| {
+            words
+                .iter()
+                .position(|w| *w == key)
+                .and_then(|i| words.get(i + 1))
+                .map(|w| w.to_string())
+        };
+        let (Some(id), Some(pid), Some(http), Some(media)) = (
+            words.first().map(|w| w.to_string()),
+            field("pid").and_then(|p| p.parse().ok()),
+            field("http"),
+            field("media"),
+        ) else {
+            continue;
+        };
+        let b = DevBridge {
+            id,
+            pid,
+            http,
+            media,
+        };
+        // A restarted bridge prints again: keep the latest line per id.
+        out.retain(|o| o.id != b.id);
+        out.push(b);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tern_dev_bridge_lines() {
+        let log = "\u{1b}[2m2026\u{1b}[0m INFO starting\n\
+                   tern dev: focus pid 10 http 127.0.0.1:8080 grpc 127.0.0.1:7000\n\
+                   tern dev: bridge local-a-1f pid 11 http 127.0.0.1:8081 media 127.0.0.1:10000\n\
+                   tern dev: bridge local-b-2e pid 12 http 127.0.0.1:8082 media 127.0.0.1:10001\n\
+                   tern dev: bridge broken pid x http y media z\n";
+        let got = parse_dev_bridges(&strip_ansi(log));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].id, "local-a-1f");
+        assert_eq!(got[0].pid, 11);
+        assert_eq!(got[1].http, "127.0.0.1:8082");
+        assert_eq!(got[1].media, "127.0.0.1:10001");
     }
 }

@@ -1,5 +1,6 @@
-//! End-to-end harness: a real bridge (`tern dev`) and real Chromium browsers,
-//! all inside a private network namespace.
+//! End-to-end harness: a real `tern dev` (a focus and two bridges, or an
+//! older single bridge; see `env`) and real Chromium browsers, all inside a
+//! private network namespace.
 //!
 //! # Why a namespace, and how the test talks to things inside it
 //!
@@ -45,10 +46,11 @@ mod participant;
 mod wait;
 mod webdriver;
 
-pub use env::{Bridge, Env};
+pub use env::{Bridge, DevBridge, DevShape, Env};
 pub use netns::{NETNS_ENV, NetNs, WORKDIR_ENV, run_in_netns};
 pub use participant::{
-    AudioStats, Participant, PeerStats, RemoteParticipant, SlotStats, TernState, VideoStats,
+    AudioStats, LocalSource, Participant, PeerStats, RemoteParticipant, SlotStats, TernState,
+    VideoStats,
 };
 pub use wait::{Check, wait_until};
 pub use webdriver::{Browser, WebDriver};

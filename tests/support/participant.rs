@@ -19,6 +19,22 @@ pub struct TernState {
     pub participant_id: Option<String>,
     pub ws: String,
     pub pc: String,
+    /// "focus", "standalone", or None before the first join attempt answered.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// The bridge the focus placed us on (focus mode only).
+    #[serde(default)]
+    pub bridge: Option<String>,
+    /// Completed re-joins after a lost session.
+    #[serde(default)]
+    pub reconnects: u32,
+    #[serde(default)]
+    pub reconnect_attempts: u32,
+    #[serde(default)]
+    pub reconnecting: bool,
+    /// Our own sources (with the id of the track each sends).
+    #[serde(default)]
+    pub local: Vec<LocalSource>,
     #[serde(default)]
     pub remote: Vec<RemoteParticipant>,
     /// Receive slot mid -> the source it carries now.
@@ -44,6 +60,17 @@ impl TernState {
             .map(|(mid, _)| mid.clone())
             .collect()
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalSource {
+    pub name: String,
+    pub kind: String,
+    pub mid: Option<String>,
+    pub muted: bool,
+    pub active: bool,
+    pub track_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,6 +168,14 @@ impl Participant {
             "return window.tern.setMaxHeight(arguments[0], arguments[1]);",
             vec![json!(source), json!(height)],
         )?;
+        Ok(())
+    }
+
+    /// Closes the page's signalling socket as a network failure would
+    /// (`window.tern.dropSignalling()`); the client must rejoin on its own.
+    pub fn drop_signalling(&self) -> Result<()> {
+        self.browser
+            .execute("window.tern.dropSignalling();", vec![])?;
         Ok(())
     }
 
