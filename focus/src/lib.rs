@@ -719,87 +719,88 @@ impl Focus {
                 .collect();
             if active.is_empty() { eligible } else { active }
         };
-        let stress = |b: &Bridge| b.corrected_stress(now, &self.cfg);
-        let overloaded = |id: &str, b: &Bridge| {
-            stress(b) >= self.cfg.overload_stress
-                || on(id) >= self.cfg.participant_cap
-                || self
-                    .cfg
-                    .max_joins_per_minute
-                    .is_some_and(|m| b.joins_last_minute(now) >= m)
-        };
-        let least = |it: &mut dyn Iterator<Item = &(&String, &Bridge)>| -> Option<String> {
-            it.min_by(|a, b| {
-                stress(a.1)
-                    .total_cmp(&stress(b.1))
-                    .then_with(|| a.0.cmp(b.0))
+        // Everything the rules ask about a bridge, computed once: with
+        // thousands of bridges, recomputing stress and map lookups per
+        // comparison dominated allocation time.
+        struct Cand<'a> {
+            id: &'a String,
+            stress: f64,
+            region: bool,
+            group: bool,
+            conf: bool,
+            below_cap: bool,
+            ok: bool,
+        }
+        let cands: Vec<Cand> = preferred
+            .iter()
+            .map(|(id, b)| {
+                let stress = b.corrected_stress(now, &self.cfg);
+                let on_it = on(id);
+                let ok = stress < self.cfg.overload_stress
+                    && on_it < self.cfg.participant_cap
+                    && self
+                        .cfg
+                        .max_joins_per_minute
+                        .is_none_or(|m| b.joins_last_minute(now) < m);
+                Cand {
+                    id,
+                    stress,
+                    region: b.reg.region == region,
+                    group: self.in_group(&b.reg.region, region),
+                    conf: in_conf(id),
+                    below_cap: on_it < self.cfg.participant_cap,
+                    ok,
+                }
             })
-            .map(|(id, _)| (*id).clone())
+            .collect();
+        let least = |f: &dyn Fn(&Cand) -> bool| -> Option<String> {
+            cands
+                .iter()
+                .filter(|c| f(c))
+                .min_by(|a, b| a.stress.total_cmp(&b.stress).then_with(|| a.id.cmp(b.id)))
+                .map(|c| c.id.clone())
         };
+        let none = || FocusError::NoBridge("none".into());
 
         match self.cfg.strategy {
             Strategy::SingleBridge => {
                 if let Some(c) = conf
-                    && let Some(id) = c
-                        .bridges
-                        .keys()
-                        .find(|id| preferred.iter().any(|(p, _)| *p == *id))
+                    && let Some(id) = c.bridges.keys().find(|id| cands.iter().any(|x| x.id == *id))
                 {
                     return Ok((id.clone(), 0));
                 }
-                let pick = least(&mut preferred.iter().filter(|(_, b)| b.reg.region == region))
-                    .or_else(|| least(&mut preferred.iter()));
-                return pick
+                return least(&|c| c.region)
+                    .or_else(|| least(&|_| true))
                     .map(|id| (id, 0))
-                    .ok_or_else(|| FocusError::NoBridge("none".into()));
+                    .ok_or_else(none);
             }
             Strategy::Split => {
-                let pick = least(&mut preferred.iter().filter(|(id, _)| !in_conf(id)))
-                    .or_else(|| least(&mut preferred.iter()));
-                return pick
+                return least(&|c| !c.conf)
+                    .or_else(|| least(&|_| true))
                     .map(|id| (id, 0))
-                    .ok_or_else(|| FocusError::NoBridge("none".into()));
+                    .ok_or_else(none);
             }
             Strategy::RegionBased => {}
         }
-
-        let ok = |(id, b): &&(&String, &Bridge)| !overloaded(id, b);
-        let in_region = |(_, b): &&(&String, &Bridge)| b.reg.region == region;
-        let in_grp = |(_, b): &&(&String, &Bridge)| self.in_group(&b.reg.region, region);
-        let in_c = |(id, _): &&(&String, &Bridge)| in_conf(id);
-        let p = &preferred;
-        let rules: [(u8, Option<String>); 6] = [
-            (
-                1,
-                least(&mut p.iter().filter(ok).filter(in_c).filter(in_region)),
-            ),
-            (
-                2,
-                least(&mut p.iter().filter(ok).filter(in_c).filter(in_grp)),
-            ),
-            (3, least(&mut p.iter().filter(ok).filter(in_region))),
-            (4, least(&mut p.iter().filter(ok).filter(in_grp))),
-            (5, least(&mut p.iter().filter(ok).filter(in_c))),
-            (6, least(&mut p.iter().filter(ok))),
+        type Rule<'r> = (u8, &'r dyn Fn(&Cand) -> bool);
+        let rules: [Rule; 8] = [
+            (1, &|c| c.ok && c.conf && c.region),
+            (2, &|c| c.ok && c.conf && c.group),
+            (3, &|c| c.ok && c.region),
+            (4, &|c| c.ok && c.group),
+            (5, &|c| c.ok && c.conf),
+            (6, &|c| c.ok),
+            // Everything is overloaded: least-loaded conference bridge below
+            // the participant cap, else least loaded overall.
+            (7, &|c| c.conf && c.below_cap),
+            (8, &|_| true),
         ];
-        for (rule, pick) in rules {
-            if let Some(id) = pick {
+        for (rule, f) in rules {
+            if let Some(id) = least(f) {
                 return Ok((id, rule));
             }
         }
-        // Everything is overloaded: least-loaded conference bridge below the
-        // participant cap, else least loaded overall.
-        if let Some(id) = least(
-            &mut p
-                .iter()
-                .filter(in_c)
-                .filter(|(id, _)| on(id) < self.cfg.participant_cap),
-        ) {
-            return Ok((id, 7));
-        }
-        least(&mut p.iter())
-            .map(|id| (id, 8))
-            .ok_or_else(|| FocusError::NoBridge("none".into()))
+        Err(none())
     }
 
     pub fn bridge(&self, now: Instant, id: &str) -> Option<BridgeView> {
