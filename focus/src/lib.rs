@@ -765,7 +765,10 @@ impl Focus {
         match self.cfg.strategy {
             Strategy::SingleBridge => {
                 if let Some(c) = conf
-                    && let Some(id) = c.bridges.keys().find(|id| cands.iter().any(|x| x.id == *id))
+                    && let Some(id) = c
+                        .bridges
+                        .keys()
+                        .find(|id| cands.iter().any(|x| x.id == *id))
                 {
                     return Ok((id.clone(), 0));
                 }
