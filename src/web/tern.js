@@ -481,7 +481,9 @@
   function negotiate() {
     const neg = state.negotiation;
     const pc = state.pc;
-    if (!pc) return;
+    // Before `joined` there is nobody to offer to; the first offer after it
+    // carries everything.
+    if (!pc || !state.joined) return;
     if (neg.inFlight) {
       neg.again = true;
       return;
@@ -513,8 +515,17 @@
     const current = () => {
       if (state.pc !== pc || state.left) throw new StaleSession("session replaced");
     };
-    await pc.setLocalDescription(await pc.createOffer());
-    current();
+    // A peer connection made ahead of `joined` (preparePeer) has its first
+    // offer ready, candidates gathered.
+    if (pc.prepared) {
+      await pc.prepared;
+      pc.prepared = null;
+      current();
+    }
+    if (pc.signalingState !== "have-local-offer") {
+      await pc.setLocalDescription(await pc.createOffer());
+      current();
+    }
     for (const t of pc.getTransceivers()) {
       if (t.direction === "recvonly") registerSlot(t);
     }
@@ -724,10 +735,29 @@
   function sessionLost(reason, immediate = false) {
     if (state.left || state.fatal) return;
     log("session lost:", reason);
-    teardown();
     // Before the first `joined` this is still the first join, retried.
     state.reconnecting = state.hadSession;
+    // The backoff runs while we tear down and prepare the next session.
+    teardown();
     retryLater(immediate);
+    preparePeer();
+  }
+
+  // Makes the next session's peer connection and its first offer (ICE
+  // candidates gathered) while the join flow runs, so `joined` can be
+  // answered with an offer at once. Only once the local media is known.
+  function preparePeer() {
+    if (state.left || state.fatal || state.pc || !state.localStream) return;
+    const pc = createPeerConnection();
+    // offerOnce waits for this (it never rejects) and makes a fresh offer
+    // if this one did not come about.
+    pc.prepared = (async () => {
+      await pc.setLocalDescription(await pc.createOffer());
+      await waitForIceGathering(pc, 2000);
+      if (state.pc === pc) log("next offer prepared");
+    })().catch((err) => {
+      if (state.pc === pc) log("preparing the offer failed:", String(err));
+    });
   }
 
   // A fatal error: stop, say why, and do not come back.
@@ -805,7 +835,7 @@
       const stream = await state.media;
       if (state.left || state.ws !== ws) return;
       if (!state.localStream) adoptLocalMedia(stream);
-      const pc = createPeerConnection();
+      const pc = state.pc || createPeerConnection();
       updateButtons();
       negotiate();
       clearTimeout(state.sessionTimer);
@@ -1176,7 +1206,11 @@
     // Ask for camera and microphone while the socket connects; the first
     // offer waits for both.
     state.media = getLocalMedia();
-    state.media.then((stream) => selfPreview(stream.getVideoTracks().length ? stream : null));
+    state.media.then((stream) => {
+      selfPreview(stream.getVideoTracks().length ? stream : null);
+      if (!state.localStream) adoptLocalMedia(stream);
+      preparePeer();
+    });
     await joinAttempt();
   }
 
