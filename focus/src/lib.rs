@@ -533,6 +533,10 @@ impl Focus {
         b.state = BridgeState::Failed;
         b.last_failure = Some(reason.clone());
         b.joins.clear();
+        // What it last reported is no longer true.
+        b.stress = 0.0;
+        b.endpoints = 0;
+        b.hosts.clear();
         let mut moved = Vec::new();
         for (name, conf) in self.conferences.iter_mut() {
             if let Some(ps) = conf.bridges.remove(id) {

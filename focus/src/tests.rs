@@ -280,6 +280,11 @@ fn a_silent_bridge_fails_within_the_heartbeat_timeout_and_its_participants_move(
     f.handle_timeout(now);
     let a = f.bridge(now, "a").expect("a");
     assert_eq!(a.state, BridgeState::Failed);
+    assert_eq!(
+        (a.endpoints, a.conferences),
+        (0, 0),
+        "a dead bridge hosts nothing"
+    );
     assert!(
         a.last_failure
             .as_deref()

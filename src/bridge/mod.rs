@@ -233,8 +233,23 @@ async fn read_media(
     shards: Vec<mpsc::Sender<ShardInput>>,
     demux: Arc<DashMap<SocketAddr, u8>>,
 ) {
+    use quinn_udp::{BATCH_SIZE, RecvMeta, UdpSocketState};
+    use std::io::IoSliceMut;
     let unknown: Counter = metrics::counter!("tern_packets_dropped_total", "shard" => "reader", "reason" => "unknown_source");
     let overload: Counter = metrics::counter!("tern_packets_dropped_total", "shard" => "reader", "reason" => "shard_overloaded");
+    // recvmmsg (BATCH_SIZE datagrams per syscall) and, where the kernel
+    // offers it, GRO (several datagrams of one sender in one buffer, split
+    // by `stride`).
+    let state = match UdpSocketState::new((&*socket).into()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "media socket setup failed");
+            return;
+        }
+    };
+    let slot = (2048 * state.gro_segments()).max(2048);
+    let mut storage: Vec<Vec<u8>> = (0..BATCH_SIZE).map(|_| vec![0u8; slot]).collect();
+    let mut meta = vec![RecvMeta::default(); BATCH_SIZE];
     let mut buf = BytesMut::with_capacity(RECV_BATCH * 2048);
     let mut batches: Vec<Vec<(SocketAddr, bytes::Bytes)>> = vec![Vec::new(); shards.len()];
     loop {
@@ -242,25 +257,14 @@ async fn read_media(
             warn!(error = %e, "media socket failed");
             return;
         }
-        for _ in 0..RECV_BATCH {
-            if buf.capacity() - buf.len() < 2048 {
-                buf.reserve(RECV_BATCH * 2048);
-            }
-            match socket.try_recv_buf_from(&mut buf) {
-                Ok((_, src)) => {
-                    let data = buf.split().freeze();
-                    let shard = match demux.get(&src) {
-                        Some(s) => Some(*s as usize),
-                        None => Core::stun_target_ufrag(&data)
-                            .and_then(Core::shard_of_ufrag)
-                            .map(usize::from)
-                            .filter(|&s| s < shards.len()),
-                    };
-                    match shard {
-                        Some(s) => batches[s].push((src, data)),
-                        None => unknown.increment(1),
-                    }
-                }
+        let mut received = 0;
+        while received < RECV_BATCH {
+            let mut bufs: Vec<IoSliceMut<'_>> =
+                storage.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+            let n = match socket.try_io(tokio::io::Interest::READABLE, || {
+                state.recv((&*socket).into(), &mut bufs, &mut meta)
+            }) {
+                Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) => {
                     // ICMP errors surface here on Linux; they say nothing
@@ -268,6 +272,29 @@ async fn read_media(
                     tracing::trace!(error = %e, "recv error");
                     break;
                 }
+            };
+            drop(bufs);
+            for (m, b) in meta.iter().zip(&storage).take(n) {
+                let stride = m.stride.max(1);
+                for d in b[..m.len.min(b.len())].chunks(stride) {
+                    received += 1;
+                    buf.extend_from_slice(d);
+                    let data = buf.split().freeze();
+                    let shard = match demux.get(&m.addr) {
+                        Some(s) => Some(*s as usize),
+                        None => Core::stun_target_ufrag(&data)
+                            .and_then(Core::shard_of_ufrag)
+                            .map(usize::from)
+                            .filter(|&s| s < shards.len()),
+                    };
+                    match shard {
+                        Some(s) => batches[s].push((m.addr, data)),
+                        None => unknown.increment(1),
+                    }
+                }
+            }
+            if buf.capacity() - buf.len() < RECV_BATCH * 1500 {
+                buf.reserve(RECV_BATCH * 2048);
             }
         }
         for (s, batch) in batches.iter_mut().enumerate() {
