@@ -23,9 +23,9 @@ use tracing::{Instrument, debug, info_span};
 use super::App;
 use super::shard::{SESSION_QUEUE, ShardInput};
 
-pub(crate) const INDEX_HTML: &str = include_str!("../web/index.html");
-pub(crate) const TERN_JS: &str = include_str!("../web/tern.js");
-pub(crate) const STYLE_CSS: &str = include_str!("../web/style.css");
+const INDEX_HTML: &str = include_str!("../web/index.html");
+const TERN_JS: &str = include_str!("../web/tern.js");
+const STYLE_CSS: &str = include_str!("../web/style.css");
 
 /// How long a new WebSocket may take to send `join`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,12 +33,17 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// protocol's own limit applies with a precise error.
 const WS_FRAME_LIMIT: usize = 1 << 20;
 
-pub fn router(app: Arc<App>) -> Router {
-    let mut r = Router::new()
+/// The browser client's pages and assets; the focus serves them too.
+pub(crate) fn client_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
         .route("/", get(index))
         .route("/room/{room}", get(index))
         .route("/static/tern.js", get(js))
         .route("/static/style.css", get(css))
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let mut r = client_routes()
         .route("/signal", get(signal))
         .route("/metrics", get(metrics))
         .route("/health", get(health));

@@ -77,6 +77,23 @@ fn check_bearer<T>(req: &Request<T>, secret: &str) -> Result<(), Status> {
 
 pub struct FocusApi(pub FocusHandle);
 
+impl FocusApi {
+    async fn set_drain(
+        &self,
+        req: Request<fpb::DrainBridgeRequest>,
+        on: bool,
+    ) -> Result<Response<fpb::Bridge>, Status> {
+        check_bearer(&req, &self.0.api_secret)?;
+        let id = req.into_inner().bridge_id;
+        let v = self
+            .0
+            .ask(|reply| Req::Drain { id, on, reply })
+            .await?
+            .map_err(status)?;
+        Ok(Response::new(bridge_pb(&v)))
+    }
+}
+
 #[tonic::async_trait]
 impl fpb::focus_server::Focus for FocusApi {
     async fn allocate(
@@ -151,36 +168,14 @@ impl fpb::focus_server::Focus for FocusApi {
         &self,
         req: Request<fpb::DrainBridgeRequest>,
     ) -> Result<Response<fpb::Bridge>, Status> {
-        check_bearer(&req, &self.0.api_secret)?;
-        let id = req.into_inner().bridge_id;
-        let v = self
-            .0
-            .ask(|reply| Req::Drain {
-                id,
-                on: true,
-                reply,
-            })
-            .await?
-            .map_err(status)?;
-        Ok(Response::new(bridge_pb(&v)))
+        self.set_drain(req, true).await
     }
 
     async fn undrain_bridge(
         &self,
         req: Request<fpb::DrainBridgeRequest>,
     ) -> Result<Response<fpb::Bridge>, Status> {
-        check_bearer(&req, &self.0.api_secret)?;
-        let id = req.into_inner().bridge_id;
-        let v = self
-            .0
-            .ask(|reply| Req::Drain {
-                id,
-                on: false,
-                reply,
-            })
-            .await?
-            .map_err(status)?;
-        Ok(Response::new(bridge_pb(&v)))
+        self.set_drain(req, false).await
     }
 
     type WatchStream = BoxStream<fpb::ClusterEvent>;

@@ -2,46 +2,21 @@
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{FocusHandle, Req};
-use crate::bridge::http::{INDEX_HTML, STYLE_CSS, TERN_JS};
+use crate::bridge::http::client_routes;
 
 pub fn router(h: FocusHandle) -> Router {
-    Router::new()
-        .route("/", get(index))
-        .route("/room/{room}", get(index))
-        .route("/static/tern.js", get(js))
-        .route("/static/style.css", get(css))
+    client_routes()
         .route("/join", get(join))
         .route("/api/bridges", get(bridges))
         .route("/health", get(|| async { "ok\n" }))
         .with_state(h)
-}
-
-async fn index() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        INDEX_HTML,
-    )
-}
-
-async fn js() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        TERN_JS,
-    )
-}
-
-async fn css() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        STYLE_CSS,
-    )
 }
 
 #[derive(Deserialize)]
