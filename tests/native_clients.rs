@@ -396,7 +396,6 @@ async fn bad_signalling_gets_precise_errors_and_leaves_other_sessions_untouched(
     let bob = bridge.join_with("call", "bob", |o| o.video = vec![]).await;
     video_flowing(&bob, "alice/camera", 10).await;
     let progress = || bob.state().received_for("alice/camera").len();
-    let start = progress();
 
     let join = |token: &str, version: u32| {
         serde_json::json!({"type": "join", "version": version, "token": token}).to_string()
@@ -486,9 +485,10 @@ async fn bad_signalling_gets_precise_errors_and_leaves_other_sessions_untouched(
     })
     .await;
 
-    // The call carried on throughout, with nothing lost, and still does.
+    // The call carried on throughout, with nothing lost, and still does. (The
+    // bad input above can take less than one frame interval, so progress is
+    // judged over the next second and by the absence of gaps.)
     let mid = progress();
-    assert!(mid > start, "media kept flowing: {start} -> {mid}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         progress() > mid + 100,
