@@ -116,6 +116,7 @@ pub async fn run(
             demux: demux.clone(),
             local_addr: media_addr,
             snapshots: snapshots.clone(),
+            transmits: Vec::new(),
         };
         tasks.push(tokio::spawn(shard.run()));
     }

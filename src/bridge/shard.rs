@@ -126,6 +126,8 @@ pub struct Shard {
     pub demux: Arc<DashMap<SocketAddr, u8>>,
     pub local_addr: SocketAddr,
     pub snapshots: Snapshots,
+    /// Reused between flushes: the datagrams of one flush, sent together.
+    pub transmits: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 impl Shard {
@@ -273,16 +275,13 @@ impl Shard {
         sessions: &mut HashMap<EndpointId, mpsc::Sender<ServerMessage>>,
     ) -> Vec<EndpointId> {
         let mut kicked = Vec::new();
+        let mut transmits = std::mem::take(&mut self.transmits);
         while let Some(out) = self.core.poll_output() {
             match out {
                 Output::Transmit {
                     destination,
                     contents,
-                } => {
-                    if let Err(e) = self.socket.send_to(&contents, destination).await {
-                        debug!(%destination, error = %e, "send failed");
-                    }
-                }
+                } => transmits.push((destination, contents)),
                 Output::Signal { endpoint, message } => {
                     if let ServerMessage::Error { code, .. } = &message {
                         super::http::count_error(*code);
@@ -305,6 +304,62 @@ impl Shard {
                 }
             }
         }
+        send_batched(&self.socket, &transmits).await;
+        transmits.clear();
+        self.transmits = transmits;
         kicked
+    }
+}
+
+/// Datagrams per `sendmmsg` call.
+const SEND_BATCH: usize = 32;
+
+/// Send everything a flush produced with `sendmmsg`, 32 datagrams per system
+/// call (one `sendto` each used to cost as much as str0m's own work per
+/// packet). Waits for writability when the socket buffer is full; a datagram
+/// the kernel refuses outright is dropped, as UDP would.
+async fn send_batched(socket: &UdpSocket, transmits: &[(SocketAddr, Vec<u8>)]) {
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+
+    let mut sent = 0;
+    while sent < transmits.len() {
+        let chunk = &transmits[sent..(sent + SEND_BATCH).min(transmits.len())];
+        let result = socket.try_io(tokio::io::Interest::WRITABLE, || {
+            let slices: Vec<[IoSlice<'_>; 1]> =
+                chunk.iter().map(|(_, d)| [IoSlice::new(d)]).collect();
+            let addrs: Vec<Option<SockaddrStorage>> = chunk
+                .iter()
+                .map(|(a, _)| Some(SockaddrStorage::from(*a)))
+                .collect();
+            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(chunk.len(), None);
+            sendmmsg(
+                socket.as_raw_fd(),
+                &mut headers,
+                &slices,
+                &addrs,
+                [],
+                MsgFlags::MSG_DONTWAIT,
+            )
+            .map(|r| r.count())
+            .map_err(std::io::Error::from)
+        });
+        match result {
+            Ok(0) => sent += 1,
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if socket.writable().await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                // The first datagram of the chunk was refused (e.g. an
+                // unreachable destination): skip it, send the rest.
+                debug!(destination = %chunk[0].0, error = %e, "send failed");
+                sent += 1;
+            }
+        }
     }
 }
