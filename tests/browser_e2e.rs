@@ -977,3 +977,117 @@ const LOOPBACK_CALL_JS: &str = r#"(async () => {
   for (const t of stream.getTracks()) t.stop();
   return out;
 })()"#;
+
+/// SIGTERM on a bridge under a focus means drain: the bridge tells its
+/// participants to `move`, they re-join through the focus on the other bridge
+/// by themselves, and the drained bridge exits.
+#[test]
+fn browser_participants_follow_move_when_their_bridge_drains_on_sigterm() {
+    run_in_netns(
+        "browser_participants_follow_move_when_their_bridge_drains_on_sigterm",
+        |env| {
+            let dev = env.start_bridge()?;
+            ensure!(dev.is_focus(), "this test needs `tern dev` with a focus");
+            wait_until("both bridges online", Duration::from_secs(30), || {
+                let online = dev
+                    .api_bridges()?
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter(|b| b.get("online").and_then(Value::as_bool) == Some(true))
+                            .count()
+                    })
+                    .unwrap_or(0);
+                Ok(if online >= 2 && dev.dev_bridges().len() >= 2 {
+                    Check::Done(())
+                } else {
+                    Check::NotYet(format!("{online} online"))
+                })
+            })?;
+            let room = "e2e-drain";
+            let alice = env.join(room, "alice", "")?;
+            let bob = env.join(room, "bob", "")?;
+            let group = [&alice, &bob];
+            let mut ids = BTreeMap::new();
+            for p in group {
+                ids.insert(p.name.clone(), p.wait_connected(CONNECT_TIMEOUT)?);
+            }
+            all_see_and_hear_each_other(&group)?;
+            let draining = alice.state()?.bridge.context("alice has no bridge")?;
+            for p in group {
+                let others: Vec<&String> = ids
+                    .iter()
+                    .filter(|(n, _)| **n != p.name)
+                    .map(|(_, id)| id)
+                    .collect();
+                start_recovery_monitor(p, &others, &draining)?;
+            }
+            let signalled = dev.signal_bridge(&draining, "-TERM")?;
+            let t = Instant::now();
+            println!("SIGTERM to {signalled:?}");
+            let mut back = BTreeMap::new();
+            while back.len() < group.len() && t.elapsed() < Duration::from_secs(30) {
+                for p in group {
+                    if let (Some(at), _, _) = read_recovery_monitor(p)? {
+                        back.entry(p.name.clone()).or_insert(at);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            ensure!(
+                back.len() == group.len(),
+                "not everyone got media back on another bridge: {:?}",
+                back.keys().collect::<Vec<_>>()
+            );
+            println!("media back on the other bridge after {:?}", t.elapsed());
+            for p in group {
+                let st = p.state()?;
+                ensure!(
+                    st.bridge.as_deref().is_some_and(|b| b != draining),
+                    "{} still on {:?}",
+                    p.name,
+                    st.bridge
+                );
+                ensure!(
+                    st.reconnects >= 1,
+                    "{}: reconnects {}",
+                    p.name,
+                    st.reconnects
+                );
+                ensure!(
+                    st.errors.is_empty(),
+                    "{} shows errors: {:?}",
+                    p.name,
+                    st.errors
+                );
+                ensure!(
+                    st.participant_id.as_ref() == ids.get(&p.name),
+                    "{} changed id",
+                    p.name
+                );
+            }
+            // The drained bridge leaves the cluster once it is empty.
+            wait_until(
+                "the drained bridge is gone",
+                Duration::from_secs(15),
+                || {
+                    let api = dev.api_bridges()?;
+                    let online = api
+                        .as_array()
+                        .and_then(|a| {
+                            a.iter()
+                                .find(|b| b.get("id").and_then(Value::as_str) == Some(&draining))
+                        })
+                        .and_then(|b| b.get("online").and_then(Value::as_bool))
+                        .unwrap_or(false);
+                    Ok(if online {
+                        Check::NotYet(api.to_string())
+                    } else {
+                        Check::Done(())
+                    })
+                },
+            )?;
+            Ok(())
+        },
+    );
+}

@@ -159,6 +159,11 @@ impl Bridge {
 
     /// `kill -9` the bridge `id` (a child of `tern dev`); returns what was killed.
     pub fn kill_bridge(&self, id: &str) -> Result<DevBridge> {
+        self.signal_bridge(id, "-KILL")
+    }
+
+    /// Send `signal` (e.g. `-TERM`) to the bridge `id`.
+    pub fn signal_bridge(&self, id: &str, signal: &str) -> Result<DevBridge> {
         let bridges = self.dev_bridges();
         let b = bridges
             .iter()
@@ -166,10 +171,10 @@ impl Bridge {
             .with_context(|| format!("tern dev printed no bridge {id:?}; it printed {bridges:?}"))?
             .clone();
         let status = Command::new("kill")
-            .args(["-KILL", &b.pid.to_string()])
+            .args([signal, &b.pid.to_string()])
             .status()
             .context("running kill")?;
-        anyhow::ensure!(status.success(), "kill -KILL {} ({id}) failed", b.pid);
+        anyhow::ensure!(status.success(), "kill {signal} {} ({id}) failed", b.pid);
         Ok(b)
     }
 
