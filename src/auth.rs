@@ -85,6 +85,23 @@ impl TokenKeys {
     }
 }
 
+/// A fresh participant id for a display name: a slug of the name plus 24
+/// random bits (`alice-3f9a1c`), valid as a token `sub`.
+pub fn new_participant_id(name: &str) -> String {
+    let slug: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(24)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let slug = if slug.is_empty() {
+        "guest".into()
+    } else {
+        slug
+    };
+    format!("{slug}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -137,6 +154,17 @@ mod tests {
             k.verify("").map_err(|e| e.code),
             Err(ErrorCode::InvalidToken)
         );
+    }
+
+    #[test]
+    fn generated_participant_ids_are_valid_token_subjects() {
+        let k = TokenKeys::new("s");
+        for name in ["Alice Smith", "", "ü!?", &"x".repeat(200)] {
+            let id = new_participant_id(name);
+            assert!(k.verify(&k.mint("r", &id, None, 60)).is_ok(), "{id}");
+        }
+        assert!(new_participant_id("Alice Smith").starts_with("alicesmith-"));
+        assert_ne!(new_participant_id("a"), new_participant_id("a"));
     }
 
     #[test]

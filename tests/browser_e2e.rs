@@ -703,6 +703,34 @@ fn read_recovery_monitor(p: &Participant) -> Result<(Option<f64>, Option<f64>, V
 /// focus again (`/join` with its participant id), lands on the other bridge
 /// and decodes video from and hears both others again within 5 s of the
 /// kill, with no user action and the same local tracks.
+/// Waits until `tern dev` printed both bridges and the focus lists both
+/// online; returns the printed bridges.
+fn wait_two_bridges_online(dev: &support::Bridge) -> Result<Vec<support::DevBridge>> {
+    wait_until(
+        "tern dev started two bridges and the focus lists both online",
+        Duration::from_secs(30),
+        || {
+            let printed = dev.dev_bridges();
+            let api = dev.api_bridges()?;
+            let online = api
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|b| b.get("online").and_then(Value::as_bool) == Some(true))
+                        .count()
+                })
+                .unwrap_or(0);
+            if printed.len() >= 2 && online >= 2 {
+                Ok(Check::Done(printed))
+            } else {
+                Ok(Check::NotYet(format!(
+                    "printed {printed:?}; GET /api/bridges {api}"
+                )))
+            }
+        },
+    )
+}
+
 #[test]
 fn browser_participants_reconnect_through_the_focus_when_their_bridge_is_killed() {
     run_in_netns(
@@ -715,29 +743,7 @@ fn browser_participants_reconnect_through_the_focus_when_their_bridge_is_killed(
                  this test needs the focus and two bridges"
             );
             // Somewhere to fail over to: both bridges started and registered.
-            let bridges = wait_until(
-                "tern dev started two bridges and the focus lists both online",
-                Duration::from_secs(30),
-                || {
-                    let printed = dev.dev_bridges();
-                    let api = dev.api_bridges()?;
-                    let online = api
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter(|b| b.get("online").and_then(Value::as_bool) == Some(true))
-                                .count()
-                        })
-                        .unwrap_or(0);
-                    if printed.len() >= 2 && online >= 2 {
-                        Ok(Check::Done(printed))
-                    } else {
-                        Ok(Check::NotYet(format!(
-                            "printed {printed:?}; GET /api/bridges {api}"
-                        )))
-                    }
-                },
-            )?;
+            let bridges = wait_two_bridges_online(&dev)?;
             println!("bridges: {bridges:?}");
 
             let room = "e2e-failover";
@@ -988,22 +994,7 @@ fn browser_participants_follow_move_when_their_bridge_drains_on_sigterm() {
         |env| {
             let dev = env.start_bridge()?;
             ensure!(dev.is_focus(), "this test needs `tern dev` with a focus");
-            wait_until("both bridges online", Duration::from_secs(30), || {
-                let online = dev
-                    .api_bridges()?
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter(|b| b.get("online").and_then(Value::as_bool) == Some(true))
-                            .count()
-                    })
-                    .unwrap_or(0);
-                Ok(if online >= 2 && dev.dev_bridges().len() >= 2 {
-                    Check::Done(())
-                } else {
-                    Check::NotYet(format!("{online} online"))
-                })
-            })?;
+            wait_two_bridges_online(&dev)?;
             let room = "e2e-drain";
             let alice = env.join(room, "alice", "")?;
             let bob = env.join(room, "bob", "")?;

@@ -101,18 +101,7 @@ async fn dev_token(State(app): State<Arc<App>>, Query(q): Query<TokenQuery>) -> 
         .name
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| "guest".into());
-    let slug: String = name
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .take(24)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    let slug = if slug.is_empty() {
-        "guest".into()
-    } else {
-        slug
-    };
-    let participant = format!("{slug}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let participant = crate::auth::new_participant_id(&name);
     let token = app.keys.mint(
         &q.room,
         &participant,

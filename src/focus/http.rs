@@ -41,20 +41,7 @@ async fn join(State(h): State<FocusHandle>, Query(q): Query<JoinQuery>) -> Respo
         .unwrap_or_else(|| "guest".into());
     let participant = match q.participant.filter(|p| !p.is_empty()) {
         Some(p) => p,
-        None => {
-            let slug: String = name
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric())
-                .take(24)
-                .collect::<String>()
-                .to_ascii_lowercase();
-            let slug = if slug.is_empty() {
-                "guest".into()
-            } else {
-                slug
-            };
-            format!("{slug}-{:06x}", rand::random::<u32>() & 0xff_ffff)
-        }
+        None => crate::auth::new_participant_id(&name),
     };
     let display: String = name.chars().take(64).collect();
     match super::grpc::allocate(
