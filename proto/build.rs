@@ -1,7 +1,11 @@
 //! Compiles the .proto files with protox (pure Rust: no system protoc).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["tern/focus/v1/focus.proto", "tern/bridge/v1/bridge.proto"];
+    let files = [
+        "tern/focus/v1/focus.proto",
+        "tern/bridge/v1/bridge.proto",
+        "tern/relay/v1/relay.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -17,3 +17,9 @@ pub mod bridge {
         tonic::include_proto!("tern.bridge.v1");
     }
 }
+
+pub mod relay {
+    pub mod v1 {
+        tonic::include_proto!("tern.relay.v1");
+    }
+}
