@@ -85,13 +85,13 @@ impl GapTracker {
             .unwrap_or(h)
     }
 
-    /// A packet arrived. Returns false for a duplicate or a packet too old
-    /// to matter (already given up on, or before the stream's start).
-    pub fn on_packet(&mut self, now: Instant, seq: u16) -> bool {
+    /// A packet arrived: its extended sequence number, or `None` for a
+    /// duplicate (or a hole already given up on).
+    pub fn on_packet(&mut self, now: Instant, seq: u16) -> Option<u64> {
         let ext = self.extend(seq);
         let Some(h) = self.highest else {
             self.highest = Some(ext);
-            return true;
+            return Some(ext);
         };
         if ext > h {
             if ext - h > MAX_GAP {
@@ -109,14 +109,19 @@ impl GapTracker {
                 }
             }
             self.highest = Some(ext);
-            true
+            Some(ext)
         } else if let Some(hole) = self.holes.remove(&ext) {
             if hole.nacks > 0 {
                 self.repaired += 1;
             }
-            true
+            Some(ext)
+        } else if h - ext > MAX_GAP {
+            // Far behind: the stream restarted lower. Follow it.
+            self.holes.clear();
+            self.highest = Some(ext);
+            Some(ext)
         } else {
-            h - ext > MAX_GAP
+            None
         }
     }
 
@@ -178,7 +183,7 @@ mod tests {
         let rtt = Duration::from_millis(40);
         let mut g = GapTracker::default();
         for s in [65533u16, 65534, 1, 2] {
-            assert!(g.on_packet(t, s));
+            assert!(g.on_packet(t, s).is_some());
         }
         let mut out = Vec::new();
         g.poll_nacks(t, rtt, &mut out);
@@ -186,8 +191,8 @@ mod tests {
         out.clear();
         g.poll_nacks(t + Duration::from_millis(10), rtt, &mut out);
         assert!(out.is_empty(), "retries wait for 1.5 RTT");
-        assert!(g.on_packet(t, 0));
-        assert!(!g.on_packet(t, 0), "duplicate");
+        assert!(g.on_packet(t, 0).is_some());
+        assert!(g.on_packet(t, 0).is_none(), "duplicate");
         assert_eq!(g.repaired, 1);
         let mut later = t;
         for _ in 0..10 {

@@ -34,6 +34,10 @@ use crate::signal::{
 use crate::stats::{CoreStats, DropReason};
 use crate::{CodecName, SfuError, vp8};
 
+mod relay;
+pub use relay::{PeerId, shard_of_conference_number};
+use relay::{RelayState, RemoteParticipant};
+
 /// Maps whose iteration order is the same on every run (fixed hash keys):
 /// the simulation replays a seed exactly only if the core iterates
 /// deterministically. Keys are not attacker-chosen (ids, SSRCs behind an
@@ -117,6 +121,28 @@ pub enum Output {
     Unbind { addr: SocketAddr },
     /// The endpoint is gone; close its WebSocket after delivering what is queued.
     Closed { endpoint: EndpointId },
+    /// Send a control message to a relay peer (reliable, in order).
+    RelayControl {
+        peer: PeerId,
+        msg: tern_relay::msg::relay_control::Msg,
+    },
+    /// Send a media datagram to a relay peer (unreliable). The same bytes
+    /// often go to several peers, hence shared.
+    RelayDatagram { peer: PeerId, datagram: Arc<[u8]> },
+}
+
+/// One media packet of a source, however it reached this bridge.
+struct Packet {
+    source: SourceRef,
+    layer: usize,
+    codec: Codec,
+    /// Extended sequence number of the layer's stream.
+    seq: u64,
+    ts: u32,
+    marker: bool,
+    ext: ExtensionValues,
+    payload: Arc<[u8]>,
+    wallclock: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,15 +158,42 @@ struct Layer {
     measured_height: Option<u32>,
     last_packet: Option<Instant>,
     gate: SourceGate,
+    /// For a remote source: whether its origin says the layer is being sent
+    /// (only demanded layers reach this bridge, so packets cannot tell).
+    remote_active: Option<bool>,
+    /// For a local source sent over the relay: recent datagrams of this
+    /// layer, to answer NACKs from peers.
+    relay_cache: Option<tern_relay::repair::SendCache>,
 }
 
 impl Layer {
+    fn new(rid: Option<Rid>, declared_height: u32) -> Self {
+        Self {
+            rid,
+            declared_height,
+            measured_height: None,
+            last_packet: None,
+            gate: SourceGate::default(),
+            remote_active: None,
+            relay_cache: None,
+        }
+    }
+
+    fn is_active(&self, now: Instant) -> bool {
+        self.remote_active.unwrap_or_else(|| {
+            self.last_packet
+                .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)
+        })
+    }
+
+    fn height(&self) -> u32 {
+        self.measured_height.unwrap_or(self.declared_height)
+    }
+
     fn view(&self, now: Instant) -> LayerView {
         LayerView {
-            height: self.measured_height.unwrap_or(self.declared_height),
-            active: self
-                .last_packet
-                .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE),
+            height: self.height(),
+            active: self.is_active(now),
         }
     }
 }
@@ -155,6 +208,13 @@ struct PubSource {
     layers: Vec<Layer>,
     /// Receive slots this source is mapped to: (receiver, slot index).
     subscribers: Vec<(EndpointId, usize)>,
+    /// Number on relay links (see `docs/relay-protocol.md`): chosen by this
+    /// bridge for its local sources, by the origin for remote ones.
+    relay_number: u16,
+    /// Local source: relay peers that want it, with the layers they want.
+    relay_demand: Vec<(PeerId, u32)>,
+    /// Local source: layer activity last told to relay peers (bit per layer).
+    relay_active_sent: u32,
 }
 
 impl PubSource {
@@ -304,10 +364,14 @@ pub struct Core {
     next_housekeeping: Instant,
     ufrag_counter: u64,
     stats: CoreStats,
+    /// Participants on other bridges, by a core-chosen id (see `relay.rs`).
+    remotes: Map<EndpointId, RemoteParticipant>,
+    relay: RelayState,
 }
 
 impl Core {
     pub fn new(cfg: CoreConfig, now: Instant) -> Self {
+        let cfg_shard_prefix = cfg.shard;
         Self {
             cfg,
             endpoints: Map::default(),
@@ -323,6 +387,8 @@ impl Core {
             next_housekeeping: now + HOUSEKEEPING,
             ufrag_counter: 0,
             stats: CoreStats::default(),
+            remotes: Map::default(),
+            relay: RelayState::new(cfg_shard_prefix),
         }
     }
 
@@ -452,10 +518,11 @@ impl Core {
         self.stats.joins += 1;
         info!(endpoint = %id, room = %room, participant, "joined");
 
-        let participants = others
+        let mut participants: Vec<ParticipantInfo> = others
             .iter()
             .filter_map(|o| self.endpoints.get(o).map(Endpoint::participant_info))
             .collect();
+        participants.extend(self.remote_participant_infos(&room));
         self.signal(
             id,
             ServerMessage::Joined {
@@ -473,6 +540,7 @@ impl Core {
                 },
             );
         }
+        self.relay_local_joined(now, &room, id);
         self.drive(now, id);
         self.settle(now);
         Ok(())
@@ -610,25 +678,17 @@ impl Core {
                 continue;
             }
             let layers = if d.layers.is_empty() {
-                vec![Layer {
-                    rid: None,
-                    declared_height: if d.kind == Kind::Video { 720 } else { 0 },
-                    measured_height: None,
-                    last_packet: None,
-                    gate: SourceGate::default(),
-                }]
+                vec![Layer::new(
+                    None,
+                    if d.kind == Kind::Video { 720 } else { 0 },
+                )]
             } else {
                 d.layers
                     .iter()
-                    .map(|l| Layer {
-                        rid: Some(Rid::from(l.rid.as_str())),
-                        declared_height: l.height,
-                        measured_height: None,
-                        last_packet: None,
-                        gate: SourceGate::default(),
-                    })
+                    .map(|l| Layer::new(Some(Rid::from(l.rid.as_str())), l.height))
                     .collect()
             };
+            self.relay.next_source_number = self.relay.next_source_number.wrapping_add(1);
             wanted.push(PubSource {
                 id: format!("{}/{}", ep.participant, d.name),
                 name: d.name,
@@ -637,6 +697,9 @@ impl Core {
                 muted: false,
                 layers,
                 subscribers: Vec::new(),
+                relay_number: self.relay.next_source_number,
+                relay_demand: Vec::new(),
+                relay_active_sent: 0,
             });
         }
         if !problems.is_empty() {
@@ -682,6 +745,7 @@ impl Core {
         for s in removed {
             self.unsubscribe_all(&s);
         }
+        self.relay_local_sources(now, &room, id);
         self.broadcast_sources(id, &room, participant, infos);
         // Give the new sources slots at every other receiver.
         let others = self.others(&room, id);
@@ -717,6 +781,9 @@ impl Core {
 
     /// Detach a removed source from every receive slot it fed.
     fn unsubscribe_all(&mut self, s: &PubSource) {
+        if !s.subscribers.is_empty() {
+            self.relay.demand_dirty = true;
+        }
         for &(sub, slot) in &s.subscribers {
             if let Some(ep) = self.endpoints.get_mut(&sub)
                 && let Some(sl) = ep.slots.get_mut(slot)
@@ -744,6 +811,7 @@ impl Core {
         let room = ep.room.clone();
         let participant = ep.participant.clone();
         let infos = ep.sources.iter().map(|s| s.info(&participant)).collect();
+        self.relay_local_sources(now, &room, id);
         self.broadcast_sources(id, &room, participant, infos);
         if !muted {
             // A camera turned back on starts with a keyframe anyway; asking
@@ -857,11 +925,13 @@ impl Core {
         // Forget this endpoint as a receiver of others' sources.
         for slot in &ep.slots {
             if let Some(r) = slot.source
-                && let Some(p) = self.endpoints.get_mut(&r.endpoint)
-                && let Some(src) = p.source_mut(r.mid)
+                && let Some(src) = self.source_of_mut(r)
             {
                 src.subscribers.retain(|&(e, _)| e != id);
             }
+        }
+        if !ep.slots.is_empty() {
+            self.relay.demand_dirty = true;
         }
         for a in &ep.addrs {
             if self.by_addr.get(a) == Some(&id) {
@@ -880,6 +950,7 @@ impl Core {
                 info!(room = %ep.room, "conference ended");
             }
         }
+        self.relay_local_left(&ep.room, &ep.participant);
         for o in others {
             self.signal(
                 o,
@@ -907,16 +978,19 @@ impl Core {
         }
         let room = ep.room.clone();
         let mut candidates: Vec<(SourceRef, Kind)> = Vec::new();
-        for other in self.others(&room, id) {
-            if let Some(o) = self.endpoints.get(&other) {
-                for s in &o.sources {
-                    let r = SourceRef {
-                        endpoint: other,
-                        mid: s.mid,
-                    };
-                    if !ep.slots.iter().any(|sl| sl.source == Some(r)) {
-                        candidates.push((r, s.kind));
-                    }
+        let publishers = self
+            .others(&room, id)
+            .into_iter()
+            .filter_map(|o| self.endpoints.get(&o).map(|p| (o, p.sources.as_slice())))
+            .chain(self.remote_publishers(&room));
+        for (other, sources) in publishers {
+            for s in sources {
+                let r = SourceRef {
+                    endpoint: other,
+                    mid: s.mid,
+                };
+                if !ep.slots.iter().any(|sl| sl.source == Some(r)) {
+                    candidates.push((r, s.kind));
                 }
             }
         }
@@ -943,9 +1017,7 @@ impl Core {
             self.dirty_slots.push(id);
         }
         for (r, i) in &assigned {
-            if let Some(p) = self.endpoints.get_mut(&r.endpoint)
-                && let Some(src) = p.source_mut(r.mid)
-            {
+            if let Some(src) = self.source_of_mut(*r) {
                 src.subscribers.push((id, *i));
             }
         }
@@ -963,11 +1035,7 @@ impl Core {
         let mut decisions = Vec::new();
         for (i, slot) in ep.slots.iter().enumerate() {
             let Some(r) = slot.source else { continue };
-            let Some(src) = self
-                .endpoints
-                .get(&r.endpoint)
-                .and_then(|p| p.source(r.mid))
-            else {
+            let Some(src) = self.source_of(r) else {
                 continue;
             };
             let target = match slot.kind {
@@ -1002,6 +1070,9 @@ impl Core {
                     slot.current = None;
                     slot.rewriter.unmap();
                 }
+                if slot.target != target {
+                    self.relay.demand_dirty = true;
+                }
                 slot.target = target;
             }
             for &(_, _, i) in &requests {
@@ -1015,6 +1086,9 @@ impl Core {
 
     /// Ask a publisher for a keyframe on one layer, at most once per interval.
     fn request_keyframe(&mut self, now: Instant, r: SourceRef, layer: usize) {
+        if self.remotes.contains_key(&r.endpoint) {
+            return self.relay_request_keyframe(now, r, layer);
+        }
         let Some(p) = self.endpoints.get_mut(&r.endpoint) else {
             return;
         };
@@ -1127,6 +1201,10 @@ impl Core {
             ids.append(&mut self.to_drive);
             self.to_drive = ids;
         }
+        if self.relay.demand_dirty {
+            self.relay.demand_dirty = false;
+            self.relay_update_demand();
+        }
         self.flush_slots();
     }
 
@@ -1174,6 +1252,7 @@ impl Core {
         for id in ids {
             self.reallocate(now, id);
         }
+        self.relay_housekeeping(now);
         let dead: Vec<EndpointId> = self
             .endpoints
             .values()
@@ -1302,7 +1381,8 @@ impl Core {
         self.request_keyframe(now, r, layer);
     }
 
-    /// Forward one RTP packet from publisher `id` to every slot that wants it.
+    /// Forward one RTP packet from publisher `id` to every slot that wants it,
+    /// and to relay peers that want its layer.
     fn forward(&mut self, now: Instant, id: EndpointId, p: RtpPacket) {
         let Some(ep) = self.endpoints.get_mut(&id) else {
             return;
@@ -1334,19 +1414,42 @@ impl Core {
             self.stats.drop(DropReason::UnknownStream);
             return;
         };
-        let Some(src) = ep.source_mut(mid) else {
+        let mut ext = ExtensionValues::default();
+        if codec == Codec::Opus {
+            ext.audio_level = p.header.ext_vals.audio_level;
+            ext.voice_activity = p.header.ext_vals.voice_activity;
+        }
+        let packet = Packet {
+            source: SourceRef { endpoint: id, mid },
+            layer,
+            codec,
+            seq: *p.seq_no,
+            ts: p.header.timestamp,
+            marker: p.header.marker,
+            ext,
+            payload: p.payload,
+            wallclock: p.timestamp,
+        };
+        self.relay_forward(&packet);
+        self.fan_out(now, packet);
+    }
+
+    /// Deliver one packet of a (local or remote) source to its subscribers.
+    fn fan_out(&mut self, now: Instant, p: Packet) {
+        let Some(src) = self.source_of_mut(p.source) else {
             return;
         };
         let kind = src.kind;
+        let layer = p.layer;
         let mut numbers = InNumbers {
-            seq: *p.seq_no,
-            ts: p.header.timestamp,
+            seq: p.seq,
+            ts: p.ts,
             pid: None,
             tl0: None,
         };
         let mut keyframe = kind == Kind::Audio;
         let mut descriptor = None;
-        match codec {
+        match p.codec {
             Codec::Vp8 => {
                 let Some(info) = vp8::parse(&p.payload) else {
                     self.stats.drop(DropReason::Malformed);
@@ -1374,12 +1477,7 @@ impl Core {
             return;
         }
         let subscribers = std::mem::take(&mut src.subscribers);
-        let mut ext = ExtensionValues::default();
-        if kind == Kind::Audio {
-            ext.audio_level = p.header.ext_vals.audio_level;
-            ext.voice_activity = p.header.ext_vals.voice_activity;
-        }
-        let source_ref = SourceRef { endpoint: id, mid };
+        let source_ref = p.source;
         for &(sub_id, slot_i) in &subscribers {
             let Some(sub) = self.endpoints.get_mut(&sub_id) else {
                 continue;
@@ -1396,6 +1494,7 @@ impl Core {
                     slot.current = Some(layer);
                     slot.switch_requested = None;
                     self.stats.layer_switches += 1;
+                    self.relay.demand_dirty = true;
                 } else {
                     continue;
                 }
@@ -1404,7 +1503,7 @@ impl Core {
                 continue;
             };
             let slot_mid = slot.mid;
-            let Some(pt) = sub.pt_for(codec) else {
+            let Some(pt) = sub.pt_for(p.codec) else {
                 self.stats.drop(DropReason::NoCodec);
                 continue;
             };
@@ -1412,11 +1511,11 @@ impl Core {
                 pt,
                 SeqNo::from(out.seq),
                 out.ts,
-                p.timestamp,
+                p.wallclock,
                 p.payload.clone(),
             )
-            .marker(p.header.marker)
-            .ext_vals(ext.clone())
+            .marker(p.marker)
+            .ext_vals(p.ext.clone())
             .nackable(kind == Kind::Video);
             if let Some(d) = &descriptor {
                 let mut b = d.patch();
@@ -1443,16 +1542,27 @@ impl Core {
                 self.to_drive.push(sub_id);
             }
         }
-        if let Some(src) = self
-            .endpoints
-            .get_mut(&id)
-            .and_then(|ep| ep.source_mut(mid))
-        {
+        if let Some(src) = self.source_of_mut(source_ref) {
             // Subscribers added meanwhile (none can be, we hold &mut self) are
             // kept by appending rather than overwriting.
             let mut subscribers = subscribers;
             subscribers.append(&mut src.subscribers);
             src.subscribers = subscribers;
+        }
+    }
+
+    /// A source of a local endpoint or of a remote participant.
+    fn source_of(&self, r: SourceRef) -> Option<&PubSource> {
+        match self.endpoints.get(&r.endpoint) {
+            Some(ep) => ep.source(r.mid),
+            None => self.remotes.get(&r.endpoint)?.source(r.mid),
+        }
+    }
+
+    fn source_of_mut(&mut self, r: SourceRef) -> Option<&mut PubSource> {
+        match self.endpoints.get_mut(&r.endpoint) {
+            Some(ep) => ep.source_mut(r.mid),
+            None => self.remotes.get_mut(&r.endpoint)?.source_mut(r.mid),
         }
     }
 
@@ -1475,12 +1585,7 @@ impl Core {
                 .into_iter()
                 .map(|(mid, r)| SlotInfo {
                     mid,
-                    source: r.and_then(|r| {
-                        self.endpoints
-                            .get(&r.endpoint)
-                            .and_then(|p| p.source(r.mid))
-                            .map(|s| s.id.clone())
-                    }),
+                    source: r.and_then(|r| self.source_of(r).map(|s| s.id.clone())),
                 })
                 .collect();
             self.signal(id, ServerMessage::Slots { slots });

@@ -65,6 +65,33 @@ pub struct CoreStats {
     pub leaves: u64,
     pub connects: u64,
     pub ice_disconnects: u64,
+    pub relay: RelayStats,
+}
+
+/// Relay traffic of this core (see `core/relay.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    pub datagrams_out: u64,
+    pub bytes_out: u64,
+    pub datagrams_in: u64,
+    pub bytes_in: u64,
+    /// Datagrams sent again in answer to a peer's NACK.
+    pub retransmissions: u64,
+    /// NACKed packets no longer (or never) in the cache.
+    pub nack_misses: u64,
+    /// Sequence numbers this bridge asked peers to resend.
+    pub nacks_sent: u64,
+    /// Holes on incoming relay legs filled after a NACK, and given up on.
+    pub repaired: u64,
+    pub lost: u64,
+    pub control_in: u64,
+    /// Datagrams dropped, by reason: malformed, unknown conference, unknown
+    /// source or layer, duplicate.
+    pub dropped_malformed: u64,
+    pub dropped_unknown: u64,
+    pub dropped_duplicate: u64,
+    /// Control messages naming conferences or sources this bridge does not know.
+    pub control_unknown: u64,
 }
 
 impl CoreStats {

@@ -1,11 +1,16 @@
-//! Deterministic simulation of a Tern bridge and its participants.
+//! Deterministic simulation of Tern bridges, their relay mesh and their
+//! participants.
 //!
 //! Everything runs in one thread on virtual time from a seed: real str0m
 //! participants ([`Peer`]) and real bridge cores ([`Core`]) exchange real
 //! (SRTP-protected) datagrams over simulated links with latency, jitter,
 //! random and bursty loss, bandwidth limits with a queue, reordering,
 //! duplication and partitions. Signalling rides the same links but reliably,
-//! like a TCP connection: delayed through a partition, never lost.
+//! like a TCP connection: delayed through a partition, never lost. Bridges
+//! are joined by relay links: the real relay link state machine
+//! (`tern_relay::link`: hello, keepalive, control framing) over a simulated
+//! QUIC connection — control bytes reliable and in order, datagrams through
+//! a lossy [`LinkConfig`] — that drops after silence and reconnects.
 //!
 //! The same seed gives the same run: every random choice (str0m's ids via
 //! `fastrand`, link decisions, ICE passwords) comes from the seed, and the
@@ -16,11 +21,13 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::hash::{DefaultHasher, Hasher};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::config::DtlsCert;
 use tern_sfu::peer::{Peer, PeerConfig, PeerOutput, PeerState};
 use tern_sfu::signal::{ClientMessage, ServerMessage};
+use tern_sfu::tern_relay::link::{Link as RelayLink, LinkConfig as RelayLinkConfig};
 use tern_sfu::{CodecName, Core, CoreConfig, EndpointId, JoinRequest, Output};
 
 pub use tern_sfu::synth::LayerSpec;
@@ -237,11 +244,36 @@ pub struct SimPeer {
     pub addr: SocketAddr,
     pub endpoint: EndpointId,
     pub started: Instant,
+    /// The bridge it is connected to.
+    pub bridge: usize,
     up: usize,
     down: usize,
     joined: bool,
     left: bool,
 }
+
+/// One bridge of the simulated cluster.
+pub struct SimBridge {
+    pub id: String,
+    pub core: Core,
+    pub addr: SocketAddr,
+}
+
+/// The relay connection between two bridges (a < b), re-created after a drop.
+struct RelayPair {
+    a: usize,
+    b: usize,
+    /// Simulated network, a→b and b→a.
+    net: [usize; 2],
+    /// The live connection: generation and each side's link state machine.
+    conn: Option<(u64, RelayLink, RelayLink)>,
+    /// Which side has told its core the link is up.
+    up: [bool; 2],
+    next_attempt: Option<Instant>,
+}
+
+/// How long a dropped relay connection waits before redialling.
+const RELAY_REDIAL: Duration = Duration::from_millis(500);
 
 enum Event {
     Datagram {
@@ -256,6 +288,19 @@ enum Event {
     ToPeer {
         peer: usize,
         msg: ServerMessage,
+    },
+    /// Control stream bytes of relay connection `generation`, from side `from` (0 = a).
+    RelayStream {
+        pair: usize,
+        generation: u64,
+        from: usize,
+        bytes: Vec<u8>,
+    },
+    RelayDatagram {
+        pair: usize,
+        generation: u64,
+        from: usize,
+        data: Arc<[u8]>,
     },
 }
 
@@ -314,6 +359,10 @@ pub struct SimConfig {
     pub seed: u64,
     pub room: String,
     pub bridge_config: fn(CoreConfig) -> CoreConfig,
+    /// Bridges in the cluster, joined in a full relay mesh that shares `room`.
+    pub bridges: usize,
+    /// Each direction of every relay connection.
+    pub relay_link: LinkConfig,
 }
 
 impl SimConfig {
@@ -322,20 +371,22 @@ impl SimConfig {
             seed,
             room: "sim".into(),
             bridge_config: |c| c,
+            bridges: 1,
+            relay_link: LinkConfig::latency(5),
         }
     }
 }
 
-const BRIDGE_ADDR: ([u8; 4], u16) = ([198, 18, 0, 1], 10_000);
-
-/// One bridge and its participants.
+/// Bridges, their participants and the relay mesh between them.
 pub struct Sim {
     pub seed: u64,
     epoch: Instant,
     now: Instant,
     rng: Rng,
-    pub core: Core,
-    bridge_addr: SocketAddr,
+    pub bridges: Vec<SimBridge>,
+    bridge_by_addr: HashMap<SocketAddr, usize>,
+    relays: Vec<RelayPair>,
+    relay_generation: u64,
     pub peers: Vec<SimPeer>,
     by_addr: HashMap<SocketAddr, usize>,
     by_endpoint: HashMap<EndpointId, usize>,
@@ -368,24 +419,36 @@ impl Sim {
         // generator: seed it so those are the same on every run.
         fastrand::seed(cfg.seed);
         let epoch = Instant::now();
-        let bridge_addr = SocketAddr::from(BRIDGE_ADDR);
-        let core_cfg = (cfg.bridge_config)(CoreConfig {
-            shard: 0,
-            local_addr: bridge_addr,
-            candidate_addr: bridge_addr,
-            dtls_cert: shared_cert(),
-            codecs: vec![CodecName::Opus, CodecName::Vp8],
-            max_participants_per_conference: 200,
-            default_max_height: 720,
-            rtx_cache_packets: 1024,
-        });
-        Self {
+        let mut bridges = Vec::new();
+        let mut bridge_by_addr = HashMap::new();
+        for b in 0..cfg.bridges.max(1) {
+            let addr = SocketAddr::from(([198, 18, 0, 1 + b as u8], 10_000));
+            let core_cfg = (cfg.bridge_config)(CoreConfig {
+                shard: 0,
+                local_addr: addr,
+                candidate_addr: addr,
+                dtls_cert: shared_cert(),
+                codecs: vec![CodecName::Opus, CodecName::Vp8],
+                max_participants_per_conference: 200,
+                default_max_height: 720,
+                rtx_cache_packets: 1024,
+            });
+            bridge_by_addr.insert(addr, b);
+            bridges.push(SimBridge {
+                id: format!("b{b}"),
+                core: Core::new(core_cfg, epoch),
+                addr,
+            });
+        }
+        let mut sim = Self {
             seed: cfg.seed,
             epoch,
             now: epoch,
             rng: Rng::new(cfg.seed),
-            core: Core::new(core_cfg, epoch),
-            bridge_addr,
+            bridges,
+            bridge_by_addr,
+            relays: Vec::new(),
+            relay_generation: 0,
             peers: Vec::new(),
             by_addr: HashMap::new(),
             by_endpoint: HashMap::new(),
@@ -395,7 +458,85 @@ impl Sim {
             room: cfg.room,
             trace: Trace::default(),
             work: (0, 0, 0, 0),
+        };
+        let n = sim.bridges.len();
+        for a in 0..n {
+            for b in a + 1..n {
+                let net_ab = sim.links.len();
+                let seed_ab = sim.rng.next_u64();
+                let seed_ba = sim.rng.next_u64();
+                sim.links
+                    .push(Link::new(cfg.relay_link.clone(), seed_ab, epoch));
+                sim.links
+                    .push(Link::new(cfg.relay_link.clone(), seed_ba, epoch));
+                sim.relays.push(RelayPair {
+                    a,
+                    b,
+                    net: [net_ab, net_ab + 1],
+                    conn: None,
+                    up: [false, false],
+                    next_attempt: Some(epoch),
+                });
+            }
         }
+        // What the focus would say: every bridge hosts the room.
+        for b in 0..n {
+            let others: Vec<String> = (0..n)
+                .filter(|&o| o != b)
+                .map(|o| format!("b{o}"))
+                .collect();
+            if !others.is_empty() {
+                let room = sim.room.clone();
+                sim.bridges[b]
+                    .core
+                    .handle_relay_peers(epoch, &room, &others);
+            }
+        }
+        sim
+    }
+
+    /// The first (or only) bridge's core.
+    pub fn core(&self) -> &Core {
+        &self.bridges[0].core
+    }
+
+    fn relay_pair(&self, a: usize, b: usize) -> usize {
+        let (a, b) = (a.min(b), a.max(b));
+        self.relays
+            .iter()
+            .position(|r| r.a == a && r.b == b)
+            .unwrap_or_else(|| panic!("no relay between b{a} and b{b}"))
+    }
+
+    /// Change both directions of the relay connection between two bridges.
+    pub fn set_relay_link(&mut self, a: usize, b: usize, cfg: LinkConfig) {
+        let p = self.relay_pair(a, b);
+        for n in self.relays[p].net {
+            self.links[n].cfg = cfg.clone();
+        }
+    }
+
+    /// Cut the relay connection between two bridges between two times.
+    pub fn relay_partition(&mut self, a: usize, b: usize, from: Duration, to: Duration) {
+        let p = self.relay_pair(a, b);
+        let w = (self.epoch + from, self.epoch + to);
+        for n in self.relays[p].net {
+            self.links[n].partitions.push(w);
+        }
+    }
+
+    /// Datagrams (sent, lost) on the relay network from bridge `a` to `b`.
+    pub fn relay_counts(&self, a: usize, b: usize) -> (u64, u64) {
+        let p = self.relay_pair(a, b);
+        let r = &self.relays[p];
+        let l = &self.links[if a < b { r.net[0] } else { r.net[1] }];
+        (l.sent, l.lost)
+    }
+
+    /// Whether both ends of the relay between two bridges are up.
+    pub fn relay_up(&self, a: usize, b: usize) -> bool {
+        let p = self.relay_pair(a, b);
+        self.relays[p].up == [true, true]
     }
 
     pub fn now(&self) -> Instant {
@@ -411,9 +552,22 @@ impl Sim {
         self.epoch + since_start
     }
 
-    /// Add a participant with its own uplink and downlink; it joins now.
+    /// Add a participant with its own uplink and downlink; it joins the
+    /// first bridge now.
     pub fn add_peer(
         &mut self,
+        name: &str,
+        f: impl FnOnce(&mut PeerConfig),
+        up: LinkConfig,
+        down: LinkConfig,
+    ) -> usize {
+        self.add_peer_on(0, name, f, up, down)
+    }
+
+    /// Add a participant connected to bridge `bridge`; it joins now.
+    pub fn add_peer_on(
+        &mut self,
+        bridge: usize,
         name: &str,
         f: impl FnOnce(&mut PeerConfig),
         up: LinkConfig,
@@ -437,6 +591,7 @@ impl Sim {
             addr,
             endpoint,
             started: self.now,
+            bridge,
             up: up_i,
             down: up_i + 1,
             joined: false,
@@ -601,9 +756,9 @@ impl Sim {
         }
     }
 
-    fn flush_core(&mut self) {
+    fn flush_core(&mut self, b: usize) {
         let mut transmits = Vec::new();
-        while let Some(o) = self.core.poll_output() {
+        while let Some(o) = self.bridges[b].core.poll_output() {
             match o {
                 Output::Transmit {
                     destination,
@@ -628,15 +783,253 @@ impl Sim {
                     self.trace.record(t, "closed", endpoint.0, 0);
                 }
                 Output::Bind { .. } | Output::Unbind { .. } => {}
+                Output::RelayControl { peer, msg } => {
+                    if let Some((p, side)) = self.relay_side(b, &peer)
+                        && let Some((_, la, lb)) = &mut self.relays[p].conn
+                    {
+                        let link = if side == 0 { la } else { lb };
+                        link.send(msg);
+                        self.flush_relay_stream(p);
+                    }
+                }
+                Output::RelayDatagram { peer, datagram } => {
+                    if let Some((p, side)) = self.relay_side(b, &peer) {
+                        self.send_relay_datagram(p, side, datagram);
+                    }
+                }
             }
         }
         canonical_order(&mut transmits);
         for (destination, contents) in transmits {
             if let Some(&i) = self.by_addr.get(&destination) {
                 let down = self.peers[i].down;
-                let from = self.bridge_addr;
+                let from = self.bridges[b].addr;
                 self.send_datagram(down, from, destination, contents);
             }
+        }
+    }
+
+    /// The relay pair between bridge `b` and the bridge named `peer`, and
+    /// which side of it `b` is.
+    fn relay_side(&self, b: usize, peer: &str) -> Option<(usize, usize)> {
+        let other = self.bridges.iter().position(|x| x.id == peer)?;
+        let p = self
+            .relays
+            .iter()
+            .position(|r| (r.a, r.b) == (b.min(other), b.max(other)))?;
+        Some((p, usize::from(self.relays[p].b == b)))
+    }
+
+    /// Put what each side's link wants to write on the (reliable) wire.
+    fn flush_relay_stream(&mut self, p: usize) {
+        let Some((generation, la, lb)) = &mut self.relays[p].conn else {
+            return;
+        };
+        let generation = *generation;
+        let out = [la.poll_transmit(), lb.poll_transmit()];
+        for (side, bytes) in out.into_iter().enumerate() {
+            let Some(bytes) = bytes else { continue };
+            let net = self.relays[p].net[side];
+            let t = self.t_us();
+            self.trace
+                .record(t, "relay_stream", p as u64, bytes.len() as u64);
+            let at = self.reliable_delay(net);
+            self.push(
+                at,
+                Event::RelayStream {
+                    pair: p,
+                    generation,
+                    from: side,
+                    bytes,
+                },
+            );
+        }
+    }
+
+    fn send_relay_datagram(&mut self, p: usize, from: usize, data: Arc<[u8]>) {
+        let Some((generation, _, _)) = &self.relays[p].conn else {
+            return;
+        };
+        let generation = *generation;
+        let net = self.relays[p].net[from];
+        let now = self.now;
+        let t = self.t_us();
+        match self.links[net].send(now, data.len(), false) {
+            Fate::Lost => self
+                .trace
+                .record(t, "relay_lost", p as u64, data.len() as u64),
+            Fate::Deliver(delays) => {
+                self.trace
+                    .record(t, "relay_sent", p as u64, data.len() as u64);
+                for d in delays {
+                    self.push(
+                        now + d,
+                        Event::RelayDatagram {
+                            pair: p,
+                            generation,
+                            from,
+                            data: data.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Dial (or redial) a relay connection: fresh link state on both sides,
+    /// as a new QUIC connection would have. A partitioned network makes
+    /// the attempt fail; it is retried later.
+    fn relay_dial(&mut self, p: usize) {
+        let now = self.now;
+        let r = &mut self.relays[p];
+        r.next_attempt = None;
+        let partitioned = self.links[r.net[0]].partitioned_at(now).is_some();
+        if partitioned {
+            r.next_attempt = Some(now + RELAY_REDIAL);
+            return;
+        }
+        self.relay_generation += 1;
+        let (ida, idb) = (self.bridges[r.a].id.clone(), self.bridges[r.b].id.clone());
+        let la = RelayLink::new(RelayLinkConfig::new(ida.clone()), idb.clone(), now);
+        let lb = RelayLink::new(RelayLinkConfig::new(idb), ida, now);
+        r.conn = Some((self.relay_generation, la, lb));
+        r.up = [false, false];
+        let t = self.t_us();
+        self.trace
+            .record(t, "relay_dial", p as u64, self.relay_generation);
+        self.flush_relay_stream(p);
+    }
+
+    /// Tell cores about links that became ready or failed.
+    fn relay_check(&mut self, p: usize) {
+        let now = self.now;
+        let r = &self.relays[p];
+        let Some((_, la, lb)) = &r.conn else {
+            return;
+        };
+        let failed = la.error().is_some() || lb.error().is_some();
+        let ready = [la.is_ready(), lb.is_ready()];
+        let bridges = [r.a, r.b];
+        if failed {
+            let t = self.t_us();
+            self.trace.record(t, "relay_down", p as u64, 0);
+            for side in 0..2 {
+                if self.relays[p].up[side] {
+                    let other = self.bridges[bridges[1 - side]].id.clone();
+                    self.bridges[bridges[side]]
+                        .core
+                        .handle_relay_link_down(now, &other);
+                    self.flush_core(bridges[side]);
+                }
+            }
+            let r = &mut self.relays[p];
+            r.conn = None;
+            r.up = [false, false];
+            r.next_attempt = Some(now + RELAY_REDIAL);
+            return;
+        }
+        for side in 0..2 {
+            if ready[side] && !self.relays[p].up[side] {
+                self.relays[p].up[side] = true;
+                let t = self.t_us();
+                self.trace.record(t, "relay_up", p as u64, side as u64);
+                let other = self.bridges[bridges[1 - side]].id.clone();
+                self.bridges[bridges[side]]
+                    .core
+                    .handle_relay_link_up(now, &other);
+                self.flush_core(bridges[side]);
+            }
+        }
+    }
+
+    /// Relay control bytes arrived at side `1 - from`.
+    fn relay_stream_in(&mut self, p: usize, generation: u64, from: usize, bytes: &[u8]) {
+        let now = self.now;
+        let to = 1 - from;
+        let bridge = if to == 0 {
+            self.relays[p].a
+        } else {
+            self.relays[p].b
+        };
+        let peer_id = self.bridges[if to == 0 {
+            self.relays[p].b
+        } else {
+            self.relays[p].a
+        }]
+        .id
+        .clone();
+        let mut msgs = Vec::new();
+        let rtt = match &mut self.relays[p].conn {
+            Some((g, la, lb)) if *g == generation => {
+                let link = if to == 0 { la } else { lb };
+                link.handle_stream(now, bytes);
+                while let Some(m) = link.poll_message() {
+                    if let Some(m) = m.msg {
+                        msgs.push(m);
+                    }
+                }
+                link.rtt()
+            }
+            _ => return,
+        };
+        self.relay_check(p);
+        if self.relays[p].up[to] {
+            let core = &mut self.bridges[bridge].core;
+            if let Some(rtt) = rtt {
+                core.handle_relay_rtt(&peer_id, rtt);
+            }
+            for m in msgs {
+                core.handle_relay_control(now, &peer_id, m);
+            }
+            self.flush_core(bridge);
+        }
+        self.flush_relay_stream(p);
+    }
+
+    fn relay_datagram_in(&mut self, p: usize, generation: u64, from: usize, data: &[u8]) {
+        let now = self.now;
+        let to = 1 - from;
+        let r = &mut self.relays[p];
+        let (bridge, other) = if to == 0 { (r.a, r.b) } else { (r.b, r.a) };
+        match &mut r.conn {
+            Some((g, la, lb)) if *g == generation && r.up[to] => {
+                let link = if to == 0 { la } else { lb };
+                link.handle_datagram_seen(now);
+            }
+            _ => return,
+        }
+        let peer_id = self.bridges[other].id.clone();
+        self.bridges[bridge]
+            .core
+            .handle_relay_datagram(now, &peer_id, data);
+        self.flush_core(bridge);
+    }
+
+    /// The earliest relay deadline: a link timer or a redial.
+    fn relay_timeout(&self) -> Option<(Instant, usize)> {
+        self.relays
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let t = match &r.conn {
+                    Some((_, la, lb)) => la.poll_timeout().min(lb.poll_timeout()),
+                    None => r.next_attempt?,
+                };
+                Some((t, i))
+            })
+            .min()
+    }
+
+    fn relay_handle_timeout(&mut self, p: usize) {
+        let now = self.now;
+        match &mut self.relays[p].conn {
+            Some((_, la, lb)) => {
+                la.handle_timeout(now);
+                lb.handle_timeout(now);
+                self.relay_check(p);
+                self.flush_relay_stream(p);
+            }
+            None => self.relay_dial(p),
         }
     }
 
@@ -644,9 +1037,9 @@ impl Sim {
         let now = self.now;
         match event {
             Event::Datagram { from, to, data } => {
-                if to == self.bridge_addr {
-                    self.core.handle_datagram(now, from, to, &data);
-                    self.flush_core();
+                if let Some(&b) = self.bridge_by_addr.get(&to) {
+                    self.bridges[b].core.handle_datagram(now, from, to, &data);
+                    self.flush_core(b);
                 } else if let Some(&i) = self.by_addr.get(&to) {
                     if self.peers[i].left {
                         return;
@@ -657,7 +1050,9 @@ impl Sim {
                 }
             }
             Event::ToBridge { peer, msg } => {
+                let b = self.peers[peer].bridge;
                 let p = &mut self.peers[peer];
+                let core = &mut self.bridges[b].core;
                 match msg {
                     ClientMessage::Join { .. } => {
                         if p.joined {
@@ -671,19 +1066,19 @@ impl Sim {
                             name: p.name.clone(),
                             ice_password: format!("{:032x}", self.rng.next_u64()),
                         };
-                        if let Err(e) = self.core.handle_join(now, req) {
+                        if let Err(e) = core.handle_join(now, req) {
                             panic!("join of {} refused: {e}", self.peers[peer].name);
                         }
                     }
                     ClientMessage::Leave => {
-                        self.core.handle_leave(now, p.endpoint);
+                        core.handle_leave(now, p.endpoint);
                     }
                     other => {
                         let ep = p.endpoint;
-                        self.core.handle_message(now, ep, other);
+                        core.handle_message(now, ep, other);
                     }
                 }
-                self.flush_core();
+                self.flush_core(b);
             }
             Event::ToPeer { peer, msg } => {
                 if self.peers[peer].left {
@@ -692,15 +1087,40 @@ impl Sim {
                 self.peers[peer].peer.handle_signal(now, msg);
                 self.flush_peer(peer, now);
             }
+            Event::RelayStream {
+                pair,
+                generation,
+                from,
+                bytes,
+            } => self.relay_stream_in(pair, generation, from, &bytes),
+            Event::RelayDatagram {
+                pair,
+                generation,
+                from,
+                data,
+            } => self.relay_datagram_in(pair, generation, from, &data),
         }
     }
 
     /// Run until `since_start` of virtual time has passed.
     pub fn run_until(&mut self, since_start: Duration) {
+        #[derive(Clone, Copy)]
+        enum Due {
+            Core(usize),
+            Peer(usize),
+            Relay(usize),
+        }
         let end = self.epoch + since_start;
         loop {
-            let mut next = self.core.poll_timeout();
-            let mut due_peer = None;
+            let mut next = self.bridges[0].core.poll_timeout();
+            let mut due = Due::Core(0);
+            for (b, br) in self.bridges.iter().enumerate().skip(1) {
+                let t = br.core.poll_timeout();
+                if t < next {
+                    next = t;
+                    due = Due::Core(b);
+                }
+            }
             for (i, p) in self.peers.iter().enumerate() {
                 if p.left {
                     continue;
@@ -708,8 +1128,14 @@ impl Sim {
                 let t = p.peer.poll_timeout();
                 if t < next {
                     next = t;
-                    due_peer = Some(i);
+                    due = Due::Peer(i);
                 }
+            }
+            if let Some((t, p)) = self.relay_timeout()
+                && t < next
+            {
+                next = t;
+                due = Due::Relay(p);
             }
             let queued = self.queue.peek().map(|Reverse(s)| s.at);
             if let Some(q) = queued
@@ -722,15 +1148,20 @@ impl Sim {
                     break;
                 };
                 self.now = self.now.max(s.at);
-                match s.event {
-                    // Datagrams reaching the bridge at the same instant are
+                let bridge_of = |e: &Event| match e {
+                    Event::Datagram { to, .. } => self.bridge_by_addr.get(to).copied(),
+                    _ => None,
+                };
+                match bridge_of(&s.event) {
+                    // Datagrams reaching a bridge at the same instant are
                     // one socket read for it, as in the real shell.
-                    Event::Datagram { from, to, data } if to == self.bridge_addr => {
+                    Some(b) => {
+                        let Event::Datagram { from, data, .. } = s.event else {
+                            continue;
+                        };
                         let mut batch = vec![(from, data)];
                         while let Some(Reverse(n)) = self.queue.peek() {
-                            let same = n.at == s.at
-                                && matches!(&n.event, Event::Datagram { to, .. } if *to == self.bridge_addr);
-                            if !same {
+                            if n.at != s.at || bridge_of(&n.event) != Some(b) {
                                 break;
                             }
                             if let Some(Reverse(Scheduled {
@@ -743,15 +1174,15 @@ impl Sim {
                         }
                         self.work.3 += 1;
                         let now = self.now;
-                        let to = self.bridge_addr;
-                        self.core.handle_datagrams(
+                        let to = self.bridges[b].addr;
+                        self.bridges[b].core.handle_datagrams(
                             now,
                             to,
                             batch.iter().map(|(f, d)| (*f, &d[..])),
                         );
-                        self.flush_core();
+                        self.flush_core(b);
                     }
-                    event => self.deliver(event),
+                    None => self.deliver(s.event),
                 }
                 continue;
             }
@@ -760,17 +1191,18 @@ impl Sim {
             }
             self.now = self.now.max(next);
             let now = self.now;
-            match due_peer {
-                Some(i) => {
+            match due {
+                Due::Peer(i) => {
                     self.work.0 += 1;
                     self.peers[i].peer.handle_timeout(now);
                     self.flush_peer(i, now);
                 }
-                None => {
+                Due::Core(b) => {
                     self.work.1 += 1;
-                    self.core.handle_timeout(now);
-                    self.flush_core();
+                    self.bridges[b].core.handle_timeout(now);
+                    self.flush_core(b);
                 }
+                Due::Relay(p) => self.relay_handle_timeout(p),
             }
         }
         self.now = end;

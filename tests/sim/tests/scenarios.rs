@@ -169,7 +169,7 @@ fn a_three_second_partition_is_survived_without_rejoining() {
         let rx = sim.reception("r0", "pub", secs(9.0), secs(11.5));
         assert!(rx.frame_loss() < 0.01, "{rx:?}");
         // Same endpoint throughout: no second join.
-        assert_eq!(sim.core.stats().joins, 2);
+        assert_eq!(sim.core().stats().joins, 2);
     });
 }
 

@@ -1,0 +1,1111 @@
+//! The conference side of the relay: which peers share a room, announcing
+//! local participants to them, remote participants as local receivers see
+//! them, demand-driven sending and hop-by-hop repair.
+//!
+//! Loop freedom is structural: a bridge announces only its local
+//! participants and sends over the relay only packets that came from its
+//! own endpoints; what arrives from a peer is never relayed again. With the
+//! full mesh the focus builds (every bridge of a conference is told about
+//! every other), one hop reaches everyone.
+//!
+//! Numbers: a conference number is chosen by the bridge that owns the
+//! participants, with the shard in its top byte so the shell can route
+//! messages naming it without a table; source numbers are per shard.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::format::Codec;
+use str0m::media::{Mid, Rid};
+use str0m::rtp::ExtensionValues;
+use tern_relay::msg::{self, relay_control::Msg};
+use tern_relay::repair::{GapTracker, SendCache};
+use tern_relay::wire::{self, MediaHeader};
+use tracing::{debug, info, trace};
+
+use super::{Core, EndpointId, Layer, Map, Output, Packet, PubSource, SourceRef};
+use crate::signal::{Kind, ParticipantInfo, ServerMessage};
+
+/// A relay peer: the id of another bridge.
+pub type PeerId = Arc<str>;
+
+/// Datagrams kept per source layer to answer peers' NACKs (~1 s of 720p).
+const VIDEO_CACHE: usize = 512;
+const AUDIO_CACHE: usize = 64;
+/// Used for NACK retries until the shell reports the link's RTT.
+const DEFAULT_RTT: Duration = Duration::from_millis(50);
+/// Remote endpoint ids live in the top half of the id space; the shell
+/// allocates local ones from the bottom.
+const REMOTE_ID_BASE: u64 = 1 << 63;
+
+#[derive(Debug)]
+pub(super) struct RemoteSource {
+    /// Layers this bridge last asked the origin for.
+    demand_sent: u32,
+    gaps: Vec<GapTracker>,
+}
+
+/// A participant connected to another bridge, as this bridge sees it.
+#[derive(Debug)]
+pub(super) struct RemoteParticipant {
+    peer: PeerId,
+    /// The origin's number for the conference.
+    conference: u32,
+    room: Arc<str>,
+    participant: String,
+    name: String,
+    pub(super) sources: Vec<PubSource>,
+    /// Parallel to `sources`.
+    state: Vec<RemoteSource>,
+}
+
+impl RemoteParticipant {
+    pub(super) fn source(&self, mid: Mid) -> Option<&PubSource> {
+        self.sources.iter().find(|s| s.mid == mid)
+    }
+
+    pub(super) fn source_mut(&mut self, mid: Mid) -> Option<&mut PubSource> {
+        self.sources.iter_mut().find(|s| s.mid == mid)
+    }
+
+    fn info(&self) -> ParticipantInfo {
+        ParticipantInfo {
+            id: self.participant.clone(),
+            name: self.name.clone(),
+            sources: self
+                .sources
+                .iter()
+                .map(|s| s.info(&self.participant))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct RelayState {
+    shard: u8,
+    next_conference: u32,
+    pub(super) next_source_number: u16,
+    /// Rooms → the other bridges the focus says host them.
+    room_peers: Map<Arc<str>, Vec<PeerId>>,
+    /// Peers with a ready link, and its RTT.
+    links: Map<PeerId, Duration>,
+    /// This bridge's numbers for its rooms.
+    numbers: Map<Arc<str>, u32>,
+    by_number: Map<u32, Arc<str>>,
+    /// Peers each room has been announced to.
+    announced: Map<Arc<str>, Vec<PeerId>>,
+    /// (peer, the peer's conference number) → room.
+    remote_confs: Map<(PeerId, u32), Arc<str>>,
+    /// Remote participants by room, in arrival order.
+    remote_rooms: Map<Arc<str>, Vec<EndpointId>>,
+    /// (peer, conference, source number) → (remote participant, source index).
+    remote_sources: Map<(PeerId, u32, u16), (EndpointId, usize)>,
+    next_remote: u64,
+    pub(super) demand_dirty: bool,
+    buf: Vec<u8>,
+    nacks: Vec<u16>,
+}
+
+impl RelayState {
+    pub(super) fn new(shard: u8) -> Self {
+        Self {
+            shard,
+            next_conference: 0,
+            next_source_number: 0,
+            room_peers: Map::default(),
+            links: Map::default(),
+            numbers: Map::default(),
+            by_number: Map::default(),
+            announced: Map::default(),
+            remote_confs: Map::default(),
+            remote_rooms: Map::default(),
+            remote_sources: Map::default(),
+            next_remote: REMOTE_ID_BASE,
+            demand_dirty: false,
+            buf: Vec::with_capacity(1500),
+            nacks: Vec::new(),
+        }
+    }
+
+    fn number_for(&mut self, room: &Arc<str>) -> u32 {
+        if let Some(&n) = self.numbers.get(room) {
+            return n;
+        }
+        self.next_conference = (self.next_conference + 1) & 0x00ff_ffff;
+        let n = u32::from(self.shard) << 24 | self.next_conference;
+        self.numbers.insert(room.clone(), n);
+        self.by_number.insert(n, room.clone());
+        n
+    }
+}
+
+/// The shard a conference number chosen by this bridge belongs to.
+pub fn shard_of_conference_number(number: u32) -> u8 {
+    (number >> 24) as u8
+}
+
+fn codec_to_wire(c: Codec) -> Option<wire::Codec> {
+    match c {
+        Codec::Opus => Some(wire::Codec::Opus),
+        Codec::Vp8 => Some(wire::Codec::Vp8),
+        Codec::H264 => Some(wire::Codec::H264),
+        _ => None,
+    }
+}
+
+fn codec_from_wire(c: wire::Codec) -> Codec {
+    match c {
+        wire::Codec::Opus => Codec::Opus,
+        wire::Codec::Vp8 => Codec::Vp8,
+        wire::Codec::H264 => Codec::H264,
+    }
+}
+
+fn kind_to_wire(k: Kind) -> i32 {
+    match k {
+        Kind::Audio => msg::Kind::Audio as i32,
+        Kind::Video => msg::Kind::Video as i32,
+    }
+}
+
+/// What a local source looks like to peers, and a signature of the parts
+/// that change while it runs (activity, measured heights).
+fn source_to_wire(s: &PubSource, now: Instant) -> (msg::Source, u32) {
+    let mut sig: u32 = 0;
+    let layers = s
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let active = l.is_active(now);
+            if active {
+                sig |= 1 << (i % 16);
+            }
+            sig = sig.wrapping_add(l.height().wrapping_mul(0x0001_0000));
+            msg::Layer {
+                rid: l.rid.map(|r| r.to_string()).unwrap_or_default(),
+                height: l.height(),
+                active,
+            }
+        })
+        .collect();
+    let source = msg::Source {
+        number: u32::from(s.relay_number),
+        id: s.id.clone(),
+        name: s.name.clone(),
+        kind: kind_to_wire(s.kind),
+        muted: s.muted,
+        layers,
+    };
+    (source, sig)
+}
+
+impl Core {
+    /// Relay traffic counters.
+    pub fn relay_stats(&self) -> &crate::stats::RelayStats {
+        &self.stats.relay
+    }
+
+    /// Remote participants known in `room` (ids), for tests and status.
+    pub fn remote_participants(&self, room: &str) -> Vec<String> {
+        self.relay
+            .remote_rooms
+            .get(room)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|i| self.remotes.get(i).map(|r| r.participant.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The focus says these other bridges host `room` too (complete list).
+    pub fn handle_relay_peers(&mut self, now: Instant, room: &str, peers: &[String]) {
+        let room: Arc<str> = Arc::from(room);
+        let new: Vec<PeerId> = peers.iter().map(|p| Arc::from(p.as_str())).collect();
+        let old = self.relay.room_peers.remove(&room).unwrap_or_default();
+        for p in old.iter().filter(|p| !new.contains(p)) {
+            self.relay_forget_peer_in_room(now, &room, p);
+        }
+        if !new.is_empty() {
+            self.relay.room_peers.insert(room.clone(), new.clone());
+        }
+        if self.conferences.contains_key(&room) {
+            for p in new.iter().filter(|p| !old.contains(p)) {
+                if self.relay.links.contains_key(p) {
+                    self.relay_announce(now, &room, p);
+                }
+            }
+        }
+        self.settle(now);
+    }
+
+    /// The link to `peer` completed its hello: announce shared rooms.
+    pub fn handle_relay_link_up(&mut self, now: Instant, peer: &str) {
+        let peer: PeerId = Arc::from(peer);
+        info!(%peer, "relay link up");
+        self.relay.links.insert(peer.clone(), DEFAULT_RTT);
+        let rooms: Vec<Arc<str>> = self
+            .relay
+            .room_peers
+            .iter()
+            .filter(|(r, ps)| ps.contains(&peer) && self.conferences.contains_key(*r))
+            .map(|(r, _)| r.clone())
+            .collect();
+        for room in rooms {
+            self.relay_announce(now, &room, &peer);
+        }
+        self.settle(now);
+    }
+
+    /// The link's measured round trip time (paces NACK retries).
+    pub fn handle_relay_rtt(&mut self, peer: &str, rtt: Duration) {
+        if let Some(r) = self.relay.links.get_mut(peer) {
+            *r = rtt;
+        }
+    }
+
+    /// The link to `peer` is gone: its participants leave every room here.
+    /// When it comes back, everything is announced again from scratch.
+    pub fn handle_relay_link_down(&mut self, now: Instant, peer: &str) {
+        let peer: PeerId = Arc::from(peer);
+        if self.relay.links.remove(&peer).is_some() {
+            info!(%peer, "relay link down");
+        }
+        let rooms: Vec<Arc<str>> = self
+            .relay
+            .announced
+            .keys()
+            .chain(self.relay.remote_rooms.keys())
+            .cloned()
+            .collect();
+        for room in rooms {
+            self.relay_forget_peer_in_room(now, &room, &peer);
+        }
+        self.relay.remote_confs.retain(|(p, _), _| *p != peer);
+        self.settle(now);
+    }
+
+    /// Stop exchanging `room` with `peer`: its participants leave, it no
+    /// longer gets our media for the room.
+    fn relay_forget_peer_in_room(&mut self, now: Instant, room: &Arc<str>, peer: &PeerId) {
+        if let Some(list) = self.relay.announced.get_mut(room)
+            && let Some(i) = list.iter().position(|p| p == peer)
+        {
+            list.swap_remove(i);
+            if let Some(&number) = self.relay.numbers.get(room)
+                && self.relay.links.contains_key(peer)
+            {
+                self.out.push_back(Output::RelayControl {
+                    peer: peer.clone(),
+                    msg: Msg::ConferenceLeft(msg::ConferenceLeft { number }),
+                });
+            }
+        }
+        let locals = self
+            .conferences
+            .get(room)
+            .map(|c| c.endpoints.clone())
+            .unwrap_or_default();
+        for id in locals {
+            if let Some(ep) = self.endpoints.get_mut(&id) {
+                for s in &mut ep.sources {
+                    s.relay_demand.retain(|(p, _)| p != peer);
+                }
+            }
+        }
+        let remotes: Vec<EndpointId> = self
+            .relay
+            .remote_rooms
+            .get(room)
+            .map(|ids| {
+                ids.iter()
+                    .copied()
+                    .filter(|i| self.remotes.get(i).is_some_and(|r| &r.peer == peer))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in remotes {
+            self.remove_remote(now, id);
+        }
+        self.relay
+            .remote_confs
+            .retain(|(p, _), r| !(p == peer && r == room));
+    }
+
+    /// Tell `peer` everything about our side of `room`.
+    fn relay_announce(&mut self, now: Instant, room: &Arc<str>, peer: &PeerId) {
+        let announced = self.relay.announced.entry(room.clone()).or_default();
+        if announced.contains(peer) {
+            return;
+        }
+        announced.push(peer.clone());
+        let number = self.relay.number_for(room);
+        debug!(%peer, %room, number, "announcing conference to relay peer");
+        self.out.push_back(Output::RelayControl {
+            peer: peer.clone(),
+            msg: Msg::ConferenceJoined(msg::ConferenceJoined {
+                number,
+                name: room.to_string(),
+            }),
+        });
+        let locals = self
+            .conferences
+            .get(room)
+            .map(|c| c.endpoints.clone())
+            .unwrap_or_default();
+        for id in locals {
+            self.relay_send_participant(now, number, id, std::slice::from_ref(peer));
+        }
+    }
+
+    fn relay_send_participant(
+        &mut self,
+        now: Instant,
+        number: u32,
+        id: EndpointId,
+        peers: &[PeerId],
+    ) {
+        let Some(ep) = self.endpoints.get(&id) else {
+            return;
+        };
+        for p in peers {
+            self.out.push_back(Output::RelayControl {
+                peer: p.clone(),
+                msg: Msg::ParticipantJoined(msg::ParticipantJoined {
+                    conference: number,
+                    participant: ep.participant.clone(),
+                    name: ep.name.clone(),
+                }),
+            });
+        }
+        self.relay_send_sources(now, number, id, peers);
+    }
+
+    fn relay_send_sources(&mut self, now: Instant, number: u32, id: EndpointId, peers: &[PeerId]) {
+        let Some(ep) = self.endpoints.get_mut(&id) else {
+            return;
+        };
+        let mut sources = Vec::with_capacity(ep.sources.len());
+        for s in &mut ep.sources {
+            let (w, sig) = source_to_wire(s, now);
+            s.relay_active_sent = sig;
+            sources.push(w);
+        }
+        let m = msg::Sources {
+            conference: number,
+            participant: ep.participant.clone(),
+            sources,
+        };
+        for p in peers {
+            self.out.push_back(Output::RelayControl {
+                peer: p.clone(),
+                msg: Msg::Sources(m.clone()),
+            });
+        }
+    }
+
+    fn announced_peers(&self, room: &str) -> Vec<PeerId> {
+        self.relay.announced.get(room).cloned().unwrap_or_default()
+    }
+
+    /// A local endpoint joined `room`.
+    pub(super) fn relay_local_joined(&mut self, now: Instant, room: &Arc<str>, id: EndpointId) {
+        let Some(peers) = self.relay.room_peers.get(room).cloned() else {
+            return;
+        };
+        let announced = self.announced_peers(room);
+        for p in peers {
+            if !self.relay.links.contains_key(&p) {
+                continue;
+            }
+            if announced.contains(&p) {
+                let number = self.relay.number_for(room);
+                self.relay_send_participant(now, number, id, std::slice::from_ref(&p));
+            } else {
+                self.relay_announce(now, room, &p);
+            }
+        }
+    }
+
+    /// A local endpoint's sources changed (declared, muted).
+    pub(super) fn relay_local_sources(&mut self, now: Instant, room: &Arc<str>, id: EndpointId) {
+        let peers = self.announced_peers(room);
+        if peers.is_empty() {
+            return;
+        }
+        let number = self.relay.number_for(room);
+        self.relay_send_sources(now, number, id, &peers);
+    }
+
+    /// A local participant left `room` (its endpoint is already removed).
+    pub(super) fn relay_local_left(&mut self, room: &Arc<str>, participant: &str) {
+        let peers = self.announced_peers(room);
+        let Some(&number) = self.relay.numbers.get(room) else {
+            return;
+        };
+        for p in &peers {
+            self.out.push_back(Output::RelayControl {
+                peer: p.clone(),
+                msg: Msg::ParticipantLeft(msg::ParticipantLeft {
+                    conference: number,
+                    participant: participant.to_owned(),
+                }),
+            });
+        }
+        if !self.conferences.contains_key(room) {
+            for p in &peers {
+                self.out.push_back(Output::RelayControl {
+                    peer: p.clone(),
+                    msg: Msg::ConferenceLeft(msg::ConferenceLeft { number }),
+                });
+            }
+            self.relay.announced.remove(room);
+            self.relay.numbers.remove(room);
+            self.relay.by_number.remove(&number);
+        }
+    }
+
+    pub(super) fn remote_participant_infos(&self, room: &str) -> Vec<ParticipantInfo> {
+        self.relay
+            .remote_rooms
+            .get(room)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|i| self.remotes.get(i).map(RemoteParticipant::info))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(super) fn remote_publishers<'a>(
+        &'a self,
+        room: &str,
+    ) -> impl Iterator<Item = (EndpointId, &'a [PubSource])> + 'a {
+        self.relay
+            .remote_rooms
+            .get(room)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| self.remotes.get(i).map(|r| (*i, r.sources.as_slice())))
+    }
+
+    /// Send a local packet to the peers that want its layer.
+    pub(super) fn relay_forward(&mut self, p: &Packet) {
+        let Some(ep) = self.endpoints.get_mut(&p.source.endpoint) else {
+            return;
+        };
+        let Some(src) = ep.sources.iter_mut().find(|s| s.mid == p.source.mid) else {
+            return;
+        };
+        let bit = 1u32 << (p.layer % 32);
+        if !src.relay_demand.iter().any(|(_, m)| m & bit != 0) {
+            return;
+        }
+        let Some(&conference) = self.relay.numbers.get(&ep.room) else {
+            return;
+        };
+        let Some(codec) = codec_to_wire(p.codec) else {
+            return;
+        };
+        let header = MediaHeader {
+            conference,
+            source: src.relay_number,
+            layer: p.layer as u8,
+            marker: p.marker,
+            retransmission: false,
+            seq: p.seq as u16,
+            timestamp: p.ts,
+            audio_level: p.ext.audio_level.map(|l| l.unsigned_abs().min(127)),
+            voice_activity: p.ext.voice_activity.unwrap_or(false),
+            codec,
+        };
+        header.write(&p.payload, &mut self.relay.buf);
+        let Some(layer) = src.layers.get_mut(p.layer) else {
+            return;
+        };
+        let cap = if src.kind == Kind::Video {
+            VIDEO_CACHE
+        } else {
+            AUDIO_CACHE
+        };
+        layer
+            .relay_cache
+            .get_or_insert_with(|| SendCache::new(cap))
+            .insert(header.seq, &self.relay.buf);
+        let datagram: Arc<[u8]> = Arc::from(self.relay.buf.as_slice());
+        for (peer, mask) in &src.relay_demand {
+            if mask & bit != 0 {
+                self.stats.relay.datagrams_out += 1;
+                self.stats.relay.bytes_out += datagram.len() as u64;
+                self.out.push_back(Output::RelayDatagram {
+                    peer: peer.clone(),
+                    datagram: datagram.clone(),
+                });
+            }
+        }
+    }
+
+    /// A receiver here wants a keyframe of a remote source's layer: ask the
+    /// origin, which applies its own per-publisher throttle too.
+    pub(super) fn relay_request_keyframe(&mut self, now: Instant, r: SourceRef, layer: usize) {
+        let Some(rp) = self.remotes.get_mut(&r.endpoint) else {
+            return;
+        };
+        let Some(src) = rp.sources.iter_mut().find(|s| s.mid == r.mid) else {
+            return;
+        };
+        let Some(l) = src.layers.get_mut(layer) else {
+            return;
+        };
+        if !l.gate.try_pass(now) {
+            self.stats.keyframe_requests_throttled += 1;
+            return;
+        }
+        self.stats.keyframe_requests_sent += 1;
+        self.out.push_back(Output::RelayControl {
+            peer: rp.peer.clone(),
+            msg: Msg::KeyframeRequest(msg::KeyframeRequest {
+                conference: rp.conference,
+                source: u32::from(src.relay_number),
+                layer: layer as u32,
+            }),
+        });
+    }
+
+    /// Recompute, per remote source, the layers local receivers forward or
+    /// wait for, and tell origins what changed.
+    pub(super) fn relay_update_demand(&mut self) {
+        let mut changes = Vec::new();
+        for (&id, rp) in self.remotes.iter_mut() {
+            for (i, src) in rp.sources.iter().enumerate() {
+                let r = SourceRef {
+                    endpoint: id,
+                    mid: src.mid,
+                };
+                let mut mask = 0u32;
+                for &(sub, slot_i) in &src.subscribers {
+                    let Some(slot) = self.endpoints.get(&sub).and_then(|e| e.slots.get(slot_i))
+                    else {
+                        continue;
+                    };
+                    if slot.source != Some(r) {
+                        continue;
+                    }
+                    for l in [slot.current, slot.target].into_iter().flatten() {
+                        mask |= 1 << (l % 32);
+                    }
+                }
+                let Some(state) = rp.state.get_mut(i) else {
+                    continue;
+                };
+                if mask != state.demand_sent {
+                    // A layer resumed later restarts its sequence tracking.
+                    let stopped = state.demand_sent & !mask;
+                    for (l, g) in state.gaps.iter_mut().enumerate() {
+                        if stopped & (1 << (l % 32)) != 0 {
+                            g.reset();
+                        }
+                    }
+                    state.demand_sent = mask;
+                    changes.push((
+                        rp.peer.clone(),
+                        msg::Demand {
+                            conference: rp.conference,
+                            source: u32::from(src.relay_number),
+                            layers: mask,
+                        },
+                    ));
+                }
+            }
+        }
+        for (peer, d) in changes {
+            trace!(%peer, source = d.source, layers = d.layers, "relay demand");
+            self.out.push_back(Output::RelayControl {
+                peer,
+                msg: Msg::Demand(d),
+            });
+        }
+    }
+
+    /// Periodic relay work: tell peers about layers that started or stopped,
+    /// retry NACKs for holes that are still open.
+    pub(super) fn relay_housekeeping(&mut self, now: Instant) {
+        let rooms: Vec<(Arc<str>, Vec<PeerId>)> = self
+            .relay
+            .announced
+            .iter()
+            .filter(|(_, ps)| !ps.is_empty())
+            .map(|(r, ps)| (r.clone(), ps.clone()))
+            .collect();
+        for (room, peers) in rooms {
+            let Some(&number) = self.relay.numbers.get(&room) else {
+                continue;
+            };
+            let locals = self
+                .conferences
+                .get(&room)
+                .map(|c| c.endpoints.clone())
+                .unwrap_or_default();
+            for id in locals {
+                let changed = self.endpoints.get(&id).is_some_and(|ep| {
+                    ep.sources
+                        .iter()
+                        .any(|s| source_to_wire(s, now).1 != s.relay_active_sent)
+                });
+                if changed {
+                    self.relay_send_sources(now, number, id, &peers);
+                }
+            }
+        }
+        let ids: Vec<EndpointId> = self.remotes.keys().copied().collect();
+        for id in ids {
+            self.relay_poll_nacks(now, id);
+        }
+    }
+
+    fn relay_poll_nacks(&mut self, now: Instant, id: EndpointId) {
+        let Some(rp) = self.remotes.get_mut(&id) else {
+            return;
+        };
+        let rtt = self
+            .relay
+            .links
+            .get(&rp.peer)
+            .copied()
+            .unwrap_or(DEFAULT_RTT);
+        for (i, st) in rp.state.iter_mut().enumerate() {
+            for (layer, g) in st.gaps.iter_mut().enumerate() {
+                let lost = g.lost;
+                self.relay.nacks.clear();
+                g.poll_nacks(now, rtt, &mut self.relay.nacks);
+                self.stats.relay.lost += g.lost - lost;
+                if self.relay.nacks.is_empty() {
+                    continue;
+                }
+                let Some(src) = rp.sources.get(i) else {
+                    continue;
+                };
+                self.stats.relay.nacks_sent += self.relay.nacks.len() as u64;
+                self.out.push_back(Output::RelayControl {
+                    peer: rp.peer.clone(),
+                    msg: Msg::Nack(msg::Nack {
+                        conference: rp.conference,
+                        source: u32::from(src.relay_number),
+                        layer: layer as u32,
+                        seqs: self.relay.nacks.iter().map(|&s| u32::from(s)).collect(),
+                    }),
+                });
+            }
+        }
+    }
+
+    /// A control message from a peer whose link is ready.
+    pub fn handle_relay_control(&mut self, now: Instant, peer: &str, m: Msg) {
+        self.stats.relay.control_in += 1;
+        let peer: PeerId = Arc::from(peer);
+        match m {
+            Msg::ConferenceJoined(c) => {
+                let room: Arc<str> = match self.conferences.get_key_value(c.name.as_str()) {
+                    Some((k, _)) => k.clone(),
+                    None => Arc::from(c.name.as_str()),
+                };
+                self.relay.remote_confs.insert((peer, c.number), room);
+            }
+            Msg::ConferenceLeft(c) => {
+                if let Some(room) = self.relay.remote_confs.remove(&(peer.clone(), c.number)) {
+                    let ids: Vec<EndpointId> = self
+                        .relay
+                        .remote_rooms
+                        .get(&room)
+                        .into_iter()
+                        .flatten()
+                        .copied()
+                        .filter(|i| {
+                            self.remotes
+                                .get(i)
+                                .is_some_and(|r| r.peer == peer && r.conference == c.number)
+                        })
+                        .collect();
+                    for id in ids {
+                        self.remove_remote(now, id);
+                    }
+                } else {
+                    self.stats.relay.control_unknown += 1;
+                }
+            }
+            Msg::ParticipantJoined(p) => self.remote_joined(now, peer, p),
+            Msg::ParticipantLeft(p) => {
+                match self.find_remote(&peer, p.conference, &p.participant) {
+                    Some(id) => self.remove_remote(now, id),
+                    None => self.stats.relay.control_unknown += 1,
+                }
+            }
+            Msg::Sources(s) => self.remote_sources(now, peer, s),
+            Msg::Demand(d) => self.peer_demand(now, peer, d),
+            Msg::KeyframeRequest(k) => match self.local_source_by_number(k.conference, k.source) {
+                Some(r) => self.request_keyframe(now, r, k.layer as usize),
+                None => self.stats.relay.control_unknown += 1,
+            },
+            Msg::Nack(n) => self.peer_nack(peer, n),
+            Msg::OversizeMedia(d) => self.handle_relay_datagram(now, &peer, &d),
+            // The link handles these; a shell passing them on is harmless.
+            Msg::Hello(_) | Msg::Ping(_) | Msg::Pong(_) => {}
+        }
+        self.settle(now);
+    }
+
+    fn find_remote(&self, peer: &PeerId, conference: u32, participant: &str) -> Option<EndpointId> {
+        let room = self.relay.remote_confs.get(&(peer.clone(), conference))?;
+        self.relay
+            .remote_rooms
+            .get(room)?
+            .iter()
+            .copied()
+            .find(|i| {
+                self.remotes.get(i).is_some_and(|r| {
+                    &r.peer == peer && r.conference == conference && r.participant == participant
+                })
+            })
+    }
+
+    fn remote_joined(&mut self, now: Instant, peer: PeerId, p: msg::ParticipantJoined) {
+        let Some(room) = self
+            .relay
+            .remote_confs
+            .get(&(peer.clone(), p.conference))
+            .cloned()
+        else {
+            self.stats.relay.control_unknown += 1;
+            return;
+        };
+        if self
+            .find_remote(&peer, p.conference, &p.participant)
+            .is_some()
+        {
+            return;
+        }
+        let id = EndpointId(self.relay.next_remote);
+        self.relay.next_remote += 1;
+        let rp = RemoteParticipant {
+            peer: peer.clone(),
+            conference: p.conference,
+            room: room.clone(),
+            participant: p.participant,
+            name: p.name,
+            sources: Vec::new(),
+            state: Vec::new(),
+        };
+        info!(%peer, %room, participant = %rp.participant, "remote participant joined");
+        let info = rp.info();
+        self.remotes.insert(id, rp);
+        self.relay
+            .remote_rooms
+            .entry(room.clone())
+            .or_default()
+            .push(id);
+        for o in self.local_endpoints(&room) {
+            self.signal(
+                o,
+                ServerMessage::ParticipantJoined {
+                    participant: info.clone(),
+                },
+            );
+        }
+        let _ = now;
+    }
+
+    fn local_endpoints(&self, room: &str) -> Vec<EndpointId> {
+        self.conferences
+            .get(room)
+            .map(|c| c.endpoints.clone())
+            .unwrap_or_default()
+    }
+
+    fn remove_remote(&mut self, now: Instant, id: EndpointId) {
+        let Some(rp) = self.remotes.remove(&id) else {
+            return;
+        };
+        info!(peer = %rp.peer, room = %rp.room, participant = %rp.participant, "remote participant left");
+        for s in &rp.sources {
+            self.unsubscribe_all(s);
+            self.relay
+                .remote_sources
+                .remove(&(rp.peer.clone(), rp.conference, s.relay_number));
+        }
+        if let Some(list) = self.relay.remote_rooms.get_mut(&rp.room) {
+            list.retain(|&i| i != id);
+            if list.is_empty() {
+                self.relay.remote_rooms.remove(&rp.room);
+            }
+        }
+        let locals = self.local_endpoints(&rp.room);
+        for &o in &locals {
+            self.signal(
+                o,
+                ServerMessage::ParticipantLeft {
+                    id: rp.participant.clone(),
+                },
+            );
+        }
+        for o in locals {
+            self.assign_slots(now, o);
+        }
+    }
+
+    fn remote_sources(&mut self, now: Instant, peer: PeerId, m: msg::Sources) {
+        let Some(id) = self.find_remote(&peer, m.conference, &m.participant) else {
+            self.stats.relay.control_unknown += 1;
+            return;
+        };
+        let Some(rp) = self.remotes.get_mut(&id) else {
+            return;
+        };
+        let mut wanted: Vec<(PubSource, RemoteSource)> = Vec::new();
+        for w in m.sources {
+            let Ok(number) = u16::try_from(w.number) else {
+                self.stats.relay.control_unknown += 1;
+                continue;
+            };
+            let kind = if w.kind == msg::Kind::Audio as i32 {
+                Kind::Audio
+            } else {
+                Kind::Video
+            };
+            // Sources that stay keep their state (subscribers, gates,
+            // sequence tracking); layer facts are refreshed.
+            let old = rp.sources.iter().position(|s| {
+                s.relay_number == number && s.kind == kind && s.layers.len() == w.layers.len()
+            });
+            let (mut src, st) = match old {
+                Some(i) => {
+                    let s = rp.sources.swap_remove(i);
+                    let st = rp.state.swap_remove(i);
+                    (s, st)
+                }
+                None => {
+                    let layers = w
+                        .layers
+                        .iter()
+                        .map(|l| {
+                            Layer::new(
+                                (!l.rid.is_empty()).then(|| Rid::from(l.rid.as_str())),
+                                l.height,
+                            )
+                        })
+                        .collect::<Vec<_>>();
+                    let n = layers.len();
+                    (
+                        PubSource {
+                            id: w.id.clone(),
+                            name: w.name.clone(),
+                            kind,
+                            mid: Mid::from(format!("r{number}").as_str()),
+                            muted: w.muted,
+                            layers,
+                            subscribers: Vec::new(),
+                            relay_number: number,
+                            relay_demand: Vec::new(),
+                            relay_active_sent: 0,
+                        },
+                        RemoteSource {
+                            demand_sent: 0,
+                            gaps: (0..n).map(|_| GapTracker::default()).collect(),
+                        },
+                    )
+                }
+            };
+            src.muted = w.muted;
+            src.name = w.name;
+            src.id = w.id;
+            for (l, wl) in src.layers.iter_mut().zip(&w.layers) {
+                l.declared_height = wl.height;
+                l.remote_active = Some(wl.active);
+            }
+            wanted.push((src, st));
+        }
+        let removed: Vec<PubSource> = std::mem::take(&mut rp.sources);
+        rp.state.clear();
+        let conference = rp.conference;
+        for (s, st) in wanted {
+            rp.sources.push(s);
+            rp.state.push(st);
+        }
+        let room = rp.room.clone();
+        let participant = rp.participant.clone();
+        let infos: Vec<_> = rp.sources.iter().map(|s| s.info(&participant)).collect();
+        let numbers: Vec<u16> = rp.sources.iter().map(|s| s.relay_number).collect();
+        for s in &removed {
+            self.unsubscribe_all(s);
+            self.relay
+                .remote_sources
+                .remove(&(peer.clone(), conference, s.relay_number));
+        }
+        for (i, n) in numbers.into_iter().enumerate() {
+            self.relay
+                .remote_sources
+                .insert((peer.clone(), conference, n), (id, i));
+        }
+        for o in self.local_endpoints(&room) {
+            self.signal(
+                o,
+                ServerMessage::Sources {
+                    participant: participant.clone(),
+                    sources: infos.clone(),
+                },
+            );
+        }
+        for o in self.local_endpoints(&room) {
+            self.assign_slots(now, o);
+            self.reallocate(now, o);
+        }
+        self.relay.demand_dirty = true;
+    }
+
+    /// The local source `number` of our conference `conference`.
+    fn local_source_by_number(&self, conference: u32, number: u32) -> Option<SourceRef> {
+        let room = self.relay.by_number.get(&conference)?;
+        let conf = self.conferences.get(room)?;
+        conf.endpoints.iter().find_map(|&e| {
+            let ep = self.endpoints.get(&e)?;
+            ep.sources
+                .iter()
+                .find(|s| u32::from(s.relay_number) == number)
+                .map(|s| SourceRef {
+                    endpoint: e,
+                    mid: s.mid,
+                })
+        })
+    }
+
+    fn peer_demand(&mut self, now: Instant, peer: PeerId, d: msg::Demand) {
+        let Some(r) = self.local_source_by_number(d.conference, d.source) else {
+            self.stats.relay.control_unknown += 1;
+            return;
+        };
+        let Some(src) = self.source_of_mut(r) else {
+            return;
+        };
+        let before = src
+            .relay_demand
+            .iter()
+            .find(|(p, _)| *p == peer)
+            .map_or(0, |(_, m)| *m);
+        src.relay_demand.retain(|(p, _)| *p != peer);
+        if d.layers != 0 {
+            src.relay_demand.push((peer, d.layers));
+        }
+        // A layer a peer starts to want is useless to it until a keyframe.
+        let started = d.layers & !before;
+        let kind = src.kind;
+        if kind == Kind::Video {
+            for l in 0..32 {
+                if started & (1 << l) != 0 {
+                    self.request_keyframe(now, r, l);
+                }
+            }
+        }
+    }
+
+    fn peer_nack(&mut self, peer: PeerId, n: msg::Nack) {
+        let Some(r) = self.local_source_by_number(n.conference, n.source) else {
+            self.stats.relay.control_unknown += 1;
+            return;
+        };
+        let Some(layer) = self
+            .source_of(r)
+            .and_then(|s| s.layers.get(n.layer as usize))
+        else {
+            self.stats.relay.control_unknown += 1;
+            return;
+        };
+        let mut found = Vec::new();
+        let mut misses = 0;
+        for seq in n.seqs {
+            match layer.relay_cache.as_ref().and_then(|c| c.get(seq as u16)) {
+                Some(d) => {
+                    let mut d = d.to_vec();
+                    wire::set_retransmission(&mut d);
+                    found.push(d);
+                }
+                None => misses += 1,
+            }
+        }
+        self.stats.relay.nack_misses += misses;
+        for d in found {
+            self.stats.relay.retransmissions += 1;
+            self.stats.relay.datagrams_out += 1;
+            self.stats.relay.bytes_out += d.len() as u64;
+            self.out.push_back(Output::RelayDatagram {
+                peer: peer.clone(),
+                datagram: Arc::from(d),
+            });
+        }
+    }
+
+    /// A media datagram from a relay peer.
+    pub fn handle_relay_datagram(&mut self, now: Instant, peer: &str, data: &[u8]) {
+        self.stats.relay.datagrams_in += 1;
+        self.stats.relay.bytes_in += data.len() as u64;
+        let (h, payload) = match MediaHeader::parse(data) {
+            Ok(v) => v,
+            Err(e) => {
+                trace!(%peer, error = %e, "relay datagram dropped");
+                self.stats.relay.dropped_malformed += 1;
+                return;
+            }
+        };
+        let peer: PeerId = Arc::from(peer);
+        let Some(&(id, i)) = self
+            .relay
+            .remote_sources
+            .get(&(peer.clone(), h.conference, h.source))
+        else {
+            self.stats.relay.dropped_unknown += 1;
+            return;
+        };
+        let Some(rp) = self.remotes.get_mut(&id) else {
+            self.stats.relay.dropped_unknown += 1;
+            return;
+        };
+        let (Some(src), Some(st)) = (rp.sources.get(i), rp.state.get_mut(i)) else {
+            self.stats.relay.dropped_unknown += 1;
+            return;
+        };
+        let layer = usize::from(h.layer);
+        let Some(g) = st.gaps.get_mut(layer) else {
+            self.stats.relay.dropped_unknown += 1;
+            return;
+        };
+        let repaired = g.repaired;
+        let Some(seq) = g.on_packet(now, h.seq) else {
+            self.stats.relay.dropped_duplicate += 1;
+            return;
+        };
+        self.stats.relay.repaired += g.repaired - repaired;
+        let holes = g.has_holes();
+        let mid = src.mid;
+        let mut ext = ExtensionValues::default();
+        if h.codec == wire::Codec::Opus {
+            ext.audio_level = h.audio_level.map(|l| -(l as i8));
+            ext.voice_activity = Some(h.voice_activity);
+        }
+        let packet = Packet {
+            source: SourceRef { endpoint: id, mid },
+            layer,
+            codec: codec_from_wire(h.codec),
+            seq,
+            ts: h.timestamp,
+            marker: h.marker,
+            ext,
+            payload: Arc::from(payload),
+            wallclock: now,
+        };
+        self.fan_out(now, packet);
+        if holes {
+            self.relay_poll_nacks(now, id);
+        }
+        self.settle(now);
+    }
+}

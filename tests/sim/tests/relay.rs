@@ -1,0 +1,192 @@
+//! Relay scenarios: conferences spanning bridges joined by relay links.
+//! Each runs with a fixed seed (override with TERN_SIM_SEED).
+
+use std::time::Duration;
+
+use tern_sim::{LinkConfig, Sim, SimConfig, seed_or, with_seed};
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+fn clean() -> LinkConfig {
+    LinkConfig::latency(10)
+}
+
+fn cluster(seed: u64, bridges: usize, relay: LinkConfig) -> Sim {
+    let mut cfg = SimConfig::new(seed);
+    cfg.bridges = bridges;
+    cfg.relay_link = relay;
+    Sim::new(cfg)
+}
+
+/// A publisher on bridge 0 and `n` receivers on bridge 1 asking for `height`.
+fn across(seed: u64, n: usize, height: u32, relay: LinkConfig) -> Sim {
+    let mut sim = cluster(seed, 2, relay);
+    sim.add_peer_on(0, "pub", |_| {}, clean(), clean());
+    for i in 0..n {
+        let r = sim.add_peer_on(
+            1,
+            &format!("r{i}"),
+            |c| {
+                c.video = vec![];
+                c.audio = false;
+            },
+            clean(),
+            clean(),
+        );
+        sim.set_max_height(r, None, height);
+    }
+    sim
+}
+
+#[test]
+fn participants_on_three_bridges_all_receive_each_other() {
+    with_seed(seed_or(31), |seed| {
+        let mut sim = cluster(seed, 3, LinkConfig::latency(5));
+        let names = ["p0", "p1", "p2", "p3"];
+        for (i, n) in names.iter().enumerate() {
+            // p3 shares bridge 0 with p0: local and remote mix.
+            sim.add_peer_on(i % 3, n, |_| {}, clean(), clean());
+        }
+        sim.run_until(secs(8.0));
+        for r in names {
+            let st = sim.state(r);
+            let mut others: Vec<String> = st.participants.keys().cloned().collect();
+            others.sort();
+            let expect: Vec<String> = names
+                .iter()
+                .filter(|n| **n != r)
+                .map(|n| n.to_string())
+                .collect();
+            assert_eq!(others, expect, "{r} sees every other participant");
+            for p in names.iter().filter(|p| **p != r) {
+                let rx = sim.reception(r, p, secs(4.0), secs(7.5));
+                assert_eq!(rx.layers, vec![2], "{r} gets 720p of {p}: {rx:?}");
+                assert!(rx.frame_loss() < 0.01, "{r} from {p}: {rx:?}");
+                assert_eq!(rx.freezes, 0, "{r} from {p}: {rx:?}");
+            }
+            for p in names.iter().filter(|p| **p != r) {
+                let audio = sim.state(r).received_for(&format!("{p}/mic")).len();
+                // 50 packets/s for ~7 s.
+                assert!(audio > 250, "{r} hears {p}: {audio} audio packets");
+            }
+        }
+        assert_eq!(sim.bridges[1].core.remote_participants("sim").len(), 3);
+        // Only local media goes out: nothing relayed twice.
+        for b in 0..3 {
+            let st = sim.bridges[b].core.relay_stats();
+            assert!(st.datagrams_out > 0 && st.datagrams_in > 0, "b{b}: {st:?}");
+        }
+    });
+}
+
+#[test]
+fn leaving_and_joining_propagate_across_bridges() {
+    with_seed(seed_or(37), |seed| {
+        let mut sim = cluster(seed, 2, LinkConfig::latency(5));
+        let a = sim.add_peer_on(0, "a", |_| {}, clean(), clean());
+        sim.add_peer_on(1, "b", |_| {}, clean(), clean());
+        sim.run_until(secs(3.0));
+        assert!(sim.state("b").participants.contains_key("a"));
+        sim.leave(a);
+        sim.run_until(secs(3.5));
+        assert!(
+            !sim.state("b").participants.contains_key("a"),
+            "a's leave reached b within 500 ms"
+        );
+        assert!(sim.bridges[1].core.remote_participants("sim").is_empty());
+        sim.add_peer_on(0, "c", |_| {}, clean(), clean());
+        sim.run_until(secs(7.0));
+        assert!(sim.state("b").participants.contains_key("c"));
+        let rx = sim.reception("b", "c", secs(5.0), secs(6.8));
+        assert!(rx.frames_complete > 30, "b decodes c: {rx:?}");
+    });
+}
+
+#[test]
+fn five_percent_loss_on_the_relay_is_repaired_below_half_a_percent_frame_loss() {
+    with_seed(seed_or(41), |seed| {
+        let mut sim = across(seed, 3, 720, LinkConfig::latency(20).with_loss(0.05));
+        sim.run_until(secs(20.0));
+        let (sent, lost) = sim.relay_counts(0, 1);
+        assert!(
+            lost as f64 > 0.04 * sent as f64,
+            "loss applied on the relay: {lost}/{sent}"
+        );
+        for r in ["r0", "r1", "r2"] {
+            let rx = sim.reception(r, "pub", secs(3.0), secs(19.0));
+            assert!(
+                rx.frame_loss() < 0.005,
+                "{r}: {:.3}% {rx:?}",
+                rx.frame_loss() * 100.0
+            );
+        }
+        let (b0, b1) = (
+            sim.bridges[0].core.relay_stats(),
+            sim.bridges[1].core.relay_stats(),
+        );
+        eprintln!("origin {b0:?}\nreceiving {b1:?}");
+        assert!(
+            b1.nacks_sent > 0 && b0.retransmissions > 0,
+            "repaired hop by hop"
+        );
+        assert!(b1.repaired > lost / 2, "most holes repaired: {b1:?}");
+    });
+}
+
+#[test]
+fn a_ten_second_relay_partition_heals_and_media_resumes_within_two_seconds() {
+    with_seed(seed_or(43), |seed| {
+        let mut sim = across(seed, 1, 360, LinkConfig::latency(10));
+        sim.relay_partition(0, 1, secs(5.0), secs(15.0));
+        sim.run_until(secs(10.0));
+        assert!(!sim.relay_up(0, 1), "the link noticed the partition");
+        sim.run_until(secs(22.0));
+        assert!(sim.relay_up(0, 1), "the link came back");
+        let times = sim.frame_times("r0", "pub");
+        let after = times
+            .iter()
+            .find(|t| **t >= secs(15.0))
+            .copied()
+            .expect("media resumed after the partition");
+        assert!(
+            after < secs(17.0),
+            "first frame at {after:?}, healed at 15 s"
+        );
+        let rx = sim.reception("r0", "pub", secs(17.0), secs(21.5));
+        assert!(rx.frame_loss() < 0.01, "{rx:?}");
+        assert!(sim.state("r0").participants.contains_key("pub"));
+    });
+}
+
+#[test]
+fn the_relay_carries_only_the_layer_remote_receivers_want() {
+    with_seed(seed_or(47), |seed| {
+        let run = |height: u32| {
+            let mut sim = across(seed, 3, height, LinkConfig::latency(10));
+            sim.run_until(secs(12.0));
+            for r in ["r0", "r1", "r2"] {
+                let rx = sim.reception(r, "pub", secs(4.0), secs(11.5));
+                assert!(rx.frame_loss() < 0.01, "{r} at {height}p: {rx:?}");
+            }
+            let layers = sim.reception("r0", "pub", secs(4.0), secs(11.5)).layers;
+            (sim.bridges[0].core.relay_stats().bytes_out, layers)
+        };
+        let (low, low_layers) = run(180);
+        let (high, high_layers) = run(720);
+        assert_eq!(low_layers, vec![0]);
+        assert_eq!(high_layers, vec![2]);
+        // The ladder is 150 + 500 + 1500 kbit/s: 180p plus audio is well
+        // under a fifth of 720p, and forwarding every layer would be more
+        // than 720p alone.
+        eprintln!(
+            "relay bytes in 12 s: {low} with every remote receiver at 180p, {high} at 720p ({:.1}%)",
+            100.0 * low as f64 / high as f64
+        );
+        assert!(
+            (low as f64) < 0.2 * high as f64,
+            "180p only: {low} vs {high} bytes"
+        );
+    });
+}
