@@ -1,5 +1,5 @@
 //! Command line: `tern bridge`, `tern focus`, `tern dev`, `tern clusterstatus`,
-//! `tern token`, `tern check-config`.
+//! `tern token`, `tern check-config`, `tern ca`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use crate::auth::TokenKeys;
 use crate::bridge;
 use crate::config::Config;
+use crate::relay_net::{BridgeId, ClusterCa};
 
 #[derive(Parser)]
 #[command(name = "tern", version, about = "Tern: a WebRTC SFU cluster")]
@@ -74,11 +75,89 @@ enum Command {
         #[arg(long)]
         ttl: Option<u64>,
     },
-    /// Validate a configuration file and print the effective configuration.
+    /// Validate a configuration file (and the relay certificates it names)
+    /// and print the effective configuration.
     CheckConfig { config: PathBuf },
+    /// The cluster CA that authenticates bridges to each other on the relay
+    /// mesh: create it once, then issue one certificate per bridge.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Load a bridge (or Janus) with synthetic publishers and subscribers for
     /// a bounded time and print what they received.
     Loadtest(crate::loadtest::Args),
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create a cluster CA: writes DIR/ca.pem and DIR/ca-key.pem (mode
+    /// 0600). Refuses to overwrite an existing CA.
+    Init {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Lifetime of the CA certificate.
+        #[arg(long, default_value_t = 3650)]
+        days: u64,
+    },
+    /// Issue a certificate for one bridge: writes OUT/<id>.pem and
+    /// OUT/<id>-key.pem (mode 0600). Its id must be the bridge's `bridge.id`.
+    Issue {
+        /// Directory holding ca.pem and ca-key.pem.
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// Bridge id: 1-63 of a-z, 0-9 and '-'.
+        #[arg(long, value_name = "BRIDGE_ID")]
+        id: BridgeId,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Lifetime of the bridge certificate.
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+    },
+}
+
+const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+fn ca_main(command: CaCommand) -> anyhow::Result<()> {
+    match command {
+        CaCommand::Init { out, days } => {
+            let ca = ClusterCa::generate_valid_for(DAY * u32::try_from(days)?)?;
+            let (cert, key) = ca.write(&out)?;
+            println!("wrote {} and {}", cert.display(), key.display());
+            println!(
+                "keep {} offline; bridges need only {}",
+                key.display(),
+                cert.display()
+            );
+        }
+        CaCommand::Issue { ca, id, out, days } => {
+            let ca = ClusterCa::load(&ca)?;
+            let identity = ca.issue_valid_for(&id, DAY * u32::try_from(days)?)?;
+            let (cert, key) = identity.write(&out)?;
+            println!("wrote {} and {}", cert.display(), key.display());
+        }
+    }
+    Ok(())
+}
+
+/// Loads and cross-checks the relay credentials a config names.
+fn check_relay(cfg: &Config) -> anyhow::Result<()> {
+    if !cfg.relay.is_configured() {
+        return Ok(());
+    }
+    let creds = crate::relay_net::load_identity(&cfg.relay)?;
+    let id = creds.identity.id();
+    println!("relay: certificate for bridge {id} is trusted by the cluster CA");
+    // Peers dial a bridge by the id the focus knows it by, so a certificate
+    // for another id would be refused by every peer.
+    if !cfg.bridge.id.is_empty() && cfg.bridge.id != id.as_str() {
+        eprintln!(
+            "warning: the relay certificate is for bridge {id} but bridge.id is {:?}; peers will refuse it",
+            cfg.bridge.id
+        );
+    }
+    Ok(())
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -147,9 +226,11 @@ pub fn main() -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => {
             let cfg = Config::load(Some(&config))?;
+            check_relay(&cfg)?;
             println!("{cfg:#?}");
             Ok(())
         }
+        Command::Ca { command } => ca_main(command),
         Command::Loadtest(args) => crate::loadtest::main(args),
     }
 }

@@ -2,7 +2,7 @@
 //! overrides, then defaults. Unknown keys are errors that name the key.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use tern_sfu::CodecName;
@@ -25,6 +25,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub media: MediaConfig,
     pub focus: FocusSection,
+    pub relay: RelayConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -76,6 +77,36 @@ pub struct MediaConfig {
     pub default_max_height: u32,
     /// Video packets per receive slot kept to answer NACKs.
     pub rtx_cache_packets: usize,
+}
+
+/// The relay mesh: bridges connect to each other over QUIC, mutually
+/// authenticated with certificates from the cluster CA (`tern ca`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// UDP address of the relay endpoint. Absent: relaying is disabled.
+    pub listen: Option<SocketAddr>,
+    /// Address the focus gives peer bridges to dial; defaults to `listen`.
+    /// Required when `listen` is a wildcard address.
+    pub advertise: Option<SocketAddr>,
+    /// PEM files: the cluster CA certificate, this bridge's certificate, and
+    /// its private key. Relative paths are relative to the working directory.
+    pub ca_cert: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl RelayConfig {
+    /// Whether any relay setting asks for relaying or names credentials,
+    /// i.e. whether the credential files deserve checking.
+    pub fn is_configured(&self) -> bool {
+        self.listen.is_some() || self.ca_cert.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+
+    /// The address peers should dial.
+    pub fn advertise_addr(&self) -> Option<SocketAddr> {
+        self.advertise.or(self.listen)
+    }
 }
 
 impl Default for BridgeConfig {
@@ -206,7 +237,7 @@ impl Config {
             };
             // Other TERN_* variables (test harness settings, say) are not
             // ours to judge; within a known section every key is checked.
-            if !["bridge", "auth", "media", "focus"].contains(&section) {
+            if !["bridge", "auth", "media", "focus", "relay"].contains(&section) {
                 continue;
             }
             let entry = table
@@ -286,6 +317,26 @@ impl Config {
         if self.auth.token_ttl_secs == 0 {
             return Err("auth.token_ttl_secs must be at least 1".into());
         }
+        let r = &self.relay;
+        if let Some(listen) = r.listen {
+            for (key, value) in [("ca_cert", &r.ca_cert), ("cert", &r.cert), ("key", &r.key)] {
+                if value.is_none() {
+                    return Err(format!("relay.{key} is required when relay.listen is set"));
+                }
+            }
+            if listen.ip().is_unspecified() && r.advertise.is_none() {
+                return Err(
+                    "relay.advertise is required when relay.listen is a wildcard address".into(),
+                );
+            }
+        } else if r.advertise.is_some() {
+            return Err("relay.advertise is set but relay.listen is not".into());
+        }
+        if r.advertise
+            .is_some_and(|a| a.ip().is_unspecified() || a.port() == 0)
+        {
+            return Err("relay.advertise must be a concrete address and port".into());
+        }
         Ok(())
     }
 
@@ -358,6 +409,57 @@ mod tests {
             .expect_err("typo")
             .to_string();
         assert!(e.contains("shrads"), "{e}");
+    }
+
+    #[test]
+    fn relay_section_parses_and_is_overridable() {
+        let text = "[relay]\nlisten = \"127.0.0.1:7443\"\nca_cert = \"ca.pem\"\ncert = \"b.pem\"\nkey = \"b-key.pem\"\n";
+        let env = vec![(
+            "TERN_RELAY_ADVERTISE".to_string(),
+            "192.0.2.1:7443".to_string(),
+        )];
+        let c = Config::from_parts("t", text, env).expect("valid");
+        assert_eq!(
+            c.relay.listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 7443)))
+        );
+        assert_eq!(c.relay.cert.as_deref(), Some(Path::new("b.pem")));
+        assert_eq!(
+            c.relay.advertise_addr(),
+            Some(SocketAddr::from(([192, 0, 2, 1], 7443)))
+        );
+        assert!(!Config::default().relay.is_configured());
+    }
+
+    #[test]
+    fn relay_unknown_key_and_missing_files_are_named() {
+        let e = Config::from_parts(
+            "tern.toml",
+            "[relay]\nlisten = \"127.0.0.1:1\"\ncerts = \"x\"\n",
+            no_env(),
+        )
+        .expect_err("typo")
+        .to_string();
+        assert!(e.contains("certs") && e.contains("line 3"), "{e}");
+        let e = Config::from_parts("t", "[relay]\nlisten = \"127.0.0.1:1\"\n", no_env())
+            .expect_err("no credentials")
+            .to_string();
+        assert!(e.contains("relay.ca_cert is required"), "{e}");
+        let env = vec![("TERN_RELAY_LISTN".to_string(), "127.0.0.1:1".to_string())];
+        let e = Config::from_parts("t", "", env)
+            .expect_err("typo")
+            .to_string();
+        assert!(e.contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn wildcard_relay_address_needs_advertise_address() {
+        let text =
+            "[relay]\nlisten = \"0.0.0.0:7443\"\nca_cert = \"c\"\ncert = \"b\"\nkey = \"k\"\n";
+        let e = Config::from_parts("t", text, no_env())
+            .expect_err("no advertise address")
+            .to_string();
+        assert!(e.contains("relay.advertise"), "{e}");
     }
 
     #[test]

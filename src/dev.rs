@@ -124,10 +124,20 @@ pub async fn run(
         "tern dev: focus pid {} http {http} grpc {grpc}",
         focus.id().unwrap_or_default()
     );
+    // The bridges relay to each other with certificates from a throwaway
+    // cluster CA (an operator makes a lasting one with `tern ca`).
+    let pki = std::env::temp_dir().join(format!("tern-dev-{}", std::process::id()));
+    std::fs::create_dir_all(&pki).with_context(|| format!("creating {}", pki.display()))?;
+    let ca = crate::relay_net::ClusterCa::generate()?;
+    let (ca_cert, _) = ca.write(&pki)?;
     let mut bridges = Vec::new();
     for (i, region) in ["local-a", "local-b"].into_iter().enumerate() {
         let i = i as u16;
         let (b_http, b_media) = (with_port(http, 1 + i), with_port(media, i));
+        let b_relay = with_port(media, 100 + i);
+        let id = crate::relay_net::BridgeId::new(region)?;
+        let (cert, key) = ca.issue(&id)?.write(&pki)?;
+        let path = |p: &std::path::Path| format!("{:?}", p.display().to_string());
         let (child, ready) = spawn(
             &["bridge"],
             &config,
@@ -140,6 +150,10 @@ pub async fn run(
                 ("TERN_BRIDGE_FOCUS_URL", format!("\"http://{grpc}\"")),
                 ("TERN_BRIDGE_FOCUS_SECRET", format!("\"{bridge_secret}\"")),
                 ("TERN_BRIDGE_DRAIN_TIMEOUT_SECS", "10".into()),
+                ("TERN_RELAY_LISTEN", quoted(b_relay)),
+                ("TERN_RELAY_CA_CERT", path(&ca_cert)),
+                ("TERN_RELAY_CERT", path(&cert)),
+                ("TERN_RELAY_KEY", path(&key)),
             ],
         )
         .await?;
@@ -179,6 +193,7 @@ pub async fn run(
             let _ = c.kill().await;
         }
     }
+    let _ = std::fs::remove_dir_all(&pki);
     Ok(())
 }
 

@@ -9,3 +9,4 @@ pub mod config;
 pub mod dev;
 pub mod focus;
 pub mod loadtest;
+pub mod relay_net;

@@ -229,6 +229,13 @@ pub enum FocusEvent {
         bridge: String,
         conference: String,
     },
+    /// Send to a bridge: the other bridges hosting `conference`, as
+    /// (bridge id, relay address); empty = none any more.
+    CommandRelayPeers {
+        bridge: String,
+        conference: String,
+        peers: Vec<(String, String)>,
+    },
 }
 
 /// How long an allocation counts as present before a bridge report confirms
@@ -256,6 +263,8 @@ pub struct Focus {
     bridges: BTreeMap<String, Bridge>,
     conferences: BTreeMap<String, Conference>,
     events: VecDeque<FocusEvent>,
+    /// What each bridge was last told about each conference's relay peers.
+    relay_told: BTreeMap<(String, String), Vec<(String, String)>>,
 }
 
 impl Focus {
@@ -266,6 +275,7 @@ impl Focus {
             bridges: BTreeMap::new(),
             conferences: BTreeMap::new(),
             events: VecDeque::new(),
+            relay_told: BTreeMap::new(),
         }
     }
 
@@ -342,6 +352,10 @@ impl Focus {
             },
         );
         self.adopt(now, &id, &hosted);
+        // A (re)started bridge knows nothing of its relay peers: tell it
+        // again, and its peers too (its relay address may have changed).
+        self.relay_told
+            .retain(|(b, _), peers| *b != id && !peers.iter().any(|(p, _)| *p == id));
         info!(bridge = %id, conferences = hosted.len(), "bridge registered");
         self.events
             .push_back(FocusEvent::BridgeUp { id: id.clone() });
@@ -464,6 +478,7 @@ impl Focus {
     /// Time passed: fail silent bridges, move participants off draining ones.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.next_tick = Some(now + TICK);
+
         let silent: Vec<(String, Duration)> = self
             .bridges
             .iter()
@@ -520,6 +535,63 @@ impl Focus {
                     reason: "bridge draining".into(),
                 });
                 self.conferences.retain(|_, c| !c.bridges.is_empty());
+            }
+        }
+        self.reconcile_relay();
+    }
+
+    /// Tell every bridge which other bridges share its conferences, when
+    /// that changed. Bridges without a relay address cannot take part; a
+    /// bridge that re-registers is told everything again (see
+    /// `handle_register`). Runs every tick and after each allocation, so a
+    /// conference spreading to a new bridge is meshed before its first
+    /// participant finishes connecting.
+    fn reconcile_relay(&mut self) {
+        let mut want: BTreeMap<(String, String), Vec<(String, String)>> = BTreeMap::new();
+        for (name, conf) in &self.conferences {
+            if conf.bridges.len() < 2 {
+                continue;
+            }
+            let members: Vec<(String, String)> = conf
+                .bridges
+                .keys()
+                .filter_map(|id| self.bridges.get(id).map(|b| (id, b)))
+                .filter(|(_, b)| b.online && !b.reg.relay_addr.is_empty())
+                .map(|(id, b)| (id.clone(), b.reg.relay_addr.clone()))
+                .collect();
+            for (id, _) in &members {
+                let peers: Vec<(String, String)> =
+                    members.iter().filter(|(o, _)| o != id).cloned().collect();
+                if !peers.is_empty() {
+                    want.insert((id.clone(), name.clone()), peers);
+                }
+            }
+        }
+        let stale: Vec<(String, String)> = self
+            .relay_told
+            .keys()
+            .filter(|k| !want.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in stale {
+            self.relay_told.remove(&key);
+            let online = self.bridges.get(&key.0).is_some_and(|b| b.online);
+            if online {
+                self.events.push_back(FocusEvent::CommandRelayPeers {
+                    bridge: key.0,
+                    conference: key.1,
+                    peers: Vec::new(),
+                });
+            }
+        }
+        for (key, peers) in want {
+            if self.relay_told.get(&key) != Some(&peers) {
+                self.events.push_back(FocusEvent::CommandRelayPeers {
+                    bridge: key.0.clone(),
+                    conference: key.1.clone(),
+                    peers: peers.clone(),
+                });
+                self.relay_told.insert(key, peers);
             }
         }
     }
@@ -673,6 +745,7 @@ impl Focus {
             participant: participant.to_string(),
             bridge: id,
         });
+        self.reconcile_relay();
         Ok(placement)
     }
 

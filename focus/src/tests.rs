@@ -464,3 +464,64 @@ fn a_restarted_focus_rebuilds_conferences_from_registrations() {
         "keeps its last failure for operators"
     );
 }
+
+fn relay_commands(f: &mut Focus) -> Vec<(String, String, Vec<String>)> {
+    let mut out = Vec::new();
+    while let Some(e) = f.poll_event() {
+        if let FocusEvent::CommandRelayPeers {
+            bridge,
+            conference,
+            peers,
+        } = e
+        {
+            out.push((bridge, conference, peers.into_iter().map(|p| p.0).collect()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn bridges_sharing_a_conference_are_told_their_relay_peers_and_told_again_on_failure() {
+    let t = Instant::now();
+    let mut f = Focus::new(FocusConfig {
+        strategy: Strategy::Split,
+        ..FocusConfig::default()
+    });
+    for id in ["a", "b", "c"] {
+        let mut r = reg(id, "eu-west");
+        r.relay_addr = format!("{id}:4433");
+        f.handle_register(t, r).expect("register");
+        f.handle_report(t, id, report(0)).expect("report");
+    }
+    relay_commands(&mut f);
+    f.allocate(t, "conf", "p1", None).expect("placed");
+    assert!(relay_commands(&mut f).is_empty(), "one bridge: no mesh");
+    f.allocate(t, "conf", "p2", None).expect("placed");
+    f.allocate(t, "conf", "p3", None).expect("placed");
+    let cmds = relay_commands(&mut f);
+    let last: BTreeMap<String, Vec<String>> = cmds.into_iter().map(|(b, _, p)| (b, p)).collect();
+    assert_eq!(last.len(), 3, "{last:?}");
+    assert_eq!(last["a"], vec!["b".to_string(), "c".to_string()]);
+    assert_eq!(last["c"], vec!["a".to_string(), "b".to_string()]);
+    // Nothing changed: nothing sent again.
+    f.handle_timeout(t + Duration::from_millis(100));
+    assert!(relay_commands(&mut f).is_empty());
+    // c dies: a and b learn they only have each other.
+    f.handle_disconnect(t, "c", "gone");
+    f.handle_timeout(t + Duration::from_millis(200));
+    let cmds = relay_commands(&mut f);
+    assert_eq!(
+        cmds,
+        vec![
+            ("a".to_string(), "conf".to_string(), vec!["b".to_string()]),
+            ("b".to_string(), "conf".to_string(), vec!["a".to_string()]),
+        ]
+    );
+    // c comes back and hosts nothing: nobody is told about it.
+    let mut r = reg("c", "eu-west");
+    r.relay_addr = "c:4433".into();
+    f.handle_register(t, r).expect("re-register");
+    f.handle_timeout(t + Duration::from_millis(300));
+    assert!(relay_commands(&mut f).is_empty());
+}

@@ -14,7 +14,9 @@ pub mod stats;
 pub mod synth;
 pub mod vp8;
 
-pub use crate::core::{Core, CoreConfig, EndpointId, JoinRequest, Output, PeerId};
+pub use crate::core::{
+    Core, CoreConfig, EndpointId, JoinRequest, Output, PeerId, shard_of_conference_number,
+};
 pub use crate::stats::{CoreStats, DropReason, RelayStats};
 pub use tern_relay;
 

@@ -114,6 +114,18 @@ async fn session(
                         info!(draining = on, "drain set by the focus");
                         app.draining.store(on, Ordering::SeqCst);
                     }
+                    Some(Cmd::RelayPeers(r)) => {
+                        let Some(relay) = app.relay.get() else {
+                            warn!(conference = %r.conference, "the focus names relay peers but relaying is not configured here");
+                            continue;
+                        };
+                        for p in &r.peers {
+                            relay.want(&p.bridge_id, &p.relay_addr);
+                        }
+                        let peers = r.peers.into_iter().map(|p| p.bridge_id).collect();
+                        let shard = app.shard_for(&r.conference).clone();
+                        shard.send(ShardInput::RelayPeers { room: r.conference, peers }).await?;
+                    }
                     None => {}
                 }
             }

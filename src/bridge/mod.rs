@@ -2,9 +2,9 @@
 
 pub mod focus_link;
 pub mod http;
+pub mod relay;
 pub mod shard;
 
-use std::hash::{Hash, Hasher};
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,15 +41,15 @@ pub struct App {
     pub draining: AtomicBool,
     pub metrics: PrometheusHandle,
     pub snapshots: shard::Snapshots,
+    /// Set when the relay is configured (`[relay] listen`).
+    pub relay: std::sync::OnceLock<Arc<relay::RelayShared>>,
 }
 
 impl App {
     /// Conferences are pinned to a shard by room name, so the media path of a
     /// conference never crosses threads or locks.
     pub fn shard_for(&self, room: &str) -> &mpsc::Sender<ShardInput> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        room.hash(&mut h);
-        &self.shards[(h.finish() % self.shards.len() as u64) as usize]
+        &self.shards[relay::shard_index(room, self.shards.len())]
     }
 }
 
@@ -58,6 +58,38 @@ impl App {
 pub struct Bound {
     pub http: SocketAddr,
     pub media: SocketAddr,
+    /// The relay's QUIC address, when relaying is configured.
+    pub relay: Option<SocketAddr>,
+}
+
+/// Bind the relay endpoint if `[relay]` asks for it. The certificate must
+/// name this bridge: peers check the id they dial against it.
+fn start_relay(
+    cfg: &Config,
+    bridge_id: &str,
+    shards: &[mpsc::Sender<ShardInput>],
+) -> anyhow::Result<(Option<Arc<relay::RelayShared>>, Option<SocketAddr>)> {
+    let Some(listen) = cfg.relay.listen else {
+        return Ok((None, None));
+    };
+    let creds = crate::relay_net::load_identity(&cfg.relay)?;
+    let cert_id = creds.identity.id().as_str().to_string();
+    if cert_id != bridge_id {
+        anyhow::bail!(
+            "relay certificate is for bridge {cert_id:?} but this bridge's id is {bridge_id:?} (set bridge.id or issue a certificate with `tern ca issue --id {bridge_id}`)"
+        );
+    }
+    let endpoint = crate::relay_net::RelayEndpoint::bind(listen, creds.identity, &creds.ca)?;
+    let bound = endpoint.local_addr()?;
+    let advertise = match cfg.relay.advertise {
+        Some(a) => a,
+        None if bound.ip().is_unspecified() => {
+            anyhow::bail!("relay.listen {listen} is a wildcard address: set relay.advertise")
+        }
+        None => bound,
+    };
+    let shared = relay::start(endpoint, bridge_id.to_string(), shards.to_vec());
+    Ok((Some(shared), Some(advertise)))
 }
 
 /// Run a bridge until `shutdown` resolves, then let clients go and return.
@@ -89,12 +121,16 @@ pub async fn run(
             .map(|_| std::sync::Mutex::new(shard::ShardSnapshot::default()))
             .collect(),
     );
-    let mut senders = Vec::with_capacity(n);
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel(SHARD_QUEUE)).unzip();
+    let bridge_id = if cfg.bridge.id.is_empty() {
+        format!("{}-{}", cfg.bridge.region, media_addr.port())
+    } else {
+        cfg.bridge.id.clone()
+    };
+    let (relay, relay_addr) = start_relay(&cfg, &bridge_id, &senders)?;
     let mut tasks = Vec::with_capacity(n);
     let now = Instant::now();
-    for i in 0..n {
-        let (tx, rx) = mpsc::channel(SHARD_QUEUE);
-        senders.push(tx);
+    for (i, rx) in receivers.into_iter().enumerate() {
         let core = Core::new(
             CoreConfig {
                 shard: i as u8,
@@ -117,6 +153,7 @@ pub async fn run(
             local_addr: media_addr,
             snapshots: snapshots.clone(),
             transmits: Vec::new(),
+            relay: relay.clone(),
         };
         tasks.push(tokio::spawn(shard.run()));
     }
@@ -131,7 +168,11 @@ pub async fn run(
         draining: AtomicBool::new(false),
         metrics,
         snapshots,
+        relay: std::sync::OnceLock::new(),
     });
+    if let Some(r) = relay {
+        let _ = app.relay.set(r);
+    }
     let listener = tokio::net::TcpListener::bind(cfg.bridge.http_listen)
         .await
         .with_context(|| format!("binding HTTP on {}", cfg.bridge.http_listen))?;
@@ -141,11 +182,7 @@ pub async fn run(
     let link = if cfg.bridge.focus_url.is_empty() {
         None
     } else {
-        let id = if cfg.bridge.id.is_empty() {
-            format!("{}-{}", cfg.bridge.region, media_addr.port())
-        } else {
-            cfg.bridge.id.clone()
-        };
+        let id = bridge_id.clone();
         let signal_url = if cfg.bridge.signal_url.is_empty() {
             format!("ws://{http_addr}/signal")
         } else {
@@ -157,7 +194,7 @@ pub async fn run(
             version: env!("CARGO_PKG_VERSION").to_string(),
             api_version: focus_link::API_VERSION,
             signal_url,
-            relay_addr: String::new(),
+            relay_addr: relay_addr.map(|a| a.to_string()).unwrap_or_default(),
             max_packet_rate: cfg.bridge.max_packet_rate,
             conferences: Vec::new(),
         };
@@ -168,10 +205,11 @@ pub async fn run(
             reg,
         )))
     };
-    info!(%http_addr, %media_addr, %candidate_addr, shards = n, "bridge ready");
+    info!(%http_addr, %media_addr, %candidate_addr, ?relay_addr, shards = n, "bridge ready");
     ready(Bound {
         http: http_addr,
         media: media_addr,
+        relay: relay_addr,
     });
 
     shutdown.await;

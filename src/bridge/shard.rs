@@ -10,7 +10,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use metrics::{Counter, Gauge};
 use tern_sfu::signal::{ClientMessage, ErrorCode, Rejection, ServerMessage};
-use tern_sfu::{Core, DropReason, EndpointId, JoinRequest, Output, SfuError};
+use tern_sfu::{Core, DropReason, EndpointId, JoinRequest, Output, PeerId, SfuError};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info_span, warn};
@@ -45,6 +45,29 @@ pub enum ShardInput {
     },
     /// Close every endpoint (the bridge is going away).
     Shutdown,
+    /// The focus: these bridges host `room` too.
+    RelayPeers {
+        room: String,
+        peers: Vec<String>,
+    },
+    RelayLinkUp {
+        peer: PeerId,
+    },
+    RelayLinkDown {
+        peer: PeerId,
+    },
+    RelayRtt {
+        peer: PeerId,
+        rtt: Duration,
+    },
+    RelayControl {
+        peer: PeerId,
+        msg: tern_sfu::tern_relay::msg::relay_control::Msg,
+    },
+    RelayDatagram {
+        peer: PeerId,
+        data: Bytes,
+    },
 }
 
 /// What a shard last said about itself (once a second): read by the focus
@@ -72,6 +95,7 @@ struct ShardMetrics {
     dropped: Vec<Counter>,
     endpoints: Gauge,
     conferences: Gauge,
+    relay: Vec<(Counter, fn(&tern_sfu::RelayStats) -> u64)>,
 }
 
 impl ShardMetrics {
@@ -94,7 +118,8 @@ impl ShardMetrics {
                 })
                 .collect(),
             endpoints: metrics::gauge!("tern_endpoints", "shard" => s.clone()),
-            conferences: metrics::gauge!("tern_conferences", "shard" => s),
+            conferences: metrics::gauge!("tern_conferences", "shard" => s.clone()),
+            relay: relay_counters(&s),
         }
     }
 
@@ -115,7 +140,66 @@ impl ShardMetrics {
         }
         self.endpoints.set(core.endpoint_count() as f64);
         self.conferences.set(core.conference_count() as f64);
+        let rs = core.relay_stats();
+        for (c, f) in &self.relay {
+            c.absolute(f(rs));
+        }
     }
+}
+
+/// The core's relay counters as Prometheus series.
+fn relay_counters(shard: &str) -> Vec<(Counter, fn(&tern_sfu::RelayStats) -> u64)> {
+    let s = || shard.to_string();
+    vec![
+        (
+            metrics::counter!("tern_relay_datagrams_total", "shard" => s(), "direction" => "out"),
+            |r| r.datagrams_out,
+        ),
+        (
+            metrics::counter!("tern_relay_datagrams_total", "shard" => s(), "direction" => "in"),
+            |r| r.datagrams_in,
+        ),
+        (
+            metrics::counter!("tern_relay_bytes_total", "shard" => s(), "direction" => "out"),
+            |r| r.bytes_out,
+        ),
+        (
+            metrics::counter!("tern_relay_bytes_total", "shard" => s(), "direction" => "in"),
+            |r| r.bytes_in,
+        ),
+        (
+            metrics::counter!("tern_relay_retransmissions_total", "shard" => s()),
+            |r| r.retransmissions,
+        ),
+        (
+            metrics::counter!("tern_relay_nacks_total", "shard" => s()),
+            |r| r.nacks_sent,
+        ),
+        (
+            metrics::counter!("tern_relay_holes_total", "shard" => s(), "outcome" => "repaired"),
+            |r| r.repaired,
+        ),
+        (
+            metrics::counter!("tern_relay_holes_total", "shard" => s(), "outcome" => "lost"),
+            |r| r.lost,
+        ),
+        (
+            metrics::counter!("tern_relay_datagrams_dropped_total", "shard" => s(), "reason" => "malformed"),
+            |r| r.dropped_malformed,
+        ),
+        (
+            metrics::counter!("tern_relay_datagrams_dropped_total", "shard" => s(), "reason" => "unknown_source"),
+            |r| r.dropped_unknown,
+        ),
+        (
+            metrics::counter!("tern_relay_datagrams_dropped_total", "shard" => s(), "reason" => "duplicate"),
+            |r| r.dropped_duplicate,
+        ),
+        (
+            metrics::counter!("tern_relay_control_unknown_total", "shard" => s()),
+            |r| r.control_unknown,
+        ),
+    ]
 }
 
 pub struct Shard {
@@ -128,6 +212,8 @@ pub struct Shard {
     pub snapshots: Snapshots,
     /// Reused between flushes: the datagrams of one flush, sent together.
     pub transmits: Vec<(SocketAddr, Vec<u8>)>,
+    /// Relay connections, when the bridge is in a mesh.
+    pub relay: Option<Arc<super::relay::RelayShared>>,
 }
 
 impl Shard {
@@ -241,6 +327,18 @@ impl Shard {
                 tracing::info!(%room, removed = n, "conference ended");
                 self.publish_snapshot();
             }
+            ShardInput::RelayPeers { room, peers } => {
+                self.core.handle_relay_peers(now, &room, &peers)
+            }
+            ShardInput::RelayLinkUp { peer } => self.core.handle_relay_link_up(now, &peer),
+            ShardInput::RelayLinkDown { peer } => self.core.handle_relay_link_down(now, &peer),
+            ShardInput::RelayRtt { peer, rtt } => self.core.handle_relay_rtt(&peer, rtt),
+            ShardInput::RelayControl { peer, msg } => {
+                self.core.handle_relay_control(now, &peer, msg)
+            }
+            ShardInput::RelayDatagram { peer, data } => {
+                self.core.handle_relay_datagram(now, &peer, &data)
+            }
             ShardInput::Shutdown => {
                 *shutting_down = true;
                 let ids: Vec<EndpointId> = sessions.keys().copied().collect();
@@ -301,6 +399,16 @@ impl Shard {
                 }
                 Output::Closed { endpoint } => {
                     sessions.remove(&endpoint);
+                }
+                Output::RelayControl { peer, msg } => {
+                    if let Some(r) = &self.relay {
+                        r.send_control(&peer, msg);
+                    }
+                }
+                Output::RelayDatagram { peer, datagram } => {
+                    if let Some(r) = &self.relay {
+                        r.send_datagram(&peer, datagram);
+                    }
                 }
             }
         }

@@ -319,6 +319,25 @@ fn dispatch(
             send(bridges, &bridge, Cmd::EndConference(conference));
             None
         }
+        FocusEvent::CommandRelayPeers {
+            bridge,
+            conference,
+            peers,
+        } => {
+            let peers = peers
+                .into_iter()
+                .map(|(bridge_id, relay_addr)| bpb::RelayPeer {
+                    bridge_id,
+                    relay_addr,
+                })
+                .collect();
+            send(
+                bridges,
+                &bridge,
+                Cmd::RelayPeers(bpb::RelayPeers { conference, peers }),
+            );
+            None
+        }
     };
     if let Some(event) = ev {
         let unix_ms = std::time::SystemTime::now()
