@@ -1082,3 +1082,63 @@ fn browser_participants_follow_move_when_their_bridge_drains_on_sigterm() {
         },
     );
 }
+
+#[test]
+fn browser_participants_on_different_bridges_see_and_hear_each_other_through_the_relay() {
+    run_in_netns(
+        "browser_participants_on_different_bridges_see_and_hear_each_other_through_the_relay",
+        |env| {
+            // Split: the focus puts each participant of a room on another
+            // bridge, so every call crosses the relay.
+            let dev = env.start_bridge_with_env(&[("TERN_FOCUS_STRATEGY", "\"split\"")])?;
+            ensure!(dev.is_focus(), "this test needs the focus and two bridges");
+            wait_two_bridges_online(&dev)?;
+            let room = "e2e-relay";
+            let alice = env.join(room, "alice", "")?;
+            let bob = env.join(room, "bob", "")?;
+            let carol = env.join(room, "carol", "")?;
+            for p in [&alice, &bob, &carol] {
+                p.wait_connected(CONNECT_TIMEOUT)?;
+            }
+            all_see_and_hear_each_other(&[&alice, &bob, &carol])?;
+            let mut on = BTreeMap::new();
+            for p in [&alice, &bob, &carol] {
+                on.insert(p.name.clone(), p.state()?.bridge.context("no bridge")?);
+            }
+            let distinct: std::collections::BTreeSet<&String> = on.values().collect();
+            ensure!(
+                distinct.len() == 2,
+                "participants spread over both bridges: {on:?}"
+            );
+            println!("relay: everyone sees and hears everyone across bridges {on:?}");
+
+            // Leaving and joining cross the relay too.
+            let carol_id = alice
+                .state()?
+                .remote_named("carol")
+                .context("alice knows carol")?
+                .id
+                .clone();
+            carol.leave()?;
+            for p in [&alice, &bob] {
+                wait_until(
+                    &format!("{} no longer sees carol", p.name),
+                    Duration::from_secs(3),
+                    || {
+                        let gone = !p.state()?.remote.iter().any(|r| r.id == carol_id);
+                        Ok(if gone {
+                            Check::Done(())
+                        } else {
+                            Check::NotYet("carol still listed".into())
+                        })
+                    },
+                )?;
+            }
+            let dave = env.join(room, "dave", "")?;
+            dave.wait_connected(CONNECT_TIMEOUT)?;
+            all_see_and_hear_each_other(&[&alice, &bob, &dave])?;
+            println!("relay: carol's leave and dave's join crossed bridges");
+            Ok(())
+        },
+    );
+}

@@ -260,9 +260,16 @@ impl Env {
     /// /health` answers 200, then `GET /join` answers 200 (focus shape, at
     /// least one bridge registered) or 404 (standalone bridge).
     pub fn start_bridge(&self) -> Result<std::rc::Rc<Bridge>> {
+        self.start_bridge_with_env(&[])
+    }
+
+    /// [`Self::start_bridge`] with extra environment for `tern dev` and its
+    /// children (e.g. `TERN_FOCUS_STRATEGY`).
+    pub fn start_bridge_with_env(&self, vars: &[(&str, &str)]) -> Result<std::rc::Rc<Bridge>> {
         let exe = env!("CARGO_BIN_EXE_tern");
         let mut cmd = Command::new(exe);
         cmd.args(["dev", "--http", BRIDGE_HTTP, "--media", BRIDGE_MEDIA]);
+        cmd.envs(vars.iter().copied());
         // It logs per TERN_LOG (inherited from the test's environment).
         let process = Process::spawn("tern dev", &mut cmd, self.dir.join("tern-dev.log"))?;
         let bridge = std::rc::Rc::new(Bridge {
