@@ -95,8 +95,11 @@ struct ShardMetrics {
     dropped: Vec<Counter>,
     endpoints: Gauge,
     conferences: Gauge,
-    relay: Vec<(Counter, fn(&tern_sfu::RelayStats) -> u64)>,
+    relay: Vec<RelayCounter>,
 }
+
+/// A relay counter and how to read it from the core's stats.
+type RelayCounter = (Counter, fn(&tern_sfu::RelayStats) -> u64);
 
 impl ShardMetrics {
     fn new(shard: u8) -> Self {
@@ -148,7 +151,7 @@ impl ShardMetrics {
 }
 
 /// The core's relay counters as Prometheus series.
-fn relay_counters(shard: &str) -> Vec<(Counter, fn(&tern_sfu::RelayStats) -> u64)> {
+fn relay_counters(shard: &str) -> Vec<RelayCounter> {
     let s = || shard.to_string();
     vec![
         (
