@@ -308,7 +308,13 @@ impl ClusterCa {
     pub fn generate_valid_for(validity: Duration) -> Result<Self, TlsError> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "Tern cluster CA");
+        // A unique name per CA: verifiers find a certificate's issuer by
+        // name, and two CAs sharing one would make a foreign certificate look
+        // like a forgery (bad signature) instead of plainly foreign.
+        dn.push(
+            DnType::CommonName,
+            format!("Tern cluster CA {:016x}", rand::random::<u64>()),
+        );
         params.distinguished_name = dn;
         // Path length 0: the CA signs bridges directly; an intermediate it
         // signed by mistake could not issue anything.
@@ -711,7 +717,10 @@ impl RefusalReason {
 
     fn of_certificate_error(e: &CertificateError) -> Self {
         match e {
-            CertificateError::UnknownIssuer => Self::UnknownCa,
+            // In chain verification a bad signature means the issuer's name
+            // matched our CA but its key did not: a certificate from another
+            // CA of the same name (or a forgery), i.e. not from our CA.
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => Self::UnknownCa,
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => Self::Expired,
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                 Self::NotYetValid
@@ -736,7 +745,10 @@ fn describe(e: &rustls::Error) -> String {
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
             "issued by another CA (unknown issuer)".into()
         }
-        rustls::Error::InvalidCertificate(c) => format!("{c:?}"),
+        rustls::Error::InvalidCertificate(CertificateError::BadSignature) => {
+            "issued by another CA with the same name (signature does not verify with the CA key)"
+                .into()
+        }
         e => e.to_string(),
     }
 }
@@ -1056,7 +1068,7 @@ mod tests {
             .certificate()
             .check_identity(&expired)
             .expect_err("expired");
-        assert!(e.contains("Expired"), "{e}");
+        assert!(e.contains("expired"), "{e}");
     }
 
     #[test]
