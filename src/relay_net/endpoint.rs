@@ -270,7 +270,11 @@ impl RelayEndpoint {
     /// must name `expected`; a valid certificate of any other bridge is
     /// refused ([`RefusalReason::PeerIdMismatch`]). Returns once the peer has
     /// also accepted our certificate.
-    pub async fn connect(&self, addr: SocketAddr, expected: &BridgeId) -> Accepted {
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        expected: &BridgeId,
+    ) -> Result<RelayConnection, HandshakeError> {
         let verdict = Verdict::default();
         let result = self.connect_inner(addr, expected, &verdict).await;
         report(Direction::Outbound, &result);
@@ -315,7 +319,7 @@ impl RelayEndpoint {
     /// The next inbound handshake's outcome: an authenticated connection, or
     /// why it was refused (already logged and counted). `None` once the
     /// endpoint is closed.
-    pub async fn accept(&self) -> Option<Accepted> {
+    pub async fn accept(&self) -> Option<Result<RelayConnection, HandshakeError>> {
         self.accepted.lock().await.recv().await
     }
 
@@ -360,13 +364,17 @@ fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // Best effort: one relay socket carries many conferences' video, whose
     // keyframe bursts overflow the kernel's default ~200 KiB buffer.
-    for (name, result) in [
-        ("receive", socket.set_recv_buffer_size(SOCKET_BUFFER)),
-        ("send", socket.set_send_buffer_size(SOCKET_BUFFER)),
-    ] {
-        if let Err(e) = result {
-            warn!(%e, "cannot size the relay socket's {name} buffer");
-        }
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    // Linux reports twice the granted size (bookkeeping overhead included).
+    let granted = socket.recv_buffer_size().unwrap_or(0) / 2;
+    if granted < SOCKET_BUFFER {
+        warn!(
+            granted,
+            requested = SOCKET_BUFFER,
+            "relay socket receive buffer capped by net.core.rmem_max; bursts may be dropped \
+             by the kernel (sysctl -w net.core.rmem_max={SOCKET_BUFFER})"
+        );
     }
     socket.bind(&addr.into())?;
     Ok(socket.into())
