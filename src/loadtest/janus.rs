@@ -303,20 +303,19 @@ impl Session {
                     _ => {}
                 }
             }
-            "webrtcup" => {
-                if self.plan.publish && !self.listed {
-                    self.listed = true;
-                    if let Some(id) = self.feed_id {
-                        self.directory.add(
-                            self.plan.room,
-                            Feed {
-                                display: self.name.clone(),
-                                id,
-                                audio_mid: self.audio_mid.clone(),
-                                video_mid: self.video_mid.clone(),
-                            },
-                        );
-                    }
+            // Subscribers may join this publisher's feed from now on.
+            "webrtcup" if self.plan.publish && !self.listed => {
+                self.listed = true;
+                if let Some(id) = self.feed_id {
+                    self.directory.add(
+                        self.plan.room,
+                        Feed {
+                            display: self.name.clone(),
+                            id,
+                            audio_mid: self.audio_mid.clone(),
+                            video_mid: self.video_mid.clone(),
+                        },
+                    );
                 }
             }
             "hangup" => bail!(

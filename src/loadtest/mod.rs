@@ -1091,6 +1091,19 @@ mod tests {
     }
 
     #[test]
+    fn receivers_ask_for_the_highest_published_layer_within_max_height() {
+        assert_eq!(args(&[]).wanted_layer(), 2);
+        assert_eq!(args(&["--max-height", "360"]).wanted_layer(), 1);
+        assert_eq!(args(&["--max-height", "500"]).wanted_layer(), 1);
+        assert_eq!(args(&["--max-height", "100"]).wanted_layer(), 0);
+        assert_eq!(args(&["--layers", "2"]).wanted_layer(), 1);
+        let e = args(&["--target", "janus", "--publishers-receive"])
+            .validate()
+            .expect_err("refused");
+        assert!(e.to_string().contains("--target janus"), "{e}");
+    }
+
+    #[test]
     fn server_addresses_parse_with_and_without_a_path() {
         let (a, p) = parse_server("http://127.0.0.1:8088/janus/").expect("ok");
         assert_eq!((a.port(), p.as_str()), (8088, "/janus"));
