@@ -333,12 +333,14 @@ impl Session {
 
     /// Destroys the session on Janus (which closes its PeerConnections).
     pub async fn close(&mut self) {
+        // Stop polling first: a long poll on a destroyed session is an error
+        // in Janus's log.
+        for t in &self.tasks {
+            t.abort();
+        }
         if !self.closed {
             self.closed = true;
             let _ = self.post_session(json!({"janus": "destroy"})).await;
-        }
-        for t in &self.tasks {
-            t.abort();
         }
     }
 
