@@ -33,6 +33,9 @@
 # Needs root (namespaces, apt).
 set -euo pipefail
 
+# Errors from the load tool as one clear line, without anyhow's backtrace.
+export RUST_LIB_BACKTRACE=0
+
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
