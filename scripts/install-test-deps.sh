@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the browser end-to-end tests (tests/browser_e2e.rs) need:
-# Chromium and its WebDriver, curl, and iproute2 (network namespaces).
+# Installs what the tests need: Chromium and its WebDriver (browser tests,
+# tests/browser_e2e.rs), Janus (the comparison target, tests/loadtest.rs and
+# tests/janus/compare.sh), curl, and iproute2 (network namespaces).
 # Idempotent: installs only what is missing, never prompts. Needs root (or sudo).
 set -euo pipefail
 
@@ -10,6 +11,7 @@ declare -A provides=(
   [chromium-driver]=/usr/bin/chromedriver
   [curl]=/usr/bin/curl
   [iproute2]=/usr/sbin/ip
+  [janus]=/usr/bin/janus
 )
 
 missing=()

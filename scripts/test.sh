@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one command that runs every test on a fresh machine: installs what the
-# tests need (Chromium, chromedriver, iproute2, curl), then runs the suite.
+# tests need (Chromium, chromedriver, Janus, iproute2, curl), then runs the suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,5 +1,8 @@
-//! `tern loadtest` as a user runs it: against a real `tern dev` process, and
-//! with impossible parameters.
+//! `tern loadtest` as a user runs it: against a real `tern dev` process,
+//! against a real Janus (Debian's `janus` 1.1, in a private network
+//! namespace), and with impossible parameters.
+
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
@@ -63,9 +66,13 @@ impl Drop for Dev {
 
 /// Run `tern loadtest ARGS`, killing it if it outlives `limit`.
 fn loadtest(args: &[&str], limit: Duration) -> Output {
-    let child = Command::new(TERN)
-        .arg("loadtest")
-        .args(args)
+    run_limited(Command::new(TERN).arg("loadtest").args(args), limit)
+}
+
+/// Run `cmd` to completion, killing it if it outlives `limit`.
+fn run_limited(cmd: &mut Command, limit: Duration) -> Output {
+    let args = format!("{cmd:?}");
+    let child = cmd
         .env("RUST_BACKTRACE", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -87,10 +94,7 @@ fn loadtest(args: &[&str], limit: Duration) -> Output {
     });
     let out = child.wait_with_output().expect("wait");
     done.store(true, Ordering::SeqCst);
-    assert!(
-        started.elapsed() < limit,
-        "loadtest {args:?} ran past {limit:?}"
-    );
+    assert!(started.elapsed() < limit, "{args} ran past {limit:?}");
     out
 }
 
@@ -153,4 +157,151 @@ fn impossible_parameters_unknown_targets_and_unreachable_servers_fail_fast() {
         &["--server", "http://127.0.0.1:1", "-d", "1"],
         "is unreachable",
     );
+    assert_refused(
+        &[
+            "--target",
+            "janus",
+            "--server",
+            "http://127.0.0.1:1/janus",
+            "-d",
+            "1",
+        ],
+        "is unreachable",
+    );
+    assert_refused(
+        &["--target", "janus", "--publishers-receive"],
+        "not supported with --target janus",
+    );
+}
+
+/// A child process killed (and reaped) when the test ends, however it ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs a script from tests/janus/ and fails with its output if it fails.
+fn script(name: &str, args: &[&str]) {
+    let path = format!("{}/tests/janus/{name}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("bash")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("run bash");
+    assert!(
+        out.status.success(),
+        "{path} {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_subscriber_receives_media_through_a_real_janus_videoroom() {
+    // Not a skip: a machine without Janus fails here, with the fix.
+    assert!(
+        std::path::Path::new("/usr/bin/janus").exists(),
+        "Janus is not installed: run scripts/install-test-deps.sh (apt-get install -y janus)"
+    );
+    // Janus never offers 127.0.0.1 and must not use the host's network: it
+    // runs in a namespace of its own, on a veth pair (tests/janus/veth.sh).
+    let ns = support::NetNs::create().expect("network namespace (are we root?)");
+    script("veth.sh", &[ns.name()]);
+    let conf = ns.dir().join("janus");
+    let conf_str = conf.to_str().expect("utf-8 path");
+    script("janus-config.sh", &[conf_str, "tern-srv", "198.18.0.1"]);
+    let log_path = ns.dir().join("janus.log");
+    let log = std::fs::File::create(&log_path).expect("janus log");
+    let janus = KillOnDrop(
+        ns.command("janus")
+            .args(["-C", &format!("{conf_str}/janus.jcfg"), "-F", conf_str])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start janus"),
+    );
+    let janus_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let started = Instant::now();
+    loop {
+        let up = ns
+            .command("curl")
+            .args([
+                "-sf",
+                "-o",
+                "/dev/null",
+                "http://198.18.0.1:8088/janus/info",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        if up {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "Janus did not answer within 15 s; its log:\n{}",
+            janus_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let json = ns.dir().join("summary.json");
+    let out = run_limited(
+        ns.command(TERN).args([
+            "loadtest",
+            "--target",
+            "janus",
+            "--server",
+            "http://198.18.0.1:8088/janus",
+            "--bind-ip",
+            "198.18.0.2",
+            "-n",
+            "2",
+            "-m",
+            "3",
+            "-r",
+            "2",
+            "-d",
+            "2",
+            "--server-pid",
+            &janus.0.id().to_string(),
+            "--json",
+            json.to_str().expect("utf-8 path"),
+        ]),
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}\nJanus log:\n{}",
+        janus_log()
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written"))
+            .expect("valid json");
+    let o = &v["overall"];
+    assert_eq!(v["target"], "janus");
+    assert_eq!(o["participants"], 5);
+    assert_eq!(o["failed"], 0, "{o}");
+    assert_eq!(o["expected_receivers"], 3);
+    assert_eq!(o["receivers_with_media"], 3, "{o}");
+    assert!(o["received_packets"].as_u64().unwrap_or(0) > 100, "{o}");
+    assert!(o["delay_ms"]["p50"].as_f64().is_some(), "{o}");
+    // Janus forwards one simulcast layer: the one asked for (720p = 2).
+    assert_eq!(v["video_layer_requested"], 2);
+    let layers = o["video_layer_packets"].as_object().expect("layers");
+    assert!(
+        layers.get("2").and_then(|n| n.as_u64()).unwrap_or(0) > 0,
+        "{o}"
+    );
+    assert!(
+        v["server_process"]["cpu_secs"].as_f64().is_some(),
+        "Janus's CPU was measured: {v}"
+    );
+    drop(janus);
 }

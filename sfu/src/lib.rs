@@ -39,4 +39,7 @@ pub enum SfuError {
     Refused(signal::Rejection),
     #[error("configuration: {0}")]
     Config(String),
+    /// An SDP offer or answer that could not be parsed or applied.
+    #[error("negotiation: {0}")]
+    Negotiation(String),
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{
     Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
@@ -18,6 +18,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
+use crate::SfuError;
 use crate::signal::{ClientMessage, Kind, LayerDecl, ServerMessage, SourceDecl};
 use crate::synth::{AudioGen, GenPacket, LayerSpec, VideoGen, read_block};
 
@@ -278,6 +279,39 @@ impl Peer {
             }
         }
         self.drive(now);
+    }
+
+    /// Make the offer a Tern `joined` would trigger, without one: for servers
+    /// whose signalling is not Tern's (the load tool's Janus target), where
+    /// joining is the driver's business. The offer comes out of
+    /// [`Peer::poll_output`] as `Signal(ClientMessage::Offer)`, exactly as
+    /// after `joined`, and the answer goes back in as `ServerMessage::Answer`.
+    pub fn start_offer(&mut self, now: Instant) {
+        self.state.joined = true;
+        self.offer();
+        self.drive(now);
+    }
+
+    /// Answer an offer made by the server, and return the answer SDP.
+    ///
+    /// Tern never offers (the client does, see signalling.md), but other
+    /// SFUs do: Janus VideoRoom offers to each subscriber the streams it
+    /// subscribed to. What the offered m-lines carry is then the driver's
+    /// knowledge: it names them with `ServerMessage::Slots`, as Tern would.
+    /// Received media is recorded like on Tern's receive slots. May be
+    /// called again for a renegotiation (a new offer from the server).
+    pub fn accept_offer(&mut self, now: Instant, sdp: &str) -> Result<String, SfuError> {
+        let offer =
+            SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        let answer = self
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        self.state.joined = true;
+        self.state.answered = true;
+        self.drive(now);
+        Ok(answer.to_sdp_string())
     }
 
     fn offer(&mut self) {

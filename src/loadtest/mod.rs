@@ -48,6 +48,9 @@ const FOLD_EVERY: Duration = Duration::from_millis(250);
 const WARMUP: Duration = Duration::from_secs(2);
 /// Datagrams drained per wakeup of a participant's socket.
 const RECV_BURST: usize = 64;
+/// Janus room ids of a run are `run base + room index`, the base a multiple
+/// of this.
+const MAX_JANUS_ROOMS: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -140,6 +143,16 @@ pub fn parse_server(s: &str) -> anyhow::Result<(SocketAddr, String)> {
 }
 
 impl Args {
+    /// The simulcast layer receivers want: the highest of the published
+    /// layers whose height is within `--max-height` (the lowest if none is).
+    pub fn wanted_layer(&self) -> u8 {
+        LayerSpec::ladder()
+            .iter()
+            .take(self.layers)
+            .rposition(|l| u32::from(l.height) <= self.max_height)
+            .unwrap_or(0) as u8
+    }
+
     /// Refuse impossible parameters before anything connects.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.publishers == 0 {
@@ -172,6 +185,16 @@ impl Args {
         }
         if self.subscribers > 0 && self.video_slots + self.audio_slots == 0 {
             bail!("subscribers need receive slots (--video-slots/--audio-slots)");
+        }
+        if self.target == Target::Janus && self.publishers_receive {
+            // A Janus publisher receives through a second PeerConnection (a
+            // subscriber handle); a participant here is one Peer.
+            bail!(
+                "--publishers-receive is not supported with --target janus: use separate subscribers (-m)"
+            );
+        }
+        if self.target == Target::Janus && self.rooms > MAX_JANUS_ROOMS {
+            bail!("--rooms: at most {MAX_JANUS_ROOMS} with --target janus");
         }
         parse_server(&self.server)?;
         Ok(())
@@ -238,6 +261,10 @@ pub struct Summary {
     pub overall: GroupSummary,
     pub per_room: std::collections::BTreeMap<String, GroupSummary>,
     pub server_process: Option<ProcessUsage>,
+    /// The simulcast layer (0 = lowest) receivers ask for: the highest one
+    /// not above `--max-height` (Tern: a constraint; Janus: `substream`).
+    /// What was really forwarded is `overall.video_layer_packets`.
+    pub video_layer_requested: u8,
     /// Packets the server said it forwarded in the window (Tern `/metrics`).
     pub server_forwarded_packets: Option<f64>,
     /// Packets the server said it sent in the window (all datagrams).
@@ -316,6 +343,35 @@ impl Summary {
             row(&mut s, room, g);
         }
         row(&mut s, "overall", &self.overall);
+        let ladder = LayerSpec::ladder();
+        let layer_name = |l: u8| {
+            ladder
+                .get(usize::from(l))
+                .map_or(format!("layer {l}"), |s| {
+                    format!("{}p ({})", s.height, s.rid)
+                })
+        };
+        let video: u64 = self.overall.video_layer_packets.values().sum();
+        if video > 0 {
+            let shares: Vec<String> = self
+                .overall
+                .video_layer_packets
+                .iter()
+                .map(|(&l, &n)| {
+                    format!("{} {:.1} %", layer_name(l), n as f64 * 100.0 / video as f64)
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "video layers forwarded: {} (asked for {}{})",
+                shares.join(", "),
+                layer_name(self.video_layer_requested),
+                match self.target {
+                    Target::Janus => format!(", Janus substream {}", self.video_layer_requested),
+                    Target::Tern => String::new(),
+                }
+            );
+        }
         if let Some(p) = &self.server_process {
             let _ = writeln!(
                 s,
@@ -360,6 +416,9 @@ pub struct Ctx {
     starts: Mutex<HashMap<String, Instant>>,
     window: (Instant, Instant),
     progress: Progress,
+    /// Janus target: feeds that are up, and the first room id of this run.
+    directory: Arc<janus::Directory>,
+    janus_room_base: u64,
 }
 
 #[derive(Default)]
@@ -375,6 +434,18 @@ impl Ctx {
     /// this asks it which bridge hosts the room.
     fn bridge_for(&self, _room: &str) -> SocketAddr {
         self.server
+    }
+
+    /// What a participant does in its Janus room.
+    fn janus_plan(&self, spec: &Spec) -> janus::Plan {
+        janus::Plan {
+            room: self.janus_room_base + spec.room_index as u64,
+            publish: spec.publish,
+            room_publishers: spec.room_publishers,
+            audio_slots: self.args.audio_slots,
+            video_slots: self.args.video_slots,
+            substream: self.args.wanted_layer(),
+        }
     }
 
     fn start_of(&self, source: &str) -> Option<Instant> {
@@ -393,6 +464,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Spec {
     name: String,
     room: String,
+    room_index: usize,
+    /// Publishers in this participant's room.
+    room_publishers: usize,
     publish: bool,
     receive: bool,
     start_at: Instant,
@@ -420,6 +494,8 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         specs.push(Spec {
             name: format!("pub{i}"),
             room: room_name(i % args.rooms),
+            room_index: i % args.rooms,
+            room_publishers: 0,
             publish: true,
             receive: args.publishers_receive && args.publishers > args.rooms,
             start_at: t0,
@@ -430,6 +506,8 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         specs.push(Spec {
             name: format!("sub{i}"),
             room: room_name(i % args.rooms),
+            room_index: i % args.rooms,
+            room_publishers: 0,
             publish: false,
             receive: true,
             start_at: t0,
@@ -447,8 +525,10 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         .iter()
         .map(|s| s.receive && (!s.publish || pubs_per_room(&s.room) > 1))
         .collect();
-    for (s, r) in specs.iter_mut().zip(fix) {
+    let counts: Vec<usize> = specs.iter().map(|s| pubs_per_room(&s.room)).collect();
+    for ((s, r), n) in specs.iter_mut().zip(fix).zip(counts) {
         s.receive = r;
+        s.room_publishers = n;
     }
 
     let ctx = Arc::new(Ctx {
@@ -458,6 +538,8 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         starts: Mutex::new(HashMap::new()),
         window,
         progress: Progress::default(),
+        directory: Arc::default(),
+        janus_room_base: janus_room_base(),
     });
 
     let proc_before = args.server_pid.map(proc_sample);
@@ -487,6 +569,14 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         }
     }
     progress.abort();
+    if args.target == Target::Janus {
+        let rooms: Vec<u64> = (0..args.rooms as u64)
+            .map(|i| ctx.janus_room_base + i)
+            .collect();
+        if let Err(e) = janus::destroy_rooms(server, &ctx.base_path, &rooms).await {
+            eprintln!("warning: could not destroy the Janus rooms of this run: {e:#}");
+        }
+    }
 
     let window_len = window.1 - window.0;
     let overall = stats::summarise(&reports.iter().collect::<Vec<_>>(), window_len);
@@ -530,6 +620,7 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         subscribers: args.subscribers,
         rooms: args.rooms,
         window_secs: window_len.as_secs_f64(),
+        video_layer_requested: args.wanted_layer(),
         server_forwarded_packets: delta("tern_rtp_forwarded_total"),
         server_sent_packets: delta("tern_packets_sent_total"),
         overall,
@@ -547,13 +638,37 @@ async fn preflight(args: &Args, server: SocketAddr, base: &str) -> anyhow::Resul
         Target::Tern => "/health".to_string(),
         Target::Janus => format!("{base}/info"),
     };
-    let (status, _) = http::request(server, "GET", &path, None, Duration::from_secs(5))
+    let (status, body) = http::request(server, "GET", &path, None, Duration::from_secs(5))
         .await
         .with_context(|| format!("server {} is unreachable", args.server))?;
     if status != 200 {
-        bail!("server {} answered {path} with HTTP {status}", args.server);
+        let hint = match args.target {
+            Target::Janus => " (Janus's API is usually at http://IP:8088/janus)",
+            Target::Tern => "",
+        };
+        bail!(
+            "server {} answered {path} with HTTP {status}{hint}",
+            args.server
+        );
+    }
+    if args.target == Target::Janus {
+        let version = janus::check_info(&body)
+            .with_context(|| format!("{} is not a usable Janus", args.server))?;
+        eprintln!("Janus {version} at {}", args.server);
     }
     Ok(())
+}
+
+/// The first Janus room id of this run: rooms of an earlier run against the
+/// same Janus (maybe killed before it could destroy them) are never reused.
+fn janus_room_base() -> u64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Unique per second and process; below 2^53 (Janus's JSON numbers pass
+    // through doubles in some clients).
+    let run = (secs % 1_000_000) * 1000 + u64::from(std::process::id() % 1000) + 1;
+    run * MAX_JANUS_ROOMS as u64
 }
 
 async fn scrape(ctx: &Ctx) -> Option<String> {
@@ -756,16 +871,23 @@ async fn drive(
                 ws_send(&mut ws, &Peer::join(&token)).await?;
                 anyhow::Ok(Signalling::Tern(Box::new(ws)))
             }
-            Target::Janus => Ok(Signalling::Janus(Box::new(
-                janus::Session::open(ctx.server, &ctx.base_path, &spec.room, &spec.name).await?,
-            ))),
+            Target::Janus => {
+                let mut j = janus::Session::open(
+                    ctx.server,
+                    &ctx.base_path,
+                    &spec.name,
+                    ctx.janus_plan(spec),
+                    ctx.directory.clone(),
+                )
+                .await?;
+                // A subscriber waits here until its room's publishers are up.
+                j.start(&mut peer, Instant::now()).await?;
+                Ok(Signalling::Janus(Box::new(j)))
+            }
         }
     })
     .await
-    .map_err(|_| anyhow!("could not connect within {JOIN_TIMEOUT:?}"))??;
-    if let Signalling::Janus(j) = &mut sig {
-        j.start(&mut peer, spec.publish, start).await?;
-    }
+    .map_err(|_| anyhow!("could not join within {JOIN_TIMEOUT:?}"))??;
 
     let mut registered = false;
     let mut buf = vec![0u8; 2048];
@@ -795,10 +917,7 @@ async fn drive(
         if st.closed {
             bail!("the server closed the connection");
         }
-        if !registered && st.joined {
-            registered = true;
-            ctx.progress.joined.fetch_add(1, Ordering::Relaxed);
-        }
+        let just_joined = !registered && st.joined;
         if report.connect_time.is_none() && st.connected {
             report.connect_time = Some(began.elapsed());
             ctx.progress.connected.fetch_add(1, Ordering::Relaxed);
@@ -809,6 +928,16 @@ async fn drive(
                     .clone()
                     .unwrap_or_else(|| spec.name.clone());
                 lock(&ctx.starts).insert(id, start);
+            }
+        }
+        if just_joined {
+            registered = true;
+            ctx.progress.joined.fetch_add(1, Ordering::Relaxed);
+            if spec.receive && matches!(sig, Signalling::Tern(_)) {
+                // `--max-height` as a constraint, flushed right away (Janus
+                // gets the layer as `substream` when subscribing).
+                peer.set_max_height(None, args.max_height);
+                continue;
             }
         }
         let now = Instant::now();
@@ -835,9 +964,13 @@ async fn drive(
                     }
                 }
             }
-            m = next_signal(&mut sig) => match m? {
-                Some(msg) => peer.handle_signal(Instant::now(), msg),
-                None => bail!("the server closed the signalling connection"),
+            m = next_signal(&mut sig) => match (m?, &mut sig) {
+                (Some(Incoming::Tern(msg)), _) => peer.handle_signal(Instant::now(), msg),
+                (Some(Incoming::Janus(e)), Signalling::Janus(j)) => {
+                    j.handle(&mut peer, Instant::now(), e).await?;
+                }
+                (Some(Incoming::Janus(_)), _) => {}
+                (None, _) => bail!("the server closed the signalling connection"),
             },
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
                 peer.handle_timeout(Instant::now());
@@ -896,17 +1029,25 @@ async fn ws_send(ws: &mut Ws, m: &ClientMessage) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn next_signal(sig: &mut Signalling) -> anyhow::Result<Option<ServerMessage>> {
+/// A message from the server, in its own protocol.
+enum Incoming {
+    Tern(ServerMessage),
+    Janus(janus::Event),
+}
+
+async fn next_signal(sig: &mut Signalling) -> anyhow::Result<Option<Incoming>> {
     match sig {
         Signalling::Tern(ws) => loop {
             match ws.next().await {
-                Some(Ok(Message::Text(t))) => return Ok(Some(serde_json::from_str(&t)?)),
+                Some(Ok(Message::Text(t))) => {
+                    return Ok(Some(Incoming::Tern(serde_json::from_str(&t)?)));
+                }
                 Some(Ok(Message::Close(_))) | None => return Ok(None),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.into()),
             }
         },
-        Signalling::Janus(j) => j.next().await,
+        Signalling::Janus(j) => Ok(j.next().await?.map(Incoming::Janus)),
     }
 }
 
@@ -947,6 +1088,19 @@ mod tests {
             .expect_err("refused");
         assert!(e.to_string().contains("IP address"), "{e}");
         assert!(args(&[]).validate().is_ok());
+    }
+
+    #[test]
+    fn receivers_ask_for_the_highest_published_layer_within_max_height() {
+        assert_eq!(args(&[]).wanted_layer(), 2);
+        assert_eq!(args(&["--max-height", "360"]).wanted_layer(), 1);
+        assert_eq!(args(&["--max-height", "500"]).wanted_layer(), 1);
+        assert_eq!(args(&["--max-height", "100"]).wanted_layer(), 0);
+        assert_eq!(args(&["--layers", "2"]).wanted_layer(), 1);
+        let e = args(&["--target", "janus", "--publishers-receive"])
+            .validate()
+            .expect_err("refused");
+        assert!(e.to_string().contains("--target janus"), "{e}");
     }
 
     #[test]

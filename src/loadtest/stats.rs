@@ -108,6 +108,9 @@ pub struct PeerAcc {
     pub packets: u64,
     pub bytes: u64,
     pub first_media: Option<Instant>,
+    /// Video packets in the window by simulcast layer (0 = lowest), as the
+    /// publisher marked them: which layer the server really forwarded.
+    pub video_layers: BTreeMap<u8, u64>,
 }
 
 impl PeerAcc {
@@ -132,6 +135,9 @@ impl PeerAcc {
             }
             self.packets += 1;
             slot.add(r, video);
+            if let (true, Some(layer)) = (video, r.layer) {
+                *self.video_layers.entry(layer).or_default() += 1;
+            }
             if let (Some(start), Some(us)) = (start, r.sent_us) {
                 let sent = start + Duration::from_micros(us);
                 let d = r.at.saturating_duration_since(sent).as_micros();
@@ -217,6 +223,8 @@ pub struct GroupSummary {
     pub frames: u64,
     pub freezes: u64,
     pub delay_ms: Option<Percentiles>,
+    /// Video packets received by simulcast layer (0 = lowest).
+    pub video_layer_packets: BTreeMap<u8, u64>,
     pub errors: Vec<String>,
 }
 
@@ -265,6 +273,12 @@ pub fn summarise(reports: &[&PeerReport], window: Duration) -> GroupSummary {
         frames: reports.iter().map(|r| r.acc.frames()).sum(),
         freezes: reports.iter().map(|r| r.acc.freezes()).sum(),
         delay_ms: percentiles(delays),
+        video_layer_packets: reports.iter().fold(BTreeMap::new(), |mut m, r| {
+            for (&l, &n) in &r.acc.video_layers {
+                *m.entry(l).or_default() += n;
+            }
+            m
+        }),
         errors: reports
             .iter()
             .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.name)))
@@ -326,6 +340,7 @@ mod tests {
         assert_eq!(acc.frames(), 2);
         assert_eq!(acc.freezes(), 1);
         assert_eq!(acc.delays_us.len(), 5);
+        assert_eq!(acc.video_layers.get(&0), Some(&5));
     }
 
     #[test]
