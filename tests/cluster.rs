@@ -4,12 +4,12 @@
 mod native;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use native::eventually;
+use native::process::{Api, Proc, api, quoted};
 use tern::client::{Client, ClientOptions};
 use tern_proto::bridge::v1 as bpb;
 use tern_proto::focus::v1 as fpb;
@@ -18,58 +18,6 @@ use tonic::Code;
 const AUTH: &str = "cluster-auth-secret";
 const API: &str = "cluster-api-secret";
 const BRIDGE: &str = "cluster-bridge-secret";
-
-struct Proc {
-    child: Child,
-    line: String,
-}
-
-impl Proc {
-    fn start(args: &[&str], env: &[(&str, String)]) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
-        cmd.args(args)
-            .env("TERN_AUTH_SECRET", AUTH)
-            .env("TERN_LOG", "info,str0m=warn,dimpl=warn,h2=warn,tower=warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn tern");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines.next().expect("printed a line").expect("read");
-        std::thread::spawn(move || for _ in lines {});
-        Proc { child, line }
-    }
-
-    fn addr_after(&self, marker: &str) -> SocketAddr {
-        self.line
-            .split(marker)
-            .nth(1)
-            .and_then(|r| r.split(['/', ' ', ')']).next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address after {marker:?} in {:?}", self.line))
-    }
-
-    fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.signal("-CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn quoted(a: impl std::fmt::Display) -> String {
-    format!("\"{a}\"")
-}
 
 fn start_focus(grpc: &str, http: &str, extra: &[(&str, String)]) -> (Proc, SocketAddr, SocketAddr) {
     let mut env = vec![
@@ -80,7 +28,7 @@ fn start_focus(grpc: &str, http: &str, extra: &[(&str, String)]) -> (Proc, Socke
         ("TERN_FOCUS_REGION", quoted("eu")),
     ];
     env.extend(extra.iter().cloned());
-    let p = Proc::start(&["focus"], &env);
+    let p = Proc::start(&["focus"], AUTH, &env);
     let grpc = p.addr_after("grpc http://");
     let http = p.addr_after(" http http://");
     (p, grpc, http)
@@ -89,6 +37,7 @@ fn start_focus(grpc: &str, http: &str, extra: &[(&str, String)]) -> (Proc, Socke
 fn start_bridge(id: &str, region: &str, focus_grpc: SocketAddr) -> (Proc, SocketAddr) {
     let p = Proc::start(
         &["bridge"],
+        AUTH,
         &[
             ("TERN_BRIDGE_HTTP_LISTEN", quoted("127.0.0.1:0")),
             ("TERN_BRIDGE_MEDIA_LISTEN", quoted("127.0.0.1:0")),
@@ -104,27 +53,6 @@ fn start_bridge(id: &str, region: &str, focus_grpc: SocketAddr) -> (Proc, Socket
     );
     let http = p.addr_after("http://");
     (p, http)
-}
-
-type AuthFn =
-    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
-type Api = fpb::focus_client::FocusClient<
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AuthFn>,
->;
-
-async fn api(grpc: SocketAddr, secret: &str) -> Api {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect to focus");
-    let bearer: tonic::metadata::MetadataValue<_> =
-        format!("Bearer {secret}").parse().expect("header");
-    let f: AuthFn = Box::new(move |mut r: tonic::Request<()>| {
-        r.metadata_mut().insert("authorization", bearer.clone());
-        Ok(r)
-    });
-    fpb::focus_client::FocusClient::with_interceptor(channel, f)
 }
 
 async fn bridges(api: &mut Api) -> Vec<fpb::Bridge> {

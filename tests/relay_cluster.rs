@@ -4,67 +4,19 @@
 
 mod native;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use native::eventually;
+use native::process::{Api, Proc, api, quoted};
 use tern::client::{Client, ClientOptions};
 use tern_proto::focus::v1 as fpb;
 
 const AUTH: &str = "relay-auth-secret";
 const API: &str = "relay-api-secret";
 const BRIDGE: &str = "relay-bridge-secret";
-
-struct Proc {
-    child: Child,
-    line: String,
-}
-
-impl Proc {
-    fn start(args: &[&str], env: &[(&str, String)]) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
-        cmd.args(args)
-            .env("TERN_AUTH_SECRET", AUTH)
-            .env(
-                "TERN_LOG",
-                "info,str0m=warn,dimpl=warn,h2=warn,tower=warn,quinn=warn",
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn tern");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines.next().expect("printed a line").expect("read");
-        std::thread::spawn(move || for _ in lines {});
-        Proc { child, line }
-    }
-
-    fn addr_after(&self, marker: &str) -> SocketAddr {
-        self.line
-            .split(marker)
-            .nth(1)
-            .and_then(|r| r.split(['/', ' ', ')']).next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address after {marker:?} in {:?}", self.line))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn quoted(a: impl std::fmt::Display) -> String {
-    format!("\"{a}\"")
-}
 
 fn tern(args: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_tern"))
@@ -101,6 +53,7 @@ fn start_bridge(id: &str, focus_grpc: SocketAddr, pki: &Path) -> (Proc, SocketAd
     let certs = pki.join("certs");
     let p = Proc::start(
         &["bridge"],
+        AUTH,
         &[
             ("TERN_BRIDGE_HTTP_LISTEN", quoted("127.0.0.1:0")),
             ("TERN_BRIDGE_MEDIA_LISTEN", quoted("127.0.0.1:0")),
@@ -128,27 +81,6 @@ fn start_bridge(id: &str, focus_grpc: SocketAddr, pki: &Path) -> (Proc, SocketAd
     );
     let http = p.addr_after("http://");
     (p, http)
-}
-
-type AuthFn =
-    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
-type Api = fpb::focus_client::FocusClient<
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AuthFn>,
->;
-
-async fn api(grpc: SocketAddr) -> Api {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect to focus");
-    let bearer: tonic::metadata::MetadataValue<_> =
-        format!("Bearer {API}").parse().expect("header");
-    let f: AuthFn = Box::new(move |mut r: tonic::Request<()>| {
-        r.metadata_mut().insert("authorization", bearer.clone());
-        Ok(r)
-    });
-    fpb::focus_client::FocusClient::with_interceptor(channel, f)
 }
 
 /// Wait until `n` bridges are online with a relay address.
@@ -218,6 +150,7 @@ async fn participants_on_three_bridges_receive_each_other_through_the_relay_mesh
     pki(&dir, &["a", "b", "c"]);
     let focus = Proc::start(
         &["focus"],
+        AUTH,
         &[
             ("TERN_FOCUS_API_SECRET", API.to_string()),
             ("TERN_FOCUS_BRIDGE_SECRET", BRIDGE.to_string()),
@@ -232,7 +165,7 @@ async fn participants_on_three_bridges_receive_each_other_through_the_relay_mesh
         .iter()
         .map(|id| start_bridge(id, grpc, &dir))
         .collect();
-    let mut api = api(grpc).await;
+    let mut api = api(grpc, API).await;
     wait_online(&mut api, 3).await;
 
     let mut clients = Vec::new();

@@ -3,6 +3,8 @@
 //! and a /metrics scraper.
 #![allow(dead_code)] // Not every test crate uses every helper.
 
+pub mod process;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
