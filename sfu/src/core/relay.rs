@@ -169,25 +169,25 @@ fn kind_to_wire(k: Kind) -> i32 {
     }
 }
 
-/// What a local source looks like to peers, and a signature of the parts
-/// that change while it runs (activity, measured heights).
+/// A signature of what changes about a source while it runs (which layers
+/// are active, their measured heights): cheap to recompute every
+/// housekeeping tick, unlike the message itself.
+fn source_signature(s: &PubSource, now: Instant) -> u32 {
+    s.layers.iter().enumerate().fold(0u32, |sig, (i, l)| {
+        let active = if l.is_active(now) { 1 << (i % 16) } else { 0 };
+        (sig | active).wrapping_add(l.height().wrapping_mul(0x0001_0000))
+    })
+}
+
+/// What a local source looks like to peers, and its signature.
 fn source_to_wire(s: &PubSource, now: Instant) -> (msg::Source, u32) {
-    let mut sig: u32 = 0;
     let layers = s
         .layers
         .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let active = l.is_active(now);
-            if active {
-                sig |= 1 << (i % 16);
-            }
-            sig = sig.wrapping_add(l.height().wrapping_mul(0x0001_0000));
-            msg::Layer {
-                rid: l.rid.map(|r| r.to_string()).unwrap_or_default(),
-                height: l.height(),
-                active,
-            }
+        .map(|l| msg::Layer {
+            rid: l.rid.map(|r| r.to_string()).unwrap_or_default(),
+            height: l.height(),
+            active: l.is_active(now),
         })
         .collect();
     let source = msg::Source {
@@ -198,7 +198,7 @@ fn source_to_wire(s: &PubSource, now: Instant) -> (msg::Source, u32) {
         muted: s.muted,
         layers,
     };
-    (source, sig)
+    (source, source_signature(s, now))
 }
 
 impl Core {
@@ -652,7 +652,7 @@ impl Core {
                 let changed = self.endpoints.get(&id).is_some_and(|ep| {
                     ep.sources
                         .iter()
-                        .any(|s| source_to_wire(s, now).1 != s.relay_active_sent)
+                        .any(|s| source_signature(s, now) != s.relay_active_sent)
                 });
                 if changed {
                     self.relay_send_sources(now, number, id, &peers);
@@ -735,7 +735,7 @@ impl Core {
                     self.stats.relay.control_unknown += 1;
                 }
             }
-            Msg::ParticipantJoined(p) => self.remote_joined(now, peer, p),
+            Msg::ParticipantJoined(p) => self.remote_joined(peer, p),
             Msg::ParticipantLeft(p) => {
                 match self.find_remote(&peer, p.conference, &p.participant) {
                     Some(id) => self.remove_remote(now, id),
@@ -770,7 +770,7 @@ impl Core {
             })
     }
 
-    fn remote_joined(&mut self, now: Instant, peer: PeerId, p: msg::ParticipantJoined) {
+    fn remote_joined(&mut self, peer: PeerId, p: msg::ParticipantJoined) {
         let Some(room) = self
             .relay
             .remote_confs
@@ -813,7 +813,6 @@ impl Core {
                 },
             );
         }
-        let _ = now;
     }
 
     fn local_endpoints(&self, room: &str) -> Vec<EndpointId> {
@@ -1044,8 +1043,10 @@ impl Core {
         }
     }
 
-    /// A media datagram from a relay peer.
-    pub fn handle_relay_datagram(&mut self, now: Instant, peer: &str, data: &[u8]) {
+    /// A media datagram from a relay peer. The peer comes as the shared id
+    /// (not `&str`): the lookup key then costs a reference count, not an
+    /// allocation per packet.
+    pub fn handle_relay_datagram(&mut self, now: Instant, peer: &PeerId, data: &[u8]) {
         self.stats.relay.datagrams_in += 1;
         self.stats.relay.bytes_in += data.len() as u64;
         let (h, payload) = match MediaHeader::parse(data) {
@@ -1056,7 +1057,6 @@ impl Core {
                 return;
             }
         };
-        let peer: PeerId = Arc::from(peer);
         let Some(&(id, i)) = self
             .relay
             .remote_sources

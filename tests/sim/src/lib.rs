@@ -998,7 +998,7 @@ impl Sim {
             }
             _ => return,
         }
-        let peer_id = self.bridges[other].id.clone();
+        let peer_id: tern_sfu::PeerId = Arc::from(self.bridges[other].id.as_str());
         self.bridges[bridge]
             .core
             .handle_relay_datagram(now, &peer_id, data);
