@@ -84,6 +84,11 @@ pub struct PeerState {
     /// Slot mid → source id.
     pub slots: HashMap<String, Option<String>>,
     pub received: HashMap<String, Vec<Received>>,
+    /// Packets received in earlier sessions (before [`Peer::reconnect`]),
+    /// by source id: slots and their mids start afresh on every session.
+    pub history: HashMap<String, Vec<Received>>,
+    /// Sessions started after the first one.
+    pub reconnects: u32,
     /// Keyframe requests the bridge sent this publisher, per layer rid.
     pub keyframe_requests: HashMap<String, u64>,
     /// NACKs the bridge sent this publisher per (mid, rid) (cumulative).
@@ -100,6 +105,13 @@ impl PeerState {
         self.slot_of(source)
             .and_then(|mid| self.received.get(&mid))
             .map_or(&[], Vec::as_slice)
+    }
+
+    /// Everything received for a source over every session, in arrival order.
+    pub fn received_all(&self, source: &str) -> Vec<Received> {
+        let mut all = self.history.get(source).cloned().unwrap_or_default();
+        all.extend_from_slice(self.received_for(source));
+        all
     }
 
     pub fn slot_of(&self, source: &str) -> Option<String> {
@@ -138,10 +150,13 @@ pub struct Peer {
     pending_keyframes: Vec<(Instant, usize)>,
     out: VecDeque<PeerOutput>,
     next_timeout: Instant,
+    /// A reconnected session has not sent media yet: skip what the encoders
+    /// produced while there was no transport, and start on keyframes.
+    resumed: bool,
 }
 
 impl Peer {
-    pub fn new(cfg: PeerConfig, now: Instant) -> Self {
+    fn build_rtc(cfg: &PeerConfig, now: Instant) -> Rtc {
         let mut rtc = Rtc::builder()
             .set_rtp_mode(true)
             .set_stats_interval(Some(Duration::from_millis(500)))
@@ -152,6 +167,11 @@ impl Peer {
         if let Ok(c) = Candidate::host(cfg.local_addr, Protocol::Udp) {
             rtc.add_local_candidate(c);
         }
+        rtc
+    }
+
+    pub fn new(cfg: PeerConfig, now: Instant) -> Self {
+        let rtc = Self::build_rtc(&cfg, now);
         let mut video =
             (!cfg.video.is_empty()).then(|| VideoGen::new(cfg.video.clone(), now, cfg.seed));
         if let Some(v) = video.as_mut() {
@@ -176,7 +196,42 @@ impl Peer {
             pending_keyframes: Vec::new(),
             out: VecDeque::new(),
             next_timeout: now,
+            resumed: false,
         }
+    }
+
+    /// Start a new session, as the browser client does after losing its
+    /// bridge (socket closed, `move`): a fresh peer connection, the same
+    /// participant and the same local media. What was received so far moves
+    /// to [`PeerState::history`]. The driver sends [`Peer::join`] next.
+    pub fn reconnect(&mut self, now: Instant) {
+        let received = std::mem::take(&mut self.state.received);
+        for (mid, packets) in received {
+            if let Some(Some(source)) = self.state.slots.get(&mid) {
+                self.state
+                    .history
+                    .entry(source.clone())
+                    .or_default()
+                    .extend(packets);
+            }
+        }
+        self.rtc = Self::build_rtc(&self.cfg, now);
+        let st = &mut self.state;
+        st.participant_id = None;
+        st.joined = false;
+        st.connected = false;
+        st.answered = false;
+        st.closed = false;
+        st.participants.clear();
+        st.slots.clear();
+        st.reconnects += 1;
+        self.pending = None;
+        self.audio_mid = None;
+        self.video_mid = None;
+        self.pending_keyframes.clear();
+        self.out.clear();
+        self.next_timeout = now;
+        self.resumed = true;
     }
 
     pub fn state(&self) -> &PeerState {
@@ -493,7 +548,22 @@ impl Peer {
 
     fn on_event(&mut self, now: Instant, e: Event) {
         match e {
-            Event::Connected => self.state.connected = true,
+            Event::Connected => {
+                self.state.connected = true;
+                if std::mem::take(&mut self.resumed) {
+                    self.gen_buf.clear();
+                    if let Some(g) = self.video.as_mut() {
+                        g.poll(now, &mut self.gen_buf);
+                        for layer in 0..self.rids.len() {
+                            g.request_keyframe(layer);
+                        }
+                    }
+                    if let Some(a) = self.audio.as_mut() {
+                        a.poll(now, &mut self.gen_buf);
+                    }
+                    self.gen_buf.clear();
+                }
+            }
             Event::RtpPacket(p) => {
                 let mid = p.header.ext_vals.mid.or_else(|| {
                     self.rtc

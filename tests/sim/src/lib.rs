@@ -12,6 +12,13 @@
 //! QUIC connection — control bytes reliable and in order, datagrams through
 //! a lossy [`LinkConfig`] — that drops after silence and reconnects.
 //!
+//! A simulated focus can place participants instead ([`SimConfig::focus`]):
+//! the real focus core (`tern_focus`) gets each bridge's registration and
+//! reports over a control channel with latency, tells bridges their relay
+//! peers, and sees a killed bridge's stream close; participants join through
+//! it and, like the browser client, re-join through it with backoff when
+//! their bridge goes away or tells them to move.
+//!
 //! The same seed gives the same run: every random choice (str0m's ids via
 //! `fastrand`, link decisions, ICE passwords) comes from the seed, and the
 //! event trace is hashed so a test can compare two runs. See
@@ -25,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::config::DtlsCert;
+use tern_focus::{Focus, FocusConfig, FocusEvent, Registration, Report};
 use tern_sfu::peer::{Peer, PeerConfig, PeerOutput, PeerState};
 use tern_sfu::signal::{ClientMessage, ServerMessage};
 use tern_sfu::tern_relay::link::{Link as RelayLink, LinkConfig as RelayLinkConfig};
@@ -244,12 +252,18 @@ pub struct SimPeer {
     pub addr: SocketAddr,
     pub endpoint: EndpointId,
     pub started: Instant,
-    /// The bridge it is connected to.
+    /// The bridge it is connected to (or last tried).
     pub bridge: usize,
+    /// Region it asks the focus for.
+    pub region: Option<String>,
     up: usize,
     down: usize,
     joined: bool,
     left: bool,
+    /// Consecutive failed sessions: the re-join backoff index.
+    failures: usize,
+    /// A re-join is scheduled.
+    rejoining: bool,
 }
 
 /// One bridge of the simulated cluster.
@@ -257,6 +271,14 @@ pub struct SimBridge {
     pub id: String,
     pub core: Core,
     pub addr: SocketAddr,
+    pub region: String,
+    /// False once killed: it reads nothing, sends nothing, reports nothing.
+    pub alive: bool,
+    /// Drain as set by the focus (reported back, as the real bridge does).
+    draining: bool,
+    next_report: Instant,
+    /// Packet counters at the previous report, for rates.
+    reported: (u64, u64, Instant),
 }
 
 /// The relay connection between two bridges (a < b), re-created after a drop.
@@ -275,19 +297,58 @@ struct RelayPair {
 /// How long a dropped relay connection waits before redialling.
 const RELAY_REDIAL: Duration = Duration::from_millis(500);
 
+/// The browser client's re-join backoff (`src/web/tern.js`): the delay
+/// before each retry after a lost session or a failed attempt.
+const REJOIN_BACKOFF_MS: [u64; 5] = [250, 500, 1000, 2000, 3000];
+
+/// How often a bridge reports to the focus (as `src/bridge/focus_link.rs`).
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a bridge's control stream carries to the focus.
+#[derive(Debug)]
+enum ToFocus {
+    Register(Registration),
+    Report(Report),
+    /// The stream closed (the bridge process died).
+    Closed,
+}
+
 enum Event {
     Datagram {
         from: SocketAddr,
         to: SocketAddr,
         data: Vec<u8>,
     },
+    /// Signalling of one session (`session` = the session's endpoint id:
+    /// a message still in flight when its session ended is dropped).
     ToBridge {
         peer: usize,
+        session: EndpointId,
         msg: ClientMessage,
     },
     ToPeer {
         peer: usize,
+        session: EndpointId,
         msg: ServerMessage,
+    },
+    /// The peer's signalling socket closed: its bridge died or refused the
+    /// connection.
+    SocketClosed {
+        peer: usize,
+        session: EndpointId,
+    },
+    /// The peer's re-join timer fired.
+    Rejoin {
+        peer: usize,
+    },
+    ToFocus {
+        bridge: usize,
+        msg: ToFocus,
+    },
+    /// A command from the focus to a bridge.
+    FromFocus {
+        bridge: usize,
+        cmd: FocusEvent,
     },
     /// Control stream bytes of relay connection `generation`, from side `from` (0 = a).
     RelayStream {
@@ -363,6 +424,13 @@ pub struct SimConfig {
     pub bridges: usize,
     /// Each direction of every relay connection.
     pub relay_link: LinkConfig,
+    /// Place participants with a focus (else everyone joins the bridge the
+    /// scenario names, and every bridge is told the others share the room).
+    pub focus: Option<FocusConfig>,
+    /// Region of bridge `b` (`"local"` beyond the list).
+    pub regions: Vec<String>,
+    /// One-way delay of the bridge ↔ focus control streams.
+    pub focus_latency: Duration,
 }
 
 impl SimConfig {
@@ -373,7 +441,18 @@ impl SimConfig {
             bridge_config: |c| c,
             bridges: 1,
             relay_link: LinkConfig::latency(5),
+            focus: None,
+            regions: Vec::new(),
+            focus_latency: Duration::from_millis(2),
         }
+    }
+
+    /// A cluster of `bridges` in `regions` placed by a focus with `focus`.
+    pub fn with_focus(mut self, bridges: usize, regions: &[&str], focus: FocusConfig) -> Self {
+        self.bridges = bridges;
+        self.regions = regions.iter().map(|r| r.to_string()).collect();
+        self.focus = Some(focus);
+        self
     }
 }
 
@@ -397,6 +476,12 @@ pub struct Sim {
     pub trace: Trace,
     /// Work done: (peer timeouts, core timeouts, datagrams to peers, bridge batches).
     pub work: (u64, u64, u64, u64),
+    focus: Option<Focus>,
+    focus_latency: Duration,
+    /// Everything the focus emitted, with when (since the start).
+    pub focus_log: Vec<(Duration, FocusEvent)>,
+    /// Endpoint ids are per session: a re-joined peer gets a new one.
+    next_endpoint: u64,
 }
 
 /// A DTLS certificate shared by every simulation in the process: generating
@@ -438,6 +523,15 @@ impl Sim {
                 id: format!("b{b}"),
                 core: Core::new(core_cfg, epoch),
                 addr,
+                region: cfg
+                    .regions
+                    .get(b)
+                    .cloned()
+                    .unwrap_or_else(|| "local".into()),
+                alive: true,
+                draining: false,
+                next_report: epoch + REPORT_INTERVAL,
+                reported: (0, 0, epoch),
             });
         }
         let mut sim = Self {
@@ -458,6 +552,10 @@ impl Sim {
             room: cfg.room,
             trace: Trace::default(),
             work: (0, 0, 0, 0),
+            focus: cfg.focus.clone().map(Focus::new),
+            focus_latency: cfg.focus_latency,
+            focus_log: Vec::new(),
+            next_endpoint: 0,
         };
         let n = sim.bridges.len();
         for a in 0..n {
@@ -479,7 +577,31 @@ impl Sim {
                 });
             }
         }
-        // What the focus would say: every bridge hosts the room.
+        if sim.focus.is_some() {
+            // Bridges register as they start; the focus tells them their
+            // relay peers as participants arrive.
+            for b in 0..n {
+                let reg = Registration {
+                    id: sim.bridges[b].id.clone(),
+                    region: sim.bridges[b].region.clone(),
+                    version: "sim".into(),
+                    api_version: 1,
+                    signal_url: format!("sim://{}", sim.bridges[b].id),
+                    relay_addr: sim.bridges[b].id.clone(),
+                    max_packet_rate: 50_000,
+                    conferences: BTreeMap::new(),
+                };
+                sim.push(
+                    epoch + sim.focus_latency,
+                    Event::ToFocus {
+                        bridge: b,
+                        msg: ToFocus::Register(reg),
+                    },
+                );
+            }
+            return sim;
+        }
+        // No focus: what it would say, every bridge hosts the room.
         for b in 0..n {
             let others: Vec<String> = (0..n)
                 .filter(|&o| o != b)
@@ -573,6 +695,17 @@ impl Sim {
         up: LinkConfig,
         down: LinkConfig,
     ) -> usize {
+        self.add_peer_inner(Some(bridge), name, f, up, down)
+    }
+
+    fn add_peer_inner(
+        &mut self,
+        bridge: Option<usize>,
+        name: &str,
+        f: impl FnOnce(&mut PeerConfig),
+        up: LinkConfig,
+        down: LinkConfig,
+    ) -> usize {
         let i = self.peers.len();
         let addr = SocketAddr::from(([198, 18, 1 + (i / 250) as u8, 1 + (i % 250) as u8], 5000));
         let mut cfg = PeerConfig::new(addr);
@@ -584,24 +717,285 @@ impl Sim {
             .push(Link::new(up, self.rng.next_u64(), self.now));
         self.links
             .push(Link::new(down, self.rng.next_u64(), self.now));
-        let endpoint = EndpointId(1 + i as u64);
         self.peers.push(SimPeer {
             name: name.to_string(),
             peer,
             addr,
-            endpoint,
+            endpoint: EndpointId(0),
             started: self.now,
-            bridge,
+            bridge: bridge.unwrap_or(0),
+            region: None,
             up: up_i,
             down: up_i + 1,
             joined: false,
             left: false,
+            failures: 0,
+            rejoining: false,
         });
         self.by_addr.insert(addr, i);
+        if let Some(b) = bridge {
+            self.connect(i, b);
+        }
+        i
+    }
+
+    /// Add a participant that joins through the focus, asking for `region`.
+    pub fn add_peer_in(
+        &mut self,
+        region: Option<&str>,
+        name: &str,
+        f: impl FnOnce(&mut PeerConfig),
+        up: LinkConfig,
+        down: LinkConfig,
+    ) -> usize {
+        let placement = self.allocate(name, region);
+        let i = self.add_peer_inner(placement, name, f, up, down);
+        self.peers[i].region = region.map(str::to_string);
+        if placement.is_none() {
+            // No bridge available (none registered yet): retry like the client.
+            self.schedule_rejoin(i);
+        }
+        i
+    }
+
+    /// Ask the focus where `name` goes.
+    fn allocate(&mut self, name: &str, region: Option<&str>) -> Option<usize> {
+        let now = self.now;
+        let room = self.room.clone();
+        let focus = self
+            .focus
+            .as_mut()
+            .expect("joining through a focus needs SimConfig::focus");
+        let placed = focus.allocate(now, &room, name, region);
+        self.drain_focus();
+        let t = self.t_us();
+        match placed {
+            Ok(p) => {
+                let b = self.bridges.iter().position(|b| b.id == p.bridge_id)?;
+                self.trace
+                    .record(t, "f:allocate", b as u64, u64::from(p.rule));
+                Some(b)
+            }
+            Err(e) => {
+                self.trace.record(t, "f:allocate_failed", 0, 0);
+                if let Some(k) = &mut self.trace.keep {
+                    k.push(format!("{t} allocation of {name} failed: {e}"));
+                }
+                None
+            }
+        }
+    }
+
+    /// Start a session of peer `i` on `bridge`: a new endpoint, then join.
+    fn connect(&mut self, i: usize, bridge: usize) {
+        self.next_endpoint += 1;
+        let endpoint = EndpointId(self.next_endpoint);
+        let p = &mut self.peers[i];
+        self.by_endpoint.remove(&p.endpoint);
+        p.endpoint = endpoint;
+        p.bridge = bridge;
+        p.joined = false;
         self.by_endpoint.insert(endpoint, i);
+        let t = self.t_us();
+        self.trace.record(t, "connect", i as u64, bridge as u64);
         let join = Peer::join("sim");
         self.signal_to_bridge(i, join);
-        i
+    }
+
+    /// Re-join after the backoff, as the browser client does.
+    fn schedule_rejoin(&mut self, i: usize) {
+        let p = &mut self.peers[i];
+        if p.left || p.rejoining {
+            return;
+        }
+        p.rejoining = true;
+        let delay = REJOIN_BACKOFF_MS[p.failures.min(REJOIN_BACKOFF_MS.len() - 1)];
+        p.failures += 1;
+        let at = self.now + Duration::from_millis(delay);
+        self.push(at, Event::Rejoin { peer: i });
+    }
+
+    fn rejoin(&mut self, i: usize) {
+        self.peers[i].rejoining = false;
+        if self.peers[i].left {
+            return;
+        }
+        let bridge = if self.focus.is_some() {
+            let (name, region) = (self.peers[i].name.clone(), self.peers[i].region.clone());
+            match self.allocate(&name, region.as_deref()) {
+                Some(b) => b,
+                None => return self.schedule_rejoin(i),
+            }
+        } else {
+            self.peers[i].bridge
+        };
+        let now = self.now;
+        self.peers[i].peer.reconnect(now);
+        self.connect(i, bridge);
+    }
+
+    /// Kill bridge `b` like `kill -9`: it stops at once; its participants'
+    /// signalling sockets and its control stream to the focus close.
+    pub fn kill_bridge(&mut self, b: usize) {
+        if !self.bridges[b].alive {
+            return;
+        }
+        self.bridges[b].alive = false;
+        let t = self.t_us();
+        self.trace.record(t, "bridge_killed", b as u64, 0);
+        if self.focus.is_some() {
+            let at = self.now + self.focus_latency;
+            self.push(
+                at,
+                Event::ToFocus {
+                    bridge: b,
+                    msg: ToFocus::Closed,
+                },
+            );
+        }
+        for i in 0..self.peers.len() {
+            let p = &self.peers[i];
+            if p.bridge == b && !p.left && !p.rejoining {
+                let at = self.reliable_delay(p.down);
+                let session = p.endpoint;
+                self.push(at, Event::SocketClosed { peer: i, session });
+            }
+        }
+    }
+
+    /// Ask the focus to drain bridge `b` (as `tern` operators do over gRPC).
+    pub fn drain_bridge(&mut self, b: usize) {
+        let now = self.now;
+        let id = self.bridges[b].id.clone();
+        if let Some(f) = self.focus.as_mut() {
+            f.set_drain(now, &id, true)
+                .unwrap_or_else(|e| panic!("drain of {id} refused: {e}"));
+        }
+        self.drain_focus();
+    }
+
+    /// Act on what the focus emitted: commands travel to their bridge.
+    fn drain_focus(&mut self) {
+        let Some(focus) = self.focus.as_mut() else {
+            return;
+        };
+        let mut events = Vec::new();
+        while let Some(e) = focus.poll_event() {
+            events.push(e);
+        }
+        let since = self.now - self.epoch;
+        for e in events {
+            let t = self.t_us();
+            let target = match &e {
+                FocusEvent::CommandMove { bridge, .. }
+                | FocusEvent::CommandDrain { bridge, .. }
+                | FocusEvent::CommandEndConference { bridge, .. }
+                | FocusEvent::CommandRelayPeers { bridge, .. } => {
+                    self.bridges.iter().position(|b| &b.id == bridge)
+                }
+                _ => None,
+            };
+            self.trace.record(
+                t,
+                focus_event_name(&e),
+                target.map_or(u64::MAX, |b| b as u64),
+                0,
+            );
+            self.focus_log.push((since, e.clone()));
+            if let Some(b) = target
+                && self.bridges[b].alive
+            {
+                let at = self.now + self.focus_latency;
+                self.push(at, Event::FromFocus { bridge: b, cmd: e });
+            }
+        }
+    }
+
+    /// A bridge's periodic report to the focus.
+    fn report(&mut self, b: usize) {
+        let now = self.now;
+        let br = &mut self.bridges[b];
+        br.next_report += REPORT_INTERVAL;
+        let st = br.core.stats();
+        let (pin, pout, then) = br.reported;
+        let secs = now.saturating_duration_since(then).as_secs_f64().max(0.001);
+        let rate = |n: u64, before: u64| (n.saturating_sub(before) as f64 / secs) as u64;
+        let report = Report {
+            rtp_packets_in_per_s: rate(st.packets_in, pin),
+            rtp_packets_out_per_s: rate(st.packets_out, pout),
+            endpoints: br.core.endpoint_count() as u32,
+            healthy: true,
+            draining: br.draining,
+            shutting_down: false,
+            conferences: br
+                .core
+                .conferences()
+                .into_iter()
+                .map(|(room, ps)| (room, ps.into_iter().collect()))
+                .collect(),
+        };
+        br.reported = (st.packets_in, st.packets_out, now);
+        self.push(
+            now + self.focus_latency,
+            Event::ToFocus {
+                bridge: b,
+                msg: ToFocus::Report(report),
+            },
+        );
+    }
+
+    fn focus_in(&mut self, b: usize, msg: ToFocus) {
+        let now = self.now;
+        let id = self.bridges[b].id.clone();
+        let Some(focus) = self.focus.as_mut() else {
+            return;
+        };
+        match msg {
+            ToFocus::Register(reg) => focus
+                .handle_register(now, reg)
+                .unwrap_or_else(|e| panic!("focus refused {id}: {e}")),
+            ToFocus::Report(r) => {
+                // A report racing the bridge's failure is refused, as over gRPC.
+                let _ = focus.handle_report(now, &id, r);
+            }
+            ToFocus::Closed => focus.handle_disconnect(now, &id, "stream closed"),
+        }
+        self.drain_focus();
+    }
+
+    fn focus_command(&mut self, b: usize, cmd: FocusEvent) {
+        if !self.bridges[b].alive {
+            return;
+        }
+        let now = self.now;
+        let core = &mut self.bridges[b].core;
+        match cmd {
+            FocusEvent::CommandRelayPeers {
+                conference, peers, ..
+            } => {
+                let ids: Vec<String> = peers.into_iter().map(|(id, _)| id).collect();
+                core.handle_relay_peers(now, &conference, &ids);
+            }
+            FocusEvent::CommandMove {
+                conference,
+                participants,
+                reason,
+                ..
+            } => {
+                core.move_participants(now, &conference, &participants, &reason);
+            }
+            FocusEvent::CommandEndConference { conference, .. } => {
+                core.end_conference(now, &conference);
+            }
+            FocusEvent::CommandDrain { draining, .. } => self.bridges[b].draining = draining,
+            _ => {}
+        }
+        self.flush_core(b);
+    }
+
+    /// Which bridge a peer is on now.
+    pub fn bridge_of(&self, name: &str) -> usize {
+        self.peer(name).bridge
     }
 
     pub fn peer(&self, name: &str) -> &SimPeer {
@@ -695,7 +1089,8 @@ impl Sim {
 
     fn signal_to_bridge(&mut self, peer: usize, msg: ClientMessage) {
         let at = self.reliable_delay(self.peers[peer].up);
-        self.push(at, Event::ToBridge { peer, msg });
+        let session = self.peers[peer].endpoint;
+        self.push(at, Event::ToBridge { peer, session, msg });
     }
 
     fn send_datagram(&mut self, link: usize, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
@@ -765,7 +1160,9 @@ impl Sim {
                     contents,
                 } => transmits.push((destination, contents)),
                 Output::Signal { endpoint, message } => {
-                    if let Some(&i) = self.by_endpoint.get(&endpoint) {
+                    if let Some(&i) = self.by_endpoint.get(&endpoint)
+                        && self.peers[i].bridge == b
+                    {
                         let t = self.t_us();
                         self.trace.record(t, server_name(&message), i as u64, 1);
                         let at = self.reliable_delay(self.peers[i].down);
@@ -773,6 +1170,7 @@ impl Sim {
                             at,
                             Event::ToPeer {
                                 peer: i,
+                                session: endpoint,
                                 msg: message,
                             },
                         );
@@ -827,8 +1225,13 @@ impl Sim {
         };
         let generation = *generation;
         let out = [la.poll_transmit(), lb.poll_transmit()];
+        let (a, b) = (self.relays[p].a, self.relays[p].b);
         for (side, bytes) in out.into_iter().enumerate() {
             let Some(bytes) = bytes else { continue };
+            // A dead bridge writes nothing.
+            if !self.bridges[if side == 0 { a } else { b }].alive {
+                continue;
+            }
             let net = self.relays[p].net[side];
             let t = self.t_us();
             self.trace
@@ -884,7 +1287,8 @@ impl Sim {
         let r = &mut self.relays[p];
         r.next_attempt = None;
         let partitioned = self.links[r.net[0]].partitioned_at(now).is_some();
-        if partitioned {
+        let dead = !self.bridges[r.a].alive || !self.bridges[r.b].alive;
+        if partitioned || dead {
             r.next_attempt = Some(now + RELAY_REDIAL);
             return;
         }
@@ -914,7 +1318,7 @@ impl Sim {
             let t = self.t_us();
             self.trace.record(t, "relay_down", p as u64, 0);
             for side in 0..2 {
-                if self.relays[p].up[side] {
+                if self.relays[p].up[side] && self.bridges[bridges[side]].alive {
                     let other = self.bridges[bridges[1 - side]].id.clone();
                     self.bridges[bridges[side]]
                         .core
@@ -929,7 +1333,7 @@ impl Sim {
             return;
         }
         for side in 0..2 {
-            if ready[side] && !self.relays[p].up[side] {
+            if ready[side] && !self.relays[p].up[side] && self.bridges[bridges[side]].alive {
                 self.relays[p].up[side] = true;
                 let t = self.t_us();
                 self.trace.record(t, "relay_up", p as u64, side as u64);
@@ -958,6 +1362,9 @@ impl Sim {
         }]
         .id
         .clone();
+        if !self.bridges[bridge].alive {
+            return;
+        }
         let mut msgs = Vec::new();
         let rtt = match &mut self.relays[p].conn {
             Some((g, la, lb)) if *g == generation => {
@@ -991,6 +1398,9 @@ impl Sim {
         let to = 1 - from;
         let r = &mut self.relays[p];
         let (bridge, other) = if to == 0 { (r.a, r.b) } else { (r.b, r.a) };
+        if !self.bridges[bridge].alive {
+            return;
+        }
         match &mut r.conn {
             Some((g, la, lb)) if *g == generation && r.up[to] => {
                 let link = if to == 0 { la } else { lb };
@@ -1011,8 +1421,14 @@ impl Sim {
             .iter()
             .enumerate()
             .filter_map(|(i, r)| {
+                let alive = self.relay_sides_alive(i);
                 let t = match &r.conn {
-                    Some((_, la, lb)) => la.poll_timeout().min(lb.poll_timeout()),
+                    Some((_, la, lb)) => match alive {
+                        [true, true] => la.poll_timeout().min(lb.poll_timeout()),
+                        [true, false] => la.poll_timeout(),
+                        [false, true] => lb.poll_timeout(),
+                        [false, false] => return None,
+                    },
                     None => r.next_attempt?,
                 };
                 Some((t, i))
@@ -1022,10 +1438,16 @@ impl Sim {
 
     fn relay_handle_timeout(&mut self, p: usize) {
         let now = self.now;
+        let alive = self.relay_sides_alive(p);
         match &mut self.relays[p].conn {
             Some((_, la, lb)) => {
-                la.handle_timeout(now);
-                lb.handle_timeout(now);
+                // A dead bridge's side of the connection does nothing more.
+                if alive[0] {
+                    la.handle_timeout(now);
+                }
+                if alive[1] {
+                    lb.handle_timeout(now);
+                }
                 self.relay_check(p);
                 self.flush_relay_stream(p);
             }
@@ -1033,11 +1455,19 @@ impl Sim {
         }
     }
 
+    fn relay_sides_alive(&self, p: usize) -> [bool; 2] {
+        let r = &self.relays[p];
+        [self.bridges[r.a].alive, self.bridges[r.b].alive]
+    }
+
     fn deliver(&mut self, event: Event) {
         let now = self.now;
         match event {
             Event::Datagram { from, to, data } => {
                 if let Some(&b) = self.bridge_by_addr.get(&to) {
+                    if !self.bridges[b].alive {
+                        return;
+                    }
                     self.bridges[b].core.handle_datagram(now, from, to, &data);
                     self.flush_core(b);
                 } else if let Some(&i) = self.by_addr.get(&to) {
@@ -1049,8 +1479,17 @@ impl Sim {
                     self.flush_peer(i, now);
                 }
             }
-            Event::ToBridge { peer, msg } => {
+            Event::ToBridge { peer, session, msg } => {
+                if self.peers[peer].endpoint != session {
+                    return;
+                }
                 let b = self.peers[peer].bridge;
+                if !self.bridges[b].alive {
+                    // Connection refused: the client sees its socket close.
+                    let at = self.reliable_delay(self.peers[peer].down);
+                    self.push(at, Event::SocketClosed { peer, session });
+                    return;
+                }
                 let p = &mut self.peers[peer];
                 let core = &mut self.bridges[b].core;
                 match msg {
@@ -1060,7 +1499,7 @@ impl Sim {
                         }
                         p.joined = true;
                         let req = JoinRequest {
-                            id: p.endpoint,
+                            id: session,
                             room: self.room.clone(),
                             participant: p.name.clone(),
                             name: p.name.clone(),
@@ -1080,13 +1519,34 @@ impl Sim {
                 }
                 self.flush_core(b);
             }
-            Event::ToPeer { peer, msg } => {
-                if self.peers[peer].left {
+            Event::ToPeer { peer, session, msg } => {
+                if self.peers[peer].left || self.peers[peer].endpoint != session {
                     return;
+                }
+                let moved = matches!(msg, ServerMessage::Move { .. });
+                if matches!(msg, ServerMessage::Joined { .. }) {
+                    self.peers[peer].failures = 0;
                 }
                 self.peers[peer].peer.handle_signal(now, msg);
                 self.flush_peer(peer, now);
+                if moved {
+                    // The client re-joins through the focus at once.
+                    self.peers[peer].failures = 0;
+                    let p = &mut self.peers[peer];
+                    p.rejoining = true;
+                    self.push(now, Event::Rejoin { peer });
+                }
             }
+            Event::SocketClosed { peer, session } => {
+                if self.peers[peer].endpoint == session {
+                    let t = self.t_us();
+                    self.trace.record(t, "socket_closed", peer as u64, 0);
+                    self.schedule_rejoin(peer);
+                }
+            }
+            Event::Rejoin { peer } => self.rejoin(peer),
+            Event::ToFocus { bridge, msg } => self.focus_in(bridge, msg),
+            Event::FromFocus { bridge, cmd } => self.focus_command(bridge, cmd),
             Event::RelayStream {
                 pair,
                 generation,
@@ -1109,16 +1569,34 @@ impl Sim {
             Core(usize),
             Peer(usize),
             Relay(usize),
+            Focus,
+            Report(usize),
+            Nothing,
         }
         let end = self.epoch + since_start;
+        let never = end + Duration::from_secs(3600);
         loop {
-            let mut next = self.bridges[0].core.poll_timeout();
-            let mut due = Due::Core(0);
-            for (b, br) in self.bridges.iter().enumerate().skip(1) {
+            let mut next = never;
+            let mut due = Due::Nothing;
+            for (b, br) in self.bridges.iter().enumerate() {
+                if !br.alive {
+                    continue;
+                }
                 let t = br.core.poll_timeout();
                 if t < next {
                     next = t;
                     due = Due::Core(b);
+                }
+                if self.focus.is_some() && br.next_report < next {
+                    next = br.next_report;
+                    due = Due::Report(b);
+                }
+            }
+            if let Some(f) = &self.focus {
+                let t = f.poll_timeout(self.now);
+                if t < next {
+                    next = t;
+                    due = Due::Focus;
                 }
             }
             for (i, p) in self.peers.iter().enumerate() {
@@ -1155,7 +1633,7 @@ impl Sim {
                 match bridge_of(&s.event) {
                     // Datagrams reaching a bridge at the same instant are
                     // one socket read for it, as in the real shell.
-                    Some(b) => {
+                    Some(b) if self.bridges[b].alive => {
                         let Event::Datagram { from, data, .. } = s.event else {
                             continue;
                         };
@@ -1182,7 +1660,7 @@ impl Sim {
                         );
                         self.flush_core(b);
                     }
-                    None => self.deliver(s.event),
+                    _ => self.deliver(s.event),
                 }
                 continue;
             }
@@ -1203,6 +1681,14 @@ impl Sim {
                     self.flush_core(b);
                 }
                 Due::Relay(p) => self.relay_handle_timeout(p),
+                Due::Focus => {
+                    if let Some(f) = self.focus.as_mut() {
+                        f.handle_timeout(now);
+                    }
+                    self.drain_focus();
+                }
+                Due::Report(b) => self.report(b),
+                Due::Nothing => {}
             }
         }
         self.now = end;
@@ -1233,6 +1719,20 @@ fn canonical_order(t: &mut [(SocketAddr, Vec<u8>)]) {
         }
     }
     t.sort_by_key(|(dest, d)| (*dest, key(d)));
+}
+
+fn focus_event_name(e: &FocusEvent) -> &'static str {
+    match e {
+        FocusEvent::BridgeUp { .. } => "f:bridge_up",
+        FocusEvent::BridgeDown { .. } => "f:bridge_down",
+        FocusEvent::BridgeDrain { .. } => "f:bridge_drain",
+        FocusEvent::Allocated { .. } => "f:allocated",
+        FocusEvent::Moved { .. } => "f:moved",
+        FocusEvent::CommandMove { .. } => "f:cmd_move",
+        FocusEvent::CommandDrain { .. } => "f:cmd_drain",
+        FocusEvent::CommandEndConference { .. } => "f:cmd_end",
+        FocusEvent::CommandRelayPeers { .. } => "f:cmd_relay_peers",
+    }
 }
 
 fn signal_name(m: &ClientMessage) -> &'static str {
@@ -1302,7 +1802,7 @@ impl Sim {
         let (a, b) = (self.epoch + from, self.epoch + to);
         // (layer, frame) → (distinct packet indices, count, completion time, sent)
         let mut frames: BTreeMap<(u8, u32), FrameRx> = BTreeMap::new();
-        for r in st.received_for(&source) {
+        for r in &st.received_all(&source) {
             let (Some(layer), Some(frame), Some(sent)) = (r.layer, r.frame, r.sent_us) else {
                 continue;
             };
@@ -1363,7 +1863,7 @@ impl Sim {
     pub fn frame_times(&self, receiver: &str, publisher: &str) -> Vec<Duration> {
         let source = format!("{publisher}/camera");
         let mut done: BTreeMap<(u8, u32), (usize, u16, Instant)> = BTreeMap::new();
-        for r in self.state(receiver).received_for(&source) {
+        for r in &self.state(receiver).received_all(&source) {
             if let (Some(l), Some(f)) = (r.layer, r.frame) {
                 let e = done.entry((l, f)).or_insert((0, r.count, r.at));
                 e.0 += 1;
