@@ -220,6 +220,29 @@ async fn participants_on_three_bridges_receive_each_other_through_the_relay_mesh
         )
         .await;
     }
-    drop(p4);
+    // A full mesh while the conference spans all three bridges.
+    for (_, http) in &bridges {
+        assert_eq!(metric(*http, "tern_relay_connections"), 2.0);
+    }
+
+    // Once nobody is left, the focus withdraws the relay peers and the
+    // bridges let their connections go instead of keeping (and redialling)
+    // them forever.
+    p4.leave().await.expect("p4 leaves");
+    for c in clients {
+        c.leave().await.expect("leave");
+    }
+    for (_, http) in &bridges {
+        eventually(
+            "relay connections closed once no conference is shared",
+            Duration::from_secs(20),
+            || {
+                (metric(*http, "tern_relay_connections") == 0.0
+                    && metric(*http, "tern_relay_peers_wanted") == 0.0)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

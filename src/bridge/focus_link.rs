@@ -119,9 +119,8 @@ async fn session(
                             warn!(conference = %r.conference, "the focus names relay peers but relaying is not configured here");
                             continue;
                         };
-                        for p in &r.peers {
-                            relay.want(&p.bridge_id, &p.relay_addr);
-                        }
+                        let named: Vec<(String, String)> = r.peers.iter().map(|p| (p.bridge_id.clone(), p.relay_addr.clone())).collect();
+                        relay.set_room_peers(&r.conference, &named);
                         let peers = r.peers.into_iter().map(|p| p.bridge_id).collect();
                         let shard = app.shard_for(&r.conference).clone();
                         shard.send(ShardInput::RelayPeers { room: r.conference, peers }).await?;

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -40,7 +40,7 @@ pub struct PeerConn {
 pub struct RelayShared {
     pub local_id: String,
     pub conns: DashMap<PeerId, PeerConn>,
-    want: mpsc::UnboundedSender<(String, SocketAddr)>,
+    want: mpsc::UnboundedSender<RoomPeers>,
     generation: AtomicU64,
     dropped_unknown: Counter,
     dropped_short: Counter,
@@ -49,17 +49,31 @@ pub struct RelayShared {
     pub send_failed: Counter,
 }
 
+/// The focus's word on one conference: the other bridges hosting it.
+struct RoomPeers {
+    room: String,
+    peers: Vec<(String, SocketAddr)>,
+}
+
 impl RelayShared {
-    /// The focus says `peer` (at `addr`) shares a conference with us.
-    pub fn want(&self, peer: &str, addr: &str) {
-        match addr.parse::<SocketAddr>() {
-            Ok(a) => {
-                let _ = self.want.send((peer.to_string(), a));
-            }
-            Err(e) => {
-                warn!(%peer, %addr, error = %e, "relay address from the focus does not parse")
-            }
-        }
+    /// The focus says these bridges (id, relay address) share `room` with
+    /// us; an empty list: none any more. A peer stays connected while some
+    /// room names it and is let go when none does.
+    pub fn set_room_peers(&self, room: &str, peers: &[(String, String)]) {
+        let peers = peers
+            .iter()
+            .filter_map(|(peer, addr)| match addr.parse::<SocketAddr>() {
+                Ok(a) => Some((peer.clone(), a)),
+                Err(e) => {
+                    warn!(%peer, %addr, error = %e, "relay address from the focus does not parse");
+                    None
+                }
+            })
+            .collect();
+        let _ = self.want.send(RoomPeers {
+            room: room.to_string(),
+            peers,
+        });
     }
 
     /// Send a core's datagram to `peer`; too large for the path now → on
@@ -117,7 +131,7 @@ pub fn start(
     local_id: String,
     shards: Vec<mpsc::Sender<ShardInput>>,
 ) -> Arc<RelayShared> {
-    let (want_tx, mut want_rx) = mpsc::unbounded_channel::<(String, SocketAddr)>();
+    let (want_tx, mut want_rx) = mpsc::unbounded_channel::<RoomPeers>();
     let dropped = |reason: &'static str| metrics::counter!("tern_relay_datagrams_dropped_total", "reason" => reason);
     let shared = Arc::new(RelayShared {
         local_id: local_id.clone(),
@@ -146,21 +160,56 @@ pub fn start(
             }
         });
     }
-    // Outbound: one dialler per wanted peer with a larger id.
+    // Outbound: one dialler per wanted peer with a larger id; peers no room
+    // names any more are let go.
     {
         let shared = shared.clone();
         tokio::spawn(async move {
-            let mut dialling: HashMap<String, SocketAddr> = HashMap::new();
-            while let Some((peer, addr)) = want_rx.recv().await {
-                if peer.as_str() <= shared.local_id.as_str() {
-                    continue;
+            let wanted_gauge = metrics::gauge!("tern_relay_peers_wanted");
+            let mut rooms: HashMap<String, Vec<(String, SocketAddr)>> = HashMap::new();
+            let mut wanted: HashMap<String, SocketAddr> = HashMap::new();
+            let mut dialling: HashMap<String, (SocketAddr, Arc<AtomicBool>)> = HashMap::new();
+            while let Some(RoomPeers { room, peers }) = want_rx.recv().await {
+                if peers.is_empty() {
+                    rooms.remove(&room);
+                } else {
+                    rooms.insert(room, peers);
                 }
-                if dialling.get(&peer) == Some(&addr) {
-                    continue;
+                let now: HashMap<String, SocketAddr> = rooms.values().flatten().cloned().collect();
+                for (peer, addr) in &wanted {
+                    if now.get(peer) == Some(addr) {
+                        continue;
+                    }
+                    if let Some((_, stop)) = dialling.remove(peer) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    if !now.contains_key(peer)
+                        && let Some(pc) = shared.conns.get(peer.as_str())
+                    {
+                        info!(%peer, "no shared conference left; closing the relay connection");
+                        pc.conn
+                            .close(quinn::VarInt::from_u32(4), b"no shared conference");
+                    }
                 }
-                dialling.insert(peer.clone(), addr);
-                let (endpoint, shared, shards) = (endpoint.clone(), shared.clone(), shards.clone());
-                tokio::spawn(dial_loop(endpoint, shared, shards, peer, addr));
+                for (peer, &addr) in &now {
+                    if peer.as_str() <= shared.local_id.as_str() || dialling.contains_key(peer) {
+                        continue;
+                    }
+                    let stop = Arc::new(AtomicBool::new(false));
+                    dialling.insert(peer.clone(), (addr, stop.clone()));
+                    let (endpoint, shared, shards) =
+                        (endpoint.clone(), shared.clone(), shards.clone());
+                    tokio::spawn(dial_loop(
+                        endpoint,
+                        shared,
+                        shards,
+                        peer.clone(),
+                        addr,
+                        stop,
+                    ));
+                }
+                wanted = now;
+                wanted_gauge.set(wanted.len() as f64);
             }
         });
     }
@@ -174,23 +223,33 @@ async fn dial_loop(
     shards: Vec<mpsc::Sender<ShardInput>>,
     peer: String,
     addr: SocketAddr,
+    stop: Arc<AtomicBool>,
 ) {
     let Ok(id) = crate::relay_net::BridgeId::new(peer.clone()) else {
         warn!(%peer, "relay peer id is not a valid bridge id; not dialling");
         return;
     };
     let mut backoff = Duration::from_millis(100);
-    loop {
+    // Stopping lets a live connection end by itself (it is closed by the
+    // caller) so its clean-up — shards told the link is down — always runs.
+    while !stop.load(Ordering::Relaxed) {
         match endpoint.connect(addr, &id).await {
-            Ok(c) => {
+            Ok(c) if !stop.load(Ordering::Relaxed) => {
                 backoff = Duration::from_millis(100);
                 run_connection(c, shared.clone(), shards.clone(), true).await;
             }
+            Ok(c) => c
+                .into_connection()
+                .close(quinn::VarInt::from_u32(4), b"no shared conference"),
             Err(e) => warn!(%peer, %addr, error = %e, "relay dial failed"),
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
+    debug!(%peer, "relay dialler stopped");
 }
 
 fn broadcast(shards: &[mpsc::Sender<ShardInput>], make: impl Fn() -> ShardInput) {
@@ -241,6 +300,8 @@ async fn run_connection(
             );
         }
         info!(dialled, remote = %conn.remote_address(), "relay connection up");
+        let live = metrics::gauge!("tern_relay_connections");
+        live.increment(1.0);
         let mut link = Link::new(
             LinkConfig::new(shared.local_id.clone()),
             peer.to_string(),
@@ -314,6 +375,7 @@ async fn run_connection(
                 _ = tokio::time::sleep_until(deadline) => link.handle_timeout(Instant::now()),
             }
         };
+        live.decrement(1.0);
         warn!(%reason, "relay connection down");
         shared
             .conns
