@@ -37,6 +37,13 @@ const DEFAULT_RTT: Duration = Duration::from_millis(50);
 /// Remote endpoint ids live in the top half of the id space; the shell
 /// allocates local ones from the bottom.
 const REMOTE_ID_BASE: u64 = 1 << 63;
+/// How long a peer's participants stay (frozen) after its link dropped, in
+/// case it comes back. A bridge that really failed is withdrawn sooner by
+/// the focus (`handle_relay_peers`); this bounds a relay-only partition.
+pub const REMOTE_GRACE: Duration = Duration::from_secs(30);
+/// After a link comes back, how long the peer has to announce again what it
+/// still has; remote participants it does not mention by then are gone.
+const RECONFIRM: Duration = Duration::from_secs(3);
 
 #[derive(Debug)]
 pub(super) struct RemoteSource {
@@ -57,6 +64,8 @@ pub(super) struct RemoteParticipant {
     pub(super) sources: Vec<PubSource>,
     /// Parallel to `sources`.
     state: Vec<RemoteSource>,
+    /// Announced again since the link last came back (see `RECONFIRM`).
+    confirmed: bool,
 }
 
 impl RemoteParticipant {
@@ -102,6 +111,12 @@ pub(super) struct RelayState {
     /// (peer, conference, source number) → (remote participant, source index).
     remote_sources: Map<(PeerId, u32, u16), (EndpointId, usize)>,
     next_remote: u64,
+    /// Peers whose link dropped, since when: their participants are kept
+    /// until `REMOTE_GRACE` runs out.
+    down_since: Map<PeerId, Instant>,
+    /// Peers whose link came back: until when they may re-announce, and
+    /// the conference numbers they did.
+    reconfirm: Map<PeerId, (Instant, Vec<u32>)>,
     pub(super) demand_dirty: bool,
     buf: Vec<u8>,
     nacks: Vec<u16>,
@@ -122,6 +137,8 @@ impl RelayState {
             remote_rooms: Map::default(),
             remote_sources: Map::default(),
             next_remote: REMOTE_ID_BASE,
+            down_since: Map::default(),
+            reconfirm: Map::default(),
             demand_dirty: false,
             buf: Vec::with_capacity(1500),
             nacks: Vec::new(),
@@ -246,6 +263,23 @@ impl Core {
         let peer: PeerId = Arc::from(peer);
         info!(%peer, "relay link up");
         self.relay.links.insert(peer.clone(), DEFAULT_RTT);
+        if self.relay.down_since.remove(&peer).is_some() {
+            // Participants kept through the outage must be announced again;
+            // our demand for their media starts afresh on the new link.
+            for rp in self.remotes.values_mut().filter(|r| r.peer == peer) {
+                rp.confirmed = false;
+                for st in &mut rp.state {
+                    st.demand_sent = 0;
+                    for g in &mut st.gaps {
+                        g.reset();
+                    }
+                }
+            }
+            self.relay
+                .reconfirm
+                .insert(peer.clone(), (now + RECONFIRM, Vec::new()));
+            self.relay.demand_dirty = true;
+        }
         let rooms: Vec<Arc<str>> = self
             .relay
             .room_peers
@@ -266,13 +300,30 @@ impl Core {
         }
     }
 
-    /// The link to `peer` is gone: its participants leave every room here.
-    /// When it comes back, everything is announced again from scratch.
+    /// The link to `peer` is gone. Its participants stay, frozen, for
+    /// `REMOTE_GRACE`: a relay hiccup must not make people vanish and come
+    /// back. What we told the peer is void: it is announced again, and the
+    /// peer says again what it wants, when the link returns.
     pub fn handle_relay_link_down(&mut self, now: Instant, peer: &str) {
         let peer: PeerId = Arc::from(peer);
         if self.relay.links.remove(&peer).is_some() {
             info!(%peer, "relay link down");
         }
+        for list in self.relay.announced.values_mut() {
+            list.retain(|p| *p != peer);
+        }
+        for ep in self.endpoints.values_mut() {
+            for s in &mut ep.sources {
+                s.relay_demand.retain(|(p, _)| *p != peer);
+            }
+        }
+        self.relay.reconfirm.remove(&peer);
+        self.relay.down_since.entry(peer).or_insert(now);
+        self.settle(now);
+    }
+
+    /// Forget everything about `peer` in every room: its participants leave.
+    fn relay_forget_peer(&mut self, now: Instant, peer: &PeerId) {
         let rooms: Vec<Arc<str>> = self
             .relay
             .announced
@@ -281,10 +332,11 @@ impl Core {
             .cloned()
             .collect();
         for room in rooms {
-            self.relay_forget_peer_in_room(now, &room, &peer);
+            self.relay_forget_peer_in_room(now, &room, peer);
         }
-        self.relay.remote_confs.retain(|(p, _), _| *p != peer);
-        self.settle(now);
+        self.relay.remote_confs.retain(|(p, _), _| p != peer);
+        self.relay.down_since.remove(peer);
+        self.relay.reconfirm.remove(peer);
     }
 
     /// Stop exchanging `room` with `peer`: its participants leave, it no
@@ -663,18 +715,58 @@ impl Core {
         for id in ids {
             self.relay_poll_nacks(now, id);
         }
+        self.relay_expire(now);
+    }
+
+    /// Let go of peers that stayed away too long, and of what a returning
+    /// peer did not announce again.
+    fn relay_expire(&mut self, now: Instant) {
+        let gone: Vec<PeerId> = self
+            .relay
+            .down_since
+            .iter()
+            .filter(|(_, since)| now.saturating_duration_since(**since) >= REMOTE_GRACE)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in gone {
+            info!(%peer, "relay link stayed down; its participants leave");
+            self.relay_forget_peer(now, &peer);
+        }
+        let settled: Vec<PeerId> = self
+            .relay
+            .reconfirm
+            .iter()
+            .filter(|(_, (until, _))| now >= *until)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in settled {
+            let Some((_, seen)) = self.relay.reconfirm.remove(&peer) else {
+                continue;
+            };
+            let stale: Vec<EndpointId> = self
+                .remotes
+                .iter()
+                .filter(|(_, r)| r.peer == peer && !r.confirmed)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in stale {
+                self.remove_remote(now, id);
+            }
+            self.relay
+                .remote_confs
+                .retain(|(p, n), _| *p != peer || seen.contains(n));
+        }
     }
 
     fn relay_poll_nacks(&mut self, now: Instant, id: EndpointId) {
         let Some(rp) = self.remotes.get_mut(&id) else {
             return;
         };
-        let rtt = self
-            .relay
-            .links
-            .get(&rp.peer)
-            .copied()
-            .unwrap_or(DEFAULT_RTT);
+        // No link, nobody to ask: holes from before the outage are dropped
+        // when it comes back (the trackers restart).
+        let Some(&rtt) = self.relay.links.get(&rp.peer) else {
+            return;
+        };
         for (i, st) in rp.state.iter_mut().enumerate() {
             for (layer, g) in st.gaps.iter_mut().enumerate() {
                 let lost = g.lost;
@@ -711,6 +803,9 @@ impl Core {
                     Some((k, _)) => k.clone(),
                     None => Arc::from(c.name.as_str()),
                 };
+                if let Some((_, seen)) = self.relay.reconfirm.get_mut(&peer) {
+                    seen.push(c.number);
+                }
                 self.relay.remote_confs.insert((peer, c.number), room);
             }
             Msg::ConferenceLeft(c) => {
@@ -780,10 +875,10 @@ impl Core {
             self.stats.relay.control_unknown += 1;
             return;
         };
-        if self
-            .find_remote(&peer, p.conference, &p.participant)
-            .is_some()
-        {
+        if let Some(id) = self.find_remote(&peer, p.conference, &p.participant) {
+            if let Some(rp) = self.remotes.get_mut(&id) {
+                rp.confirmed = true;
+            }
             return;
         }
         let id = EndpointId(self.relay.next_remote);
@@ -796,6 +891,7 @@ impl Core {
             name: p.name,
             sources: Vec::new(),
             state: Vec::new(),
+            confirmed: true,
         };
         info!(%peer, %room, participant = %rp.participant, "remote participant joined");
         let info = rp.info();
@@ -861,6 +957,7 @@ impl Core {
         let Some(rp) = self.remotes.get_mut(&id) else {
             return;
         };
+        rp.confirmed = true;
         let mut wanted: Vec<(PubSource, RemoteSource)> = Vec::new();
         for w in m.sources {
             let Ok(number) = u16::try_from(w.number) else {

@@ -142,6 +142,10 @@ fn a_ten_second_relay_partition_heals_and_media_resumes_within_two_seconds() {
         sim.relay_partition(0, 1, secs(5.0), secs(15.0));
         sim.run_until(secs(10.0));
         assert!(!sim.relay_up(0, 1), "the link noticed the partition");
+        assert!(
+            sim.state("r0").participants.contains_key("pub"),
+            "a relay outage does not make remote participants vanish"
+        );
         sim.run_until(secs(22.0));
         assert!(sim.relay_up(0, 1), "the link came back");
         let times = sim.frame_times("r0", "pub");
@@ -157,6 +161,66 @@ fn a_ten_second_relay_partition_heals_and_media_resumes_within_two_seconds() {
         let rx = sim.reception("r0", "pub", secs(17.0), secs(21.5));
         assert!(rx.frame_loss() < 0.01, "{rx:?}");
         assert!(sim.state("r0").participants.contains_key("pub"));
+    });
+}
+
+#[test]
+fn remote_participants_leave_when_the_relay_stays_down_past_the_grace_and_return_when_it_heals() {
+    with_seed(seed_or(61), |seed| {
+        let mut sim = across(seed, 1, 360, LinkConfig::latency(10));
+        // Down from ~10 s (5 s idle timeout); the grace runs out at ~40 s.
+        sim.relay_partition(0, 1, secs(5.0), secs(45.0));
+        sim.run_until(secs(38.0));
+        assert!(
+            sim.state("r0").participants.contains_key("pub"),
+            "kept within the grace"
+        );
+        sim.run_until(secs(42.0));
+        assert!(
+            !sim.state("r0").participants.contains_key("pub"),
+            "gone once the grace ran out"
+        );
+        assert!(sim.bridges[1].core.remote_participants("sim").is_empty());
+        sim.run_until(secs(52.0));
+        assert!(
+            sim.state("r0").participants.contains_key("pub"),
+            "back after healing"
+        );
+        let rx = sim.reception("r0", "pub", secs(48.0), secs(51.5));
+        assert!(rx.frame_loss() < 0.01, "{rx:?}");
+    });
+}
+
+#[test]
+fn a_participant_who_left_during_a_relay_outage_is_gone_once_it_heals() {
+    with_seed(seed_or(67), |seed| {
+        let mut sim = across(seed, 1, 360, LinkConfig::latency(10));
+        let gone = sim.add_peer_on(0, "gone", |_| {}, clean(), clean());
+        sim.relay_partition(0, 1, secs(5.0), secs(15.0));
+        sim.run_until(secs(8.0));
+        // Its "left" cannot cross the partition.
+        sim.leave(gone);
+        sim.run_until(secs(14.0));
+        assert!(
+            sim.state("r0").participants.contains_key("gone"),
+            "no news yet"
+        );
+        // Healed at 15 s, relinked within the redial, reconfirmed within 3 s.
+        sim.run_until(secs(21.0));
+        let st = sim.state("r0");
+        assert!(
+            !st.participants.contains_key("gone"),
+            "{:?}",
+            st.participants
+        );
+        assert!(
+            st.participants.contains_key("pub"),
+            "the one who stayed is still there"
+        );
+        assert_eq!(
+            sim.bridges[1].core.remote_participants("sim"),
+            vec!["pub".to_string()]
+        );
     });
 }
 
