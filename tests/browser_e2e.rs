@@ -317,6 +317,30 @@ fn browser_simulcast_receiver_switches_layers_without_freezing() {
                 .context("video stats")?
                 .mid;
 
+            // Nobody wants more than 180p: once the pause delay passed the
+            // bridge tells the publisher so and Chrome stops encoding the
+            // upper layers (sender constraints); asking for 720p below must
+            // bring them back.
+            let paused = wait_until(
+                "the publisher to pause its upper layers",
+                Duration::from_secs(10),
+                || {
+                    let told = publisher.state()?.sending_up_to.get("camera").copied();
+                    let stats = publisher.publish_stats()?;
+                    let upper_off = stats.as_array().is_some_and(|a| {
+                        a.iter()
+                            .filter(|e| matches!(e["rid"].as_str(), Some("h" | "f")))
+                            .all(|e| e["active"] == json!(false))
+                    });
+                    Ok(if told == Some(180) && upper_off {
+                        Check::Done(stats)
+                    } else {
+                        Check::NotYet(format!("told {told:?}, encodings {stats}"))
+                    })
+                },
+            )?;
+            println!("publisher paused its upper layers: {paused}");
+
             start_gap_monitor(&receiver, &mid)?;
             let switch_started = Instant::now();
             receiver.set_max_height(None, 720)?;

@@ -35,8 +35,10 @@ use crate::stats::{CoreStats, DropReason};
 use crate::{CodecName, SfuError, vp8};
 
 mod relay;
+mod sender;
 pub use relay::{PeerId, shard_of_conference_number};
 use relay::{RelayState, RemoteParticipant};
+pub use sender::PAUSE_DELAY;
 
 /// Maps whose iteration order is the same on every run (fixed hash keys):
 /// the simulation replays a seed exactly only if the core iterates
@@ -164,6 +166,10 @@ struct Layer {
     /// For a local source sent over the relay: recent datagrams of this
     /// layer, to answer NACKs from peers.
     relay_cache: Option<tern_relay::repair::SendCache>,
+    /// Above the sender constraint its publisher was told (`sender.rs`).
+    paused: bool,
+    /// When the constraint last let it flow again.
+    resumed_at: Option<Instant>,
 }
 
 impl Layer {
@@ -176,6 +182,8 @@ impl Layer {
             gate: SourceGate::default(),
             remote_active: None,
             relay_cache: None,
+            paused: false,
+            resumed_at: None,
         }
     }
 
@@ -193,7 +201,7 @@ impl Layer {
     fn view(&self, now: Instant) -> LayerView {
         LayerView {
             height: self.height(),
-            active: self.is_active(now),
+            active: self.available(now),
         }
     }
 }
@@ -215,6 +223,8 @@ struct PubSource {
     relay_demand: Vec<(PeerId, u32)>,
     /// Local source: layer activity last told to relay peers (bit per layer).
     relay_active_sent: u32,
+    /// Local video source: what its publisher was told to send.
+    constraint: sender::SendConstraint,
 }
 
 impl PubSource {
@@ -700,6 +710,7 @@ impl Core {
                 relay_number: self.relay.next_source_number,
                 relay_demand: Vec::new(),
                 relay_active_sent: 0,
+                constraint: Default::default(),
             });
         }
         if !problems.is_empty() {
@@ -1204,6 +1215,7 @@ impl Core {
         if self.relay.demand_dirty {
             self.relay.demand_dirty = false;
             self.relay_update_demand();
+            self.update_sender_constraints(now);
         }
         self.flush_slots();
     }
@@ -1252,6 +1264,7 @@ impl Core {
         for id in ids {
             self.reallocate(now, id);
         }
+        self.update_sender_constraints(now);
         self.relay_housekeeping(now);
         let dead: Vec<EndpointId> = self
             .endpoints

@@ -89,6 +89,10 @@ pub struct PeerState {
     pub history: HashMap<String, Vec<Received>>,
     /// Sessions started after the first one.
     pub reconnects: u32,
+    /// The camera's sender constraint from the bridge (`None`: all layers).
+    pub sender_max_height: Option<u32>,
+    /// Video packets sent per simulcast layer.
+    pub video_sent_by_layer: Vec<u64>,
     /// Keyframe requests the bridge sent this publisher, per layer rid.
     pub keyframe_requests: HashMap<String, u64>,
     /// NACKs the bridge sent this publisher per (mid, rid) (cumulative).
@@ -225,6 +229,14 @@ impl Peer {
         st.participants.clear();
         st.slots.clear();
         st.reconnects += 1;
+        // A new session starts with every layer on, as a new browser
+        // peer connection does.
+        st.sender_max_height = None;
+        if let Some(g) = self.video.as_mut() {
+            for i in 0..self.cfg.video.len() {
+                g.set_enabled(i, true);
+            }
+        }
         self.pending = None;
         self.audio_mid = None;
         self.video_mid = None;
@@ -331,6 +343,16 @@ impl Peer {
             }
             ServerMessage::Move { reason } => {
                 self.state.errors.push(("move".to_string(), reason));
+            }
+            ServerMessage::SenderConstraints { source, max_height } => {
+                if source == "camera"
+                    && let Some(g) = self.video.as_mut()
+                {
+                    for (i, l) in self.cfg.video.iter().enumerate() {
+                        g.set_enabled(i, u32::from(l.height) <= max_height);
+                    }
+                    self.state.sender_max_height = Some(max_height);
+                }
             }
         }
         self.drive(now);
@@ -495,6 +517,11 @@ impl Peer {
                             .nackable(true),
                     );
                     sent += 1;
+                    let by_layer = &mut self.state.video_sent_by_layer;
+                    if by_layer.len() <= p.layer {
+                        by_layer.resize(p.layer + 1, 0);
+                    }
+                    by_layer[p.layer] += 1;
                 }
             }
         }

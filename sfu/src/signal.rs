@@ -98,6 +98,13 @@ pub enum ServerMessage {
     Move {
         reason: String,
     },
+    /// Send only the layers of your source `source` (its name) whose
+    /// declared height is at most `max_height`; 0: send none. Until told,
+    /// send every layer.
+    SenderConstraints {
+        source: String,
+        max_height: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -60,6 +60,8 @@ pub struct CoreStats {
     pub keyframe_requests_sent: u64,
     pub keyframe_requests_throttled: u64,
     pub layer_switches: u64,
+    /// Sender constraints sent to publishers (`sender_constraints` messages).
+    pub sender_constraints: u64,
     pub joins: u64,
     pub joins_refused: u64,
     pub leaves: u64,

@@ -100,6 +100,8 @@ struct LayerState {
     frame: u32,
     force_key: bool,
     last_key: Option<Instant>,
+    /// Encoded and sent (a sender constraint can pause it).
+    enabled: bool,
 }
 
 /// VP8 simulcast source at 30 fps.
@@ -129,6 +131,7 @@ impl VideoGen {
                 frame: 0,
                 force_key: true,
                 last_key: None,
+                enabled: true,
             })
             .collect();
         Self {
@@ -149,6 +152,17 @@ impl VideoGen {
         self.keyframe_interval = d;
     }
 
+    /// Encode `layer` or not, as a browser does for `encodings[i].active`;
+    /// a layer that resumes starts with a keyframe.
+    pub fn set_enabled(&mut self, layer: usize, enabled: bool) {
+        if let Some(l) = self.layers.get_mut(layer) {
+            if enabled && !l.enabled {
+                l.force_key = true;
+            }
+            l.enabled = enabled;
+        }
+    }
+
     /// Make the next frame of `layer` a keyframe (a PLI arrived).
     pub fn request_keyframe(&mut self, layer: usize) {
         if let Some(l) = self.layers.get_mut(layer) {
@@ -166,6 +180,9 @@ impl VideoGen {
             let at = self.next_frame;
             let sent_us = at.saturating_duration_since(self.start).as_micros() as u64;
             for (i, l) in self.layers.iter_mut().enumerate() {
+                if !l.enabled {
+                    continue;
+                }
                 let key = l.force_key
                     || l.last_key
                         .is_none_or(|t| at.saturating_duration_since(t) >= self.keyframe_interval);

@@ -91,6 +91,7 @@ struct ShardMetrics {
     keyframes_sent: Counter,
     keyframes_throttled: Counter,
     layer_switches: Counter,
+    sender_constraints: Counter,
     joins: Counter,
     dropped: Vec<Counter>,
     endpoints: Gauge,
@@ -113,6 +114,7 @@ impl ShardMetrics {
             keyframes_sent: metrics::counter!("tern_keyframe_requests_total", "shard" => s.clone(), "outcome" => "sent"),
             keyframes_throttled: metrics::counter!("tern_keyframe_requests_total", "shard" => s.clone(), "outcome" => "throttled"),
             layer_switches: metrics::counter!("tern_layer_switches_total", "shard" => s.clone()),
+            sender_constraints: metrics::counter!("tern_sender_constraints_total", "shard" => s.clone()),
             joins: metrics::counter!("tern_joins_total", "shard" => s.clone()),
             dropped: DropReason::ALL
                 .iter()
@@ -137,6 +139,7 @@ impl ShardMetrics {
         self.keyframes_throttled
             .absolute(st.keyframe_requests_throttled);
         self.layer_switches.absolute(st.layer_switches);
+        self.sender_constraints.absolute(st.sender_constraints);
         self.joins.absolute(st.joins);
         for (c, r) in self.dropped.iter().zip(DropReason::ALL) {
             c.absolute(st.dropped(r));

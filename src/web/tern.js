@@ -116,6 +116,8 @@
     captureHeight: 0,
     // Receiver constraints, always sent complete.
     constraints: { default_max_height: config.maxHeight, max_height: {} },
+    // Sender constraints from the bridge: source name -> max height we send.
+    sendingUpTo: new Map(),
     // Offer/answer bookkeeping: the client is always the offerer, one offer in
     // flight at a time. A new object per session, so a late continuation of
     // an old session cannot disturb the next one.
@@ -865,6 +867,11 @@
       case "slots":
         if (Array.isArray(msg.slots)) applySlots(msg.slots);
         break;
+      case "sender_constraints":
+        if (typeof msg.source === "string" && Number.isFinite(msg.max_height)) {
+          await applySenderConstraints(msg.source, msg.max_height);
+        }
+        break;
       case "move":
         // The bridge wants us elsewhere (drain, shutdown); it closes the
         // socket right after this.
@@ -891,6 +898,37 @@
       default:
         // Unknown message types are ignored (protocol rule).
         break;
+    }
+  }
+
+  // The bridge says how much of a source anybody wants ("dynacast"): the
+  // encodings whose announced height is above `maxHeight` stop (all of them
+  // at 0) and resume, starting with a keyframe, when it is raised. Heights
+  // are the ones we declared (cameraLayers()); a source without layers is
+  // one encoding the bridge counts as 720p.
+  async function applySenderConstraints(name, maxHeight) {
+    const src = state.local.get(name);
+    if (!src || !src.transceiver) return;
+    const sender = src.transceiver.sender;
+    const params = sender.getParameters();
+    if (!params.encodings || params.encodings.length === 0) return;
+    const declared = name === "camera" && src.simulcast ? new Map(cameraLayers().map((l) => [l.rid, l.height])) : null;
+    let changed = false;
+    for (const enc of params.encodings) {
+      const h = declared && enc.rid && declared.has(enc.rid) ? Math.max(1, declared.get(enc.rid)) : 720;
+      const active = h <= maxHeight;
+      if (enc.active !== active) {
+        enc.active = active;
+        changed = true;
+      }
+    }
+    state.sendingUpTo.set(name, maxHeight);
+    if (!changed) return;
+    try {
+      await sender.setParameters(params);
+      log("sending", name, maxHeight > 0 ? `up to ${maxHeight}p` : "nothing (nobody watches)");
+    } catch (e) {
+      log("setParameters failed:", e && e.message ? e.message : String(e));
     }
   }
 
@@ -1150,6 +1188,7 @@
         trackId: s.track ? s.track.id : null,
       })),
       constraints: JSON.parse(JSON.stringify(state.constraints)),
+      sendingUpTo: Object.fromEntries(state.sendingUpTo),
       errors: state.errors.slice(),
     };
   }

@@ -42,6 +42,9 @@ pub struct TernState {
     pub slots: BTreeMap<String, Option<String>>,
     #[serde(default)]
     pub errors: Vec<Value>,
+    /// Sender constraints the bridge gave us: source name -> max height.
+    #[serde(default)]
+    pub sending_up_to: BTreeMap<String, u32>,
 }
 
 impl TernState {

@@ -191,7 +191,7 @@ fn kind_to_wire(k: Kind) -> i32 {
 /// housekeeping tick, unlike the message itself.
 fn source_signature(s: &PubSource, now: Instant) -> u32 {
     s.layers.iter().enumerate().fold(0u32, |sig, (i, l)| {
-        let active = if l.is_active(now) { 1 << (i % 16) } else { 0 };
+        let active = if l.available(now) { 1 << (i % 16) } else { 0 };
         (sig | active).wrapping_add(l.height().wrapping_mul(0x0001_0000))
     })
 }
@@ -204,7 +204,9 @@ fn source_to_wire(s: &PubSource, now: Instant) -> (msg::Source, u32) {
         .map(|l| msg::Layer {
             rid: l.rid.map(|r| r.to_string()).unwrap_or_default(),
             height: l.height(),
-            active: l.is_active(now),
+            // Paused by a sender constraint counts: the peer's receivers
+            // may ask for it, and it resumes.
+            active: l.available(now),
         })
         .collect();
     let source = msg::Source {
@@ -1004,6 +1006,7 @@ impl Core {
                             relay_number: number,
                             relay_demand: Vec::new(),
                             relay_active_sent: 0,
+                            constraint: Default::default(),
                         },
                         RemoteSource {
                             demand_sent: 0,
@@ -1095,6 +1098,8 @@ impl Core {
         // A layer a peer starts to want is useless to it until a keyframe.
         let started = d.layers & !before;
         let kind = src.kind;
+        // The publisher may have to send more (or less).
+        self.relay.demand_dirty = true;
         if kind == Kind::Video {
             for l in 0..32 {
                 if started & (1 << l) != 0 {

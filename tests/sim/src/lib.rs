@@ -1755,6 +1755,7 @@ fn server_name(m: &ServerMessage) -> &'static str {
         ServerMessage::Slots { .. } => "s:slots",
         ServerMessage::Error { .. } => "s:error",
         ServerMessage::Move { .. } => "s:move",
+        ServerMessage::SenderConstraints { .. } => "s:sender_constraints",
     }
 }
 

@@ -235,12 +235,17 @@ fn the_relay_carries_only_the_layer_remote_receivers_want() {
                 assert!(rx.frame_loss() < 0.01, "{r} at {height}p: {rx:?}");
             }
             let layers = sim.reception("r0", "pub", secs(4.0), secs(11.5)).layers;
-            (sim.bridges[0].core.relay_stats().bytes_out, layers)
+            let told = sim.state("pub").sender_max_height;
+            (sim.bridges[0].core.relay_stats().bytes_out, layers, told)
         };
-        let (low, low_layers) = run(180);
-        let (high, high_layers) = run(720);
+        let (low, low_layers, low_told) = run(180);
+        let (high, high_layers, high_told) = run(720);
         assert_eq!(low_layers, vec![0]);
         assert_eq!(high_layers, vec![2]);
+        // Remote demand reaches the publisher too: it stops encoding what
+        // no receiver anywhere wants.
+        assert_eq!(low_told, Some(180));
+        assert_eq!(high_told, None, "never restricted while 720p is wanted");
         // The ladder is 150 + 500 + 1500 kbit/s: 180p plus audio is well
         // under a fifth of 720p, and forwarding every layer would be more
         // than 720p alone.

@@ -222,3 +222,105 @@ fn fifty_participants_for_a_simulated_minute() {
         }
     });
 }
+
+fn video_sent(sim: &Sim, name: &str) -> Vec<u64> {
+    let mut v = sim.state(name).video_sent_by_layer.clone();
+    v.resize(3, 0);
+    v
+}
+
+#[test]
+fn publishers_stop_layers_nobody_wants_and_resume_them_when_asked() {
+    with_seed(seed_or(71), |seed| {
+        let mut sim = Sim::new(SimConfig::new(seed));
+        sim.add_peer("pub", |_| {}, clean(), clean());
+        let r = sim.add_peer(
+            "r0",
+            |c| {
+                c.video = vec![];
+                c.audio = false;
+            },
+            clean(),
+            clean(),
+        );
+        sim.set_max_height(r, None, 180);
+        sim.run_until(secs(8.0));
+        // Told after the pause delay: only the 180p layer is wanted.
+        assert_eq!(sim.state("pub").sender_max_height, Some(180));
+        let before = video_sent(&sim, "pub");
+        sim.run_until(secs(10.0));
+        let after = video_sent(&sim, "pub");
+        assert!(
+            after[0] > before[0] + 50,
+            "180p flows: {before:?} -> {after:?}"
+        );
+        assert_eq!(
+            after[1..],
+            before[1..],
+            "360p and 720p paused: {before:?} -> {after:?}"
+        );
+
+        // Asking for 720p resumes it at once; the switch waits for its
+        // keyframe while 180p keeps flowing, so the picture never stops.
+        sim.set_max_height(r, None, 720);
+        sim.run_until(secs(13.0));
+        assert_eq!(sim.state("pub").sender_max_height, Some(720));
+        let rx = sim.reception("r0", "pub", secs(11.0), secs(12.9));
+        assert_eq!(rx.layers, vec![2], "r0 switched to 720p: {rx:?}");
+        assert!(rx.frame_loss() < 0.01, "{rx:?}");
+        let times: Vec<Duration> = sim
+            .frame_times("r0", "pub")
+            .into_iter()
+            .filter(|t| *t >= secs(9.5) && *t <= secs(12.5))
+            .collect();
+        let gap = times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default();
+        assert!(
+            gap < Duration::from_millis(200),
+            "no stall while resuming: {gap:?}"
+        );
+    });
+}
+
+#[test]
+fn a_publisher_nobody_watches_sends_no_video_until_someone_does() {
+    with_seed(seed_or(73), |seed| {
+        let mut sim = Sim::new(SimConfig::new(seed));
+        sim.add_peer("alone", |_| {}, clean(), clean());
+        sim.run_until(secs(5.0));
+        assert_eq!(sim.state("alone").sender_max_height, Some(0));
+        let before = video_sent(&sim, "alone");
+        sim.run_until(secs(7.0));
+        assert_eq!(
+            video_sent(&sim, "alone"),
+            before,
+            "nothing sent while unwatched"
+        );
+        let r = sim.add_peer(
+            "viewer",
+            |c| {
+                c.video = vec![];
+                c.audio = false;
+            },
+            clean(),
+            clean(),
+        );
+        sim.set_max_height(r, None, 360);
+        sim.run_until(secs(10.0));
+        let first = sim
+            .frame_times("viewer", "alone")
+            .first()
+            .copied()
+            .expect("the viewer gets video");
+        assert!(
+            first < secs(8.0),
+            "video within a second of joining: {first:?}"
+        );
+        let rx = sim.reception("viewer", "alone", secs(8.5), secs(9.9));
+        assert_eq!(rx.layers, vec![1], "{rx:?}");
+        assert!(rx.frame_loss() < 0.01, "{rx:?}");
+    });
+}

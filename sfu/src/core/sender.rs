@@ -1,0 +1,137 @@
+//! Sender constraints ("dynacast", JVB's `SenderSourceConstraints`): a
+//! publisher is told the tallest layer of each video source anybody wants —
+//! local receivers or peers over the relay — and stops encoding and sending
+//! the layers above it. Nobody watching means nothing is sent.
+//!
+//! A layer paused this way stays *available* to layer selection (it was
+//! flowing, it can again): a receiver that starts wanting it raises the
+//! constraint at once, and the publisher resumes with a keyframe. Lowering
+//! waits for [`PAUSE_DELAY`], so receivers moving between layers do not make
+//! encoders flap.
+
+use std::time::{Duration, Instant};
+
+use super::{Core, EndpointId, LAYER_IDLE, Layer};
+use crate::signal::{Kind, ServerMessage};
+
+/// How long a layer nobody wants keeps flowing before its publisher is told
+/// to stop it.
+pub const PAUSE_DELAY: Duration = Duration::from_secs(3);
+/// How long a resumed layer counts as available before its first packets.
+const RESUME_GRACE: Duration = Duration::from_secs(3);
+
+/// What the publisher of one local video source was told.
+#[derive(Debug, Default, Clone)]
+pub(super) struct SendConstraint {
+    /// Tallest declared height it may send; `None`: never told (all layers).
+    told: Option<u32>,
+    /// Since when fewer layers than `told` allows have been wanted.
+    lower_since: Option<Instant>,
+}
+
+impl Layer {
+    /// Whether layer selection may choose it: flowing now, or paused by a
+    /// sender constraint after it flowed (it resumes when asked), or resumed
+    /// and its first packets are on their way.
+    pub(super) fn available(&self, now: Instant) -> bool {
+        if self.is_active(now) {
+            return true;
+        }
+        if self.remote_active.is_some() {
+            return false;
+        }
+        if self.paused {
+            return self.last_packet.is_some();
+        }
+        self.resumed_at
+            .is_some_and(|t| now.saturating_duration_since(t) < RESUME_GRACE.max(LAYER_IDLE))
+    }
+}
+
+impl Core {
+    /// Recompute what each local video source's publisher must send and tell
+    /// it when that changes (raised at once, lowered after `PAUSE_DELAY`).
+    pub(super) fn update_sender_constraints(&mut self, now: Instant) {
+        let mut messages: Vec<(EndpointId, String, u32)> = Vec::new();
+        let ids: Vec<EndpointId> = self.endpoints.keys().copied().collect();
+        for id in ids {
+            let Some(ep) = self.endpoints.get(&id) else {
+                continue;
+            };
+            let mut wanted: Vec<(usize, u32)> = Vec::new();
+            for (i, s) in ep.sources.iter().enumerate() {
+                if s.kind != Kind::Video {
+                    continue;
+                }
+                let r = super::SourceRef {
+                    endpoint: id,
+                    mid: s.mid,
+                };
+                let mut mask = s.relay_demand.iter().fold(0u32, |m, (_, d)| m | d);
+                for &(sub, slot_i) in &s.subscribers {
+                    let Some(slot) = self.endpoints.get(&sub).and_then(|e| e.slots.get(slot_i))
+                    else {
+                        continue;
+                    };
+                    if slot.source != Some(r) {
+                        continue;
+                    }
+                    for l in [slot.current, slot.target].into_iter().flatten() {
+                        mask |= 1 << (l % 32);
+                    }
+                }
+                let height = s
+                    .layers
+                    .iter()
+                    .enumerate()
+                    .filter(|(l, _)| mask & (1 << (l % 32)) != 0)
+                    .map(|(_, l)| l.declared_height.max(1))
+                    .max()
+                    .unwrap_or(0);
+                wanted.push((i, height));
+            }
+            let Some(ep) = self.endpoints.get_mut(&id) else {
+                continue;
+            };
+            for (i, height) in wanted {
+                let Some(s) = ep.sources.get_mut(i) else {
+                    continue;
+                };
+                let all = s
+                    .layers
+                    .iter()
+                    .map(|l| l.declared_height.max(1))
+                    .max()
+                    .unwrap_or(0);
+                let told = s.constraint.told.unwrap_or(all);
+                let send = if height > told {
+                    true
+                } else if height < told {
+                    let since = *s.constraint.lower_since.get_or_insert(now);
+                    now.saturating_duration_since(since) >= PAUSE_DELAY
+                } else {
+                    s.constraint.lower_since = None;
+                    false
+                };
+                if !send {
+                    continue;
+                }
+                s.constraint.told = Some(height);
+                s.constraint.lower_since = None;
+                for l in &mut s.layers {
+                    let pause = l.declared_height.max(1) > height;
+                    if l.paused && !pause {
+                        l.resumed_at = Some(now);
+                    }
+                    l.paused = pause;
+                }
+                messages.push((id, s.name.clone(), height));
+            }
+        }
+        for (id, source, max_height) in messages {
+            self.stats.sender_constraints += 1;
+            tracing::debug!(endpoint = %id, %source, max_height, "sender constraint");
+            self.signal(id, ServerMessage::SenderConstraints { source, max_height });
+        }
+    }
+}
