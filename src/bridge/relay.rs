@@ -27,6 +27,9 @@ use crate::relay_net::{RelayConnection, RelayEndpoint};
 
 /// Control messages queued per peer before the link counts as stuck.
 const CONTROL_QUEUE: usize = 8192;
+/// Datagrams taken from a connection in one go (one message per shard and
+/// one core settle for all of them).
+const DATAGRAM_BATCH: usize = 64;
 
 /// A live connection, as the shards see it.
 pub struct PeerConn {
@@ -358,7 +361,16 @@ async fn run_connection(
                 d = conn.read_datagram() => match d {
                     Ok(d) => {
                         link.handle_datagram_seen(Instant::now());
-                        route_datagram(&shared, &shards, &peer, &theirs, d);
+                        let mut batch = vec![d];
+                        // What else already arrived joins this batch; an
+                        // error shows up again on the next await.
+                        while batch.len() < DATAGRAM_BATCH {
+                            match ready_now(conn.read_datagram()) {
+                                Some(Ok(d)) => batch.push(d),
+                                _ => break,
+                            }
+                        }
+                        route_datagrams(&shared, &shards, &peer, &theirs, batch);
                     }
                     Err(e) => break format!("connection: {e}"),
                 },
@@ -433,28 +445,49 @@ fn conference_of(d: &[u8]) -> Option<u32> {
     (d.len() >= HEADER_LEN).then(|| u32::from_be_bytes([d[1], d[2], d[3], d[4]]))
 }
 
-fn route_datagram(
+/// A future's output if it is ready now, without waiting for it.
+fn ready_now<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Hand datagrams to the shards owning their conferences: one message per
+/// shard for the whole batch.
+fn route_datagrams(
     shared: &RelayShared,
     shards: &[mpsc::Sender<ShardInput>],
     peer: &PeerId,
     theirs: &HashMap<u32, usize>,
-    d: Bytes,
+    batch: Vec<Bytes>,
 ) {
-    let Some(conf) = conference_of(&d) else {
-        shared.dropped_short.increment(1);
-        return;
-    };
-    let Some(tx) = theirs.get(&conf).and_then(|&s| shards.get(s)) else {
-        shared.dropped_unknown.increment(1);
-        return;
-    };
-    if tx
-        .try_send(ShardInput::RelayDatagram {
-            peer: peer.clone(),
-            data: d,
-        })
-        .is_err()
-    {
-        shared.dropped_overload.increment(1);
+    let mut per_shard: Vec<Vec<Bytes>> = vec![Vec::new(); shards.len()];
+    for d in batch {
+        let Some(conf) = conference_of(&d) else {
+            shared.dropped_short.increment(1);
+            continue;
+        };
+        match theirs.get(&conf).and_then(|&s| per_shard.get_mut(s)) {
+            Some(v) => v.push(d),
+            None => shared.dropped_unknown.increment(1),
+        }
+    }
+    for (tx, data) in shards.iter().zip(per_shard) {
+        if data.is_empty() {
+            continue;
+        }
+        let n = data.len() as u64;
+        if tx
+            .try_send(ShardInput::RelayDatagrams {
+                peer: peer.clone(),
+                data,
+            })
+            .is_err()
+        {
+            shared.dropped_overload.increment(n);
+        }
     }
 }

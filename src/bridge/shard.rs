@@ -64,9 +64,10 @@ pub enum ShardInput {
         peer: PeerId,
         msg: tern_sfu::tern_relay::msg::relay_control::Msg,
     },
-    RelayDatagram {
+    /// Media datagrams from one peer that arrived together.
+    RelayDatagrams {
         peer: PeerId,
-        data: Bytes,
+        data: Vec<Bytes>,
     },
 }
 
@@ -342,8 +343,9 @@ impl Shard {
             ShardInput::RelayControl { peer, msg } => {
                 self.core.handle_relay_control(now, &peer, msg)
             }
-            ShardInput::RelayDatagram { peer, data } => {
-                self.core.handle_relay_datagram(now, &peer, &data)
+            ShardInput::RelayDatagrams { peer, data } => {
+                self.core
+                    .handle_relay_datagrams(now, &peer, data.iter().map(|d| &d[..]))
             }
             ShardInput::Shutdown => {
                 *shutting_down = true;

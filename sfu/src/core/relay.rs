@@ -1149,6 +1149,26 @@ impl Core {
     /// (not `&str`): the lookup key then costs a reference count, not an
     /// allocation per packet.
     pub fn handle_relay_datagram(&mut self, now: Instant, peer: &PeerId, data: &[u8]) {
+        self.relay_datagram_in(now, peer, data);
+        self.settle(now);
+    }
+
+    /// Several media datagrams from `peer` that arrived together: each is
+    /// forwarded, and receivers are polled once for all of them (as
+    /// [`Core::handle_datagrams`] does for the media socket).
+    pub fn handle_relay_datagrams<'a>(
+        &mut self,
+        now: Instant,
+        peer: &PeerId,
+        datagrams: impl IntoIterator<Item = &'a [u8]>,
+    ) {
+        for d in datagrams {
+            self.relay_datagram_in(now, peer, d);
+        }
+        self.settle(now);
+    }
+
+    fn relay_datagram_in(&mut self, now: Instant, peer: &PeerId, data: &[u8]) {
         self.stats.relay.datagrams_in += 1;
         self.stats.relay.bytes_in += data.len() as u64;
         let (h, payload) = match MediaHeader::parse(data) {
@@ -1208,6 +1228,5 @@ impl Core {
         if holes {
             self.relay_poll_nacks(now, id);
         }
-        self.settle(now);
     }
 }
