@@ -478,16 +478,20 @@ impl Summary {
             } else {
                 format!(" ({})", p.name)
             };
+            let per_endpoint = if p.rss_per_endpoint_kib.is_finite() {
+                format!(" ({:.0} KiB per endpoint)", p.rss_per_endpoint_kib)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 s,
-                "server pid {}{name}: {:.2} CPU-s ({:.2} busy cores), {:.1} CPU-s per million delivered packets, RSS {} → {} KiB ({:.0} KiB per endpoint)",
+                "server pid {}{name}: {:.2} CPU-s ({:.2} busy cores), {:.1} CPU-s per million delivered packets, RSS {} → {} KiB{per_endpoint}",
                 p.pid,
                 p.cpu_secs,
                 p.busy_cores,
                 p.cpu_secs_per_million_delivered,
                 p.rss_before_kib,
                 p.rss_after_kib,
-                p.rss_per_endpoint_kib
             );
         }
         let per_s =
@@ -751,9 +755,12 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         match (&proc_before[i], &server_at_start[i], &server_at_end[i]) {
             (Ok(b), Ok(st), Ok(e)) => {
                 let cpu = e.cpu_secs - st.cpu_secs;
-                let endpoints = match on_bridge(&p.name) {
-                    0 => total,
-                    n => n,
+                // A process named after a bridge counts only the endpoints
+                // placed on it (none: no per-endpoint figure).
+                let endpoints = if p.name.is_empty() || placed.is_empty() {
+                    total
+                } else {
+                    on_bridge(&p.name)
                 };
                 server_processes.push(ProcessUsage {
                     pid: p.pid,
@@ -762,7 +769,11 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
                     busy_cores: cpu / window_len.as_secs_f64(),
                     rss_before_kib: b.rss_kib,
                     rss_after_kib: e.rss_kib,
-                    rss_per_endpoint_kib: (e.rss_kib as f64 - b.rss_kib as f64) / endpoints as f64,
+                    rss_per_endpoint_kib: if endpoints > 0 {
+                        (e.rss_kib as f64 - b.rss_kib as f64) / endpoints as f64
+                    } else {
+                        f64::NAN
+                    },
                     cpu_secs_per_million_delivered: if delivered > 0.0 {
                         cpu * 1e6 / delivered
                     } else {
