@@ -140,6 +140,78 @@ fn every_subscriber_receives_media_from_a_dev_bridge_and_the_json_says_so() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Through `tern dev`'s focus, publishers asked into one region and
+/// subscribers into the other land on the two bridges, and the media crosses
+/// the relay between them (the per-bridge relay counters say so); a region
+/// no bridge is in is refused before anyone joins, naming the ones there are.
+#[test]
+fn publishers_and_subscribers_in_two_regions_meet_across_the_relay() {
+    let dev = Dev::start();
+    let server = format!("http://{}", dev.http);
+    assert_refused(
+        &[
+            "--server",
+            &server,
+            "--subscriber-region",
+            "mars",
+            "-d",
+            "1",
+        ],
+        "--subscriber-region \"mars\": the focus has no online bridge there (regions: local-a, local-b)",
+    );
+    let dir = std::env::temp_dir().join(format!("tern-loadtest-regions-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let json = dir.join("summary.json");
+    let out = loadtest(
+        &[
+            "--server",
+            &server,
+            "-n",
+            "1",
+            "-m",
+            "2",
+            "-d",
+            "2",
+            "--publisher-region",
+            "local-a",
+            "--subscriber-region",
+            "local-b",
+            "--json",
+            json.to_str().expect("utf-8 path"),
+        ],
+        Duration::from_secs(40),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written"))
+            .expect("valid json");
+    assert_eq!(v["overall"]["receivers_with_media"], 2, "{v}");
+    assert_eq!(v["placed_elsewhere"], 0, "{v}");
+    let (a, b) = (&v["bridges"]["local-a"], &v["bridges"]["local-b"]);
+    assert_eq!(
+        (&a["publishers"], &a["subscribers"]),
+        (&1.into(), &0.into()),
+        "{v}"
+    );
+    assert_eq!(
+        (&b["publishers"], &b["subscribers"]),
+        (&0.into(), &2.into()),
+        "{v}"
+    );
+    assert!(
+        a["relay_datagrams_out"].as_f64().unwrap_or(0.0) > 0.0,
+        "{v}"
+    );
+    assert!(b["relay_datagrams_in"].as_f64().unwrap_or(0.0) > 0.0, "{v}");
+    assert!(
+        stdout.contains("bridge local-b (local-b): 0 publishers, 2 subscribers"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn assert_refused(args: &[&str], expect: &str) {
     let out = loadtest(args, Duration::from_secs(15));
     let stderr = String::from_utf8_lossy(&out.stderr);

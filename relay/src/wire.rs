@@ -160,6 +160,14 @@ impl ControlDecoder {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Bytes received but not yet returned as a message. Once
+    /// [`ControlDecoder::next_message`] has returned `None` this is less than
+    /// one frame of [`MAX_CONTROL_FRAME`] plus its length prefix: what a
+    /// peer can make a link buffer is bounded by the frame limit.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
     /// The next complete message, if any. After an error the stream is
     /// unusable (framing is lost) and the link must be closed.
     pub fn next_message(&mut self) -> Option<Result<RelayControl, RelayError>> {
@@ -280,6 +288,7 @@ mod tests {
             d.next_message(),
             Some(Err(RelayError::FrameTooLarge(10 * 1024 * 1024)))
         );
+        assert_eq!(d.pending(), b.len());
     }
 
     proptest! {

@@ -63,6 +63,13 @@ const HOUSEKEEPING: Duration = Duration::from_millis(100);
 const LAYER_IDLE: Duration = Duration::from_millis(1000);
 /// Ask again for a keyframe a switch is waiting for after this long.
 const SWITCH_RETRY: Duration = Duration::from_millis(500);
+/// The largest RTP payload forwarded, from a local publisher or a relay
+/// peer. str0m assembles each outgoing packet (header, extensions, RTX's
+/// original sequence number, payload) in a 2,000-byte buffer and panics on a
+/// payload that does not fit; real payloads are under ~1,200 bytes
+/// (browsers) or ~1,400 (a relay datagram), and nothing larger than the
+/// largest MTU str0m targets (1,500) reaches a receiver in one datagram.
+pub const MAX_PAYLOAD: usize = 1500;
 
 #[derive(Clone)]
 pub struct CoreConfig {
@@ -1397,6 +1404,10 @@ impl Core {
     /// Forward one RTP packet from publisher `id` to every slot that wants it,
     /// and to relay peers that want its layer.
     fn forward(&mut self, now: Instant, id: EndpointId, p: RtpPacket) {
+        if p.payload.len() > MAX_PAYLOAD {
+            self.stats.drop(DropReason::TooLarge);
+            return;
+        }
         let Some(ep) = self.endpoints.get_mut(&id) else {
             return;
         };

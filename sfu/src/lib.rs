@@ -15,7 +15,8 @@ pub mod synth;
 pub mod vp8;
 
 pub use crate::core::{
-    Core, CoreConfig, EndpointId, JoinRequest, Output, PeerId, shard_of_conference_number,
+    Core, CoreConfig, EndpointId, JoinRequest, MAX_PAYLOAD, Output, PeerId,
+    shard_of_conference_number,
 };
 pub use crate::stats::{CoreStats, DropReason, RelayStats};
 pub use tern_relay;

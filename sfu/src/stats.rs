@@ -21,10 +21,12 @@ pub enum DropReason {
     NoCodec,
     /// The receive slot has no send stream (negotiation incomplete).
     NoSlotStream,
+    /// An RTP payload larger than any receiver can be sent (`MAX_PAYLOAD`).
+    TooLarge,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::UnknownSource,
         DropReason::UnknownUfrag,
         DropReason::Malformed,
@@ -33,6 +35,7 @@ impl DropReason {
         DropReason::UnknownStream,
         DropReason::NoCodec,
         DropReason::NoSlotStream,
+        DropReason::TooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +48,7 @@ impl DropReason {
             DropReason::UnknownStream => "unknown_stream",
             DropReason::NoCodec => "no_codec",
             DropReason::NoSlotStream => "no_slot_stream",
+            DropReason::TooLarge => "too_large",
         }
     }
 }

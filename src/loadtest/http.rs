@@ -104,9 +104,25 @@ fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
 
 /// Sum of a Prometheus metric over all its label sets.
 pub fn metric_sum(page: &str, name: &str) -> f64 {
+    metric_sum_where(page, name, None)
+}
+
+/// Sum of a Prometheus metric over the label sets that have `label` (a
+/// name and a value), or over all of them.
+pub fn metric_sum_where(page: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
+    let want = label.map(|(k, v)| format!("{k}=\"{v}\""));
     page.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| {
+            want.as_ref().is_none_or(|w| {
+                // The label set is between the braces; a value cannot hold an
+                // unescaped quote, so `k="v"` followed by `,` or `}` is exact.
+                l.split_once('{')
+                    .and_then(|(_, r)| r.split_once('}'))
+                    .is_some_and(|(set, _)| set.split(',').any(|kv| kv == w))
+            })
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -131,5 +147,11 @@ mod tests {
     fn sums_a_metric_over_label_sets() {
         let page = "# TYPE x counter\nx{shard=\"0\"} 3\nx{shard=\"1\"} 4\nxy 100\n";
         assert_eq!(metric_sum(page, "x"), 7.0);
+        let page = "x{shard=\"0\",direction=\"out\"} 3\nx{shard=\"0\",direction=\"in\"} 4\nx{shard=\"1\",direction=\"out\"} 5\n";
+        assert_eq!(metric_sum_where(page, "x", Some(("direction", "out"))), 8.0);
+        assert_eq!(
+            metric_sum_where(page, "x", Some(("direction", "none"))),
+            0.0
+        );
     }
 }

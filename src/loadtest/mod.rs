@@ -9,10 +9,12 @@
 //! `--threads` workers so the whole tool can be pinned to one core with
 //! `taskset` and measured (it reports its own CPU time too).
 //!
-//! Targets: a Tern bridge (`--target tern`; tokens from `/dev/token` of
-//! `tern dev`, or minted with `--secret`) or a Janus VideoRoom
-//! (`--target janus`, see [`janus`]). The focus does not exist yet; when it
-//! does, resolving a room to a bridge address belongs in [`Ctx::bridge_for`].
+//! Targets: Tern (`--target tern`): a focus (`tern dev`, `tern focus`),
+//! which places each participant on a bridge through `/join` (in the region
+//! `--publisher-region` / `--subscriber-region` ask for, so media can be
+//! made to cross the relay between bridges), or one bridge (tokens from
+//! `/dev/token`, or minted with `--secret`); or a Janus VideoRoom
+//! (`--target janus`, see [`janus`]).
 
 pub mod ceiling;
 pub mod http;
@@ -107,10 +109,21 @@ pub struct Args {
     /// Worker threads of the load tool's runtime.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// PID of the server process: its CPU time and memory are then measured
-    /// over the window (from /proc).
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// PID of a server process: its CPU time and memory are then measured
+    /// over the window (from /proc). Repeatable (e.g. both bridges of
+    /// `tern dev`); `NAME=PID` names it, and a NAME that is the id of a
+    /// bridge participants were placed on pairs that process's CPU with the
+    /// bridge's relay counters.
+    #[arg(long = "server-pid", value_name = "[NAME=]PID", value_parser = parse_server_pid)]
+    pub server_pids: Vec<ServerPid>,
+    /// Region publishers ask the focus for (`/join?region=`). Only through a
+    /// focus; with `--subscriber-region` set to another region, every
+    /// packet crosses the relay between two bridges.
+    #[arg(long, value_name = "REGION")]
+    pub publisher_region: Option<String>,
+    /// Region receive-only participants ask the focus for.
+    #[arg(long, value_name = "REGION")]
+    pub subscriber_region: Option<String>,
     /// Also write the summary as JSON to this file (`-` for stdout).
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -124,6 +137,27 @@ pub struct Args {
     /// plus UDP send of 1,200-byte packets on this thread) for SECS seconds.
     #[arg(long, value_name = "SECS")]
     pub ceiling: Option<f64>,
+}
+
+/// A server process to measure: `PID` or `NAME=PID`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerPid {
+    pub name: String,
+    pub pid: u32,
+}
+
+pub fn parse_server_pid(s: &str) -> anyhow::Result<ServerPid> {
+    let (name, pid) = match s.split_once('=') {
+        Some((n, _)) if n.trim().is_empty() => {
+            bail!("--server-pid {s:?}: the name before '=' is empty (expected NAME=PID)")
+        }
+        Some((n, p)) => (n.trim().to_string(), p),
+        None => (String::new(), s),
+    };
+    match pid.trim().parse::<u32>() {
+        Ok(pid) if pid > 0 => Ok(ServerPid { name, pid }),
+        _ => bail!("--server-pid {s:?}: expected a process id (PID or NAME=PID)"),
+    }
 }
 
 /// Parse `http://IP:PORT[/path]` (or `IP:PORT`) into an address and a base path.
@@ -196,8 +230,43 @@ impl Args {
         if self.target == Target::Janus && self.rooms > MAX_JANUS_ROOMS {
             bail!("--rooms: at most {MAX_JANUS_ROOMS} with --target janus");
         }
+        for (flag, region) in [
+            ("--publisher-region", &self.publisher_region),
+            ("--subscriber-region", &self.subscriber_region),
+        ] {
+            let Some(r) = region else {
+                continue;
+            };
+            if r.trim().is_empty() {
+                bail!(
+                    "{flag} is empty: name a region the focus has bridges in (its /api/bridges lists them)"
+                );
+            }
+            if self.target == Target::Janus {
+                bail!("{flag} needs a Tern focus as --server: Janus has no regions");
+            }
+            if self.secret.is_some() {
+                bail!(
+                    "{flag} only means something through a focus, but --secret (or TERN_AUTH_SECRET) mints tokens for the one bridge at --server: drop the secret and point --server at the focus"
+                );
+            }
+        }
+        let mut pids: Vec<u32> = self.server_pids.iter().map(|p| p.pid).collect();
+        pids.sort_unstable();
+        if pids.windows(2).any(|w| w[0] == w[1]) {
+            bail!("--server-pid: the same process is given twice");
+        }
         parse_server(&self.server)?;
         Ok(())
+    }
+
+    /// The region a participant asks the focus for, if any.
+    fn region_for(&self, publish: bool) -> Option<&str> {
+        if publish {
+            self.publisher_region.as_deref()
+        } else {
+            self.subscriber_region.as_deref()
+        }
     }
 }
 
@@ -260,7 +329,15 @@ pub struct Summary {
     pub window_secs: f64,
     pub overall: GroupSummary,
     pub per_room: std::collections::BTreeMap<String, GroupSummary>,
+    /// The first `--server-pid` (kept for scripts that read one server).
     pub server_process: Option<ProcessUsage>,
+    /// Every `--server-pid`.
+    pub server_processes: Vec<ProcessUsage>,
+    /// Bridges the focus placed participants on (joins through a focus).
+    pub bridges: std::collections::BTreeMap<String, BridgeUsage>,
+    /// Participants placed outside the region they asked for (the focus
+    /// does that when the region's bridges are overloaded or missing).
+    pub placed_elsewhere: usize,
     /// The simulcast layer (0 = lowest) receivers ask for: the highest one
     /// not above `--max-height` (Tern: a constraint; Janus: `substream`).
     /// What was really forwarded is `overall.video_layer_packets`.
@@ -273,15 +350,38 @@ pub struct Summary {
     pub loadtool_cpu_secs: f64,
 }
 
+/// One bridge of a run through a focus: who was placed on it and what its
+/// `/metrics` counted over the window. The bridge exports its counters once
+/// a second, so each edge of the window is exact to about a second.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BridgeUsage {
+    pub region: String,
+    /// Its HTTP address, from the signalling URL the focus returned.
+    pub http: Option<SocketAddr>,
+    pub publishers: usize,
+    pub subscribers: usize,
+    pub rtp_forwarded: Option<f64>,
+    pub relay_datagrams_out: Option<f64>,
+    pub relay_datagrams_in: Option<f64>,
+    pub relay_datagrams_dropped: Option<f64>,
+    /// Its process, when a `--server-pid NAME=PID` names this bridge.
+    pub process: Option<ProcessUsage>,
+    /// Relay datagrams sent plus received per CPU-second of the process.
+    pub relay_datagrams_per_cpu_sec: Option<f64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessUsage {
     pub pid: u32,
+    /// The NAME of `--server-pid NAME=PID` (empty without one).
+    pub name: String,
     pub cpu_secs: f64,
     /// CPU seconds per wall second (1.0 = one busy core).
     pub busy_cores: f64,
     pub rss_before_kib: u64,
     pub rss_after_kib: u64,
-    /// (RSS with everyone connected − RSS before anyone joined) / participants.
+    /// (RSS with everyone connected − RSS before anyone joined) / participants
+    /// (those placed on it, for a process named after a bridge).
     pub rss_per_endpoint_kib: f64,
     /// Server CPU seconds per million packets delivered to participants.
     pub cpu_secs_per_million_delivered: f64,
@@ -372,17 +472,56 @@ impl Summary {
                 }
             );
         }
-        if let Some(p) = &self.server_process {
+        for p in &self.server_processes {
+            let name = if p.name.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", p.name)
+            };
+            let per_endpoint = if p.rss_per_endpoint_kib.is_finite() {
+                format!(" ({:.0} KiB per endpoint)", p.rss_per_endpoint_kib)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 s,
-                "server pid {}: {:.2} CPU-s ({:.2} busy cores), {:.1} CPU-s per million delivered packets, RSS {} → {} KiB ({:.0} KiB per endpoint)",
+                "server pid {}{name}: {:.2} CPU-s ({:.2} busy cores), {:.1} CPU-s per million delivered packets, RSS {} → {} KiB{per_endpoint}",
                 p.pid,
                 p.cpu_secs,
                 p.busy_cores,
                 p.cpu_secs_per_million_delivered,
                 p.rss_before_kib,
                 p.rss_after_kib,
-                p.rss_per_endpoint_kib
+            );
+        }
+        let per_s =
+            |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.0}", v / self.window_secs));
+        for (id, b) in &self.bridges {
+            let cpu = match (&b.process, b.relay_datagrams_per_cpu_sec) {
+                (Some(p), Some(r)) => format!(
+                    ", {:.2} busy cores, {r:.0} relay datagrams per CPU-s",
+                    p.busy_cores
+                ),
+                (Some(p), None) => format!(", {:.2} busy cores", p.busy_cores),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                s,
+                "bridge {id} ({}): {} publishers, {} subscribers; per s: {} RTP forwarded, relay datagrams {} out / {} in / {} dropped{cpu}",
+                b.region,
+                b.publishers,
+                b.subscribers,
+                per_s(b.rtp_forwarded),
+                per_s(b.relay_datagrams_out),
+                per_s(b.relay_datagrams_in),
+                per_s(b.relay_datagrams_dropped),
+            );
+        }
+        if self.placed_elsewhere > 0 {
+            let _ = writeln!(
+                s,
+                "warning: the focus placed {} participants outside the region they asked for",
+                self.placed_elsewhere
             );
         }
         if let (Some(f), Some(sent)) = (self.server_forwarded_packets, self.server_sent_packets) {
@@ -419,6 +558,8 @@ pub struct Ctx {
     /// Janus target: feeds that are up, and the first room id of this run.
     directory: Arc<janus::Directory>,
     janus_room_base: u64,
+    /// Bridges the focus placed participants on: id → (region, HTTP address).
+    placements: Mutex<std::collections::BTreeMap<String, (String, Option<SocketAddr>)>>,
 }
 
 #[derive(Default)]
@@ -540,9 +681,14 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         progress: Progress::default(),
         directory: Arc::default(),
         janus_room_base: janus_room_base(),
+        placements: Mutex::default(),
     });
 
-    let proc_before = args.server_pid.map(proc_sample);
+    let proc_before: Vec<_> = args
+        .server_pids
+        .iter()
+        .map(|p| proc_sample(p.pid))
+        .collect();
     let self_pid = std::process::id();
     let mut tasks = Vec::with_capacity(total);
     for s in specs {
@@ -553,13 +699,26 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
 
     // Sample the server and ourselves exactly at the window's edges.
     tokio::time::sleep_until(tokio::time::Instant::from_std(window.0)).await;
-    let server_at_start = args.server_pid.map(proc_sample);
+    let server_at_start: Vec<_> = args
+        .server_pids
+        .iter()
+        .map(|p| proc_sample(p.pid))
+        .collect();
     let self_at_start = proc_sample(self_pid);
     let metrics_at_start = scrape(&ctx).await;
+    // Everyone joined during the ramp: the bridges they were placed on are
+    // known now, and are scraped at both edges.
+    let placed = lock(&ctx.placements).clone();
+    let bridge_metrics_at_start = scrape_bridges(&placed).await;
     tokio::time::sleep_until(tokio::time::Instant::from_std(window.1)).await;
-    let server_at_end = args.server_pid.map(proc_sample);
+    let server_at_end: Vec<_> = args
+        .server_pids
+        .iter()
+        .map(|p| proc_sample(p.pid))
+        .collect();
     let self_at_end = proc_sample(self_pid);
     let metrics_at_end = scrape(&ctx).await;
+    let bridge_metrics_at_end = scrape_bridges(&placed).await;
 
     let mut reports = Vec::with_capacity(total);
     for t in tasks {
@@ -584,30 +743,86 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         .into_iter()
         .map(|(room, rs)| (room, stats::summarise(&rs, window_len)))
         .collect();
-    let server_process = match (proc_before, server_at_start, server_at_end) {
-        (Some(Ok(b)), Some(Ok(s)), Some(Ok(e))) => {
-            let cpu = e.cpu_secs - s.cpu_secs;
-            let delivered = overall.received_packets as f64;
-            Some(ProcessUsage {
-                pid: args.server_pid.unwrap_or_default(),
-                cpu_secs: cpu,
-                busy_cores: cpu / window_len.as_secs_f64(),
-                rss_before_kib: b.rss_kib,
-                rss_after_kib: e.rss_kib,
-                rss_per_endpoint_kib: (e.rss_kib as f64 - b.rss_kib as f64) / total as f64,
-                cpu_secs_per_million_delivered: if delivered > 0.0 {
-                    cpu * 1e6 / delivered
-                } else {
-                    f64::NAN
-                },
-            })
-        }
-        (Some(Err(e)), _, _) | (_, Some(Err(e)), _) | (_, _, Some(Err(e))) => {
-            eprintln!("warning: could not measure the server process: {e:#}");
-            None
-        }
-        _ => None,
+    let delivered = overall.received_packets as f64;
+    let on_bridge = |name: &str| {
+        reports
+            .iter()
+            .filter(|r| r.bridge.as_deref() == Some(name))
+            .count()
     };
+    let mut server_processes = Vec::new();
+    for (i, p) in args.server_pids.iter().enumerate() {
+        match (&proc_before[i], &server_at_start[i], &server_at_end[i]) {
+            (Ok(b), Ok(st), Ok(e)) => {
+                let cpu = e.cpu_secs - st.cpu_secs;
+                // A process named after a bridge counts only the endpoints
+                // placed on it (none: no per-endpoint figure).
+                let endpoints = if p.name.is_empty() || placed.is_empty() {
+                    total
+                } else {
+                    on_bridge(&p.name)
+                };
+                server_processes.push(ProcessUsage {
+                    pid: p.pid,
+                    name: p.name.clone(),
+                    cpu_secs: cpu,
+                    busy_cores: cpu / window_len.as_secs_f64(),
+                    rss_before_kib: b.rss_kib,
+                    rss_after_kib: e.rss_kib,
+                    rss_per_endpoint_kib: if endpoints > 0 {
+                        (e.rss_kib as f64 - b.rss_kib as f64) / endpoints as f64
+                    } else {
+                        f64::NAN
+                    },
+                    cpu_secs_per_million_delivered: if delivered > 0.0 {
+                        cpu * 1e6 / delivered
+                    } else {
+                        f64::NAN
+                    },
+                });
+            }
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                eprintln!("warning: could not measure server process {}: {e:#}", p.pid);
+            }
+        }
+    }
+    let mut bridges = std::collections::BTreeMap::new();
+    for (id, (region, http)) in &placed {
+        let d = |name: &str, label: Option<(&str, &str)>| {
+            let a = bridge_metrics_at_start.get(id)?;
+            let b = bridge_metrics_at_end.get(id)?;
+            Some(http::metric_sum_where(b, name, label) - http::metric_sum_where(a, name, label))
+        };
+        let mut u = BridgeUsage {
+            region: region.clone(),
+            http: *http,
+            publishers: reports
+                .iter()
+                .filter(|r| r.publisher && r.bridge.as_deref() == Some(id))
+                .count(),
+            subscribers: reports
+                .iter()
+                .filter(|r| !r.publisher && r.bridge.as_deref() == Some(id))
+                .count(),
+            rtp_forwarded: d("tern_rtp_forwarded_total", None),
+            relay_datagrams_out: d("tern_relay_datagrams_total", Some(("direction", "out"))),
+            relay_datagrams_in: d("tern_relay_datagrams_total", Some(("direction", "in"))),
+            relay_datagrams_dropped: d("tern_relay_datagrams_dropped_total", None),
+            process: server_processes.iter().find(|p| p.name == *id).cloned(),
+            relay_datagrams_per_cpu_sec: None,
+        };
+        if let (Some(p), Some(o), Some(i)) =
+            (&u.process, u.relay_datagrams_out, u.relay_datagrams_in)
+            && p.cpu_secs > 0.0
+        {
+            u.relay_datagrams_per_cpu_sec = Some((o + i) / p.cpu_secs);
+        }
+        bridges.insert(id.clone(), u);
+    }
+    let placed_elsewhere = reports
+        .iter()
+        .filter(|r| matches!((&r.asked_region, &r.bridge_region), (Some(a), Some(b)) if a != b))
+        .count();
     let delta = |name: &str| match (&metrics_at_start, &metrics_at_end) {
         (Some(a), Some(b)) => Some(http::metric_sum(b, name) - http::metric_sum(a, name)),
         _ => None,
@@ -625,7 +840,10 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         server_sent_packets: delta("tern_packets_sent_total"),
         overall,
         per_room,
-        server_process,
+        server_process: server_processes.first().cloned(),
+        server_processes,
+        bridges,
+        placed_elsewhere,
         loadtool_cpu_secs: match (self_at_start, self_at_end) {
             (Ok(a), Ok(b)) => b.cpu_secs - a.cpu_secs,
             _ => f64::NAN,
@@ -656,7 +874,71 @@ async fn preflight(args: &Args, server: SocketAddr, base: &str) -> anyhow::Resul
             .with_context(|| format!("{} is not a usable Janus", args.server))?;
         eprintln!("Janus {version} at {}", args.server);
     }
+    if args.publisher_region.is_some() || args.subscriber_region.is_some() {
+        check_regions(args, server).await?;
+    }
     Ok(())
+}
+
+/// How long to wait for bridges of the asked regions to register with a
+/// focus that has just started (`tern dev` prints ready before its bridges'
+/// first reports reach the focus).
+const REGION_WAIT: Duration = Duration::from_secs(5);
+
+/// The regions asked for must be ones the focus has an online bridge in:
+/// otherwise it would quietly place everyone elsewhere.
+async fn check_regions(args: &Args, server: SocketAddr) -> anyhow::Result<()> {
+    #[derive(serde::Deserialize)]
+    struct B {
+        region: String,
+        online: bool,
+    }
+    let asked = [
+        ("--publisher-region", &args.publisher_region),
+        ("--subscriber-region", &args.subscriber_region),
+    ];
+    let deadline = Instant::now() + REGION_WAIT;
+    loop {
+        let (status, body) =
+            http::request(server, "GET", "/api/bridges", None, Duration::from_secs(5))
+                .await
+                .with_context(|| format!("asking {} for its bridges", args.server))?;
+        if status != 200 {
+            bail!(
+                "--publisher-region/--subscriber-region need --server to be a focus (`tern dev`, `tern focus`), but {} answered /api/bridges with HTTP {status}",
+                args.server
+            );
+        }
+        let list: Vec<B> = serde_json::from_str(&body)
+            .with_context(|| format!("{}/api/bridges is not a focus's bridge list", args.server))?;
+        let mut known: Vec<&str> = list
+            .iter()
+            .filter(|b| b.online)
+            .map(|b| b.region.as_str())
+            .collect();
+        known.sort_unstable();
+        known.dedup();
+        let missing = asked.iter().find_map(|(flag, region)| {
+            region
+                .as_deref()
+                .filter(|r| !known.contains(r))
+                .map(|r| (*flag, r))
+        });
+        let Some((flag, r)) = missing else {
+            return Ok(());
+        };
+        if Instant::now() >= deadline {
+            bail!(
+                "{flag} {r:?}: the focus has no online bridge there (regions: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// The first Janus room id of this run: rooms of an earlier run against the
@@ -679,6 +961,24 @@ async fn scrape(ctx: &Ctx) -> Option<String> {
         .await
         .ok()?;
     (status == 200).then_some(body)
+}
+
+/// Each placed bridge's `/metrics`, by bridge id (those that answer).
+async fn scrape_bridges(
+    placed: &std::collections::BTreeMap<String, (String, Option<SocketAddr>)>,
+) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for (id, (_, http)) in placed {
+        let Some(addr) = http else {
+            continue;
+        };
+        if let Ok((200, body)) =
+            http::request(*addr, "GET", "/metrics", None, Duration::from_secs(5)).await
+        {
+            out.insert(id.clone(), body);
+        }
+    }
+    out
 }
 
 async fn print_progress(ctx: Arc<Ctx>, total: usize) {
@@ -749,20 +1049,30 @@ enum Signalling {
     Janus(Box<janus::Session>),
 }
 
+/// Where the focus placed a participant: bridge id and its region.
+type Placement = Option<(String, String)>;
+
 /// A token and the signalling URL to use it at: through a focus's `/join`
-/// (`tern dev`, `tern focus`), else a standalone bridge's `/dev/token`, or
-/// minted with `--secret`.
-async fn tern_token(ctx: &Ctx, spec: &Spec) -> anyhow::Result<(String, String)> {
+/// (`tern dev`, `tern focus`; with the placement it chose), else a
+/// standalone bridge's `/dev/token`, or minted with `--secret`.
+async fn tern_token(ctx: &Ctx, spec: &Spec) -> anyhow::Result<(String, String, Placement)> {
     let own = format!("ws://{}/signal", ctx.bridge_for(&spec.room));
     if let Some(secret) = &ctx.args.secret {
         let keys = crate::auth::TokenKeys::new(secret);
         return Ok((
             keys.mint(&spec.room, &spec.name, Some(&spec.name), 3600),
             own,
+            None,
         ));
     }
+    // Regions are validated non-empty; they go into a query string.
+    let region = ctx
+        .args
+        .region_for(spec.publish)
+        .map(|r| format!("&region={}", query_escape(r)))
+        .unwrap_or_default();
     let join = format!(
-        "/join?room={}&name={}&participant={}",
+        "/join?room={}&name={}&participant={}{region}",
         spec.room, spec.name, spec.name
     );
     let (status, body) = http::request(
@@ -778,9 +1088,14 @@ async fn tern_token(ctx: &Ctx, spec: &Spec) -> anyhow::Result<(String, String)> 
         struct J {
             token: String,
             signal_url: String,
+            bridge: String,
+            region: String,
         }
         let j: J = serde_json::from_str(&body).context("parsing /join")?;
-        return Ok((j.token, j.signal_url));
+        lock(&ctx.placements)
+            .entry(j.bridge.clone())
+            .or_insert_with(|| (j.region.clone(), bridge_http(&j.signal_url)));
+        return Ok((j.token, j.signal_url, Some((j.bridge, j.region))));
     }
     if status != 404 {
         bail!("GET {join}: HTTP {status}: {}", body.trim());
@@ -805,7 +1120,28 @@ async fn tern_token(ctx: &Ctx, spec: &Spec) -> anyhow::Result<(String, String)> 
         token: String,
     }
     let t: T = serde_json::from_str(&body).context("parsing /dev/token")?;
-    Ok((t.token, own))
+    Ok((t.token, own, None))
+}
+
+/// A bridge's HTTP address from its signalling URL (`ws://IP:PORT/signal`);
+/// `None` for a host name (not resolved here) or another shape.
+fn bridge_http(signal_url: &str) -> Option<SocketAddr> {
+    let rest = signal_url
+        .strip_prefix("ws://")
+        .or_else(|| signal_url.strip_prefix("http://"))?;
+    rest.split('/').next()?.parse().ok()
+}
+
+/// Percent-encode what is not unreserved in a URL query value.
+fn query_escape(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 async fn participant(ctx: Arc<Ctx>, spec: Spec) -> PeerReport {
@@ -821,6 +1157,9 @@ async fn participant(ctx: Arc<Ctx>, spec: Spec) -> PeerReport {
         first_media_time: None,
         acc: PeerAcc::default(),
         packets_sent: 0,
+        asked_region: ctx.args.region_for(spec.publish).map(str::to_string),
+        bridge: None,
+        bridge_region: None,
     };
     if let Err(e) = drive(&ctx, &spec, began, &mut report).await {
         ctx.progress.failed.fetch_add(1, Ordering::Relaxed);
@@ -864,7 +1203,11 @@ async fn drive(
     let mut sig = tokio::time::timeout(JOIN_TIMEOUT, async {
         match args.target {
             Target::Tern => {
-                let (token, url) = tern_token(ctx, spec).await?;
+                let (token, url, placed) = tern_token(ctx, spec).await?;
+                if let Some((bridge, region)) = placed {
+                    report.bridge = Some(bridge);
+                    report.bridge_region = Some(region);
+                }
                 let (mut ws, _) = tokio_tungstenite::connect_async(&url)
                     .await
                     .with_context(|| format!("connecting to {url}"))?;
@@ -1101,6 +1444,63 @@ mod tests {
             .validate()
             .expect_err("refused");
         assert!(e.to_string().contains("--target janus"), "{e}");
+    }
+
+    #[test]
+    fn regions_need_a_name_and_a_focus_and_server_pids_a_process_id() {
+        let e = args(&["--subscriber-region", " "])
+            .validate()
+            .expect_err("refused");
+        assert!(
+            e.to_string().contains("--subscriber-region is empty"),
+            "{e}"
+        );
+        let e = args(&["--target", "janus", "--publisher-region", "eu"])
+            .validate()
+            .expect_err("refused");
+        assert!(e.to_string().contains("needs a Tern focus"), "{e}");
+        let e = args(&["--secret", "s", "--publisher-region", "eu"])
+            .validate()
+            .expect_err("refused");
+        assert!(
+            e.to_string()
+                .contains("only means something through a focus"),
+            "{e}"
+        );
+        let ok = args(&["--publisher-region", "eu", "--subscriber-region", "us"]);
+        assert!(ok.validate().is_ok());
+        assert_eq!(ok.region_for(true), Some("eu"));
+        assert_eq!(ok.region_for(false), Some("us"));
+
+        let both = args(&["--server-pid", "12", "--server-pid", "local-b=13"]);
+        assert_eq!(
+            both.server_pids,
+            vec![
+                ServerPid {
+                    name: String::new(),
+                    pid: 12
+                },
+                ServerPid {
+                    name: "local-b".into(),
+                    pid: 13
+                }
+            ]
+        );
+        assert!(both.validate().is_ok());
+        let e = args(&["--server-pid", "12", "--server-pid", "a=12"])
+            .validate()
+            .expect_err("refused");
+        assert!(e.to_string().contains("given twice"), "{e}");
+        for bad in ["=12", "x", "0", "a=", "a=-1"] {
+            let e = parse_server_pid(bad).expect_err(bad);
+            assert!(e.to_string().contains("--server-pid"), "{bad}: {e}");
+        }
+        assert_eq!(
+            bridge_http("ws://127.0.0.1:8081/signal"),
+            "127.0.0.1:8081".parse().ok()
+        );
+        assert_eq!(bridge_http("wss://bridge.example/signal"), None);
+        assert_eq!(query_escape("eu west/1"), "eu%20west%2F1");
     }
 
     #[test]

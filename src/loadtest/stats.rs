@@ -181,6 +181,12 @@ pub struct PeerReport {
     pub first_media_time: Option<Duration>,
     pub acc: PeerAcc,
     pub packets_sent: u64,
+    /// The region asked for at the focus (`--publisher-region`,
+    /// `--subscriber-region`), and the bridge and region it placed the
+    /// participant on (joins through a focus only).
+    pub asked_region: Option<String>,
+    pub bridge: Option<String>,
+    pub bridge_region: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -1179,6 +1179,14 @@ impl Core {
                 return;
             }
         };
+        // Within the datagram size a QUIC path allows this cannot happen, but
+        // `OversizeMedia` carries any size: a payload no receiver can be sent
+        // is the peer's bug, dropped here like any other malformed datagram.
+        if payload.len() > super::MAX_PAYLOAD {
+            trace!(%peer, len = payload.len(), "relay datagram payload too large");
+            self.stats.relay.dropped_malformed += 1;
+            return;
+        }
         let Some(&(id, i)) = self
             .relay
             .remote_sources

@@ -259,3 +259,76 @@ fn the_relay_carries_only_the_layer_remote_receivers_want() {
         );
     });
 }
+
+/// A relay peer is trusted to be a bridge, not to be bug-free. A payload no
+/// receiver can be sent (str0m builds each outgoing packet in a 2,000-byte
+/// buffer and panicked on a bigger one; `OversizeMedia` carries any size up
+/// to the 256 KiB frame limit) is dropped and counted, while packets of the
+/// same sources that fit still reach the receiver, and the camera (another
+/// layer) keeps flowing. Found by the `relay_datagram` fuzz target.
+#[test]
+fn a_relayed_payload_too_large_for_any_receiver_is_dropped_and_counted() {
+    use std::sync::Arc;
+    use tern_sfu::PeerId;
+    use tern_sfu::tern_relay::msg::relay_control::Msg;
+    use tern_sfu::tern_relay::wire::{Codec, MediaHeader};
+
+    with_seed(seed_or(53), |seed| {
+        let mut sim = across(seed, 1, 720, clean());
+        sim.run_until(secs(3.0));
+        // Bridge 0's first conference on shard 0 is number 1; its publisher's
+        // sources are numbered from 1 (microphone and camera, in some order:
+        // an Opus packet on the camera's layer 0 is simply not forwarded).
+        let datagram = |source: u16, seq: u16, len: usize| {
+            let h = MediaHeader {
+                conference: 1,
+                source,
+                layer: 0,
+                marker: false,
+                retransmission: false,
+                seq,
+                timestamp: 0,
+                audio_level: Some(30),
+                voice_activity: true,
+                codec: Codec::Opus,
+            };
+            let mut out = Vec::new();
+            h.write(&vec![0x55; len], &mut out);
+            out
+        };
+        let b0: PeerId = Arc::from("b0");
+        let now = sim.now();
+        let core = &mut sim.bridges[1].core;
+        // Steps of 8192 are always ahead of the last one for the gap tracker,
+        // so after at most one restart every packet is new and past the
+        // point the receiver's rewriter started at.
+        let mut seq = 0u16;
+        let forwarded = core.stats().rtp_forwarded;
+        for _ in 0..12 {
+            for source in [1, 2] {
+                core.handle_relay_datagram(now, &b0, &datagram(source, seq, 1000));
+            }
+            seq = seq.wrapping_add(8192);
+        }
+        assert!(
+            core.stats().rtp_forwarded > forwarded,
+            "injected packets that fit reach the receiver"
+        );
+        let malformed = core.relay_stats().dropped_malformed;
+        for _ in 0..4 {
+            for source in [1, 2] {
+                core.handle_relay_datagram(now, &b0, &datagram(source, seq, 1600));
+                let big = datagram(source, seq.wrapping_add(1), 64 * 1024);
+                core.handle_relay_control(now, "b0", Msg::OversizeMedia(big));
+            }
+            seq = seq.wrapping_add(8192);
+        }
+        assert_eq!(core.relay_stats().dropped_malformed, malformed + 16);
+        sim.run_until(secs(5.0));
+        let rx = sim.reception("r0", "pub", secs(3.5), secs(4.5));
+        assert!(
+            rx.frame_loss() < 0.01,
+            "camera after the bad packets: {rx:?}"
+        );
+    });
+}
