@@ -257,6 +257,9 @@ struct Slot {
     target: Option<usize>,
     switch_requested: Option<Instant>,
     rewriter: Rewriter,
+    /// SSRC of the slot's str0m send stream, once looked up: str0m finds a
+    /// stream by mid with a scan of every stream, by SSRC with a hash.
+    tx_ssrc: Option<Ssrc>,
 }
 
 impl Slot {
@@ -268,6 +271,7 @@ impl Slot {
             current: None,
             target: None,
             switch_requested: None,
+            tx_ssrc: None,
             rewriter: match kind {
                 Kind::Audio => Rewriter::audio(),
                 Kind::Video => Rewriter::video(),
@@ -1527,6 +1531,7 @@ impl Core {
                 continue;
             };
             let slot_mid = slot.mid;
+            let cached = slot.tx_ssrc;
             let Some(pt) = sub.pt_for(p.codec) else {
                 self.stats.drop(DropReason::NoCodec);
                 continue;
@@ -1555,11 +1560,21 @@ impl Core {
                 }
             }
             let mut api = sub.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(slot_mid, None) else {
+            let tx = match cached {
+                Some(ssrc) if api.stream_tx(&ssrc).is_some() => api.stream_tx(&ssrc),
+                _ => api.stream_tx_by_mid(slot_mid, None),
+            };
+            let Some(tx) = tx else {
                 self.stats.drop(DropReason::NoSlotStream);
                 continue;
             };
+            let ssrc = tx.ssrc();
             tx.write_rtp(w);
+            if cached != Some(ssrc)
+                && let Some(slot) = sub.slots.get_mut(slot_i)
+            {
+                slot.tx_ssrc = Some(ssrc);
+            }
             self.stats.rtp_forwarded += 1;
             if !sub.needs_drive {
                 sub.needs_drive = true;
