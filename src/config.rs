@@ -75,7 +75,10 @@ pub struct MediaConfig {
     pub codecs: Vec<CodecName>,
     /// Video height a receiver gets when it states no constraint.
     pub default_max_height: u32,
-    /// Video packets per receive slot kept to answer NACKs.
+    /// Video packets per receive slot kept to answer NACKs. Each receiver's
+    /// connection keeps its own copies, so this is most of a bridge's memory
+    /// per endpoint; 512 is ~2.5 s of 720p, more than NACK retries (given up
+    /// after ~1.5 s) can use.
     pub rtx_cache_packets: usize,
 }
 
@@ -184,7 +187,7 @@ impl Default for MediaConfig {
         Self {
             codecs: vec![CodecName::Opus, CodecName::Vp8],
             default_max_height: 720,
-            rtx_cache_packets: 1024,
+            rtx_cache_packets: 512,
         }
     }
 }
