@@ -244,6 +244,53 @@ fn impossible_parameters_unknown_targets_and_unreachable_servers_fail_fast() {
         &["--target", "janus", "--publishers-receive"],
         "not supported with --target janus",
     );
+    assert_refused(
+        &["-m", "2", "--count-only", "3"],
+        "--count-only 3 exceeds --subscribers 2",
+    );
+}
+
+/// Count-only subscribers (used to saturate a bridge from one core) get
+/// media and count it, while loss and delay still come from the others.
+#[test]
+fn count_only_subscribers_count_media_and_the_others_still_measure_it() {
+    let dev = Dev::start();
+    let dir = std::env::temp_dir().join(format!("tern-loadtest-count-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let json = dir.join("summary.json");
+    let server = format!("http://{}", dev.http);
+    let out = loadtest(
+        &[
+            "--server",
+            &server,
+            "-n",
+            "1",
+            "-m",
+            "4",
+            "--count-only",
+            "3",
+            "-d",
+            "2",
+            "--json",
+            json.to_str().expect("utf-8 path"),
+        ],
+        Duration::from_secs(40),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written"))
+            .expect("valid json");
+    let o = &v["overall"];
+    assert_eq!(o["receivers_with_media"], 4, "{o}");
+    // One publisher's video and audio to four subscribers for 2 s: well
+    // over what the single full subscriber alone could account for.
+    let packets = o["received_packets"].as_u64().unwrap_or(0);
+    assert!(packets > 4 * 300, "{o}");
+    assert!(o["delay_ms"]["p50"].as_f64().is_some(), "{o}");
+    assert_eq!(o["loss_percent"].as_f64(), Some(0.0), "{o}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A child process killed (and reaped) when the test ends, however it ends.

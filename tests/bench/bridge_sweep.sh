@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Saturation sweep of one bridge shard (issue 6): the per-core ceiling, then
+# R rooms of 1 publisher -> 70 subscribers for R in the list, then the
+# ceiling again. The bridge is pinned to one core, the load tool to the
+# other; all but 8 subscribers per run are `--count-only` (they count SRTP
+# datagrams without decrypting), so one load-tool core can saturate the
+# bridge, and the 8 full subscribers give loss and delay.
+#
+#   tests/bench/bridge_sweep.sh            # rooms 2 4 6 8
+#   tests/bench/bridge_sweep.sh 1 2 3      # other room counts
+#   PERF=1 tests/bench/bridge_sweep.sh 8   # also `perf record` the bridge
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+T=./target/release/tern
+[ -x "$T" ] || cargo build --release
+ROOMS=("$@")
+[ ${#ROOMS[@]} -gt 0 ] || ROOMS=(2 4 6 8)
+BRIDGE_CORE=${BRIDGE_CORE:-1}
+LOAD_CORE=${LOAD_CORE:-0}
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+taskset -c "$BRIDGE_CORE" "$T" loadtest --ceiling 4 | tail -1
+for r in "${ROOMS[@]}"; do
+  m=$((r * 70))
+  echo "== $r room(s): $r publisher(s) -> $m subscribers ($((m - 8)) count-only), 720p"
+  TERN_AUTH_SECRET=sweep TERN_LOG=warn TERN_BRIDGE_SHARDS=1 \
+    TERN_BRIDGE_HTTP_LISTEN='"127.0.0.1:18081"' TERN_BRIDGE_MEDIA_LISTEN='"127.0.0.1:18001"' \
+    taskset -c "$BRIDGE_CORE" "$T" bridge >/tmp/tern-sweep-bridge.log 2>&1 &
+  BR=$!
+  sleep 0.5
+  if [ "${PERF:-0}" = 1 ]; then
+    ( sleep $((m / 50 + 6)); perf record -F 499 -g -p "$BR" -o "/tmp/tern-sweep-$r.perf" -- sleep 5 >/dev/null 2>&1 ) &
+  fi
+  TERN_AUTH_SECRET=sweep taskset -c "$LOAD_CORE" "$T" loadtest --server http://127.0.0.1:18081 \
+    -n "$r" -r "$r" -m "$m" --count-only $((m - 8)) -d 10 --server-pid "$BR" \
+    2>/tmp/tern-sweep-load.log | grep -E "^overall|server pid|server metrics|load tool:" || true
+  grep -E "^Error" /tmp/tern-sweep-load.log || true
+  kill "$BR"; wait "$BR" 2>/dev/null || true
+done
+taskset -c "$BRIDGE_CORE" "$T" loadtest --ceiling 4 | tail -1
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
