@@ -98,6 +98,9 @@ pub struct RelayStats {
     pub dropped_duplicate: u64,
     /// Control messages naming conferences or sources this bridge does not know.
     pub control_unknown: u64,
+    /// Announcements beyond what a peer may announce (participants per
+    /// conference, sources per participant, layers per source), ignored.
+    pub control_refused: u64,
 }
 
 impl CoreStats {

@@ -206,6 +206,10 @@ fn relay_counters(shard: &str) -> Vec<RelayCounter> {
             metrics::counter!("tern_relay_control_unknown_total", "shard" => s()),
             |r| r.control_unknown,
         ),
+        (
+            metrics::counter!("tern_relay_control_refused_total", "shard" => s()),
+            |r| r.control_refused,
+        ),
     ]
 }
 

@@ -37,6 +37,14 @@ const DEFAULT_RTT: Duration = Duration::from_millis(50);
 /// Remote endpoint ids live in the top half of the id space; the shell
 /// allocates local ones from the bottom.
 const REMOTE_ID_BASE: u64 = 1 << 63;
+/// What one peer may announce: sources per participant and simulcast layers
+/// per source, with room above what signalling lets a client declare (8 and
+/// 3) for a newer peer. Participants per conference and peer are capped at
+/// `max_participants_per_conference`. Beyond that an announcement is refused
+/// and counted: a buggy or compromised peer must not make this bridge
+/// allocate without bound.
+const MAX_REMOTE_SOURCES: usize = 16;
+const MAX_REMOTE_LAYERS: usize = 4;
 /// How long a peer's participants stay (frozen) after its link dropped, in
 /// case it comes back. A bridge that really failed is withdrawn sooner by
 /// the focus (`handle_relay_peers`); this bounds a relay-only partition.
@@ -808,6 +816,28 @@ impl Core {
                 if let Some((_, seen)) = self.relay.reconfirm.get_mut(&peer) {
                     seen.push(c.number);
                 }
+                // One number per room and peer: a room announced again
+                // under a new number (it ended and restarted there while a
+                // "left" was lost) replaces the old one and its participants.
+                let stale: Vec<u32> = self
+                    .relay
+                    .remote_confs
+                    .iter()
+                    .filter(|((p, n), r)| *p == peer && *n != c.number && **r == room)
+                    .map(|((_, n), _)| *n)
+                    .collect();
+                for n in stale {
+                    self.relay.remote_confs.remove(&(peer.clone(), n));
+                    let ids: Vec<EndpointId> = self
+                        .remotes
+                        .iter()
+                        .filter(|(_, r)| r.peer == peer && r.conference == n)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in ids {
+                        self.remove_remote(now, id);
+                    }
+                }
                 self.relay.remote_confs.insert((peer, c.number), room);
             }
             Msg::ConferenceLeft(c) => {
@@ -881,6 +911,15 @@ impl Core {
             if let Some(rp) = self.remotes.get_mut(&id) {
                 rp.confirmed = true;
             }
+            return;
+        }
+        let from_peer = self.relay.remote_rooms.get(&room).map_or(0, |ids| {
+            ids.iter()
+                .filter(|i| self.remotes.get(i).is_some_and(|r| r.peer == peer))
+                .count()
+        });
+        if from_peer >= self.cfg.max_participants_per_conference {
+            self.stats.relay.control_refused += 1;
             return;
         }
         let id = EndpointId(self.relay.next_remote);
@@ -966,6 +1005,10 @@ impl Core {
                 self.stats.relay.control_unknown += 1;
                 continue;
             };
+            if wanted.len() >= MAX_REMOTE_SOURCES || w.layers.len() > MAX_REMOTE_LAYERS {
+                self.stats.relay.control_refused += 1;
+                continue;
+            }
             let kind = if w.kind == msg::Kind::Audio as i32 {
                 Kind::Audio
             } else {

@@ -332,3 +332,115 @@ fn a_relayed_payload_too_large_for_any_receiver_is_dropped_and_counted() {
         );
     });
 }
+
+/// A peer that announces more than any bridge could (participants beyond
+/// the conference cap, too many sources or layers) is refused past the
+/// limits and counted; the room it shares keeps working.
+#[test]
+fn a_peer_announcing_beyond_the_limits_is_refused_and_counted() {
+    use tern_sfu::tern_relay::msg::{self, relay_control::Msg};
+
+    with_seed(seed_or(79), |seed| {
+        let mut cfg = SimConfig::new(seed);
+        cfg.bridges = 2;
+        cfg.bridge_config = |mut c| {
+            c.max_participants_per_conference = 10;
+            c
+        };
+        let mut sim = Sim::new(cfg);
+        sim.add_peer_on(0, "pub", |_| {}, clean(), clean());
+        sim.add_peer_on(1, "r0", |c| c.video = vec![], clean(), clean());
+        sim.run_until(secs(3.0));
+        let now = sim.now();
+        let core = &mut sim.bridges[1].core;
+        let refused = core.relay_stats().control_refused;
+        // Bridge 0's conference on shard 0 is number 1 (it hosts "pub").
+        for i in 0..50 {
+            core.handle_relay_control(
+                now,
+                "b0",
+                Msg::ParticipantJoined(msg::ParticipantJoined {
+                    conference: 1,
+                    participant: format!("ghost{i}"),
+                    name: String::new(),
+                }),
+            );
+        }
+        // "pub" plus nine ghosts fill the cap of ten.
+        assert_eq!(core.remote_participants("sim").len(), 10);
+        assert_eq!(core.relay_stats().control_refused, refused + 41);
+        let layer = |h: u32| msg::Layer {
+            rid: format!("l{h}"),
+            height: h,
+            active: true,
+        };
+        let source = |n: u32, layers: usize| msg::Source {
+            number: 1000 + n,
+            id: format!("ghost0/s{n}"),
+            name: format!("s{n}"),
+            kind: msg::Kind::Video as i32,
+            muted: false,
+            layers: (0..layers as u32).map(|l| layer(180 << l)).collect(),
+        };
+        let mut sources: Vec<msg::Source> = (0..20).map(|n| source(n, 1)).collect();
+        sources.push(source(99, 9));
+        core.handle_relay_control(
+            now,
+            "b0",
+            Msg::Sources(msg::Sources {
+                conference: 1,
+                participant: "ghost0".into(),
+                sources,
+            }),
+        );
+        // 16 sources taken, 4 more and the 9-layer one refused.
+        assert_eq!(core.relay_stats().control_refused, refused + 41 + 5);
+        sim.run_until(secs(5.0));
+        let rx = sim.reception("r0", "pub", secs(3.5), secs(4.9));
+        assert!(
+            rx.frame_loss() < 0.01,
+            "the real participant still flows: {rx:?}"
+        );
+    });
+}
+
+/// A room a peer announces again under a new number (it ended and started
+/// again there while the "left" was lost) replaces the old one: its old
+/// participants go, nobody is shown twice.
+#[test]
+fn a_room_announced_again_under_a_new_number_replaces_the_old_participants() {
+    use tern_sfu::tern_relay::msg::{self, relay_control::Msg};
+
+    with_seed(seed_or(83), |seed| {
+        let mut sim = across(seed, 1, 360, clean());
+        sim.run_until(secs(3.0));
+        assert_eq!(
+            sim.bridges[1].core.remote_participants("sim"),
+            vec!["pub".to_string()]
+        );
+        let now = sim.now();
+        let core = &mut sim.bridges[1].core;
+        core.handle_relay_control(
+            now,
+            "b0",
+            Msg::ConferenceJoined(msg::ConferenceJoined {
+                number: 77,
+                name: "sim".into(),
+            }),
+        );
+        core.handle_relay_control(
+            now,
+            "b0",
+            Msg::ParticipantJoined(msg::ParticipantJoined {
+                conference: 77,
+                participant: "newcomer".into(),
+                name: String::new(),
+            }),
+        );
+        assert_eq!(
+            core.remote_participants("sim"),
+            vec!["newcomer".to_string()],
+            "the old number's participants left with it"
+        );
+    });
+}
