@@ -98,37 +98,36 @@ fn run_limited(cmd: &mut Command, limit: Duration) -> Output {
     out
 }
 
+/// Runs `tern loadtest` with `--json` into a scratch file and requires it to
+/// succeed: its summary as printed and as JSON.
+fn loadtest_json(tag: &str, args: &[&str], limit: Duration) -> (String, serde_json::Value) {
+    let dir = std::env::temp_dir().join(format!("tern-loadtest-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let json = dir.join("summary.json");
+    let mut all = args.to_vec();
+    all.extend(["--json", json.to_str().expect("utf-8 path")]);
+    let out = loadtest(&all, limit);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let v = serde_json::from_str(&std::fs::read_to_string(&json).expect("json written"))
+        .expect("valid json");
+    let _ = std::fs::remove_dir_all(&dir);
+    (stdout, v)
+}
+
 #[test]
 fn every_subscriber_receives_media_from_a_dev_bridge_and_the_json_says_so() {
     let dev = Dev::start();
-    let dir = std::env::temp_dir().join(format!("tern-loadtest-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    let json = dir.join("summary.json");
     let server = format!("http://{}", dev.http);
-    let out = loadtest(
+    let (stdout, v) = loadtest_json(
+        "dev",
         &[
-            "--server",
-            &server,
-            "-n",
-            "2",
-            "-m",
-            "3",
-            "-r",
-            "2",
-            "-d",
-            "2",
-            "--json",
-            json.to_str().expect("utf-8 path"),
+            "--server", &server, "-n", "2", "-m", "3", "-r", "2", "-d", "2",
         ],
         Duration::from_secs(40),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("overall"), "{stdout}");
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written"))
-            .expect("valid json");
     let o = &v["overall"];
     assert_eq!(o["participants"], 5);
     assert_eq!(o["failed"], 0);
@@ -137,7 +136,6 @@ fn every_subscriber_receives_media_from_a_dev_bridge_and_the_json_says_so() {
     assert!(o["received_packets"].as_u64().unwrap_or(0) > 100, "{o}");
     assert!(o["delay_ms"]["p50"].as_f64().is_some(), "{o}");
     assert_eq!(v["per_room"].as_object().map(|m| m.len()), Some(2));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Through `tern dev`'s focus, publishers asked into one region and
@@ -159,10 +157,8 @@ fn publishers_and_subscribers_in_two_regions_meet_across_the_relay() {
         ],
         "--subscriber-region \"mars\": the focus has no online bridge there (regions: local-a, local-b)",
     );
-    let dir = std::env::temp_dir().join(format!("tern-loadtest-regions-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    let json = dir.join("summary.json");
-    let out = loadtest(
+    let (stdout, v) = loadtest_json(
+        "regions",
         &[
             "--server",
             &server,
@@ -176,17 +172,9 @@ fn publishers_and_subscribers_in_two_regions_meet_across_the_relay() {
             "local-a",
             "--subscriber-region",
             "local-b",
-            "--json",
-            json.to_str().expect("utf-8 path"),
         ],
         Duration::from_secs(40),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written"))
-            .expect("valid json");
     assert_eq!(v["overall"]["receivers_with_media"], 2, "{v}");
     assert_eq!(v["placed_elsewhere"], 0, "{v}");
     let (a, b) = (&v["bridges"]["local-a"], &v["bridges"]["local-b"]);
@@ -209,7 +197,6 @@ fn publishers_and_subscribers_in_two_regions_meet_across_the_relay() {
         stdout.contains("bridge local-b (local-b): 0 publishers, 2 subscribers"),
         "{stdout}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn assert_refused(args: &[&str], expect: &str) {
@@ -255,11 +242,9 @@ fn impossible_parameters_unknown_targets_and_unreachable_servers_fail_fast() {
 #[test]
 fn count_only_subscribers_count_media_and_the_others_still_measure_it() {
     let dev = Dev::start();
-    let dir = std::env::temp_dir().join(format!("tern-loadtest-count-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    let json = dir.join("summary.json");
     let server = format!("http://{}", dev.http);
-    let out = loadtest(
+    let (_, v) = loadtest_json(
+        "count",
         &[
             "--server",
             &server,
@@ -271,17 +256,9 @@ fn count_only_subscribers_count_media_and_the_others_still_measure_it() {
             "3",
             "-d",
             "2",
-            "--json",
-            json.to_str().expect("utf-8 path"),
         ],
         Duration::from_secs(40),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written"))
-            .expect("valid json");
     let o = &v["overall"];
     assert_eq!(o["receivers_with_media"], 4, "{o}");
     // One publisher's video and audio to four subscribers for 2 s: well
@@ -290,7 +267,6 @@ fn count_only_subscribers_count_media_and_the_others_still_measure_it() {
     assert!(packets > 4 * 300, "{o}");
     assert!(o["delay_ms"]["p50"].as_f64().is_some(), "{o}");
     assert_eq!(o["loss_percent"].as_f64(), Some(0.0), "{o}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A child process killed (and reaped) when the test ends, however it ends.
