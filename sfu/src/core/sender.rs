@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Core, EndpointId, LAYER_IDLE, Layer};
+use super::{Core, EndpointId, Layer};
 use crate::signal::{Kind, ServerMessage};
 
 /// How long a layer nobody wants keeps flowing before its publisher is told
@@ -44,7 +44,7 @@ impl Layer {
             return self.last_packet.is_some();
         }
         self.resumed_at
-            .is_some_and(|t| now.saturating_duration_since(t) < RESUME_GRACE.max(LAYER_IDLE))
+            .is_some_and(|t| now.saturating_duration_since(t) < RESUME_GRACE)
     }
 }
 
