@@ -538,6 +538,7 @@ impl Core {
         self.timers.push(Reverse((now, id)));
         self.stats.joins += 1;
         info!(endpoint = %id, room = %room, participant, "joined");
+        self.relay_drop_remote_copies(now, &room, participant);
 
         let mut participants: Vec<ParticipantInfo> = others
             .iter()

@@ -913,6 +913,10 @@ impl Core {
             }
             return;
         }
+        // Stale news of someone connected here now (see remove_remote).
+        if self.is_local_participant(&room, &p.participant) {
+            return;
+        }
         let from_peer = self.relay.remote_rooms.get(&room).map_or(0, |ids| {
             ids.iter()
                 .filter(|i| self.remotes.get(i).is_some_and(|r| r.peer == peer))
@@ -977,16 +981,52 @@ impl Core {
             }
         }
         let locals = self.local_endpoints(&rp.room);
-        for &o in &locals {
-            self.signal(
-                o,
-                ServerMessage::ParticipantLeft {
-                    id: rp.participant.clone(),
-                },
-            );
+        // The participant may be here now (moved onto this bridge before its
+        // old bridge's "left" crossed the relay): then it has not left.
+        if !self.is_local_participant(&rp.room, &rp.participant) {
+            for &o in &locals {
+                self.signal(
+                    o,
+                    ServerMessage::ParticipantLeft {
+                        id: rp.participant.clone(),
+                    },
+                );
+            }
         }
         for o in locals {
             self.assign_slots(now, o);
+        }
+    }
+
+    fn is_local_participant(&self, room: &str, participant: &str) -> bool {
+        self.conferences.get(room).is_some_and(|c| {
+            c.endpoints.iter().any(|e| {
+                self.endpoints
+                    .get(e)
+                    .is_some_and(|ep| ep.participant == participant)
+            })
+        })
+    }
+
+    /// A participant joined here while another bridge still announces it
+    /// (it moved faster than its old bridge's news): the local connection is
+    /// the live one, the remote copy goes without a `participant_left`.
+    pub(super) fn relay_drop_remote_copies(&mut self, now: Instant, room: &str, participant: &str) {
+        let ids: Vec<EndpointId> = self
+            .relay
+            .remote_rooms
+            .get(room)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|i| {
+                self.remotes
+                    .get(i)
+                    .is_some_and(|r| r.participant == participant)
+            })
+            .collect();
+        for id in ids {
+            self.remove_remote(now, id);
         }
     }
 

@@ -319,10 +319,13 @@ enum Event {
         to: SocketAddr,
         data: Vec<u8>,
     },
-    /// Signalling of one session (`session` = the session's endpoint id:
-    /// a message still in flight when its session ended is dropped).
+    /// Signalling of one session (`session` = the session's endpoint id).
+    /// To the bridge: travels on that session's connection to its bridge,
+    /// like bytes already in a TCP stream. To the peer: dropped if the
+    /// session ended meanwhile (the client closed that socket).
     ToBridge {
         peer: usize,
+        bridge: usize,
         session: EndpointId,
         msg: ClientMessage,
     },
@@ -993,6 +996,15 @@ impl Sim {
         self.flush_core(b);
     }
 
+    /// Move peer `i` to `bridge` by hand, as a client does on `move`: it
+    /// leaves its bridge and joins the other at once, keeping its media.
+    pub fn move_peer(&mut self, i: usize, bridge: usize) {
+        self.signal_to_bridge(i, ClientMessage::Leave);
+        let now = self.now;
+        self.peers[i].peer.reconnect(now);
+        self.connect(i, bridge);
+    }
+
     /// Which bridge a peer is on now.
     pub fn bridge_of(&self, name: &str) -> usize {
         self.peer(name).bridge
@@ -1090,7 +1102,16 @@ impl Sim {
     fn signal_to_bridge(&mut self, peer: usize, msg: ClientMessage) {
         let at = self.reliable_delay(self.peers[peer].up);
         let session = self.peers[peer].endpoint;
-        self.push(at, Event::ToBridge { peer, session, msg });
+        let bridge = self.peers[peer].bridge;
+        self.push(
+            at,
+            Event::ToBridge {
+                peer,
+                bridge,
+                session,
+                msg,
+            },
+        );
     }
 
     fn send_datagram(&mut self, link: usize, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
@@ -1479,22 +1500,26 @@ impl Sim {
                     self.flush_peer(i, now);
                 }
             }
-            Event::ToBridge { peer, session, msg } => {
-                if self.peers[peer].endpoint != session {
-                    return;
-                }
-                let b = self.peers[peer].bridge;
+            Event::ToBridge {
+                peer,
+                bridge: b,
+                session,
+                msg,
+            } => {
+                let current = self.peers[peer].endpoint == session;
                 if !self.bridges[b].alive {
                     // Connection refused: the client sees its socket close.
-                    let at = self.reliable_delay(self.peers[peer].down);
-                    self.push(at, Event::SocketClosed { peer, session });
+                    if current {
+                        let at = self.reliable_delay(self.peers[peer].down);
+                        self.push(at, Event::SocketClosed { peer, session });
+                    }
                     return;
                 }
                 let p = &mut self.peers[peer];
                 let core = &mut self.bridges[b].core;
                 match msg {
                     ClientMessage::Join { .. } => {
-                        if p.joined {
+                        if !current || p.joined {
                             return;
                         }
                         p.joined = true;
@@ -1509,13 +1534,8 @@ impl Sim {
                             panic!("join of {} refused: {e}", self.peers[peer].name);
                         }
                     }
-                    ClientMessage::Leave => {
-                        core.handle_leave(now, p.endpoint);
-                    }
-                    other => {
-                        let ep = p.endpoint;
-                        core.handle_message(now, ep, other);
-                    }
+                    ClientMessage::Leave => core.handle_leave(now, session),
+                    other => core.handle_message(now, session, other),
                 }
                 self.flush_core(b);
             }

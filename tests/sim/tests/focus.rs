@@ -212,11 +212,11 @@ fn a_cluster_run_with_the_focus_is_the_same_for_the_same_seed() {
 }
 
 /// With a relay slower than the clients' links, participants moved onto a
-/// bridge could arrive there before the relay's news that they left their
-/// old bridge, and that late "left" would hide them from everyone. The
-/// focus prevents it: it withdraws the relay peer in the same tick as it
-/// commands the move, so the bridge forgets the remote participants before
-/// they re-join locally. Nobody may end up missing or seen twice.
+/// bridge arrive there before the relay's news that they left their old
+/// bridge. Through the focus (which also withdraws the relay peer in the
+/// same tick as it commands the move) nobody may end up missing or seen
+/// twice; `a_participant_moving_faster_than_the_relay_stays_visible_to_everyone`
+/// (relay.rs) checks the bridge on its own.
 #[test]
 fn a_participant_moved_faster_than_the_relay_reports_its_departure_stays_visible() {
     with_seed(seed_or(59), |seed| {

@@ -444,3 +444,52 @@ fn a_room_announced_again_under_a_new_number_replaces_the_old_participants() {
         );
     });
 }
+
+/// Regression: a participant that moves to another bridge gets there before
+/// the relay brings its old bridge's "left" (relay slower than the client's
+/// links). The late "left" must not hide it from anyone, and nobody may see
+/// it twice.
+#[test]
+fn a_participant_moving_faster_than_the_relay_stays_visible_to_everyone() {
+    with_seed(seed_or(89), |seed| {
+        let mut sim = cluster(seed, 2, LinkConfig::latency(60));
+        let p = sim.add_peer_on(0, "pub", |_| {}, clean(), clean());
+        for (b, name) in [(1, "far"), (0, "near")] {
+            sim.add_peer_on(
+                b,
+                name,
+                |c| {
+                    c.video = vec![];
+                    c.audio = false;
+                },
+                clean(),
+                clean(),
+            );
+        }
+        sim.run_until(secs(4.0));
+        sim.move_peer(p, 1);
+        sim.run_until(secs(9.0));
+        for r in ["far", "near"] {
+            let st = sim.state(r);
+            assert!(
+                st.participants.contains_key("pub"),
+                "{r} still sees pub: {:?}",
+                st.participants
+            );
+            let rx = sim.reception(r, "pub", secs(6.0), secs(8.9));
+            assert!(
+                rx.frame_loss() < 0.01,
+                "{r} receives pub after the move: {rx:?}"
+            );
+            assert_eq!(rx.freezes, 0, "{r}: {rx:?}");
+        }
+        assert_eq!(
+            sim.bridges[1].core.remote_participants("sim"),
+            vec!["near".to_string()],
+            "pub is local to bridge 1 now, not also remote"
+        );
+        let mut on_b0 = sim.bridges[0].core.remote_participants("sim");
+        on_b0.sort();
+        assert_eq!(on_b0, vec!["far".to_string(), "pub".to_string()]);
+    });
+}
