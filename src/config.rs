@@ -76,10 +76,13 @@ pub struct MediaConfig {
     /// Video height a receiver gets when it states no constraint.
     pub default_max_height: u32,
     /// Video packets per receive slot kept to answer NACKs. Each receiver's
-    /// connection keeps its own copies, so this is most of a bridge's memory
-    /// per endpoint; 512 is ~2.5 s of 720p, more than NACK retries (given up
-    /// after ~1.5 s) can use.
+    /// connection keeps its own copies, so this and `rtx_cache_ms` bound most
+    /// of a bridge's memory per endpoint; 512 is ~2 s of 720p.
     pub rtx_cache_packets: usize,
+    /// How long a sent video packet is kept for NACKs. 1 s is libwebrtc's
+    /// own floor for its send history; a resend later than that arrives
+    /// after the receiver has given up on the frame.
+    pub rtx_cache_ms: u64,
 }
 
 /// The relay mesh: bridges connect to each other over QUIC, mutually
@@ -188,6 +191,7 @@ impl Default for MediaConfig {
             codecs: vec![CodecName::Opus, CodecName::Vp8],
             default_max_height: 720,
             rtx_cache_packets: 512,
+            rtx_cache_ms: 1000,
         }
     }
 }
@@ -293,6 +297,9 @@ impl Config {
         }
         if !(64..=8192).contains(&m.rtx_cache_packets) {
             return Err("media.rtx_cache_packets must be between 64 and 8192".into());
+        }
+        if !(100..=10_000).contains(&m.rtx_cache_ms) {
+            return Err("media.rtx_cache_ms must be between 100 and 10000".into());
         }
         if !["region", "single", "split"].contains(&self.focus.strategy.as_str()) {
             return Err(format!(
@@ -475,5 +482,16 @@ mod tests {
         .expect_err("no advertise address")
         .to_string();
         assert!(e.contains("advertise_addr"), "{e}");
+    }
+
+    #[test]
+    fn rtx_cache_age_out_of_range_is_refused() {
+        let e = Config::from_parts("t", "[media]\nrtx_cache_ms = 20\n", no_env())
+            .expect_err("20 ms is too short to answer any NACK")
+            .to_string();
+        assert!(e.contains("media.rtx_cache_ms"), "{e}");
+        let c = Config::from_parts("t", "[media]\nrtx_cache_ms = 2500\n", no_env())
+            .expect("2.5 s is allowed");
+        assert_eq!(c.media.rtx_cache_ms, 2500);
     }
 }

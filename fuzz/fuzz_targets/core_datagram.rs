@@ -34,6 +34,7 @@ fn state() -> &'static Mutex<State> {
                 max_participants_per_conference: 10,
                 default_max_height: 720,
                 rtx_cache_packets: 256,
+                rtx_cache_age: std::time::Duration::from_secs(1),
             },
             now,
         );

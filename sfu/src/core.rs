@@ -70,6 +70,10 @@ const SWITCH_RETRY: Duration = Duration::from_millis(500);
 /// (browsers) or ~1,400 (a relay datagram), and nothing larger than the
 /// largest MTU str0m targets (1,500) reaches a receiver in one datagram.
 pub const MAX_PAYLOAD: usize = 1500;
+/// Resends stop while retransmissions exceed this share of a stream's bytes
+/// in the last second (str0m's default; a receiver NACKing everything must
+/// not double what it is sent).
+const RTX_RATIO_CAP: f32 = 0.15;
 
 #[derive(Clone)]
 pub struct CoreConfig {
@@ -86,6 +90,10 @@ pub struct CoreConfig {
     pub default_max_height: u32,
     /// Outgoing video packets kept per receive slot to answer NACKs with RTX.
     pub rtx_cache_packets: usize,
+    /// How long a sent video packet stays in that cache. Each receiver's
+    /// connection keeps its own copies, so this bounds most of a bridge's
+    /// memory per endpoint.
+    pub rtx_cache_age: Duration,
 }
 
 impl std::fmt::Debug for CoreConfig {
@@ -1570,6 +1578,17 @@ impl Core {
                 continue;
             };
             let ssrc = tx.ssrc();
+            if cached != Some(ssrc) {
+                // First packet on this send stream: str0m sized its cache by
+                // count with a fixed 3 s age; bound it by time as well (this
+                // empties a cache that holds nothing yet).
+                let packets = if kind == Kind::Video {
+                    self.cfg.rtx_cache_packets
+                } else {
+                    0
+                };
+                tx.set_rtx_cache(packets, self.cfg.rtx_cache_age, Some(RTX_RATIO_CAP));
+            }
             tx.write_rtp(w);
             if cached != Some(ssrc)
                 && let Some(slot) = sub.slots.get_mut(slot_i)

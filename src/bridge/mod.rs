@@ -141,6 +141,7 @@ pub async fn run(
                 max_participants_per_conference: cfg.bridge.max_participants_per_conference,
                 default_max_height: cfg.media.default_max_height,
                 rtx_cache_packets: cfg.media.rtx_cache_packets,
+                rtx_cache_age: std::time::Duration::from_millis(cfg.media.rtx_cache_ms),
             },
             now,
         );

@@ -519,7 +519,8 @@ impl Sim {
                 codecs: vec![CodecName::Opus, CodecName::Vp8],
                 max_participants_per_conference: 200,
                 default_max_height: 720,
-                rtx_cache_packets: 1024,
+                rtx_cache_packets: 512,
+                rtx_cache_age: Duration::from_secs(1),
             });
             bridge_by_addr.insert(addr, b);
             bridges.push(SimBridge {
