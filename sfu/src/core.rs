@@ -70,6 +70,10 @@ const SWITCH_RETRY: Duration = Duration::from_millis(500);
 /// (browsers) or ~1,400 (a relay datagram), and nothing larger than the
 /// largest MTU str0m targets (1,500) reaches a receiver in one datagram.
 pub const MAX_PAYLOAD: usize = 1500;
+/// Times one poll of an endpoint may advance its connection's clock when
+/// str0m asks for a timeout at once; more than that is left to the timer, so
+/// a connection that keeps asking cannot hold the shard.
+const IMMEDIATE_TIMEOUTS: u32 = 4;
 /// Resends stop while retransmissions exceed this share of a stream's bytes
 /// in the last second (str0m's default; a receiver NACKing everything must
 /// not double what it is sent).
@@ -1309,11 +1313,22 @@ impl Core {
         let Some(ep) = self.endpoints.get_mut(&id) else {
             return;
         };
+        let mut immediate = 0;
         loop {
             match ep.rtc.poll_output() {
+                Ok(RtcOutput::Timeout(t)) if t <= now && immediate < IMMEDIATE_TIMEOUTS => {
+                    // str0m wants its clock advanced before it goes on: a
+                    // packet just written waits in its send queue until a
+                    // timeout stamps it. Doing it here sends forwarded media
+                    // in the same pass instead of after a trip through the
+                    // shard's timer (which waits behind queued input).
+                    immediate += 1;
+                    if let Err(e) = ep.rtc.handle_input(Input::Timeout(now)) {
+                        debug!(endpoint = %id, error = %e, "timeout refused");
+                    }
+                }
                 Ok(RtcOutput::Timeout(t)) => {
-                    // str0m hands out "now" when it wants to be polled again
-                    // immediately; never schedule in the past.
+                    // Never schedule in the past.
                     let t = t.max(now);
                     if t != ep.next_timeout {
                         ep.next_timeout = t;
