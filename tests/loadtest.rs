@@ -261,6 +261,22 @@ fn count_only_subscribers_count_media_and_the_others_still_measure_it() {
     );
     let o = &v["overall"];
     assert_eq!(o["receivers_with_media"], 4, "{o}");
+    // The bridge measured its own forwarding delay for what it sent.
+    let measured: Vec<&serde_json::Value> = v["bridges"]
+        .as_object()
+        .map(|m| {
+            m.values()
+                .filter_map(|b| b.get("forward_latency"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        measured.iter().any(|l| {
+            l["packets"].as_f64().unwrap_or(0.0) > 300.0 && l["p99_secs"].as_f64().is_some()
+        }),
+        "{}",
+        v["bridges"]
+    );
     // One publisher's video and audio to four subscribers for 2 s: well
     // over what the single full subscriber alone could account for.
     let packets = o["received_packets"].as_u64().unwrap_or(0);

@@ -2,6 +2,7 @@
 
 pub mod focus_link;
 pub mod http;
+pub mod latency;
 pub mod relay;
 pub mod shard;
 
@@ -141,7 +142,7 @@ pub async fn run(
                 max_participants_per_conference: cfg.bridge.max_participants_per_conference,
                 default_max_height: cfg.media.default_max_height,
                 rtx_cache_packets: cfg.media.rtx_cache_packets,
-                rtx_cache_age: std::time::Duration::from_millis(cfg.media.rtx_cache_ms),
+                rtx_cache_age: Duration::from_millis(cfg.media.rtx_cache_ms),
             },
             now,
         );
@@ -154,6 +155,10 @@ pub async fn run(
             local_addr: media_addr,
             snapshots: snapshots.clone(),
             transmits: Vec::new(),
+            marks: Vec::new(),
+            sent: 0,
+            kicked: Vec::new(),
+            latency: shard::ForwardLatency::new(i as u8),
             relay: relay.clone(),
         };
         tasks.push(tokio::spawn(shard.run()));
@@ -291,7 +296,10 @@ async fn read_media(
     let mut storage: Vec<Vec<u8>> = (0..BATCH_SIZE).map(|_| vec![0u8; slot]).collect();
     let mut meta = vec![RecvMeta::default(); BATCH_SIZE];
     let mut buf = BytesMut::with_capacity(RECV_BATCH * 2048);
-    let mut batches: Vec<Vec<(SocketAddr, bytes::Bytes)>> = vec![Vec::new(); shards.len()];
+    // Each datagram with its kernel receive time: where the bridge's
+    // forwarding delay starts.
+    let mut batches: Vec<Vec<(SocketAddr, bytes::Bytes, Option<Duration>)>> =
+        vec![Vec::new(); shards.len()];
     loop {
         if let Err(e) = socket.readable().await {
             warn!(error = %e, "media socket failed");
@@ -328,7 +336,7 @@ async fn read_media(
                             .filter(|&s| s < shards.len()),
                     };
                     match shard {
-                        Some(s) => batches[s].push((m.addr, data)),
+                        Some(s) => batches[s].push((m.addr, data, m.timestamp)),
                         None => unknown.increment(1),
                     }
                 }

@@ -360,8 +360,44 @@ pub struct Summary {
     pub server_forwarded_packets: Option<f64>,
     /// Packets the server said it sent in the window (all datagrams).
     pub server_sent_packets: Option<f64>,
+    /// The server's own forwarding delay over the window (Tern `/metrics`,
+    /// `tern_forward_latency_seconds`: kernel receive to `sendmmsg`).
+    pub server_forward_latency: Option<ForwardLatencySummary>,
     /// The load tool's own CPU seconds over the window.
     pub loadtool_cpu_secs: f64,
+}
+
+/// Quantiles of the bridge's forwarding delay, from its histogram's change
+/// over the window.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ForwardLatencySummary {
+    pub packets: f64,
+    pub p50_secs: f64,
+    pub p99_secs: f64,
+    pub mean_secs: f64,
+}
+
+impl ForwardLatencySummary {
+    /// From two `/metrics` pages (start and end of the window).
+    pub fn between(start: &str, end: &str) -> Option<Self> {
+        use crate::bridge::latency;
+        const NAME: &str = "tern_forward_latency_seconds";
+        let bucket = |page: &str, le: &str| {
+            http::metric_sum_where(page, &format!("{NAME}_bucket"), Some(("le", le)))
+        };
+        let buckets: Vec<(f64, f64)> = latency::labelled_bounds()
+            .map(|(le, bound)| (bound, bucket(end, le) - bucket(start, le)))
+            .collect();
+        let packets = buckets.last()?.1;
+        let sum = http::metric_sum(end, &format!("{NAME}_sum"))
+            - http::metric_sum(start, &format!("{NAME}_sum"));
+        Some(Self {
+            packets,
+            p50_secs: latency::quantile(&buckets, 0.5)?,
+            p99_secs: latency::quantile(&buckets, 0.99)?,
+            mean_secs: sum / packets,
+        })
+    }
 }
 
 /// One bridge of a run through a focus: who was placed on it and what its
@@ -382,6 +418,8 @@ pub struct BridgeUsage {
     pub process: Option<ProcessUsage>,
     /// Relay datagrams sent plus received per CPU-second of the process.
     pub relay_datagrams_per_cpu_sec: Option<f64>,
+    /// Its own forwarding delay over the window.
+    pub forward_latency: Option<ForwardLatencySummary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -519,9 +557,16 @@ impl Summary {
                 (Some(p), None) => format!(", {:.2} busy cores", p.busy_cores),
                 _ => String::new(),
             };
+            let delay = b.forward_latency.map_or(String::new(), |l| {
+                format!(
+                    "; forwarding delay p50 {:.0} µs, p99 {:.0} µs",
+                    l.p50_secs * 1e6,
+                    l.p99_secs * 1e6
+                )
+            });
             let _ = writeln!(
                 s,
-                "bridge {id} ({}): {} publishers, {} subscribers; per s: {} RTP forwarded, relay datagrams {} out / {} in / {} dropped{cpu}",
+                "bridge {id} ({}): {} publishers, {} subscribers; per s: {} RTP forwarded, relay datagrams {} out / {} in / {} dropped{cpu}{delay}",
                 b.region,
                 b.publishers,
                 b.subscribers,
@@ -544,6 +589,16 @@ impl Summary {
                 "server metrics: {:.0} RTP forwarded/s, {:.0} datagrams sent/s",
                 f / self.window_secs,
                 sent / self.window_secs
+            );
+        }
+        if let Some(l) = &self.server_forward_latency {
+            let _ = writeln!(
+                s,
+                "bridge forwarding delay (kernel receive → sendmmsg return): p50 {:.0} µs, p99 {:.0} µs, mean {:.0} µs over {:.0} packets",
+                l.p50_secs * 1e6,
+                l.p99_secs * 1e6,
+                l.mean_secs * 1e6,
+                l.packets,
             );
         }
         let _ = writeln!(
@@ -828,6 +883,13 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
             relay_datagrams_dropped: d("tern_relay_datagrams_dropped_total", None),
             process: server_processes.iter().find(|p| p.name == *id).cloned(),
             relay_datagrams_per_cpu_sec: None,
+            forward_latency: match (
+                bridge_metrics_at_start.get(id),
+                bridge_metrics_at_end.get(id),
+            ) {
+                (Some(a), Some(b)) => ForwardLatencySummary::between(a, b),
+                _ => None,
+            },
         };
         if let (Some(p), Some(o), Some(i)) =
             (&u.process, u.relay_datagrams_out, u.relay_datagrams_in)
@@ -856,6 +918,10 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         video_layer_requested: args.wanted_layer(),
         server_forwarded_packets: delta("tern_rtp_forwarded_total"),
         server_sent_packets: delta("tern_packets_sent_total"),
+        server_forward_latency: match (&metrics_at_start, &metrics_at_end) {
+            (Some(a), Some(b)) => ForwardLatencySummary::between(a, b),
+            _ => None,
+        },
         overall,
         per_room,
         server_process: server_processes.first().cloned(),
