@@ -32,7 +32,7 @@ for r in "${ROOMS[@]}"; do
   fi
   TERN_AUTH_SECRET=sweep taskset -c "$LOAD_CORE" "$T" loadtest --server http://127.0.0.1:18081 \
     -n "$r" -r "$r" -m "$m" --count-only $((m - 8)) -d 10 --server-pid "$BR" \
-    2>/tmp/tern-sweep-load.log | grep -E "^overall|server pid|server metrics|load tool:" || true
+    2>/tmp/tern-sweep-load.log | grep -E "^overall|server pid|server metrics|forwarding delay|load tool:" || true
   grep -E "^Error" /tmp/tern-sweep-load.log || true
   kill "$BR"; wait "$BR" 2>/dev/null || true
 done
