@@ -126,7 +126,12 @@ pub async fn run(
     );
     // The bridges relay to each other with certificates from a throwaway
     // cluster CA (an operator makes a lasting one with `tern ca`).
-    let pki = std::env::temp_dir().join(format!("tern-dev-{}", std::process::id()));
+    // The pid alone is not unique: tests run `tern dev` in fresh PID
+    // namespaces, and a killed run leaves its directory behind.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let pki = std::env::temp_dir().join(format!("tern-dev-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&pki).with_context(|| format!("creating {}", pki.display()))?;
     let ca = crate::relay_net::ClusterCa::generate()?;
     let (ca_cert, _) = ca.write(&pki)?;
