@@ -480,8 +480,11 @@ impl Peer {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = self.rtc.handle_input(Input::Timeout(now));
+        // Media first: str0m only sends what was written before a timeout
+        // (it timestamps queued packets there), so writing after it would
+        // need a second timeout at the same instant to send the frame.
         self.generate(now);
+        let _ = self.rtc.handle_input(Input::Timeout(now));
         self.drive(now);
     }
 
