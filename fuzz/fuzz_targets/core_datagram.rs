@@ -7,7 +7,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use tern_sfu::{CodecName, Core, CoreConfig, EndpointId, JoinRequest};
+use tern_sfu::{Core, EndpointId, JoinRequest};
 
 struct State {
     core: Core,
@@ -24,20 +24,7 @@ fn state() -> &'static Mutex<State> {
             .generate_certificate()
             .expect("certificate");
         let local: SocketAddr = "127.0.0.1:10000".parse().expect("addr");
-        let mut core = Core::new(
-            CoreConfig {
-                shard: 0,
-                local_addr: local,
-                candidate_addr: local,
-                dtls_cert: cert,
-                codecs: vec![CodecName::Opus, CodecName::Vp8],
-                max_participants_per_conference: 10,
-                default_max_height: 720,
-                rtx_cache_packets: 256,
-                rtx_cache_age: std::time::Duration::from_secs(1),
-            },
-            now,
-        );
+        let mut core = Core::new(tern_fuzz::core_config(local, cert), now);
         core.handle_join(
             now,
             JoinRequest {

@@ -39,6 +39,21 @@ pub const REMOTE: &str = "remote";
 
 const LOCAL: EndpointId = EndpointId(1);
 
+/// The bridge configuration every fuzz target runs its core with.
+pub fn core_config(local: SocketAddr, dtls_cert: str0m::config::DtlsCert) -> CoreConfig {
+    CoreConfig {
+        shard: 0,
+        local_addr: local,
+        candidate_addr: local,
+        dtls_cert,
+        codecs: vec![CodecName::Opus, CodecName::Vp8],
+        max_participants_per_conference: 10,
+        default_max_height: 720,
+        rtx_cache_packets: 256,
+        rtx_cache_age: Duration::from_secs(1),
+    }
+}
+
 pub struct Bridge {
     pub core: Core,
     /// The local participant.
@@ -69,20 +84,7 @@ impl Bridge {
             .expect("certificate");
         let bridge_addr: SocketAddr = "127.0.0.1:10000".parse().expect("addr");
         let peer_addr: SocketAddr = "127.0.0.2:5000".parse().expect("addr");
-        let core = Core::new(
-            CoreConfig {
-                shard: 0,
-                local_addr: bridge_addr,
-                candidate_addr: bridge_addr,
-                dtls_cert: cert,
-                codecs: vec![CodecName::Opus, CodecName::Vp8],
-                max_participants_per_conference: 10,
-                default_max_height: 720,
-                rtx_cache_packets: 256,
-                rtx_cache_age: std::time::Duration::from_secs(1),
-            },
-            now,
-        );
+        let core = Core::new(core_config(bridge_addr, cert), now);
         let mut cfg = PeerConfig::new(peer_addr);
         if !publish {
             cfg.audio = false;

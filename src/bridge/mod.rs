@@ -158,7 +158,7 @@ pub async fn run(
             marks: Vec::new(),
             sent: 0,
             kicked: Vec::new(),
-            latency: shard::ForwardLatency::new(i as u8),
+            latency: latency::ForwardLatency::new(i as u8),
             relay: relay.clone(),
         };
         tasks.push(tokio::spawn(shard.run()));

@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info_span, warn};
 
-pub use super::latency::ForwardLatency;
+use super::latency::ForwardLatency;
 
 /// Signalling messages queued per endpoint before the bridge gives up on a
 /// client that does not read its socket.
