@@ -153,7 +153,8 @@ struct Link {
 /// Fate of one datagram on a link.
 enum Fate {
     Lost,
-    Deliver(Vec<Duration>),
+    /// After a delay, and maybe a duplicate after another.
+    Deliver(Duration, Option<Duration>),
 }
 
 impl Link {
@@ -237,11 +238,8 @@ impl Link {
         if r_reorder < self.cfg.reorder {
             delay += self.cfg.latency;
         }
-        let mut out = vec![delay];
-        if r_dup < self.cfg.duplicate {
-            out.push(delay + Duration::from_micros(100));
-        }
-        Fate::Deliver(out)
+        let dup = (r_dup < self.cfg.duplicate).then(|| delay + Duration::from_micros(100));
+        Fate::Deliver(delay, dup)
     }
 }
 
@@ -313,6 +311,8 @@ enum ToFocus {
     Closed,
 }
 
+/// Big messages are boxed: every queued datagram moves an `Event` through
+/// the heap, so its size is paid per packet.
 enum Event {
     Datagram {
         from: SocketAddr,
@@ -332,7 +332,7 @@ enum Event {
     ToPeer {
         peer: usize,
         session: EndpointId,
-        msg: ServerMessage,
+        msg: Box<ServerMessage>,
     },
     /// The peer's signalling socket closed: its bridge died or refused the
     /// connection.
@@ -346,12 +346,12 @@ enum Event {
     },
     ToFocus {
         bridge: usize,
-        msg: ToFocus,
+        msg: Box<ToFocus>,
     },
     /// A command from the focus to a bridge.
     FromFocus {
         bridge: usize,
-        cmd: FocusEvent,
+        cmd: Box<FocusEvent>,
     },
     /// Control stream bytes of relay connection `generation`, from side `from` (0 = a).
     RelayStream {
@@ -475,6 +475,13 @@ pub struct Sim {
     links: Vec<Link>,
     queue: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
+    /// Peer deadlines, so that finding the next one does not ask all
+    /// peers on every event. An entry is stale unless it matches
+    /// `peer_timer[i]` (what the peer said when last touched).
+    peer_timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    peer_timer: Vec<Option<Instant>>,
+    /// Kept between flushes for its allocation.
+    transmits: Vec<Transmit>,
     room: String,
     pub trace: Trace,
     /// Work done: (peer timeouts, core timeouts, datagrams to peers, bridge batches).
@@ -553,6 +560,9 @@ impl Sim {
             links: Vec::new(),
             queue: BinaryHeap::new(),
             seq: 0,
+            peer_timers: BinaryHeap::new(),
+            peer_timer: Vec::new(),
+            transmits: Vec::new(),
             room: cfg.room,
             trace: Trace::default(),
             work: (0, 0, 0, 0),
@@ -599,7 +609,7 @@ impl Sim {
                     epoch + sim.focus_latency,
                     Event::ToFocus {
                         bridge: b,
-                        msg: ToFocus::Register(reg),
+                        msg: Box::new(ToFocus::Register(reg)),
                     },
                 );
             }
@@ -737,6 +747,8 @@ impl Sim {
             rejoining: false,
         });
         self.by_addr.insert(addr, i);
+        self.peer_timer.push(None);
+        self.rearm_peer(i);
         if let Some(b) = bridge {
             self.connect(i, b);
         }
@@ -835,6 +847,7 @@ impl Sim {
         };
         let now = self.now;
         self.peers[i].peer.reconnect(now);
+        self.rearm_peer(i);
         self.connect(i, bridge);
     }
 
@@ -853,7 +866,7 @@ impl Sim {
                 at,
                 Event::ToFocus {
                     bridge: b,
-                    msg: ToFocus::Closed,
+                    msg: Box::new(ToFocus::Closed),
                 },
             );
         }
@@ -910,7 +923,13 @@ impl Sim {
                 && self.bridges[b].alive
             {
                 let at = self.now + self.focus_latency;
-                self.push(at, Event::FromFocus { bridge: b, cmd: e });
+                self.push(
+                    at,
+                    Event::FromFocus {
+                        bridge: b,
+                        cmd: Box::new(e),
+                    },
+                );
             }
         }
     }
@@ -943,7 +962,7 @@ impl Sim {
             now + self.focus_latency,
             Event::ToFocus {
                 bridge: b,
-                msg: ToFocus::Report(report),
+                msg: Box::new(ToFocus::Report(report)),
             },
         );
     }
@@ -1003,6 +1022,7 @@ impl Sim {
         self.signal_to_bridge(i, ClientMessage::Leave);
         let now = self.now;
         self.peers[i].peer.reconnect(now);
+        self.rearm_peer(i);
         self.connect(i, bridge);
     }
 
@@ -1133,9 +1153,8 @@ impl Sim {
         let t = self.t_us();
         match self.links[link].send(now, charged, rtcp) {
             Fate::Lost => self.trace.record(t, "lost", link as u64, charged as u64),
-            Fate::Deliver(delays) => {
+            Fate::Deliver(first, dup) => {
                 self.trace.record(t, "sent", link as u64, charged as u64);
-                let (first, dup) = (delays[0], delays.get(1).copied());
                 if let Some(d) = dup {
                     self.push(
                         now + d,
@@ -1151,14 +1170,38 @@ impl Sim {
         }
     }
 
+    /// Note peer `i`'s deadline after it was touched.
+    fn rearm_peer(&mut self, i: usize) {
+        let p = &self.peers[i];
+        let t = (!p.left).then(|| p.peer.poll_timeout());
+        if t != self.peer_timer[i] {
+            self.peer_timer[i] = t;
+            if let Some(t) = t {
+                self.peer_timers.push(Reverse((t, i)));
+            }
+        }
+    }
+
+    /// The earliest peer deadline (the lowest index among equal ones).
+    fn next_peer_timeout(&mut self) -> Option<(Instant, usize)> {
+        while let Some(&Reverse((t, i))) = self.peer_timers.peek() {
+            if self.peer_timer[i] == Some(t) {
+                return Some((t, i));
+            }
+            self.peer_timers.pop();
+        }
+        None
+    }
+
     fn flush_peer(&mut self, i: usize, _now: Instant) {
-        let mut transmits = Vec::new();
+        self.rearm_peer(i);
+        let mut transmits = std::mem::take(&mut self.transmits);
         while let Some(o) = self.peers[i].peer.poll_output() {
             match o {
                 PeerOutput::Transmit {
                     destination,
                     contents,
-                } => transmits.push((destination, contents)),
+                } => transmits.push((destination, order_key(&contents), contents)),
                 PeerOutput::Signal(m) => {
                     let t = self.t_us();
                     self.trace.record(t, signal_name(&m), i as u64, 0);
@@ -1168,19 +1211,20 @@ impl Sim {
         }
         canonical_order(&mut transmits);
         let (up, addr) = (self.peers[i].up, self.peers[i].addr);
-        for (destination, contents) in transmits {
+        for (destination, _, contents) in transmits.drain(..) {
             self.send_datagram(up, addr, destination, contents);
         }
+        self.transmits = transmits;
     }
 
     fn flush_core(&mut self, b: usize) {
-        let mut transmits = Vec::new();
+        let mut transmits = std::mem::take(&mut self.transmits);
         while let Some(o) = self.bridges[b].core.poll_output() {
             match o {
                 Output::Transmit {
                     destination,
                     contents,
-                } => transmits.push((destination, contents)),
+                } => transmits.push((destination, order_key(&contents), contents)),
                 Output::Signal { endpoint, message } => {
                     if let Some(&i) = self.by_endpoint.get(&endpoint)
                         && self.peers[i].bridge == b
@@ -1193,7 +1237,7 @@ impl Sim {
                             Event::ToPeer {
                                 peer: i,
                                 session: endpoint,
-                                msg: message,
+                                msg: Box::new(message),
                             },
                         );
                     }
@@ -1220,13 +1264,14 @@ impl Sim {
             }
         }
         canonical_order(&mut transmits);
-        for (destination, contents) in transmits {
+        for (destination, _, contents) in transmits.drain(..) {
             if let Some(&i) = self.by_addr.get(&destination) {
                 let down = self.peers[i].down;
                 let from = self.bridges[b].addr;
                 self.send_datagram(down, from, destination, contents);
             }
         }
+        self.transmits = transmits;
     }
 
     /// The relay pair between bridge `b` and the bridge named `peer`, and
@@ -1283,10 +1328,10 @@ impl Sim {
             Fate::Lost => self
                 .trace
                 .record(t, "relay_lost", p as u64, data.len() as u64),
-            Fate::Deliver(delays) => {
+            Fate::Deliver(first, dup) => {
                 self.trace
                     .record(t, "relay_sent", p as u64, data.len() as u64);
-                for d in delays {
+                for d in std::iter::once(first).chain(dup) {
                     self.push(
                         now + d,
                         Event::RelayDatagram {
@@ -1544,11 +1589,11 @@ impl Sim {
                 if self.peers[peer].left || self.peers[peer].endpoint != session {
                     return;
                 }
-                let moved = matches!(msg, ServerMessage::Move { .. });
-                if matches!(msg, ServerMessage::Joined { .. }) {
+                let moved = matches!(*msg, ServerMessage::Move { .. });
+                if matches!(*msg, ServerMessage::Joined { .. }) {
                     self.peers[peer].failures = 0;
                 }
-                self.peers[peer].peer.handle_signal(now, msg);
+                self.peers[peer].peer.handle_signal(now, *msg);
                 self.flush_peer(peer, now);
                 if moved {
                     // The client re-joins through the focus at once.
@@ -1566,8 +1611,8 @@ impl Sim {
                 }
             }
             Event::Rejoin { peer } => self.rejoin(peer),
-            Event::ToFocus { bridge, msg } => self.focus_in(bridge, msg),
-            Event::FromFocus { bridge, cmd } => self.focus_command(bridge, cmd),
+            Event::ToFocus { bridge, msg } => self.focus_in(bridge, *msg),
+            Event::FromFocus { bridge, cmd } => self.focus_command(bridge, *cmd),
             Event::RelayStream {
                 pair,
                 generation,
@@ -1596,6 +1641,12 @@ impl Sim {
         }
         let end = self.epoch + since_start;
         let never = end + Duration::from_secs(3600);
+        // Peers may have been driven directly since the last run.
+        self.peer_timers.clear();
+        self.peer_timer.iter_mut().for_each(|t| *t = None);
+        for i in 0..self.peers.len() {
+            self.rearm_peer(i);
+        }
         loop {
             let mut next = never;
             let mut due = Due::Nothing;
@@ -1620,15 +1671,11 @@ impl Sim {
                     due = Due::Focus;
                 }
             }
-            for (i, p) in self.peers.iter().enumerate() {
-                if p.left {
-                    continue;
-                }
-                let t = p.peer.poll_timeout();
-                if t < next {
-                    next = t;
-                    due = Due::Peer(i);
-                }
+            if let Some((t, i)) = self.next_peer_timeout()
+                && t < next
+            {
+                next = t;
+                due = Due::Peer(i);
             }
             if let Some((t, p)) = self.relay_timeout()
                 && t < next
@@ -1722,24 +1769,30 @@ impl Sim {
 /// what is sent: destination, then the clear-text RTP/RTCP header (SSRC,
 /// sequence number) — SRTP encrypts payloads, not headers. Other datagrams
 /// (STUN, DTLS) keep their relative order.
-fn canonical_order(t: &mut [(SocketAddr, Vec<u8>)]) {
-    fn key(d: &[u8]) -> (u8, u32, u32) {
-        match d {
-            [b0, b1, rest @ ..] if (128..192).contains(b0) && rest.len() >= 10 => {
-                if (192..=223).contains(b1) {
-                    // RTCP: sender SSRC at bytes 4..8.
-                    let ssrc = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]);
-                    (2, ssrc, u32::from(*b1))
-                } else {
-                    let seq = u16::from_be_bytes([rest[0], rest[1]]);
-                    let ssrc = u32::from_be_bytes([rest[6], rest[7], rest[8], rest[9]]);
-                    (1, ssrc, u32::from(seq))
-                }
+fn canonical_order(t: &mut [Transmit]) {
+    t.sort_by_key(|(dest, key, _)| (*dest, *key));
+}
+
+/// A datagram to send, with its [`order_key`].
+type Transmit = (SocketAddr, (u8, u32, u32), Vec<u8>);
+
+/// Where a datagram goes in [`canonical_order`] among those to the same
+/// destination.
+fn order_key(d: &[u8]) -> (u8, u32, u32) {
+    match d {
+        [b0, b1, rest @ ..] if (128..192).contains(b0) && rest.len() >= 10 => {
+            if (192..=223).contains(b1) {
+                // RTCP: sender SSRC at bytes 4..8.
+                let ssrc = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]);
+                (2, ssrc, u32::from(*b1))
+            } else {
+                let seq = u16::from_be_bytes([rest[0], rest[1]]);
+                let ssrc = u32::from_be_bytes([rest[6], rest[7], rest[8], rest[9]]);
+                (1, ssrc, u32::from(seq))
             }
-            _ => (0, 0, 0),
         }
+        _ => (0, 0, 0),
     }
-    t.sort_by_key(|(dest, d)| (*dest, key(d)));
 }
 
 fn focus_event_name(e: &FocusEvent) -> &'static str {

@@ -245,6 +245,7 @@ fn fifty_participants_for_a_simulated_minute() {
             "work (peer timeouts, core timeouts, peer datagrams, bridge batches): {:?}",
             sim.work
         );
+        eprintln!("trace hash {:016x}", sim.trace.hash());
         // p0 shows p1..p9; everyone else shows p0..p8 (minus themselves).
         for (r, p) in [("p0", "p9"), ("p49", "p0"), ("p25", "p3"), ("p5", "p8")] {
             let rx = sim.reception(r, p, secs(10.0), secs(58.0));
