@@ -618,11 +618,13 @@ impl Peer {
                     sent_us: block.map(|b| b.sent_us),
                     audio_level: p.header.ext_vals.audio_level,
                 };
-                self.state
-                    .received
-                    .entry(mid.to_string())
-                    .or_default()
-                    .push(r);
+                // Looked up by &str: no String per packet.
+                match self.state.received.get_mut(&*mid) {
+                    Some(v) => v.push(r),
+                    None => {
+                        self.state.received.insert(mid.to_string(), vec![r]);
+                    }
+                }
             }
             Event::KeyframeRequest(k) => {
                 let rid = k.rid.map(|r| r.to_string()).unwrap_or_default();
