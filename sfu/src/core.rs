@@ -1584,27 +1584,36 @@ impl Core {
                 }
             }
             let mut api = sub.rtc.direct_api();
-            let tx = match cached {
-                Some(ssrc) if api.stream_tx(&ssrc).is_some() => api.stream_tx(&ssrc),
-                _ => api.stream_tx_by_mid(slot_mid, None),
+            // One lookup on the usual path: the cached stream takes the
+            // write, else (first packet, renegotiated slot) find it by mid.
+            let unwritten = match cached.map(|ssrc| (ssrc, api.stream_tx(&ssrc))) {
+                Some((ssrc, Some(tx))) => {
+                    tx.write_rtp(w);
+                    Ok(ssrc)
+                }
+                _ => Err(w),
             };
-            let Some(tx) = tx else {
-                self.stats.drop(DropReason::NoSlotStream);
-                continue;
+            let ssrc = match unwritten {
+                Ok(ssrc) => ssrc,
+                Err(w) => {
+                    let Some(tx) = api.stream_tx_by_mid(slot_mid, None) else {
+                        self.stats.drop(DropReason::NoSlotStream);
+                        continue;
+                    };
+                    // First packet on this send stream: str0m sized its
+                    // cache by count with a fixed 3 s age; bound it by time
+                    // as well (this empties a cache that holds nothing yet).
+                    let packets = if kind == Kind::Video {
+                        self.cfg.rtx_cache_packets
+                    } else {
+                        0
+                    };
+                    tx.set_rtx_cache(packets, self.cfg.rtx_cache_age, Some(RTX_RATIO_CAP));
+                    let ssrc = tx.ssrc();
+                    tx.write_rtp(w);
+                    ssrc
+                }
             };
-            let ssrc = tx.ssrc();
-            if cached != Some(ssrc) {
-                // First packet on this send stream: str0m sized its cache by
-                // count with a fixed 3 s age; bound it by time as well (this
-                // empties a cache that holds nothing yet).
-                let packets = if kind == Kind::Video {
-                    self.cfg.rtx_cache_packets
-                } else {
-                    0
-                };
-                tx.set_rtx_cache(packets, self.cfg.rtx_cache_age, Some(RTX_RATIO_CAP));
-            }
-            tx.write_rtp(w);
             if cached != Some(ssrc)
                 && let Some(slot) = sub.slots.get_mut(slot_i)
             {
