@@ -37,6 +37,31 @@ pub struct PeerConfig {
     /// Periodic keyframes, as encoders send them.
     pub keyframe_interval: Duration,
     pub seed: u64,
+    /// Spread video over time as a browser's pacer does; `None` writes each
+    /// frame at once (the simulator's default: fewer wakeups, and its links
+    /// model queues themselves).
+    pub pacing: Option<Pacing>,
+}
+
+/// A publisher's send pacer, after libwebrtc's: video leaves at a multiple
+/// of the encoders' bitrate in small bursts rather than a frame at a time,
+/// so a keyframe or a large frame does not arrive at the bridge as one burst.
+/// Audio is not paced (libwebrtc sends it ahead of the video queue).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pacing {
+    /// Pacing rate as a multiple of the enabled layers' bitrate.
+    pub factor: f64,
+    /// How often the queue is served; at most one interval of budget is
+    /// saved up while idle.
+    pub interval: Duration,
+}
+
+impl Pacing {
+    /// libwebrtc's defaults: pacing factor 2.5, 5 ms process interval.
+    pub const BROWSER: Pacing = Pacing {
+        factor: 2.5,
+        interval: Duration::from_millis(5),
+    };
 }
 
 impl PeerConfig {
@@ -50,6 +75,7 @@ impl PeerConfig {
             keyframe_response_delay: Duration::ZERO,
             keyframe_interval: Duration::from_secs(10),
             seed: 1,
+            pacing: None,
         }
     }
 }
@@ -151,6 +177,11 @@ pub struct Peer {
     audio: Option<AudioGen>,
     rids: Vec<Rid>,
     gen_buf: Vec<GenPacket>,
+    /// Video waiting for the pacer, with the instant it was generated.
+    paced: VecDeque<(Instant, GenPacket)>,
+    /// Bytes the pacer may still send, and when it was last served.
+    pace_budget: f64,
+    pace_last: Option<Instant>,
     pending_keyframes: Vec<(Instant, usize)>,
     out: VecDeque<PeerOutput>,
     next_timeout: Instant,
@@ -197,6 +228,9 @@ impl Peer {
             audio_mid: None,
             video_mid: None,
             gen_buf: Vec::new(),
+            paced: VecDeque::new(),
+            pace_budget: 0.0,
+            pace_last: None,
             pending_keyframes: Vec::new(),
             out: VecDeque::new(),
             next_timeout: now,
@@ -241,6 +275,8 @@ impl Peer {
         self.audio_mid = None;
         self.video_mid = None;
         self.pending_keyframes.clear();
+        self.paced.clear();
+        self.pace_last = None;
         self.out.clear();
         self.next_timeout = now;
         self.resumed = true;
@@ -285,6 +321,11 @@ impl Peer {
         }
         for &(at, _) in &self.pending_keyframes {
             t = t.min(at);
+        }
+        if let (Some(p), Some(last), false) =
+            (self.cfg.pacing, self.pace_last, self.paced.is_empty())
+        {
+            t = t.min(last + p.interval);
         }
         t
     }
@@ -509,23 +550,15 @@ impl Peer {
         ) {
             self.gen_buf.clear();
             g.poll(now, &mut self.gen_buf);
-            for p in self.gen_buf.drain(..) {
-                let Some(rid) = self.rids.get(p.layer) else {
-                    continue;
-                };
-                if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, Some(*rid)) {
-                    tx.write_rtp(
-                        RtpWrite::new(pt, SeqNo::from(p.seq), p.ts, now, p.payload)
-                            .marker(p.marker)
-                            .nackable(true),
-                    );
-                    sent += 1;
-                    let by_layer = &mut self.state.video_sent_by_layer;
-                    if by_layer.len() <= p.layer {
-                        by_layer.resize(p.layer + 1, 0);
-                    }
-                    by_layer[p.layer] += 1;
+            if self.cfg.pacing.is_some() {
+                self.paced.extend(self.gen_buf.drain(..).map(|p| (now, p)));
+                sent += self.pace(now, mid, pt);
+            } else {
+                let mut gen_buf = std::mem::take(&mut self.gen_buf);
+                for p in gen_buf.drain(..) {
+                    sent += u64::from(self.write_video(now, mid, pt, p));
                 }
+                self.gen_buf = gen_buf;
             }
         }
         if let (Some(g), Some(mid), Some(pt)) = (
@@ -552,6 +585,58 @@ impl Peer {
             }
         }
         self.state.packets_sent += sent;
+    }
+
+    /// Write one generated video packet; `at` is when it was generated
+    /// (its capture time for the RTCP sender report mapping).
+    fn write_video(&mut self, at: Instant, mid: Mid, pt: Pt, p: GenPacket) -> bool {
+        let Some(rid) = self.rids.get(p.layer) else {
+            return false;
+        };
+        let mut api = self.rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(mid, Some(*rid)) else {
+            return false;
+        };
+        tx.write_rtp(
+            RtpWrite::new(pt, SeqNo::from(p.seq), p.ts, at, p.payload)
+                .marker(p.marker)
+                .nackable(true),
+        );
+        let by_layer = &mut self.state.video_sent_by_layer;
+        if by_layer.len() <= p.layer {
+            by_layer.resize(p.layer + 1, 0);
+        }
+        by_layer[p.layer] += 1;
+        true
+    }
+
+    /// Serve the pacer queue: refill the budget for the time since the last
+    /// turn (at most one interval's worth, so an idle sender cannot save up
+    /// a burst), then send while the budget lasts. Returns packets written.
+    fn pace(&mut self, now: Instant, mid: Mid, pt: Pt) -> u64 {
+        let Some(pacing) = self.cfg.pacing else {
+            return 0;
+        };
+        let bitrate = self.video.as_ref().map_or(0, |g| g.enabled_bitrate_bps());
+        let rate = pacing.factor * f64::from(bitrate) / 8.0;
+        let cap = rate * pacing.interval.as_secs_f64();
+        let elapsed = self
+            .pace_last
+            .map_or(pacing.interval, |t| now.saturating_duration_since(t));
+        self.pace_budget = (self.pace_budget + rate * elapsed.as_secs_f64()).min(cap);
+        self.pace_last = Some(now);
+        let mut sent = 0;
+        // A packet may overdraw the budget (libwebrtc's does too): the next
+        // turn pays it back. With nothing enabled (rate 0) the queue drains
+        // at once rather than stalling.
+        while self.pace_budget > 0.0 || rate == 0.0 {
+            let Some((at, p)) = self.paced.pop_front() else {
+                break;
+            };
+            self.pace_budget -= p.payload.len() as f64;
+            sent += u64::from(self.write_video(at, mid, pt, p));
+        }
+        sent
     }
 
     fn drive(&mut self, now: Instant) {

@@ -163,6 +163,15 @@ impl VideoGen {
         }
     }
 
+    /// The nominal bitrate of the layers being encoded (a pacer's base rate).
+    pub fn enabled_bitrate_bps(&self) -> u32 {
+        self.layers
+            .iter()
+            .filter(|l| l.enabled)
+            .map(|l| l.spec.bitrate_bps)
+            .sum()
+    }
+
     /// Make the next frame of `layer` a keyframe (a PLI arrived).
     pub fn request_keyframe(&mut self, layer: usize) {
         if let Some(l) = self.layers.get_mut(layer) {

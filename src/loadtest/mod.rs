@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tern_sfu::peer::{Peer, PeerConfig, PeerOutput};
+use tern_sfu::peer::{Pacing, Peer, PeerConfig, PeerOutput};
 use tern_sfu::signal::{ClientMessage, ServerMessage};
 use tern_sfu::synth::LayerSpec;
 use tokio::net::UdpSocket;
@@ -103,6 +103,12 @@ pub struct Args {
     /// Publishers send only this many simulcast layers (1..=3, lowest first).
     #[arg(long, default_value_t = 3)]
     pub layers: usize,
+    /// Publishers write each video frame at once instead of pacing it as a
+    /// browser does (libwebrtc's pacer: 2.5x the encoders' bitrate, served
+    /// every 5 ms): the burst a frame makes at the server then grows with
+    /// its size.
+    #[arg(long)]
+    pub burst: bool,
     /// Publishers receive too (an all-to-all meeting); otherwise they only send.
     #[arg(long)]
     pub publishers_receive: bool,
@@ -339,6 +345,8 @@ pub struct Summary {
     pub publishers: usize,
     pub subscribers: usize,
     pub rooms: usize,
+    /// Publishers paced their video (`--burst` turns it off).
+    pub paced: bool,
     /// The measured steady-state window (seconds).
     pub window_secs: f64,
     pub overall: GroupSummary,
@@ -445,9 +453,10 @@ impl Summary {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "== tern loadtest {}: {} publishers, {} subscribers, {} rooms against {} {} ({:.1} s measured)",
+            "== tern loadtest {}: {} publishers{}, {} subscribers, {} rooms against {} {} ({:.1} s measured)",
             self.label,
             self.publishers,
+            if self.paced { " (paced)" } else { " (bursts)" },
             self.subscribers,
             self.rooms,
             serde_json::to_string(&self.target).unwrap_or_default(),
@@ -913,6 +922,7 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         server: args.server.clone(),
         publishers: args.publishers,
         subscribers: args.subscribers,
+        paced: !args.burst,
         rooms: args.rooms,
         window_secs: window_len.as_secs_f64(),
         video_layer_requested: args.wanted_layer(),
@@ -1281,6 +1291,7 @@ async fn drive(
     // Answer keyframe requests after a realistic encoder delay.
     cfg.keyframe_response_delay = Duration::from_millis(20);
     cfg.seed = spec.seed;
+    cfg.pacing = (!args.burst).then_some(Pacing::BROWSER);
     let start = Instant::now();
     let mut peer = Peer::new(cfg, start);
 

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use tern_sfu::peer::Pacing;
 use tern_sim::{LinkConfig, Sim, SimConfig, seed_or, with_seed};
 
 fn secs(s: f64) -> Duration {
@@ -354,5 +355,90 @@ fn a_publisher_nobody_watches_sends_no_video_until_someone_does() {
         let rx = sim.reception("viewer", "alone", secs(8.5), secs(9.9));
         assert_eq!(rx.layers, vec![1], "{rx:?}");
         assert!(rx.frame_loss() < 0.01, "{rx:?}");
+    });
+}
+
+/// How long each frame of `layer` took to arrive at `receiver`, first
+/// packet to last, for frames of at least `min_packets` sent in [from, to).
+fn frame_spreads(
+    sim: &Sim,
+    receiver: &str,
+    publisher: &str,
+    layer: u8,
+    min_packets: u16,
+    (from, to): (Duration, Duration),
+) -> Vec<Duration> {
+    let mut frames: std::collections::BTreeMap<u32, (u16, Instant, Instant)> =
+        std::collections::BTreeMap::new();
+    for r in sim
+        .state(receiver)
+        .received_all(&format!("{publisher}/camera"))
+    {
+        let (Some(l), Some(f), Some(sent)) = (r.layer, r.frame, r.sent_us) else {
+            continue;
+        };
+        let sent = Duration::from_micros(sent);
+        if l != layer || r.count < min_packets || sent < from || sent >= to {
+            continue;
+        }
+        let e = frames.entry(f).or_insert((0, r.at, r.at));
+        e.0 += 1;
+        e.1 = e.1.min(r.at);
+        e.2 = e.2.max(r.at);
+    }
+    let mut v: Vec<Duration> = frames
+        .values()
+        .filter(|(n, ..)| *n >= min_packets)
+        .map(|(_, first, last)| *last - *first)
+        .collect();
+    v.sort();
+    v
+}
+
+/// The load tool's publishers pace video as a browser does (2.5x the
+/// bitrate, 5 ms turns): a 720p frame reaches the subscriber spread over
+/// several turns instead of as one burst, and nothing is lost to it.
+#[test]
+fn paced_publisher_spreads_each_frame_over_pacer_turns_and_loses_nothing() {
+    with_seed(seed_or(43), |seed| {
+        let run = |pacing: Option<Pacing>| {
+            let mut sim = Sim::new(SimConfig::new(seed));
+            sim.add_peer("pub", |c| c.pacing = pacing, clean(), clean());
+            sim.add_peer(
+                "r0",
+                |c| {
+                    c.video = vec![];
+                    c.audio = false;
+                },
+                clean(),
+                clean(),
+            );
+            sim.run_until(secs(9.0));
+            let rx = sim.reception("r0", "pub", secs(4.0), secs(8.0));
+            // The publisher's clock starts when it joins, at the start.
+            let spreads = frame_spreads(&sim, "r0", "pub", 2, 4, (secs(4.0), secs(8.0)));
+            (rx, spreads)
+        };
+        let (burst_rx, burst) = run(None);
+        let (paced_rx, paced) = run(Some(Pacing::BROWSER));
+        assert_eq!(burst_rx.layers, vec![2], "{burst_rx:?}");
+        assert_eq!(paced_rx.layers, vec![2], "{paced_rx:?}");
+        assert!(burst.len() > 60 && paced.len() > 60, "{burst:?} {paced:?}");
+        // A burst arrives at one instant on a clean link.
+        assert!(
+            burst.iter().all(|d| *d < Duration::from_millis(1)),
+            "{burst:?}"
+        );
+        // Paced: a ~6 KB frame after ~2.7 KB of lower layers, at ~3.4 KB per
+        // 5 ms turn, spans at least one turn and stays well under a frame
+        // interval.
+        let median = paced[paced.len() / 2];
+        assert!(median >= Duration::from_millis(5), "{paced:?}");
+        assert!(median < Duration::from_millis(33), "{paced:?}");
+        assert!(paced_rx.frame_loss() < 0.01, "{paced_rx:?}");
+        assert!(
+            paced_rx.delay_p50 > burst_rx.delay_p50,
+            "{paced_rx:?} vs {burst_rx:?}"
+        );
     });
 }
