@@ -9,32 +9,50 @@
 #   tests/bench/bridge_sweep.sh            # rooms 2 4 6 8
 #   tests/bench/bridge_sweep.sh 1 2 3      # other room counts
 #   PERF=1 tests/bench/bridge_sweep.sh 8   # also `perf record` the bridge
+#   PERF=1 PERF_CALLGRAPH="--call-graph dwarf,16384" tests/bench/bridge_sweep.sh 4  # callers inside str0m
+#   MEETING=1 tests/bench/bridge_sweep.sh 2 6   # R rooms of 6, all-to-all at 360p
+#   LOAD_ARGS=--burst tests/bench/bridge_sweep.sh 2   # extra loadtest flags
+#
+# Needs an otherwise idle machine: it prints the load average before and
+# after, and the ceiling twice, so a run on a busy one shows as such.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-T=./target/release/tern
-[ -x "$T" ] || cargo build --release
+# The load tool and the ceiling always run the release build; SWEEP_BIN
+# puts another build of the bridge under test (e.g. another profile).
+L=./target/release/tern
+[ -x "$L" ] || cargo build --release
+T=${SWEEP_BIN:-$L}
 ROOMS=("$@")
 [ ${#ROOMS[@]} -gt 0 ] || ROOMS=(2 4 6 8)
 BRIDGE_CORE=${BRIDGE_CORE:-1}
 LOAD_CORE=${LOAD_CORE:-0}
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-taskset -c "$BRIDGE_CORE" "$T" loadtest --ceiling 4 | tail -1
+taskset -c "$BRIDGE_CORE" "$L" loadtest --ceiling 4 | tail -1
+# Word splitting of LOAD_ARGS is intended (several flags).
+read -r -a EXTRA <<<"${LOAD_ARGS:-}"
 for r in "${ROOMS[@]}"; do
-  m=$((r * 70))
-  echo "== $r room(s): $r publisher(s) -> $m subscribers ($((m - 8)) count-only), 720p"
+  if [ "${MEETING:-0}" = 1 ]; then
+    m=0
+    LOAD=(-n $((r * 6)) -r "$r" -m 0 --publishers-receive --max-height 360)
+    echo "== $r room(s) of 6, everyone publishes and watches the others, 360p ${EXTRA[*]}"
+  else
+    m=$((r * 70))
+    LOAD=(-n "$r" -r "$r" -m "$m" --count-only $((m - 8)))
+    echo "== $r room(s): $r publisher(s) -> $m subscribers ($((m - 8)) count-only), 720p ${EXTRA[*]}"
+  fi
   TERN_AUTH_SECRET=sweep TERN_LOG=warn TERN_BRIDGE_SHARDS=1 \
     TERN_BRIDGE_HTTP_LISTEN='"127.0.0.1:18081"' TERN_BRIDGE_MEDIA_LISTEN='"127.0.0.1:18001"' \
     taskset -c "$BRIDGE_CORE" "$T" bridge >/tmp/tern-sweep-bridge.log 2>&1 &
   BR=$!
   sleep 0.5
   if [ "${PERF:-0}" = 1 ]; then
-    ( sleep $((m / 50 + 6)); perf record -F 499 -g -p "$BR" -o "/tmp/tern-sweep-$r.perf" -- sleep 5 >/dev/null 2>&1 ) &
+    ( sleep $((m / 50 + 6)); perf record -F 499 ${PERF_CALLGRAPH:--g} -p "$BR" -o "/tmp/tern-sweep-$r.perf" -- sleep 5 >/dev/null 2>&1 ) &
   fi
-  TERN_AUTH_SECRET=sweep taskset -c "$LOAD_CORE" "$T" loadtest --server http://127.0.0.1:18081 \
-    -n "$r" -r "$r" -m "$m" --count-only $((m - 8)) -d 10 --server-pid "$BR" \
+  TERN_AUTH_SECRET=sweep taskset -c "$LOAD_CORE" "$L" loadtest --server http://127.0.0.1:18081 \
+    "${LOAD[@]}" "${EXTRA[@]}" -d 10 --server-pid "$BR" \
     2>/tmp/tern-sweep-load.log | grep -E "^overall|server pid|server metrics|forwarding delay|load tool:" || true
   grep -E "^Error" /tmp/tern-sweep-load.log || true
   kill "$BR"; wait "$BR" 2>/dev/null || true
 done
-taskset -c "$BRIDGE_CORE" "$T" loadtest --ceiling 4 | tail -1
+taskset -c "$BRIDGE_CORE" "$L" loadtest --ceiling 4 | tail -1
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
