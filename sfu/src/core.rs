@@ -24,6 +24,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc, Vp8Descripto
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
 use tracing::{debug, info, trace, warn};
 
+use crate::admission::Admission;
 use crate::keyframe::{ReceiverBudget, SourceGate};
 use crate::layers::{LayerView, choose_layer};
 use crate::rewrite::{InNumbers, Rewriter};
@@ -400,6 +401,7 @@ pub struct Core {
     /// Participants on other bridges, by a core-chosen id (see `relay.rs`).
     remotes: Map<EndpointId, RemoteParticipant>,
     relay: RelayState,
+    admission: Admission,
 }
 
 impl Core {
@@ -422,7 +424,14 @@ impl Core {
             stats: CoreStats::default(),
             remotes: Map::default(),
             relay: RelayState::new(cfg_shard_prefix),
+            admission: Admission::default(),
         }
+    }
+
+    /// How far behind the shard is: the shell handled input the kernel
+    /// received `lag` ago. Sustained lag refuses joins (`admission.rs`).
+    pub fn handle_ingress_lag(&mut self, now: Instant, lag: Duration) {
+        self.admission.handle_lag(now, lag);
     }
 
     pub fn stats(&self) -> &CoreStats {
@@ -477,6 +486,19 @@ impl Core {
         let (room, participant, name) = (room.as_str(), participant.as_str(), name.as_str());
         if self.endpoints.contains_key(&id) {
             return Err(SfuError::DuplicateEndpoint(id.0));
+        }
+        // Before anything else: a refused join must not replace the same
+        // participant's working connection either.
+        if let Err(lag) = self.admission.check(now) {
+            self.stats.joins_refused += 1;
+            self.stats.joins_refused_overloaded += 1;
+            return Err(SfuError::Refused(Rejection::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "the bridge is overloaded: its media is {} ms behind; join another bridge or retry in a few seconds",
+                    lag.as_millis()
+                ),
+            )));
         }
         let room: Arc<str> = match self.conferences.get_key_value(room) {
             Some((k, _)) => k.clone(),

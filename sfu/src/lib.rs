@@ -3,6 +3,7 @@
 //! This crate never touches a socket, a clock or a task; `Cargo.toml` keeps
 //! tokio out so the compiler enforces it. See `ARCHITECTURE.md`.
 
+pub mod admission;
 pub mod core;
 pub mod h264;
 pub mod keyframe;

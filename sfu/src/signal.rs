@@ -144,6 +144,8 @@ pub enum ErrorCode {
     Replaced,
     ShuttingDown,
     ConferenceEnded,
+    /// The bridge is behind with its media and takes no one new for now.
+    Overloaded,
 }
 
 impl ErrorCode {
@@ -159,6 +161,7 @@ impl ErrorCode {
                 | ErrorCode::Replaced
                 | ErrorCode::ShuttingDown
                 | ErrorCode::ConferenceEnded
+                | ErrorCode::Overloaded
         )
     }
 
@@ -176,6 +179,7 @@ impl ErrorCode {
             ErrorCode::Replaced => "replaced",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::ConferenceEnded => "conference_ended",
+            ErrorCode::Overloaded => "overloaded",
         }
     }
 }

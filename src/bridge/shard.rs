@@ -98,6 +98,8 @@ struct ShardMetrics {
     layer_switches: Counter,
     sender_constraints: Counter,
     joins: Counter,
+    joins_refused_overloaded: Counter,
+    joins_refused_other: Counter,
     dropped: Vec<Counter>,
     endpoints: Gauge,
     conferences: Gauge,
@@ -121,6 +123,8 @@ impl ShardMetrics {
             layer_switches: metrics::counter!("tern_layer_switches_total", "shard" => s.clone()),
             sender_constraints: metrics::counter!("tern_sender_constraints_total", "shard" => s.clone()),
             joins: metrics::counter!("tern_joins_total", "shard" => s.clone()),
+            joins_refused_overloaded: metrics::counter!("tern_joins_refused_total", "shard" => s.clone(), "reason" => "overloaded"),
+            joins_refused_other: metrics::counter!("tern_joins_refused_total", "shard" => s.clone(), "reason" => "room_full"),
             dropped: DropReason::ALL
                 .iter()
                 .map(|r| {
@@ -146,6 +150,10 @@ impl ShardMetrics {
         self.layer_switches.absolute(st.layer_switches);
         self.sender_constraints.absolute(st.sender_constraints);
         self.joins.absolute(st.joins);
+        self.joins_refused_overloaded
+            .absolute(st.joins_refused_overloaded);
+        self.joins_refused_other
+            .absolute(st.joins_refused - st.joins_refused_overloaded);
         for (c, r) in self.dropped.iter().zip(DropReason::ALL) {
             c.absolute(st.dropped(r));
         }
@@ -309,6 +317,16 @@ impl Shard {
                 // Outputs of earlier inputs first, so that what this batch
                 // produces is one range of `transmits`.
                 self.drain(sessions);
+                let received = batch.iter().filter_map(|(_, _, t)| *t).min();
+                // How far behind this shard is: what admission control
+                // reads (the core decides).
+                if let (Some(received), Ok(wall)) = (
+                    received,
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH),
+                ) {
+                    self.core
+                        .handle_ingress_lag(now, wall.saturating_sub(received));
+                }
                 let start = self.transmits.len();
                 self.core.handle_datagrams(
                     now,
@@ -316,7 +334,6 @@ impl Shard {
                     batch.iter().map(|(src, data, _)| (*src, &data[..])),
                 );
                 self.drain(sessions);
-                let received = batch.iter().filter_map(|(_, _, t)| *t).min();
                 if let Some(received) = received
                     && self.transmits.len() > start
                 {

@@ -889,6 +889,10 @@
         } else if (code === "shutting_down") {
           // Focus mode: the socket closes next and we join elsewhere.
           log("bridge shutting down:", message);
+        } else if (code === "overloaded") {
+          // Not final: the socket closes next and we join again after the
+          // back-off (through the focus: perhaps on another bridge).
+          log("bridge overloaded:", message);
         } else {
           showError(code, message);
           if (code === "bad_offer") settleAnswer(null, new Error(`offer refused: ${message}`));

@@ -636,6 +636,17 @@ impl Sim {
         &self.bridges[0].core
     }
 
+    /// The first bridge's core, to give it what its shell would (such as
+    /// how far behind it is) or a request the harness does not make.
+    pub fn core_mut(&mut self) -> &mut Core {
+        &mut self.bridges[0].core
+    }
+
+    /// The room every participant joins.
+    pub fn room(&self) -> &str {
+        &self.room
+    }
+
     fn relay_pair(&self, a: usize, b: usize) -> usize {
         let (a, b) = (a.min(b), a.max(b));
         self.relays

@@ -442,3 +442,87 @@ fn paced_publisher_spreads_each_frame_over_pacer_turns_and_loses_nothing() {
         );
     });
 }
+
+/// Admission control: a shard that stays a quarter second behind for a
+/// second refuses new joins with `overloaded` (without touching the same
+/// participant's working connection) until five seconds after it caught
+/// up; those already in keep their media, and joins work again after.
+#[test]
+fn joins_are_refused_while_the_bridge_lags_and_admitted_after_it_catches_up() {
+    use tern_sfu::signal::ErrorCode;
+    use tern_sfu::{EndpointId, JoinRequest, SfuError};
+    with_seed(seed_or(47), |seed| {
+        let mut sim = Sim::new(SimConfig::new(seed));
+        sim.add_peer("pub", |_| {}, clean(), clean());
+        sim.add_peer(
+            "r0",
+            |c| {
+                c.video = vec![];
+                c.audio = false;
+            },
+            clean(),
+            clean(),
+        );
+        let join = |sim: &mut Sim, id: u64, participant: &str| {
+            let req = JoinRequest {
+                id: EndpointId(id),
+                room: sim.room().to_string(),
+                participant: participant.into(),
+                name: participant.into(),
+                ice_password: "0123456789abcdef0123456789abcdef".into(),
+            };
+            let now = sim.now();
+            sim.core_mut().handle_join(now, req)
+        };
+        // The shell reports the shard 300 ms behind, every 100 ms, from
+        // 4.0 s to 5.0 s; joins are refused from the first second's end.
+        for i in 0..=10 {
+            sim.run_until(secs(4.0 + f64::from(i) * 0.1));
+            let now = sim.now();
+            sim.core_mut()
+                .handle_ingress_lag(now, Duration::from_millis(300));
+            if i == 9 {
+                // 900 ms behind is not overload yet.
+                assert_eq!(sim.core().stats().joins_refused_overloaded, 0);
+            }
+        }
+        sim.run_until(secs(5.5));
+        let now = sim.now();
+        sim.core_mut()
+            .handle_ingress_lag(now, Duration::from_millis(4));
+        // A newcomer and a second connection of r0: both refused, precisely.
+        for (id, who) in [(1_000_001, "late"), (1_000_002, "r0")] {
+            match join(&mut sim, id, who) {
+                Err(SfuError::Refused(r)) => {
+                    assert_eq!(r.code, ErrorCode::Overloaded);
+                    assert!(r.message.contains("4 ms behind"), "{}", r.message);
+                }
+                other => panic!("join of {who} while overloaded: {other:?}"),
+            }
+        }
+        assert_eq!(sim.core().stats().joins_refused_overloaded, 2);
+        sim.run_until(secs(9.9));
+        assert!(matches!(
+            join(&mut sim, 1_000_003, "late"),
+            Err(SfuError::Refused(_))
+        ));
+        // Five seconds after the last overloaded sample (5.0 s): admitted.
+        sim.run_until(secs(10.1));
+        sim.add_peer(
+            "late",
+            |c| {
+                c.video = vec![];
+                c.audio = false;
+            },
+            clean(),
+            clean(),
+        );
+        sim.run_until(secs(14.0));
+        // r0 was never replaced and got the publisher throughout.
+        let rx = sim.reception("r0", "pub", secs(3.0), secs(13.5));
+        assert!(rx.frame_loss() < 0.01 && rx.freezes == 0, "{rx:?}");
+        let late = sim.reception("late", "pub", secs(12.0), secs(13.5));
+        assert!(late.frame_loss() < 0.01, "{late:?}");
+        assert_eq!(sim.core().stats().joins_refused_overloaded, 3);
+    });
+}
