@@ -1574,6 +1574,7 @@ impl Core {
                 }
             }
             let Some(out) = slot.rewriter.map(&numbers, now) else {
+                self.stats.drop(DropReason::BeforeSwitch);
                 continue;
             };
             let slot_mid = slot.mid;

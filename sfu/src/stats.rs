@@ -23,10 +23,15 @@ pub enum DropReason {
     NoSlotStream,
     /// An RTP payload larger than any receiver can be sent (`MAX_PAYLOAD`).
     TooLarge,
+    /// A packet of the layer a receiver now gets that arrived after the
+    /// switch to it but precedes the switch point (reordered, or a late
+    /// retransmission, often over the relay): its number has no place in
+    /// the receiver's sequence. Counted per receiver.
+    BeforeSwitch,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::UnknownSource,
         DropReason::UnknownUfrag,
         DropReason::Malformed,
@@ -36,6 +41,7 @@ impl DropReason {
         DropReason::NoCodec,
         DropReason::NoSlotStream,
         DropReason::TooLarge,
+        DropReason::BeforeSwitch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +55,7 @@ impl DropReason {
             DropReason::NoCodec => "no_codec",
             DropReason::NoSlotStream => "no_slot_stream",
             DropReason::TooLarge => "too_large",
+            DropReason::BeforeSwitch => "before_switch",
         }
     }
 }

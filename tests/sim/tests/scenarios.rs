@@ -526,3 +526,52 @@ fn joins_are_refused_while_the_bridge_lags_and_admitted_after_it_catches_up() {
         assert_eq!(sim.core().stats().joins_refused_overloaded, 3);
     });
 }
+
+/// A packet of the new layer that arrives after the switch but precedes the
+/// switch point cannot be forwarded (its number has no place in the
+/// receiver's sequence): it is dropped and counted (`before_switch`), on a
+/// reordering uplink, and never on a clean one.
+#[test]
+fn stragglers_from_before_a_layer_switch_are_dropped_and_counted() {
+    use tern_sfu::stats::DropReason;
+    with_seed(seed_or(53), |seed| {
+        let run = |reorder: f64| {
+            let mut sim = Sim::new(SimConfig::new(seed));
+            // Held back by one more 40 ms latency: past the next frame
+            // (33 ms), so a delta frame's packet can land behind the
+            // keyframe that follows it.
+            let up = LinkConfig {
+                reorder,
+                ..LinkConfig::latency(40)
+            };
+            sim.add_peer("pub", |_| {}, up, clean());
+            let r = sim.add_peer(
+                "r0",
+                |c| {
+                    c.video = vec![];
+                    c.audio = false;
+                },
+                clean(),
+                clean(),
+            );
+            // Up and down the ladder: every switch waits for a keyframe of
+            // the new layer, whose first packet is the switch point.
+            for (i, h) in [180, 720, 180, 720, 360, 720].into_iter().enumerate() {
+                sim.set_max_height(r, None, h);
+                sim.run_until(secs(3.0 + 2.0 * i as f64));
+            }
+            sim.run_until(secs(16.0));
+            let rx = sim.reception("r0", "pub", secs(14.0), secs(15.5));
+            (sim.core().stats().dropped(DropReason::BeforeSwitch), rx)
+        };
+        let (clean_drops, clean_rx) = run(0.0);
+        let (drops, rx) = run(0.3);
+        assert_eq!(clean_drops, 0);
+        assert!(
+            drops > 0,
+            "no straggler in six switches with 30 % reordering"
+        );
+        assert_eq!(clean_rx.layers, vec![2], "{clean_rx:?}");
+        assert_eq!(rx.layers, vec![2], "{rx:?}");
+    });
+}
