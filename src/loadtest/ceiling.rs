@@ -7,8 +7,16 @@
 //! Two ceilings: one `send_to` per packet, and `sendmmsg` with 32 packets per
 //! call — what the bridge shell does (`bridge/shard.rs`), so the batched one
 //! is the like-for-like ceiling for the bridge's egress.
+//!
+//! Both send to a sink nobody reads, so past its full queue the kernel drops
+//! early. With a reader core, a third figure sends the same batches round
+//! robin into sockets that a reader on that core drains, as the load tool
+//! drains the bridge's: on loopback the sender pays the delivery into them
+//! and the reader's wakeups, which is what the bridge pays in the benchmark.
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -23,7 +31,13 @@ pub struct Ceiling {
     pub seal_and_send_pps: f64,
     /// Seal plus `sendmmsg`, 32 datagrams per call.
     pub seal_and_sendmmsg_pps: f64,
+    /// The same into `READ_SINKS` sockets a reader drains (with a reader core).
+    pub seal_and_sendmmsg_read_pps: Option<f64>,
 }
+
+/// Sockets the reader drains (the load tool reads hundreds; one per
+/// destination is what makes each datagram a separate wakeup candidate).
+const READ_SINKS: usize = 64;
 
 fn run_for(d: Duration, mut f: impl FnMut()) -> f64 {
     let start = Instant::now();
@@ -37,7 +51,7 @@ fn run_for(d: Duration, mut f: impl FnMut()) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-pub fn measure(secs: f64) -> anyhow::Result<Ceiling> {
+pub fn measure(secs: f64, reader_core: Option<usize>) -> anyhow::Result<Ceiling> {
     let d = Duration::from_secs_f64((secs / 4.0).max(0.2));
     let provider = str0m::crypto::from_feature_flags();
     let mut cipher = provider
@@ -71,35 +85,130 @@ pub fn measure(secs: f64) -> anyhow::Result<Ceiling> {
     // 32 buffers sealed then sent with one call, as the bridge flushes.
     let mut batch = vec![out.clone(); BATCH];
     let mut left = 0usize;
+    let to_one = [to; BATCH];
     let seal_and_sendmmsg_pps = run_for(d, || {
         seal(&mut batch[left]);
         left += 1;
         if left == BATCH {
-            sendmmsg_all(&tx, to, &batch);
+            sendmmsg_all(&tx, &to_one, &batch);
             left = 0;
         }
     });
+    let seal_and_sendmmsg_read_pps = match reader_core {
+        None => None,
+        Some(core) => {
+            let reader = Reader::start(core)?;
+            let sinks = reader.addrs.clone();
+            let mut next = 0usize;
+            let mut dests = [to; BATCH];
+            let pps = run_for(d, || {
+                seal(&mut batch[left]);
+                dests[left] = sinks[next % sinks.len()];
+                next = next.wrapping_add(1);
+                left += 1;
+                if left == BATCH {
+                    sendmmsg_all(&tx, &dests, &batch);
+                    left = 0;
+                }
+            });
+            reader.stop(&tx)?;
+            Some(pps)
+        }
+    };
     Ok(Ceiling {
         seal_only_pps,
         send_only_pps,
         seal_and_send_pps,
         seal_and_sendmmsg_pps,
+        seal_and_sendmmsg_read_pps,
     })
+}
+
+/// A thread on another core draining `READ_SINKS` sockets, one task each,
+/// on a current-thread runtime (as the load tool's receivers do).
+struct Reader {
+    addrs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Reader {
+    fn start(core: usize) -> anyhow::Result<Self> {
+        let mut socks = Vec::with_capacity(READ_SINKS);
+        for _ in 0..READ_SINKS {
+            let s = UdpSocket::bind("127.0.0.1:0")?;
+            s.set_nonblocking(true)?;
+            socks.push(s);
+        }
+        let addrs = socks
+            .iter()
+            .map(|s| s.local_addr())
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("ceiling-reader".into())
+            .spawn(move || -> anyhow::Result<()> {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(core)?;
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()?;
+                rt.block_on(async move {
+                    let mut tasks = Vec::with_capacity(socks.len());
+                    for s in socks {
+                        let s = tokio::net::UdpSocket::from_std(s)?;
+                        let flag = flag.clone();
+                        tasks.push(tokio::spawn(async move {
+                            let mut buf = vec![0u8; 2048];
+                            while !flag.load(Ordering::Relaxed) {
+                                if s.recv(&mut buf).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }));
+                    }
+                    for t in tasks {
+                        let _ = t.await;
+                    }
+                    anyhow::Ok(())
+                })
+            })?;
+        Ok(Self {
+            addrs,
+            stop,
+            thread,
+        })
+    }
+
+    /// Raise the flag, then wake every task with one more datagram.
+    fn stop(self, tx: &UdpSocket) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        for a in &self.addrs {
+            tx.send_to(&[0], a)?;
+        }
+        match self.thread.join() {
+            Ok(r) => r,
+            Err(_) => anyhow::bail!("the ceiling's reader thread panicked"),
+        }
+    }
 }
 
 /// Datagrams per `sendmmsg` call (the bridge's `SEND_BATCH`).
 const BATCH: usize = 32;
 
-fn sendmmsg_all(tx: &UdpSocket, to: std::net::SocketAddr, batch: &[Vec<u8>]) {
+fn sendmmsg_all(tx: &UdpSocket, to: &[SocketAddr], batch: &[Vec<u8>]) {
     use std::io::IoSlice;
     use std::os::fd::AsRawFd;
 
     use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 
     let slices: Vec<[IoSlice<'_>; 1]> = batch.iter().map(|d| [IoSlice::new(d)]).collect();
-    let addrs: Vec<Option<SockaddrStorage>> = batch
+    let addrs: Vec<Option<SockaddrStorage>> = to
         .iter()
-        .map(|_| Some(SockaddrStorage::from(to)))
+        .take(batch.len())
+        .map(|a| Some(SockaddrStorage::from(*a)))
         .collect();
     let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(batch.len(), None);
     let _ = sendmmsg(

@@ -150,6 +150,11 @@ pub struct Args {
     /// plus UDP send of 1,200-byte packets on this thread) for SECS seconds.
     #[arg(long, value_name = "SECS")]
     pub ceiling: Option<f64>,
+    /// With --ceiling: also send the batches round robin into 64 sockets a
+    /// reader pinned to this core drains (what the bridge pays on loopback:
+    /// delivery into read sockets and the reader's wakeups).
+    #[arg(long, value_name = "CORE", requires = "ceiling")]
+    pub ceiling_reader_core: Option<usize>,
 }
 
 /// A server process to measure: `PID` or `NAME=PID`.
@@ -297,9 +302,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         if secs.is_nan() || secs <= 0.0 || secs > 600.0 {
             bail!("--ceiling takes 0..600 seconds");
         }
-        let c = ceiling::measure(secs)?;
+        let c = ceiling::measure(secs, args.ceiling_reader_core)?;
+        let read = c
+            .seal_and_sendmmsg_read_pps
+            .map(|r| format!(", into read sockets {r:.0} pkt/s"))
+            .unwrap_or_default();
         println!(
-            "ceiling (one core): SRTP AES-256-GCM seal {:.0} pkt/s, UDP send {:.0} pkt/s, seal+send {:.0} pkt/s, seal+sendmmsg(32) {:.0} pkt/s (1,200-byte packets)",
+            "ceiling (one core): SRTP AES-256-GCM seal {:.0} pkt/s, UDP send {:.0} pkt/s, seal+send {:.0} pkt/s, seal+sendmmsg(32) {:.0} pkt/s{read} (1,200-byte packets)",
             c.seal_only_pps, c.send_only_pps, c.seal_and_send_pps, c.seal_and_sendmmsg_pps
         );
         if args.json.is_some() {

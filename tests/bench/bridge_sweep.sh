@@ -27,7 +27,7 @@ ROOMS=("$@")
 BRIDGE_CORE=${BRIDGE_CORE:-1}
 LOAD_CORE=${LOAD_CORE:-0}
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-taskset -c "$BRIDGE_CORE" "$L" loadtest --ceiling 4 | tail -1
+taskset -c "$BRIDGE_CORE" "$L" loadtest --ceiling 4 --ceiling-reader-core "$LOAD_CORE" | tail -1
 # Word splitting of LOAD_ARGS is intended (several flags).
 read -r -a EXTRA <<<"${LOAD_ARGS:-}"
 for r in "${ROOMS[@]}"; do
@@ -54,5 +54,5 @@ for r in "${ROOMS[@]}"; do
   grep -E "^Error" /tmp/tern-sweep-load.log || true
   kill "$BR"; wait "$BR" 2>/dev/null || true
 done
-taskset -c "$BRIDGE_CORE" "$L" loadtest --ceiling 4 | tail -1
+taskset -c "$BRIDGE_CORE" "$L" loadtest --ceiling 4 --ceiling-reader-core "$LOAD_CORE" | tail -1
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
