@@ -220,3 +220,23 @@ fn sendmmsg_all(tx: &UdpSocket, to: &[SocketAddr], batch: &[Vec<u8>]) {
         MsgFlags::empty(),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every figure is measured, the reader variant included, and its
+    /// reader thread stops (the call returns).
+    #[test]
+    fn measures_every_ceiling_and_stops_its_reader() -> anyhow::Result<()> {
+        let c = measure(0.8, Some(0))?;
+        assert!(c.seal_only_pps > 0.0 && c.send_only_pps > 0.0);
+        assert!(c.seal_and_send_pps > 0.0 && c.seal_and_sendmmsg_pps > 0.0);
+        assert!(
+            c.seal_and_sendmmsg_read_pps.is_some_and(|r| r > 0.0),
+            "{c:?}"
+        );
+        assert!(measure(0.8, None)?.seal_and_sendmmsg_read_pps.is_none());
+        Ok(())
+    }
+}
