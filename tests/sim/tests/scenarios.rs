@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use tern_sfu::peer::Pacing;
+use tern_sfu::peer::{Pacing, PeerConfig};
 use tern_sim::{LinkConfig, Sim, SimConfig, seed_or, with_seed};
 
 fn secs(s: f64) -> Duration {
@@ -14,20 +14,18 @@ fn clean() -> LinkConfig {
     LinkConfig::latency(10)
 }
 
+/// A participant that only watches: no camera, no microphone.
+fn receive_only(c: &mut PeerConfig) {
+    c.video = vec![];
+    c.audio = false;
+}
+
 /// Publisher `pub` and `n` receivers asking for `height`, on clean links.
 fn meeting(seed: u64, receivers: usize, height: u32) -> Sim {
     let mut sim = Sim::new(SimConfig::new(seed));
     sim.add_peer("pub", |c| c.audio = true, clean(), clean());
     for i in 0..receivers {
-        let r = sim.add_peer(
-            &format!("r{i}"),
-            |c| {
-                c.video = vec![];
-                c.audio = false;
-            },
-            clean(),
-            clean(),
-        );
+        let r = sim.add_peer(&format!("r{i}"), receive_only, clean(), clean());
         sim.set_max_height(r, None, height);
     }
     sim
@@ -267,15 +265,7 @@ fn publishers_stop_layers_nobody_wants_and_resume_them_when_asked() {
     with_seed(seed_or(71), |seed| {
         let mut sim = Sim::new(SimConfig::new(seed));
         sim.add_peer("pub", |_| {}, clean(), clean());
-        let r = sim.add_peer(
-            "r0",
-            |c| {
-                c.video = vec![];
-                c.audio = false;
-            },
-            clean(),
-            clean(),
-        );
+        let r = sim.add_peer("r0", receive_only, clean(), clean());
         sim.set_max_height(r, None, 180);
         sim.run_until(secs(8.0));
         // Told after the pause delay: only the 180p layer is wanted.
@@ -332,15 +322,7 @@ fn a_publisher_nobody_watches_sends_no_video_until_someone_does() {
             before,
             "nothing sent while unwatched"
         );
-        let r = sim.add_peer(
-            "viewer",
-            |c| {
-                c.video = vec![];
-                c.audio = false;
-            },
-            clean(),
-            clean(),
-        );
+        let r = sim.add_peer("viewer", receive_only, clean(), clean());
         sim.set_max_height(r, None, 360);
         sim.run_until(secs(10.0));
         let first = sim
@@ -404,15 +386,7 @@ fn paced_publisher_spreads_each_frame_over_pacer_turns_and_loses_nothing() {
         let run = |pacing: Option<Pacing>| {
             let mut sim = Sim::new(SimConfig::new(seed));
             sim.add_peer("pub", |c| c.pacing = pacing, clean(), clean());
-            sim.add_peer(
-                "r0",
-                |c| {
-                    c.video = vec![];
-                    c.audio = false;
-                },
-                clean(),
-                clean(),
-            );
+            sim.add_peer("r0", receive_only, clean(), clean());
             sim.run_until(secs(9.0));
             let rx = sim.reception("r0", "pub", secs(4.0), secs(8.0));
             // The publisher's clock starts when it joins, at the start.
@@ -454,15 +428,7 @@ fn joins_are_refused_while_the_bridge_lags_and_admitted_after_it_catches_up() {
     with_seed(seed_or(47), |seed| {
         let mut sim = Sim::new(SimConfig::new(seed));
         sim.add_peer("pub", |_| {}, clean(), clean());
-        sim.add_peer(
-            "r0",
-            |c| {
-                c.video = vec![];
-                c.audio = false;
-            },
-            clean(),
-            clean(),
-        );
+        sim.add_peer("r0", receive_only, clean(), clean());
         let join = |sim: &mut Sim, id: u64, participant: &str| {
             let req = JoinRequest {
                 id: EndpointId(id),
@@ -508,15 +474,7 @@ fn joins_are_refused_while_the_bridge_lags_and_admitted_after_it_catches_up() {
         ));
         // Five seconds after the last overloaded sample (5.0 s): admitted.
         sim.run_until(secs(10.1));
-        sim.add_peer(
-            "late",
-            |c| {
-                c.video = vec![];
-                c.audio = false;
-            },
-            clean(),
-            clean(),
-        );
+        sim.add_peer("late", receive_only, clean(), clean());
         sim.run_until(secs(14.0));
         // r0 was never replaced and got the publisher throughout.
         let rx = sim.reception("r0", "pub", secs(3.0), secs(13.5));
@@ -545,15 +503,7 @@ fn stragglers_from_before_a_layer_switch_are_dropped_and_counted() {
                 ..LinkConfig::latency(40)
             };
             sim.add_peer("pub", |_| {}, up, clean());
-            let r = sim.add_peer(
-                "r0",
-                |c| {
-                    c.video = vec![];
-                    c.audio = false;
-                },
-                clean(),
-                clean(),
-            );
+            let r = sim.add_peer("r0", receive_only, clean(), clean());
             // Up and down the ladder: every switch waits for a keyframe of
             // the new layer, whose first packet is the switch point.
             for (i, h) in [180, 720, 180, 720, 360, 720].into_iter().enumerate() {
