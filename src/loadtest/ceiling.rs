@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use serde::Serialize;
 
 const PACKET: usize = 1200;
@@ -150,8 +151,11 @@ impl Reader {
             .name("ceiling-reader".into())
             .spawn(move || -> anyhow::Result<()> {
                 let mut set = nix::sched::CpuSet::new();
-                set.set(core)?;
-                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)?;
+                set.set(core)
+                    .and_then(|()| {
+                        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+                    })
+                    .with_context(|| format!("pinning the ceiling's reader to core {core}"))?;
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_io()
                     .build()?;
