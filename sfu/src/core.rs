@@ -490,7 +490,6 @@ impl Core {
         // Before anything else: a refused join must not replace the same
         // participant's working connection either.
         if let Err(lag) = self.admission.check(now) {
-            self.stats.joins_refused += 1;
             self.stats.joins_refused_overloaded += 1;
             return Err(SfuError::Refused(Rejection::new(
                 ErrorCode::Overloaded,
@@ -525,7 +524,7 @@ impl Core {
         }
         let size = self.conferences.get(&room).map_or(0, |c| c.endpoints.len());
         if size >= self.cfg.max_participants_per_conference {
-            self.stats.joins_refused += 1;
+            self.stats.joins_refused_room_full += 1;
             let msg = Rejection::new(
                 ErrorCode::RoomFull,
                 format!(

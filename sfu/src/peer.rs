@@ -550,9 +550,9 @@ impl Peer {
         ) {
             self.gen_buf.clear();
             g.poll(now, &mut self.gen_buf);
-            if self.cfg.pacing.is_some() {
+            if let Some(pacing) = self.cfg.pacing {
                 self.paced.extend(self.gen_buf.drain(..).map(|p| (now, p)));
-                sent += self.pace(now, mid, pt);
+                sent += self.pace(now, pacing, mid, pt);
             } else {
                 let mut gen_buf = std::mem::take(&mut self.gen_buf);
                 for p in gen_buf.drain(..) {
@@ -613,10 +613,7 @@ impl Peer {
     /// Serve the pacer queue: refill the budget for the time since the last
     /// turn (at most one interval's worth, so an idle sender cannot save up
     /// a burst), then send while the budget lasts. Returns packets written.
-    fn pace(&mut self, now: Instant, mid: Mid, pt: Pt) -> u64 {
-        let Some(pacing) = self.cfg.pacing else {
-            return 0;
-        };
+    fn pace(&mut self, now: Instant, pacing: Pacing, mid: Mid, pt: Pt) -> u64 {
         let bitrate = self.video.as_ref().map_or(0, |g| g.enabled_bitrate_bps());
         let rate = pacing.factor * f64::from(bitrate) / 8.0;
         let cap = rate * pacing.interval.as_secs_f64();

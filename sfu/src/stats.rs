@@ -74,9 +74,9 @@ pub struct CoreStats {
     /// Sender constraints sent to publishers (`sender_constraints` messages).
     pub sender_constraints: u64,
     pub joins: u64,
-    /// Joins refused, for any reason.
-    pub joins_refused: u64,
-    /// Of those, refused because the shard was behind (`admission.rs`).
+    /// Joins refused because the room reached its size limit here.
+    pub joins_refused_room_full: u64,
+    /// Joins refused because the shard was behind (`admission.rs`).
     pub joins_refused_overloaded: u64,
     pub leaves: u64,
     pub connects: u64,

@@ -99,7 +99,7 @@ struct ShardMetrics {
     sender_constraints: Counter,
     joins: Counter,
     joins_refused_overloaded: Counter,
-    joins_refused_other: Counter,
+    joins_refused_room_full: Counter,
     dropped: Vec<Counter>,
     endpoints: Gauge,
     conferences: Gauge,
@@ -124,7 +124,7 @@ impl ShardMetrics {
             sender_constraints: metrics::counter!("tern_sender_constraints_total", "shard" => s.clone()),
             joins: metrics::counter!("tern_joins_total", "shard" => s.clone()),
             joins_refused_overloaded: metrics::counter!("tern_joins_refused_total", "shard" => s.clone(), "reason" => "overloaded"),
-            joins_refused_other: metrics::counter!("tern_joins_refused_total", "shard" => s.clone(), "reason" => "room_full"),
+            joins_refused_room_full: metrics::counter!("tern_joins_refused_total", "shard" => s.clone(), "reason" => "room_full"),
             dropped: DropReason::ALL
                 .iter()
                 .map(|r| {
@@ -152,8 +152,8 @@ impl ShardMetrics {
         self.joins.absolute(st.joins);
         self.joins_refused_overloaded
             .absolute(st.joins_refused_overloaded);
-        self.joins_refused_other
-            .absolute(st.joins_refused - st.joins_refused_overloaded);
+        self.joins_refused_room_full
+            .absolute(st.joins_refused_room_full);
         for (c, r) in self.dropped.iter().zip(DropReason::ALL) {
             c.absolute(st.dropped(r));
         }
