@@ -377,20 +377,7 @@ impl Core {
                 }
             }
         }
-        let remotes: Vec<EndpointId> = self
-            .relay
-            .remote_rooms
-            .get(room)
-            .map(|ids| {
-                ids.iter()
-                    .copied()
-                    .filter(|i| self.remotes.get(i).is_some_and(|r| &r.peer == peer))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for id in remotes {
-            self.remove_remote(now, id);
-        }
+        self.remove_remotes_where(now, room, |r| &r.peer == peer);
         self.relay
             .remote_confs
             .retain(|(p, _), r| !(p == peer && r == room));
@@ -842,22 +829,9 @@ impl Core {
             }
             Msg::ConferenceLeft(c) => {
                 if let Some(room) = self.relay.remote_confs.remove(&(peer.clone(), c.number)) {
-                    let ids: Vec<EndpointId> = self
-                        .relay
-                        .remote_rooms
-                        .get(&room)
-                        .into_iter()
-                        .flatten()
-                        .copied()
-                        .filter(|i| {
-                            self.remotes
-                                .get(i)
-                                .is_some_and(|r| r.peer == peer && r.conference == c.number)
-                        })
-                        .collect();
-                    for id in ids {
-                        self.remove_remote(now, id);
-                    }
+                    self.remove_remotes_where(now, &room, |r| {
+                        r.peer == peer && r.conference == c.number
+                    });
                 } else {
                     self.stats.relay.control_unknown += 1;
                 }
@@ -1012,6 +986,16 @@ impl Core {
     /// (it moved faster than its old bridge's news): the local connection is
     /// the live one, the remote copy goes without a `participant_left`.
     pub(super) fn relay_drop_remote_copies(&mut self, now: Instant, room: &str, participant: &str) {
+        self.remove_remotes_where(now, room, |r| r.participant == participant);
+    }
+
+    /// Remove the remote participants of `room` that `which` picks.
+    fn remove_remotes_where(
+        &mut self,
+        now: Instant,
+        room: &str,
+        which: impl Fn(&RemoteParticipant) -> bool,
+    ) {
         let ids: Vec<EndpointId> = self
             .relay
             .remote_rooms
@@ -1019,11 +1003,7 @@ impl Core {
             .into_iter()
             .flatten()
             .copied()
-            .filter(|i| {
-                self.remotes
-                    .get(i)
-                    .is_some_and(|r| r.participant == participant)
-            })
+            .filter(|i| self.remotes.get(i).is_some_and(&which))
             .collect();
         for id in ids {
             self.remove_remote(now, id);
