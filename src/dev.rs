@@ -131,17 +131,22 @@ pub async fn run(
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let pki = std::env::temp_dir().join(format!("tern-dev-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&pki).with_context(|| format!("creating {}", pki.display()))?;
+    let pki = Scratch::create(
+        std::env::temp_dir().join(format!("tern-dev-{}-{nanos}", std::process::id())),
+    )?;
     let ca = crate::relay_net::ClusterCa::generate()?;
-    let (ca_cert, _) = ca.write(&pki)?;
+    // Only the CA certificate goes to disk: its key signs the two bridge
+    // certificates below, in this process, and is never needed again.
+    let ca_cert = pki.0.join("ca.pem");
+    std::fs::write(&ca_cert, ca.cert_pem())
+        .with_context(|| format!("writing {}", ca_cert.display()))?;
     let mut bridges = Vec::new();
     for (i, region) in ["local-a", "local-b"].into_iter().enumerate() {
         let i = i as u16;
         let (b_http, b_media) = (with_port(http, 1 + i), with_port(media, i));
         let b_relay = with_port(media, 100 + i);
         let id = crate::relay_net::BridgeId::new(region)?;
-        let (cert, key) = ca.issue(&id)?.write(&pki)?;
+        let (cert, key) = ca.issue(&id)?.write(&pki.0)?;
         let path = |p: &std::path::Path| format!("{:?}", p.display().to_string());
         let (child, ready) = spawn(
             &["bridge"],
@@ -173,6 +178,9 @@ pub async fn run(
         );
         bridges.push(child);
     }
+    // Bridges read their relay certificate and key once, before they print
+    // their ready line: the keys need not stay on disk while the cluster runs.
+    drop(pki);
     println!("tern dev: clusterstatus: tern clusterstatus --focus http://{grpc} --secret {api}");
     println!("tern dev ready: open http://{http}/room/hello in two browser tabs");
 
@@ -198,8 +206,25 @@ pub async fn run(
             let _ = c.kill().await;
         }
     }
-    let _ = std::fs::remove_dir_all(&pki);
     Ok(())
+}
+
+/// A directory removed with everything in it when dropped, so that a start
+/// that fails half-way (a port in use, a bridge that exits) leaves no keys
+/// behind either.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn create(path: PathBuf) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Scratch(path))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 pub async fn clusterstatus(focus: &str, secret: &str) -> anyhow::Result<()> {

@@ -15,13 +15,39 @@ const TERN: &str = env!("CARGO_BIN_EXE_tern");
 struct Dev {
     child: Child,
     http: String,
+    tmp: std::path::PathBuf,
+}
+
+/// A fresh, empty directory for a `tern dev` process's `TMPDIR`.
+fn fresh_tmp(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "tern-devtmp-{tag}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    dir
+}
+
+/// What a `tern dev` process left in its `TMPDIR`.
+fn left_in(tmp: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(tmp)
+        .expect("read tmp")
+        .map(|e| e.expect("entry").path().display().to_string())
+        .collect()
 }
 
 impl Dev {
+    /// Starts `tern dev` and checks that, once it is up, the relay keys it
+    /// made are no longer on disk (the tests that use it then show that the
+    /// relay works all the same).
     fn start() -> Dev {
+        let tmp = fresh_tmp("dev");
         let mut child = Command::new(TERN)
             .args(["dev", "--http", "127.0.0.1:0", "--media", "127.0.0.1:0"])
             .env("TERN_LOG", "warn")
+            .env("TMPDIR", &tmp)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -42,7 +68,14 @@ impl Dev {
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_string();
         std::thread::spawn(move || for _ in lines {});
-        Dev { child, http }
+        // Built first, so that a failed check still stops the cluster.
+        let dev = Dev { child, http, tmp };
+        assert_eq!(
+            left_in(&dev.tmp),
+            Vec::<String>::new(),
+            "key material left on disk"
+        );
+        dev
     }
 }
 
@@ -53,15 +86,52 @@ impl Drop for Dev {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
+        while Instant::now() < deadline && !matches!(self.child.try_wait(), Ok(Some(_))) {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.tmp);
     }
+}
+
+/// A `tern dev` whose second bridge cannot bind its media port fails with
+/// a message that says which process did not start, stops the processes it
+/// had started, and leaves none of the relay keys it made on disk.
+#[test]
+fn a_dev_cluster_that_cannot_start_says_why_and_leaves_no_keys_behind() {
+    let tmp = fresh_tmp("fail");
+    // `tern dev` gives its bridges the media port and the one after it.
+    let (taken, port) = (0..20)
+        .find_map(|_| {
+            let a = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+            let p = a.local_addr().ok()?.port().checked_sub(1)?;
+            std::net::UdpSocket::bind(("127.0.0.1", p)).ok()?;
+            Some((a, p))
+        })
+        .expect("two adjacent free UDP ports");
+    let out = run_limited(
+        Command::new(TERN)
+            .args(["dev", "--http", "127.0.0.1:0"])
+            .args(["--media", &format!("127.0.0.1:{port}")])
+            .env("TERN_LOG", "warn")
+            .env("TMPDIR", &tmp),
+        Duration::from_secs(40),
+    );
+    drop(taken);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("bridge local-a pid") && !stdout.contains("bridge local-b pid"),
+        "the first bridge started, the second did not: {stdout}"
+    );
+    assert!(
+        stderr.contains("tern bridge exited during startup"),
+        "{stderr}"
+    );
+    assert_eq!(left_in(&tmp), Vec::<String>::new(), "{stderr}");
+    let _ = std::fs::remove_dir_all(&tmp);
 }
 
 /// Run `tern loadtest ARGS`, killing it if it outlives `limit`.
