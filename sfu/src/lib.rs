@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod core;
+pub mod decoder;
 pub mod h264;
 pub mod keyframe;
 pub mod layers;

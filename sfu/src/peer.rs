@@ -15,10 +15,12 @@ use str0m::media::{
     Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
 };
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
+use str0m::rtp::rtcp::Rtcp;
+use str0m::rtp::{ExtensionValues, RawPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 use crate::SfuError;
+use crate::decoder::{FrameDecoder, VideoPacket};
 use crate::signal::{ClientMessage, Kind, LayerDecl, ServerMessage, SourceDecl};
 use crate::synth::{AudioGen, GenPacket, LayerSpec, VideoGen, read_block};
 
@@ -41,6 +43,9 @@ pub struct PeerConfig {
     /// frame at once (the simulator's default: fewer wakeups, and its links
     /// model queues themselves).
     pub pacing: Option<Pacing>,
+    /// Count the RTCP this peer sends, by kind ([`PeerState::rtcp_sent`]).
+    /// str0m then copies every packet it sends and receives: tests only.
+    pub record_rtcp: bool,
 }
 
 /// A publisher's send pacer, after libwebrtc's: video leaves at a multiple
@@ -76,6 +81,7 @@ impl PeerConfig {
             keyframe_interval: Duration::from_secs(10),
             seed: 1,
             pacing: None,
+            record_rtcp: false,
         }
     }
 }
@@ -123,6 +129,16 @@ pub struct PeerState {
     pub keyframe_requests: HashMap<String, u64>,
     /// NACKs the bridge sent this publisher per (mid, rid) (cumulative).
     pub nacks_by_stream: HashMap<String, u64>,
+    /// When each video slot (by mid) could show a frame: complete, and
+    /// every frame before it shown (see [`crate::decoder`]).
+    pub decoded: HashMap<String, Vec<Instant>>,
+    /// [`PeerState::decoded`] of earlier sessions, by source id.
+    pub decoded_history: HashMap<String, Vec<Instant>>,
+    /// Keyframe requests (PLIs) this peer sent as a receiver, per slot mid.
+    pub plis_sent: HashMap<String, u64>,
+    /// RTCP sent, by kind ("rr", "twcc", "nack", "pli", ...), when
+    /// [`PeerConfig::record_rtcp`] is on.
+    pub rtcp_sent: BTreeMap<&'static str, u64>,
     pub errors: Vec<(String, String)>,
     pub packets_sent: u64,
     pub answered: bool,
@@ -149,6 +165,23 @@ impl PeerState {
             .iter()
             .find(|(_, s)| s.as_deref() == Some(source))
             .map(|(m, _)| m.clone())
+    }
+
+    /// When frames of a source could be shown, over every session.
+    pub fn decoded_all(&self, source: &str) -> Vec<Instant> {
+        let mut all = self
+            .decoded_history
+            .get(source)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(d) = self.slot_of(source).and_then(|m| self.decoded.get(&m)) {
+            all.extend_from_slice(d);
+        }
+        all
+    }
+
+    pub fn plis_sent_total(&self) -> u64 {
+        self.plis_sent.values().sum()
     }
 
     pub fn nacks_received(&self) -> u64 {
@@ -183,6 +216,9 @@ pub struct Peer {
     pace_budget: f64,
     pace_last: Option<Instant>,
     pending_keyframes: Vec<(Instant, usize)>,
+    /// A browser-like decoder per receiving video slot. Ordered, so that
+    /// keyframe requests due together go out in the same order every run.
+    decoders: BTreeMap<Mid, FrameDecoder>,
     out: VecDeque<PeerOutput>,
     next_timeout: Instant,
     /// A reconnected session has not sent media yet: skip what the encoders
@@ -195,6 +231,7 @@ impl Peer {
         let mut rtc = Rtc::builder()
             .set_rtp_mode(true)
             .set_stats_interval(Some(Duration::from_millis(500)))
+            .enable_raw_packets(cfg.record_rtcp)
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
@@ -232,6 +269,7 @@ impl Peer {
             pace_budget: 0.0,
             pace_last: None,
             pending_keyframes: Vec::new(),
+            decoders: BTreeMap::new(),
             out: VecDeque::new(),
             next_timeout: now,
             resumed: false,
@@ -253,6 +291,16 @@ impl Peer {
                     .extend(packets);
             }
         }
+        for (mid, times) in std::mem::take(&mut self.state.decoded) {
+            if let Some(Some(source)) = self.state.slots.get(&mid) {
+                self.state
+                    .decoded_history
+                    .entry(source.clone())
+                    .or_default()
+                    .extend(times);
+            }
+        }
+        self.decoders.clear();
         self.rtc = Self::build_rtc(&self.cfg, now);
         let st = &mut self.state;
         st.participant_id = None;
@@ -288,8 +336,10 @@ impl Peer {
 
     /// Hand over (and forget) what was received so far: a long-running
     /// driver such as the load tool folds packets into its own statistics
-    /// instead of keeping every packet of a whole run in memory.
+    /// instead of keeping every packet of a whole run in memory. The times
+    /// of decoded frames ([`PeerState::decoded`]) are forgotten with them.
     pub fn take_received(&mut self) -> HashMap<String, Vec<Received>> {
+        self.state.decoded.clear();
         std::mem::take(&mut self.state.received)
     }
 
@@ -321,6 +371,11 @@ impl Peer {
         }
         for &(at, _) in &self.pending_keyframes {
             t = t.min(at);
+        }
+        for d in self.decoders.values() {
+            if let Some(at) = d.poll_timeout() {
+                t = t.min(at);
+            }
         }
         if let (Some(p), Some(last), false) =
             (self.cfg.pacing, self.pace_last, self.paced.is_empty())
@@ -525,8 +580,22 @@ impl Peer {
         // (it timestamps queued packets there), so writing after it would
         // need a second timeout at the same instant to send the frame.
         self.generate(now);
+        self.request_keyframes(now);
         let _ = self.rtc.handle_input(Input::Timeout(now));
         self.drive(now);
+    }
+
+    /// Send the PLIs the slots' decoders ask for, as a browser does.
+    fn request_keyframes(&mut self, now: Instant) {
+        for (&mid, d) in &mut self.decoders {
+            if !d.poll_keyframe_request(now) {
+                continue;
+            }
+            if let Some(rx) = self.rtc.direct_api().stream_rx_by_mid(mid, None) {
+                rx.request_keyframe(KeyframeRequestKind::Pli);
+                *self.state.plis_sent.entry(mid.to_string()).or_default() += 1;
+            }
+        }
     }
 
     fn generate(&mut self, now: Instant) {
@@ -700,6 +769,27 @@ impl Peer {
                     sent_us: block.map(|b| b.sent_us),
                     audio_level: p.header.ext_vals.audio_level,
                 };
+                if let (Some(v), Some(b)) = (vp8, block)
+                    && let Some(pid) = v.pid
+                {
+                    let shown = self.decoders.entry(mid).or_default().handle_packet(
+                        now,
+                        VideoPacket {
+                            ts: r.ts,
+                            pid,
+                            keyframe_start: v.keyframe_start,
+                            index: b.index,
+                            count: b.count,
+                        },
+                    );
+                    if shown > 0 {
+                        let d = match self.state.decoded.get_mut(&*mid) {
+                            Some(d) => d,
+                            None => self.state.decoded.entry(mid.to_string()).or_default(),
+                        };
+                        d.extend(std::iter::repeat_n(now, shown as usize));
+                    }
+                }
                 // Looked up by &str: no String per packet.
                 match self.state.received.get_mut(&*mid) {
                     Some(v) => v.push(r),
@@ -717,6 +807,11 @@ impl Peer {
                 {
                     self.pending_keyframes
                         .push((now + self.cfg.keyframe_response_delay, i));
+                }
+            }
+            Event::RawPacket(p) => {
+                if let RawPacket::RtcpTx(r) = *p {
+                    *self.state.rtcp_sent.entry(rtcp_kind(&r)).or_default() += 1;
                 }
             }
             Event::MediaEgressStats(s) => {
@@ -749,6 +844,22 @@ impl Peer {
         ];
         p.resize(200, i as u8);
         p
+    }
+}
+
+fn rtcp_kind(r: &Rtcp) -> &'static str {
+    match r {
+        Rtcp::SenderReport(_) => "sr",
+        Rtcp::ReceiverReport(_) => "rr",
+        Rtcp::ExtendedReport(_) => "xr",
+        Rtcp::SourceDescription(_) => "sdes",
+        Rtcp::Goodbye(_) => "bye",
+        Rtcp::Nack(_) => "nack",
+        Rtcp::Pli(_) => "pli",
+        Rtcp::Fir(_) => "fir",
+        Rtcp::Twcc(_) => "twcc",
+        Rtcp::Remb(_) => "remb",
+        _ => "other",
     }
 }
 

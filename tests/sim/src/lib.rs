@@ -1862,6 +1862,14 @@ pub struct Reception {
     /// Publisher generation → last packet of the frame received (p50, max).
     pub delay_p50: Duration,
     pub delay_max: Duration,
+    /// Frames the receiver could show in the window: complete, and every
+    /// frame before them shown (its decoder, `tern_sfu::decoder`, waits for
+    /// a gap to be repaired or a keyframe).
+    pub frames_shown: usize,
+    /// Gaps over 500 ms between consecutive shown frames: the freezes a
+    /// participant sees.
+    pub shown_freezes: usize,
+    pub longest_shown_gap: Duration,
 }
 
 impl Reception {
@@ -1934,7 +1942,29 @@ impl Sim {
         }
         let mut delays: Vec<Duration> = complete.iter().map(|(_, d)| *d).collect();
         delays.sort();
+        let shown: Vec<Instant> = st
+            .decoded_all(&source)
+            .into_iter()
+            .filter(|t| *t >= a && *t < b)
+            .collect();
+        // The window's ends count as frames: a picture that never comes
+        // back, or is frozen when the window opens, is a freeze too.
+        let mut edges = Vec::with_capacity(shown.len() + 2);
+        edges.push(a);
+        edges.extend_from_slice(&shown);
+        edges.push(b);
+        let (mut shown_freezes, mut longest_shown_gap) = (0, Duration::ZERO);
+        for w in edges.windows(2) {
+            let gap = w[1].saturating_duration_since(w[0]);
+            if gap > Duration::from_millis(500) {
+                shown_freezes += 1;
+            }
+            longest_shown_gap = longest_shown_gap.max(gap);
+        }
         Reception {
+            frames_shown: shown.len(),
+            shown_freezes,
+            longest_shown_gap,
             frames_complete: complete.len(),
             frames_expected,
             freezes,
@@ -1943,6 +1973,11 @@ impl Sim {
             delay_p50: delays.get(delays.len() / 2).copied().unwrap_or_default(),
             delay_max: delays.last().copied().unwrap_or_default(),
         }
+    }
+
+    /// Virtual time since the simulation started.
+    pub fn since_start(&self, t: Instant) -> Duration {
+        t.saturating_duration_since(self.epoch)
     }
 
     /// Times at which `receiver` completed frames of `publisher`'s camera.

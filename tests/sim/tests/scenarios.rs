@@ -140,6 +140,8 @@ fn a_two_second_loss_burst_causes_at_most_one_freeze() {
         for r in ["r0", "r1", "r2"] {
             let rx = sim.reception(r, "pub", secs(2.0), secs(11.5));
             assert!(rx.freezes <= 1, "{r}: {rx:?}");
+            // What the participant sees, not only what arrived.
+            assert!(rx.shown_freezes <= 1, "{r}: {rx:?}");
             assert!(
                 rx.frame_loss() < 0.05,
                 "{r}: recovered after the burst: {rx:?}"
@@ -198,8 +200,87 @@ fn a_three_second_partition_is_survived_without_rejoining() {
         );
         let rx = sim.reception("r0", "pub", secs(9.0), secs(11.5));
         assert!(rx.frame_loss() < 0.01, "{rx:?}");
+        assert_eq!(rx.shown_freezes, 0, "the picture is back: {rx:?}");
         // Same endpoint throughout: no second join.
         assert_eq!(sim.core().stats().joins, 2);
+    });
+}
+
+/// A subscriber whose decoder lost frames for good (a partition longer than
+/// any repair) asks for a keyframe as a browser does; the bridge passes the
+/// request to the publisher, and the picture is back well before the
+/// publisher's next periodic keyframe. On clean links nobody asks.
+#[test]
+fn a_subscriber_that_lost_frames_for_good_asks_for_a_keyframe_and_sees_again() {
+    with_seed(seed_or(59), |seed| {
+        let mut sim = Sim::new(SimConfig::new(seed));
+        // Periodic keyframes too rare to explain a quick recovery.
+        sim.add_peer(
+            "pub",
+            |c| c.keyframe_interval = Duration::from_secs(60),
+            clean(),
+            clean(),
+        );
+        for r in ["r0", "r1"] {
+            let i = sim.add_peer(r, receive_only, clean(), clean());
+            sim.set_max_height(i, None, 360);
+        }
+        let r0 = sim.peer_index("r0");
+        sim.partition(r0, secs(5.0), secs(9.0));
+        sim.run_until(secs(14.0));
+
+        let st = sim.state("r0");
+        assert!(st.plis_sent_total() >= 1, "r0 asked: {:?}", st.plis_sent);
+        assert_eq!(sim.state("r1").plis_sent_total(), 0, "r1 had no reason to");
+        let requests: u64 = sim.state("pub").keyframe_requests.values().sum();
+        assert!(requests >= 1, "the publisher was asked");
+
+        let shown = st.decoded_all("pub/camera");
+        let back = shown
+            .iter()
+            .map(|t| sim.since_start(*t))
+            .find(|t| *t >= secs(9.0))
+            .expect("the picture came back");
+        assert!(back < secs(10.0), "shown again at {back:?}, healed at 9 s");
+        let rx = sim.reception("r0", "pub", secs(10.0), secs(13.5));
+        assert_eq!(rx.shown_freezes, 0, "{rx:?}");
+        let rx1 = sim.reception("r1", "pub", secs(2.0), secs(13.5));
+        assert_eq!(rx1.shown_freezes, 0, "{rx1:?}");
+    });
+}
+
+/// Subscribers give the feedback a browser gives: transport-wide congestion
+/// control feedback several times a second, receiver reports, NACKs for
+/// what the link lost (repaired, so no keyframe requests).
+#[test]
+fn a_subscriber_sends_twcc_receiver_reports_and_nacks_like_a_browser() {
+    with_seed(seed_or(61), |seed| {
+        let mut sim = Sim::new(SimConfig::new(seed));
+        sim.add_peer("pub", |_| {}, clean(), clean());
+        let r = sim.add_peer(
+            "r0",
+            |c| {
+                receive_only(c);
+                c.record_rtcp = true;
+            },
+            clean(),
+            LinkConfig::latency(20).with_loss(0.03),
+        );
+        sim.set_max_height(r, None, 360);
+        sim.run_until(secs(12.0));
+        let sent = &sim.state("r0").rtcp_sent;
+        eprintln!("r0 sent {sent:?}");
+        let n = |k: &str| sent.get(k).copied().unwrap_or(0);
+        // Transport feedback every 50 ms while media flows (str0m's
+        // interval; libwebrtc's is 50-250 ms by bitrate): ~11.5 s of media.
+        assert!((180..=250).contains(&n("twcc")), "{sent:?}");
+        // Reception reports at least once a second (str0m sends them in a
+        // sender report with report blocks, plus an XR).
+        assert!(n("rr") + n("sr") >= 11, "{sent:?}");
+        assert!(n("nack") >= 5, "{sent:?}");
+        assert_eq!(n("pli"), 0, "{sent:?}");
+        let rx = sim.reception("r0", "pub", secs(3.0), secs(11.5));
+        assert_eq!(rx.shown_freezes, 0, "{rx:?}");
     });
 }
 
@@ -250,6 +331,12 @@ fn fifty_participants_for_a_simulated_minute() {
             let rx = sim.reception(r, p, secs(10.0), secs(58.0));
             assert_eq!(rx.layers, vec![0], "{r} gets 180p of {p}: {rx:?}");
             assert!(rx.frame_loss() < 0.01, "{r} from {p}: {rx:?}");
+            assert_eq!(rx.shown_freezes, 0, "{r} from {p}: {rx:?}");
+        }
+        // Clean links: no decoder ever had to ask for a keyframe.
+        for i in 0..n {
+            let st = sim.state(&format!("p{i}"));
+            assert_eq!(st.plis_sent_total(), 0, "p{i}: {:?}", st.plis_sent);
         }
     });
 }
