@@ -11,8 +11,8 @@
 //! - nothing decodes before a keyframe;
 //! - a complete frame whose predecessor is missing waits: retransmission may
 //!   still fill the gap;
-//! - when no frame could be decoded for [`MAX_WAIT_FOR_FRAME`] while media
-//!   keeps arriving, a keyframe is required;
+//! - when no frame could be decoded for [`MAX_WAIT_FOR_FRAME`] while complete
+//!   frames wait for a missing predecessor, a keyframe is required;
 //! - while one is required, a PLI goes out every [`MAX_WAIT_FOR_KEYFRAME`]
 //!   until a keyframe decodes.
 //!
@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// libwebrtc's `kMaxWaitForFrame`: no decodable frame for this long (while
-/// packets arrive) and the receiver gives up on the gap.
+/// later frames wait) and the receiver gives up on the gap.
 pub const MAX_WAIT_FOR_FRAME: Duration = Duration::from_secs(3);
 /// libwebrtc's `kMaxWaitForKeyFrame`: how often a receiver that needs a
 /// keyframe asks again.
@@ -64,7 +64,6 @@ pub struct FrameDecoder {
     /// Picture id of the last decoded frame and its width mask.
     last: Option<(u16, u16)>,
     last_decoded_at: Option<Instant>,
-    last_packet_at: Option<Instant>,
     keyframe_required: bool,
     /// When to ask for a keyframe (next), while one is required.
     next_request: Option<Instant>,
@@ -92,7 +91,6 @@ impl Default for FrameDecoder {
             waiting: Vec::new(),
             last: None,
             last_decoded_at: None,
-            last_packet_at: None,
             keyframe_required: true,
             next_request: None,
             decoded: 0,
@@ -108,7 +106,6 @@ impl FrameDecoder {
 
     /// A video packet arrived. Returns how many frames it made decodable.
     pub fn handle_packet(&mut self, now: Instant, p: VideoPacket) -> u64 {
-        self.last_packet_at = Some(now);
         if self.keyframe_required && self.next_request.is_none() {
             // A new stream: its first keyframe is normally on the way; ask
             // only if it has not come after a while, as libwebrtc does.
@@ -201,8 +198,11 @@ impl FrameDecoder {
         if self.keyframe_required {
             return;
         }
-        if let (Some(decoded), Some(packet)) = (self.last_decoded_at, self.last_packet_at)
-            && packet > decoded
+        // Only frames that are complete yet cannot be shown count as stuck:
+        // a slot that was idle (paused, its source gone quiet) and resumes
+        // with a keyframe still arriving must not ask for another.
+        if let Some(decoded) = self.last_decoded_at
+            && !self.waiting.is_empty()
             && now >= decoded + MAX_WAIT_FOR_FRAME
         {
             self.keyframe_required = true;
@@ -229,8 +229,8 @@ impl FrameDecoder {
         if self.keyframe_required {
             return self.next_request;
         }
-        match (self.last_decoded_at, self.last_packet_at) {
-            (Some(d), Some(p)) if p > d => Some(d + MAX_WAIT_FOR_FRAME),
+        match self.last_decoded_at {
+            Some(d) if !self.waiting.is_empty() => Some(d + MAX_WAIT_FOR_FRAME),
             _ => None,
         }
     }
@@ -359,6 +359,28 @@ mod tests {
         assert_eq!(d.handle_packet(t0 + ms(80), kf(1)), 3);
         assert_eq!(frame(&mut d, t0 + ms(99), 3, false), 1);
         assert!(requests(&mut d, t0 + ms(99), t0 + ms(4000)).is_empty());
+    }
+
+    #[test]
+    fn a_slot_that_resumes_after_a_long_pause_with_a_keyframe_asks_nothing() {
+        let t0 = Instant::now();
+        let mut d = FrameDecoder::new();
+        frame(&mut d, t0, 0, true);
+        frame(&mut d, t0 + ms(33), 1, false);
+        // Ten seconds of nothing, then a keyframe whose packets are spread
+        // over 20 ms, with the clock running in between.
+        let at = t0 + ms(10_000);
+        let kf = |index| VideoPacket {
+            ts: 90_000,
+            pid: (2, true),
+            keyframe_start: index == 0,
+            index,
+            count: 2,
+        };
+        assert_eq!(d.handle_packet(at, kf(0)), 0);
+        assert!(requests(&mut d, at, at + ms(15)).is_empty());
+        assert_eq!(d.handle_packet(at + ms(20), kf(1)), 1);
+        assert_eq!(d.requests, 0);
     }
 
     #[test]
