@@ -474,7 +474,7 @@ impl Summary {
         );
         let _ = writeln!(
             s,
-            "{:<10} {:>5} {:>6} {:>9} {:>9} {:>10} {:>9} {:>7} {:>7} {:>8} {:>8} {:>8}",
+            "{:<10} {:>5} {:>6} {:>9} {:>9} {:>10} {:>9} {:>7} {:>7} {:>5} {:>8} {:>8} {:>8}",
             "room",
             "peers",
             "failed",
@@ -484,6 +484,7 @@ impl Summary {
             "kbps/rx",
             "loss %",
             "freezes",
+            "PLIs",
             "delay50",
             "delay99",
             "delaymax"
@@ -494,7 +495,7 @@ impl Summary {
             };
             let _ = writeln!(
                 s,
-                "{:<10} {:>5} {:>6} {:>9} {:>9} {:>10.0} {:>9.0} {:>7.3} {:>7} {:>8} {:>8} {:>8}",
+                "{:<10} {:>5} {:>6} {:>9} {:>9} {:>10.0} {:>9.0} {:>7.3} {:>7} {:>5} {:>8} {:>8} {:>8}",
                 name,
                 g.participants,
                 g.failed,
@@ -504,6 +505,7 @@ impl Summary {
                 g.received_kbps_per_receiver,
                 g.loss_percent,
                 g.freezes,
+                g.plis_sent,
                 ms(&g.delay_ms, |p| p.p50),
                 ms(&g.delay_ms, |p| p.p99),
                 ms(&g.delay_ms, |p| p.max),
@@ -1260,6 +1262,7 @@ async fn participant(ctx: Arc<Ctx>, spec: Spec) -> PeerReport {
         first_media_time: None,
         acc: PeerAcc::default(),
         packets_sent: 0,
+        plis_sent: 0,
         asked_region: ctx.args.region_for(spec.publish).map(str::to_string),
         bridge: None,
         bridge_region: None,
@@ -1428,6 +1431,7 @@ async fn drive(
         }
     }
     report.packets_sent = peer.state().packets_sent;
+    report.plis_sent = peer.state().plis_sent_total();
     peer.leave();
     while let Some(o) = peer.poll_output() {
         if let PeerOutput::Signal(m) = o {

@@ -181,6 +181,9 @@ pub struct PeerReport {
     pub first_media_time: Option<Duration>,
     pub acc: PeerAcc,
     pub packets_sent: u64,
+    /// Keyframe requests (PLIs) its decoders sent, as a browser's would when
+    /// a picture cannot go on (`tern_sfu::decoder`).
+    pub plis_sent: u64,
     /// The region asked for at the focus (`--publisher-region`,
     /// `--subscriber-region`), and the bridge and region it placed the
     /// participant on (joins through a focus only).
@@ -228,6 +231,8 @@ pub struct GroupSummary {
     pub loss_percent: f64,
     pub frames: u64,
     pub freezes: u64,
+    /// Keyframe requests (PLIs) the receivers sent.
+    pub plis_sent: u64,
     pub delay_ms: Option<Percentiles>,
     /// Video packets received by simulcast layer (0 = lowest).
     pub video_layer_packets: BTreeMap<u8, u64>,
@@ -278,6 +283,7 @@ pub fn summarise(reports: &[&PeerReport], window: Duration) -> GroupSummary {
         },
         frames: reports.iter().map(|r| r.acc.frames()).sum(),
         freezes: reports.iter().map(|r| r.acc.freezes()).sum(),
+        plis_sent: reports.iter().map(|r| r.plis_sent).sum(),
         delay_ms: percentiles(delays),
         video_layer_packets: reports.iter().fold(BTreeMap::new(), |mut m, r| {
             for (&l, &n) in &r.acc.video_layers {
