@@ -235,6 +235,11 @@ impl FrameDecoder {
         }
     }
 
+    /// Picture id of the last frame shown.
+    pub fn last_shown(&self) -> Option<u16> {
+        self.last.map(|(pid, _)| pid)
+    }
+
     pub fn keyframe_required(&self) -> bool {
         self.keyframe_required
     }
@@ -392,6 +397,83 @@ mod tests {
         assert_eq!(frame(&mut d, t0 + ms(40), 1, false), 0);
         assert_eq!(frame(&mut d, t0 + ms(50), 0, true), 0);
         assert_eq!(d.decoded, 2);
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever is lost, duplicated or reordered: frames show in
+        /// picture-id order, never more than were completed, and with
+        /// nothing lost every frame shows and nobody asks for a keyframe.
+        #[test]
+        fn frames_show_in_order_and_only_when_complete(
+            start in 0u16..0x7fff,
+            sizes in prop::collection::vec(1u16..5, 1..120),
+            fate in prop::collection::vec(0u8..20, 600),
+            swaps in prop::collection::vec(0usize..600, 0..60),
+        ) {
+            let t0 = Instant::now();
+            // (frame, packet) in send order; frame 0 is the keyframe.
+            let mut plan: Vec<(usize, u16)> = sizes
+                .iter()
+                .enumerate()
+                .flat_map(|(f, &n)| (0..n).map(move |i| (f, i)))
+                .collect();
+            let n_packets = plan.len();
+            // Reorder: swap neighbours (a packet overtaken by the next).
+            for &s in &swaps {
+                let i = s % n_packets;
+                if i + 1 < n_packets {
+                    plan.swap(i, i + 1);
+                }
+            }
+            let mut d = FrameDecoder::new();
+            let mut got: Vec<Vec<u16>> = vec![Vec::new(); sizes.len()];
+            let mut lost_any = false;
+            let mut shown = 0u64;
+            for (k, &(f, i)) in plan.iter().enumerate() {
+                // 0: lost, 1: duplicated, else delivered once.
+                let copies = match fate[k % fate.len()] {
+                    0 => 0,
+                    1 => 2,
+                    _ => 1,
+                };
+                lost_any |= copies == 0;
+                for _ in 0..copies {
+                    let before = d.last_shown();
+                    let p = VideoPacket {
+                        ts: (f as u32) * 3000,
+                        pid: (start.wrapping_add(f as u16) & 0x7fff, true),
+                        keyframe_start: f == 0 && i == 0,
+                        index: i,
+                        count: sizes[f],
+                    };
+                    let n = d.handle_packet(t0 + ms(k as u64), p);
+                    if !got[f].contains(&i) {
+                        got[f].push(i);
+                    }
+                    shown += n;
+                    if n > 0 {
+                        let (now, was) = (d.last_shown(), before);
+                        prop_assert!(now.is_some());
+                        if let (Some(a), Some(b)) = (now, was) {
+                            prop_assert!(newer(a, b, 0x7fff), "{b} then {a}");
+                        }
+                    }
+                }
+            }
+            let complete = got
+                .iter()
+                .zip(&sizes)
+                .filter(|(g, n)| g.len() == usize::from(**n))
+                .count() as u64;
+            prop_assert!(shown <= complete, "{shown} shown of {complete} complete");
+            prop_assert_eq!(shown, d.decoded);
+            if !lost_any {
+                prop_assert_eq!(shown, sizes.len() as u64);
+                prop_assert!(!d.poll_keyframe_request(t0 + ms(n_packets as u64)));
+            }
+        }
     }
 
     #[test]
