@@ -210,25 +210,29 @@ fn a_three_second_partition_is_survived_without_rejoining() {
 /// any repair) asks for a keyframe as a browser does; the bridge passes the
 /// request to the publisher, and the picture is back well before the
 /// publisher's next periodic keyframe. On clean links nobody asks.
+fn frames_lost_for_good(seed: u64) -> Sim {
+    let mut sim = Sim::new(SimConfig::new(seed));
+    // Periodic keyframes too rare to explain a quick recovery.
+    sim.add_peer(
+        "pub",
+        |c| c.keyframe_interval = Duration::from_secs(60),
+        clean(),
+        clean(),
+    );
+    for r in ["r0", "r1"] {
+        let i = sim.add_peer(r, receive_only, clean(), clean());
+        sim.set_max_height(i, None, 360);
+    }
+    let r0 = sim.peer_index("r0");
+    sim.partition(r0, secs(5.0), secs(9.0));
+    sim.run_until(secs(14.0));
+    sim
+}
+
 #[test]
 fn a_subscriber_that_lost_frames_for_good_asks_for_a_keyframe_and_sees_again() {
     with_seed(seed_or(59), |seed| {
-        let mut sim = Sim::new(SimConfig::new(seed));
-        // Periodic keyframes too rare to explain a quick recovery.
-        sim.add_peer(
-            "pub",
-            |c| c.keyframe_interval = Duration::from_secs(60),
-            clean(),
-            clean(),
-        );
-        for r in ["r0", "r1"] {
-            let i = sim.add_peer(r, receive_only, clean(), clean());
-            sim.set_max_height(i, None, 360);
-        }
-        let r0 = sim.peer_index("r0");
-        sim.partition(r0, secs(5.0), secs(9.0));
-        sim.run_until(secs(14.0));
-
+        let sim = frames_lost_for_good(seed);
         let st = sim.state("r0");
         assert!(st.plis_sent_total() >= 1, "r0 asked: {:?}", st.plis_sent);
         assert_eq!(sim.state("r1").plis_sent_total(), 0, "r1 had no reason to");
@@ -246,6 +250,21 @@ fn a_subscriber_that_lost_frames_for_good_asks_for_a_keyframe_and_sees_again() {
         assert_eq!(rx.shown_freezes, 0, "{rx:?}");
         let rx1 = sim.reception("r1", "pub", secs(2.0), secs(13.5));
         assert_eq!(rx1.shown_freezes, 0, "{rx1:?}");
+    });
+}
+
+/// Keyframe requests from several decoders stay deterministic: the same
+/// seed gives the same trace with PLIs in it.
+#[test]
+fn a_run_with_keyframe_requests_is_the_same_for_the_same_seed() {
+    with_seed(seed_or(59), |seed| {
+        let a = frames_lost_for_good(seed);
+        let b = frames_lost_for_good(seed);
+        assert!(a.state("r0").plis_sent_total() >= 1);
+        assert_eq!(
+            (a.trace.hash(), a.trace.events),
+            (b.trace.hash(), b.trace.events)
+        );
     });
 }
 
