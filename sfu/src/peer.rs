@@ -281,25 +281,13 @@ impl Peer {
     /// participant and the same local media. What was received so far moves
     /// to [`PeerState::history`]. The driver sends [`Peer::join`] next.
     pub fn reconnect(&mut self, now: Instant) {
-        let received = std::mem::take(&mut self.state.received);
-        for (mid, packets) in received {
-            if let Some(Some(source)) = self.state.slots.get(&mid) {
-                self.state
-                    .history
-                    .entry(source.clone())
-                    .or_default()
-                    .extend(packets);
-            }
-        }
-        for (mid, times) in std::mem::take(&mut self.state.decoded) {
-            if let Some(Some(source)) = self.state.slots.get(&mid) {
-                self.state
-                    .decoded_history
-                    .entry(source.clone())
-                    .or_default()
-                    .extend(times);
-            }
-        }
+        let st = &mut self.state;
+        into_history(std::mem::take(&mut st.received), &st.slots, &mut st.history);
+        into_history(
+            std::mem::take(&mut st.decoded),
+            &st.slots,
+            &mut st.decoded_history,
+        );
         self.decoders.clear();
         self.rtc = Self::build_rtc(&self.cfg, now);
         let st = &mut self.state;
@@ -844,6 +832,20 @@ impl Peer {
         ];
         p.resize(200, i as u8);
         p
+    }
+}
+
+/// Move what slots collected (by mid) to their sources' history: a new
+/// session starts its slots and mids afresh, the sources stay.
+fn into_history<T>(
+    by_mid: HashMap<String, Vec<T>>,
+    slots: &HashMap<String, Option<String>>,
+    history: &mut HashMap<String, Vec<T>>,
+) {
+    for (mid, items) in by_mid {
+        if let Some(Some(source)) = slots.get(&mid) {
+            history.entry(source.clone()).or_default().extend(items);
+        }
     }
 }
 
