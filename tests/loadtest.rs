@@ -207,7 +207,16 @@ fn every_subscriber_receives_media_from_a_dev_bridge_and_the_json_says_so() {
     assert!(o["delay_ms"]["p50"].as_f64().is_some(), "{o}");
     // Reported, whatever the count (a loaded machine may drop a burst).
     assert!(o["plis_sent"].as_u64().is_some(), "{o}");
+    assert!(o["shown_freezes"].as_u64().is_some(), "{o}");
     assert!(stdout.contains("PLIs"), "{stdout}");
+    // What the subscribers' decoders showed: on loopback, what completed
+    // (give or take a frame per receiver that straddles the window's start:
+    // its early packets are outside it, its showing is inside).
+    let (shown, frames) = (
+        o["frames_shown"].as_u64().unwrap_or(0),
+        o["frames"].as_u64().unwrap_or(0),
+    );
+    assert!(shown * 10 >= frames * 9 && shown <= frames + 3, "{o}");
     assert_eq!(v["per_room"].as_object().map(|m| m.len()), Some(2));
 }
 

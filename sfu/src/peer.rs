@@ -324,11 +324,15 @@ impl Peer {
 
     /// Hand over (and forget) what was received so far: a long-running
     /// driver such as the load tool folds packets into its own statistics
-    /// instead of keeping every packet of a whole run in memory. The times
-    /// of decoded frames ([`PeerState::decoded`]) are forgotten with them.
+    /// instead of keeping every packet of a whole run in memory.
     pub fn take_received(&mut self) -> HashMap<String, Vec<Received>> {
-        self.state.decoded.clear();
         std::mem::take(&mut self.state.received)
+    }
+
+    /// Hand over (and forget) when each slot could show frames so far
+    /// ([`PeerState::decoded`]), as [`Peer::take_received`] does for packets.
+    pub fn take_decoded(&mut self) -> HashMap<String, Vec<Instant>> {
+        std::mem::take(&mut self.state.decoded)
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -2,7 +2,9 @@
 //! WebRTC (ICE, DTLS-SRTP) against a bridge, for a bounded time; then a
 //! summary per room and overall (join time, received packets and bitrate,
 //! loss, freezes, end-to-end delay from the timestamps publishers embed),
-//! also as JSON.
+//! also as JSON. Freezes are counted twice: between complete frames, and
+//! between frames the subscribers' decoders could show (`frz c/s`); the
+//! PLIs those decoders sent are counted too.
 //!
 //! Each participant is one tokio task that owns its [`Peer`] outright (no
 //! lock: nothing else touches it) and its own UDP socket; the runtime has
@@ -483,7 +485,7 @@ impl Summary {
             "rx pkt/s",
             "kbps/rx",
             "loss %",
-            "freezes",
+            "frz c/s",
             "PLIs",
             "delay50",
             "delay99",
@@ -504,7 +506,7 @@ impl Summary {
                 g.received_packets_per_sec,
                 g.received_kbps_per_receiver,
                 g.loss_percent,
-                g.freezes,
+                format!("{}/{}", g.freezes, g.shown_freezes),
                 g.plis_sent,
                 ms(&g.delay_ms, |p| p.p50),
                 ms(&g.delay_ms, |p| p.p99),
@@ -1483,6 +1485,9 @@ fn on_datagram(
 
 fn fold(ctx: &Ctx, peer: &mut Peer, report: &mut PeerReport) {
     let received = peer.take_received();
+    for (mid, times) in peer.take_decoded() {
+        report.acc.fold_shown(&mid, &times, ctx.window);
+    }
     let slots = &peer.state().slots;
     let mut n = 0;
     for (mid, packets) in received {

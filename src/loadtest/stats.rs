@@ -60,6 +60,11 @@ pub struct SlotAcc {
     last_complete: Option<Instant>,
     pub frames: u64,
     pub freezes: u64,
+    last_shown: Option<Instant>,
+    /// Frames the participant's decoder could show (`tern_sfu::decoder`),
+    /// and gaps over [`FREEZE_GAP`] between them: what a viewer sees.
+    pub shown: u64,
+    pub shown_freezes: u64,
 }
 
 impl SlotAcc {
@@ -96,6 +101,16 @@ impl SlotAcc {
 
     fn expected(&self) -> u64 {
         self.min_seq.map_or(0, |m| self.max_seq - m + 1)
+    }
+
+    fn add_shown(&mut self, at: Instant) {
+        if let Some(prev) = self.last_shown
+            && at.saturating_duration_since(prev) > FREEZE_GAP
+        {
+            self.shown_freezes += 1;
+        }
+        self.last_shown = Some(self.last_shown.map_or(at, |p| p.max(at)));
+        self.shown += 1;
     }
 }
 
@@ -144,6 +159,24 @@ impl PeerAcc {
                 self.delays_us.push(d.min(u128::from(u32::MAX)) as u32);
             }
         }
+    }
+
+    /// Fold the times at which slot `mid` could show a frame.
+    pub fn fold_shown(&mut self, mid: &str, times: &[Instant], window: (Instant, Instant)) {
+        let slot = self.slots.entry(mid.to_string()).or_default();
+        for &t in times {
+            if t >= window.0 && t <= window.1 {
+                slot.add_shown(t);
+            }
+        }
+    }
+
+    pub fn shown(&self) -> u64 {
+        self.slots.values().map(|s| s.shown).sum()
+    }
+
+    pub fn shown_freezes(&self) -> u64 {
+        self.slots.values().map(|s| s.shown_freezes).sum()
     }
 
     pub fn lost(&self) -> u64 {
@@ -231,6 +264,10 @@ pub struct GroupSummary {
     pub loss_percent: f64,
     pub frames: u64,
     pub freezes: u64,
+    /// Frames the receivers' decoders could show, and the gaps over 500 ms
+    /// between them (`freezes` counts gaps between complete frames).
+    pub frames_shown: u64,
+    pub shown_freezes: u64,
     /// Keyframe requests (PLIs) the receivers sent.
     pub plis_sent: u64,
     pub delay_ms: Option<Percentiles>,
@@ -283,6 +320,8 @@ pub fn summarise(reports: &[&PeerReport], window: Duration) -> GroupSummary {
         },
         frames: reports.iter().map(|r| r.acc.frames()).sum(),
         freezes: reports.iter().map(|r| r.acc.freezes()).sum(),
+        frames_shown: reports.iter().map(|r| r.acc.shown()).sum(),
+        shown_freezes: reports.iter().map(|r| r.acc.shown_freezes()).sum(),
         plis_sent: reports.iter().map(|r| r.plis_sent).sum(),
         delay_ms: percentiles(delays),
         video_layer_packets: reports.iter().fold(BTreeMap::new(), |mut m, r| {
@@ -369,5 +408,18 @@ mod tests {
         );
         assert_eq!(acc.packets, 0);
         assert!(acc.first_media.is_some());
+    }
+
+    #[test]
+    fn shown_frames_and_their_freezes_are_counted_inside_the_window() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut acc = PeerAcc::default();
+        // Shown every 33 ms, then nothing for 700 ms (a freeze), and again;
+        // the last one is after the window.
+        let times = [ms(0), ms(33), ms(66), ms(766), ms(800), ms(5000)];
+        acc.fold_shown("1", &times[..3], (t0, ms(1000)));
+        acc.fold_shown("1", &times[3..], (t0, ms(1000)));
+        assert_eq!((acc.shown(), acc.shown_freezes()), (5, 1));
     }
 }
