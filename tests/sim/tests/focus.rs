@@ -48,19 +48,10 @@ fn assert_all_receive_all(sim: &Sim, names: &[&str], from: f64, to: f64) {
 }
 
 /// The longest time without a complete frame of `p` at `r` between two times.
+/// The longest time in [from, to] during which `r` showed no new frame of
+/// `p`'s camera (its decoder's view, across re-joins).
 fn longest_gap(sim: &Sim, r: &str, p: &str, from: f64, to: f64) -> Duration {
-    let times: Vec<Duration> = sim
-        .frame_times(r, p)
-        .into_iter()
-        .filter(|t| *t >= secs(from) && *t <= secs(to))
-        .collect();
-    let mut prev = secs(from);
-    let mut longest = Duration::ZERO;
-    for t in times.iter().copied().chain([secs(to)]) {
-        longest = longest.max(t.saturating_sub(prev));
-        prev = t;
-    }
-    longest
+    sim.reception(r, p, secs(from), secs(to)).longest_shown_gap
 }
 
 fn bridge_down_at(sim: &Sim, id: &str) -> Option<Duration> {

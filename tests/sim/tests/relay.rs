@@ -65,7 +65,11 @@ fn participants_on_three_bridges_all_receive_each_other() {
                 assert_eq!(rx.layers, vec![2], "{r} gets 720p of {p}: {rx:?}");
                 assert!(rx.frame_loss() < 0.01, "{r} from {p}: {rx:?}");
                 assert_eq!(rx.freezes, 0, "{r} from {p}: {rx:?}");
+                // Across the relay too, picture ids stay continuous: every
+                // complete frame can be shown, nobody asks for a keyframe.
+                assert_eq!(rx.shown_freezes, 0, "{r} from {p}: {rx:?}");
             }
+            assert_eq!(st.plis_sent_total(), 0, "{r}: {:?}", st.plis_sent);
             for p in names.iter().filter(|p| **p != r) {
                 let audio = sim.state(r).received_for(&format!("{p}/mic")).len();
                 // 50 packets/s for ~7 s.
@@ -160,6 +164,8 @@ fn a_ten_second_relay_partition_heals_and_media_resumes_within_two_seconds() {
         );
         let rx = sim.reception("r0", "pub", secs(17.0), secs(21.5));
         assert!(rx.frame_loss() < 0.01, "{rx:?}");
+        // And the picture is back, not only the packets.
+        assert_eq!(rx.shown_freezes, 0, "{rx:?}");
         assert!(sim.state("r0").participants.contains_key("pub"));
     });
 }
