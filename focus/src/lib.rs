@@ -8,6 +8,8 @@
 //! focus-side *corrected stress* that counts joins the bridges' reports do not
 //! show yet, so a burst of joins spreads instead of landing on one bridge.
 
+mod wire;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 

@@ -9,6 +9,7 @@ pub mod decoder;
 pub mod h264;
 pub mod keyframe;
 pub mod layers;
+pub mod node;
 pub mod peer;
 pub mod rewrite;
 pub mod signal;

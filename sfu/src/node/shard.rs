@@ -1,0 +1,113 @@
+//! What a worker shard is told: one enum for every input a shard's [`Core`]
+//! takes besides a join (which answers), so the node, the tokio shard task
+//! and the simulator hand a shard the same values and apply them the same
+//! way.
+//!
+//! It owns no state: [`ShardInput::apply`] is the one place that maps an
+//! input to the core's verb.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::info;
+
+use crate::core::{Core, EndpointId, PeerId};
+use crate::signal::ClientMessage;
+use crate::tern_relay::msg::relay_control::Msg;
+
+#[derive(Debug)]
+pub enum ShardInput {
+    /// Client datagrams read together from the media socket at `local`.
+    Datagrams {
+        local: SocketAddr,
+        batch: Vec<(SocketAddr, Bytes)>,
+    },
+    /// How far behind real time the shard's oldest unread datagram was
+    /// (admission control reads it).
+    IngressLag(Duration),
+    Message {
+        id: EndpointId,
+        msg: ClientMessage,
+    },
+    Leave {
+        id: EndpointId,
+    },
+    /// Ask participants of a room to reconnect elsewhere (drain, focus move).
+    Move {
+        room: String,
+        participants: Vec<String>,
+        reason: String,
+    },
+    /// End a conference.
+    End {
+        room: String,
+    },
+    /// The focus: these bridges host `room` too.
+    RelayPeers {
+        room: String,
+        peers: Vec<String>,
+    },
+    RelayLinkUp {
+        peer: PeerId,
+    },
+    RelayLinkDown {
+        peer: PeerId,
+    },
+    RelayRtt {
+        peer: PeerId,
+        rtt: Duration,
+    },
+    RelayControl {
+        peer: PeerId,
+        msg: Msg,
+    },
+    /// Media datagrams from one peer that arrived together.
+    RelayDatagrams {
+        peer: PeerId,
+        data: Vec<Bytes>,
+    },
+}
+
+impl ShardInput {
+    /// Hand the input to the shard's core.
+    pub fn apply(self, core: &mut Core, now: Instant) {
+        match self {
+            ShardInput::Datagrams { local, batch } => {
+                core.handle_datagrams(now, local, batch.iter().map(|(src, d)| (*src, &d[..])))
+            }
+            ShardInput::IngressLag(lag) => core.handle_ingress_lag(now, lag),
+            ShardInput::Message { id, msg } => core.handle_message(now, id, msg),
+            ShardInput::Leave { id } => core.handle_leave(now, id),
+            ShardInput::Move {
+                room,
+                participants,
+                reason,
+            } => {
+                let n = core.move_participants(now, &room, &participants, &reason);
+                info!(%room, moved = n, %reason, "participants moved");
+            }
+            ShardInput::End { room } => {
+                let n = core.end_conference(now, &room);
+                info!(%room, removed = n, "conference ended");
+            }
+            ShardInput::RelayPeers { room, peers } => core.handle_relay_peers(now, &room, &peers),
+            ShardInput::RelayLinkUp { peer } => core.handle_relay_link_up(now, &peer),
+            ShardInput::RelayLinkDown { peer } => core.handle_relay_link_down(now, &peer),
+            ShardInput::RelayRtt { peer, rtt } => core.handle_relay_rtt(&peer, rtt),
+            ShardInput::RelayControl { peer, msg } => core.handle_relay_control(now, &peer, msg),
+            ShardInput::RelayDatagrams { peer, data } => {
+                core.handle_relay_datagrams(now, &peer, data.iter().map(|d| &d[..]))
+            }
+        }
+    }
+
+    /// Whether the input may be dropped when the shard's queue is full (media,
+    /// which the protocols repair) or must be delivered (state changes).
+    pub fn is_media(&self) -> bool {
+        matches!(
+            self,
+            ShardInput::Datagrams { .. } | ShardInput::RelayDatagrams { .. }
+        )
+    }
+}
