@@ -2,19 +2,23 @@
 //! participants.
 //!
 //! Everything runs in one thread on virtual time from a seed: real str0m
-//! participants ([`Peer`]) and real bridge cores ([`Core`]) exchange real
+//! participants ([`Peer`]) and real bridge nodes ([`Node`]: the bridge's
+//! shards, routing, relay connections, mesh policy and focus link, the same
+//! state machines the tokio shell drives) exchange real
 //! (SRTP-protected) datagrams over simulated links with latency, jitter,
 //! random and bursty loss, bandwidth limits with a queue, reordering,
 //! duplication and partitions. Signalling rides the same links but reliably,
 //! like a TCP connection: delayed through a partition, never lost. Bridges
-//! are joined by relay links: the real relay link state machine
-//! (`tern_relay::link`: hello, keepalive, control framing) over a simulated
-//! QUIC connection — control bytes reliable and in order, datagrams through
-//! a lossy [`LinkConfig`] — that drops after silence and reconnects.
+//! are joined by relay connections the nodes ask for (the smaller id
+//! dials, with the node's backoff) over a simulated QUIC connection —
+//! control bytes reliable and in order, datagrams through a lossy
+//! [`LinkConfig`], a dial into a partition failing after QUIC's idle
+//! timeout — that drops after silence and reconnects.
 //!
 //! A simulated focus can place participants instead ([`SimConfig::focus`]):
-//! the real focus core (`tern_focus`) gets each bridge's registration and
-//! reports over a control channel with latency, tells bridges their relay
+//! the real focus core (`tern_focus`) gets each node's registration and
+//! reports (`tern.bridge.v1` messages) over a control channel with latency,
+//! tells bridges their relay
 //! peers, and sees a killed bridge's stream close; participants join through
 //! it and, like the browser client, re-join through it with backoff when
 //! their bridge goes away or tells them to move.
@@ -31,12 +35,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use str0m::config::DtlsCert;
 use tern_focus::{Focus, FocusConfig, FocusEvent, Registration, Report};
+use tern_proto::bridge::v1 as bpb;
+use tern_sfu::node::{Input as NodeInput, Node, NodeConfig, Output as NodeOutput};
 use tern_sfu::peer::{Peer, PeerConfig, PeerOutput, PeerState};
 use tern_sfu::signal::{ClientMessage, ServerMessage};
-use tern_sfu::tern_relay::link::{Link as RelayLink, LinkConfig as RelayLinkConfig};
-use tern_sfu::{CodecName, Core, CoreConfig, EndpointId, JoinRequest, Output};
+use tern_sfu::{CodecName, Core, CoreConfig, EndpointId, JoinRequest, PeerId};
 
 pub use tern_sfu::synth::LayerSpec;
 
@@ -254,6 +260,8 @@ pub struct SimPeer {
     pub bridge: usize,
     /// Region it asks the focus for.
     pub region: Option<String>,
+    /// The room it joins.
+    pub room: String,
     up: usize,
     down: usize,
     joined: bool,
@@ -267,40 +275,41 @@ pub struct SimPeer {
 /// One bridge of the simulated cluster.
 pub struct SimBridge {
     pub id: String,
-    pub core: Core,
+    pub node: Node,
     pub addr: SocketAddr,
     pub region: String,
-    /// False once killed: it reads nothing, sends nothing, reports nothing.
+    /// False once killed or exited: it reads nothing, sends nothing,
+    /// reports nothing.
     pub alive: bool,
-    /// Drain as set by the focus (reported back, as the real bridge does).
-    draining: bool,
-    next_report: Instant,
-    /// Packet counters at the previous report, for rates.
-    reported: (u64, u64, Instant),
+    /// The node finished a shutdown (`Output::Exit`).
+    pub exited: bool,
 }
 
-/// The relay connection between two bridges (a < b), re-created after a drop.
+impl SimBridge {
+    /// The core of the shard the simulation's room is on.
+    pub fn core(&self, room: &str) -> &Core {
+        self.node.core_for_room(room)
+    }
+}
+
+/// The network between two bridges (a < b) and the connection on it, if
+/// any: its generation, so bytes of a dropped connection are not delivered
+/// on the next one.
 struct RelayPair {
     a: usize,
     b: usize,
     /// Simulated network, a→b and b→a.
     net: [usize; 2],
-    /// The live connection: generation and each side's link state machine.
-    conn: Option<(u64, RelayLink, RelayLink)>,
-    /// Which side has told its core the link is up.
-    up: [bool; 2],
-    next_attempt: Option<Instant>,
+    generation: Option<u64>,
 }
 
-/// How long a dropped relay connection waits before redialling.
-const RELAY_REDIAL: Duration = Duration::from_millis(500);
+/// How long a QUIC dial into a partition or to a dead bridge takes to fail:
+/// the relay endpoint's handshake idle timeout.
+const RELAY_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The browser client's re-join backoff (`src/web/tern.js`): the delay
 /// before each retry after a lost session or a failed attempt.
 const REJOIN_BACKOFF_MS: [u64; 5] = [250, 500, 1000, 2000, 3000];
-
-/// How often a bridge reports to the focus (as `src/bridge/focus_link.rs`).
-const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a bridge's control stream carries to the focus.
 #[derive(Debug)]
@@ -348,10 +357,32 @@ enum Event {
         bridge: usize,
         msg: Box<ToFocus>,
     },
+    /// The bridge's control stream to the focus opened (or failed to).
+    FocusStream {
+        bridge: usize,
+        connected: bool,
+    },
     /// A command from the focus to a bridge.
     FromFocus {
         bridge: usize,
-        cmd: Box<FocusEvent>,
+        cmd: Box<bpb::FocusCommand>,
+    },
+    /// Relay connection `generation` completes its handshake on both sides.
+    RelayConnect {
+        pair: usize,
+        generation: u64,
+        dialler: usize,
+    },
+    /// A dial by bridge `bridge` to `peer` timed out.
+    RelayDialFailed {
+        bridge: usize,
+        peer: usize,
+    },
+    /// The other side closed connection `generation`: side `to` learns it.
+    RelayClosed {
+        pair: usize,
+        generation: u64,
+        to: usize,
     },
     /// Control stream bytes of relay connection `generation`, from side `from` (0 = a).
     RelayStream {
@@ -434,6 +465,11 @@ pub struct SimConfig {
     pub regions: Vec<String>,
     /// One-way delay of the bridge ↔ focus control streams.
     pub focus_latency: Duration,
+    /// Worker shards per bridge.
+    pub shards: usize,
+    /// Without a focus: rooms besides `room` that every bridge is told the
+    /// others host too (join them with [`Sim::add_peer_to_room`]).
+    pub other_rooms: Vec<String>,
 }
 
 impl SimConfig {
@@ -447,6 +483,8 @@ impl SimConfig {
             focus: None,
             regions: Vec::new(),
             focus_latency: Duration::from_millis(2),
+            shards: 1,
+            other_rooms: Vec::new(),
         }
     }
 
@@ -530,19 +568,39 @@ impl Sim {
                 rtx_cache_age: Duration::from_secs(1),
             });
             bridge_by_addr.insert(addr, b);
+            let id = format!("b{b}");
+            let region = cfg
+                .regions
+                .get(b)
+                .cloned()
+                .unwrap_or_else(|| "local".into());
+            let register = cfg.focus.as_ref().map(|_| bpb::Register {
+                bridge_id: id.clone(),
+                region: region.clone(),
+                version: "sim".into(),
+                api_version: tern_sfu::node::focus_link::API_VERSION,
+                signal_url: format!("sim://{id}"),
+                relay_addr: id.clone(),
+                max_packet_rate: 50_000,
+                conferences: Vec::new(),
+            });
+            let node = Node::new(
+                NodeConfig {
+                    id: id.clone(),
+                    core: core_cfg,
+                    shards: cfg.shards,
+                    focus: register,
+                    drain_timeout: Duration::from_secs(30),
+                },
+                epoch,
+            );
             bridges.push(SimBridge {
-                id: format!("b{b}"),
-                core: Core::new(core_cfg, epoch),
+                id,
+                node,
                 addr,
-                region: cfg
-                    .regions
-                    .get(b)
-                    .cloned()
-                    .unwrap_or_else(|| "local".into()),
+                region,
                 alive: true,
-                draining: false,
-                next_report: epoch + REPORT_INTERVAL,
-                reported: (0, 0, epoch),
+                exited: false,
             });
         }
         let mut sim = Self {
@@ -585,61 +643,54 @@ impl Sim {
                     a,
                     b,
                     net: [net_ab, net_ab + 1],
-                    conn: None,
-                    up: [false, false],
-                    next_attempt: Some(epoch),
+                    generation: None,
                 });
             }
         }
-        if sim.focus.is_some() {
-            // Bridges register as they start; the focus tells them their
-            // relay peers as participants arrive.
+        if sim.focus.is_none() {
+            // No focus: what it would say, every bridge hosts the room.
             for b in 0..n {
-                let reg = Registration {
-                    id: sim.bridges[b].id.clone(),
-                    region: sim.bridges[b].region.clone(),
-                    version: "sim".into(),
-                    api_version: 1,
-                    signal_url: format!("sim://{}", sim.bridges[b].id),
-                    relay_addr: sim.bridges[b].id.clone(),
-                    max_packet_rate: 50_000,
-                    conferences: BTreeMap::new(),
-                };
-                sim.push(
-                    epoch + sim.focus_latency,
-                    Event::ToFocus {
-                        bridge: b,
-                        msg: Box::new(ToFocus::Register(reg)),
-                    },
-                );
+                let others: Vec<(String, String)> = (0..n)
+                    .filter(|&o| o != b)
+                    .map(|o| (format!("b{o}"), format!("b{o}")))
+                    .collect();
+                if others.is_empty() {
+                    continue;
+                }
+                let rooms = std::iter::once(sim.room.clone()).chain(cfg.other_rooms.clone());
+                for room in rooms {
+                    sim.bridges[b].node.handle_input(
+                        epoch,
+                        NodeInput::RelayPeers {
+                            room,
+                            peers: others.clone(),
+                        },
+                    );
+                }
             }
-            return sim;
         }
-        // No focus: what it would say, every bridge hosts the room.
+        // Nodes ask for their focus streams and relay dials from the start.
         for b in 0..n {
-            let others: Vec<String> = (0..n)
-                .filter(|&o| o != b)
-                .map(|o| format!("b{o}"))
-                .collect();
-            if !others.is_empty() {
-                let room = sim.room.clone();
-                sim.bridges[b]
-                    .core
-                    .handle_relay_peers(epoch, &room, &others);
-            }
+            sim.flush_node(b);
         }
         sim
     }
 
-    /// The first (or only) bridge's core.
+    /// The core of the first (or only) bridge's shard that hosts the room.
     pub fn core(&self) -> &Core {
-        &self.bridges[0].core
+        self.bridges[0].node.core_for_room(&self.room)
     }
 
-    /// The first bridge's core, to give it what its shell would (such as
-    /// how far behind it is) or a request the harness does not make.
+    /// That core, to give it what its shell would (such as how far behind
+    /// it is) or a request the harness does not make.
     pub fn core_mut(&mut self) -> &mut Core {
-        &mut self.bridges[0].core
+        let room = self.room.clone();
+        self.bridges[0].node.core_for_room_mut(&room)
+    }
+
+    /// Bridge `b`'s core for the simulation's room.
+    pub fn core_of(&self, b: usize) -> &Core {
+        self.bridges[b].node.core_for_room(&self.room)
     }
 
     /// The room every participant joins.
@@ -682,8 +733,8 @@ impl Sim {
 
     /// Whether both ends of the relay between two bridges are up.
     pub fn relay_up(&self, a: usize, b: usize) -> bool {
-        let p = self.relay_pair(a, b);
-        self.relays[p].up == [true, true]
+        let (ia, ib) = (self.bridges[a].id.clone(), self.bridges[b].id.clone());
+        self.bridges[a].node.relay_up(&ib) && self.bridges[b].node.relay_up(&ia)
     }
 
     pub fn now(&self) -> Instant {
@@ -750,6 +801,7 @@ impl Sim {
             started: self.now,
             bridge: bridge.unwrap_or(0),
             region: None,
+            room: self.room.clone(),
             up: up_i,
             down: up_i + 1,
             joined: false,
@@ -763,6 +815,23 @@ impl Sim {
         if let Some(b) = bridge {
             self.connect(i, b);
         }
+        i
+    }
+
+    /// Add a participant connected to bridge `bridge` that joins `room`
+    /// rather than the simulation's room.
+    pub fn add_peer_to_room(
+        &mut self,
+        bridge: usize,
+        room: &str,
+        name: &str,
+        f: impl FnOnce(&mut PeerConfig),
+        up: LinkConfig,
+        down: LinkConfig,
+    ) -> usize {
+        let i = self.add_peer_inner(None, name, f, up, down);
+        self.peers[i].room = room.to_string();
+        self.connect(i, bridge);
         i
     }
 
@@ -929,53 +998,21 @@ impl Sim {
                 target.map_or(u64::MAX, |b| b as u64),
                 0,
             );
-            self.focus_log.push((since, e.clone()));
             if let Some(b) = target
                 && self.bridges[b].alive
+                && let Some((_, cmd)) = e.command()
             {
                 let at = self.now + self.focus_latency;
                 self.push(
                     at,
                     Event::FromFocus {
                         bridge: b,
-                        cmd: Box::new(e),
+                        cmd: Box::new(cmd),
                     },
                 );
             }
+            self.focus_log.push((since, e));
         }
-    }
-
-    /// A bridge's periodic report to the focus.
-    fn report(&mut self, b: usize) {
-        let now = self.now;
-        let br = &mut self.bridges[b];
-        br.next_report += REPORT_INTERVAL;
-        let st = br.core.stats();
-        let (pin, pout, then) = br.reported;
-        let secs = now.saturating_duration_since(then).as_secs_f64().max(0.001);
-        let rate = |n: u64, before: u64| (n.saturating_sub(before) as f64 / secs) as u64;
-        let report = Report {
-            rtp_packets_in_per_s: rate(st.packets_in, pin),
-            rtp_packets_out_per_s: rate(st.packets_out, pout),
-            endpoints: br.core.endpoint_count() as u32,
-            healthy: true,
-            draining: br.draining,
-            shutting_down: false,
-            conferences: br
-                .core
-                .conferences()
-                .into_iter()
-                .map(|(room, ps)| (room, ps.into_iter().collect()))
-                .collect(),
-        };
-        br.reported = (st.packets_in, st.packets_out, now);
-        self.push(
-            now + self.focus_latency,
-            Event::ToFocus {
-                bridge: b,
-                msg: Box::new(ToFocus::Report(report)),
-            },
-        );
     }
 
     fn focus_in(&mut self, b: usize, msg: ToFocus) {
@@ -984,47 +1021,47 @@ impl Sim {
         let Some(focus) = self.focus.as_mut() else {
             return;
         };
-        match msg {
-            ToFocus::Register(reg) => focus
-                .handle_register(now, reg)
-                .unwrap_or_else(|e| panic!("focus refused {id}: {e}")),
+        let answer = match msg {
+            ToFocus::Register(reg) => Some(match focus.handle_register(now, reg) {
+                Ok(_) => bpb::focus_command::Cmd::Registered(bpb::Registered {
+                    focus_id: "sim".into(),
+                }),
+                Err(e) => bpb::focus_command::Cmd::Refused(e.to_string()),
+            }),
             ToFocus::Report(r) => {
                 // A report racing the bridge's failure is refused, as over gRPC.
                 let _ = focus.handle_report(now, &id, r);
+                None
             }
-            ToFocus::Closed => focus.handle_disconnect(now, &id, "stream closed"),
+            ToFocus::Closed => {
+                focus.handle_disconnect(now, &id, "stream closed");
+                None
+            }
+        };
+        if let Some(cmd) = answer
+            && self.bridges[b].alive
+        {
+            let at = now + self.focus_latency;
+            self.push(
+                at,
+                Event::FromFocus {
+                    bridge: b,
+                    cmd: Box::new(bpb::FocusCommand { cmd: Some(cmd) }),
+                },
+            );
         }
         self.drain_focus();
     }
 
-    fn focus_command(&mut self, b: usize, cmd: FocusEvent) {
-        if !self.bridges[b].alive {
-            return;
-        }
+    /// Tell bridge `b` to shut down, as SIGTERM does: with a focus it
+    /// drains first (the focus moves its conferences away), then it closes
+    /// what is left and exits.
+    pub fn shutdown_bridge(&mut self, b: usize) {
         let now = self.now;
-        let core = &mut self.bridges[b].core;
-        match cmd {
-            FocusEvent::CommandRelayPeers {
-                conference, peers, ..
-            } => {
-                let ids: Vec<String> = peers.into_iter().map(|(id, _)| id).collect();
-                core.handle_relay_peers(now, &conference, &ids);
-            }
-            FocusEvent::CommandMove {
-                conference,
-                participants,
-                reason,
-                ..
-            } => {
-                core.move_participants(now, &conference, &participants, &reason);
-            }
-            FocusEvent::CommandEndConference { conference, .. } => {
-                core.end_conference(now, &conference);
-            }
-            FocusEvent::CommandDrain { draining, .. } => self.bridges[b].draining = draining,
-            _ => {}
-        }
-        self.flush_core(b);
+        let t = self.t_us();
+        self.trace.record(t, "bridge_shutdown", b as u64, 0);
+        self.bridges[b].node.handle_input(now, NodeInput::Shutdown);
+        self.flush_node(b);
     }
 
     /// Move peer `i` to `bridge` by hand, as a client does on `move`: it
@@ -1228,15 +1265,16 @@ impl Sim {
         self.transmits = transmits;
     }
 
-    fn flush_core(&mut self, b: usize) {
+    /// Carry out what bridge `b`'s node has to say.
+    fn flush_node(&mut self, b: usize) {
         let mut transmits = std::mem::take(&mut self.transmits);
-        while let Some(o) = self.bridges[b].core.poll_output() {
+        while let Some(o) = self.bridges[b].node.poll_output() {
             match o {
-                Output::Transmit {
+                NodeOutput::Transmit {
                     destination,
                     contents,
                 } => transmits.push((destination, order_key(&contents), contents)),
-                Output::Signal { endpoint, message } => {
+                NodeOutput::Signal { endpoint, message } => {
                     if let Some(&i) = self.by_endpoint.get(&endpoint)
                         && self.peers[i].bridge == b
                     {
@@ -1253,24 +1291,67 @@ impl Sim {
                         );
                     }
                 }
-                Output::Closed { endpoint } => {
+                NodeOutput::Closed { endpoint } => {
                     let t = self.t_us();
                     self.trace.record(t, "closed", endpoint.0, 0);
                 }
-                Output::Bind { .. } | Output::Unbind { .. } => {}
-                Output::RelayControl { peer, msg } => {
-                    if let Some((p, side)) = self.relay_side(b, &peer)
-                        && let Some((_, la, lb)) = &mut self.relays[p].conn
-                    {
-                        let link = if side == 0 { la } else { lb };
-                        link.send(msg);
-                        self.flush_relay_stream(p);
+                NodeOutput::RelayWrite { peer, bytes } => {
+                    if let Some((p, side)) = self.relay_side(b, &peer) {
+                        self.relay_write(p, side, bytes);
                     }
                 }
-                Output::RelayDatagram { peer, datagram } => {
+                NodeOutput::RelayDatagram { peer, datagram } => {
                     if let Some((p, side)) = self.relay_side(b, &peer) {
                         self.send_relay_datagram(p, side, datagram);
                     }
+                }
+                NodeOutput::RelayDial { peer, .. } => self.relay_dial(b, &peer),
+                NodeOutput::RelayClose { peer, .. } => self.relay_close(b, &peer),
+                NodeOutput::FocusConnect => {
+                    let at = self.now + self.focus_latency;
+                    let connected = self.focus.is_some();
+                    self.push(
+                        at,
+                        Event::FocusStream {
+                            bridge: b,
+                            connected,
+                        },
+                    );
+                }
+                NodeOutput::FocusClose => {
+                    let at = self.now + self.focus_latency;
+                    self.push(
+                        at,
+                        Event::ToFocus {
+                            bridge: b,
+                            msg: Box::new(ToFocus::Closed),
+                        },
+                    );
+                }
+                NodeOutput::ToFocus(m) => {
+                    let msg = match m.msg {
+                        Some(bpb::bridge_message::Msg::Register(r)) => {
+                            ToFocus::Register(Registration::from(r))
+                        }
+                        Some(bpb::bridge_message::Msg::Stats(st)) => {
+                            ToFocus::Report(Report::from(st))
+                        }
+                        None => continue,
+                    };
+                    let at = self.now + self.focus_latency;
+                    self.push(
+                        at,
+                        Event::ToFocus {
+                            bridge: b,
+                            msg: Box::new(msg),
+                        },
+                    );
+                }
+                NodeOutput::Exit => {
+                    let t = self.t_us();
+                    self.trace.record(t, "bridge_exited", b as u64, 0);
+                    self.bridges[b].exited = true;
+                    self.kill_bridge(b);
                 }
             }
         }
@@ -1296,42 +1377,115 @@ impl Sim {
         Some((p, usize::from(self.relays[p].b == b)))
     }
 
-    /// Put what each side's link wants to write on the (reliable) wire.
-    fn flush_relay_stream(&mut self, p: usize) {
-        let Some((generation, la, lb)) = &mut self.relays[p].conn else {
+    fn side_bridge(&self, p: usize, side: usize) -> usize {
+        if side == 0 {
+            self.relays[p].a
+        } else {
+            self.relays[p].b
+        }
+    }
+
+    /// Bridge `b` dials `peer`. The handshake completes a round trip after
+    /// the first attempt that gets through: the first Initial now, then
+    /// its retransmissions (QUIC's probe timeout, 1 s with the default
+    /// initial RTT, doubling); with none through before the relay endpoint's
+    /// idle timeout, the dial fails then.
+    fn relay_dial(&mut self, b: usize, peer: &str) {
+        let Some((p, side)) = self.relay_side(b, peer) else {
             return;
         };
-        let generation = *generation;
-        let out = [la.poll_transmit(), lb.poll_transmit()];
-        let (a, b) = (self.relays[p].a, self.relays[p].b);
-        for (side, bytes) in out.into_iter().enumerate() {
-            let Some(bytes) = bytes else { continue };
-            // A dead bridge writes nothing.
-            if !self.bridges[if side == 0 { a } else { b }].alive {
-                continue;
+        let now = self.now;
+        let other = self.side_bridge(p, 1 - side);
+        let (out, back) = (self.relays[p].net[side], self.relays[p].net[1 - side]);
+        let t = self.t_us();
+        let rtt = self.links[out].cfg.latency + self.links[back].cfg.latency;
+        let through = |at: Instant| {
+            self.links[out].partitioned_at(at).is_none()
+                && self.links[back].partitioned_at(at).is_none()
+        };
+        let attempt = [0, 1000, 3000]
+            .into_iter()
+            .map(|ms| now + Duration::from_millis(ms))
+            .find(|&at| through(at) && at + rtt < now + RELAY_DIAL_TIMEOUT);
+        match attempt {
+            Some(at) if self.bridges[other].alive => {
+                self.relay_generation += 1;
+                let generation = self.relay_generation;
+                self.trace.record(t, "relay_dial", p as u64, generation);
+                self.push(
+                    at + rtt,
+                    Event::RelayConnect {
+                        pair: p,
+                        generation,
+                        dialler: side,
+                    },
+                );
             }
-            let net = self.relays[p].net[side];
-            let t = self.t_us();
-            self.trace
-                .record(t, "relay_stream", p as u64, bytes.len() as u64);
-            let at = self.reliable_delay(net);
+            _ => {
+                self.trace
+                    .record(t, "relay_dial_timeout", p as u64, side as u64);
+                self.push(
+                    now + RELAY_DIAL_TIMEOUT,
+                    Event::RelayDialFailed {
+                        bridge: b,
+                        peer: other,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Bridge `b` closes its connection with `peer`: the other side hears
+    /// the close one latency later, unless a partition swallows it (then
+    /// its own link times out).
+    fn relay_close(&mut self, b: usize, peer: &str) {
+        let Some((p, side)) = self.relay_side(b, peer) else {
+            return;
+        };
+        let Some(generation) = self.relays[p].generation else {
+            return;
+        };
+        let now = self.now;
+        let net = self.relays[p].net[side];
+        let t = self.t_us();
+        self.trace.record(t, "relay_close", p as u64, side as u64);
+        if self.links[net].partitioned_at(now).is_none() {
+            let at = now + self.links[net].cfg.latency;
             self.push(
                 at,
-                Event::RelayStream {
+                Event::RelayClosed {
                     pair: p,
                     generation,
-                    from: side,
-                    bytes,
+                    to: 1 - side,
                 },
             );
         }
     }
 
-    fn send_relay_datagram(&mut self, p: usize, from: usize, data: Arc<[u8]>) {
-        let Some((generation, _, _)) = &self.relays[p].conn else {
+    fn relay_write(&mut self, p: usize, side: usize, bytes: Vec<u8>) {
+        let Some(generation) = self.relays[p].generation else {
             return;
         };
-        let generation = *generation;
+        let net = self.relays[p].net[side];
+        let t = self.t_us();
+        self.trace
+            .record(t, "relay_stream", p as u64, bytes.len() as u64);
+        let at = self.reliable_delay(net);
+        self.push(
+            at,
+            Event::RelayStream {
+                pair: p,
+                generation,
+                from: side,
+                bytes,
+            },
+        );
+    }
+
+    fn send_relay_datagram(&mut self, p: usize, from: usize, data: Arc<[u8]>) {
+        let Some(generation) = self.relays[p].generation else {
+            return;
+        };
         let net = self.relays[p].net[from];
         let now = self.now;
         let t = self.t_us();
@@ -1357,185 +1511,24 @@ impl Sim {
         }
     }
 
-    /// Dial (or redial) a relay connection: fresh link state on both sides,
-    /// as a new QUIC connection would have. A partitioned network makes
-    /// the attempt fail; it is retried later.
-    fn relay_dial(&mut self, p: usize) {
+    /// Something for side `to` of pair `p` on connection `generation`:
+    /// the bridge there and the peer's id, if the connection is current and
+    /// the bridge alive.
+    fn relay_target(&self, p: usize, generation: u64, to: usize) -> Option<(usize, PeerId)> {
+        if self.relays[p].generation != Some(generation) {
+            return None;
+        }
+        let b = self.side_bridge(p, to);
+        let other = self.side_bridge(p, 1 - to);
+        self.bridges[b]
+            .alive
+            .then(|| (b, Arc::from(self.bridges[other].id.as_str())))
+    }
+
+    fn relay_input(&mut self, b: usize, input: NodeInput) {
         let now = self.now;
-        let r = &mut self.relays[p];
-        r.next_attempt = None;
-        let partitioned = self.links[r.net[0]].partitioned_at(now).is_some();
-        let dead = !self.bridges[r.a].alive || !self.bridges[r.b].alive;
-        if partitioned || dead {
-            r.next_attempt = Some(now + RELAY_REDIAL);
-            return;
-        }
-        self.relay_generation += 1;
-        let (ida, idb) = (self.bridges[r.a].id.clone(), self.bridges[r.b].id.clone());
-        let la = RelayLink::new(RelayLinkConfig::new(ida.clone()), idb.clone(), now);
-        let lb = RelayLink::new(RelayLinkConfig::new(idb), ida, now);
-        r.conn = Some((self.relay_generation, la, lb));
-        r.up = [false, false];
-        let t = self.t_us();
-        self.trace
-            .record(t, "relay_dial", p as u64, self.relay_generation);
-        self.flush_relay_stream(p);
-    }
-
-    /// Tell cores about links that became ready or failed.
-    fn relay_check(&mut self, p: usize) {
-        let now = self.now;
-        let r = &self.relays[p];
-        let Some((_, la, lb)) = &r.conn else {
-            return;
-        };
-        let failed = la.error().is_some() || lb.error().is_some();
-        let ready = [la.is_ready(), lb.is_ready()];
-        let bridges = [r.a, r.b];
-        if failed {
-            let t = self.t_us();
-            self.trace.record(t, "relay_down", p as u64, 0);
-            for side in 0..2 {
-                if self.relays[p].up[side] && self.bridges[bridges[side]].alive {
-                    let other = self.bridges[bridges[1 - side]].id.clone();
-                    self.bridges[bridges[side]]
-                        .core
-                        .handle_relay_link_down(now, &other);
-                    self.flush_core(bridges[side]);
-                }
-            }
-            let r = &mut self.relays[p];
-            r.conn = None;
-            r.up = [false, false];
-            r.next_attempt = Some(now + RELAY_REDIAL);
-            return;
-        }
-        for side in 0..2 {
-            if ready[side] && !self.relays[p].up[side] && self.bridges[bridges[side]].alive {
-                self.relays[p].up[side] = true;
-                let t = self.t_us();
-                self.trace.record(t, "relay_up", p as u64, side as u64);
-                let other = self.bridges[bridges[1 - side]].id.clone();
-                self.bridges[bridges[side]]
-                    .core
-                    .handle_relay_link_up(now, &other);
-                self.flush_core(bridges[side]);
-            }
-        }
-    }
-
-    /// Relay control bytes arrived at side `1 - from`.
-    fn relay_stream_in(&mut self, p: usize, generation: u64, from: usize, bytes: &[u8]) {
-        let now = self.now;
-        let to = 1 - from;
-        let bridge = if to == 0 {
-            self.relays[p].a
-        } else {
-            self.relays[p].b
-        };
-        let peer_id = self.bridges[if to == 0 {
-            self.relays[p].b
-        } else {
-            self.relays[p].a
-        }]
-        .id
-        .clone();
-        if !self.bridges[bridge].alive {
-            return;
-        }
-        let mut msgs = Vec::new();
-        let rtt = match &mut self.relays[p].conn {
-            Some((g, la, lb)) if *g == generation => {
-                let link = if to == 0 { la } else { lb };
-                link.handle_stream(now, bytes);
-                while let Some(m) = link.poll_message() {
-                    if let Some(m) = m.msg {
-                        msgs.push(m);
-                    }
-                }
-                link.rtt()
-            }
-            _ => return,
-        };
-        self.relay_check(p);
-        if self.relays[p].up[to] {
-            let core = &mut self.bridges[bridge].core;
-            if let Some(rtt) = rtt {
-                core.handle_relay_rtt(&peer_id, rtt);
-            }
-            for m in msgs {
-                core.handle_relay_control(now, &peer_id, m);
-            }
-            self.flush_core(bridge);
-        }
-        self.flush_relay_stream(p);
-    }
-
-    fn relay_datagram_in(&mut self, p: usize, generation: u64, from: usize, data: &[u8]) {
-        let now = self.now;
-        let to = 1 - from;
-        let r = &mut self.relays[p];
-        let (bridge, other) = if to == 0 { (r.a, r.b) } else { (r.b, r.a) };
-        if !self.bridges[bridge].alive {
-            return;
-        }
-        match &mut r.conn {
-            Some((g, la, lb)) if *g == generation && r.up[to] => {
-                let link = if to == 0 { la } else { lb };
-                link.handle_datagram_seen(now);
-            }
-            _ => return,
-        }
-        let peer_id: tern_sfu::PeerId = Arc::from(self.bridges[other].id.as_str());
-        self.bridges[bridge]
-            .core
-            .handle_relay_datagram(now, &peer_id, data);
-        self.flush_core(bridge);
-    }
-
-    /// The earliest relay deadline: a link timer or a redial.
-    fn relay_timeout(&self) -> Option<(Instant, usize)> {
-        self.relays
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| {
-                let alive = self.relay_sides_alive(i);
-                let t = match &r.conn {
-                    Some((_, la, lb)) => match alive {
-                        [true, true] => la.poll_timeout().min(lb.poll_timeout()),
-                        [true, false] => la.poll_timeout(),
-                        [false, true] => lb.poll_timeout(),
-                        [false, false] => return None,
-                    },
-                    None => r.next_attempt?,
-                };
-                Some((t, i))
-            })
-            .min()
-    }
-
-    fn relay_handle_timeout(&mut self, p: usize) {
-        let now = self.now;
-        let alive = self.relay_sides_alive(p);
-        match &mut self.relays[p].conn {
-            Some((_, la, lb)) => {
-                // A dead bridge's side of the connection does nothing more.
-                if alive[0] {
-                    la.handle_timeout(now);
-                }
-                if alive[1] {
-                    lb.handle_timeout(now);
-                }
-                self.relay_check(p);
-                self.flush_relay_stream(p);
-            }
-            None => self.relay_dial(p),
-        }
-    }
-
-    fn relay_sides_alive(&self, p: usize) -> [bool; 2] {
-        let r = &self.relays[p];
-        [self.bridges[r.a].alive, self.bridges[r.b].alive]
+        self.bridges[b].node.handle_input(now, input);
+        self.flush_node(b);
     }
 
     fn deliver(&mut self, event: Event) {
@@ -1546,8 +1539,11 @@ impl Sim {
                     if !self.bridges[b].alive {
                         return;
                     }
-                    self.bridges[b].core.handle_datagram(now, from, to, &data);
-                    self.flush_core(b);
+                    let batch = vec![(from, Bytes::from(data))];
+                    self.bridges[b]
+                        .node
+                        .handle_input(now, NodeInput::Datagrams { local: to, batch });
+                    self.flush_node(b);
                 } else if let Some(&i) = self.by_addr.get(&to) {
                     if self.peers[i].left {
                         return;
@@ -1573,28 +1569,28 @@ impl Sim {
                     return;
                 }
                 let p = &mut self.peers[peer];
-                let core = &mut self.bridges[b].core;
-                match msg {
+                let input = match msg {
                     ClientMessage::Join { .. } => {
                         if !current || p.joined {
                             return;
                         }
                         p.joined = true;
-                        let req = JoinRequest {
+                        NodeInput::Join(JoinRequest {
                             id: session,
-                            room: self.room.clone(),
+                            room: p.room.clone(),
                             participant: p.name.clone(),
                             name: p.name.clone(),
                             ice_password: format!("{:032x}", self.rng.next_u64()),
-                        };
-                        if let Err(e) = core.handle_join(now, req) {
-                            panic!("join of {} refused: {e}", self.peers[peer].name);
-                        }
+                        })
                     }
-                    ClientMessage::Leave => core.handle_leave(now, session),
-                    other => core.handle_message(now, session, other),
-                }
-                self.flush_core(b);
+                    ClientMessage::Leave => NodeInput::Leave { endpoint: session },
+                    other => NodeInput::Message {
+                        endpoint: session,
+                        msg: other,
+                    },
+                };
+                self.bridges[b].node.handle_input(now, input);
+                self.flush_node(b);
             }
             Event::ToPeer { peer, session, msg } => {
                 if self.peers[peer].left || self.peers[peer].endpoint != session {
@@ -1622,20 +1618,99 @@ impl Sim {
                 }
             }
             Event::Rejoin { peer } => self.rejoin(peer),
-            Event::ToFocus { bridge, msg } => self.focus_in(bridge, *msg),
-            Event::FromFocus { bridge, cmd } => self.focus_command(bridge, *cmd),
+            Event::ToFocus { bridge, msg } => {
+                // A dead bridge's stream carries nothing more after its close.
+                if self.bridges[bridge].alive || matches!(*msg, ToFocus::Closed) {
+                    self.focus_in(bridge, *msg)
+                }
+            }
+            Event::FocusStream { bridge, connected } => {
+                if self.bridges[bridge].alive {
+                    let input = if connected {
+                        NodeInput::FocusConnected
+                    } else {
+                        NodeInput::FocusDisconnected
+                    };
+                    self.relay_input(bridge, input);
+                }
+            }
+            Event::FromFocus { bridge, cmd } => {
+                if self.bridges[bridge].alive {
+                    self.relay_input(bridge, NodeInput::FocusCommand(*cmd));
+                }
+            }
+            Event::RelayConnect {
+                pair,
+                generation,
+                dialler,
+            } => {
+                let (d, other) = (
+                    self.side_bridge(pair, dialler),
+                    self.side_bridge(pair, 1 - dialler),
+                );
+                if !self.bridges[d].alive {
+                    return;
+                }
+                if !self.bridges[other].alive {
+                    // Died during the handshake: the dial times out.
+                    self.push(
+                        now + RELAY_DIAL_TIMEOUT,
+                        Event::RelayDialFailed {
+                            bridge: d,
+                            peer: other,
+                        },
+                    );
+                    return;
+                }
+                self.relays[pair].generation = Some(generation);
+                let t = self.t_us();
+                self.trace
+                    .record(t, "relay_connected", pair as u64, generation);
+                for side in [dialler, 1 - dialler] {
+                    if let Some((b, peer)) = self.relay_target(pair, generation, side) {
+                        self.relay_input(b, NodeInput::RelayConnected { peer });
+                    }
+                }
+            }
+            Event::RelayDialFailed { bridge, peer } => {
+                let t = self.t_us();
+                self.trace
+                    .record(t, "relay_dial_failed", bridge as u64, peer as u64);
+                if self.bridges[bridge].alive {
+                    let peer: PeerId = Arc::from(self.bridges[peer].id.as_str());
+                    self.relay_input(bridge, NodeInput::RelayDialFailed { peer });
+                }
+            }
+            Event::RelayClosed {
+                pair,
+                generation,
+                to,
+            } => {
+                if let Some((b, peer)) = self.relay_target(pair, generation, to) {
+                    self.relay_input(b, NodeInput::RelayClosed { peer });
+                }
+            }
             Event::RelayStream {
                 pair,
                 generation,
                 from,
                 bytes,
-            } => self.relay_stream_in(pair, generation, from, &bytes),
+            } => {
+                if let Some((b, peer)) = self.relay_target(pair, generation, 1 - from) {
+                    self.relay_input(b, NodeInput::RelayStream { peer, bytes });
+                }
+            }
             Event::RelayDatagram {
                 pair,
                 generation,
                 from,
                 data,
-            } => self.relay_datagram_in(pair, generation, from, &data),
+            } => {
+                if let Some((b, peer)) = self.relay_target(pair, generation, 1 - from) {
+                    let batch = vec![Bytes::from_owner(data)];
+                    self.relay_input(b, NodeInput::RelayDatagrams { peer, batch });
+                }
+            }
         }
     }
 
@@ -1643,11 +1718,9 @@ impl Sim {
     pub fn run_until(&mut self, since_start: Duration) {
         #[derive(Clone, Copy)]
         enum Due {
-            Core(usize),
+            Node(usize),
             Peer(usize),
-            Relay(usize),
             Focus,
-            Report(usize),
             Nothing,
         }
         let end = self.epoch + since_start;
@@ -1665,14 +1738,10 @@ impl Sim {
                 if !br.alive {
                     continue;
                 }
-                let t = br.core.poll_timeout();
+                let t = br.node.poll_timeout();
                 if t < next {
                     next = t;
-                    due = Due::Core(b);
-                }
-                if self.focus.is_some() && br.next_report < next {
-                    next = br.next_report;
-                    due = Due::Report(b);
+                    due = Due::Node(b);
                 }
             }
             if let Some(f) = &self.focus {
@@ -1687,12 +1756,6 @@ impl Sim {
             {
                 next = t;
                 due = Due::Peer(i);
-            }
-            if let Some((t, p)) = self.relay_timeout()
-                && t < next
-            {
-                next = t;
-                due = Due::Relay(p);
             }
             let queued = self.queue.peek().map(|Reverse(s)| s.at);
             if let Some(q) = queued
@@ -1716,7 +1779,7 @@ impl Sim {
                         let Event::Datagram { from, data, .. } = s.event else {
                             continue;
                         };
-                        let mut batch = vec![(from, data)];
+                        let mut batch = vec![(from, Bytes::from(data))];
                         while let Some(Reverse(n)) = self.queue.peek() {
                             if n.at != s.at || bridge_of(&n.event) != Some(b) {
                                 break;
@@ -1726,18 +1789,16 @@ impl Sim {
                                 ..
                             })) = self.queue.pop()
                             {
-                                batch.push((from, data));
+                                batch.push((from, Bytes::from(data)));
                             }
                         }
                         self.work.3 += 1;
                         let now = self.now;
                         let to = self.bridges[b].addr;
-                        self.bridges[b].core.handle_datagrams(
-                            now,
-                            to,
-                            batch.iter().map(|(f, d)| (*f, &d[..])),
-                        );
-                        self.flush_core(b);
+                        self.bridges[b]
+                            .node
+                            .handle_input(now, NodeInput::Datagrams { local: to, batch });
+                        self.flush_node(b);
                     }
                     _ => self.deliver(s.event),
                 }
@@ -1754,19 +1815,17 @@ impl Sim {
                     self.peers[i].peer.handle_timeout(now);
                     self.flush_peer(i, now);
                 }
-                Due::Core(b) => {
+                Due::Node(b) => {
                     self.work.1 += 1;
-                    self.bridges[b].core.handle_timeout(now);
-                    self.flush_core(b);
+                    self.bridges[b].node.handle_timeout(now);
+                    self.flush_node(b);
                 }
-                Due::Relay(p) => self.relay_handle_timeout(p),
                 Due::Focus => {
                     if let Some(f) = self.focus.as_mut() {
                         f.handle_timeout(now);
                     }
                     self.drain_focus();
                 }
-                Due::Report(b) => self.report(b),
                 Due::Nothing => {}
             }
         }

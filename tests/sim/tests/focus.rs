@@ -79,7 +79,7 @@ fn focus_places_participants_by_region_and_tells_their_bridges_to_relay() {
             });
             assert!(told, "the focus told {me} to relay with {other}");
         }
-        assert_eq!(sim.bridges[0].core.remote_participants("sim").len(), 2);
+        assert_eq!(sim.core_of(0).remote_participants("sim").len(), 2);
         assert_all_receive_all(&sim, &["a", "b", "c", "d"], 4.0, 7.5);
     });
 }
@@ -179,7 +179,7 @@ fn a_draining_bridge_hands_its_participants_to_another_through_move() {
             .filter(|(_, e)| matches!(e, FocusEvent::CommandMove { .. }))
             .count();
         assert!(moves > 0, "the focus commanded the move");
-        assert_eq!(sim.bridges[drained].core.endpoint_count(), 0);
+        assert_eq!(sim.core_of(drained).endpoint_count(), 0);
         for r in &names {
             for p in names.iter().filter(|p| *p != r) {
                 let gap = longest_gap(&sim, r, p, 4.0, 12.0);
@@ -233,10 +233,7 @@ fn a_participant_moved_faster_than_the_relay_reports_its_departure_stays_visible
             );
         }
         assert_eq!(
-            sim.bridges[1 - drained]
-                .core
-                .remote_participants("sim")
-                .len(),
+            sim.core_of(1 - drained).remote_participants("sim").len(),
             0,
             "everyone is local to the surviving bridge now"
         );

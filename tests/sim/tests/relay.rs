@@ -76,10 +76,10 @@ fn participants_on_three_bridges_all_receive_each_other() {
                 assert!(audio > 250, "{r} hears {p}: {audio} audio packets");
             }
         }
-        assert_eq!(sim.bridges[1].core.remote_participants("sim").len(), 3);
+        assert_eq!(sim.core_of(1).remote_participants("sim").len(), 3);
         // Only local media goes out: nothing relayed twice.
         for b in 0..3 {
-            let st = sim.bridges[b].core.relay_stats();
+            let st = sim.core_of(b).relay_stats();
             assert!(st.datagrams_out > 0 && st.datagrams_in > 0, "b{b}: {st:?}");
         }
     });
@@ -99,7 +99,7 @@ fn leaving_and_joining_propagate_across_bridges() {
             !sim.state("b").participants.contains_key("a"),
             "a's leave reached b within 500 ms"
         );
-        assert!(sim.bridges[1].core.remote_participants("sim").is_empty());
+        assert!(sim.core_of(1).remote_participants("sim").is_empty());
         sim.add_peer_on(0, "c", |_| {}, clean(), clean());
         sim.run_until(secs(7.0));
         assert!(sim.state("b").participants.contains_key("c"));
@@ -126,10 +126,7 @@ fn five_percent_loss_on_the_relay_is_repaired_below_half_a_percent_frame_loss() 
                 rx.frame_loss() * 100.0
             );
         }
-        let (b0, b1) = (
-            sim.bridges[0].core.relay_stats(),
-            sim.bridges[1].core.relay_stats(),
-        );
+        let (b0, b1) = (sim.core_of(0).relay_stats(), sim.core_of(1).relay_stats());
         eprintln!("origin {b0:?}\nreceiving {b1:?}");
         assert!(
             b1.nacks_sent > 0 && b0.retransmissions > 0,
@@ -186,7 +183,7 @@ fn remote_participants_leave_when_the_relay_stays_down_past_the_grace_and_return
             !sim.state("r0").participants.contains_key("pub"),
             "gone once the grace ran out"
         );
-        assert!(sim.bridges[1].core.remote_participants("sim").is_empty());
+        assert!(sim.core_of(1).remote_participants("sim").is_empty());
         sim.run_until(secs(52.0));
         assert!(
             sim.state("r0").participants.contains_key("pub"),
@@ -224,7 +221,7 @@ fn a_participant_who_left_during_a_relay_outage_is_gone_once_it_heals() {
             "the one who stayed is still there"
         );
         assert_eq!(
-            sim.bridges[1].core.remote_participants("sim"),
+            sim.core_of(1).remote_participants("sim"),
             vec!["pub".to_string()]
         );
     });
@@ -242,7 +239,7 @@ fn the_relay_carries_only_the_layer_remote_receivers_want() {
             }
             let layers = sim.reception("r0", "pub", secs(4.0), secs(11.5)).layers;
             let told = sim.state("pub").sender_max_height;
-            (sim.bridges[0].core.relay_stats().bytes_out, layers, told)
+            (sim.core_of(0).relay_stats().bytes_out, layers, told)
         };
         let (low, low_layers, low_told) = run(180);
         let (high, high_layers, high_told) = run(720);
@@ -304,7 +301,7 @@ fn a_relayed_payload_too_large_for_any_receiver_is_dropped_and_counted() {
         };
         let b0: PeerId = Arc::from("b0");
         let now = sim.now();
-        let core = &mut sim.bridges[1].core;
+        let core = sim.bridges[1].node.core_for_room_mut("sim");
         // Steps of 8192 are always ahead of the last one for the gap tracker,
         // so after at most one restart every packet is new and past the
         // point the receiver's rewriter started at.
@@ -358,7 +355,7 @@ fn a_peer_announcing_beyond_the_limits_is_refused_and_counted() {
         sim.add_peer_on(1, "r0", |c| c.video = vec![], clean(), clean());
         sim.run_until(secs(3.0));
         let now = sim.now();
-        let core = &mut sim.bridges[1].core;
+        let core = sim.bridges[1].node.core_for_room_mut("sim");
         let refused = core.relay_stats().control_refused;
         // Bridge 0's conference on shard 0 is number 1 (it hosts "pub").
         for i in 0..50 {
@@ -421,11 +418,11 @@ fn a_room_announced_again_under_a_new_number_replaces_the_old_participants() {
         let mut sim = across(seed, 1, 360, clean());
         sim.run_until(secs(3.0));
         assert_eq!(
-            sim.bridges[1].core.remote_participants("sim"),
+            sim.core_of(1).remote_participants("sim"),
             vec!["pub".to_string()]
         );
         let now = sim.now();
-        let core = &mut sim.bridges[1].core;
+        let core = sim.bridges[1].node.core_for_room_mut("sim");
         core.handle_relay_control(
             now,
             "b0",
@@ -490,11 +487,11 @@ fn a_participant_moving_faster_than_the_relay_stays_visible_to_everyone() {
             assert_eq!(rx.freezes, 0, "{r}: {rx:?}");
         }
         assert_eq!(
-            sim.bridges[1].core.remote_participants("sim"),
+            sim.core_of(1).remote_participants("sim"),
             vec!["near".to_string()],
             "pub is local to bridge 1 now, not also remote"
         );
-        let mut on_b0 = sim.bridges[0].core.remote_participants("sim");
+        let mut on_b0 = sim.core_of(0).remote_participants("sim");
         on_b0.sort();
         assert_eq!(on_b0, vec!["far".to_string(), "pub".to_string()]);
     });
