@@ -21,7 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info_span};
 
 use super::App;
-use super::shard::{SESSION_QUEUE, ShardInput};
+use super::shard::{SESSION_QUEUE, ShardMsg};
+use tern_sfu::node::ShardInput;
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const TERN_JS: &str = include_str!("../web/tern.js");
@@ -214,7 +215,7 @@ async fn session(app: Arc<App>, mut ws: WebSocket) {
         ice_password: format!("{:032x}", rand::random::<u128>()),
     };
     if shard
-        .send(ShardInput::Join {
+        .send(ShardMsg::Join {
             req,
             tx,
             reply: reply_tx,
@@ -237,7 +238,7 @@ async fn session(app: Arc<App>, mut ws: WebSocket) {
                 incoming = ws.next() => match incoming {
                     Some(Ok(Message::Text(t))) => match parse_client_message(&t) {
                         Ok(msg) => {
-                            if shard.send(ShardInput::Message { id, msg }).await.is_err() {
+                            if shard.send(ShardMsg::Core(ShardInput::Message { id, msg })).await.is_err() {
                                 break;
                             }
                         }
@@ -275,7 +276,7 @@ async fn session(app: Arc<App>, mut ws: WebSocket) {
                 },
             }
         }
-        let _ = shard.send(ShardInput::Leave { id }).await;
+        let _ = shard.send(ShardMsg::Core(ShardInput::Leave { id })).await;
         let _ = ws.close().await;
     }
     .instrument(span)

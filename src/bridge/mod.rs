@@ -24,7 +24,8 @@ use tracing::{info, info_span, warn};
 
 use crate::auth::TokenKeys;
 use crate::config::Config;
-use shard::{Shard, ShardInput};
+use shard::{Shard, ShardMsg};
+use tern_sfu::node::{Shutdown, ShutdownStep, shard_of_datagram, shard_of_room};
 
 /// Datagrams read per wakeup before handing batches to shards.
 const RECV_BATCH: usize = 64;
@@ -36,7 +37,7 @@ pub struct App {
     pub cfg: Config,
     pub keys: TokenKeys,
     pub dev: bool,
-    pub shards: Vec<mpsc::Sender<ShardInput>>,
+    pub shards: Vec<mpsc::Sender<ShardMsg>>,
     pub shutting_down: AtomicBool,
     /// The focus (or an operator through it) asked this bridge to drain.
     pub draining: AtomicBool,
@@ -49,8 +50,8 @@ pub struct App {
 impl App {
     /// Conferences are pinned to a shard by room name, so the media path of a
     /// conference never crosses threads or locks.
-    pub fn shard_for(&self, room: &str) -> &mpsc::Sender<ShardInput> {
-        &self.shards[relay::shard_index(room, self.shards.len())]
+    pub fn shard_for(&self, room: &str) -> &mpsc::Sender<ShardMsg> {
+        &self.shards[shard_of_room(room, self.shards.len())]
     }
 }
 
@@ -68,7 +69,7 @@ pub struct Bound {
 fn start_relay(
     cfg: &Config,
     bridge_id: &str,
-    shards: &[mpsc::Sender<ShardInput>],
+    shards: &[mpsc::Sender<ShardMsg>],
 ) -> anyhow::Result<(Option<Arc<relay::RelayShared>>, Option<SocketAddr>)> {
     let Some(listen) = cfg.relay.listen else {
         return Ok((None, None));
@@ -220,33 +221,35 @@ pub async fn run(
 
     shutdown.await;
     app.shutting_down.store(true, Ordering::SeqCst);
-    if link.is_some() {
-        // With a focus, SIGTERM means drain: the focus sees `shutting_down`
-        // in the next report and moves conferences away one at a time;
-        // exit when empty or when the deadline passes.
+    // With a focus, SIGTERM means drain: the focus sees `shutting_down` in
+    // the next report and moves conferences away; the node's `Shutdown`
+    // says how long to wait and when to close what is left.
+    let drain = link
+        .as_ref()
+        .map(|_| Duration::from_secs(cfg.bridge.drain_timeout_secs));
+    if drain.is_some() {
         info!("draining before exit");
-        let deadline = Instant::now() + Duration::from_secs(cfg.bridge.drain_timeout_secs);
-        // Let the focus learn about it before counting endpoints.
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        loop {
-            let endpoints: usize = app
-                .snapshots
-                .iter()
-                .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).endpoints)
-                .sum();
-            if endpoints == 0 || Instant::now() >= deadline {
-                info!(endpoints, "drain finished");
-                break;
+    }
+    let mut plan = Shutdown::start(Instant::now(), drain);
+    loop {
+        let endpoints: usize = app
+            .snapshots
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).endpoints)
+            .sum();
+        match plan.poll(Instant::now(), endpoints) {
+            ShutdownStep::Wait(at) => {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            ShutdownStep::CloseEndpoints => {
+                info!(endpoints, "shutting down: closing endpoints");
+                for s in &app.shards {
+                    let _ = s.send(ShardMsg::Shutdown).await;
+                }
+            }
+            ShutdownStep::Exit => break,
         }
     }
-    info!("shutting down: closing endpoints");
-    for s in &app.shards {
-        let _ = s.send(ShardInput::Shutdown).await;
-    }
-    // Give WebSocket tasks time to deliver the goodbye.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     server.abort();
     reader.abort();
     if let Some(l) = link {
@@ -275,7 +278,7 @@ fn bind_media(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
 /// owns its sender (by address once authenticated, by ICE ufrag for STUN).
 async fn read_media(
     socket: Arc<UdpSocket>,
-    shards: Vec<mpsc::Sender<ShardInput>>,
+    shards: Vec<mpsc::Sender<ShardMsg>>,
     demux: Arc<DashMap<SocketAddr, u8>>,
 ) {
     use quinn_udp::{BATCH_SIZE, RecvMeta, UdpSocketState};
@@ -328,13 +331,8 @@ async fn read_media(
                     received += 1;
                     buf.extend_from_slice(d);
                     let data = buf.split().freeze();
-                    let shard = match demux.get(&m.addr) {
-                        Some(s) => Some(*s as usize),
-                        None => Core::stun_target_ufrag(&data)
-                            .and_then(Core::shard_of_ufrag)
-                            .map(usize::from)
-                            .filter(|&s| s < shards.len()),
-                    };
+                    let bound = demux.get(&m.addr).map(|s| *s);
+                    let shard = shard_of_datagram(bound, &data, shards.len());
                     match shard {
                         Some(s) => batches[s].push((m.addr, data, m.timestamp)),
                         None => unknown.increment(1),
@@ -351,7 +349,7 @@ async fn read_media(
             }
             let n = batch.len() as u64;
             let full = std::mem::take(batch);
-            if shards[s].try_send(ShardInput::Datagrams(full)).is_err() {
+            if shards[s].try_send(ShardMsg::Datagrams(full)).is_err() {
                 overload.increment(n);
             }
         }

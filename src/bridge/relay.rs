@@ -1,29 +1,27 @@
-//! The relay shell: QUIC connections to peer bridges (one per pair), moving
-//! control bytes through the Sans-IO [`Link`] and datagrams to and from the
-//! shards that own the conferences. It decides nothing about media: who
-//! gets what is the shards' cores' business (`tern_sfu::core::relay`).
-//!
-//! Who dials: of two bridges, the one with the smaller id; the other only
-//! accepts. So a pair never ends up with two connections.
+//! The relay shell: QUIC connections to peer bridges (one per pair). Each
+//! connection task moves bytes through a Sans-IO [`RelayConnection`] (the
+//! link protocol and which shard each message belongs to) and one task
+//! carries out the [`Mesh`] policy (who is dialled, when again, who is let
+//! go). It decides nothing: media is the shards' cores' business
+//! (`tern_sfu::core::relay`), routing and dialling the node's
+//! (`tern_sfu::node`).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use metrics::Counter;
-use tern_sfu::tern_relay::link::{Link, LinkConfig};
+use tern_sfu::PeerId;
+use tern_sfu::node::{ConnEvent, Mesh, MeshAction, RelayConnection, RelayDrop, ShardInput};
 use tern_sfu::tern_relay::msg::relay_control::Msg;
-use tern_sfu::tern_relay::wire::HEADER_LEN;
-use tern_sfu::{PeerId, shard_of_conference_number};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::shard::ShardInput;
-use crate::relay_net::{RelayConnection, RelayEndpoint};
+use super::shard::ShardMsg;
+use crate::relay_net::{RelayConnection as QuicConnection, RelayEndpoint};
 
 /// Control messages queued per peer before the link counts as stuck.
 const CONTROL_QUEUE: usize = 8192;
@@ -43,7 +41,7 @@ pub struct PeerConn {
 pub struct RelayShared {
     pub local_id: String,
     pub conns: DashMap<PeerId, PeerConn>,
-    want: mpsc::UnboundedSender<RoomPeers>,
+    mesh: mpsc::UnboundedSender<MeshEvent>,
     generation: AtomicU64,
     dropped_unknown: Counter,
     dropped_short: Counter,
@@ -52,10 +50,25 @@ pub struct RelayShared {
     pub send_failed: Counter,
 }
 
-/// The focus's word on one conference: the other bridges hosting it.
-struct RoomPeers {
-    room: String,
-    peers: Vec<(String, SocketAddr)>,
+/// What the mesh task hears.
+enum MeshEvent {
+    /// The focus's word on one conference: the other bridges hosting it.
+    RoomPeers {
+        room: String,
+        peers: Vec<(String, String)>,
+    },
+    /// A dialled connection came up; answer whether to keep it.
+    Connected {
+        peer: String,
+        keep: oneshot::Sender<bool>,
+    },
+    DialFailed {
+        peer: String,
+    },
+    /// A connection ended (dialled or accepted).
+    Lost {
+        peer: String,
+    },
 }
 
 impl RelayShared {
@@ -65,15 +78,16 @@ impl RelayShared {
     pub fn set_room_peers(&self, room: &str, peers: &[(String, String)]) {
         let peers = peers
             .iter()
-            .filter_map(|(peer, addr)| match addr.parse::<SocketAddr>() {
-                Ok(a) => Some((peer.clone(), a)),
+            .filter(|(peer, addr)| match addr.parse::<SocketAddr>() {
+                Ok(_) => true,
                 Err(e) => {
                     warn!(%peer, %addr, error = %e, "relay address from the focus does not parse");
-                    None
+                    false
                 }
             })
+            .cloned()
             .collect();
-        let _ = self.want.send(RoomPeers {
+        let _ = self.mesh.send(MeshEvent::RoomPeers {
             room: room.to_string(),
             peers,
         });
@@ -120,29 +134,21 @@ impl RelayShared {
     }
 }
 
-/// The shard a room is pinned to (same rule as `App::shard_for`).
-pub fn shard_index(room: &str, shards: usize) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    room.hash(&mut h);
-    (h.finish() % shards as u64) as usize
-}
-
 /// Start accepting and dialling. Returns the shared half.
 pub fn start(
     endpoint: RelayEndpoint,
     local_id: String,
-    shards: Vec<mpsc::Sender<ShardInput>>,
+    shards: Vec<mpsc::Sender<ShardMsg>>,
 ) -> Arc<RelayShared> {
-    let (want_tx, mut want_rx) = mpsc::unbounded_channel::<RoomPeers>();
+    let (mesh_tx, mesh_rx) = mpsc::unbounded_channel::<MeshEvent>();
     let dropped = |reason: &'static str| metrics::counter!("tern_relay_datagrams_dropped_total", "reason" => reason);
     let shared = Arc::new(RelayShared {
         local_id: local_id.clone(),
         conns: DashMap::new(),
-        want: want_tx,
+        mesh: mesh_tx,
         generation: AtomicU64::new(0),
-        dropped_unknown: dropped("unknown_conference"),
-        dropped_short: dropped("malformed"),
+        dropped_unknown: dropped(RelayDrop::UnknownConference.as_str()),
+        dropped_short: dropped(RelayDrop::Malformed.as_str()),
         dropped_overload: dropped("shard_overloaded"),
         oversize: metrics::counter!("tern_relay_oversize_total"),
         send_failed: dropped("no_connection"),
@@ -155,7 +161,12 @@ pub fn start(
             while let Some(r) = endpoint.accept().await {
                 match r {
                     Ok(c) => {
-                        tokio::spawn(run_connection(c, shared.clone(), shards.clone(), false));
+                        let (shared, shards) = (shared.clone(), shards.clone());
+                        tokio::spawn(async move {
+                            let peer = c.peer_id().as_str().to_string();
+                            run_connection(c, shared.clone(), shards, false).await;
+                            let _ = shared.mesh.send(MeshEvent::Lost { peer });
+                        });
                     }
                     // Already logged and counted by the endpoint.
                     Err(e) => debug!(error = %e, "relay handshake refused"),
@@ -163,112 +174,148 @@ pub fn start(
             }
         });
     }
-    // Outbound: one dialler per wanted peer with a larger id; peers no room
-    // names any more are let go.
-    {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let wanted_gauge = metrics::gauge!("tern_relay_peers_wanted");
-            let mut rooms: HashMap<String, Vec<(String, SocketAddr)>> = HashMap::new();
-            let mut wanted: HashMap<String, SocketAddr> = HashMap::new();
-            let mut dialling: HashMap<String, (SocketAddr, Arc<AtomicBool>)> = HashMap::new();
-            while let Some(RoomPeers { room, peers }) = want_rx.recv().await {
-                if peers.is_empty() {
-                    rooms.remove(&room);
-                } else {
-                    rooms.insert(room, peers);
-                }
-                let now: HashMap<String, SocketAddr> = rooms.values().flatten().cloned().collect();
-                for (peer, addr) in &wanted {
-                    if now.get(peer) == Some(addr) {
-                        continue;
-                    }
-                    if let Some((_, stop)) = dialling.remove(peer) {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    if !now.contains_key(peer)
-                        && let Some(pc) = shared.conns.get(peer.as_str())
-                    {
-                        info!(%peer, "no shared conference left; closing the relay connection");
-                        pc.conn
-                            .close(quinn::VarInt::from_u32(4), b"no shared conference");
-                    }
-                }
-                for (peer, &addr) in &now {
-                    if peer.as_str() <= shared.local_id.as_str() || dialling.contains_key(peer) {
-                        continue;
-                    }
-                    let stop = Arc::new(AtomicBool::new(false));
-                    dialling.insert(peer.clone(), (addr, stop.clone()));
-                    let (endpoint, shared, shards) =
-                        (endpoint.clone(), shared.clone(), shards.clone());
-                    tokio::spawn(dial_loop(
-                        endpoint,
-                        shared,
-                        shards,
-                        peer.clone(),
-                        addr,
-                        stop,
-                    ));
-                }
-                wanted = now;
-                wanted_gauge.set(wanted.len() as f64);
-            }
-        });
-    }
+    tokio::spawn(run_mesh(endpoint, shared.clone(), shards, mesh_rx));
     shared
 }
 
-/// Keep a connection to `peer` up: dial, run it, redial with backoff.
-async fn dial_loop(
+/// Carry out the mesh policy: dial when it says, report what came of it.
+async fn run_mesh(
     endpoint: Arc<RelayEndpoint>,
     shared: Arc<RelayShared>,
-    shards: Vec<mpsc::Sender<ShardInput>>,
-    peer: String,
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    shards: Vec<mpsc::Sender<ShardMsg>>,
+    mut events: mpsc::UnboundedReceiver<MeshEvent>,
 ) {
-    let Ok(id) = crate::relay_net::BridgeId::new(peer.clone()) else {
-        warn!(%peer, "relay peer id is not a valid bridge id; not dialling");
-        return;
-    };
-    let mut backoff = Duration::from_millis(100);
-    // Stopping lets a live connection end by itself (it is closed by the
-    // caller) so its clean-up — shards told the link is down — always runs.
-    while !stop.load(Ordering::Relaxed) {
-        match endpoint.connect(addr, &id).await {
-            Ok(c) if !stop.load(Ordering::Relaxed) => {
-                backoff = Duration::from_millis(100);
-                run_connection(c, shared.clone(), shards.clone(), true).await;
+    let wanted_gauge = metrics::gauge!("tern_relay_peers_wanted");
+    let mut mesh = Mesh::new(shared.local_id.clone());
+    loop {
+        let deadline = mesh
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            ev = events.recv() => {
+                let Some(ev) = ev else { return };
+                let now = Instant::now();
+                match ev {
+                    MeshEvent::RoomPeers { room, peers } => {
+                        mesh.set_room_peers(now, &room, &peers);
+                        wanted_gauge.set(mesh.wanted().count() as f64);
+                    }
+                    MeshEvent::Connected { peer, keep } => {
+                        let _ = keep.send(mesh.connected(&peer));
+                    }
+                    MeshEvent::DialFailed { peer } => mesh.dial_failed(now, &peer),
+                    MeshEvent::Lost { peer } => mesh.connection_lost(now, &peer),
+                }
             }
-            Ok(c) => c
-                .into_connection()
-                .close(quinn::VarInt::from_u32(4), b"no shared conference"),
-            Err(e) => warn!(%peer, %addr, error = %e, "relay dial failed"),
+            _ = tokio::time::sleep_until(deadline) => mesh.handle_timeout(Instant::now()),
         }
-        if stop.load(Ordering::Relaxed) {
-            break;
+        while let Some(action) = mesh.poll_action() {
+            match action {
+                MeshAction::Dial { peer, addr } => {
+                    tokio::spawn(dial(
+                        endpoint.clone(),
+                        shared.clone(),
+                        shards.clone(),
+                        peer,
+                        addr,
+                    ));
+                }
+                MeshAction::Close { peer, reason } => {
+                    if let Some(pc) = shared.conns.get(peer.as_str()) {
+                        info!(%peer, reason, "closing the relay connection");
+                        pc.conn.close(quinn::VarInt::from_u32(4), reason.as_bytes());
+                    }
+                }
+            }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
-    debug!(%peer, "relay dialler stopped");
 }
 
-fn broadcast(shards: &[mpsc::Sender<ShardInput>], make: impl Fn() -> ShardInput) {
-    for s in shards {
-        // Link state changes are rare and must not be lost: wait-free send
-        // failing means the shard is gone or hopelessly behind.
-        if s.try_send(make()).is_err() {
-            warn!("shard queue full: relay link state change dropped");
+/// One dial the mesh asked for; the connection runs here until it ends.
+async fn dial(
+    endpoint: Arc<RelayEndpoint>,
+    shared: Arc<RelayShared>,
+    shards: Vec<mpsc::Sender<ShardMsg>>,
+    peer: String,
+    addr: String,
+) {
+    let failed = |shared: &RelayShared, peer: String| {
+        let _ = shared.mesh.send(MeshEvent::DialFailed { peer });
+    };
+    let (Ok(id), Ok(addr)) = (
+        crate::relay_net::BridgeId::new(peer.clone()),
+        addr.parse::<SocketAddr>(),
+    ) else {
+        warn!(%peer, %addr, "relay peer id or address is not valid; not dialling");
+        return failed(&shared, peer);
+    };
+    match endpoint.connect(addr, &id).await {
+        Ok(c) => {
+            let (keep, kept) = oneshot::channel();
+            let _ = shared.mesh.send(MeshEvent::Connected {
+                peer: peer.clone(),
+                keep,
+            });
+            if kept.await.unwrap_or(false) {
+                run_connection(c, shared.clone(), shards, true).await;
+                let _ = shared.mesh.send(MeshEvent::Lost { peer });
+            } else {
+                c.into_connection()
+                    .close(quinn::VarInt::from_u32(4), b"no shared conference");
+            }
+        }
+        Err(e) => {
+            warn!(%peer, %addr, error = %e, "relay dial failed");
+            failed(&shared, peer);
+        }
+    }
+}
+
+/// Hand what the connection produced to the shards (and its drops to the
+/// counters).
+fn dispatch(
+    rc: &mut RelayConnection,
+    shared: &RelayShared,
+    shards: &[mpsc::Sender<ShardMsg>],
+    peer: &PeerId,
+) {
+    while let Some(e) = rc.poll_event() {
+        match e {
+            ConnEvent::Shard(s, input) => {
+                let n = match &input {
+                    ShardInput::RelayDatagrams { data, .. } => data.len() as u64,
+                    _ => 1,
+                };
+                let sent = shards
+                    .get(s)
+                    .is_some_and(|tx| tx.try_send(ShardMsg::Core(input)).is_ok());
+                if !sent {
+                    shared.dropped_overload.increment(n);
+                }
+            }
+            ConnEvent::Link(l) => {
+                for s in shards {
+                    // Link state changes are rare and must not be lost: a
+                    // full queue means the shard is gone or hopelessly
+                    // behind.
+                    if s.try_send(ShardMsg::Core(l.input(peer))).is_err() {
+                        warn!("shard queue full: relay link state change dropped");
+                    }
+                }
+            }
+            ConnEvent::Dropped { reason, count } => match reason {
+                RelayDrop::UnknownConference => shared.dropped_unknown.increment(count),
+                RelayDrop::Malformed => shared.dropped_short.increment(count),
+            },
         }
     }
 }
 
 async fn run_connection(
-    c: RelayConnection,
+    c: QuicConnection,
     shared: Arc<RelayShared>,
-    shards: Vec<mpsc::Sender<ShardInput>>,
+    shards: Vec<mpsc::Sender<ShardMsg>>,
     dialled: bool,
 ) {
     let peer: PeerId = Arc::from(c.peer_id().as_str());
@@ -305,19 +352,12 @@ async fn run_connection(
         info!(dialled, remote = %conn.remote_address(), "relay connection up");
         let live = metrics::gauge!("tern_relay_connections");
         live.increment(1.0);
-        let mut link = Link::new(
-            LinkConfig::new(shared.local_id.clone()),
-            peer.to_string(),
-            Instant::now(),
-        );
-        let mut up = false;
-        let mut rtt_told = None;
-        // The peer's conference numbers → our shard.
-        let mut theirs: HashMap<u32, usize> = HashMap::new();
+        let mut rc =
+            RelayConnection::new(&shared.local_id, peer.clone(), shards.len(), Instant::now());
         let mut buf = vec![0u8; 64 * 1024];
         let reason = loop {
             let mut write_error = None;
-            while let Some(bytes) = link.poll_transmit() {
+            while let Some(bytes) = rc.poll_transmit() {
                 if let Err(e) = send.write_all(&bytes).await {
                     write_error = Some(e);
                     break;
@@ -326,41 +366,20 @@ async fn run_connection(
             if let Some(e) = write_error {
                 break format!("control stream write: {e}");
             }
-            if let Some(e) = link.error() {
+            dispatch(&mut rc, &shared, &shards, &peer);
+            if let Some(e) = rc.error() {
                 conn.close(quinn::VarInt::from_u32(3), e.to_string().as_bytes());
                 break e.to_string();
             }
-            if !up && link.is_ready() {
-                up = true;
-                info!("relay link ready");
-                broadcast(&shards, || ShardInput::RelayLinkUp { peer: peer.clone() });
-            }
-            if up && link.rtt() != rtt_told {
-                rtt_told = link.rtt();
-                if let Some(rtt) = rtt_told {
-                    broadcast(&shards, || ShardInput::RelayRtt {
-                        peer: peer.clone(),
-                        rtt,
-                    });
-                }
-            }
-            let deadline = tokio::time::Instant::from_std(link.poll_timeout());
+            let deadline = tokio::time::Instant::from_std(rc.poll_timeout());
             tokio::select! {
                 read = recv.read(&mut buf) => match read {
-                    Ok(Some(n)) => {
-                        link.handle_stream(Instant::now(), &buf[..n]);
-                        while let Some(m) = link.poll_message() {
-                            if let Some(m) = m.msg {
-                                route_control(&shared, &shards, &peer, &mut theirs, m);
-                            }
-                        }
-                    }
+                    Ok(Some(n)) => rc.handle_stream(Instant::now(), &buf[..n]),
                     Ok(None) => break "control stream finished".to_string(),
                     Err(e) => break format!("control stream: {e}"),
                 },
                 d = conn.read_datagram() => match d {
                     Ok(d) => {
-                        link.handle_datagram_seen(Instant::now());
                         let mut batch = vec![d];
                         // What else already arrived joins this batch; an
                         // error shows up again on the next await.
@@ -370,21 +389,21 @@ async fn run_connection(
                                 _ => break,
                             }
                         }
-                        route_datagrams(&shared, &shards, &peer, &theirs, batch);
+                        rc.handle_datagrams(Instant::now(), batch);
                     }
                     Err(e) => break format!("connection: {e}"),
                 },
                 m = ctl_rx.recv() => match m {
                     Some(m) => {
-                        link.send(m);
+                        rc.send(m);
                         // Take what else is queued into the same write.
                         while let Ok(m) = ctl_rx.try_recv() {
-                            link.send(m);
+                            rc.send(m);
                         }
                     }
                     None => break "closed".to_string(),
                 },
-                _ = tokio::time::sleep_until(deadline) => link.handle_timeout(Instant::now()),
+                _ = tokio::time::sleep_until(deadline) => rc.handle_timeout(Instant::now()),
             }
         };
         live.decrement(1.0);
@@ -392,57 +411,11 @@ async fn run_connection(
         shared
             .conns
             .remove_if(&peer, |_, pc| pc.generation == generation);
-        if up {
-            broadcast(&shards, || ShardInput::RelayLinkDown { peer: peer.clone() });
-        }
+        rc.closed();
+        dispatch(&mut rc, &shared, &shards, &peer);
     }
     .instrument(span)
     .await
-}
-
-fn route_control(
-    shared: &RelayShared,
-    shards: &[mpsc::Sender<ShardInput>],
-    peer: &PeerId,
-    theirs: &mut HashMap<u32, usize>,
-    m: Msg,
-) {
-    let n = shards.len();
-    let shard = match &m {
-        Msg::ConferenceJoined(c) => {
-            let s = shard_index(&c.name, n);
-            theirs.insert(c.number, s);
-            Some(s)
-        }
-        Msg::ConferenceLeft(c) => theirs.remove(&c.number),
-        Msg::ParticipantJoined(p) => theirs.get(&p.conference).copied(),
-        Msg::ParticipantLeft(p) => theirs.get(&p.conference).copied(),
-        Msg::Sources(s) => theirs.get(&s.conference).copied(),
-        // These name our own numbers, which carry the shard.
-        Msg::Demand(d) => Some(usize::from(shard_of_conference_number(d.conference))),
-        Msg::KeyframeRequest(k) => Some(usize::from(shard_of_conference_number(k.conference))),
-        Msg::Nack(k) => Some(usize::from(shard_of_conference_number(k.conference))),
-        Msg::OversizeMedia(d) => conference_of(d).and_then(|c| theirs.get(&c).copied()),
-        Msg::Hello(_) | Msg::Ping(_) | Msg::Pong(_) => None,
-    };
-    match shard.and_then(|s| shards.get(s)) {
-        Some(tx) => {
-            if tx
-                .try_send(ShardInput::RelayControl {
-                    peer: peer.clone(),
-                    msg: m,
-                })
-                .is_err()
-            {
-                shared.dropped_overload.increment(1);
-            }
-        }
-        None => shared.dropped_unknown.increment(1),
-    }
-}
-
-fn conference_of(d: &[u8]) -> Option<u32> {
-    (d.len() >= HEADER_LEN).then(|| u32::from_be_bytes([d[1], d[2], d[3], d[4]]))
 }
 
 /// A future's output if it is ready now, without waiting for it.
@@ -452,42 +425,5 @@ fn ready_now<F: std::future::Future>(f: F) -> Option<F::Output> {
     match f.as_mut().poll(&mut cx) {
         std::task::Poll::Ready(v) => Some(v),
         std::task::Poll::Pending => None,
-    }
-}
-
-/// Hand datagrams to the shards owning their conferences: one message per
-/// shard for the whole batch.
-fn route_datagrams(
-    shared: &RelayShared,
-    shards: &[mpsc::Sender<ShardInput>],
-    peer: &PeerId,
-    theirs: &HashMap<u32, usize>,
-    batch: Vec<Bytes>,
-) {
-    let mut per_shard: Vec<Vec<Bytes>> = vec![Vec::new(); shards.len()];
-    for d in batch {
-        let Some(conf) = conference_of(&d) else {
-            shared.dropped_short.increment(1);
-            continue;
-        };
-        match theirs.get(&conf).and_then(|&s| per_shard.get_mut(s)) {
-            Some(v) => v.push(d),
-            None => shared.dropped_unknown.increment(1),
-        }
-    }
-    for (tx, data) in shards.iter().zip(per_shard) {
-        if data.is_empty() {
-            continue;
-        }
-        let n = data.len() as u64;
-        if tx
-            .try_send(ShardInput::RelayDatagrams {
-                peer: peer.clone(),
-                data,
-            })
-            .is_err()
-        {
-            shared.dropped_overload.increment(n);
-        }
     }
 }

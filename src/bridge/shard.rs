@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use dashmap::DashMap;
 use metrics::{Counter, Gauge};
-use tern_sfu::signal::{ClientMessage, ErrorCode, Rejection, ServerMessage};
-use tern_sfu::{Core, DropReason, EndpointId, JoinRequest, Output, PeerId, SfuError};
+use tern_sfu::node::ShardInput;
+use tern_sfu::signal::{ErrorCode, Rejection, ServerMessage};
+use tern_sfu::{Core, DropReason, EndpointId, JoinRequest, Output, SfuError};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info_span, warn};
@@ -21,7 +22,10 @@ use super::latency::ForwardLatency;
 /// client that does not read its socket.
 pub const SESSION_QUEUE: usize = 1024;
 
-pub enum ShardInput {
+/// What a shard task is sent: the core's inputs ([`ShardInput`], routed by
+/// the node's rules), plus what needs the shell: client datagrams with their
+/// kernel receive times, joins (which answer), and the final close.
+pub enum ShardMsg {
     /// Client datagrams, each with its kernel receive time (since the Unix
     /// epoch) when the socket reports it.
     Datagrams(Vec<(SocketAddr, Bytes, Option<Duration>)>),
@@ -30,49 +34,9 @@ pub enum ShardInput {
         tx: mpsc::Sender<ServerMessage>,
         reply: oneshot::Sender<Result<(), Rejection>>,
     },
-    Message {
-        id: EndpointId,
-        msg: ClientMessage,
-    },
-    Leave {
-        id: EndpointId,
-    },
-    /// Ask participants of a room to reconnect elsewhere (drain, focus move).
-    Move {
-        room: String,
-        participants: Vec<String>,
-        reason: String,
-    },
-    /// End a conference.
-    End {
-        room: String,
-    },
+    Core(ShardInput),
     /// Close every endpoint (the bridge is going away).
     Shutdown,
-    /// The focus: these bridges host `room` too.
-    RelayPeers {
-        room: String,
-        peers: Vec<String>,
-    },
-    RelayLinkUp {
-        peer: PeerId,
-    },
-    RelayLinkDown {
-        peer: PeerId,
-    },
-    RelayRtt {
-        peer: PeerId,
-        rtt: Duration,
-    },
-    RelayControl {
-        peer: PeerId,
-        msg: tern_sfu::tern_relay::msg::relay_control::Msg,
-    },
-    /// Media datagrams from one peer that arrived together.
-    RelayDatagrams {
-        peer: PeerId,
-        data: Vec<Bytes>,
-    },
 }
 
 /// What a shard last said about itself (once a second): read by the focus
@@ -228,7 +192,7 @@ fn relay_counters(shard: &str) -> Vec<RelayCounter> {
 pub struct Shard {
     pub index: u8,
     pub core: Core,
-    pub rx: mpsc::Receiver<ShardInput>,
+    pub rx: mpsc::Receiver<ShardMsg>,
     pub socket: Arc<UdpSocket>,
     pub demux: Arc<DashMap<SocketAddr, u8>>,
     pub local_addr: SocketAddr,
@@ -307,13 +271,13 @@ impl Shard {
 
     fn handle(
         &mut self,
-        input: ShardInput,
+        input: ShardMsg,
         sessions: &mut HashMap<EndpointId, mpsc::Sender<ServerMessage>>,
         shutting_down: &mut bool,
     ) {
         let now = Instant::now();
         match input {
-            ShardInput::Datagrams(batch) => {
+            ShardMsg::Datagrams(batch) => {
                 // Outputs of earlier inputs first, so that what this batch
                 // produces is one range of `transmits`.
                 self.drain(sessions);
@@ -361,7 +325,7 @@ impl Shard {
                     .0;
                 }
             }
-            ShardInput::Join { req, tx, reply } => {
+            ShardMsg::Join { req, tx, reply } => {
                 if *shutting_down {
                     let _ = reply.send(Err(Rejection::new(
                         ErrorCode::ShuttingDown,
@@ -382,38 +346,15 @@ impl Shard {
                 }
                 let _ = reply.send(result);
             }
-            ShardInput::Message { id, msg } => self.core.handle_message(now, id, msg),
-            ShardInput::Leave { id } => self.core.handle_leave(now, id),
-            ShardInput::Move {
-                room,
-                participants,
-                reason,
-            } => {
-                let n = self
-                    .core
-                    .move_participants(now, &room, &participants, &reason);
-                tracing::info!(%room, moved = n, %reason, "participants moved");
-                self.publish_snapshot();
+            ShardMsg::Core(input) => {
+                let changes_hosting =
+                    matches!(input, ShardInput::Move { .. } | ShardInput::End { .. });
+                input.apply(&mut self.core, now);
+                if changes_hosting {
+                    self.publish_snapshot();
+                }
             }
-            ShardInput::End { room } => {
-                let n = self.core.end_conference(now, &room);
-                tracing::info!(%room, removed = n, "conference ended");
-                self.publish_snapshot();
-            }
-            ShardInput::RelayPeers { room, peers } => {
-                self.core.handle_relay_peers(now, &room, &peers)
-            }
-            ShardInput::RelayLinkUp { peer } => self.core.handle_relay_link_up(now, &peer),
-            ShardInput::RelayLinkDown { peer } => self.core.handle_relay_link_down(now, &peer),
-            ShardInput::RelayRtt { peer, rtt } => self.core.handle_relay_rtt(&peer, rtt),
-            ShardInput::RelayControl { peer, msg } => {
-                self.core.handle_relay_control(now, &peer, msg)
-            }
-            ShardInput::RelayDatagrams { peer, data } => {
-                self.core
-                    .handle_relay_datagrams(now, &peer, data.iter().map(|d| &d[..]))
-            }
-            ShardInput::Shutdown => {
+            ShardMsg::Shutdown => {
                 *shutting_down = true;
                 let ids: Vec<EndpointId> = sessions.keys().copied().collect();
                 for id in ids {

@@ -1,6 +1,5 @@
 //! gRPC services of the focus.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -42,12 +41,6 @@ pub fn bridge_pb(v: &BridgeView) -> fpb::Bridge {
         last_failure: v.last_failure.clone().unwrap_or_default(),
         last_report_ms: v.since_report.as_millis() as u64,
     }
-}
-
-fn confs(list: Vec<bpb::ConferenceState>) -> BTreeMap<String, BTreeSet<String>> {
-    list.into_iter()
-        .map(|c| (c.name, c.participants.into_iter().collect()))
-        .collect()
 }
 
 /// Constant-time comparison, so a secret cannot be guessed byte by byte from
@@ -269,16 +262,7 @@ impl bpb::bridge_control_server::BridgeControl for BridgeControl {
                 "the first message must be `register`",
             ));
         };
-        let reg = Registration {
-            id: r.bridge_id,
-            region: r.region,
-            version: r.version,
-            api_version: r.api_version,
-            signal_url: r.signal_url,
-            relay_addr: r.relay_addr,
-            max_packet_rate: r.max_packet_rate,
-            conferences: confs(r.conferences),
-        };
+        let reg = Registration::from(r);
         let id = reg.id.clone();
         let (tx, rx) = mpsc::channel(64);
         let session = self
@@ -305,15 +289,7 @@ impl bpb::bridge_control_server::BridgeControl for BridgeControl {
                     Ok(Some(bpb::BridgeMessage {
                         msg: Some(bpb::bridge_message::Msg::Stats(s)),
                     })) => {
-                        let report = Report {
-                            rtp_packets_in_per_s: s.rtp_packets_in_per_s,
-                            rtp_packets_out_per_s: s.rtp_packets_out_per_s,
-                            endpoints: s.endpoints,
-                            healthy: s.healthy,
-                            draining: s.draining,
-                            shutting_down: s.shutting_down,
-                            conferences: confs(s.conferences),
-                        };
+                        let report = Report::from(s);
                         if focus
                             .send(Req::Report {
                                 id: id.clone(),

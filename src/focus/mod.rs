@@ -294,48 +294,15 @@ fn dispatch(
             from_bridge: from,
             reason,
         })),
-        FocusEvent::CommandMove {
-            bridge,
-            conference,
-            participants,
-            reason,
-        } => {
-            send(
-                bridges,
-                &bridge,
-                Cmd::Move(bpb::MoveParticipants {
-                    conference,
-                    participants,
-                    reason,
-                }),
-            );
-            None
-        }
-        FocusEvent::CommandDrain { bridge, draining } => {
-            send(bridges, &bridge, Cmd::Drain(draining));
-            None
-        }
-        FocusEvent::CommandEndConference { bridge, conference } => {
-            send(bridges, &bridge, Cmd::EndConference(conference));
-            None
-        }
-        FocusEvent::CommandRelayPeers {
-            bridge,
-            conference,
-            peers,
-        } => {
-            let peers = peers
-                .into_iter()
-                .map(|(bridge_id, relay_addr)| bpb::RelayPeer {
-                    bridge_id,
-                    relay_addr,
-                })
-                .collect();
-            send(
-                bridges,
-                &bridge,
-                Cmd::RelayPeers(bpb::RelayPeers { conference, peers }),
-            );
+        FocusEvent::CommandMove { .. }
+        | FocusEvent::CommandDrain { .. }
+        | FocusEvent::CommandEndConference { .. }
+        | FocusEvent::CommandRelayPeers { .. } => {
+            if let Some((bridge, cmd)) = e.command()
+                && let Some(cmd) = cmd.cmd
+            {
+                send(bridges, bridge, cmd);
+            }
             None
         }
     };
