@@ -1,3 +1,6 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
 use super::*;
 
 fn reg(id: &str, region: &str) -> Registration {

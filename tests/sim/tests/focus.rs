@@ -81,6 +81,7 @@ fn focus_places_participants_by_region_and_tells_their_bridges_to_relay() {
         }
         assert_eq!(sim.core_of(0).remote_participants("sim").len(), 2);
         assert_all_receive_all(&sim, &["a", "b", "c", "d"], 4.0, 7.5);
+        eprintln!("seed {seed}: trace hash {:016x}", sim.trace.hash());
     });
 }
 
@@ -153,6 +154,7 @@ fn participants_of_a_killed_bridge_rejoin_through_the_focus_and_media_resumes() 
             }
         }
         assert_all_receive_all(&sim, &names, 10.0, 15.5);
+        eprintln!("seed {seed}: trace hash {:016x}", sim.trace.hash());
     });
 }
 
@@ -190,6 +192,7 @@ fn a_draining_bridge_hands_its_participants_to_another_through_move() {
             }
         }
         assert_all_receive_all(&sim, &names, 10.0, 13.5);
+        eprintln!("seed {seed}: trace hash {:016x}", sim.trace.hash());
     });
 }
 
@@ -199,7 +202,12 @@ fn a_cluster_run_with_the_focus_is_the_same_for_the_same_seed() {
     let hash = |s| kill_scenario(s, 8.0).0.trace.hash();
     let (a, b) = (hash(seed), hash(seed));
     assert_eq!(a, b, "seed {seed}: same trace twice");
-    assert_ne!(a, hash(seed + 1), "a different seed gives a different run");
+    let other = hash(seed + 1);
+    eprintln!(
+        "seed {seed}: trace hash {a:016x}; seed {}: {other:016x}",
+        seed + 1
+    );
+    assert_ne!(a, other, "a different seed gives a different run");
 }
 
 /// With a relay slower than the clients' links, participants moved onto a
@@ -238,5 +246,6 @@ fn a_participant_moved_faster_than_the_relay_reports_its_departure_stays_visible
             "everyone is local to the surviving bridge now"
         );
         assert_all_receive_all(&sim, &names, 9.0, 11.5);
+        eprintln!("seed {seed}: trace hash {:016x}", sim.trace.hash());
     });
 }

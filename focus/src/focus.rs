@@ -1,0 +1,238 @@
+//! The `Focus` state machine: its inputs (`handle_*`, `allocate`,
+//! `set_drain`, `end_conference`) with the current `Instant`, its outputs
+//! (`poll_event`, `poll_timeout`) and its read-only views.
+//!
+//! Each input calls on the concepts in a fixed order (registry, conference
+//! map, failure and drain, placement, relay reconciliation): the order of
+//! the events it emits is part of what the simulator's trace hashes. It
+//! must not do I/O or read a clock.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use crate::conference::Conference;
+use crate::registry::{self, Bridge, BridgeView, Registration, Report};
+use crate::{FocusConfig, FocusError, FocusEvent, Placement, placement};
+
+/// Resolution of heartbeat and drain checks.
+const TICK: Duration = Duration::from_millis(100);
+
+pub struct Focus {
+    /// None until the first `handle_timeout`: due at once.
+    next_tick: Option<Instant>,
+    pub(crate) cfg: FocusConfig,
+    pub(crate) bridges: BTreeMap<String, Bridge>,
+    pub(crate) conferences: BTreeMap<String, Conference>,
+    pub(crate) events: VecDeque<FocusEvent>,
+    /// What each bridge was last told about each conference's relay peers.
+    pub(crate) relay_told: BTreeMap<(String, String), Vec<(String, String)>>,
+}
+
+impl Focus {
+    pub fn new(cfg: FocusConfig) -> Self {
+        Self {
+            next_tick: None,
+            cfg,
+            bridges: BTreeMap::new(),
+            conferences: BTreeMap::new(),
+            events: VecDeque::new(),
+            relay_told: BTreeMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> &FocusConfig {
+        &self.cfg
+    }
+
+    pub fn poll_event(&mut self) -> Option<FocusEvent> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` must run next. A fixed tick rather than the
+    /// earliest deadline: with thousands of bridges reporting every second,
+    /// scanning them for the minimum on every event costs more than waking
+    /// ten times a second; failures are detected within one tick of the
+    /// heartbeat timeout.
+    pub fn poll_timeout(&self, now: Instant) -> Instant {
+        self.next_tick.map_or(now, |t| t.max(now))
+    }
+
+    /// A bridge (re)connected. A bridge that is online already cannot register
+    /// twice; one that failed or restarted can, and what it reports it hosts
+    /// becomes the focus's view (this is how a restarted focus rebuilds).
+    pub fn handle_register(&mut self, now: Instant, reg: Registration) -> Result<(), FocusError> {
+        registry::check_registration(&self.bridges, &reg)?;
+        let id = reg.id.clone();
+        let hosted = reg.conferences.clone();
+        let bridge = Bridge::registered(now, reg, self.bridges.get(&id));
+        let drain_requested = bridge.drain_requested;
+        self.bridges.insert(id.clone(), bridge);
+        self.adopt(now, &id, &hosted);
+        self.forget_relay_peers_of(&id);
+        info!(bridge = %id, conferences = hosted.len(), "bridge registered");
+        self.events
+            .push_back(FocusEvent::BridgeUp { id: id.clone() });
+        if drain_requested {
+            self.events.push_back(FocusEvent::CommandDrain {
+                bridge: id,
+                draining: true,
+            });
+        }
+        Ok(())
+    }
+
+    /// A bridge's periodic report: its load, its state, what it hosts. A
+    /// report saying `healthy: false` fails the bridge at once.
+    pub fn handle_report(&mut self, now: Instant, id: &str, r: Report) -> Result<(), FocusError> {
+        let b = self
+            .bridges
+            .get_mut(id)
+            .filter(|b| b.online)
+            .ok_or_else(|| FocusError::UnknownBridge(id.to_string()))?;
+        b.take_load(now, &r, &self.cfg);
+        if !r.healthy {
+            self.fail(now, id, "bridge reported itself unhealthy".into());
+            return Ok(());
+        }
+        let new_state = b.reported_state(&r);
+        if new_state != b.state {
+            b.state = new_state;
+            self.events.push_back(FocusEvent::BridgeDrain {
+                id: id.to_string(),
+                draining: new_state != registry::BridgeState::Operational,
+            });
+        }
+        self.adopt(now, id, &r.conferences);
+        Ok(())
+    }
+
+    /// The bridge's control stream ended (process died, network cut).
+    pub fn handle_disconnect(&mut self, now: Instant, id: &str, reason: &str) {
+        if self.bridges.get(id).is_some_and(|b| b.online) {
+            self.fail(now, id, format!("control stream closed: {reason}"));
+        }
+    }
+
+    /// Time passed: fail silent bridges, move participants off draining ones.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.next_tick = Some(now + TICK);
+        self.fail_silent_bridges(now);
+        self.drain_step(now);
+        self.reconcile_relay();
+    }
+
+    /// Operator drain (or undrain) of a bridge.
+    pub fn set_drain(
+        &mut self,
+        now: Instant,
+        id: &str,
+        draining: bool,
+    ) -> Result<BridgeView, FocusError> {
+        if !self.request_drain(now, id, draining) {
+            return Err(FocusError::UnknownBridge(id.to_string()));
+        }
+        self.bridge(now, id)
+            .ok_or_else(|| FocusError::UnknownBridge(id.to_string()))
+    }
+
+    /// End a conference: every bridge hosting it is told to close it.
+    pub fn end_conference(&mut self, name: &str) -> Result<usize, FocusError> {
+        let conf = self
+            .conferences
+            .remove(name)
+            .ok_or_else(|| FocusError::UnknownConference(name.to_string()))?;
+        let mut n = 0;
+        for (bridge, ps) in conf.bridges {
+            n += ps.len();
+            self.events.push_back(FocusEvent::CommandEndConference {
+                bridge,
+                conference: name.to_string(),
+            });
+        }
+        Ok(n)
+    }
+
+    /// A participant left (the shell learns it from reports; this makes the
+    /// focus's view exact at once, e.g. after an explicit end).
+    pub fn handle_left(&mut self, conference: &str, participant: &str) {
+        if let Some(c) = self.conferences.get_mut(conference) {
+            for ps in c.bridges.values_mut() {
+                ps.remove(participant);
+            }
+        }
+    }
+
+    /// Choose a bridge for `participant` of `conference`.
+    pub fn allocate(
+        &mut self,
+        now: Instant,
+        conference: &str,
+        participant: &str,
+        region: Option<&str>,
+    ) -> Result<Placement, FocusError> {
+        for (field, v) in [("conference", conference), ("participant", participant)] {
+            if v.is_empty() || v.len() > 128 {
+                return Err(FocusError::Invalid {
+                    field,
+                    reason: "must be 1-128 characters".into(),
+                });
+            }
+        }
+        let region = region
+            .filter(|r| !r.is_empty())
+            .unwrap_or(&self.cfg.local_region)
+            .to_string();
+        let (id, rule) = placement::select(
+            now,
+            &self.cfg,
+            &self.bridges,
+            self.conferences.get(conference),
+            participant,
+            &region,
+        )?;
+        let b = self
+            .bridges
+            .get_mut(&id)
+            .ok_or_else(|| FocusError::UnknownBridge(id.clone()))?;
+        b.joins.push_back(now);
+        let placement = Placement {
+            bridge_id: id.clone(),
+            region: b.reg.region.clone(),
+            signal_url: b.reg.signal_url.clone(),
+            rule,
+        };
+        let version = b.reg.version.clone();
+        self.place_in_conference(now, conference, participant, &id, version);
+        self.events.push_back(FocusEvent::Allocated {
+            conference: conference.to_string(),
+            participant: participant.to_string(),
+            bridge: id,
+        });
+        self.reconcile_relay();
+        Ok(placement)
+    }
+
+    pub fn bridge(&self, now: Instant, id: &str) -> Option<BridgeView> {
+        self.bridges
+            .get(id)
+            .map(|b| b.view(now, &self.cfg, self.conferences_on(id)))
+    }
+
+    pub fn bridges(&self, now: Instant) -> Vec<BridgeView> {
+        self.bridges
+            .iter()
+            .map(|(id, b)| b.view(now, &self.cfg, self.conferences_on(id)))
+            .collect()
+    }
+
+    /// Conference → bridge → participants.
+    pub fn conference(&self, name: &str) -> Option<BTreeMap<String, BTreeSet<String>>> {
+        self.conferences.get(name).map(|c| c.bridges.clone())
+    }
+
+    pub fn conference_names(&self) -> Vec<String> {
+        self.conferences.keys().cloned().collect()
+    }
+}
