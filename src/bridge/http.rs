@@ -231,7 +231,7 @@ async fn session(app: Arc<App>, mut ws: WebSocket) {
         Err(_) => return,
     }
 
-    let span = info_span!("endpoint", %id, room = %claims.room, participant = %claims.sub);
+    let span = info_span!(parent: app.shard_span(&claims.room), "endpoint", %id, room = %claims.room, participant = %claims.sub);
     async {
         loop {
             tokio::select! {

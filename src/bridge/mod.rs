@@ -20,7 +20,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tern_sfu::{Core, CoreConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tracing::{info, info_span, warn};
+use tracing::{Instrument, Span, info, info_span, warn};
 
 use crate::auth::TokenKeys;
 use crate::config::Config;
@@ -38,6 +38,9 @@ pub struct App {
     pub keys: TokenKeys,
     pub dev: bool,
     pub shards: Vec<mpsc::Sender<ShardMsg>>,
+    /// Each shard task's span: a signalling session's span nests under its
+    /// shard's.
+    pub shard_spans: Vec<Span>,
     pub shutting_down: AtomicBool,
     /// The focus (or an operator through it) asked this bridge to drain.
     pub draining: AtomicBool,
@@ -52,6 +55,11 @@ impl App {
     /// conference never crosses threads or locks.
     pub fn shard_for(&self, room: &str) -> &mpsc::Sender<ShardMsg> {
         &self.shards[shard_of_room(room, self.shards.len())]
+    }
+
+    /// The span of the shard `room` is pinned to.
+    pub fn shard_span(&self, room: &str) -> &Span {
+        &self.shard_spans[shard_of_room(room, self.shard_spans.len())]
     }
 }
 
@@ -102,9 +110,22 @@ pub async fn run(
     ready: impl FnOnce(Bound),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Every task of the bridge runs in this span (shards, the reader, relay
+    // connections, the focus link, signalling sessions under their shard):
+    // entered per poll, never held across an await.
     let span = info_span!("bridge", region = %cfg.bridge.region);
-    let _enter = span.enter();
+    run_in_span(cfg, dev, metrics, ready, shutdown)
+        .instrument(span)
+        .await
+}
 
+async fn run_in_span(
+    cfg: Config,
+    dev: bool,
+    metrics: PrometheusHandle,
+    ready: impl FnOnce(Bound),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let socket = bind_media(cfg.bridge.media_listen)?;
     let media_addr = socket.local_addr()?;
     let socket = Arc::new(socket);
@@ -131,6 +152,7 @@ pub async fn run(
     };
     let (relay, relay_addr) = start_relay(&cfg, &bridge_id, &senders)?;
     let mut tasks = Vec::with_capacity(n);
+    let shard_spans: Vec<Span> = (0..n).map(|i| info_span!("shard", index = i)).collect();
     let now = Instant::now();
     for (i, rx) in receivers.into_iter().enumerate() {
         let core = Core::new(
@@ -162,15 +184,16 @@ pub async fn run(
             latency: latency::ForwardLatency::new(i as u8),
             relay: relay.clone(),
         };
-        tasks.push(tokio::spawn(shard.run()));
+        tasks.push(tokio::spawn(shard.run().instrument(shard_spans[i].clone())));
     }
-    let reader = tokio::spawn(read_media(socket.clone(), senders.clone(), demux));
+    let reader = tokio::spawn(read_media(socket.clone(), senders.clone(), demux).in_current_span());
 
     let app = Arc::new(App {
         keys: TokenKeys::new(&cfg.auth.secret),
         cfg: cfg.clone(),
         dev,
         shards: senders,
+        shard_spans,
         shutting_down: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         metrics,
@@ -185,7 +208,7 @@ pub async fn run(
         .with_context(|| format!("binding HTTP on {}", cfg.bridge.http_listen))?;
     let http_addr = listener.local_addr()?;
     let router = http::router(app.clone());
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let server = tokio::spawn(async move { axum::serve(listener, router).await }.in_current_span());
     let link = if cfg.bridge.focus_url.is_empty() {
         None
     } else {
@@ -205,12 +228,15 @@ pub async fn run(
             max_packet_rate: cfg.bridge.max_packet_rate,
             conferences: Vec::new(),
         };
-        Some(tokio::spawn(focus_link::run(
-            app.clone(),
-            cfg.bridge.focus_url.clone(),
-            cfg.bridge.focus_secret.clone(),
-            reg,
-        )))
+        Some(tokio::spawn(
+            focus_link::run(
+                app.clone(),
+                cfg.bridge.focus_url.clone(),
+                cfg.bridge.focus_secret.clone(),
+                reg,
+            )
+            .in_current_span(),
+        ))
     };
     info!(%http_addr, %media_addr, %candidate_addr, ?relay_addr, shards = n, "bridge ready");
     ready(Bound {

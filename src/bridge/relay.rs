@@ -157,24 +157,30 @@ pub fn start(
     // Inbound connections.
     {
         let (endpoint, shared, shards) = (endpoint.clone(), shared.clone(), shards.clone());
-        tokio::spawn(async move {
-            while let Some(r) = endpoint.accept().await {
-                match r {
-                    Ok(c) => {
-                        let (shared, shards) = (shared.clone(), shards.clone());
-                        tokio::spawn(async move {
-                            let peer = c.peer_id().as_str().to_string();
-                            run_connection(c, shared.clone(), shards, false).await;
-                            let _ = shared.mesh.send(MeshEvent::Lost { peer });
-                        });
+        tokio::spawn(
+            async move {
+                while let Some(r) = endpoint.accept().await {
+                    match r {
+                        Ok(c) => {
+                            let (shared, shards) = (shared.clone(), shards.clone());
+                            tokio::spawn(
+                                async move {
+                                    let peer = c.peer_id().as_str().to_string();
+                                    run_connection(c, shared.clone(), shards, false).await;
+                                    let _ = shared.mesh.send(MeshEvent::Lost { peer });
+                                }
+                                .in_current_span(),
+                            );
+                        }
+                        // Already logged and counted by the endpoint.
+                        Err(e) => debug!(error = %e, "relay handshake refused"),
                     }
-                    // Already logged and counted by the endpoint.
-                    Err(e) => debug!(error = %e, "relay handshake refused"),
                 }
             }
-        });
+            .in_current_span(),
+        );
     }
-    tokio::spawn(run_mesh(endpoint, shared.clone(), shards, mesh_rx));
+    tokio::spawn(run_mesh(endpoint, shared.clone(), shards, mesh_rx).in_current_span());
     shared
 }
 
@@ -213,13 +219,10 @@ async fn run_mesh(
         while let Some(action) = mesh.poll_action() {
             match action {
                 MeshAction::Dial { peer, addr } => {
-                    tokio::spawn(dial(
-                        endpoint.clone(),
-                        shared.clone(),
-                        shards.clone(),
-                        peer,
-                        addr,
-                    ));
+                    tokio::spawn(
+                        dial(endpoint.clone(), shared.clone(), shards.clone(), peer, addr)
+                            .in_current_span(),
+                    );
                 }
                 MeshAction::Close { peer, reason } => {
                     if let Some(pc) = shared.conns.get(peer.as_str()) {

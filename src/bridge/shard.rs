@@ -14,7 +14,7 @@ use tern_sfu::signal::{ErrorCode, Rejection, ServerMessage};
 use tern_sfu::{Core, DropReason, EndpointId, JoinRequest, Output, SfuError};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{debug, warn};
 
 use super::latency::ForwardLatency;
 
@@ -212,12 +212,8 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub async fn run(self) {
-        let span = info_span!("shard", index = self.index);
-        self.run_inner().instrument(span).await
-    }
-
-    async fn run_inner(mut self) {
+    /// Run in the shard's span (the caller instruments it).
+    pub async fn run(mut self) {
         let metrics = ShardMetrics::new(self.index);
         let mut sessions: HashMap<EndpointId, mpsc::Sender<ServerMessage>> = HashMap::new();
         let mut next_export = Instant::now();
