@@ -28,6 +28,8 @@
 //! event trace is hashed so a test can compare two runs. See
 //! `tests/README.md` for how to write a scenario.
 
+pub mod node_input;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::hash::{DefaultHasher, Hasher};
@@ -534,7 +536,7 @@ pub struct Sim {
 
 /// A DTLS certificate shared by every simulation in the process: generating
 /// one costs milliseconds, and a fixed one keeps runs comparable.
-fn shared_cert() -> DtlsCert {
+pub(crate) fn shared_cert() -> DtlsCert {
     use std::sync::OnceLock;
     static CERT: OnceLock<Option<DtlsCert>> = OnceLock::new();
     CERT.get_or_init(|| {
