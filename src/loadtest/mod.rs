@@ -33,9 +33,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tern_sfu::peer::{Pacing, Peer, PeerConfig, PeerOutput};
+use tern_peer::synth::LayerSpec;
+use tern_peer::{Pacing, Peer, PeerConfig, PeerOutput};
 use tern_sfu::signal::{ClientMessage, ServerMessage};
-use tern_sfu::synth::LayerSpec;
 use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
