@@ -19,6 +19,7 @@
 //! (`--target janus`, see [`janus`]).
 
 pub mod ceiling;
+pub mod histogram;
 pub mod http;
 pub mod janus;
 pub mod stats;
@@ -399,21 +400,15 @@ pub struct ForwardLatencySummary {
 impl ForwardLatencySummary {
     /// From two `/metrics` pages (start and end of the window).
     pub fn between(start: &str, end: &str) -> Option<Self> {
-        use crate::bridge::latency;
         const NAME: &str = "tern_forward_latency_seconds";
-        let bucket = |page: &str, le: &str| {
-            http::metric_sum_where(page, &format!("{NAME}_bucket"), Some(("le", le)))
-        };
-        let buckets: Vec<(f64, f64)> = latency::labelled_bounds()
-            .map(|(le, bound)| (bound, bucket(end, le) - bucket(start, le)))
-            .collect();
+        let buckets = histogram::buckets_between(start, end, NAME);
         let packets = buckets.last()?.1;
         let sum = http::metric_sum(end, &format!("{NAME}_sum"))
             - http::metric_sum(start, &format!("{NAME}_sum"));
         Some(Self {
             packets,
-            p50_secs: latency::quantile(&buckets, 0.5)?,
-            p99_secs: latency::quantile(&buckets, 0.99)?,
+            p50_secs: histogram::quantile(&buckets, 0.5)?,
+            p99_secs: histogram::quantile(&buckets, 0.99)?,
             mean_secs: sum / packets,
         })
     }
