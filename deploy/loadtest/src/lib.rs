@@ -17,6 +17,12 @@
 //! made to cross the relay between bridges), or one bridge (tokens from
 //! `/dev/token`, or minted with `--secret`); or a Janus VideoRoom
 //! (`--target janus`, see [`janus`]).
+//!
+//! A crate of its own so that it meets the bridge only where a user's
+//! client would: signalling, `/join`, `/dev/token` and `/metrics`. It must
+//! not link the bridge's shells; the one thing it borrows from the `tern`
+//! binary, how `--secret` becomes a participant token, is handed to
+//! [`main`] as a [`MintToken`].
 
 pub mod ceiling;
 pub mod histogram;
@@ -298,9 +304,14 @@ impl Args {
     }
 }
 
+/// Mints a participant token for `--secret`: `(secret, room, participant)`.
+/// The token format belongs to the bridge that verifies it (`tern::auth`),
+/// so the binary supplies this rather than the load tool copying it.
+pub type MintToken = fn(secret: &str, room: &str, participant: &str) -> String;
+
 /// Entry point of `tern loadtest`: exits non-zero on bad parameters, an
 /// unreachable server, or a run in which some receiver got no media.
-pub fn main(args: Args) -> anyhow::Result<()> {
+pub fn main(args: Args, mint: MintToken) -> anyhow::Result<()> {
     if let Some(secs) = args.ceiling {
         if secs.is_nan() || secs <= 0.0 || secs > 600.0 {
             bail!("--ceiling takes 0..600 seconds");
@@ -325,7 +336,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("tern-load")
         .build()?;
-    let summary = rt.block_on(run(args.clone()))?;
+    let summary = rt.block_on(run(args.clone(), mint))?;
     print!("{}", summary.to_text());
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&summary)?;
@@ -634,6 +645,7 @@ impl Summary {
 /// Shared by every participant task of a run.
 pub struct Ctx {
     args: Args,
+    mint: MintToken,
     server: SocketAddr,
     base_path: String,
     /// Each publisher's generator start, by participant id: the zero of the
@@ -702,7 +714,7 @@ struct Spec {
     seed: u64,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<Summary> {
+pub async fn run(args: Args, mint: MintToken) -> anyhow::Result<Summary> {
     args.validate()?;
     let (server, base_path) = parse_server(&args.server)?;
     // Fail fast and clearly if nothing answers there.
@@ -764,6 +776,7 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
 
     let ctx = Arc::new(Ctx {
         args: args.clone(),
+        mint,
         server,
         base_path,
         starts: Mutex::new(HashMap::new()),
@@ -1160,12 +1173,7 @@ type Placement = Option<(String, String)>;
 async fn tern_token(ctx: &Ctx, spec: &Spec) -> anyhow::Result<(String, String, Placement)> {
     let own = format!("ws://{}/signal", ctx.bridge_for(&spec.room));
     if let Some(secret) = &ctx.args.secret {
-        let keys = crate::auth::TokenKeys::new(secret);
-        return Ok((
-            keys.mint(&spec.room, &spec.name, Some(&spec.name), 3600),
-            own,
-            None,
-        ));
+        return Ok(((ctx.mint)(secret, &spec.room, &spec.name), own, None));
     }
     // Regions are validated non-empty; they go into a query string.
     let region = ctx

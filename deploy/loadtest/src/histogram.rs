@@ -3,7 +3,7 @@
 //! carries, so the bridge alone decides its bucket bounds (`tern::bridge::
 //! latency`) and the load tool does not have to be rebuilt in step with it.
 
-use super::http;
+use crate::http;
 
 /// The cumulative `(upper bound, count)` buckets of histogram `name` that
 /// were added between two pages (summed over the other labels, e.g. the
