@@ -1,5 +1,5 @@
 //! A native participant on real sockets: the tokio shell around
-//! [`tern_sfu::peer::Peer`]. Used by the integration tests and the load tool.
+//! [`tern_peer::Peer`]. Used by the integration tests and the load tool.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -7,15 +7,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
-use tern_sfu::peer::{Peer, PeerConfig, PeerOutput};
+use tern_peer::synth::LayerSpec;
+use tern_peer::{Peer, PeerConfig, PeerOutput};
 use tern_sfu::signal::{ClientMessage, ServerMessage};
-use tern_sfu::synth::LayerSpec;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-pub use tern_sfu::peer::{PeerState as ClientState, Received};
+pub use tern_peer::{PeerState as ClientState, Received};
 
 /// What to publish and how to receive.
 #[derive(Debug, Clone)]

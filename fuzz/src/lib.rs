@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tern_sfu::peer::{Peer, PeerConfig, PeerOutput};
+use tern_peer::{Peer, PeerConfig, PeerOutput};
 use tern_sfu::signal::ClientMessage;
 use tern_sfu::tern_relay::msg::{self, relay_control::Msg};
 use tern_sfu::{CodecName, Core, CoreConfig, EndpointId, JoinRequest, Output, PeerId};

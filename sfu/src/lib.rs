@@ -5,16 +5,13 @@
 
 pub mod admission;
 pub mod core;
-pub mod decoder;
 pub mod h264;
 pub mod keyframe;
 pub mod layers;
 pub mod node;
-pub mod peer;
 pub mod rewrite;
 pub mod signal;
 pub mod stats;
-pub mod synth;
 pub mod vp8;
 
 pub use crate::core::{

@@ -8,7 +8,8 @@
 //!
 //! Kept per shard as plain counters (one add per `sendmmsg` chunk, not per
 //! packet) and exported once a second as a Prometheus histogram:
-//! `tern_forward_latency_seconds_bucket{le=…}`, `_count`, `_sum`.
+//! `tern_forward_latency_seconds_bucket{le=…}`, `_count`, `_sum`. Readers
+//! (the load tool's `histogram`) take the bounds from the `le` labels.
 
 use std::time::Duration;
 
@@ -73,45 +74,6 @@ impl ForwardLatency {
     }
 }
 
-/// A quantile from cumulative `(upper bound, count)` buckets in increasing
-/// order (the last bound may be infinite), interpolated linearly inside the
-/// bucket as Prometheus's `histogram_quantile` does. `None` without samples;
-/// a quantile that falls in the open top bucket is reported as the highest
-/// finite bound.
-pub fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
-    let total = buckets.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    let rank = q * total;
-    let mut lower = 0.0;
-    let mut below = 0.0;
-    for &(bound, cumulative) in buckets {
-        if cumulative >= rank {
-            if bound.is_infinite() {
-                return Some(lower);
-            }
-            let inside = cumulative - below;
-            let frac = if inside > 0.0 {
-                (rank - below) / inside
-            } else {
-                1.0
-            };
-            return Some(lower + (bound - lower) * frac);
-        }
-        lower = if bound.is_finite() { bound } else { lower };
-        below = cumulative;
-    }
-    Some(lower)
-}
-
-/// The `le` label for each bucket, with its bound (`+Inf` last).
-pub fn labelled_bounds() -> impl Iterator<Item = (&'static str, f64)> {
-    LE.iter()
-        .copied()
-        .zip(BOUNDS.iter().copied().chain([f64::INFINITY]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,32 +91,11 @@ mod tests {
     }
 
     #[test]
-    fn quantile_interpolates_inside_a_bucket_like_prometheus() {
-        // 100 samples: 50 in (0, 0.1], 50 in (0.1, 0.2].
-        let b = [(0.1, 50.0), (0.2, 100.0), (f64::INFINITY, 100.0)];
-        let p50 = quantile(&b, 0.5).expect("samples");
-        assert!((p50 - 0.1).abs() < 1e-12, "{p50}");
-        let p75 = quantile(&b, 0.75).expect("samples");
-        assert!((p75 - 0.15).abs() < 1e-12, "{p75}");
-        let p99 = quantile(&b, 0.99).expect("samples");
-        assert!((p99 - 0.198).abs() < 1e-12, "{p99}");
-    }
-
-    #[test]
-    fn quantile_in_the_open_top_bucket_is_the_highest_bound() {
-        let b = [(0.1, 1.0), (f64::INFINITY, 10.0)];
-        assert_eq!(quantile(&b, 0.99), Some(0.1));
-        assert_eq!(quantile(&[(0.1, 0.0), (f64::INFINITY, 0.0)], 0.5), None);
-    }
-
-    #[test]
     fn labels_match_bounds() {
-        for (le, bound) in labelled_bounds() {
-            if bound.is_finite() {
-                assert_eq!(le.parse::<f64>().ok(), Some(bound));
-            } else {
-                assert_eq!(le, "+Inf");
-            }
+        // Readers (the load tool) take the bounds from these labels.
+        for (le, bound) in LE.iter().zip(BOUNDS) {
+            assert_eq!(le.parse::<f64>().ok(), Some(bound));
         }
+        assert_eq!(LE[BOUNDS.len()], "+Inf");
     }
 }

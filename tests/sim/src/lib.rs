@@ -40,13 +40,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use str0m::config::DtlsCert;
 use tern_focus::{Focus, FocusConfig, FocusEvent, Registration, Report};
+use tern_peer::{Peer, PeerConfig, PeerOutput, PeerState};
 use tern_proto::bridge::v1 as bpb;
 use tern_sfu::node::{Input as NodeInput, Node, NodeConfig, Output as NodeOutput};
-use tern_sfu::peer::{Peer, PeerConfig, PeerOutput, PeerState};
 use tern_sfu::signal::{ClientMessage, ServerMessage};
 use tern_sfu::{CodecName, Core, CoreConfig, EndpointId, JoinRequest, PeerId};
 
-pub use tern_sfu::synth::LayerSpec;
+pub use tern_peer::synth::LayerSpec;
 
 /// SplitMix64: small, fast, and the same everywhere.
 #[derive(Debug, Clone)]
@@ -1924,7 +1924,7 @@ pub struct Reception {
     pub delay_p50: Duration,
     pub delay_max: Duration,
     /// Frames the receiver could show in the window: complete, and every
-    /// frame before them shown (its decoder, `tern_sfu::decoder`, waits for
+    /// frame before them shown (its decoder, `tern_peer::decoder`, waits for
     /// a gap to be repaired or a keyframe).
     pub frames_shown: usize,
     /// Gaps over 500 ms between consecutive shown frames: the freezes a

@@ -19,7 +19,7 @@ fn clean() -> LinkConfig {
     LinkConfig::latency(10)
 }
 
-fn receive_only(c: &mut tern_sfu::peer::PeerConfig) {
+fn receive_only(c: &mut tern_peer::PeerConfig) {
     c.video = vec![];
     c.audio = false;
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use tern_sfu::peer::{Pacing, PeerConfig};
+use tern_peer::{Pacing, PeerConfig};
 use tern_sim::{LinkConfig, Sim, SimConfig, seed_or, with_seed};
 
 fn secs(s: f64) -> Duration {

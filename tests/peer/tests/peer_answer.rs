@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tern_sfu::peer::{Peer, PeerConfig, PeerOutput};
+use tern_peer::{Peer, PeerConfig, PeerOutput};
 use tern_sfu::signal::{ClientMessage, ServerMessage, SlotInfo};
 
 /// Moves every datagram one peer wants to send to the other; returns the

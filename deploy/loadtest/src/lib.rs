@@ -17,8 +17,15 @@
 //! made to cross the relay between bridges), or one bridge (tokens from
 //! `/dev/token`, or minted with `--secret`); or a Janus VideoRoom
 //! (`--target janus`, see [`janus`]).
+//!
+//! A crate of its own so that it meets the bridge only where a user's
+//! client would: signalling, `/join`, `/dev/token` and `/metrics`. It must
+//! not link the bridge's shells; the one thing it borrows from the `tern`
+//! binary, how `--secret` becomes a participant token, is handed to
+//! [`main`] as a [`MintToken`].
 
 pub mod ceiling;
+pub mod histogram;
 pub mod http;
 pub mod janus;
 pub mod stats;
@@ -33,9 +40,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tern_sfu::peer::{Pacing, Peer, PeerConfig, PeerOutput};
+use tern_peer::synth::LayerSpec;
+use tern_peer::{Pacing, Peer, PeerConfig, PeerOutput};
 use tern_sfu::signal::{ClientMessage, ServerMessage};
-use tern_sfu::synth::LayerSpec;
 use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -297,9 +304,14 @@ impl Args {
     }
 }
 
+/// Mints a participant token for `--secret`: `(secret, room, participant)`.
+/// The token format belongs to the bridge that verifies it (`tern::auth`),
+/// so the binary supplies this rather than the load tool copying it.
+pub type MintToken = fn(secret: &str, room: &str, participant: &str) -> String;
+
 /// Entry point of `tern loadtest`: exits non-zero on bad parameters, an
 /// unreachable server, or a run in which some receiver got no media.
-pub fn main(args: Args) -> anyhow::Result<()> {
+pub fn main(args: Args, mint: MintToken) -> anyhow::Result<()> {
     if let Some(secs) = args.ceiling {
         if secs.is_nan() || secs <= 0.0 || secs > 600.0 {
             bail!("--ceiling takes 0..600 seconds");
@@ -324,7 +336,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("tern-load")
         .build()?;
-    let summary = rt.block_on(run(args.clone()))?;
+    let summary = rt.block_on(run(args.clone(), mint))?;
     print!("{}", summary.to_text());
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&summary)?;
@@ -399,21 +411,15 @@ pub struct ForwardLatencySummary {
 impl ForwardLatencySummary {
     /// From two `/metrics` pages (start and end of the window).
     pub fn between(start: &str, end: &str) -> Option<Self> {
-        use crate::bridge::latency;
         const NAME: &str = "tern_forward_latency_seconds";
-        let bucket = |page: &str, le: &str| {
-            http::metric_sum_where(page, &format!("{NAME}_bucket"), Some(("le", le)))
-        };
-        let buckets: Vec<(f64, f64)> = latency::labelled_bounds()
-            .map(|(le, bound)| (bound, bucket(end, le) - bucket(start, le)))
-            .collect();
+        let buckets = histogram::buckets_between(start, end, NAME);
         let packets = buckets.last()?.1;
         let sum = http::metric_sum(end, &format!("{NAME}_sum"))
             - http::metric_sum(start, &format!("{NAME}_sum"));
         Some(Self {
             packets,
-            p50_secs: latency::quantile(&buckets, 0.5)?,
-            p99_secs: latency::quantile(&buckets, 0.99)?,
+            p50_secs: histogram::quantile(&buckets, 0.5)?,
+            p99_secs: histogram::quantile(&buckets, 0.99)?,
             mean_secs: sum / packets,
         })
     }
@@ -639,6 +645,7 @@ impl Summary {
 /// Shared by every participant task of a run.
 pub struct Ctx {
     args: Args,
+    mint: MintToken,
     server: SocketAddr,
     base_path: String,
     /// Each publisher's generator start, by participant id: the zero of the
@@ -707,7 +714,7 @@ struct Spec {
     seed: u64,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<Summary> {
+pub async fn run(args: Args, mint: MintToken) -> anyhow::Result<Summary> {
     args.validate()?;
     let (server, base_path) = parse_server(&args.server)?;
     // Fail fast and clearly if nothing answers there.
@@ -769,6 +776,7 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
 
     let ctx = Arc::new(Ctx {
         args: args.clone(),
+        mint,
         server,
         base_path,
         starts: Mutex::new(HashMap::new()),
@@ -1165,12 +1173,7 @@ type Placement = Option<(String, String)>;
 async fn tern_token(ctx: &Ctx, spec: &Spec) -> anyhow::Result<(String, String, Placement)> {
     let own = format!("ws://{}/signal", ctx.bridge_for(&spec.room));
     if let Some(secret) = &ctx.args.secret {
-        let keys = crate::auth::TokenKeys::new(secret);
-        return Ok((
-            keys.mint(&spec.room, &spec.name, Some(&spec.name), 3600),
-            own,
-            None,
-        ));
+        return Ok(((ctx.mint)(secret, &spec.room, &spec.name), own, None));
     }
     // Regions are validated non-empty; they go into a query string.
     let region = ctx

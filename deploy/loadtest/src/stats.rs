@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tern_sfu::peer::Received;
+use tern_peer::Received;
 
 /// A gap longer than this between two complete video frames is a freeze
 /// (the threshold WebRTC's `freezeCount` uses is similar).
@@ -61,7 +61,7 @@ pub struct SlotAcc {
     pub frames: u64,
     pub freezes: u64,
     last_shown: Option<Instant>,
-    /// Frames the participant's decoder could show (`tern_sfu::decoder`),
+    /// Frames the participant's decoder could show (`tern_peer::decoder`),
     /// and gaps over [`FREEZE_GAP`] between them: what a viewer sees.
     pub shown: u64,
     pub shown_freezes: u64,
@@ -215,7 +215,7 @@ pub struct PeerReport {
     pub acc: PeerAcc,
     pub packets_sent: u64,
     /// Keyframe requests (PLIs) its decoders sent, as a browser's would when
-    /// a picture cannot go on (`tern_sfu::decoder`).
+    /// a picture cannot go on (`tern_peer::decoder`).
     pub plis_sent: u64,
     /// The region asked for at the focus (`--publisher-region`,
     /// `--subscriber-region`), and the bridge and region it placed the

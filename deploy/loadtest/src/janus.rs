@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
-use tern_sfu::peer::Peer;
+use tern_peer::Peer;
 use tern_sfu::signal::{ClientMessage, Kind, ServerMessage, SlotInfo};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

@@ -339,7 +339,7 @@ mod tests {
         let keys: Vec<_> = out.iter().filter(|p| p.keyframe).collect();
         assert_eq!(keys.len(), 3, "first frame of each layer is a keyframe");
         for k in keys {
-            let info = crate::vp8::parse(&k.payload).expect("valid VP8");
+            let info = tern_sfu::vp8::parse(&k.payload).expect("valid VP8");
             assert!(info.keyframe_start);
             let spec = &LayerSpec::ladder()[k.layer];
             assert_eq!(info.dims, Some((spec.width, spec.height)));

@@ -19,10 +19,10 @@ use str0m::rtp::rtcp::Rtcp;
 use str0m::rtp::{ExtensionValues, RawPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
-use crate::SfuError;
+use crate::PeerError;
 use crate::decoder::{FrameDecoder, VideoPacket};
-use crate::signal::{ClientMessage, Kind, LayerDecl, ServerMessage, SourceDecl};
 use crate::synth::{AudioGen, GenPacket, LayerSpec, VideoGen, read_block};
+use tern_sfu::signal::{ClientMessage, Kind, LayerDecl, ServerMessage, SourceDecl};
 
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
@@ -342,7 +342,7 @@ impl Peer {
     /// The first message to send.
     pub fn join(token: &str) -> ClientMessage {
         ClientMessage::Join {
-            version: crate::signal::PROTOCOL_VERSION,
+            version: tern_sfu::signal::PROTOCOL_VERSION,
             token: token.to_string(),
         }
     }
@@ -465,14 +465,14 @@ impl Peer {
     /// knowledge: it names them with `ServerMessage::Slots`, as Tern would.
     /// Received media is recorded like on Tern's receive slots. May be
     /// called again for a renegotiation (a new offer from the server).
-    pub fn accept_offer(&mut self, now: Instant, sdp: &str) -> Result<String, SfuError> {
+    pub fn accept_offer(&mut self, now: Instant, sdp: &str) -> Result<String, PeerError> {
         let offer =
-            SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::Negotiation(e.to_string()))?;
+            SdpOffer::from_sdp_string(sdp).map_err(|e| PeerError::Negotiation(e.to_string()))?;
         let answer = self
             .rtc
             .sdp_api()
             .accept_offer(offer)
-            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+            .map_err(|e| PeerError::Negotiation(e.to_string()))?;
         self.state.joined = true;
         self.state.answered = true;
         self.drive(now);
@@ -745,7 +745,7 @@ impl Peer {
                         .map(|s| s.mid())
                 });
                 let Some(mid) = mid else { return };
-                let vp8 = crate::vp8::parse(&p.payload);
+                let vp8 = tern_sfu::vp8::parse(&p.payload);
                 let block = read_block(&p.payload);
                 let r = Received {
                     seq: *p.seq_no,
