@@ -13,7 +13,7 @@ use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
-use super::{FocusHandle, Req, status};
+use super::handle::{FocusHandle, Req, status};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -289,7 +289,7 @@ impl bpb::bridge_control_server::BridgeControl for BridgeControl {
                 reply,
             })
             .await?
-            .map_err(super::status)?;
+            .map_err(status)?;
         info!(bridge = %id, session, "bridge attached");
         let _ = tx
             .send(Ok(bpb::FocusCommand {
