@@ -570,3 +570,20 @@ fn bad_config_file_is_refused_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("vp7") && err.contains("environment"), "{err}");
 }
+
+/// The harness's own failure path: a `tern` that exits during startup fails
+/// the start with its name and the end of its output.
+#[test]
+fn a_tern_that_cannot_start_is_reported_with_its_output() {
+    let e = TernCommand::new(&["bridge"])
+        .env("TERN_AUTH_SECRET", "")
+        .env("RUST_BACKTRACE", "0")
+        .try_start()
+        .err()
+        .expect("a bridge without a secret does not start");
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("tern bridge exited during startup") && e.contains("auth.secret is empty"),
+        "{e}"
+    );
+}
