@@ -3,10 +3,9 @@
 
 pub mod auth;
 pub mod bridge;
-pub mod cli;
 pub mod client;
+pub mod cmd;
 pub mod config;
-pub mod dev;
 pub mod focus;
 pub mod loadtest;
 pub mod relay_net;

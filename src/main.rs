@@ -1,3 +1,3 @@
 fn main() -> anyhow::Result<()> {
-    tern::cli::main()
+    tern::cmd::main()
 }

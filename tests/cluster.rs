@@ -5,11 +5,12 @@ mod native;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use native::CLUSTER_LOG;
 use native::eventually;
-use native::process::{Api, Proc, api, quoted};
+use native::focus_api::{Api, api};
+use native::tern_process::{Tern, TernCommand, quoted};
 use tern::client::{Client, ClientOptions};
 use tern_proto::bridge::v1 as bpb;
 use tern_proto::focus::v1 as fpb;
@@ -19,7 +20,7 @@ const AUTH: &str = "cluster-auth-secret";
 const API: &str = "cluster-api-secret";
 const BRIDGE: &str = "cluster-bridge-secret";
 
-fn start_focus(grpc: &str, http: &str, extra: &[(&str, String)]) -> (Proc, SocketAddr, SocketAddr) {
+fn start_focus(grpc: &str, http: &str, extra: &[(&str, String)]) -> (Tern, SocketAddr, SocketAddr) {
     let mut env = vec![
         ("TERN_FOCUS_API_SECRET", API.to_string()),
         ("TERN_FOCUS_BRIDGE_SECRET", BRIDGE.to_string()),
@@ -28,17 +29,21 @@ fn start_focus(grpc: &str, http: &str, extra: &[(&str, String)]) -> (Proc, Socke
         ("TERN_FOCUS_REGION", quoted("eu")),
     ];
     env.extend(extra.iter().cloned());
-    let p = Proc::start(&["focus"], AUTH, &env);
+    let p = TernCommand::new(&["focus"])
+        .env("TERN_AUTH_SECRET", AUTH)
+        .env("TERN_LOG", CLUSTER_LOG)
+        .envs(&env)
+        .start();
     let grpc = p.addr_after("grpc http://");
     let http = p.addr_after(" http http://");
     (p, grpc, http)
 }
 
-fn start_bridge(id: &str, region: &str, focus_grpc: SocketAddr) -> (Proc, SocketAddr) {
-    let p = Proc::start(
-        &["bridge"],
-        AUTH,
-        &[
+fn start_bridge(id: &str, region: &str, focus_grpc: SocketAddr) -> (Tern, SocketAddr) {
+    let p = TernCommand::new(&["bridge"])
+        .env("TERN_AUTH_SECRET", AUTH)
+        .env("TERN_LOG", CLUSTER_LOG)
+        .envs(&[
             ("TERN_BRIDGE_HTTP_LISTEN", quoted("127.0.0.1:0")),
             ("TERN_BRIDGE_MEDIA_LISTEN", quoted("127.0.0.1:0")),
             ("TERN_BRIDGE_ID", quoted(id)),
@@ -49,8 +54,8 @@ fn start_bridge(id: &str, region: &str, focus_grpc: SocketAddr) -> (Proc, Socket
             ),
             ("TERN_BRIDGE_FOCUS_SECRET", quoted(BRIDGE)),
             ("TERN_BRIDGE_DRAIN_TIMEOUT_SECS", "5".into()),
-        ],
-    );
+        ])
+        .start();
     let http = p.addr_after("http://");
     (p, http)
 }
@@ -106,16 +111,14 @@ async fn join(a: &fpb::AllocateResponse, video: bool) -> Client {
 }
 
 fn clusterstatus(grpc: SocketAddr) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args([
-            "clusterstatus",
-            "--focus",
-            &format!("http://{grpc}"),
-            "--secret",
-            API,
-        ])
-        .output()
-        .expect("run clusterstatus");
+    let out = TernCommand::new(&[
+        "clusterstatus",
+        "--focus",
+        &format!("http://{grpc}"),
+        "--secret",
+        API,
+    ])
+    .run(Duration::from_secs(30));
     assert!(
         out.status.success(),
         "{}",
@@ -519,7 +522,7 @@ async fn sigterm_on_a_bridge_drains_it_through_the_focus_then_it_exits() {
     assert_eq!(again.bridge_id, "staying");
     // Empty now: it exits well before its 5 s drain deadline.
     let status = loop {
-        if let Ok(Some(s)) = leaving.child.try_wait() {
+        if let Some(s) = leaving.try_wait() {
             break s;
         }
         assert!(

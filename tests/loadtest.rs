@@ -4,30 +4,15 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-const TERN: &str = env!("CARGO_BIN_EXE_tern");
+use support::tern_process::{Tern, TernCommand};
 
+/// A running `tern dev` and the address of its focus's HTTP.
 struct Dev {
-    child: Child,
+    process: Tern,
     http: String,
-    tmp: std::path::PathBuf,
-}
-
-/// A fresh, empty directory for a `tern dev` process's `TMPDIR`.
-fn fresh_tmp(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "tern-devtmp-{tag}-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    dir
 }
 
 /// What a `tern dev` process left in its `TMPDIR`.
@@ -43,55 +28,23 @@ impl Dev {
     /// made are no longer on disk (the tests that use it then show that the
     /// relay works all the same).
     fn start() -> Dev {
-        let tmp = fresh_tmp("dev");
-        let mut child = Command::new(TERN)
-            .args(["dev", "--http", "127.0.0.1:0", "--media", "127.0.0.1:0"])
+        // SIGTERM on drop lets `tern dev` stop its focus and bridges.
+        let process = TernCommand::new(&["dev", "--http", "127.0.0.1:0", "--media", "127.0.0.1:0"])
             .env("TERN_LOG", "warn")
-            .env("TMPDIR", &tmp)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn tern dev");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
+            .own_tmpdir()
+            .stop_gracefully(Duration::from_secs(10))
+            .start();
         // `tern dev` prints a line per process, then
         // "tern dev ready: open http://ADDR/room/hello ...".
-        let line = lines
-            .by_ref()
-            .map(|l| l.expect("read"))
-            .find(|l| l.starts_with("tern dev ready"))
-            .expect("tern dev never became ready");
-        let http = line
-            .split("http://")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
-        std::thread::spawn(move || for _ in lines {});
+        let http = process.addr_after("http://").to_string();
         // Built first, so that a failed check still stops the cluster.
-        let dev = Dev { child, http, tmp };
+        let dev = Dev { process, http };
         assert_eq!(
-            left_in(&dev.tmp),
+            left_in(dev.process.tmpdir().expect("its own TMPDIR")),
             Vec::<String>::new(),
             "key material left on disk"
         );
         dev
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        // SIGTERM lets `tern dev` stop its focus and bridges; kill if it hangs.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && !matches!(self.child.try_wait(), Ok(Some(_))) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.tmp);
     }
 }
 
@@ -100,7 +53,10 @@ impl Drop for Dev {
 /// had started, and leaves none of the relay keys it made on disk.
 #[test]
 fn a_dev_cluster_that_cannot_start_says_why_and_leaves_no_keys_behind() {
-    let tmp = fresh_tmp("fail");
+    let tmp = tempfile::Builder::new()
+        .prefix("tern-devtmp-fail-")
+        .tempdir()
+        .expect("tmp dir");
     // `tern dev` gives its bridges the media port and the one after it.
     let (taken, port) = (0..20)
         .find_map(|_| {
@@ -110,14 +66,12 @@ fn a_dev_cluster_that_cannot_start_says_why_and_leaves_no_keys_behind() {
             Some((a, p))
         })
         .expect("two adjacent free UDP ports");
-    let out = run_limited(
-        Command::new(TERN)
-            .args(["dev", "--http", "127.0.0.1:0"])
-            .args(["--media", &format!("127.0.0.1:{port}")])
-            .env("TERN_LOG", "warn")
-            .env("TMPDIR", &tmp),
-        Duration::from_secs(40),
-    );
+    let media = format!("127.0.0.1:{port}");
+    let out = TernCommand::new(&["dev", "--http", "127.0.0.1:0", "--media", &media])
+        .env("TERN_LOG", "warn")
+        .env("TMPDIR", tmp.path())
+        .env("RUST_BACKTRACE", "0")
+        .run(Duration::from_secs(40));
     drop(taken);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -130,42 +84,14 @@ fn a_dev_cluster_that_cannot_start_says_why_and_leaves_no_keys_behind() {
         stderr.contains("tern bridge exited during startup"),
         "{stderr}"
     );
-    assert_eq!(left_in(&tmp), Vec::<String>::new(), "{stderr}");
-    let _ = std::fs::remove_dir_all(&tmp);
+    assert_eq!(left_in(tmp.path()), Vec::<String>::new(), "{stderr}");
 }
 
 /// Run `tern loadtest ARGS`, killing it if it outlives `limit`.
 fn loadtest(args: &[&str], limit: Duration) -> Output {
-    run_limited(Command::new(TERN).arg("loadtest").args(args), limit)
-}
-
-/// Run `cmd` to completion, killing it if it outlives `limit`.
-fn run_limited(cmd: &mut Command, limit: Duration) -> Output {
-    let args = format!("{cmd:?}");
-    let child = cmd
-        .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tern loadtest");
-    let pid = child.id();
-    let started = Instant::now();
-    let done = Arc::new(AtomicBool::new(false));
-    let flag = done.clone();
-    std::thread::spawn(move || {
-        while started.elapsed() < limit {
-            if flag.load(Ordering::SeqCst) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // A hang becomes a failure, not a stuck CI job.
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-    });
-    let out = child.wait_with_output().expect("wait");
-    done.store(true, Ordering::SeqCst);
-    assert!(started.elapsed() < limit, "{args} ran past {limit:?}");
-    out
+    let mut all = vec!["loadtest"];
+    all.extend_from_slice(args);
+    TernCommand::new(&all).env("RUST_BACKTRACE", "0").run(limit)
 }
 
 /// Runs `tern loadtest` with `--json` into a scratch file and requires it to
@@ -443,8 +369,10 @@ fn every_subscriber_receives_media_through_a_real_janus_videoroom() {
     }
 
     let json = ns.dir().join("summary.json");
-    let out = run_limited(
-        ns.command(TERN).args([
+    let janus_pid = janus.0.id().to_string();
+    let out = TernCommand::via(
+        &["ip", "netns", "exec", ns.name()],
+        &[
             "loadtest",
             "--target",
             "janus",
@@ -461,12 +389,13 @@ fn every_subscriber_receives_media_through_a_real_janus_videoroom() {
             "-d",
             "2",
             "--server-pid",
-            &janus.0.id().to_string(),
+            &janus_pid,
             "--json",
             json.to_str().expect("utf-8 path"),
-        ]),
-        Duration::from_secs(60),
-    );
+        ],
+    )
+    .env("RUST_BACKTRACE", "0")
+    .run(Duration::from_secs(60));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use native::tern_process::TernCommand;
 use native::{Bridge, eventually};
 use tern::client::{Client, Received};
 use tern_sfu::rewrite::ts_not_before;
@@ -545,19 +546,15 @@ async fn sigterm_tells_clients_and_exits_cleanly() {
 
 #[test]
 fn bad_config_file_is_refused_naming_the_key() {
-    let dir = std::env::temp_dir().join(format!("tern-config-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join("bad.toml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
     std::fs::write(
         &path,
         "[bridge]\nregion = \"eu\"\nmedia_lisen = \"127.0.0.1:1\"\n",
     )
     .expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .expect("run");
+    let out = TernCommand::new(&["check-config", path.to_str().expect("utf-8 path")])
+        .run(Duration::from_secs(30));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -565,14 +562,28 @@ fn bad_config_file_is_refused_naming_the_key() {
         "{err}"
     );
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
-        .arg("bridge")
+    let out = TernCommand::new(&["bridge"])
         .env("TERN_MEDIA_CODECS", "[\"opus\", \"vp7\"]")
         .env("TERN_AUTH_SECRET", "x")
-        .output()
-        .expect("run");
+        .run(Duration::from_secs(30));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("vp7") && err.contains("environment"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The harness's own failure path: a `tern` that exits during startup fails
+/// the start with its name and the end of its output.
+#[test]
+fn a_tern_that_cannot_start_is_reported_with_its_output() {
+    let e = TernCommand::new(&["bridge"])
+        .env("TERN_AUTH_SECRET", "")
+        .env("RUST_BACKTRACE", "0")
+        .try_start()
+        .err()
+        .expect("a bridge without a secret does not start");
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("tern bridge exited during startup") && e.contains("auth.secret is empty"),
+        "{e}"
+    );
 }

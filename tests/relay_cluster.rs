@@ -6,11 +6,12 @@ mod native;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
+use native::CLUSTER_LOG;
 use native::eventually;
-use native::process::{Api, Proc, api, quoted};
+use native::focus_api::{Api, api};
+use native::tern_process::{Tern, TernCommand, quoted};
 use tern::client::{Client, ClientOptions};
 use tern_proto::focus::v1 as fpb;
 
@@ -19,10 +20,7 @@ const API: &str = "relay-api-secret";
 const BRIDGE: &str = "relay-bridge-secret";
 
 fn tern(args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(args)
-        .output()
-        .expect("run tern");
+    let out = TernCommand::new(args).run(Duration::from_secs(30));
     assert!(
         out.status.success(),
         "tern {args:?}: {}",
@@ -49,12 +47,12 @@ fn pki(dir: &Path, ids: &[&str]) {
     }
 }
 
-fn start_bridge(id: &str, focus_grpc: SocketAddr, pki: &Path) -> (Proc, SocketAddr) {
+fn start_bridge(id: &str, focus_grpc: SocketAddr, pki: &Path) -> (Tern, SocketAddr) {
     let certs = pki.join("certs");
-    let p = Proc::start(
-        &["bridge"],
-        AUTH,
-        &[
+    let p = TernCommand::new(&["bridge"])
+        .env("TERN_AUTH_SECRET", AUTH)
+        .env("TERN_LOG", CLUSTER_LOG)
+        .envs(&[
             ("TERN_BRIDGE_HTTP_LISTEN", quoted("127.0.0.1:0")),
             ("TERN_BRIDGE_MEDIA_LISTEN", quoted("127.0.0.1:0")),
             ("TERN_BRIDGE_ID", quoted(id)),
@@ -77,8 +75,8 @@ fn start_bridge(id: &str, focus_grpc: SocketAddr, pki: &Path) -> (Proc, SocketAd
                 "TERN_RELAY_KEY",
                 quoted(certs.join(format!("{id}-key.pem")).display()),
             ),
-        ],
-    );
+        ])
+        .start();
     let http = p.addr_after("http://");
     (p, http)
 }
@@ -145,23 +143,26 @@ fn metric(http: SocketAddr, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn participants_on_three_bridges_receive_each_other_through_the_relay_mesh() {
-    let dir = std::env::temp_dir().join(format!("tern-relay-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = tempfile::Builder::new()
+        .prefix("tern-relay-test-")
+        .tempdir()
+        .expect("tempdir");
+    let dir = tmp.path().to_path_buf();
     pki(&dir, &["a", "b", "c"]);
-    let focus = Proc::start(
-        &["focus"],
-        AUTH,
-        &[
+    let focus = TernCommand::new(&["focus"])
+        .env("TERN_AUTH_SECRET", AUTH)
+        .env("TERN_LOG", CLUSTER_LOG)
+        .envs(&[
             ("TERN_FOCUS_API_SECRET", API.to_string()),
             ("TERN_FOCUS_BRIDGE_SECRET", BRIDGE.to_string()),
             ("TERN_FOCUS_GRPC_LISTEN", quoted("127.0.0.1:0")),
             ("TERN_FOCUS_HTTP_LISTEN", quoted("127.0.0.1:0")),
             ("TERN_FOCUS_REGION", quoted("eu")),
             ("TERN_FOCUS_STRATEGY", quoted("split")),
-        ],
-    );
+        ])
+        .start();
     let grpc = focus.addr_after("grpc http://");
-    let bridges: Vec<(Proc, SocketAddr)> = ["a", "b", "c"]
+    let bridges: Vec<(Tern, SocketAddr)> = ["a", "b", "c"]
         .iter()
         .map(|id| start_bridge(id, grpc, &dir))
         .collect();
@@ -244,5 +245,4 @@ async fn participants_on_three_bridges_receive_each_other_through_the_relay_mesh
         )
         .await;
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

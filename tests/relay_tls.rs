@@ -6,9 +6,11 @@
 //! recorder, so the counters a test reads are the ones its own handshakes
 //! incremented, even when tests share a process.
 
+#[path = "support/tern_process.rs"]
+mod tern_process;
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -424,11 +426,9 @@ async fn endpoint_refuses_to_start_with_a_foreign_identity() {
 // ---- `tern ca` and `tern check-config` as a real process ----
 
 fn tern(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(args)
+    tern_process::TernCommand::new(args)
         .env_clear()
-        .output()
-        .expect("run tern")
+        .run(Duration::from_secs(30))
 }
 
 fn ok(out: &std::process::Output) -> String {

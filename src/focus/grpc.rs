@@ -12,7 +12,7 @@ use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
-use super::{FocusHandle, Req, status};
+use super::handle::{FocusHandle, Req, status};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -273,7 +273,7 @@ impl bpb::bridge_control_server::BridgeControl for BridgeControl {
                 reply,
             })
             .await?
-            .map_err(super::status)?;
+            .map_err(status)?;
         info!(bridge = %id, session, "bridge attached");
         let _ = tx
             .send(Ok(bpb::FocusCommand {

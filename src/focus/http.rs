@@ -8,7 +8,7 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{FocusHandle, Req};
+use super::handle::{FocusHandle, Req};
 use crate::bridge::http::client_routes;
 
 pub fn router(h: FocusHandle) -> Router {

@@ -4,103 +4,23 @@
 //! handlers only pass requests to it.
 
 mod grpc;
+mod handle;
 mod http;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use tern_focus::{
-    Focus, FocusConfig, FocusError, FocusEvent, Placement, Registration, Report, Strategy,
-};
+use tern_focus::{Focus, FocusConfig, FocusEvent, Strategy};
 use tern_proto::bridge::v1 as bpb;
 use tern_proto::focus::v1 as fpb;
-use tokio::sync::{broadcast, mpsc, oneshot};
-use tonic::Status;
+use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
 use crate::auth::TokenKeys;
 use crate::config::Config;
-
-/// Commands for one bridge's control stream.
-pub type CommandTx = mpsc::Sender<Result<bpb::FocusCommand, Status>>;
-
-pub enum Req {
-    Allocate {
-        conference: String,
-        participant: String,
-        region: String,
-        reply: oneshot::Sender<Result<Placement, FocusError>>,
-    },
-    Register {
-        reg: Registration,
-        commands: CommandTx,
-        reply: oneshot::Sender<Result<u64, FocusError>>,
-    },
-    Report {
-        id: String,
-        session: u64,
-        report: Report,
-    },
-    Disconnect {
-        id: String,
-        session: u64,
-        reason: String,
-    },
-    Drain {
-        id: String,
-        on: bool,
-        reply: oneshot::Sender<Result<tern_focus::BridgeView, FocusError>>,
-    },
-    End {
-        conference: String,
-        reply: oneshot::Sender<Result<usize, FocusError>>,
-    },
-    Bridges {
-        reply: oneshot::Sender<Vec<tern_focus::BridgeView>>,
-    },
-    Conference {
-        name: String,
-        reply: oneshot::Sender<Option<BTreeMap<String, std::collections::BTreeSet<String>>>>,
-    },
-}
-
-/// What handlers share.
-#[derive(Clone)]
-pub struct FocusHandle {
-    pub tx: mpsc::Sender<Req>,
-    pub events: broadcast::Sender<fpb::ClusterEvent>,
-    pub keys: TokenKeys,
-    pub token_ttl: u64,
-    pub api_secret: String,
-    pub bridge_secret: String,
-    pub focus_id: String,
-}
-
-impl FocusHandle {
-    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Req) -> Result<T, Status> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(make(reply))
-            .await
-            .map_err(|_| Status::unavailable("focus is shutting down"))?;
-        rx.await
-            .map_err(|_| Status::unavailable("focus is shutting down"))
-    }
-}
-
-/// Map core errors to gRPC status codes with the core's precise message.
-pub fn status(e: FocusError) -> Status {
-    let msg = e.to_string();
-    match e {
-        FocusError::DuplicateBridge(_) => Status::already_exists(msg),
-        FocusError::IncompatibleApi { .. } => Status::failed_precondition(msg),
-        FocusError::UnknownBridge(_) | FocusError::UnknownConference(_) => Status::not_found(msg),
-        FocusError::NoBridge(_) => Status::unavailable(msg),
-        FocusError::Invalid { .. } => Status::invalid_argument(msg),
-    }
-}
+pub use handle::{CommandTx, FocusHandle, Req, status};
 
 #[derive(Debug, Clone, Copy)]
 pub struct FocusBound {

@@ -3,20 +3,24 @@
 //! and a /metrics scraper.
 #![allow(dead_code)] // Not every test crate uses every helper.
 
-pub mod process;
+pub mod focus_api;
+#[path = "../support/tern_process.rs"]
+pub mod tern_process;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tern::auth::TokenKeys;
 use tern::client::{Client, ClientOptions};
+use tern_process::{Tern, TernCommand};
 
 pub const SECRET: &str = "native-test-secret";
 
+/// `TERN_LOG` for cluster processes: our own info lines, libraries' warnings.
+pub const CLUSTER_LOG: &str = "info,str0m=warn,dimpl=warn,h2=warn,tower=warn,quinn=warn";
+
 pub struct Bridge {
-    child: Child,
+    process: Tern,
     pub http: SocketAddr,
     pub media: SocketAddr,
     pub keys: TokenKeys,
@@ -25,41 +29,18 @@ pub struct Bridge {
 impl Bridge {
     /// Start `tern bridge` on ephemeral loopback ports with extra env.
     pub fn start(extra_env: &[(&str, &str)]) -> Bridge {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
-        cmd.arg("bridge")
+        let process = TernCommand::new(&["bridge"])
             .env("TERN_AUTH_SECRET", SECRET)
             .env("TERN_BRIDGE_HTTP_LISTEN", "\"127.0.0.1:0\"")
             .env("TERN_BRIDGE_MEDIA_LISTEN", "\"127.0.0.1:0\"")
             .env("TERN_LOG", "info,str0m=warn,dimpl=warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn tern bridge");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines
-            .next()
-            .expect("bridge printed nothing")
-            .expect("read stdout");
+            .envs(extra_env)
+            .start();
         // "tern bridge ready: http://ADDR/ (media udp ADDR)"
-        let http = line
-            .split("http://")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no http address in {line:?}"));
-        let media = line
-            .split("media udp ")
-            .nth(1)
-            .and_then(|r| r.strip_suffix(')'))
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no media address in {line:?}"));
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let http = process.addr_after("http://");
+        let media = process.addr_after("media udp ");
         Bridge {
-            child,
+            process,
             http,
             media,
             keys: TokenKeys::new(SECRET),
@@ -100,41 +81,18 @@ impl Bridge {
 
     /// SIGTERM and wait; returns whether it exited successfully.
     pub fn terminate(mut self) -> bool {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        self.process.signal("-TERM");
+        self.process
+            .wait_exit(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
     }
 }
 
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A minimal HTTP/1.1 GET over loopback (no client library needed).
+/// The body of `GET path` over loopback (no client library needed).
 pub fn http_get(addr: SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
+    tern_process::http_get(addr, path)
+        .unwrap_or_else(|e| panic!("GET {path}: {e:#}"))
+        .1
 }
 
 /// Poll `f` until it returns Some or `timeout` passes.

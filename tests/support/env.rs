@@ -22,6 +22,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::participant::Participant;
+use super::tern_process::{Tern, TernCommand, strip_ansi};
 use super::wait::{Check, wait_until};
 use super::webdriver::{Browser, BrowserOptions, Http, WebDriver};
 
@@ -30,7 +31,9 @@ const CHROMEDRIVER_PORT: u16 = 9515;
 const BRIDGE_HTTP: &str = "127.0.0.1:8080";
 const BRIDGE_MEDIA: &str = "127.0.0.1:10000";
 
-/// A child process killed (and reaped) on drop, with its output in a file.
+/// A child process other than `tern` (chromedriver; `tern` itself starts
+/// through `tern_process`), killed (and reaped) on drop, with its output in a
+/// file.
 struct Process {
     name: &'static str,
     child: Child,
@@ -78,25 +81,6 @@ fn tail(path: &Path, lines: usize) -> String {
     strip_ansi(&all[all.len().saturating_sub(lines)..].join("\n"))
 }
 
-/// Removes terminal colour sequences (`ESC [ ... m`) from log text.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // Skip up to and including the final byte of the sequence.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// One bridge that a focus-shaped `tern dev` started (from its stdout line
 /// `tern dev: bridge ID pid P http A media A`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +101,7 @@ pub enum DevShape {
 /// A running `tern dev`: the process the browsers' pages come from (the
 /// focus, or the one standalone bridge).
 pub struct Bridge {
-    process: RefCell<Process>,
+    process: RefCell<Tern>,
     base: String,
     shape: Cell<DevShape>,
     http: Http,
@@ -134,14 +118,13 @@ impl Bridge {
 
     /// The bridges `tern dev` says it started (focus shape; empty otherwise).
     pub fn dev_bridges(&self) -> Vec<DevBridge> {
-        let text = std::fs::read_to_string(&self.process.borrow().log).unwrap_or_default();
-        parse_dev_bridges(&strip_ansi(&text))
+        parse_dev_bridges(&self.process.borrow().output())
     }
 
     /// The focus's pid, from `tern dev: focus pid P ...`.
     pub fn focus_pid(&self) -> Option<u32> {
-        let text = std::fs::read_to_string(&self.process.borrow().log).unwrap_or_default();
-        strip_ansi(&text).lines().find_map(|line| {
+        let text = self.process.borrow().output();
+        text.lines().find_map(|line| {
             let rest = &line[line.find("tern dev: focus ")? + "tern dev: focus ".len()..];
             let mut words = rest.split_whitespace();
             (words.next()? == "pid").then_some(())?;
@@ -184,7 +167,7 @@ impl Bridge {
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
-        tail(&self.process.borrow().log, lines)
+        self.process.borrow().log_tail(lines)
     }
 
     /// Fails if the bridge process died.
@@ -266,33 +249,24 @@ impl Env {
     /// [`Self::start_bridge`] with extra environment for `tern dev` and its
     /// children (e.g. `TERN_FOCUS_STRATEGY`).
     pub fn start_bridge_with_env(&self, vars: &[(&str, &str)]) -> Result<std::rc::Rc<Bridge>> {
-        let exe = env!("CARGO_BIN_EXE_tern");
-        let mut cmd = Command::new(exe);
-        cmd.args(["dev", "--http", BRIDGE_HTTP, "--media", BRIDGE_MEDIA]);
-        cmd.envs(vars.iter().copied());
+        let http = BRIDGE_HTTP.parse().context("BRIDGE_HTTP")?;
         // It logs per TERN_LOG (inherited from the test's environment).
-        let process = Process::spawn("tern dev", &mut cmd, self.dir.join("tern-dev.log"))?;
+        let process = TernCommand::new(&["dev", "--http", BRIDGE_HTTP, "--media", BRIDGE_MEDIA])
+            .envs(vars)
+            .log_in(&self.dir)
+            .ready_on_health(http)
+            .ready_within(Duration::from_secs(30))
+            // Env prints it with the browsers' state (dump_diagnostics).
+            .no_log_on_failure()
+            .try_start()?;
         let bridge = std::rc::Rc::new(Bridge {
             process: RefCell::new(process),
             base: format!("http://{BRIDGE_HTTP}"),
             shape: Cell::new(DevShape::Standalone),
             http: self.http.clone(),
         });
-        // Diagnostics from here on, even if the waits below fail.
+        // Diagnostics from here on, even if the wait below fails.
         *self.bridge.borrow_mut() = Some(bridge.clone());
-        let health = bridge.url("/health");
-        wait_until(
-            "tern dev GET /health = 200",
-            Duration::from_secs(30),
-            || {
-                bridge.check_alive()?;
-                match self.http.get(&health) {
-                    Ok((200, _)) => Ok(Check::Done(())),
-                    Ok((status, body)) => Ok(Check::NotYet(format!("{status} {}", body.trim()))),
-                    Err(e) => Ok(Check::NotYet(format!("{e:#}"))),
-                }
-            },
-        )?;
         let join = bridge.url("/join?room=probe&name=probe");
         let shape = wait_until(
             "tern dev GET /join = 200 (focus with a bridge) or 404 (standalone bridge)",

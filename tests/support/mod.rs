@@ -43,6 +43,7 @@
 mod env;
 mod netns;
 mod participant;
+pub mod tern_process;
 mod wait;
 mod webdriver;
 

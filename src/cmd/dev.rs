@@ -1,15 +1,29 @@
-//! `tern dev` (a focus and two bridges as child processes) and
-//! `tern clusterstatus`.
+//! `tern dev`: a focus and two bridges as child processes of this one, with
+//! throwaway secrets and relay certificates. Also owns the rule that those
+//! children exit with their parent (`exit_with_parent`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use tern_proto::focus::v1 as fpb;
+use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use super::runtime::{runtime, shutdown_signal};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// HTTP address (browser client, signalling, metrics).
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Media UDP address.
+    #[arg(long)]
+    media: Option<SocketAddr>,
+}
 
 /// The base address plus an offset; port 0 stays 0 (every process picks its
 /// own and `tern dev` reads the real ones from their ready lines).
@@ -93,7 +107,11 @@ fn quoted(a: SocketAddr) -> String {
     format!("\"{a}\"")
 }
 
-pub async fn run(
+pub fn run(args: Args) -> anyhow::Result<()> {
+    runtime()?.block_on(run_cluster(args.config, args.http, args.media))
+}
+
+async fn run_cluster(
     config: Option<PathBuf>,
     http: Option<SocketAddr>,
     media: Option<SocketAddr>,
@@ -187,7 +205,7 @@ pub async fn run(
     // A bridge dying is something to watch the cluster heal from, not a
     // reason to stop; the focus dying or a signal ends the session.
     tokio::select! {
-        _ = crate::cli::shutdown_signal() => {}
+        _ = shutdown_signal() => {}
         status = focus.wait() => eprintln!("tern dev: focus exited ({status:?})"),
     }
     for c in bridges.iter_mut().chain(std::iter::once(&mut focus)) {
@@ -225,100 +243,4 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-pub async fn clusterstatus(focus: &str, secret: &str) -> anyhow::Result<()> {
-    if secret.is_empty() {
-        bail!("no API secret: pass --secret or set focus.api_secret / TERN_FOCUS_API_SECRET");
-    }
-    let channel = tonic::transport::Endpoint::from_shared(focus.to_string())
-        .with_context(|| format!("invalid focus address {focus:?}"))?
-        .connect_timeout(Duration::from_secs(3))
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the focus at {focus}"))?;
-    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {secret}")
-        .parse()
-        .context("the secret is not a valid header value")?;
-    let mut client = fpb::focus_client::FocusClient::with_interceptor(
-        channel,
-        move |mut req: tonic::Request<()>| {
-            req.metadata_mut().insert("authorization", bearer.clone());
-            Ok(req)
-        },
-    );
-    let bridges = client
-        .list_bridges(fpb::ListBridgesRequest {})
-        .await
-        .map_err(|s| anyhow::anyhow!("focus refused: {} ({:?})", s.message(), s.code()))?
-        .into_inner()
-        .bridges;
-    print!("{}", render_table(&bridges));
-    Ok(())
-}
-
-/// The clusterstatus table (one row per bridge).
-pub fn render_table(bridges: &[fpb::Bridge]) -> String {
-    let header = [
-        "BRIDGE",
-        "STATUS",
-        "REGION",
-        "VERSION",
-        "API",
-        "STRESS",
-        "CONFS",
-        "ENDPOINTS",
-        "DRAINING",
-        "LAST FAILURE",
-    ];
-    let rows: Vec<[String; 10]> = bridges
-        .iter()
-        .map(|b| {
-            let state =
-                fpb::BridgeState::try_from(b.state).unwrap_or(fpb::BridgeState::Unspecified);
-            [
-                b.id.clone(),
-                if b.online { "online" } else { "offline" }.to_string(),
-                b.region.clone(),
-                b.version.clone(),
-                b.api_version.to_string(),
-                format!("{:.3}", b.stress),
-                b.conferences.to_string(),
-                b.endpoints.to_string(),
-                matches!(
-                    state,
-                    fpb::BridgeState::Draining | fpb::BridgeState::ShuttingDown
-                )
-                .then_some("yes")
-                .unwrap_or("no")
-                .to_string(),
-                if b.last_failure.is_empty() {
-                    "-".to_string()
-                } else {
-                    b.last_failure.clone()
-                },
-            ]
-        })
-        .collect();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let mut out = String::new();
-    let line = |cells: Vec<&str>, out: &mut String| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(parts.join("  ").trim_end());
-        out.push('\n');
-    };
-    line(header.to_vec(), &mut out);
-    for r in &rows {
-        line(r.iter().map(String::as_str).collect(), &mut out);
-    }
-    out
 }

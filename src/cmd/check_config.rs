@@ -1,0 +1,37 @@
+//! `tern check-config`: validate a configuration file and the relay
+//! certificates it names, and print the effective configuration.
+
+use std::path::PathBuf;
+
+use crate::config::Config;
+
+#[derive(clap::Args)]
+pub struct Args {
+    config: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = Config::load(Some(&args.config))?;
+    check_relay(&cfg)?;
+    println!("{cfg:#?}");
+    Ok(())
+}
+
+/// Loads and cross-checks the relay credentials a config names.
+fn check_relay(cfg: &Config) -> anyhow::Result<()> {
+    if !cfg.relay.is_configured() {
+        return Ok(());
+    }
+    let creds = crate::relay_net::load_identity(&cfg.relay)?;
+    let id = creds.identity.id();
+    println!("relay: certificate for bridge {id} is trusted by the cluster CA");
+    // Peers dial a bridge by the id the focus knows it by, so a certificate
+    // for another id would be refused by every peer.
+    if !cfg.bridge.id.is_empty() && cfg.bridge.id != id.as_str() {
+        eprintln!(
+            "warning: the relay certificate is for bridge {id} but bridge.id is {:?}; peers will refuse it",
+            cfg.bridge.id
+        );
+    }
+    Ok(())
+}
