@@ -18,16 +18,16 @@ use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::ice::{IceCreds, StunMessage};
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc, Vp8Descriptor};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
 use tracing::{debug, info, trace, warn};
 
 use crate::admission::Admission;
-use crate::keyframe::{ReceiverBudget, SourceGate};
+use crate::keyframe::ReceiverBudget;
 use crate::layers::{LayerView, choose_layer};
-use crate::rewrite::{InNumbers, Rewriter};
+use crate::rewrite::InNumbers;
 use crate::signal::{
     ClientMessage, ErrorCode, Kind, PROTOCOL_VERSION, ParticipantInfo, Rejection, ServerMessage,
     SlotInfo, SourceDecl, SourceInfo,
@@ -35,8 +35,11 @@ use crate::signal::{
 use crate::stats::{CoreStats, DropReason};
 use crate::{CodecName, SfuError, vp8};
 
+mod model;
 mod relay;
 mod sender;
+pub use model::EndpointId;
+use model::{Conference, Endpoint, Layer, Packet, PubSource, Slot, SourceRef};
 pub use relay::{PeerId, shard_of_conference_number};
 use relay::{RelayState, RemoteParticipant};
 pub use sender::PAUSE_DELAY;
@@ -47,21 +50,8 @@ pub use sender::PAUSE_DELAY;
 /// authenticated endpoint, addresses after authentication).
 type Map<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<std::hash::DefaultHasher>>;
 
-/// Identifies an endpoint (one participant's connection) across the bridge.
-/// The shell allocates them; the core never invents one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EndpointId(pub u64);
-
-impl std::fmt::Display for EndpointId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ep{}", self.0)
-    }
-}
-
 /// How often the core revisits layer choices and pending switches.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
-/// A layer that sent nothing for this long is not chosen.
-const LAYER_IDLE: Duration = Duration::from_millis(1000);
 /// Ask again for a keyframe a switch is waiting for after this long.
 const SWITCH_RETRY: Duration = Duration::from_millis(500);
 /// The largest RTP payload forwarded, from a local publisher or a relay
@@ -151,230 +141,6 @@ pub enum Output {
     /// Send a media datagram to a relay peer (unreliable). The same bytes
     /// often go to several peers, hence shared.
     RelayDatagram { peer: PeerId, datagram: Arc<[u8]> },
-}
-
-/// One media packet of a source, however it reached this bridge.
-struct Packet {
-    source: SourceRef,
-    layer: usize,
-    codec: Codec,
-    /// Extended sequence number of the layer's stream.
-    seq: u64,
-    ts: u32,
-    marker: bool,
-    ext: ExtensionValues,
-    payload: Arc<[u8]>,
-    wallclock: Instant,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct SourceRef {
-    endpoint: EndpointId,
-    mid: Mid,
-}
-
-#[derive(Debug)]
-struct Layer {
-    rid: Option<Rid>,
-    declared_height: u32,
-    measured_height: Option<u32>,
-    last_packet: Option<Instant>,
-    gate: SourceGate,
-    /// For a remote source: whether its origin says the layer is being sent
-    /// (only demanded layers reach this bridge, so packets cannot tell).
-    remote_active: Option<bool>,
-    /// For a local source sent over the relay: recent datagrams of this
-    /// layer, to answer NACKs from peers.
-    relay_cache: Option<tern_relay::repair::SendCache>,
-    /// Above the sender constraint its publisher was told (`sender.rs`).
-    paused: bool,
-    /// When the constraint last let it flow again.
-    resumed_at: Option<Instant>,
-}
-
-impl Layer {
-    fn new(rid: Option<Rid>, declared_height: u32) -> Self {
-        Self {
-            rid,
-            declared_height,
-            measured_height: None,
-            last_packet: None,
-            gate: SourceGate::default(),
-            remote_active: None,
-            relay_cache: None,
-            paused: false,
-            resumed_at: None,
-        }
-    }
-
-    fn is_active(&self, now: Instant) -> bool {
-        self.remote_active.unwrap_or_else(|| {
-            self.last_packet
-                .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)
-        })
-    }
-
-    fn height(&self) -> u32 {
-        self.measured_height.unwrap_or(self.declared_height)
-    }
-
-    fn view(&self, now: Instant) -> LayerView {
-        LayerView {
-            height: self.height(),
-            active: self.available(now),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct PubSource {
-    id: String,
-    name: String,
-    kind: Kind,
-    mid: Mid,
-    muted: bool,
-    layers: Vec<Layer>,
-    /// Receive slots this source is mapped to: (receiver, slot index).
-    subscribers: Vec<(EndpointId, usize)>,
-    /// Number on relay links (see `docs/relay-protocol.md`): chosen by this
-    /// bridge for its local sources, by the origin for remote ones.
-    relay_number: u16,
-    /// Local source: relay peers that want it, with the layers they want.
-    relay_demand: Vec<(PeerId, u32)>,
-    /// Local source: layer activity last told to relay peers (bit per layer).
-    relay_active_sent: u32,
-    /// Local video source: what its publisher was told to send.
-    constraint: sender::SendConstraint,
-}
-
-impl PubSource {
-    fn info(&self, participant: &str) -> SourceInfo {
-        SourceInfo {
-            id: self.id.clone(),
-            participant: participant.to_owned(),
-            name: self.name.clone(),
-            kind: self.kind,
-            muted: self.muted,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Slot {
-    mid: Mid,
-    kind: Kind,
-    source: Option<SourceRef>,
-    /// Layer being forwarded now.
-    current: Option<usize>,
-    /// Layer wanted; forwarding switches to it at its next keyframe.
-    target: Option<usize>,
-    switch_requested: Option<Instant>,
-    rewriter: Rewriter,
-    /// SSRC of the slot's str0m send stream, once looked up: str0m finds a
-    /// stream by mid with a scan of every stream, by SSRC with a hash.
-    tx_ssrc: Option<Ssrc>,
-}
-
-impl Slot {
-    fn new(mid: Mid, kind: Kind) -> Self {
-        Self {
-            mid,
-            kind,
-            source: None,
-            current: None,
-            target: None,
-            switch_requested: None,
-            tx_ssrc: None,
-            rewriter: match kind {
-                Kind::Audio => Rewriter::audio(),
-                Kind::Video => Rewriter::video(),
-            },
-        }
-    }
-
-    fn detach(&mut self) {
-        self.source = None;
-        self.current = None;
-        self.target = None;
-        self.switch_requested = None;
-        self.rewriter.unmap();
-    }
-}
-
-struct Endpoint {
-    id: EndpointId,
-    room: Arc<str>,
-    participant: String,
-    name: String,
-    rtc: Rtc,
-    ufrag: String,
-    addrs: Vec<SocketAddr>,
-    next_timeout: Instant,
-    joined_at: Instant,
-    sources: Vec<PubSource>,
-    /// Incoming SSRC → (source mid, layer index), filled on first sight.
-    ssrc_map: Map<Ssrc, (Mid, usize)>,
-    slots: Vec<Slot>,
-    default_max_height: u32,
-    max_height: Map<String, u32>,
-    budget: ReceiverBudget,
-    slots_dirty: bool,
-    /// Written to since last polled (see `Core::settle`).
-    needs_drive: bool,
-    closing: bool,
-}
-
-impl Endpoint {
-    fn participant_info(&self) -> ParticipantInfo {
-        ParticipantInfo {
-            id: self.participant.clone(),
-            name: self.name.clone(),
-            sources: self
-                .sources
-                .iter()
-                .map(|s| s.info(&self.participant))
-                .collect(),
-        }
-    }
-
-    fn source_mut(&mut self, mid: Mid) -> Option<&mut PubSource> {
-        self.sources.iter_mut().find(|s| s.mid == mid)
-    }
-
-    fn source(&self, mid: Mid) -> Option<&PubSource> {
-        self.sources.iter().find(|s| s.mid == mid)
-    }
-
-    fn max_height_for(&self, source_id: &str) -> u32 {
-        self.max_height
-            .get(source_id)
-            .copied()
-            .unwrap_or(self.default_max_height)
-    }
-
-    fn pt_for(&self, codec: Codec) -> Option<Pt> {
-        self.rtc
-            .codec_config()
-            .params()
-            .iter()
-            .find(|p| p.spec().codec == codec)
-            .map(|p| p.pt())
-    }
-
-    fn codec_of(&self, pt: Pt) -> Option<Codec> {
-        self.rtc
-            .codec_config()
-            .params()
-            .iter()
-            .find(|p| p.pt() == pt)
-            .map(|p| p.spec().codec)
-    }
-}
-
-#[derive(Debug, Default)]
-struct Conference {
-    /// Endpoints in join order (the order sources are given slots).
-    endpoints: Vec<EndpointId>,
 }
 
 /// One shard's bridge state machine.
