@@ -63,7 +63,7 @@ impl Core {
             .others(&room, id)
             .into_iter()
             .filter_map(|o| self.endpoints.get(&o).map(|p| (o, p.sources.as_slice())))
-            .chain(self.remote_publishers(&room));
+            .chain(self.relay.publishers(&room));
         for (other, sources) in publishers {
             for s in sources {
                 let r = SourceRef {
@@ -167,8 +167,10 @@ impl Core {
 
     /// Ask a publisher for a keyframe on one layer, at most once per interval.
     pub(super) fn request_keyframe(&mut self, now: Instant, r: SourceRef, layer: usize) {
-        if self.remotes.contains_key(&r.endpoint) {
-            return self.relay_request_keyframe(now, r, layer);
+        if self.relay.remotes.contains_key(&r.endpoint) {
+            return self
+                .relay
+                .request_keyframe(now, r, layer, &mut self.stats, &mut self.out);
         }
         let Some(p) = self.endpoints.get_mut(&r.endpoint) else {
             return;

@@ -14,14 +14,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::Event;
 use str0m::config::DtlsCert;
 use str0m::ice::StunMessage;
-use str0m::Event;
 
+use crate::CodecName;
 use crate::admission::Admission;
 use crate::signal::ServerMessage;
 use crate::stats::CoreStats;
-use crate::CodecName;
 
 mod allocate;
 mod forward;
@@ -31,8 +31,8 @@ mod sender;
 mod session;
 pub use model::EndpointId;
 use model::{Conference, Endpoint, Layer, Packet, PubSource, Slot, SourceRef};
+use relay::Relay;
 pub use relay::{PeerId, shard_of_conference_number};
-use relay::{RelayState, RemoteParticipant};
 pub use sender::PAUSE_DELAY;
 
 /// Maps whose iteration order is the same on every run (fixed hash keys):
@@ -145,9 +145,8 @@ pub struct Core {
     next_housekeeping: Instant,
     ufrag_counter: u64,
     stats: CoreStats,
-    /// Participants on other bridges, by a core-chosen id (see `relay.rs`).
-    remotes: Map<EndpointId, RemoteParticipant>,
-    relay: RelayState,
+    /// The relay to other bridges, and the participants it brings.
+    relay: Relay,
     admission: Admission,
 }
 
@@ -169,8 +168,7 @@ impl Core {
             next_housekeeping: now + HOUSEKEEPING,
             ufrag_counter: 0,
             stats: CoreStats::default(),
-            remotes: Map::default(),
-            relay: RelayState::new(cfg_shard_prefix),
+            relay: Relay::new(cfg_shard_prefix),
             admission: Admission::default(),
         }
     }
@@ -225,14 +223,14 @@ impl Core {
     fn source_of(&self, r: SourceRef) -> Option<&PubSource> {
         match self.endpoints.get(&r.endpoint) {
             Some(ep) => ep.source(r.mid),
-            None => self.remotes.get(&r.endpoint)?.source(r.mid),
+            None => self.relay.remotes.get(&r.endpoint)?.source(r.mid),
         }
     }
 
     fn source_of_mut(&mut self, r: SourceRef) -> Option<&mut PubSource> {
         match self.endpoints.get_mut(&r.endpoint) {
             Some(ep) => ep.source_mut(r.mid),
-            None => self.remotes.get_mut(&r.endpoint)?.source_mut(r.mid),
+            None => self.relay.remotes.get_mut(&r.endpoint)?.source_mut(r.mid),
         }
     }
 

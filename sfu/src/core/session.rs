@@ -127,7 +127,7 @@ impl Core {
             .iter()
             .filter_map(|o| self.endpoints.get(o).map(Endpoint::participant_info))
             .collect();
-        participants.extend(self.remote_participant_infos(&room));
+        participants.extend(self.relay.participant_infos(&room));
         self.signal(
             id,
             ServerMessage::Joined {
@@ -293,7 +293,6 @@ impl Core {
                     .map(|l| Layer::new(Some(Rid::from(l.rid.as_str())), l.height))
                     .collect()
             };
-            self.relay.next_source_number = self.relay.next_source_number.wrapping_add(1);
             wanted.push(PubSource {
                 id: format!("{}/{}", ep.participant, d.name),
                 name: d.name,
@@ -302,7 +301,7 @@ impl Core {
                 muted: false,
                 layers,
                 subscribers: Vec::new(),
-                relay_number: self.relay.next_source_number,
+                relay_number: self.relay.next_source_number(),
                 relay_demand: Vec::new(),
                 relay_active_sent: 0,
                 constraint: Default::default(),

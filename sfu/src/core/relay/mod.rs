@@ -12,6 +12,7 @@
 //! participants, with the shard in its top byte so the shell can route
 //! messages naming it without a table; source numbers are per shard.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ use tracing::{debug, info, trace};
 
 use super::{Core, EndpointId, Layer, Map, Output, Packet, PubSource, SourceRef};
 use crate::signal::{Kind, ParticipantInfo, ServerMessage};
+use crate::stats::{CoreStats, RelayStats};
 
 /// A relay peer: the id of another bridge.
 pub type PeerId = Arc<str>;
@@ -98,11 +100,16 @@ impl RemoteParticipant {
     }
 }
 
+/// This shard's side of the relay: its peers and links, the numbers it
+/// gave its rooms and sources, what it announced to whom, and the
+/// participants other bridges announced to it.
 #[derive(Debug)]
-pub(super) struct RelayState {
+pub(super) struct Relay {
     shard: u8,
     next_conference: u32,
-    pub(super) next_source_number: u16,
+    next_source_number: u16,
+    /// Participants on other bridges, by a core-chosen id.
+    pub(super) remotes: Map<EndpointId, RemoteParticipant>,
     /// Rooms → the other bridges the focus says host them.
     room_peers: Map<Arc<str>, Vec<PeerId>>,
     /// Peers with a ready link, and its RTT.
@@ -130,12 +137,13 @@ pub(super) struct RelayState {
     nacks: Vec<u16>,
 }
 
-impl RelayState {
+impl Relay {
     pub(super) fn new(shard: u8) -> Self {
         Self {
             shard,
             next_conference: 0,
             next_source_number: 0,
+            remotes: Map::default(),
             room_peers: Map::default(),
             links: Map::default(),
             numbers: Map::default(),
@@ -150,6 +158,174 @@ impl RelayState {
             demand_dirty: false,
             buf: Vec::with_capacity(1500),
             nacks: Vec::new(),
+        }
+    }
+
+    /// The relay number of a newly declared local source.
+    pub(super) fn next_source_number(&mut self) -> u16 {
+        self.next_source_number = self.next_source_number.wrapping_add(1);
+        self.next_source_number
+    }
+
+    fn set_rtt(&mut self, peer: &str, rtt: Duration) {
+        if let Some(r) = self.links.get_mut(peer) {
+            *r = rtt;
+        }
+    }
+
+    /// The link to `peer` is ready. Participants kept through an outage
+    /// must be announced again; our demand for their media starts afresh on
+    /// the new link.
+    fn link_up(&mut self, now: Instant, peer: &PeerId) {
+        self.links.insert(peer.clone(), DEFAULT_RTT);
+        if self.down_since.remove(peer).is_some() {
+            for rp in self.remotes.values_mut().filter(|r| r.peer == *peer) {
+                rp.confirmed = false;
+                for st in &mut rp.state {
+                    st.demand_sent = 0;
+                    for g in &mut st.gaps {
+                        g.reset();
+                    }
+                }
+            }
+            self.reconfirm
+                .insert(peer.clone(), (now + RECONFIRM, Vec::new()));
+            self.demand_dirty = true;
+        }
+    }
+
+    /// The link to `peer` is gone: what it was told is void, its
+    /// participants wait for it (`REMOTE_GRACE`).
+    fn link_down(&mut self, now: Instant, peer: &PeerId) {
+        if self.links.remove(peer).is_some() {
+            info!(%peer, "relay link down");
+        }
+        for list in self.announced.values_mut() {
+            list.retain(|p| p != peer);
+        }
+        self.reconfirm.remove(peer);
+        self.down_since.entry(peer.clone()).or_insert(now);
+    }
+
+    /// Remote participants known in `room` (ids).
+    fn participants_in(&self, room: &str) -> Vec<String> {
+        self.remote_rooms
+            .get(room)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|i| self.remotes.get(i).map(|r| r.participant.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(super) fn announced_peers(&self, room: &str) -> Vec<PeerId> {
+        self.announced.get(room).cloned().unwrap_or_default()
+    }
+
+    pub(super) fn participant_infos(&self, room: &str) -> Vec<ParticipantInfo> {
+        self.remote_rooms
+            .get(room)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|i| self.remotes.get(i).map(RemoteParticipant::info))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(super) fn publishers<'a>(
+        &'a self,
+        room: &str,
+    ) -> impl Iterator<Item = (EndpointId, &'a [PubSource])> + 'a {
+        self.remote_rooms
+            .get(room)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| self.remotes.get(i).map(|r| (*i, r.sources.as_slice())))
+    }
+
+    fn find_remote(&self, peer: &PeerId, conference: u32, participant: &str) -> Option<EndpointId> {
+        let room = self.remote_confs.get(&(peer.clone(), conference))?;
+        self.remote_rooms.get(room)?.iter().copied().find(|i| {
+            self.remotes.get(i).is_some_and(|r| {
+                &r.peer == peer && r.conference == conference && r.participant == participant
+            })
+        })
+    }
+
+    /// A receiver here wants a keyframe of a remote source's layer: ask the
+    /// origin, which applies its own per-publisher throttle too.
+    pub(super) fn request_keyframe(
+        &mut self,
+        now: Instant,
+        r: SourceRef,
+        layer: usize,
+        stats: &mut CoreStats,
+        out: &mut VecDeque<Output>,
+    ) {
+        let Some(rp) = self.remotes.get_mut(&r.endpoint) else {
+            return;
+        };
+        let Some(src) = rp.sources.iter_mut().find(|s| s.mid == r.mid) else {
+            return;
+        };
+        let Some(l) = src.layers.get_mut(layer) else {
+            return;
+        };
+        if !l.gate.try_pass(now) {
+            stats.keyframe_requests_throttled += 1;
+            return;
+        }
+        stats.keyframe_requests_sent += 1;
+        out.push_back(Output::RelayControl {
+            peer: rp.peer.clone(),
+            msg: Msg::KeyframeRequest(msg::KeyframeRequest {
+                conference: rp.conference,
+                source: u32::from(src.relay_number),
+                layer: layer as u32,
+            }),
+        });
+    }
+
+    fn poll_nacks(
+        &mut self,
+        now: Instant,
+        id: EndpointId,
+        stats: &mut RelayStats,
+        out: &mut VecDeque<Output>,
+    ) {
+        let Some(rp) = self.remotes.get_mut(&id) else {
+            return;
+        };
+        // No link, nobody to ask: holes from before the outage are dropped
+        // when it comes back (the trackers restart).
+        let Some(&rtt) = self.links.get(&rp.peer) else {
+            return;
+        };
+        for (i, st) in rp.state.iter_mut().enumerate() {
+            for (layer, g) in st.gaps.iter_mut().enumerate() {
+                let lost = g.lost;
+                self.nacks.clear();
+                g.poll_nacks(now, rtt, &mut self.nacks);
+                stats.lost += g.lost - lost;
+                if self.nacks.is_empty() {
+                    continue;
+                }
+                let Some(src) = rp.sources.get(i) else {
+                    continue;
+                };
+                stats.nacks_sent += self.nacks.len() as u64;
+                out.push_back(Output::RelayControl {
+                    peer: rp.peer.clone(),
+                    msg: Msg::Nack(msg::Nack {
+                        conference: rp.conference,
+                        source: u32::from(src.relay_number),
+                        layer: layer as u32,
+                        seqs: self.nacks.iter().map(|&s| u32::from(s)).collect(),
+                    }),
+                });
+            }
         }
     }
 
@@ -230,21 +406,13 @@ fn source_to_wire(s: &PubSource, now: Instant) -> (msg::Source, u32) {
 
 impl Core {
     /// Relay traffic counters.
-    pub fn relay_stats(&self) -> &crate::stats::RelayStats {
+    pub fn relay_stats(&self) -> &RelayStats {
         &self.stats.relay
     }
 
     /// Remote participants known in `room` (ids), for tests and status.
     pub fn remote_participants(&self, room: &str) -> Vec<String> {
-        self.relay
-            .remote_rooms
-            .get(room)
-            .map(|ids| {
-                ids.iter()
-                    .filter_map(|i| self.remotes.get(i).map(|r| r.participant.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.relay.participants_in(room)
     }
 
     /// The focus says these other bridges host `room` too (complete list).
@@ -272,24 +440,7 @@ impl Core {
     pub fn handle_relay_link_up(&mut self, now: Instant, peer: &str) {
         let peer: PeerId = Arc::from(peer);
         info!(%peer, "relay link up");
-        self.relay.links.insert(peer.clone(), DEFAULT_RTT);
-        if self.relay.down_since.remove(&peer).is_some() {
-            // Participants kept through the outage must be announced again;
-            // our demand for their media starts afresh on the new link.
-            for rp in self.remotes.values_mut().filter(|r| r.peer == peer) {
-                rp.confirmed = false;
-                for st in &mut rp.state {
-                    st.demand_sent = 0;
-                    for g in &mut st.gaps {
-                        g.reset();
-                    }
-                }
-            }
-            self.relay
-                .reconfirm
-                .insert(peer.clone(), (now + RECONFIRM, Vec::new()));
-            self.relay.demand_dirty = true;
-        }
+        self.relay.link_up(now, &peer);
         let rooms: Vec<Arc<str>> = self
             .relay
             .room_peers
@@ -305,9 +456,7 @@ impl Core {
 
     /// The link's measured round trip time (paces NACK retries).
     pub fn handle_relay_rtt(&mut self, peer: &str, rtt: Duration) {
-        if let Some(r) = self.relay.links.get_mut(peer) {
-            *r = rtt;
-        }
+        self.relay.set_rtt(peer, rtt);
     }
 
     /// The link to `peer` is gone. Its participants stay, frozen, for
@@ -316,19 +465,12 @@ impl Core {
     /// peer says again what it wants, when the link returns.
     pub fn handle_relay_link_down(&mut self, now: Instant, peer: &str) {
         let peer: PeerId = Arc::from(peer);
-        if self.relay.links.remove(&peer).is_some() {
-            info!(%peer, "relay link down");
-        }
-        for list in self.relay.announced.values_mut() {
-            list.retain(|p| *p != peer);
-        }
+        self.relay.link_down(now, &peer);
         for ep in self.endpoints.values_mut() {
             for s in &mut ep.sources {
                 s.relay_demand.retain(|(p, _)| *p != peer);
             }
         }
-        self.relay.reconfirm.remove(&peer);
-        self.relay.down_since.entry(peer).or_insert(now);
         self.settle(now);
     }
 
@@ -455,16 +597,12 @@ impl Core {
         }
     }
 
-    fn announced_peers(&self, room: &str) -> Vec<PeerId> {
-        self.relay.announced.get(room).cloned().unwrap_or_default()
-    }
-
     /// A local endpoint joined `room`.
     pub(super) fn relay_local_joined(&mut self, now: Instant, room: &Arc<str>, id: EndpointId) {
         let Some(peers) = self.relay.room_peers.get(room).cloned() else {
             return;
         };
-        let announced = self.announced_peers(room);
+        let announced = self.relay.announced_peers(room);
         for p in peers {
             if !self.relay.links.contains_key(&p) {
                 continue;
@@ -480,7 +618,7 @@ impl Core {
 
     /// A local endpoint's sources changed (declared, muted).
     pub(super) fn relay_local_sources(&mut self, now: Instant, room: &Arc<str>, id: EndpointId) {
-        let peers = self.announced_peers(room);
+        let peers = self.relay.announced_peers(room);
         if peers.is_empty() {
             return;
         }
@@ -490,7 +628,7 @@ impl Core {
 
     /// A local participant left `room` (its endpoint is already removed).
     pub(super) fn relay_local_left(&mut self, room: &Arc<str>, participant: &str) {
-        let peers = self.announced_peers(room);
+        let peers = self.relay.announced_peers(room);
         let Some(&number) = self.relay.numbers.get(room) else {
             return;
         };
@@ -514,30 +652,6 @@ impl Core {
             self.relay.numbers.remove(room);
             self.relay.by_number.remove(&number);
         }
-    }
-
-    pub(super) fn remote_participant_infos(&self, room: &str) -> Vec<ParticipantInfo> {
-        self.relay
-            .remote_rooms
-            .get(room)
-            .map(|ids| {
-                ids.iter()
-                    .filter_map(|i| self.remotes.get(i).map(RemoteParticipant::info))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    pub(super) fn remote_publishers<'a>(
-        &'a self,
-        room: &str,
-    ) -> impl Iterator<Item = (EndpointId, &'a [PubSource])> + 'a {
-        self.relay
-            .remote_rooms
-            .get(room)
-            .into_iter()
-            .flatten()
-            .filter_map(|i| self.remotes.get(i).map(|r| (*i, r.sources.as_slice())))
     }
 
     /// Send a local packet to the peers that want its layer.
@@ -596,38 +710,11 @@ impl Core {
         }
     }
 
-    /// A receiver here wants a keyframe of a remote source's layer: ask the
-    /// origin, which applies its own per-publisher throttle too.
-    pub(super) fn relay_request_keyframe(&mut self, now: Instant, r: SourceRef, layer: usize) {
-        let Some(rp) = self.remotes.get_mut(&r.endpoint) else {
-            return;
-        };
-        let Some(src) = rp.sources.iter_mut().find(|s| s.mid == r.mid) else {
-            return;
-        };
-        let Some(l) = src.layers.get_mut(layer) else {
-            return;
-        };
-        if !l.gate.try_pass(now) {
-            self.stats.keyframe_requests_throttled += 1;
-            return;
-        }
-        self.stats.keyframe_requests_sent += 1;
-        self.out.push_back(Output::RelayControl {
-            peer: rp.peer.clone(),
-            msg: Msg::KeyframeRequest(msg::KeyframeRequest {
-                conference: rp.conference,
-                source: u32::from(src.relay_number),
-                layer: layer as u32,
-            }),
-        });
-    }
-
     /// Recompute, per remote source, the layers local receivers forward or
     /// wait for, and tell origins what changed.
     pub(super) fn relay_update_demand(&mut self) {
         let mut changes = Vec::new();
-        for (&id, rp) in self.remotes.iter_mut() {
+        for (&id, rp) in self.relay.remotes.iter_mut() {
             for (i, src) in rp.sources.iter().enumerate() {
                 let r = SourceRef {
                     endpoint: id,
@@ -708,9 +795,10 @@ impl Core {
                 }
             }
         }
-        let ids: Vec<EndpointId> = self.remotes.keys().copied().collect();
+        let ids: Vec<EndpointId> = self.relay.remotes.keys().copied().collect();
         for id in ids {
-            self.relay_poll_nacks(now, id);
+            self.relay
+                .poll_nacks(now, id, &mut self.stats.relay, &mut self.out);
         }
         self.relay_expire(now);
     }
@@ -741,6 +829,7 @@ impl Core {
                 continue;
             };
             let stale: Vec<EndpointId> = self
+                .relay
                 .remotes
                 .iter()
                 .filter(|(_, r)| r.peer == peer && !r.confirmed)
@@ -755,90 +844,16 @@ impl Core {
         }
     }
 
-    fn relay_poll_nacks(&mut self, now: Instant, id: EndpointId) {
-        let Some(rp) = self.remotes.get_mut(&id) else {
-            return;
-        };
-        // No link, nobody to ask: holes from before the outage are dropped
-        // when it comes back (the trackers restart).
-        let Some(&rtt) = self.relay.links.get(&rp.peer) else {
-            return;
-        };
-        for (i, st) in rp.state.iter_mut().enumerate() {
-            for (layer, g) in st.gaps.iter_mut().enumerate() {
-                let lost = g.lost;
-                self.relay.nacks.clear();
-                g.poll_nacks(now, rtt, &mut self.relay.nacks);
-                self.stats.relay.lost += g.lost - lost;
-                if self.relay.nacks.is_empty() {
-                    continue;
-                }
-                let Some(src) = rp.sources.get(i) else {
-                    continue;
-                };
-                self.stats.relay.nacks_sent += self.relay.nacks.len() as u64;
-                self.out.push_back(Output::RelayControl {
-                    peer: rp.peer.clone(),
-                    msg: Msg::Nack(msg::Nack {
-                        conference: rp.conference,
-                        source: u32::from(src.relay_number),
-                        layer: layer as u32,
-                        seqs: self.relay.nacks.iter().map(|&s| u32::from(s)).collect(),
-                    }),
-                });
-            }
-        }
-    }
-
     /// A control message from a peer whose link is ready.
     pub fn handle_relay_control(&mut self, now: Instant, peer: &str, m: Msg) {
         self.stats.relay.control_in += 1;
         let peer: PeerId = Arc::from(peer);
         match m {
-            Msg::ConferenceJoined(c) => {
-                let room: Arc<str> = match self.conferences.get_key_value(c.name.as_str()) {
-                    Some((k, _)) => k.clone(),
-                    None => Arc::from(c.name.as_str()),
-                };
-                if let Some((_, seen)) = self.relay.reconfirm.get_mut(&peer) {
-                    seen.push(c.number);
-                }
-                // One number per room and peer: a room announced again
-                // under a new number (it ended and restarted there while a
-                // "left" was lost) replaces the old one and its participants.
-                let stale: Vec<u32> = self
-                    .relay
-                    .remote_confs
-                    .iter()
-                    .filter(|((p, n), r)| *p == peer && *n != c.number && **r == room)
-                    .map(|((_, n), _)| *n)
-                    .collect();
-                for n in stale {
-                    self.relay.remote_confs.remove(&(peer.clone(), n));
-                    let ids: Vec<EndpointId> = self
-                        .remotes
-                        .iter()
-                        .filter(|(_, r)| r.peer == peer && r.conference == n)
-                        .map(|(id, _)| *id)
-                        .collect();
-                    for id in ids {
-                        self.remove_remote(now, id);
-                    }
-                }
-                self.relay.remote_confs.insert((peer, c.number), room);
-            }
-            Msg::ConferenceLeft(c) => {
-                if let Some(room) = self.relay.remote_confs.remove(&(peer.clone(), c.number)) {
-                    self.remove_remotes_where(now, &room, |r| {
-                        r.peer == peer && r.conference == c.number
-                    });
-                } else {
-                    self.stats.relay.control_unknown += 1;
-                }
-            }
+            Msg::ConferenceJoined(c) => self.remote_conference_joined(now, peer, c),
+            Msg::ConferenceLeft(c) => self.remote_conference_left(now, peer, c),
             Msg::ParticipantJoined(p) => self.remote_joined(peer, p),
             Msg::ParticipantLeft(p) => {
-                match self.find_remote(&peer, p.conference, &p.participant) {
+                match self.relay.find_remote(&peer, p.conference, &p.participant) {
                     Some(id) => self.remove_remote(now, id),
                     None => self.stats.relay.control_unknown += 1,
                 }
@@ -857,18 +872,48 @@ impl Core {
         self.settle(now);
     }
 
-    fn find_remote(&self, peer: &PeerId, conference: u32, participant: &str) -> Option<EndpointId> {
-        let room = self.relay.remote_confs.get(&(peer.clone(), conference))?;
-        self.relay
-            .remote_rooms
-            .get(room)?
+    /// A peer announces one of its conferences, which is `c.name` here.
+    fn remote_conference_joined(&mut self, now: Instant, peer: PeerId, c: msg::ConferenceJoined) {
+        let room: Arc<str> = match self.conferences.get_key_value(c.name.as_str()) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(c.name.as_str()),
+        };
+        if let Some((_, seen)) = self.relay.reconfirm.get_mut(&peer) {
+            seen.push(c.number);
+        }
+        // One number per room and peer: a room announced again
+        // under a new number (it ended and restarted there while a
+        // "left" was lost) replaces the old one and its participants.
+        let stale: Vec<u32> = self
+            .relay
+            .remote_confs
             .iter()
-            .copied()
-            .find(|i| {
-                self.remotes.get(i).is_some_and(|r| {
-                    &r.peer == peer && r.conference == conference && r.participant == participant
-                })
-            })
+            .filter(|((p, n), r)| *p == peer && *n != c.number && **r == room)
+            .map(|((_, n), _)| *n)
+            .collect();
+        for n in stale {
+            self.relay.remote_confs.remove(&(peer.clone(), n));
+            let ids: Vec<EndpointId> = self
+                .relay
+                .remotes
+                .iter()
+                .filter(|(_, r)| r.peer == peer && r.conference == n)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                self.remove_remote(now, id);
+            }
+        }
+        self.relay.remote_confs.insert((peer, c.number), room);
+    }
+
+    /// A peer's conference ended there: its participants leave.
+    fn remote_conference_left(&mut self, now: Instant, peer: PeerId, c: msg::ConferenceLeft) {
+        if let Some(room) = self.relay.remote_confs.remove(&(peer.clone(), c.number)) {
+            self.remove_remotes_where(now, &room, |r| r.peer == peer && r.conference == c.number);
+        } else {
+            self.stats.relay.control_unknown += 1;
+        }
     }
 
     fn remote_joined(&mut self, peer: PeerId, p: msg::ParticipantJoined) {
@@ -881,8 +926,8 @@ impl Core {
             self.stats.relay.control_unknown += 1;
             return;
         };
-        if let Some(id) = self.find_remote(&peer, p.conference, &p.participant) {
-            if let Some(rp) = self.remotes.get_mut(&id) {
+        if let Some(id) = self.relay.find_remote(&peer, p.conference, &p.participant) {
+            if let Some(rp) = self.relay.remotes.get_mut(&id) {
                 rp.confirmed = true;
             }
             return;
@@ -893,7 +938,7 @@ impl Core {
         }
         let from_peer = self.relay.remote_rooms.get(&room).map_or(0, |ids| {
             ids.iter()
-                .filter(|i| self.remotes.get(i).is_some_and(|r| r.peer == peer))
+                .filter(|i| self.relay.remotes.get(i).is_some_and(|r| r.peer == peer))
                 .count()
         });
         if from_peer >= self.cfg.max_participants_per_conference {
@@ -914,7 +959,7 @@ impl Core {
         };
         info!(%peer, %room, participant = %rp.participant, "remote participant joined");
         let info = rp.info();
-        self.remotes.insert(id, rp);
+        self.relay.remotes.insert(id, rp);
         self.relay
             .remote_rooms
             .entry(room.clone())
@@ -938,7 +983,7 @@ impl Core {
     }
 
     fn remove_remote(&mut self, now: Instant, id: EndpointId) {
-        let Some(rp) = self.remotes.remove(&id) else {
+        let Some(rp) = self.relay.remotes.remove(&id) else {
             return;
         };
         info!(peer = %rp.peer, room = %rp.room, participant = %rp.participant, "remote participant left");
@@ -1003,7 +1048,7 @@ impl Core {
             .into_iter()
             .flatten()
             .copied()
-            .filter(|i| self.remotes.get(i).is_some_and(&which))
+            .filter(|i| self.relay.remotes.get(i).is_some_and(&which))
             .collect();
         for id in ids {
             self.remove_remote(now, id);
@@ -1011,11 +1056,11 @@ impl Core {
     }
 
     fn remote_sources(&mut self, now: Instant, peer: PeerId, m: msg::Sources) {
-        let Some(id) = self.find_remote(&peer, m.conference, &m.participant) else {
+        let Some(id) = self.relay.find_remote(&peer, m.conference, &m.participant) else {
             self.stats.relay.control_unknown += 1;
             return;
         };
-        let Some(rp) = self.remotes.get_mut(&id) else {
+        let Some(rp) = self.relay.remotes.get_mut(&id) else {
             return;
         };
         rp.confirmed = true;
@@ -1258,7 +1303,7 @@ impl Core {
             self.stats.relay.dropped_unknown += 1;
             return;
         };
-        let Some(rp) = self.remotes.get_mut(&id) else {
+        let Some(rp) = self.relay.remotes.get_mut(&id) else {
             self.stats.relay.dropped_unknown += 1;
             return;
         };
@@ -1297,7 +1342,8 @@ impl Core {
         };
         self.fan_out(now, packet);
         if holes {
-            self.relay_poll_nacks(now, id);
+            self.relay
+                .poll_nacks(now, id, &mut self.stats.relay, &mut self.out);
         }
     }
 }
