@@ -1,5 +1,9 @@
-//! Keyframe request throttling (anchors.md §3): a keyframe costs a publisher a
-//! burst of bits, and every receiver of a source would otherwise ask at once.
+//! Keyframe request throttling: a keyframe costs a publisher a burst of bits,
+//! and every receiver of a source would otherwise ask at once. The source
+//! gate aggregates requests per upstream stream as Jitsi Videobridge's
+//! `KeyframeRequester` (jitsi-media-transform, `org.jitsi.nlj.rtcp`) does;
+//! libwebrtc's sender likewise ignores requests that come within
+//! `kMinKeyframeSendIntervalMs` of the last (`video/encoder_rtcp_feedback.cc`).
 
 use std::time::{Duration, Instant};
 

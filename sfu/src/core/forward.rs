@@ -1,0 +1,485 @@
+//! The media path: datagrams in, each endpoint's str0m connection driven
+//! (polled until only a timeout is left, its events handled), timers and
+//! housekeeping, and every RTP packet fanned out to the receive slots that
+//! want it, rewritten into each receiver's numbering. Layer targets are
+//! read, not chosen, here (`allocate.rs` chooses them).
+
+use std::cmp::Reverse;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::format::Codec;
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
+use str0m::{Event, IceConnectionState, Input, Output as RtcOutput};
+use tracing::{debug, info, warn};
+
+use super::{Core, EndpointId, HOUSEKEEPING, MAX_PAYLOAD, Output, Packet, SourceRef};
+use crate::rewrite::InNumbers;
+use crate::signal::{ErrorCode, Kind, ServerMessage};
+use crate::stats::DropReason;
+use crate::vp8;
+
+/// Times one poll of an endpoint may advance its connection's clock when
+/// str0m asks for a timeout at once; more than that is left to the timer, so
+/// a connection that keeps asking cannot hold the shard.
+const IMMEDIATE_TIMEOUTS: u32 = 4;
+/// Resends stop while retransmissions exceed this share of a stream's bytes
+/// in the last second (str0m's default; a receiver NACKing everything must
+/// not double what it is sent).
+const RTX_RATIO_CAP: f32 = 0.15;
+
+impl Core {
+    /// One datagram arrived on the media socket.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        self.receive(now, source, destination, data);
+        self.settle(now);
+    }
+
+    /// Several datagrams arrived together (one socket read batch). Receivers
+    /// are polled once for everything forwarded to them in the batch rather
+    /// than once per packet: str0m's poll costs grow with the streams of a
+    /// connection, so this is most of the per-packet saving under load.
+    pub fn handle_datagrams<'a>(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        batch: impl IntoIterator<Item = (SocketAddr, &'a [u8])>,
+    ) {
+        for (source, data) in batch {
+            self.receive(now, source, destination, data);
+        }
+        self.settle(now);
+    }
+
+    /// Feed one datagram to its endpoint and forward what comes out of it.
+    /// The receiving Rtc is polled at once (str0m keeps only one received
+    /// RTP packet between polls); receivers are only marked for polling.
+    fn receive(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += data.len() as u64;
+        let id = match self.by_addr.get(&source) {
+            Some(&id) => id,
+            None => {
+                let Some(ufrag) = Self::stun_target_ufrag(data) else {
+                    self.stats.drop(DropReason::UnknownSource);
+                    return;
+                };
+                match self.by_ufrag.get(ufrag) {
+                    Some(&id) => id,
+                    None => {
+                        self.stats.drop(DropReason::UnknownUfrag);
+                        return;
+                    }
+                }
+            }
+        };
+        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, data) else {
+            self.stats.drop(DropReason::Malformed);
+            return;
+        };
+        let Some(ep) = self.endpoints.get_mut(&id) else {
+            self.stats.drop(DropReason::UnknownSource);
+            return;
+        };
+        let input = Input::Receive(now, recv);
+        if !ep.rtc.accepts(&input) {
+            self.stats.drop(DropReason::NotAccepted);
+            return;
+        }
+        if let Err(e) = ep.rtc.handle_input(input) {
+            debug!(endpoint = %id, error = %e, "input refused");
+            self.stats.drop(DropReason::RtcError);
+        }
+        self.drive(now, id);
+        self.process_events(now);
+    }
+
+    /// Poll every endpoint that was written to, handle what that produces,
+    /// until nothing is left; then tell receivers about slot changes.
+    pub(super) fn settle(&mut self, now: Instant) {
+        loop {
+            self.process_events(now);
+            if self.to_drive.is_empty() {
+                break;
+            }
+            let mut ids = std::mem::take(&mut self.to_drive);
+            for &id in &ids {
+                if let Some(ep) = self.endpoints.get_mut(&id) {
+                    ep.needs_drive = false;
+                }
+                self.drive(now, id);
+            }
+            ids.clear();
+            ids.append(&mut self.to_drive);
+            self.to_drive = ids;
+        }
+        if self.relay.demand_dirty {
+            self.relay.demand_dirty = false;
+            self.relay_update_demand();
+            self.update_sender_constraints(now);
+        }
+        self.flush_slots();
+    }
+
+    /// Queue `id` to be polled before this input is done.
+    pub(super) fn mark_drive(&mut self, id: EndpointId) {
+        if let Some(ep) = self.endpoints.get_mut(&id)
+            && !ep.needs_drive
+        {
+            ep.needs_drive = true;
+            self.to_drive.push(id);
+        }
+    }
+
+    /// Time passed; run every endpoint whose timer is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = std::mem::take(&mut self.due);
+        while let Some(&Reverse((t, id))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            if self.endpoints.get(&id).is_some_and(|e| e.next_timeout == t) {
+                due.push(id);
+            }
+        }
+        for &id in &due {
+            if let Some(ep) = self.endpoints.get_mut(&id)
+                && let Err(e) = ep.rtc.handle_input(Input::Timeout(now))
+            {
+                debug!(endpoint = %id, error = %e, "timeout refused");
+            }
+            self.drive(now, id);
+        }
+        due.clear();
+        self.due = due;
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + HOUSEKEEPING;
+            self.housekeeping(now);
+        }
+        self.settle(now);
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        let ids: Vec<EndpointId> = self.endpoints.keys().copied().collect();
+        for id in ids {
+            self.reallocate(now, id);
+        }
+        self.update_sender_constraints(now);
+        self.relay_housekeeping(now);
+        let dead: Vec<EndpointId> = self
+            .endpoints
+            .values()
+            .filter(|e| !e.rtc.is_alive() && !e.closing)
+            .map(|e| e.id)
+            .collect();
+        for id in dead {
+            self.signal(
+                id,
+                ServerMessage::Error {
+                    code: ErrorCode::BadOffer,
+                    message: "media connection closed".into(),
+                },
+            );
+            self.remove_endpoint(now, id, "media connection closed");
+        }
+    }
+
+    /// Drain one Rtc until it only has a timeout left (str0m's rule).
+    pub(super) fn drive(&mut self, now: Instant, id: EndpointId) {
+        let Some(ep) = self.endpoints.get_mut(&id) else {
+            return;
+        };
+        let mut immediate = 0;
+        loop {
+            match ep.rtc.poll_output() {
+                Ok(RtcOutput::Timeout(t)) if t <= now && immediate < IMMEDIATE_TIMEOUTS => {
+                    // str0m wants its clock advanced before it goes on: a
+                    // packet just written waits in its send queue until a
+                    // timeout stamps it. Doing it here sends forwarded media
+                    // in the same pass instead of after a trip through the
+                    // shard's timer (which waits behind queued input).
+                    immediate += 1;
+                    if let Err(e) = ep.rtc.handle_input(Input::Timeout(now)) {
+                        debug!(endpoint = %id, error = %e, "timeout refused");
+                    }
+                }
+                Ok(RtcOutput::Timeout(t)) => {
+                    // Never schedule in the past.
+                    let t = t.max(now);
+                    if t != ep.next_timeout {
+                        ep.next_timeout = t;
+                        self.timers.push(Reverse((t, id)));
+                    }
+                    break;
+                }
+                Ok(RtcOutput::Transmit(t)) => {
+                    if !ep.addrs.contains(&t.destination) {
+                        // str0m only answers checks that passed integrity, so
+                        // the first transmit to an address authenticates it.
+                        ep.addrs.push(t.destination);
+                        self.by_addr.insert(t.destination, id);
+                        self.out.push_back(Output::Bind {
+                            addr: t.destination,
+                        });
+                    }
+                    let contents: Vec<u8> = t.contents.into();
+                    self.stats.packets_out += 1;
+                    self.stats.bytes_out += contents.len() as u64;
+                    self.out.push_back(Output::Transmit {
+                        destination: t.destination,
+                        contents,
+                    });
+                }
+                Ok(RtcOutput::Event(e)) => self.events.push_back((id, e)),
+                Err(e) => {
+                    warn!(endpoint = %id, error = %e, "rtc failed");
+                    // Housekeeping removes it; until then it needs no timer.
+                    ep.closing = true;
+                    ep.next_timeout = now + Duration::from_secs(3600);
+                    break;
+                }
+            }
+        }
+    }
+
+    pub(super) fn process_events(&mut self, now: Instant) {
+        while let Some((id, e)) = self.events.pop_front() {
+            match e {
+                Event::RtpPacket(p) => self.forward(now, id, p),
+                Event::KeyframeRequest(k) => self.on_keyframe_request(now, id, k.mid),
+                Event::MediaAdded(m) => self.on_media(id, m.mid, m.kind, m.direction),
+                Event::MediaChanged(m) => {
+                    debug!(endpoint = %id, mid = %m.mid, direction = ?m.direction, "media changed")
+                }
+                Event::IceConnectionStateChange(s) => {
+                    debug!(endpoint = %id, state = ?s, "ice");
+                    if s == IceConnectionState::Disconnected {
+                        self.stats.ice_disconnects += 1;
+                    }
+                }
+                Event::Connected => {
+                    if let Some(ep) = self.endpoints.get(&id) {
+                        let ms = now.saturating_duration_since(ep.joined_at).as_millis();
+                        info!(endpoint = %id, after_ms = ms as u64, "media connected");
+                    }
+                    self.stats.connects += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Forward one RTP packet from publisher `id` to every slot that wants it,
+    /// and to relay peers that want its layer.
+    fn forward(&mut self, now: Instant, id: EndpointId, p: RtpPacket) {
+        if p.payload.len() > MAX_PAYLOAD {
+            self.stats.drop(DropReason::TooLarge);
+            return;
+        }
+        let Some(ep) = self.endpoints.get_mut(&id) else {
+            return;
+        };
+        let ssrc = p.header.ssrc;
+        let (mid, layer) = match ep.ssrc_map.get(&ssrc) {
+            Some(&v) => v,
+            None => {
+                let mut api = ep.rtc.direct_api();
+                let Some(rx) = api.stream_rx(&ssrc) else {
+                    self.stats.drop(DropReason::UnknownStream);
+                    return;
+                };
+                let (mid, rid) = (rx.mid(), rx.rid());
+                let Some(src) = ep.source(mid) else {
+                    // Media the client sends without declaring it as a source.
+                    self.stats.drop(DropReason::UnknownStream);
+                    return;
+                };
+                let Some(layer) = src.layers.iter().position(|l| l.rid == rid) else {
+                    self.stats.drop(DropReason::UnknownStream);
+                    return;
+                };
+                ep.ssrc_map.insert(ssrc, (mid, layer));
+                (mid, layer)
+            }
+        };
+        let Some(codec) = ep.codec_of(p.header.payload_type) else {
+            self.stats.drop(DropReason::UnknownStream);
+            return;
+        };
+        let mut ext = ExtensionValues::default();
+        if codec == Codec::Opus {
+            ext.audio_level = p.header.ext_vals.audio_level;
+            ext.voice_activity = p.header.ext_vals.voice_activity;
+        }
+        let packet = Packet {
+            source: SourceRef { endpoint: id, mid },
+            layer,
+            codec,
+            seq: *p.seq_no,
+            ts: p.header.timestamp,
+            marker: p.header.marker,
+            ext,
+            payload: p.payload,
+            wallclock: p.timestamp,
+        };
+        self.relay_forward(&packet);
+        self.fan_out(now, packet);
+    }
+
+    /// Deliver one packet of a (local or remote) source to its subscribers.
+    pub(super) fn fan_out(&mut self, now: Instant, p: Packet) {
+        let Some(src) = self.source_of_mut(p.source) else {
+            return;
+        };
+        let kind = src.kind;
+        let layer = p.layer;
+        let mut numbers = InNumbers {
+            seq: p.seq,
+            ts: p.ts,
+            pid: None,
+            tl0: None,
+        };
+        let mut keyframe = kind == Kind::Audio;
+        let mut descriptor = None;
+        match p.codec {
+            Codec::Vp8 => {
+                let Some(info) = vp8::parse(&p.payload) else {
+                    self.stats.drop(DropReason::Malformed);
+                    return;
+                };
+                numbers.pid = info.pid;
+                numbers.tl0 = info.tl0;
+                keyframe = info.keyframe_start;
+                if let (true, Some((_, h)), Some(l)) =
+                    (info.keyframe_start, info.dims, src.layers.get_mut(layer))
+                {
+                    l.measured_height = Some(u32::from(h));
+                }
+                if info.pid.is_some() || info.tl0.is_some() {
+                    descriptor = Vp8Descriptor::parse(&p.payload).ok();
+                }
+            }
+            Codec::H264 => keyframe = crate::h264::starts_keyframe(&p.payload),
+            _ => {}
+        }
+        if let Some(l) = src.layers.get_mut(layer) {
+            l.last_packet = Some(now);
+        }
+        if src.subscribers.is_empty() {
+            return;
+        }
+        let subscribers = std::mem::take(&mut src.subscribers);
+        let source_ref = p.source;
+        for &(sub_id, slot_i) in &subscribers {
+            let Some(sub) = self.endpoints.get_mut(&sub_id) else {
+                continue;
+            };
+            let Some(slot) = sub.slots.get_mut(slot_i) else {
+                continue;
+            };
+            if slot.source != Some(source_ref) {
+                continue;
+            }
+            if slot.current != Some(layer) {
+                if slot.target == Some(layer) && keyframe {
+                    slot.rewriter.rebase(&numbers, now);
+                    slot.current = Some(layer);
+                    slot.switch_requested = None;
+                    self.stats.layer_switches += 1;
+                    self.relay.demand_dirty = true;
+                } else {
+                    continue;
+                }
+            }
+            let Some(out) = slot.rewriter.map(&numbers, now) else {
+                self.stats.drop(DropReason::BeforeSwitch);
+                continue;
+            };
+            let slot_mid = slot.mid;
+            let cached = slot.tx_ssrc;
+            let Some(pt) = sub.pt_for(p.codec) else {
+                self.stats.drop(DropReason::NoCodec);
+                continue;
+            };
+            let mut w = RtpWrite::new(
+                pt,
+                SeqNo::from(out.seq),
+                out.ts,
+                p.wallclock,
+                p.payload.clone(),
+            )
+            .marker(p.marker)
+            .ext_vals(p.ext.clone())
+            .nackable(kind == Kind::Video);
+            if let Some(d) = &descriptor {
+                let mut b = d.patch();
+                if let Some(pid) = out.pid {
+                    b = b.picture_id(pid);
+                }
+                if let Some(tl0) = out.tl0 {
+                    b = b.tl0_pic_idx(tl0);
+                }
+                match b.build() {
+                    Ok(patch) => w = w.vp8_patch(patch),
+                    Err(_) => self.stats.drop(DropReason::Malformed),
+                }
+            }
+            let mut api = sub.rtc.direct_api();
+            // One lookup on the usual path: the cached stream takes the
+            // write, else (first packet, renegotiated slot) find it by mid.
+            let unwritten = match cached.map(|ssrc| (ssrc, api.stream_tx(&ssrc))) {
+                Some((ssrc, Some(tx))) => {
+                    tx.write_rtp(w);
+                    Ok(ssrc)
+                }
+                _ => Err(w),
+            };
+            let ssrc = match unwritten {
+                Ok(ssrc) => ssrc,
+                Err(w) => {
+                    let Some(tx) = api.stream_tx_by_mid(slot_mid, None) else {
+                        self.stats.drop(DropReason::NoSlotStream);
+                        continue;
+                    };
+                    // First packet on this send stream: str0m sized its
+                    // cache by count with a fixed 3 s age; bound it by time
+                    // as well (this empties a cache that holds nothing yet).
+                    let packets = if kind == Kind::Video {
+                        self.cfg.rtx_cache_packets
+                    } else {
+                        0
+                    };
+                    tx.set_rtx_cache(packets, self.cfg.rtx_cache_age, Some(RTX_RATIO_CAP));
+                    let ssrc = tx.ssrc();
+                    tx.write_rtp(w);
+                    ssrc
+                }
+            };
+            if cached != Some(ssrc)
+                && let Some(slot) = sub.slots.get_mut(slot_i)
+            {
+                slot.tx_ssrc = Some(ssrc);
+            }
+            self.stats.rtp_forwarded += 1;
+            if !sub.needs_drive {
+                sub.needs_drive = true;
+                self.to_drive.push(sub_id);
+            }
+        }
+        if let Some(src) = self.source_of_mut(source_ref) {
+            // Subscribers added meanwhile (none can be, we hold &mut self) are
+            // kept by appending rather than overwriting.
+            let mut subscribers = subscribers;
+            subscribers.append(&mut src.subscribers);
+            src.subscribers = subscribers;
+        }
+    }
+}

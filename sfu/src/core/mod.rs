@@ -1,0 +1,245 @@
+//! The bridge core for one worker shard: every conference pinned to the shard,
+//! its endpoints (one str0m `Rtc` each, RTP mode), and the forwarding between
+//! them.
+//!
+//! Sans-IO: inputs are `handle_*` calls with the current `Instant`, outputs are
+//! drained with [`Core::poll_output`] and [`Core::poll_timeout`]. No sockets,
+//! no clocks, no tasks — the same core runs under the tokio shell and in the
+//! deterministic simulation.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::hash::BuildHasherDefault;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::Event;
+use str0m::config::DtlsCert;
+use str0m::ice::StunMessage;
+
+use crate::CodecName;
+use crate::admission::Admission;
+use crate::signal::ServerMessage;
+use crate::stats::CoreStats;
+
+mod allocate;
+mod forward;
+mod model;
+mod relay;
+mod sender;
+mod session;
+pub use model::EndpointId;
+use model::{Conference, Endpoint, Layer, Packet, PubSource, Slot, SourceRef};
+use relay::Relay;
+pub use relay::{PeerId, shard_of_conference_number};
+pub use sender::PAUSE_DELAY;
+
+/// Maps whose iteration order is the same on every run (fixed hash keys):
+/// the simulation replays a seed exactly only if the core iterates
+/// deterministically. Keys are not attacker-chosen (ids, SSRCs behind an
+/// authenticated endpoint, addresses after authentication).
+type Map<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<std::hash::DefaultHasher>>;
+
+/// How often the core revisits layer choices and pending switches.
+const HOUSEKEEPING: Duration = Duration::from_millis(100);
+/// The largest RTP payload forwarded, from a local publisher or a relay
+/// peer. str0m assembles each outgoing packet (header, extensions, RTX's
+/// original sequence number, payload) in a 2,000-byte buffer and panics on a
+/// payload that does not fit; real payloads are under ~1,200 bytes
+/// (browsers) or ~1,400 (a relay datagram), and nothing larger than the
+/// largest MTU str0m targets (1,500) reaches a receiver in one datagram.
+pub const MAX_PAYLOAD: usize = 1500;
+
+#[derive(Clone)]
+pub struct CoreConfig {
+    /// Index of this shard; prefixes ICE ufrags so the shell can route STUN.
+    pub shard: u8,
+    /// The local address of the media socket (destination of received datagrams).
+    pub local_addr: SocketAddr,
+    /// The address advertised to clients as the ICE host candidate.
+    pub candidate_addr: SocketAddr,
+    /// One certificate for every endpoint: generating one per join costs ms.
+    pub dtls_cert: DtlsCert,
+    pub codecs: Vec<CodecName>,
+    pub max_participants_per_conference: usize,
+    pub default_max_height: u32,
+    /// Outgoing video packets kept per receive slot to answer NACKs with RTX.
+    pub rtx_cache_packets: usize,
+    /// How long a sent video packet stays in that cache. Each receiver's
+    /// connection keeps its own copies, so this bounds most of a bridge's
+    /// memory per endpoint.
+    pub rtx_cache_age: Duration,
+}
+
+impl std::fmt::Debug for CoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreConfig")
+            .field("shard", &self.shard)
+            .field("local_addr", &self.local_addr)
+            .field("candidate_addr", &self.candidate_addr)
+            .field("codecs", &self.codecs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A participant the shell has authenticated.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub id: EndpointId,
+    pub room: String,
+    pub participant: String,
+    pub name: String,
+    /// ICE password for the endpoint. Randomness comes from the shell (a
+    /// CSPRNG) or the simulation (a seed), never from the core.
+    pub ice_password: String,
+}
+
+/// What the shell must do.
+#[derive(Debug)]
+pub enum Output {
+    /// Send a datagram from the media socket.
+    Transmit {
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    },
+    /// Send a signalling message to an endpoint's WebSocket.
+    Signal {
+        endpoint: EndpointId,
+        message: ServerMessage,
+    },
+    /// Non-STUN datagrams from `addr` belong to this shard from now on.
+    Bind { addr: SocketAddr },
+    /// ...and no longer do.
+    Unbind { addr: SocketAddr },
+    /// The endpoint is gone; close its WebSocket after delivering what is queued.
+    Closed { endpoint: EndpointId },
+    /// Send a control message to a relay peer (reliable, in order).
+    RelayControl {
+        peer: PeerId,
+        msg: tern_relay::msg::relay_control::Msg,
+    },
+    /// Send a media datagram to a relay peer (unreliable). The same bytes
+    /// often go to several peers, hence shared.
+    RelayDatagram { peer: PeerId, datagram: Arc<[u8]> },
+}
+
+/// One shard's bridge state machine.
+pub struct Core {
+    cfg: CoreConfig,
+    endpoints: Map<EndpointId, Endpoint>,
+    conferences: Map<Arc<str>, Conference>,
+    by_addr: Map<SocketAddr, EndpointId>,
+    by_ufrag: Map<String, EndpointId>,
+    out: VecDeque<Output>,
+    events: VecDeque<(EndpointId, Event)>,
+    /// Endpoint deadlines. An entry is stale when the endpoint's
+    /// `next_timeout` has moved since; stale entries only cause a spurious
+    /// wakeup and are skipped.
+    timers: BinaryHeap<Reverse<(Instant, EndpointId)>>,
+    due: Vec<EndpointId>,
+    /// Receivers whose slot map changed and must be told.
+    dirty_slots: Vec<EndpointId>,
+    /// Endpoints written to and not yet polled.
+    to_drive: Vec<EndpointId>,
+    next_housekeeping: Instant,
+    ufrag_counter: u64,
+    stats: CoreStats,
+    /// The relay to other bridges, and the participants it brings.
+    relay: Relay,
+    admission: Admission,
+}
+
+impl Core {
+    pub fn new(cfg: CoreConfig, now: Instant) -> Self {
+        let cfg_shard_prefix = cfg.shard;
+        Self {
+            cfg,
+            endpoints: Map::default(),
+            conferences: Map::default(),
+            by_addr: Map::default(),
+            by_ufrag: Map::default(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            due: Vec::new(),
+            dirty_slots: Vec::new(),
+            to_drive: Vec::new(),
+            next_housekeeping: now + HOUSEKEEPING,
+            ufrag_counter: 0,
+            stats: CoreStats::default(),
+            relay: Relay::new(cfg_shard_prefix),
+            admission: Admission::default(),
+        }
+    }
+
+    /// How far behind the shard is: the shell handled input the kernel
+    /// received `lag` ago. Sustained lag refuses joins (`admission.rs`).
+    pub fn handle_ingress_lag(&mut self, now: Instant, lag: Duration) {
+        self.admission.handle_lag(now, lag);
+    }
+
+    pub fn stats(&self) -> &CoreStats {
+        &self.stats
+    }
+
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    pub fn conference_count(&self) -> usize {
+        self.conferences.len()
+    }
+
+    /// The shard an ICE ufrag belongs to (its first two hex digits).
+    pub fn shard_of_ufrag(ufrag: &str) -> Option<u8> {
+        ufrag.get(..2).and_then(|h| u8::from_str_radix(h, 16).ok())
+    }
+
+    /// The local ufrag a STUN request is addressed to (`USERNAME` is
+    /// `local:remote` from the receiver's point of view).
+    pub fn stun_target_ufrag(datagram: &[u8]) -> Option<&str> {
+        if !is_stun(datagram) {
+            return None;
+        }
+        let msg = StunMessage::parse(datagram).ok()?;
+        msg.username()
+            .and_then(|u| u.split_once(':'))
+            .map(|(local, _)| local)
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Instant {
+        match self.timers.peek() {
+            Some(Reverse((t, _))) => (*t).min(self.next_housekeeping),
+            None => self.next_housekeeping,
+        }
+    }
+
+    /// A source of a local endpoint or of a remote participant.
+    fn source_of(&self, r: SourceRef) -> Option<&PubSource> {
+        match self.endpoints.get(&r.endpoint) {
+            Some(ep) => ep.source(r.mid),
+            None => self.relay.remotes.get(&r.endpoint)?.source(r.mid),
+        }
+    }
+
+    fn source_of_mut(&mut self, r: SourceRef) -> Option<&mut PubSource> {
+        match self.endpoints.get_mut(&r.endpoint) {
+            Some(ep) => ep.source_mut(r.mid),
+            None => self.relay.remotes.get_mut(&r.endpoint)?.source_mut(r.mid),
+        }
+    }
+
+    fn signal(&mut self, endpoint: EndpointId, message: ServerMessage) {
+        self.out.push_back(Output::Signal { endpoint, message });
+    }
+}
+
+/// STUN messages start with two zero bits and carry the magic cookie.
+fn is_stun(data: &[u8]) -> bool {
+    data.len() >= 20 && data[0] < 2 && data[4..8] == [0x21, 0x12, 0xa4, 0x42]
+}

@@ -1,0 +1,259 @@
+//! The bridge's data model: endpoints, the sources they publish (with their
+//! simulcast layers), the receive slots they watch through, conferences, and
+//! the packet a source's media travels in. Plain data and the accessors that
+//! read it; what happens to it (sessions, allocation, forwarding, the relay)
+//! lives in the sibling modules, and nothing here queues output.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::Rtc;
+use str0m::format::Codec;
+use str0m::media::{Mid, Pt, Rid};
+use str0m::rtp::{ExtensionValues, Ssrc};
+
+use super::relay::PeerId;
+use super::{Map, sender};
+use crate::keyframe::{ReceiverBudget, SourceGate};
+use crate::layers::LayerView;
+use crate::rewrite::Rewriter;
+use crate::signal::{Kind, ParticipantInfo, SourceInfo};
+
+/// Identifies an endpoint (one participant's connection) across the bridge.
+/// The shell allocates them; the core never invents one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointId(pub u64);
+
+impl std::fmt::Display for EndpointId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ep{}", self.0)
+    }
+}
+
+/// A layer that sent nothing for this long is not chosen.
+const LAYER_IDLE: Duration = Duration::from_millis(1000);
+
+/// One media packet of a source, however it reached this bridge.
+pub(super) struct Packet {
+    pub(super) source: SourceRef,
+    pub(super) layer: usize,
+    pub(super) codec: Codec,
+    /// Extended sequence number of the layer's stream.
+    pub(super) seq: u64,
+    pub(super) ts: u32,
+    pub(super) marker: bool,
+    pub(super) ext: ExtensionValues,
+    pub(super) payload: Arc<[u8]>,
+    pub(super) wallclock: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SourceRef {
+    pub(super) endpoint: EndpointId,
+    pub(super) mid: Mid,
+}
+
+#[derive(Debug)]
+pub(super) struct Layer {
+    pub(super) rid: Option<Rid>,
+    pub(super) declared_height: u32,
+    pub(super) measured_height: Option<u32>,
+    pub(super) last_packet: Option<Instant>,
+    pub(super) gate: SourceGate,
+    /// For a remote source: whether its origin says the layer is being sent
+    /// (only demanded layers reach this bridge, so packets cannot tell).
+    pub(super) remote_active: Option<bool>,
+    /// For a local source sent over the relay: recent datagrams of this
+    /// layer, to answer NACKs from peers.
+    pub(super) relay_cache: Option<tern_relay::repair::SendCache>,
+    /// Above the sender constraint its publisher was told (`sender.rs`).
+    pub(super) paused: bool,
+    /// When the constraint last let it flow again.
+    pub(super) resumed_at: Option<Instant>,
+}
+
+impl Layer {
+    pub(super) fn new(rid: Option<Rid>, declared_height: u32) -> Self {
+        Self {
+            rid,
+            declared_height,
+            measured_height: None,
+            last_packet: None,
+            gate: SourceGate::default(),
+            remote_active: None,
+            relay_cache: None,
+            paused: false,
+            resumed_at: None,
+        }
+    }
+
+    pub(super) fn is_active(&self, now: Instant) -> bool {
+        self.remote_active.unwrap_or_else(|| {
+            self.last_packet
+                .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)
+        })
+    }
+
+    pub(super) fn height(&self) -> u32 {
+        self.measured_height.unwrap_or(self.declared_height)
+    }
+
+    pub(super) fn view(&self, now: Instant) -> LayerView {
+        LayerView {
+            height: self.height(),
+            active: self.available(now),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct PubSource {
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) kind: Kind,
+    pub(super) mid: Mid,
+    pub(super) muted: bool,
+    pub(super) layers: Vec<Layer>,
+    /// Receive slots this source is mapped to: (receiver, slot index).
+    pub(super) subscribers: Vec<(EndpointId, usize)>,
+    /// Number on relay links (see `docs/relay-protocol.md`): chosen by this
+    /// bridge for its local sources, by the origin for remote ones.
+    pub(super) relay_number: u16,
+    /// Local source: relay peers that want it, with the layers they want.
+    pub(super) relay_demand: Vec<(PeerId, u32)>,
+    /// Local source: layer activity last told to relay peers (bit per layer).
+    pub(super) relay_active_sent: u32,
+    /// Local video source: what its publisher was told to send.
+    pub(super) constraint: sender::SendConstraint,
+}
+
+impl PubSource {
+    pub(super) fn info(&self, participant: &str) -> SourceInfo {
+        SourceInfo {
+            id: self.id.clone(),
+            participant: participant.to_owned(),
+            name: self.name.clone(),
+            kind: self.kind,
+            muted: self.muted,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Slot {
+    pub(super) mid: Mid,
+    pub(super) kind: Kind,
+    pub(super) source: Option<SourceRef>,
+    /// Layer being forwarded now.
+    pub(super) current: Option<usize>,
+    /// Layer wanted; forwarding switches to it at its next keyframe.
+    pub(super) target: Option<usize>,
+    pub(super) switch_requested: Option<Instant>,
+    pub(super) rewriter: Rewriter,
+    /// SSRC of the slot's str0m send stream, once looked up: str0m finds a
+    /// stream by mid with a scan of every stream, by SSRC with a hash.
+    pub(super) tx_ssrc: Option<Ssrc>,
+}
+
+impl Slot {
+    pub(super) fn new(mid: Mid, kind: Kind) -> Self {
+        Self {
+            mid,
+            kind,
+            source: None,
+            current: None,
+            target: None,
+            switch_requested: None,
+            tx_ssrc: None,
+            rewriter: match kind {
+                Kind::Audio => Rewriter::audio(),
+                Kind::Video => Rewriter::video(),
+            },
+        }
+    }
+
+    pub(super) fn detach(&mut self) {
+        self.source = None;
+        self.current = None;
+        self.target = None;
+        self.switch_requested = None;
+        self.rewriter.unmap();
+    }
+}
+
+pub(super) struct Endpoint {
+    pub(super) id: EndpointId,
+    pub(super) room: Arc<str>,
+    pub(super) participant: String,
+    pub(super) name: String,
+    pub(super) rtc: Rtc,
+    pub(super) ufrag: String,
+    pub(super) addrs: Vec<SocketAddr>,
+    pub(super) next_timeout: Instant,
+    pub(super) joined_at: Instant,
+    pub(super) sources: Vec<PubSource>,
+    /// Incoming SSRC → (source mid, layer index), filled on first sight.
+    pub(super) ssrc_map: Map<Ssrc, (Mid, usize)>,
+    pub(super) slots: Vec<Slot>,
+    pub(super) default_max_height: u32,
+    pub(super) max_height: Map<String, u32>,
+    pub(super) budget: ReceiverBudget,
+    pub(super) slots_dirty: bool,
+    /// Written to since last polled (see `Core::settle`).
+    pub(super) needs_drive: bool,
+    pub(super) closing: bool,
+}
+
+impl Endpoint {
+    pub(super) fn participant_info(&self) -> ParticipantInfo {
+        ParticipantInfo {
+            id: self.participant.clone(),
+            name: self.name.clone(),
+            sources: self
+                .sources
+                .iter()
+                .map(|s| s.info(&self.participant))
+                .collect(),
+        }
+    }
+
+    pub(super) fn source_mut(&mut self, mid: Mid) -> Option<&mut PubSource> {
+        self.sources.iter_mut().find(|s| s.mid == mid)
+    }
+
+    pub(super) fn source(&self, mid: Mid) -> Option<&PubSource> {
+        self.sources.iter().find(|s| s.mid == mid)
+    }
+
+    pub(super) fn max_height_for(&self, source_id: &str) -> u32 {
+        self.max_height
+            .get(source_id)
+            .copied()
+            .unwrap_or(self.default_max_height)
+    }
+
+    pub(super) fn pt_for(&self, codec: Codec) -> Option<Pt> {
+        self.rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == codec)
+            .map(|p| p.pt())
+    }
+
+    pub(super) fn codec_of(&self, pt: Pt) -> Option<Codec> {
+        self.rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.pt() == pt)
+            .map(|p| p.spec().codec)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Conference {
+    /// Endpoints in join order (the order sources are given slots).
+    pub(super) endpoints: Vec<EndpointId>,
+}

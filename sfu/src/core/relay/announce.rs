@@ -1,0 +1,239 @@
+//! Announcing this bridge's side of a room to its peers: the conference,
+//! each local participant and its sources (layers, heights, activity), and
+//! their departures. Only local participants are ever announced — what a
+//! peer announced is never passed on — which keeps the mesh loop-free.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tern_relay::msg::{self, relay_control::Msg};
+use tracing::debug;
+
+use super::{PeerId, Relay};
+use crate::core::{Core, EndpointId, Output, PubSource};
+use crate::signal::Kind;
+
+impl Core {
+    /// Tell `peer` everything about our side of `room`.
+    pub(super) fn relay_announce(&mut self, now: Instant, room: &Arc<str>, peer: &PeerId) {
+        let announced = self.relay.announced.entry(room.clone()).or_default();
+        if announced.contains(peer) {
+            return;
+        }
+        announced.push(peer.clone());
+        let number = self.relay.number_for(room);
+        debug!(%peer, %room, number, "announcing conference to relay peer");
+        self.out.push_back(Output::RelayControl {
+            peer: peer.clone(),
+            msg: Msg::ConferenceJoined(msg::ConferenceJoined {
+                number,
+                name: room.to_string(),
+            }),
+        });
+        let locals = self
+            .conferences
+            .get(room)
+            .map(|c| c.endpoints.clone())
+            .unwrap_or_default();
+        for id in locals {
+            self.relay_send_participant(now, number, id, std::slice::from_ref(peer));
+        }
+    }
+
+    pub(super) fn relay_send_participant(
+        &mut self,
+        now: Instant,
+        number: u32,
+        id: EndpointId,
+        peers: &[PeerId],
+    ) {
+        let Some(ep) = self.endpoints.get(&id) else {
+            return;
+        };
+        for p in peers {
+            self.out.push_back(Output::RelayControl {
+                peer: p.clone(),
+                msg: Msg::ParticipantJoined(msg::ParticipantJoined {
+                    conference: number,
+                    participant: ep.participant.clone(),
+                    name: ep.name.clone(),
+                }),
+            });
+        }
+        self.relay_send_sources(now, number, id, peers);
+    }
+
+    pub(super) fn relay_send_sources(
+        &mut self,
+        now: Instant,
+        number: u32,
+        id: EndpointId,
+        peers: &[PeerId],
+    ) {
+        let Some(ep) = self.endpoints.get_mut(&id) else {
+            return;
+        };
+        let mut sources = Vec::with_capacity(ep.sources.len());
+        for s in &mut ep.sources {
+            let (w, sig) = source_to_wire(s, now);
+            s.relay_active_sent = sig;
+            sources.push(w);
+        }
+        let m = msg::Sources {
+            conference: number,
+            participant: ep.participant.clone(),
+            sources,
+        };
+        for p in peers {
+            self.out.push_back(Output::RelayControl {
+                peer: p.clone(),
+                msg: Msg::Sources(m.clone()),
+            });
+        }
+    }
+
+    /// A local endpoint joined `room`.
+    pub(in crate::core) fn relay_local_joined(
+        &mut self,
+        now: Instant,
+        room: &Arc<str>,
+        id: EndpointId,
+    ) {
+        let Some(peers) = self.relay.room_peers.get(room).cloned() else {
+            return;
+        };
+        let announced = self.relay.announced_peers(room);
+        for p in peers {
+            if !self.relay.links.contains_key(&p) {
+                continue;
+            }
+            if announced.contains(&p) {
+                let number = self.relay.number_for(room);
+                self.relay_send_participant(now, number, id, std::slice::from_ref(&p));
+            } else {
+                self.relay_announce(now, room, &p);
+            }
+        }
+    }
+
+    /// A local endpoint's sources changed (declared, muted).
+    pub(in crate::core) fn relay_local_sources(
+        &mut self,
+        now: Instant,
+        room: &Arc<str>,
+        id: EndpointId,
+    ) {
+        let peers = self.relay.announced_peers(room);
+        if peers.is_empty() {
+            return;
+        }
+        let number = self.relay.number_for(room);
+        self.relay_send_sources(now, number, id, &peers);
+    }
+
+    /// A local participant left `room` (its endpoint is already removed).
+    pub(in crate::core) fn relay_local_left(&mut self, room: &Arc<str>, participant: &str) {
+        let peers = self.relay.announced_peers(room);
+        let Some(&number) = self.relay.numbers.get(room) else {
+            return;
+        };
+        for p in &peers {
+            self.out.push_back(Output::RelayControl {
+                peer: p.clone(),
+                msg: Msg::ParticipantLeft(msg::ParticipantLeft {
+                    conference: number,
+                    participant: participant.to_owned(),
+                }),
+            });
+        }
+        if !self.conferences.contains_key(room) {
+            for p in &peers {
+                self.out.push_back(Output::RelayControl {
+                    peer: p.clone(),
+                    msg: Msg::ConferenceLeft(msg::ConferenceLeft { number }),
+                });
+            }
+            self.relay.announced.remove(room);
+            self.relay.numbers.remove(room);
+            self.relay.by_number.remove(&number);
+        }
+    }
+
+    /// Tell peers about local sources whose layers started or stopped.
+    pub(super) fn relay_announce_changes(&mut self, now: Instant) {
+        let rooms: Vec<(Arc<str>, Vec<PeerId>)> = self
+            .relay
+            .announced
+            .iter()
+            .filter(|(_, ps)| !ps.is_empty())
+            .map(|(r, ps)| (r.clone(), ps.clone()))
+            .collect();
+        for (room, peers) in rooms {
+            let Some(&number) = self.relay.numbers.get(&room) else {
+                continue;
+            };
+            let locals = self
+                .conferences
+                .get(&room)
+                .map(|c| c.endpoints.clone())
+                .unwrap_or_default();
+            for id in locals {
+                let changed = self.endpoints.get(&id).is_some_and(|ep| {
+                    ep.sources
+                        .iter()
+                        .any(|s| source_signature(s, now) != s.relay_active_sent)
+                });
+                if changed {
+                    self.relay_send_sources(now, number, id, &peers);
+                }
+            }
+        }
+    }
+}
+
+impl Relay {
+    pub(in crate::core) fn announced_peers(&self, room: &str) -> Vec<PeerId> {
+        self.announced.get(room).cloned().unwrap_or_default()
+    }
+}
+
+fn kind_to_wire(k: Kind) -> i32 {
+    match k {
+        Kind::Audio => msg::Kind::Audio as i32,
+        Kind::Video => msg::Kind::Video as i32,
+    }
+}
+
+/// A signature of what changes about a source while it runs (which layers
+/// are active, their measured heights): cheap to recompute every
+/// housekeeping tick, unlike the message itself.
+fn source_signature(s: &PubSource, now: Instant) -> u32 {
+    s.layers.iter().enumerate().fold(0u32, |sig, (i, l)| {
+        let active = if l.available(now) { 1 << (i % 16) } else { 0 };
+        (sig | active).wrapping_add(l.height().wrapping_mul(0x0001_0000))
+    })
+}
+
+/// What a local source looks like to peers, and its signature.
+fn source_to_wire(s: &PubSource, now: Instant) -> (msg::Source, u32) {
+    let layers = s
+        .layers
+        .iter()
+        .map(|l| msg::Layer {
+            rid: l.rid.map(|r| r.to_string()).unwrap_or_default(),
+            height: l.height(),
+            // Paused by a sender constraint counts: the peer's receivers
+            // may ask for it, and it resumes.
+            active: l.available(now),
+        })
+        .collect();
+    let source = msg::Source {
+        number: u32::from(s.relay_number),
+        id: s.id.clone(),
+        name: s.name.clone(),
+        kind: kind_to_wire(s.kind),
+        muted: s.muted,
+        layers,
+    };
+    (source, source_signature(s, now))
+}

@@ -1,0 +1,562 @@
+//! Sessions: a participant joining (its str0m connection built, the room
+//! told), its offer answered, the sources it declares and mutes, and every
+//! way it leaves (left, replaced, moved, conference ended, media closed).
+//! Conference membership changes here; which layer a receiver gets is
+//! `allocate.rs`'s business and media never passes through this module.
+
+use std::cmp::Reverse;
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::change::SdpOffer;
+use str0m::ice::IceCreds;
+use str0m::media::{Direction, MediaKind, Mid, Rid};
+use str0m::net::Protocol;
+use str0m::{Candidate, Rtc};
+use tracing::info;
+
+use super::{Core, Endpoint, EndpointId, JoinRequest, Layer, Map, Output, PubSource, Slot};
+use crate::keyframe::ReceiverBudget;
+use crate::signal::{
+    ClientMessage, ErrorCode, Kind, PROTOCOL_VERSION, ParticipantInfo, Rejection, ServerMessage,
+    SourceDecl, SourceInfo,
+};
+use crate::{CodecName, SfuError};
+
+impl Core {
+    /// A participant joins a room. The shell has already authenticated it.
+    pub fn handle_join(&mut self, now: Instant, join: JoinRequest) -> Result<(), SfuError> {
+        let JoinRequest {
+            id,
+            room,
+            participant,
+            name,
+            ice_password,
+        } = join;
+        let (room, participant, name) = (room.as_str(), participant.as_str(), name.as_str());
+        if self.endpoints.contains_key(&id) {
+            return Err(SfuError::DuplicateEndpoint(id.0));
+        }
+        // Before anything else: a refused join must not replace the same
+        // participant's working connection either.
+        if let Err(lag) = self.admission.check(now) {
+            self.stats.joins_refused_overloaded += 1;
+            return Err(SfuError::Refused(Rejection::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "the bridge is overloaded: its media is {} ms behind; join another bridge or retry in a few seconds",
+                    lag.as_millis()
+                ),
+            )));
+        }
+        let room: Arc<str> = match self.conferences.get_key_value(room) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(room),
+        };
+        // The same participant joining again (reload, network change) replaces
+        // the old connection rather than appearing twice.
+        let previous = self.conferences.get(&room).and_then(|c| {
+            c.endpoints.iter().copied().find(|e| {
+                self.endpoints
+                    .get(e)
+                    .is_some_and(|ep| ep.participant == participant)
+            })
+        });
+        if let Some(old) = previous {
+            self.signal(
+                old,
+                ServerMessage::Error {
+                    code: ErrorCode::Replaced,
+                    message: "the same participant joined from another connection".into(),
+                },
+            );
+            self.remove_endpoint(now, old, "replaced");
+        }
+        let size = self.conferences.get(&room).map_or(0, |c| c.endpoints.len());
+        if size >= self.cfg.max_participants_per_conference {
+            self.stats.joins_refused_room_full += 1;
+            let msg = Rejection::new(
+                ErrorCode::RoomFull,
+                format!(
+                    "room has {size} participants on this bridge, the limit is {}",
+                    self.cfg.max_participants_per_conference
+                ),
+            );
+            return Err(SfuError::Refused(msg));
+        }
+
+        self.ufrag_counter += 1;
+        let ufrag = format!("{:02x}{:x}{:x}", self.cfg.shard, id.0, self.ufrag_counter);
+        let mut rtc = self.build_rtc(now, &ufrag, ice_password)?;
+        let candidate = Candidate::host(self.cfg.candidate_addr, Protocol::Udp)
+            .map_err(|e| SfuError::Config(format!("candidate address: {e}")))?;
+        rtc.add_local_candidate(candidate);
+
+        let ep = Endpoint {
+            id,
+            room: room.clone(),
+            participant: participant.to_owned(),
+            name: name.to_owned(),
+            rtc,
+            ufrag: ufrag.clone(),
+            addrs: Vec::new(),
+            next_timeout: now,
+            joined_at: now,
+            sources: Vec::new(),
+            ssrc_map: Map::default(),
+            slots: Vec::new(),
+            default_max_height: self.cfg.default_max_height,
+            max_height: Map::default(),
+            budget: ReceiverBudget::default(),
+            slots_dirty: false,
+            needs_drive: false,
+            closing: false,
+        };
+        let info = ep.participant_info();
+        let conf = self.conferences.entry(room.clone()).or_default();
+        let others: Vec<EndpointId> = conf.endpoints.clone();
+        conf.endpoints.push(id);
+        self.by_ufrag.insert(ufrag, id);
+        self.endpoints.insert(id, ep);
+        self.timers.push(Reverse((now, id)));
+        self.stats.joins += 1;
+        info!(endpoint = %id, room = %room, participant, "joined");
+        self.relay_drop_remote_copies(now, &room, participant);
+
+        let mut participants: Vec<ParticipantInfo> = others
+            .iter()
+            .filter_map(|o| self.endpoints.get(o).map(Endpoint::participant_info))
+            .collect();
+        participants.extend(self.relay.participant_infos(&room));
+        self.signal(
+            id,
+            ServerMessage::Joined {
+                version: PROTOCOL_VERSION,
+                room: room.to_string(),
+                participant: info.clone(),
+                participants,
+            },
+        );
+        for o in others {
+            self.signal(
+                o,
+                ServerMessage::ParticipantJoined {
+                    participant: info.clone(),
+                },
+            );
+        }
+        self.relay_local_joined(now, &room, id);
+        self.drive(now, id);
+        self.settle(now);
+        Ok(())
+    }
+
+    fn build_rtc(&self, now: Instant, ufrag: &str, pass: String) -> Result<Rtc, SfuError> {
+        let mut b = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_ice_lite(true)
+            .set_dtls_cert(self.cfg.dtls_cert.clone())
+            .set_local_ice_credentials(IceCreds {
+                ufrag: ufrag.to_owned(),
+                pass,
+            })
+            .set_stats_interval(None)
+            .set_send_buffer_video(self.cfg.rtx_cache_packets)
+            .clear_codecs();
+        for c in &self.cfg.codecs {
+            b = match c {
+                CodecName::Opus => b.enable_opus(true, false),
+                CodecName::Vp8 => b.enable_vp8(true),
+                CodecName::H264 => b.enable_h264(true),
+            };
+        }
+        Ok(b.build(now))
+    }
+
+    /// A signalling message from a joined endpoint.
+    pub fn handle_message(&mut self, now: Instant, id: EndpointId, msg: ClientMessage) {
+        if !self.endpoints.contains_key(&id) {
+            return;
+        }
+        match msg {
+            ClientMessage::Join { .. } => self.reject(
+                id,
+                Rejection::new(
+                    ErrorCode::AlreadyJoined,
+                    "this connection has already joined",
+                ),
+            ),
+            ClientMessage::Offer { sdp, sources } => self.handle_offer(now, id, &sdp, sources),
+            ClientMessage::SourceState { name, muted } => {
+                self.handle_source_state(now, id, &name, muted)
+            }
+            ClientMessage::Constraints {
+                default_max_height,
+                max_height,
+            } => {
+                if let Some(ep) = self.endpoints.get_mut(&id) {
+                    if let Some(h) = default_max_height {
+                        ep.default_max_height = h;
+                    }
+                    ep.max_height = max_height.into_iter().collect();
+                }
+                self.reallocate(now, id);
+            }
+            ClientMessage::Leave => self.remove_endpoint(now, id, "left"),
+        }
+        self.settle(now);
+    }
+
+    fn reject(&mut self, id: EndpointId, r: Rejection) {
+        self.signal(id, r.into_message());
+    }
+
+    fn handle_offer(&mut self, now: Instant, id: EndpointId, sdp: &str, decl: Vec<SourceDecl>) {
+        let offer = match SdpOffer::from_sdp_string(sdp) {
+            Ok(o) => o,
+            Err(e) => {
+                return self.reject(
+                    id,
+                    Rejection::new(ErrorCode::BadOffer, format!("SDP does not parse: {e}")),
+                );
+            }
+        };
+        let Some(ep) = self.endpoints.get_mut(&id) else {
+            return;
+        };
+        let answer = match ep.rtc.sdp_api().accept_offer(offer) {
+            Ok(a) => a,
+            Err(e) => {
+                return self.reject(
+                    id,
+                    Rejection::new(ErrorCode::BadOffer, format!("offer refused: {e}")),
+                );
+            }
+        };
+        // str0m announces media (MediaAdded) only once SRTP is up; receive
+        // slots must exist before that so sources can be mapped right away.
+        let medias: Vec<(Mid, MediaKind, Direction)> = sdp
+            .lines()
+            .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
+            .filter_map(|mid| {
+                let m = ep.rtc.media(Mid::from(mid))?;
+                Some((m.mid(), m.kind(), m.direction()))
+            })
+            .collect();
+        for (mid, kind, dir) in medias {
+            self.on_media(id, mid, kind, dir);
+        }
+        self.signal(
+            id,
+            ServerMessage::Answer {
+                sdp: answer.to_sdp_string(),
+            },
+        );
+        self.drive(now, id);
+        self.process_events(now);
+        self.apply_sources(now, id, decl);
+        self.assign_slots(now, id);
+    }
+
+    /// Make the endpoint's published sources match its declaration.
+    fn apply_sources(&mut self, now: Instant, id: EndpointId, decl: Vec<SourceDecl>) {
+        let Some(ep) = self.endpoints.get_mut(&id) else {
+            return;
+        };
+        let mut problems = Vec::new();
+        let mut wanted: Vec<PubSource> = Vec::new();
+        for d in decl {
+            let mid = Mid::from(d.mid.as_str());
+            let Some(media) = ep.rtc.media(mid) else {
+                problems.push(format!("source {}: no m-line with mid {}", d.name, d.mid));
+                continue;
+            };
+            let kind_ok = matches!(
+                (media.kind(), d.kind),
+                (MediaKind::Audio, Kind::Audio) | (MediaKind::Video, Kind::Video)
+            );
+            if !kind_ok || !media.direction().is_receiving() {
+                problems.push(format!(
+                    "source {}: mid {} is not a {:?} m-line the client sends on",
+                    d.name, d.mid, d.kind
+                ));
+                continue;
+            }
+            let layers = if d.layers.is_empty() {
+                vec![Layer::new(
+                    None,
+                    if d.kind == Kind::Video { 720 } else { 0 },
+                )]
+            } else {
+                d.layers
+                    .iter()
+                    .map(|l| Layer::new(Some(Rid::from(l.rid.as_str())), l.height))
+                    .collect()
+            };
+            wanted.push(PubSource {
+                id: format!("{}/{}", ep.participant, d.name),
+                name: d.name,
+                kind: d.kind,
+                mid,
+                muted: false,
+                layers,
+                subscribers: Vec::new(),
+                relay_number: self.relay.next_source_number(),
+                relay_demand: Vec::new(),
+                relay_active_sent: 0,
+                constraint: Default::default(),
+            });
+        }
+        if !problems.is_empty() {
+            self.signal(
+                id,
+                ServerMessage::Error {
+                    code: ErrorCode::BadOffer,
+                    message: problems.join("; "),
+                },
+            );
+        }
+
+        let Some(ep) = self.endpoints.get_mut(&id) else {
+            return;
+        };
+        // Sources that stay keep their state (subscribers, measured heights).
+        let mut removed = Vec::new();
+        let old = std::mem::take(&mut ep.sources);
+        for s in old {
+            match wanted.iter_mut().find(|w| {
+                w.mid == s.mid
+                    && w.name == s.name
+                    && w.kind == s.kind
+                    && w.layers
+                        .iter()
+                        .map(|l| l.rid)
+                        .eq(s.layers.iter().map(|l| l.rid))
+            }) {
+                Some(w) => {
+                    *w = PubSource {
+                        muted: s.muted,
+                        ..s
+                    }
+                }
+                None => removed.push(s),
+            }
+        }
+        ep.sources = wanted;
+        ep.ssrc_map.clear();
+        let room = ep.room.clone();
+        let participant = ep.participant.clone();
+        let infos: Vec<SourceInfo> = ep.sources.iter().map(|s| s.info(&participant)).collect();
+        for s in removed {
+            self.unsubscribe_all(&s);
+        }
+        self.relay_local_sources(now, &room, id);
+        self.broadcast_sources(id, &room, participant, infos);
+        // Give the new sources slots at every other receiver.
+        let others = self.others(&room, id);
+        for o in others {
+            self.assign_slots(now, o);
+        }
+    }
+
+    fn broadcast_sources(
+        &mut self,
+        id: EndpointId,
+        room: &str,
+        participant: String,
+        sources: Vec<SourceInfo>,
+    ) {
+        for o in self.others(room, id) {
+            self.signal(
+                o,
+                ServerMessage::Sources {
+                    participant: participant.clone(),
+                    sources: sources.clone(),
+                },
+            );
+        }
+    }
+
+    pub(super) fn others(&self, room: &str, id: EndpointId) -> Vec<EndpointId> {
+        self.conferences
+            .get(room)
+            .map(|c| c.endpoints.iter().copied().filter(|&e| e != id).collect())
+            .unwrap_or_default()
+    }
+
+    fn handle_source_state(&mut self, now: Instant, id: EndpointId, name: &str, muted: bool) {
+        let Some(ep) = self.endpoints.get_mut(&id) else {
+            return;
+        };
+        let Some(src) = ep.sources.iter_mut().find(|s| s.name == name) else {
+            return self.reject(
+                id,
+                Rejection::new(ErrorCode::BadMessage, format!("no source named {name}")),
+            );
+        };
+        src.muted = muted;
+        let room = ep.room.clone();
+        let participant = ep.participant.clone();
+        let infos = ep.sources.iter().map(|s| s.info(&participant)).collect();
+        self.relay_local_sources(now, &room, id);
+        self.broadcast_sources(id, &room, participant, infos);
+        if !muted {
+            // A camera turned back on starts with a keyframe anyway; asking
+            // makes receivers' switches complete sooner.
+            self.reallocate_source_receivers(now, id);
+        }
+    }
+
+    /// Every conference on this shard with its participants.
+    pub fn conferences(&self) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = self
+            .conferences
+            .iter()
+            .map(|(room, c)| {
+                let ps = c
+                    .endpoints
+                    .iter()
+                    .filter_map(|e| self.endpoints.get(e).map(|ep| ep.participant.clone()))
+                    .collect();
+                (room.to_string(), ps)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Ask participants of `room` (all when `participants` is empty) to
+    /// reconnect elsewhere, and let them go. Returns how many were asked.
+    pub fn move_participants(
+        &mut self,
+        now: Instant,
+        room: &str,
+        participants: &[String],
+        reason: &str,
+    ) -> usize {
+        let ids: Vec<EndpointId> = self
+            .conferences
+            .get(room)
+            .map(|c| c.endpoints.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| {
+                self.endpoints.get(e).is_some_and(|ep| {
+                    participants.is_empty() || participants.contains(&ep.participant)
+                })
+            })
+            .collect();
+        for &id in &ids {
+            self.signal(
+                id,
+                ServerMessage::Move {
+                    reason: reason.to_string(),
+                },
+            );
+            self.remove_endpoint(now, id, "moved");
+        }
+        self.settle(now);
+        ids.len()
+    }
+
+    /// End a conference: everyone in it is told and disconnected.
+    pub fn end_conference(&mut self, now: Instant, room: &str) -> usize {
+        let ids = self
+            .conferences
+            .get(room)
+            .map(|c| c.endpoints.clone())
+            .unwrap_or_default();
+        for &id in &ids {
+            self.signal(
+                id,
+                ServerMessage::Error {
+                    code: ErrorCode::ConferenceEnded,
+                    message: "the conference was ended".into(),
+                },
+            );
+            self.remove_endpoint(now, id, "conference ended");
+        }
+        self.settle(now);
+        ids.len()
+    }
+
+    /// The shell saw the endpoint's WebSocket close, or the client left.
+    pub fn handle_leave(&mut self, now: Instant, id: EndpointId) {
+        self.remove_endpoint(now, id, "signalling closed");
+        self.settle(now);
+    }
+
+    pub(super) fn remove_endpoint(&mut self, _now: Instant, id: EndpointId, reason: &str) {
+        let Some(mut ep) = self.endpoints.remove(&id) else {
+            return;
+        };
+        info!(endpoint = %id, room = %ep.room, participant = %ep.participant, reason, "endpoint removed");
+        ep.rtc.disconnect();
+        for s in &ep.sources {
+            self.unsubscribe_all(s);
+        }
+        // Forget this endpoint as a receiver of others' sources.
+        for slot in &ep.slots {
+            if let Some(r) = slot.source
+                && let Some(src) = self.source_of_mut(r)
+            {
+                src.subscribers.retain(|&(e, _)| e != id);
+            }
+        }
+        if !ep.slots.is_empty() {
+            self.relay.demand_dirty = true;
+        }
+        for a in &ep.addrs {
+            if self.by_addr.get(a) == Some(&id) {
+                self.by_addr.remove(a);
+                self.out.push_back(Output::Unbind { addr: *a });
+            }
+        }
+        self.by_ufrag.remove(&ep.ufrag);
+        self.events.retain(|(e, _)| *e != id);
+        let mut others = Vec::new();
+        if let Some(conf) = self.conferences.get_mut(&ep.room) {
+            conf.endpoints.retain(|&e| e != id);
+            others = conf.endpoints.clone();
+            if conf.endpoints.is_empty() {
+                self.conferences.remove(&ep.room);
+                info!(room = %ep.room, "conference ended");
+            }
+        }
+        self.relay_local_left(&ep.room, &ep.participant);
+        for o in others {
+            self.signal(
+                o,
+                ServerMessage::ParticipantLeft {
+                    id: ep.participant.clone(),
+                },
+            );
+        }
+        self.stats.leaves += 1;
+        self.out.push_back(Output::Closed { endpoint: id });
+        // Freed slots can take sources that had none (more sources than slots).
+        let room = ep.room.clone();
+        for o in self.others(&room, id) {
+            self.assign_slots(_now, o);
+        }
+    }
+
+    pub(super) fn on_media(&mut self, id: EndpointId, mid: Mid, kind: MediaKind, dir: Direction) {
+        let Some(ep) = self.endpoints.get_mut(&id) else {
+            return;
+        };
+        // A client `recvonly` transceiver is a receive slot we send on.
+        if dir == Direction::SendOnly && !ep.slots.iter().any(|s| s.mid == mid) {
+            let kind = if kind.is_audio() {
+                Kind::Audio
+            } else {
+                Kind::Video
+            };
+            ep.slots.push(Slot::new(mid, kind));
+            if !ep.slots_dirty {
+                ep.slots_dirty = true;
+                self.dirty_slots.push(id);
+            }
+        }
+    }
+}
