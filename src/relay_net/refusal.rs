@@ -1,6 +1,6 @@
 //! Why a relay handshake was refused ([`RefusalReason`], the label of
 //! `tern_relay_handshakes_refused_total`), how a rustls error maps to one,
-//! and the per-handshake [`Verdict`] slot our verifiers record their
+//! and the per-handshake `Verdict` slot our verifiers record their
 //! conclusion in. Naming refusals only: deciding them is the verifiers' job.
 
 use std::fmt;
