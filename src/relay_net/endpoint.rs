@@ -18,10 +18,11 @@ use quinn::{ConnectionError, IdleTimeout, MtuDiscoveryConfig, TransportConfig, V
 use tokio::sync::{Mutex, mpsc};
 use tracing::{info, warn};
 
-use super::tls::{
-    BridgeId, BridgeIdentity, CaCertificate, RefusalReason, TlsContext, TlsError, Verdict,
-    peer_bridge_id,
-};
+use super::ca::CaCertificate;
+use super::error::TlsError;
+use super::identity::{BridgeId, BridgeIdentity, peer_bridge_id};
+use super::refusal::{RefusalReason, Verdict};
+use super::tls::TlsContext;
 
 /// Largest relay datagram the protocol sends: an RTP packet of up to ~1,200
 /// bytes (plus a little for extensions) and the 16-byte relay header.

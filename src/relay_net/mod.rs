@@ -3,19 +3,32 @@
 //! cluster CA. Media travels as QUIC DATAGRAMs, control on a bidirectional
 //! stream; the relay protocol on top lives elsewhere. This module only
 //! decides who may connect and how the connection is tuned.
+//!
+//! Who may connect: a cluster CA ([`ca`]) issues one certificate per bridge
+//! ([`identity`]), and both ends of every relay connection must present
+//! one; the verifiers (`verify`) check it and name any refusal
+//! ([`refusal`]); [`tls`] turns credentials into per-connection rustls
+//! configs, and [`endpoint`] runs the QUIC connections.
 
+pub mod ca;
 pub mod endpoint;
+pub mod error;
+pub mod identity;
+mod pem_files;
+pub mod refusal;
 pub mod tls;
+mod verify;
 
 use std::path::Path;
 
+pub use ca::{CaCertificate, ClusterCa};
 pub use endpoint::{
     Direction, HandshakeError, MAX_RELAY_DATAGRAM, RelayConnection, RelayEndpoint, RelayError,
 };
-pub use tls::{
-    ALPN, BridgeId, BridgeIdentity, CaCertificate, ClusterCa, RefusalReason, TlsError,
-    peer_bridge_id,
-};
+pub use error::TlsError;
+pub use identity::{BridgeId, BridgeIdentity, peer_bridge_id};
+pub use refusal::RefusalReason;
+pub use tls::ALPN;
 
 use crate::config::RelayConfig;
 
@@ -40,12 +53,12 @@ pub fn load_identity(cfg: &RelayConfig) -> Result<RelayCredentials, TlsError> {
     let cert_path = path("cert", &cfg.cert)?;
     let key_path = path("key", &cfg.key)?;
     let name = |key: &str, p: &Path| format!("relay.{key} {}", p.display());
-    let ca = CaCertificate::parse(&name("ca_cert", &ca_path), &tls::read(&ca_path)?)?;
+    let ca = CaCertificate::parse(&name("ca_cert", &ca_path), &pem_files::read(&ca_path)?)?;
     let identity = BridgeIdentity::parse(
         &name("cert", &cert_path),
-        &tls::read(&cert_path)?,
+        &pem_files::read(&cert_path)?,
         &name("key", &key_path),
-        &tls::read(&key_path)?,
+        &pem_files::read(&key_path)?,
     )?;
     ca.check_identity(&identity)
         .map_err(|reason| TlsError::NotTrusted {
