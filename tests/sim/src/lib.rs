@@ -31,10 +31,10 @@
 mod net;
 pub mod node_input;
 mod rng;
+mod trace;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::hash::{DefaultHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,9 +49,11 @@ use tern_sfu::signal::{ClientMessage, ServerMessage};
 use tern_sfu::{CodecName, Core, CoreConfig, EndpointId, JoinRequest, PeerId};
 
 use net::{Fate, Link, LossWindow};
+use trace::{Transmit, canonical_order, focus_event_name, order_key, server_name, signal_name};
 
 pub use net::{Burst, LinkConfig};
 pub use rng::{Rng, seed_or, with_seed};
+pub use trace::Trace;
 pub use tern_peer::synth::LayerSpec;
 
 /// A participant in the simulation.
@@ -225,31 +227,6 @@ impl PartialOrd for Scheduled {
 impl Ord for Scheduled {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
-}
-
-/// The event trace: hashed as it grows, optionally kept for debugging.
-#[derive(Debug, Default)]
-pub struct Trace {
-    hasher: DefaultHasher,
-    pub events: u64,
-    pub keep: Option<Vec<String>>,
-}
-
-impl Trace {
-    fn record(&mut self, t_us: u64, what: &str, a: u64, b: u64) {
-        self.hasher.write_u64(t_us);
-        self.hasher.write(what.as_bytes());
-        self.hasher.write_u64(a);
-        self.hasher.write_u64(b);
-        self.events += 1;
-        if let Some(k) = &mut self.keep {
-            k.push(format!("{t_us} {what} {a} {b}"));
-        }
-    }
-
-    pub fn hash(&self) -> u64 {
-        self.hasher.finish()
     }
 }
 
@@ -961,10 +938,6 @@ impl Sim {
         }));
     }
 
-    fn t_us(&self) -> u64 {
-        (self.now - self.epoch).as_micros() as u64
-    }
-
     fn signal_to_bridge(&mut self, peer: usize, msg: ClientMessage) {
         let at = self.reliable_delay(self.peers[peer].up);
         let session = self.peers[peer].endpoint;
@@ -1592,76 +1565,6 @@ impl Sim {
             }
         }
         self.now = end;
-    }
-}
-
-/// str0m emits the packets of one poll in an order that depends on its
-/// internal hash maps (randomly keyed per process). Everything in one flush
-/// leaves at the same instant, so put it in an order that depends only on
-/// what is sent: destination, then the clear-text RTP/RTCP header (SSRC,
-/// sequence number) — SRTP encrypts payloads, not headers. Other datagrams
-/// (STUN, DTLS) keep their relative order.
-fn canonical_order(t: &mut [Transmit]) {
-    t.sort_by_key(|(dest, key, _)| (*dest, *key));
-}
-
-/// A datagram to send, with its [`order_key`].
-type Transmit = (SocketAddr, (u8, u32, u32), Vec<u8>);
-
-/// Where a datagram goes in [`canonical_order`] among those to the same
-/// destination.
-fn order_key(d: &[u8]) -> (u8, u32, u32) {
-    match d {
-        [b0, b1, rest @ ..] if (128..192).contains(b0) && rest.len() >= 10 => {
-            if (192..=223).contains(b1) {
-                // RTCP: sender SSRC at bytes 4..8.
-                let ssrc = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]);
-                (2, ssrc, u32::from(*b1))
-            } else {
-                let seq = u16::from_be_bytes([rest[0], rest[1]]);
-                let ssrc = u32::from_be_bytes([rest[6], rest[7], rest[8], rest[9]]);
-                (1, ssrc, u32::from(seq))
-            }
-        }
-        _ => (0, 0, 0),
-    }
-}
-
-fn focus_event_name(e: &FocusEvent) -> &'static str {
-    match e {
-        FocusEvent::BridgeUp { .. } => "f:bridge_up",
-        FocusEvent::BridgeDown { .. } => "f:bridge_down",
-        FocusEvent::BridgeDrain { .. } => "f:bridge_drain",
-        FocusEvent::Allocated { .. } => "f:allocated",
-        FocusEvent::Moved { .. } => "f:moved",
-        FocusEvent::CommandMove { .. } => "f:cmd_move",
-        FocusEvent::CommandDrain { .. } => "f:cmd_drain",
-        FocusEvent::CommandEndConference { .. } => "f:cmd_end",
-        FocusEvent::CommandRelayPeers { .. } => "f:cmd_relay_peers",
-    }
-}
-
-fn signal_name(m: &ClientMessage) -> &'static str {
-    match m {
-        ClientMessage::Join { .. } => "c:join",
-        ClientMessage::Offer { .. } => "c:offer",
-        ClientMessage::SourceState { .. } => "c:source_state",
-        ClientMessage::Constraints { .. } => "c:constraints",
-        ClientMessage::Leave => "c:leave",
-    }
-}
-
-fn server_name(m: &ServerMessage) -> &'static str {
-    match m {
-        ServerMessage::Joined { .. } => "s:joined",
-        ServerMessage::Answer { .. } => "s:answer",
-        ServerMessage::ParticipantJoined { .. } => "s:participant_joined",
-        ServerMessage::ParticipantLeft { .. } => "s:participant_left",
-        ServerMessage::Sources { .. } => "s:sources",
-        ServerMessage::Slots { .. } => "s:slots",
-        ServerMessage::Error { .. } => "s:error",
-        ServerMessage::Move { .. } => "s:move",
-        ServerMessage::SenderConstraints { .. } => "s:sender_constraints",
     }
 }
 
