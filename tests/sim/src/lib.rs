@@ -28,6 +28,7 @@
 //! event trace is hashed so a test can compare two runs. See
 //! `tests/README.md` for how to write a scenario.
 
+mod event;
 mod net;
 pub mod node_input;
 mod rng;
@@ -48,6 +49,7 @@ use tern_sfu::node::{Input as NodeInput, Node, NodeConfig, Output as NodeOutput}
 use tern_sfu::signal::{ClientMessage, ServerMessage};
 use tern_sfu::{CodecName, Core, CoreConfig, EndpointId, JoinRequest, PeerId};
 
+use event::{Event, Scheduled};
 use net::{Fate, Link, LossWindow};
 use trace::{Transmit, canonical_order, focus_event_name, order_key, server_name, signal_name};
 
@@ -125,109 +127,6 @@ enum ToFocus {
     Report(Report),
     /// The stream closed (the bridge process died).
     Closed,
-}
-
-/// Big messages are boxed: every queued datagram moves an `Event` through
-/// the heap, so its size is paid per packet.
-enum Event {
-    Datagram {
-        from: SocketAddr,
-        to: SocketAddr,
-        data: Vec<u8>,
-    },
-    /// Signalling of one session (`session` = the session's endpoint id).
-    /// To the bridge: travels on that session's connection to its bridge,
-    /// like bytes already in a TCP stream. To the peer: dropped if the
-    /// session ended meanwhile (the client closed that socket).
-    ToBridge {
-        peer: usize,
-        bridge: usize,
-        session: EndpointId,
-        msg: ClientMessage,
-    },
-    ToPeer {
-        peer: usize,
-        session: EndpointId,
-        msg: Box<ServerMessage>,
-    },
-    /// The peer's signalling socket closed: its bridge died or refused the
-    /// connection.
-    SocketClosed {
-        peer: usize,
-        session: EndpointId,
-    },
-    /// The peer's re-join timer fired.
-    Rejoin {
-        peer: usize,
-    },
-    ToFocus {
-        bridge: usize,
-        msg: Box<ToFocus>,
-    },
-    /// The bridge's control stream to the focus opened (or failed to).
-    FocusStream {
-        bridge: usize,
-        connected: bool,
-    },
-    /// A command from the focus to a bridge.
-    FromFocus {
-        bridge: usize,
-        cmd: Box<bpb::FocusCommand>,
-    },
-    /// Relay connection `generation` completes its handshake on both sides.
-    RelayConnect {
-        pair: usize,
-        generation: u64,
-        dialler: usize,
-    },
-    /// A dial by bridge `bridge` to `peer` timed out.
-    RelayDialFailed {
-        bridge: usize,
-        peer: usize,
-    },
-    /// The other side closed connection `generation`: side `to` learns it.
-    RelayClosed {
-        pair: usize,
-        generation: u64,
-        to: usize,
-    },
-    /// Control stream bytes of relay connection `generation`, from side `from` (0 = a).
-    RelayStream {
-        pair: usize,
-        generation: u64,
-        from: usize,
-        bytes: Vec<u8>,
-    },
-    RelayDatagram {
-        pair: usize,
-        generation: u64,
-        from: usize,
-        data: Arc<[u8]>,
-    },
-}
-
-/// A scheduled event; ties in time keep insertion order.
-struct Scheduled {
-    at: Instant,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
 }
 
 /// Simulation parameters.
@@ -927,15 +826,6 @@ impl Sim {
         let p = &self.peers[peer];
         let (u, d) = (&self.links[p.up], &self.links[p.down]);
         ((u.sent, u.lost), (d.sent, d.lost))
-    }
-
-    fn push(&mut self, at: Instant, event: Event) {
-        self.seq += 1;
-        self.queue.push(Reverse(Scheduled {
-            at,
-            seq: self.seq,
-            event,
-        }));
     }
 
     fn signal_to_bridge(&mut self, peer: usize, msg: ClientMessage) {
