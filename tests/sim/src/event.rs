@@ -14,7 +14,8 @@ use tern_proto::bridge::v1 as bpb;
 use tern_sfu::EndpointId;
 use tern_sfu::signal::{ClientMessage, ServerMessage};
 
-use crate::{Sim, ToFocus};
+use crate::Sim;
+use crate::focus::ToFocus;
 
 /// Big messages are boxed: every queued datagram moves an `Event` through
 /// the heap, so its size is paid per packet.

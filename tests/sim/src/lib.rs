@@ -29,6 +29,7 @@
 //! `tests/README.md` for how to write a scenario.
 
 mod event;
+mod focus;
 mod net;
 pub mod node_input;
 mod relay;
@@ -51,9 +52,10 @@ use tern_sfu::signal::{ClientMessage, ServerMessage};
 use tern_sfu::{CodecName, Core, CoreConfig, EndpointId, JoinRequest, PeerId};
 
 use event::{Event, Scheduled};
+use focus::ToFocus;
 use net::{Link, LossWindow};
 use relay::{RELAY_DIAL_TIMEOUT, RelayPair};
-use trace::{Transmit, canonical_order, focus_event_name, order_key, server_name, signal_name};
+use trace::{Transmit, canonical_order, order_key, server_name, signal_name};
 
 pub use net::{Burst, LinkConfig};
 pub use rng::{Rng, seed_or, with_seed};
@@ -106,15 +108,6 @@ impl SimBridge {
 /// The browser client's re-join backoff (`src/web/tern.js`): the delay
 /// before each retry after a lost session or a failed attempt.
 const REJOIN_BACKOFF_MS: [u64; 5] = [250, 500, 1000, 2000, 3000];
-
-/// What a bridge's control stream carries to the focus.
-#[derive(Debug)]
-enum ToFocus {
-    Register(Registration),
-    Report(Report),
-    /// The stream closed (the bridge process died).
-    Closed,
-}
 
 /// Simulation parameters.
 #[derive(Debug, Clone)]
@@ -483,34 +476,6 @@ impl Sim {
         i
     }
 
-    /// Ask the focus where `name` goes.
-    fn allocate(&mut self, name: &str, region: Option<&str>) -> Option<usize> {
-        let now = self.now;
-        let room = self.room.clone();
-        let focus = self
-            .focus
-            .as_mut()
-            .expect("joining through a focus needs SimConfig::focus");
-        let placed = focus.allocate(now, &room, name, region);
-        self.drain_focus();
-        let t = self.t_us();
-        match placed {
-            Ok(p) => {
-                let b = self.bridges.iter().position(|b| b.id == p.bridge_id)?;
-                self.trace
-                    .record(t, "f:allocate", b as u64, u64::from(p.rule));
-                Some(b)
-            }
-            Err(e) => {
-                self.trace.record(t, "f:allocate_failed", 0, 0);
-                if let Some(k) = &mut self.trace.keep {
-                    k.push(format!("{t} allocation of {name} failed: {e}"));
-                }
-                None
-            }
-        }
-    }
-
     /// Start a session of peer `i` on `bridge`: a new endpoint, then join.
     fn connect(&mut self, i: usize, bridge: usize) {
         self.next_endpoint += 1;
@@ -558,139 +523,6 @@ impl Sim {
         self.peers[i].peer.reconnect(now);
         self.rearm_peer(i);
         self.connect(i, bridge);
-    }
-
-    /// Kill bridge `b` like `kill -9`: it stops at once; its participants'
-    /// signalling sockets and its control stream to the focus close.
-    pub fn kill_bridge(&mut self, b: usize) {
-        if !self.bridges[b].alive {
-            return;
-        }
-        self.bridges[b].alive = false;
-        let t = self.t_us();
-        self.trace.record(t, "bridge_killed", b as u64, 0);
-        if self.focus.is_some() {
-            let at = self.now + self.focus_latency;
-            self.push(
-                at,
-                Event::ToFocus {
-                    bridge: b,
-                    msg: Box::new(ToFocus::Closed),
-                },
-            );
-        }
-        for i in 0..self.peers.len() {
-            let p = &self.peers[i];
-            if p.bridge == b && !p.left && !p.rejoining {
-                let at = self.reliable_delay(p.down);
-                let session = p.endpoint;
-                self.push(at, Event::SocketClosed { peer: i, session });
-            }
-        }
-    }
-
-    /// Ask the focus to drain bridge `b` (as `tern` operators do over gRPC).
-    pub fn drain_bridge(&mut self, b: usize) {
-        let now = self.now;
-        let id = self.bridges[b].id.clone();
-        if let Some(f) = self.focus.as_mut() {
-            f.set_drain(now, &id, true)
-                .unwrap_or_else(|e| panic!("drain of {id} refused: {e}"));
-        }
-        self.drain_focus();
-    }
-
-    /// Act on what the focus emitted: commands travel to their bridge.
-    fn drain_focus(&mut self) {
-        let Some(focus) = self.focus.as_mut() else {
-            return;
-        };
-        let mut events = Vec::new();
-        while let Some(e) = focus.poll_event() {
-            events.push(e);
-        }
-        let since = self.now - self.epoch;
-        for e in events {
-            let t = self.t_us();
-            let target = match &e {
-                FocusEvent::CommandMove { bridge, .. }
-                | FocusEvent::CommandDrain { bridge, .. }
-                | FocusEvent::CommandEndConference { bridge, .. }
-                | FocusEvent::CommandRelayPeers { bridge, .. } => {
-                    self.bridges.iter().position(|b| &b.id == bridge)
-                }
-                _ => None,
-            };
-            self.trace.record(
-                t,
-                focus_event_name(&e),
-                target.map_or(u64::MAX, |b| b as u64),
-                0,
-            );
-            if let Some(b) = target
-                && self.bridges[b].alive
-                && let Some((_, cmd)) = e.command()
-            {
-                let at = self.now + self.focus_latency;
-                self.push(
-                    at,
-                    Event::FromFocus {
-                        bridge: b,
-                        cmd: Box::new(cmd),
-                    },
-                );
-            }
-            self.focus_log.push((since, e));
-        }
-    }
-
-    fn focus_in(&mut self, b: usize, msg: ToFocus) {
-        let now = self.now;
-        let id = self.bridges[b].id.clone();
-        let Some(focus) = self.focus.as_mut() else {
-            return;
-        };
-        let answer = match msg {
-            ToFocus::Register(reg) => Some(match focus.handle_register(now, reg) {
-                Ok(_) => bpb::focus_command::Cmd::Registered(bpb::Registered {
-                    focus_id: "sim".into(),
-                }),
-                Err(e) => bpb::focus_command::Cmd::Refused(e.to_string()),
-            }),
-            ToFocus::Report(r) => {
-                // A report racing the bridge's failure is refused, as over gRPC.
-                let _ = focus.handle_report(now, &id, r);
-                None
-            }
-            ToFocus::Closed => {
-                focus.handle_disconnect(now, &id, "stream closed");
-                None
-            }
-        };
-        if let Some(cmd) = answer
-            && self.bridges[b].alive
-        {
-            let at = now + self.focus_latency;
-            self.push(
-                at,
-                Event::FromFocus {
-                    bridge: b,
-                    cmd: Box::new(bpb::FocusCommand { cmd: Some(cmd) }),
-                },
-            );
-        }
-        self.drain_focus();
-    }
-
-    /// Tell bridge `b` to shut down, as SIGTERM does: with a focus it
-    /// drains first (the focus moves its conferences away), then it closes
-    /// what is left and exits.
-    pub fn shutdown_bridge(&mut self, b: usize) {
-        let now = self.now;
-        let t = self.t_us();
-        self.trace.record(t, "bridge_shutdown", b as u64, 0);
-        self.bridges[b].node.handle_input(now, NodeInput::Shutdown);
-        self.flush_node(b);
     }
 
     /// Move peer `i` to `bridge` by hand, as a client does on `move`: it
