@@ -2,9 +2,9 @@
 //! participants.
 //!
 //! Everything runs in one thread on virtual time from a seed: real str0m
-//! participants ([`Peer`](tern_peer::Peer)) and real bridge nodes ([`Node`]: the bridge's
-//! shards, routing, relay connections, mesh policy and focus link, the same
-//! state machines the tokio shell drives) exchange real
+//! participants ([`Peer`](tern_peer::Peer)) and real bridge nodes ([`Node`]:
+//! the bridge's shards, routing, relay connections, mesh policy and focus
+//! link, the same state machines the tokio shell drives) exchange real
 //! (SRTP-protected) datagrams over simulated links with latency, jitter,
 //! random and bursty loss, bandwidth limits with a queue, reordering,
 //! duplication and partitions. Signalling rides the same links but reliably,
@@ -27,6 +27,17 @@
 //! `fastrand`, link decisions, ICE passwords) comes from the seed, and the
 //! event trace is hashed so a test can compare two runs. See
 //! `tests/README.md` for how to write a scenario.
+//!
+//! The crate root owns [`Sim`] itself: building the cluster, the event loop
+//! ([`Sim::run_until`]), delivering events and carrying out what bridge
+//! nodes ask for. The rest is by concept: `rng` (seeds), `net` (simulated
+//! links), `trace` (the hashed trace and canonical order), `event` (the
+//! queue), `peers` (participants), `relay` (the QUIC connection between
+//! bridges), `focus` (the focus and bridge drain/shutdown/kill),
+//! `reception` (what participants received) and [`node_input`] (arbitrary
+//! bytes into a node). Apart from the epoch (one `Instant::now()`, all
+//! else relative to it), nothing here may read the real clock or the OS's
+//! entropy.
 
 mod event;
 mod focus;

@@ -13,7 +13,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::{Event, Rng, Sim};
+use crate::event::Event;
+use crate::rng::Rng;
+use crate::Sim;
 
 /// Gilbert–Elliott bursty loss: a good and a bad state with their own loss.
 #[derive(Debug, Clone, Copy, PartialEq)]
