@@ -73,8 +73,8 @@ pub use net::{Burst, LinkConfig};
 pub use peers::SimPeer;
 pub use reception::Reception;
 pub use rng::{Rng, seed_or, with_seed};
-pub use trace::Trace;
 pub use tern_peer::synth::LayerSpec;
+pub use trace::Trace;
 
 /// One bridge of the simulated cluster.
 pub struct SimBridge {

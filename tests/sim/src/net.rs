@@ -13,9 +13,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::Sim;
 use crate::event::Event;
 use crate::rng::Rng;
-use crate::Sim;
 
 /// Gilbert–Elliott bursty loss: a good and a bad state with their own loss.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -202,7 +202,13 @@ impl Sim {
             .map_or(at, |healed| healed + l.cfg.latency)
     }
 
-    pub(crate) fn send_datagram(&mut self, link: usize, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
+    pub(crate) fn send_datagram(
+        &mut self,
+        link: usize,
+        from: SocketAddr,
+        to: SocketAddr,
+        data: Vec<u8>,
+    ) {
         // DTLS handshake records differ by a byte or two between runs (ECDSA
         // signatures) and RTCP compounds by how str0m packed them: charge both
         // a fixed size so timing and the trace stay seeded.

@@ -221,7 +221,12 @@ impl Sim {
     /// Something for side `to` of pair `p` on connection `generation`:
     /// the bridge there and the peer's id, if the connection is current and
     /// the bridge alive.
-    pub(crate) fn relay_target(&self, p: usize, generation: u64, to: usize) -> Option<(usize, PeerId)> {
+    pub(crate) fn relay_target(
+        &self,
+        p: usize,
+        generation: u64,
+        to: usize,
+    ) -> Option<(usize, PeerId)> {
         if self.relays[p].generation != Some(generation) {
             return None;
         }
