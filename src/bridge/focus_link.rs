@@ -15,8 +15,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
 use tracing::{info, warn};
 
-use super::App;
-use super::shard::ShardMsg;
+use super::app::App;
+use super::msg::ShardMsg;
 
 pub use tern_sfu::node::focus_link::API_VERSION;
 

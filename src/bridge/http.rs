@@ -20,8 +20,8 @@ use tern_sfu::{EndpointId, JoinRequest};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info_span};
 
-use super::App;
-use super::shard::{SESSION_QUEUE, ShardMsg};
+use super::app::App;
+use super::msg::{SESSION_QUEUE, ShardMsg, count_error};
 use tern_sfu::node::ShardInput;
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
@@ -130,10 +130,6 @@ async fn signal(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
         .write_buffer_size(0)
         .max_write_buffer_size(WS_FRAME_LIMIT * 2)
         .on_upgrade(move |socket| session(app, socket))
-}
-
-pub(crate) fn count_error(code: ErrorCode) {
-    metrics::counter!("tern_signalling_errors_total", "code" => code.as_str()).increment(1);
 }
 
 async fn send(ws: &mut WebSocket, msg: &ServerMessage) -> bool {

@@ -1,8 +1,10 @@
 //! The bridge shell: sockets, tasks and HTTP around the Sans-IO core.
 
+pub mod app;
 pub mod focus_link;
 pub mod http;
 pub mod latency;
+pub mod msg;
 pub mod relay;
 pub mod shard;
 
@@ -24,44 +26,15 @@ use tracing::{Instrument, Span, info, info_span, warn};
 
 use crate::auth::TokenKeys;
 use crate::config::Config;
-use shard::{Shard, ShardMsg};
-use tern_sfu::node::{Shutdown, ShutdownStep, shard_of_datagram, shard_of_room};
+pub use app::App;
+use msg::ShardMsg;
+use shard::Shard;
+use tern_sfu::node::{Shutdown, ShutdownStep, shard_of_datagram};
 
 /// Datagrams read per wakeup before handing batches to shards.
 const RECV_BATCH: usize = 64;
 /// Inputs queued per shard; beyond this the socket reader drops (and counts).
 const SHARD_QUEUE: usize = 8192;
-
-/// State shared by the HTTP handlers.
-pub struct App {
-    pub cfg: Config,
-    pub keys: TokenKeys,
-    pub dev: bool,
-    pub shards: Vec<mpsc::Sender<ShardMsg>>,
-    /// Each shard task's span: a signalling session's span nests under its
-    /// shard's.
-    pub shard_spans: Vec<Span>,
-    pub shutting_down: AtomicBool,
-    /// The focus (or an operator through it) asked this bridge to drain.
-    pub draining: AtomicBool,
-    pub metrics: PrometheusHandle,
-    pub snapshots: shard::Snapshots,
-    /// Set when the relay is configured (`[relay] listen`).
-    pub relay: std::sync::OnceLock<Arc<relay::RelayShared>>,
-}
-
-impl App {
-    /// Conferences are pinned to a shard by room name, so the media path of a
-    /// conference never crosses threads or locks.
-    pub fn shard_for(&self, room: &str) -> &mpsc::Sender<ShardMsg> {
-        &self.shards[shard_of_room(room, self.shards.len())]
-    }
-
-    /// The span of the shard `room` is pinned to.
-    pub fn shard_span(&self, room: &str) -> &Span {
-        &self.shard_spans[shard_of_room(room, self.shard_spans.len())]
-    }
-}
 
 /// Addresses a running bridge actually bound.
 #[derive(Debug, Clone, Copy)]

@@ -20,7 +20,7 @@ use tern_sfu::tern_relay::msg::relay_control::Msg;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::shard::ShardMsg;
+use super::msg::ShardMsg;
 use crate::relay_net::{RelayConnection as QuicConnection, RelayEndpoint};
 
 /// Control messages queued per peer before the link counts as stuck.

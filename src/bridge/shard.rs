@@ -6,38 +6,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use dashmap::DashMap;
 use metrics::{Counter, Gauge};
 use tern_sfu::node::ShardInput;
 use tern_sfu::signal::{ErrorCode, Rejection, ServerMessage};
-use tern_sfu::{Core, DropReason, EndpointId, JoinRequest, Output, SfuError};
+use tern_sfu::{Core, DropReason, EndpointId, Output, SfuError};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::latency::ForwardLatency;
-
-/// Signalling messages queued per endpoint before the bridge gives up on a
-/// client that does not read its socket.
-pub const SESSION_QUEUE: usize = 1024;
-
-/// What a shard task is sent: the core's inputs ([`ShardInput`], routed by
-/// the node's rules), plus what needs the shell: client datagrams with their
-/// kernel receive times, joins (which answer), and the final close.
-pub enum ShardMsg {
-    /// Client datagrams, each with its kernel receive time (since the Unix
-    /// epoch) when the socket reports it.
-    Datagrams(Vec<(SocketAddr, Bytes, Option<Duration>)>),
-    Join {
-        req: JoinRequest,
-        tx: mpsc::Sender<ServerMessage>,
-        reply: oneshot::Sender<Result<(), Rejection>>,
-    },
-    Core(ShardInput),
-    /// Close every endpoint (the bridge is going away).
-    Shutdown,
-}
+use super::msg::ShardMsg;
 
 /// What a shard last said about itself (once a second): read by the focus
 /// link, never on the media path.
@@ -401,7 +380,7 @@ impl Shard {
                 } => self.transmits.push((destination, contents)),
                 Output::Signal { endpoint, message } => {
                     if let ServerMessage::Error { code, .. } = &message {
-                        super::http::count_error(*code);
+                        super::msg::count_error(*code);
                     }
                     if let Some(tx) = sessions.get(&endpoint)
                         && tx.try_send(message).is_err()

@@ -465,7 +465,7 @@ impl Sim {
         self.transmits = transmits;
     }
 
-    fn to_node(&mut self, b: usize, input: NodeInput) {
+    fn give_node(&mut self, b: usize, input: NodeInput) {
         let now = self.now;
         self.bridges[b].node.handle_input(now, input);
         self.flush_node(b);
@@ -571,12 +571,12 @@ impl Sim {
                     } else {
                         NodeInput::FocusDisconnected
                     };
-                    self.to_node(bridge, input);
+                    self.give_node(bridge, input);
                 }
             }
             Event::FromFocus { bridge, cmd } => {
                 if self.bridges[bridge].alive {
-                    self.to_node(bridge, NodeInput::FocusCommand(*cmd));
+                    self.give_node(bridge, NodeInput::FocusCommand(*cmd));
                 }
             }
             Event::RelayConnect {
@@ -608,7 +608,7 @@ impl Sim {
                     .record(t, "relay_connected", pair as u64, generation);
                 for side in [dialler, 1 - dialler] {
                     if let Some((b, peer)) = self.relay_target(pair, generation, side) {
-                        self.to_node(b, NodeInput::RelayConnected { peer });
+                        self.give_node(b, NodeInput::RelayConnected { peer });
                     }
                 }
             }
@@ -618,7 +618,7 @@ impl Sim {
                     .record(t, "relay_dial_failed", bridge as u64, peer as u64);
                 if self.bridges[bridge].alive {
                     let peer: PeerId = Arc::from(self.bridges[peer].id.as_str());
-                    self.to_node(bridge, NodeInput::RelayDialFailed { peer });
+                    self.give_node(bridge, NodeInput::RelayDialFailed { peer });
                 }
             }
             Event::RelayClosed {
@@ -627,7 +627,7 @@ impl Sim {
                 to,
             } => {
                 if let Some((b, peer)) = self.relay_target(pair, generation, to) {
-                    self.to_node(b, NodeInput::RelayClosed { peer });
+                    self.give_node(b, NodeInput::RelayClosed { peer });
                 }
             }
             Event::RelayStream {
@@ -637,7 +637,7 @@ impl Sim {
                 bytes,
             } => {
                 if let Some((b, peer)) = self.relay_target(pair, generation, 1 - from) {
-                    self.to_node(b, NodeInput::RelayStream { peer, bytes });
+                    self.give_node(b, NodeInput::RelayStream { peer, bytes });
                 }
             }
             Event::RelayDatagram {
@@ -648,7 +648,7 @@ impl Sim {
             } => {
                 if let Some((b, peer)) = self.relay_target(pair, generation, 1 - from) {
                     let batch = vec![Bytes::from_owner(data)];
-                    self.to_node(b, NodeInput::RelayDatagrams { peer, batch });
+                    self.give_node(b, NodeInput::RelayDatagrams { peer, batch });
                 }
             }
         }
