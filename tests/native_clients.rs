@@ -587,3 +587,50 @@ fn a_tern_that_cannot_start_is_reported_with_its_output() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_nest_bridge_shard_and_endpoint_spans() {
+    let bridge = Bridge::start(&[("TERN_BRIDGE_SHARDS", "2")]);
+    let alice = bridge.join("spans", "alice").await;
+    alice.leave().await.expect("leave");
+    let log = eventually(
+        "the session's end in the bridge's log",
+        Duration::from_secs(5),
+        || {
+            let log = native::tern_process::strip_ansi(&bridge.output());
+            log.contains("signalling session ended").then_some(log)
+        },
+    )
+    .await;
+    // tracing's fmt layer writes the span stack outermost first:
+    // `bridge{..}:shard{..}:endpoint{..}: target: message`.
+    let nested = |line: &str, spans: &[&str]| {
+        let mut at = 0;
+        spans.iter().all(|s| match line[at..].find(s) {
+            Some(i) => {
+                at += i + s.len();
+                true
+            }
+            None => false,
+        })
+    };
+    let ended = log
+        .lines()
+        .find(|l| l.contains("signalling session ended"))
+        .expect("found above");
+    assert!(
+        nested(
+            ended,
+            &["bridge{", "}:shard{index=", "}:endpoint{", "room=spans"]
+        ),
+        "a session's log line sits in its endpoint span inside its shard inside the bridge: {ended}"
+    );
+    let joined = log
+        .lines()
+        .find(|l| l.contains(": joined ") && l.contains("room=spans"))
+        .unwrap_or_else(|| panic!("the core logs the join:\n{log}"));
+    assert!(
+        nested(joined, &["bridge{", "}:shard{index="]),
+        "the core's log lines sit in their shard inside the bridge: {joined}"
+    );
+}

@@ -18,7 +18,7 @@ use tern_sfu::signal::{
 };
 use tern_sfu::{EndpointId, JoinRequest};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{Instrument, debug, info_span};
+use tracing::{Instrument, debug, info, info_span};
 
 use super::app::App;
 use super::msg::{SESSION_QUEUE, ShardMsg, count_error};
@@ -274,6 +274,7 @@ async fn session(app: Arc<App>, mut ws: WebSocket) {
         }
         let _ = shard.send(ShardMsg::Core(ShardInput::Leave { id })).await;
         let _ = ws.close().await;
+        info!("signalling session ended");
     }
     .instrument(span)
     .await

@@ -47,6 +47,11 @@ impl Bridge {
         }
     }
 
+    /// What the bridge process has written so far (stdout and stderr).
+    pub fn output(&self) -> String {
+        self.process.output()
+    }
+
     pub fn token(&self, room: &str, participant: &str) -> String {
         self.keys.mint(room, participant, Some(participant), 600)
     }
