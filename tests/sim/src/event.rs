@@ -15,7 +15,7 @@ use tern_sfu::EndpointId;
 use tern_sfu::signal::{ClientMessage, ServerMessage};
 
 use crate::Sim;
-use crate::focus::ToFocus;
+use tern_focus::{Registration, Report};
 
 /// Big messages are boxed: every queued datagram moves an `Event` through
 /// the heap, so its size is paid per packet.
@@ -130,4 +130,13 @@ impl Sim {
             event,
         }));
     }
+}
+
+/// What a bridge's control stream carries to the focus.
+#[derive(Debug)]
+pub(crate) enum ToFocus {
+    Register(Registration),
+    Report(Report),
+    /// The stream closed (the bridge process died).
+    Closed,
 }

@@ -8,22 +8,13 @@
 //! only carries messages between it and the bridge nodes and must not
 //! decide placement itself.
 
-use tern_focus::{FocusEvent, Registration, Report};
+use tern_focus::FocusEvent;
 use tern_proto::bridge::v1 as bpb;
 use tern_sfu::node::Input as NodeInput;
 
 use crate::Sim;
-use crate::event::Event;
+use crate::event::{Event, ToFocus};
 use crate::trace::focus_event_name;
-
-/// What a bridge's control stream carries to the focus.
-#[derive(Debug)]
-pub(crate) enum ToFocus {
-    Register(Registration),
-    Report(Report),
-    /// The stream closed (the bridge process died).
-    Closed,
-}
 
 impl Sim {
     /// Ask the focus where `name` goes.

@@ -63,8 +63,8 @@ use tern_sfu::node::{Input as NodeInput, Node, NodeConfig, Output as NodeOutput}
 use tern_sfu::signal::{ClientMessage, ServerMessage};
 use tern_sfu::{CodecName, Core, CoreConfig, EndpointId, JoinRequest, PeerId};
 
+use event::ToFocus;
 use event::{Event, Scheduled};
-use focus::ToFocus;
 use net::Link;
 use relay::{RELAY_DIAL_TIMEOUT, RelayPair};
 use trace::{Transmit, canonical_order, order_key, server_name};
