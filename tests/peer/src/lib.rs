@@ -8,8 +8,10 @@
 //! clocks, no tasks; the signalling types and VP8 parsing come from
 //! `tern-sfu`, so both ends read the same wire format.
 
+pub mod config;
 pub mod decoder;
 pub mod peer;
+pub mod state;
 pub mod synth;
 
 pub use crate::peer::{Pacing, Peer, PeerConfig, PeerOutput, PeerState, Received};

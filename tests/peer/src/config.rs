@@ -1,0 +1,70 @@
+//! How a simulated participant is set up: its address, what it publishes,
+//! how it paces video and what it records. Plain data; the [`crate::Peer`]
+//! reads it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::synth::LayerSpec;
+
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub audio: bool,
+    /// Simulcast layers of the camera source; empty = no video.
+    pub video: Vec<LayerSpec>,
+    pub audio_slots: usize,
+    pub video_slots: usize,
+    /// The peer's own media address (its ICE host candidate).
+    pub local_addr: SocketAddr,
+    /// How long the publisher takes to answer a keyframe request (encoder
+    /// plus a network round trip).
+    pub keyframe_response_delay: Duration,
+    /// Periodic keyframes, as encoders send them.
+    pub keyframe_interval: Duration,
+    pub seed: u64,
+    /// Spread video over time as a browser's pacer does; `None` writes each
+    /// frame at once (the simulator's default: fewer wakeups, and its links
+    /// model queues themselves).
+    pub pacing: Option<Pacing>,
+    /// Count the RTCP this peer sends, by kind ([`PeerState::rtcp_sent`]).
+    /// str0m then copies every packet it sends and receives: tests only.
+    pub record_rtcp: bool,
+}
+
+/// A publisher's send pacer, after libwebrtc's: video leaves at a multiple
+/// of the encoders' bitrate in small bursts rather than a frame at a time,
+/// so a keyframe or a large frame does not arrive at the bridge as one burst.
+/// Audio is not paced (libwebrtc sends it ahead of the video queue).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pacing {
+    /// Pacing rate as a multiple of the enabled layers' bitrate.
+    pub factor: f64,
+    /// How often the queue is served; at most one interval of budget is
+    /// saved up while idle.
+    pub interval: Duration,
+}
+
+impl Pacing {
+    /// libwebrtc's defaults: pacing factor 2.5, 5 ms process interval.
+    pub const BROWSER: Pacing = Pacing {
+        factor: 2.5,
+        interval: Duration::from_millis(5),
+    };
+}
+
+impl PeerConfig {
+    pub fn new(local_addr: SocketAddr) -> Self {
+        Self {
+            audio: true,
+            video: LayerSpec::ladder(),
+            audio_slots: 4,
+            video_slots: 4,
+            local_addr,
+            keyframe_response_delay: Duration::ZERO,
+            keyframe_interval: Duration::from_secs(10),
+            seed: 1,
+            pacing: None,
+            record_rtcp: false,
+        }
+    }
+}

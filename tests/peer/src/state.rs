@@ -1,0 +1,110 @@
+//! What a simulated participant has observed: every packet per receive slot,
+//! the participants and sources it was told about, the RTCP it sent and
+//! what its decoders showed. Written by [`crate::Peer`]; read by tests, the
+//! simulator and the load tool.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+/// One RTP packet as received on a slot.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    pub seq: u64,
+    pub ts: u32,
+    pub pid: Option<u16>,
+    pub keyframe: bool,
+    /// Height from a keyframe header.
+    pub height: Option<u16>,
+    pub layer: Option<u8>,
+    pub frame: Option<u32>,
+    pub index: u16,
+    pub count: u16,
+    pub at: Instant,
+    /// When the publisher generated it, as offset from its generator start.
+    pub sent_us: Option<u64>,
+    pub audio_level: Option<i8>,
+}
+
+/// Everything the peer has observed.
+#[derive(Debug, Default)]
+pub struct PeerState {
+    pub participant_id: Option<String>,
+    pub joined: bool,
+    pub connected: bool,
+    /// Remote participants by id → their source ids.
+    pub participants: BTreeMap<String, Vec<String>>,
+    /// Slot mid → source id.
+    pub slots: HashMap<String, Option<String>>,
+    pub received: HashMap<String, Vec<Received>>,
+    /// Packets received in earlier sessions (before [`Peer::reconnect`]),
+    /// by source id: slots and their mids start afresh on every session.
+    pub history: HashMap<String, Vec<Received>>,
+    /// Sessions started after the first one.
+    pub reconnects: u32,
+    /// The camera's sender constraint from the bridge (`None`: all layers).
+    pub sender_max_height: Option<u32>,
+    /// Video packets sent per simulcast layer.
+    pub video_sent_by_layer: Vec<u64>,
+    /// Keyframe requests the bridge sent this publisher, per layer rid.
+    pub keyframe_requests: HashMap<String, u64>,
+    /// NACKs the bridge sent this publisher per (mid, rid) (cumulative).
+    pub nacks_by_stream: HashMap<String, u64>,
+    /// When each video slot (by mid) could show a frame: complete, and
+    /// every frame before it shown (see [`crate::decoder`]).
+    pub decoded: HashMap<String, Vec<Instant>>,
+    /// [`PeerState::decoded`] of earlier sessions, by source id.
+    pub decoded_history: HashMap<String, Vec<Instant>>,
+    /// Keyframe requests (PLIs) this peer sent as a receiver, per slot mid.
+    pub plis_sent: HashMap<String, u64>,
+    /// RTCP sent, by kind ("rr", "twcc", "nack", "pli", ...), when
+    /// [`PeerConfig::record_rtcp`] is on.
+    pub rtcp_sent: BTreeMap<&'static str, u64>,
+    pub errors: Vec<(String, String)>,
+    pub packets_sent: u64,
+    pub answered: bool,
+    pub closed: bool,
+}
+
+impl PeerState {
+    /// Packets received for a source, on whichever slot carries it now.
+    pub fn received_for(&self, source: &str) -> &[Received] {
+        self.slot_of(source)
+            .and_then(|mid| self.received.get(&mid))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Everything received for a source over every session, in arrival order.
+    pub fn received_all(&self, source: &str) -> Vec<Received> {
+        let mut all = self.history.get(source).cloned().unwrap_or_default();
+        all.extend_from_slice(self.received_for(source));
+        all
+    }
+
+    pub fn slot_of(&self, source: &str) -> Option<String> {
+        self.slots
+            .iter()
+            .find(|(_, s)| s.as_deref() == Some(source))
+            .map(|(m, _)| m.clone())
+    }
+
+    /// When frames of a source could be shown, over every session.
+    pub fn decoded_all(&self, source: &str) -> Vec<Instant> {
+        let mut all = self
+            .decoded_history
+            .get(source)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(d) = self.slot_of(source).and_then(|m| self.decoded.get(&m)) {
+            all.extend_from_slice(d);
+        }
+        all
+    }
+
+    pub fn plis_sent_total(&self) -> u64 {
+        self.plis_sent.values().sum()
+    }
+
+    pub fn nacks_received(&self) -> u64 {
+        self.nacks_by_stream.values().sum()
+    }
+}
