@@ -118,3 +118,64 @@ fn forbidden_paths(tree: &str) -> Vec<String> {
 fn path_end(path: &str) -> &str {
     path.rsplit(" -> ").next().unwrap_or(path)
 }
+
+/// What a Sans-IO core must not call: the time comes in as an argument, and
+/// it has no sockets or threads of its own.
+const FORBIDDEN_CALLS: &[&str] = &[
+    "Instant::now()",
+    "SystemTime::now()",
+    "thread::spawn",
+    "UdpSocket",
+    "TcpStream",
+    "TcpListener",
+];
+
+#[test]
+fn sans_io_crates_read_no_clock_and_open_no_socket_or_thread() {
+    let ws = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found = Vec::new();
+    for dir in [
+        "sfu/src",
+        "relay/src",
+        "focus/src",
+        "proto/src",
+        "tests/peer/src",
+    ] {
+        let mut stack = vec![ws.join(dir)];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("source dir").flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                // `tests.rs` files are `#[cfg(test)] mod tests;`.
+                if p.extension().is_none_or(|x| x != "rs")
+                    || p.file_name().is_some_and(|n| n == "tests.rs")
+                {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&p).expect("source file");
+                // Unit tests (a `#[cfg(test)]` module at the end of a file)
+                // may use a real clock to make up times.
+                let code = text.split("#[cfg(test)]").next().unwrap_or("");
+                for (n, line) in code.lines().enumerate() {
+                    let l = line.trim_start();
+                    if l.starts_with("//") {
+                        continue;
+                    }
+                    for call in FORBIDDEN_CALLS {
+                        if l.contains(call) {
+                            found.push(format!("{}:{}: {call}", p.display(), n + 1));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "Sans-IO code reads a clock or opens a socket or thread (pass time in; let the shell do I/O):\n  {}",
+        found.join("\n  ")
+    );
+}
