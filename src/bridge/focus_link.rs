@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tern_proto::bridge::v1 as bpb;
-use tern_sfu::node::{FocusAction, FocusLink, FocusOrder, ShardInput, Totals};
+use tern_sfu::node::{FocusAction, FocusLink, FocusOrder, Totals};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
@@ -135,30 +135,14 @@ async fn send_actions(
 }
 
 async fn carry_out(app: &App, order: FocusOrder) -> anyhow::Result<()> {
-    let (room, input) = match order {
-        FocusOrder::Move {
-            room,
-            participants,
-            reason,
-        } => (
-            room.clone(),
-            ShardInput::Move {
-                room,
-                participants,
-                reason,
-            },
-        ),
-        FocusOrder::End { room } => (room.clone(), ShardInput::End { room }),
-        FocusOrder::RelayPeers { room, peers } => {
-            let Some(relay) = app.relay.get() else {
-                warn!(conference = %room, "the focus names relay peers but relaying is not configured here");
-                return Ok(());
-            };
-            relay.set_room_peers(&room, &peers);
-            let ids = peers.into_iter().map(|(id, _)| id).collect();
-            (room.clone(), ShardInput::RelayPeers { room, peers: ids })
-        }
-    };
-    app.shard_for(&room).send(ShardMsg::Core(input)).await?;
+    if let FocusOrder::RelayPeers { room, peers } = &order {
+        let Some(relay) = app.relay.get() else {
+            warn!(conference = %room, "the focus names relay peers but relaying is not configured here");
+            return Ok(());
+        };
+        relay.set_room_peers(room, peers);
+    }
+    let shard = app.shard_for(order.room()).clone();
+    shard.send(ShardMsg::Core(order.into_shard_input())).await?;
     Ok(())
 }

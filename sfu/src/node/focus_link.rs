@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use tern_proto::bridge::v1 as bpb;
 
+use super::shard::ShardInput;
+
 /// How often a bridge reports to the focus.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// First reconnect delay after a lost session.
@@ -75,6 +77,38 @@ pub enum FocusOrder {
         room: String,
         peers: Vec<(String, String)>,
     },
+}
+
+impl FocusOrder {
+    /// The conference it is about (its shard carries it out).
+    pub fn room(&self) -> &str {
+        match self {
+            FocusOrder::Move { room, .. }
+            | FocusOrder::End { room }
+            | FocusOrder::RelayPeers { room, .. } => room,
+        }
+    }
+
+    /// What the conference's shard is told. For `RelayPeers`, the mesh is
+    /// told the addresses first (they do not reach the shard).
+    pub fn into_shard_input(self) -> ShardInput {
+        match self {
+            FocusOrder::Move {
+                room,
+                participants,
+                reason,
+            } => ShardInput::Move {
+                room,
+                participants,
+                reason,
+            },
+            FocusOrder::End { room } => ShardInput::End { room },
+            FocusOrder::RelayPeers { room, peers } => ShardInput::RelayPeers {
+                room,
+                peers: peers.into_iter().map(|(id, _)| id).collect(),
+            },
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -140,6 +174,9 @@ impl FocusLink {
     /// The stream closed, failed, or could not be opened.
     pub fn disconnected(&mut self, now: Instant) {
         self.connected = false;
+        // What was queued for the lost stream is stale (the next session
+        // registers afresh).
+        self.out.clear();
         self.next_report = None;
         if std::mem::take(&mut self.registered) {
             self.backoff = RECONNECT_MIN;

@@ -637,31 +637,11 @@ impl Node {
     }
 
     fn carry_out(&mut self, now: Instant, order: FocusOrder) {
-        let n = self.cores.len();
-        let (s, input) = match order {
-            FocusOrder::Move {
-                room,
-                participants,
-                reason,
-            } => (
-                shard_of_room(&room, n),
-                ShardInput::Move {
-                    room,
-                    participants,
-                    reason,
-                },
-            ),
-            FocusOrder::End { room } => (shard_of_room(&room, n), ShardInput::End { room }),
-            FocusOrder::RelayPeers { room, peers } => {
-                self.mesh.set_room_peers(now, &room, &peers);
-                let ids = peers.into_iter().map(|(id, _)| id).collect();
-                (
-                    shard_of_room(&room, n),
-                    ShardInput::RelayPeers { room, peers: ids },
-                )
-            }
-        };
-        input.apply(&mut self.cores[s], now);
+        if let FocusOrder::RelayPeers { room, peers } = &order {
+            self.mesh.set_room_peers(now, room, peers);
+        }
+        let s = shard_of_room(order.room(), self.cores.len());
+        order.into_shard_input().apply(&mut self.cores[s], now);
         self.drain_core(now, s);
     }
 

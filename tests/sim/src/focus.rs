@@ -149,6 +149,19 @@ impl Sim {
         self.flush_node(b);
     }
 
+    /// Bridge `b`'s control stream closed: the focus sees it one latency
+    /// later.
+    pub(crate) fn focus_stream_closed(&mut self, b: usize) {
+        let at = self.now + self.focus_latency;
+        self.push(
+            at,
+            Event::ToFocus {
+                bridge: b,
+                msg: Box::new(ToFocus::Closed),
+            },
+        );
+    }
+
     /// Kill bridge `b` like `kill -9`: it stops at once; its participants'
     /// signalling sockets and its control stream to the focus close.
     pub fn kill_bridge(&mut self, b: usize) {
@@ -159,14 +172,7 @@ impl Sim {
         let t = self.t_us();
         self.trace.record(t, "bridge_killed", b as u64, 0);
         if self.focus.is_some() {
-            let at = self.now + self.focus_latency;
-            self.push(
-                at,
-                Event::ToFocus {
-                    bridge: b,
-                    msg: Box::new(ToFocus::Closed),
-                },
-            );
+            self.focus_stream_closed(b);
         }
         for i in 0..self.peers.len() {
             let p = &self.peers[i];

@@ -417,16 +417,7 @@ impl Sim {
                         },
                     );
                 }
-                NodeOutput::FocusClose => {
-                    let at = self.now + self.focus_latency;
-                    self.push(
-                        at,
-                        Event::ToFocus {
-                            bridge: b,
-                            msg: Box::new(ToFocus::Closed),
-                        },
-                    );
-                }
+                NodeOutput::FocusClose => self.focus_stream_closed(b),
                 NodeOutput::ToFocus(m) => {
                     let msg = match m.msg {
                         Some(bpb::bridge_message::Msg::Register(r)) => {
