@@ -46,6 +46,10 @@ pub enum RelayError {
     DuplicateHello,
     #[error("peer silent for {0} ms")]
     Timeout(u64),
+    /// Raised by the bridge, not the peer: the control stream to the peer
+    /// fell this many messages behind (the peer does not read it).
+    #[error("control stream to the peer is {0} messages behind")]
+    ControlBacklog(usize),
 }
 
 impl RelayError {
@@ -63,6 +67,7 @@ impl RelayError {
             RelayError::WrongPeer { .. } => "wrong_peer",
             RelayError::DuplicateHello => "duplicate_hello",
             RelayError::Timeout(_) => "timeout",
+            RelayError::ControlBacklog(_) => "control_backlog",
         }
     }
 }

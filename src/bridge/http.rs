@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span};
 
 use super::app::App;
-use super::msg::{SESSION_QUEUE, ShardMsg, count_error};
+use super::msg::{ShardMsg, count_error};
 use tern_sfu::node::ShardInput;
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
@@ -201,7 +201,7 @@ async fn session(app: Arc<App>, mut ws: WebSocket) {
 
     let id = EndpointId(rand::random::<u64>() >> 1);
     let shard = app.shard_for(&claims.room).clone();
-    let (tx, mut rx) = mpsc::channel(SESSION_QUEUE);
+    let (tx, mut rx) = mpsc::channel(tern_sfu::node::backpressure::SIGNAL_QUEUE);
     let (reply_tx, reply_rx) = oneshot::channel();
     let req = JoinRequest {
         id,

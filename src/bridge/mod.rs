@@ -154,6 +154,7 @@ async fn run_in_span(
             marks: Vec::new(),
             sent: 0,
             kicked: Vec::new(),
+            signal_backlog: metrics::counter!("tern_signal_backlog_drops_total"),
             latency: latency::ForwardLatency::new(i as u8),
             relay: relay.clone(),
         };

@@ -11,10 +11,6 @@ use tern_sfu::node::ShardInput;
 use tern_sfu::signal::{ErrorCode, Rejection, ServerMessage};
 use tokio::sync::{mpsc, oneshot};
 
-/// Signalling messages queued per endpoint before the bridge gives up on a
-/// client that does not read its socket.
-pub const SESSION_QUEUE: usize = 1024;
-
 /// What a shard task is sent: the core's inputs ([`ShardInput`], routed by
 /// the node's rules), plus what needs the shell: client datagrams with their
 /// kernel receive times, joins (which answer), and the final close.

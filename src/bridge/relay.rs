@@ -15,6 +15,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use metrics::Counter;
 use tern_sfu::PeerId;
+use tern_sfu::node::backpressure::{self, Carriage};
 use tern_sfu::node::{ConnEvent, Mesh, MeshAction, RelayConnection, RelayDrop, ShardInput};
 use tern_sfu::tern_relay::msg::relay_control::Msg;
 use tokio::sync::{mpsc, oneshot};
@@ -23,8 +24,6 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::msg::ShardMsg;
 use crate::relay_net::{RelayConnection as QuicConnection, RelayEndpoint};
 
-/// Control messages queued per peer before the link counts as stuck.
-const CONTROL_QUEUE: usize = 8192;
 /// Datagrams taken from a connection in one go (one message per shard and
 /// one core settle for all of them).
 const DATAGRAM_BATCH: usize = 64;
@@ -93,40 +92,38 @@ impl RelayShared {
         });
     }
 
-    /// Send a core's datagram to `peer`; too large for the path now → on
-    /// the control stream instead (reliable, so never worse than a loss).
+    /// Send a core's datagram to `peer`, carried as the node's
+    /// [`backpressure::relay_carriage`] says for the path's size now.
     pub fn send_datagram(&self, peer: &str, datagram: Arc<[u8]>) {
         let Some(pc) = self.conns.get(peer) else {
             self.send_failed.increment(1);
             return;
         };
-        let fits = pc
-            .conn
-            .max_datagram_size()
-            .is_some_and(|m| datagram.len() <= m);
-        if !fits {
-            self.oversize.increment(1);
-            if pc
-                .control
-                .try_send(Msg::OversizeMedia(datagram.to_vec()))
-                .is_err()
-            {
-                self.send_failed.increment(1);
+        match backpressure::relay_carriage(datagram.len(), pc.conn.max_datagram_size()) {
+            Carriage::Datagram => {
+                if pc.conn.send_datagram(Bytes::from_owner(datagram)).is_err() {
+                    self.send_failed.increment(1);
+                }
             }
-            return;
-        }
-        if pc.conn.send_datagram(Bytes::from_owner(datagram)).is_err() {
-            self.send_failed.increment(1);
+            Carriage::ControlStream => {
+                self.oversize.increment(1);
+                drop(pc);
+                self.send_control(peer, Msg::OversizeMedia(datagram.to_vec()));
+            }
         }
     }
 
+    /// A full queue fails the link as [`backpressure::relay_control_backlog`]
+    /// says. The connection task may itself be blocked writing, so the
+    /// close happens here rather than through it.
     pub fn send_control(&self, peer: &str, msg: Msg) {
         match self.conns.get(peer) {
             Some(pc) => {
                 if pc.control.try_send(msg).is_err() {
-                    warn!(%peer, "relay control queue full; closing the link");
+                    let e = backpressure::relay_control_backlog();
+                    warn!(%peer, error = %e, "closing the relay connection");
                     pc.conn
-                        .close(quinn::VarInt::from_u32(2), b"control queue full");
+                        .close(quinn::VarInt::from_u32(2), e.to_string().as_bytes());
                 }
             }
             None => self.send_failed.increment(1),
@@ -338,7 +335,7 @@ async fn run_connection(
             }
         };
         let generation = shared.generation.fetch_add(1, Ordering::Relaxed);
-        let (ctl_tx, mut ctl_rx) = mpsc::channel::<Msg>(CONTROL_QUEUE);
+        let (ctl_tx, mut ctl_rx) = mpsc::channel::<Msg>(backpressure::RELAY_CONTROL_QUEUE);
         if let Some(old) = shared.conns.insert(
             peer.clone(),
             PeerConn {

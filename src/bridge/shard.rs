@@ -13,7 +13,7 @@ use tern_sfu::signal::{ErrorCode, Rejection, ServerMessage};
 use tern_sfu::{Core, DropReason, EndpointId, Output, SfuError};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::latency::ForwardLatency;
 use super::msg::ShardMsg;
@@ -185,6 +185,8 @@ pub struct Shard {
     pub sent: usize,
     /// Endpoints whose signalling queue overflowed during this flush.
     pub kicked: Vec<EndpointId>,
+    /// `tern_signal_backlog_drops_total`: clients dropped for not reading.
+    pub signal_backlog: metrics::Counter,
     pub latency: ForwardLatency,
     /// Relay connections, when the bridge is in a mesh.
     pub relay: Option<Arc<super::relay::RelayShared>>,
@@ -362,9 +364,10 @@ impl Shard {
             if self.kicked.is_empty() {
                 return;
             }
+            let now = Instant::now();
             for id in std::mem::take(&mut self.kicked) {
-                sessions.remove(&id);
-                self.core.handle_leave(Instant::now(), id);
+                self.signal_backlog.increment(1);
+                ShardInput::SignalBacklog { id }.apply(&mut self.core, now);
             }
         }
     }
@@ -385,7 +388,6 @@ impl Shard {
                     if let Some(tx) = sessions.get(&endpoint)
                         && tx.try_send(message).is_err()
                     {
-                        warn!(%endpoint, "signalling queue full; dropping the client");
                         self.kicked.push(endpoint);
                     }
                 }

@@ -11,6 +11,7 @@
 //! [`RelayConnection`], and one task drives the [`Mesh`], the [`FocusLink`]
 //! and the [`Shutdown`]. No rule lives only in the shell.
 
+pub mod backpressure;
 pub mod focus_link;
 pub mod mesh;
 pub mod relay_conn;
@@ -31,6 +32,7 @@ use crate::core::{Core, CoreConfig, EndpointId, JoinRequest, Output as CoreOutpu
 use crate::signal::{ClientMessage, ErrorCode, ServerMessage};
 use crate::tern_relay::msg::relay_control::Msg;
 use crate::{SfuError, stats::CoreStats};
+pub use backpressure::Carriage;
 pub use focus_link::{FocusAction, FocusLink, FocusOrder, Totals};
 pub use mesh::{Mesh, MeshAction};
 pub use relay_conn::{ConnEvent, LinkEvent, RelayConnection};
@@ -67,6 +69,10 @@ pub enum Input {
     Leave {
         endpoint: EndpointId,
     },
+    /// The endpoint's signalling queue is full (it does not read).
+    SignalBacklog {
+        endpoint: EndpointId,
+    },
     /// A relay connection with `peer` is established (either side dialled).
     RelayConnected {
         peer: PeerId,
@@ -83,6 +89,17 @@ pub enum Input {
     RelayDatagrams {
         peer: PeerId,
         batch: Vec<Bytes>,
+    },
+    /// The largest datagram the connection with `peer` takes now (`None`:
+    /// none); the shell says so when it changes.
+    RelayMaxDatagram {
+        peer: PeerId,
+        max: Option<usize>,
+    },
+    /// The control stream to `peer` cannot take what the node wrote: its
+    /// queue is full.
+    RelayWriteBlocked {
+        peer: PeerId,
     },
     /// The connection with `peer` is gone.
     RelayClosed {
@@ -163,6 +180,10 @@ pub struct NodeStats {
     pub relay_no_connection: u64,
     /// Signalling for an endpoint no shard has (already gone).
     pub unknown_endpoint: u64,
+    /// Clients dropped because they did not read their signalling.
+    pub signal_backlog: u64,
+    /// Relay datagrams too large for their path, sent on the control stream.
+    pub relay_oversize: u64,
 }
 
 pub struct Node {
@@ -294,6 +315,12 @@ impl Node {
             Input::Leave { endpoint } => {
                 self.route_to_session(now, endpoint, |id| ShardInput::Leave { id })
             }
+            Input::SignalBacklog { endpoint } => {
+                if self.sessions.contains_key(&endpoint) {
+                    self.stats.signal_backlog += 1;
+                }
+                self.route_to_session(now, endpoint, |id| ShardInput::SignalBacklog { id })
+            }
             Input::RelayConnected { peer } => self.relay_connected(now, peer),
             Input::RelayDialFailed { peer } => self.mesh.dial_failed(now, &peer),
             Input::RelayStream { peer, bytes } => {
@@ -305,6 +332,17 @@ impl Node {
             Input::RelayDatagrams { peer, batch } => {
                 if let Some(c) = self.relays.get_mut(&peer) {
                     c.handle_datagrams(now, batch);
+                    self.relay_flush(now, &peer);
+                }
+            }
+            Input::RelayMaxDatagram { peer, max } => {
+                if let Some(c) = self.relays.get_mut(&peer) {
+                    c.set_max_datagram(max);
+                }
+            }
+            Input::RelayWriteBlocked { peer } => {
+                if let Some(c) = self.relays.get_mut(&peer) {
+                    c.control_backed_up();
                     self.relay_flush(now, &peer);
                 }
             }
@@ -518,10 +556,18 @@ impl Node {
                 }
                 CoreOutput::RelayControl { peer, msg } => self.relay_send(now, &peer, msg),
                 CoreOutput::RelayDatagram { peer, datagram } => {
-                    if self.relays.get(&peer).is_some_and(RelayConnection::is_up) {
-                        self.out.push_back(Output::RelayDatagram { peer, datagram });
-                    } else {
-                        self.stats.relay_no_connection += 1;
+                    match self.relays.get(&peer).filter(|c| c.is_up()) {
+                        None => self.stats.relay_no_connection += 1,
+                        Some(c) => match c.carriage(datagram.len()) {
+                            Carriage::Datagram => {
+                                self.out.push_back(Output::RelayDatagram { peer, datagram })
+                            }
+                            Carriage::ControlStream => {
+                                self.stats.relay_oversize += 1;
+                                let msg = Msg::OversizeMedia(datagram.to_vec());
+                                self.relay_send(now, &peer, msg);
+                            }
+                        },
                     }
                 }
             }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::backpressure::{Carriage, relay_carriage, relay_control_backlog};
 use super::route::{RelayDrop, RelayRoutes};
 use super::shard::ShardInput;
 use crate::core::PeerId;
@@ -63,6 +64,11 @@ pub struct RelayConnection {
     events: VecDeque<ConnEvent>,
     /// Reused between datagram batches: one vector per shard.
     per_shard: Vec<Vec<Bytes>>,
+    /// The largest datagram the connection takes now, as the shell last
+    /// said (`None`: none at all). Until it says, any size is taken to fit.
+    max_datagram: Option<usize>,
+    /// Failed here rather than by the link's protocol.
+    failed: Option<RelayError>,
 }
 
 impl RelayConnection {
@@ -78,6 +84,8 @@ impl RelayConnection {
             rtt_told: None,
             events: VecDeque::new(),
             per_shard: vec![Vec::new(); shards],
+            max_datagram: Some(usize::MAX),
+            failed: None,
         }
     }
 
@@ -93,7 +101,25 @@ impl RelayConnection {
     /// The link failed (version mismatch, timeout, bad bytes): the shell
     /// closes the connection with this reason.
     pub fn error(&self) -> Option<&RelayError> {
-        self.link.error()
+        self.link.error().or(self.failed.as_ref())
+    }
+
+    /// What the path takes now (quinn's `max_datagram_size`).
+    pub fn set_max_datagram(&mut self, max: Option<usize>) {
+        self.max_datagram = max;
+    }
+
+    /// How a core's datagram of `len` bytes crosses to the peer.
+    pub fn carriage(&self, len: usize) -> Carriage {
+        relay_carriage(len, self.max_datagram)
+    }
+
+    /// The control stream cannot take more: the link fails
+    /// ([`super::backpressure`]); the shell closes it with [`Self::error`].
+    pub fn control_backed_up(&mut self) {
+        if self.failed.is_none() {
+            self.failed = Some(relay_control_backlog());
+        }
     }
 
     /// Bytes read from the control stream.
@@ -193,7 +219,7 @@ impl RelayConnection {
 
     /// Tell the shards once the link is ready, and each new RTT after.
     fn check(&mut self) {
-        if self.link.error().is_some() {
+        if self.error().is_some() {
             return;
         }
         if !self.up && self.link.is_ready() {

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::core::{Core, EndpointId, PeerId};
 use crate::signal::ClientMessage;
@@ -31,6 +31,11 @@ pub enum ShardInput {
         msg: ClientMessage,
     },
     Leave {
+        id: EndpointId,
+    },
+    /// The client's signalling queue is full: it is dropped
+    /// ([`super::backpressure`]).
+    SignalBacklog {
         id: EndpointId,
     },
     /// Ask participants of a room to reconnect elsewhere (drain, focus move).
@@ -79,6 +84,10 @@ impl ShardInput {
             ShardInput::IngressLag(lag) => core.handle_ingress_lag(now, lag),
             ShardInput::Message { id, msg } => core.handle_message(now, id, msg),
             ShardInput::Leave { id } => core.handle_leave(now, id),
+            ShardInput::SignalBacklog { id } => {
+                warn!(endpoint = %id, "signalling queue full; dropping the client");
+                core.handle_leave(now, id)
+            }
             ShardInput::Move {
                 room,
                 participants,

@@ -118,6 +118,9 @@ pub struct SimConfig {
     /// Without a focus: rooms besides `room` that every bridge is told the
     /// others host too (join them with [`Sim::add_peer_to_room`]).
     pub other_rooms: Vec<String>,
+    /// The largest datagram a relay connection takes (told to the nodes
+    /// as quinn's `max_datagram_size` would be); `None`: any.
+    pub relay_max_datagram: Option<usize>,
 }
 
 impl SimConfig {
@@ -133,6 +136,7 @@ impl SimConfig {
             focus_latency: Duration::from_millis(2),
             shards: 1,
             other_rooms: Vec::new(),
+            relay_max_datagram: None,
         }
     }
 
@@ -178,6 +182,7 @@ pub struct Sim {
     pub focus_log: Vec<(Duration, FocusEvent)>,
     /// Endpoint ids are per session: a re-joined peer gets a new one.
     next_endpoint: u64,
+    relay_max_datagram: Option<usize>,
 }
 
 /// A DTLS certificate shared by every simulation in the process: generating
@@ -276,6 +281,7 @@ impl Sim {
             focus_latency: cfg.focus_latency,
             focus_log: Vec::new(),
             next_endpoint: 0,
+            relay_max_datagram: cfg.relay_max_datagram,
         };
         let n = sim.bridges.len();
         for a in 0..n {
@@ -456,7 +462,9 @@ impl Sim {
         self.transmits = transmits;
     }
 
-    fn give_node(&mut self, b: usize, input: NodeInput) {
+    /// Hand bridge `b`'s node an input now, as its shell would (a full
+    /// queue it noticed, say), and carry out what the node says.
+    pub fn give_node(&mut self, b: usize, input: NodeInput) {
         let now = self.now;
         self.bridges[b].node.handle_input(now, input);
         self.flush_node(b);
@@ -599,7 +607,11 @@ impl Sim {
                     .record(t, "relay_connected", pair as u64, generation);
                 for side in [dialler, 1 - dialler] {
                     if let Some((b, peer)) = self.relay_target(pair, generation, side) {
-                        self.give_node(b, NodeInput::RelayConnected { peer });
+                        self.give_node(b, NodeInput::RelayConnected { peer: peer.clone() });
+                        if let Some(max) = self.relay_max_datagram {
+                            let max = Some(max);
+                            self.give_node(b, NodeInput::RelayMaxDatagram { peer, max });
+                        }
                     }
                 }
             }

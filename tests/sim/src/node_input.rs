@@ -66,7 +66,7 @@ pub fn drive(node: &mut Node, mut now: Instant, mut data: &[u8]) -> Instant {
         data = data.get(1..).unwrap_or(&[]);
         let body = take(len, &mut data);
         let peer: PeerId = Arc::from(PEERS[usize::from(op >> 7)]);
-        let input = match op % 12 {
+        let input = match op % 15 {
             0 => {
                 let src = SocketAddr::from(([127, 0, 0, 1 + (op >> 4) % 4], 5000));
                 Input::Datagrams {
@@ -103,6 +103,14 @@ pub fn drive(node: &mut Node, mut now: Instant, mut data: &[u8]) -> Instant {
                 Ok(cmd) => Input::FocusCommand(cmd),
                 Err(_) => continue,
             },
+            11 => Input::SignalBacklog {
+                endpoint: EndpointId(u64::from(op >> 4)),
+            },
+            12 => Input::RelayMaxDatagram {
+                peer,
+                max: (len > 0).then_some(len * 8),
+            },
+            13 => Input::RelayWriteBlocked { peer },
             10 => {
                 now += Duration::from_millis(u64::from(op >> 4) * 50 + len as u64);
                 node.handle_timeout(now);

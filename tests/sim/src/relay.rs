@@ -196,6 +196,12 @@ impl Sim {
         let net = self.relays[p].net[from];
         let now = self.now;
         let t = self.t_us();
+        if self.relay_max_datagram.is_some_and(|max| data.len() > max) {
+            // What quinn's `send_datagram` refuses.
+            self.trace
+                .record(t, "relay_too_large", p as u64, data.len() as u64);
+            return;
+        }
         match self.links[net].send(now, data.len(), false) {
             Fate::Lost => self
                 .trace

@@ -236,3 +236,107 @@ fn a_bridge_told_to_shut_down_drains_through_the_focus_and_exits_once_empty() {
         }
     });
 }
+
+/// How many trace lines of each kind, from the kept trace.
+fn trace_count(sim: &Sim, what: &str) -> usize {
+    sim.trace
+        .keep
+        .iter()
+        .flatten()
+        .filter(|l| l.split(' ').nth(1) == Some(what))
+        .count()
+}
+
+#[test]
+fn relay_media_too_large_for_the_path_crosses_on_the_control_stream() {
+    with_seed(seed_or(83), |seed| {
+        let mut cfg = SimConfig::new(seed);
+        cfg.bridges = 2;
+        // Smaller than most video packets: quinn would refuse them as
+        // datagrams.
+        cfg.relay_max_datagram = Some(300);
+        let mut sim = Sim::new(cfg);
+        sim.trace.keep = Some(Vec::new());
+        sim.add_peer_on(0, "pub", |_| {}, clean(), clean());
+        sim.add_peer_on(1, "r", receive_only, clean(), clean());
+        sim.run_until(secs(8.0));
+        let oversize = sim.bridges[0].node.stats().relay_oversize;
+        assert!(oversize > 100, "video went on the control stream: {oversize}");
+        assert!(
+            trace_count(&sim, "relay_sent") > 0,
+            "small packets (audio) still went as datagrams"
+        );
+        assert_eq!(
+            trace_count(&sim, "relay_too_large"),
+            0,
+            "the node sent no datagram the path refuses"
+        );
+        let rx = sim.reception("r", "pub", secs(4.0), secs(7.5));
+        assert!(rx.frame_loss() < 0.01, "{rx:?}");
+        assert_eq!(rx.shown_freezes, 0, "{rx:?}");
+    });
+}
+
+#[test]
+fn a_relay_link_whose_control_stream_backs_up_is_closed_redialled_and_heals() {
+    with_seed(seed_or(89), |seed| {
+        let mut cfg = SimConfig::new(seed);
+        cfg.bridges = 2;
+        let mut sim = Sim::new(cfg);
+        sim.trace.keep = Some(Vec::new());
+        sim.add_peer_on(0, "pub", |_| {}, clean(), clean());
+        sim.add_peer_on(1, "r", receive_only, clean(), clean());
+        sim.run_until(secs(5.0));
+        assert!(sim.relay_up(0, 1));
+        let closed_before = trace_count(&sim, "relay_close");
+        let peer = std::sync::Arc::from(sim.bridges[1].id.as_str());
+        sim.give_node(0, tern_sfu::node::Input::RelayWriteBlocked { peer });
+        assert!(
+            !sim.bridges[0].node.relay_up(&sim.bridges[1].id),
+            "the node let the link go at once"
+        );
+        sim.run_until(secs(12.0));
+        assert!(
+            trace_count(&sim, "relay_close") > closed_before,
+            "the connection was closed"
+        );
+        assert!(sim.relay_up(0, 1), "and dialled again");
+        let rx = sim.reception("r", "pub", secs(8.0), secs(11.5));
+        assert!(rx.frame_loss() < 0.01, "{rx:?}");
+        assert_eq!(rx.shown_freezes, 0, "{rx:?}");
+    });
+}
+
+#[test]
+fn a_client_that_does_not_read_its_signalling_is_dropped_and_others_carry_on() {
+    with_seed(seed_or(97), |seed| {
+        let mut cfg = SimConfig::new(seed);
+        cfg.shards = 2;
+        let mut sim = Sim::new(cfg);
+        sim.add_peer_on(0, "pub", |_| {}, clean(), clean());
+        sim.add_peer_on(0, "slow", receive_only, clean(), clean());
+        sim.add_peer_on(0, "r", receive_only, clean(), clean());
+        sim.run_until(secs(4.0));
+        assert_eq!(sim.bridges[0].node.endpoint_count(), 3);
+        let endpoint = sim.peer("slow").endpoint;
+        sim.give_node(0, tern_sfu::node::Input::SignalBacklog { endpoint });
+        let node = &sim.bridges[0].node;
+        assert_eq!(node.stats().signal_backlog, 1);
+        assert_eq!(node.endpoint_count(), 2, "the slow client is gone");
+        assert!(
+            node.cores()
+                .iter()
+                .flat_map(|c| c.conferences())
+                .all(|(_, people)| !people.iter().any(|p| p == "slow")),
+            "from its conference too"
+        );
+        sim.run_until(secs(8.0));
+        assert!(
+            !sim.state("r").participants.contains_key("slow"),
+            "the others were told it left"
+        );
+        let rx = sim.reception("r", "pub", secs(4.0), secs(7.5));
+        assert!(rx.frame_loss() < 0.01, "{rx:?}");
+        assert_eq!(rx.shown_freezes, 0, "{rx:?}");
+    });
+}
