@@ -11,6 +11,7 @@ pub mod layers;
 pub mod node;
 pub mod rewrite;
 pub mod signal;
+pub mod speech;
 pub mod stats;
 pub mod vp8;
 
