@@ -83,6 +83,12 @@ pub struct MediaConfig {
     /// own floor for its send history; a resend later than that arrives
     /// after the receiver has given up on the frame.
     pub rtx_cache_ms: u64,
+    /// Talk detection sensitivity, 0..=100: higher hears quieter speech
+    /// (55, the default, is Jitsi Videobridge's threshold, about -47 dBov).
+    pub talk_sensitivity: u8,
+    /// How long a participant counts as speaking after their speech stops
+    /// (the speaking indicator; how long their audio slot is kept for them).
+    pub talk_interval_ms: u64,
 }
 
 /// The relay mesh: bridges connect to each other over QUIC, mutually
@@ -192,6 +198,8 @@ impl Default for MediaConfig {
             default_max_height: 720,
             rtx_cache_packets: 512,
             rtx_cache_ms: 1000,
+            talk_sensitivity: 55,
+            talk_interval_ms: 2000,
         }
     }
 }
@@ -300,6 +308,12 @@ impl Config {
         }
         if !(100..=10_000).contains(&m.rtx_cache_ms) {
             return Err("media.rtx_cache_ms must be between 100 and 10000".into());
+        }
+        if m.talk_sensitivity > 100 {
+            return Err("media.talk_sensitivity must be between 0 and 100".into());
+        }
+        if !(300..=30_000).contains(&m.talk_interval_ms) {
+            return Err("media.talk_interval_ms must be between 300 and 30000".into());
         }
         if !["region", "single", "split"].contains(&self.focus.strategy.as_str()) {
             return Err(format!(

@@ -51,6 +51,7 @@ pub fn core_config(local: SocketAddr, dtls_cert: str0m::config::DtlsCert) -> Cor
         default_max_height: 720,
         rtx_cache_packets: 256,
         rtx_cache_age: Duration::from_secs(1),
+        talk: Default::default(),
     }
 }
 

@@ -105,6 +105,25 @@ pub enum ServerMessage {
         source: String,
         max_height: u32,
     },
+    /// Who dominates the conversation (`None`: nobody has spoken for a
+    /// while) and who spoke recently, most recent first (at most 10).
+    DominantSpeaker {
+        participant: Option<String>,
+        recent: Vec<String>,
+    },
+    /// Who is speaking now, with how loud, sent when it changes and at most
+    /// every 300 ms; an empty list: nobody.
+    Speaking {
+        levels: Vec<SpeakingLevel>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpeakingLevel {
+    pub participant: String,
+    /// 0..=127, louder higher (127 minus the RFC 6464 level, with the
+    /// participant's noise floor taken out).
+    pub level: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

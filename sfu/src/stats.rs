@@ -71,6 +71,12 @@ pub struct CoreStats {
     pub keyframe_requests_sent: u64,
     pub keyframe_requests_throttled: u64,
     pub layer_switches: u64,
+    /// Silent audio packets not forwarded (`speech/silence.rs`).
+    pub silence_suppressed: u64,
+    /// Audio receive slots given to a different source as speech moved.
+    pub audio_slot_switches: u64,
+    /// Dominant speaker changes.
+    pub dominant_speaker_changes: u64,
     /// Sender constraints sent to publishers (`sender_constraints` messages).
     pub sender_constraints: u64,
     pub joins: u64,

@@ -25,6 +25,7 @@ fn core_with_one_endpoint(now: Instant) -> Core {
             default_max_height: 720,
             rtx_cache_packets: 256,
             rtx_cache_age: std::time::Duration::from_secs(1),
+            talk: Default::default(),
         },
         now,
     );

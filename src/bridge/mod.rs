@@ -139,6 +139,10 @@ async fn run_in_span(
                 default_max_height: cfg.media.default_max_height,
                 rtx_cache_packets: cfg.media.rtx_cache_packets,
                 rtx_cache_age: Duration::from_millis(cfg.media.rtx_cache_ms),
+                talk: tern_sfu::speech::TalkConfig {
+                    sensitivity: cfg.media.talk_sensitivity,
+                    interval: Duration::from_millis(cfg.media.talk_interval_ms),
+                },
             },
             now,
         );

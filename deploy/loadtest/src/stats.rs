@@ -363,6 +363,7 @@ mod tests {
             at,
             sent_us: Some(0),
             audio_level: None,
+            tag: None,
         }
     }
 

@@ -49,12 +49,18 @@ impl Core {
         }
     }
 
-    /// Map unassigned remote sources onto free receive slots of `id`.
+    /// Map unassigned video sources onto free video slots of `id`, and let
+    /// its audio slots follow speech (`speakers.rs`).
     pub(super) fn assign_slots(&mut self, now: Instant, id: EndpointId) {
+        self.assign_audio_slots(now, id);
         let Some(ep) = self.endpoints.get(&id) else {
             return;
         };
-        if ep.slots.iter().all(|s| s.source.is_some()) {
+        if ep
+            .slots
+            .iter()
+            .all(|s| s.source.is_some() || s.kind == Kind::Audio)
+        {
             return;
         }
         let room = ep.room.clone();
@@ -70,7 +76,7 @@ impl Core {
                     endpoint: other,
                     mid: s.mid,
                 };
-                if !ep.slots.iter().any(|sl| sl.source == Some(r)) {
+                if s.kind == Kind::Video && !ep.slots.iter().any(|sl| sl.source == Some(r)) {
                     candidates.push((r, s.kind));
                 }
             }

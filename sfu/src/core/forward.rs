@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use super::{Core, EndpointId, HOUSEKEEPING, MAX_PAYLOAD, Output, Packet, SourceRef};
 use crate::rewrite::InNumbers;
 use crate::signal::{ErrorCode, Kind, ServerMessage};
+use crate::speech::silence::Verdict;
 use crate::stats::DropReason;
 use crate::vp8;
 
@@ -28,6 +29,10 @@ const IMMEDIATE_TIMEOUTS: u32 = 4;
 /// in the last second (str0m's default; a receiver NACKing everything must
 /// not double what it is sent).
 const RTX_RATIO_CAP: f32 = 0.15;
+/// str0m's audio level (negative dBov) as RFC 6464's 0..=127.
+fn dbov(level: i8) -> u8 {
+    level.unsigned_abs().min(127)
+}
 
 impl Core {
     /// One datagram arrived on the media socket.
@@ -172,6 +177,7 @@ impl Core {
         for id in ids {
             self.reallocate(now, id);
         }
+        self.speech_housekeeping(now);
         self.update_sender_constraints(now);
         self.relay_housekeeping(now);
         let dead: Vec<EndpointId> = self
@@ -315,15 +321,31 @@ impl Core {
             return;
         };
         let mut ext = ExtensionValues::default();
+        let mut seq = *p.seq_no;
         if codec == Codec::Opus {
             ext.audio_level = p.header.ext_vals.audio_level;
             ext.voice_activity = p.header.ext_vals.voice_activity;
+            let dbov = ext.audio_level.map(dbov);
+            if let Some(src) = ep.source_mut(mid) {
+                let verdict = src.silence.pass(dbov);
+                seq = src.silence.compact(seq);
+                if verdict == Verdict::Drop {
+                    self.stats.silence_suppressed += 1;
+                    if let Some(l) = dbov {
+                        self.hear_level(now, id, l);
+                    }
+                    return;
+                }
+            }
+            if let Some(l) = dbov {
+                self.hear_level(now, id, l);
+            }
         }
         let packet = Packet {
             source: SourceRef { endpoint: id, mid },
             layer,
             codec,
-            seq: *p.seq_no,
+            seq,
             ts: p.header.timestamp,
             marker: p.header.marker,
             ext,
@@ -336,11 +358,18 @@ impl Core {
 
     /// Deliver one packet of a (local or remote) source to its subscribers.
     pub(super) fn fan_out(&mut self, now: Instant, p: Packet) {
+        if p.codec == Codec::Opus
+            && !self.endpoints.contains_key(&p.source.endpoint)
+            && let Some(l) = p.ext.audio_level
+        {
+            self.hear_level(now, p.source.endpoint, dbov(l));
+        }
         let Some(src) = self.source_of_mut(p.source) else {
             return;
         };
         let kind = src.kind;
         let layer = p.layer;
+
         let mut numbers = InNumbers {
             seq: p.seq,
             ts: p.ts,

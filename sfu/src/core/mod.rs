@@ -21,6 +21,7 @@ use str0m::ice::StunMessage;
 use crate::CodecName;
 use crate::admission::Admission;
 use crate::signal::ServerMessage;
+use crate::speech::TalkConfig;
 use crate::stats::CoreStats;
 
 mod allocate;
@@ -29,6 +30,7 @@ mod model;
 mod relay;
 mod sender;
 mod session;
+mod speakers;
 pub use model::EndpointId;
 use model::{Conference, Endpoint, Layer, Packet, PubSource, Slot, SourceRef};
 use relay::Relay;
@@ -70,6 +72,8 @@ pub struct CoreConfig {
     /// connection keeps its own copies, so this bounds most of a bridge's
     /// memory per endpoint.
     pub rtx_cache_age: Duration,
+    /// Talk detection for dominant speaker and speech-following slots.
+    pub talk: TalkConfig,
 }
 
 impl std::fmt::Debug for CoreConfig {

@@ -19,6 +19,8 @@ use crate::keyframe::{ReceiverBudget, SourceGate};
 use crate::layers::LayerView;
 use crate::rewrite::Rewriter;
 use crate::signal::{Kind, ParticipantInfo, SourceInfo};
+use crate::speech::silence::SilenceGate;
+use crate::speech::{Speech, TalkConfig};
 
 /// Identifies an endpoint (one participant's connection) across the bridge.
 /// The shell allocates them; the core never invents one.
@@ -126,6 +128,8 @@ pub(super) struct PubSource {
     pub(super) relay_active_sent: u32,
     /// Local video source: what its publisher was told to send.
     pub(super) constraint: sender::SendConstraint,
+    /// Local audio source: silence suppression.
+    pub(super) silence: SilenceGate,
 }
 
 impl PubSource {
@@ -252,8 +256,27 @@ impl Endpoint {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Conference {
-    /// Endpoints in join order (the order sources are given slots).
+    /// Endpoints in join order.
     pub(super) endpoints: Vec<EndpointId>,
+    /// Who speaks, local and remote participants alike.
+    pub(super) speech: Speech<EndpointId>,
+    /// The dominant speaker and recent list last told (`speakers.rs`).
+    pub(super) told: Option<(Option<EndpointId>, Vec<EndpointId>)>,
+    /// Participants told as speaking last, with their level.
+    pub(super) levels_told: Vec<(EndpointId, u8)>,
+}
+
+impl Conference {
+    pub(super) fn new(talk: TalkConfig) -> Self {
+        Self {
+            endpoints: Vec::new(),
+            speech: Speech::new(talk),
+            // Nobody dominant and nobody recent is what clients assume:
+            // the first message goes out when someone speaks.
+            told: Some((None, Vec::new())),
+            levels_told: Vec::new(),
+        }
+    }
 }

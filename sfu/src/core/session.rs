@@ -15,7 +15,9 @@ use str0m::net::Protocol;
 use str0m::{Candidate, Rtc};
 use tracing::info;
 
-use super::{Core, Endpoint, EndpointId, JoinRequest, Layer, Map, Output, PubSource, Slot};
+use super::{
+    Conference, Core, Endpoint, EndpointId, JoinRequest, Layer, Map, Output, PubSource, Slot,
+};
 use crate::keyframe::ReceiverBudget;
 use crate::signal::{
     ClientMessage, ErrorCode, Kind, PROTOCOL_VERSION, ParticipantInfo, Rejection, ServerMessage,
@@ -113,7 +115,11 @@ impl Core {
             closing: false,
         };
         let info = ep.participant_info();
-        let conf = self.conferences.entry(room.clone()).or_default();
+        let talk = self.cfg.talk;
+        let conf = self
+            .conferences
+            .entry(room.clone())
+            .or_insert_with(|| Conference::new(talk));
         let others: Vec<EndpointId> = conf.endpoints.clone();
         conf.endpoints.push(id);
         self.by_ufrag.insert(ufrag, id);
@@ -305,6 +311,7 @@ impl Core {
                 relay_demand: Vec::new(),
                 relay_active_sent: 0,
                 constraint: Default::default(),
+                silence: Default::default(),
             });
         }
         if !problems.is_empty() {
@@ -516,6 +523,7 @@ impl Core {
         self.events.retain(|(e, _)| *e != id);
         let mut others = Vec::new();
         if let Some(conf) = self.conferences.get_mut(&ep.room) {
+            conf.speech.remove(id);
             conf.endpoints.retain(|&e| e != id);
             others = conf.endpoints.clone();
             if conf.endpoints.is_empty() {

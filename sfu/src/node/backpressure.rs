@@ -70,6 +70,9 @@ mod tests {
     fn control_backlog_reason_names_the_limit() {
         let e = relay_control_backlog();
         assert_eq!(e.reason(), "control_backlog");
-        assert!(e.to_string().contains(&RELAY_CONTROL_QUEUE.to_string()), "{e}");
+        assert!(
+            e.to_string().contains(&RELAY_CONTROL_QUEUE.to_string()),
+            "{e}"
+        );
     }
 }

@@ -192,7 +192,10 @@ impl<K: Copy + Ord + std::fmt::Debug> Speech<K> {
             self.last_speech = Some(now);
         }
         let before = self.dominant;
-        self.dominant = match self.dominant.and_then(|d| self.speakers.get(&d).map(|e| (d, e))) {
+        self.dominant = match self
+            .dominant
+            .and_then(|d| self.speakers.get(&d).map(|e| (d, e)))
+        {
             // Nobody yet (or the dominant left): the most active talker, if
             // anyone talks.
             None => talking.iter().copied().max_by(|a, b| {

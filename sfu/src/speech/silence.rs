@@ -16,7 +16,9 @@ const SILENT: u8 = 127;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Forward; `resumed`: the first after packets were dropped.
-    Forward { resumed: bool },
+    Forward {
+        resumed: bool,
+    },
     Drop,
 }
 

@@ -101,7 +101,11 @@ fn a_cough_does_not_take_the_floor_from_a_talker() {
         })
     });
     let d = dominants(&ev);
-    assert_eq!(d.iter().map(|x| x.1).collect::<Vec<_>>(), vec![Some(1)], "{d:?}");
+    assert_eq!(
+        d.iter().map(|x| x.1).collect::<Vec<_>>(),
+        vec![Some(1)],
+        "{d:?}"
+    );
     assert!(s.last_spoke(2).is_none(), "a cough is not speech");
 }
 
@@ -165,12 +169,16 @@ fn audio_that_stops_counts_as_silence() {
 fn a_leaving_dominant_speaker_is_replaced() {
     let t0 = Instant::now();
     let mut s = Speech::new(TalkConfig::default());
-    run(&mut s, t0, &[1, 2], 100, |k, i| Some(if k == 1 { talk(i) } else { SILENT }));
+    run(&mut s, t0, &[1, 2], 100, |k, i| {
+        Some(if k == 1 { talk(i) } else { SILENT })
+    });
     assert_eq!(s.dominant(), Some(1));
     s.remove(1);
     assert_eq!(s.poll_event(), Some(SpeechEvent::Dominant(None)));
     assert_eq!(s.order(), &[2]);
-    let ev = run(&mut s, t0 + Duration::from_secs(2), &[2], 100, |_, i| Some(talk(i)));
+    let ev = run(&mut s, t0 + Duration::from_secs(2), &[2], 100, |_, i| {
+        Some(talk(i))
+    });
     assert_eq!(dominants(&ev).first().map(|x| x.1), Some(Some(2)));
 }
 
@@ -186,6 +194,10 @@ fn higher_sensitivity_hears_quieter_speech() {
         run(&mut s, t0, &[1, 2], 100, |k, i| {
             Some(if k == 1 { quiet(i) } else { SILENT })
         });
-        assert_eq!(s.last_spoke(1).is_some(), heard, "sensitivity {sensitivity}");
+        assert_eq!(
+            s.last_spoke(1).is_some(),
+            heard,
+            "sensitivity {sensitivity}"
+        );
     }
 }

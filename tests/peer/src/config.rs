@@ -29,6 +29,9 @@ pub struct PeerConfig {
     /// Count the RTCP this peer sends, by kind ([`PeerState::rtcp_sent`]).
     /// str0m then copies every packet it sends and receives: tests only.
     pub record_rtcp: bool,
+    /// When the participant speaks (`None`: its audio is one steady level,
+    /// always speaking).
+    pub talk: Option<crate::synth::Talk>,
 }
 
 /// A publisher's send pacer, after libwebrtc's: video leaves at a multiple
@@ -63,6 +66,7 @@ impl PeerConfig {
             keyframe_response_delay: Duration::ZERO,
             keyframe_interval: Duration::from_secs(10),
             seed: 1,
+            talk: None,
             pacing: None,
             record_rtcp: false,
         }

@@ -15,6 +15,7 @@ pub mod state;
 pub mod synth;
 
 pub use crate::peer::{Pacing, Peer, PeerConfig, PeerOutput, PeerState, Received};
+pub use crate::synth::Talk;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {

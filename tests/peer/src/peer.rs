@@ -93,7 +93,11 @@ impl Peer {
             .map(|l| Rid::from(l.rid.as_str()))
             .collect();
         Self {
-            audio: cfg.audio.then(|| AudioGen::new(now, cfg.seed)),
+            audio: cfg.audio.then(|| {
+                let mut g = AudioGen::new(now, cfg.seed);
+                g.talk = cfg.talk.clone();
+                g
+            }),
             video,
             rids,
             cfg,
@@ -154,6 +158,11 @@ impl Peer {
         self.out.clear();
         self.next_timeout = now;
         self.resumed = true;
+    }
+
+    /// The tag on this participant's audio ([`crate::synth::audio_tag`]).
+    pub fn audio_tag(&self) -> u32 {
+        crate::synth::audio_tag(self.cfg.seed)
     }
 
     pub fn state(&self) -> &PeerState {
@@ -279,6 +288,19 @@ impl Peer {
                     }
                     self.state.sender_max_height = Some(max_height);
                 }
+            }
+            ServerMessage::DominantSpeaker {
+                participant,
+                recent,
+            } => {
+                self.state.dominant.push((now, participant));
+                self.state.recent_speakers = recent;
+            }
+            ServerMessage::Speaking { levels } => {
+                self.state.speaking = levels
+                    .into_iter()
+                    .map(|l| (l.participant, l.level))
+                    .collect();
             }
         }
         self.drive(now);
@@ -467,12 +489,13 @@ impl Peer {
         ) {
             self.gen_buf.clear();
             g.poll(now, &mut self.gen_buf);
-            let ext = ExtensionValues {
-                audio_level: Some(-(g.level.min(127) as i8)),
-                voice_activity: Some(true),
-                ..Default::default()
-            };
             for p in self.gen_buf.drain(..) {
+                let level = p.audio_level.unwrap_or(g.level).min(127);
+                let ext = ExtensionValues {
+                    audio_level: Some(-(level as i8)),
+                    voice_activity: Some(level < 127),
+                    ..Default::default()
+                };
                 if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
                     tx.write_rtp(
                         RtpWrite::new(pt, SeqNo::from(p.seq), p.ts, now, p.payload)
@@ -598,6 +621,7 @@ impl Peer {
                     at: now,
                     sent_us: block.map(|b| b.sent_us),
                     audio_level: p.header.ext_vals.audio_level,
+                    tag: crate::synth::read_audio_tag(&p.payload),
                 };
                 if let (Some(v), Some(b)) = (vp8, block)
                     && let Some(pid) = v.pid

@@ -23,6 +23,8 @@ pub struct Received {
     /// When the publisher generated it, as offset from its generator start.
     pub sent_us: Option<u64>,
     pub audio_level: Option<i8>,
+    /// Which publisher's audio it is ([`crate::synth::audio_tag`]).
+    pub tag: Option<u32>,
 }
 
 /// Everything the peer has observed.
@@ -59,6 +61,12 @@ pub struct PeerState {
     /// RTCP sent, by kind ("rr", "twcc", "nack", "pli", ...), when
     /// [`PeerConfig::record_rtcp`] is on.
     pub rtcp_sent: BTreeMap<&'static str, u64>,
+    /// Every `dominant_speaker` told, with when.
+    pub dominant: Vec<(Instant, Option<String>)>,
+    /// The last `recent` list told.
+    pub recent_speakers: Vec<String>,
+    /// Who the bridge last said is speaking, with their level.
+    pub speaking: Vec<(String, u8)>,
     pub errors: Vec<(String, String)>,
     pub packets_sent: u64,
     pub answered: bool,

@@ -53,6 +53,8 @@ pub struct GenPacket {
     pub marker: bool,
     pub keyframe: bool,
     pub payload: Vec<u8>,
+    /// Audio: the RFC 6464 level to send it with.
+    pub audio_level: Option<u8>,
 }
 
 /// What a receiver reads back from a synthetic payload.
@@ -67,6 +69,20 @@ pub struct Block {
 }
 
 /// Find the Tern block in a payload (after a codec header of unknown size).
+/// The tag a publisher made with `seed` puts on its audio.
+pub fn audio_tag(seed: u64) -> u32 {
+    (seed as u32 ^ (seed >> 32) as u32) | 1
+}
+
+/// The publisher tag of a synthetic audio payload.
+pub fn read_audio_tag(payload: &[u8]) -> Option<u32> {
+    if payload.len() != AUDIO_PAYLOAD || payload.first() != Some(&0xf8) {
+        return None;
+    }
+    let t = payload.get(AUDIO_PAYLOAD - AUDIO_TAG_LEN..)?;
+    Some(u32::from_be_bytes([t[0], t[1], t[2], t[3]]))
+}
+
 pub fn read_block(payload: &[u8]) -> Option<Block> {
     let start = payload
         .windows(MAGIC.len())
@@ -247,6 +263,7 @@ impl VideoGen {
                         p.resize(share.min(MAX_PAYLOAD), 0);
                     }
                     out.push(GenPacket {
+                        audio_level: None,
                         layer: i,
                         seq: l.seq,
                         ts: self.ts,
@@ -266,7 +283,31 @@ impl VideoGen {
     }
 }
 
-/// Opus-sized audio: one ~80-byte packet every 20 ms with an audio level.
+/// When a simulated participant speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Talk {
+    /// Intervals since the participant started during which it speaks.
+    pub turns: Vec<(Duration, Duration)>,
+    /// Its RFC 6464 level between turns: 127 is digital silence (a muted
+    /// or silent microphone), around 60-80 a room's background noise.
+    pub quiet: u8,
+}
+
+impl Talk {
+    pub fn speaking_at(&self, since_start: Duration) -> bool {
+        self.turns
+            .iter()
+            .any(|&(from, to)| since_start >= from && since_start < to)
+    }
+}
+
+/// Length of the speaker tag at the end of every audio payload: which
+/// publisher a receiver hears, whichever slot carries it.
+pub const AUDIO_TAG_LEN: usize = 4;
+const AUDIO_PAYLOAD: usize = 80;
+
+/// Opus-sized audio: one ~80-byte packet every 20 ms with an audio level,
+/// ending with the publisher's tag.
 #[derive(Debug)]
 pub struct AudioGen {
     start: Instant,
@@ -274,8 +315,11 @@ pub struct AudioGen {
     seq: u64,
     ts: u32,
     frame: u32,
-    /// -dBov of the "voice" (0 loudest, 127 silence).
+    /// -dBov of the "voice" (0 loudest, 127 silence) when there is no
+    /// [`Talk`] schedule: the same level in every packet.
     pub level: u8,
+    pub talk: Option<Talk>,
+    tag: u32,
 }
 
 impl AudioGen {
@@ -287,6 +331,25 @@ impl AudioGen {
             ts: (seed as u32).wrapping_mul(40503),
             frame: 0,
             level: 30,
+            talk: None,
+            tag: audio_tag(seed),
+        }
+    }
+
+    /// The level of the packet `frame` sent `since_start`: speech has
+    /// syllables (a quieter packet every seventh, a little jitter).
+    fn level_at(&self, since_start: Duration, frame: u32) -> u8 {
+        match &self.talk {
+            None => self.level,
+            Some(t) if t.speaking_at(since_start) => {
+                let jitter = (frame.wrapping_mul(2_654_435_761) >> 28) as u8; // 0..=15
+                if frame % 7 == 6 {
+                    50 + jitter
+                } else {
+                    20 + jitter
+                }
+            }
+            Some(t) => t.quiet,
         }
     }
 
@@ -309,8 +372,11 @@ impl AudioGen {
                     sent_us,
                 },
             );
-            p.resize(80, 0);
+            p.resize(AUDIO_PAYLOAD - AUDIO_TAG_LEN, 0);
+            p.extend_from_slice(&self.tag.to_be_bytes());
+            let since = self.next.saturating_duration_since(self.start);
             out.push(GenPacket {
+                audio_level: Some(self.level_at(since, self.frame)),
                 layer: 0,
                 seq: self.seq,
                 ts: self.ts,

@@ -219,6 +219,7 @@ impl Sim {
                 default_max_height: 720,
                 rtx_cache_packets: 512,
                 rtx_cache_age: Duration::from_secs(1),
+                talk: Default::default(),
             });
             bridge_by_addr.insert(addr, b);
             let id = format!("b{b}");

@@ -33,6 +33,7 @@ pub fn node(now: Instant) -> Node {
         default_max_height: 720,
         rtx_cache_packets: 64,
         rtx_cache_age: Duration::from_secs(1),
+        talk: Default::default(),
     };
     let register = bpb::Register {
         bridge_id: "b5".into(),

@@ -114,5 +114,7 @@ pub(crate) fn server_name(m: &ServerMessage) -> &'static str {
         ServerMessage::Error { .. } => "s:error",
         ServerMessage::Move { .. } => "s:move",
         ServerMessage::SenderConstraints { .. } => "s:sender_constraints",
+        ServerMessage::DominantSpeaker { .. } => "s:dominant_speaker",
+        ServerMessage::Speaking { .. } => "s:speaking",
     }
 }

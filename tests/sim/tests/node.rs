@@ -261,7 +261,10 @@ fn relay_media_too_large_for_the_path_crosses_on_the_control_stream() {
         sim.add_peer_on(1, "r", receive_only, clean(), clean());
         sim.run_until(secs(8.0));
         let oversize = sim.bridges[0].node.stats().relay_oversize;
-        assert!(oversize > 100, "video went on the control stream: {oversize}");
+        assert!(
+            oversize > 100,
+            "video went on the control stream: {oversize}"
+        );
         assert!(
             trace_count(&sim, "relay_sent") > 0,
             "small packets (audio) still went as datagrams"

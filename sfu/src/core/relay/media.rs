@@ -51,7 +51,12 @@ impl Core {
             return;
         };
         let bit = 1u32 << (p.layer % 32);
-        if !src.relay_demand.iter().any(|(_, m)| m & bit != 0) {
+        // Speech goes to every bridge of the conference, wanted there or
+        // not: each decides its own dominant speaker and audio slots from
+        // the whole conference's levels. Silence was suppressed before
+        // this, so that is the few who talk.
+        let audio = src.kind == Kind::Audio;
+        if !audio && !src.relay_demand.iter().any(|(_, m)| m & bit != 0) {
             return;
         }
         let Some(&conference) = self.relay.numbers.get(&ep.room) else {
@@ -86,6 +91,18 @@ impl Core {
             .get_or_insert_with(|| SendCache::new(cap))
             .insert(header.seq, &self.relay.buf);
         let datagram: Arc<[u8]> = Arc::from(self.relay.buf.as_slice());
+        if audio {
+            let peers = self.relay.room_peers.get(&ep.room).into_iter().flatten();
+            for peer in peers.filter(|p| self.relay.links.contains_key(*p)) {
+                self.stats.relay.datagrams_out += 1;
+                self.stats.relay.bytes_out += datagram.len() as u64;
+                self.out.push_back(Output::RelayDatagram {
+                    peer: peer.clone(),
+                    datagram: datagram.clone(),
+                });
+            }
+            return;
+        }
         for (peer, mask) in &src.relay_demand {
             if mask & bit != 0 {
                 self.stats.relay.datagrams_out += 1;

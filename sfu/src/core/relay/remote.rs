@@ -37,8 +37,8 @@ pub(in crate::core) struct RemoteParticipant {
     pub(super) peer: PeerId,
     /// The origin's number for the conference.
     pub(super) conference: u32,
-    pub(super) room: Arc<str>,
-    pub(super) participant: String,
+    pub(in crate::core) room: Arc<str>,
+    pub(in crate::core) participant: String,
     pub(super) name: String,
     pub(in crate::core) sources: Vec<PubSource>,
     /// Parallel to `sources`.
@@ -195,6 +195,7 @@ impl Core {
             return;
         };
         info!(peer = %rp.peer, room = %rp.room, participant = %rp.participant, "remote participant left");
+        self.speech_forget(&rp.room, id);
         for s in &rp.sources {
             self.unsubscribe_all(s);
             self.relay
@@ -328,6 +329,7 @@ impl Core {
                             relay_demand: Vec::new(),
                             relay_active_sent: 0,
                             constraint: Default::default(),
+                            silence: Default::default(),
                         },
                         RemoteSource {
                             demand_sent: 0,

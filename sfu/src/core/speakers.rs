@@ -1,0 +1,256 @@
+//! Speech in the conferences: every audio level heard (local packets here,
+//! remote ones from the relay) goes to the conference's [`Speech`]; its
+//! decisions, made in housekeeping, tell the participants who is dominant
+//! and who is speaking, and move each receiver's audio slots to the
+//! participants who spoke most recently.
+//!
+//! Audio slots follow speech with hysteresis: a receiver's slots hold the
+//! `A` sources whose participants come first in the speech order; one that
+//! falls out is replaced only by a participant who has started talking
+//! (the order changes only on speech) and never while its own participant
+//! is still speaking. Each slot stays one RTP stream: the rewriter rebases
+//! on the new source.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Core, EndpointId, SourceRef};
+use crate::signal::{Kind, ServerMessage, SpeakingLevel};
+use crate::speech::SpeechEvent;
+
+impl Core {
+    /// The room a local or remote participant is in.
+    fn room_of(&self, who: EndpointId) -> Option<Arc<str>> {
+        match self.endpoints.get(&who) {
+            Some(ep) => Some(ep.room.clone()),
+            None => self.relay.remotes.get(&who).map(|r| r.room.clone()),
+        }
+    }
+
+    fn participant_id(&self, who: EndpointId) -> Option<String> {
+        match self.endpoints.get(&who) {
+            Some(ep) => Some(ep.participant.clone()),
+            None => self.relay.remotes.get(&who).map(|r| r.participant.clone()),
+        }
+    }
+
+    /// One RFC 6464 level (`0` loudest, `127` silence) of `who`'s audio.
+    pub(super) fn hear_level(&mut self, now: Instant, who: EndpointId, dbov: u8) {
+        let Some(room) = self.room_of(who) else {
+            return;
+        };
+        if let Some(c) = self.conferences.get_mut(&room) {
+            c.speech.handle_level(now, who, dbov);
+        }
+    }
+
+    /// `who` left the conference in `room`.
+    pub(super) fn speech_forget(&mut self, room: &str, who: EndpointId) {
+        if let Some(c) = self.conferences.get_mut(room) {
+            c.speech.remove(who);
+        }
+    }
+
+    /// Run the conferences' speech decisions that are due and act on them.
+    pub(super) fn speech_housekeeping(&mut self, now: Instant) {
+        let mut changed: Vec<(Arc<str>, bool)> = Vec::new();
+        for (room, c) in self.conferences.iter_mut() {
+            if c.speech.poll_timeout().is_none_or(|t| t > now) {
+                continue;
+            }
+            c.speech.handle_timeout(now);
+            let mut order = false;
+            while let Some(e) = c.speech.poll_event() {
+                match e {
+                    SpeechEvent::Dominant(_) => {
+                        self.stats.dominant_speaker_changes += 1;
+                        order = true;
+                    }
+                    SpeechEvent::Order => order = true,
+                }
+            }
+            changed.push((room.clone(), order));
+        }
+        for (room, order) in changed {
+            if order {
+                let local = self
+                    .conferences
+                    .get(&room)
+                    .map(|c| c.endpoints.clone())
+                    .unwrap_or_default();
+                for id in local {
+                    self.assign_audio_slots(now, id);
+                }
+            }
+            self.tell_speech(now, &room);
+        }
+    }
+
+    /// Tell the room's participants the dominant speaker and who speaks,
+    /// when either changed since last told.
+    fn tell_speech(&mut self, now: Instant, room: &str) {
+        let Some(c) = self.conferences.get(room) else {
+            return;
+        };
+        let dominant = c.speech.dominant();
+        let recent: Vec<EndpointId> = c.speech.recent().collect();
+        let levels: Vec<(EndpointId, u8)> = c
+            .speech
+            .order()
+            .iter()
+            .copied()
+            .filter(|&k| c.speech.is_speaking(now, k))
+            .map(|k| (k, c.speech.energy(k)))
+            .collect();
+        let told = Some((dominant, recent.clone()));
+        let tell_dominant = c.told != told;
+        let tell_levels = c.levels_told != levels;
+        if !tell_dominant && !tell_levels {
+            return;
+        }
+        let to = c.endpoints.clone();
+        let mut messages = Vec::new();
+        if tell_dominant {
+            messages.push(ServerMessage::DominantSpeaker {
+                participant: dominant.and_then(|d| self.participant_id(d)),
+                recent: recent
+                    .iter()
+                    .filter_map(|&k| self.participant_id(k))
+                    .collect(),
+            });
+        }
+        if tell_levels {
+            messages.push(ServerMessage::Speaking {
+                levels: levels
+                    .iter()
+                    .filter_map(|&(k, level)| {
+                        Some(SpeakingLevel {
+                            participant: self.participant_id(k)?,
+                            level,
+                        })
+                    })
+                    .collect(),
+            });
+        }
+        if let Some(c) = self.conferences.get_mut(room) {
+            c.told = told;
+            c.levels_told = levels;
+        }
+        for id in to {
+            for m in &messages {
+                self.signal(id, m.clone());
+            }
+        }
+    }
+
+    /// Give receiver `id`'s audio slots to the sources of the participants
+    /// who spoke most recently (see the module comment).
+    pub(super) fn assign_audio_slots(&mut self, now: Instant, id: EndpointId) {
+        let Some(ep) = self.endpoints.get(&id) else {
+            return;
+        };
+        let slots: Vec<(usize, Option<SourceRef>)> = ep
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.kind == Kind::Audio)
+            .map(|(i, s)| (i, s.source))
+            .collect();
+        if slots.is_empty() {
+            return;
+        }
+        let room = ep.room.clone();
+        let Some(conf) = self.conferences.get(&room) else {
+            return;
+        };
+        // Every other participant's audio, in join order; then by speech.
+        let mut candidates: Vec<SourceRef> = self
+            .others(&room, id)
+            .into_iter()
+            .filter_map(|o| self.endpoints.get(&o).map(|p| (o, p.sources.as_slice())))
+            .chain(self.relay.publishers(&room))
+            .flat_map(|(o, sources)| {
+                sources
+                    .iter()
+                    .filter(|s| s.kind == Kind::Audio)
+                    .map(move |s| SourceRef {
+                        endpoint: o,
+                        mid: s.mid,
+                    })
+            })
+            .collect();
+        let order = conf.speech.order();
+        candidates.sort_by_key(|r| {
+            order
+                .iter()
+                .position(|k| *k == r.endpoint)
+                .unwrap_or(usize::MAX)
+        });
+        candidates.truncate(slots.len());
+        let wanted = candidates;
+        let held: Vec<SourceRef> = slots.iter().filter_map(|(_, s)| *s).collect();
+        let missing: Vec<SourceRef> = wanted
+            .iter()
+            .copied()
+            .filter(|r| !held.contains(r))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        // Free slots first, then those of sources no longer wanted whose
+        // participant is not speaking, least recently spoken first.
+        // Popped from the back: the first free slot first.
+        let mut free: Vec<usize> = slots
+            .iter()
+            .rev()
+            .filter(|(_, s)| s.is_none())
+            .map(|(i, _)| *i)
+            .collect();
+        let mut evictable: Vec<(Option<Instant>, usize, SourceRef)> = slots
+            .iter()
+            .filter_map(|&(i, s)| s.map(|s| (i, s)))
+            .filter(|(_, s)| !wanted.contains(s) && !conf.speech.is_speaking(now, s.endpoint))
+            .map(|(i, s)| (conf.speech.last_spoke(s.endpoint), i, s))
+            .collect();
+        // Popped from the back: least recently spoken first.
+        evictable.sort_by_key(|&(spoke, i, _)| std::cmp::Reverse((spoke, i)));
+        let mut changes: Vec<(usize, Option<SourceRef>, SourceRef)> = Vec::new();
+        for r in missing {
+            if let Some(i) = free.pop() {
+                changes.push((i, None, r));
+            } else if let Some((_, i, old)) = evictable.pop() {
+                changes.push((i, Some(old), r));
+            } else {
+                break;
+            }
+        }
+        if changes.is_empty() {
+            return;
+        }
+        for &(i, old, new) in &changes {
+            if let Some(old) = old
+                && let Some(src) = self.source_of_mut(old)
+            {
+                src.subscribers.retain(|&(e, s)| (e, s) != (id, i));
+                self.stats.audio_slot_switches += 1;
+            }
+            if let Some(src) = self.source_of_mut(new) {
+                src.subscribers.push((id, i));
+            }
+            if let Some(ep) = self.endpoints.get_mut(&id)
+                && let Some(slot) = ep.slots.get_mut(i)
+            {
+                slot.detach();
+                slot.source = Some(new);
+            }
+        }
+        self.relay.demand_dirty = true;
+        if let Some(ep) = self.endpoints.get_mut(&id)
+            && !ep.slots_dirty
+        {
+            ep.slots_dirty = true;
+            self.dirty_slots.push(id);
+        }
+        self.reallocate(now, id);
+    }
+}
