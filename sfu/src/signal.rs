@@ -31,11 +31,24 @@ pub enum ClientMessage {
         name: String,
         muted: bool,
     },
+    /// Receiver constraints. Fields left out keep their last value, except
+    /// `max_height`, which is replaced whole (as in v1 before last-N).
     Constraints {
         #[serde(default)]
         default_max_height: Option<u32>,
         #[serde(default)]
         max_height: BTreeMap<String, u32>,
+        /// Show at most this many video sources; -1: as many as slots.
+        #[serde(default)]
+        last_n: Option<i32>,
+        /// Source ids always shown.
+        #[serde(default)]
+        selected: Option<Vec<String>>,
+        /// Source ids always shown, at `on_stage_max_height`.
+        #[serde(default)]
+        on_stage: Option<Vec<String>>,
+        #[serde(default)]
+        on_stage_max_height: Option<u32>,
     },
     Leave,
 }

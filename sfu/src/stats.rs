@@ -75,6 +75,8 @@ pub struct CoreStats {
     pub silence_suppressed: u64,
     /// Audio receive slots given to a different source as speech moved.
     pub audio_slot_switches: u64,
+    /// Video receive slots given to a different source (last-N, on stage).
+    pub video_slot_switches: u64,
     /// Dominant speaker changes.
     pub dominant_speaker_changes: u64,
     /// Sender constraints sent to publishers (`sender_constraints` messages).

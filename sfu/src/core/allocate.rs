@@ -49,68 +49,11 @@ impl Core {
         }
     }
 
-    /// Map unassigned video sources onto free video slots of `id`, and let
-    /// its audio slots follow speech (`speakers.rs`).
+    /// Fill and re-rank receiver `id`'s slots: audio by speech
+    /// (`speakers.rs`), video by last-N (`lastn.rs`).
     pub(super) fn assign_slots(&mut self, now: Instant, id: EndpointId) {
         self.assign_audio_slots(now, id);
-        let Some(ep) = self.endpoints.get(&id) else {
-            return;
-        };
-        if ep
-            .slots
-            .iter()
-            .all(|s| s.source.is_some() || s.kind == Kind::Audio)
-        {
-            return;
-        }
-        let room = ep.room.clone();
-        let mut candidates: Vec<(SourceRef, Kind)> = Vec::new();
-        let publishers = self
-            .others(&room, id)
-            .into_iter()
-            .filter_map(|o| self.endpoints.get(&o).map(|p| (o, p.sources.as_slice())))
-            .chain(self.relay.publishers(&room));
-        for (other, sources) in publishers {
-            for s in sources {
-                let r = SourceRef {
-                    endpoint: other,
-                    mid: s.mid,
-                };
-                if s.kind == Kind::Video && !ep.slots.iter().any(|sl| sl.source == Some(r)) {
-                    candidates.push((r, s.kind));
-                }
-            }
-        }
-        let mut assigned = Vec::new();
-        if let Some(ep) = self.endpoints.get_mut(&id) {
-            for (r, kind) in candidates {
-                if let Some((i, slot)) = ep
-                    .slots
-                    .iter_mut()
-                    .enumerate()
-                    .find(|(_, s)| s.kind == kind && s.source.is_none())
-                {
-                    slot.detach();
-                    slot.source = Some(r);
-                    assigned.push((r, i));
-                }
-            }
-        }
-        if let Some(ep) = self.endpoints.get_mut(&id)
-            && !assigned.is_empty()
-            && !ep.slots_dirty
-        {
-            ep.slots_dirty = true;
-            self.dirty_slots.push(id);
-        }
-        for (r, i) in &assigned {
-            if let Some(src) = self.source_of_mut(*r) {
-                src.subscribers.push((id, *i));
-            }
-        }
-        if !assigned.is_empty() {
-            self.reallocate(now, id);
-        }
+        self.assign_video_slots(now, id);
     }
 
     /// Re-choose the layer of every slot of receiver `id`.

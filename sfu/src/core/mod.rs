@@ -26,10 +26,12 @@ use crate::stats::CoreStats;
 
 mod allocate;
 mod forward;
+mod lastn;
 mod model;
 mod relay;
 mod sender;
 mod session;
+mod slots;
 mod speakers;
 pub use model::EndpointId;
 use model::{Conference, Endpoint, Layer, Packet, PubSource, Slot, SourceRef};

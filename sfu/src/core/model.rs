@@ -202,6 +202,8 @@ pub(super) struct Endpoint {
     pub(super) slots: Vec<Slot>,
     pub(super) default_max_height: u32,
     pub(super) max_height: Map<String, u32>,
+    /// What the receiver asked to see (`lastn.rs`).
+    pub(super) view: View,
     pub(super) budget: ReceiverBudget,
     pub(super) slots_dirty: bool,
     /// Written to since last polled (see `Core::settle`).
@@ -230,11 +232,16 @@ impl Endpoint {
         self.sources.iter().find(|s| s.mid == mid)
     }
 
+    /// An explicit height for the source, else the on-stage height if it
+    /// is on stage, else the default.
     pub(super) fn max_height_for(&self, source_id: &str) -> u32 {
-        self.max_height
-            .get(source_id)
-            .copied()
-            .unwrap_or(self.default_max_height)
+        if let Some(h) = self.max_height.get(source_id) {
+            return *h;
+        }
+        if self.view.on_stage.iter().any(|s| s == source_id) {
+            return self.view.on_stage_max_height;
+        }
+        self.default_max_height
     }
 
     pub(super) fn pt_for(&self, codec: Codec) -> Option<Pt> {
@@ -253,6 +260,29 @@ impl Endpoint {
             .iter()
             .find(|p| p.pt() == pt)
             .map(|p| p.spec().codec)
+    }
+}
+
+/// A receiver's choices of what to see (JVB's receiver constraints).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct View {
+    /// Show at most this many video sources (`None`: as many as slots).
+    pub(super) last_n: Option<usize>,
+    /// Source ids always shown.
+    pub(super) selected: Vec<String>,
+    /// Source ids always shown, at `on_stage_max_height`.
+    pub(super) on_stage: Vec<String>,
+    pub(super) on_stage_max_height: u32,
+}
+
+impl Default for View {
+    fn default() -> Self {
+        Self {
+            last_n: None,
+            selected: Vec::new(),
+            on_stage: Vec::new(),
+            on_stage_max_height: 720,
+        }
     }
 }
 

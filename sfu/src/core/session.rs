@@ -19,6 +19,9 @@ use super::{
     Conference, Core, Endpoint, EndpointId, JoinRequest, Layer, Map, Output, PubSource, Slot,
 };
 use crate::keyframe::ReceiverBudget;
+
+/// Sources a receiver may name as selected or on stage.
+const MAX_CHOSEN: usize = 64;
 use crate::signal::{
     ClientMessage, ErrorCode, Kind, PROTOCOL_VERSION, ParticipantInfo, Rejection, ServerMessage,
     SourceDecl, SourceInfo,
@@ -109,6 +112,7 @@ impl Core {
             slots: Vec::new(),
             default_max_height: self.cfg.default_max_height,
             max_height: Map::default(),
+            view: Default::default(),
             budget: ReceiverBudget::default(),
             slots_dirty: false,
             needs_drive: false,
@@ -199,12 +203,46 @@ impl Core {
             ClientMessage::Constraints {
                 default_max_height,
                 max_height,
+                last_n,
+                selected,
+                on_stage,
+                on_stage_max_height,
             } => {
-                if let Some(ep) = self.endpoints.get_mut(&id) {
-                    if let Some(h) = default_max_height {
-                        ep.default_max_height = h;
-                    }
-                    ep.max_height = max_height.into_iter().collect();
+                let too_many =
+                    |l: &Option<Vec<String>>| l.as_ref().is_some_and(|l| l.len() > MAX_CHOSEN);
+                if last_n.is_some_and(|n| n < -1) || too_many(&selected) || too_many(&on_stage) {
+                    return self.reject(
+                        id,
+                        Rejection::new(
+                            ErrorCode::BadMessage,
+                            format!(
+                                "constraints: last_n must be -1 or more, selected and on_stage at most {MAX_CHOSEN} sources"
+                            ),
+                        ),
+                    );
+                }
+                let Some(ep) = self.endpoints.get_mut(&id) else {
+                    return;
+                };
+                if let Some(h) = default_max_height {
+                    ep.default_max_height = h;
+                }
+                ep.max_height = max_height.into_iter().collect();
+                let before = ep.view.clone();
+                if let Some(n) = last_n {
+                    ep.view.last_n = usize::try_from(n).ok();
+                }
+                if let Some(s) = selected {
+                    ep.view.selected = s;
+                }
+                if let Some(s) = on_stage {
+                    ep.view.on_stage = s;
+                }
+                if let Some(h) = on_stage_max_height {
+                    ep.view.on_stage_max_height = h;
+                }
+                if ep.view != before {
+                    self.assign_video_slots(now, id);
                 }
                 self.reallocate(now, id);
             }

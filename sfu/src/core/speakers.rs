@@ -4,17 +4,15 @@
 //! and who is speaking, and move each receiver's audio slots to the
 //! participants who spoke most recently.
 //!
-//! Audio slots follow speech with hysteresis: a receiver's slots hold the
-//! `A` sources whose participants come first in the speech order; one that
-//! falls out is replaced only by a participant who has started talking
-//! (the order changes only on speech) and never while its own participant
-//! is still speaking. Each slot stays one RTP stream: the rewriter rebases
-//! on the new source.
+//! Audio slots follow speech: a receiver's `A` slots go to the `A`
+//! participants who spoke most recently, with the hysteresis `slots.rs`
+//! applies to every kind.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Core, EndpointId, SourceRef};
+use super::slots::SlotPlan;
+use super::{Core, EndpointId};
 use crate::signal::{Kind, ServerMessage, SpeakingLevel};
 use crate::speech::SpeechEvent;
 
@@ -79,7 +77,7 @@ impl Core {
                     .map(|c| c.endpoints.clone())
                     .unwrap_or_default();
                 for id in local {
-                    self.assign_audio_slots(now, id);
+                    self.assign_slots(now, id);
                 }
             }
             self.tell_speech(now, &room);
@@ -143,114 +141,16 @@ impl Core {
         }
     }
 
-    /// Give receiver `id`'s audio slots to the sources of the participants
-    /// who spoke most recently (see the module comment).
+    /// Give receiver `id`'s audio slots to the participants who spoke most
+    /// recently (`slots.rs` says when a slot may change hands).
     pub(super) fn assign_audio_slots(&mut self, now: Instant, id: EndpointId) {
-        let Some(ep) = self.endpoints.get(&id) else {
-            return;
+        let mut ranked = self.candidates(id, Kind::Audio);
+        self.sort_by_speech(id, &mut ranked);
+        let plan = SlotPlan {
+            limit: ranked.len(),
+            ranked,
+            pinned: Vec::new(),
         };
-        let slots: Vec<(usize, Option<SourceRef>)> = ep
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.kind == Kind::Audio)
-            .map(|(i, s)| (i, s.source))
-            .collect();
-        if slots.is_empty() {
-            return;
-        }
-        let room = ep.room.clone();
-        let Some(conf) = self.conferences.get(&room) else {
-            return;
-        };
-        // Every other participant's audio, in join order; then by speech.
-        let mut candidates: Vec<SourceRef> = self
-            .others(&room, id)
-            .into_iter()
-            .filter_map(|o| self.endpoints.get(&o).map(|p| (o, p.sources.as_slice())))
-            .chain(self.relay.publishers(&room))
-            .flat_map(|(o, sources)| {
-                sources
-                    .iter()
-                    .filter(|s| s.kind == Kind::Audio)
-                    .map(move |s| SourceRef {
-                        endpoint: o,
-                        mid: s.mid,
-                    })
-            })
-            .collect();
-        let order = conf.speech.order();
-        candidates.sort_by_key(|r| {
-            order
-                .iter()
-                .position(|k| *k == r.endpoint)
-                .unwrap_or(usize::MAX)
-        });
-        candidates.truncate(slots.len());
-        let wanted = candidates;
-        let held: Vec<SourceRef> = slots.iter().filter_map(|(_, s)| *s).collect();
-        let missing: Vec<SourceRef> = wanted
-            .iter()
-            .copied()
-            .filter(|r| !held.contains(r))
-            .collect();
-        if missing.is_empty() {
-            return;
-        }
-        // Free slots first, then those of sources no longer wanted whose
-        // participant is not speaking, least recently spoken first.
-        // Popped from the back: the first free slot first.
-        let mut free: Vec<usize> = slots
-            .iter()
-            .rev()
-            .filter(|(_, s)| s.is_none())
-            .map(|(i, _)| *i)
-            .collect();
-        let mut evictable: Vec<(Option<Instant>, usize, SourceRef)> = slots
-            .iter()
-            .filter_map(|&(i, s)| s.map(|s| (i, s)))
-            .filter(|(_, s)| !wanted.contains(s) && !conf.speech.is_speaking(now, s.endpoint))
-            .map(|(i, s)| (conf.speech.last_spoke(s.endpoint), i, s))
-            .collect();
-        // Popped from the back: least recently spoken first.
-        evictable.sort_by_key(|&(spoke, i, _)| std::cmp::Reverse((spoke, i)));
-        let mut changes: Vec<(usize, Option<SourceRef>, SourceRef)> = Vec::new();
-        for r in missing {
-            if let Some(i) = free.pop() {
-                changes.push((i, None, r));
-            } else if let Some((_, i, old)) = evictable.pop() {
-                changes.push((i, Some(old), r));
-            } else {
-                break;
-            }
-        }
-        if changes.is_empty() {
-            return;
-        }
-        for &(i, old, new) in &changes {
-            if let Some(old) = old
-                && let Some(src) = self.source_of_mut(old)
-            {
-                src.subscribers.retain(|&(e, s)| (e, s) != (id, i));
-                self.stats.audio_slot_switches += 1;
-            }
-            if let Some(src) = self.source_of_mut(new) {
-                src.subscribers.push((id, i));
-            }
-            if let Some(ep) = self.endpoints.get_mut(&id)
-                && let Some(slot) = ep.slots.get_mut(i)
-            {
-                slot.detach();
-                slot.source = Some(new);
-            }
-        }
-        self.relay.demand_dirty = true;
-        if let Some(ep) = self.endpoints.get_mut(&id)
-            && !ep.slots_dirty
-        {
-            ep.slots_dirty = true;
-            self.dirty_slots.push(id);
-        }
-        self.reallocate(now, id);
+        self.fill_slots(now, id, Kind::Audio, plan);
     }
 }

@@ -160,7 +160,7 @@ impl Peer {
         self.resumed = true;
     }
 
-    /// The tag on this participant's audio ([`crate::synth::audio_tag`]).
+    /// The tag on this participant's media ([`crate::synth::audio_tag`]).
     pub fn audio_tag(&self) -> u32 {
         crate::synth::audio_tag(self.cfg.seed)
     }
@@ -395,13 +395,35 @@ impl Peer {
             None => ClientMessage::Constraints {
                 default_max_height: Some(height),
                 max_height: Default::default(),
+                last_n: None,
+                selected: None,
+                on_stage: None,
+                on_stage_max_height: None,
             },
             Some(s) => ClientMessage::Constraints {
                 default_max_height: None,
                 max_height: [(s.to_string(), height)].into_iter().collect(),
+                last_n: None,
+                selected: None,
+                on_stage: None,
+                on_stage_max_height: None,
             },
         };
         self.out.push_back(PeerOutput::Signal(msg));
+    }
+
+    /// Ask to see at most `last_n` video sources (-1: as many as slots),
+    /// with `on_stage` sources always shown at up to `stage_height`.
+    pub fn set_view(&mut self, last_n: i32, on_stage: &[&str], stage_height: u32) {
+        self.out
+            .push_back(PeerOutput::Signal(ClientMessage::Constraints {
+                default_max_height: None,
+                max_height: Default::default(),
+                last_n: Some(last_n),
+                selected: None,
+                on_stage: Some(on_stage.iter().map(|s| s.to_string()).collect()),
+                on_stage_max_height: Some(stage_height),
+            }));
     }
 
     /// Send a PLI for the source received on slot `mid`.
@@ -621,7 +643,7 @@ impl Peer {
                     at: now,
                     sent_us: block.map(|b| b.sent_us),
                     audio_level: p.header.ext_vals.audio_level,
-                    tag: crate::synth::read_audio_tag(&p.payload),
+                    tag: crate::synth::read_tag(&p.payload),
                 };
                 if let (Some(v), Some(b)) = (vp8, block)
                     && let Some(pid) = v.pid

@@ -23,7 +23,7 @@ pub struct Received {
     /// When the publisher generated it, as offset from its generator start.
     pub sent_us: Option<u64>,
     pub audio_level: Option<i8>,
-    /// Which publisher's audio it is ([`crate::synth::audio_tag`]).
+    /// Which publisher sent it ([`crate::synth::audio_tag`]).
     pub tag: Option<u32>,
 }
 

@@ -74,13 +74,20 @@ pub fn audio_tag(seed: u64) -> u32 {
     (seed as u32 ^ (seed >> 32) as u32) | 1
 }
 
-/// The publisher tag of a synthetic audio payload.
-pub fn read_audio_tag(payload: &[u8]) -> Option<u32> {
-    if payload.len() != AUDIO_PAYLOAD || payload.first() != Some(&0xf8) {
-        return None;
-    }
-    let t = payload.get(AUDIO_PAYLOAD - AUDIO_TAG_LEN..)?;
-    Some(u32::from_be_bytes([t[0], t[1], t[2], t[3]]))
+/// The publisher tag of a synthetic payload: at the end of audio, right
+/// after the block in video (when the packet had room for it).
+pub fn read_tag(payload: &[u8]) -> Option<u32> {
+    let t = if payload.len() == AUDIO_PAYLOAD && payload.first() == Some(&0xf8) {
+        payload.get(AUDIO_PAYLOAD - AUDIO_TAG_LEN..)?
+    } else {
+        let start = payload
+            .windows(MAGIC.len())
+            .take(32)
+            .position(|w| w == MAGIC)?;
+        payload.get(start + BLOCK_LEN..start + BLOCK_LEN + 4)?
+    };
+    let tag = u32::from_be_bytes([t[0], t[1], t[2], t[3]]);
+    (tag != 0).then_some(tag)
 }
 
 pub fn read_block(payload: &[u8]) -> Option<Block> {
@@ -123,6 +130,8 @@ struct LayerState {
 /// VP8 simulcast source at 30 fps.
 #[derive(Debug)]
 pub struct VideoGen {
+    /// The publisher's tag ([`audio_tag`]), after each packet's block.
+    tag: u32,
     layers: Vec<LayerState>,
     start: Instant,
     next_frame: Instant,
@@ -151,6 +160,7 @@ impl VideoGen {
             })
             .collect();
         Self {
+            tag: audio_tag(seed),
             layers,
             start: now,
             next_frame: now,
@@ -259,6 +269,11 @@ impl VideoGen {
                         },
                     );
                     let share = size / count as usize;
+                    // The publisher's tag where the padding has room for it
+                    // (sizes stay what the bitrate says).
+                    if p.len() + 4 <= share {
+                        p.extend_from_slice(&self.tag.to_be_bytes());
+                    }
                     if p.len() < share {
                         p.resize(share.min(MAX_PAYLOAD), 0);
                     }

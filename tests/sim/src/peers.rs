@@ -269,6 +269,15 @@ impl Sim {
         self.flush_peer(peer, now);
     }
 
+    /// The peer's last-N and on-stage sources ([`tern_peer::Peer::set_view`]).
+    pub fn set_view(&mut self, peer: usize, last_n: i32, on_stage: &[&str], stage_height: u32) {
+        let now = self.now;
+        self.peers[peer]
+            .peer
+            .set_view(last_n, on_stage, stage_height);
+        self.flush_peer(peer, now);
+    }
+
     pub fn leave(&mut self, peer: usize) {
         let now = self.now;
         self.peers[peer].peer.leave();

@@ -154,3 +154,188 @@ fn listeners_hear_each_talker_within_half_a_second_with_three_slots_for_twenty()
 fn talkers_on_another_bridge_take_slots_as_fast() {
     with_seed(seed_or(103), |seed| run_turns(seed, 2));
 }
+
+/// Video slots a participant's client shows now: source ids.
+fn shown_video(sim: &Sim, who: &str) -> std::collections::BTreeSet<String> {
+    sim.state(who)
+        .slots
+        .values()
+        .flatten()
+        .filter(|s| s.ends_with("/camera"))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn fifty_with_last_n_six_show_the_six_most_recent_speakers_and_the_stage() {
+    with_seed(seed_or(107), |seed| {
+        const N: usize = 50;
+        const LAST_N: usize = 6;
+        // Eight talks of 1.5 s from 3 s on, the last joiner first.
+        let talkers = [49, 10, 20, 30, 40, 5, 15, 25];
+        let talk = |k: usize| {
+            let s = secs(3.0 + 1.5 * k as f64);
+            (s, s + secs(1.4))
+        };
+        let stage = "p33/camera";
+        let mut sim = Sim::new(SimConfig::new(seed));
+        for i in 0..N {
+            let turns: Vec<(Duration, Duration)> = talkers
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| **t == i)
+                .map(|(k, _)| talk(k))
+                .collect();
+            let p = sim.add_peer(
+                &format!("p{i}"),
+                move |c| {
+                    c.audio_slots = 3;
+                    c.video_slots = 9;
+                    c.talk = Some(Talk { turns, quiet: 127 });
+                },
+                clean(),
+                clean(),
+            );
+            // Thumbnails at 180p; p0 puts p33 on stage at up to 720p.
+            sim.set_max_height(p, None, 180);
+            let on_stage: &[&str] = if i == 0 { &[stage] } else { &[] };
+            sim.set_view(p, LAST_N as i32, on_stage, 720);
+        }
+        for (k, &t) in talkers.iter().enumerate() {
+            let (start, end) = talk(k);
+            sim.run_until(end);
+            // Everyone (but the talker) gets the talker's video within 1 s:
+            // a keyframe of it, on whichever slot.
+            let tag = sim.peer(&format!("p{t}")).peer.audio_tag();
+            let start_at = sim.at(start);
+            for r in (0..N).filter(|&r| r != t) {
+                let who = format!("p{r}");
+                let first = sim
+                    .state(&who)
+                    .received
+                    .values()
+                    .flatten()
+                    .filter(|p| p.tag == Some(tag) && p.keyframe && p.audio_level.is_none())
+                    .map(|p| p.at)
+                    .filter(|&at| at >= start_at)
+                    .min();
+                assert!(
+                    first.is_some_and(|f| f - start_at <= secs(1.0)),
+                    "{who} got p{t}'s video {:?} after turn {k} started",
+                    first.map(|f| f - start_at)
+                );
+            }
+        }
+        sim.run_until(talk(talkers.len() - 1).1 + secs(1.0));
+        // The six most recent speakers, most recent first.
+        let recent: Vec<usize> = talkers.iter().rev().copied().collect();
+        for r in 1..N {
+            let who = format!("p{r}");
+            let want: std::collections::BTreeSet<String> = recent
+                .iter()
+                .filter(|&&t| t != r)
+                .take(LAST_N)
+                .map(|t| format!("p{t}/camera"))
+                .collect();
+            assert_eq!(shown_video(&sim, &who), want, "{who}'s video slots");
+        }
+        // p0: the stage plus the five most recent speakers.
+        let shown = shown_video(&sim, "p0");
+        assert!(shown.contains(stage), "{shown:?}");
+        assert_eq!(shown.len(), LAST_N, "{shown:?}");
+        let end = talk(talkers.len() - 1).1 + secs(1.0);
+        let rx = sim.reception("p0", "p33", end - secs(2.0), end);
+        assert!(rx.frame_loss() < 0.01, "{rx:?}");
+        assert_eq!(rx.layers, vec![2], "the stage arrives at its high layer");
+        let thumb = sim.reception("p1", "p25", end - secs(2.0), end);
+        assert_eq!(thumb.layers, vec![0], "thumbnails stay small");
+    });
+}
+
+mod slot_invariants {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    const PEOPLE: usize = 8;
+    const A_SLOTS: usize = 2;
+    const V_SLOTS: usize = 3;
+
+    /// Each participant's talks: (start, length) in tenths of a second.
+    fn schedules() -> impl Strategy<Value = Vec<Vec<(u8, u8)>>> {
+        prop::collection::vec(prop::collection::vec((20u8..100, 3u8..25), 0..4), PEOPLE)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+        /// Whatever the talking: no receiver has one source on two slots,
+        /// more video than its last-N, or slots that change more often
+        /// than the 300 ms decisions allow.
+        #[test]
+        fn slots_never_duplicate_never_exceed_and_change_at_a_bounded_rate(
+            talks in schedules(),
+            last_n in 1i32..=3,
+            seed in 0u64..1000,
+        ) {
+            let mut sim = Sim::new(SimConfig::new(seed));
+            for (i, t) in talks.iter().enumerate() {
+                let turns: Vec<(Duration, Duration)> = t
+                    .iter()
+                    .map(|&(s, l)| {
+                        let s = Duration::from_millis(u64::from(s) * 100);
+                        (s, s + Duration::from_millis(u64::from(l) * 100))
+                    })
+                    .collect();
+                let p = sim.add_peer(
+                    &name(i),
+                    move |c| {
+                        c.audio_slots = A_SLOTS;
+                        c.video_slots = V_SLOTS;
+                        c.video = vec![tern_peer::synth::LayerSpec::new("q", 320, 180, 150_000)];
+                        c.talk = Some(Talk { turns, quiet: 127 });
+                    },
+                    clean(),
+                    clean(),
+                );
+                sim.set_view(p, last_n, &[], 180);
+            }
+            let mut last: Vec<BTreeMap<String, Option<String>>> = vec![BTreeMap::new(); PEOPLE];
+            let mut changes = vec![0usize; PEOPLE];
+            let step = Duration::from_millis(100);
+            let mut t = Duration::from_secs(2);
+            sim.run_until(t);
+            for (i, l) in last.iter_mut().enumerate() {
+                *l = sim.state(&name(i)).slots.clone().into_iter().collect();
+            }
+            while t < Duration::from_secs(12) {
+                t += step;
+                sim.run_until(t);
+                for (i, prev) in last.iter_mut().enumerate() {
+                    let now: BTreeMap<String, Option<String>> =
+                        sim.state(&name(i)).slots.clone().into_iter().collect();
+                    let shown: Vec<&String> = now.values().flatten().collect();
+                    let mut unique = shown.clone();
+                    unique.sort();
+                    unique.dedup();
+                    prop_assert_eq!(unique.len(), shown.len(), "{} has a source twice: {:?}", name(i), now);
+                    let video = shown.iter().filter(|s| s.ends_with("/camera")).count();
+                    let audio = shown.len() - video;
+                    prop_assert!(video <= last_n as usize && audio <= A_SLOTS,
+                        "{}: {} video (last_n {}), {} audio", name(i), video, last_n, audio);
+                    changes[i] += now.iter().filter(|(m, s)| prev.get(*m) != Some(*s)).count();
+                    *prev = now;
+                }
+            }
+            // Slots change hands only when someone starts talking: at most
+            // an audio and a video slot per talk (talks that overlap or
+            // touch count once, so this over-counts), plus the last-N
+            // limit settling in at the start.
+            let started = talks.iter().map(Vec::len).sum::<usize>();
+            let bound = 2 * started + A_SLOTS + V_SLOTS;
+            for (i, c) in changes.iter().enumerate() {
+                prop_assert!(*c <= bound, "{}: {} slot changes in 10 s", name(i), c);
+            }
+        }
+    }
+}

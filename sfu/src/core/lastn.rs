@@ -1,0 +1,48 @@
+//! Video slots follow the meeting (JVB's last-N with its receiver
+//! constraints): a receiver's video slots rank every other participant's
+//! video, on-stage sources first, then the ones it selected, then by the
+//! speech order (the dominant speaker first, then the recent ones; sources
+//! of participants never heard in join order). Only the first `last_n`
+//! are shown, but on-stage and selected sources always are. `slots.rs`
+//! moves the slots with hysteresis; an on-stage source gets its own
+//! maximum height (`Endpoint::max_height_for`).
+
+use std::time::Instant;
+
+use super::slots::SlotPlan;
+use super::{Core, EndpointId, SourceRef};
+use crate::signal::Kind;
+
+impl Core {
+    pub(super) fn assign_video_slots(&mut self, now: Instant, id: EndpointId) {
+        let Some(ep) = self.endpoints.get(&id) else {
+            return;
+        };
+        let (on_stage, selected, last_n) = (
+            ep.view.on_stage.clone(),
+            ep.view.selected.clone(),
+            ep.view.last_n,
+        );
+        let mut ranked = self.candidates(id, Kind::Video);
+        self.sort_by_speech(id, &mut ranked);
+        let id_of = |r: &SourceRef| self.source_of(*r).map(|s| s.id.clone());
+        let rank = |r: &SourceRef| {
+            let sid = id_of(r);
+            let has = |list: &[String]| sid.as_ref().is_some_and(|s| list.contains(s));
+            (!has(&on_stage), !has(&selected))
+        };
+        ranked.sort_by_key(rank);
+        let pinned: Vec<SourceRef> = ranked
+            .iter()
+            .copied()
+            .take_while(|r| rank(r) != (true, true))
+            .collect();
+        let limit = last_n.unwrap_or(usize::MAX).max(pinned.len());
+        let plan = SlotPlan {
+            ranked,
+            limit,
+            pinned,
+        };
+        self.fill_slots(now, id, Kind::Video, plan);
+    }
+}
