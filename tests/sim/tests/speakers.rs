@@ -252,6 +252,65 @@ fn fifty_with_last_n_six_show_the_six_most_recent_speakers_and_the_stage() {
     });
 }
 
+#[test]
+fn join_order_alone_never_displaces_a_shown_participant_but_speech_does() {
+    with_seed(seed_or(109), |seed| {
+        let mut cfg = SimConfig::new(seed);
+        cfg.bridges = 2;
+        let mut sim = Sim::new(cfg);
+        // A viewer on bridge 0 with one video slot; a camera on bridge 1
+        // (no microphone: never heard) is there first and takes it.
+        sim.add_peer_on(
+            0,
+            "viewer",
+            |c| {
+                c.video = vec![];
+                c.audio = false;
+                c.video_slots = 1;
+                c.audio_slots = 0;
+            },
+            clean(),
+            clean(),
+        );
+        sim.add_peer_on(1, "remote", |c| c.audio = false, clean(), clean());
+        sim.run_until(secs(3.0));
+        // A local participant joins later with a microphone: heard (its
+        // room noise), so it ranks first, but takes nothing from the
+        // holder...
+        sim.add_peer_on(
+            0,
+            "local",
+            |c| {
+                // From 6 s to 8 s of the meeting (turns count from its own
+                // start, at 3 s).
+                c.talk = Some(Talk {
+                    turns: vec![(secs(3.0), secs(5.0))],
+                    quiet: 60,
+                });
+            },
+            clean(),
+            clean(),
+        );
+        sim.run_until(secs(6.0));
+        let shown = |sim: &Sim| {
+            sim.state("viewer")
+                .slots
+                .values()
+                .flatten()
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            shown(&sim),
+            vec!["remote/camera".to_string()],
+            "join order displaced nobody"
+        );
+        // ...until it speaks.
+        sim.run_until(secs(7.0));
+        assert_eq!(shown(&sim), vec!["local/camera".to_string()], "speech did");
+    });
+}
+
 mod slot_invariants {
     use super::*;
     use proptest::prelude::*;
@@ -301,7 +360,7 @@ mod slot_invariants {
                 sim.set_view(p, last_n, &[], 180);
             }
             let mut last: Vec<BTreeMap<String, Option<String>>> = vec![BTreeMap::new(); PEOPLE];
-            let mut changes = vec![0usize; PEOPLE];
+            let mut changes = [0usize; PEOPLE];
             let step = Duration::from_millis(100);
             let mut t = Duration::from_secs(2);
             sim.run_until(t);
