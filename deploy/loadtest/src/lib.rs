@@ -25,6 +25,7 @@
 //! [`main`] as a [`MintToken`].
 
 pub mod ceiling;
+pub mod error;
 pub mod histogram;
 pub mod http;
 pub mod janus;
@@ -42,6 +43,7 @@ use anyhow::{Context, bail};
 
 pub use args::{Args, ServerPid, Target, parse_server, parse_server_pid};
 pub use ctx::Ctx;
+pub use error::{Error, Result};
 pub use report::{BridgeUsage, ForwardLatencySummary, ProcessUsage, Summary};
 pub use run::run;
 
