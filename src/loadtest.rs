@@ -9,7 +9,7 @@ pub use tern_loadtest::Args;
 const TOKEN_TTL_SECS: u64 = 3600;
 
 pub fn main(args: Args) -> anyhow::Result<()> {
-    tern_loadtest::main(args, mint)
+    Ok(tern_loadtest::main(args, mint)?)
 }
 
 fn mint(secret: &str, room: &str, participant: &str) -> String {

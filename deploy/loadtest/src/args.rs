@@ -6,9 +6,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use serde::Serialize;
 use tern_peer::synth::LayerSpec;
+
+use crate::error::{Error, Result};
 
 /// Longest run accepted: the tool must stop by itself in bounded time.
 const MAX_DURATION: Duration = Duration::from_secs(3600);
@@ -126,32 +127,44 @@ pub struct ServerPid {
     pub pid: u32,
 }
 
-pub fn parse_server_pid(s: &str) -> anyhow::Result<ServerPid> {
+pub fn parse_server_pid(s: &str) -> Result<ServerPid> {
     let (name, pid) = match s.split_once('=') {
         Some((n, _)) if n.trim().is_empty() => {
-            bail!("--server-pid {s:?}: the name before '=' is empty (expected NAME=PID)")
+            return Err(bad(
+                "--server-pid",
+                format!("{s:?}: the name before '=' is empty (expected NAME=PID)"),
+            ));
         }
         Some((n, p)) => (n.trim().to_string(), p),
         None => (String::new(), s),
     };
     match pid.trim().parse::<u32>() {
         Ok(pid) if pid > 0 => Ok(ServerPid { name, pid }),
-        _ => bail!("--server-pid {s:?}: expected a process id (PID or NAME=PID)"),
+        _ => Err(bad(
+            "--server-pid",
+            format!("{s:?}: expected a process id (PID or NAME=PID)"),
+        )),
     }
 }
 
 /// Parse `http://IP:PORT[/path]` (or `IP:PORT`) into an address and a base path.
-pub fn parse_server(s: &str) -> anyhow::Result<(SocketAddr, String)> {
+pub fn parse_server(s: &str) -> Result<(SocketAddr, String)> {
     let rest = s.strip_prefix("http://").unwrap_or(s);
     if rest.contains("://") {
-        bail!("server {s:?}: only plain http:// is supported");
+        return Err(Error::BadServer {
+            server: s.to_string(),
+            why: "only plain http:// is supported",
+            source: None,
+        });
     }
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/').to_string()),
         None => (rest, String::new()),
     };
-    let addr = host.parse::<SocketAddr>().with_context(|| {
-        format!("server {s:?}: expected http://IP:PORT (an IP address, not a host name)")
+    let addr = host.parse::<SocketAddr>().map_err(|e| Error::BadServer {
+        server: s.to_string(),
+        why: "expected http://IP:PORT (an IP address, not a host name)",
+        source: Some(e),
     })?;
     Ok((addr, path))
 }
@@ -168,54 +181,71 @@ impl Args {
     }
 
     /// Refuse impossible parameters before anything connects.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<()> {
         if self.publishers == 0 {
-            bail!("--publishers must be at least 1: nobody would send media");
+            return Err(bad(
+                "--publishers",
+                "must be at least 1: nobody would send media",
+            ));
         }
         if self.rooms == 0 {
-            bail!("--rooms must be at least 1");
+            return Err(bad("--rooms", "must be at least 1"));
         }
         if self.rooms > self.publishers {
-            bail!(
-                "--rooms {} exceeds --publishers {}: every room needs a publisher",
-                self.rooms,
-                self.publishers
-            );
+            return Err(bad(
+                "--rooms",
+                format!(
+                    "{} exceeds --publishers {}: every room needs a publisher",
+                    self.rooms, self.publishers
+                ),
+            ));
         }
         if self.duration.is_nan()
             || self.duration <= 0.0
             || self.duration > MAX_DURATION.as_secs_f64()
         {
-            bail!(
-                "--duration must be between 0 and {} seconds",
-                MAX_DURATION.as_secs()
-            );
+            return Err(bad(
+                "--duration",
+                format!("must be between 0 and {} seconds", MAX_DURATION.as_secs()),
+            ));
         }
         if !(1..=3).contains(&self.layers) {
-            bail!("--layers must be 1, 2 or 3");
+            return Err(bad("--layers", "must be 1, 2 or 3"));
         }
         if self.threads == 0 || self.threads > 64 {
-            bail!("--threads must be between 1 and 64");
+            return Err(bad("--threads", "must be between 1 and 64"));
         }
         if self.count_only > self.subscribers {
-            bail!(
-                "--count-only {} exceeds --subscribers {}",
-                self.count_only,
-                self.subscribers
-            );
+            return Err(bad(
+                "--count-only",
+                format!(
+                    "{} exceeds --subscribers {}",
+                    self.count_only, self.subscribers
+                ),
+            ));
         }
         if self.subscribers > 0 && self.video_slots + self.audio_slots == 0 {
-            bail!("subscribers need receive slots (--video-slots/--audio-slots)");
+            return Err(bad(
+                "--video-slots/--audio-slots",
+                "are both 0, but subscribers need receive slots",
+            ));
         }
         if self.target == Target::Janus && self.publishers_receive {
             // A Janus publisher receives through a second PeerConnection (a
             // subscriber handle); a participant here is one Peer.
-            bail!(
-                "--publishers-receive is not supported with --target janus: use separate subscribers (-m)"
-            );
+            return Err(bad(
+                "--publishers-receive",
+                "is not supported with --target janus: use separate subscribers (-m)",
+            ));
         }
         if self.target == Target::Janus && self.rooms > MAX_JANUS_ROOMS {
-            bail!("--rooms: at most {MAX_JANUS_ROOMS} with --target janus");
+            return Err(bad(
+                "--rooms",
+                format!(
+                    "{}: at most {MAX_JANUS_ROOMS} with --target janus",
+                    self.rooms
+                ),
+            ));
         }
         for (flag, region) in [
             ("--publisher-region", &self.publisher_region),
@@ -225,23 +255,31 @@ impl Args {
                 continue;
             };
             if r.trim().is_empty() {
-                bail!(
-                    "{flag} is empty: name a region the focus has bridges in (its /api/bridges lists them)"
-                );
+                return Err(bad(
+                    flag,
+                    "is empty: name a region the focus has bridges in (its /api/bridges lists them)",
+                ));
             }
             if self.target == Target::Janus {
-                bail!("{flag} needs a Tern focus as --server: Janus has no regions");
+                return Err(bad(
+                    flag,
+                    "needs a Tern focus as --server: Janus has no regions",
+                ));
             }
             if self.secret.is_some() {
-                bail!(
-                    "{flag} only means something through a focus, but --secret (or TERN_AUTH_SECRET) mints tokens for the one bridge at --server: drop the secret and point --server at the focus"
-                );
+                return Err(bad(
+                    flag,
+                    "only means something through a focus, but --secret (or TERN_AUTH_SECRET) mints tokens for the one bridge at --server: drop the secret and point --server at the focus",
+                ));
             }
         }
         let mut pids: Vec<u32> = self.server_pids.iter().map(|p| p.pid).collect();
         pids.sort_unstable();
-        if pids.windows(2).any(|w| w[0] == w[1]) {
-            bail!("--server-pid: the same process is given twice");
+        if let Some(w) = pids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(bad(
+                "--server-pid",
+                format!("{}: the same process is given twice", w[0]),
+            ));
         }
         parse_server(&self.server)?;
         Ok(())
@@ -254,6 +292,14 @@ impl Args {
         } else {
             self.subscriber_region.as_deref()
         }
+    }
+}
+
+/// A refused parameter: the flag, and why (which follows it in the message).
+fn bad(flag: &'static str, why: impl Into<String>) -> Error {
+    Error::BadArgument {
+        flag,
+        why: why.into(),
     }
 }
 

@@ -19,8 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde::Serialize;
+
+use crate::error::{Error, Result};
 
 const PACKET: usize = 1200;
 const TAG: usize = 16;
@@ -52,7 +53,7 @@ fn run_for(d: Duration, mut f: impl FnMut()) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-pub fn measure(secs: f64, reader_core: Option<usize>) -> anyhow::Result<Ceiling> {
+pub fn measure(secs: f64, reader_core: Option<usize>) -> Result<Ceiling> {
     let d = Duration::from_secs_f64((secs / 4.0).max(0.2));
     let provider = str0m::crypto::from_feature_flags();
     let mut cipher = provider
@@ -61,9 +62,9 @@ pub fn measure(secs: f64, reader_core: Option<usize>) -> anyhow::Result<Ceiling>
         .create_cipher([7u8; 32], true);
     // A sink that never reads: the kernel does the full loopback delivery and
     // drops at the full receive queue, as a slow receiver would.
-    let sink = UdpSocket::bind("127.0.0.1:0")?;
-    let to = sink.local_addr()?;
-    let tx = UdpSocket::bind("127.0.0.1:0")?;
+    let sink = bind_loopback("the ceiling's sink")?;
+    let to = local_addr(&sink, "the ceiling's sink")?;
+    let tx = bind_loopback("the ceiling's sender")?;
     let header = [0x80u8, 96, 0, 1, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef];
     let plain = vec![0x5au8; PACKET - header.len() - TAG];
     let mut out = vec![0u8; PACKET];
@@ -130,39 +131,47 @@ pub fn measure(secs: f64, reader_core: Option<usize>) -> anyhow::Result<Ceiling>
 struct Reader {
     addrs: Vec<SocketAddr>,
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+    thread: std::thread::JoinHandle<Result<()>>,
 }
 
 impl Reader {
-    fn start(core: usize) -> anyhow::Result<Self> {
+    fn start(core: usize) -> Result<Self> {
         let mut socks = Vec::with_capacity(READ_SINKS);
         for _ in 0..READ_SINKS {
-            let s = UdpSocket::bind("127.0.0.1:0")?;
-            s.set_nonblocking(true)?;
+            let s = bind_loopback("a socket of the ceiling's reader")?;
+            s.set_nonblocking(true).map_err(|source| {
+                io(
+                    "making a socket of the ceiling's reader non-blocking",
+                    source,
+                )
+            })?;
             socks.push(s);
         }
         let addrs = socks
             .iter()
-            .map(|s| s.local_addr())
-            .collect::<std::io::Result<Vec<_>>>()?;
+            .map(|s| local_addr(s, "a socket of the ceiling's reader"))
+            .collect::<Result<Vec<_>>>()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("ceiling-reader".into())
-            .spawn(move || -> anyhow::Result<()> {
+            .spawn(move || -> Result<()> {
                 let mut set = nix::sched::CpuSet::new();
                 set.set(core)
                     .and_then(|()| {
                         nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
                     })
-                    .with_context(|| format!("pinning the ceiling's reader to core {core}"))?;
+                    .map_err(|source| Error::CpuAffinity { core, source })?;
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_io()
-                    .build()?;
+                    .build()
+                    .map_err(|source| io("starting the ceiling reader's runtime", source))?;
                 rt.block_on(async move {
                     let mut tasks = Vec::with_capacity(socks.len());
                     for s in socks {
-                        let s = tokio::net::UdpSocket::from_std(s)?;
+                        let s = tokio::net::UdpSocket::from_std(s).map_err(|source| {
+                            io("registering a socket of the ceiling's reader", source)
+                        })?;
                         let flag = flag.clone();
                         tasks.push(tokio::spawn(async move {
                             let mut buf = vec![0u8; 2048];
@@ -176,9 +185,10 @@ impl Reader {
                     for t in tasks {
                         let _ = t.await;
                     }
-                    anyhow::Ok(())
+                    Ok(())
                 })
-            })?;
+            })
+            .map_err(|source| io("starting the ceiling's reader thread", source))?;
         Ok(Self {
             addrs,
             stop,
@@ -187,15 +197,34 @@ impl Reader {
     }
 
     /// Raise the flag, then wake every task with one more datagram.
-    fn stop(self, tx: &UdpSocket) -> anyhow::Result<()> {
+    fn stop(self, tx: &UdpSocket) -> Result<()> {
         self.stop.store(true, Ordering::Relaxed);
         for a in &self.addrs {
-            tx.send_to(&[0], a)?;
+            tx.send_to(&[0], a)
+                .map_err(|source| io(&format!("waking the ceiling's reader at {a}"), source))?;
         }
         match self.thread.join() {
             Ok(r) => r,
-            Err(_) => anyhow::bail!("the ceiling's reader thread panicked"),
+            Err(_) => Err(Error::ReaderPanicked),
         }
+    }
+}
+
+/// A UDP socket on a free loopback port, for `what`.
+fn bind_loopback(what: &str) -> Result<UdpSocket> {
+    UdpSocket::bind("127.0.0.1:0")
+        .map_err(|source| io(&format!("binding {what} on 127.0.0.1"), source))
+}
+
+fn local_addr(s: &UdpSocket, what: &str) -> Result<SocketAddr> {
+    s.local_addr()
+        .map_err(|source| io(&format!("reading the address of {what}"), source))
+}
+
+fn io(what: &str, source: std::io::Error) -> Error {
+    Error::Io {
+        what: what.to_string(),
+        source,
     }
 }
 
@@ -232,7 +261,7 @@ mod tests {
     /// Every figure is measured, the reader variant included, and its
     /// reader thread stops (the call returns).
     #[test]
-    fn measures_every_ceiling_and_stops_its_reader() -> anyhow::Result<()> {
+    fn measures_every_ceiling_and_stops_its_reader() -> Result<()> {
         let c = measure(0.8, Some(0))?;
         assert!(c.seal_only_pps > 0.0 && c.send_only_pps > 0.0);
         assert!(c.seal_and_send_pps > 0.0 && c.seal_and_sendmmsg_pps > 0.0);

@@ -7,9 +7,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::error::{Error, Result};
 
 /// Largest response body accepted (a `/metrics` page is a few tens of KiB).
 const MAX_RESPONSE: usize = 8 << 20;
@@ -21,10 +22,18 @@ pub async fn request(
     path: &str,
     json_body: Option<&str>,
     timeout: Duration,
-) -> anyhow::Result<(u16, String)> {
+) -> Result<(u16, String)> {
     tokio::time::timeout(timeout, request_inner(addr, method, path, json_body))
         .await
-        .map_err(|_| anyhow!("{method} http://{addr}{path}: no response within {timeout:?}"))?
+        .map_err(|_| Error::Timeout {
+            what: format!("{}: no response", describe(addr, method, path)),
+            limit: timeout,
+        })?
+}
+
+/// A request as errors name it: `GET http://127.0.0.1:8080/health`.
+pub(crate) fn describe(addr: SocketAddr, method: &str, path: &str) -> String {
+    format!("{method} http://{addr}{path}")
 }
 
 async fn request_inner(
@@ -32,10 +41,11 @@ async fn request_inner(
     method: &str,
     path: &str,
     json_body: Option<&str>,
-) -> anyhow::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to http://{addr}"))?;
+) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await.map_err(|source| Error::Io {
+        what: format!("connecting to http://{addr}"),
+        source,
+    })?;
     let body = json_body.unwrap_or("");
     let mut req =
         format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n");
@@ -47,26 +57,39 @@ async fn request_inner(
     }
     req.push_str("\r\n");
     req.push_str(body);
-    s.write_all(req.as_bytes()).await?;
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|source| Error::Io {
+            what: format!("sending {}", describe(addr, method, path)),
+            source,
+        })?;
     let mut raw = Vec::new();
     (&mut s)
         .take(MAX_RESPONSE as u64)
         .read_to_end(&mut raw)
-        .await?;
-    parse_response(&raw)
+        .await
+        .map_err(|source| Error::Io {
+            what: format!("reading the answer to {}", describe(addr, method, path)),
+            source,
+        })?;
+    parse_response(&raw).map_err(|why| Error::MalformedHttp {
+        request: describe(addr, method, path),
+        why,
+    })
 }
 
-fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, String)> {
+/// Status and body of a raw response; `Err` says what is malformed.
+fn parse_response(raw: &[u8]) -> std::result::Result<(u16, String), String> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("malformed HTTP response (no header end)"))?;
-    let head = std::str::from_utf8(&raw[..split]).context("non-UTF-8 HTTP header")?;
+        .ok_or("no header end")?;
+    let head = std::str::from_utf8(&raw[..split]).map_err(|_| "non-UTF-8 header")?;
     let status: u16 = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("malformed HTTP status line"))?;
+        .ok_or("malformed status line")?;
     let chunked = head.lines().any(|l| {
         let l = l.to_ascii_lowercase();
         l.starts_with("transfer-encoding:") && l.contains("chunked")
@@ -80,22 +103,25 @@ fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, String)> {
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
+fn dechunk(mut b: &[u8]) -> std::result::Result<Vec<u8>, String> {
     let mut out = Vec::new();
     loop {
         let eol = b
             .windows(2)
             .position(|w| w == b"\r\n")
-            .ok_or_else(|| anyhow!("truncated chunked body"))?;
-        let size_str = std::str::from_utf8(&b[..eol])?;
-        let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)
-            .context("bad chunk size")?;
+            .ok_or("truncated chunked body")?;
+        let line = String::from_utf8_lossy(&b[..eol]);
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| format!("bad chunk size {line:?}"))?;
         b = &b[eol + 2..];
         if size == 0 {
             return Ok(out);
         }
         if b.len() < size {
-            bail!("truncated chunk");
+            return Err(format!(
+                "truncated chunk: {size} bytes announced, {} sent",
+                b.len()
+            ));
         }
         out.extend_from_slice(&b[..size]);
         b = b.get(size + 2..).unwrap_or(&[]);

@@ -31,14 +31,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
 use tern_peer::Peer;
 use tern_sfu::signal::{ClientMessage, Kind, ServerMessage, SlotInfo};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::http;
+use crate::error::{Error, Result};
+use crate::http;
 
 const PLUGIN: &str = "janus.plugin.videoroom";
 /// Janus drops a session after `session_timeout` (60 s by default) without a
@@ -107,12 +107,7 @@ impl Directory {
 
     /// Waits until `expected` feeds of `room` are up (or `wait` passed, then
     /// takes what there is, if anything).
-    async fn wait_for(
-        &self,
-        room: u64,
-        expected: usize,
-        wait: Duration,
-    ) -> anyhow::Result<Vec<Feed>> {
+    async fn wait_for(&self, room: u64, expected: usize, wait: Duration) -> Result<Vec<Feed>> {
         let deadline = Instant::now() + wait;
         loop {
             let feeds = self.feeds(room);
@@ -121,7 +116,10 @@ impl Directory {
             }
             if Instant::now() >= deadline {
                 if feeds.is_empty() {
-                    bail!("no publisher of Janus room {room} came up within {wait:?}");
+                    return Err(Error::Timeout {
+                        what: format!("no publisher of Janus room {room} came up"),
+                        limit: wait,
+                    });
                 }
                 return Ok(feeds);
             }
@@ -141,7 +139,7 @@ pub struct Session {
     name: String,
     plan: Plan,
     directory: Arc<Directory>,
-    events: mpsc::UnboundedReceiver<anyhow::Result<Value>>,
+    events: mpsc::UnboundedReceiver<Result<Value>>,
     /// Events read while waiting for a particular one, not handled yet.
     stash: VecDeque<Value>,
     tasks: Vec<JoinHandle<()>>,
@@ -163,17 +161,18 @@ impl Session {
         name: &str,
         plan: Plan,
         directory: Arc<Directory>,
-    ) -> anyhow::Result<Session> {
+    ) -> Result<Session> {
         let created = post(
             server,
             base,
             json!({"janus": "create", "transaction": format!("{name}-create")}),
         )
-        .await
-        .context("creating a Janus session")?;
-        let session = created["data"]["id"]
-            .as_u64()
-            .ok_or_else(|| anyhow!("Janus `create` answered without a session id: {created}"))?;
+        .await?;
+        let session = created["data"]["id"].as_u64().ok_or_else(|| {
+            Error::JanusProtocol(format!(
+                "Janus `create` answered without a session id: {created}"
+            ))
+        })?;
         let (tx, events) = mpsc::unbounded_channel();
         let session_path = format!("{base}/{session}");
         let tasks = vec![
@@ -201,17 +200,18 @@ impl Session {
         };
         let attached = s
             .post_session(json!({"janus": "attach", "plugin": PLUGIN}))
-            .await
-            .context("attaching janus.plugin.videoroom")?;
-        s.handle = attached["data"]["id"]
-            .as_u64()
-            .ok_or_else(|| anyhow!("Janus `attach` answered without a handle id: {attached}"))?;
+            .await?;
+        s.handle = attached["data"]["id"].as_u64().ok_or_else(|| {
+            Error::JanusProtocol(format!(
+                "Janus `attach` ({PLUGIN}) answered without a handle id: {attached}"
+            ))
+        })?;
         Ok(s)
     }
 
     /// Joins the room: a publisher makes its offer (it leaves through
     /// [`Session::send`]), a subscriber gets Janus's offer and answers it.
-    pub async fn start(&mut self, peer: &mut Peer, now: Instant) -> anyhow::Result<()> {
+    pub async fn start(&mut self, peer: &mut Peer, now: Instant) -> Result<()> {
         let room = self.plan.room;
         if self.plan.publish {
             self.ensure_room().await?;
@@ -225,7 +225,9 @@ impl Session {
             let joined = self.wait_plugin_event("joined").await?;
             self.feed_id = joined["plugindata"]["data"]["id"].as_u64();
             if self.feed_id.is_none() {
-                bail!("Janus `joined` without a publisher id: {joined}");
+                return Err(Error::JanusProtocol(format!(
+                    "Janus `joined` without a publisher id: {joined}"
+                )));
             }
             peer.start_offer(now);
         } else {
@@ -235,7 +237,7 @@ impl Session {
                 .await?;
             let streams = subscriptions(&feeds, &self.plan);
             if streams.is_empty() {
-                bail!("nothing to subscribe to in Janus room {room} (no slots?)");
+                return Err(Error::NothingToSubscribe { room });
             }
             let body = json!({
                 "request": "join",
@@ -251,7 +253,7 @@ impl Session {
     }
 
     /// What the `Peer` wants to tell the server.
-    pub async fn send(&mut self, _peer: &mut Peer, m: ClientMessage) -> anyhow::Result<()> {
+    pub async fn send(&mut self, _peer: &mut Peer, m: ClientMessage) -> Result<()> {
         match m {
             ClientMessage::Offer { sdp, sources } => {
                 for s in &sources {
@@ -274,7 +276,7 @@ impl Session {
     }
 
     /// The next event from Janus; `None` once the long poll ended.
-    pub async fn next(&mut self) -> anyhow::Result<Option<Event>> {
+    pub async fn next(&mut self) -> Result<Option<Event>> {
         if let Some(e) = self.stash.pop_front() {
             return Ok(Some(e));
         }
@@ -287,11 +289,16 @@ impl Session {
 
     /// Acts on an event: SDP into the peer, `webrtcup` into the directory,
     /// `hangup` and plugin errors as errors.
-    pub async fn handle(&mut self, peer: &mut Peer, now: Instant, e: Event) -> anyhow::Result<()> {
+    pub async fn handle(&mut self, peer: &mut Peer, now: Instant, e: Event) -> Result<()> {
         match e["janus"].as_str().unwrap_or("") {
             "event" => {
-                if let Some(err) = plugin_error(&e) {
-                    bail!("Janus VideoRoom error {}: {}", err.0, err.1);
+                if let Some((code, reason)) = plugin_error(&e) {
+                    return Err(Error::VideoRoom {
+                        room: self.plan.room,
+                        doing: "in".into(),
+                        code,
+                        reason,
+                    });
                 }
                 match e["jsep"]["type"].as_str() {
                     Some("answer") => {
@@ -318,12 +325,23 @@ impl Session {
                     );
                 }
             }
-            "hangup" => bail!(
-                "Janus hung up the PeerConnection: {}",
-                e["reason"].as_str().unwrap_or("no reason given")
-            ),
-            "detached" => bail!("Janus detached the VideoRoom handle"),
-            "error" => bail!("Janus error: {}", e["error"]),
+            "hangup" => {
+                return Err(Error::JanusEnded(format!(
+                    "Janus hung up the PeerConnection: {}",
+                    e["reason"].as_str().unwrap_or("no reason given")
+                )));
+            }
+            "detached" => {
+                return Err(Error::JanusEnded(
+                    "Janus detached the VideoRoom handle".to_string(),
+                ));
+            }
+            "error" => {
+                return Err(janus_error(
+                    format!("an event on {}'s Janus session", self.name),
+                    &e,
+                ));
+            }
             // keepalive, media, slowlink, trickle (Janus puts its candidates
             // in the SDP: half-trickle), ack.
             _ => {}
@@ -344,11 +362,13 @@ impl Session {
         }
     }
 
-    async fn on_offer(&mut self, peer: &mut Peer, now: Instant, e: &Value) -> anyhow::Result<()> {
+    async fn on_offer(&mut self, peer: &mut Peer, now: Instant, e: &Value) -> Result<()> {
         let sdp = e["jsep"]["sdp"]
             .as_str()
             .filter(|_| e["jsep"]["type"] == "offer")
-            .ok_or_else(|| anyhow!("Janus sent no SDP offer to the subscriber: {e}"))?;
+            .ok_or_else(|| {
+                Error::JanusProtocol(format!("Janus sent no SDP offer to the subscriber: {e}"))
+            })?;
         // Name what each offered mid carries, as Tern's `slots` would.
         let slots: Vec<SlotInfo> = e["plugindata"]["data"]["streams"]
             .as_array()
@@ -372,7 +392,10 @@ impl Session {
         peer.handle_signal(now, ServerMessage::Slots { slots });
         let answer = peer
             .accept_offer(now, sdp)
-            .context("answering Janus's offer")?;
+            .map_err(|source| Error::Negotiation {
+                what: "answering Janus's offer",
+                source,
+            })?;
         let jsep = json!({"type": "answer", "sdp": answer});
         self.message(json!({"request": "start"}), Some(jsep))
             .await?;
@@ -380,7 +403,7 @@ impl Session {
     }
 
     /// Creates the room unless it exists (every publisher of a room tries).
-    async fn ensure_room(&mut self) -> anyhow::Result<()> {
+    async fn ensure_room(&mut self) -> Result<()> {
         let body = json!({
             "request": "create",
             "room": self.plan.room,
@@ -398,37 +421,50 @@ impl Session {
         match plugin_error(&r) {
             None => Ok(()),
             Some((ERROR_ROOM_EXISTS, _)) => Ok(()),
-            Some((code, reason)) => {
-                bail!(
-                    "creating Janus room {}: error {code}: {reason}",
-                    self.plan.room
-                )
-            }
+            Some((code, reason)) => Err(Error::VideoRoom {
+                room: self.plan.room,
+                doing: "creating".into(),
+                code,
+                reason,
+            }),
         }
     }
 
     /// Waits for the plugin event `videoroom: what`; other events wait in
     /// the stash for [`Session::next`].
-    async fn wait_plugin_event(&mut self, what: &str) -> anyhow::Result<Value> {
+    async fn wait_plugin_event(&mut self, what: &str) -> Result<Value> {
         loop {
             let e = match self.events.recv().await {
                 Some(Ok(e)) => e,
                 Some(Err(e)) => return Err(e),
-                None => bail!("Janus's event stream ended while waiting for `{what}`"),
+                None => {
+                    return Err(Error::JanusEnded(format!(
+                        "Janus's event stream ended while waiting for `{what}`"
+                    )));
+                }
             };
             if e["janus"] == "event" {
                 if let Some((code, reason)) = plugin_error(&e) {
                     if code == ERROR_NO_SUCH_ROOM {
-                        bail!("Janus room {} does not exist", self.plan.room);
+                        return Err(Error::NoSuchJanusRoom {
+                            room: self.plan.room,
+                        });
                     }
-                    bail!("Janus VideoRoom error {code} while waiting for `{what}`: {reason}");
+                    return Err(Error::VideoRoom {
+                        room: self.plan.room,
+                        doing: format!("waiting for `{what}` in"),
+                        code,
+                        reason,
+                    });
                 }
                 if e["plugindata"]["data"]["videoroom"] == what {
                     return Ok(e);
                 }
             }
             if e["janus"] == "hangup" || e["janus"] == "detached" {
-                bail!("Janus ended the handle while waiting for `{what}`: {e}");
+                return Err(Error::JanusEnded(format!(
+                    "Janus ended the handle while waiting for `{what}`: {e}"
+                )));
             }
             self.stash.push_back(e);
         }
@@ -437,7 +473,7 @@ impl Session {
     /// A message to the plugin; synchronous requests answer with
     /// `plugindata`, asynchronous ones with an `ack` (their result is an
     /// event).
-    async fn message(&mut self, body: Value, jsep: Option<Value>) -> anyhow::Result<Value> {
+    async fn message(&mut self, body: Value, jsep: Option<Value>) -> Result<Value> {
         let mut m = json!({"janus": "message", "body": body});
         if let Some(j) = jsep {
             m["jsep"] = j;
@@ -447,7 +483,7 @@ impl Session {
         post(self.server, &path, m).await
     }
 
-    async fn trickle_done(&mut self) -> anyhow::Result<()> {
+    async fn trickle_done(&mut self) -> Result<()> {
         // Our candidates are in the SDP; say there are no more.
         let mut m = json!({"janus": "trickle", "candidate": {"completed": true}});
         let path = format!("{}/{}/{}", self.base, self.session, self.handle);
@@ -455,7 +491,7 @@ impl Session {
         post(self.server, &path, m).await.map(|_| ())
     }
 
-    async fn post_session(&mut self, mut m: Value) -> anyhow::Result<Value> {
+    async fn post_session(&mut self, mut m: Value) -> Result<Value> {
         self.with_transaction(&mut m);
         let path = format!("{}/{}", self.base, self.session);
         post(self.server, &path, m).await
@@ -500,23 +536,44 @@ fn plugin_error(v: &Value) -> Option<(i64, String)> {
 }
 
 /// POSTs a Janus request; a Janus-level error (`"janus": "error"`) is an Err.
-async fn post(server: SocketAddr, path: &str, m: Value) -> anyhow::Result<Value> {
-    let what = m["janus"].as_str().unwrap_or("request").to_string();
-    let (status, body) =
-        http::request(server, "POST", path, Some(&m.to_string()), REQUEST_TIMEOUT).await?;
+async fn post(server: SocketAddr, path: &str, m: Value) -> Result<Value> {
+    let request = format!(
+        "Janus `{}` at {path}",
+        m["janus"].as_str().unwrap_or("request")
+    );
+    let (status, body) = http::request(server, "POST", path, Some(&m.to_string()), REQUEST_TIMEOUT)
+        .await
+        .map_err(|e| Error::JanusRequest {
+            request: request.clone(),
+            source: Box::new(e),
+        })?;
     if status != 200 {
-        bail!("Janus `{what}` at {path}: HTTP {status}: {}", body.trim());
+        return Err(Error::HttpStatus {
+            request,
+            status,
+            hint: "",
+            body: body.trim().to_string(),
+        });
     }
-    let v: Value = serde_json::from_str(&body)
-        .with_context(|| format!("Janus `{what}` at {path}: answer is not JSON"))?;
+    let v: Value = serde_json::from_str(&body).map_err(|source| Error::BadAnswer {
+        from: request.clone(),
+        expected: "JSON",
+        source,
+    })?;
     if v["janus"] == "error" {
-        bail!(
-            "Janus `{what}` at {path}: error {}: {}",
-            v["error"]["code"],
-            v["error"]["reason"].as_str().unwrap_or("")
-        );
+        return Err(janus_error(request, &v));
     }
     Ok(v)
+}
+
+/// A Janus-level error answer (`{"janus": "error", "error": {code, reason}}`)
+/// to `request`.
+fn janus_error(request: String, v: &Value) -> Error {
+    Error::Janus {
+        request,
+        code: v["error"]["code"].as_i64(),
+        reason: v["error"]["reason"].as_str().unwrap_or("").to_string(),
+    }
 }
 
 /// The session's event channel: long polls, one after the other, until
@@ -524,9 +581,10 @@ async fn post(server: SocketAddr, path: &str, m: Value) -> anyhow::Result<Value>
 async fn long_poll(
     server: SocketAddr,
     session_path: String,
-    tx: mpsc::UnboundedSender<anyhow::Result<Value>>,
+    tx: mpsc::UnboundedSender<Result<Value>>,
 ) {
     let path = format!("{session_path}?maxev={LONG_POLL_MAX_EVENTS}");
+    let request = || format!("Janus long poll at {path}");
     loop {
         let r = http::request(server, "GET", &path, None, LONG_POLL_TIMEOUT).await;
         let events = match r {
@@ -534,28 +592,33 @@ async fn long_poll(
                 // With `maxev` Janus answers with an array.
                 Ok(Value::Array(events)) => events,
                 Ok(v) if v["janus"] == "error" => {
-                    let _ = tx.send(Err(anyhow!(
-                        "Janus long poll: error {}: {}",
-                        v["error"]["code"],
-                        v["error"]["reason"].as_str().unwrap_or("")
-                    )));
+                    let _ = tx.send(Err(janus_error(request(), &v)));
                     return;
                 }
                 Ok(v) => vec![v],
-                Err(e) => {
-                    let _ = tx.send(Err(anyhow!("Janus long poll: answer is not JSON: {e}")));
+                Err(source) => {
+                    let _ = tx.send(Err(Error::BadAnswer {
+                        from: request(),
+                        expected: "JSON",
+                        source,
+                    }));
                     return;
                 }
             },
             Ok((status, body)) => {
-                let _ = tx.send(Err(anyhow!(
-                    "Janus long poll: HTTP {status}: {}",
-                    body.trim()
-                )));
+                let _ = tx.send(Err(Error::HttpStatus {
+                    request: request(),
+                    status,
+                    hint: "",
+                    body: body.trim().to_string(),
+                }));
                 return;
             }
             Err(e) => {
-                let _ = tx.send(Err(e.context("Janus long poll")));
+                let _ = tx.send(Err(Error::JanusRequest {
+                    request: request(),
+                    source: Box::new(e),
+                }));
                 return;
             }
         };
@@ -582,16 +645,18 @@ async fn keepalive(server: SocketAddr, session_path: String) {
 
 /// Destroys the rooms a run created (best effort, through a session of its
 /// own): Janus keeps rooms in memory until told otherwise.
-pub async fn destroy_rooms(server: SocketAddr, base: &str, rooms: &[u64]) -> anyhow::Result<()> {
+pub async fn destroy_rooms(server: SocketAddr, base: &str, rooms: &[u64]) -> Result<()> {
     let created = post(
         server,
         base,
         json!({"janus": "create", "transaction": "cleanup"}),
     )
     .await?;
-    let session = created["data"]["id"]
-        .as_u64()
-        .ok_or_else(|| anyhow!("no session id: {created}"))?;
+    let session = created["data"]["id"].as_u64().ok_or_else(|| {
+        Error::JanusProtocol(format!(
+            "Janus `create` answered without a session id: {created}"
+        ))
+    })?;
     let session_path = format!("{base}/{session}");
     let attached = post(
         server,
@@ -599,9 +664,11 @@ pub async fn destroy_rooms(server: SocketAddr, base: &str, rooms: &[u64]) -> any
         json!({"janus": "attach", "plugin": PLUGIN, "transaction": "cleanup-attach"}),
     )
     .await?;
-    let handle = attached["data"]["id"]
-        .as_u64()
-        .ok_or_else(|| anyhow!("no handle id: {attached}"))?;
+    let handle = attached["data"]["id"].as_u64().ok_or_else(|| {
+        Error::JanusProtocol(format!(
+            "Janus `attach` ({PLUGIN}) answered without a handle id: {attached}"
+        ))
+    })?;
     for (i, room) in rooms.iter().enumerate() {
         let m = json!({
             "janus": "message",
@@ -620,13 +687,19 @@ pub async fn destroy_rooms(server: SocketAddr, base: &str, rooms: &[u64]) -> any
 }
 
 /// Checks that `GET {base}/info` came from a Janus with the VideoRoom plugin.
-pub fn check_info(body: &str) -> anyhow::Result<String> {
-    let v: Value = serde_json::from_str(body).context("the /info answer is not JSON")?;
+pub fn check_info(body: &str) -> Result<String> {
+    let v: Value = serde_json::from_str(body).map_err(|source| Error::BadAnswer {
+        from: "/info".to_string(),
+        expected: "JSON",
+        source,
+    })?;
     if v["janus"] != "server_info" {
-        bail!("the /info answer is not Janus's server_info");
+        return Err(Error::JanusProtocol(
+            "the /info answer is not Janus's server_info".to_string(),
+        ));
     }
     if v["plugins"].get(PLUGIN).is_none() {
-        bail!("Janus runs without {PLUGIN}");
+        return Err(Error::JanusProtocol(format!("Janus runs without {PLUGIN}")));
     }
     Ok(v["version_string"].as_str().unwrap_or("?").to_string())
 }

@@ -7,33 +7,40 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-
 use crate::args::{Args, Target};
 use crate::ctx::{Ctx, Spec, lock};
+use crate::error::{Error, Result};
 use crate::{http, janus};
 
-pub(crate) async fn preflight(args: &Args, server: SocketAddr, base: &str) -> anyhow::Result<()> {
+pub(crate) async fn preflight(args: &Args, server: SocketAddr, base: &str) -> Result<()> {
     let path = match args.target {
         Target::Tern => "/health".to_string(),
         Target::Janus => format!("{base}/info"),
     };
     let (status, body) = http::request(server, "GET", &path, None, Duration::from_secs(5))
         .await
-        .with_context(|| format!("server {} is unreachable", args.server))?;
+        .map_err(|e| Error::Unreachable {
+            server: args.server.clone(),
+            source: Box::new(e),
+        })?;
     if status != 200 {
         let hint = match args.target {
             Target::Janus => " (Janus's API is usually at http://IP:8088/janus)",
             Target::Tern => "",
         };
-        bail!(
-            "server {} answered {path} with HTTP {status}{hint}",
-            args.server
-        );
+        return Err(Error::HttpStatus {
+            request: format!("server {} answered GET {path}", args.server),
+            status,
+            hint,
+            // Whatever else answers there (an HTML page) says nothing more.
+            body: String::new(),
+        });
     }
     if args.target == Target::Janus {
-        let version = janus::check_info(&body)
-            .with_context(|| format!("{} is not a usable Janus", args.server))?;
+        let version = janus::check_info(&body).map_err(|e| Error::NotJanus {
+            server: args.server.clone(),
+            source: Box::new(e),
+        })?;
         eprintln!("Janus {version} at {}", args.server);
     }
     if args.publisher_region.is_some() || args.subscriber_region.is_some() {
@@ -49,7 +56,7 @@ const REGION_WAIT: Duration = Duration::from_secs(5);
 
 /// The regions asked for must be ones the focus has an online bridge in:
 /// otherwise it would quietly place everyone elsewhere.
-async fn check_regions(args: &Args, server: SocketAddr) -> anyhow::Result<()> {
+async fn check_regions(args: &Args, server: SocketAddr) -> Result<()> {
     #[derive(serde::Deserialize)]
     struct B {
         region: String,
@@ -61,18 +68,23 @@ async fn check_regions(args: &Args, server: SocketAddr) -> anyhow::Result<()> {
     ];
     let deadline = Instant::now() + REGION_WAIT;
     loop {
+        // The request's errors name it (GET http://ADDR/api/bridges).
         let (status, body) =
-            http::request(server, "GET", "/api/bridges", None, Duration::from_secs(5))
-                .await
-                .with_context(|| format!("asking {} for its bridges", args.server))?;
+            http::request(server, "GET", "/api/bridges", None, Duration::from_secs(5)).await?;
         if status != 200 {
-            bail!(
-                "--publisher-region/--subscriber-region need --server to be a focus (`tern dev`, `tern focus`), but {} answered /api/bridges with HTTP {status}",
-                args.server
-            );
+            return Err(Error::BadArgument {
+                flag: "--publisher-region/--subscriber-region",
+                why: format!(
+                    "need --server to be a focus (`tern dev`, `tern focus`), but {} answered /api/bridges with HTTP {status}",
+                    args.server
+                ),
+            });
         }
-        let list: Vec<B> = serde_json::from_str(&body)
-            .with_context(|| format!("{}/api/bridges is not a focus's bridge list", args.server))?;
+        let list: Vec<B> = serde_json::from_str(&body).map_err(|source| Error::BadAnswer {
+            from: format!("{}/api/bridges", args.server),
+            expected: "a focus's bridge list",
+            source,
+        })?;
         let mut known: Vec<&str> = list
             .iter()
             .filter(|b| b.online)
@@ -90,14 +102,17 @@ async fn check_regions(args: &Args, server: SocketAddr) -> anyhow::Result<()> {
             return Ok(());
         };
         if Instant::now() >= deadline {
-            bail!(
-                "{flag} {r:?}: the focus has no online bridge there (regions: {})",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            );
+            return Err(Error::BadArgument {
+                flag,
+                why: format!(
+                    "{r:?}: the focus has no online bridge there (regions: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            });
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -109,10 +124,7 @@ pub(crate) type Placement = Option<(String, String)>;
 /// A token and the signalling URL to use it at: through a focus's `/join`
 /// (`tern dev`, `tern focus`; with the placement it chose), else a
 /// standalone bridge's `/dev/token`, or minted with `--secret`.
-pub(crate) async fn tern_token(
-    ctx: &Ctx,
-    spec: &Spec,
-) -> anyhow::Result<(String, String, Placement)> {
+pub(crate) async fn tern_token(ctx: &Ctx, spec: &Spec) -> Result<(String, String, Placement)> {
     let own = format!("ws://{}/signal", ctx.bridge_for(&spec.room));
     if let Some(secret) = &ctx.args.secret {
         return Ok(((ctx.mint)(secret, &spec.room, &spec.name), own, None));
@@ -127,14 +139,8 @@ pub(crate) async fn tern_token(
         "/join?room={}&name={}&participant={}{region}",
         spec.room, spec.name, spec.name
     );
-    let (status, body) = http::request(
-        ctx.bridge_for(&spec.room),
-        "GET",
-        &join,
-        None,
-        Duration::from_secs(5),
-    )
-    .await?;
+    let bridge = ctx.bridge_for(&spec.room);
+    let (status, body) = http::request(bridge, "GET", &join, None, Duration::from_secs(5)).await?;
     if status == 200 {
         #[derive(serde::Deserialize)]
         struct J {
@@ -143,35 +149,43 @@ pub(crate) async fn tern_token(
             bridge: String,
             region: String,
         }
-        let j: J = serde_json::from_str(&body).context("parsing /join")?;
+        let j: J = serde_json::from_str(&body).map_err(|source| Error::BadAnswer {
+            from: http::describe(bridge, "GET", &join),
+            expected: "a placement (token, signal_url, bridge, region)",
+            source,
+        })?;
         lock(&ctx.placements)
             .entry(j.bridge.clone())
             .or_insert_with(|| (j.region.clone(), bridge_http(&j.signal_url)));
         return Ok((j.token, j.signal_url, Some((j.bridge, j.region))));
     }
     if status != 404 {
-        bail!("GET {join}: HTTP {status}: {}", body.trim());
+        return Err(Error::HttpStatus {
+            request: http::describe(bridge, "GET", &join),
+            status,
+            hint: "",
+            body: body.trim().to_string(),
+        });
     }
     let path = format!("/dev/token?room={}&name={}", spec.room, spec.name);
-    let (status, body) = http::request(
-        ctx.bridge_for(&spec.room),
-        "GET",
-        &path,
-        None,
-        Duration::from_secs(5),
-    )
-    .await?;
+    let (status, body) = http::request(bridge, "GET", &path, None, Duration::from_secs(5)).await?;
     if status != 200 {
-        bail!(
-            "GET {path}: HTTP {status} (is it `tern dev`? for `tern bridge` pass --secret): {}",
-            body.trim()
-        );
+        return Err(Error::HttpStatus {
+            request: http::describe(bridge, "GET", &path),
+            status,
+            hint: " (is it `tern dev`? for `tern bridge` pass --secret)",
+            body: body.trim().to_string(),
+        });
     }
     #[derive(serde::Deserialize)]
     struct T {
         token: String,
     }
-    let t: T = serde_json::from_str(&body).context("parsing /dev/token")?;
+    let t: T = serde_json::from_str(&body).map_err(|source| Error::BadAnswer {
+        from: http::describe(bridge, "GET", &path),
+        expected: "a token",
+        source,
+    })?;
     Ok((t.token, own, None))
 }
 

@@ -25,6 +25,7 @@
 //! [`main`] as a [`MintToken`].
 
 pub mod ceiling;
+pub mod error;
 pub mod histogram;
 pub mod http;
 pub mod janus;
@@ -38,10 +39,9 @@ mod participant;
 mod report;
 mod run;
 
-use anyhow::{Context, bail};
-
 pub use args::{Args, ServerPid, Target, parse_server, parse_server_pid};
 pub use ctx::Ctx;
+pub use error::{Error, Result};
 pub use report::{BridgeUsage, ForwardLatencySummary, ProcessUsage, Summary};
 pub use run::run;
 
@@ -52,10 +52,13 @@ pub type MintToken = fn(secret: &str, room: &str, participant: &str) -> String;
 
 /// Entry point of `tern loadtest`: exits non-zero on bad parameters, an
 /// unreachable server, or a run in which some receiver got no media.
-pub fn main(args: Args, mint: MintToken) -> anyhow::Result<()> {
+pub fn main(args: Args, mint: MintToken) -> Result<()> {
     if let Some(secs) = args.ceiling {
         if secs.is_nan() || secs <= 0.0 || secs > 600.0 {
-            bail!("--ceiling takes 0..600 seconds");
+            return Err(Error::BadArgument {
+                flag: "--ceiling",
+                why: "takes 0..600 seconds".into(),
+            });
         }
         let c = ceiling::measure(secs, args.ceiling_reader_core)?;
         let read = c
@@ -67,7 +70,11 @@ pub fn main(args: Args, mint: MintToken) -> anyhow::Result<()> {
             c.seal_only_pps, c.send_only_pps, c.seal_and_send_pps, c.seal_and_sendmmsg_pps
         );
         if args.json.is_some() {
-            println!("{}", serde_json::to_string(&c)?);
+            let json = serde_json::to_string(&c).map_err(|source| Error::Serialize {
+                what: "the ceiling",
+                source,
+            })?;
+            println!("{json}");
         }
         return Ok(());
     }
@@ -76,26 +83,34 @@ pub fn main(args: Args, mint: MintToken) -> anyhow::Result<()> {
         .worker_threads(args.threads)
         .enable_all()
         .thread_name("tern-load")
-        .build()?;
+        .build()
+        .map_err(|source| Error::Io {
+            what: "starting the load tool's runtime".into(),
+            source,
+        })?;
     let summary = rt.block_on(run(args.clone(), mint))?;
     print!("{}", summary.to_text());
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&summary)?;
+        let json = serde_json::to_string_pretty(&summary).map_err(|source| Error::Serialize {
+            what: "the summary",
+            source,
+        })?;
         if path.as_os_str() == "-" {
             println!("{json}");
         } else {
-            std::fs::write(path, json + "\n")
-                .with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(path, json + "\n").map_err(|source| Error::Io {
+                what: format!("writing {}", path.display()),
+                source,
+            })?;
         }
     }
     let o = &summary.overall;
     if o.receivers_with_media < o.expected_receivers || o.failed > 0 {
-        bail!(
-            "{} of {} receivers got media, {} participants failed",
-            o.receivers_with_media,
-            o.expected_receivers,
-            o.failed
-        );
+        return Err(Error::RunFailed {
+            receivers_with_media: o.receivers_with_media,
+            expected_receivers: o.expected_receivers,
+            failed: o.failed,
+        });
     }
     Ok(())
 }

@@ -7,10 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
-
 use crate::args::Target;
 use crate::ctx::Ctx;
+use crate::error::{Error, Result};
 use crate::http;
 
 pub(crate) async fn scrape(ctx: &Ctx) -> Option<String> {
@@ -48,23 +47,31 @@ pub(crate) struct ProcSample {
     pub(crate) rss_kib: u64,
 }
 
-pub(crate) fn proc_sample(pid: u32) -> anyhow::Result<ProcSample> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+pub(crate) fn proc_sample(pid: u32) -> Result<ProcSample> {
+    let read = |path: String| {
+        std::fs::read_to_string(&path).map_err(|source| Error::Io {
+            what: format!("reading {path}"),
+            source,
+        })
+    };
+    let stat = read(format!("/proc/{pid}/stat"))?;
+    let malformed = || Error::MalformedProc {
+        path: format!("/proc/{pid}/stat"),
+    };
     // Fields after the parenthesised command name; utime and stime are the
     // 14th and 15th fields overall, in clock ticks (100 per second on Linux).
     let after = stat
         .rsplit_once(')')
         .map(|(_, r)| r)
-        .ok_or_else(|| anyhow!("malformed /proc/{pid}/stat"))?;
+        .ok_or_else(malformed)?;
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| -> anyhow::Result<f64> {
+    let ticks = |i: usize| -> Result<f64> {
         f.get(i)
             .and_then(|v| v.parse::<f64>().ok())
-            .ok_or_else(|| anyhow!("malformed /proc/{pid}/stat"))
+            .ok_or_else(malformed)
     };
     let cpu_secs = (ticks(11)? + ticks(12)?) / 100.0;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let status = read(format!("/proc/{pid}/status"))?;
     let rss_kib = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use tern_peer::synth::LayerSpec;
 use tern_peer::{Pacing, Peer, PeerConfig, PeerOutput};
@@ -19,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::args::Target;
 use crate::ctx::{Ctx, Spec, lock};
+use crate::error::{Error, Result};
 use crate::janus;
 use crate::join::tern_token;
 use crate::stats::{PeerAcc, PeerReport};
@@ -35,7 +35,8 @@ type Ws =
 
 /// How a participant talks to the server.
 enum Signalling {
-    Tern(Box<Ws>),
+    /// Tern's WebSocket, and its URL (for errors).
+    Tern(Box<Ws>, String),
     Janus(Box<janus::Session>),
 }
 
@@ -59,7 +60,7 @@ pub(crate) async fn participant(ctx: Arc<Ctx>, spec: Spec) -> PeerReport {
     };
     if let Err(e) = drive(&ctx, &spec, began, &mut report).await {
         ctx.progress.failed.fetch_add(1, Ordering::Relaxed);
-        report.error = Some(format!("{e:#}"));
+        report.error = Some(e.with_causes());
     }
     report.first_media_time = report
         .acc
@@ -68,15 +69,18 @@ pub(crate) async fn participant(ctx: Arc<Ctx>, spec: Spec) -> PeerReport {
     report
 }
 
-async fn drive(
-    ctx: &Ctx,
-    spec: &Spec,
-    began: Instant,
-    report: &mut PeerReport,
-) -> anyhow::Result<()> {
+async fn drive(ctx: &Ctx, spec: &Spec, began: Instant, report: &mut PeerReport) -> Result<()> {
     let args = &ctx.args;
-    let socket = UdpSocket::bind(SocketAddr::new(args.bind_ip, 0)).await?;
-    let mut cfg = PeerConfig::new(socket.local_addr()?);
+    let bind = SocketAddr::new(args.bind_ip, 0);
+    let socket = UdpSocket::bind(bind).await.map_err(|source| Error::Io {
+        what: format!("binding a media socket on {bind}"),
+        source,
+    })?;
+    let local = socket.local_addr().map_err(|source| Error::Io {
+        what: format!("reading the address of the media socket bound on {bind}"),
+        source,
+    })?;
+    let mut cfg = PeerConfig::new(local);
     cfg.audio = spec.publish;
     cfg.video = if spec.publish {
         LayerSpec::ladder().into_iter().take(args.layers).collect()
@@ -105,11 +109,16 @@ async fn drive(
                     report.bridge = Some(bridge);
                     report.bridge_region = Some(region);
                 }
-                let (mut ws, _) = tokio_tungstenite::connect_async(&url)
-                    .await
-                    .with_context(|| format!("connecting to {url}"))?;
-                ws_send(&mut ws, &Peer::join(&token)).await?;
-                anyhow::Ok(Signalling::Tern(Box::new(ws)))
+                let (mut ws, _) =
+                    tokio_tungstenite::connect_async(&url)
+                        .await
+                        .map_err(|e| Error::WebSocket {
+                            doing: "connecting to",
+                            url: url.clone(),
+                            source: Box::new(e),
+                        })?;
+                ws_send(&mut ws, &url, &Peer::join(&token)).await?;
+                Ok::<_, Error>(Signalling::Tern(Box::new(ws), url))
             }
             Target::Janus => {
                 let mut j = janus::Session::open(
@@ -127,7 +136,10 @@ async fn drive(
         }
     })
     .await
-    .map_err(|_| anyhow!("could not join within {JOIN_TIMEOUT:?}"))??;
+    .map_err(|_| Error::Timeout {
+        what: "could not join".to_string(),
+        limit: JOIN_TIMEOUT,
+    })??;
 
     let mut registered = false;
     let mut buf = vec![0u8; 2048];
@@ -145,17 +157,20 @@ async fn drive(
                     let _ = socket.send_to(&contents, destination).await;
                 }
                 PeerOutput::Signal(m) => match &mut sig {
-                    Signalling::Tern(ws) => ws_send(ws, &m).await?,
+                    Signalling::Tern(ws, url) => ws_send(ws, url, &m).await?,
                     Signalling::Janus(j) => j.send(&mut peer, m).await?,
                 },
             }
         }
         let st = peer.state();
-        if let Some((code, msg)) = st.errors.first() {
-            bail!("{code}: {msg}");
+        if let Some((code, message)) = st.errors.first() {
+            return Err(Error::Session {
+                code: code.clone(),
+                message: message.clone(),
+            });
         }
         if st.closed {
-            bail!("the server closed the connection");
+            return Err(Error::Closed { what: "connection" });
         }
         let just_joined = !registered && st.joined;
         if report.connect_time.is_none() && st.connected {
@@ -173,7 +188,7 @@ async fn drive(
         if just_joined {
             registered = true;
             ctx.progress.joined.fetch_add(1, Ordering::Relaxed);
-            if spec.receive && matches!(sig, Signalling::Tern(_)) {
+            if spec.receive && matches!(sig, Signalling::Tern(..)) {
                 // `--max-height` as a constraint, flushed right away (Janus
                 // gets the layer as `substream` when subscribing).
                 peer.set_max_height(None, args.max_height);
@@ -182,7 +197,10 @@ async fn drive(
         }
         let now = Instant::now();
         if report.connect_time.is_none() && now > join_deadline {
-            bail!("not connected within {JOIN_TIMEOUT:?}");
+            return Err(Error::Timeout {
+                what: "not connected".to_string(),
+                limit: JOIN_TIMEOUT,
+            });
         }
         if now >= next_fold || now >= end {
             fold(ctx, &mut peer, report);
@@ -194,7 +212,10 @@ async fn drive(
         let wake = peer.poll_timeout().min(next_fold).min(end);
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
-                let (n, src) = r?;
+                let (n, src) = r.map_err(|source| Error::Io {
+                    what: format!("receiving on the media socket {local}"),
+                    source,
+                })?;
                 let count_only = spec.count_only;
                 on_datagram(ctx, &mut peer, report, src, &buf[..n], count_only);
                 // Drain what else is queued before flushing once.
@@ -213,7 +234,7 @@ async fn drive(
                     j.handle(&mut peer, Instant::now(), e).await?;
                 }
                 (Some(Incoming::Janus(_)), _) => {}
-                (None, _) => bail!("the server closed the signalling connection"),
+                (None, _) => return Err(Error::Closed { what: "signalling connection" }),
             },
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
                 peer.handle_timeout(Instant::now());
@@ -226,8 +247,8 @@ async fn drive(
     while let Some(o) = peer.poll_output() {
         if let PeerOutput::Signal(m) = o {
             match &mut sig {
-                Signalling::Tern(ws) => {
-                    let _ = ws_send(ws, &m).await;
+                Signalling::Tern(ws, url) => {
+                    let _ = ws_send(ws, url, &m).await;
                 }
                 Signalling::Janus(j) => {
                     let _ = j.send(&mut peer, m).await;
@@ -236,7 +257,7 @@ async fn drive(
         }
     }
     match &mut sig {
-        Signalling::Tern(ws) => {
+        Signalling::Tern(ws, _) => {
             let _ = tokio::time::timeout(Duration::from_secs(1), (**ws).close(None)).await;
         }
         Signalling::Janus(j) => j.close().await,
@@ -289,10 +310,18 @@ fn fold(ctx: &Ctx, peer: &mut Peer, report: &mut PeerReport) {
     ctx.progress.rx_packets.fetch_add(n, Ordering::Relaxed);
 }
 
-async fn ws_send(ws: &mut Ws, m: &ClientMessage) -> anyhow::Result<()> {
-    ws.send(Message::Text(serde_json::to_string(m)?.into()))
-        .await?;
-    Ok(())
+async fn ws_send(ws: &mut Ws, url: &str, m: &ClientMessage) -> Result<()> {
+    let text = serde_json::to_string(m).map_err(|source| Error::Serialize {
+        what: "a signalling message",
+        source,
+    })?;
+    ws.send(Message::Text(text.into()))
+        .await
+        .map_err(|e| Error::WebSocket {
+            doing: "sending to",
+            url: url.to_string(),
+            source: Box::new(e),
+        })
 }
 
 /// A message from the server, in its own protocol.
@@ -301,16 +330,27 @@ enum Incoming {
     Janus(janus::Event),
 }
 
-async fn next_signal(sig: &mut Signalling) -> anyhow::Result<Option<Incoming>> {
+async fn next_signal(sig: &mut Signalling) -> Result<Option<Incoming>> {
     match sig {
-        Signalling::Tern(ws) => loop {
+        Signalling::Tern(ws, url) => loop {
             match ws.next().await {
                 Some(Ok(Message::Text(t))) => {
-                    return Ok(Some(Incoming::Tern(serde_json::from_str(&t)?)));
+                    let m = serde_json::from_str(&t).map_err(|source| Error::BadAnswer {
+                        from: format!("signalling at {url}"),
+                        expected: "a Tern server message",
+                        source,
+                    })?;
+                    return Ok(Some(Incoming::Tern(m)));
                 }
                 Some(Ok(Message::Close(_))) | None => return Ok(None),
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
+                Some(Err(e)) => {
+                    return Err(Error::WebSocket {
+                        doing: "reading from",
+                        url: url.clone(),
+                        source: Box::new(e),
+                    });
+                }
             }
         },
         Signalling::Janus(j) => Ok(j.next().await?.map(Incoming::Janus)),

@@ -9,11 +9,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
-
 use crate::MintToken;
 use crate::args::{Args, MAX_JANUS_ROOMS, Target, parse_server};
 use crate::ctx::{Ctx, Progress, Spec, lock};
+use crate::error::{Error, Result};
 use crate::join::preflight;
 use crate::measure::{proc_sample, scrape, scrape_bridges};
 use crate::participant::participant;
@@ -24,7 +23,7 @@ use crate::{http, janus, stats};
 /// measurement window opens.
 const WARMUP: Duration = Duration::from_secs(2);
 
-pub async fn run(args: Args, mint: MintToken) -> anyhow::Result<Summary> {
+pub async fn run(args: Args, mint: MintToken) -> Result<Summary> {
     args.validate()?;
     let (server, base_path) = parse_server(&args.server)?;
     // Fail fast and clearly if nothing answers there.
@@ -135,10 +134,7 @@ pub async fn run(args: Args, mint: MintToken) -> anyhow::Result<Summary> {
 
     let mut reports = Vec::with_capacity(total);
     for t in tasks {
-        match t.await {
-            Ok(r) => reports.push(r),
-            Err(e) => bail!("a participant task failed: {e}"),
-        }
+        reports.push(t.await.map_err(Error::TaskFailed)?);
     }
     progress.abort();
     if args.target == Target::Janus {
@@ -146,7 +142,10 @@ pub async fn run(args: Args, mint: MintToken) -> anyhow::Result<Summary> {
             .map(|i| ctx.janus_room_base + i)
             .collect();
         if let Err(e) = janus::destroy_rooms(server, &ctx.base_path, &rooms).await {
-            eprintln!("warning: could not destroy the Janus rooms of this run: {e:#}");
+            eprintln!(
+                "warning: could not destroy the Janus rooms of this run: {}",
+                e.with_causes()
+            );
         }
     }
 
@@ -195,7 +194,11 @@ pub async fn run(args: Args, mint: MintToken) -> anyhow::Result<Summary> {
                 });
             }
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-                eprintln!("warning: could not measure server process {}: {e:#}", p.pid);
+                eprintln!(
+                    "warning: could not measure server process {}: {}",
+                    p.pid,
+                    e.with_causes()
+                );
             }
         }
     }
