@@ -1,57 +1,49 @@
-//! Datagrams at the media port: the demux (address, STUN ufrag) and whatever
-//! str0m is handed. The first byte picks one of a few source addresses.
+//! Datagrams at the media port of a bridge node (see `tern_fuzz::Bridge`):
+//! the node's routing (address table, STUN ufrag to shard), each shard's
+//! demux and whatever str0m is handed, next to a participant whose session
+//! is up.
+//!
+//! An input is a batch of records `[sel][len: u16 BE][bytes]`, read together
+//! as the shell's reader hands them over. `sel` picks the source address:
+//! 127.0.0.{1 + sel % 3}:{5000 + sel >> 6}; 127.0.0.2:5000 is the connected
+//! participant's (bound to its shard: the bytes reach its str0m session),
+//! the others are bound to nothing (only STUN naming a shard's ufrag gets
+//! in). Then a millisecond passes and every output is polled.
 #![no_main]
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use tern_sfu::{Core, EndpointId, JoinRequest};
+use tern_fuzz::Bridge;
+use tern_sfu::node::Input;
 
-struct State {
-    core: Core,
-    now: Instant,
-}
-
-fn state() -> &'static Mutex<State> {
-    static S: OnceLock<Mutex<State>> = OnceLock::new();
-    S.get_or_init(|| {
-        let now = Instant::now();
-        let provider = str0m::crypto::from_feature_flags();
-        let cert = provider
-            .dtls_provider
-            .generate_certificate()
-            .expect("certificate");
-        let local: SocketAddr = "127.0.0.1:10000".parse().expect("addr");
-        let mut core = Core::new(tern_fuzz::core_config(local, cert), now);
-        core.handle_join(
-            now,
-            JoinRequest {
-                id: EndpointId(1),
-                room: "fuzz".into(),
-                participant: "p".into(),
-                name: "p".into(),
-                ice_password: "0123456789abcdef0123456789abcdef".into(),
-            },
-        )
-        .expect("join");
-        Mutex::new(State { core, now })
-    })
+fn bridge() -> &'static Mutex<Bridge> {
+    static B: OnceLock<Mutex<Bridge>> = OnceLock::new();
+    B.get_or_init(|| Mutex::new(Bridge::new(false)))
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&sel, rest)) = data.split_first() else {
+    let mut b = bridge().lock().unwrap_or_else(|e| e.into_inner());
+    if !b.healthy() {
+        *b = Bridge::new(false);
+    }
+    let mut batch = Vec::new();
+    let mut rest = data;
+    while let [sel, l0, l1, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*l0, *l1])).min(tail.len());
+        let (bytes, next) = tail.split_at(len);
+        rest = next;
+        let src: SocketAddr = format!("127.0.0.{}:{}", 1 + sel % 3, 5000 + u16::from(sel >> 6))
+            .parse()
+            .expect("addr");
+        batch.push((src, bytes.to_vec().into()));
+    }
+    if batch.is_empty() {
         return;
-    };
-    let mut s = state().lock().unwrap_or_else(|e| e.into_inner());
-    let src: SocketAddr = format!("127.0.0.{}:{}", 1 + sel % 3, 5000 + u16::from(sel >> 6))
-        .parse()
-        .expect("addr");
-    let local: SocketAddr = "127.0.0.1:10000".parse().expect("addr");
-    s.now += Duration::from_millis(1);
-    let now = s.now;
-    s.core.handle_datagram(now, src, local, rest);
-    s.core.handle_timeout(now);
-    while s.core.poll_output().is_some() {}
+    }
+    let local = b.bridge_addr();
+    b.input(Input::Datagrams { local, batch });
+    b.advance(Duration::from_millis(1));
 });

@@ -1,4 +1,5 @@
 //! RTP payloads the core parses on every forwarded packet.
+//! Kept narrow: pure parsers, which a `Node` hands only known sources' packets.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

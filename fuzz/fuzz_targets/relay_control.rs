@@ -1,46 +1,50 @@
 //! The relay control stream: bytes from a peer bridge, read in whatever
-//! pieces QUIC hands over.
+//! pieces QUIC hands over, into a bridge node (see `tern_fuzz::Bridge`).
 //!
 //! An input is `[flags][chunking][stream bytes]`. The stream is decoded by
 //! `ControlDecoder` in one piece and again in pieces (sizes from a small
 //! generator seeded by `chunking`); both must give the same messages, and
 //! while waiting for more bytes the decoder never holds more than one frame
-//! of the maximum size. The same pieces go to a `Link` (`flags & 0x01`: with
-//! a valid `Hello` in front, so the rest gets past the handshake), whose
-//! output must decode, and the messages the link delivers go to a bridge
-//! core's `handle_relay_control` as the shell does. Without `0x01` the
-//! decoded messages go to the core directly (the core must survive any
-//! message, not only those a link lets through).
+//! of the maximum size. The same pieces go to the node as `RelayStream`
+//! inputs on the peer's established connection (after its hello and its
+//! announcements), so the link's framing and checks, the connection's
+//! routing to the shard that owns each conference and that shard's core all
+//! take them; every output is polled, what the node writes back must decode
+//! (checked by the harness), and a stream whose framing breaks must get the
+//! connection closed.
 //!
-//! Random bytes rarely decode into messages that name what the core knows
+//! Random bytes rarely decode into messages that name what the node knows
 //! (it looks conferences and sources up in hash maps, which give the fuzzer
 //! no comparison to learn from), so two modes help:
 //!
 //! - `flags & 0x08`: the stream bytes are not sent as they are but read as a
 //!   list of messages to encode (`structured`): kinds, conference numbers
-//!   (the peer's, the core's own, unknown ones), source numbers, participant
-//!   ids and layer masks are picked from what the core knows, the rest is
-//!   arbitrary; a pseudo-message (a `Ping` with a marker id) lets virtual
-//!   time pass, so a `Demand` can fill the relay cache a later `Nack` reads
-//!   (without a link only: a link answers pings itself).
-//! - `flags & 0x02` steers raw messages: a conference number 1 becomes the
-//!   peer's conference (`REMOTE_CONF`), 2 the core's own, and an empty
-//!   conference name the shared room.
+//!   (the peer's, the node's own on two shards, unknown ones), source
+//!   numbers, participant ids and layer masks are picked from what the node
+//!   knows, the rest is arbitrary; a pause between messages lets virtual
+//!   time pass, so a `Demand` can fill the relay cache a later `Nack` reads.
+//! - `flags & 0x02` steers raw messages (those that decode, re-encoded; the
+//!   rest of the stream follows as it was): a conference number 1 becomes
+//!   the peer's conference (`REMOTE_CONF`), 2 the node's own for the room,
+//!   3 its own for the second room, and an empty conference name the room.
 //!
-//! `flags & 0x04` sends as a bridge that is not a relay peer here.
+//! `flags & 0x01` sends on a fresh connection, before any hello (the
+//! handshake takes the input; the structured mode's `Hello` then carries
+//! the current protocol version most of the time). `flags & 0x04` sends as
+//! a bridge that is no relay peer of any room here (on its own connection).
 #![no_main]
 
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use libfuzzer_sys::arbitrary::{Result as ArbResult, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use tern_fuzz::{AUDIO_SOURCE, Bridge, PEER, REMOTE, REMOTE_CONF, ROOM, VIDEO_SOURCE};
-use tern_sfu::tern_relay::link::{Link, LinkConfig};
-use tern_sfu::tern_relay::msg::{self, Hello, RelayControl, relay_control::Msg};
-use tern_sfu::tern_relay::wire::{
-    Codec, ControlDecoder, MAX_CONTROL_FRAME, MediaHeader, encode_control,
+use tern_fuzz::{
+    AUDIO_SOURCE, Bridge, PEER, REMOTE, REMOTE_CONF, REMOTE_CONF2, ROOM, ROOM2, STRANGER,
+    VIDEO_SOURCE, encode,
 };
+use tern_sfu::tern_relay::msg::{self, Hello, RelayControl, relay_control::Msg};
+use tern_sfu::tern_relay::wire::{Codec, ControlDecoder, MAX_CONTROL_FRAME, MediaHeader};
 use tern_sfu::tern_relay::{PROTOCOL_VERSION, RelayError};
 
 fn bridge() -> &'static Mutex<Bridge> {
@@ -91,15 +95,23 @@ fn decode(pieces: &[&[u8]]) -> Vec<Result<RelayControl, RelayError>> {
     out
 }
 
-fn steer_conf(n: &mut u32, local: u32) {
+/// The node's conference numbers, as it announced them to the peer.
+#[derive(Clone, Copy)]
+struct Local {
+    room: u32,
+    room2: u32,
+}
+
+fn steer_conf(n: &mut u32, local: Local) {
     match *n {
         1 => *n = REMOTE_CONF,
-        2 => *n = local,
+        2 => *n = local.room,
+        3 => *n = local.room2,
         _ => {}
     }
 }
 
-fn steer(m: &mut Msg, local: u32) {
+fn steer(m: &mut Msg, local: Local) {
     match m {
         Msg::ConferenceJoined(c) => {
             steer_conf(&mut c.number, local);
@@ -118,21 +130,58 @@ fn steer(m: &mut Msg, local: u32) {
     }
 }
 
+/// The raw stream with the messages that decode steered and re-encoded,
+/// followed by the bytes from where decoding stopped, as they were.
+fn steered(stream: &[u8], local: Local) -> Vec<u8> {
+    let mut d = ControlDecoder::default();
+    d.push(stream);
+    let mut msgs = Vec::new();
+    let mut consumed = 0;
+    while let Some(Ok(m)) = d.next_message() {
+        consumed = stream.len() - d.pending();
+        msgs.extend(m.msg);
+    }
+    for m in &mut msgs {
+        steer(m, local);
+    }
+    let mut out = encode(msgs);
+    out.extend_from_slice(&stream[consumed..]);
+    out
+}
+
+/// A piece of the structured mode's input: stream bytes, or a pause (ms).
+enum Segment {
+    Bytes(Vec<u8>),
+    Pause(u8),
+}
+
 /// One message (or a pause, as `Err(ms)`) read from `u`, with numbers the
-/// core knows most of the time.
-fn structured_one(u: &mut Unstructured, local: u32) -> ArbResult<Result<Msg, u8>> {
-    let conference = *u.choose(&[REMOTE_CONF, local, 0, REMOTE_CONF + 1, u32::MAX])?;
+/// node knows most of the time.
+fn structured_one(u: &mut Unstructured, local: Local) -> ArbResult<Result<Msg, u8>> {
+    let conference = *u.choose(&[
+        REMOTE_CONF,
+        local.room,
+        local.room2,
+        REMOTE_CONF2,
+        0,
+        REMOTE_CONF + 1,
+        u32::MAX,
+    ])?;
     let source = u32::from(*u.choose(&[AUDIO_SOURCE, VIDEO_SOURCE, 0, 3, u16::MAX])?);
     let participant = u.choose(&[REMOTE, "remote2", "local", ""])?.to_string();
     let m = match u.int_in_range(0..=12u8)? {
         0 => Msg::Hello(Hello {
-            protocol_version: u.arbitrary()?,
-            bridge_id: u.choose(&[PEER, "stranger"])?.to_string(),
+            protocol_version: if u.arbitrary()? {
+                PROTOCOL_VERSION
+            } else {
+                u.arbitrary()?
+            },
+            bridge_id: u.choose(&[PEER, STRANGER, "other"])?.to_string(),
             software_version: u.arbitrary()?,
         }),
         1 => Msg::ConferenceJoined(msg::ConferenceJoined {
             number: conference,
-            name: u.choose(&[ROOM, "elsewhere", ""])?.to_string(),
+            name: u.choose(&[ROOM, ROOM2, "elsewhere", ""])?.to_string(),
         }),
         2 => Msg::ConferenceLeft(msg::ConferenceLeft { number: conference }),
         3 => Msg::ParticipantJoined(msg::ParticipantJoined {
@@ -226,39 +275,22 @@ fn structured_one(u: &mut Unstructured, local: u32) -> ArbResult<Result<Msg, u8>
     Ok(Ok(m))
 }
 
-/// The structured mode's stream: messages encoded as a peer would, with
-/// each pause as a `Ping` whose id is [`PAUSE`] plus the
-/// milliseconds (the target pauses there instead of delivering it).
-fn structured(bytes: &[u8], local: u32) -> Vec<u8> {
+/// The structured mode's input: messages encoded as a peer would, with
+/// pauses between them.
+fn structured(bytes: &[u8], local: Local) -> Vec<Segment> {
     let mut u = Unstructured::new(bytes);
     let mut out = Vec::new();
     while !u.is_empty() {
         let Ok(m) = structured_one(&mut u, local) else {
             break;
         };
-        let m = m.unwrap_or_else(|ms| {
-            Msg::Ping(msg::Ping {
-                id: PAUSE | u64::from(ms),
-            })
-        });
-        encode_control(&RelayControl { msg: Some(m) }, &mut out);
+        match (m, out.last_mut()) {
+            (Ok(m), Some(Segment::Bytes(b))) => b.extend(encode([m])),
+            (Ok(m), _) => out.push(Segment::Bytes(encode([m]))),
+            (Err(ms), _) => out.push(Segment::Pause(ms)),
+        }
     }
     out
-}
-
-/// A `Ping` id with these bits set is a pause in the structured mode.
-const PAUSE: u64 = 0x7061_7573_6500_0000;
-
-/// What a link writes is what a decoder reads: whole, valid frames.
-fn check_link_output(link: &mut Link) {
-    while let Some(bytes) = link.poll_transmit() {
-        let mut d = ControlDecoder::default();
-        d.push(&bytes);
-        while let Some(m) = d.next_message() {
-            assert!(m.is_ok(), "link wrote an undecodable frame: {m:?}");
-        }
-        assert_eq!(d.pending(), 0, "link wrote a partial frame");
-    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -266,72 +298,71 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut b = bridge().lock().unwrap_or_else(|e| e.into_inner());
-    b.reset_relay();
-    let local = b.local_conf;
-    let built;
-    let stream = if flags & 0x08 != 0 {
-        built = structured(stream, local);
-        built.as_slice()
-    } else {
-        stream
-    };
-    let whole = decode(&[stream]);
-    let split = pieces(stream, *chunking);
-    let chunked = decode(&split);
-    assert_eq!(whole, chunked, "chunking changed what was decoded");
-    let from = if flags & 0x04 != 0 { "stranger" } else { PEER };
-    let mut to_core: Vec<Msg> = Vec::new();
-    if flags & 0x01 != 0 {
-        let t0 = Instant::now();
-        let mut link = Link::new(LinkConfig::new("local"), PEER, t0);
-        check_link_output(&mut link);
-        let mut hello = Vec::new();
-        encode_control(
-            &RelayControl {
-                msg: Some(Msg::Hello(Hello {
-                    protocol_version: PROTOCOL_VERSION,
-                    bridge_id: PEER.into(),
-                    software_version: String::new(),
-                })),
-            },
-            &mut hello,
-        );
-        link.handle_stream(t0, &hello);
-        assert!(link.is_ready());
-        for (i, p) in split.iter().enumerate() {
-            let t = t0 + Duration::from_millis(i as u64);
-            let failed = link.error().is_some();
-            link.handle_stream(t, p);
-            link.handle_timeout(t);
-            check_link_output(&mut link);
-            while let Some(m) = link.poll_message() {
-                assert!(!failed, "a failed link delivered a message");
-                assert!(
-                    !matches!(m.msg, Some(Msg::Hello(_) | Msg::Ping(_) | Msg::Pong(_))),
-                    "the link passed on its own message: {m:?}"
-                );
-                to_core.extend(m.msg);
-            }
-        }
-        assert!(!(link.is_ready() && link.error().is_some()));
-    } else {
-        to_core.extend(chunked.into_iter().filter_map(|m| m.ok()?.msg));
+    if !b.healthy() {
+        *b = Bridge::new(true);
     }
-    for mut m in to_core {
-        if let Msg::Ping(p) = &m
-            && flags & 0x08 != 0
-            && p.id & !0xff == PAUSE
-        {
-            b.advance(Duration::from_millis(p.id & 0xff));
-            continue;
+    let fresh = flags & 0x01 != 0;
+    let from = if flags & 0x04 != 0 {
+        b.reset_relay();
+        b.connect_stranger(!fresh);
+        b.stranger.clone()
+    } else {
+        if fresh {
+            let peer = b.relay_peer.clone();
+            b.connect(&peer, false);
+        } else {
+            b.reset_relay();
         }
-        if flags & 0x02 != 0 {
-            steer(&mut m, local);
+        b.relay_peer.clone()
+    };
+    b.take_closed();
+    let local = Local {
+        room: b.local_conf,
+        room2: b.other_conf,
+    };
+    let segments = if flags & 0x08 != 0 {
+        structured(stream, local)
+    } else if flags & 0x02 != 0 {
+        vec![Segment::Bytes(steered(stream, local))]
+    } else {
+        vec![Segment::Bytes(stream.to_vec())]
+    };
+    let all: Vec<u8> = segments
+        .iter()
+        .flat_map(|s| match s {
+            Segment::Bytes(b) => b.as_slice(),
+            Segment::Pause(_) => &[][..],
+        })
+        .copied()
+        .collect();
+    let whole = decode(&[&all]);
+    let mut split = Vec::new();
+    for s in &segments {
+        if let Segment::Bytes(bytes) = s {
+            split.extend(pieces(bytes, *chunking));
         }
-        let now = b.now;
-        b.core.handle_relay_control(now, from, m);
-        b.flush();
+    }
+    assert_eq!(whole, decode(&split), "chunking changed what was decoded");
+    for s in &segments {
+        match s {
+            Segment::Bytes(bytes) => {
+                for p in pieces(bytes, *chunking) {
+                    b.stream(&from, p.to_vec());
+                }
+            }
+            Segment::Pause(ms) => b.advance(Duration::from_millis(u64::from(*ms))),
+        }
     }
     b.advance(Duration::from_millis(1));
+    let closed = b.take_closed();
+    if whole.iter().any(Result::is_err) {
+        assert!(
+            closed.contains(&from),
+            "the node kept a connection whose control stream broke"
+        );
+    }
     b.take_relay_control();
+    if from == b.stranger {
+        b.disconnect(&from);
+    }
 });

@@ -1,45 +1,80 @@
-//! What the relay fuzz targets share: a bridge [`Core`] in the state where
-//! relay input matters, driven in memory on virtual time.
+//! What the node fuzz targets share: a bridge [`Node`] with [`SHARDS`]
+//! shards in the state where network input matters, driven in memory on
+//! virtual time, the way the shell drives it.
 //!
-//! The core hosts room [`ROOM`] with one real participant (a str0m [`Peer`]
-//! connected over ICE, DTLS and SRTP through in-memory datagrams, publishing
-//! the synthetic simulcast ladder and audio, with receive slots). Relay peer
-//! [`PEER`] shares the room over a ready link and has announced a remote
-//! participant publishing audio (source [`AUDIO_SOURCE`]) and three layers
-//! of VP8 (source [`VIDEO_SOURCE`]) in its conference [`REMOTE_CONF`]. So a
-//! relay datagram that names those numbers is really fanned out: gap
-//! tracking, layer switching, rewriting, the receiver's SRTP and RTX cache;
-//! and a relay control message that names the local conference reaches the
-//! local publisher's sources (demand, keyframe requests, NACKs from the
-//! relay cache).
+//! The node (id [`NODE`]) hosts room [`ROOM`] (on shard 1) with one real
+//! participant (a str0m [`Peer`] connected over ICE, DTLS and SRTP through
+//! in-memory datagrams, publishing the synthetic simulcast ladder and audio,
+//! with receive slots), and room [`ROOM2`] (on shard 2) with a participant
+//! that joined but never connects. Relay peer [`PEER`] shares both rooms
+//! over an established relay connection: the node dialled it (the mesh
+//! dials the larger id), the peer's hello made the link ready, and the peer
+//! announced its conferences [`REMOTE_CONF`] ([`ROOM`]) and
+//! [`REMOTE_CONF2`] ([`ROOM2`]) and, in [`ROOM`], a remote participant
+//! publishing audio (source [`AUDIO_SOURCE`]) and three layers of VP8
+//! (source [`VIDEO_SOURCE`]). All of it reaches the node as the shell
+//! hands it over: `Input::Datagrams`, `Join`/`Message`, `RelayPeers`,
+//! `RelayConnected`, `RelayStream` bytes framed as the peer's link writes
+//! them. So a relay datagram that names those numbers is routed to
+//! [`ROOM`]'s shard and really fanned out (gap tracking, layer switching,
+//! rewriting, the receiver's SRTP and RTX cache), and a relay control
+//! message that names the node's own conference numbers reaches the local
+//! publisher's sources (demand, keyframe requests, NACKs from the relay
+//! cache).
+//!
+//! [`STRANGER`] is a bridge that shares no room: the node accepts its
+//! connection (the smaller id dials), so what it sends gets past the link
+//! and the routing to cores that must refuse it.
+//!
+//! Every output the node produces is polled: datagrams and signalling go to
+//! the participant, what the node writes on a control stream must decode
+//! as whole, valid frames (checked here, for every target).
 //!
 //! Set-up (certificate, handshake) costs milliseconds, so targets keep one
-//! `Bridge` across inputs; [`Bridge::reset_relay`] takes the link down and up
-//! again so each input starts from the same relay state even when the
-//! previous one tore it down.
+//! `Bridge` across inputs; [`Bridge::reset_relay`] replaces the relay
+//! connection with a fresh one (hello and announcements again) so each
+//! input starts from the same relay state even when the previous one tore
+//! it down.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tern_peer::{Peer, PeerConfig, PeerOutput};
+use tern_sfu::node::{Input, Node, NodeConfig, Output, shard_of_room};
 use tern_sfu::signal::ClientMessage;
-use tern_sfu::tern_relay::msg::{self, relay_control::Msg};
-use tern_sfu::{CodecName, Core, CoreConfig, EndpointId, JoinRequest, Output, PeerId};
+use tern_sfu::tern_relay::PROTOCOL_VERSION;
+use tern_sfu::tern_relay::msg::{self, Hello, RelayControl, relay_control::Msg};
+use tern_sfu::tern_relay::wire::{ControlDecoder, encode_control};
+use tern_sfu::{CodecName, CoreConfig, EndpointId, JoinRequest, PeerId};
 
+pub const SHARDS: usize = 3;
+/// The node's bridge id.
+pub const NODE: &str = "node";
+/// Hosted on shard 1, with the connected participant.
 pub const ROOM: &str = "fuzz";
-/// The relay peer's bridge id.
+/// Hosted on shard 2, with a participant that never connects.
+pub const ROOM2: &str = "fuzz2";
+/// The relay peer's bridge id (larger than [`NODE`]: the node dials it).
 pub const PEER: &str = "peer";
-/// The peer's number for the shared room (its shard 1 in the top byte).
+/// A bridge that shares no room (smaller than [`NODE`]: it dials the node,
+/// which accepts).
+pub const STRANGER: &str = "edge";
+/// The peer's number for [`ROOM`] (its shard 1 in the top byte).
 pub const REMOTE_CONF: u32 = 0x0100_0001;
+/// The peer's number for [`ROOM2`].
+pub const REMOTE_CONF2: u32 = 0x0200_0001;
 pub const AUDIO_SOURCE: u16 = 1;
 pub const VIDEO_SOURCE: u16 = 2;
 /// The remote participant's id.
 pub const REMOTE: &str = "remote";
 
 const LOCAL: EndpointId = EndpointId(1);
+const IDLE: EndpointId = EndpointId(2);
 
-/// The bridge configuration every fuzz target runs its core with.
+/// The bridge configuration every fuzz target runs its cores with.
 pub fn core_config(local: SocketAddr, dtls_cert: str0m::config::DtlsCert) -> CoreConfig {
     CoreConfig {
         shard: 0,
@@ -55,28 +90,56 @@ pub fn core_config(local: SocketAddr, dtls_cert: str0m::config::DtlsCert) -> Cor
     }
 }
 
+/// A control stream's bytes: `msgs` framed as a link writes them.
+pub fn encode(msgs: impl IntoIterator<Item = Msg>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for m in msgs {
+        encode_control(&RelayControl { msg: Some(m) }, &mut out);
+    }
+    out
+}
+
+/// The hello `id` opens its control stream with.
+pub fn hello(id: &str) -> Msg {
+    Msg::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        bridge_id: id.into(),
+        software_version: String::new(),
+    })
+}
+
 pub struct Bridge {
-    pub core: Core,
+    pub node: Node,
     /// The local participant.
     pub peer: Peer,
     pub now: Instant,
     pub relay_peer: PeerId,
-    /// The core's own number for the room, as it announced it to the peer.
+    pub stranger: PeerId,
+    /// The node's own number for [`ROOM`], as it announced it to the peer.
     pub local_conf: u32,
-    /// Control messages the core sent to the relay peer since the last
+    /// ... and for [`ROOM2`].
+    pub other_conf: u32,
+    /// Control messages the node sent to the relay peer since the last
     /// [`Bridge::take_relay_control`].
     relay_control: Vec<Msg>,
+    /// Peers whose connection the node closed since the last
+    /// [`Bridge::take_closed`].
+    closed: Vec<PeerId>,
+    /// What the node wrote on each control stream, decoded.
+    written: HashMap<PeerId, ControlDecoder>,
     bridge_addr: SocketAddr,
     peer_addr: SocketAddr,
 }
 
 impl Bridge {
-    /// A core with the connected local participant and the announced remote
-    /// one; the local participant publishes (audio and the simulcast ladder)
-    /// only if `publish`, which costs every input some SRTP work. Panics if
-    /// the set-up does not converge: that is a harness bug, found on the
-    /// first input, not a finding.
+    /// A node with the connected local participant, the idle one and the
+    /// announced remote one; the local participant publishes (audio and
+    /// the simulcast ladder) only if `publish`, which costs every input
+    /// some SRTP work. Panics if the set-up does not converge: that is a
+    /// harness bug, found on the first input, not a finding.
     pub fn new(publish: bool) -> Bridge {
+        assert_eq!(shard_of_room(ROOM, SHARDS), 1);
+        assert_eq!(shard_of_room(ROOM2, SHARDS), 2);
         let now = Instant::now();
         let provider = str0m::crypto::from_feature_flags();
         let cert = provider
@@ -85,7 +148,16 @@ impl Bridge {
             .expect("certificate");
         let bridge_addr: SocketAddr = "127.0.0.1:10000".parse().expect("addr");
         let peer_addr: SocketAddr = "127.0.0.2:5000".parse().expect("addr");
-        let core = Core::new(core_config(bridge_addr, cert), now);
+        let node = Node::new(
+            NodeConfig {
+                id: NODE.into(),
+                core: core_config(bridge_addr, cert),
+                shards: SHARDS,
+                focus: None,
+                drain_timeout: Duration::from_secs(2),
+            },
+            now,
+        );
         let mut cfg = PeerConfig::new(peer_addr);
         if !publish {
             cfg.audio = false;
@@ -93,30 +165,35 @@ impl Bridge {
         }
         let peer = Peer::new(cfg, now);
         let mut b = Bridge {
-            core,
+            node,
             peer,
             now,
             relay_peer: Arc::from(PEER),
+            stranger: Arc::from(STRANGER),
             local_conf: 0,
+            other_conf: 0,
             relay_control: Vec::new(),
+            closed: Vec::new(),
+            written: HashMap::new(),
             bridge_addr,
             peer_addr,
         };
-        b.core
-            .handle_join(
-                now,
-                JoinRequest {
-                    id: LOCAL,
-                    room: ROOM.into(),
-                    participant: "local".into(),
-                    name: "local".into(),
-                    ice_password: "0123456789abcdef0123456789abcdef".into(),
-                },
-            )
-            .expect("join");
-        b.core.handle_relay_peers(now, ROOM, &[PEER.to_string()]);
-        b.core.handle_relay_link_up(now, PEER);
-        b.announce_remote();
+        for (id, room, participant) in [(LOCAL, ROOM, "local"), (IDLE, ROOM2, "idle")] {
+            b.input(Input::Join(JoinRequest {
+                id,
+                room: room.into(),
+                participant: participant.into(),
+                name: participant.into(),
+                ice_password: "0123456789abcdef0123456789abcdef".into(),
+            }));
+        }
+        for room in [ROOM, ROOM2] {
+            b.input(Input::RelayPeers {
+                room: room.into(),
+                peers: vec![(PEER.into(), "127.0.0.9:4433".into())],
+            });
+        }
+        b.reset_relay();
         // Until ICE, DTLS and SRTP are up, the local participant's sources are
         // declared and its slots carry the remote sources.
         for _ in 0..2000 {
@@ -127,20 +204,73 @@ impl Bridge {
                 .values()
                 .filter(|v| v.as_deref().is_some_and(|id| id.starts_with(REMOTE)))
                 .count();
-            if s.connected && remote_slots == 2 && b.local_conf != 0 {
-                b.take_relay_control();
+            if s.connected && remote_slots == 2 {
+                // A fresh link: the one above may have gone quiet for long.
+                b.reset_relay();
+                b.take_closed();
                 return b;
             }
         }
         panic!(
-            "harness did not converge: connected {}, slots {:?}, local conference {}",
+            "harness did not converge: connected {}, slots {:?}",
             b.peer.state().connected,
             b.peer.state().slots,
-            b.local_conf
         );
     }
 
-    /// What the peer announces on a fresh link: its conference, the remote
+    /// Both participants are still there and the local one is connected
+    /// (an input may have broken its session; targets then start anew).
+    pub fn healthy(&self) -> bool {
+        let s = self.peer.state();
+        self.node.endpoint_count() == 2 && s.connected && !s.closed
+    }
+
+    /// Hand the node one input at the current time, then route what it says.
+    pub fn input(&mut self, input: Input) {
+        self.node.handle_input(self.now, input);
+        self.flush();
+    }
+
+    /// Bytes on `peer`'s control stream, as read from the connection.
+    pub fn stream(&mut self, peer: &PeerId, bytes: Vec<u8>) {
+        self.input(Input::RelayStream {
+            peer: peer.clone(),
+            bytes,
+        });
+    }
+
+    /// A new connection with `peer` replacing any old one (which the node
+    /// hears closed first); with `hello`, the peer's hello makes it ready.
+    pub fn connect(&mut self, peer: &PeerId, hello: bool) {
+        self.disconnect(peer);
+        self.input(Input::RelayConnected { peer: peer.clone() });
+        if hello {
+            self.stream(peer, encode([self::hello(peer)]));
+        }
+    }
+
+    /// The connection with `peer` is gone.
+    pub fn disconnect(&mut self, peer: &PeerId) {
+        self.input(Input::RelayClosed { peer: peer.clone() });
+        self.written.remove(peer);
+    }
+
+    /// The stranger's connection, after its hello announcing a conference
+    /// named [`ROOM`] as [`REMOTE_CONF`] (so its datagrams naming that
+    /// number get past the routing to the room's shard).
+    pub fn connect_stranger(&mut self, hello: bool) {
+        let stranger = self.stranger.clone();
+        self.connect(&stranger, hello);
+        if hello {
+            let m = Msg::ConferenceJoined(msg::ConferenceJoined {
+                number: REMOTE_CONF,
+                name: ROOM.into(),
+            });
+            self.stream(&stranger, encode([m]));
+        }
+    }
+
+    /// What the peer announces on a fresh link: its conferences, the remote
     /// participant and its sources (audio, and VP8 180p/360p/720p).
     pub fn announce_remote(&mut self) {
         let layer = |rid: &str, height| msg::Layer {
@@ -152,6 +282,10 @@ impl Bridge {
             Msg::ConferenceJoined(msg::ConferenceJoined {
                 number: REMOTE_CONF,
                 name: ROOM.into(),
+            }),
+            Msg::ConferenceJoined(msg::ConferenceJoined {
+                number: REMOTE_CONF2,
+                name: ROOM2.into(),
             }),
             Msg::ParticipantJoined(msg::ParticipantJoined {
                 conference: REMOTE_CONF,
@@ -181,28 +315,36 @@ impl Bridge {
                 ],
             }),
         ];
-        let now = self.now;
-        for m in msgs {
-            self.core.handle_relay_control(now, PEER, m);
-        }
-        self.flush();
+        let peer = self.relay_peer.clone();
+        self.stream(&peer, encode(msgs));
     }
 
-    /// Link down and up again, then the peer's announcements: the relay
-    /// state every input starts from, whatever the previous one did.
+    /// A new connection with the peer, its hello and its announcements: the
+    /// relay state every input starts from, whatever the previous one did.
+    /// Panics if the link is not up or the node did not announce its rooms
+    /// on it (a harness bug).
     pub fn reset_relay(&mut self) {
-        let now = self.now;
-        self.core.handle_relay_link_down(now, PEER);
-        // A previous input may have changed the room's relay peers.
-        self.core.handle_relay_peers(now, ROOM, &[PEER.to_string()]);
-        self.core.handle_relay_link_up(now, PEER);
+        let peer = self.relay_peer.clone();
+        self.local_conf = 0;
+        self.other_conf = 0;
+        self.connect(&peer, true);
         self.announce_remote();
+        assert!(self.node.relay_up(PEER), "the relay link is not up");
+        assert!(
+            self.local_conf != 0 && self.other_conf != 0,
+            "the node did not announce its rooms"
+        );
         self.take_relay_control();
     }
 
-    /// Control messages the core sent to the relay peer since last asked.
+    /// Control messages the node sent to the relay peer since last asked.
     pub fn take_relay_control(&mut self) -> Vec<Msg> {
         std::mem::take(&mut self.relay_control)
+    }
+
+    /// Peers whose connection the node closed since last asked.
+    pub fn take_closed(&mut self) -> Vec<PeerId> {
+        std::mem::take(&mut self.closed)
     }
 
     /// Move time forward, run both sides' timers and exchange what they
@@ -210,8 +352,8 @@ impl Bridge {
     pub fn advance(&mut self, dt: Duration) {
         self.now += dt;
         let now = self.now;
-        if self.core.poll_timeout() <= now {
-            self.core.handle_timeout(now);
+        if self.node.poll_timeout() <= now {
+            self.node.handle_timeout(now);
         }
         if self.peer.poll_timeout() <= now {
             self.peer.handle_timeout(now);
@@ -222,14 +364,42 @@ impl Bridge {
         self.peer.take_received();
     }
 
-    /// Route outputs between the core and the local participant until
+    /// What the node wrote on `peer`'s control stream: whole, valid frames.
+    fn written(&mut self, peer: PeerId, bytes: &[u8]) {
+        let d = self.written.entry(peer.clone()).or_default();
+        d.push(bytes);
+        let mut msgs = Vec::new();
+        while let Some(m) = d.next_message() {
+            match m {
+                Ok(m) => msgs.extend(m.msg),
+                Err(e) => panic!("the node wrote an undecodable frame to {peer}: {e}"),
+            }
+        }
+        assert_eq!(d.pending(), 0, "the node wrote a partial frame to {peer}");
+        if *peer != *PEER {
+            return;
+        }
+        for m in msgs {
+            if let Msg::ConferenceJoined(c) = &m {
+                match c.name.as_str() {
+                    ROOM => self.local_conf = c.number,
+                    ROOM2 => self.other_conf = c.number,
+                    _ => {}
+                }
+            }
+            self.relay_control.push(m);
+        }
+    }
+
+    /// Route outputs between the node and the local participant until
     /// neither has more (bounded: a ping-pong that never ends is cut, not
-    /// hung on).
+    /// hung on). The participant's datagrams reach the node in batches, as
+    /// the shell's reader hands them over.
     pub fn flush(&mut self) {
         let now = self.now;
         for _ in 0..64 {
             let mut quiet = true;
-            while let Some(o) = self.core.poll_output() {
+            while let Some(o) = self.node.poll_output() {
                 quiet = false;
                 match o {
                     Output::Transmit {
@@ -241,35 +411,65 @@ impl Bridge {
                     Output::Signal { endpoint, message } if endpoint == LOCAL => {
                         self.peer.handle_signal(now, message);
                     }
-                    Output::RelayControl { peer, msg } if *peer == *PEER => {
-                        if let Msg::ConferenceJoined(c) = &msg {
-                            self.local_conf = c.number;
-                        }
-                        self.relay_control.push(msg);
+                    Output::RelayWrite { peer, bytes } => self.written(peer, &bytes),
+                    Output::RelayClose { peer, .. } => {
+                        self.written.remove(&peer);
+                        self.closed.push(peer);
                     }
                     _ => {}
                 }
             }
+            let mut batch = Vec::new();
             while let Some(o) = self.peer.poll_output() {
                 quiet = false;
-                match o {
+                let input = match o {
                     PeerOutput::Transmit {
                         destination,
                         contents,
                     } => {
                         if destination == self.bridge_addr {
-                            self.core
-                                .handle_datagram(now, self.peer_addr, destination, &contents);
+                            batch.push((self.peer_addr, Bytes::from(contents)));
                         }
+                        continue;
                     }
-                    PeerOutput::Signal(ClientMessage::Join { .. }) => {}
-                    PeerOutput::Signal(ClientMessage::Leave) => self.core.handle_leave(now, LOCAL),
-                    PeerOutput::Signal(m) => self.core.handle_message(now, LOCAL, m),
-                }
+                    PeerOutput::Signal(ClientMessage::Join { .. }) => continue,
+                    PeerOutput::Signal(ClientMessage::Leave) => Input::Leave { endpoint: LOCAL },
+                    PeerOutput::Signal(msg) => Input::Message {
+                        endpoint: LOCAL,
+                        msg,
+                    },
+                };
+                // Signalling and media keep their order.
+                self.send_batch(&mut batch);
+                self.node.handle_input(now, input);
             }
+            self.send_batch(&mut batch);
             if quiet {
                 return;
             }
         }
+    }
+
+    fn send_batch(&mut self, batch: &mut Vec<(SocketAddr, Bytes)>) {
+        if !batch.is_empty() {
+            let batch = std::mem::take(batch);
+            self.node.handle_input(
+                self.now,
+                Input::Datagrams {
+                    local: self.bridge_addr,
+                    batch,
+                },
+            );
+        }
+    }
+
+    /// The node's media address.
+    pub fn bridge_addr(&self) -> SocketAddr {
+        self.bridge_addr
+    }
+
+    /// The connected participant's address (bound to [`ROOM`]'s shard).
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
     }
 }
