@@ -252,10 +252,46 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, Rejection> {
     }
     let msg: ClientMessage = serde_json::from_str(text)
         .map_err(|e| Rejection::new(ErrorCode::BadMessage, format!("invalid message: {e}")))?;
-    if let ClientMessage::Offer { sources, .. } = &msg {
-        validate_sources(sources)?;
+    match &msg {
+        ClientMessage::Offer { sources, .. } => validate_sources(sources)?,
+        ClientMessage::Constraints {
+            last_n,
+            selected,
+            on_stage,
+            ..
+        } => validate_view(*last_n, selected, on_stage)?,
+        _ => {}
     }
     Ok(msg)
+}
+
+/// Sources a receiver may name as selected or on stage.
+pub const MAX_CHOSEN: usize = 64;
+
+fn validate_view(
+    last_n: Option<i32>,
+    selected: &Option<Vec<String>>,
+    on_stage: &Option<Vec<String>>,
+) -> Result<(), Rejection> {
+    let bad = |m: String| Err(Rejection::new(ErrorCode::BadMessage, m));
+    if let Some(n) = last_n
+        && n < -1
+    {
+        return bad(format!(
+            "constraints: last_n {n}: must be -1 (no limit) or more"
+        ));
+    }
+    for (field, list) in [("selected", selected), ("on_stage", on_stage)] {
+        if let Some(l) = list
+            && l.len() > MAX_CHOSEN
+        {
+            return bad(format!(
+                "constraints: {field} names {} sources, at most {MAX_CHOSEN}",
+                l.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Source names become part of ids (`participant/name`) and metric-free log
@@ -329,6 +365,42 @@ mod tests {
             .expect_err("unknown field must be refused");
         assert_eq!(e.code, ErrorCode::BadMessage);
         assert!(e.message.contains("unknown field `x`"), "{}", e.message);
+    }
+
+    #[test]
+    fn constraints_take_last_n_and_stage_and_stay_compatible() {
+        // A v1 client from before last-N: the new fields are optional.
+        let m = parse_client_message(r#"{"type":"constraints","default_max_height":180}"#);
+        assert!(matches!(
+            m,
+            Ok(ClientMessage::Constraints {
+                last_n: None,
+                on_stage: None,
+                ..
+            })
+        ));
+        let m = parse_client_message(
+            r#"{"type":"constraints","last_n":6,"on_stage":["a/camera"],"on_stage_max_height":720}"#,
+        );
+        assert!(matches!(
+            m,
+            Ok(ClientMessage::Constraints {
+                last_n: Some(6),
+                ..
+            })
+        ));
+        let e = parse_client_message(r#"{"type":"constraints","last_n":-2}"#).expect_err("-2");
+        assert_eq!(e.code, ErrorCode::BadMessage);
+        assert!(e.message.contains("last_n -2"), "{}", e.message);
+        let many: Vec<String> = (0..=MAX_CHOSEN)
+            .map(|i| format!("\"p{i}/camera\""))
+            .collect();
+        let text = format!(
+            r#"{{"type":"constraints","selected":[{}]}}"#,
+            many.join(",")
+        );
+        let e = parse_client_message(&text).expect_err("too many");
+        assert!(e.message.contains("selected names 65"), "{}", e.message);
     }
 
     #[test]

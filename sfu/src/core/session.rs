@@ -19,9 +19,7 @@ use super::{
     Conference, Core, Endpoint, EndpointId, JoinRequest, Layer, Map, Output, PubSource, Slot,
 };
 use crate::keyframe::ReceiverBudget;
-
-/// Sources a receiver may name as selected or on stage.
-const MAX_CHOSEN: usize = 64;
+use crate::signal::MAX_CHOSEN;
 use crate::signal::{
     ClientMessage, ErrorCode, Kind, PROTOCOL_VERSION, ParticipantInfo, Rejection, ServerMessage,
     SourceDecl, SourceInfo,
@@ -208,19 +206,8 @@ impl Core {
                 on_stage,
                 on_stage_max_height,
             } => {
-                let too_many =
-                    |l: &Option<Vec<String>>| l.as_ref().is_some_and(|l| l.len() > MAX_CHOSEN);
-                if last_n.is_some_and(|n| n < -1) || too_many(&selected) || too_many(&on_stage) {
-                    return self.reject(
-                        id,
-                        Rejection::new(
-                            ErrorCode::BadMessage,
-                            format!(
-                                "constraints: last_n must be -1 or more, selected and on_stage at most {MAX_CHOSEN} sources"
-                            ),
-                        ),
-                    );
-                }
+                // Bounds are checked by `parse_client_message`; the lists are
+                // capped here too, for a core handed an unchecked message.
                 let Some(ep) = self.endpoints.get_mut(&id) else {
                     return;
                 };
@@ -233,10 +220,10 @@ impl Core {
                     ep.view.last_n = usize::try_from(n).ok();
                 }
                 if let Some(s) = selected {
-                    ep.view.selected = s;
+                    ep.view.selected = s.into_iter().take(MAX_CHOSEN).collect();
                 }
                 if let Some(s) = on_stage {
-                    ep.view.on_stage = s;
+                    ep.view.on_stage = s.into_iter().take(MAX_CHOSEN).collect();
                 }
                 if let Some(h) = on_stage_max_height {
                     ep.view.on_stage_max_height = h;

@@ -93,14 +93,17 @@ impl<K: Copy + Ord + std::fmt::Debug> Speech<K> {
     /// The RFC 6464 level (`0` loudest, `127` silence) of one packet of
     /// `id`'s audio.
     pub fn handle_level(&mut self, now: Instant, id: K, dbov: u8) {
-        let e = self.speakers.entry(id).or_insert_with(|| Entry {
-            speaker: Speaker::default(),
-            spoke: None,
-        });
+        let e = match self.speakers.entry(id) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                self.order.push(id);
+                v.insert(Entry {
+                    speaker: Speaker::default(),
+                    spoke: None,
+                })
+            }
+        };
         e.speaker.level(now, dbov);
-        if !self.order.contains(&id) {
-            self.order.push(id);
-        }
         if self.next_decision.is_none() {
             self.next_decision = Some(now + DECISION_INTERVAL);
         }
