@@ -143,6 +143,45 @@ impl Core {
         }
     }
 
+    /// Tell `id`, who just joined the conference in `room`, who dominates
+    /// and who speaks, as the others were last told: those messages go out
+    /// on a change only, and a newcomer would otherwise learn nothing until
+    /// the next one.
+    pub(super) fn tell_speech_to_newcomer(&mut self, id: EndpointId, room: &str) {
+        let Some(c) = self.conferences.get(room) else {
+            return;
+        };
+        let mut messages = Vec::new();
+        if let Some((dominant, recent)) = &c.told
+            && (dominant.is_some() || !recent.is_empty())
+        {
+            messages.push(ServerMessage::DominantSpeaker {
+                participant: dominant.and_then(|d| self.participant_id(d)),
+                recent: recent
+                    .iter()
+                    .filter_map(|&k| self.participant_id(k))
+                    .collect(),
+            });
+        }
+        if !c.levels_told.is_empty() {
+            messages.push(ServerMessage::Speaking {
+                levels: c
+                    .levels_told
+                    .iter()
+                    .filter_map(|&(k, level)| {
+                        Some(SpeakingLevel {
+                            participant: self.participant_id(k)?,
+                            level,
+                        })
+                    })
+                    .collect(),
+            });
+        }
+        for m in messages {
+            self.signal(id, m);
+        }
+    }
+
     /// Give receiver `id`'s audio slots to the sources of the participants
     /// who spoke most recently (see the module comment).
     pub(super) fn assign_audio_slots(&mut self, now: Instant, id: EndpointId) {

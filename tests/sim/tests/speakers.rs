@@ -154,3 +154,67 @@ fn listeners_hear_each_talker_within_half_a_second_with_three_slots_for_twenty()
 fn talkers_on_another_bridge_take_slots_as_fast() {
     with_seed(seed_or(103), |seed| run_turns(seed, 2));
 }
+
+/// `dominant_speaker` and `speaking` go out on a change only: someone who
+/// joins while a talk goes on must still be told at once who dominates and
+/// who speaks, not at the next change.
+#[test]
+fn a_late_joiner_is_told_the_dominant_speaker_and_who_speaks() {
+    with_seed(seed_or(107), |seed| {
+        let mut sim = Sim::new(SimConfig::new(seed));
+        let audio_only = |talk: Option<Talk>| {
+            move |c: &mut tern_peer::PeerConfig| {
+                c.video = vec![];
+                c.video_slots = 0;
+                c.audio_slots = SLOTS;
+                c.talk = talk;
+            }
+        };
+        let talks = Talk {
+            turns: vec![(secs(0.5), secs(60.0))],
+            quiet: 127,
+        };
+        let silent = Talk {
+            turns: vec![],
+            quiet: 127,
+        };
+        sim.add_peer("talker", audio_only(Some(talks)), clean(), clean());
+        sim.add_peer("early", audio_only(Some(silent.clone())), clean(), clean());
+        sim.run_until(secs(4.0));
+        let talker = sim
+            .state("talker")
+            .participant_id
+            .clone()
+            .expect("talker joined");
+        let early = sim.state("early");
+        assert_eq!(
+            early.dominant.last().map(|(_, d)| d.clone()),
+            Some(Some(talker.clone())),
+            "the early listener was told"
+        );
+        let told_early = early.dominant.len();
+
+        sim.add_peer("late", audio_only(Some(silent)), clean(), clean());
+        let joined_at = sim.now();
+        sim.run_until(secs(4.5));
+        let late = sim.state("late");
+        let (at, dominant) = late.dominant.first().expect("the late joiner was told");
+        assert_eq!(dominant.as_deref(), Some(talker.as_str()));
+        assert!(
+            *at - joined_at <= secs(0.2),
+            "told {:?} after joining",
+            *at - joined_at
+        );
+        assert_eq!(late.recent_speakers, vec![talker.clone()]);
+        assert!(
+            late.speaking.iter().any(|(p, _)| *p == talker),
+            "the late joiner was told who speaks: {:?}",
+            late.speaking
+        );
+        assert_eq!(
+            sim.state("early").dominant.len(),
+            told_early,
+            "nothing changed for the others: nothing new told"
+        );
+    });
+}
