@@ -8,7 +8,8 @@
 //! `A` sources whose participants come first in the speech order; one that
 //! falls out is replaced only by a participant who has started talking
 //! (the order changes only on speech) and never while its own participant
-//! is still speaking. Each slot stays one RTP stream: the rewriter rebases
+//! is still speaking; when that participant stops speaking the slots are
+//! looked at again. Each slot stays one RTP stream: the rewriter rebases
 //! on the new source.
 
 use std::sync::Arc;
@@ -59,7 +60,13 @@ impl Core {
                 continue;
             }
             c.speech.handle_timeout(now);
-            let mut order = false;
+            // Someone told as speaking no longer is: a slot that could not
+            // be taken from them while they spoke can be now, though the
+            // speech order did not change.
+            let mut order = c
+                .levels_told
+                .iter()
+                .any(|&(k, _)| !c.speech.is_speaking(now, k));
             while let Some(e) = c.speech.poll_event() {
                 match e {
                     SpeechEvent::Dominant(_) => {

@@ -218,3 +218,51 @@ fn a_late_joiner_is_told_the_dominant_speaker_and_who_speaks() {
         );
     });
 }
+
+/// One audio slot, and the talk passes from one participant to another:
+/// while the first still counts as speaking (the talk interval) the slot is
+/// theirs, but once that runs out the new talker must get it, although the
+/// speech order does not change again.
+#[test]
+fn a_single_audio_slot_passes_to_the_new_talker_once_the_old_one_is_done() {
+    with_seed(seed_or(109), |seed| {
+        let mut sim = Sim::new(SimConfig::new(seed));
+        let audio_only = |slots: usize, turns: Vec<(Duration, Duration)>| {
+            move |c: &mut tern_peer::PeerConfig| {
+                c.video = vec![];
+                c.video_slots = 0;
+                c.audio_slots = slots;
+                c.talk = Some(Talk { turns, quiet: 127 });
+            }
+        };
+        sim.add_peer("listener", audio_only(1, vec![]), clean(), clean());
+        sim.add_peer(
+            "first",
+            audio_only(1, vec![(secs(0.5), secs(4.0))]),
+            clean(),
+            clean(),
+        );
+        sim.add_peer(
+            "second",
+            audio_only(1, vec![(secs(4.3), secs(30.0))]),
+            clean(),
+            clean(),
+        );
+        let second_tag = sim.peer("second").peer.audio_tag();
+        sim.run_until(secs(10.0));
+        let st = sim.state("listener");
+        let heard = st
+            .received
+            .values()
+            .flatten()
+            .filter(|r| r.tag == Some(second_tag) && r.audio_level != Some(-127))
+            .map(|r| sim.since_start(r.at))
+            .min();
+        // The first talker's interval (2 s) ends about 6 s in; a decision
+        // or two later the slot is the second's.
+        assert!(
+            heard.is_some_and(|t| t <= secs(7.0)),
+            "the listener first heard the second talker at {heard:?}"
+        );
+    });
+}
