@@ -9,7 +9,8 @@
 //! and pinning, driven through the page's buttons.
 //!
 //! Alice receives with one slot of each kind (`?slots=1`), so one of the
-//! two others has no video slot on her page: that tile must say "not shown".
+//! two others has no video slot on her page: that tile must say "not shown";
+//! and her one audio slot must pass from Bob to Carol once Bob is done.
 //!
 //! Runs like tests/browser_e2e.rs (own network namespace, browser-test
 //! lock, root, scripts/install-test-deps.sh):
@@ -351,6 +352,36 @@ fn browser_dominant_speaker_and_speaking_marks_follow_who_talks() {
                     st.recent_speakers
                 );
             }
+
+            // Alice's one audio slot follows: Carol's voice, once Bob's talk
+            // interval has run out, and it plays (its energy grows).
+            let mut first_energy: Option<f64> = None;
+            let switched = Instant::now();
+            wait_until(
+                "Alice's audio slot carries Carol and her audio plays",
+                SPEECH_TIMEOUT,
+                || {
+                    let slots = alice.state()?.slots;
+                    // Only a slot that carries Carol's audio gives this.
+                    let energy = alice
+                        .stats()?
+                        .get(&carol_id)
+                        .and_then(|s| s.audio.as_ref())
+                        .map(|a| a.total_audio_energy);
+                    match (energy, first_energy) {
+                        (Some(e), Some(f)) if e > f => return Ok(Check::Done(())),
+                        (Some(e), None) if e > 0.0 => first_energy = Some(e),
+                        _ => {}
+                    }
+                    Ok(Check::NotYet(format!(
+                        "slots {slots:?}, Carol's audio energy {energy:?}"
+                    )))
+                },
+            )?;
+            println!(
+                "Alice's one audio slot carries Carol and plays her {:?} after the pages showed her dominant",
+                switched.elapsed()
+            );
 
             // Alice's speaker view: the dominant speaker (Carol) on the large
             // tile, even without a video slot; pinning Bob puts him there.
