@@ -12,6 +12,13 @@
 // to `/dev/token` and the same-origin `/signal`. Either way a lost session
 // (socket closed, `move`, media failed) is re-joined with backoff, keeping
 // the local camera and microphone.
+//
+// Speech (docs/signalling.md, "Who is heard"): the bridge says who dominates
+// the conversation (`dominant_speaker`) and who speaks now (`speaking`).
+// Every participant has a tile, with or without a video slot ("not shown");
+// tiles mark who speaks and who dominates. Two layouts: a grid, and a
+// speaker view with one large tile (the pinned participant, else the
+// dominant speaker) over a strip of thumbnails. Pinning is local to the page.
 "use strict";
 
 (() => {
@@ -52,6 +59,10 @@
     simulcast: params.get("simulcast") !== "0",
     slots: intParam("slots", 9, 0, 64),
     maxHeight: intParam("maxh", 360, 0, 4320),
+    // "speaker": start in the speaker view (one large tile); else the grid.
+    layout: params.get("layout") === "speaker" ? "speaker" : "grid",
+    // "off": join with the microphone muted.
+    micOff: params.get("mic") === "off",
   };
 
   // Simulcast layers for the camera, lowest first. The heights we announce in
@@ -118,6 +129,19 @@
     constraints: { default_max_height: config.maxHeight, max_height: {} },
     // Sender constraints from the bridge: source name -> max height we send.
     sendingUpTo: new Map(),
+    // Speech, as the bridge tells it (docs/signalling.md): the dominant
+    // speaker (participant id or null), who spoke recently (most recent
+    // first), and who speaks now: participant id -> level 0..127.
+    dominant: null,
+    recent: [],
+    speaking: new Map(),
+    // The last remote participant who was dominant: the speaker view keeps
+    // showing them while we ourselves are the dominant speaker.
+    lastRemoteDominant: null,
+    // Layout: "grid" or "speaker" (one large tile, the others in a strip).
+    layout: config.layout,
+    // The participant pinned to the large tile (UI only), or null.
+    pinned: null,
     // Offer/answer bookkeeping: the client is always the offerer, one offer in
     // flight at a time. A new object per session, so a late continuation of
     // an old session cannot disturb the next one.
@@ -175,18 +199,138 @@
       screen: fragment.querySelector("video.screen"),
       audio: fragment.querySelector("audio"),
       name: fragment.querySelector(".name"),
+      placeholder: fragment.querySelector(".placeholder"),
+      pin: fragment.querySelector("button.pin"),
       badges: {
         mic: fragment.querySelector(".mic-off"),
         camera: fragment.querySelector(".camera-off"),
         screen: fragment.querySelector(".sharing"),
+        dominant: fragment.querySelector(".dominant-badge"),
+        pinned: fragment.querySelector(".pinned-badge"),
       },
       // Which slot mid currently feeds each element, so a late detach of an
       // old slot does not blank an element that a newer slot already took.
       feeding: { camera: null, screen: null, audio: null },
     };
     tile.name.textContent = label;
+    tile.pin.onclick = () => {
+      const id = tile.root.dataset.participant;
+      if (id) togglePin(id);
+    };
     $("grid").appendChild(fragment);
     return tile;
+  }
+
+  // ---------------------------------------------------------------------------
+  // Tiles: who speaks, who dominates, who is pinned, who has no video slot,
+  // and the layout. Everything is derived from the state in renderTiles().
+  // ---------------------------------------------------------------------------
+
+  // Every tile with the participant id it shows (ours once we know our id).
+  function tiles() {
+    const out = [];
+    if (state.selfTile) out.push([state.participantId, state.selfTile]);
+    for (const entry of state.remote.values()) out.push([entry.id, entry.tile]);
+    return out;
+  }
+
+  // Whether a receive slot carries a video source of `id` now.
+  function hasVideoSlot(id) {
+    for (const slot of state.slots.values()) {
+      if (!slot.source || sourceOwner(slot.source) !== id) continue;
+      if (slot.track.kind === "video") return true;
+    }
+    return false;
+  }
+
+  // The participant on the large tile of the speaker view: the pinned one,
+  // else the dominant speaker (while that is us: the last remote one who
+  // was), else whoever spoke most recently, else the first to arrive.
+  function featured() {
+    const present = (id) => id !== null && (state.remote.has(id) || (id === state.participantId && state.selfTile));
+    if (present(state.pinned)) return state.pinned;
+    if (state.dominant !== state.participantId && present(state.dominant)) return state.dominant;
+    if (present(state.lastRemoteDominant)) return state.lastRemoteDominant;
+    for (const id of state.recent) if (id !== state.participantId && present(id)) return id;
+    const first = state.remote.keys().next();
+    if (!first.done) return first.value;
+    return state.participantId;
+  }
+
+  function renderTiles() {
+    const grid = $("grid");
+    const speakerView = state.layout === "speaker";
+    grid.classList.toggle("layout-speaker", speakerView);
+    grid.classList.toggle("layout-grid", !speakerView);
+    grid.dataset.layout = state.layout;
+    const big = speakerView ? featured() : null;
+    for (const [id, tile] of tiles()) {
+      const root = tile.root;
+      if (id) root.dataset.participant = id;
+      const level = id === null ? undefined : state.speaking.get(id);
+      const speaking = level !== undefined;
+      root.classList.toggle("speaking", speaking);
+      if (speaking) {
+        root.dataset.level = String(level);
+        root.style.setProperty("--level", String(Math.min(1, level / 127)));
+      } else {
+        delete root.dataset.level;
+        root.style.removeProperty("--level");
+      }
+      const dominant = id !== null && id === state.dominant;
+      root.classList.toggle("dominant", dominant);
+      tile.badges.dominant.hidden = !dominant;
+      const pinned = id !== null && id === state.pinned;
+      root.classList.toggle("pinned", pinned);
+      tile.badges.pinned.hidden = !pinned;
+      tile.pin.textContent = pinned ? "Unpin" : "Pin";
+      tile.pin.setAttribute("aria-pressed", String(pinned));
+      tile.pin.disabled = !id;
+      root.classList.toggle("featured", big !== null && id === big);
+      // Our own tile is the local preview: always "shown".
+      const notShown = tile !== state.selfTile && !hasVideoSlot(id);
+      root.classList.toggle("not-shown", notShown);
+      tile.placeholder.textContent = root.classList.contains("camera-is-off") ? "camera off" : "not shown";
+    }
+  }
+
+  function togglePin(id) {
+    pin(state.pinned === id ? null : id);
+  }
+
+  // Pin `id` to the large tile of the speaker view (null: unpin). Pinning
+  // switches to the speaker view, where the pin shows.
+  function pin(id) {
+    state.pinned = id || null;
+    if (state.pinned && state.layout !== "speaker") state.layout = "speaker";
+    log(state.pinned ? `pinned ${state.pinned}` : "unpinned");
+    renderTiles();
+    updateButtons();
+  }
+
+  function setLayout(layout) {
+    if (layout !== "grid" && layout !== "speaker") throw new Error(`unknown layout ${layout}`);
+    state.layout = layout;
+    renderTiles();
+    updateButtons();
+  }
+
+  function onDominantSpeaker(msg) {
+    state.dominant = typeof msg.participant === "string" ? msg.participant : null;
+    state.recent = Array.isArray(msg.recent) ? msg.recent.filter((id) => typeof id === "string") : [];
+    if (state.dominant !== null && state.dominant !== state.participantId) state.lastRemoteDominant = state.dominant;
+    log("dominant speaker", state.dominant, "recent", state.recent);
+    renderTiles();
+  }
+
+  function onSpeaking(msg) {
+    state.speaking = new Map();
+    for (const l of Array.isArray(msg.levels) ? msg.levels : []) {
+      if (l && typeof l.participant === "string") {
+        state.speaking.set(l.participant, Number.isFinite(l.level) ? l.level : 0);
+      }
+    }
+    renderTiles();
   }
 
   // ---------------------------------------------------------------------------
@@ -206,6 +350,7 @@
       entry.tile.name.textContent = p.name;
     }
     if (Array.isArray(p.sources)) setSources(p.id, p.sources);
+    renderTiles();
     return entry;
   }
 
@@ -220,7 +365,10 @@
     for (const s of entry.sources) state.sources.delete(s.id);
     entry.tile.root.remove();
     state.remote.delete(id);
+    state.speaking.delete(id);
+    if (state.pinned === id) state.pinned = null;
     log("participant", id, "left");
+    renderTiles();
   }
 
   function setSources(participantId, sources) {
@@ -259,6 +407,7 @@
     entry.tile.badges.camera.hidden = !cameraOff;
     entry.tile.root.classList.toggle("camera-is-off", cameraOff);
     entry.tile.badges.screen.hidden = !(screen && !screen.muted);
+    renderTiles();
   }
 
   // ---------------------------------------------------------------------------
@@ -282,6 +431,7 @@
     for (const mid of wanted.keys()) {
       if (state.slots.size > 0 && !state.slots.has(mid)) log("slots: unknown mid", mid);
     }
+    renderTiles();
   }
 
   function assignSlot(mid, sourceId) {
@@ -388,6 +538,7 @@
     }
     state.selfTile.camera.srcObject = stream;
     state.selfTile.root.classList.toggle("camera-is-off", !stream);
+    renderTiles();
   }
 
   // ---------------------------------------------------------------------------
@@ -399,7 +550,12 @@
   function adoptLocalMedia(stream) {
     state.localStream = stream;
     const mic = stream.getAudioTracks()[0];
-    if (mic) state.local.set("mic", { name: "mic", kind: "audio", transceiver: null, track: mic, muted: false, active: true });
+    if (mic) {
+      // Joining muted (?mic=off): the track sends silence and the bridge is
+      // told once the first answer is in (offerOnce).
+      if (config.micOff) mic.enabled = false;
+      state.local.set("mic", { name: "mic", kind: "audio", transceiver: null, track: mic, muted: config.micOff, active: true });
+    }
     const camera = stream.getVideoTracks()[0];
     if (camera) {
       state.captureHeight = camera.getSettings().height || 0;
@@ -729,6 +885,11 @@
     state.lastSlots = [];
     for (const src of state.local.values()) src.transceiver = null;
     state.joined = false;
+    // Who speaks is the bridge's news: the next session tells it again.
+    state.dominant = null;
+    state.recent = [];
+    state.speaking = new Map();
+    renderTiles();
     updateButtons();
   }
 
@@ -832,6 +993,8 @@
     const present = new Set((msg.participants || []).map((p) => p && p.id));
     for (const id of [...state.remote.keys()]) if (!present.has(id)) removeParticipant(id);
     for (const p of msg.participants || []) upsertParticipant(p);
+    // Our own tile carries our id (speaking, dominant, pin).
+    renderTiles();
     sendConstraints();
     return (async () => {
       const stream = await state.media;
@@ -866,6 +1029,12 @@
         break;
       case "slots":
         if (Array.isArray(msg.slots)) applySlots(msg.slots);
+        break;
+      case "dominant_speaker":
+        onDominantSpeaker(msg);
+        break;
+      case "speaking":
+        onSpeaking(msg);
         break;
       case "sender_constraints":
         if (typeof msg.source === "string" && Number.isFinite(msg.max_height)) {
@@ -1057,6 +1226,8 @@
     $("btn-camera").classList.toggle("off", Boolean(camera && camera.muted));
     $("btn-screen").disabled = !state.pc || !navigator.mediaDevices.getDisplayMedia;
     $("btn-screen").textContent = screen && screen.active ? "Stop sharing" : "Share screen";
+    $("btn-layout").textContent = state.layout === "speaker" ? "Grid view" : "Speaker view";
+    $("btn-layout").setAttribute("aria-pressed", String(state.layout === "speaker"));
   }
 
   function wireControls() {
@@ -1065,6 +1236,7 @@
     $("btn-camera").onclick = guarded(toggleCamera);
     $("btn-screen").onclick = guarded(toggleScreen);
     $("btn-leave").onclick = guarded(leave);
+    $("btn-layout").onclick = guarded(() => setLayout(state.layout === "speaker" ? "grid" : "speaker"));
     $("btn-audio").onclick = () => {
       for (const entry of state.remote.values()) entry.tile.audio.play().catch(() => {});
       $("btn-audio").hidden = true;
@@ -1193,6 +1365,13 @@
       })),
       constraints: JSON.parse(JSON.stringify(state.constraints)),
       sendingUpTo: Object.fromEntries(state.sendingUpTo),
+      dominantSpeaker: state.dominant,
+      recentSpeakers: state.recent.slice(),
+      speaking: [...state.speaking].map(([participant, level]) => ({ participant, level })),
+      layout: state.layout,
+      pinned: state.pinned,
+      // Who has the large tile in the speaker view (null in the grid).
+      featured: state.layout === "speaker" ? featured() : null,
       errors: state.errors.slice(),
     };
   }
@@ -1206,6 +1385,10 @@
     publishStats,
     setMaxHeight,
     leave,
+    // Layout and pinning, as the buttons do them.
+    setLayout,
+    pin,
+    unpin: () => pin(null),
     // Closes the signalling socket as a network failure would (tests): the
     // client must join again on its own.
     dropSignalling: () => {

@@ -316,12 +316,24 @@ impl Env {
     /// Opens a browser on `/room/{room}?name={name}&{query}` of the running
     /// bridge.
     pub fn join(&self, room: &str, name: &str, query: &str) -> Result<Participant> {
+        self.join_with_args(room, name, query, &[])
+    }
+
+    /// [`Self::join`] in a browser started with `extra_args` added to the
+    /// standard flags (e.g. `--use-file-for-fake-audio-capture=PATH`).
+    pub fn join_with_args(
+        &self,
+        room: &str,
+        name: &str,
+        query: &str,
+        extra_args: &[&str],
+    ) -> Result<Participant> {
         let bridge = self
             .bridge
             .borrow()
             .clone()
             .context("start_bridge() first")?;
-        let browser = self.browser(name, &[])?;
+        let browser = self.browser(name, extra_args)?;
         let mut url = bridge.url(&format!("/room/{room}?name={name}"));
         if !query.is_empty() {
             url.push('&');

@@ -45,9 +45,57 @@ pub struct TernState {
     /// Sender constraints the bridge gave us: source name -> max height.
     #[serde(default)]
     pub sending_up_to: BTreeMap<String, u32>,
+    /// The dominant speaker the bridge named last (`dominant_speaker`).
+    #[serde(default)]
+    pub dominant_speaker: Option<String>,
+    /// Who spoke recently, most recent first (`dominant_speaker`).
+    #[serde(default)]
+    pub recent_speakers: Vec<String>,
+    /// Who speaks now (`speaking`).
+    #[serde(default)]
+    pub speaking: Vec<SpeakingLevel>,
+    /// "grid" or "speaker".
+    #[serde(default)]
+    pub layout: Option<String>,
+    #[serde(default)]
+    pub pinned: Option<String>,
+    /// The participant on the large tile of the speaker view.
+    #[serde(default)]
+    pub featured: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SpeakingLevel {
+    pub participant: String,
+    pub level: u8,
+}
+
+/// One participant's tile as the page shows it (read from the DOM, not from
+/// the client's state).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tile {
+    /// `data-participant` (None until the page knows the id).
+    pub participant: Option<String>,
+    pub name: String,
+    pub classes: Vec<String>,
+    /// The placeholder's text when it is displayed instead of video.
+    pub placeholder: Option<String>,
+    /// Whether the "dominant speaker" badge is displayed.
+    pub dominant_badge: bool,
+}
+
+impl Tile {
+    pub fn has(&self, class: &str) -> bool {
+        self.classes.iter().any(|c| c == class)
+    }
 }
 
 impl TernState {
+    pub fn is_speaking(&self, participant: &str) -> bool {
+        self.speaking.iter().any(|l| l.participant == participant)
+    }
+
     pub fn remote_named(&self, name: &str) -> Option<&RemoteParticipant> {
         self.remote.iter().find(|p| p.name == name)
     }
@@ -158,6 +206,31 @@ impl Participant {
 
     pub fn slot_stats(&self) -> Result<Vec<SlotStats>> {
         self.hook("window.tern.slotStats()")
+    }
+
+    /// Every participant tile on the page, as the DOM shows it.
+    pub fn tiles(&self) -> Result<Vec<Tile>> {
+        self.hook(
+            "[...document.querySelectorAll('#grid .tile')].map((t) => {\n\
+               const ph = t.querySelector('.placeholder');\n\
+               const badge = t.querySelector('.dominant-badge');\n\
+               return {\n\
+                 participant: t.dataset.participant || null,\n\
+                 name: t.querySelector('.name').textContent,\n\
+                 classes: [...t.classList],\n\
+                 placeholder: getComputedStyle(ph).display === 'none' ? null : ph.textContent,\n\
+                 dominantBadge: getComputedStyle(badge).display !== 'none',\n\
+               };\n\
+             })",
+        )
+    }
+
+    /// The tile of participant `id`.
+    pub fn tile(&self, id: &str) -> Result<Tile> {
+        self.tiles()?
+            .into_iter()
+            .find(|t| t.participant.as_deref() == Some(id))
+            .with_context(|| format!("{}: no tile for {id}", self.name))
     }
 
     /// Outbound RTP per layer, as the browser reports it (diagnostics).

@@ -145,6 +145,7 @@ impl Core {
                 participants,
             },
         );
+        self.tell_speech_to_newcomer(id, &room);
         for o in others {
             self.signal(
                 o,

@@ -6,7 +6,9 @@
 //!
 //! Audio slots follow speech: a receiver's `A` slots go to the `A`
 //! participants who spoke most recently, with the hysteresis `slots.rs`
-//! applies to every kind.
+//! applies to every kind; when someone stops speaking the slots are looked
+//! at again (a slot that could not be taken from them while they spoke can
+//! be now).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -57,7 +59,13 @@ impl Core {
                 continue;
             }
             c.speech.handle_timeout(now);
-            let mut order = false;
+            // Someone told as speaking no longer is: a slot that could not
+            // be taken from them while they spoke can be now, though the
+            // speech order did not change.
+            let mut order = c
+                .levels_told
+                .iter()
+                .any(|&(k, _)| !c.speech.is_speaking(now, k));
             while let Some(e) = c.speech.poll_event() {
                 match e {
                     SpeechEvent::Dominant(_) => {
@@ -138,6 +146,45 @@ impl Core {
             for m in &messages {
                 self.signal(id, m.clone());
             }
+        }
+    }
+
+    /// Tell `id`, who just joined the conference in `room`, who dominates
+    /// and who speaks, as the others were last told: those messages go out
+    /// on a change only, and a newcomer would otherwise learn nothing until
+    /// the next one.
+    pub(super) fn tell_speech_to_newcomer(&mut self, id: EndpointId, room: &str) {
+        let Some(c) = self.conferences.get(room) else {
+            return;
+        };
+        let mut messages = Vec::new();
+        if let Some((dominant, recent)) = &c.told
+            && (dominant.is_some() || !recent.is_empty())
+        {
+            messages.push(ServerMessage::DominantSpeaker {
+                participant: dominant.and_then(|d| self.participant_id(d)),
+                recent: recent
+                    .iter()
+                    .filter_map(|&k| self.participant_id(k))
+                    .collect(),
+            });
+        }
+        if !c.levels_told.is_empty() {
+            messages.push(ServerMessage::Speaking {
+                levels: c
+                    .levels_told
+                    .iter()
+                    .filter_map(|&(k, level)| {
+                        Some(SpeakingLevel {
+                            participant: self.participant_id(k)?,
+                            level,
+                        })
+                    })
+                    .collect(),
+            });
+        }
+        for m in messages {
+            self.signal(id, m);
         }
     }
 
