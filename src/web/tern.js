@@ -299,11 +299,14 @@
   }
 
   // Pin `id` to the large tile of the speaker view (null: unpin). Pinning
-  // switches to the speaker view, where the pin shows.
+  // switches to the speaker view, where the pin shows, and puts the
+  // participant's camera on stage at the bridge: always given a video
+  // slot, at up to 720p while the thumbnails stay small.
   function pin(id) {
     state.pinned = id || null;
     if (state.pinned && state.layout !== "speaker") state.layout = "speaker";
     log(state.pinned ? `pinned ${state.pinned}` : "unpinned");
+    sendConstraints();
     renderTiles();
     updateButtons();
   }
@@ -366,7 +369,10 @@
     entry.tile.root.remove();
     state.remote.delete(id);
     state.speaking.delete(id);
-    if (state.pinned === id) state.pinned = null;
+    if (state.pinned === id) {
+      state.pinned = null;
+      sendConstraints();
+    }
     log("participant", id, "left");
     renderTiles();
   }
@@ -1107,7 +1113,13 @@
 
   function sendConstraints() {
     const c = state.constraints;
-    return send({ type: "constraints", default_max_height: c.default_max_height, max_height: { ...c.max_height } });
+    return send({
+      type: "constraints",
+      default_max_height: c.default_max_height,
+      max_height: { ...c.max_height },
+      on_stage: state.pinned ? [`${state.pinned}/camera`] : [],
+      on_stage_max_height: 720,
+    });
   }
 
   // ---------------------------------------------------------------------------
