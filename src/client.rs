@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use tern_peer::synth::LayerSpec;
-use tern_peer::{Peer, PeerConfig, PeerOutput};
+use tern_peer::{Peer, PeerConfig, PeerOutput, Talk};
 use tern_sfu::signal::{ClientMessage, ServerMessage};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -35,6 +35,9 @@ pub struct ClientOptions {
     pub drop_every_nth_inbound: Option<u64>,
     /// See [`PeerConfig::keyframe_response_delay`].
     pub keyframe_response_delay: Duration,
+    /// When the microphone speaks and when it is quiet (see
+    /// [`PeerConfig::talk`]); `None`: always the same level.
+    pub talk: Option<Talk>,
     pub seed: u64,
 }
 
@@ -50,6 +53,7 @@ impl ClientOptions {
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             drop_every_nth_inbound: None,
             keyframe_response_delay: Duration::ZERO,
+            talk: None,
             seed: 1,
         }
     }
@@ -118,6 +122,7 @@ impl Client {
         cfg.audio_slots = opts.audio_slots;
         cfg.video_slots = opts.video_slots;
         cfg.keyframe_response_delay = opts.keyframe_response_delay;
+        cfg.talk = opts.talk.clone();
         cfg.seed = opts.seed;
         let mut peer = Peer::new(cfg, Instant::now());
 
