@@ -409,6 +409,29 @@ mod tests {
     }
 
     #[test]
+    fn talk_detection_is_configurable_within_bounds() {
+        let c = Config::from_parts(
+            "t",
+            "[media]\ntalk_sensitivity = 80\ntalk_interval_ms = 5000\n",
+            no_env(),
+        )
+        .expect("valid");
+        assert_eq!(
+            (c.media.talk_sensitivity, c.media.talk_interval_ms),
+            (80, 5000)
+        );
+        for (text, named) in [
+            ("talk_sensitivity = 101", "talk_sensitivity"),
+            ("talk_interval_ms = 100", "talk_interval_ms"),
+        ] {
+            let e = Config::from_parts("t", &format!("[media]\n{text}\n"), no_env())
+                .expect_err(text)
+                .to_string();
+            assert!(e.contains(named), "{e}");
+        }
+    }
+
+    #[test]
     fn environment_overrides_file_and_is_typed() {
         let env = vec![
             ("TERN_BRIDGE_SHARDS".to_string(), "3".to_string()),

@@ -249,6 +249,17 @@ fn fifty_with_last_n_six_show_the_six_most_recent_speakers_and_the_stage() {
         assert_eq!(rx.layers, vec![2], "the stage arrives at its high layer");
         let thumb = sim.reception("p1", "p25", end - secs(2.0), end);
         assert_eq!(thumb.layers, vec![0], "thumbnails stay small");
+        // Sender constraints follow: a camera nobody shows is paused, a
+        // thumbnail sends its small layer, the stage its large one.
+        let told = |who: &str| sim.state(who).sender_max_height;
+        assert_eq!(told("p45"), Some(0), "p45: never spoke, shown by nobody");
+        assert_eq!(told("p25"), Some(180), "p25: a thumbnail everywhere");
+        // (`None`: never constrained, every layer flows.)
+        assert!(
+            told("p33").is_none_or(|h| h >= 720),
+            "p33: on p0's stage: {:?}",
+            told("p33")
+        );
     });
 }
 
