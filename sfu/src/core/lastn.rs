@@ -25,18 +25,20 @@ impl Core {
         );
         let mut ranked = self.candidates(id, Kind::Video);
         self.sort_by_speech(id, &mut ranked);
-        let id_of = |r: &SourceRef| self.source_of(*r).map(|s| s.id.clone());
-        let rank = |r: &SourceRef| {
-            let sid = id_of(r);
-            let has = |list: &[String]| sid.as_ref().is_some_and(|s| list.contains(s));
-            (!has(&on_stage), !has(&selected))
-        };
-        ranked.sort_by_key(rank);
-        let pinned: Vec<SourceRef> = ranked
-            .iter()
-            .copied()
-            .take_while(|r| rank(r) != (true, true))
-            .collect();
+        let mut pinned: Vec<SourceRef> = Vec::new();
+        if !on_stage.is_empty() || !selected.is_empty() {
+            let rank = |r: &SourceRef| {
+                let sid = self.source_of(*r).map(|s| s.id.as_str());
+                let has = |list: &[String]| sid.is_some_and(|s| list.iter().any(|l| l == s));
+                (!has(&on_stage), !has(&selected))
+            };
+            ranked.sort_by_cached_key(rank);
+            pinned = ranked
+                .iter()
+                .copied()
+                .take_while(|r| rank(r) != (true, true))
+                .collect();
+        }
         let limit = last_n.unwrap_or(usize::MAX).max(pinned.len());
         let plan = SlotPlan {
             ranked,

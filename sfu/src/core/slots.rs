@@ -160,19 +160,14 @@ impl Core {
     /// Sort `refs` by their participants' place in the room's speech order
     /// (stable: join order among those never heard).
     pub(super) fn sort_by_speech(&self, id: EndpointId, refs: &mut [SourceRef]) {
-        let Some(order) = self
+        let Some(speech) = self
             .endpoints
             .get(&id)
             .and_then(|ep| self.conferences.get(&ep.room))
-            .map(|c| c.speech.order())
+            .map(|c| &c.speech)
         else {
             return;
         };
-        refs.sort_by_key(|r| {
-            order
-                .iter()
-                .position(|k| *k == r.endpoint)
-                .unwrap_or(usize::MAX)
-        });
+        refs.sort_by_cached_key(|r| speech.position(r.endpoint).unwrap_or(usize::MAX));
     }
 }

@@ -188,6 +188,17 @@ impl Core {
         }
     }
 
+    /// Re-rank every receiver's slots as a change of speech order does.
+    /// For benchmarks (`tests/sim/benches/slots.rs`): what one talk start
+    /// costs a shard.
+    #[doc(hidden)]
+    pub fn rerank_all_slots(&mut self, now: Instant) {
+        let ids: Vec<EndpointId> = self.endpoints.keys().copied().collect();
+        for id in ids {
+            self.assign_slots(now, id);
+        }
+    }
+
     /// Give receiver `id`'s audio slots to the participants who spoke most
     /// recently (`slots.rs` says when a slot may change hands).
     pub(super) fn assign_audio_slots(&mut self, now: Instant, id: EndpointId) {

@@ -70,6 +70,9 @@ pub struct Speech<K> {
     /// Every speaker, most recently speaking first; those who never spoke
     /// at the end in the order they were first heard.
     order: Vec<K>,
+    /// Each speaker's index in `order`: slot rankings look it up per
+    /// candidate, per receiver, on every change of order.
+    position: BTreeMap<K, usize>,
     dominant: Option<K>,
     next_decision: Option<Instant>,
     last_speech: Option<Instant>,
@@ -83,6 +86,7 @@ impl<K: Copy + Ord + std::fmt::Debug> Speech<K> {
             cfg,
             speakers: BTreeMap::new(),
             order: Vec::new(),
+            position: BTreeMap::new(),
             dominant: None,
             next_decision: None,
             last_speech: None,
@@ -96,6 +100,7 @@ impl<K: Copy + Ord + std::fmt::Debug> Speech<K> {
         let e = match self.speakers.entry(id) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(v) => {
+                self.position.insert(id, self.order.len());
                 self.order.push(id);
                 v.insert(Entry {
                     speaker: Speaker::default(),
@@ -115,6 +120,7 @@ impl<K: Copy + Ord + std::fmt::Debug> Speech<K> {
             return;
         }
         self.order.retain(|k| *k != id);
+        self.reindex();
         if self.dominant == Some(id) {
             self.dominant = None;
             self.events.push_back(SpeechEvent::Dominant(None));
@@ -153,6 +159,17 @@ impl<K: Copy + Ord + std::fmt::Debug> Speech<K> {
     /// last).
     pub fn order(&self) -> &[K] {
         &self.order
+    }
+
+    /// `id`'s place in [`Self::order`] (`None`: never heard).
+    pub fn position(&self, id: K) -> Option<usize> {
+        self.position.get(&id).copied()
+    }
+
+    fn reindex(&mut self) {
+        self.position.clear();
+        self.position
+            .extend(self.order.iter().enumerate().map(|(i, k)| (*k, i)));
     }
 
     /// Up to [`RECENT`] of those who have spoken, most recent first.
@@ -241,6 +258,7 @@ impl<K: Copy + Ord + std::fmt::Debug> Speech<K> {
             self.order = talking;
             self.order.extend(rest);
             if self.order != old {
+                self.reindex();
                 self.events.push_back(SpeechEvent::Order);
             }
         } else if self.dominant != before
@@ -249,6 +267,7 @@ impl<K: Copy + Ord + std::fmt::Debug> Speech<K> {
         {
             self.order.retain(|k| *k != d);
             self.order.insert(0, d);
+            self.reindex();
             self.events.push_back(SpeechEvent::Order);
         }
     }
