@@ -52,8 +52,9 @@ impl Core {
     /// Fill and re-rank receiver `id`'s slots: audio by speech
     /// (`speakers.rs`), video by last-N (`lastn.rs`).
     pub(super) fn assign_slots(&mut self, now: Instant, id: EndpointId) {
-        self.assign_audio_slots(now, id);
-        self.assign_video_slots(now, id);
+        if let Some(room) = self.endpoints.get(&id).map(|ep| ep.room.clone()) {
+            self.assign_slots_in(now, &room, &[id]);
+        }
     }
 
     /// Re-choose the layer of every slot of receiver `id`.

@@ -14,7 +14,7 @@ use super::{Core, EndpointId, SourceRef};
 use crate::signal::Kind;
 
 impl Core {
-    pub(super) fn assign_video_slots(&mut self, now: Instant, id: EndpointId) {
+    pub(super) fn assign_video_slots(&mut self, now: Instant, id: EndpointId, room: &[SourceRef]) {
         let Some(ep) = self.endpoints.get(&id) else {
             return;
         };
@@ -23,8 +23,8 @@ impl Core {
             ep.view.selected.clone(),
             ep.view.last_n,
         );
-        let mut ranked = self.candidates(id, Kind::Video);
-        self.sort_by_speech(id, &mut ranked);
+        let mut ranked: Vec<SourceRef> =
+            room.iter().copied().filter(|r| r.endpoint != id).collect();
         let mut pinned: Vec<SourceRef> = Vec::new();
         if !on_stage.is_empty() || !selected.is_empty() {
             let rank = |r: &SourceRef| {

@@ -230,7 +230,7 @@ impl Core {
                     ep.view.on_stage_max_height = h;
                 }
                 if ep.view != before {
-                    self.assign_video_slots(now, id);
+                    self.assign_slots(now, id);
                 }
                 self.reallocate(now, id);
             }
@@ -387,9 +387,7 @@ impl Core {
         self.broadcast_sources(id, &room, participant, infos);
         // Give the new sources slots at every other receiver.
         let others = self.others(&room, id);
-        for o in others {
-            self.assign_slots(now, o);
-        }
+        self.assign_slots_in(now, &room, &others);
     }
 
     fn broadcast_sources(
@@ -570,9 +568,8 @@ impl Core {
         self.out.push_back(Output::Closed { endpoint: id });
         // Freed slots can take sources that had none (more sources than slots).
         let room = ep.room.clone();
-        for o in self.others(&room, id) {
-            self.assign_slots(_now, o);
-        }
+        let others = self.others(&room, id);
+        self.assign_slots_in(_now, &room, &others);
     }
 
     pub(super) fn on_media(&mut self, id: EndpointId, mid: Mid, kind: MediaKind, dir: Direction) {

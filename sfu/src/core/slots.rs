@@ -134,40 +134,55 @@ impl Core {
         self.reallocate(now, id);
     }
 
-    /// Every other participant's sources of `kind` that `id` could get, in
-    /// join order (local participants, then those on other bridges).
-    pub(super) fn candidates(&self, id: EndpointId, kind: Kind) -> Vec<SourceRef> {
-        let Some(ep) = self.endpoints.get(&id) else {
-            return Vec::new();
+    /// Every source of the conference in `room`, of each kind, ranked by
+    /// the speech order (stable: local participants in join order, then
+    /// those on other bridges, among the never heard). Computed once per
+    /// change for all the room's receivers: each filters its own sources
+    /// out, so a talk start costs one sort, not one per receiver.
+    pub(super) fn room_ranking(&self, room: &str) -> RoomRanking {
+        let mut r = RoomRanking::default();
+        let Some(conf) = self.conferences.get(room) else {
+            return r;
         };
-        let room = ep.room.clone();
-        self.others(&room, id)
-            .into_iter()
-            .filter_map(|o| self.endpoints.get(&o).map(|p| (o, p.sources.as_slice())))
-            .chain(self.relay.publishers(&room))
-            .flat_map(|(o, sources)| {
-                sources
-                    .iter()
-                    .filter(move |s| s.kind == kind)
-                    .map(move |s| SourceRef {
-                        endpoint: o,
-                        mid: s.mid,
-                    })
-            })
-            .collect()
+        let local = conf
+            .endpoints
+            .iter()
+            .filter_map(|&o| self.endpoints.get(&o).map(|p| (o, p.sources.as_slice())));
+        for (o, sources) in local.chain(self.relay.publishers(room)) {
+            for s in sources {
+                let sr = SourceRef {
+                    endpoint: o,
+                    mid: s.mid,
+                };
+                match s.kind {
+                    Kind::Audio => r.audio.push(sr),
+                    Kind::Video => r.video.push(sr),
+                }
+            }
+        }
+        let speech = &conf.speech;
+        let key = |x: &SourceRef| speech.position(x.endpoint).unwrap_or(usize::MAX);
+        r.audio.sort_by_cached_key(key);
+        r.video.sort_by_cached_key(key);
+        r
     }
 
-    /// Sort `refs` by their participants' place in the room's speech order
-    /// (stable: join order among those never heard).
-    pub(super) fn sort_by_speech(&self, id: EndpointId, refs: &mut [SourceRef]) {
-        let Some(speech) = self
-            .endpoints
-            .get(&id)
-            .and_then(|ep| self.conferences.get(&ep.room))
-            .map(|c| &c.speech)
-        else {
+    /// Fill and re-rank the slots of `receivers`, all in `room`.
+    pub(super) fn assign_slots_in(&mut self, now: Instant, room: &str, receivers: &[EndpointId]) {
+        if receivers.is_empty() {
             return;
-        };
-        refs.sort_by_cached_key(|r| speech.position(r.endpoint).unwrap_or(usize::MAX));
+        }
+        let ranking = self.room_ranking(room);
+        for &id in receivers {
+            self.assign_audio_slots(now, id, &ranking.audio);
+            self.assign_video_slots(now, id, &ranking.video);
+        }
     }
+}
+
+/// A room's sources by kind, best first (see [`Core::room_ranking`]).
+#[derive(Debug, Default)]
+pub(super) struct RoomRanking {
+    pub(super) audio: Vec<SourceRef>,
+    pub(super) video: Vec<SourceRef>,
 }

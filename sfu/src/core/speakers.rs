@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::slots::SlotPlan;
-use super::{Core, EndpointId};
+use super::{Core, EndpointId, SourceRef};
 use crate::signal::{Kind, ServerMessage, SpeakingLevel};
 use crate::speech::SpeechEvent;
 
@@ -84,9 +84,7 @@ impl Core {
                     .get(&room)
                     .map(|c| c.endpoints.clone())
                     .unwrap_or_default();
-                for id in local {
-                    self.assign_slots(now, id);
-                }
+                self.assign_slots_in(now, &room, &local);
             }
             self.tell_speech(now, &room);
         }
@@ -193,17 +191,20 @@ impl Core {
     /// costs a shard.
     #[doc(hidden)]
     pub fn rerank_all_slots(&mut self, now: Instant) {
-        let ids: Vec<EndpointId> = self.endpoints.keys().copied().collect();
-        for id in ids {
-            self.assign_slots(now, id);
+        let rooms: Vec<(Arc<str>, Vec<EndpointId>)> = self
+            .conferences
+            .iter()
+            .map(|(r, c)| (r.clone(), c.endpoints.clone()))
+            .collect();
+        for (room, ids) in rooms {
+            self.assign_slots_in(now, &room, &ids);
         }
     }
 
     /// Give receiver `id`'s audio slots to the participants who spoke most
     /// recently (`slots.rs` says when a slot may change hands).
-    pub(super) fn assign_audio_slots(&mut self, now: Instant, id: EndpointId) {
-        let mut ranked = self.candidates(id, Kind::Audio);
-        self.sort_by_speech(id, &mut ranked);
+    pub(super) fn assign_audio_slots(&mut self, now: Instant, id: EndpointId, room: &[SourceRef]) {
+        let ranked: Vec<SourceRef> = room.iter().copied().filter(|r| r.endpoint != id).collect();
         let plan = SlotPlan {
             limit: ranked.len(),
             ranked,

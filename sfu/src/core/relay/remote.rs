@@ -221,9 +221,7 @@ impl Core {
                 );
             }
         }
-        for o in locals {
-            self.assign_slots(now, o);
-        }
+        self.assign_slots_in(now, &rp.room, &locals);
     }
 
     pub(super) fn is_local_participant(&self, room: &str, participant: &str) -> bool {
@@ -378,8 +376,9 @@ impl Core {
                 },
             );
         }
-        for o in self.local_endpoints(&room) {
-            self.assign_slots(now, o);
+        let locals = self.local_endpoints(&room);
+        self.assign_slots_in(now, &room, &locals);
+        for o in locals {
             self.reallocate(now, o);
         }
         self.relay.demand_dirty = true;
