@@ -521,3 +521,77 @@ fn a_single_audio_slot_passes_to_the_new_talker_once_the_old_one_is_done() {
         );
     });
 }
+
+#[test]
+fn last_n_follows_speakers_on_either_bridge() {
+    with_seed(seed_or(113), |seed| {
+        const N: usize = 16;
+        const LAST_N: usize = 4;
+        // Talkers alternate between the two bridges (0..8 on bridge 0).
+        let talkers = [15, 2, 9, 4, 12, 0];
+        let talk = |k: usize| {
+            let s = secs(3.0 + 1.5 * k as f64);
+            (s, s + secs(1.4))
+        };
+        let mut cfg = SimConfig::new(seed);
+        cfg.bridges = 2;
+        let mut sim = Sim::new(cfg);
+        for i in 0..N {
+            let turns: Vec<(Duration, Duration)> = talkers
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| **t == i)
+                .map(|(k, _)| talk(k))
+                .collect();
+            let p = sim.add_peer_on(
+                i * 2 / N,
+                &format!("p{i}"),
+                move |c| {
+                    c.audio_slots = 2;
+                    c.video_slots = 6;
+                    c.talk = Some(Talk { turns, quiet: 127 });
+                },
+                clean(),
+                clean(),
+            );
+            sim.set_max_height(p, None, 180);
+            sim.set_view(p, LAST_N as i32, &[], 720);
+        }
+        for (k, &t) in talkers.iter().enumerate() {
+            let (start, end) = talk(k);
+            sim.run_until(end);
+            let tag = sim.peer(&format!("p{t}")).peer.audio_tag();
+            let start_at = sim.at(start);
+            for r in (0..N).filter(|&r| r != t) {
+                let who = format!("p{r}");
+                let first = sim
+                    .state(&who)
+                    .received
+                    .values()
+                    .flatten()
+                    .filter(|p| p.tag == Some(tag) && p.keyframe && p.audio_level.is_none())
+                    .map(|p| p.at)
+                    .filter(|&at| at >= start_at)
+                    .min();
+                assert!(
+                    first.is_some_and(|f| f - start_at <= secs(1.0)),
+                    "{who} (bridge {}) got p{t}'s video {:?} after turn {k} started",
+                    r * 2 / N,
+                    first.map(|f| f - start_at)
+                );
+            }
+        }
+        sim.run_until(talk(talkers.len() - 1).1 + secs(1.0));
+        let recent: Vec<usize> = talkers.iter().rev().copied().collect();
+        for r in 0..N {
+            let who = format!("p{r}");
+            let want: std::collections::BTreeSet<String> = recent
+                .iter()
+                .filter(|&&t| t != r)
+                .take(LAST_N)
+                .map(|t| format!("p{t}/camera"))
+                .collect();
+            assert_eq!(shown_video(&sim, &who), want, "{who}'s video slots");
+        }
+    });
+}
