@@ -326,19 +326,18 @@ impl Core {
             ext.audio_level = p.header.ext_vals.audio_level;
             ext.voice_activity = p.header.ext_vals.voice_activity;
             let dbov = ext.audio_level.map(dbov);
-            if let Some(src) = ep.source_mut(mid) {
-                let verdict = src.silence.pass(dbov);
+            let verdict = ep.source_mut(mid).map(|src| {
+                let v = src.silence.pass(dbov);
                 seq = src.silence.compact(seq);
-                if verdict == Verdict::Drop {
-                    self.stats.silence_suppressed += 1;
-                    if let Some(l) = dbov {
-                        self.hear_level(now, id, l);
-                    }
-                    return;
-                }
-            }
+                v
+            });
+            // Silence is heard too: it is what ends a talk.
             if let Some(l) = dbov {
                 self.hear_level(now, id, l);
+            }
+            if verdict == Some(Verdict::Drop) {
+                self.stats.silence_suppressed += 1;
+                return;
             }
         }
         let packet = Packet {

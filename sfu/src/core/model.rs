@@ -293,7 +293,7 @@ pub(super) struct Conference {
     /// Who speaks, local and remote participants alike.
     pub(super) speech: Speech<EndpointId>,
     /// The dominant speaker and recent list last told (`speakers.rs`).
-    pub(super) told: Option<(Option<EndpointId>, Vec<EndpointId>)>,
+    pub(super) told: (Option<EndpointId>, Vec<EndpointId>),
     /// Participants told as speaking last, with their level.
     pub(super) levels_told: Vec<(EndpointId, u8)>,
 }
@@ -305,7 +305,7 @@ impl Conference {
             speech: Speech::new(talk),
             // Nobody dominant and nobody recent is what clients assume:
             // the first message goes out when someone speaks.
-            told: Some((None, Vec::new())),
+            told: (None, Vec::new()),
             levels_told: Vec::new(),
         }
     }

@@ -19,14 +19,6 @@ use crate::signal::{Kind, ServerMessage, SpeakingLevel};
 use crate::speech::SpeechEvent;
 
 impl Core {
-    /// The room a local or remote participant is in.
-    fn room_of(&self, who: EndpointId) -> Option<Arc<str>> {
-        match self.endpoints.get(&who) {
-            Some(ep) => Some(ep.room.clone()),
-            None => self.relay.remotes.get(&who).map(|r| r.room.clone()),
-        }
-    }
-
     fn participant_id(&self, who: EndpointId) -> Option<String> {
         match self.endpoints.get(&who) {
             Some(ep) => Some(ep.participant.clone()),
@@ -35,11 +27,16 @@ impl Core {
     }
 
     /// One RFC 6464 level (`0` loudest, `127` silence) of `who`'s audio.
+    /// Per audio packet: the room is borrowed, not cloned.
     pub(super) fn hear_level(&mut self, now: Instant, who: EndpointId, dbov: u8) {
-        let Some(room) = self.room_of(who) else {
-            return;
+        let room = match self.endpoints.get(&who) {
+            Some(ep) => &ep.room,
+            None => match self.relay.remotes.get(&who) {
+                Some(r) => &r.room,
+                None => return,
+            },
         };
-        if let Some(c) = self.conferences.get_mut(&room) {
+        if let Some(c) = self.conferences.get_mut(&**room) {
             c.speech.handle_level(now, who, dbov);
         }
     }
@@ -106,7 +103,7 @@ impl Core {
             .filter(|&k| c.speech.is_speaking(now, k))
             .map(|k| (k, c.speech.energy(k)))
             .collect();
-        let told = Some((dominant, recent.clone()));
+        let told = (dominant, recent);
         let tell_dominant = c.told != told;
         let tell_levels = c.levels_told != levels;
         if !tell_dominant && !tell_levels {
@@ -115,26 +112,10 @@ impl Core {
         let to = c.endpoints.clone();
         let mut messages = Vec::new();
         if tell_dominant {
-            messages.push(ServerMessage::DominantSpeaker {
-                participant: dominant.and_then(|d| self.participant_id(d)),
-                recent: recent
-                    .iter()
-                    .filter_map(|&k| self.participant_id(k))
-                    .collect(),
-            });
+            messages.push(self.dominant_message(&told));
         }
         if tell_levels {
-            messages.push(ServerMessage::Speaking {
-                levels: levels
-                    .iter()
-                    .filter_map(|&(k, level)| {
-                        Some(SpeakingLevel {
-                            participant: self.participant_id(k)?,
-                            level,
-                        })
-                    })
-                    .collect(),
-            });
+            messages.push(self.speaking_message(&levels));
         }
         if let Some(c) = self.conferences.get_mut(room) {
             c.told = told;
@@ -156,33 +137,41 @@ impl Core {
             return;
         };
         let mut messages = Vec::new();
-        if let Some((dominant, recent)) = &c.told
-            && (dominant.is_some() || !recent.is_empty())
-        {
-            messages.push(ServerMessage::DominantSpeaker {
-                participant: dominant.and_then(|d| self.participant_id(d)),
-                recent: recent
-                    .iter()
-                    .filter_map(|&k| self.participant_id(k))
-                    .collect(),
-            });
+        if c.told.0.is_some() || !c.told.1.is_empty() {
+            messages.push(self.dominant_message(&c.told));
         }
         if !c.levels_told.is_empty() {
-            messages.push(ServerMessage::Speaking {
-                levels: c
-                    .levels_told
-                    .iter()
-                    .filter_map(|&(k, level)| {
-                        Some(SpeakingLevel {
-                            participant: self.participant_id(k)?,
-                            level,
-                        })
-                    })
-                    .collect(),
-            });
+            messages.push(self.speaking_message(&c.levels_told));
         }
         for m in messages {
             self.signal(id, m);
+        }
+    }
+
+    fn dominant_message(
+        &self,
+        (dominant, recent): &(Option<EndpointId>, Vec<EndpointId>),
+    ) -> ServerMessage {
+        ServerMessage::DominantSpeaker {
+            participant: dominant.and_then(|d| self.participant_id(d)),
+            recent: recent
+                .iter()
+                .filter_map(|&k| self.participant_id(k))
+                .collect(),
+        }
+    }
+
+    fn speaking_message(&self, levels: &[(EndpointId, u8)]) -> ServerMessage {
+        ServerMessage::Speaking {
+            levels: levels
+                .iter()
+                .filter_map(|&(k, level)| {
+                    Some(SpeakingLevel {
+                        participant: self.participant_id(k)?,
+                        level,
+                    })
+                })
+                .collect(),
         }
     }
 

@@ -176,10 +176,6 @@ impl Speaker {
         self.levels.front().map_or(0, |&e| self.cooked(e))
     }
 
-    pub fn last_level(&self) -> Option<Instant> {
-        self.last_level
-    }
-
     /// Score the three time scales from the history.
     fn evaluate(&mut self, speech_energy: u8) {
         let newest = self.levels.front().copied().unwrap_or(0);

@@ -15,10 +15,7 @@ const SILENT: u8 = 127;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Forward; `resumed`: the first after packets were dropped.
-    Forward {
-        resumed: bool,
-    },
+    Forward,
     Drop,
 }
 
@@ -40,12 +37,11 @@ impl SilenceGate {
                     return Verdict::Drop;
                 }
                 self.silent_run += 1;
-                Verdict::Forward { resumed: false }
+                Verdict::Forward
             }
             _ => {
-                let resumed = self.silent_run >= SILENT_PACKETS;
                 self.silent_run = 0;
-                Verdict::Forward { resumed }
+                Verdict::Forward
             }
         }
     }
@@ -57,11 +53,6 @@ impl SilenceGate {
     pub fn compact(&self, seq: u64) -> u64 {
         seq.saturating_sub(self.dropped)
     }
-
-    /// Whether the source is being suppressed now.
-    pub fn suppressing(&self) -> bool {
-        self.silent_run >= SILENT_PACKETS
-    }
 }
 
 #[cfg(test)]
@@ -71,7 +62,7 @@ mod tests {
     #[test]
     fn forwards_three_silent_packets_then_drops_until_speech() {
         let mut g = SilenceGate::default();
-        let fwd = Verdict::Forward { resumed: false };
+        let fwd = Verdict::Forward;
         assert_eq!(g.pass(Some(30)), fwd);
         for _ in 0..SILENT_PACKETS {
             assert_eq!(g.pass(Some(127)), fwd);
@@ -79,8 +70,7 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(g.pass(Some(127)), Verdict::Drop);
         }
-        assert!(g.suppressing());
-        assert_eq!(g.pass(Some(40)), Verdict::Forward { resumed: true });
+        assert_eq!(g.pass(Some(40)), fwd);
         assert_eq!(g.pass(Some(40)), fwd);
     }
 
@@ -104,8 +94,8 @@ mod tests {
         for _ in 0..10 {
             g.pass(Some(127));
         }
-        assert_eq!(g.pass(None), Verdict::Forward { resumed: true });
-        assert_eq!(g.pass(None), Verdict::Forward { resumed: false });
+        assert_eq!(g.pass(None), Verdict::Forward);
+        assert_eq!(g.pass(Some(127)), Verdict::Forward, "the run starts again");
     }
 
     #[test]

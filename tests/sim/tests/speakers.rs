@@ -166,6 +166,35 @@ fn shown_video(sim: &Sim, who: &str) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// How long after `start` (since the meeting began) `who` first received
+/// a keyframe of `publisher`'s video, on whichever slot (by the
+/// publisher's tag).
+fn video_seen_after(sim: &Sim, who: &str, publisher: &str, start: Duration) -> Option<Duration> {
+    let tag = sim.peer(publisher).peer.audio_tag();
+    let start_at = sim.at(start);
+    sim.state(who)
+        .received
+        .values()
+        .flatten()
+        .filter(|p| p.tag == Some(tag) && p.keyframe && p.audio_level.is_none())
+        .map(|p| p.at)
+        .filter(|&at| at >= start_at)
+        .min()
+        .map(|at| at - start_at)
+}
+
+/// The cameras of the `n` most recent of `talkers` (in talk order) other
+/// than receiver `r`: what its last-N should show.
+fn recent_cameras(talkers: &[usize], r: usize, n: usize) -> std::collections::BTreeSet<String> {
+    talkers
+        .iter()
+        .rev()
+        .filter(|&&t| t != r)
+        .take(n)
+        .map(|t| format!("p{t}/camera"))
+        .collect()
+}
+
 #[test]
 fn fifty_with_last_n_six_show_the_six_most_recent_speakers_and_the_stage() {
     with_seed(seed_or(107), |seed| {
@@ -206,37 +235,20 @@ fn fifty_with_last_n_six_show_the_six_most_recent_speakers_and_the_stage() {
             sim.run_until(end);
             // Everyone (but the talker) gets the talker's video within 1 s:
             // a keyframe of it, on whichever slot.
-            let tag = sim.peer(&format!("p{t}")).peer.audio_tag();
-            let start_at = sim.at(start);
             for r in (0..N).filter(|&r| r != t) {
                 let who = format!("p{r}");
-                let first = sim
-                    .state(&who)
-                    .received
-                    .values()
-                    .flatten()
-                    .filter(|p| p.tag == Some(tag) && p.keyframe && p.audio_level.is_none())
-                    .map(|p| p.at)
-                    .filter(|&at| at >= start_at)
-                    .min();
+                let seen = video_seen_after(&sim, &who, &format!("p{t}"), start);
                 assert!(
-                    first.is_some_and(|f| f - start_at <= secs(1.0)),
-                    "{who} got p{t}'s video {:?} after turn {k} started",
-                    first.map(|f| f - start_at)
+                    seen.is_some_and(|d| d <= secs(1.0)),
+                    "{who} got p{t}'s video {seen:?} after turn {k} started"
                 );
             }
         }
         sim.run_until(talk(talkers.len() - 1).1 + secs(1.0));
-        // The six most recent speakers, most recent first.
-        let recent: Vec<usize> = talkers.iter().rev().copied().collect();
+        // The six most recent speakers (p0 has a stage: below).
         for r in 1..N {
             let who = format!("p{r}");
-            let want: std::collections::BTreeSet<String> = recent
-                .iter()
-                .filter(|&&t| t != r)
-                .take(LAST_N)
-                .map(|t| format!("p{t}/camera"))
-                .collect();
+            let want = recent_cameras(&talkers, r, LAST_N);
             assert_eq!(shown_video(&sim, &who), want, "{who}'s video slots");
         }
         // p0: the stage plus the five most recent speakers.
@@ -560,37 +572,20 @@ fn last_n_follows_speakers_on_either_bridge() {
         for (k, &t) in talkers.iter().enumerate() {
             let (start, end) = talk(k);
             sim.run_until(end);
-            let tag = sim.peer(&format!("p{t}")).peer.audio_tag();
-            let start_at = sim.at(start);
             for r in (0..N).filter(|&r| r != t) {
                 let who = format!("p{r}");
-                let first = sim
-                    .state(&who)
-                    .received
-                    .values()
-                    .flatten()
-                    .filter(|p| p.tag == Some(tag) && p.keyframe && p.audio_level.is_none())
-                    .map(|p| p.at)
-                    .filter(|&at| at >= start_at)
-                    .min();
+                let seen = video_seen_after(&sim, &who, &format!("p{t}"), start);
                 assert!(
-                    first.is_some_and(|f| f - start_at <= secs(1.0)),
-                    "{who} (bridge {}) got p{t}'s video {:?} after turn {k} started",
-                    r * 2 / N,
-                    first.map(|f| f - start_at)
+                    seen.is_some_and(|d| d <= secs(1.0)),
+                    "{who} (bridge {}) got p{t}'s video {seen:?} after turn {k} started",
+                    r * 2 / N
                 );
             }
         }
         sim.run_until(talk(talkers.len() - 1).1 + secs(1.0));
-        let recent: Vec<usize> = talkers.iter().rev().copied().collect();
         for r in 0..N {
             let who = format!("p{r}");
-            let want: std::collections::BTreeSet<String> = recent
-                .iter()
-                .filter(|&&t| t != r)
-                .take(LAST_N)
-                .map(|t| format!("p{t}/camera"))
-                .collect();
+            let want = recent_cameras(&talkers, r, LAST_N);
             assert_eq!(shown_video(&sim, &who), want, "{who}'s video slots");
         }
     });
