@@ -89,6 +89,18 @@ pub struct MediaConfig {
     /// How long a participant counts as speaking after their speech stops
     /// (the speaking indicator; how long their audio slot is kept for them).
     pub talk_interval_ms: u64,
+    /// Estimate each receiver's bandwidth from its congestion feedback and
+    /// fit its video layers to it (off: constraints alone decide).
+    pub bandwidth_estimation: bool,
+    /// The estimate a receiver starts with, in kbps.
+    pub initial_estimate_kbps: u64,
+    /// Probing for more bandwidth stops at this, per receiver, in kbps.
+    pub max_probe_kbps: u64,
+    /// Most a camera layer may send, in kbps (at least 100): told to
+    /// publishers, and a layer well above it is not forwarded.
+    pub camera_max_kbps: u64,
+    /// The same for screen shares.
+    pub screen_max_kbps: u64,
 }
 
 /// The relay mesh: bridges connect to each other over QUIC, mutually
@@ -200,6 +212,11 @@ impl Default for MediaConfig {
             rtx_cache_ms: 1000,
             talk_sensitivity: 55,
             talk_interval_ms: 2000,
+            bandwidth_estimation: true,
+            initial_estimate_kbps: 2500,
+            max_probe_kbps: 10_000,
+            camera_max_kbps: 2500,
+            screen_max_kbps: 2500,
         }
     }
 }
@@ -315,6 +332,25 @@ impl Config {
         if !(300..=30_000).contains(&m.talk_interval_ms) {
             return Err("media.talk_interval_ms must be between 300 and 30000".into());
         }
+        if !(100..=100_000).contains(&m.initial_estimate_kbps) {
+            return Err("media.initial_estimate_kbps must be between 100 and 100000".into());
+        }
+        if !(m.initial_estimate_kbps..=1_000_000).contains(&m.max_probe_kbps) {
+            return Err(
+                "media.max_probe_kbps must be between media.initial_estimate_kbps and 1000000"
+                    .into(),
+            );
+        }
+        for (name, v) in [
+            ("camera_max_kbps", m.camera_max_kbps),
+            ("screen_max_kbps", m.screen_max_kbps),
+        ] {
+            if !(100..=100_000).contains(&v) {
+                return Err(format!(
+                    "media.{name} must be between 100 and 100000, not {v}"
+                ));
+            }
+        }
         if !["region", "single", "split"].contains(&self.focus.strategy.as_str()) {
             return Err(format!(
                 "focus.strategy must be \"region\", \"single\" or \"split\", not {:?}",
@@ -423,6 +459,32 @@ mod tests {
         for (text, named) in [
             ("talk_sensitivity = 101", "talk_sensitivity"),
             ("talk_interval_ms = 100", "talk_interval_ms"),
+        ] {
+            let e = Config::from_parts("t", &format!("[media]\n{text}\n"), no_env())
+                .expect_err(text)
+                .to_string();
+            assert!(e.contains(named), "{e}");
+        }
+    }
+
+    #[test]
+    fn bitrate_caps_and_estimation_are_configurable_within_bounds() {
+        let c = Config::from_parts(
+            "t",
+            "[media]\ncamera_max_kbps = 800\nscreen_max_kbps = 1500\nbandwidth_estimation = false\n",
+            no_env(),
+        )
+        .expect("valid");
+        assert_eq!(
+            (c.media.camera_max_kbps, c.media.screen_max_kbps),
+            (800, 1500)
+        );
+        assert!(!c.media.bandwidth_estimation);
+        for (text, named) in [
+            ("camera_max_kbps = 99", "camera_max_kbps"),
+            ("screen_max_kbps = 50", "screen_max_kbps"),
+            ("initial_estimate_kbps = 10", "initial_estimate_kbps"),
+            ("max_probe_kbps = 200", "max_probe_kbps"),
         ] {
             let e = Config::from_parts("t", &format!("[media]\n{text}\n"), no_env())
                 .expect_err(text)

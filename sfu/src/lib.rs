@@ -4,11 +4,13 @@
 //! tokio out so the compiler enforces it. See `ARCHITECTURE.md`.
 
 pub mod admission;
+pub mod allocation;
 pub mod core;
 pub mod h264;
 pub mod keyframe;
 pub mod layers;
 pub mod node;
+pub mod rate;
 pub mod rewrite;
 pub mod signal;
 pub mod speech;
@@ -16,7 +18,7 @@ pub mod stats;
 pub mod vp8;
 
 pub use crate::core::{
-    Core, CoreConfig, EndpointId, JoinRequest, MAX_PAYLOAD, Output, PeerId,
+    BandwidthConfig, Core, CoreConfig, EndpointId, JoinRequest, MAX_PAYLOAD, Output, PeerId,
     shard_of_conference_number,
 };
 pub use crate::stats::{CoreStats, DropReason, RelayStats};

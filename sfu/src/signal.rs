@@ -129,6 +129,14 @@ pub enum ServerMessage {
     Speaking {
         levels: Vec<SpeakingLevel>,
     },
+    /// The most each layer of your camera (source named anything but
+    /// "screen") and of your screen share (named "screen") may send, in
+    /// bits per second; the bridge does not forward a layer well above it.
+    /// Sent once after `joined`.
+    SendLimits {
+        camera_max_bps: u64,
+        screen_max_bps: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,6 +167,18 @@ pub struct SourceInfo {
 pub struct SlotInfo {
     pub mid: String,
     pub source: Option<String>,
+    /// Why the slot's source is not being sent although it is wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended: Option<Suspension>,
+}
+
+/// Why a wanted source is paused for a receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Suspension {
+    /// Even its lowest layer does not fit the receiver's estimated
+    /// bandwidth next to the sources ranked above it.
+    Bandwidth,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -81,6 +81,18 @@ pub struct CoreStats {
     pub dominant_speaker_changes: u64,
     /// Sender constraints sent to publishers (`sender_constraints` messages).
     pub sender_constraints: u64,
+    /// Bandwidth estimates taken from receivers' feedback (TWCC, REMB).
+    pub bandwidth_estimates: u64,
+    /// Times a receiver's BWE was asked to probe above its estimate.
+    pub bandwidth_probes: u64,
+    /// Video slots whose target layer allocation changed (a layer, a
+    /// suspension or a resumption).
+    pub allocation_changes: u64,
+    /// Video slots suspended because their source did not fit.
+    pub suspensions: u64,
+    /// Down-switches that stopped the old layer at once because it was
+    /// queueing in the pacer (the receiver's link is full).
+    pub congestion_cuts: u64,
     pub joins: u64,
     /// Joins refused because the room reached its size limit here.
     pub joins_refused_room_full: u64,

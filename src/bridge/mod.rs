@@ -143,6 +143,13 @@ async fn run_in_span(
                     sensitivity: cfg.media.talk_sensitivity,
                     interval: Duration::from_millis(cfg.media.talk_interval_ms),
                 },
+                bandwidth: tern_sfu::BandwidthConfig {
+                    estimation: cfg.media.bandwidth_estimation,
+                    initial_bps: cfg.media.initial_estimate_kbps * 1000,
+                    max_probe_bps: cfg.media.max_probe_kbps * 1000,
+                    camera_max_bps: cfg.media.camera_max_kbps * 1000,
+                    screen_max_bps: cfg.media.screen_max_kbps * 1000,
+                },
             },
             now,
         );

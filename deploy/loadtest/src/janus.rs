@@ -386,6 +386,7 @@ impl Session {
                 Some(SlotInfo {
                     mid: mid.to_string(),
                     source: Some(format!("{display}/{source}")),
+                    suspended: None,
                 })
             })
             .collect();

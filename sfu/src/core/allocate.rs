@@ -7,14 +7,32 @@
 use std::time::{Duration, Instant};
 
 use str0m::media::{KeyframeRequestKind, Mid};
+use str0m::rtp::Ssrc;
 use tracing::trace;
 
+use super::model::Layer;
 use super::{Core, EndpointId, PubSource, SourceRef};
-use crate::layers::{LayerView, choose_layer};
-use crate::signal::{Kind, ServerMessage, SlotInfo};
+use crate::allocation::{Allocation, Candidate, Choice, LayerCost, allocate};
+use crate::signal::{Kind, ServerMessage, SlotInfo, Suspension};
 
 /// Ask again for a keyframe a switch is waiting for after this long.
 const SWITCH_RETRY: Duration = Duration::from_millis(500);
+
+/// A down-switch does not wait for the lower layer's keyframe once the
+/// slot's oldest packet has waited this long in str0m's pacer.
+const MAX_SEND_BACKLOG: Duration = Duration::from_millis(100);
+
+/// How long the oldest packet of send stream `ssrc` has been queued.
+fn queue_age(rtc: &mut str0m::Rtc, ssrc: Ssrc, now: Instant) -> Option<Duration> {
+    let mut api = rtc.direct_api();
+    let first = api.stream_tx(&ssrc)?.queue_info()?.first_unsent()?;
+    Some(now.saturating_duration_since(first))
+}
+
+/// A layer above the one a slot is on counts this much of its rate (in
+/// percent) when allocation weighs going up to it (JVB and LiveKit keep a
+/// similar margin before an upward switch).
+const UP_HEADROOM_PERCENT: u64 = 115;
 
 impl Core {
     /// Detach a removed source from every receive slot it fed.
@@ -57,60 +75,156 @@ impl Core {
         }
     }
 
-    /// Re-choose the layer of every slot of receiver `id`.
+    /// Re-choose the layer of every slot of receiver `id`: audio slots get
+    /// their source's one layer; video slots share the receiver's estimated
+    /// bandwidth (`crate::allocation`), after what its audio takes.
     pub(super) fn reallocate(&mut self, now: Instant, id: EndpointId) {
         let Some(ep) = self.endpoints.get(&id) else {
             return;
         };
-        let mut requests = Vec::new();
-        let mut decisions = Vec::new();
+        let speech = self.conferences.get(&ep.room).map(|c| &c.speech);
+        let mut audio_bps = 0;
+        // Video slots with a source, and each one's layer costs.
+        let mut video: Vec<(usize, SourceRef, bool, bool, (bool, usize, usize))> = Vec::new();
+        let mut costs: Vec<Vec<LayerCost>> = Vec::new();
+        let mut decisions: Vec<(usize, Option<usize>, bool)> = Vec::new();
         for (i, slot) in ep.slots.iter().enumerate() {
             let Some(r) = slot.source else { continue };
             let Some(src) = self.source_of(r) else {
                 continue;
             };
-            let target = match slot.kind {
-                Kind::Audio => Some(0),
-                Kind::Video => {
-                    let views: Vec<LayerView> = src.layers.iter().map(|l| l.view(now)).collect();
-                    let wanted = choose_layer(&views, ep.max_height_for(&src.id));
-                    // Nothing active yet (publisher just started): aim at what
-                    // the constraints would pick once it is.
-                    wanted.or_else(|| {
-                        let all: Vec<LayerView> = views
-                            .iter()
-                            .map(|v| LayerView { active: true, ..*v })
-                            .collect();
-                        choose_layer(&all, ep.max_height_for(&src.id))
-                    })
+            match slot.kind {
+                Kind::Audio => {
+                    audio_bps += src
+                        .layers
+                        .first()
+                        .and_then(|l| l.rate.current_bps())
+                        .unwrap_or(0);
+                    decisions.push((i, Some(0), false));
                 }
+                Kind::Video => {
+                    let cap = self.send_cap(&src.name);
+                    let lowest = src.layers.iter().map(Layer::height).min().unwrap_or(0);
+                    let held = slot.current.or(slot.target);
+                    costs.push(
+                        src.layers
+                            .iter()
+                            .enumerate()
+                            .map(|(k, l)| {
+                                let mut c = l.cost(now, cap, l.height() == lowest);
+                                // Going up must fit with room to spare, so a
+                                // rate wobbling around the estimate does not
+                                // switch layers back and forth.
+                                if held.is_some_and(|h| k > h) {
+                                    c.bitrate_bps = c.bitrate_bps * UP_HEADROOM_PERCENT / 100;
+                                }
+                                c
+                            })
+                            .collect(),
+                    );
+                    let on_stage = ep.view.on_stage.contains(&src.id);
+                    let selected = ep.view.selected.contains(&src.id);
+                    let heard = speech
+                        .and_then(|s| s.position(r.endpoint))
+                        .unwrap_or(usize::MAX);
+                    video.push((i, r, on_stage, src.name == "screen", (!selected, heard, i)));
+                }
+            }
+        }
+        // Priority: the allocator puts on-stage and screen shares first;
+        // among the rest, selected, then the speech order, then slot order.
+        let mut order: Vec<usize> = (0..video.len()).collect();
+        order.sort_by_key(|&v| video[v].4);
+        let candidates: Vec<Candidate<'_>> = order
+            .iter()
+            .map(|&v| {
+                let (_, r, on_stage, screen, _) = video[v];
+                Candidate {
+                    layers: &costs[v],
+                    max_height: self
+                        .source_of(r)
+                        .map_or(0, |src| ep.max_height_for(&src.id)),
+                    on_stage,
+                    screen,
+                }
+            })
+            .collect();
+        let estimation = self.cfg.bandwidth.estimation;
+        let budget = ep
+            .bw
+            .budget
+            .filter(|_| estimation)
+            .map(|b| b.saturating_sub(audio_bps));
+        let mut allocation = Allocation::default();
+        allocate(&candidates, budget, &mut allocation);
+        for (k, &v) in order.iter().enumerate() {
+            let (i, ..) = video[v];
+            let (target, suspended) = match allocation.choices[k] {
+                Choice::Layer(l) => (Some(l), false),
+                Choice::Suspended => (None, true),
+                Choice::Off => (None, false),
             };
-            decisions.push((i, target));
+            decisions.push((i, target, suspended));
+        }
+        drop(candidates);
+
+        let Some(ep) = self.endpoints.get_mut(&id) else {
+            return;
+        };
+        ep.bw.allocated_bps = allocation.allocated_bps + audio_bps;
+        ep.bw.allocation = allocation;
+        let mut requests = Vec::new();
+        let mut slots_changed = false;
+        for (i, target, suspended) in decisions {
+            let backlog = ep.slots[i]
+                .tx_ssrc
+                .and_then(|s| queue_age(&mut ep.rtc, s, now))
+                .unwrap_or_default();
+            let slot = &mut ep.slots[i];
+            let Some(r) = slot.source else { continue };
+            // Going down because the link is full: the layer being sent is
+            // already queueing (str0m paces at the estimate). Waiting for
+            // the lower layer's keyframe while more of it queues would show
+            // the receiver a picture seconds late; stop it now and resume
+            // on the keyframe.
+            let congested_down = matches!((slot.current, target), (Some(c), Some(t)) if t < c)
+                && backlog > MAX_SEND_BACKLOG;
+            if (target.is_none() || congested_down) && slot.current.is_some() {
+                if congested_down {
+                    self.stats.congestion_cuts += 1;
+                }
+                slot.current = None;
+                slot.rewriter.unmap();
+            }
+            if slot.target != target {
+                self.relay.demand_dirty = true;
+                if slot.kind == Kind::Video {
+                    self.stats.allocation_changes += 1;
+                }
+            }
+            if slot.suspended != suspended {
+                slots_changed = true;
+                if suspended {
+                    self.stats.suspensions += 1;
+                }
+            }
+            slot.target = target;
+            slot.suspended = suspended;
             let waiting = target.is_some() && target != slot.current;
             let retry = slot
                 .switch_requested
                 .is_none_or(|t| now.saturating_duration_since(t) >= SWITCH_RETRY);
             if let (true, Kind::Video, true, Some(t)) = (waiting, slot.kind, retry, target) {
-                requests.push((r, t, i));
+                slot.switch_requested = Some(now);
+                requests.push((r, t));
             }
         }
-        if let Some(ep) = self.endpoints.get_mut(&id) {
-            for (i, target) in decisions {
-                let slot = &mut ep.slots[i];
-                if target.is_none() && slot.current.is_some() {
-                    slot.current = None;
-                    slot.rewriter.unmap();
-                }
-                if slot.target != target {
-                    self.relay.demand_dirty = true;
-                }
-                slot.target = target;
-            }
-            for &(_, _, i) in &requests {
-                ep.slots[i].switch_requested = Some(now);
-            }
+        if slots_changed && !ep.slots_dirty {
+            ep.slots_dirty = true;
+            self.dirty_slots.push(id);
         }
-        for (r, layer, _) in requests {
+        self.tell_bwe(id, audio_bps);
+        for (r, layer) in requests {
             self.request_keyframe(now, r, layer);
         }
     }
@@ -171,16 +285,17 @@ impl Core {
                 continue;
             };
             ep.slots_dirty = false;
-            let refs: Vec<(String, Option<SourceRef>)> = ep
+            let refs: Vec<(String, Option<SourceRef>, bool)> = ep
                 .slots
                 .iter()
-                .map(|s| (s.mid.to_string(), s.source))
+                .map(|s| (s.mid.to_string(), s.source, s.suspended))
                 .collect();
             let slots = refs
                 .into_iter()
-                .map(|(mid, r)| SlotInfo {
+                .map(|(mid, r, suspended)| SlotInfo {
                     mid,
                     source: r.and_then(|r| self.source_of(r).map(|s| s.id.clone())),
+                    suspended: suspended.then_some(Suspension::Bandwidth),
                 })
                 .collect();
             self.signal(id, ServerMessage::Slots { slots });

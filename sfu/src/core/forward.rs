@@ -24,7 +24,12 @@ use crate::vp8;
 /// Times one poll of an endpoint may advance its connection's clock when
 /// str0m asks for a timeout at once; more than that is left to the timer, so
 /// a connection that keeps asking cannot hold the shard.
-const IMMEDIATE_TIMEOUTS: u32 = 4;
+const IMMEDIATE_TIMEOUTS: u32 = 256;
+/// A timeout this close ahead counts as "at once": str0m's pacer asks for
+/// its clock to move one microsecond after every packet it releases, so a
+/// burst of forwarded packets would otherwise leave one timer pass each.
+/// Its real pacing waits are tens of milliseconds, far beyond this.
+const IMMEDIATE_SLACK: Duration = Duration::from_micros(200);
 /// Resends stop while retransmissions exceed this share of a stream's bytes
 /// in the last second (str0m's default; a receiver NACKing everything must
 /// not double what it is sent).
@@ -173,6 +178,7 @@ impl Core {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        self.update_rates(now);
         let ids: Vec<EndpointId> = self.endpoints.keys().copied().collect();
         for id in ids {
             self.reallocate(now, id);
@@ -206,14 +212,16 @@ impl Core {
         let mut immediate = 0;
         loop {
             match ep.rtc.poll_output() {
-                Ok(RtcOutput::Timeout(t)) if t <= now && immediate < IMMEDIATE_TIMEOUTS => {
+                Ok(RtcOutput::Timeout(t))
+                    if t <= now + IMMEDIATE_SLACK && immediate < IMMEDIATE_TIMEOUTS =>
+                {
                     // str0m wants its clock advanced before it goes on: a
                     // packet just written waits in its send queue until a
                     // timeout stamps it. Doing it here sends forwarded media
                     // in the same pass instead of after a trip through the
                     // shard's timer (which waits behind queued input).
                     immediate += 1;
-                    if let Err(e) = ep.rtc.handle_input(Input::Timeout(now)) {
+                    if let Err(e) = ep.rtc.handle_input(Input::Timeout(t.max(now))) {
                         debug!(endpoint = %id, error = %e, "timeout refused");
                     }
                 }
@@ -261,6 +269,7 @@ impl Core {
             match e {
                 Event::RtpPacket(p) => self.forward(now, id, p),
                 Event::KeyframeRequest(k) => self.on_keyframe_request(now, id, k.mid),
+                Event::EgressBitrateEstimate(k) => self.on_bitrate_estimate(now, id, k),
                 Event::MediaAdded(m) => self.on_media(id, m.mid, m.kind, m.direction),
                 Event::MediaChanged(m) => {
                     debug!(endpoint = %id, mid = %m.mid, direction = ?m.direction, "media changed")
@@ -400,6 +409,7 @@ impl Core {
         }
         if let Some(l) = src.layers.get_mut(layer) {
             l.last_packet = Some(now);
+            l.rate.add(now, p.payload.len());
         }
         if src.subscribers.is_empty() {
             return;

@@ -25,6 +25,7 @@ use crate::speech::TalkConfig;
 use crate::stats::CoreStats;
 
 mod allocate;
+mod bandwidth;
 mod forward;
 mod lastn;
 mod model;
@@ -33,6 +34,7 @@ mod sender;
 mod session;
 mod slots;
 mod speakers;
+pub use bandwidth::{BandwidthConfig, MIN_SEND_CAP_BPS};
 pub use model::EndpointId;
 use model::{Conference, Endpoint, Layer, Packet, PubSource, Slot, SourceRef};
 use relay::Relay;
@@ -76,6 +78,8 @@ pub struct CoreConfig {
     pub rtx_cache_age: Duration,
     /// Talk detection for dominant speaker and speech-following slots.
     pub talk: TalkConfig,
+    /// Bandwidth estimation, allocation and publishers' bitrate caps.
+    pub bandwidth: BandwidthConfig,
 }
 
 impl std::fmt::Debug for CoreConfig {

@@ -13,10 +13,12 @@ use str0m::format::Codec;
 use str0m::media::{Mid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, Ssrc};
 
+use super::bandwidth::Bandwidth;
 use super::relay::PeerId;
 use super::{Map, sender};
+use crate::allocation::{LayerCost, default_bitrate_bps};
 use crate::keyframe::{ReceiverBudget, SourceGate};
-use crate::layers::LayerView;
+use crate::rate::RateMeter;
 use crate::rewrite::Rewriter;
 use crate::signal::{Kind, ParticipantInfo, SourceInfo};
 use crate::speech::silence::SilenceGate;
@@ -73,6 +75,10 @@ pub(super) struct Layer {
     pub(super) paused: bool,
     /// When the constraint last let it flow again.
     pub(super) resumed_at: Option<Instant>,
+    /// How fast it arrives here (`bandwidth.rs`).
+    pub(super) rate: RateMeter,
+    /// For a remote source: the rate its origin measured (relay announce).
+    pub(super) announced_bps: Option<u64>,
 }
 
 impl Layer {
@@ -87,6 +93,8 @@ impl Layer {
             relay_cache: None,
             paused: false,
             resumed_at: None,
+            rate: RateMeter::new(),
+            announced_bps: None,
         }
     }
 
@@ -101,13 +109,29 @@ impl Layer {
         self.measured_height.unwrap_or(self.declared_height)
     }
 
-    pub(super) fn view(&self, now: Instant) -> LayerView {
-        LayerView {
+    /// What forwarding this layer costs a receiver: its rate here while it
+    /// flows, else what its origin announced, else its last rate, else a
+    /// default for its height. A layer measured well above `cap` is not
+    /// offered (unless `lowest`: a receiver always gets something).
+    pub(super) fn cost(&self, now: Instant, cap: u64, lowest: bool) -> LayerCost {
+        let bitrate_bps = self
+            .rate
+            .current_bps()
+            .or(self.announced_bps)
+            .or(self.rate.last_bps())
+            .unwrap_or_else(|| default_bitrate_bps(self.height()));
+        let over_cap = bitrate_bps as f64 > cap as f64 * CAP_TOLERANCE;
+        LayerCost {
             height: self.height(),
-            active: self.available(now),
+            active: self.available(now) && (lowest || !over_cap),
+            bitrate_bps,
         }
     }
 }
+
+/// A layer measured this far above its cap is not forwarded: the publisher
+/// was told the cap, and a little over covers keyframes and rate control.
+const CAP_TOLERANCE: f64 = 1.25;
 
 #[derive(Debug)]
 pub(super) struct PubSource {
@@ -158,6 +182,8 @@ pub(super) struct Slot {
     /// SSRC of the slot's str0m send stream, once looked up: str0m finds a
     /// stream by mid with a scan of every stream, by SSRC with a hash.
     pub(super) tx_ssrc: Option<Ssrc>,
+    /// Its source is wanted but does not fit the receiver's bandwidth.
+    pub(super) suspended: bool,
 }
 
 impl Slot {
@@ -170,6 +196,7 @@ impl Slot {
             target: None,
             switch_requested: None,
             tx_ssrc: None,
+            suspended: false,
             rewriter: match kind {
                 Kind::Audio => Rewriter::audio(),
                 Kind::Video => Rewriter::video(),
@@ -182,6 +209,7 @@ impl Slot {
         self.current = None;
         self.target = None;
         self.switch_requested = None;
+        self.suspended = false;
         self.rewriter.unmap();
     }
 }
@@ -205,6 +233,8 @@ pub(super) struct Endpoint {
     /// What the receiver asked to see (`lastn.rs`).
     pub(super) view: View,
     pub(super) budget: ReceiverBudget,
+    /// Its estimated bandwidth and what was allocated within it.
+    pub(super) bw: Bandwidth,
     pub(super) slots_dirty: bool,
     /// Written to since last polled (see `Core::settle`).
     pub(super) needs_drive: bool,

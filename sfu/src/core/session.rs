@@ -8,6 +8,7 @@ use std::cmp::Reverse;
 use std::sync::Arc;
 use std::time::Instant;
 
+use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
 use str0m::ice::IceCreds;
 use str0m::media::{Direction, MediaKind, Mid, Rid};
@@ -112,6 +113,7 @@ impl Core {
             max_height: Map::default(),
             view: Default::default(),
             budget: ReceiverBudget::default(),
+            bw: Default::default(),
             slots_dirty: false,
             needs_drive: false,
             closing: false,
@@ -145,6 +147,13 @@ impl Core {
                 participants,
             },
         );
+        self.signal(
+            id,
+            ServerMessage::SendLimits {
+                camera_max_bps: self.cfg.bandwidth.camera_max_bps,
+                screen_max_bps: self.cfg.bandwidth.screen_max_bps,
+            },
+        );
         self.tell_speech_to_newcomer(id, &room);
         for o in others {
             self.signal(
@@ -171,6 +180,12 @@ impl Core {
             })
             .set_stats_interval(None)
             .set_send_buffer_video(self.cfg.rtx_cache_packets)
+            .enable_bwe(
+                self.cfg
+                    .bandwidth
+                    .estimation
+                    .then(|| Bitrate::bps(self.cfg.bandwidth.initial_bps)),
+            )
             .clear_codecs();
         for c in &self.cfg.codecs {
             b = match c {

@@ -270,8 +270,23 @@ impl Peer {
             }
             ServerMessage::Slots { slots } => {
                 for s in slots {
+                    if s.suspended.is_some() {
+                        self.state.suspended.insert(s.mid.clone());
+                    } else {
+                        self.state.suspended.remove(&s.mid);
+                    }
                     self.state.slots.insert(s.mid, s.source);
                 }
+            }
+            ServerMessage::SendLimits {
+                camera_max_bps,
+                screen_max_bps,
+            } => {
+                // This peer publishes a camera only.
+                if let Some(g) = self.video.as_mut() {
+                    g.cap_bitrate(u32::try_from(camera_max_bps).unwrap_or(u32::MAX));
+                }
+                self.state.send_limits = Some((camera_max_bps, screen_max_bps));
             }
             ServerMessage::Error { code, message } => {
                 self.state.errors.push((code.as_str().to_string(), message));

@@ -3,7 +3,7 @@
 //! what its decoders showed. Written by [`crate::Peer`]; read by tests, the
 //! simulator and the load tool.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 /// One RTP packet as received on a slot.
@@ -43,6 +43,10 @@ pub struct PeerState {
     pub history: HashMap<String, Vec<Received>>,
     /// Sessions started after the first one.
     pub reconnects: u32,
+    /// Slots (by mid) the bridge says are paused for lack of bandwidth.
+    pub suspended: HashSet<String>,
+    /// The (camera, screen) bitrate caps the bridge told this publisher.
+    pub send_limits: Option<(u64, u64)>,
     /// The camera's sender constraint from the bridge (`None`: all layers).
     pub sender_max_height: Option<u32>,
     /// Video packets sent per simulcast layer.

@@ -189,6 +189,14 @@ impl VideoGen {
         }
     }
 
+    /// Cap every layer's bitrate, as a browser does for
+    /// `encodings[i].maxBitrate`: a layer's encoder never targets more.
+    pub fn cap_bitrate(&mut self, max_bps: u32) {
+        for l in &mut self.layers {
+            l.spec.bitrate_bps = l.spec.bitrate_bps.min(max_bps);
+        }
+    }
+
     /// The nominal bitrate of the layers being encoded (a pacer's base rate).
     pub fn enabled_bitrate_bps(&self) -> u32 {
         self.layers

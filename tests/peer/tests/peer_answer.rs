@@ -66,6 +66,7 @@ fn a_peer_answers_an_offer_and_receives_what_the_offerer_sends() {
                 .map(|s| SlotInfo {
                     mid: s.mid.clone(),
                     source: Some(format!("a/{}", s.name)),
+                    suspended: None,
                 })
                 .collect(),
         },

@@ -176,6 +176,11 @@ pub struct Sim {
     pub trace: Trace,
     /// Work done: (peer timeouts, core timeouts, datagrams to peers, bridge batches).
     pub work: (u64, u64, u64, u64),
+    /// Bytes the bridges sent to UDP while handling input, and while
+    /// handling their timers (a forwarded packet should leave with the
+    /// input that carried it; timers send paced media, probes, RTCP).
+    pub egress_bytes: [u64; 2],
+    in_timer: bool,
     focus: Option<Focus>,
     focus_latency: Duration,
     /// Everything the focus emitted, with when (since the start).
@@ -220,6 +225,7 @@ impl Sim {
                 rtx_cache_packets: 512,
                 rtx_cache_age: Duration::from_secs(1),
                 talk: Default::default(),
+                bandwidth: Default::default(),
             });
             bridge_by_addr.insert(addr, b);
             let id = format!("b{b}");
@@ -278,6 +284,8 @@ impl Sim {
             room: cfg.room,
             trace: Trace::default(),
             work: (0, 0, 0, 0),
+            egress_bytes: [0; 2],
+            in_timer: false,
             focus: cfg.focus.clone().map(Focus::new),
             focus_latency: cfg.focus_latency,
             focus_log: Vec::new(),
@@ -379,7 +387,10 @@ impl Sim {
                 NodeOutput::Transmit {
                     destination,
                     contents,
-                } => transmits.push((destination, order_key(&contents), contents)),
+                } => {
+                    self.egress_bytes[usize::from(self.in_timer)] += contents.len() as u64;
+                    transmits.push((destination, order_key(&contents), contents));
+                }
                 NodeOutput::Signal { endpoint, message } => {
                     if let Some(&i) = self.by_endpoint.get(&endpoint)
                         && self.peers[i].bridge == b
@@ -762,7 +773,9 @@ impl Sim {
                 Due::Node(b) => {
                     self.work.1 += 1;
                     self.bridges[b].node.handle_timeout(now);
+                    self.in_timer = true;
                     self.flush_node(b);
+                    self.in_timer = false;
                 }
                 Due::Focus => {
                     if let Some(f) = self.focus.as_mut() {

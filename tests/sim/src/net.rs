@@ -98,6 +98,8 @@ pub(crate) struct Link {
     pub(crate) windows: Vec<LossWindow>,
     pub(crate) sent: u64,
     pub(crate) lost: u64,
+    /// Bytes offered to the link (delivered or not).
+    pub(crate) bytes: u64,
 }
 
 /// Fate of one datagram on a link.
@@ -119,6 +121,7 @@ impl Link {
             windows: Vec::new(),
             sent: 0,
             lost: 0,
+            bytes: 0,
         }
     }
 
@@ -132,6 +135,7 @@ impl Link {
     /// Decide what happens to a datagram of `size` bytes sent at `now`.
     pub(crate) fn send(&mut self, now: Instant, size: usize, rtcp: bool) -> Fate {
         self.sent += 1;
+        self.bytes += size as u64;
         // Draw every random number for every packet, whatever the outcome, so
         // one setting changing does not shift the others' random streams.
         let rng = if rtcp {

@@ -34,6 +34,7 @@ pub fn node(now: Instant) -> Node {
         rtx_cache_packets: 64,
         rtx_cache_age: Duration::from_secs(1),
         talk: Default::default(),
+        bandwidth: Default::default(),
     };
     let register = bpb::Register {
         bridge_id: "b5".into(),

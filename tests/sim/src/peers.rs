@@ -286,6 +286,11 @@ impl Sim {
     }
 
     /// Datagrams sent and lost on a peer's (uplink, downlink).
+    /// Bytes offered to a peer's downlink so far (lost ones included).
+    pub fn downlink_bytes(&self, peer: usize) -> u64 {
+        self.links[self.peers[peer].down].bytes
+    }
+
     pub fn link_counts(&self, peer: usize) -> ((u64, u64), (u64, u64)) {
         let p = &self.peers[peer];
         let (u, d) = (&self.links[p.up], &self.links[p.down]);

@@ -116,5 +116,6 @@ pub(crate) fn server_name(m: &ServerMessage) -> &'static str {
         ServerMessage::SenderConstraints { .. } => "s:sender_constraints",
         ServerMessage::DominantSpeaker { .. } => "s:dominant_speaker",
         ServerMessage::Speaking { .. } => "s:speaking",
+        ServerMessage::SendLimits { .. } => "s:send_limits",
     }
 }

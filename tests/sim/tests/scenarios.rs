@@ -50,29 +50,28 @@ fn receivers_get_the_layer_they_ask_for_on_clean_links() {
 /// datagram it came in: it must not wait for a timer of the receiver's
 /// connection (str0m stamps written packets only on a timeout). On real
 /// sockets such a timer runs only after the shard has drained its queued
-/// input, which added milliseconds under load.
+/// input, which added milliseconds under load. Timers still send paced
+/// media once a receiver's pacing budget is spent, probes, padding and
+/// RTCP; in a meeting well inside everyone's estimate that is a small share.
 #[test]
 fn forwarded_media_leaves_without_waiting_for_a_bridge_timer() {
     with_seed(seed_or(3), |seed| {
         let mut sim = meeting(seed, 4, 720);
         sim.run_until(secs(3.0));
-        let (core_timeouts, batches) = (sim.work.1, sim.work.3);
+        let before = sim.egress_bytes;
         sim.run_until(secs(6.0));
-        let core_timeouts = sim.work.1 - core_timeouts;
-        let batches = sim.work.3 - batches;
+        let on_input = sim.egress_bytes[0] - before[0];
+        let on_timer = sim.egress_bytes[1] - before[1];
         for r in ["r0", "r1", "r2", "r3"] {
             let rx = sim.reception(r, "pub", secs(3.0), secs(5.5));
             assert!(rx.frame_loss() < 0.001, "{r}: {rx:?}");
         }
-        // ~90 input batches/s. The bridge's own timers (housekeeping every
-        // 100 ms, str0m's per-connection timers) made 184 wakeups in these
-        // 3 s at seed 3; forwarding through a timer added one per batch that
-        // forwarded anything (385).
-        eprintln!("{core_timeouts} bridge timer wakeups, {batches} input batches");
-        assert!(batches > 150, "{batches} input batches in 3 s");
+        // Forwarding through a timer sent every forwarded byte from one.
+        eprintln!("{on_input} bytes sent handling input, {on_timer} on timers");
+        assert!(on_input > 2_000_000, "{on_input} bytes forwarded in 3 s");
         assert!(
-            core_timeouts < batches,
-            "{core_timeouts} bridge timer wakeups for {batches} input batches"
+            on_timer * 10 < on_input,
+            "{on_timer} bytes sent on timers against {on_input} on input"
         );
     });
 }

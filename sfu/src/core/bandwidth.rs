@@ -1,0 +1,189 @@
+//! Each receiver's bandwidth: the estimate str0m's send-side BWE makes from
+//! the receiver's transport-wide congestion control feedback (REMB where a
+//! client sends no TWCC), when a new estimate is worth a new allocation,
+//! what each layer costs, and what str0m is asked to probe for.
+//!
+//! The allocation itself is `crate::allocation` (a plain function); this
+//! file feeds it and `allocate.rs` applies it.
+
+use std::time::Instant;
+
+use str0m::bwe::{Bitrate, BweKind};
+
+use super::{Core, EndpointId};
+use crate::allocation::{Allocation, ESTIMATE_CHANGE};
+use crate::signal::Kind;
+
+/// How bandwidth drives allocation on a bridge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BandwidthConfig {
+    /// Estimate each receiver's bandwidth (str0m's TWCC BWE, which also
+    /// paces and probes) and fit its video to it. Off: every receiver gets
+    /// what its constraints ask for.
+    pub estimation: bool,
+    /// The estimate a receiver starts with until feedback says otherwise.
+    pub initial_bps: u64,
+    /// Probing never looks for more than this per receiver.
+    pub max_probe_bps: u64,
+    /// The most a camera layer may send (told to publishers, enforced in
+    /// allocation).
+    pub camera_max_bps: u64,
+    /// The same for a screen share (a source named "screen").
+    pub screen_max_bps: u64,
+}
+
+/// The smallest cap a publisher can be given (the seed guide's minimum).
+pub const MIN_SEND_CAP_BPS: u64 = 100_000;
+
+impl Default for BandwidthConfig {
+    fn default() -> Self {
+        Self {
+            estimation: true,
+            // JVB's initial estimate.
+            initial_bps: 2_500_000,
+            max_probe_bps: 10_000_000,
+            camera_max_bps: 2_500_000,
+            screen_max_bps: 2_500_000,
+        }
+    }
+}
+
+/// One receiver's bandwidth state.
+#[derive(Debug, Default)]
+pub(crate) struct Bandwidth {
+    /// The newest estimate.
+    pub(super) estimate: Option<u64>,
+    /// TWCC estimates seen: REMB is then ignored.
+    twcc: bool,
+    /// The estimate allocation runs against: it follows `estimate` only when
+    /// that moves by more than `ESTIMATE_CHANGE`, so a noisy estimate does
+    /// not switch layers back and forth.
+    pub(super) budget: Option<u64>,
+    /// The last allocation.
+    pub(super) allocation: Allocation,
+    /// What was allocated, audio included.
+    pub(super) allocated_bps: u64,
+    /// The desired bitrate last given to str0m's BWE.
+    told: u64,
+}
+
+impl Bandwidth {
+    /// Take a new estimate; true when allocation should run again.
+    fn update(&mut self, bps: u64) -> bool {
+        self.estimate = Some(bps);
+        let moved = match self.budget {
+            None => true,
+            Some(b) => (bps as f64 - b as f64).abs() > b as f64 * ESTIMATE_CHANGE,
+        };
+        if moved {
+            self.budget = Some(bps);
+        }
+        moved
+    }
+}
+
+impl Core {
+    /// str0m's estimate for receiver `id`.
+    pub(super) fn on_bitrate_estimate(&mut self, now: Instant, id: EndpointId, kind: BweKind) {
+        let Some(ep) = self.endpoints.get_mut(&id) else {
+            return;
+        };
+        let bps = match kind {
+            BweKind::Twcc { estimate, .. } => {
+                ep.bw.twcc = true;
+                estimate.as_u64()
+            }
+            BweKind::Remb { estimate, .. } if !ep.bw.twcc => estimate.as_u64(),
+            _ => return,
+        };
+        self.stats.bandwidth_estimates += 1;
+        if ep.bw.update(bps) {
+            self.reallocate(now, id);
+        }
+    }
+
+    /// Measure every layer's rate over the window ending now.
+    pub(super) fn update_rates(&mut self, now: Instant) {
+        let local = self
+            .endpoints
+            .values_mut()
+            .flat_map(|e| e.sources.iter_mut());
+        for s in local {
+            for l in &mut s.layers {
+                l.rate.update(now);
+            }
+        }
+        for r in self.relay.remotes.values_mut() {
+            for s in &mut r.sources {
+                for l in &mut s.layers {
+                    l.rate.update(now);
+                }
+            }
+        }
+    }
+
+    /// The cap for a source of this name.
+    pub(super) fn send_cap(&self, name: &str) -> u64 {
+        if name == "screen" {
+            self.cfg.bandwidth.screen_max_bps
+        } else {
+            self.cfg.bandwidth.camera_max_bps
+        }
+    }
+
+    /// Tell str0m's BWE what receiver `id` could use, so it probes towards
+    /// every source at its preferred layer (bounded by `max_probe_bps`).
+    pub(super) fn tell_bwe(&mut self, id: EndpointId, audio_bps: u64) {
+        if !self.cfg.bandwidth.estimation {
+            return;
+        }
+        let max = self.cfg.bandwidth.max_probe_bps;
+        let Some(ep) = self.endpoints.get_mut(&id) else {
+            return;
+        };
+        // Probing pads on the video stream that sent last; before any has
+        // sent, str0m would pick among them in hash-map order (which makes
+        // simulated runs differ), and there is nothing to probe for yet.
+        if !ep
+            .slots
+            .iter()
+            .any(|s| s.kind == Kind::Video && s.tx_ssrc.is_some())
+        {
+            return;
+        }
+        let a = &ep.bw.allocation;
+        // str0m's initial and periodic probes aim at multiples of
+        // `desired`, and a probe's result becomes the estimate: a receiver
+        // that wants little (audio, a thumbnail) would probe itself down to
+        // it. Never ask for less than the starting estimate.
+        let initial = self.cfg.bandwidth.initial_bps;
+        let desired = (a.ideal_bps + audio_bps).max(initial).min(max);
+        let old = ep.bw.told;
+        // Small moves of measured rates are not worth re-arming str0m.
+        if desired.abs_diff(old) <= old / 20 {
+            return;
+        }
+        ep.bw.told = desired;
+        if desired > old && ep.bw.estimate.is_some_and(|e| desired > e) {
+            self.stats.bandwidth_probes += 1;
+        }
+        // No minimum, so no sustained padding: filling the link up to the
+        // next step's rate congests a receiver whose estimate is already
+        // too high (measured on a link that just got slower). str0m's probe
+        // clusters (short bursts towards `desired`) find room instead.
+        ep.rtc
+            .bwe()
+            .set_bitrate(Bitrate::bps(0), Bitrate::bps(desired));
+        self.mark_drive(id);
+    }
+
+    /// Every receiver's (estimate, allocated) in bits per second, for the
+    /// shell's histograms; receivers without an estimate are left out.
+    pub fn bandwidth_samples(&self, out: &mut Vec<(u64, u64)>) {
+        out.extend(
+            self.endpoints
+                .values()
+                .filter_map(|e| e.bw.estimate.map(|est| (est, e.bw.allocated_bps))),
+        );
+    }
+}
