@@ -90,9 +90,6 @@ pub struct CoreStats {
     pub allocation_changes: u64,
     /// Video slots suspended because their source did not fit.
     pub suspensions: u64,
-    /// Down-switches that stopped the old layer at once because it was
-    /// queueing in the pacer (the receiver's link is full).
-    pub congestion_cuts: u64,
     pub joins: u64,
     /// Joins refused because the room reached its size limit here.
     pub joins_refused_room_full: u64,

@@ -7,7 +7,6 @@
 use std::time::{Duration, Instant};
 
 use str0m::media::{KeyframeRequestKind, Mid};
-use str0m::rtp::Ssrc;
 use tracing::trace;
 
 use super::model::Layer;
@@ -18,15 +17,15 @@ use crate::signal::{Kind, ServerMessage, SlotInfo, Suspension};
 /// Ask again for a keyframe a switch is waiting for after this long.
 const SWITCH_RETRY: Duration = Duration::from_millis(500);
 
-/// A down-switch does not wait for the lower layer's keyframe once the
-/// slot's oldest packet has waited this long in str0m's pacer.
-const MAX_SEND_BACKLOG: Duration = Duration::from_millis(100);
-
-/// How long the oldest packet of send stream `ssrc` has been queued.
-fn queue_age(rtc: &mut str0m::Rtc, ssrc: Ssrc, now: Instant) -> Option<Duration> {
-    let mut api = rtc.direct_api();
-    let first = api.stream_tx(&ssrc)?.queue_info()?.first_unsent()?;
-    Some(now.saturating_duration_since(first))
+/// A video slot with a source, as allocation ranks it.
+#[derive(Clone, Copy)]
+struct VideoSlot {
+    slot: usize,
+    source: SourceRef,
+    on_stage: bool,
+    screen: bool,
+    /// Not selected, position in the speech order, slot index: lower first.
+    rank: (bool, usize, usize),
 }
 
 /// A layer above the one a slot is on counts this much of its rate (in
@@ -85,7 +84,7 @@ impl Core {
         let speech = self.conferences.get(&ep.room).map(|c| &c.speech);
         let mut audio_bps = 0;
         // Video slots with a source, and each one's layer costs.
-        let mut video: Vec<(usize, SourceRef, bool, bool, (bool, usize, usize))> = Vec::new();
+        let mut video: Vec<VideoSlot> = Vec::new();
         let mut costs: Vec<Vec<LayerCost>> = Vec::new();
         let mut decisions: Vec<(usize, Option<usize>, bool)> = Vec::new();
         for (i, slot) in ep.slots.iter().enumerate() {
@@ -127,18 +126,29 @@ impl Core {
                     let heard = speech
                         .and_then(|s| s.position(r.endpoint))
                         .unwrap_or(usize::MAX);
-                    video.push((i, r, on_stage, src.name == "screen", (!selected, heard, i)));
+                    video.push(VideoSlot {
+                        slot: i,
+                        source: r,
+                        on_stage,
+                        screen: src.name == "screen",
+                        rank: (!selected, heard, i),
+                    });
                 }
             }
         }
         // Priority: the allocator puts on-stage and screen shares first;
         // among the rest, selected, then the speech order, then slot order.
         let mut order: Vec<usize> = (0..video.len()).collect();
-        order.sort_by_key(|&v| video[v].4);
+        order.sort_by_key(|&v| video[v].rank);
         let candidates: Vec<Candidate<'_>> = order
             .iter()
             .map(|&v| {
-                let (_, r, on_stage, screen, _) = video[v];
+                let VideoSlot {
+                    source: r,
+                    on_stage,
+                    screen,
+                    ..
+                } = video[v];
                 Candidate {
                     layers: &costs[v],
                     max_height: self
@@ -155,10 +165,28 @@ impl Core {
             .budget
             .filter(|_| estimation)
             .map(|b| b.saturating_sub(audio_bps));
+        // The first source on its lowest layer keeps it through a dip of
+        // the estimate to 3/4 of its rate: a receiver sending little reads
+        // any probe's queueing as congestion and its estimate falls to just
+        // under what it was receiving; suspending its one picture for that
+        // is worse than sending at most a quarter of a thumbnail's rate over.
+        let keep = order.first().and_then(|&v| {
+            let layer = costs[v].get(ep.slots[video[v].slot].current?)?;
+            let lowest = costs[v]
+                .iter()
+                .filter(|l| l.active)
+                .map(|l| l.height)
+                .min()?;
+            (layer.height == lowest).then_some(layer.bitrate_bps)
+        });
+        let budget = budget.map(|b| match keep {
+            Some(c) if b < c && b >= c * 3 / 4 => c,
+            _ => b,
+        });
         let mut allocation = Allocation::default();
         allocate(&candidates, budget, &mut allocation);
         for (k, &v) in order.iter().enumerate() {
-            let (i, ..) = video[v];
+            let i = video[v].slot;
             let (target, suspended) = match allocation.choices[k] {
                 Choice::Layer(l) => (Some(l), false),
                 Choice::Suspended => (None, true),
@@ -176,23 +204,9 @@ impl Core {
         let mut requests = Vec::new();
         let mut slots_changed = false;
         for (i, target, suspended) in decisions {
-            let backlog = ep.slots[i]
-                .tx_ssrc
-                .and_then(|s| queue_age(&mut ep.rtc, s, now))
-                .unwrap_or_default();
             let slot = &mut ep.slots[i];
             let Some(r) = slot.source else { continue };
-            // Going down because the link is full: the layer being sent is
-            // already queueing (str0m paces at the estimate). Waiting for
-            // the lower layer's keyframe while more of it queues would show
-            // the receiver a picture seconds late; stop it now and resume
-            // on the keyframe.
-            let congested_down = matches!((slot.current, target), (Some(c), Some(t)) if t < c)
-                && backlog > MAX_SEND_BACKLOG;
-            if (target.is_none() || congested_down) && slot.current.is_some() {
-                if congested_down {
-                    self.stats.congestion_cuts += 1;
-                }
+            if target.is_none() && slot.current.is_some() {
                 slot.current = None;
                 slot.rewriter.unmap();
             }
@@ -210,6 +224,12 @@ impl Core {
             }
             slot.target = target;
             slot.suspended = suspended;
+            if let (Some(at), Some(c)) = (slot.confirm_keyframe_at, slot.current)
+                && now >= at
+            {
+                slot.confirm_keyframe_at = None;
+                requests.push((r, c));
+            }
             let waiting = target.is_some() && target != slot.current;
             let retry = slot
                 .switch_requested
@@ -223,7 +243,7 @@ impl Core {
             ep.slots_dirty = true;
             self.dirty_slots.push(id);
         }
-        self.tell_bwe(id, audio_bps);
+        self.tell_bwe(now, id, audio_bps);
         for (r, layer) in requests {
             self.request_keyframe(now, r, layer);
         }

@@ -6,7 +6,7 @@
 //! The allocation itself is `crate::allocation` (a plain function); this
 //! file feeds it and `allocate.rs` applies it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
 
@@ -31,6 +31,12 @@ pub struct BandwidthConfig {
     /// The same for a screen share (a source named "screen").
     pub screen_max_bps: u64,
 }
+
+/// How often a receiver whose estimate is below what it wants asks str0m to
+/// probe: `desired` goes up 10 % for one interval, back for the next (and
+/// the wait doubles, up to [`MAX_PROBE_BACKOFF`], while probes find nothing).
+const PROBE_NUDGE: Duration = Duration::from_secs(1);
+const MAX_PROBE_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The smallest cap a publisher can be given (the seed guide's minimum).
 pub const MIN_SEND_CAP_BPS: u64 = 100_000;
@@ -65,6 +71,14 @@ pub(crate) struct Bandwidth {
     pub(super) allocated_bps: u64,
     /// The desired bitrate last given to str0m's BWE.
     told: u64,
+    /// Probe nudges (see `tell_bwe`): when `desired` last moved, and
+    /// whether it is raised now.
+    nudged_at: Option<Instant>,
+    nudge_up: bool,
+    /// The estimate when the last nudge went up, and how long to wait
+    /// before the next one.
+    nudge_from: u64,
+    nudge_backoff: Duration,
 }
 
 impl Bandwidth {
@@ -133,7 +147,7 @@ impl Core {
 
     /// Tell str0m's BWE what receiver `id` could use, so it probes towards
     /// every source at its preferred layer (bounded by `max_probe_bps`).
-    pub(super) fn tell_bwe(&mut self, id: EndpointId, audio_bps: u64) {
+    pub(super) fn tell_bwe(&mut self, now: Instant, id: EndpointId, audio_bps: u64) {
         if !self.cfg.bandwidth.estimation {
             return;
         }
@@ -141,36 +155,81 @@ impl Core {
         let Some(ep) = self.endpoints.get_mut(&id) else {
             return;
         };
-        // Probing pads on the video stream that sent last; before any has
-        // sent, str0m would pick among them in hash-map order (which makes
-        // simulated runs differ), and there is nothing to probe for yet.
-        if !ep
+        // str0m probes at up to twice `desired`, and a probe's result
+        // becomes the estimate. Before any video is wanted and sent there is
+        // nothing worth probing for: a receiver of audio alone would probe
+        // itself down to it (and with no video stream to pad on, str0m picks
+        // one in hash-map order, which makes simulated runs differ).
+        let video_sent = ep
             .slots
             .iter()
-            .any(|s| s.kind == Kind::Video && s.tx_ssrc.is_some())
-        {
+            .any(|s| s.kind == Kind::Video && s.tx_ssrc.is_some());
+        let a = &ep.bw.allocation;
+        if !video_sent || a.ideal_bps == 0 {
             return;
         }
-        let a = &ep.bw.allocation;
-        // str0m's initial and periodic probes aim at multiples of
-        // `desired`, and a probe's result becomes the estimate: a receiver
-        // that wants little (audio, a thumbnail) would probe itself down to
-        // it. Never ask for less than the starting estimate.
-        let initial = self.cfg.bandwidth.initial_bps;
-        let desired = (a.ideal_bps + audio_bps).max(initial).min(max);
-        let old = ep.bw.told;
+
+        // Probing looks for what every source at its preferred layer would
+        // cost, no more: str0m's periodic probes burst at twice this, and a
+        // burst far above a slow link reads as congestion.
+        let wanted = (a.ideal_bps + audio_bps).min(max);
+        let bw = &mut ep.bw;
+        // str0m probes on its own at startup, after a large drop and while
+        // the link is mostly idle, and when `desired` rises above the
+        // estimate. A receiver held below what it wants sends neither
+        // idle nor more: raise `desired` a little every other interval so
+        // str0m probes (at most twice its estimate, a short burst) for room.
+        let limited = bw.estimate.is_some_and(|e| wanted > e);
+        let due = bw.nudged_at.is_none_or(|t| {
+            let wait = if bw.nudge_up {
+                PROBE_NUDGE
+            } else {
+                bw.nudge_backoff
+            };
+            now.saturating_duration_since(t) >= wait
+        });
+        if limited && due {
+            let estimate = bw.estimate.unwrap_or_default();
+            if bw.nudge_up {
+                // A probe that found nothing (on a full link it even cuts
+                // the estimate: its burst queues) waits twice as long before
+                // the next; one that found room lets the next come soon.
+                bw.nudge_backoff = if estimate > bw.nudge_from + bw.nudge_from / 20 {
+                    PROBE_NUDGE
+                } else {
+                    (bw.nudge_backoff * 2).clamp(PROBE_NUDGE, MAX_PROBE_BACKOFF)
+                };
+            } else {
+                bw.nudge_from = estimate;
+            }
+            bw.nudged_at = Some(now);
+            bw.nudge_up = !bw.nudge_up;
+        } else if !limited {
+            bw.nudge_up = false;
+            bw.nudge_backoff = PROBE_NUDGE;
+        }
+        // str0m's periodic probes burst at twice `desired`: far above a slow
+        // link that reads as congestion and cuts the estimate to what was
+        // acknowledged. Look for at most half again the estimate at a time.
+        let step = bw.estimate.map_or(wanted, |e| wanted.min(e + e / 2));
+        let desired = if bw.nudge_up {
+            (step + step / 10).min(max)
+        } else {
+            step
+        };
+        let old = bw.told;
         // Small moves of measured rates are not worth re-arming str0m.
         if desired.abs_diff(old) <= old / 20 {
             return;
         }
-        ep.bw.told = desired;
-        if desired > old && ep.bw.estimate.is_some_and(|e| desired > e) {
+        bw.told = desired;
+        if desired > old && bw.estimate.is_some_and(|e| desired > e) {
             self.stats.bandwidth_probes += 1;
         }
         // No minimum, so no sustained padding: filling the link up to the
         // next step's rate congests a receiver whose estimate is already
         // too high (measured on a link that just got slower). str0m's probe
-        // clusters (short bursts towards `desired`) find room instead.
+        // clusters (short bursts) find room instead.
         ep.rtc
             .bwe()
             .set_bitrate(Bitrate::bps(0), Bitrate::bps(desired));

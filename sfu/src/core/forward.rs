@@ -30,6 +30,12 @@ const IMMEDIATE_TIMEOUTS: u32 = 256;
 /// burst of forwarded packets would otherwise leave one timer pass each.
 /// Its real pacing waits are tens of milliseconds, far beyond this.
 const IMMEDIATE_SLACK: Duration = Duration::from_micros(200);
+/// A switch down usually means the receiver's link just got full, and the
+/// keyframe the switch starts on may lose packets that retransmission cannot
+/// bring back in time (a receiver waits seconds before asking for another).
+/// One more keyframe this long after the switch, when the link has drained,
+/// bounds that freeze.
+const CONFIRM_KEYFRAME_AFTER: Duration = Duration::from_millis(400);
 /// Resends stop while retransmissions exceed this share of a stream's bytes
 /// in the last second (str0m's default; a receiver NACKing everything must
 /// not double what it is sent).
@@ -428,6 +434,9 @@ impl Core {
             }
             if slot.current != Some(layer) {
                 if slot.target == Some(layer) && keyframe {
+                    if slot.current.is_some_and(|c| c > layer) {
+                        slot.confirm_keyframe_at = Some(now + CONFIRM_KEYFRAME_AFTER);
+                    }
                     slot.rewriter.rebase(&numbers, now);
                     slot.current = Some(layer);
                     slot.switch_requested = None;
@@ -496,6 +505,12 @@ impl Core {
                         0
                     };
                     tx.set_rtx_cache(packets, self.cfg.rtx_cache_age, Some(RTX_RATIO_CAP));
+                    // Forwarded media was paced by its publisher; a second
+                    // pacer here queues it behind the receiver's estimate
+                    // (a picture seconds late when the link shrinks, where
+                    // a lower layer is the answer) and picks among streams
+                    // in hash-map order. str0m's pacer still sends probes.
+                    tx.set_unpaced(true);
                     let ssrc = tx.ssrc();
                     tx.write_rtp(w);
                     ssrc

@@ -184,6 +184,9 @@ pub(super) struct Slot {
     pub(super) tx_ssrc: Option<Ssrc>,
     /// Its source is wanted but does not fit the receiver's bandwidth.
     pub(super) suspended: bool,
+    /// After a switch down: when to ask for one more keyframe (see
+    /// `allocate.rs`).
+    pub(super) confirm_keyframe_at: Option<Instant>,
 }
 
 impl Slot {
@@ -197,6 +200,7 @@ impl Slot {
             switch_requested: None,
             tx_ssrc: None,
             suspended: false,
+            confirm_keyframe_at: None,
             rewriter: match kind {
                 Kind::Audio => Rewriter::audio(),
                 Kind::Video => Rewriter::video(),
@@ -210,6 +214,7 @@ impl Slot {
         self.target = None;
         self.switch_requested = None;
         self.suspended = false;
+        self.confirm_keyframe_at = None;
         self.rewriter.unmap();
     }
 }

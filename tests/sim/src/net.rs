@@ -36,7 +36,10 @@ pub struct LinkConfig {
     pub jitter: Duration,
     pub loss: f64,
     pub burst: Option<Burst>,
-    /// Bits per second; `None` = unlimited.
+    /// Bits per second; `None` = unlimited (packets take no time to send,
+    /// which no real path does: a bandwidth probe's packets all arrive at
+    /// once and measure nothing, so scenarios with bandwidth estimation
+    /// give their links a rate).
     pub bandwidth_bps: Option<u64>,
     /// Bytes queued behind the bandwidth limit before tail drop.
     pub queue_bytes: usize,
@@ -228,6 +231,7 @@ impl Sim {
         };
         let now = self.now;
         let t = self.t_us();
+
         match self.links[link].send(now, charged, rtcp) {
             Fate::Lost => self.trace.record(t, "lost", link as u64, charged as u64),
             Fate::Deliver(first, dup) => {

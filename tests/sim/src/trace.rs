@@ -52,7 +52,7 @@ impl Sim {
 /// leaves at the same instant, so put it in an order that depends only on
 /// what is sent: destination, then the clear-text RTP/RTCP header (SSRC,
 /// sequence number) — SRTP encrypts payloads, not headers. Other datagrams
-/// (STUN, DTLS) keep their relative order.
+/// (STUN, DTLS) go by protocol and length.
 pub(crate) fn canonical_order(t: &mut [Transmit]) {
     t.sort_by_key(|(dest, key, _)| (*dest, *key));
 }
@@ -69,13 +69,23 @@ pub(crate) fn order_key(d: &[u8]) -> (u8, u32, u32) {
                 // RTCP: sender SSRC at bytes 4..8.
                 let ssrc = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]);
                 (2, ssrc, u32::from(*b1))
+            } else if b0 & 0x20 != 0 {
+                // Padding (a bandwidth probe): str0m pads on whichever video
+                // stream sent last, picked in hash-map order on a tie. Where
+                // it goes within the flush must not depend on which.
+                (1, u32::MAX, d.len() as u32)
             } else {
                 let seq = u16::from_be_bytes([rest[0], rest[1]]);
                 let ssrc = u32::from_be_bytes([rest[6], rest[7], rest[8], rest[9]]);
                 (1, ssrc, u32::from(seq))
             }
         }
-        _ => (0, 0, 0),
+        // STUN, DTLS: by first byte (the protocol, RFC 7983) and length.
+        // str0m's ICE agent can emit a check and a handshake record in
+        // either order within one flush; the contents differ between runs
+        // anyway (transaction ids, randoms), the kind and length do not.
+        [b0, ..] => (0, u32::from(*b0), d.len() as u32),
+        [] => (0, 0, 0),
     }
 }
 
