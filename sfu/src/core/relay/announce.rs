@@ -1,17 +1,24 @@
 //! Announcing this bridge's side of a room to its peers: the conference,
-//! each local participant and its sources (layers, heights, activity), and
-//! their departures. Only local participants are ever announced — what a
+//! each local participant and its sources (layers, heights, activity,
+//! bitrates), and their departures. Only local participants are ever announced — what a
 //! peer announced is never passed on — which keeps the mesh loop-free.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tern_relay::msg::{self, relay_control::Msg};
 use tracing::debug;
 
 use super::{PeerId, Relay};
-use crate::core::{Core, EndpointId, Output, PubSource};
+use crate::core::{Core, EndpointId, Layer, Output, PubSource};
 use crate::signal::Kind;
+
+/// A layer's bitrate is announced again when it moves by more than this
+/// fraction of what peers were last told...
+const RATE_CHANGE: f64 = 0.25;
+/// ...but a source's layers are not announced again for a bitrate change
+/// sooner than this after the last time (the control stream is shared).
+const RATE_ANNOUNCE: Duration = Duration::from_secs(1);
 
 impl Core {
     /// Tell `peer` everything about our side of `room`.
@@ -77,6 +84,10 @@ impl Core {
         for s in &mut ep.sources {
             let (w, sig) = source_to_wire(s, now);
             s.relay_active_sent = sig;
+            s.relay_sent_at = Some(now);
+            for (l, wl) in s.layers.iter_mut().zip(&w.layers) {
+                l.relay_bps_sent = wl.bitrate_bps;
+            }
             sources.push(w);
         }
         let m = msg::Sources {
@@ -159,7 +170,8 @@ impl Core {
         }
     }
 
-    /// Tell peers about local sources whose layers started or stopped.
+    /// Tell peers about local sources whose layers started or stopped, or
+    /// whose bitrates moved (see `RATE_CHANGE`, `RATE_ANNOUNCE`).
     pub(super) fn relay_announce_changes(&mut self, now: Instant) {
         let rooms: Vec<(Arc<str>, Vec<PeerId>)> = self
             .relay
@@ -179,9 +191,9 @@ impl Core {
                 .unwrap_or_default();
             for id in locals {
                 let changed = self.endpoints.get(&id).is_some_and(|ep| {
-                    ep.sources
-                        .iter()
-                        .any(|s| source_signature(s, now) != s.relay_active_sent)
+                    ep.sources.iter().any(|s| {
+                        source_signature(s, now) != s.relay_active_sent || rate_moved(s, now)
+                    })
                 });
                 if changed {
                     self.relay_send_sources(now, number, id, &peers);
@@ -214,6 +226,34 @@ fn source_signature(s: &PubSource, now: Instant) -> u32 {
     })
 }
 
+/// What a layer of a local source costs, as peers are told: its rate now,
+/// else the last one measured while it flowed; 0 if it never has. Video
+/// only: audio always crosses, so peers measure it themselves.
+fn layer_bps(kind: Kind, l: &Layer) -> u64 {
+    match kind {
+        Kind::Video => l.rate.current_bps().or(l.rate.last_bps()).unwrap_or(0),
+        Kind::Audio => 0,
+    }
+}
+
+/// Whether a layer's bitrate moved enough since it was last announced to
+/// announce it again, and the last announcement is old enough.
+fn rate_moved(s: &PubSource, now: Instant) -> bool {
+    if s.relay_sent_at
+        .is_some_and(|t| now.saturating_duration_since(t) < RATE_ANNOUNCE)
+    {
+        return false;
+    }
+    s.layers.iter().any(|l| {
+        let (new, old) = (layer_bps(s.kind, l), l.relay_bps_sent);
+        match (old, new) {
+            (_, 0) => false,
+            (0, _) => true,
+            _ => new.abs_diff(old) as f64 > old as f64 * RATE_CHANGE,
+        }
+    })
+}
+
 /// What a local source looks like to peers, and its signature.
 fn source_to_wire(s: &PubSource, now: Instant) -> (msg::Source, u32) {
     let layers = s
@@ -225,6 +265,7 @@ fn source_to_wire(s: &PubSource, now: Instant) -> (msg::Source, u32) {
             // Paused by a sender constraint counts: the peer's receivers
             // may ask for it, and it resumes.
             active: l.available(now),
+            bitrate_bps: layer_bps(s.kind, l),
         })
         .collect();
     let source = msg::Source {
