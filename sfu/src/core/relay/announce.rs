@@ -278,3 +278,82 @@ fn source_to_wire(s: &PubSource, now: Instant) -> (msg::Source, u32) {
     };
     (source, source_signature(s, now))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use str0m::media::Mid;
+
+    use super::*;
+
+    fn camera(kind: Kind) -> PubSource {
+        PubSource {
+            id: "p/camera".into(),
+            name: "camera".into(),
+            kind,
+            mid: Mid::from("0"),
+            muted: false,
+            layers: vec![Layer::new(None, 180)],
+            subscribers: Vec::new(),
+            relay_number: 1,
+            relay_demand: Vec::new(),
+            relay_active_sent: 0,
+            relay_sent_at: None,
+            constraint: Default::default(),
+            silence: Default::default(),
+        }
+    }
+
+    /// `bytes` every 10 ms for 2 s from `t0`, measured at the end.
+    fn flow(s: &mut PubSource, t0: Instant, bytes: usize) -> Instant {
+        let l = &mut s.layers[0];
+        for i in 0..200u32 {
+            l.rate.add(t0 + Duration::from_millis(10) * i, bytes);
+        }
+        let end = t0 + Duration::from_secs(2);
+        l.rate.update(end);
+        end
+    }
+
+    #[test]
+    fn a_bitrate_is_announced_once_known_and_again_when_it_moves_a_quarter() {
+        let t0 = Instant::now();
+        let mut s = camera(Kind::Video);
+        assert!(!rate_moved(&s, t0), "nothing measured: nothing to tell");
+        let now = flow(&mut s, t0, 1000);
+        let bps = layer_bps(s.kind, &s.layers[0]);
+        assert!((780_000..=820_000).contains(&bps), "{bps}");
+        assert!(rate_moved(&s, now), "from unknown to known");
+        let (w, _) = source_to_wire(&s, now);
+        assert_eq!(w.layers[0].bitrate_bps, bps);
+
+        // As `relay_send_sources` records it.
+        s.relay_sent_at = Some(now);
+        s.layers[0].relay_bps_sent = bps;
+        let later = now + RATE_ANNOUNCE;
+        assert!(!rate_moved(&s, later), "unchanged");
+        s.layers[0].relay_bps_sent = bps * 10 / 12;
+        assert!(!rate_moved(&s, later), "within a quarter");
+        s.layers[0].relay_bps_sent = bps / 2;
+        assert!(rate_moved(&s, later), "doubled");
+        assert!(
+            !rate_moved(&s, now + RATE_ANNOUNCE / 2),
+            "but not sooner than RATE_ANNOUNCE after the last time"
+        );
+
+        // A layer that stops is told at its last flowing rate, not 0.
+        let stopped = later + Duration::from_secs(5);
+        s.layers[0].rate.update(stopped);
+        assert_eq!(layer_bps(s.kind, &s.layers[0]), bps);
+    }
+
+    #[test]
+    fn audio_bitrates_are_not_announced() {
+        let t0 = Instant::now();
+        let mut s = camera(Kind::Audio);
+        let now = flow(&mut s, t0, 100);
+        assert!(!rate_moved(&s, now));
+        assert_eq!(source_to_wire(&s, now).0.layers[0].bitrate_bps, 0);
+    }
+}
