@@ -13,8 +13,9 @@ use super::{PeerId, Relay};
 use crate::core::{Core, EndpointId, Layer, Output, PubSource};
 use crate::signal::Kind;
 
-/// A layer's bitrate is announced again when it moves by more than this
-/// fraction of what peers were last told...
+/// A layer's bitrate is announced again when it and what peers were last
+/// told differ by more than this fraction of the smaller (either way: a
+/// first rate inflated by start-up keyframes is corrected too)...
 const RATE_CHANGE: f64 = 0.25;
 /// ...but a source's layers are not announced again for a bitrate change
 /// sooner than this after the last time (the control stream is shared).
@@ -249,7 +250,7 @@ fn rate_moved(s: &PubSource, now: Instant) -> bool {
         match (old, new) {
             (_, 0) => false,
             (0, _) => true,
-            _ => new.abs_diff(old) as f64 > old as f64 * RATE_CHANGE,
+            _ => new.abs_diff(old) as f64 > new.min(old) as f64 * RATE_CHANGE,
         }
     })
 }
@@ -337,6 +338,10 @@ mod tests {
         assert!(!rate_moved(&s, later), "within a quarter");
         s.layers[0].relay_bps_sent = bps / 2;
         assert!(rate_moved(&s, later), "doubled");
+        // 30 % over what it is now: down by less than a quarter of what was
+        // told, but what was told is more than a quarter too high.
+        s.layers[0].relay_bps_sent = bps * 13 / 10;
+        assert!(rate_moved(&s, later), "fell");
         assert!(
             !rate_moved(&s, now + RATE_ANNOUNCE / 2),
             "but not sooner than RATE_ANNOUNCE after the last time"
