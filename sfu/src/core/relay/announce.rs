@@ -1,7 +1,8 @@
 //! Announcing this bridge's side of a room to its peers: the conference,
 //! each local participant and its sources (layers, heights, activity,
-//! bitrates), and their departures. Only local participants are ever announced — what a
-//! peer announced is never passed on — which keeps the mesh loop-free.
+//! bitrates), and their departures. Only local participants are ever
+//! announced — what a peer announced is never passed on — which keeps the
+//! mesh loop-free.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
