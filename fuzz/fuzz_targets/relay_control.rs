@@ -202,6 +202,7 @@ fn structured_one(u: &mut Unstructured, local: Local) -> ArbResult<Result<Msg, u
                         rid: u.choose(&["q", "h", "f", ""])?.to_string(),
                         height: *u.choose(&[0, 180, 360, 720, u32::MAX])?,
                         active: u.arbitrary()?,
+                        bitrate_bps: *u.choose(&[0, 150_000, 1_500_000, u64::MAX])?,
                     });
                 }
                 sources.push(msg::Source {

@@ -278,6 +278,7 @@ impl Bridge {
             rid: rid.into(),
             height,
             active: true,
+            bitrate_bps: 0,
         };
         let msgs = [
             Msg::ConferenceJoined(msg::ConferenceJoined {

@@ -19,7 +19,7 @@ pub mod vp8;
 
 pub use crate::core::{
     BandwidthConfig, Core, CoreConfig, EndpointId, JoinRequest, MAX_PAYLOAD, Output, PeerId,
-    shard_of_conference_number,
+    RelaySource, shard_of_conference_number,
 };
 pub use crate::stats::{CoreStats, DropReason, RelayStats};
 pub use tern_relay;

@@ -38,7 +38,7 @@ pub use bandwidth::{BandwidthConfig, MIN_SEND_CAP_BPS};
 pub use model::EndpointId;
 use model::{Conference, Endpoint, Layer, Packet, PubSource, Slot, SourceRef};
 use relay::Relay;
-pub use relay::{PeerId, shard_of_conference_number};
+pub use relay::{PeerId, RelaySource, shard_of_conference_number};
 pub use sender::PAUSE_DELAY;
 
 /// Maps whose iteration order is the same on every run (fixed hash keys):

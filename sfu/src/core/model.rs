@@ -79,6 +79,8 @@ pub(super) struct Layer {
     pub(super) rate: RateMeter,
     /// For a remote source: the rate its origin measured (relay announce).
     pub(super) announced_bps: Option<u64>,
+    /// For a local source: the rate last announced to relay peers (0: none).
+    pub(super) relay_bps_sent: u64,
 }
 
 impl Layer {
@@ -95,6 +97,7 @@ impl Layer {
             resumed_at: None,
             rate: RateMeter::new(),
             announced_bps: None,
+            relay_bps_sent: 0,
         }
     }
 
@@ -150,6 +153,9 @@ pub(super) struct PubSource {
     pub(super) relay_demand: Vec<(PeerId, u32)>,
     /// Local source: layer activity last told to relay peers (bit per layer).
     pub(super) relay_active_sent: u32,
+    /// Local source: when its layers were last announced to relay peers
+    /// (bitrate changes are re-announced at most once per `RATE_ANNOUNCE`).
+    pub(super) relay_sent_at: Option<Instant>,
     /// Local video source: what its publisher was told to send.
     pub(super) constraint: sender::SendConstraint,
     /// Local audio source: silence suppression.

@@ -351,6 +351,7 @@ impl Core {
                 relay_number: self.relay.next_source_number(),
                 relay_demand: Vec::new(),
                 relay_active_sent: 0,
+                relay_sent_at: None,
                 constraint: Default::default(),
                 silence: Default::default(),
             });

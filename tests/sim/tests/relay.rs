@@ -376,6 +376,7 @@ fn a_peer_announcing_beyond_the_limits_is_refused_and_counted() {
             rid: format!("l{h}"),
             height: h,
             active: true,
+            bitrate_bps: 0,
         };
         let source = |n: u32, layers: usize| msg::Source {
             number: 1000 + n,

@@ -1,17 +1,26 @@
 //! Announcing this bridge's side of a room to its peers: the conference,
-//! each local participant and its sources (layers, heights, activity), and
-//! their departures. Only local participants are ever announced — what a
-//! peer announced is never passed on — which keeps the mesh loop-free.
+//! each local participant and its sources (layers, heights, activity,
+//! bitrates), and their departures. Only local participants are ever
+//! announced — what a peer announced is never passed on — which keeps the
+//! mesh loop-free.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tern_relay::msg::{self, relay_control::Msg};
 use tracing::debug;
 
 use super::{PeerId, Relay};
-use crate::core::{Core, EndpointId, Output, PubSource};
+use crate::core::{Core, EndpointId, Layer, Output, PubSource};
 use crate::signal::Kind;
+
+/// A layer's bitrate is announced again when it and what peers were last
+/// told differ by more than this fraction of the smaller (either way: a
+/// first rate inflated by start-up keyframes is corrected too)...
+const RATE_CHANGE: f64 = 0.25;
+/// ...but a source's layers are not announced again for a bitrate change
+/// sooner than this after the last time (the control stream is shared).
+const RATE_ANNOUNCE: Duration = Duration::from_secs(1);
 
 impl Core {
     /// Tell `peer` everything about our side of `room`.
@@ -77,6 +86,10 @@ impl Core {
         for s in &mut ep.sources {
             let (w, sig) = source_to_wire(s, now);
             s.relay_active_sent = sig;
+            s.relay_sent_at = Some(now);
+            for (l, wl) in s.layers.iter_mut().zip(&w.layers) {
+                l.relay_bps_sent = wl.bitrate_bps;
+            }
             sources.push(w);
         }
         let m = msg::Sources {
@@ -159,7 +172,8 @@ impl Core {
         }
     }
 
-    /// Tell peers about local sources whose layers started or stopped.
+    /// Tell peers about local sources whose layers started or stopped, or
+    /// whose bitrates moved (see `RATE_CHANGE`, `RATE_ANNOUNCE`).
     pub(super) fn relay_announce_changes(&mut self, now: Instant) {
         let rooms: Vec<(Arc<str>, Vec<PeerId>)> = self
             .relay
@@ -179,9 +193,9 @@ impl Core {
                 .unwrap_or_default();
             for id in locals {
                 let changed = self.endpoints.get(&id).is_some_and(|ep| {
-                    ep.sources
-                        .iter()
-                        .any(|s| source_signature(s, now) != s.relay_active_sent)
+                    ep.sources.iter().any(|s| {
+                        source_signature(s, now) != s.relay_active_sent || rate_moved(s, now)
+                    })
                 });
                 if changed {
                     self.relay_send_sources(now, number, id, &peers);
@@ -214,6 +228,34 @@ fn source_signature(s: &PubSource, now: Instant) -> u32 {
     })
 }
 
+/// What a layer of a local source costs, as peers are told: its rate now,
+/// else the last one measured while it flowed; 0 if it never has. Video
+/// only: audio always crosses, so peers measure it themselves.
+fn layer_bps(kind: Kind, l: &Layer) -> u64 {
+    match kind {
+        Kind::Video => l.rate.current_bps().or(l.rate.last_bps()).unwrap_or(0),
+        Kind::Audio => 0,
+    }
+}
+
+/// Whether a layer's bitrate moved enough since it was last announced to
+/// announce it again, and the last announcement is old enough.
+fn rate_moved(s: &PubSource, now: Instant) -> bool {
+    if s.relay_sent_at
+        .is_some_and(|t| now.saturating_duration_since(t) < RATE_ANNOUNCE)
+    {
+        return false;
+    }
+    s.layers.iter().any(|l| {
+        let (new, old) = (layer_bps(s.kind, l), l.relay_bps_sent);
+        match (old, new) {
+            (_, 0) => false,
+            (0, _) => true,
+            _ => new.abs_diff(old) as f64 > new.min(old) as f64 * RATE_CHANGE,
+        }
+    })
+}
+
 /// What a local source looks like to peers, and its signature.
 fn source_to_wire(s: &PubSource, now: Instant) -> (msg::Source, u32) {
     let layers = s
@@ -225,6 +267,7 @@ fn source_to_wire(s: &PubSource, now: Instant) -> (msg::Source, u32) {
             // Paused by a sender constraint counts: the peer's receivers
             // may ask for it, and it resumes.
             active: l.available(now),
+            bitrate_bps: layer_bps(s.kind, l),
         })
         .collect();
     let source = msg::Source {
@@ -236,4 +279,87 @@ fn source_to_wire(s: &PubSource, now: Instant) -> (msg::Source, u32) {
         layers,
     };
     (source, source_signature(s, now))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use str0m::media::Mid;
+
+    use super::*;
+
+    fn camera(kind: Kind) -> PubSource {
+        PubSource {
+            id: "p/camera".into(),
+            name: "camera".into(),
+            kind,
+            mid: Mid::from("0"),
+            muted: false,
+            layers: vec![Layer::new(None, 180)],
+            subscribers: Vec::new(),
+            relay_number: 1,
+            relay_demand: Vec::new(),
+            relay_active_sent: 0,
+            relay_sent_at: None,
+            constraint: Default::default(),
+            silence: Default::default(),
+        }
+    }
+
+    /// `bytes` every 10 ms for 2 s from `t0`, measured at the end.
+    fn flow(s: &mut PubSource, t0: Instant, bytes: usize) -> Instant {
+        let l = &mut s.layers[0];
+        for i in 0..200u32 {
+            l.rate.add(t0 + Duration::from_millis(10) * i, bytes);
+        }
+        let end = t0 + Duration::from_secs(2);
+        l.rate.update(end);
+        end
+    }
+
+    #[test]
+    fn a_bitrate_is_announced_once_known_and_again_when_it_moves_a_quarter() {
+        let t0 = Instant::now();
+        let mut s = camera(Kind::Video);
+        assert!(!rate_moved(&s, t0), "nothing measured: nothing to tell");
+        let now = flow(&mut s, t0, 1000);
+        let bps = layer_bps(s.kind, &s.layers[0]);
+        assert!((780_000..=820_000).contains(&bps), "{bps}");
+        assert!(rate_moved(&s, now), "from unknown to known");
+        let (w, _) = source_to_wire(&s, now);
+        assert_eq!(w.layers[0].bitrate_bps, bps);
+
+        // As `relay_send_sources` records it.
+        s.relay_sent_at = Some(now);
+        s.layers[0].relay_bps_sent = bps;
+        let later = now + RATE_ANNOUNCE;
+        assert!(!rate_moved(&s, later), "unchanged");
+        s.layers[0].relay_bps_sent = bps * 10 / 12;
+        assert!(!rate_moved(&s, later), "within a quarter");
+        s.layers[0].relay_bps_sent = bps / 2;
+        assert!(rate_moved(&s, later), "doubled");
+        // 30 % over what it is now: down by less than a quarter of what was
+        // told, but what was told is more than a quarter too high.
+        s.layers[0].relay_bps_sent = bps * 13 / 10;
+        assert!(rate_moved(&s, later), "fell");
+        assert!(
+            !rate_moved(&s, now + RATE_ANNOUNCE / 2),
+            "but not sooner than RATE_ANNOUNCE after the last time"
+        );
+
+        // A layer that stops is told at its last flowing rate, not 0.
+        let stopped = later + Duration::from_secs(5);
+        s.layers[0].rate.update(stopped);
+        assert_eq!(layer_bps(s.kind, &s.layers[0]), bps);
+    }
+
+    #[test]
+    fn audio_bitrates_are_not_announced() {
+        let t0 = Instant::now();
+        let mut s = camera(Kind::Audio);
+        let now = flow(&mut s, t0, 100);
+        assert!(!rate_moved(&s, now));
+        assert_eq!(source_to_wire(&s, now).0.layers[0].bitrate_bps, 0);
+    }
 }

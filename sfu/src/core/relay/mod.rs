@@ -123,6 +123,22 @@ impl Relay {
     }
 }
 
+/// A video or audio source as the relay sees it on this bridge, for tests
+/// and status ([`Core::relay_sources`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelaySource {
+    /// "participant/name", as clients see it.
+    pub id: String,
+    /// Published on another bridge (else here).
+    pub remote: bool,
+    /// Remote: the layers this bridge asks the origin for. Local: the
+    /// union of what peers demand (bit i = layer i).
+    pub demand: u32,
+    /// Per layer. Remote: the bitrate the origin announced. Local: the
+    /// bitrate last announced to peers. `None`: none yet.
+    pub bitrates: Vec<Option<u64>>,
+}
+
 /// The shard a conference number chosen by this bridge belongs to.
 pub fn shard_of_conference_number(number: u32) -> u8 {
     (number >> 24) as u8
@@ -137,6 +153,40 @@ impl Core {
     /// Remote participants known in `room` (ids), for tests and status.
     pub fn remote_participants(&self, room: &str) -> Vec<String> {
         self.relay.participants_in(room)
+    }
+
+    /// Every source of `room`, local and remote, as the relay sees it,
+    /// by id.
+    pub fn relay_sources(&self, room: &str) -> Vec<RelaySource> {
+        let known = |b: u64| (b > 0).then_some(b);
+        let local = self
+            .local_endpoints(room)
+            .into_iter()
+            .filter_map(|e| self.endpoints.get(&e))
+            .flat_map(|ep| ep.sources.iter())
+            .map(|s| RelaySource {
+                id: s.id.clone(),
+                remote: false,
+                demand: s.relay_demand.iter().fold(0, |m, (_, d)| m | d),
+                bitrates: s.layers.iter().map(|l| known(l.relay_bps_sent)).collect(),
+            });
+        let remote = self
+            .relay
+            .remote_rooms
+            .get(room)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| self.relay.remotes.get(i))
+            .flat_map(|rp| rp.sources.iter().zip(&rp.state))
+            .map(|(s, st)| RelaySource {
+                id: s.id.clone(),
+                remote: true,
+                demand: st.demand_sent,
+                bitrates: s.layers.iter().map(|l| l.announced_bps).collect(),
+            });
+        let mut all: Vec<RelaySource> = local.chain(remote).collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
     }
 
     /// Periodic relay work: tell peers about layers that started or stopped,

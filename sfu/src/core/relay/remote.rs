@@ -23,6 +23,9 @@ use crate::signal::{Kind, ParticipantInfo, ServerMessage};
 /// allocate without bound.
 const MAX_REMOTE_SOURCES: usize = 16;
 const MAX_REMOTE_LAYERS: usize = 4;
+/// Announced layer bitrates are taken up to this: allocation adds and
+/// scales them, and a peer's number must not overflow that arithmetic.
+const MAX_ANNOUNCED_BPS: u64 = 1_000_000_000;
 
 #[derive(Debug)]
 pub(in crate::core) struct RemoteSource {
@@ -276,6 +279,9 @@ impl Core {
             return;
         };
         rp.confirmed = true;
+        // What clients were told: an announcement that only refreshes layer
+        // facts (activity, bitrates) is not news to them.
+        let told = rp.info().sources;
         let mut wanted: Vec<(PubSource, RemoteSource)> = Vec::new();
         for w in m.sources {
             let Ok(number) = u16::try_from(w.number) else {
@@ -326,6 +332,7 @@ impl Core {
                             relay_number: number,
                             relay_demand: Vec::new(),
                             relay_active_sent: 0,
+                            relay_sent_at: None,
                             constraint: Default::default(),
                             silence: Default::default(),
                         },
@@ -342,6 +349,9 @@ impl Core {
             for (l, wl) in src.layers.iter_mut().zip(&w.layers) {
                 l.declared_height = wl.height;
                 l.remote_active = Some(wl.active);
+                // 0: unknown (not measured yet, or an older peer).
+                l.announced_bps =
+                    (wl.bitrate_bps > 0).then_some(wl.bitrate_bps.min(MAX_ANNOUNCED_BPS));
             }
             wanted.push((src, st));
         }
@@ -367,16 +377,18 @@ impl Core {
                 .remote_sources
                 .insert((peer.clone(), conference, n), (id, i));
         }
-        for o in self.local_endpoints(&room) {
-            self.signal(
-                o,
-                ServerMessage::Sources {
-                    participant: participant.clone(),
-                    sources: infos.clone(),
-                },
-            );
-        }
         let locals = self.local_endpoints(&room);
+        if infos != told {
+            for &o in &locals {
+                self.signal(
+                    o,
+                    ServerMessage::Sources {
+                        participant: participant.clone(),
+                        sources: infos.clone(),
+                    },
+                );
+            }
+        }
         self.assign_slots_in(now, &room, &locals);
         for o in locals {
             self.reallocate(now, o);
