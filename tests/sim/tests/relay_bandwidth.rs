@@ -31,6 +31,7 @@ fn watcher(c: &mut PeerConfig) {
 fn remote_receivers_get_the_layer_their_downlink_fits_and_only_those_cross() {
     with_seed(seed_or(101), |seed| {
         let mut cfg = SimConfig::new(seed);
+        cfg.bandwidth_estimation = true;
         cfg.bridges = 2;
         cfg.relay_link = LinkConfig::latency(10);
         let mut sim = Sim::new(cfg);
