@@ -1,6 +1,7 @@
 //! The bridge shell: sockets, tasks and HTTP around the Sans-IO core.
 
 pub mod app;
+pub mod bandwidth;
 pub mod focus_link;
 pub mod http;
 pub mod latency;

@@ -15,6 +15,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use super::bandwidth::ReceiverBandwidth;
 use super::latency::ForwardLatency;
 use super::msg::ShardMsg;
 
@@ -40,6 +41,10 @@ struct ShardMetrics {
     keyframes_throttled: Counter,
     layer_switches: Counter,
     sender_constraints: Counter,
+    silence_suppressed: Counter,
+    audio_slot_switches: Counter,
+    video_slot_switches: Counter,
+    dominant_speaker_changes: Counter,
     joins: Counter,
     joins_refused_overloaded: Counter,
     joins_refused_room_full: Counter,
@@ -65,6 +70,10 @@ impl ShardMetrics {
             keyframes_throttled: metrics::counter!("tern_keyframe_requests_total", "shard" => s.clone(), "outcome" => "throttled"),
             layer_switches: metrics::counter!("tern_layer_switches_total", "shard" => s.clone()),
             sender_constraints: metrics::counter!("tern_sender_constraints_total", "shard" => s.clone()),
+            silence_suppressed: metrics::counter!("tern_silence_suppressed_packets_total", "shard" => s.clone()),
+            audio_slot_switches: metrics::counter!("tern_slot_switches_total", "shard" => s.clone(), "kind" => "audio"),
+            video_slot_switches: metrics::counter!("tern_slot_switches_total", "shard" => s.clone(), "kind" => "video"),
+            dominant_speaker_changes: metrics::counter!("tern_dominant_speaker_changes_total", "shard" => s.clone()),
             joins: metrics::counter!("tern_joins_total", "shard" => s.clone()),
             joins_refused_overloaded: metrics::counter!("tern_joins_refused_total", "shard" => s.clone(), "reason" => "overloaded"),
             joins_refused_room_full: metrics::counter!("tern_joins_refused_total", "shard" => s.clone(), "reason" => "room_full"),
@@ -92,6 +101,11 @@ impl ShardMetrics {
             .absolute(st.keyframe_requests_throttled);
         self.layer_switches.absolute(st.layer_switches);
         self.sender_constraints.absolute(st.sender_constraints);
+        self.silence_suppressed.absolute(st.silence_suppressed);
+        self.audio_slot_switches.absolute(st.audio_slot_switches);
+        self.video_slot_switches.absolute(st.video_slot_switches);
+        self.dominant_speaker_changes
+            .absolute(st.dominant_speaker_changes);
         self.joins.absolute(st.joins);
         self.joins_refused_overloaded
             .absolute(st.joins_refused_overloaded);
@@ -196,6 +210,7 @@ impl Shard {
     /// Run in the shard's span (the caller instruments it).
     pub async fn run(mut self) {
         let metrics = ShardMetrics::new(self.index);
+        let mut bandwidth = ReceiverBandwidth::new(self.index);
         let mut sessions: HashMap<EndpointId, mpsc::Sender<ServerMessage>> = HashMap::new();
         let mut next_export = Instant::now();
         let mut shutting_down = false;
@@ -223,6 +238,7 @@ impl Shard {
             let now = Instant::now();
             if now >= next_export {
                 metrics.export(&self.core);
+                bandwidth.export(&self.core);
                 self.latency.export();
                 self.publish_snapshot();
                 next_export = now + Duration::from_secs(1);

@@ -1,0 +1,145 @@
+//! Receivers' bandwidth as Prometheus histograms: once a second every
+//! receiver with an estimate contributes one observation of its estimated
+//! downlink and one of what allocation gave it (video and audio), in bytes
+//! per second. No participant label: the distribution across a bridge's
+//! receivers is what an operator reads (how many sit on thin links, how
+//! much of their estimate they get), and a label per participant would be
+//! unbounded.
+//!
+//! `tern_receiver_bandwidth_estimate_bytes_per_second_bucket{le=…}`,
+//! `_count`, `_sum`, and the same for `..._allocated_...`.
+
+use metrics::{Counter, Gauge};
+use tern_sfu::Core;
+
+/// Bucket upper bounds in bytes per second: 50 kbit/s .. 20 Mbit/s.
+const BOUNDS: [f64; 12] = [
+    6_250.0,
+    12_500.0,
+    25_000.0,
+    50_000.0,
+    75_000.0,
+    125_000.0,
+    187_500.0,
+    250_000.0,
+    375_000.0,
+    625_000.0,
+    1_250_000.0,
+    2_500_000.0,
+];
+
+/// The `le` label values of [`BOUNDS`], then `+Inf`.
+const LE: [&str; 13] = [
+    "6250", "12500", "25000", "50000", "75000", "125000", "187500", "250000", "375000", "625000",
+    "1250000", "2500000", "+Inf",
+];
+
+/// One histogram kept as plain counts and exported whole.
+struct Histogram {
+    /// Non-cumulative: `counts[i]` holds samples in `(BOUNDS[i-1], BOUNDS[i]]`.
+    counts: [u64; BOUNDS.len() + 1],
+    sum: f64,
+    buckets: Vec<Counter>,
+    count: Counter,
+    sum_gauge: Gauge,
+}
+
+impl Histogram {
+    fn new(name: &str, shard: &str) -> Self {
+        Self {
+            counts: [0; BOUNDS.len() + 1],
+            sum: 0.0,
+            buckets: LE
+                .iter()
+                .map(|le| {
+                    metrics::counter!(format!("{name}_bucket"), "shard" => shard.to_string(), "le" => *le)
+                })
+                .collect(),
+            count: metrics::counter!(format!("{name}_count"), "shard" => shard.to_string()),
+            sum_gauge: metrics::gauge!(format!("{name}_sum"), "shard" => shard.to_string()),
+        }
+    }
+
+    fn observe(&mut self, value: f64) {
+        let i = BOUNDS.partition_point(|b| *b < value);
+        self.counts[i] += 1;
+        self.sum += value;
+    }
+
+    fn export(&self) {
+        let mut cumulative = 0;
+        for (c, n) in self.buckets.iter().zip(self.counts) {
+            cumulative += n;
+            c.absolute(cumulative);
+        }
+        self.count.absolute(cumulative);
+        self.sum_gauge.set(self.sum);
+    }
+}
+
+pub struct ReceiverBandwidth {
+    estimate: Histogram,
+    allocated: Histogram,
+    estimates: Counter,
+    probes: Counter,
+    allocation_changes: Counter,
+    suspensions: Counter,
+    samples: Vec<(u64, u64)>,
+}
+
+impl ReceiverBandwidth {
+    pub fn new(shard: u8) -> Self {
+        let s = shard.to_string();
+        Self {
+            estimate: Histogram::new("tern_receiver_bandwidth_estimate_bytes_per_second", &s),
+            allocated: Histogram::new("tern_receiver_bandwidth_allocated_bytes_per_second", &s),
+            estimates: metrics::counter!("tern_bandwidth_estimates_total", "shard" => s.clone()),
+            probes: metrics::counter!("tern_bandwidth_probes_total", "shard" => s.clone()),
+            allocation_changes: metrics::counter!("tern_allocation_changes_total", "shard" => s.clone()),
+            suspensions: metrics::counter!("tern_video_suspensions_total", "shard" => s),
+            samples: Vec::new(),
+        }
+    }
+
+    /// Sample every receiver and export (once a second).
+    pub fn export(&mut self, core: &Core) {
+        self.samples.clear();
+        core.bandwidth_samples(&mut self.samples);
+        for &(estimate, allocated) in &self.samples {
+            self.estimate.observe(estimate as f64 / 8.0);
+            self.allocated.observe(allocated as f64 / 8.0);
+        }
+        self.estimate.export();
+        self.allocated.export();
+        let st = core.stats();
+        self.estimates.absolute(st.bandwidth_estimates);
+        self.probes.absolute(st.bandwidth_probes);
+        self.allocation_changes.absolute(st.allocation_changes);
+        self.suspensions.absolute(st.suspensions);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_match_bounds() {
+        for (b, le) in BOUNDS.iter().zip(LE) {
+            assert_eq!(le.parse::<f64>().ok(), Some(*b));
+        }
+        assert_eq!(LE.len(), BOUNDS.len() + 1);
+        assert_eq!(LE[LE.len() - 1], "+Inf");
+    }
+
+    #[test]
+    fn a_sample_lands_in_the_first_bucket_it_does_not_exceed() {
+        let mut h = Histogram::new("test_bandwidth", "0");
+        h.observe(50_000.0);
+        h.observe(50_001.0);
+        h.observe(1e9);
+        assert_eq!(h.counts[3], 1);
+        assert_eq!(h.counts[4], 1);
+        assert_eq!(h.counts[BOUNDS.len()], 1);
+    }
+}
