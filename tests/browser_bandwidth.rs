@@ -332,9 +332,18 @@ fn read_monitor(p: &Participant) -> Result<Monitor> {
     })
 }
 
-/// `p`'s outbound video per encoding (rid, or "-" without simulcast):
-/// (bytesSent, framesEncoded, frameHeight, maxBitrate), from publishStats().
-fn encodings(p: &Participant) -> Result<BTreeMap<String, (u64, u64, u64, Option<u64>)>> {
+/// One camera encoding as publishStats() reports it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Encoding {
+    bytes_sent: u64,
+    frames_encoded: u64,
+    frame_height: u64,
+    /// What the client set with setParameters (None: no limit).
+    max_bitrate: Option<u64>,
+}
+
+/// `p`'s outbound camera per encoding (rid, or "-" without simulcast).
+fn encodings(p: &Participant) -> Result<BTreeMap<String, Encoding>> {
     let v = p.publish_stats()?;
     let list = v.as_array().with_context(|| format!("publishStats: {v}"))?;
     Ok(list
@@ -343,12 +352,12 @@ fn encodings(p: &Participant) -> Result<BTreeMap<String, (u64, u64, u64, Option<
         .map(|e| {
             (
                 e["rid"].as_str().unwrap_or("-").to_string(),
-                (
-                    e["bytesSent"].as_u64().unwrap_or(0),
-                    e["framesEncoded"].as_u64().unwrap_or(0),
-                    e["frameHeight"].as_u64().unwrap_or(0),
-                    e["maxBitrate"].as_u64(),
-                ),
+                Encoding {
+                    bytes_sent: e["bytesSent"].as_u64().unwrap_or(0),
+                    frames_encoded: e["framesEncoded"].as_u64().unwrap_or(0),
+                    frame_height: e["frameHeight"].as_u64().unwrap_or(0),
+                    max_bitrate: e["maxBitrate"].as_u64(),
+                },
             )
         })
         .collect())
@@ -366,10 +375,17 @@ fn measure_send_rates(
     let after = encodings(p)?;
     let secs = t0.elapsed().as_secs_f64();
     let mut out = BTreeMap::new();
-    for (rid, (bytes, frames, height, _)) in &after {
-        let (b0, f0, _, _) = before.get(rid).copied().unwrap_or_default();
-        let kbps = bytes.saturating_sub(b0) as f64 * 8.0 / secs / 1000.0;
-        out.insert(rid.clone(), (kbps, frames.saturating_sub(f0), *height));
+    for (rid, e) in &after {
+        let e0 = before.get(rid).copied().unwrap_or_default();
+        let kbps = e.bytes_sent.saturating_sub(e0.bytes_sent) as f64 * 8.0 / secs / 1000.0;
+        out.insert(
+            rid.clone(),
+            (
+                kbps,
+                e.frames_encoded.saturating_sub(e0.frames_encoded),
+                e.frame_height,
+            ),
+        );
     }
     Ok(out)
 }
@@ -654,7 +670,7 @@ fn publish_and_watch(
         || {
             let e = encodings(&publisher)?;
             Ok(
-                if e.len() == 3 && e.values().all(|(_, frames, _, _)| *frames > 0) {
+                if e.len() == 3 && e.values().all(|e| e.frames_encoded > 0) {
                     Check::Done(())
                 } else {
                     Check::NotYet(format!("{e:?}"))
@@ -717,7 +733,10 @@ fn browser_camera_cap_lowers_what_chromium_sends() {
             );
             std::thread::sleep(warmup);
             let capped = measure_send_rates(&publisher, window)?;
-            let params = encodings(&publisher)?;
+            let max_bitrates: BTreeMap<String, Option<u64>> = encodings(&publisher)?
+                .into_iter()
+                .map(|(rid, e)| (rid, e.max_bitrate))
+                .collect();
             println!(
                 "capped at {CAMERA_CAP_KBPS} kbps, kbit/s per rid over {window:?}: {capped:?}"
             );
@@ -730,7 +749,7 @@ fn browser_camera_cap_lowers_what_chromium_sends() {
                 );
                 ensure!(
                     *kbps <= CAP_TOLERANCE * CAMERA_CAP_KBPS as f64,
-                    "encoding {rid} ({height}p) sent {kbps:.0} kbit/s, cap {CAMERA_CAP_KBPS} kbps (limit {:.0}); maxBitrate per rid: {params:?}",
+                    "encoding {rid} ({height}p) sent {kbps:.0} kbit/s, cap {CAMERA_CAP_KBPS} kbps (limit {:.0}); maxBitrate per rid: {max_bitrates:?}",
                     CAP_TOLERANCE * CAMERA_CAP_KBPS as f64
                 );
             }

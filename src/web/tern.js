@@ -1448,7 +1448,10 @@
           // What we asked the encoder for (setParameters), null: no limit.
           maxBitrate: enc && Number.isFinite(enc.maxBitrate) ? enc.maxBitrate : null,
           bytesSent: r.bytesSent || 0,
+          retransmittedBytesSent: r.retransmittedBytesSent || 0,
           framesEncoded: r.framesEncoded || 0,
+          keyFramesEncoded: r.keyFramesEncoded || 0,
+          targetBitrate: r.targetBitrate || 0,
           frameHeight: r.frameHeight || 0,
           qualityLimitationReason: r.qualityLimitationReason || null,
         });
