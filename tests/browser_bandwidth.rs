@@ -403,9 +403,10 @@ fn browser_receiver_behind_a_slow_link_gets_a_lower_layer_and_keeps_decoding() {
             let room = "bw-slow-link";
             // Both ask for 720p (the client's default is 360p); the publisher
             // sends the client's default simulcast, 180/360/720. The receiver
-            // is there first: a publisher alone is told to send nothing, and
-            // a layer that never flowed is not offered again (see the report
-            // of this test's commit).
+            // is there first: a publisher alone is told to send nothing after
+            // 3 s, and once (publisher alone ~4 s) the bridge then told it
+            // "up to 360p" and never offered 720p again (stuck for 45 s);
+            // that is not what this test is about.
             let receiver = env.join(room, "sub", "maxh=720")?;
             receiver.wait_connected(CONNECT_TIMEOUT)?;
             let publisher = env.join(room, "pub", "maxh=720")?;
