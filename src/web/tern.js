@@ -19,6 +19,12 @@
 // tiles mark who speaks and who dominates. Two layouts: a grid, and a
 // speaker view with one large tile (the pinned participant, else the
 // dominant speaker) over a strip of thumbnails. Pinning is local to the page.
+//
+// Bandwidth (docs/signalling.md, "Bandwidth"): the bridge says how much each
+// camera and screen-share encoding may send (`send_limits`), which we apply
+// with setParameters to every video sender, now and later; and it marks the
+// receive slots it paused because our downlink does not fit them
+// (`slots[].suspended`), which the tile shows as "paused: low bandwidth".
 "use strict";
 
 (() => {
@@ -129,6 +135,10 @@
     constraints: { default_max_height: config.maxHeight, max_height: {} },
     // Sender constraints from the bridge: source name -> max height we send.
     sendingUpTo: new Map(),
+    // Send limits from the bridge (`send_limits`), bits per second per
+    // encoding: { camera, screen }, or null until told. Kept across sessions
+    // (the next bridge tells its own) and applied to every video sender.
+    sendLimits: null,
     // Speech, as the bridge tells it (docs/signalling.md): the dominant
     // speaker (participant id or null), who spoke recently (most recent
     // first), and who speaks now: participant id -> level 0..127.
@@ -200,6 +210,7 @@
       audio: fragment.querySelector("audio"),
       name: fragment.querySelector(".name"),
       placeholder: fragment.querySelector(".placeholder"),
+      paused: fragment.querySelector(".bandwidth-paused"),
       pin: fragment.querySelector("button.pin"),
       badges: {
         mic: fragment.querySelector(".mic-off"),
@@ -238,6 +249,16 @@
   function hasVideoSlot(id) {
     for (const slot of state.slots.values()) {
       if (!slot.source || sourceOwner(slot.source) !== id) continue;
+      if (slot.track.kind === "video") return true;
+    }
+    return false;
+  }
+
+  // Whether the bridge paused a video source of `id` for us for lack of
+  // bandwidth (a slot that carries it is `suspended`).
+  function bandwidthPaused(id) {
+    for (const slot of state.slots.values()) {
+      if (!slot.source || !slot.suspended || sourceOwner(slot.source) !== id) continue;
       if (slot.track.kind === "video") return true;
     }
     return false;
@@ -290,6 +311,9 @@
       // Our own tile is the local preview: always "shown".
       const notShown = tile !== state.selfTile && !hasVideoSlot(id);
       root.classList.toggle("not-shown", notShown);
+      const paused = tile !== state.selfTile && bandwidthPaused(id);
+      root.classList.toggle("bandwidth-paused", paused);
+      tile.paused.hidden = !paused;
       tile.placeholder.textContent = root.classList.contains("camera-is-off") ? "camera off" : "not shown";
     }
   }
@@ -423,16 +447,24 @@
   function registerSlot(transceiver) {
     const mid = transceiver.mid;
     if (mid === null || state.slots.has(mid)) return;
-    state.slots.set(mid, { transceiver, track: transceiver.receiver.track, source: null });
+    state.slots.set(mid, { transceiver, track: transceiver.receiver.track, source: null, suspended: null });
   }
 
   function applySlots(list) {
     state.lastSlots = list;
     const wanted = new Map();
-    for (const s of list) if (s && typeof s.mid === "string") wanted.set(s.mid, s.source ?? null);
-    for (const mid of state.slots.keys()) {
+    const suspended = new Map();
+    for (const s of list) {
+      if (!s || typeof s.mid !== "string") continue;
+      wanted.set(s.mid, s.source ?? null);
+      if (s.source && typeof s.suspended === "string") suspended.set(s.mid, s.suspended);
+    }
+    for (const [mid, slot] of state.slots) {
       const next = wanted.has(mid) ? wanted.get(mid) : null;
       assignSlot(mid, next);
+      const reason = suspended.get(mid) ?? null;
+      if (slot.suspended !== reason) log("slot", mid, reason ? `suspended (${reason})` : "resumed");
+      slot.suspended = reason;
     }
     for (const mid of wanted.keys()) {
       if (state.slots.size > 0 && !state.slots.has(mid)) log("slots: unknown mid", mid);
@@ -574,7 +606,9 @@
   function sendInit(src) {
     const init = { direction: "sendonly" };
     if (src.track && state.localStream && state.localStream.getTracks().includes(src.track)) init.streams = [state.localStream];
-    if (src.simulcast) init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+    if (src.simulcast) {
+      init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e, maxBitrate: cappedBitrate(src, e.maxBitrate) }));
+    }
     return init;
   }
 
@@ -610,6 +644,7 @@
         continue;
       }
       src.transceiver = pc.addTransceiver(src.track || src.kind, sendInit(src));
+      applySendLimits(src);
     }
     // The receive-slot pool: it never changes after the first offer.
     for (const kind of ["audio", "video"]) {
@@ -717,6 +752,9 @@
     }
     // Slots may have been announced before the answer made their tracks live.
     for (const mid of state.slots.keys()) attachSlot(mid);
+    // Limits set before negotiation may not have stuck: make sure (no-op
+    // when they are in place).
+    for (const src of state.local.values()) applySendLimits(src);
   }
 
   function settleAnswer(sdp, error) {
@@ -1042,6 +1080,9 @@
       case "speaking":
         onSpeaking(msg);
         break;
+      case "send_limits":
+        onSendLimits(msg);
+        break;
       case "sender_constraints":
         if (typeof msg.source === "string" && Number.isFinite(msg.max_height)) {
           await applySenderConstraints(msg.source, msg.max_height);
@@ -1088,27 +1129,86 @@
   async function applySenderConstraints(name, maxHeight) {
     const src = state.local.get(name);
     if (!src || !src.transceiver) return;
-    const sender = src.transceiver.sender;
-    const params = sender.getParameters();
-    if (!params.encodings || params.encodings.length === 0) return;
     const declared = name === "camera" && src.simulcast ? new Map(cameraLayers().map((l) => [l.rid, l.height])) : null;
-    let changed = false;
-    for (const enc of params.encodings) {
-      const h = declared && enc.rid && declared.has(enc.rid) ? Math.max(1, declared.get(enc.rid)) : 720;
-      const active = h <= maxHeight;
-      if (enc.active !== active) {
-        enc.active = active;
+    state.sendingUpTo.set(name, maxHeight);
+    const changed = await updateSender(src, (encodings) => {
+      let changed = false;
+      for (const enc of encodings) {
+        const h = declared && enc.rid && declared.has(enc.rid) ? Math.max(1, declared.get(enc.rid)) : 720;
+        const active = h <= maxHeight;
+        if (enc.active !== active) {
+          enc.active = active;
+          changed = true;
+        }
+      }
+      return changed;
+    });
+    if (changed) log("sending", name, maxHeight > 0 ? `up to ${maxHeight}p` : "nothing (nobody watches)");
+  }
+
+  // `send_limits`: the most each encoding may send, camera and screen share.
+  function onSendLimits(msg) {
+    const bps = (v) => (Number.isFinite(v) && v > 0 ? Math.floor(v) : null);
+    state.sendLimits = { camera: bps(msg.camera_max_bps), screen: bps(msg.screen_max_bps) };
+    log("send limits", state.sendLimits);
+    for (const src of state.local.values()) applySendLimits(src);
+  }
+
+  // The limit for our source `src` in bits per second (the screen share is
+  // the source named "screen"; every other video source counts as a
+  // camera), or null: none.
+  function sendLimit(src) {
+    if (!state.sendLimits || src.kind !== "video") return null;
+    return src.name === "screen" ? state.sendLimits.screen : state.sendLimits.camera;
+  }
+
+  // An encoding's maxBitrate: its default (`fallback`, may be undefined)
+  // lowered to the bridge's limit.
+  function cappedBitrate(src, fallback) {
+    const limit = sendLimit(src);
+    if (limit === null) return fallback;
+    return fallback === undefined ? limit : Math.min(fallback, limit);
+  }
+
+  // Applies the send limits to `src`'s sender (when it has one).
+  function applySendLimits(src) {
+    if (!src.transceiver || sendLimit(src) === null) return;
+    updateSender(src, null).then((changed) => {
+      if (changed) log("capped", src.name, "at", sendLimit(src), "bps per encoding");
+    });
+  }
+
+  // Changes `src`'s sender parameters: `edit(encodings)` (may be null)
+  // returns whether it changed anything; every encoding's maxBitrate is set
+  // to its default capped by the send limits. One update at a time per
+  // source (setParameters wants the parameters of the last getParameters).
+  // Resolves to whether setParameters was called and succeeded.
+  function updateSender(src, edit) {
+    const run = async () => {
+      const transceiver = src.transceiver;
+      if (!transceiver) return false;
+      const sender = transceiver.sender;
+      const params = sender.getParameters();
+      if (!params.encodings || params.encodings.length === 0) return false;
+      let changed = edit ? edit(params.encodings) : false;
+      const defaults = src.name === "camera" && src.simulcast ? new Map(SIMULCAST_ENCODINGS.map((e) => [e.rid, e.maxBitrate])) : null;
+      for (const enc of params.encodings) {
+        const want = cappedBitrate(src, defaults && enc.rid ? defaults.get(enc.rid) : undefined);
+        if (want === undefined || enc.maxBitrate === want) continue;
+        enc.maxBitrate = want;
         changed = true;
       }
-    }
-    state.sendingUpTo.set(name, maxHeight);
-    if (!changed) return;
-    try {
-      await sender.setParameters(params);
-      log("sending", name, maxHeight > 0 ? `up to ${maxHeight}p` : "nothing (nobody watches)");
-    } catch (e) {
-      log("setParameters failed:", e && e.message ? e.message : String(e));
-    }
+      if (!changed) return false;
+      try {
+        await sender.setParameters(params);
+        return true;
+      } catch (e) {
+        log("setParameters failed:", e && e.message ? e.message : String(e));
+        return false;
+      }
+    };
+    src.senderUpdate = (src.senderUpdate || Promise.resolve()).then(run, run);
+    return src.senderUpdate;
   }
 
   function sendConstraints() {
@@ -1183,6 +1283,7 @@
       const transceiver = state.pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
       state.local.set("screen", { name: "screen", kind: "video", transceiver, track, muted: false, active: true });
     }
+    applySendLimits(state.local.get("screen"));
     updateButtons();
     negotiate();
   }
@@ -1336,14 +1437,21 @@
     for (const src of state.local.values()) {
       if (!src.transceiver) continue;
       const report = await src.transceiver.sender.getStats();
+      const encodings = src.transceiver.sender.getParameters().encodings || [];
       report.forEach((r) => {
         if (r.type !== "outbound-rtp") return;
+        const enc = encodings.find((e) => (e.rid || null) === (r.rid || null)) || (encodings.length === 1 ? encodings[0] : null);
         out.push({
           source: src.name,
           rid: r.rid || null,
           active: r.active,
+          // What we asked the encoder for (setParameters), null: no limit.
+          maxBitrate: enc && Number.isFinite(enc.maxBitrate) ? enc.maxBitrate : null,
           bytesSent: r.bytesSent || 0,
+          retransmittedBytesSent: r.retransmittedBytesSent || 0,
           framesEncoded: r.framesEncoded || 0,
+          keyFramesEncoded: r.keyFramesEncoded || 0,
+          targetBitrate: r.targetBitrate || 0,
           frameHeight: r.frameHeight || 0,
           qualityLimitationReason: r.qualityLimitationReason || null,
         });
@@ -1377,6 +1485,9 @@
       })),
       constraints: JSON.parse(JSON.stringify(state.constraints)),
       sendingUpTo: Object.fromEntries(state.sendingUpTo),
+      sendLimits: state.sendLimits ? { ...state.sendLimits } : null,
+      // Receive slots the bridge paused for us: mid -> reason ("bandwidth").
+      suspended: Object.fromEntries([...state.slots].filter(([, slot]) => slot.suspended).map(([mid, slot]) => [mid, slot.suspended])),
       dominantSpeaker: state.dominant,
       recentSpeakers: state.recent.slice(),
       speaking: [...state.speaking].map(([participant, level]) => ({ participant, level })),

@@ -50,8 +50,8 @@ mod webdriver;
 pub use env::{Bridge, DevBridge, DevShape, Env};
 pub use netns::{NETNS_ENV, NetNs, WORKDIR_ENV, run_in_netns};
 pub use participant::{
-    AudioStats, LocalSource, Participant, PeerStats, RemoteParticipant, SlotStats, SpeakingLevel,
-    TernState, Tile, VideoStats,
+    AudioStats, LocalSource, Participant, PeerStats, RemoteParticipant, SendLimits, SlotStats,
+    SpeakingLevel, TernState, Tile, VideoStats,
 };
 pub use wait::{Check, wait_until};
 pub use webdriver::{Browser, WebDriver};

@@ -45,6 +45,12 @@ pub struct TernState {
     /// Sender constraints the bridge gave us: source name -> max height.
     #[serde(default)]
     pub sending_up_to: BTreeMap<String, u32>,
+    /// The bridge's `send_limits` (None until told).
+    #[serde(default)]
+    pub send_limits: Option<SendLimits>,
+    /// Receive slots the bridge paused for us: mid -> reason ("bandwidth").
+    #[serde(default)]
+    pub suspended: BTreeMap<String, String>,
     /// The dominant speaker the bridge named last (`dominant_speaker`).
     #[serde(default)]
     pub dominant_speaker: Option<String>,
@@ -62,6 +68,13 @@ pub struct TernState {
     /// The participant on the large tile of the speaker view.
     #[serde(default)]
     pub featured: Option<String>,
+}
+
+/// `send_limits` as the client keeps them: bits per second per encoding.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SendLimits {
+    pub camera: Option<u64>,
+    pub screen: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +96,9 @@ pub struct Tile {
     pub placeholder: Option<String>,
     /// Whether the "dominant speaker" badge is displayed.
     pub dominant_badge: bool,
+    /// The "paused: low bandwidth" label's text while it is displayed.
+    #[serde(default)]
+    pub bandwidth_paused: Option<String>,
 }
 
 impl Tile {
@@ -214,12 +230,14 @@ impl Participant {
             "[...document.querySelectorAll('#grid .tile')].map((t) => {\n\
                const ph = t.querySelector('.placeholder');\n\
                const badge = t.querySelector('.dominant-badge');\n\
+               const paused = t.querySelector('.bandwidth-paused');\n\
                return {\n\
                  participant: t.dataset.participant || null,\n\
                  name: t.querySelector('.name').textContent,\n\
                  classes: [...t.classList],\n\
                  placeholder: getComputedStyle(ph).display === 'none' ? null : ph.textContent,\n\
                  dominantBadge: getComputedStyle(badge).display !== 'none',\n\
+                 bandwidthPaused: paused && getComputedStyle(paused).display !== 'none' ? paused.textContent : null,\n\
                };\n\
              })",
         )
