@@ -31,8 +31,11 @@ pub(super) struct SendConstraint {
 
 impl Layer {
     /// Whether layer selection may choose it: flowing now, or paused by a
-    /// sender constraint after it flowed (it resumes when asked), or resumed
-    /// and its first packets are on their way.
+    /// sender constraint after it flowed (it resumes when asked), or paused
+    /// before it ever sent and never yet resumed (a browser ramps its top
+    /// layer up late: a publisher alone from the start can be told to stop
+    /// before its 720p ever flowed, and that layer must stay reachable), or
+    /// resumed and its first packets are on their way.
     pub(super) fn available(&self, now: Instant) -> bool {
         if self.is_active(now) {
             return true;
@@ -41,7 +44,9 @@ impl Layer {
             return false;
         }
         if self.paused {
-            return self.last_packet.is_some();
+            // A layer that never sent and did not come when resumed once is
+            // one the publisher does not send at all.
+            return self.last_packet.is_some() || self.resumed_at.is_none();
         }
         self.resumed_at
             .is_some_and(|t| now.saturating_duration_since(t) < RESUME_GRACE)
@@ -133,5 +138,29 @@ impl Core {
             tracing::debug!(endpoint = %id, %source, max_height, "sender constraint");
             self.signal(id, ServerMessage::SenderConstraints { source, max_height });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_paused_before_it_ever_sent_stays_available_until_a_resume_fails() {
+        let t0 = Instant::now();
+        let mut l = Layer::new(None, 720);
+        l.paused = true;
+        assert!(l.available(t0), "paused before its first packet");
+        // Resumed: available while its first packets may be on their way.
+        l.paused = false;
+        l.resumed_at = Some(t0);
+        assert!(l.available(t0 + Duration::from_secs(1)));
+        assert!(!l.available(t0 + RESUME_GRACE + Duration::from_millis(1)));
+        // Nothing came: paused again, it no longer counts.
+        l.paused = true;
+        assert!(!l.available(t0 + Duration::from_secs(10)));
+        // One that flowed before its pause always does.
+        l.last_packet = Some(t0);
+        assert!(l.available(t0 + Duration::from_secs(10)));
     }
 }
