@@ -36,7 +36,7 @@ pub struct BandwidthConfig {
 /// probe: `desired` goes up 10 % for one interval, back for the next (and
 /// the wait doubles, up to [`MAX_PROBE_BACKOFF`], while probes find nothing).
 const PROBE_NUDGE: Duration = Duration::from_secs(1);
-const MAX_PROBE_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_PROBE_BACKOFF: Duration = Duration::from_secs(4);
 
 /// The smallest cap a publisher can be given (the seed guide's minimum).
 pub const MIN_SEND_CAP_BPS: u64 = 100_000;
