@@ -39,6 +39,7 @@
 //! else relative to it), nothing here may read the real clock or the OS's
 //! entropy.
 
+mod config;
 mod event;
 mod focus;
 mod net;
@@ -57,7 +58,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use str0m::config::DtlsCert;
-use tern_focus::{Focus, FocusConfig, FocusEvent, Registration, Report};
+use tern_focus::{Focus, FocusEvent, Registration, Report};
 use tern_proto::bridge::v1 as bpb;
 use tern_sfu::node::{Input as NodeInput, Node, NodeConfig, Output as NodeOutput};
 use tern_sfu::signal::{ClientMessage, ServerMessage};
@@ -69,6 +70,7 @@ use net::Link;
 use relay::{RELAY_DIAL_TIMEOUT, RelayPair};
 use trace::{Transmit, canonical_order, order_key, server_name};
 
+pub use config::SimConfig;
 pub use net::{Burst, LinkConfig};
 pub use peers::SimPeer;
 pub use reception::Reception;
@@ -93,67 +95,6 @@ impl SimBridge {
     /// The core of the shard the simulation's room is on.
     pub fn core(&self, room: &str) -> &Core {
         self.node.core_for_room(room)
-    }
-}
-
-/// Simulation parameters.
-#[derive(Debug, Clone)]
-pub struct SimConfig {
-    pub seed: u64,
-    pub room: String,
-    pub bridge_config: fn(CoreConfig) -> CoreConfig,
-    /// Bandwidth estimation on the bridges (off unless a scenario is about
-    /// it). str0m's estimator, pacer and probes make some choices in the
-    /// order of its hash maps (randomly keyed per process: which stream a
-    /// probe pads on, which of several queued streams sends first), so a
-    /// run with it on is not reproduced exactly by its seed; scenarios with
-    /// it on assert outcomes with margins, not traces.
-    pub bandwidth_estimation: bool,
-    /// Bridges in the cluster, joined in a full relay mesh that shares `room`.
-    pub bridges: usize,
-    /// Each direction of every relay connection.
-    pub relay_link: LinkConfig,
-    /// Place participants with a focus (else everyone joins the bridge the
-    /// scenario names, and every bridge is told the others share the room).
-    pub focus: Option<FocusConfig>,
-    /// Region of bridge `b` (`"local"` beyond the list).
-    pub regions: Vec<String>,
-    /// One-way delay of the bridge ↔ focus control streams.
-    pub focus_latency: Duration,
-    /// Worker shards per bridge.
-    pub shards: usize,
-    /// Without a focus: rooms besides `room` that every bridge is told the
-    /// others host too (join them with [`Sim::add_peer_to_room`]).
-    pub other_rooms: Vec<String>,
-    /// The largest datagram a relay connection takes (told to the nodes
-    /// as quinn's `max_datagram_size` would be); `None`: any.
-    pub relay_max_datagram: Option<usize>,
-}
-
-impl SimConfig {
-    pub fn new(seed: u64) -> Self {
-        Self {
-            seed,
-            room: "sim".into(),
-            bridge_config: |c| c,
-            bandwidth_estimation: false,
-            bridges: 1,
-            relay_link: LinkConfig::latency(5),
-            focus: None,
-            regions: Vec::new(),
-            focus_latency: Duration::from_millis(2),
-            shards: 1,
-            other_rooms: Vec::new(),
-            relay_max_datagram: None,
-        }
-    }
-
-    /// A cluster of `bridges` in `regions` placed by a focus with `focus`.
-    pub fn with_focus(mut self, bridges: usize, regions: &[&str], focus: FocusConfig) -> Self {
-        self.bridges = bridges;
-        self.regions = regions.iter().map(|r| r.to_string()).collect();
-        self.focus = Some(focus);
-        self
     }
 }
 

@@ -1,0 +1,69 @@
+//! What a simulated cluster is made of: [`SimConfig`].
+
+use std::time::Duration;
+
+use tern_focus::FocusConfig;
+use tern_sfu::CoreConfig;
+
+use crate::LinkConfig;
+
+/// Simulation parameters.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub room: String,
+    pub bridge_config: fn(CoreConfig) -> CoreConfig,
+    /// Bandwidth estimation on the bridges (off unless a scenario is about
+    /// it). str0m's estimator, pacer and probes make some choices in the
+    /// order of its hash maps (randomly keyed per process: which stream a
+    /// probe pads on, which of several queued streams sends first), so a
+    /// run with it on is not reproduced exactly by its seed; scenarios with
+    /// it on assert outcomes with margins, not traces.
+    pub bandwidth_estimation: bool,
+    /// Bridges in the cluster, joined in a full relay mesh that shares `room`.
+    pub bridges: usize,
+    /// Each direction of every relay connection.
+    pub relay_link: LinkConfig,
+    /// Place participants with a focus (else everyone joins the bridge the
+    /// scenario names, and every bridge is told the others share the room).
+    pub focus: Option<FocusConfig>,
+    /// Region of bridge `b` (`"local"` beyond the list).
+    pub regions: Vec<String>,
+    /// One-way delay of the bridge ↔ focus control streams.
+    pub focus_latency: Duration,
+    /// Worker shards per bridge.
+    pub shards: usize,
+    /// Without a focus: rooms besides `room` that every bridge is told the
+    /// others host too (join them with [`Sim::add_peer_to_room`]).
+    pub other_rooms: Vec<String>,
+    /// The largest datagram a relay connection takes (told to the nodes
+    /// as quinn's `max_datagram_size` would be); `None`: any.
+    pub relay_max_datagram: Option<usize>,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            room: "sim".into(),
+            bridge_config: |c| c,
+            bandwidth_estimation: false,
+            bridges: 1,
+            relay_link: LinkConfig::latency(5),
+            focus: None,
+            regions: Vec::new(),
+            focus_latency: Duration::from_millis(2),
+            shards: 1,
+            other_rooms: Vec::new(),
+            relay_max_datagram: None,
+        }
+    }
+
+    /// A cluster of `bridges` in `regions` placed by a focus with `focus`.
+    pub fn with_focus(mut self, bridges: usize, regions: &[&str], focus: FocusConfig) -> Self {
+        self.bridges = bridges;
+        self.regions = regions.iter().map(|r| r.to_string()).collect();
+        self.focus = Some(focus);
+        self
+    }
+}
