@@ -345,9 +345,10 @@ impl Config {
             ("camera_max_kbps", m.camera_max_kbps),
             ("screen_max_kbps", m.screen_max_kbps),
         ] {
-            if !(100..=100_000).contains(&v) {
+            let min = tern_sfu::core::MIN_SEND_CAP_BPS / 1000;
+            if !(min..=100_000).contains(&v) {
                 return Err(format!(
-                    "media.{name} must be between 100 and 100000, not {v}"
+                    "media.{name} must be between {min} and 100000, not {v}"
                 ));
             }
         }

@@ -9,8 +9,10 @@
 //! `tern_receiver_bandwidth_estimate_bytes_per_second_bucket{le=…}`,
 //! `_count`, `_sum`, and the same for `..._allocated_...`.
 
-use metrics::{Counter, Gauge};
+use metrics::Counter;
 use tern_sfu::Core;
+
+use super::histogram::Histogram;
 
 /// Bucket upper bounds in bytes per second: 50 kbit/s .. 20 Mbit/s.
 const BOUNDS: [f64; 12] = [
@@ -34,49 +36,6 @@ const LE: [&str; 13] = [
     "1250000", "2500000", "+Inf",
 ];
 
-/// One histogram kept as plain counts and exported whole.
-struct Histogram {
-    /// Non-cumulative: `counts[i]` holds samples in `(BOUNDS[i-1], BOUNDS[i]]`.
-    counts: [u64; BOUNDS.len() + 1],
-    sum: f64,
-    buckets: Vec<Counter>,
-    count: Counter,
-    sum_gauge: Gauge,
-}
-
-impl Histogram {
-    fn new(name: &str, shard: &str) -> Self {
-        Self {
-            counts: [0; BOUNDS.len() + 1],
-            sum: 0.0,
-            buckets: LE
-                .iter()
-                .map(|le| {
-                    metrics::counter!(format!("{name}_bucket"), "shard" => shard.to_string(), "le" => *le)
-                })
-                .collect(),
-            count: metrics::counter!(format!("{name}_count"), "shard" => shard.to_string()),
-            sum_gauge: metrics::gauge!(format!("{name}_sum"), "shard" => shard.to_string()),
-        }
-    }
-
-    fn observe(&mut self, value: f64) {
-        let i = BOUNDS.partition_point(|b| *b < value);
-        self.counts[i] += 1;
-        self.sum += value;
-    }
-
-    fn export(&self) {
-        let mut cumulative = 0;
-        for (c, n) in self.buckets.iter().zip(self.counts) {
-            cumulative += n;
-            c.absolute(cumulative);
-        }
-        self.count.absolute(cumulative);
-        self.sum_gauge.set(self.sum);
-    }
-}
-
 pub struct ReceiverBandwidth {
     estimate: Histogram,
     allocated: Histogram,
@@ -91,8 +50,18 @@ impl ReceiverBandwidth {
     pub fn new(shard: u8) -> Self {
         let s = shard.to_string();
         Self {
-            estimate: Histogram::new("tern_receiver_bandwidth_estimate_bytes_per_second", &s),
-            allocated: Histogram::new("tern_receiver_bandwidth_allocated_bytes_per_second", &s),
+            estimate: Histogram::new(
+                "tern_receiver_bandwidth_estimate_bytes_per_second",
+                shard,
+                &BOUNDS,
+                &LE,
+            ),
+            allocated: Histogram::new(
+                "tern_receiver_bandwidth_allocated_bytes_per_second",
+                shard,
+                &BOUNDS,
+                &LE,
+            ),
             estimates: metrics::counter!("tern_bandwidth_estimates_total", "shard" => s.clone()),
             probes: metrics::counter!("tern_bandwidth_probes_total", "shard" => s.clone()),
             allocation_changes: metrics::counter!("tern_allocation_changes_total", "shard" => s.clone()),
@@ -106,8 +75,8 @@ impl ReceiverBandwidth {
         self.samples.clear();
         core.bandwidth_samples(&mut self.samples);
         for &(estimate, allocated) in &self.samples {
-            self.estimate.observe(estimate as f64 / 8.0);
-            self.allocated.observe(allocated as f64 / 8.0);
+            self.estimate.observe(estimate as f64 / 8.0, 1);
+            self.allocated.observe(allocated as f64 / 8.0, 1);
         }
         self.estimate.export();
         self.allocated.export();
@@ -134,12 +103,12 @@ mod tests {
 
     #[test]
     fn a_sample_lands_in_the_first_bucket_it_does_not_exceed() {
-        let mut h = Histogram::new("test_bandwidth", "0");
-        h.observe(50_000.0);
-        h.observe(50_001.0);
-        h.observe(1e9);
-        assert_eq!(h.counts[3], 1);
-        assert_eq!(h.counts[4], 1);
-        assert_eq!(h.counts[BOUNDS.len()], 1);
+        let mut h = Histogram::new("test_bandwidth", 0, &BOUNDS, &LE);
+        h.observe(50_000.0, 1);
+        h.observe(50_001.0, 1);
+        h.observe(1e9, 1);
+        assert_eq!(h.counts()[3], 1);
+        assert_eq!(h.counts()[4], 1);
+        assert_eq!(h.counts()[BOUNDS.len()], 1);
     }
 }

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use metrics::{Counter, Gauge};
+use super::histogram::Histogram;
 
 /// Bucket upper bounds in seconds: fine below 1 ms (the target is a p99
 /// under 1 ms at half load), coarse above.
@@ -28,49 +28,25 @@ const LE: [&str; 16] = [
     "0.01", "0.025", "0.05", "0.1", "0.25", "1", "+Inf",
 ];
 
-pub struct ForwardLatency {
-    /// Non-cumulative: `counts[i]` holds samples in `(BOUNDS[i-1], BOUNDS[i]]`;
-    /// the last one is above every bound.
-    counts: [u64; BOUNDS.len() + 1],
-    sum_secs: f64,
-    buckets: Vec<Counter>,
-    count: Counter,
-    sum: Gauge,
-}
+pub struct ForwardLatency(Histogram);
 
 impl ForwardLatency {
     pub fn new(shard: u8) -> Self {
-        let s = shard.to_string();
-        Self {
-            counts: [0; BOUNDS.len() + 1],
-            sum_secs: 0.0,
-            buckets: LE
-                .iter()
-                .map(|le| {
-                    metrics::counter!("tern_forward_latency_seconds_bucket", "shard" => s.clone(), "le" => *le)
-                })
-                .collect(),
-            count: metrics::counter!("tern_forward_latency_seconds_count", "shard" => s.clone()),
-            sum: metrics::gauge!("tern_forward_latency_seconds_sum", "shard" => s),
-        }
+        Self(Histogram::new(
+            "tern_forward_latency_seconds",
+            shard,
+            &BOUNDS,
+            &LE,
+        ))
     }
 
     /// `packets` forwarded packets that each took `delay`.
     pub fn record(&mut self, delay: Duration, packets: u64) {
-        let secs = delay.as_secs_f64();
-        let i = BOUNDS.partition_point(|b| *b < secs);
-        self.counts[i] += packets;
-        self.sum_secs += secs * packets as f64;
+        self.0.observe(delay.as_secs_f64(), packets);
     }
 
     pub fn export(&self) {
-        let mut cumulative = 0;
-        for (c, n) in self.buckets.iter().zip(self.counts) {
-            cumulative += n;
-            c.absolute(cumulative);
-        }
-        self.count.absolute(cumulative);
-        self.sum.set(self.sum_secs);
+        self.0.export();
     }
 }
 
@@ -84,10 +60,11 @@ mod tests {
         h.record(Duration::from_micros(50), 2); // exactly on a bound: that bucket
         h.record(Duration::from_micros(400), 3);
         h.record(Duration::from_secs(3), 1);
-        assert_eq!(h.counts[0], 2);
-        assert_eq!(h.counts[4], 3); // (0.0003, 0.0005]
-        assert_eq!(h.counts[BOUNDS.len()], 1);
-        assert!((h.sum_secs - (0.0001 + 0.0012 + 3.0)).abs() < 1e-9);
+        let counts = h.0.counts();
+        assert_eq!(counts[0], 2);
+        assert_eq!(counts[4], 3); // (0.0003, 0.0005]
+        assert_eq!(counts[BOUNDS.len()], 1);
+        assert!((h.0.sum() - (0.0001 + 0.0012 + 3.0)).abs() < 1e-9);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod app;
 pub mod bandwidth;
 pub mod focus_link;
+pub mod histogram;
 pub mod http;
 pub mod latency;
 pub mod msg;

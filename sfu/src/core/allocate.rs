@@ -21,7 +21,8 @@ const SWITCH_RETRY: Duration = Duration::from_millis(500);
 #[derive(Clone, Copy)]
 struct VideoSlot {
     slot: usize,
-    source: SourceRef,
+    /// The receiver's constraint for it.
+    max_height: u32,
     on_stage: bool,
     screen: bool,
     /// Not selected, position in the speech order, slot index: lower first.
@@ -128,7 +129,7 @@ impl Core {
                         .unwrap_or(usize::MAX);
                     video.push(VideoSlot {
                         slot: i,
-                        source: r,
+                        max_height: ep.max_height_for(&src.id),
                         on_stage,
                         screen: src.name == "screen",
                         rank: (!selected, heard, i),
@@ -143,19 +144,12 @@ impl Core {
         let candidates: Vec<Candidate<'_>> = order
             .iter()
             .map(|&v| {
-                let VideoSlot {
-                    source: r,
-                    on_stage,
-                    screen,
-                    ..
-                } = video[v];
+                let s = video[v];
                 Candidate {
                     layers: &costs[v],
-                    max_height: self
-                        .source_of(r)
-                        .map_or(0, |src| ep.max_height_for(&src.id)),
-                    on_stage,
-                    screen,
+                    max_height: s.max_height,
+                    on_stage: s.on_stage,
+                    screen: s.screen,
                 }
             })
             .collect();

@@ -18,7 +18,7 @@ use crate::signal::Kind;
 #[derive(Debug, Clone, PartialEq)]
 pub struct BandwidthConfig {
     /// Estimate each receiver's bandwidth (str0m's TWCC BWE, which also
-    /// paces and probes) and fit its video to it. Off: every receiver gets
+    /// probes) and fit its video to it. Off: every receiver gets
     /// what its constraints ask for.
     pub estimation: bool,
     /// The estimate a receiver starts with until feedback says otherwise.
