@@ -118,3 +118,47 @@ fn three_receivers_on_different_links_each_get_what_fits_their_own() {
         }
     });
 }
+
+#[test]
+fn a_receiver_starved_below_the_lowest_layer_is_told_it_is_paused_and_resumes_when_the_link_returns() {
+    with_seed(seed_or(107), |seed| {
+        let mut sim = Sim::new(estimating(seed));
+        sim.add_peer(
+            "pub",
+            |c| c.audio = true,
+            LinkConfig::latency(20),
+            capped(3000),
+        );
+        let r = sim.add_peer("r", receive_only, LinkConfig::latency(20), capped(3000));
+        sim.run_until(secs(6.0));
+        assert!(sim.state("r").suspended.is_empty());
+        // 90 kbps: audio fits, 180p (150 kbps) does not.
+        sim.set_downlink(r, capped(90));
+        let mut paused_at = None;
+        for tenth in 61..=200 {
+            sim.run_until(secs(tenth as f64 / 10.0));
+            if !sim.state("r").suspended.is_empty() {
+                paused_at = Some(tenth as f64 / 10.0);
+                break;
+            }
+        }
+        let paused_at = paused_at.expect("the slot is suspended on a 90 kbps link");
+        eprintln!("paused at {paused_at} s");
+        sim.run_until(secs(25.0));
+        assert!(!sim.state("r").suspended.is_empty(), "still paused at 25 s");
+        sim.set_downlink(r, capped(3000));
+        let mut resumed_at = None;
+        for tenth in 251..=450 {
+            sim.run_until(secs(tenth as f64 / 10.0));
+            if sim.state("r").suspended.is_empty() {
+                resumed_at = Some(tenth as f64 / 10.0);
+                break;
+            }
+        }
+        eprintln!("resumed at {resumed_at:?}");
+        let resumed_at = resumed_at.expect("the slot resumes within 20 s of the link returning");
+        sim.run_until(secs(resumed_at + 5.0));
+        let rx = sim.reception("r", "pub", secs(resumed_at + 2.0), secs(resumed_at + 5.0));
+        assert!(!rx.layers.is_empty() && rx.frame_loss() < 0.02, "{rx:?}");
+    });
+}
