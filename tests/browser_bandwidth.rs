@@ -520,7 +520,6 @@ fn browser_receiver_behind_a_slow_link_gets_a_lower_layer_and_keeps_decoding() {
 const STARVED_LINK_KBIT: u32 = 90;
 
 #[test]
-#[ignore = "known defect (issue 16): after the link is freed the slot can stay suspended for 45 s+ (no video flows, so str0m's probes find no room); passed 2 of 4 full runs on 2026-12-03"]
 fn browser_receiver_on_a_starved_link_sees_its_tile_paused_for_low_bandwidth() {
     run_in_netns(
         "browser_receiver_on_a_starved_link_sees_its_tile_paused_for_low_bandwidth",
