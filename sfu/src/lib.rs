@@ -12,6 +12,7 @@ pub mod layers;
 pub mod node;
 pub mod rate;
 pub mod rewrite;
+pub mod sdp;
 pub mod signal;
 pub mod speech;
 pub mod stats;

@@ -23,7 +23,6 @@ import aioice.ice
 import websockets
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
-from aiortc.sdp import candidate_from_sdp
 
 # The bridge listens on 127.0.0.1 only; aioice leaves loopback out of its
 # host candidates, so offer it explicitly.
@@ -108,16 +107,6 @@ async def main():
                     )
                 elif kind == "answer":
                     await pc.setRemoteDescription(RTCSessionDescription(m["sdp"], "answer"))
-                    # The bridge bundles everything and, as RFC 8843 says,
-                    # puts its candidate in the first m-section only; aiortc
-                    # (1.x) takes a bundled transport's candidates from the
-                    # last m-section it parses, so it would have none. Hand
-                    # them over with addIceCandidate, as trickle ICE would.
-                    for line in m["sdp"].splitlines():
-                        if line.startswith("a=candidate:"):
-                            c = candidate_from_sdp(line[len("a=candidate:") :])
-                            c.sdpMid = transceivers[0].mid
-                            await pc.addIceCandidate(c)
                     answered.set()
                 elif kind == "slots":
                     events["slots"].append([now, {s["mid"]: s["source"] for s in m["slots"]}])

@@ -296,7 +296,7 @@ impl Core {
         self.signal(
             id,
             ServerMessage::Answer {
-                sdp: answer.to_sdp_string(),
+                sdp: crate::sdp::complete_candidates(&answer.to_sdp_string()),
             },
         );
         self.drive(now, id);

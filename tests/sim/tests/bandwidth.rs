@@ -120,7 +120,8 @@ fn three_receivers_on_different_links_each_get_what_fits_their_own() {
 }
 
 #[test]
-fn a_receiver_starved_below_the_lowest_layer_is_told_it_is_paused_and_resumes_when_the_link_returns() {
+fn a_receiver_starved_below_the_lowest_layer_is_told_it_is_paused_and_resumes_when_the_link_returns()
+ {
     with_seed(seed_or(107), |seed| {
         let mut sim = Sim::new(estimating(seed));
         sim.add_peer(
