@@ -19,10 +19,10 @@ pub mod stats;
 pub mod vp8;
 
 pub use crate::core::{
-    BandwidthConfig, Core, CoreConfig, EndpointId, JoinRequest, MAX_PAYLOAD, Output, PeerId,
-    RelaySource, shard_of_conference_number,
+    BandwidthConfig, Core, CoreConfig, DATA_BURST, DATA_LABEL, DATA_RATE, EndpointId, JoinRequest,
+    MAX_DATA_MESSAGE, MAX_PAYLOAD, Output, PeerId, RelaySource, shard_of_conference_number,
 };
-pub use crate::stats::{CoreStats, DropReason, RelayStats};
+pub use crate::stats::{CoreStats, DataDrop, DropReason, RelayStats};
 pub use tern_relay;
 
 use serde::{Deserialize, Serialize};

@@ -198,6 +198,12 @@ pub enum ErrorCode {
     ConferenceEnded,
     /// The bridge is behind with its media and takes no one new for now.
     Overloaded,
+    /// A room data channel message over the size limit (dropped).
+    DataTooLarge,
+    /// A binary or non-UTF-8 room data channel message (dropped).
+    DataNotText,
+    /// Room data channel messages over the rate limit (dropped).
+    DataRateLimited,
 }
 
 impl ErrorCode {
@@ -232,6 +238,9 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::ConferenceEnded => "conference_ended",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::DataTooLarge => "data_too_large",
+            ErrorCode::DataNotText => "data_not_text",
+            ErrorCode::DataRateLimited => "data_rate_limited",
         }
     }
 }

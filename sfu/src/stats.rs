@@ -62,6 +62,11 @@ impl DropReason {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CoreStats {
+    /// Room data channel messages taken from senders (and relay peers).
+    pub data_in: u64,
+    /// Room data channel messages written to receivers.
+    pub data_out: u64,
+    pub data_dropped: [u64; DataDrop::ALL.len()],
     pub packets_in: u64,
     pub bytes_in: u64,
     pub packets_out: u64,
@@ -137,5 +142,49 @@ impl CoreStats {
 
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.dropped[reason as usize]
+    }
+
+    pub fn data_drop(&mut self, reason: DataDrop) {
+        self.data_dropped[reason as usize] += 1;
+    }
+
+    pub fn data_dropped(&self, reason: DataDrop) -> u64 {
+        self.data_dropped[reason as usize]
+    }
+}
+
+/// Why the bridge did not carry a data channel message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataDrop {
+    TooLarge,
+    NotText,
+    RateLimited,
+    /// A channel with another label, or before the room channel opened.
+    UnknownChannel,
+    /// A receiver's channel buffer was full.
+    ReceiverFull,
+    /// From a relay peer: a conference or size this bridge does not accept.
+    Relay,
+}
+
+impl DataDrop {
+    pub const ALL: [DataDrop; 6] = [
+        DataDrop::TooLarge,
+        DataDrop::NotText,
+        DataDrop::RateLimited,
+        DataDrop::UnknownChannel,
+        DataDrop::ReceiverFull,
+        DataDrop::Relay,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataDrop::TooLarge => "too_large",
+            DataDrop::NotText => "not_text",
+            DataDrop::RateLimited => "rate_limited",
+            DataDrop::UnknownChannel => "unknown_channel",
+            DataDrop::ReceiverFull => "receiver_full",
+            DataDrop::Relay => "relay",
+        }
     }
 }

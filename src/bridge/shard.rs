@@ -10,7 +10,7 @@ use dashmap::DashMap;
 use metrics::{Counter, Gauge};
 use tern_sfu::node::ShardInput;
 use tern_sfu::signal::{ErrorCode, Rejection, ServerMessage};
-use tern_sfu::{Core, DropReason, EndpointId, Output, SfuError};
+use tern_sfu::{Core, DataDrop, DropReason, EndpointId, Output, SfuError};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -49,6 +49,9 @@ struct ShardMetrics {
     joins_refused_overloaded: Counter,
     joins_refused_room_full: Counter,
     dropped: Vec<Counter>,
+    data_in: Counter,
+    data_out: Counter,
+    data_dropped: Vec<Counter>,
     endpoints: Gauge,
     conferences: Gauge,
     relay: Vec<RelayCounter>,
@@ -83,6 +86,14 @@ impl ShardMetrics {
                     metrics::counter!("tern_packets_dropped_total", "shard" => s.clone(), "reason" => r.as_str())
                 })
                 .collect(),
+            data_in: metrics::counter!("tern_data_messages_total", "shard" => s.clone(), "direction" => "in"),
+            data_out: metrics::counter!("tern_data_messages_total", "shard" => s.clone(), "direction" => "out"),
+            data_dropped: DataDrop::ALL
+                .iter()
+                .map(|r| {
+                    metrics::counter!("tern_data_messages_dropped_total", "shard" => s.clone(), "reason" => r.as_str())
+                })
+                .collect(),
             endpoints: metrics::gauge!("tern_endpoints", "shard" => s.clone()),
             conferences: metrics::gauge!("tern_conferences", "shard" => s.clone()),
             relay: relay_counters(&s),
@@ -113,6 +124,11 @@ impl ShardMetrics {
             .absolute(st.joins_refused_room_full);
         for (c, r) in self.dropped.iter().zip(DropReason::ALL) {
             c.absolute(st.dropped(r));
+        }
+        self.data_in.absolute(st.data_in);
+        self.data_out.absolute(st.data_out);
+        for (c, r) in self.data_dropped.iter().zip(DataDrop::ALL) {
+            c.absolute(st.data_dropped(r));
         }
         self.endpoints.set(core.endpoint_count() as f64);
         self.conferences.set(core.conference_count() as f64);

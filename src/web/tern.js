@@ -650,6 +650,8 @@
     for (const kind of ["audio", "video"]) {
       for (let i = 0; i < config.slots; i++) pc.addTransceiver(kind, { direction: "recvonly" });
     }
+    // The room data channel (chat.js), after the slots so their mids stay.
+    window.TernChat.open(pc);
     updateStatus();
     return pc;
   }
@@ -1349,6 +1351,10 @@
     $("btn-camera").onclick = guarded(toggleCamera);
     $("btn-screen").onclick = guarded(toggleScreen);
     $("btn-leave").onclick = guarded(leave);
+    window.TernChat.attach(
+      () => new Map([...state.remote].map(([id, p]) => [id, p.name])),
+      () => state.participantId,
+    );
     $("btn-layout").onclick = guarded(() => setLayout(state.layout === "speaker" ? "grid" : "speaker"));
     $("btn-audio").onclick = () => {
       for (const entry of state.remote.values()) entry.tile.audio.play().catch(() => {});
@@ -1496,6 +1502,7 @@
       // Who has the large tile in the speaker view (null in the grid).
       featured: state.layout === "speaker" ? featured() : null,
       errors: state.errors.slice(),
+      chat: window.TernChat.snapshot(),
     };
   }
 
@@ -1522,6 +1529,9 @@
     toggleMic,
     toggleCamera,
     toggleScreen,
+    // The room data channel: a chat message, or raw text (tests).
+    sendChat: (text) => window.TernChat.sendChat(text),
+    sendData: (text) => window.TernChat.sendData(text),
     log: () => state.log.slice(),
   };
 

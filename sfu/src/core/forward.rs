@@ -277,6 +277,8 @@ impl Core {
                 Event::KeyframeRequest(k) => self.on_keyframe_request(now, id, k.mid),
                 Event::EgressBitrateEstimate(k) => self.on_bitrate_estimate(now, id, k),
                 Event::MediaAdded(m) => self.on_media(id, m.mid, m.kind, m.direction),
+                Event::ChannelOpen(cid, label) => self.on_channel_open(id, cid, &label),
+                Event::ChannelData(d) => self.on_channel_data(now, id, d),
                 Event::MediaChanged(m) => {
                     debug!(endpoint = %id, mid = %m.mid, direction = ?m.direction, "media changed")
                 }

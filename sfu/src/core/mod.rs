@@ -24,8 +24,11 @@ use crate::signal::ServerMessage;
 use crate::speech::TalkConfig;
 use crate::stats::CoreStats;
 
+pub use data::{DATA_BURST, DATA_LABEL, DATA_RATE, MAX_DATA_MESSAGE};
+
 mod allocate;
 mod bandwidth;
+pub(super) mod data;
 mod forward;
 mod lastn;
 mod model;

@@ -14,6 +14,7 @@ use str0m::media::{Mid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, Ssrc};
 
 use super::bandwidth::Bandwidth;
+use super::data::DataState;
 use super::relay::PeerId;
 use super::{Map, sender};
 use crate::allocation::{LayerCost, default_bitrate_bps};
@@ -246,6 +247,8 @@ pub(super) struct Endpoint {
     pub(super) budget: ReceiverBudget,
     /// Its estimated bandwidth and what was allocated within it.
     pub(super) bw: Bandwidth,
+    /// Its room data channel (`data.rs`).
+    pub(super) data: DataState,
     pub(super) slots_dirty: bool,
     /// Written to since last polled (see `Core::settle`).
     pub(super) needs_drive: bool,

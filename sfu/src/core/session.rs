@@ -114,6 +114,7 @@ impl Core {
             view: Default::default(),
             budget: ReceiverBudget::default(),
             bw: Default::default(),
+            data: Default::default(),
             slots_dirty: false,
             needs_drive: false,
             closing: false,

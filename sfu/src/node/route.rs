@@ -101,6 +101,7 @@ impl RelayRoutes {
             Msg::ParticipantJoined(p) => theirs(&p.conference),
             Msg::ParticipantLeft(p) => theirs(&p.conference),
             Msg::Sources(s) => theirs(&s.conference),
+            Msg::Data(d) => theirs(&d.conference),
             // These name our own numbers, which carry the shard.
             Msg::Demand(d) => ours(d.conference),
             Msg::KeyframeRequest(k) => ours(k.conference),

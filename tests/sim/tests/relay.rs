@@ -497,3 +497,50 @@ fn a_participant_moving_faster_than_the_relay_stays_visible_to_everyone() {
         assert_eq!(on_b0, vec!["far".to_string(), "pub".to_string()]);
     });
 }
+
+/// Room data channel messages from a relay peer are taken only for a
+/// conference and participant the peer announced, and only up to the size
+/// an origin may send; the rest is dropped and counted, and the room keeps
+/// working.
+#[test]
+fn relayed_data_messages_from_unknown_senders_or_oversized_are_dropped_and_counted() {
+    use tern_sfu::DataDrop;
+    use tern_sfu::tern_relay::msg::{self, relay_control::Msg};
+
+    with_seed(seed_or(83), |seed| {
+        let mut cfg = SimConfig::new(seed);
+        cfg.bridges = 2;
+        let mut sim = Sim::new(cfg);
+        sim.add_peer_on(0, "pub", |_| {}, clean(), clean());
+        sim.add_peer_on(1, "r0", |c| c.video = vec![], clean(), clean());
+        sim.run_until(secs(3.0));
+        let pub_id = sim.state("pub").participant_id.clone().expect("pub joined");
+        let now = sim.now();
+        let core = sim.bridges[1].node.core_for_room_mut("sim");
+        let data = |conference: u32, participant: &str, len: usize| {
+            Msg::Data(msg::Data {
+                conference,
+                participant: participant.to_owned(),
+                text: "x".repeat(len),
+            })
+        };
+        let (taken, dropped) = (
+            core.stats().data_in,
+            core.stats().data_dropped(DataDrop::Relay),
+        );
+        // Bridge 0's conference on shard 0 is number 1 (it hosts "pub").
+        core.handle_relay_control(now, "b0", data(1, &pub_id, 100));
+        core.handle_relay_control(now, "b0", data(1, "nobody", 100));
+        core.handle_relay_control(now, "b0", data(77, &pub_id, 100));
+        core.handle_relay_control(now, "b9", data(1, &pub_id, 100));
+        core.handle_relay_control(now, "b0", data(1, &pub_id, tern_sfu::MAX_DATA_MESSAGE + 1));
+        assert_eq!(core.stats().data_in, taken + 1);
+        assert_eq!(core.stats().data_dropped(DataDrop::Relay), dropped + 4);
+        sim.run_until(secs(5.0));
+        let rx = sim.reception("r0", "pub", secs(3.5), secs(4.5));
+        assert!(
+            rx.frame_loss() < 0.01,
+            "camera after the bad messages: {rx:?}"
+        );
+    });
+}

@@ -30,6 +30,7 @@ use super::{Core, EndpointId, Map, SourceRef};
 use crate::stats::RelayStats;
 
 mod announce;
+mod data;
 mod demand;
 mod media;
 mod peers;
@@ -223,6 +224,7 @@ impl Core {
             },
             Msg::Nack(n) => self.peer_nack(peer, n),
             Msg::OversizeMedia(d) => self.handle_relay_datagram(now, &peer, &d),
+            Msg::Data(d) => self.remote_data(peer, d),
             // The link handles these; a shell passing them on is harmless.
             Msg::Hello(_) | Msg::Ping(_) | Msg::Pong(_) => {}
         }
