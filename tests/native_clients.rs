@@ -471,6 +471,44 @@ async fn bad_signalling_gets_precise_errors_and_leaves_other_sessions_untouched(
         let msg = expect_error(&mut ws, code).await;
         assert!(msg.contains(needle), "{code}: {msg}");
     }
+    // A well-formed offer whose video offers only codecs the bridge does not
+    // forward (VP9, AV1): refused naming them, not answered with a section
+    // nobody can receive.
+    let fingerprint = (0..32)
+        .map(|i| format!("{i:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let vp9_only = [
+        "v=0",
+        "o=- 4611731400430051336 2 IN IP4 127.0.0.1",
+        "s=-",
+        "t=0 0",
+        "a=group:BUNDLE 0",
+        "m=video 9 UDP/TLS/RTP/SAVPF 98 100",
+        "c=IN IP4 0.0.0.0",
+        "a=ice-ufrag:abcd",
+        "a=ice-pwd:abcdefghijklmnopqrstuvwx",
+        &format!("a=fingerprint:sha-256 {fingerprint}"),
+        "a=setup:actpass",
+        "a=mid:0",
+        "a=sendonly",
+        "a=rtcp-mux",
+        "a=rtpmap:98 VP9/90000",
+        "a=rtpmap:100 AV1/90000",
+        "",
+    ]
+    .join("\r\n");
+    let offer = serde_json::json!({"type": "offer", "sdp": vp9_only, "sources": [
+        {"mid": "0", "name": "camera", "kind": "video"}
+    ]});
+    ws.send(Message::Text(offer.to_string().into()))
+        .await
+        .expect("send");
+    let msg = expect_error(&mut ws, "bad_offer").await;
+    assert!(
+        msg.contains("offers no codec this bridge forwards") && msg.contains("VP9, AV1"),
+        "bad_offer: {msg}"
+    );
     // Still joined: a valid message gets no error, and others see dave.
     assert!(bob.state().participants.contains_key("dave"));
     // Oversized: refused and closed.

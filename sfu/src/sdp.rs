@@ -10,6 +10,56 @@
 //! repeating them is allowed) followed by `a=end-of-candidates` (RFC 8840).
 //! Browsers bundle onto the first m-section and are unaffected.
 
+/// Encodings that ride along with a media codec and are no codec themselves.
+const AUXILIARY: [&str; 5] = ["rtx", "red", "ulpfec", "flexfec-03", "telephone-event"];
+
+/// The first audio or video m-section of `offer` (not rejected) that offers
+/// none of `supported` (SDP encoding names, any case), as a precise reason:
+/// which section, what it offers, what the bridge forwards. Without this
+/// str0m accepts such an offer and leaves the section without a codec, so
+/// a publisher would send media nobody can receive and never hear why.
+pub fn unsupported_codecs(offer: &str, supported: &[&str]) -> Option<String> {
+    let mut sections: Vec<(&str, Option<&str>, bool, Vec<&str>)> = Vec::new();
+    for l in offer.lines().map(str::trim_end) {
+        if let Some(m) = l.strip_prefix("m=") {
+            let mut f = m.split_whitespace();
+            let kind = f.next().unwrap_or_default();
+            let rejected = f.next() == Some("0");
+            sections.push((kind, None, rejected, Vec::new()));
+        } else if let Some(s) = sections.last_mut() {
+            if let Some(mid) = l.strip_prefix("a=mid:") {
+                s.1 = Some(mid);
+            } else if let Some(r) = l.strip_prefix("a=rtpmap:") {
+                // "96 VP8/90000": the name is between the space and the slash.
+                if let Some(name) = r
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|e| e.split('/').next())
+                {
+                    s.3.push(name);
+                }
+            }
+        }
+    }
+    let known = |n: &str| supported.iter().any(|s| s.eq_ignore_ascii_case(n));
+    sections.into_iter().find_map(|(kind, mid, rejected, names)| {
+        if rejected || !matches!(kind, "audio" | "video") || names.iter().any(|n| known(n)) {
+            return None;
+        }
+        let offered: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !AUXILIARY.iter().any(|a| a.eq_ignore_ascii_case(n)))
+            .collect();
+        Some(format!(
+            "m-section {} ({kind}) offers no codec this bridge forwards: offered [{}], supported [{}]",
+            mid.unwrap_or("?"),
+            offered.join(", "),
+            supported.join(", "),
+        ))
+    })
+}
+
 /// `answer` with every accepted m-section carrying all of the answer's
 /// candidates and ending its candidate list with `a=end-of-candidates`.
 /// Lines keep the answer's own line ending; an answer without candidates
@@ -153,6 +203,43 @@ mod tests {
         ]);
         let once = complete_candidates(&sdp);
         assert_eq!(complete_candidates(&once), once);
+    }
+
+    #[test]
+    fn an_offer_of_only_unsupported_video_codecs_is_named_precisely() {
+        let offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\n\
+                     m=video 9 UDP/TLS/RTP/SAVPF 98 99 100\r\na=mid:1\r\na=rtpmap:98 VP9/90000\r\n\
+                     a=rtpmap:99 rtx/90000\r\na=rtpmap:100 AV1/90000\r\n";
+        let why = unsupported_codecs(offer, &["opus", "VP8", "H264"]).expect("refused");
+        assert_eq!(
+            why,
+            "m-section 1 (video) offers no codec this bridge forwards: offered [VP9, AV1], supported [opus, VP8, H264]"
+        );
+    }
+
+    #[test]
+    fn one_supported_codec_rejected_sections_and_data_are_enough() {
+        let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 98 96\r\na=mid:0\r\na=rtpmap:98 VP9/90000\r\n\
+                     a=rtpmap:96 vp8/90000\r\nm=video 0 UDP/TLS/RTP/SAVPF 100\r\na=mid:1\r\n\
+                     a=rtpmap:100 AV1/90000\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n";
+        assert_eq!(unsupported_codecs(offer, &["opus", "VP8", "H264"]), None);
+    }
+
+    proptest::proptest! {
+        /// Offers come from the network: any text, no panic.
+        #[test]
+        fn any_text_is_checked_without_panicking(lines in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::string::string_regex("m=(audio|video|application) [0-9]{1,2} [A-Z/]{0,12} [0-9 ]{0,8}").expect("regex"),
+                proptest::string::string_regex("a=(mid|rtpmap|candidate):[ -~]{0,24}").expect("regex"),
+                proptest::string::string_regex("[ -~]{0,30}").expect("regex"),
+            ],
+            0..20,
+        )) {
+            let text = lines.join("\r\n");
+            let _ = unsupported_codecs(&text, &["opus", "VP8"]);
+            let _ = complete_candidates(&text);
+        }
     }
 
     #[test]
