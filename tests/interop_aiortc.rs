@@ -10,15 +10,15 @@
 //! another interpreter). Skips only when there is no `python3` at all.
 
 mod native;
+#[path = "interop/script.rs"]
+mod script;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use native::SECRET;
 use native::tern_process::TernCommand;
+use script::{Script, aiortc_python};
 use serde_json::Value;
 use tern::auth::TokenKeys;
 use tern::client::{Client, ClientOptions};
@@ -45,91 +45,6 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs_f64()
-}
-
-/// The interpreter with aiortc: `TERN_AIORTC_PYTHON`, else the venv
-/// `scripts/install-test-deps.sh` makes under `target/`.
-fn aiortc_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("TERN_AIORTC_PYTHON") {
-        return PathBuf::from(p);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/aiortc-venv/bin/python")
-}
-
-/// The listener process; killed on drop.
-struct Listener {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Listener {
-    fn start(python: &PathBuf, bridge: &str) -> Listener {
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/aiortc_listener.py");
-        let mut child = Command::new(python)
-            .arg(&script)
-            .args(["--bridge", bridge, "--room", ROOM, "--name", "listener"])
-            .args(["--slots", &SLOTS.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", python.display()));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        Listener {
-            child,
-            stdin,
-            lines,
-        }
-    }
-
-    /// The rest of the first stdout line starting with `prefix`.
-    fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    if let Some(rest) = l.strip_prefix(prefix) {
-                        return rest.to_string();
-                    }
-                    eprintln!("listener: {l}");
-                }
-                Err(e) => {
-                    let status = self.child.try_wait().ok().flatten();
-                    panic!(
-                        "no `{prefix}` line from the aiortc listener ({e}; exit status {status:?}; its stderr is above)"
-                    );
-                }
-            }
-        }
-    }
-
-    /// Ask it to stop and return its observations.
-    fn finish(&mut self) -> Value {
-        if let Some(mut stdin) = self.stdin.take() {
-            let _ = writeln!(stdin, "stop");
-        }
-        let json = self.wait_line("result ", Duration::from_secs(30));
-        serde_json::from_str(&json).expect("listener result is JSON")
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Which source each mid carries at time `t`, from the `slots` messages.
@@ -199,8 +114,18 @@ async fn aiortc_listener_hears_whoever_speaks() {
         .start();
     let http = bridge.addr_after("http://");
 
-    let mut listener = Listener::start(&python, &http.to_string());
-    listener.wait_line("connected ", Duration::from_secs(60));
+    let bridge = http.to_string();
+    let slots = SLOTS.to_string();
+    let mut listener = Script::start(
+        "aiortc_listener.py",
+        &[
+            "--bridge", &bridge, "--room", ROOM, "--name", "listener", "--slots", &slots,
+        ],
+    )
+    .expect("the aiortc listener starts");
+    listener
+        .wait_line("connected ", Duration::from_secs(60))
+        .expect("the listener connects");
 
     // The talkers join; each is silent (digital silence) outside its turns.
     // A talk schedule counts from the talker's own start, so turns are
@@ -237,7 +162,9 @@ async fn aiortc_listener_hears_whoever_speaks() {
     );
     let end = turn_start(ORDER.len()) + Duration::from_millis(500);
     tokio::time::sleep(end.saturating_sub(t0.elapsed())).await;
-    let result = listener.finish();
+    let result = listener
+        .finish(Duration::from_secs(30))
+        .expect("the listener's result");
     drop(talkers);
 
     let slots = result["slots"].as_array().expect("slots");
