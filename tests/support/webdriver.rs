@@ -215,8 +215,25 @@ impl Browser {
             .with_context(|| format!("browser {}", self.label))
     }
 
+    /// Navigates to `url`. chromedriver gives up on a renderer that is slow
+    /// to answer while the 2-core machine is busy with other browsers
+    /// ("Timed out receiving message from renderer", seen at 4.5 s with
+    /// four browsers open, 2026-12-03): that one error is retried once.
     pub fn goto(&self, url: &str) -> Result<()> {
-        self.cmd("POST", "/url", Some(&json!({ "url": url })))?;
+        let body = json!({ "url": url });
+        match self.cmd("POST", "/url", Some(&body)) {
+            Err(e) if format!("{e:#}").contains("Timed out receiving message from renderer") => {
+                eprintln!(
+                    "browser {}: navigation timed out in the renderer ({e:#}); retrying once",
+                    self.label
+                );
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                self.cmd("POST", "/url", Some(&body))?;
+            }
+            r => {
+                r?;
+            }
+        }
         Ok(())
     }
 
