@@ -36,6 +36,17 @@ pub enum CodecName {
     H264,
 }
 
+impl CodecName {
+    /// The encoding name in SDP (`a=rtpmap`), compared without case.
+    pub fn sdp_name(self) -> &'static str {
+        match self {
+            CodecName::Opus => "opus",
+            CodecName::Vp8 => "VP8",
+            CodecName::H264 => "H264",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SfuError {
     #[error("endpoint id {0} is already in use")]

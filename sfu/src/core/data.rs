@@ -93,47 +93,44 @@ impl Core {
             self.stats.data_drop(DataDrop::UnknownChannel);
             return;
         }
-        let refuse = |code, why: String| Some(Rejection::new(code, why));
-        let rejection = if d.data.len() > MAX_DATA_MESSAGE {
-            self.stats.data_drop(DataDrop::TooLarge);
-            refuse(
-                ErrorCode::DataTooLarge,
-                format!(
-                    "data channel message of {} bytes; at most {MAX_DATA_MESSAGE}",
-                    d.data.len()
-                ),
-            )
-        } else if d.binary || std::str::from_utf8(&d.data).is_err() {
-            self.stats.data_drop(DataDrop::NotText);
-            refuse(
-                ErrorCode::DataNotText,
-                "data channel messages must be UTF-8 text".into(),
-            )
+        let text = (!d.binary)
+            .then(|| std::str::from_utf8(&d.data).ok())
+            .flatten();
+        let refused = if d.data.len() > MAX_DATA_MESSAGE {
+            let why = format!(
+                "data channel message of {} bytes; at most {MAX_DATA_MESSAGE}",
+                d.data.len()
+            );
+            Some((DataDrop::TooLarge, ErrorCode::DataTooLarge, why))
+        } else if text.is_none() {
+            let why = "data channel messages must be UTF-8 text".to_string();
+            Some((DataDrop::NotText, ErrorCode::DataNotText, why))
         } else if !ep.data.take(now) {
             self.stats.data_drop(DataDrop::RateLimited);
             let due = ep
                 .data
                 .rate_error_at
                 .is_none_or(|t| now.saturating_duration_since(t) >= RATE_ERROR_EVERY);
-            if !due {
-                return;
-            }
-            ep.data.rate_error_at = Some(now);
-            refuse(
-                ErrorCode::DataRateLimited,
-                format!(
+            if due {
+                ep.data.rate_error_at = Some(now);
+                let why = format!(
                     "more than {DATA_RATE} data channel messages a second (burst {DATA_BURST}); dropped"
-                ),
-            )
+                );
+                self.signal(
+                    id,
+                    Rejection::new(ErrorCode::DataRateLimited, why).into_message(),
+                );
+            }
+            return;
         } else {
             None
         };
-        if let Some(r) = rejection {
-            self.signal(id, r.into_message());
+        if let Some((drop, code, why)) = refused {
+            self.stats.data_drop(drop);
+            self.signal(id, Rejection::new(code, why).into_message());
             return;
         }
-        // Checked above: UTF-8.
-        let Ok(text) = std::str::from_utf8(&d.data) else {
+        let Some(text) = text else {
             return;
         };
         self.stats.data_in += 1;

@@ -269,16 +269,7 @@ impl Core {
                 );
             }
         };
-        let supported: Vec<&str> = self
-            .cfg
-            .codecs
-            .iter()
-            .map(|c| match c {
-                CodecName::Opus => "opus",
-                CodecName::Vp8 => "VP8",
-                CodecName::H264 => "H264",
-            })
-            .collect();
+        let supported: Vec<&str> = self.cfg.codecs.iter().map(|c| c.sdp_name()).collect();
         if let Some(why) = crate::sdp::unsupported_codecs(sdp, &supported) {
             return self.reject(id, Rejection::new(ErrorCode::BadOffer, why));
         }
