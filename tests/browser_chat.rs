@@ -233,7 +233,7 @@ fn browser_data_channel_refuses_oversized_and_flooding_messages_and_disturbs_nob
             // exact on what the bridge counted: every flood message was
             // either delivered or refused as rate-limited, and at least the
             // ones beyond what a second's refill allows were refused.
-            let dropped_before = rate_limited_drops(&env)?;
+            let dropped_before = rate_limited_drops(env)?;
             alice.browser.execute(
                 "for (let i = 0; i < 60; i++) window.tern.sendChat('flood ' + i); return true;",
                 vec![],
@@ -251,7 +251,7 @@ fn browser_data_channel_refuses_oversized_and_flooding_messages_and_disturbs_nob
                 .into_iter()
                 .filter(|(_, t)| t.starts_with("flood "))
                 .count();
-            let refused = rate_limited_drops(&env)? - dropped_before;
+            let refused = rate_limited_drops(env)? - dropped_before;
             println!("bob got {flood} of 60 flood messages; the bridge refused {refused}");
             ensure!(
                 flood + refused as usize == 60,
