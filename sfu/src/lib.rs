@@ -17,6 +17,7 @@ pub mod signal;
 pub mod speech;
 pub mod stats;
 pub mod vp8;
+pub mod whip;
 
 pub use crate::core::{
     BandwidthConfig, Core, CoreConfig, DATA_BURST, DATA_LABEL, DATA_RATE, EndpointId, JoinRequest,

@@ -32,6 +32,8 @@ pub struct App {
     pub snapshots: shard::Snapshots,
     /// Set when the relay is configured (`[relay] listen`).
     pub relay: std::sync::OnceLock<Arc<relay::RelayShared>>,
+    /// Live WHIP and WHEP sessions by resource id (their `Location`).
+    pub http_sessions: dashmap::DashMap<String, super::whip::HttpSession>,
 }
 
 impl App {

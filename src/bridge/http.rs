@@ -52,7 +52,8 @@ pub fn router(app: Arc<App>) -> Router {
     let mut r = client_routes()
         .route("/signal", get(signal))
         .route("/metrics", get(metrics))
-        .route("/health", get(health));
+        .route("/health", get(health))
+        .merge(super::whip::routes());
     if app.dev {
         r = r.route("/dev/token", get(dev_token));
     }

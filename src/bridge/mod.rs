@@ -9,6 +9,7 @@ pub mod latency;
 pub mod msg;
 pub mod relay;
 pub mod shard;
+pub mod whip;
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -186,6 +187,7 @@ async fn run_in_span(
         metrics,
         snapshots,
         relay: std::sync::OnceLock::new(),
+        http_sessions: dashmap::DashMap::new(),
     });
     if let Some(r) = relay {
         let _ = app.relay.set(r);
