@@ -12,4 +12,16 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 # Every test in the workspace: unit, property, native-client and browser tests.
-cargo nextest run --workspace --all-targets --profile ci "$@"
+# Browser tests write one line per failure here (tests/support/netns.rs); the
+# reasons are repeated at the very end, where a truncated CI log still shows
+# them (a browser test's own output runs to hundreds of lines).
+failures=target/test-failures.log
+mkdir -p target
+rm -f "$failures"
+status=0
+cargo nextest run --workspace --all-targets --profile ci "$@" || status=$?
+if [ -s "$failures" ]; then
+  echo "== why the browser tests failed (full output above):"
+  cat "$failures"
+fi
+exit "$status"

@@ -1,7 +1,7 @@
 //! The private network namespace and the re-exec of a test inside it.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -24,6 +24,8 @@ pub const WORKDIR_ENV: &str = "E2E_WORKDIR";
 /// requires it, so a test name that matches nothing in the child (libtest
 /// exits 0 after running zero tests) cannot pass by accident.
 const DONE_MARKER: &str = "tern-e2e: test body passed";
+/// How the child starts the line that says why its test failed.
+const FAILED_PREFIX: &str = "==== test failed: ";
 
 /// Namespace names start with this, then `<pid>-<n>`.
 const PREFIX: &str = "tern-e2e-";
@@ -174,7 +176,7 @@ fn run_body(ns: &str, dir: PathBuf, body: impl FnOnce(&Env) -> Result<()>) {
     let env = Env::new(ns, dir).expect("setting up the test environment inside the namespace");
     let result = body(&env);
     if let Err(e) = &result {
-        eprintln!("\n==== test failed: {e:#}\n");
+        eprintln!("\n{FAILED_PREFIX}{e:#}\n");
         env.dump_diagnostics();
     }
     drop(env);
@@ -231,14 +233,19 @@ fn run_child(test_name: &str) -> Result<()> {
         }
         thread::sleep(Duration::from_millis(100));
     };
-    let saw_marker = stdout.join().unwrap_or(false);
-    let _ = stderr.join();
+    let saw_marker = stdout.join().map(|(m, _)| m).unwrap_or(false);
+    let reason = stderr.join().ok().and_then(|(_, r)| r);
     drop(ns);
 
+    let reason = reason.unwrap_or_else(|| "no `==== test failed` line".into());
     match status {
-        None => bail!("timed out after {timeout:?} (set E2E_TIMEOUT_SECS to change)"),
+        None => {
+            record_failure(test_name, &format!("timed out after {timeout:?}; {reason}"));
+            bail!("timed out after {timeout:?} (set E2E_TIMEOUT_SECS to change)")
+        }
         Some(s) if !s.success() => {
-            bail!("the test failed inside the namespace ({s}); its output is above")
+            record_failure(test_name, &reason);
+            bail!("the test failed inside the namespace ({s}): {reason}; its output is above")
         }
         Some(_) if !saw_marker => bail!(
             "the child ran no test named {test_name:?}: the name passed to run_in_netns must be the test's name"
@@ -247,21 +254,37 @@ fn run_child(test_name: &str) -> Result<()> {
     }
 }
 
+/// One line per failed test in `target/test-failures.log`, which
+/// scripts/test.sh prints at the end of the run.
+fn record_failure(test_name: &str, reason: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-failures.log");
+    if let Ok(mut f) = File::options().create(true).append(true).open(path) {
+        let _ = writeln!(f, "{test_name}: {reason}");
+    }
+}
+
 /// Copies lines from `pipe` to our stdout/stderr; returns whether the done
-/// marker went by.
-fn forward(pipe: impl Read + Send + 'static, to_stderr: bool) -> thread::JoinHandle<bool> {
+/// marker went by, and the last `==== test failed: ` reason.
+fn forward(
+    pipe: impl Read + Send + 'static,
+    to_stderr: bool,
+) -> thread::JoinHandle<(bool, Option<String>)> {
     thread::spawn(move || {
         let mut saw_marker = false;
+        let mut reason = None;
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
             saw_marker |= line.trim() == DONE_MARKER;
+            if let Some(r) = line.strip_prefix(FAILED_PREFIX) {
+                reason = Some(r.chars().take(400).collect());
+            }
             if to_stderr {
                 eprintln!("{line}");
             } else {
                 println!("{line}");
             }
         }
-        saw_marker
+        (saw_marker, reason)
     })
 }
 
