@@ -2,7 +2,8 @@
 # Installs what the tests need: Chromium and its WebDriver (browser tests,
 # tests/browser_e2e.rs), Janus (the comparison target, tests/loadtest.rs and
 # tests/janus/compare.sh), curl, iproute2 (network namespaces), and aiortc
-# (tests/interop_aiortc.rs) in a Python venv under target/.
+# (tests/interop_aiortc.rs) in a Python venv under target/, and the whip-whep
+# JavaScript library (tests/browser_whip.rs) under target/.
 # Idempotent: installs only what is missing, never prompts. Needs root (or
 # sudo) for the system packages; the venv needs only python3.
 set -euo pipefail
@@ -23,6 +24,23 @@ else
   echo "install-test-deps: no python3: tests/interop_aiortc.rs will be skipped" >&2
 fi
 
+# A WHIP and WHEP client library written by others (medooze's whip-whep,
+# MIT, from npm) for tests/browser_whip.rs: Chromium pages publish and watch
+# with it. Fetched as the registry's tarball and checked against its sha1.
+# Needs curl, so it runs after the system packages.
+fetch_whip_whep() {
+  local dir="$repo/target/whip-whep"
+  if [[ -f "$dir/package/whip.js" && -f "$dir/package/whep.js" ]]; then
+    echo "install-test-deps: whip-whep present ($dir)"
+    return
+  fi
+  echo "install-test-deps: fetching whip-whep 1.2.0 from npm into $dir"
+  mkdir -p "$dir"
+  curl -fsSL -o "$dir/whip-whep.tgz" https://registry.npmjs.org/whip-whep/-/whip-whep-1.2.0.tgz
+  echo "6886f4a5004c7b8ef0247b0a7de07a845c523e19  $dir/whip-whep.tgz" | sha1sum -c --quiet
+  tar -xzf "$dir/whip-whep.tgz" -C "$dir"
+}
+
 # package -> a file it provides
 declare -A provides=(
   [chromium]=/usr/lib/chromium/chromium
@@ -41,6 +59,7 @@ done
 
 if ((${#missing[@]} == 0)); then
   echo "install-test-deps: everything present"
+  fetch_whip_whep
   exit 0
 fi
 
@@ -65,4 +84,5 @@ for pkg in "${missing[@]}"; do
     exit 1
   fi
 done
+fetch_whip_whep
 echo "install-test-deps: done"

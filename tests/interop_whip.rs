@@ -144,6 +144,15 @@ fn whip_and_whep_refuse_what_rfc_9725_says_with_precise_reasons() {
     );
     assert_eq!(s, 403, "{b}");
     assert!(b.contains("\"whip\""), "{b}");
+    // A WHEP `?source=` that names nothing.
+    let (s, _, b) = call(
+        "POST",
+        &format!("http://{http}/whep?source="),
+        auth_sdp.clone(),
+        SDP_SENDONLY,
+    );
+    assert_eq!(s, 400, "{b}");
+    assert!(b.starts_with("bad_message: ?source="), "{b}");
     // Sessions that do not exist; no trickle.
     let (s, _, _) = call(
         "DELETE",

@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use serde::Deserialize;
 use tern_sfu::node::ShardInput;
 use tern_sfu::signal::{ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, Rejection, ServerMessage};
 use tern_sfu::{EndpointId, JoinRequest};
@@ -32,27 +33,30 @@ use super::msg::{ShardMsg, count_error};
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which of the two protocols a session speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Protocol {
     /// Ingest: the client publishes.
     Whip,
-    /// Egress: the client receives.
-    Whep,
+    /// Egress: the client receives; optionally one chosen source on stage.
+    Whep(Option<String>),
 }
 
 impl Protocol {
-    fn as_str(self) -> &'static str {
+    fn as_str(&self) -> &'static str {
         match self {
             Protocol::Whip => "whip",
-            Protocol::Whep => "whep",
+            Protocol::Whep(_) => "whep",
         }
     }
 }
 
+/// Longest `?source=` accepted (ids are `participant/name`).
+const MAX_SOURCE_ID: usize = 200;
+
 /// A live WHIP or WHEP session, found by its unguessable resource id.
 #[derive(Debug, Clone)]
 pub struct HttpSession {
-    pub protocol: Protocol,
+    pub protocol: &'static str,
     pub endpoint: EndpointId,
     pub room: String,
 }
@@ -86,17 +90,30 @@ async fn whip_room(
     start(app, Protocol::Whip, Some(room), headers, body).await
 }
 
-async fn whep(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    start(app, Protocol::Whep, None, headers, body).await
+/// `?source=<source id>`: watch that source (on stage) rather than
+/// whoever spoke last.
+#[derive(Deserialize)]
+struct WhepQuery {
+    source: Option<String>,
+}
+
+async fn whep(
+    State(app): State<Arc<App>>,
+    Query(q): Query<WhepQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    start(app, Protocol::Whep(q.source), None, headers, body).await
 }
 
 async fn whep_room(
     State(app): State<Arc<App>>,
     Path(room): Path<String>,
+    Query(q): Query<WhepQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    start(app, Protocol::Whep, Some(room), headers, body).await
+    start(app, Protocol::Whep(q.source), Some(room), headers, body).await
 }
 
 /// CORS preflight, and RFC 9725's way to ask what the endpoint accepts.
@@ -134,7 +151,7 @@ async fn end(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
         .shard_for(&s.room)
         .send(ShardMsg::Core(ShardInput::Leave { id: s.endpoint }))
         .await;
-    count_session(s.protocol, "deleted");
+    count_protocol(s.protocol, "deleted");
     let mut r = StatusCode::OK.into_response();
     cors(r.headers_mut());
     r
@@ -171,16 +188,20 @@ fn refuse(status: StatusCode, message: String) -> Response {
 
 /// A refusal the core or the token check made, counted like one over the
 /// WebSocket.
-fn refuse_with(protocol: Protocol, r: Rejection) -> Response {
+fn refuse_with(protocol: &Protocol, r: Rejection) -> Response {
     count_error(r.code);
-    count_session(protocol, r.code.as_str());
+    count_session(&protocol, r.code.as_str());
     let status = StatusCode::from_u16(tern_sfu::whip::http_status(r.code))
         .unwrap_or(StatusCode::BAD_REQUEST);
     refuse(status, format!("{}: {}", r.code.as_str(), r.message))
 }
 
-fn count_session(protocol: Protocol, outcome: &'static str) {
-    metrics::counter!("tern_http_sessions_total", "protocol" => protocol.as_str(), "outcome" => outcome)
+fn count_session(protocol: &Protocol, outcome: &'static str) {
+    count_protocol(protocol.as_str(), outcome);
+}
+
+fn count_protocol(protocol: &'static str, outcome: &'static str) {
+    metrics::counter!("tern_http_sessions_total", "protocol" => protocol, "outcome" => outcome)
         .increment(1);
 }
 
@@ -200,7 +221,7 @@ async fn start(
         .next()
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
     {
-        count_session(protocol, "bad_request");
+        count_session(&protocol, "bad_request");
         return refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
@@ -216,7 +237,7 @@ async fn start(
                 .or_else(|| v.strip_prefix("bearer "))
         })
     else {
-        count_session(protocol, "invalid_token");
+        count_session(&protocol, "invalid_token");
         return refuse(
             StatusCode::UNAUTHORIZED,
             "invalid_token: no `Authorization: Bearer <token>` header (tokens come from the focus: GET /join or the Allocate API)".into(),
@@ -224,10 +245,10 @@ async fn start(
     };
     let claims = match app.keys.verify(token.trim()) {
         Ok(c) => c,
-        Err(r) => return refuse_with(protocol, r),
+        Err(r) => return refuse_with(&protocol, r),
     };
     if let Some(room) = path_room.filter(|r| *r != claims.room) {
-        count_session(protocol, "wrong_room");
+        count_session(&protocol, "wrong_room");
         return refuse(
             StatusCode::FORBIDDEN,
             format!("the token is for room {:?}, not {room:?}", claims.room),
@@ -235,7 +256,7 @@ async fn start(
     }
     if body.len() > MAX_MESSAGE_BYTES {
         return refuse_with(
-            protocol,
+            &protocol,
             Rejection::new(
                 ErrorCode::MessageTooLarge,
                 format!(
@@ -247,16 +268,29 @@ async fn start(
     }
     let Ok(sdp) = String::from_utf8(body.to_vec()) else {
         return refuse_with(
-            protocol,
+            &protocol,
             Rejection::new(ErrorCode::BadOffer, "the offer is not UTF-8 text"),
         );
     };
-    let sources = match protocol {
+    if let Protocol::Whep(Some(source)) = &protocol
+        && (source.is_empty() || source.len() > MAX_SOURCE_ID)
+    {
+        return refuse_with(
+            &protocol,
+            Rejection::new(
+                ErrorCode::BadMessage,
+                format!(
+                    "?source= must name a source id (participant/name) of 1 to {MAX_SOURCE_ID} bytes"
+                ),
+            ),
+        );
+    }
+    let sources = match &protocol {
         Protocol::Whip => {
             let s = tern_sfu::whip::sources_from_offer(&sdp);
             if s.is_empty() {
                 return refuse_with(
-                    protocol,
+                    &protocol,
                     Rejection::new(
                         ErrorCode::BadOffer,
                         "a WHIP offer must send audio or video (no m-section is sendonly or sendrecv); to receive, use WHEP",
@@ -266,11 +300,11 @@ async fn start(
             s
         }
         // A WHEP client only watches, whatever directions its offer has.
-        Protocol::Whep => Vec::new(),
+        Protocol::Whep(_) => Vec::new(),
     };
     if app.shutting_down.load(Ordering::SeqCst) || app.draining.load(Ordering::SeqCst) {
         return refuse_with(
-            protocol,
+            &protocol,
             Rejection::new(
                 ErrorCode::ShuttingDown,
                 "the bridge is shutting down or draining; ask the focus for another",
@@ -308,7 +342,7 @@ async fn start(
     }
     match reply_rx.await {
         Ok(Ok(())) => {}
-        Ok(Err(r)) => return refuse_with(protocol, r),
+        Ok(Err(r)) => return refuse_with(&protocol, r),
         Err(_) => return gone(),
     }
     let leave = move |shard: mpsc::Sender<ShardMsg>| async move {
@@ -323,6 +357,23 @@ async fn start(
         .is_err()
     {
         return gone();
+    }
+    if let Protocol::Whep(Some(source)) = &protocol {
+        let on_stage = ClientMessage::Constraints {
+            default_max_height: None,
+            max_height: Default::default(),
+            last_n: None,
+            selected: None,
+            on_stage: Some(vec![source.clone()]),
+            on_stage_max_height: None,
+        };
+        if shard
+            .send(ShardMsg::Core(ShardInput::Message { id, msg: on_stage }))
+            .await
+            .is_err()
+        {
+            return gone();
+        }
     }
     let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
         while let Some(m) = rx.recv().await {
@@ -344,7 +395,7 @@ async fn start(
         Ok(Ok(sdp)) => sdp,
         Ok(Err(r)) => {
             leave(shard).await;
-            return refuse_with(protocol, r);
+            return refuse_with(&protocol, r);
         }
         Err(_) => {
             leave(shard).await;
@@ -360,12 +411,12 @@ async fn start(
     app.http_sessions.insert(
         resource.clone(),
         HttpSession {
-            protocol,
+            protocol: protocol.as_str(),
             endpoint: id,
             room: claims.room.clone(),
         },
     );
-    count_session(protocol, "created");
+    count_session(&protocol, "created");
     let span = info_span!(parent: app.shard_span(&claims.room), "endpoint", %id, room = %claims.room, participant = %claims.sub, protocol = protocol.as_str());
     let held = app.clone();
     let key = resource.clone();
