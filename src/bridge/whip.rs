@@ -190,7 +190,7 @@ fn refuse(status: StatusCode, message: String) -> Response {
 /// WebSocket.
 fn refuse_with(protocol: &Protocol, r: Rejection) -> Response {
     count_error(r.code);
-    count_session(&protocol, r.code.as_str());
+    count_session(protocol, r.code.as_str());
     let status = StatusCode::from_u16(tern_sfu::whip::http_status(r.code))
         .unwrap_or(StatusCode::BAD_REQUEST);
     refuse(status, format!("{}: {}", r.code.as_str(), r.message))
