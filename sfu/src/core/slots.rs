@@ -88,14 +88,31 @@ impl Core {
                 continue;
             }
             // Displace the least recently heard holder this one outranks.
-            let Some(pos) = unwanted
+            if let Some(pos) = unwanted
                 .iter()
                 .rposition(|(_, h)| plan.pinned.contains(r) || spoke(r) > spoke(h))
-            else {
+            {
+                let (i, old) = unwanted.remove(pos);
+                changes.push((i, Some(old), Some(*r)));
                 continue;
-            };
-            let (i, old) = unwanted.remove(pos);
-            changes.push((i, Some(old), Some(*r)));
+            }
+            // On stage and selected mean shown: a holder that is only
+            // protected because it is talking makes way (the least recently
+            // heard of them), unless it is pinned or wanted itself.
+            if plan.pinned.contains(r)
+                && let Some((i, old)) = slots
+                    .iter()
+                    .filter_map(|&(i, s)| s.map(|s| (i, s)))
+                    .filter(|(i, s)| {
+                        !plan.pinned.contains(s)
+                            && !wanted.contains(s)
+                            && !changes.iter().any(|(c, _, _)| c == i)
+                    })
+                    .min_by_key(|(i, s)| (spoke(s), *i))
+            {
+                unwanted.retain(|(u, _)| *u != i);
+                changes.push((i, Some(old), Some(*r)));
+            }
         }
         if changes.is_empty() {
             return;

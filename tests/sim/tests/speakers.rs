@@ -334,6 +334,64 @@ fn join_order_alone_never_displaces_a_shown_participant_but_speech_does() {
     });
 }
 
+/// Found with a WHEP viewer (one video slot, `?source=` on stage) in
+/// tests/browser_whip.rs: the slot's holder was talking, so it was
+/// protected, and the on-stage source never got shown. On stage means shown.
+#[test]
+fn an_on_stage_source_takes_the_only_slot_from_a_holder_who_is_talking() {
+    with_seed(seed_or(113), |seed| {
+        let mut sim = Sim::new(SimConfig::new(seed));
+        let viewer = sim.add_peer(
+            "viewer",
+            |c| {
+                c.video = vec![];
+                c.audio = false;
+                c.video_slots = 1;
+                c.audio_slots = 0;
+            },
+            clean(),
+            clean(),
+        );
+        // The talker talks the whole time and holds the only slot.
+        sim.add_peer(
+            "talker",
+            |c| {
+                c.talk = Some(Talk {
+                    turns: vec![(secs(0.5), secs(30.0))],
+                    quiet: 127,
+                });
+            },
+            clean(),
+            clean(),
+        );
+        sim.add_peer("quiet", |c| c.audio = false, clean(), clean());
+        sim.run_until(secs(4.0));
+        let shown = |sim: &Sim| {
+            sim.state("viewer")
+                .slots
+                .values()
+                .flatten()
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shown(&sim), vec!["talker/camera".to_string()]);
+        // The viewer puts the silent one on stage: it is shown at once,
+        // talker or not.
+        sim.set_view(viewer, -1, &["quiet/camera"], 720);
+        sim.run_until(secs(4.5));
+        assert_eq!(
+            shown(&sim),
+            vec!["quiet/camera".to_string()],
+            "the on-stage source is shown"
+        );
+        // And it stays while the talker goes on talking.
+        sim.run_until(secs(8.0));
+        assert_eq!(shown(&sim), vec!["quiet/camera".to_string()]);
+        let got = sim.state("viewer").received_for("quiet/camera").len();
+        assert!(got > 50, "the viewer got {got} packets of quiet/camera");
+    });
+}
+
 mod slot_invariants {
     use super::*;
     use proptest::prelude::*;
