@@ -40,8 +40,13 @@ async fn main() -> anyhow::Result<()> {
     cfg.focus.region = "r0".into();
     let (ready_tx, ready_rx) = oneshot::channel();
     let (_stop_tx, stop_rx) = oneshot::channel::<()>();
+    // A recorder nobody installs: the bench measures the focus, not metrics.
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .build_recorder()
+        .handle();
     tokio::spawn(tern::focus::run(
         cfg,
+        metrics,
         move |b| {
             let _ = ready_tx.send(b.grpc);
         },

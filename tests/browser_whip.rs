@@ -79,9 +79,12 @@ fn whip_and_whep_library_clients_in_chromium_exchange_media_with_a_browser_parti
                 .replace("/signal", "");
             println!("studio {studio_id} publishes to {bridge}");
 
-            // The publisher: camera (320x240) and microphone, WHIPClient.
+            // The publisher: camera (320x240) and microphone, WHIPClient,
+            // through the focus's stable URL (which forwards to the bridge;
+            // the session's Location, and so the library's DELETE, goes to
+            // the bridge itself, across origins).
             let publisher = env.browser("whip", &[])?;
-            publisher.goto(&format!("{bridge}/health"))?;
+            publisher.goto(&dev.url("/health"))?;
             let resource = publisher.execute(
                 &format!(
                     r#"const [src, url, token] = arguments;
@@ -96,7 +99,11 @@ fn whip_and_whep_library_clients_in_chromium_exchange_media_with_a_browser_parti
                         return String(whip.resourceURL);
                     }})();"#
                 ),
-                vec![json!(whip_js), json!(format!("{bridge}/whip")), json!(token)],
+                vec![
+                    json!(whip_js),
+                    json!(dev.url(&format!("/whip/{room}"))),
+                    json!(token),
+                ],
             )?;
             println!("WHIP resource: {resource}");
             ensure!(

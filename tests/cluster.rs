@@ -533,3 +533,116 @@ async fn sigterm_on_a_bridge_drains_it_through_the_focus_then_it_exits() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// Which of `bridges` (id, HTTP address) a WHIP `Location` points at.
+fn bridge_of<'a>(location: &str, bridges: &[(&'a str, SocketAddr)]) -> &'a str {
+    bridges
+        .iter()
+        .find(|(_, http)| location.starts_with(&format!("http://{http}/whip/session/")))
+        .map(|(id, _)| *id)
+        .unwrap_or_else(|| panic!("Location {location} names none of {bridges:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_through_the_focus_lands_on_a_live_bridge_and_again_on_another_after_a_kill() {
+    let (_focus, grpc, focus_http) = start_focus("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let (mut eu1, eu1_http) = start_bridge("eu-1", "eu", grpc);
+    let (mut eu2, eu2_http) = start_bridge("eu-2", "eu", grpc);
+    let mut api = api(grpc, API).await;
+    wait_online(&mut api, 2).await;
+    let bridges_http = [("eu-1", eu1_http), ("eu-2", eu2_http)];
+
+    let token = tern::auth::TokenKeys::new(AUTH).mint("stream", "obs", Some("OBS"), 600);
+    let bearer = format!("Bearer {token}");
+    let post = |url: String, auth: String| {
+        tokio::task::spawn_blocking(move || {
+            native::request(
+                "POST",
+                &url,
+                &[
+                    ("content-type", "application/sdp"),
+                    ("authorization", &auth),
+                ],
+                native::WHIP_OFFER,
+            )
+        })
+    };
+    let whip = format!("http://{focus_http}/whip/stream");
+
+    // The focus refuses what it can judge itself, precisely.
+    let (s, h, b) = post(whip.clone(), "Bearer nonsense".into())
+        .await
+        .expect("post");
+    assert_eq!(
+        (s, native::header(&h, "www-authenticate")),
+        (401, Some("Bearer")),
+        "{b}"
+    );
+    assert!(b.starts_with("invalid_token"), "{b}");
+    let (s, _, b) = post(
+        format!("http://{focus_http}/whip/elsewhere"),
+        bearer.clone(),
+    )
+    .await
+    .expect("post");
+    assert_eq!(s, 403, "{b}");
+
+    // Placed and forwarded: the bridge's answer, with a Location at the
+    // bridge itself.
+    let (s, h, answer) = post(whip.clone(), bearer.clone()).await.expect("post");
+    assert_eq!(s, 201, "{answer}");
+    assert_eq!(native::header(&h, "content-type"), Some("application/sdp"));
+    assert!(answer.contains("a=end-of-candidates"), "{answer}");
+    let first = native::header(&h, "location")
+        .expect("Location")
+        .to_string();
+    let on = bridge_of(&first, &bridges_http);
+    let placed: Vec<String> = bridges(&mut api)
+        .await
+        .into_iter()
+        .filter(|b| b.endpoints > 0 || b.conferences > 0)
+        .map(|b| b.id)
+        .collect();
+    println!("WHIP via the focus: {first} on {on}; focus sees load on {placed:?}");
+
+    // Its bridge dies; the same focus URL places the encoder on the other.
+    let (victim, survivor) = if on == "eu-1" {
+        (&mut eu1, "eu-2")
+    } else {
+        (&mut eu2, "eu-1")
+    };
+    victim.signal("-KILL");
+    let t = Instant::now();
+    loop {
+        let bs = bridges(&mut api).await;
+        if bs.iter().any(|b| b.id == on && !b.online) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "not failed: {bs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, h, b) = post(whip.clone(), bearer.clone()).await.expect("post");
+    assert_eq!(s, 201, "{b}");
+    let second = native::header(&h, "location")
+        .expect("Location")
+        .to_string();
+    assert_eq!(bridge_of(&second, &bridges_http), survivor);
+
+    // The session ends at the bridge, where the Location points.
+    let del = second.clone();
+    let (s, _, b) = tokio::task::spawn_blocking(move || native::request("DELETE", &del, &[], ""))
+        .await
+        .expect("delete");
+    assert_eq!(s, 200, "{b}");
+    let metrics = native::http_get(focus_http, "/metrics");
+    let created: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("tern_focus_http_sessions_total{")
+                && l.contains("protocol=\"whip\"")
+                && l.contains("outcome=\"created\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(created, 2.0, "{metrics}");
+}

@@ -13,56 +13,11 @@ mod script;
 
 use std::time::{Duration, Instant};
 
-use native::{Bridge, SECRET};
+use native::{Bridge, SECRET, WHIP_OFFER as SDP_SENDONLY, header, request};
 use script::{Script, aiortc_python};
 use tern::auth::TokenKeys;
 
 const ROOM: &str = "whip";
-
-/// (status, headers, body) of a request that may well be refused.
-fn request(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, Vec<(String, String)>, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .allow_non_standard_methods(true)
-        .build()
-        .into();
-    let mut b = ureq::http::Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let res = if body.is_empty() {
-        agent.run(b.body(()).expect("request"))
-    } else {
-        agent.run(b.body(body.to_string()).expect("request"))
-    };
-    let mut res = res.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = res.status().as_u16();
-    let headers = res
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
-        .collect();
-    let body = res.body_mut().read_to_string().unwrap_or_default();
-    (status, headers, body)
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
-
-const SDP_SENDONLY: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
-a=group:BUNDLE 0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
-a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
-a=setup:actpass\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
-a=sendonly\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n";
 
 #[test]
 fn whip_and_whep_refuse_what_rfc_9725_says_with_precise_reasons() {

@@ -168,7 +168,7 @@ fn cors(h: &mut HeaderMap) {
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("authorization, content-type"),
+        HeaderValue::from_static("authorization, content-type, if-match"),
     );
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,

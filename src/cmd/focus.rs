@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::runtime::{runtime, shutdown_signal};
+use super::runtime::{install_metrics, runtime, shutdown_signal};
 use crate::config::Config;
 
 #[derive(clap::Args)]
@@ -14,8 +14,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = Config::load(args.config.as_deref())?;
+    let metrics = install_metrics()?;
     runtime()?.block_on(crate::focus::run(
         cfg,
+        metrics,
         |b| {
             println!(
                 "tern focus ready: grpc http://{} http http://{}/",

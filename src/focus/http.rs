@@ -1,21 +1,31 @@
-//! The focus's HTTP side: the browser client and its `/join` endpoint.
+//! The focus's HTTP side: the browser client and its `/join` endpoint,
+//! WHIP/WHEP forwarding (whip.rs), /metrics.
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::handle::{FocusHandle, Req};
 use crate::bridge::http::client_routes;
 
-pub fn router(h: FocusHandle) -> Router {
+pub fn router(h: FocusHandle, metrics: PrometheusHandle) -> Router {
     client_routes()
         .route("/join", get(join))
         .route("/api/bridges", get(bridges))
         .route("/health", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let body = metrics.render();
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+            }),
+        )
+        .merge(super::whip::routes())
         .with_state(h)
 }
 

@@ -6,6 +6,7 @@
 mod grpc;
 mod handle;
 mod http;
+mod whip;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -48,6 +49,7 @@ fn focus_config(cfg: &Config) -> FocusConfig {
 
 pub async fn run(
     cfg: Config,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
     ready: impl FnOnce(FocusBound),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -83,7 +85,7 @@ pub async fn run(
         http: http_listener.local_addr()?,
     };
     let grpc = tokio::spawn(grpc::serve(handle.clone(), grpc_listener));
-    let router = http::router(handle.clone());
+    let router = http::router(handle.clone(), metrics);
     let web = tokio::spawn(async move { axum::serve(http_listener, router).await });
     info!(grpc = %bound.grpc, http = %bound.http, "focus ready");
     ready(bound);
