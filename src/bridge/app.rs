@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use tern_sfu::EndpointId;
 use tern_sfu::node::shard_of_room;
 use tokio::sync::mpsc;
 use tracing::Span;
@@ -33,7 +34,7 @@ pub struct App {
     /// Set when the relay is configured (`[relay] listen`).
     pub relay: std::sync::OnceLock<Arc<relay::RelayShared>>,
     /// Live WHIP and WHEP sessions by resource id (their `Location`).
-    pub http_sessions: dashmap::DashMap<String, super::whip::HttpSession>,
+    pub http_sessions: dashmap::DashMap<String, HttpSession>,
 }
 
 impl App {
@@ -47,4 +48,14 @@ impl App {
     pub fn shard_span(&self, room: &str) -> &Span {
         &self.shard_spans[shard_of_room(room, self.shard_spans.len())]
     }
+}
+
+/// A live WHIP or WHEP session (bridge/whip.rs), found by its unguessable
+/// resource id.
+#[derive(Debug, Clone)]
+pub struct HttpSession {
+    /// "whip" or "whep" (metrics label).
+    pub protocol: &'static str,
+    pub endpoint: EndpointId,
+    pub room: String,
 }

@@ -26,7 +26,7 @@ use tern_sfu::{EndpointId, JoinRequest};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, info, info_span};
 
-use super::app::App;
+use super::app::{App, HttpSession};
 use super::msg::{ShardMsg, count_error};
 
 /// How long the core may take to answer an offer.
@@ -52,14 +52,6 @@ impl Protocol {
 
 /// Longest `?source=` accepted (ids are `participant/name`).
 const MAX_SOURCE_ID: usize = 200;
-
-/// A live WHIP or WHEP session, found by its unguessable resource id.
-#[derive(Debug, Clone)]
-pub struct HttpSession {
-    pub protocol: &'static str,
-    pub endpoint: EndpointId,
-    pub room: String,
-}
 
 pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
