@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need: Chromium and its WebDriver (browser tests,
-# tests/browser_e2e.rs), Janus (the comparison target, tests/loadtest.rs and
+# tests/browser_e2e.rs), coturn (tests/browser_turn.rs), Janus (the comparison target, tests/loadtest.rs and
 # tests/janus/compare.sh), curl, iproute2 (network namespaces), and aiortc
 # (tests/interop_aiortc.rs) in a Python venv under target/, and the whip-whep
 # JavaScript library (tests/browser_whip.rs) under target/.
@@ -45,6 +45,7 @@ fetch_whip_whep() {
 declare -A provides=(
   [chromium]=/usr/lib/chromium/chromium
   [chromium-driver]=/usr/bin/chromedriver
+  [coturn]=/usr/bin/turnserver
   [curl]=/usr/bin/curl
   [iproute2]=/usr/sbin/ip
   [janus]=/usr/bin/janus

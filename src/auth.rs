@@ -110,6 +110,24 @@ pub fn unix_now() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn turn_credentials_follow_the_rest_scheme_coturn_checks() {
+        let turn = crate::config::TurnConfig {
+            urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
+            secret: "north".into(),
+            ttl_secs: 86_400,
+        };
+        let s =
+            super::turn_credentials(&turn, "alice", 1_600_000_000 - 86_400).expect("configured");
+        assert_eq!(s.username, "1600000000:alice");
+        // Python: base64.b64encode(hmac.new(b"north", b"1600000000:alice",
+        // hashlib.sha1).digest())
+        assert_eq!(s.credential, "gq98pTOhhHaAu0we9aV79kOVVv0=");
+        assert_eq!(s.urls, turn.urls);
+        let none = crate::config::TurnConfig::default();
+        assert_eq!(super::turn_credentials(&none, "alice", 0), None);
+    }
+
     use super::*;
 
     #[test]
@@ -176,4 +194,36 @@ mod tests {
             Err(ErrorCode::InvalidToken)
         );
     }
+}
+
+/// One ICE server as `RTCPeerConnection`'s `iceServers` takes it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
+}
+
+/// Credentials for the configured TURN servers, valid for `turn.ttl_secs`
+/// from `now_unix` (TURN REST: username `<expiry>:<participant>`, password
+/// base64(HMAC-SHA1(secret, username)), what coturn checks with
+/// `use-auth-secret`). None when no TURN server is configured.
+pub fn turn_credentials(
+    turn: &crate::config::TurnConfig,
+    participant: &str,
+    now_unix: u64,
+) -> Option<IceServer> {
+    use aws_lc_rs::hmac;
+    use base64::Engine;
+    if turn.urls.is_empty() {
+        return None;
+    }
+    let username = format!("{}:{participant}", now_unix + turn.ttl_secs);
+    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, turn.secret.as_bytes());
+    let tag = hmac::sign(&key, username.as_bytes());
+    Some(IceServer {
+        urls: turn.urls.clone(),
+        username,
+        credential: base64::engine::general_purpose::STANDARD.encode(tag.as_ref()),
+    })
 }

@@ -26,6 +26,33 @@ pub struct Config {
     pub media: MediaConfig,
     pub focus: FocusSection,
     pub relay: RelayConfig,
+    pub turn: TurnConfig,
+}
+
+/// TURN servers handed to clients with time-limited credentials: the TURN
+/// REST scheme coturn implements with `use-auth-secret` (username
+/// `<expiry unix time>:<participant id>`, password the base64 HMAC-SHA1 of
+/// the username under the shared secret). See `crate::auth::turn_credentials`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    /// `turn:` / `turns:` URLs (RFC 7065), e.g.
+    /// `"turn:turn.example.com:3478?transport=udp"`. Empty: no TURN.
+    pub urls: Vec<String>,
+    /// The TURN server's shared secret (coturn's `static-auth-secret`).
+    pub secret: String,
+    /// How long a participant's credentials stay valid.
+    pub ttl_secs: u64,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            secret: String::new(),
+            ttl_secs: 24 * 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -269,7 +296,7 @@ impl Config {
             };
             // Other TERN_* variables (test harness settings, say) are not
             // ours to judge; within a known section every key is checked.
-            if !["bridge", "auth", "media", "focus", "relay"].contains(&section) {
+            if !["bridge", "auth", "media", "focus", "relay", "turn"].contains(&section) {
                 continue;
             }
             let entry = table
@@ -300,6 +327,25 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        let t = &self.turn;
+        if let Some(u) = t
+            .urls
+            .iter()
+            .find(|u| !(u.starts_with("turn:") || u.starts_with("turns:")))
+        {
+            return Err(format!(
+                "turn.urls: {u:?} is not a turn: or turns: URL (RFC 7065)"
+            ));
+        }
+        if !t.urls.is_empty() && t.secret.is_empty() {
+            return Err(
+                "turn.secret is empty but turn.urls is set (the TURN server's static-auth-secret)"
+                    .into(),
+            );
+        }
+        if !(60..=7 * 24 * 3600).contains(&t.ttl_secs) {
+            return Err("turn.ttl_secs must be between 60 and 604800".into());
+        }
         let b = &self.bridge;
         if b.media_listen.ip().is_unspecified() && b.advertise_addr.is_none() {
             return Err(
@@ -570,6 +616,35 @@ mod tests {
             .expect_err("no advertise address")
             .to_string();
         assert!(e.contains("relay.advertise"), "{e}");
+    }
+
+    #[test]
+    fn turn_urls_need_the_turn_scheme_and_a_secret() {
+        let e = Config::from_parts("t", "[turn]\nurls = [\"turn:x:3478\"]\n", no_env())
+            .expect_err("no secret")
+            .to_string();
+        assert!(e.contains("turn.secret is empty"), "{e}");
+        let e = Config::from_parts(
+            "t",
+            "[turn]\nurls = [\"stun:x:3478\"]\nsecret = \"s\"\n",
+            no_env(),
+        )
+        .expect_err("not turn:")
+        .to_string();
+        assert!(
+            e.contains("\"stun:x:3478\" is not a turn: or turns: URL"),
+            "{e}"
+        );
+        let env = vec![
+            (
+                "TERN_TURN_URLS".to_string(),
+                "[\"turns:t.example.com:5349\"]".to_string(),
+            ),
+            ("TERN_TURN_SECRET".to_string(), "s3cret".to_string()),
+        ];
+        let cfg = Config::from_parts("t", "", env).expect("valid from the environment");
+        assert_eq!(cfg.turn.urls, vec!["turns:t.example.com:5349".to_string()]);
+        assert_eq!(cfg.turn.secret, "s3cret");
     }
 
     #[test]

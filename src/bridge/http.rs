@@ -126,7 +126,16 @@ async fn dev_token(State(app): State<Arc<App>>, Query(q): Query<TokenQuery>) -> 
     if let Err(r) = app.keys.verify(&token) {
         return (StatusCode::BAD_REQUEST, r.message).into_response();
     }
-    axum::Json(serde_json::json!({ "token": token, "participant": participant })).into_response()
+    let ice_servers: Vec<_> =
+        crate::auth::turn_credentials(&app.cfg.turn, &participant, crate::auth::unix_now())
+            .into_iter()
+            .collect();
+    axum::Json(serde_json::json!({
+        "token": token,
+        "participant": participant,
+        "ice_servers": ice_servers,
+    }))
+    .into_response()
 }
 
 async fn signal(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {

@@ -220,11 +220,20 @@ pub async fn allocate(
     h.keys
         .verify(&token)
         .map_err(|r| Status::invalid_argument(r.message))?;
+    let ice_servers = crate::auth::turn_credentials(&h.turn, &participant, crate::auth::unix_now())
+        .into_iter()
+        .map(|s| fpb::IceServer {
+            urls: s.urls,
+            username: s.username,
+            credential: s.credential,
+        })
+        .collect();
     Ok(fpb::AllocateResponse {
         bridge_id: placement.bridge_id,
         region: placement.region,
         signal_url: placement.signal_url,
         token,
+        ice_servers,
     })
 }
 

@@ -66,6 +66,8 @@ pub struct FocusHandle {
     pub api_secret: String,
     pub bridge_secret: String,
     pub focus_id: String,
+    /// TURN servers whose credentials `Allocate` and `/join` hand out.
+    pub turn: crate::config::TurnConfig,
 }
 
 impl FocusHandle {

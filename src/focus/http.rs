@@ -69,6 +69,11 @@ async fn join(State(h): State<FocusHandle>, Query(q): Query<JoinQuery>) -> Respo
             "participant": participant,
             "bridge": a.bridge_id,
             "region": a.region,
+            "ice_servers": a.ice_servers.iter().map(|s| json!({
+                "urls": s.urls,
+                "username": s.username,
+                "credential": s.credential,
+            })).collect::<Vec<_>>(),
         }))
         .into_response(),
         Err(s) => {

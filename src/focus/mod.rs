@@ -71,6 +71,7 @@ pub async fn run(
         api_secret: cfg.focus.api_secret.clone(),
         bridge_secret: cfg.focus.bridge_secret.clone(),
         focus_id: format!("focus-{:08x}", rand::random::<u32>()),
+        turn: cfg.turn.clone(),
     };
     let core = tokio::spawn(core_task(Focus::new(focus_config(&cfg)), rx, events));
 

@@ -69,6 +69,9 @@
     layout: params.get("layout") === "speaker" ? "speaker" : "grid",
     // "off": join with the microphone muted.
     micOff: params.get("mic") === "off",
+    // "1": media only through the TURN servers /join hands out
+    // (iceTransportPolicy "relay"), to try a TURN setup.
+    relayOnly: params.get("relay") === "1",
   };
 
   // Simulcast layers for the camera, lowest first. The heights we announce in
@@ -94,6 +97,8 @@
     wsState: "idle", // idle | connecting | open | reconnecting | closed
     pc: null,
     joined: false,
+    // TURN servers (with credentials) from the last placement.
+    iceServers: [],
     left: false,
     participantId: null,
     // "focus" (GET /join works), "standalone" (/dev/token) or null (not known yet).
@@ -616,7 +621,13 @@
   // local source we still send (with its current track, none while the
   // camera is off), then the receive-slot pool.
   function createPeerConnection() {
-    const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle", iceServers: [] });
+    const pc = new RTCPeerConnection({
+      bundlePolicy: "max-bundle",
+      iceServers: state.iceServers,
+      iceTransportPolicy: config.relayOnly ? "relay" : "all",
+    });
+    // Which ICE servers it gathered with (placement may bring others).
+    pc.iceKey = JSON.stringify(state.iceServers);
     state.pc = pc;
     pc.onconnectionstatechange = () => {
       if (state.pc !== pc) return;
@@ -845,7 +856,7 @@
         const url = new URL(body.signal_url, location.href);
         if (url.protocol === "http:") url.protocol = "ws:";
         if (url.protocol === "https:") url.protocol = "wss:";
-        return { url: url.href, token: body.token, bridge: typeof body.bridge === "string" ? body.bridge : null };
+        return { url: url.href, token: body.token, bridge: typeof body.bridge === "string" ? body.bridge : null, iceServers: iceServersOf(body) };
       }
       if (res.status === 404 && state.mode === null && !(body && typeof body.error === "string")) {
         state.mode = "standalone";
@@ -866,7 +877,16 @@
     if (!res.ok) throw new Error(`GET /dev/token answered ${res.status}`);
     const body = await readJson(res);
     if (!body || typeof body.token !== "string") throw new Error("GET /dev/token: no token in the answer");
-    return { url: sameOriginSignal(), token: body.token, bridge: null };
+    return { url: sameOriginSignal(), token: body.token, bridge: null, iceServers: iceServersOf(body) };
+  }
+
+  // TURN servers with this participant's credentials, as /join and
+  // /dev/token hand them out; anything malformed is left out.
+  function iceServersOf(body) {
+    if (!body || !Array.isArray(body.ice_servers)) return [];
+    return body.ice_servers
+      .filter((s) => s && Array.isArray(s.urls) && typeof s.username === "string" && typeof s.credential === "string")
+      .map((s) => ({ urls: s.urls.filter((u) => typeof u === "string"), username: s.username, credential: s.credential }));
   }
 
   // One join attempt: placement, then a WebSocket to the bridge. Failures
@@ -893,6 +913,20 @@
     }
     if (state.left || state.fatal) return;
     state.bridge = where.bridge;
+    if (where.iceServers && JSON.stringify(where.iceServers) !== JSON.stringify(state.iceServers)) {
+      // New TURN servers or credentials: a peer connection prepared with
+      // the old ones gathered the wrong candidates; make it again.
+      state.iceServers = where.iceServers;
+      log("ice servers:", where.iceServers.map((s) => s.urls.join(" ")).join(", ") || "none");
+      const pc = state.pc;
+      if (pc && pc.iceKey !== JSON.stringify(state.iceServers) && !state.joined) {
+        state.pc = null;
+        pc.onconnectionstatechange = null;
+        pc.ontrack = null;
+        pc.close();
+        preparePeer();
+      }
+    }
     log("connecting to", where.url, where.bridge ? `(bridge ${where.bridge})` : "");
     connect(where);
   }
