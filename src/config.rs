@@ -83,6 +83,10 @@ pub struct BridgeConfig {
     /// After SIGTERM with a focus: how long to wait for participants to be
     /// moved away before exiting anyway.
     pub drain_timeout_secs: u64,
+    /// ICE-TCP (RFC 6544): also listen for TCP on the media address (same
+    /// port number) and offer it as a passive candidate, for clients whose
+    /// network blocks UDP.
+    pub ice_tcp: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -175,6 +179,7 @@ impl Default for BridgeConfig {
             focus_url: String::new(),
             focus_secret: String::new(),
             drain_timeout_secs: 30,
+            ice_tcp: true,
         }
     }
 }

@@ -80,6 +80,7 @@ pub fn core_config(local: SocketAddr, dtls_cert: str0m::config::DtlsCert) -> Cor
         shard: 0,
         local_addr: local,
         candidate_addr: local,
+        tcp_candidate_addr: None,
         dtls_cert,
         codecs: vec![CodecName::Opus, CodecName::Vp8],
         max_participants_per_conference: 10,
@@ -407,6 +408,7 @@ impl Bridge {
                     Output::Transmit {
                         destination,
                         contents,
+                        ..
                     } if destination == self.peer_addr => {
                         self.peer.handle_datagram(now, self.bridge_addr, &contents);
                     }

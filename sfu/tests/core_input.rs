@@ -19,6 +19,7 @@ fn core_with_one_endpoint(now: Instant) -> Core {
             shard: 0,
             local_addr: local,
             candidate_addr: local,
+            tcp_candidate_addr: None,
             dtls_cert: cert,
             codecs: vec![CodecName::Opus, CodecName::Vp8],
             max_participants_per_conference: 10,
@@ -107,6 +108,34 @@ proptest! {
             bound |= matches!(o, tern_sfu::Output::Bind { .. });
         }
         prop_assert!(!bound, "a forged datagram bound an address");
+    }
+
+    /// The same over ICE-TCP (frames from connections to a TCP candidate).
+    #[test]
+    fn random_tcp_frames_are_dropped_and_counted_never_panic(
+        frames in prop::collection::vec((0u8..4, prop::collection::vec(any::<u8>(), 0..1500)), 1..20),
+        stun_tails in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..5),
+    ) {
+        let t0 = Instant::now();
+        let mut core = core_with_one_endpoint(t0);
+        let tcp: SocketAddr = "127.0.0.1:10000".parse().expect("addr");
+        let mut sent = 0u64;
+        for (src, data) in &frames {
+            let from: SocketAddr = format!("127.0.0.{}:5000", 1 + src).parse().expect("addr");
+            core.handle_tcp_datagrams(t0, tcp, [(from, &data[..])]);
+            sent += 1;
+        }
+        for tail in &stun_tails {
+            let from: SocketAddr = "127.0.0.9:5000".parse().expect("addr");
+            let stun = stun_for("0011", tail);
+            core.handle_tcp_datagrams(t0, tcp, [(from, &stun[..])]);
+            sent += 1;
+        }
+        prop_assert_eq!(core.stats().packets_in, sent);
+        prop_assert_eq!(core.endpoint_count(), 1);
+        while let Some(o) = core.poll_output() {
+            prop_assert!(!matches!(o, tern_sfu::Output::Bind { .. }), "a forged frame bound an address");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod latency;
 pub mod msg;
 pub mod relay;
 pub mod shard;
+pub mod tcp;
 pub mod whip;
 
 use std::io::ErrorKind;
@@ -106,6 +107,23 @@ async fn run_in_span(
     let media_addr = socket.local_addr()?;
     let socket = Arc::new(socket);
     let candidate_addr = cfg.bridge.advertise_addr.unwrap_or(media_addr);
+    // ICE-TCP on the media port's number (TCP and UDP ports are apart), or
+    // wherever the system puts it when the media port is ephemeral.
+    let tcp_writers: tcp::TcpWriters = Arc::new(DashMap::new());
+    let tcp_listener = if cfg.bridge.ice_tcp {
+        let l = tokio::net::TcpListener::bind(media_addr)
+            .await
+            .with_context(|| {
+                format!("binding ICE-TCP on {media_addr} (bridge.ice_tcp = false turns it off)")
+            })?;
+        Some(l)
+    } else {
+        None
+    };
+    let tcp_candidate_addr = match &tcp_listener {
+        Some(l) => Some(SocketAddr::new(candidate_addr.ip(), l.local_addr()?.port())),
+        None => None,
+    };
 
     let provider = str0m::crypto::from_feature_flags();
     let dtls_cert = provider
@@ -136,6 +154,7 @@ async fn run_in_span(
                 shard: i as u8,
                 local_addr: media_addr,
                 candidate_addr,
+                tcp_candidate_addr,
                 dtls_cert: dtls_cert.clone(),
                 codecs: cfg.media.codecs.clone(),
                 max_participants_per_conference: cfg.bridge.max_participants_per_conference,
@@ -171,10 +190,17 @@ async fn run_in_span(
             signal_backlog: metrics::counter!("tern_signal_backlog_drops_total"),
             latency: latency::ForwardLatency::new(i as u8),
             relay: relay.clone(),
+            tcp_writers: tcp_writers.clone(),
         };
         tasks.push(tokio::spawn(shard.run().instrument(shard_spans[i].clone())));
     }
     let reader = tokio::spawn(read_media(socket.clone(), senders.clone(), demux).in_current_span());
+    let tcp_task = match (tcp_listener, tcp_candidate_addr) {
+        (Some(l), Some(addr)) => Some(tokio::spawn(
+            tcp::serve(l, addr, senders.clone(), tcp_writers.clone()).in_current_span(),
+        )),
+        _ => None,
+    };
 
     let app = Arc::new(App {
         keys: TokenKeys::new(&cfg.auth.secret),
@@ -267,6 +293,9 @@ async fn run_in_span(
     }
     server.abort();
     reader.abort();
+    if let Some(t) = tcp_task {
+        t.abort();
+    }
     if let Some(l) = link {
         l.abort();
     }

@@ -18,6 +18,12 @@ pub enum ShardMsg {
     /// Client datagrams, each with its kernel receive time (since the Unix
     /// epoch) when the socket reports it.
     Datagrams(Vec<(SocketAddr, Bytes, Option<Duration>)>),
+    /// Frames from ICE-TCP connections (bridge/tcp.rs) at the TCP
+    /// candidate `local`, each with its connection's remote address.
+    TcpDatagrams {
+        local: SocketAddr,
+        batch: Vec<(SocketAddr, Bytes)>,
+    },
     Join {
         req: JoinRequest,
         tx: mpsc::Sender<ServerMessage>,

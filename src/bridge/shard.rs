@@ -220,6 +220,8 @@ pub struct Shard {
     pub latency: ForwardLatency,
     /// Relay connections, when the bridge is in a mesh.
     pub relay: Option<Arc<super::relay::RelayShared>>,
+    /// ICE-TCP connections' writers (bridge/tcp.rs).
+    pub tcp_writers: super::tcp::TcpWriters,
 }
 
 impl Shard {
@@ -286,6 +288,15 @@ impl Shard {
     ) {
         let now = Instant::now();
         match input {
+            ShardMsg::TcpDatagrams { local, batch } => {
+                self.drain(sessions);
+                self.core.handle_tcp_datagrams(
+                    now,
+                    local,
+                    batch.iter().map(|(src, data)| (*src, &data[..])),
+                );
+                self.drain(sessions);
+            }
             ShardMsg::Datagrams(batch) => {
                 // Outputs of earlier inputs first, so that what this batch
                 // produces is one range of `transmits`.
@@ -412,7 +423,23 @@ impl Shard {
                 Output::Transmit {
                     destination,
                     contents,
+                    tcp: false,
                 } => self.transmits.push((destination, contents)),
+                Output::Transmit {
+                    destination,
+                    contents,
+                    tcp: true,
+                } => {
+                    let sent = super::tcp::framed(&contents).is_some_and(|f| {
+                        self.tcp_writers
+                            .get(&destination)
+                            .is_some_and(|w| w.try_send(f).is_ok())
+                    });
+                    if !sent {
+                        metrics::counter!("tern_ice_tcp_dropped_total", "reason" => "write_queue_full_or_closed")
+                            .increment(1);
+                    }
+                }
                 Output::Signal { endpoint, message } => {
                     if let ServerMessage::Error { code, .. } = &message {
                         super::msg::count_error(*code);

@@ -54,7 +54,7 @@ impl Core {
         destination: SocketAddr,
         data: &[u8],
     ) {
-        self.receive(now, source, destination, data);
+        self.receive(now, Protocol::Udp, source, destination, data);
         self.settle(now);
     }
 
@@ -69,7 +69,22 @@ impl Core {
         batch: impl IntoIterator<Item = (SocketAddr, &'a [u8])>,
     ) {
         for (source, data) in batch {
-            self.receive(now, source, destination, data);
+            self.receive(now, Protocol::Udp, source, destination, data);
+        }
+        self.settle(now);
+    }
+
+    /// Frames from ICE-TCP connections (RFC 4571, already unframed by the
+    /// shell), each with its connection's remote address; `destination` is
+    /// the TCP candidate's address.
+    pub fn handle_tcp_datagrams<'a>(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        batch: impl IntoIterator<Item = (SocketAddr, &'a [u8])>,
+    ) {
+        for (source, data) in batch {
+            self.receive(now, Protocol::Tcp, source, destination, data);
         }
         self.settle(now);
     }
@@ -77,7 +92,14 @@ impl Core {
     /// Feed one datagram to its endpoint and forward what comes out of it.
     /// The receiving Rtc is polled at once (str0m keeps only one received
     /// RTP packet between polls); receivers are only marked for polling.
-    fn receive(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+    fn receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
         self.stats.packets_in += 1;
         self.stats.bytes_in += data.len() as u64;
         let id = match self.by_addr.get(&source) {
@@ -96,7 +118,7 @@ impl Core {
                 }
             }
         };
-        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, data) else {
+        let Ok(recv) = Receive::new(proto, source, destination, data) else {
             self.stats.drop(DropReason::Malformed);
             return;
         };
@@ -256,6 +278,7 @@ impl Core {
                     self.out.push_back(Output::Transmit {
                         destination: t.destination,
                         contents,
+                        tcp: t.proto == Protocol::Tcp,
                     });
                 }
                 Ok(RtcOutput::Event(e)) => self.events.push_back((id, e)),

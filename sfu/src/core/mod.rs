@@ -68,6 +68,10 @@ pub struct CoreConfig {
     pub local_addr: SocketAddr,
     /// The address advertised to clients as the ICE host candidate.
     pub candidate_addr: SocketAddr,
+    /// ICE-TCP (RFC 6544): a passive TCP host candidate at this address,
+    /// for clients that cannot use UDP; the shell frames datagrams on its
+    /// connections (RFC 4571). None: UDP only.
+    pub tcp_candidate_addr: Option<SocketAddr>,
     /// One certificate for every endpoint: generating one per join costs ms.
     pub dtls_cert: DtlsCert,
     pub codecs: Vec<CodecName>,
@@ -111,10 +115,12 @@ pub struct JoinRequest {
 /// What the shell must do.
 #[derive(Debug)]
 pub enum Output {
-    /// Send a datagram from the media socket.
+    /// Send a datagram from the media socket, or (`tcp`) as one frame on
+    /// the ICE-TCP connection from `destination`.
     Transmit {
         destination: SocketAddr,
         contents: Vec<u8>,
+        tcp: bool,
     },
     /// Send a signalling message to an endpoint's WebSocket.
     Signal {

@@ -95,6 +95,15 @@ impl Core {
         let candidate = Candidate::host(self.cfg.candidate_addr, Protocol::Udp)
             .map_err(|e| SfuError::Config(format!("candidate address: {e}")))?;
         rtc.add_local_candidate(candidate);
+        if let Some(addr) = self.cfg.tcp_candidate_addr {
+            let tcp = Candidate::builder()
+                .tcp()
+                .host(addr)
+                .tcptype(str0m::net::TcpType::Passive)
+                .build()
+                .map_err(|e| SfuError::Config(format!("TCP candidate address: {e}")))?;
+            rtc.add_local_candidate(tcp);
+        }
 
         let ep = Endpoint {
             id,

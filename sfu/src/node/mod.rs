@@ -123,10 +123,12 @@ pub enum Input {
 
 #[derive(Debug)]
 pub enum Output {
-    /// Send a datagram from the media socket.
+    /// Send a datagram from the media socket (or, `tcp`, on the ICE-TCP
+    /// connection from `destination`).
     Transmit {
         destination: SocketAddr,
         contents: Vec<u8>,
+        tcp: bool,
     },
     /// Send a signalling message to an endpoint.
     Signal {
@@ -535,9 +537,11 @@ impl Node {
                 CoreOutput::Transmit {
                     destination,
                     contents,
+                    tcp,
                 } => self.out.push_back(Output::Transmit {
                     destination,
                     contents,
+                    tcp,
                 }),
                 CoreOutput::Signal { endpoint, message } => {
                     self.out.push_back(Output::Signal { endpoint, message })

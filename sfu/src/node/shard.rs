@@ -23,6 +23,12 @@ pub enum ShardInput {
         local: SocketAddr,
         batch: Vec<(SocketAddr, Bytes)>,
     },
+    /// Frames from ICE-TCP connections at the TCP candidate `local`, each
+    /// with its connection's remote address.
+    TcpDatagrams {
+        local: SocketAddr,
+        batch: Vec<(SocketAddr, Bytes)>,
+    },
     /// How far behind real time the shard's oldest unread datagram was
     /// (admission control reads it).
     IngressLag(Duration),
@@ -81,6 +87,9 @@ impl ShardInput {
             ShardInput::Datagrams { local, batch } => {
                 core.handle_datagrams(now, local, batch.iter().map(|(src, d)| (*src, &d[..])))
             }
+            ShardInput::TcpDatagrams { local, batch } => {
+                core.handle_tcp_datagrams(now, local, batch.iter().map(|(src, d)| (*src, &d[..])))
+            }
             ShardInput::IngressLag(lag) => core.handle_ingress_lag(now, lag),
             ShardInput::Message { id, msg } => core.handle_message(now, id, msg),
             ShardInput::Leave { id } => core.handle_leave(now, id),
@@ -116,7 +125,9 @@ impl ShardInput {
     pub fn is_media(&self) -> bool {
         matches!(
             self,
-            ShardInput::Datagrams { .. } | ShardInput::RelayDatagrams { .. }
+            ShardInput::Datagrams { .. }
+                | ShardInput::TcpDatagrams { .. }
+                | ShardInput::RelayDatagrams { .. }
         )
     }
 }

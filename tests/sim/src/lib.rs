@@ -167,6 +167,7 @@ impl Sim {
                 shard: 0,
                 local_addr: addr,
                 candidate_addr: addr,
+                tcp_candidate_addr: None,
                 dtls_cert: shared_cert(),
                 codecs: vec![CodecName::Opus, CodecName::Vp8],
                 max_participants_per_conference: 200,
@@ -339,6 +340,7 @@ impl Sim {
                 NodeOutput::Transmit {
                     destination,
                     contents,
+                    ..
                 } => {
                     self.egress_bytes[usize::from(self.in_timer)] += contents.len() as u64;
                     transmits.push((destination, order_key(&contents), contents));

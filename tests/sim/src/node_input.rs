@@ -27,6 +27,7 @@ pub fn node(now: Instant) -> Node {
         shard: 0,
         local_addr: LOCAL,
         candidate_addr: LOCAL,
+        tcp_candidate_addr: None,
         dtls_cert: crate::shared_cert(),
         codecs: vec![CodecName::Opus, CodecName::Vp8],
         max_participants_per_conference: 10,
