@@ -126,6 +126,7 @@ fn steer(m: &mut Msg, local: Local) {
         Msg::Demand(d) => steer_conf(&mut d.conference, local),
         Msg::KeyframeRequest(k) => steer_conf(&mut k.conference, local),
         Msg::Nack(n) => steer_conf(&mut n.conference, local),
+        Msg::Data(d) => steer_conf(&mut d.conference, local),
         Msg::Hello(_) | Msg::Ping(_) | Msg::Pong(_) | Msg::OversizeMedia(_) => {}
     }
 }
