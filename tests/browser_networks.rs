@@ -62,7 +62,18 @@ impl Coturn {
             .stderr(out)
             .spawn()
             .context("starting turnserver (scripts/install-test-deps.sh installs coturn)")?;
-        Ok(Coturn { child, log })
+        let coturn = Coturn { child, log };
+        // Ready when its relay servers are up; a browser that gathers
+        // before that gets no relay candidate.
+        wait_until("coturn is up", Duration::from_secs(10), || {
+            let log = coturn.log();
+            Ok(if log.contains("Total General servers") {
+                Check::Done(())
+            } else {
+                Check::NotYet(log.lines().last().unwrap_or_default().to_string())
+            })
+        })?;
+        Ok(coturn)
     }
 
     fn log(&self) -> String {
