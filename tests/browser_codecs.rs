@@ -34,7 +34,11 @@ fn video_codecs(p: &Participant) -> Result<(Vec<String>, Vec<String>)> {
     )?;
     let list = |i: usize| -> Vec<String> {
         v[i].as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     Ok((list(0), list(1)))
@@ -57,12 +61,14 @@ fn a_bridge_configured_for_h264_carries_h264_between_chromium_participants() {
                     MEDIA_TIMEOUT,
                     || {
                         let stats = p.stats()?;
-                        Ok(match stats.get(from.as_str()).and_then(|s| s.video.clone()) {
-                            Some(v) if v.frames_decoded >= 30 && v.frame_height > 0 => {
-                                Check::Done(v)
-                            }
-                            other => Check::NotYet(format!("{other:?}")),
-                        })
+                        Ok(
+                            match stats.get(from.as_str()).and_then(|s| s.video.clone()) {
+                                Some(v) if v.frames_decoded >= 30 && v.frame_height > 0 => {
+                                    Check::Done(v)
+                                }
+                                other => Check::NotYet(format!("{other:?}")),
+                            },
+                        )
                     },
                 )?;
                 println!("{} decodes {from}: {got:?}", p.name);
@@ -71,12 +77,16 @@ fn a_bridge_configured_for_h264_carries_h264_between_chromium_participants() {
                 let (inbound, outbound) = video_codecs(p)?;
                 println!("{}: receives {inbound:?}, sends {outbound:?}", p.name);
                 ensure!(
-                    !inbound.is_empty() && inbound.iter().all(|m| m.eq_ignore_ascii_case("video/H264")),
+                    !inbound.is_empty()
+                        && inbound.iter().all(|m| m.eq_ignore_ascii_case("video/H264")),
                     "{} decodes {inbound:?}, not H.264",
                     p.name
                 );
                 ensure!(
-                    !outbound.is_empty() && outbound.iter().all(|m| m.eq_ignore_ascii_case("video/H264")),
+                    !outbound.is_empty()
+                        && outbound
+                            .iter()
+                            .all(|m| m.eq_ignore_ascii_case("video/H264")),
                     "{} sends {outbound:?}, not H.264",
                     p.name
                 );

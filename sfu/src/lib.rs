@@ -13,6 +13,7 @@ pub mod node;
 pub mod rate;
 pub mod rewrite;
 pub mod sdp;
+pub mod sdp_audit;
 pub mod signal;
 pub mod speech;
 pub mod stats;

@@ -1096,6 +1096,9 @@
         await onJoined(msg, ws);
         break;
       case "answer":
+        // As the bridge wrote it: the browser's remoteDescription is a
+        // re-serialisation (a=end-of-candidates, for one, is dropped).
+        state.lastAnswer = msg.sdp;
         settleAnswer(msg.sdp, null);
         break;
       case "participant_joined":
@@ -1560,6 +1563,8 @@
     },
     // The RTCPeerConnection itself, for poking around from the console.
     pc: () => state.pc,
+    // The last SDP answer the bridge sent, verbatim.
+    lastAnswer: () => state.lastAnswer || null,
     toggleMic,
     toggleCamera,
     toggleScreen,
