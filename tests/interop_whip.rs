@@ -19,6 +19,22 @@ use tern::auth::TokenKeys;
 
 const ROOM: &str = "whip";
 
+/// `tern_sfu::sdp_audit` on the offer and answer a whip_client.py result
+/// carries.
+fn audit(result: &serde_json::Value, who: &str) {
+    let offer = result["offer"].as_str().unwrap_or_default();
+    let answer = result["answer"].as_str().unwrap_or_default();
+    assert!(
+        offer.contains("m=") && answer.contains("m="),
+        "{who}: no SDP in {result}"
+    );
+    let findings = tern_sfu::sdp_audit::audit_answer(offer, answer);
+    assert!(
+        findings.is_empty(),
+        "{who}'s answer: {findings:#?}\n{offer}\n{answer}"
+    );
+}
+
 #[test]
 fn whip_and_whep_refuse_what_rfc_9725_says_with_precise_reasons() {
     let bridge = Bridge::start(&[]);
@@ -246,6 +262,8 @@ async fn aiortc_publishes_over_whip_and_watches_over_whep_beside_a_signalling_pa
         "WHEP viewer decoded too little audio: {seen}"
     );
     assert_eq!(seen["delete"], 200, "{seen}");
+    // The bridge's answer to aiortc's offer follows the offer/answer rules.
+    audit(&seen, "viewer");
     assert_eq!(seen["delete_again"], 404, "{seen}");
 
     // Ending the WHIP session removes the participant at once.
@@ -253,6 +271,7 @@ async fn aiortc_publishes_over_whip_and_watches_over_whep_beside_a_signalling_pa
         .finish(Duration::from_secs(30))
         .expect("the publisher's result");
     assert_eq!(done["delete"], 200, "{done}");
+    audit(&done, "publisher");
     let deadline = Instant::now() + Duration::from_secs(5);
     while watcher.state().participants.contains_key("pub") {
         assert!(

@@ -10,5 +10,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = tern_sfu::whip::sources_from_offer(text);
         let _ = tern_sfu::sdp::unsupported_codecs(text, &["opus", "VP8", "H264"]);
+        // Tests run the audit on other stacks' offers too.
+        let (offer, answer) = text.split_at(text.len() / 2);
+        let _ = tern_sfu::sdp_audit::audit_answer(offer, answer);
     }
 });

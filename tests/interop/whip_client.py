@@ -108,6 +108,8 @@ async def main():
     delete_status, _, delete_body = await loop.run_in_executor(None, http, "DELETE", resource, args.token)
     again_status, _, _ = await loop.run_in_executor(None, http, "DELETE", resource, args.token)
     result = {
+        "offer": pc.localDescription.sdp,
+        "answer": body,
         "location": location,
         "delete": delete_status,
         "delete_body": delete_body,
