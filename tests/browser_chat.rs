@@ -22,25 +22,13 @@ const MAX_DATA_MESSAGE: usize = 16 * 1024;
 const DATA_BURST: usize = 20;
 const DATA_RATE: usize = 10;
 
-/// `tern_data_messages_dropped_total{reason="rate_limited"}` summed over
-/// every bridge's /metrics and shard.
+/// `tern_data_messages_dropped_total{reason="rate_limited"}` over every
+/// bridge.
 fn rate_limited_drops(env: &support::Env) -> Result<u64> {
-    let dev = env.dev().context("no tern dev running")?;
-    let mut total = 0;
-    for b in dev.dev_bridges() {
-        let url = format!("http://{}/metrics", b.http);
-        let (status, body) = env.http().get(&url)?;
-        ensure!(status == 200, "GET {url}: {status}");
-        total += body
-            .lines()
-            .filter(|l| {
-                l.starts_with("tern_data_messages_dropped_total{")
-                    && l.contains("reason=\"rate_limited\"")
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64;
-    }
-    Ok(total)
+    Ok(env.bridges_metric(
+        "tern_data_messages_dropped_total",
+        "reason=\"rate_limited\"",
+    )? as u64)
 }
 
 /// (from, text) of the chat messages `p` received from others.

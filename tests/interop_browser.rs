@@ -110,6 +110,15 @@ fn aiortc_and_chromium_participants_decode_each_others_audio_and_video() {
                 frames >= 100,
                 "aiortc decoded {frames} audio frames ({packets} packets) of {mic}"
             );
+            // Chromium sends Opus in RED; aiortc did not negotiate RED, so
+            // what it decoded was each packet's primary block.
+            let primary =
+                env.bridges_metric("tern_audio_red_packets_total", "direction=\"out_primary\"")?;
+            println!("RED packets forwarded to aiortc as their primary block: {primary}");
+            ensure!(
+                primary >= 100.0,
+                "only {primary} RED packets went out as their primary block"
+            );
             Ok(())
         },
     );

@@ -11,6 +11,7 @@ pub mod keyframe;
 pub mod layers;
 pub mod node;
 pub mod rate;
+pub mod red;
 pub mod rewrite;
 pub mod sdp;
 pub mod sdp_audit;

@@ -60,6 +60,56 @@ pub fn unsupported_codecs(offer: &str, supported: &[&str]) -> Option<String> {
     })
 }
 
+/// `answer` with RED (RFC 2198) first in every audio m-line that
+/// negotiated it. Browsers send with the first codec of the answer: Chromium
+/// offers Opus before RED and sends plain Opus unless the answer puts RED
+/// first. A receiver that did not negotiate RED gets the primary block
+/// (`crate::red`), so preferring it costs nobody anything.
+pub fn prefer_red(answer: &str) -> String {
+    let eol = if answer.contains("\r\n") {
+        "\r\n"
+    } else {
+        "\n"
+    };
+    let lines: Vec<&str> = answer.lines().collect();
+    let mut out: Vec<String> = Vec::with_capacity(lines.len());
+    let mut i = 0;
+    while i < lines.len() {
+        let l = lines[i];
+        let end = lines[i + 1..]
+            .iter()
+            .position(|l| l.starts_with("m="))
+            .map_or(lines.len(), |n| i + 1 + n);
+        if let Some(m) = l.strip_prefix("m=audio ") {
+            let red: Option<&str> = lines[i + 1..end].iter().find_map(|a| {
+                let r = a.strip_prefix("a=rtpmap:")?;
+                let (pt, enc) = r.split_once(' ')?;
+                enc.to_ascii_lowercase().starts_with("red/").then_some(pt)
+            });
+            let mut f: Vec<&str> = m.split(' ').collect();
+            // port proto fmt...: move the RED format to the first place.
+            if let Some(pt) = red
+                && let Some(pos) = f.iter().skip(2).position(|x| *x == pt)
+            {
+                let pt = f.remove(pos + 2);
+                f.insert(2, pt);
+            }
+            out.push(format!("m=audio {}", f.join(" ")));
+        } else {
+            out.push(l.to_string());
+        }
+        for a in &lines[i + 1..end] {
+            out.push(a.to_string());
+        }
+        i = end;
+    }
+    let mut text = out.join(eol);
+    if answer.ends_with('\n') {
+        text.push_str(eol);
+    }
+    text
+}
+
 /// `answer` with every accepted m-section carrying all of the answer's
 /// candidates and ending its candidate list with `a=end-of-candidates`.
 /// Lines keep the answer's own line ending; an answer without candidates
@@ -121,6 +171,29 @@ pub fn complete_candidates(answer: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn red_goes_first_in_audio_m_lines_that_negotiated_it() {
+        let answer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 63\r\na=mid:0\r\n\
+a=rtpmap:111 opus/48000/2\r\na=rtpmap:63 red/48000/2\r\na=fmtp:63 111/111\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=rtpmap:111 opus/48000/2\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 63\r\na=mid:2\r\na=rtpmap:63 red/90000\r\n";
+        let out = super::prefer_red(answer);
+        assert!(
+            out.contains("m=audio 9 UDP/TLS/RTP/SAVPF 63 111\r\na=mid:0"),
+            "{out}"
+        );
+        assert!(
+            out.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("m=video 9 UDP/TLS/RTP/SAVPF 96 63\r\n"),
+            "{out}"
+        );
+        assert_eq!(out.len(), answer.len());
+        assert_eq!(super::prefer_red(&out), out, "idempotent");
+    }
+
     use super::*;
 
     const CANDIDATE: &str = "a=candidate:1 1 udp 2130706175 192.0.2.1 10000 typ host";

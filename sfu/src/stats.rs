@@ -78,6 +78,12 @@ pub struct CoreStats {
     pub layer_switches: u64,
     /// Silent audio packets not forwarded (`speech/silence.rs`).
     pub silence_suppressed: u64,
+    /// RED (RFC 2198) audio packets received from publishers.
+    pub red_in: u64,
+    /// ...forwarded as RED (the receiver negotiated it), and as their
+    /// primary block alone (it did not).
+    pub red_out: u64,
+    pub red_out_primary: u64,
     /// Audio receive slots given to a different source as speech moved.
     pub audio_slot_switches: u64,
     /// Video receive slots given to a different source (last-N, on stage).

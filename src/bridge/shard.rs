@@ -42,6 +42,9 @@ struct ShardMetrics {
     layer_switches: Counter,
     sender_constraints: Counter,
     silence_suppressed: Counter,
+    red_in: Counter,
+    red_out: Counter,
+    red_out_primary: Counter,
     audio_slot_switches: Counter,
     video_slot_switches: Counter,
     dominant_speaker_changes: Counter,
@@ -74,6 +77,9 @@ impl ShardMetrics {
             layer_switches: metrics::counter!("tern_layer_switches_total", "shard" => s.clone()),
             sender_constraints: metrics::counter!("tern_sender_constraints_total", "shard" => s.clone()),
             silence_suppressed: metrics::counter!("tern_silence_suppressed_packets_total", "shard" => s.clone()),
+            red_in: metrics::counter!("tern_audio_red_packets_total", "shard" => s.clone(), "direction" => "in"),
+            red_out: metrics::counter!("tern_audio_red_packets_total", "shard" => s.clone(), "direction" => "out_red"),
+            red_out_primary: metrics::counter!("tern_audio_red_packets_total", "shard" => s.clone(), "direction" => "out_primary"),
             audio_slot_switches: metrics::counter!("tern_slot_switches_total", "shard" => s.clone(), "kind" => "audio"),
             video_slot_switches: metrics::counter!("tern_slot_switches_total", "shard" => s.clone(), "kind" => "video"),
             dominant_speaker_changes: metrics::counter!("tern_dominant_speaker_changes_total", "shard" => s.clone()),
@@ -113,6 +119,9 @@ impl ShardMetrics {
         self.layer_switches.absolute(st.layer_switches);
         self.sender_constraints.absolute(st.sender_constraints);
         self.silence_suppressed.absolute(st.silence_suppressed);
+        self.red_in.absolute(st.red_in);
+        self.red_out.absolute(st.red_out);
+        self.red_out_primary.absolute(st.red_out_primary);
         self.audio_slot_switches.absolute(st.audio_slot_switches);
         self.video_slot_switches.absolute(st.video_slot_switches);
         self.dominant_speaker_changes

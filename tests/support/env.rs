@@ -294,6 +294,25 @@ impl Env {
         self.bridge.borrow().clone()
     }
 
+    /// `name{...}` summed over every bridge of the running `tern dev` (its
+    /// real /metrics) and over the label sets whose text contains
+    /// `label_filter` (e.g. `direction="in"`).
+    pub fn bridges_metric(&self, name: &str, label_filter: &str) -> Result<f64> {
+        let dev = self.dev().context("no tern dev running")?;
+        let mut total = 0.0;
+        for b in dev.dev_bridges() {
+            let url = format!("http://{}/metrics", b.http);
+            let (status, body) = self.http.get(&url)?;
+            anyhow::ensure!(status == 200, "GET {url}: {status}");
+            total += body
+                .lines()
+                .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(label_filter))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>();
+        }
+        Ok(total)
+    }
+
     /// Opens a new browser (fresh profile) with `extra_args` added to the
     /// standard flags.
     pub fn browser(&self, label: &str, extra_args: &[&str]) -> Result<Browser> {

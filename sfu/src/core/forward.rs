@@ -356,10 +356,22 @@ impl Core {
                 (mid, layer)
             }
         };
-        let Some(codec) = ep.codec_of(p.header.payload_type) else {
+        let pt = p.header.payload_type;
+        let Some((codec, red)) = ep
+            .codec_of(pt)
+            .map(|c| (c, false))
+            .or_else(|| ep.red_codec_of(pt).map(|c| (c, true)))
+        else {
             self.stats.drop(DropReason::UnknownStream);
             return;
         };
+        if red {
+            self.stats.red_in += 1;
+        }
+        if red && crate::red::red_primary(&p.payload).is_none() {
+            self.stats.drop(DropReason::Malformed);
+            return;
+        }
         let mut ext = ExtensionValues::default();
         let mut seq = *p.seq_no;
         if codec == Codec::Opus {
@@ -384,6 +396,7 @@ impl Core {
             source: SourceRef { endpoint: id, mid },
             layer,
             codec,
+            red,
             seq,
             ts: p.header.timestamp,
             marker: p.header.marker,
@@ -447,6 +460,9 @@ impl Core {
         }
         let subscribers = std::mem::take(&mut src.subscribers);
         let source_ref = p.source;
+        // RED's primary block for receivers that did not negotiate RED:
+        // made once per packet, shared by all of them.
+        let mut plain: Option<std::sync::Arc<[u8]>> = None;
         for &(sub_id, slot_i) in &subscribers {
             let Some(sub) = self.endpoints.get_mut(&sub_id) else {
                 continue;
@@ -479,20 +495,36 @@ impl Core {
             };
             let slot_mid = slot.mid;
             let cached = slot.tx_ssrc;
-            let Some(pt) = sub.pt_for(p.codec) else {
+            // RED goes as RED where the receiver takes it, else its
+            // primary block goes as the plain codec.
+            let red_pt = if p.red { sub.red_pt_for(p.codec) } else { None };
+            let Some(pt) = red_pt.or_else(|| sub.pt_for(p.codec)) else {
                 self.stats.drop(DropReason::NoCodec);
                 continue;
             };
-            let mut w = RtpWrite::new(
-                pt,
-                SeqNo::from(out.seq),
-                out.ts,
-                p.wallclock,
-                p.payload.clone(),
-            )
-            .marker(p.marker)
-            .ext_vals(p.ext.clone())
-            .nackable(kind == Kind::Video);
+            if p.red {
+                if red_pt.is_some() {
+                    self.stats.red_out += 1;
+                } else {
+                    self.stats.red_out_primary += 1;
+                }
+            }
+            let payload = if p.red && red_pt.is_none() {
+                // Checked well-formed at ingest (local RED only).
+                plain
+                    .get_or_insert_with(|| {
+                        std::sync::Arc::from(
+                            crate::red::red_primary(&p.payload).unwrap_or_default(),
+                        )
+                    })
+                    .clone()
+            } else {
+                p.payload.clone()
+            };
+            let mut w = RtpWrite::new(pt, SeqNo::from(out.seq), out.ts, p.wallclock, payload)
+                .marker(p.marker)
+                .ext_vals(p.ext.clone())
+                .nackable(kind == Kind::Video);
             if let Some(d) = &descriptor {
                 let mut b = d.patch();
                 if let Some(pid) = out.pid {

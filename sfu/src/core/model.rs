@@ -44,6 +44,10 @@ pub(super) struct Packet {
     pub(super) source: SourceRef,
     pub(super) layer: usize,
     pub(super) codec: Codec,
+    /// The payload is RFC 2198 RED around `codec` (Opus from a browser):
+    /// forwarded as is where the receiver negotiated RED, as its primary
+    /// block elsewhere.
+    pub(super) red: bool,
     /// Extended sequence number of the layer's stream.
     pub(super) seq: u64,
     pub(super) ts: u32,
@@ -295,6 +299,27 @@ impl Endpoint {
             .iter()
             .find(|p| p.spec().codec == codec)
             .map(|p| p.pt())
+    }
+
+    /// The RED payload type this endpoint negotiated for `codec` (None:
+    /// it did not offer RED, or not for this codec).
+    pub(super) fn red_pt_for(&self, codec: Codec) -> Option<Pt> {
+        self.rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == codec)
+            .and_then(|p| p.red())
+    }
+
+    /// The codec `pt` carries inside RED, if `pt` is a RED payload type.
+    pub(super) fn red_codec_of(&self, pt: Pt) -> Option<Codec> {
+        self.rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.red() == Some(pt))
+            .map(|p| p.spec().codec)
     }
 
     pub(super) fn codec_of(&self, pt: Pt) -> Option<Codec> {

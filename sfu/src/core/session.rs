@@ -199,7 +199,10 @@ impl Core {
             .clear_codecs();
         for c in &self.cfg.codecs {
             b = match c {
-                CodecName::Opus => b.enable_opus(true, false),
+                // RED (RFC 2198) where the client offers it: browsers
+                // send Opus with one redundant frame, which saves a
+                // receiver that negotiated RED from single losses.
+                CodecName::Opus => b.enable_opus(true, true),
                 CodecName::Vp8 => b.enable_vp8(true),
                 CodecName::H264 => b.enable_h264(true),
             };
@@ -310,7 +313,9 @@ impl Core {
         self.signal(
             id,
             ServerMessage::Answer {
-                sdp: crate::sdp::complete_candidates(&answer.to_sdp_string()),
+                sdp: crate::sdp::prefer_red(&crate::sdp::complete_candidates(
+                    &answer.to_sdp_string(),
+                )),
             },
         );
         self.drive(now, id);

@@ -77,7 +77,17 @@ impl Core {
             voice_activity: p.ext.voice_activity.unwrap_or(false),
             codec,
         };
-        header.write(&p.payload, &mut self.relay.buf);
+        // The relay carries the plain codec: RED's primary block (the
+        // receiving bridge's receivers may not take RED).
+        let payload = if p.red {
+            match crate::red::red_primary(&p.payload) {
+                Some(primary) => primary,
+                None => return,
+            }
+        } else {
+            &p.payload[..]
+        };
+        header.write(payload, &mut self.relay.buf);
         let Some(layer) = src.layers.get_mut(p.layer) else {
             return;
         };
@@ -231,6 +241,7 @@ impl Core {
             source: SourceRef { endpoint: id, mid },
             layer,
             codec: codec_from_wire(h.codec),
+            red: false,
             seq,
             ts: h.timestamp,
             marker: h.marker,
