@@ -149,14 +149,23 @@ async fn end(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
     r
 }
 
+/// Methods a session URL takes (the endpoints themselves: POST, OPTIONS).
+const SESSION_METHODS: &str = "POST, DELETE, PATCH, OPTIONS";
+
 fn cors(h: &mut HeaderMap) {
+    cors_for(h, SESSION_METHODS);
+}
+
+/// CORS for WHIP/WHEP (here and on the focus): any origin may publish or
+/// watch with a token, and must see `Location`.
+pub(crate) fn cors_for(h: &mut HeaderMap, methods: &'static str) {
     h.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, DELETE, PATCH, OPTIONS"),
+        HeaderValue::from_static(methods),
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
@@ -169,13 +178,30 @@ fn cors(h: &mut HeaderMap) {
 }
 
 fn refuse(status: StatusCode, message: String) -> Response {
+    refusal(status, message, SESSION_METHODS)
+}
+
+/// A plain-text refusal with CORS, and `WWW-Authenticate` on a 401.
+pub(crate) fn refusal(status: StatusCode, message: String, methods: &'static str) -> Response {
     let mut r = (status, format!("{message}\n")).into_response();
     if status == StatusCode::UNAUTHORIZED {
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
-    cors(r.headers_mut());
+    cors_for(r.headers_mut(), methods);
     r
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
 }
 
 /// A refusal the core or the token check made, counted like one over the
@@ -221,21 +247,14 @@ async fn start(
             ),
         );
     }
-    let Some(token) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-    else {
+    let Some(token) = bearer(&headers) else {
         count_session(&protocol, "invalid_token");
         return refuse(
             StatusCode::UNAUTHORIZED,
             "invalid_token: no `Authorization: Bearer <token>` header (tokens come from the focus: GET /join or the Allocate API)".into(),
         );
     };
-    let claims = match app.keys.verify(token.trim()) {
+    let claims = match app.keys.verify(token) {
         Ok(c) => c,
         Err(r) => return refuse_with(&protocol, r),
     };

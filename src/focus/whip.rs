@@ -20,6 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::handle::FocusHandle;
+use crate::bridge::whip::{bearer, cors_for, refusal};
 
 /// How long the chosen bridge may take to answer (it answers in
 /// milliseconds unless it is dying; then the client should retry here).
@@ -82,23 +83,11 @@ async fn options() -> Response {
     r
 }
 
+/// The focus's endpoints take only POST (sessions live on the bridges).
+const METHODS: &str = "POST, OPTIONS";
+
 fn cors(h: &mut HeaderMap) {
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("authorization, content-type, if-match"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("location"),
-    );
+    cors_for(h, METHODS);
 }
 
 fn refuse(
@@ -109,13 +98,7 @@ fn refuse(
 ) -> Response {
     metrics::counter!("tern_focus_http_sessions_total", "protocol" => kind, "outcome" => outcome)
         .increment(1);
-    let mut r = (status, format!("{message}\n")).into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
-    cors(r.headers_mut());
-    r
+    refusal(status, message, METHODS)
 }
 
 /// `ws://host:port/signal` -> `http://host:port` (`wss` -> `https`).
@@ -157,15 +140,7 @@ async fn forward(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(bearer) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-    else {
+    let Some(token) = bearer(&headers) else {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "invalid_token: no `Authorization: Bearer <token>` header (tokens come from GET /join or the Allocate API)".into(),
@@ -173,7 +148,7 @@ async fn forward(
             kind,
         );
     };
-    let claims = match h.keys.verify(bearer) {
+    let claims = match h.keys.verify(token) {
         Ok(c) => c,
         Err(r) => {
             return refuse(
