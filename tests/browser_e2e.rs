@@ -114,7 +114,11 @@ fn browser_three_participants_see_and_hear_each_other_and_late_joiner_and_leaver
     run_in_netns(
         "browser_three_participants_see_and_hear_each_other_and_late_joiner_and_leaver",
         |env| {
-            env.start_bridge()?;
+            // Joining and leaving, not bandwidth: with estimation on, a CPU-starved
+            // host makes str0m's estimate collapse without loss (issue 16) and the
+            // late joiner's slot is paused for bandwidth for most of the 30 s
+            // window (failed twice so, 2026-12-03). browser_bandwidth tests that.
+            env.start_bridge_with_env(&[("TERN_MEDIA_BANDWIDTH_ESTIMATION", "false")])?;
             let room = "e2e-three";
             let alice = env.join(room, "alice", "")?;
             let bob = env.join(room, "bob", "")?;
