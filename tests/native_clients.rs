@@ -178,7 +178,12 @@ fn layer_switches_keep_outgoing_numbers_monotonic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_nack_is_answered_from_the_bridge_cache() {
-    let bridge = Bridge::start(&[]);
+    // Estimation off: a layer switch down forgets the old layer's resends by
+    // design (the receiver starts over at the new keyframe), so a loss just
+    // before one is never repaired. On a CPU-starved host str0m's estimate
+    // fell on this idle loopback link and switched the receiver down in most
+    // runs (issue 16), which made this test about allocation, not repair.
+    let bridge = Bridge::start(&[("TERN_MEDIA_BANDWIDTH_ESTIMATION", "false")]);
     let publisher = bridge.join_with("nack", "pub", |o| o.audio = false).await;
     // Every 40th packet towards the receiver is lost after the bridge.
     let sub = bridge
@@ -197,9 +202,19 @@ async fn receiver_nack_is_answered_from_the_bridge_cache() {
         st.dropped_inbound().len()
     );
     let rx = st.received_for("pub/camera");
-    // Repairs arrive late (a retransmission can be lost too); ignore the last second.
+    // Judge only packets sent more than a second ago, so each loss had a full
+    // second to be repaired; a repair that arrives after the newest of those
+    // still counts (cutting by arrival time instead would count a repair that
+    // landed just after the cut as a hole).
     let cutoff = Instant::now() - Duration::from_millis(1000);
-    let settled: Vec<Received> = rx.iter().copied().filter(|r| r.at < cutoff).collect();
+    let Some(newest_settled) = rx.iter().filter(|r| r.at < cutoff).map(|r| r.seq).max() else {
+        panic!("no packets received more than a second ago");
+    };
+    let settled: Vec<Received> = rx
+        .iter()
+        .copied()
+        .filter(|r| r.seq <= newest_settled)
+        .collect();
     assert_eq!(holes(&settled), 0, "every lost packet was retransmitted");
     drop(st);
     assert_eq!(

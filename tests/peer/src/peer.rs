@@ -182,6 +182,16 @@ impl Peer {
         std::mem::take(&mut self.state.decoded)
     }
 
+    /// Whether `pt` is a negotiated retransmission (RTX) payload type: a
+    /// shell that simulates loss uses it to lose originals only.
+    pub fn is_retransmission_pt(&self, pt: u8) -> bool {
+        self.rtc
+            .codec_config()
+            .params()
+            .iter()
+            .any(|p| p.resend().is_some_and(|r| *r == pt))
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.cfg.local_addr
     }
