@@ -10,8 +10,11 @@ use crate::synth::LayerSpec;
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
     pub audio: bool,
-    /// Simulcast layers of the camera source; empty = no video.
+    /// Simulcast layers of the video source; empty = no video.
     pub video: Vec<LayerSpec>,
+    /// The video source's name: "camera", or "screen" for a screen share
+    /// (the bridge ranks and caps those apart).
+    pub video_source: String,
     pub audio_slots: usize,
     pub video_slots: usize,
     /// The peer's own media address (its ICE host candidate).
@@ -60,6 +63,7 @@ impl PeerConfig {
         Self {
             audio: true,
             video: LayerSpec::ladder(),
+            video_source: "camera".into(),
             audio_slots: 4,
             video_slots: 4,
             local_addr,

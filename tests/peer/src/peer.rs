@@ -292,9 +292,14 @@ impl Peer {
                 camera_max_bps,
                 screen_max_bps,
             } => {
-                // This peer publishes a camera only.
+                // This peer publishes one video source: the cap for its kind.
+                let cap = if self.cfg.video_source == "screen" {
+                    screen_max_bps
+                } else {
+                    camera_max_bps
+                };
                 if let Some(g) = self.video.as_mut() {
-                    g.cap_bitrate(u32::try_from(camera_max_bps).unwrap_or(u32::MAX));
+                    g.cap_bitrate(u32::try_from(cap).unwrap_or(u32::MAX));
                 }
                 self.state.send_limits = Some((camera_max_bps, screen_max_bps));
             }
@@ -305,7 +310,7 @@ impl Peer {
                 self.state.errors.push(("move".to_string(), reason));
             }
             ServerMessage::SenderConstraints { source, max_height } => {
-                if source == "camera"
+                if source == self.cfg.video_source
                     && let Some(g) = self.video.as_mut()
                 {
                     for (i, l) in self.cfg.video.iter().enumerate() {
@@ -385,7 +390,7 @@ impl Peer {
             let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, Some(sim));
             sources.push(SourceDecl {
                 mid: mid.to_string(),
-                name: "camera".into(),
+                name: self.cfg.video_source.clone(),
                 kind: Kind::Video,
                 layers: self
                     .cfg

@@ -25,6 +25,8 @@ pub struct Reception {
     pub longest_gap: Duration,
     /// Layers seen, by index.
     pub layers: Vec<u8>,
+    /// Complete frames per layer seen (same order as `layers`).
+    pub complete_per_layer: Vec<usize>,
     /// Publisher generation → last packet of the frame received (p50, max).
     pub delay_p50: Duration,
     pub delay_max: Duration,
@@ -39,6 +41,19 @@ pub struct Reception {
 }
 
 impl Reception {
+    /// The share of complete frames that were on `layer`.
+    pub fn share_on(&self, layer: u8) -> f64 {
+        let total: usize = self.complete_per_layer.iter().sum();
+        let on = self
+            .layers
+            .iter()
+            .zip(&self.complete_per_layer)
+            .filter(|(l, _)| **l == layer)
+            .map(|(_, n)| *n)
+            .sum::<usize>();
+        on as f64 / total.max(1) as f64
+    }
+
     pub fn frame_loss(&self) -> f64 {
         if self.frames_expected == 0 {
             return 1.0;
@@ -56,7 +71,19 @@ impl Sim {
         from: Duration,
         to: Duration,
     ) -> Reception {
-        let source = format!("{publisher}/camera");
+        self.reception_of(receiver, publisher, "camera", from, to)
+    }
+
+    /// [`Sim::reception`] of any of `publisher`'s video sources ("screen").
+    pub fn reception_of(
+        &self,
+        receiver: &str,
+        publisher: &str,
+        source_name: &str,
+        from: Duration,
+        to: Duration,
+    ) -> Reception {
+        let source = format!("{publisher}/{source_name}");
         let pub_start = self.peer(publisher).started;
         let st = self.state(receiver);
         let (a, b) = (self.epoch + from, self.epoch + to);
@@ -80,11 +107,13 @@ impl Sim {
         }
         let mut complete: Vec<(Instant, Duration)> = Vec::new();
         let mut per_layer: BTreeMap<u8, (u32, u32)> = BTreeMap::new();
+        let mut complete_on: BTreeMap<u8, usize> = BTreeMap::new();
         for (&(layer, frame), (idx, count, done, sent)) in &frames {
             let e = per_layer.entry(layer).or_insert((frame, frame));
             e.0 = e.0.min(frame);
             e.1 = e.1.max(frame);
             if idx.len() >= usize::from(*count) {
+                *complete_on.entry(layer).or_default() += 1;
                 let sent_at = pub_start + Duration::from_micros(*sent);
                 complete.push((*done, done.saturating_duration_since(sent_at)));
             }
@@ -136,6 +165,10 @@ impl Sim {
             freezes,
             longest_gap: longest,
             layers: per_layer.keys().copied().collect(),
+            complete_per_layer: per_layer
+                .keys()
+                .map(|l| complete_on.get(l).copied().unwrap_or(0))
+                .collect(),
             delay_p50: delays.get(delays.len() / 2).copied().unwrap_or_default(),
             delay_max: delays.last().copied().unwrap_or_default(),
         }
