@@ -7,12 +7,14 @@
 //! 2. Each source's layers are pruned by the receiver's constraints (taller
 //!    than it asked for, or not flowing: [`crate::layers::choose_layer`]'s
 //!    rules) into a ladder, cheapest first.
-//! 3. Every source gets the bottom of its ladder if it fits, in priority
-//!    order; one that does not fit is suspended (the receiver is told why).
-//!    An on-stage screen share may go over the estimate by at most
-//!    [`SCREEN_OVERSEND_BPS`] rather than be suspended: unreadable slides are
-//!    worse than a congested moment.
-//! 4. On-stage sources climb as far as the estimate allows, then the rest
+//! 3. An on-stage screen share is served first, up to its preferred layer,
+//!    and may go over the estimate by at most [`SCREEN_OVERSEND_BPS`] to
+//!    get there (or rather than be suspended): unreadable slides are worse
+//!    than a congested moment, and thumbnails give way first.
+//! 4. Every other source gets the bottom of its ladder if it fits, in
+//!    priority order; one that does not fit is suspended (the receiver is
+//!    told why).
+//! 5. On-stage sources climb as far as the estimate allows, then the rest
 //!    climb one step at a time in priority order, round after round, until
 //!    nothing more fits.
 //!
@@ -96,43 +98,62 @@ pub fn allocate(candidates: &[Candidate<'_>], budget: Option<u64>, out: &mut All
     // `level[i]`: step of ladder i chosen, if any.
     let mut level: Vec<Option<usize>> = vec![None; candidates.len()];
     let mut used: u64 = 0;
-    for &i in &order {
-        if ladders[i].is_empty() {
-            continue;
-        }
-        out.ideal_bps += cost(i, ladders[i].len() - 1);
-        let c = cost(i, 0);
-        let fits = used.saturating_add(c) <= budget;
-        let oversend = candidates[i].on_stage
-            && candidates[i].screen
-            && used.saturating_add(c) <= budget.saturating_add(SCREEN_OVERSEND_BPS);
-        if fits || oversend {
-            level[i] = Some(0);
-            used += c;
-        } else {
-            out.choices[i] = Choice::Suspended;
-        }
-    }
-    let raise = |i: usize, used: &mut u64, level: &mut [Option<usize>]| -> bool {
+    let raise = |i: usize, limit: u64, used: &mut u64, level: &mut [Option<usize>]| -> bool {
         let Some(at) = level[i] else { return false };
         if at + 1 >= ladders[i].len() {
             return false;
         }
         let delta = cost(i, at + 1).saturating_sub(cost(i, at));
-        if used.saturating_add(delta) > budget {
+        if used.saturating_add(delta) > limit {
             return false;
         }
         *used += delta;
         level[i] = Some(at + 1);
         true
     };
+    // An on-stage screen share goes first of all, as high as its preferred
+    // layer within the estimate plus the oversend: slides stay readable at
+    // the resolution they were shared at while the thumbnails (served from
+    // what is left, if anything) degrade. JVB does the same with its
+    // on-stage screen share and `max-oversend-bitrate`.
+    let stage_screen = |i: usize| candidates[i].on_stage && candidates[i].screen;
+    let with_oversend = budget.saturating_add(SCREEN_OVERSEND_BPS);
+    for &i in order.iter().filter(|&&i| stage_screen(i)) {
+        if ladders[i].is_empty() {
+            continue;
+        }
+        if used.saturating_add(cost(i, 0)) <= with_oversend {
+            level[i] = Some(0);
+            used += cost(i, 0);
+            while raise(i, with_oversend, &mut used, &mut level) {}
+        }
+    }
+    for &i in &order {
+        if ladders[i].is_empty() {
+            continue;
+        }
+        out.ideal_bps += cost(i, ladders[i].len() - 1);
+        if stage_screen(i) {
+            if level[i].is_none() {
+                out.choices[i] = Choice::Suspended;
+            }
+            continue;
+        }
+        let c = cost(i, 0);
+        if used.saturating_add(c) <= budget {
+            level[i] = Some(0);
+            used += c;
+        } else {
+            out.choices[i] = Choice::Suspended;
+        }
+    }
     for &i in order.iter().filter(|&&i| candidates[i].on_stage) {
-        while raise(i, &mut used, &mut level) {}
+        while raise(i, budget, &mut used, &mut level) {}
     }
     loop {
         let mut changed = false;
         for &i in order.iter().filter(|&&i| !candidates[i].on_stage) {
-            changed |= raise(i, &mut used, &mut level);
+            changed |= raise(i, budget, &mut used, &mut level);
         }
         if !changed {
             break;

@@ -101,6 +101,46 @@ fn on_stage_screen_share_keeps_its_layer_over_the_estimate_within_the_oversend()
 }
 
 #[test]
+fn on_stage_screen_share_keeps_its_resolution_and_thumbnails_give_way() {
+    let l = ladder3();
+    let mut screen = thumb(&l);
+    screen.on_stage = true;
+    screen.screen = true;
+    let c = [thumb(&l), thumb(&l), screen];
+    // Plenty: 720p screen, the thumbnails share the rest.
+    let a = run(&c, Some(2_500_000));
+    assert_eq!(a.choices[2], Choice::Layer(2));
+    assert_eq!(a.oversend_bps, 0);
+    // 1.2 Mbps: the screen's 720p needs 300 kbps of oversend, and gets it;
+    // nothing is left for thumbnails.
+    let a = run(&c, Some(1_200_000));
+    assert_eq!(
+        a.choices,
+        vec![Choice::Suspended, Choice::Suspended, Choice::Layer(2)]
+    );
+    assert_eq!(a.oversend_bps, 300_000);
+    // 800 kbps: 720p would need 700 kbps over, more than the oversend: the
+    // screen takes 360p and the thumbnails what remains, within the estimate.
+    let a = run(&c, Some(800_000));
+    assert_eq!(
+        a.choices,
+        vec![Choice::Layer(0), Choice::Layer(0), Choice::Layer(1)]
+    );
+    assert_eq!(a.oversend_bps, 0);
+    // A camera on stage gets no oversend: it climbs within the estimate
+    // after every thumbnail has its bottom layer (360p; 720p does not fit),
+    // and the first thumbnail takes the next step that does.
+    let mut camera = thumb(&l);
+    camera.on_stage = true;
+    let a = run(&[thumb(&l), thumb(&l), camera], Some(1_200_000));
+    assert_eq!(
+        a.choices,
+        vec![Choice::Layer(1), Choice::Layer(0), Choice::Layer(1)]
+    );
+    assert_eq!(a.oversend_bps, 0);
+}
+
+#[test]
 fn screen_shares_go_before_thumbnails() {
     let screen_layer = [LayerCost {
         height: 1080,
