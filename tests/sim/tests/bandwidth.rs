@@ -165,10 +165,11 @@ fn a_receiver_starved_below_the_lowest_layer_is_told_it_is_paused_and_resumes_wh
 }
 
 /// Ignored: not deterministic and not met. With four video sources to one
-/// receiver and estimation on, one seed gives different runs (not traced;
-/// the likely source is str0m keeping its send streams in a `HashMap` with
-/// a per-process random seed, which it iterates to poll and to pick a
-/// stream to pad on); and str0m's estimate on the 2.5 Mbps link often sits
+/// receiver and estimation on, one seed gives different runs; with
+/// estimation off the same scenario is identical run after run, so the
+/// randomness enters through str0m's estimator and pacer (likely its send
+/// streams, kept in a `HashMap` with a per-process random seed, which it
+/// iterates to pick a stream to pad on; not traced further); and str0m's estimate on the 2.5 Mbps link often sits
 /// far below what 720p needs even with the oversend. The share of the
 /// screen's frames on 720p after the drop: BENCHMARKS.md, "Screen share on
 /// stage".
