@@ -439,11 +439,11 @@ impl Shard {
                     contents,
                     tcp: true,
                 } => {
-                    let sent = super::tcp::framed(&contents).is_some_and(|f| {
-                        self.tcp_writers
+                    let sent = super::tcp::fits_a_frame(&contents)
+                        && self
+                            .tcp_writers
                             .get(&destination)
-                            .is_some_and(|w| w.try_send(f).is_ok())
-                    });
+                            .is_some_and(|w| w.try_send(contents).is_ok());
                     if !sent {
                         metrics::counter!("tern_ice_tcp_dropped_total", "reason" => "write_queue_full_or_closed")
                             .increment(1);
