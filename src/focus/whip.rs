@@ -7,6 +7,7 @@
 //! itself; after a bridge failure, POSTing to the focus again places the
 //! client on a healthy one. See docs/whip-whep.md.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::Router;
@@ -17,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::handle::FocusHandle;
@@ -28,6 +30,15 @@ const BRIDGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The bridge refuses larger offers itself; this only bounds what the
 /// focus buffers.
 const MAX_BODY: usize = 256 * 1024;
+
+/// One client for every forwarded offer: its pool keeps connections to
+/// the bridges open between offers (a join burst does not pay a TCP
+/// handshake per participant), and hyper retries a request whose pooled
+/// connection turns out closed.
+fn bridge_client() -> &'static Client<HttpConnector, Full<Bytes>> {
+    static CLIENT: OnceLock<Client<HttpConnector, Full<Bytes>>> = OnceLock::new();
+    CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).build_http())
+}
 
 pub fn routes() -> Router<FocusHandle> {
     Router::new()
@@ -228,9 +239,11 @@ async fn forward(
             kind,
         );
     };
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let answered = tokio::time::timeout(BRIDGE_TIMEOUT, async {
-        let res = client.request(req).await.map_err(|e| e.to_string())?;
+        let res = bridge_client()
+            .request(req)
+            .await
+            .map_err(|e| e.to_string())?;
         let (parts, body) = res.into_parts();
         let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
         Ok::<_, String>((parts, bytes))
