@@ -474,6 +474,34 @@ fn parse_dev_bridges(log: &str) -> Vec<DevBridge> {
     out
 }
 
+/// Waits until `tern dev` printed both bridges and the focus lists both
+/// online; returns the printed bridges.
+pub fn wait_two_bridges_online(dev: &Bridge) -> Result<Vec<DevBridge>> {
+    wait_until(
+        "tern dev started two bridges and the focus lists both online",
+        Duration::from_secs(30),
+        || {
+            let printed = dev.dev_bridges();
+            let api = dev.api_bridges()?;
+            let online = api
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|b| b.get("online").and_then(Value::as_bool) == Some(true))
+                        .count()
+                })
+                .unwrap_or(0);
+            if printed.len() >= 2 && online >= 2 {
+                Ok(Check::Done(printed))
+            } else {
+                Ok(Check::NotYet(format!(
+                    "printed {printed:?}; GET /api/bridges {api}"
+                )))
+            }
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

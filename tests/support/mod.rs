@@ -43,15 +43,17 @@
 mod env;
 mod netns;
 mod participant;
+mod receiving;
 pub mod tern_process;
 mod wait;
 mod webdriver;
 
-pub use env::{Bridge, DevBridge, DevShape, Env};
+pub use env::{Bridge, DevBridge, DevShape, Env, wait_two_bridges_online};
 pub use netns::{NETNS_ENV, NetNs, WORKDIR_ENV, run_in_netns};
 pub use participant::{
     AudioStats, LocalSource, Participant, PeerStats, RemoteParticipant, SendLimits, SlotStats,
     SpeakingLevel, TernState, Tile, VideoStats,
 };
+pub use receiving::{CONNECT_TIMEOUT, MEDIA_TIMEOUT, all_see_and_hear_each_other, wait_receiving};
 pub use wait::{Check, wait_until};
 pub use webdriver::{Browser, WebDriver};
