@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use tern_sfu::EndpointId;
 use tern_sfu::node::shard_of_room;
-use tokio::sync::mpsc;
+use tern_sfu::signal::{Rejection, ServerMessage};
+use tern_sfu::{EndpointId, JoinRequest};
+use tokio::sync::{mpsc, oneshot};
 use tracing::Span;
 
-use crate::auth::TokenKeys;
+use crate::auth::{Claims, TokenKeys};
 use crate::config::Config;
 
 use super::msg::ShardMsg;
@@ -48,6 +49,53 @@ impl App {
     pub fn shard_span(&self, room: &str) -> &Span {
         &self.shard_spans[shard_of_room(room, self.shard_spans.len())]
     }
+
+    /// Join the participant a verified token names to its room's shard,
+    /// with a fresh endpoint id and ICE password: the one way in for both
+    /// signalling sessions (WebSocket) and WHIP/WHEP.
+    pub async fn join(&self, claims: &Claims) -> Result<Joined, JoinError> {
+        let id = EndpointId(rand::random::<u64>() >> 1);
+        let shard = self.shard_for(&claims.room).clone();
+        let (tx, rx) = mpsc::channel(tern_sfu::node::backpressure::SIGNAL_QUEUE);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let req = JoinRequest {
+            id,
+            room: claims.room.clone(),
+            participant: claims.sub.clone(),
+            name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
+            ice_password: format!("{:032x}", rand::random::<u128>()),
+        };
+        shard
+            .send(ShardMsg::Join {
+                req,
+                tx,
+                reply: reply_tx,
+            })
+            .await
+            .map_err(|_| JoinError::Stopping)?;
+        match reply_rx.await {
+            Ok(Ok(())) => Ok(Joined { id, shard, rx }),
+            Ok(Err(r)) => Err(JoinError::Refused(r)),
+            Err(_) => Err(JoinError::Stopping),
+        }
+    }
+}
+
+/// A participant the shard took in.
+pub struct Joined {
+    pub id: EndpointId,
+    /// Its shard's inbox: everything else it says goes there.
+    pub shard: mpsc::Sender<ShardMsg>,
+    /// What the core says to it.
+    pub rx: mpsc::Receiver<ServerMessage>,
+}
+
+/// Why [`App::join`] did not.
+pub enum JoinError {
+    /// The shard refused (room full, overloaded, ...), with its reason.
+    Refused(Rejection),
+    /// The shard's task is gone: the bridge is stopping.
+    Stopping,
 }
 
 /// A live WHIP or WHEP session (bridge/whip.rs), found by its unguessable

@@ -16,11 +16,9 @@ use serde::Deserialize;
 use tern_sfu::signal::{
     ClientMessage, ErrorCode, PROTOCOL_VERSION, Rejection, ServerMessage, parse_client_message,
 };
-use tern_sfu::{EndpointId, JoinRequest};
-use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span};
 
-use super::app::App;
+use super::app::{App, JoinError, Joined};
 use super::msg::{ShardMsg, count_error};
 use tern_sfu::node::ShardInput;
 
@@ -218,33 +216,11 @@ async fn session(app: Arc<App>, mut ws: WebSocket) {
         .await;
     }
 
-    let id = EndpointId(rand::random::<u64>() >> 1);
-    let shard = app.shard_for(&claims.room).clone();
-    let (tx, mut rx) = mpsc::channel(tern_sfu::node::backpressure::SIGNAL_QUEUE);
-    let (reply_tx, reply_rx) = oneshot::channel();
-    let req = JoinRequest {
-        id,
-        room: claims.room.clone(),
-        participant: claims.sub.clone(),
-        name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
-        ice_password: format!("{:032x}", rand::random::<u128>()),
+    let Joined { id, shard, mut rx } = match app.join(&claims).await {
+        Ok(j) => j,
+        Err(JoinError::Refused(r)) => return refuse(ws, r).await,
+        Err(JoinError::Stopping) => return,
     };
-    if shard
-        .send(ShardMsg::Join {
-            req,
-            tx,
-            reply: reply_tx,
-        })
-        .await
-        .is_err()
-    {
-        return;
-    }
-    match reply_rx.await {
-        Ok(Ok(())) => {}
-        Ok(Err(r)) => return refuse(ws, r).await,
-        Err(_) => return,
-    }
 
     let span = info_span!(parent: app.shard_span(&claims.room), "endpoint", %id, room = %claims.room, participant = %claims.sub);
     async {

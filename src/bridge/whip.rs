@@ -22,11 +22,10 @@ use axum::routing::post;
 use serde::Deserialize;
 use tern_sfu::node::ShardInput;
 use tern_sfu::signal::{ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, Rejection, ServerMessage};
-use tern_sfu::{EndpointId, JoinRequest};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{Instrument, info, info_span};
 
-use super::app::{App, HttpSession};
+use super::app::{App, HttpSession, JoinError, Joined};
 use super::msg::{ShardMsg, count_error};
 
 /// How long the core may take to answer an offer.
@@ -323,39 +322,17 @@ async fn start(
         );
     }
 
-    let id = EndpointId(rand::random::<u64>() >> 1);
-    let shard = app.shard_for(&claims.room).clone();
-    let (tx, mut rx) = mpsc::channel(tern_sfu::node::backpressure::SIGNAL_QUEUE);
-    let (reply_tx, reply_rx) = oneshot::channel();
-    let req = JoinRequest {
-        id,
-        room: claims.room.clone(),
-        participant: claims.sub.clone(),
-        name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
-        ice_password: format!("{:032x}", rand::random::<u128>()),
-    };
     let gone = || {
         refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "the bridge is stopping".into(),
         )
     };
-    if shard
-        .send(ShardMsg::Join {
-            req,
-            tx,
-            reply: reply_tx,
-        })
-        .await
-        .is_err()
-    {
-        return gone();
-    }
-    match reply_rx.await {
-        Ok(Ok(())) => {}
-        Ok(Err(r)) => return refuse_with(&protocol, r),
-        Err(_) => return gone(),
-    }
+    let Joined { id, shard, mut rx } = match app.join(&claims).await {
+        Ok(j) => j,
+        Err(JoinError::Refused(r)) => return refuse_with(&protocol, r),
+        Err(JoinError::Stopping) => return gone(),
+    };
     let leave = move |shard: mpsc::Sender<ShardMsg>| async move {
         let _ = shard.send(ShardMsg::Core(ShardInput::Leave { id })).await;
     };
