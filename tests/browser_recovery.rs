@@ -156,6 +156,35 @@ fn local_tracks(p: &Participant) -> Result<Vec<(String, Option<String>)>> {
 /// sides see and hear each other again. Works with either shape of `tern
 /// dev`: behind the focus it re-joins through `/join` with its participant
 /// id, on a standalone bridge through `/dev/token`.
+/// After a move to another bridge: `p` reconnected, shows no error, and is
+/// still the same participant (`ids`: name -> id before the move).
+fn moved_as_itself(
+    p: &Participant,
+    st: &support::TernState,
+    ids: &BTreeMap<String, String>,
+) -> Result<()> {
+    ensure!(
+        st.reconnects >= 1,
+        "{}: reconnects {}",
+        p.name,
+        st.reconnects
+    );
+    ensure!(
+        st.errors.is_empty(),
+        "{} shows errors: {:?}",
+        p.name,
+        st.errors
+    );
+    ensure!(
+        st.participant_id.as_ref() == ids.get(&p.name),
+        "{} changed id: {:?} -> {:?}",
+        p.name,
+        ids.get(&p.name),
+        st.participant_id
+    );
+    Ok(())
+}
+
 #[test]
 fn browser_participant_rejoins_on_its_own_when_its_signalling_socket_drops() {
     run_in_netns(
@@ -272,7 +301,17 @@ fn browser_participant_rejoins_on_its_own_when_its_signalling_socket_drops() {
 /// share the machine's clock) at which video frames were decoded and kept
 /// coming, and audio was heard, in a session not on bridge `left_bridge`.
 /// Measuring in the page keeps WebDriver round trips out of the numbers.
-fn start_recovery_monitor(p: &Participant, others: &[&String], left_bridge: &str) -> Result<()> {
+/// `ids`: every participant's name -> id; `p` watches all the others.
+fn start_recovery_monitor(
+    p: &Participant,
+    ids: &BTreeMap<String, String>,
+    left_bridge: &str,
+) -> Result<()> {
+    let others: Vec<&String> = ids
+        .iter()
+        .filter(|(n, _)| **n != p.name)
+        .map(|(_, id)| id)
+        .collect();
     p.browser.execute(
         r#"
         const [others, leftBridge] = arguments;
@@ -391,12 +430,7 @@ fn browser_participants_reconnect_through_the_focus_when_their_bridge_is_killed(
             );
 
             for p in group {
-                let others: Vec<&String> = ids
-                    .iter()
-                    .filter(|(n, _)| **n != p.name)
-                    .map(|(_, id)| id)
-                    .collect();
-                start_recovery_monitor(p, &others, &doomed)?;
+                start_recovery_monitor(p, &ids, &doomed)?;
             }
             let killed = dev.kill_bridge(&doomed)?;
             let killed_at = Instant::now();
@@ -488,25 +522,7 @@ fn browser_participants_reconnect_through_the_focus_when_their_bridge_is_killed(
                     "{} is on {now_on:?}, expected one of {survivors:?}",
                     p.name
                 );
-                ensure!(
-                    st.reconnects >= 1,
-                    "{}: reconnects {}",
-                    p.name,
-                    st.reconnects
-                );
-                ensure!(
-                    st.errors.is_empty(),
-                    "{} shows errors: {:?}",
-                    p.name,
-                    st.errors
-                );
-                ensure!(
-                    st.participant_id.as_ref() == ids.get(&p.name),
-                    "{} changed id: {:?} -> {:?}",
-                    p.name,
-                    ids.get(&p.name),
-                    st.participant_id
-                );
+                moved_as_itself(p, st, &ids)?;
                 ensure!(
                     local_tracks(p)? == tracks[&p.name],
                     "{}: local tracks changed across the failover (a new getUserMedia?)",
@@ -540,12 +556,7 @@ fn browser_participants_follow_move_when_their_bridge_drains_on_sigterm() {
             all_see_and_hear_each_other(&group)?;
             let draining = alice.state()?.bridge.context("alice has no bridge")?;
             for p in group {
-                let others: Vec<&String> = ids
-                    .iter()
-                    .filter(|(n, _)| **n != p.name)
-                    .map(|(_, id)| id)
-                    .collect();
-                start_recovery_monitor(p, &others, &draining)?;
+                start_recovery_monitor(p, &ids, &draining)?;
             }
             let signalled = dev.signal_bridge(&draining, "-TERM")?;
             let t = Instant::now();
@@ -573,23 +584,7 @@ fn browser_participants_follow_move_when_their_bridge_drains_on_sigterm() {
                     p.name,
                     st.bridge
                 );
-                ensure!(
-                    st.reconnects >= 1,
-                    "{}: reconnects {}",
-                    p.name,
-                    st.reconnects
-                );
-                ensure!(
-                    st.errors.is_empty(),
-                    "{} shows errors: {:?}",
-                    p.name,
-                    st.errors
-                );
-                ensure!(
-                    st.participant_id.as_ref() == ids.get(&p.name),
-                    "{} changed id",
-                    p.name
-                );
+                moved_as_itself(p, &st, &ids)?;
             }
             // The drained bridge leaves the cluster once it is empty.
             wait_until(
