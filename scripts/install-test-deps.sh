@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need: Chromium and its WebDriver (browser tests,
-# tests/browser_e2e.rs), coturn (tests/browser_networks.rs), Janus (the comparison target, tests/loadtest.rs and
+# tests/browser_e2e.rs), coturn (tests/browser_networks.rs), Prometheus (a real
+# scraper, tests/metrics_prometheus.rs), Janus (the comparison target, tests/loadtest.rs and
 # tests/janus/compare.sh), curl, iproute2 (network namespaces), and aiortc
 # (tests/interop_aiortc.rs) in a Python venv under target/, and the whip-whep
 # JavaScript library (tests/browser_whip.rs) under target/.
@@ -49,6 +50,7 @@ declare -A provides=(
   [curl]=/usr/bin/curl
   [iproute2]=/usr/sbin/ip
   [janus]=/usr/bin/janus
+  [prometheus]=/usr/bin/prometheus
 )
 
 missing=()
