@@ -15,6 +15,30 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub exp: u64,
+    /// The conference's video codec ("vp8", "h264"), when whoever placed
+    /// the participant chose one (the focus's Allocate). Checked by the
+    /// bridge at join (`codec`), not here: an unknown name gets a precise
+    /// refusal rather than "invalid token".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec: Option<String>,
+}
+
+impl Claims {
+    /// The codec this token names, if any; a name this build does not
+    /// know is refused with the reason.
+    pub fn video_codec(&self) -> Result<Option<tern_sfu::CodecName>, Rejection> {
+        match self.codec.as_deref() {
+            None | Some("") => Ok(None),
+            Some("vp8") => Ok(Some(tern_sfu::CodecName::Vp8)),
+            Some("h264") => Ok(Some(tern_sfu::CodecName::H264)),
+            Some(other) => Err(Rejection::new(
+                ErrorCode::UnsupportedCodec,
+                format!(
+                    "the token names video codec {other:?}; this bridge knows \"vp8\" and \"h264\""
+                ),
+            )),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -37,11 +61,24 @@ impl TokenKeys {
     }
 
     pub fn mint(&self, room: &str, participant: &str, name: Option<&str>, ttl_secs: u64) -> String {
+        self.mint_with_codec(room, participant, name, ttl_secs, None)
+    }
+
+    /// [`Self::mint`] naming the conference's video codec.
+    pub fn mint_with_codec(
+        &self,
+        room: &str,
+        participant: &str,
+        name: Option<&str>,
+        ttl_secs: u64,
+        codec: Option<&str>,
+    ) -> String {
         let claims = Claims {
             room: room.to_string(),
             sub: participant.to_string(),
             name: name.map(str::to_string),
             exp: unix_now() + ttl_secs,
+            codec: codec.map(str::to_string),
         };
         // Encoding a struct of strings with HS256 cannot fail.
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.enc).unwrap_or_default()
@@ -152,6 +189,7 @@ mod tests {
             sub: "a".into(),
             name: None,
             exp: unix_now() - 3600,
+            codec: None,
         };
         let expired = jsonwebtoken::encode(
             &Header::default(),

@@ -40,6 +40,15 @@ fn start_focus(grpc: &str, http: &str, extra: &[(&str, String)]) -> (Tern, Socke
 }
 
 fn start_bridge(id: &str, region: &str, focus_grpc: SocketAddr) -> (Tern, SocketAddr) {
+    start_bridge_with(id, region, focus_grpc, &[])
+}
+
+fn start_bridge_with(
+    id: &str,
+    region: &str,
+    focus_grpc: SocketAddr,
+    extra: &[(&str, String)],
+) -> (Tern, SocketAddr) {
     let p = TernCommand::new(&["bridge"])
         .env("TERN_AUTH_SECRET", AUTH)
         .env("TERN_LOG", CLUSTER_LOG)
@@ -55,6 +64,7 @@ fn start_bridge(id: &str, region: &str, focus_grpc: SocketAddr) -> (Tern, Socket
             ("TERN_BRIDGE_FOCUS_SECRET", quoted(BRIDGE)),
             ("TERN_BRIDGE_DRAIN_TIMEOUT_SECS", "5".into()),
         ])
+        .envs(extra)
         .start();
     let http = p.addr_after("http://");
     (p, http)
@@ -87,6 +97,7 @@ async fn allocate(api: &mut Api, conf: &str, who: &str, region: &str) -> fpb::Al
         display_name: who.into(),
         region: region.into(),
         role: fpb::Role::Participant as i32,
+        video_codec: String::new(),
     })
     .await
     .unwrap_or_else(|s| panic!("allocate {who}: {s}"))
@@ -645,4 +656,98 @@ async fn whip_through_the_focus_lands_on_a_live_bridge_and_again_on_another_afte
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(created, 2.0, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conference_keeps_the_video_codec_its_allocation_names() {
+    let (_focus, grpc, _) = start_focus("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let (_bridge, _) = start_bridge_with(
+        "eu-1",
+        "eu",
+        grpc,
+        &[("TERN_MEDIA_CODECS", "[\"opus\", \"vp8\", \"h264\"]".into())],
+    );
+    let mut api = api(grpc, API).await;
+    wait_online(&mut api, 1).await;
+    let request = |conference: &str, who: &str, codec: &str| fpb::AllocateRequest {
+        conference: conference.into(),
+        participant: who.into(),
+        display_name: who.into(),
+        region: "eu".into(),
+        role: fpb::Role::Participant as i32,
+        video_codec: codec.into(),
+    };
+
+    // A codec the focus does not know is refused, naming it.
+    let e = api
+        .allocate(request("x", "eve", "vp9"))
+        .await
+        .expect_err("vp9 refused");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("vp9"), "{}", e.message());
+
+    // A VP8 conference: the test client (VP8 only) sends and receives.
+    let a = api
+        .allocate(request("vp8-call", "alice", "vp8"))
+        .await
+        .expect("allocate")
+        .into_inner();
+    let b = api
+        .allocate(request("vp8-call", "bob", "vp8"))
+        .await
+        .expect("allocate")
+        .into_inner();
+    let _alice = join(&a, true).await;
+    let bob = join(&b, false).await;
+    eventually("bob receives alice's VP8", Duration::from_secs(10), || {
+        (packets_from(&bob, "alice/camera") > 30).then_some(())
+    })
+    .await;
+
+    // An H.264 conference on the same bridge: the same client's VP8-only
+    // offer is refused with the reason; the VP8 call goes on.
+    let c = api
+        .allocate(request("h264-call", "carol", "h264"))
+        .await
+        .expect("allocate")
+        .into_inner();
+    assert_eq!(c.bridge_id, a.bridge_id, "one bridge hosts both");
+    let o = ClientOptions::new(signal_addr(&c.signal_url), c.token.clone());
+    let refusal = match Client::connect(o).await {
+        Ok(_) => panic!("carol's VP8-only offer was taken by an H.264 conference"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        refusal.contains("bad_offer") && refusal.contains("H264"),
+        "{refusal}"
+    );
+    let before = packets_from(&bob, "alice/camera");
+    eventually("the VP8 call goes on", Duration::from_secs(10), || {
+        (packets_from(&bob, "alice/camera") > before + 30).then_some(())
+    })
+    .await;
+
+    // Audio only, carol is in: the conference stays H.264 while she is.
+    let mut o = ClientOptions::new(signal_addr(&c.signal_url), c.token.clone());
+    o.video = vec![];
+    o.video_slots = 0;
+    let _carol = Client::connect(o).await.expect("an audio-only offer joins");
+
+    // A later allocation naming another codec for the H.264 conference:
+    // the bridge refuses the join, naming both.
+    let d = api
+        .allocate(request("h264-call", "dave", "vp8"))
+        .await
+        .expect("allocate")
+        .into_inner();
+    let mut o = ClientOptions::new(signal_addr(&d.signal_url), d.token.clone());
+    o.video = vec![];
+    let e = match Client::connect(o).await {
+        Ok(_) => panic!("dave joined an H.264 conference with a VP8 token"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains("unsupported_codec") && e.contains("H264") && e.contains("VP8"),
+        "{e}"
+    );
 }

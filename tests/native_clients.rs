@@ -424,6 +424,7 @@ async fn bad_signalling_gets_precise_errors_and_leaves_other_sessions_untouched(
             sub: "mallory".into(),
             name: None,
             exp: tern::auth::unix_now() - 600,
+            codec: None,
         };
         encode(
             &Header::default(),

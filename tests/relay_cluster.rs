@@ -112,6 +112,7 @@ async fn join(api: &mut Api, who: &str) -> (Client, String) {
             display_name: who.into(),
             region: "eu".into(),
             role: fpb::Role::Participant as i32,
+            video_codec: String::new(),
         })
         .await
         .unwrap_or_else(|s| panic!("allocate {who}: {s}"))

@@ -187,6 +187,7 @@ impl Bridge {
                 participant: participant.into(),
                 name: participant.into(),
                 ice_password: "0123456789abcdef0123456789abcdef".into(),
+                video_codec: None,
             }));
         }
         for room in [ROOM, ROOM2] {

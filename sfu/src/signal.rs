@@ -204,6 +204,9 @@ pub enum ErrorCode {
     DataNotText,
     /// Room data channel messages over the rate limit (dropped).
     DataRateLimited,
+    /// The token names a video codec this bridge does not offer, or not
+    /// the one its conference already uses.
+    UnsupportedCodec,
 }
 
 impl ErrorCode {
@@ -220,6 +223,7 @@ impl ErrorCode {
                 | ErrorCode::ShuttingDown
                 | ErrorCode::ConferenceEnded
                 | ErrorCode::Overloaded
+                | ErrorCode::UnsupportedCodec
         )
     }
 
@@ -241,6 +245,7 @@ impl ErrorCode {
             ErrorCode::DataTooLarge => "data_too_large",
             ErrorCode::DataNotText => "data_not_text",
             ErrorCode::DataRateLimited => "data_rate_limited",
+            ErrorCode::UnsupportedCodec => "unsupported_codec",
         }
     }
 }

@@ -106,6 +106,8 @@ pub struct CoreStats {
     pub joins_refused_room_full: u64,
     /// Joins refused because the shard was behind (`admission.rs`).
     pub joins_refused_overloaded: u64,
+    /// Joins refused for their token's video codec (`UnsupportedCodec`).
+    pub joins_refused_codec: u64,
     pub leaves: u64,
     pub connects: u64,
     pub ice_disconnects: u64,

@@ -136,7 +136,7 @@ pub fn http_status(code: ErrorCode) -> u16 {
         ErrorCode::InvalidToken | ErrorCode::TokenExpired => 401,
         ErrorCode::MessageTooLarge => 413,
         ErrorCode::BadOffer | ErrorCode::BadMessage => 400,
-        ErrorCode::Replaced | ErrorCode::ConferenceEnded => 409,
+        ErrorCode::Replaced | ErrorCode::ConferenceEnded | ErrorCode::UnsupportedCodec => 409,
         ErrorCode::RoomFull
         | ErrorCode::ShuttingDown
         | ErrorCode::Overloaded

@@ -39,6 +39,7 @@ fn core_with_one_endpoint(now: Instant) -> Core {
             participant: "p".into(),
             name: "p".into(),
             ice_password: "0123456789abcdef0123456789abcdef".into(),
+            video_codec: None,
         },
     )
     .expect("join");

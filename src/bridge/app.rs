@@ -54,6 +54,7 @@ impl App {
     /// with a fresh endpoint id and ICE password: the one way in for both
     /// signalling sessions (WebSocket) and WHIP/WHEP.
     pub async fn join(&self, claims: &Claims) -> Result<Joined, JoinError> {
+        let video_codec = claims.video_codec().map_err(JoinError::Refused)?;
         let id = EndpointId(rand::random::<u64>() >> 1);
         let shard = self.shard_for(&claims.room).clone();
         let (tx, rx) = mpsc::channel(tern_sfu::node::backpressure::SIGNAL_QUEUE);
@@ -64,6 +65,7 @@ impl App {
             participant: claims.sub.clone(),
             name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
             ice_password: format!("{:032x}", rand::random::<u128>()),
+            video_codec,
         };
         shard
             .send(ShardMsg::Join {

@@ -51,6 +51,7 @@ struct ShardMetrics {
     joins: Counter,
     joins_refused_overloaded: Counter,
     joins_refused_room_full: Counter,
+    joins_refused_codec: Counter,
     dropped: Vec<Counter>,
     data_in: Counter,
     data_out: Counter,
@@ -86,6 +87,7 @@ impl ShardMetrics {
             joins: metrics::counter!("tern_joins_total", "shard" => s.clone()),
             joins_refused_overloaded: metrics::counter!("tern_joins_refused_total", "shard" => s.clone(), "reason" => "overloaded"),
             joins_refused_room_full: metrics::counter!("tern_joins_refused_total", "shard" => s.clone(), "reason" => "room_full"),
+            joins_refused_codec: metrics::counter!("tern_joins_refused_total", "shard" => s.clone(), "reason" => "codec"),
             dropped: DropReason::ALL
                 .iter()
                 .map(|r| {
@@ -131,6 +133,7 @@ impl ShardMetrics {
             .absolute(st.joins_refused_overloaded);
         self.joins_refused_room_full
             .absolute(st.joins_refused_room_full);
+        self.joins_refused_codec.absolute(st.joins_refused_codec);
         for (c, r) in self.dropped.iter().zip(DropReason::ALL) {
             c.absolute(st.dropped(r));
         }

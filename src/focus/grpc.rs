@@ -101,6 +101,7 @@ impl fpb::focus_server::Focus for FocusApi {
             r.participant,
             r.display_name,
             r.region,
+            &r.video_codec,
         )
         .await?;
         Ok(Response::new(resp))
@@ -197,7 +198,13 @@ pub async fn allocate(
     participant: String,
     name: String,
     region: String,
+    video_codec: &str,
 ) -> Result<fpb::AllocateResponse, Status> {
+    if !matches!(video_codec, "" | "vp8" | "h264") {
+        return Err(Status::invalid_argument(format!(
+            "video_codec {video_codec:?} is not one of \"vp8\", \"h264\" or empty (any)"
+        )));
+    }
     let (c, p) = (conference.clone(), participant.clone());
     let placement = h
         .ask(|reply| Req::Allocate {
@@ -213,9 +220,13 @@ pub async fn allocate(
     } else {
         name
     };
-    let token = h
-        .keys
-        .mint(&conference, &participant, Some(&name), h.token_ttl);
+    let token = h.keys.mint_with_codec(
+        &conference,
+        &participant,
+        Some(&name),
+        h.token_ttl,
+        Some(video_codec).filter(|c| !c.is_empty()),
+    );
     // The token's own checks (room and id characters) apply here too.
     h.keys
         .verify(&token)

@@ -35,6 +35,8 @@ struct JoinQuery {
     name: Option<String>,
     participant: Option<String>,
     region: Option<String>,
+    /// The conference's video codec ("vp8", "h264"; absent: any).
+    codec: Option<String>,
 }
 
 fn error(code: StatusCode, msg: impl Into<String>) -> Response {
@@ -60,6 +62,7 @@ async fn join(State(h): State<FocusHandle>, Query(q): Query<JoinQuery>) -> Respo
         participant.clone(),
         display,
         q.region.unwrap_or_default(),
+        q.codec.as_deref().unwrap_or_default(),
     )
     .await
     {

@@ -196,6 +196,7 @@ async fn forward(
         claims.sub.clone(),
         name,
         region_of(query.as_deref()),
+        claims.codec.as_deref().unwrap_or_default(),
     )
     .await
     {

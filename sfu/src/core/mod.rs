@@ -110,6 +110,11 @@ pub struct JoinRequest {
     /// ICE password for the endpoint. Randomness comes from the shell (a
     /// CSPRNG) or the simulation (a seed), never from the core.
     pub ice_password: String,
+    /// The video codec the participant's token names for its conference
+    /// (`None`: whatever the conference uses). The first joiner of a
+    /// conference on this bridge decides it; a later join naming another is
+    /// refused.
+    pub video_codec: Option<CodecName>,
 }
 
 /// What the shell must do.

@@ -17,6 +17,7 @@ use super::bandwidth::Bandwidth;
 use super::data::DataState;
 use super::relay::PeerId;
 use super::{Map, sender};
+use crate::CodecName;
 use crate::allocation::{LayerCost, default_bitrate_bps};
 use crate::keyframe::{ReceiverBudget, SourceGate};
 use crate::rate::RateMeter;
@@ -365,11 +366,15 @@ pub(super) struct Conference {
     pub(super) told: (Option<EndpointId>, Vec<EndpointId>),
     /// Participants told as speaking last, with their level.
     pub(super) levels_told: Vec<(EndpointId, u8)>,
+    /// The one video codec this conference negotiates, as its first
+    /// joiner's token asked; `None`: every video codec the bridge offers.
+    pub(super) video_codec: Option<CodecName>,
 }
 
 impl Conference {
-    pub(super) fn new(talk: TalkConfig) -> Self {
+    pub(super) fn new(talk: TalkConfig, video_codec: Option<CodecName>) -> Self {
         Self {
+            video_codec,
             endpoints: Vec::new(),
             speech: Speech::new(talk),
             // Nobody dominant and nobody recent is what clients assume:

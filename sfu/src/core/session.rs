@@ -36,6 +36,7 @@ impl Core {
             participant,
             name,
             ice_password,
+            video_codec,
         } = join;
         let (room, participant, name) = (room.as_str(), participant.as_str(), name.as_str());
         if self.endpoints.contains_key(&id) {
@@ -89,9 +90,46 @@ impl Core {
             return Err(SfuError::Refused(msg));
         }
 
+        let conference_codec = match self.conferences.get(&room) {
+            Some(c) => match (c.video_codec, video_codec) {
+                (Some(uses), Some(asked)) if uses != asked => {
+                    self.stats.joins_refused_codec += 1;
+                    return Err(SfuError::Refused(Rejection::new(
+                        ErrorCode::UnsupportedCodec,
+                        format!(
+                            "conference {room} uses {}; this token asks for {}",
+                            uses.sdp_name(),
+                            asked.sdp_name()
+                        ),
+                    )));
+                }
+                (uses, _) => uses,
+            },
+            None => match video_codec {
+                Some(asked) if asked == CodecName::Opus || !self.cfg.codecs.contains(&asked) => {
+                    self.stats.joins_refused_codec += 1;
+                    let offered: Vec<&str> = self
+                        .cfg
+                        .codecs
+                        .iter()
+                        .filter(|c| **c != CodecName::Opus)
+                        .map(|c| c.sdp_name())
+                        .collect();
+                    return Err(SfuError::Refused(Rejection::new(
+                        ErrorCode::UnsupportedCodec,
+                        format!(
+                            "this bridge offers video codecs {offered:?}, not {}",
+                            asked.sdp_name()
+                        ),
+                    )));
+                }
+                asked => asked,
+            },
+        };
+
         self.ufrag_counter += 1;
         let ufrag = format!("{:02x}{:x}{:x}", self.cfg.shard, id.0, self.ufrag_counter);
-        let mut rtc = self.build_rtc(now, &ufrag, ice_password)?;
+        let mut rtc = self.build_rtc(now, &ufrag, ice_password, conference_codec)?;
         let candidate = Candidate::host(self.cfg.candidate_addr, Protocol::Udp)
             .map_err(|e| SfuError::Config(format!("candidate address: {e}")))?;
         rtc.add_local_candidate(candidate);
@@ -133,7 +171,7 @@ impl Core {
         let conf = self
             .conferences
             .entry(room.clone())
-            .or_insert_with(|| Conference::new(talk));
+            .or_insert_with(|| Conference::new(talk, conference_codec));
         let others: Vec<EndpointId> = conf.endpoints.clone();
         conf.endpoints.push(id);
         self.by_ufrag.insert(ufrag, id);
@@ -179,7 +217,24 @@ impl Core {
         Ok(())
     }
 
-    fn build_rtc(&self, now: Instant, ufrag: &str, pass: String) -> Result<Rtc, SfuError> {
+    /// The codecs an endpoint of a conference negotiates: the bridge's
+    /// list, narrowed to the conference's video codec if it has one.
+    fn codecs_for(&self, video: Option<CodecName>) -> Vec<CodecName> {
+        self.cfg
+            .codecs
+            .iter()
+            .copied()
+            .filter(|c| *c == CodecName::Opus || video.is_none_or(|v| v == *c))
+            .collect()
+    }
+
+    fn build_rtc(
+        &self,
+        now: Instant,
+        ufrag: &str,
+        pass: String,
+        video: Option<CodecName>,
+    ) -> Result<Rtc, SfuError> {
         let mut b = Rtc::builder()
             .set_rtp_mode(true)
             .set_ice_lite(true)
@@ -197,7 +252,7 @@ impl Core {
                     .then(|| Bitrate::bps(self.cfg.bandwidth.initial_bps)),
             )
             .clear_codecs();
-        for c in &self.cfg.codecs {
+        for c in &self.codecs_for(video) {
             b = match c {
                 // RED (RFC 2198) where the client offers it: browsers
                 // send Opus with one redundant frame, which saves a
@@ -281,7 +336,13 @@ impl Core {
                 );
             }
         };
-        let supported: Vec<&str> = self.cfg.codecs.iter().map(|c| c.sdp_name()).collect();
+        let video = self
+            .endpoints
+            .get(&id)
+            .and_then(|ep| self.conferences.get(&ep.room))
+            .and_then(|c| c.video_codec);
+        let codecs = self.codecs_for(video);
+        let supported: Vec<&str> = codecs.iter().map(|c| c.sdp_name()).collect();
         if let Some(why) = crate::sdp::unsupported_codecs(sdp, &supported) {
             return self.reject(id, Rejection::new(ErrorCode::BadOffer, why));
         }

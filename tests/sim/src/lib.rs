@@ -486,6 +486,7 @@ impl Sim {
                             participant: p.name.clone(),
                             name: p.name.clone(),
                             ice_password: format!("{:032x}", self.rng.next_u64()),
+                            video_codec: None,
                         })
                     }
                     ClientMessage::Leave => NodeInput::Leave { endpoint: session },
