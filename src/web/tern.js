@@ -62,6 +62,9 @@
     token: params.get("token"),
     // Focus mode: the region to prefer (passed to /join).
     region: params.get("region"),
+    // Focus mode: the conference's video codec ("vp8", "h264"; passed to
+    // /join, which puts it in the token).
+    codec: params.get("codec"),
     simulcast: params.get("simulcast") !== "0",
     slots: intParam("slots", 9, 0, 64),
     maxHeight: intParam("maxh", 360, 0, 4320),
@@ -843,6 +846,7 @@
       const q = new URLSearchParams({ room: config.room, name: config.name });
       if (state.participantId) q.set("participant", state.participantId);
       if (config.region) q.set("region", config.region);
+      if (config.codec) q.set("codec", config.codec);
       const res = await fetch(`/join?${q}`, { cache: "no-store" });
       const body = await readJson(res);
       const reason = body && typeof body.error === "string" ? body.error : `HTTP ${res.status}`;
