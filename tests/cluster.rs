@@ -734,16 +734,40 @@ async fn a_conference_keeps_the_video_codec_its_allocation_names() {
     let _carol = Client::connect(o).await.expect("an audio-only offer joins");
 
     // A later allocation naming another codec for the H.264 conference:
-    // the bridge refuses the join, naming both.
-    let d = api
+    // the focus refuses it, naming both; one naming none gets H.264.
+    let e = api
         .allocate(request("h264-call", "dave", "vp8"))
+        .await
+        .expect_err("another codec for the conference");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert!(
+        e.message().contains("h264") && e.message().contains("vp8"),
+        "{}",
+        e.message()
+    );
+    let f = api
+        .allocate(request("h264-call", "fay", ""))
         .await
         .expect("allocate")
         .into_inner();
-    let mut o = ClientOptions::new(signal_addr(&d.signal_url), d.token.clone());
+    let claims = tern::auth::TokenKeys::new(AUTH)
+        .verify(&f.token)
+        .expect("token");
+    assert_eq!(claims.codec.as_deref(), Some("h264"));
+
+    // A token from elsewhere naming another codec: the bridge refuses the
+    // join itself, naming both.
+    let token = tern::auth::TokenKeys::new(AUTH).mint_with_codec(
+        "h264-call",
+        "gus",
+        None,
+        600,
+        Some("vp8"),
+    );
+    let mut o = ClientOptions::new(signal_addr(&c.signal_url), token);
     o.video = vec![];
     let e = match Client::connect(o).await {
-        Ok(_) => panic!("dave joined an H.264 conference with a VP8 token"),
+        Ok(_) => panic!("gus joined an H.264 conference with a VP8 token"),
         Err(e) => format!("{e:#}"),
     };
     assert!(

@@ -24,6 +24,8 @@ pub(crate) struct Conference {
     pub(crate) pending: BTreeMap<(String, String), Instant>,
     /// The software version of its bridges; others are never added.
     pub(crate) version: Option<String>,
+    /// Its one video codec, once an allocation named one.
+    pub(crate) video_codec: Option<String>,
 }
 
 impl Focus {

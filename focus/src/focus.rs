@@ -172,6 +172,21 @@ impl Focus {
         participant: &str,
         region: Option<&str>,
     ) -> Result<Placement, FocusError> {
+        self.allocate_with_codec(now, conference, participant, region, None)
+    }
+
+    /// [`Self::allocate`] naming the conference's video codec: the first
+    /// allocation that names one sets it for the conference (on every
+    /// bridge, through the tokens), an allocation naming another is refused
+    /// before anything is placed, and one naming none gets the conference's.
+    pub fn allocate_with_codec(
+        &mut self,
+        now: Instant,
+        conference: &str,
+        participant: &str,
+        region: Option<&str>,
+        video_codec: Option<&str>,
+    ) -> Result<Placement, FocusError> {
         for (field, v) in [("conference", conference), ("participant", participant)] {
             if v.is_empty() || v.len() > 128 {
                 return Err(FocusError::Invalid {
@@ -179,6 +194,20 @@ impl Focus {
                     reason: "must be 1-128 characters".into(),
                 });
             }
+        }
+        let video_codec = video_codec.filter(|c| !c.is_empty());
+        if let (Some(uses), Some(asked)) = (
+            self.conferences
+                .get(conference)
+                .and_then(|c| c.video_codec.as_deref()),
+            video_codec,
+        ) && uses != asked
+        {
+            return Err(FocusError::CodecMismatch {
+                conference: conference.to_string(),
+                uses: uses.to_string(),
+                asked: asked.to_string(),
+            });
         }
         let region = region
             .filter(|r| !r.is_empty())
@@ -197,14 +226,21 @@ impl Focus {
             .get_mut(&id)
             .ok_or_else(|| FocusError::UnknownBridge(id.clone()))?;
         b.joins.push_back(now);
-        let placement = Placement {
+        let mut placement = Placement {
             bridge_id: id.clone(),
             region: b.reg.region.clone(),
             signal_url: b.reg.signal_url.clone(),
             rule,
+            video_codec: None,
         };
         let version = b.reg.version.clone();
         self.place_in_conference(now, conference, participant, &id, version);
+        if let Some(c) = self.conferences.get_mut(conference) {
+            if c.video_codec.is_none() {
+                c.video_codec = video_codec.map(str::to_string);
+            }
+            placement.video_codec = c.video_codec.clone();
+        }
         self.events.push_back(FocusEvent::Allocated {
             conference: conference.to_string(),
             participant: participant.to_string(),

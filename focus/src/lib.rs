@@ -50,6 +50,12 @@ pub enum FocusError {
     NoBridge(String),
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    #[error("conference {conference} uses video codec {uses}; this allocation asks for {asked}")]
+    CodecMismatch {
+        conference: String,
+        uses: String,
+        asked: String,
+    },
 }
 
 /// What happened, for the shell to act on (commands) or publish (Watch).

@@ -528,3 +528,43 @@ fn bridges_sharing_a_conference_are_told_their_relay_peers_and_told_again_on_fai
     f.handle_timeout(t + Duration::from_millis(300));
     assert!(relay_commands(&mut f).is_empty());
 }
+
+#[test]
+fn a_conference_keeps_the_first_video_codec_named_and_refuses_another() {
+    let (mut f, t) = focus(groups(), &[("a", "eu-west", 0), ("b", "eu-west", 0)]);
+    // No codec named: none recorded, none in the token.
+    let p = f.allocate(t, "open", "x", None).expect("placed");
+    assert_eq!(p.video_codec, None);
+
+    let p = f
+        .allocate_with_codec(t, "slides", "alice", None, Some("h264"))
+        .expect("placed");
+    assert_eq!(p.video_codec.as_deref(), Some("h264"));
+    let placed = |f: &Focus| -> Vec<String> {
+        f.conference("slides")
+            .map(|c| c.into_values().flatten().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(placed(&f), vec!["alice".to_string()]);
+    let e = f
+        .allocate_with_codec(t, "slides", "bob", None, Some("vp8"))
+        .expect_err("another codec");
+    assert_eq!(
+        e.to_string(),
+        "conference slides uses video codec h264; this allocation asks for vp8"
+    );
+    assert_eq!(
+        placed(&f),
+        vec!["alice".to_string()],
+        "nothing placed for the refused allocation"
+    );
+    // Naming none, or the same one, gets the conference's.
+    let p = f
+        .allocate_with_codec(t, "slides", "carol", None, Some(""))
+        .expect("placed");
+    assert_eq!(p.video_codec.as_deref(), Some("h264"));
+    let p = f
+        .allocate_with_codec(t, "slides", "dave", None, Some("h264"))
+        .expect("placed");
+    assert_eq!(p.video_codec.as_deref(), Some("h264"));
+}

@@ -211,6 +211,7 @@ pub async fn allocate(
             conference: c,
             participant: p,
             region,
+            video_codec: video_codec.to_string(),
             reply,
         })
         .await?
@@ -225,7 +226,7 @@ pub async fn allocate(
         &participant,
         Some(&name),
         h.token_ttl,
-        Some(video_codec).filter(|c| !c.is_empty()),
+        placement.video_codec.as_deref(),
     );
     // The token's own checks (room and id characters) apply here too.
     h.keys

@@ -21,6 +21,8 @@ pub enum Req {
         conference: String,
         participant: String,
         region: String,
+        /// Empty: none named.
+        video_codec: String,
         reply: oneshot::Sender<Result<Placement, FocusError>>,
     },
     Register {
@@ -87,7 +89,9 @@ pub fn status(e: FocusError) -> Status {
     let msg = e.to_string();
     match e {
         FocusError::DuplicateBridge(_) => Status::already_exists(msg),
-        FocusError::IncompatibleApi { .. } => Status::failed_precondition(msg),
+        FocusError::IncompatibleApi { .. } | FocusError::CodecMismatch { .. } => {
+            Status::failed_precondition(msg)
+        }
         FocusError::UnknownBridge(_) | FocusError::UnknownConference(_) => Status::not_found(msg),
         FocusError::NoBridge(_) => Status::unavailable(msg),
         FocusError::Invalid { .. } => Status::invalid_argument(msg),

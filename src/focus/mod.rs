@@ -113,8 +113,14 @@ async fn core_task(
                 let Some(req) = req else { return };
                 let now = Instant::now();
                 match req {
-                    Req::Allocate { conference, participant, region, reply } => {
-                        let r = focus.allocate(now, &conference, &participant, Some(&region));
+                    Req::Allocate { conference, participant, region, video_codec, reply } => {
+                        let r = focus.allocate_with_codec(
+                            now,
+                            &conference,
+                            &participant,
+                            Some(&region),
+                            Some(&video_codec),
+                        );
                         let _ = reply.send(r);
                     }
                     Req::Register { reg, commands, reply } => {

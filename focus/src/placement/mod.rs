@@ -48,6 +48,9 @@ pub struct Placement {
     /// Which rule of the selection order chose it (1–8; 0 for strategies
     /// other than region-based).
     pub rule: u8,
+    /// The conference's video codec, for the participant's token: the
+    /// first allocation of the conference that named one set it.
+    pub video_codec: Option<String>,
 }
 
 /// Everything the strategies ask about one eligible bridge, computed once:
