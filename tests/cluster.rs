@@ -731,7 +731,7 @@ async fn a_conference_keeps_the_video_codec_its_allocation_names() {
     let mut o = ClientOptions::new(signal_addr(&c.signal_url), c.token.clone());
     o.video = vec![];
     o.video_slots = 0;
-    let _carol = Client::connect(o).await.expect("an audio-only offer joins");
+    let carol = Client::connect(o).await.expect("an audio-only offer joins");
 
     // A later allocation naming another codec for the H.264 conference:
     // the focus refuses it, naming both; one naming none gets H.264.
@@ -773,5 +773,27 @@ async fn a_conference_keeps_the_video_codec_its_allocation_names() {
     assert!(
         e.contains("unsupported_codec") && e.contains("H264") && e.contains("VP8"),
         "{e}"
+    );
+
+    // Carol herself with such a token: refused, and her working connection
+    // is not replaced by the refused one.
+    let token = tern::auth::TokenKeys::new(AUTH).mint_with_codec(
+        "h264-call",
+        "carol",
+        None,
+        600,
+        Some("vp8"),
+    );
+    let mut o = ClientOptions::new(signal_addr(&c.signal_url), token);
+    o.video = vec![];
+    assert!(
+        Client::connect(o).await.is_err(),
+        "carol rejoined with a VP8 token"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let errors = carol.state().errors.clone();
+    assert!(
+        errors.is_empty(),
+        "carol's working connection was disturbed: {errors:?}"
     );
 }

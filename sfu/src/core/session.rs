@@ -58,38 +58,8 @@ impl Core {
             Some((k, _)) => k.clone(),
             None => Arc::from(room),
         };
-        // The same participant joining again (reload, network change) replaces
-        // the old connection rather than appearing twice.
-        let previous = self.conferences.get(&room).and_then(|c| {
-            c.endpoints.iter().copied().find(|e| {
-                self.endpoints
-                    .get(e)
-                    .is_some_and(|ep| ep.participant == participant)
-            })
-        });
-        if let Some(old) = previous {
-            self.signal(
-                old,
-                ServerMessage::Error {
-                    code: ErrorCode::Replaced,
-                    message: "the same participant joined from another connection".into(),
-                },
-            );
-            self.remove_endpoint(now, old, "replaced");
-        }
-        let size = self.conferences.get(&room).map_or(0, |c| c.endpoints.len());
-        if size >= self.cfg.max_participants_per_conference {
-            self.stats.joins_refused_room_full += 1;
-            let msg = Rejection::new(
-                ErrorCode::RoomFull,
-                format!(
-                    "room has {size} participants on this bridge, the limit is {}",
-                    self.cfg.max_participants_per_conference
-                ),
-            );
-            return Err(SfuError::Refused(msg));
-        }
-
+        // Checked before the replacement below: a join refused for its codec
+        // must not cost the same participant its working connection.
         let conference_codec = match self.conferences.get(&room) {
             Some(c) => match (c.video_codec, video_codec) {
                 (Some(uses), Some(asked)) if uses != asked => {
@@ -126,6 +96,38 @@ impl Core {
                 asked => asked,
             },
         };
+
+        // The same participant joining again (reload, network change) replaces
+        // the old connection rather than appearing twice.
+        let previous = self.conferences.get(&room).and_then(|c| {
+            c.endpoints.iter().copied().find(|e| {
+                self.endpoints
+                    .get(e)
+                    .is_some_and(|ep| ep.participant == participant)
+            })
+        });
+        if let Some(old) = previous {
+            self.signal(
+                old,
+                ServerMessage::Error {
+                    code: ErrorCode::Replaced,
+                    message: "the same participant joined from another connection".into(),
+                },
+            );
+            self.remove_endpoint(now, old, "replaced");
+        }
+        let size = self.conferences.get(&room).map_or(0, |c| c.endpoints.len());
+        if size >= self.cfg.max_participants_per_conference {
+            self.stats.joins_refused_room_full += 1;
+            let msg = Rejection::new(
+                ErrorCode::RoomFull,
+                format!(
+                    "room has {size} participants on this bridge, the limit is {}",
+                    self.cfg.max_participants_per_conference
+                ),
+            );
+            return Err(SfuError::Refused(msg));
+        }
 
         self.ufrag_counter += 1;
         let ufrag = format!("{:02x}{:x}{:x}", self.cfg.shard, id.0, self.ufrag_counter);
