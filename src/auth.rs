@@ -29,14 +29,16 @@ impl Claims {
     pub fn video_codec(&self) -> Result<Option<tern_sfu::CodecName>, Rejection> {
         match self.codec.as_deref() {
             None | Some("") => Ok(None),
-            Some("vp8") => Ok(Some(tern_sfu::CodecName::Vp8)),
-            Some("h264") => Ok(Some(tern_sfu::CodecName::H264)),
-            Some(other) => Err(Rejection::new(
-                ErrorCode::UnsupportedCodec,
-                format!(
-                    "the token names video codec {other:?}; this bridge knows \"vp8\" and \"h264\""
-                ),
-            )),
+            Some(name) => tern_sfu::CodecName::video_from_name(name)
+                .map(Some)
+                .ok_or_else(|| {
+                    Rejection::new(
+                        ErrorCode::UnsupportedCodec,
+                        format!(
+                            "the token names video codec {name:?}; this bridge knows \"vp8\" and \"h264\""
+                        ),
+                    )
+                }),
         }
     }
 }

@@ -40,6 +40,16 @@ pub enum CodecName {
 }
 
 impl CodecName {
+    /// A video codec by its lowercase name ("vp8", "h264"), as tokens and
+    /// the focus's API name them.
+    pub fn video_from_name(name: &str) -> Option<CodecName> {
+        match name {
+            "vp8" => Some(CodecName::Vp8),
+            "h264" => Some(CodecName::H264),
+            _ => None,
+        }
+    }
+
     /// The encoding name in SDP (`a=rtpmap`), compared without case.
     pub fn sdp_name(self) -> &'static str {
         match self {

@@ -200,7 +200,7 @@ pub async fn allocate(
     region: String,
     video_codec: &str,
 ) -> Result<fpb::AllocateResponse, Status> {
-    if !matches!(video_codec, "" | "vp8" | "h264") {
+    if !video_codec.is_empty() && tern_sfu::CodecName::video_from_name(video_codec).is_none() {
         return Err(Status::invalid_argument(format!(
             "video_codec {video_codec:?} is not one of \"vp8\", \"h264\" or empty (any)"
         )));
