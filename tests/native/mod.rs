@@ -3,6 +3,7 @@
 //! and a /metrics scraper.
 #![allow(dead_code)] // Not every test crate uses every helper.
 
+pub mod cluster_procs;
 pub mod focus_api;
 #[path = "../support/tern_process.rs"]
 pub mod tern_process;
