@@ -15,6 +15,7 @@
 //! - `placement`: the `Placer` trait and its strategies, one file each;
 //! - `conference`: which bridges host whom, relay peers per conference;
 //! - `failure`: failed bridges, drain, moves;
+//! - `summary`: counts for metrics;
 //! - `config`: [`FocusConfig`];
 //! - `wire`: the core's types as `tern.bridge.v1` messages and back.
 
@@ -24,12 +25,14 @@ mod failure;
 mod focus;
 mod placement;
 mod registry;
+mod summary;
 mod wire;
 
 pub use config::FocusConfig;
 pub use focus::Focus;
 pub use placement::{Placement, Strategy};
 pub use registry::{API_VERSIONS, BridgeState, BridgeView, Registration, Report};
+pub use summary::{BridgeSummary, Summary, bridges_by_region_and_state};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FocusError {

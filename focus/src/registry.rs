@@ -40,7 +40,7 @@ pub struct Report {
     pub conferences: BTreeMap<String, BTreeSet<String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum BridgeState {
     Operational,
     Draining,

@@ -568,3 +568,44 @@ fn a_conference_keeps_the_first_video_codec_named_and_refuses_another() {
         .expect("placed");
     assert_eq!(p.video_codec.as_deref(), Some("h264"));
 }
+
+#[test]
+fn summary_counts_bridges_by_region_and_state_participants_and_relay_links() {
+    let t = Instant::now();
+    let mut f = Focus::new(FocusConfig {
+        strategy: Strategy::Split,
+        ..FocusConfig::default()
+    });
+    for (id, region) in [("a", "eu"), ("b", "eu"), ("c", "us")] {
+        let mut r = reg(id, region);
+        r.relay_addr = format!("{id}:4433");
+        f.handle_register(t, r).expect("register");
+        f.handle_report(t, id, report(10_000)).expect("report");
+    }
+    for p in ["p1", "p2", "p3"] {
+        f.allocate(t, "conf", p, None).expect("placed");
+    }
+    f.allocate(t, "solo", "q1", None).expect("placed");
+    let s = f.summary();
+    assert_eq!((s.conferences, s.participants), (2, 4));
+    // Split puts conf's three on three bridges: three pairs relay.
+    assert_eq!(s.relay_links, 3);
+    assert!(
+        s.bridges.iter().all(|b| (b.stress - 0.2).abs() < 1e-9),
+        "{s:?}"
+    );
+
+    f.handle_disconnect(t, "c", "gone");
+    f.handle_timeout(t + Duration::from_millis(100));
+    assert_eq!(f.summary().relay_links, 1, "only a and b still share conf");
+    f.set_drain(t, "b", true).expect("drain");
+    let s = f.summary();
+    let by = bridges_by_region_and_state(&s);
+    let n = |region: &str, st: BridgeState| by[&(region.to_string(), st)];
+    assert_eq!(n("eu", BridgeState::Operational), 1);
+    assert_eq!(n("eu", BridgeState::Draining), 1);
+    assert_eq!(n("us", BridgeState::Failed), 1);
+    // Every state of a region is present, so an emptied state reads 0.
+    assert_eq!(n("us", BridgeState::Operational), 0);
+    assert_eq!(by.len(), 8);
+}

@@ -13,6 +13,13 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(
+                crate::focus::ALLOCATION_DURATION.to_string(),
+            ),
+            crate::focus::ALLOCATION_BUCKETS,
+        )
+        .context("allocation latency buckets")?
         .install_recorder()
         .context("installing the metrics recorder")
 }

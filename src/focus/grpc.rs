@@ -200,13 +200,15 @@ pub async fn allocate(
     region: String,
     video_codec: &str,
 ) -> Result<fpb::AllocateResponse, Status> {
+    let started = std::time::Instant::now();
     if !video_codec.is_empty() && tern_sfu::CodecName::video_from_name(video_codec).is_none() {
+        super::metrics::allocation(started.elapsed(), Some("invalid"));
         return Err(Status::invalid_argument(format!(
             "video_codec {video_codec:?} is not one of \"vp8\", \"h264\" or empty (any)"
         )));
     }
     let (c, p) = (conference.clone(), participant.clone());
-    let placement = h
+    let placed = h
         .ask(|reply| Req::Allocate {
             conference: c,
             participant: p,
@@ -214,8 +216,21 @@ pub async fn allocate(
             video_codec: video_codec.to_string(),
             reply,
         })
-        .await?
-        .map_err(status)?;
+        .await;
+    let placement = match placed {
+        Ok(Ok(p)) => {
+            super::metrics::allocation(started.elapsed(), None);
+            p
+        }
+        Ok(Err(e)) => {
+            super::metrics::allocation(started.elapsed(), Some(super::metrics::failure_reason(&e)));
+            return Err(status(e));
+        }
+        Err(s) => {
+            super::metrics::allocation(started.elapsed(), Some("unavailable"));
+            return Err(s);
+        }
+    };
     let name = if name.is_empty() {
         participant.clone()
     } else {

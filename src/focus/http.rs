@@ -1,5 +1,6 @@
 //! The focus's HTTP side: the browser client and its `/join` endpoint,
-//! WHIP/WHEP forwarding (whip.rs), /metrics.
+//! WHIP/WHEP forwarding (whip.rs), /metrics, /health (liveness) and /ready
+//! (readiness).
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -18,6 +19,7 @@ pub fn router(h: FocusHandle, metrics: PrometheusHandle) -> Router {
         .route("/join", get(join))
         .route("/api/bridges", get(bridges))
         .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
         .route(
             "/metrics",
             get(move || {
@@ -27,6 +29,36 @@ pub fn router(h: FocusHandle, metrics: PrometheusHandle) -> Router {
         )
         .merge(super::whip::routes())
         .with_state(h)
+}
+
+/// Readiness: the core answers within a second. It does not wait for
+/// bridges: bridges reach the focus through the same service address, so
+/// a focus that waited for them to be ready would never be.
+async fn ready(State(h): State<FocusHandle>) -> Response {
+    let asked = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        h.ask(|reply| Req::Bridges { reply }),
+    )
+    .await;
+    match asked {
+        Ok(Ok(bridges)) => {
+            let up = bridges
+                .iter()
+                .filter(|b| b.online && b.state == tern_focus::BridgeState::Operational)
+                .count();
+            (
+                StatusCode::OK,
+                format!("ready ({up} operational bridges)\n"),
+            )
+                .into_response()
+        }
+        Ok(Err(_)) => (StatusCode::SERVICE_UNAVAILABLE, "focus core stopped\n").into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "focus core busy for over 1 s\n",
+        )
+            .into_response(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -6,6 +6,7 @@
 mod grpc;
 mod handle;
 mod http;
+mod metrics;
 mod whip;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use tracing::{info, warn};
 use crate::auth::TokenKeys;
 use crate::config::Config;
 pub use handle::{CommandTx, FocusHandle, Req, status};
+pub use metrics::{ALLOCATION_BUCKETS, ALLOCATION_DURATION};
 
 #[derive(Debug, Clone, Copy)]
 pub struct FocusBound {
@@ -61,6 +63,7 @@ pub async fn run(
     if cfg.auth.secret.is_empty() {
         bail!("auth.secret is empty: the focus mints participant tokens with it");
     }
+    metrics::describe();
     let (tx, rx) = mpsc::channel(1024);
     let (events, _) = broadcast::channel(1024);
     let handle = FocusHandle {
@@ -106,6 +109,9 @@ async fn core_task(
 ) {
     let mut bridges: HashMap<String, (u64, CommandTx)> = HashMap::new();
     let mut next_session = 1u64;
+    let mut publish = tokio::time::interval(Duration::from_secs(1));
+    publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stressed = std::collections::BTreeSet::new();
     loop {
         let deadline = focus.poll_timeout(Instant::now());
         tokio::select! {
@@ -169,6 +175,7 @@ async fn core_task(
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                 focus.handle_timeout(Instant::now());
             }
+            _ = publish.tick() => metrics::publish(&focus.summary(), &mut stressed),
         }
         let now = Instant::now();
         while let Some(e) = focus.poll_event() {
@@ -227,6 +234,9 @@ fn dispatch(
         | FocusEvent::CommandDrain { .. }
         | FocusEvent::CommandEndConference { .. }
         | FocusEvent::CommandRelayPeers { .. } => {
+            if matches!(e, FocusEvent::CommandRelayPeers { .. }) {
+                metrics::relay_peer_command();
+            }
             if let Some((bridge, cmd)) = e.command()
                 && let Some(cmd) = cmd.cmd
             {
