@@ -30,6 +30,10 @@ pub struct App {
     pub shutting_down: AtomicBool,
     /// The focus (or an operator through it) asked this bridge to drain.
     pub draining: AtomicBool,
+    /// The focus accepted this bridge's registration on the current stream.
+    pub focus_registered: AtomicBool,
+    /// When the bridge started (the health watchdog's origin).
+    pub started: std::time::Instant,
     pub metrics: PrometheusHandle,
     pub snapshots: shard::Snapshots,
     /// Set when the relay is configured (`[relay] listen`).

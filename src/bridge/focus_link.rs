@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tern_proto::bridge::v1 as bpb;
-use tern_sfu::node::{FocusAction, FocusLink, FocusOrder, Totals};
+use tern_sfu::node::{FocusAction, FocusLink, FocusOrder};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
@@ -17,21 +17,9 @@ use tracing::{info, warn};
 
 use super::app::App;
 use super::msg::ShardMsg;
+use super::status::totals;
 
 pub use tern_sfu::node::focus_link::API_VERSION;
-
-/// Totals across shards from their latest snapshots.
-fn totals(app: &App) -> Totals {
-    let mut t = Totals::default();
-    for s in app.snapshots.iter() {
-        let s = s.lock().unwrap_or_else(|e| e.into_inner());
-        t.packets_in += s.packets_in;
-        t.packets_out += s.packets_out;
-        t.endpoints += s.endpoints as u32;
-        t.conferences.extend(s.conferences.iter().cloned());
-    }
-    t
-}
 
 fn far() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(3600)
@@ -56,6 +44,7 @@ pub async fn run(app: Arc<App>, focus_url: String, secret: String, reg: bpb::Reg
             warn!(focus = %focus_url, error = %e, "focus link down");
         }
         link.disconnected(Instant::now());
+        app.focus_registered.store(false, Ordering::SeqCst);
     }
 }
 
@@ -106,7 +95,9 @@ async fn session(
                     info!(focus_id = %r.focus_id, "focus accepted registration");
                 }
                 let was_draining = link.draining();
-                match link.handle_command(cmd).map_err(anyhow::Error::msg)? {
+                let handled = link.handle_command(cmd).map_err(anyhow::Error::msg);
+                app.focus_registered.store(link.is_registered(), Ordering::SeqCst);
+                match handled? {
                     Some(order) => carry_out(app, order).await?,
                     None if link.draining() != was_draining => {
                         info!(draining = link.draining(), "drain set by the focus");

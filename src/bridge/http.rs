@@ -51,6 +51,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/signal", get(signal))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .merge(super::whip::routes());
     if app.dev {
         r = r.route("/dev/token", get(dev_token));
@@ -93,11 +94,26 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     )
 }
 
+/// Liveness: 200 while the process works, draining and shutting down
+/// included (an orchestrator must not restart a bridge that is emptying
+/// itself); 503 when a shard has stalled.
 async fn health(State(app): State<Arc<App>>) -> Response {
-    if app.shutting_down.load(Ordering::SeqCst) {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
-    } else {
-        (StatusCode::OK, "ok\n").into_response()
+    match super::status::live(&app) {
+        Ok(()) if app.shutting_down.load(Ordering::SeqCst) => {
+            (StatusCode::OK, "ok (shutting down)\n").into_response()
+        }
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+    }
+}
+
+/// Readiness: 200 when the bridge takes new participants; 503 with the
+/// reason (stalled shard, shutting down, draining, not registered with its
+/// focus) otherwise.
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    match super::status::ready(&app) {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
     }
 }
 

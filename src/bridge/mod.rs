@@ -9,6 +9,7 @@ pub mod latency;
 pub mod msg;
 pub mod relay;
 pub mod shard;
+pub mod status;
 pub mod tcp;
 pub mod whip;
 
@@ -210,6 +211,8 @@ async fn run_in_span(
         shard_spans,
         shutting_down: AtomicBool::new(false),
         draining: AtomicBool::new(false),
+        focus_registered: AtomicBool::new(false),
+        started: Instant::now(),
         metrics,
         snapshots,
         relay: std::sync::OnceLock::new(),
@@ -222,6 +225,7 @@ async fn run_in_span(
         .await
         .with_context(|| format!("binding HTTP on {}", cfg.bridge.http_listen))?;
     let http_addr = listener.local_addr()?;
+    let status_task = tokio::spawn(status::run(app.clone(), bridge_id.clone()).in_current_span());
     let router = http::router(app.clone());
     let server = tokio::spawn(async move { axum::serve(listener, router).await }.in_current_span());
     let link = if cfg.bridge.focus_url.is_empty() {
@@ -292,6 +296,7 @@ async fn run_in_span(
         }
     }
     server.abort();
+    status_task.abort();
     reader.abort();
     if let Some(t) = tcp_task {
         t.abort();

@@ -23,6 +23,9 @@ use super::msg::ShardMsg;
 /// link, never on the media path.
 #[derive(Debug, Clone, Default)]
 pub struct ShardSnapshot {
+    /// When the shard published this: the bridge's health watchdog
+    /// (bridge/status.rs) calls a shard whose snapshot is old stalled.
+    pub at: Option<Instant>,
     pub packets_in: u64,
     pub packets_out: u64,
     pub endpoints: usize,
@@ -245,7 +248,9 @@ impl Shard {
         let mut next_export = Instant::now();
         let mut shutting_down = false;
         loop {
-            let deadline = self.core.poll_timeout();
+            // Wake at least for the export, so an idle shard still
+            // publishes and the watchdog can tell idle from stalled.
+            let deadline = self.core.poll_timeout().min(next_export);
             tokio::select! {
                 biased;
                 input = self.rx.recv() => {
@@ -282,6 +287,7 @@ impl Shard {
     fn publish_snapshot(&self) {
         let st = self.core.stats();
         let snap = ShardSnapshot {
+            at: Some(Instant::now()),
             packets_in: st.packets_in,
             packets_out: st.packets_out,
             endpoints: self.core.endpoint_count(),

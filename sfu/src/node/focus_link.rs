@@ -6,11 +6,13 @@
 //!   a restarted focus learns the cluster back), then `Stats` every second.
 //! - A lost or refused session is retried after 100 ms, doubling to 2 s; a
 //!   session that registered resets the backoff.
-//! - `healthy` is always true: the focus treats an unhealthy bridge as
-//!   failed and re-invites all its participants, which no condition a
-//!   bridge can see about itself justifies yet (an overloaded shard refuses
-//!   joins itself, see `admission.rs`). Failure is what the focus sees: a
-//!   closed stream or missing reports.
+//! - `healthy` is false while any shard has stalled (its loop has not come
+//!   round for seconds; the shell counts them into [`Totals`]): the focus
+//!   treats an unhealthy bridge as failed and re-invites all its
+//!   participants, which is right for a bridge that has stopped moving
+//!   media for some of them. Load is not ill health: an overloaded shard
+//!   refuses joins itself (see `admission.rs`). Other failures are what
+//!   the focus sees: a closed stream or missing reports.
 //!
 //! Sans-IO: the shell opens the stream when asked ([`FocusAction::Connect`]),
 //! sends [`FocusAction::Send`] messages, and hands every command to
@@ -39,6 +41,8 @@ pub struct Totals {
     pub packets_out: u64,
     pub endpoints: u32,
     pub conferences: Vec<(String, Vec<String>)>,
+    /// Shards whose loop has stalled: any makes the bridge unhealthy.
+    pub stalled_shards: u32,
 }
 
 impl Totals {
@@ -145,6 +149,11 @@ impl FocusLink {
 
     pub fn is_connected(&self) -> bool {
         self.connected
+    }
+
+    /// Connected and accepted by the focus: the bridge can be placed on.
+    pub fn is_registered(&self) -> bool {
+        self.connected && self.registered
     }
 
     /// The focus asked this bridge to drain (no new conferences).
@@ -254,7 +263,7 @@ impl FocusLink {
             rtp_packets_in_per_s: rate(totals.packets_in, pin),
             rtp_packets_out_per_s: rate(totals.packets_out, pout),
             endpoints: totals.endpoints,
-            healthy: true,
+            healthy: totals.stalled_shards == 0,
             draining: self.draining,
             shutting_down: self.shutting_down,
             conferences: totals.conference_states(),
@@ -267,5 +276,49 @@ impl FocusLink {
 
     pub fn poll_action(&mut self) -> Option<FocusAction> {
         self.out.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reported_health(link: &mut FocusLink) -> Option<bool> {
+        let mut healthy = None;
+        while let Some(a) = link.poll_action() {
+            if let FocusAction::Send(bpb::BridgeMessage {
+                msg: Some(bpb::bridge_message::Msg::Stats(s)),
+            }) = a
+            {
+                healthy = Some(s.healthy);
+            }
+        }
+        healthy
+    }
+
+    #[test]
+    fn reports_unhealthy_while_a_shard_is_stalled_and_healthy_again_after() {
+        let t = Instant::now();
+        let mut link = FocusLink::new(bpb::Register::default(), t);
+        link.handle_timeout(t);
+        let mut totals = Totals::default();
+        link.connected(t, &totals);
+        assert!(!link.is_registered(), "not until the focus accepts");
+        link.handle_command(bpb::FocusCommand {
+            cmd: Some(bpb::focus_command::Cmd::Registered(Default::default())),
+        })
+        .expect("registered");
+        assert!(link.is_registered());
+        let t1 = t + REPORT_INTERVAL;
+        link.report(t1, &totals);
+        assert_eq!(reported_health(&mut link), Some(true));
+        totals.stalled_shards = 1;
+        link.report(t1 + REPORT_INTERVAL, &totals);
+        assert_eq!(reported_health(&mut link), Some(false));
+        totals.stalled_shards = 0;
+        link.report(t1 + 2 * REPORT_INTERVAL, &totals);
+        assert_eq!(reported_health(&mut link), Some(true));
+        link.disconnected(t1 + 2 * REPORT_INTERVAL);
+        assert!(!link.is_registered());
     }
 }
