@@ -54,7 +54,7 @@ enum Command {
 
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging();
+    init_logging()?;
     dev::exit_with_parent();
     match cli.command {
         Command::Bridge(args) => bridge::run(args),
@@ -68,14 +68,27 @@ pub fn main() -> anyhow::Result<()> {
     }
 }
 
-fn init_logging() {
+/// Logs go to stderr: plain text, coloured only on a terminal (a file or a
+/// collector gets no ANSI codes; `NO_COLOR` turns colour off anywhere), or
+/// one JSON object per line with `TERN_LOG_FORMAT=json`.
+fn init_logging() -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("TERN_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new("info,str0m=warn,dimpl=warn"));
-    tracing_subscriber::fmt()
+    let format = std::env::var("TERN_LOG_FORMAT").unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format.as_str() {
+        "json" => builder.json().with_current_span(true).init(),
+        "" | "text" => {
+            let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(ansi).init()
+        }
+        other => anyhow::bail!("TERN_LOG_FORMAT={other:?}: expected \"text\" or \"json\""),
+    }
+    Ok(())
 }
