@@ -6,6 +6,7 @@ pub mod focus_link;
 pub mod histogram;
 pub mod http;
 pub mod latency;
+pub mod loss;
 pub mod msg;
 pub mod relay;
 pub mod shard;

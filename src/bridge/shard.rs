@@ -244,6 +244,7 @@ impl Shard {
     pub async fn run(mut self) {
         let metrics = ShardMetrics::new(self.index);
         let mut bandwidth = ReceiverBandwidth::new(self.index);
+        let mut loss = super::loss::Loss::new(self.index);
         let mut sessions: HashMap<EndpointId, mpsc::Sender<ServerMessage>> = HashMap::new();
         let mut next_export = Instant::now();
         let mut shutting_down = false;
@@ -274,6 +275,7 @@ impl Shard {
             if now >= next_export {
                 metrics.export(&self.core);
                 bandwidth.export(&self.core);
+                loss.export(&mut self.core);
                 self.latency.export();
                 self.publish_snapshot();
                 next_export = now + Duration::from_secs(1);

@@ -302,6 +302,7 @@ impl Core {
                 Event::MediaAdded(m) => self.on_media(id, m.mid, m.kind, m.direction),
                 Event::ChannelOpen(cid, label) => self.on_channel_open(id, cid, &label),
                 Event::ChannelData(d) => self.on_channel_data(now, id, d),
+                Event::PeerStats(s) => self.on_peer_stats(id, &s),
                 Event::MediaChanged(m) => {
                     debug!(endpoint = %id, mid = %m.mid, direction = ?m.direction, "media changed")
                 }

@@ -31,6 +31,7 @@ mod bandwidth;
 pub(super) mod data;
 mod forward;
 mod lastn;
+mod loss;
 mod model;
 mod relay;
 mod sender;
@@ -38,6 +39,7 @@ mod session;
 mod slots;
 mod speakers;
 pub use bandwidth::{BandwidthConfig, MIN_SEND_CAP_BPS};
+pub use loss::LossDirection;
 pub use model::EndpointId;
 use model::{Conference, Endpoint, Layer, Packet, PubSource, Slot, SourceRef};
 use relay::Relay;
@@ -172,6 +174,7 @@ pub struct Core {
     /// The relay to other bridges, and the participants it brings.
     relay: Relay,
     admission: Admission,
+    loss: loss::LossSamples,
 }
 
 impl Core {
@@ -194,6 +197,7 @@ impl Core {
             stats: CoreStats::default(),
             relay: Relay::new(cfg_shard_prefix),
             admission: Admission::default(),
+            loss: loss::LossSamples::default(),
         }
     }
 

@@ -245,7 +245,7 @@ impl Core {
                 ufrag: ufrag.to_owned(),
                 pass,
             })
-            .set_stats_interval(None)
+            .set_stats_interval(Some(super::loss::STATS_INTERVAL))
             .set_send_buffer_video(self.cfg.rtx_cache_packets)
             .enable_bwe(
                 self.cfg
