@@ -77,12 +77,7 @@ impl Bridge {
 
     /// Sum of a metric over all label sets, from a real scrape.
     pub fn metric(&self, name: &str, label_filter: &str) -> f64 {
-        let body = http_get(self.http, "/metrics");
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(label_filter))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric(self.http, name, label_filter)
     }
 
     /// SIGTERM and wait; returns whether it exited successfully.
@@ -92,6 +87,17 @@ impl Bridge {
             .wait_exit(Duration::from_secs(10))
             .is_some_and(|s| s.success())
     }
+}
+
+/// Sum of a metric over the label sets whose line contains `label_filter`,
+/// from a real scrape of `addr`'s /metrics (a bridge's or the focus's).
+pub fn metric(addr: SocketAddr, name: &str, label_filter: &str) -> f64 {
+    http_get(addr, "/metrics")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(label_filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The body of `GET path` over loopback (no client library needed).
