@@ -210,6 +210,27 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code (metrics register each at zero).
+    pub const ALL: [ErrorCode; 17] = [
+        ErrorCode::BadMessage,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::InvalidToken,
+        ErrorCode::TokenExpired,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::NotJoined,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::BadOffer,
+        ErrorCode::RoomFull,
+        ErrorCode::Replaced,
+        ErrorCode::ShuttingDown,
+        ErrorCode::ConferenceEnded,
+        ErrorCode::Overloaded,
+        ErrorCode::DataTooLarge,
+        ErrorCode::DataNotText,
+        ErrorCode::DataRateLimited,
+        ErrorCode::UnsupportedCodec,
+    ];
+
     /// Errors after which the bridge closes the socket.
     pub fn is_fatal(self) -> bool {
         matches!(

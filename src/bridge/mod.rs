@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod bandwidth;
+pub mod catalog;
 pub mod focus_link;
 pub mod histogram;
 pub mod http;
@@ -147,6 +148,7 @@ async fn run_in_span(
         cfg.bridge.id.clone()
     };
     let (relay, relay_addr) = start_relay(&cfg, &bridge_id, &senders)?;
+    catalog::register_at_zero(relay.is_some(), cfg.bridge.ice_tcp);
     let mut tasks = Vec::with_capacity(n);
     let shard_spans: Vec<Span> = (0..n).map(|i| info_span!("shard", index = i)).collect();
     let now = Instant::now();

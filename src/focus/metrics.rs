@@ -82,6 +82,12 @@ pub fn describe() {
         counter!("tern_focus_allocation_failures_total", "reason" => reason).absolute(0);
     }
     counter!("tern_focus_relay_peer_commands_total").absolute(0);
+    for protocol in ["whip", "whep"] {
+        counter!("tern_focus_http_sessions_total", "protocol" => protocol, "outcome" => "created")
+            .absolute(0);
+    }
+    // Registered without an observation, so the empty histogram is listed.
+    let _ = histogram!(ALLOCATION_DURATION);
     publish(&Summary::default(), &mut BTreeSet::new());
 }
 
