@@ -96,7 +96,9 @@ pub async fn run(app: Arc<App>, bridge_id: String) {
     let stress = gauge!("tern_bridge_stress");
     let healthy = gauge!("tern_bridge_healthy");
     let draining = gauge!("tern_bridge_draining");
-    let registered = gauge!("tern_bridge_focus_connected");
+    // Only behind a focus: a standalone bridge has none to lose.
+    let registered =
+        (!app.cfg.bridge.focus_url.is_empty()).then(|| gauge!("tern_bridge_focus_connected"));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last: Option<(u64, Instant)> = None;
@@ -113,9 +115,11 @@ pub async fn run(app: Arc<App>, bridge_id: String) {
         last = Some((packets, now));
         healthy.set(if t.stalled_shards == 0 { 1.0 } else { 0.0 });
         draining.set(f64::from(u8::from(app.draining.load(Ordering::SeqCst))));
-        registered.set(f64::from(u8::from(
-            app.focus_registered.load(Ordering::SeqCst),
-        )));
+        if let Some(g) = &registered {
+            g.set(f64::from(u8::from(
+                app.focus_registered.load(Ordering::SeqCst),
+            )));
+        }
     }
 }
 
