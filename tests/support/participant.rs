@@ -220,6 +220,36 @@ impl Participant {
         self.hook("window.tern.stats()")
     }
 
+    /// The mime types of the page's inbound and outbound `kind` ("audio",
+    /// "video") streams that carried something, as getStats names them.
+    pub fn codecs(&self, kind: &str) -> Result<(Vec<String>, Vec<String>)> {
+        let v = self.browser.execute(
+            r#"return (async () => {
+            const stats = await window.tern.pc().getStats();
+            const inbound = [], outbound = [];
+            stats.forEach((r) => {
+                if (r.kind !== arguments[0] || !r.codecId) return;
+                const c = stats.get(r.codecId);
+                if (!c) return;
+                if (r.type === 'inbound-rtp' && (r.packetsReceived || 0) > 0) inbound.push(c.mimeType);
+                if (r.type === 'outbound-rtp' && (r.packetsSent || 0) > 0) outbound.push(c.mimeType);
+            });
+            return [inbound, outbound];
+        })();"#,
+            vec![serde_json::json!(kind)],
+        )?;
+        let list = |i: usize| -> Vec<String> {
+            v[i].as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Ok((list(0), list(1)))
+    }
+
     pub fn slot_stats(&self) -> Result<Vec<SlotStats>> {
         self.hook("window.tern.slotStats()")
     }
