@@ -2,13 +2,15 @@
 """A full participant on an independent WebRTC stack (aiortc), written from
 docs/signalling.md alone: gets a token and signalling URL from the focus's
 `/join` (or a standalone bridge's `/dev/token`), publishes a microphone
-(a 440 Hz tone, Opus) and a camera (320x240 VP8, no simulcast) declared as
-sources `mic` and `camera`, and offers `--slots` recvonly audio and video
-transceivers to receive the others.
+(a 440 Hz tone, Opus) and a camera (320x240 VP8, no simulcast; with
+`--codec h264`, H.264 only, and the conference's codec asked of `/join`)
+declared as sources `mic` and `camera`, and offers `--slots` recvonly audio
+and video transceivers to receive the others.
 
 Prints `joined <participant id>` and `connected <unix time>`, runs until a
 line (or EOF) on stdin, then prints `result <json>`: per receive mid the
-source it carried last, decoded frames and the last decoded video size.
+source it carried last, decoded frames and the last decoded video size, and
+the video codec the bridge's answer chose for each video m-section.
 Driven by tests/interop_browser.rs; logs go to stderr.
 """
 
@@ -32,6 +34,7 @@ from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
     VideoStreamTrack,
 )
@@ -103,9 +106,12 @@ def get_json(url):
         return json.load(r)
 
 
-def credentials(server, room, name):
+def credentials(server, room, name, codec=None):
     """(signal URL, token): the focus's /join, else a standalone bridge."""
-    q = urllib.parse.urlencode({"room": room, "name": name})
+    params = {"room": room, "name": name}
+    if codec:
+        params["codec"] = codec
+    q = urllib.parse.urlencode(params)
     try:
         j = get_json(f"http://{server}/join?{q}")
         return j["signal_url"], j["token"]
@@ -127,15 +133,34 @@ async def consume(track, mid, decoded):
             d["width"], d["height"] = frame.width, frame.height
 
 
+def answer_video_codecs(sdp):
+    """Per video m-section of an SDP, the codec name of its first payload type."""
+    out = []
+    sections = sdp.split("\r\nm=")
+    for sec in sections[1:]:
+        lines = sec.split("\r\n")
+        fields = lines[0].split()
+        if fields[0] != "video" or len(fields) < 4:
+            continue
+        first = fields[3]
+        name = next(
+            (l.split(" ", 1)[1].split("/")[0] for l in lines if l.startswith(f"a=rtpmap:{first} ")),
+            None,
+        )
+        out.append(name)
+    return out
+
+
 async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--server", required=True, help="HOST:PORT of the focus (or a standalone bridge)")
     ap.add_argument("--room", required=True)
     ap.add_argument("--name", default="aiortc")
     ap.add_argument("--slots", type=int, default=2)
+    ap.add_argument("--codec", help="video codec to offer alone and ask the conference for (e.g. h264)")
     args = ap.parse_args()
 
-    signal_url, token = credentials(args.server, args.room, args.name)
+    signal_url, token = credentials(args.server, args.room, args.name, args.codec)
     # The bridge bundles everything onto the first m-section. aiortc's default
     # (balanced) policy pre-bundles same-kind transceivers onto the first of
     # their kind and then never moves them onto the answer's bundle: every
@@ -144,6 +169,17 @@ async def main():
     mic = pc.addTransceiver(Tone(), direction="sendonly")
     camera = pc.addTransceiver(Pattern(), direction="sendonly")
     slots = [pc.addTransceiver(k, direction="recvonly") for k in ("audio", "video") for _ in range(args.slots)]
+    if args.codec:
+        wanted = f"video/{args.codec}".lower()
+        prefs = [
+            c
+            for c in RTCRtpSender.getCapabilities("video").codecs
+            if c.mimeType.lower() in (wanted, "video/rtx")
+        ]
+        if not any(c.mimeType.lower() == wanted for c in prefs):
+            raise SystemExit(f"aiortc has no {wanted}")
+        for t in [camera] + [t for t in slots if t.kind == "video"]:
+            t.setCodecPreferences(prefs)
     decoded = {}
     carried = {}  # mid -> source id, from the last `slots`
     errors = []
@@ -201,6 +237,7 @@ async def main():
     for t in slots:
         packets[t.mid] = sum(s.packetsReceived for s in (await t.receiver.getStats()).values() if s.type == "inbound-rtp")
     result = {
+        "answer_video_codecs": answer_video_codecs(pc.remoteDescription.sdp),
         "slots": {
             t.mid: {"kind": t.kind, "source": carried.get(t.mid), "packets": packets[t.mid], **decoded.get(t.mid, {})}
             for t in slots
