@@ -369,7 +369,10 @@ impl Config {
             return Err("media.codecs must include \"opus\"".into());
         }
         if !m.codecs.iter().any(|c| *c != CodecName::Opus) {
-            return Err("media.codecs must include a video codec (\"vp8\" or \"h264\")".into());
+            return Err(
+                "media.codecs must include a video codec (\"vp8\", \"vp9\", \"h264\" or \"av1\")"
+                    .into(),
+            );
         }
         if !(64..=8192).contains(&m.rtx_cache_packets) {
             return Err("media.rtx_cache_packets must be between 64 and 8192".into());

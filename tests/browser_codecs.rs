@@ -56,6 +56,14 @@ fn call_uses_codec(env: &support::Env, room: &str, query: &str, mime: &str) -> R
             "{} sends {outbound:?}, not {mime}",
             p.name
         );
+        // Simulcast: three streams, one per rid (VP9 and AV1 included,
+        // which Chromium would otherwise send as one SVC stream).
+        ensure!(
+            outbound.len() == 3,
+            "{} sends {} video streams, not three simulcast ones",
+            p.name,
+            outbound.len()
+        );
     }
     Ok(())
 }
@@ -67,6 +75,28 @@ fn a_bridge_configured_for_h264_carries_h264_between_chromium_participants() {
         |env| {
             env.start_bridge_with_env(&[("TERN_MEDIA_CODECS", "[\"opus\", \"h264\"]")])?;
             call_uses_codec(env, "h264-room", "", "video/H264")
+        },
+    );
+}
+
+#[test]
+fn a_bridge_configured_for_vp9_carries_vp9_between_chromium_participants() {
+    run_in_netns(
+        "a_bridge_configured_for_vp9_carries_vp9_between_chromium_participants",
+        |env| {
+            env.start_bridge_with_env(&[("TERN_MEDIA_CODECS", "[\"opus\", \"vp9\"]")])?;
+            call_uses_codec(env, "vp9-room", "", "video/VP9")
+        },
+    );
+}
+
+#[test]
+fn a_bridge_configured_for_av1_carries_av1_between_chromium_participants() {
+    run_in_netns(
+        "a_bridge_configured_for_av1_carries_av1_between_chromium_participants",
+        |env| {
+            env.start_bridge_with_env(&[("TERN_MEDIA_CODECS", "[\"opus\", \"av1\"]")])?;
+            call_uses_codec(env, "av1-room", "", "video/AV1")
         },
     );
 }

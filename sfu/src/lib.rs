@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod allocation;
+pub mod av1;
 pub mod core;
 pub mod h264;
 pub mod keyframe;
@@ -19,6 +20,7 @@ pub mod signal;
 pub mod speech;
 pub mod stats;
 pub mod vp8;
+pub mod vp9;
 pub mod whip;
 
 pub use crate::core::{
@@ -37,17 +39,34 @@ use serde::{Deserialize, Serialize};
 pub enum CodecName {
     Opus,
     Vp8,
+    Vp9,
     H264,
+    Av1,
 }
 
 impl CodecName {
-    /// A video codec by its lowercase name ("vp8", "h264"), as tokens and
-    /// the focus's API name them.
+    /// The video codecs, by their lowercase names.
+    pub const VIDEO: [CodecName; 4] = [
+        CodecName::Vp8,
+        CodecName::Vp9,
+        CodecName::H264,
+        CodecName::Av1,
+    ];
+
+    /// A video codec by its lowercase name ("vp8", "vp9", "h264", "av1"), as
+    /// tokens, the focus's API and `media.codecs` name them.
     pub fn video_from_name(name: &str) -> Option<CodecName> {
-        match name {
-            "vp8" => Some(CodecName::Vp8),
-            "h264" => Some(CodecName::H264),
-            _ => None,
+        Self::VIDEO.into_iter().find(|c| c.name() == name)
+    }
+
+    /// The lowercase name (configuration, tokens, the API).
+    pub fn name(self) -> &'static str {
+        match self {
+            CodecName::Opus => "opus",
+            CodecName::Vp8 => "vp8",
+            CodecName::Vp9 => "vp9",
+            CodecName::H264 => "h264",
+            CodecName::Av1 => "av1",
         }
     }
 
@@ -56,7 +75,9 @@ impl CodecName {
         match self {
             CodecName::Opus => "opus",
             CodecName::Vp8 => "VP8",
+            CodecName::Vp9 => "VP9",
             CodecName::H264 => "H264",
+            CodecName::Av1 => "AV1",
         }
     }
 }

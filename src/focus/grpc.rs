@@ -204,7 +204,7 @@ pub async fn allocate(
     if !video_codec.is_empty() && tern_sfu::CodecName::video_from_name(video_codec).is_none() {
         super::metrics::allocation(started.elapsed(), Some("invalid"));
         return Err(Status::invalid_argument(format!(
-            "video_codec {video_codec:?} is not one of \"vp8\", \"h264\" or empty (any)"
+            "video_codec {video_codec:?} is not one of \"vp8\", \"vp9\", \"h264\", \"av1\" or empty (any)"
         )));
     }
     let (c, p) = (conference.clone(), participant.clone());

@@ -771,6 +771,31 @@
     // Limits set before negotiation may not have stuck: make sure (no-op
     // when they are in place).
     for (const src of state.local.values()) applySendLimits(src);
+    for (const src of state.local.values()) applyScalability(src);
+  }
+
+  // VP9 and AV1 under simulcast: given several encodings without a
+  // scalabilityMode, Chromium sends one SVC stream (its spatial layers in
+  // one SSRC) instead. The bridge switches receivers between simulcast
+  // streams, as for VP8 and H.264, so once the answer has chosen the codec
+  // ask for one spatial layer (and three temporal ones) per encoding.
+  function applyScalability(src) {
+    if (!src.transceiver || !src.simulcast) return;
+    const codecs = src.transceiver.sender.getParameters().codecs || [];
+    const mime = codecs.length ? codecs[0].mimeType.toLowerCase() : "";
+    if (mime !== "video/vp9" && mime !== "video/av1") return;
+    updateSender(src, (encodings) => {
+      let changed = false;
+      for (const e of encodings) {
+        if (e.scalabilityMode !== "L1T3") {
+          e.scalabilityMode = "L1T3";
+          changed = true;
+        }
+      }
+      return changed;
+    }).then((changed) => {
+      if (changed) log("simulcast with one spatial layer per encoding for", mime);
+    });
   }
 
   function settleAnswer(sdp, error) {

@@ -449,7 +449,20 @@ impl Core {
                     descriptor = Vp8Descriptor::parse(&p.payload).ok();
                 }
             }
+            Codec::Vp9 => {
+                let Some(info) = crate::vp9::parse(&p.payload) else {
+                    self.stats.drop(DropReason::Malformed);
+                    return;
+                };
+                keyframe = info.keyframe_start;
+                if let (true, Some((_, h)), Some(l)) =
+                    (info.keyframe_start, info.dims, src.layers.get_mut(layer))
+                {
+                    l.measured_height = Some(u32::from(h));
+                }
+            }
             Codec::H264 => keyframe = crate::h264::starts_keyframe(&p.payload),
+            Codec::Av1 => keyframe = crate::av1::starts_keyframe(&p.payload),
             _ => {}
         }
         if let Some(l) = src.layers.get_mut(layer) {

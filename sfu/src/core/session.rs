@@ -261,7 +261,9 @@ impl Core {
                 // receiver that negotiated RED from single losses.
                 CodecName::Opus => b.enable_opus(true, true),
                 CodecName::Vp8 => b.enable_vp8(true),
+                CodecName::Vp9 => b.enable_vp9(true),
                 CodecName::H264 => b.enable_h264(true),
+                CodecName::Av1 => b.enable_av1(true),
             };
         }
         Ok(b.build(now))
