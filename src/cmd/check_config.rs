@@ -1,5 +1,6 @@
 //! `tern check-config`: validate a configuration file and the relay
-//! certificates it names, and print the effective configuration.
+//! certificates it names, and print the effective configuration with every
+//! secret replaced by its length (the output gets pasted into tickets).
 
 use std::path::PathBuf;
 
@@ -13,8 +14,25 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = Config::load(Some(&args.config))?;
     check_relay(&cfg)?;
-    println!("{cfg:#?}");
+    println!("{:#?}", redacted(cfg));
     Ok(())
+}
+
+/// The configuration with each non-empty secret shown as
+/// `<redacted: N chars>`.
+fn redacted(mut cfg: Config) -> Config {
+    for s in [
+        &mut cfg.auth.secret,
+        &mut cfg.bridge.focus_secret,
+        &mut cfg.focus.api_secret,
+        &mut cfg.focus.bridge_secret,
+        &mut cfg.turn.secret,
+    ] {
+        if !s.is_empty() {
+            *s = format!("<redacted: {} chars>", s.chars().count());
+        }
+    }
+    cfg
 }
 
 /// Loads and cross-checks the relay credentials a config names.
