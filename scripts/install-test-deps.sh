@@ -51,11 +51,16 @@ declare -A provides=(
   [iproute2]=/usr/sbin/ip
   [janus]=/usr/bin/janus
   [prometheus]=/usr/bin/prometheus
+  # tests/deploy_files.rs: systemd units, Kubernetes manifests (kubectl
+  # kustomize renders them offline), their YAML read with PyYAML.
+  [systemd]=/usr/bin/systemd-analyze
+  [kubernetes-client]=/usr/bin/kubectl
+  [python3-yaml]=/usr/lib/python3/dist-packages/yaml/__init__.py
 )
 
 missing=()
 for pkg in "${!provides[@]}"; do
-  if [[ ! -x "${provides[$pkg]}" ]]; then
+  if [[ ! -e "${provides[$pkg]}" ]]; then
     missing+=("$pkg")
   fi
 done
@@ -82,7 +87,7 @@ export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get install -y -q "${missing[@]}"
 
 for pkg in "${missing[@]}"; do
-  if [[ ! -x "${provides[$pkg]}" ]]; then
+  if [[ ! -e "${provides[$pkg]}" ]]; then
     echo "install-test-deps: $pkg installed but ${provides[$pkg]} is missing" >&2
     exit 1
   fi
