@@ -21,6 +21,10 @@ pub struct Claims {
     /// refusal rather than "invalid token".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codec: Option<String>,
+    /// `false`: a viewer, who receives but may not publish (an offer
+    /// declaring sources, or a WHIP publish, is refused). Absent: may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<bool>,
 }
 
 impl Claims {
@@ -35,11 +39,16 @@ impl Claims {
                     Rejection::new(
                         ErrorCode::UnsupportedCodec,
                         format!(
-                            "the token names video codec {name:?}; this bridge knows \"vp8\" and \"h264\""
+                            "the token names video codec {name:?}; this bridge knows \"vp8\", \"vp9\", \"h264\" and \"av1\""
                         ),
                     )
                 }),
         }
+    }
+
+    /// Whether the token lets its participant publish.
+    pub fn may_publish(&self) -> bool {
+        self.publish != Some(false)
     }
 }
 
@@ -75,15 +84,20 @@ impl TokenKeys {
         ttl_secs: u64,
         codec: Option<&str>,
     ) -> String {
-        let claims = Claims {
+        self.mint_claims(&Claims {
             room: room.to_string(),
             sub: participant.to_string(),
             name: name.map(str::to_string),
             exp: unix_now() + ttl_secs,
             codec: codec.map(str::to_string),
-        };
+            publish: None,
+        })
+    }
+
+    /// A token carrying exactly `claims`.
+    pub fn mint_claims(&self, claims: &Claims) -> String {
         // Encoding a struct of strings with HS256 cannot fail.
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.enc).unwrap_or_default()
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.enc).unwrap_or_default()
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, Rejection> {
@@ -192,6 +206,7 @@ mod tests {
             name: None,
             exp: unix_now() - 3600,
             codec: None,
+            publish: None,
         };
         let expired = jsonwebtoken::encode(
             &Header::default(),

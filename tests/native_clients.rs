@@ -425,6 +425,7 @@ async fn bad_signalling_gets_precise_errors_and_leaves_other_sessions_untouched(
             name: None,
             exp: tern::auth::unix_now() - 600,
             codec: None,
+            publish: None,
         };
         encode(
             &Header::default(),
@@ -581,9 +582,11 @@ async fn leaving_and_vanishing_participants_are_removed_for_the_others() {
     let frozen = alice.state().received_for("alice/none").len();
     assert_eq!(frozen, 0);
     // Shards export their gauges once a second.
-    eventually("tern_endpoints counts alice alone", Duration::from_secs(3), || {
-        (bridge.metric("tern_endpoints", "") == 1.0).then_some(())
-    })
+    eventually(
+        "tern_endpoints counts alice alone",
+        Duration::from_secs(3),
+        || (bridge.metric("tern_endpoints", "") == 1.0).then_some(()),
+    )
     .await;
 }
 

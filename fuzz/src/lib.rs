@@ -188,6 +188,7 @@ impl Bridge {
                 name: participant.into(),
                 ice_password: "0123456789abcdef0123456789abcdef".into(),
                 video_codec: None,
+                may_publish: true,
             }));
         }
         for room in [ROOM, ROOM2] {

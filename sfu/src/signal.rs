@@ -207,11 +207,14 @@ pub enum ErrorCode {
     /// The token names a video codec this bridge does not offer, or not
     /// the one its conference already uses.
     UnsupportedCodec,
+    /// A viewer's token (`publish: false`) and an offer declaring sources
+    /// (not fatal: an offer without sources receives).
+    PublishNotAllowed,
 }
 
 impl ErrorCode {
     /// Every code (metrics register each at zero).
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadMessage,
         ErrorCode::MessageTooLarge,
         ErrorCode::InvalidToken,
@@ -229,6 +232,7 @@ impl ErrorCode {
         ErrorCode::DataNotText,
         ErrorCode::DataRateLimited,
         ErrorCode::UnsupportedCodec,
+        ErrorCode::PublishNotAllowed,
     ];
 
     /// Errors after which the bridge closes the socket.
@@ -267,6 +271,7 @@ impl ErrorCode {
             ErrorCode::DataNotText => "data_not_text",
             ErrorCode::DataRateLimited => "data_rate_limited",
             ErrorCode::UnsupportedCodec => "unsupported_codec",
+            ErrorCode::PublishNotAllowed => "publish_not_allowed",
         }
     }
 }

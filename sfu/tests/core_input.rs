@@ -40,6 +40,7 @@ fn core_with_one_endpoint(now: Instant) -> Core {
             name: "p".into(),
             ice_password: "0123456789abcdef0123456789abcdef".into(),
             video_codec: None,
+            may_publish: true,
         },
     )
     .expect("join");

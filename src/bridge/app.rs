@@ -70,6 +70,7 @@ impl App {
             name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
             ice_password: format!("{:032x}", rand::random::<u128>()),
             video_codec,
+            may_publish: claims.may_publish(),
         };
         shard
             .send(ShardMsg::Join {

@@ -257,6 +257,15 @@ async fn start(
         Ok(c) => c,
         Err(r) => return refuse_with(&protocol, r),
     };
+    if matches!(protocol, Protocol::Whip) && !claims.may_publish() {
+        return refuse_with(
+            &protocol,
+            Rejection::new(
+                ErrorCode::PublishNotAllowed,
+                "this token does not allow publishing (a viewer): WHIP refused; watch with WHEP",
+            ),
+        );
+    }
     if let Some(room) = path_room.filter(|r| *r != claims.room) {
         count_session(&protocol, "wrong_room");
         return refuse(

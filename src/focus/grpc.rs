@@ -95,6 +95,16 @@ impl fpb::focus_server::Focus for FocusApi {
     ) -> Result<Response<fpb::AllocateResponse>, Status> {
         check_bearer(&req, &self.0.api_secret)?;
         let r = req.into_inner();
+        let viewer = match fpb::Role::try_from(r.role) {
+            Ok(fpb::Role::Viewer) => true,
+            Ok(fpb::Role::Unspecified | fpb::Role::Participant) => false,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "role {} is not ROLE_UNSPECIFIED, ROLE_PARTICIPANT or ROLE_VIEWER",
+                    r.role
+                )));
+            }
+        };
         let resp = allocate(
             &self.0,
             r.conference,
@@ -102,6 +112,7 @@ impl fpb::focus_server::Focus for FocusApi {
             r.display_name,
             r.region,
             &r.video_codec,
+            viewer,
         )
         .await?;
         Ok(Response::new(resp))
@@ -191,7 +202,8 @@ impl fpb::focus_server::Focus for FocusApi {
     }
 }
 
-/// Allocation shared by gRPC and the HTTP `/join` endpoint.
+/// Allocation shared by gRPC and the HTTP `/join` endpoint. A `viewer`'s
+/// token may not publish.
 pub async fn allocate(
     h: &FocusHandle,
     conference: String,
@@ -199,6 +211,7 @@ pub async fn allocate(
     name: String,
     region: String,
     video_codec: &str,
+    viewer: bool,
 ) -> Result<fpb::AllocateResponse, Status> {
     let started = std::time::Instant::now();
     if !video_codec.is_empty() && tern_sfu::CodecName::video_from_name(video_codec).is_none() {
@@ -236,13 +249,14 @@ pub async fn allocate(
     } else {
         name
     };
-    let token = h.keys.mint_with_codec(
-        &conference,
-        &participant,
-        Some(&name),
-        h.token_ttl,
-        placement.video_codec.as_deref(),
-    );
+    let token = h.keys.mint_claims(&crate::auth::Claims {
+        room: conference.clone(),
+        sub: participant.clone(),
+        name: Some(name),
+        exp: crate::auth::unix_now() + h.token_ttl,
+        codec: placement.video_codec.clone(),
+        publish: viewer.then_some(false),
+    });
     // The token's own checks (room and id characters) apply here too.
     h.keys
         .verify(&token)

@@ -67,8 +67,12 @@ struct JoinQuery {
     name: Option<String>,
     participant: Option<String>,
     region: Option<String>,
-    /// The conference's video codec ("vp8", "h264"; absent: any).
+    /// The conference's video codec ("vp8", "vp9", "h264", "av1"; absent:
+    /// any).
     codec: Option<String>,
+    /// "viewer": a token that receives but may not publish; absent or
+    /// "participant": may publish.
+    role: Option<String>,
 }
 
 fn error(code: StatusCode, msg: impl Into<String>) -> Response {
@@ -88,6 +92,16 @@ async fn join(State(h): State<FocusHandle>, Query(q): Query<JoinQuery>) -> Respo
         None => crate::auth::new_participant_id(&name),
     };
     let display: String = name.chars().take(64).collect();
+    let viewer = match q.role.as_deref() {
+        None | Some("" | "participant") => false,
+        Some("viewer") => true,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("role {other:?} is not \"participant\" or \"viewer\""),
+            );
+        }
+    };
     match super::grpc::allocate(
         &h,
         q.room,
@@ -95,6 +109,7 @@ async fn join(State(h): State<FocusHandle>, Query(q): Query<JoinQuery>) -> Respo
         display,
         q.region.unwrap_or_default(),
         q.codec.as_deref().unwrap_or_default(),
+        viewer,
     )
     .await
     {

@@ -197,6 +197,7 @@ async fn forward(
         name,
         region_of(query.as_deref()),
         claims.codec.as_deref().unwrap_or_default(),
+        !claims.may_publish(),
     )
     .await
     {

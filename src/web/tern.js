@@ -62,9 +62,12 @@
     token: params.get("token"),
     // Focus mode: the region to prefer (passed to /join).
     region: params.get("region"),
-    // Focus mode: the conference's video codec ("vp8", "h264"; passed to
-    // /join, which puts it in the token).
+    // Focus mode: the conference's video codec ("vp8", "vp9", "h264",
+    // "av1"; passed to /join, which puts it in the token).
     codec: params.get("codec"),
+    // "viewer": join to watch only (the token /join hands out may not
+    // publish; no camera or microphone is asked for).
+    viewer: params.get("role") === "viewer",
     simulcast: params.get("simulcast") !== "0",
     slots: intParam("slots", 9, 0, 64),
     maxHeight: intParam("maxh", 360, 0, 4320),
@@ -536,6 +539,7 @@
   // ---------------------------------------------------------------------------
 
   async function getLocalMedia() {
+    if (config.viewer) return new MediaStream();
     // Fall back step by step so somebody without a camera (or who refused
     // one of the two) can still join.
     const attempts = [
@@ -872,6 +876,7 @@
       if (state.participantId) q.set("participant", state.participantId);
       if (config.region) q.set("region", config.region);
       if (config.codec) q.set("codec", config.codec);
+      if (config.viewer) q.set("role", "viewer");
       const res = await fetch(`/join?${q}`, { cache: "no-store" });
       const body = await readJson(res);
       const reason = body && typeof body.error === "string" ? body.error : `HTTP ${res.status}`;

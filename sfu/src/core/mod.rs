@@ -117,6 +117,9 @@ pub struct JoinRequest {
     /// conference on this bridge decides it; a later join naming another is
     /// refused.
     pub video_codec: Option<CodecName>,
+    /// Whether the participant may publish. A viewer's token says no: its
+    /// offers may receive but not declare sources (`publish_not_allowed`).
+    pub may_publish: bool,
 }
 
 /// What the shell must do.

@@ -241,6 +241,8 @@ pub(super) struct Endpoint {
     pub(super) addrs: Vec<SocketAddr>,
     pub(super) next_timeout: Instant,
     pub(super) joined_at: Instant,
+    /// False for a viewer (its token's `publish` claim).
+    pub(super) may_publish: bool,
     pub(super) sources: Vec<PubSource>,
     /// Incoming SSRC → (source mid, layer index), filled on first sight.
     pub(super) ssrc_map: Map<Ssrc, (Mid, usize)>,

@@ -37,6 +37,7 @@ impl Core {
             name,
             ice_password,
             video_codec,
+            may_publish,
         } = join;
         let (room, participant, name) = (room.as_str(), participant.as_str(), name.as_str());
         if self.endpoints.contains_key(&id) {
@@ -155,6 +156,7 @@ impl Core {
             addrs: Vec::new(),
             next_timeout: now,
             joined_at: now,
+            may_publish,
             sources: Vec::new(),
             ssrc_map: Map::default(),
             slots: Vec::new(),
@@ -331,6 +333,20 @@ impl Core {
     }
 
     fn handle_offer(&mut self, now: Instant, id: EndpointId, sdp: &str, decl: Vec<SourceDecl>) {
+        // Checked before the offer touches the session: a viewer's offer
+        // that publishes changes nothing it already receives.
+        if !decl.is_empty() && self.endpoints.get(&id).is_some_and(|ep| !ep.may_publish) {
+            let names: Vec<&str> = decl.iter().map(|d| d.name.as_str()).collect();
+            return self.reject(
+                id,
+                Rejection::new(
+                    ErrorCode::PublishNotAllowed,
+                    format!(
+                        "this participant's token does not allow publishing (a viewer); the offer declares sources {names:?}: offer again without sources to receive only"
+                    ),
+                ),
+            );
+        }
         let offer = match SdpOffer::from_sdp_string(sdp) {
             Ok(o) => o,
             Err(e) => {

@@ -487,6 +487,7 @@ impl Sim {
                             name: p.name.clone(),
                             ice_password: format!("{:032x}", self.rng.next_u64()),
                             video_codec: None,
+                            may_publish: true,
                         })
                     }
                     ClientMessage::Leave => NodeInput::Leave { endpoint: session },
