@@ -62,3 +62,13 @@ impl Histogram {
         self.sum
     }
 }
+
+/// Each `le` label is its bound, and the last is `+Inf`.
+#[cfg(test)]
+pub fn assert_labels_match(bounds: &[f64], le: &[&str]) {
+    for (b, l) in bounds.iter().zip(le) {
+        assert_eq!(l.parse::<f64>().ok(), Some(*b), "label {l} for bound {b}");
+    }
+    assert_eq!(le.len(), bounds.len() + 1);
+    assert_eq!(le.last(), Some(&"+Inf"));
+}

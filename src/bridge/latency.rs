@@ -70,9 +70,6 @@ mod tests {
     #[test]
     fn labels_match_bounds() {
         // Readers (the load tool) take the bounds from these labels.
-        for (le, bound) in LE.iter().zip(BOUNDS) {
-            assert_eq!(le.parse::<f64>().ok(), Some(bound));
-        }
-        assert_eq!(LE[BOUNDS.len()], "+Inf");
+        super::super::histogram::assert_labels_match(&BOUNDS, &LE);
     }
 }

@@ -48,9 +48,6 @@ mod tests {
 
     #[test]
     fn labels_match_bounds() {
-        for (b, le) in BOUNDS.iter().zip(LE) {
-            assert_eq!(le.parse::<f64>().ok(), Some(*b));
-        }
-        assert_eq!(LE.len(), BOUNDS.len() + 1);
+        super::super::histogram::assert_labels_match(&BOUNDS, &LE);
     }
 }
