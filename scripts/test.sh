@@ -10,6 +10,15 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "test.sh: installing cargo-nextest"
   cargo install --locked cargo-nextest
 fi
+if ! cargo deny --version >/dev/null 2>&1; then
+  echo "test.sh: installing cargo-deny"
+  cargo install --locked cargo-deny
+fi
+
+# Supply chain (deny.toml): every dependency's licence is on the allow list,
+# no wildcard versions, crates only from crates.io. Advisories need the
+# RustSec database from GitHub, which CI cannot reach (deny.toml says more).
+cargo deny check licenses bans sources
 
 # Every test in the workspace: unit, property, native-client and browser tests.
 # Browser tests write one line per failure here (tests/support/netns.rs); the
