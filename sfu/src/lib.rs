@@ -10,6 +10,7 @@ pub mod core;
 pub mod h264;
 pub mod keyframe;
 pub mod layers;
+pub mod limits;
 pub mod node;
 pub mod rate;
 pub mod red;

@@ -18,6 +18,7 @@ use str0m::channel::{ChannelData, ChannelId};
 use super::{Core, EndpointId};
 use crate::signal::{ErrorCode, Rejection};
 use crate::stats::DataDrop;
+use crate::limits::TokenBucket;
 
 /// The label of the one data channel the bridge carries.
 pub const DATA_LABEL: &str = "tern";
@@ -34,8 +35,7 @@ const RATE_ERROR_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(super) struct DataState {
     channel: Option<ChannelId>,
-    tokens: f64,
-    refilled: Option<Instant>,
+    budget: TokenBucket,
     rate_error_at: Option<Instant>,
 }
 
@@ -43,8 +43,7 @@ impl Default for DataState {
     fn default() -> Self {
         Self {
             channel: None,
-            tokens: DATA_BURST,
-            refilled: None,
+            budget: TokenBucket::new(DATA_RATE, DATA_BURST),
             rate_error_at: None,
         }
     }
@@ -53,17 +52,7 @@ impl Default for DataState {
 impl DataState {
     /// Take one message from the budget; false when there is none left.
     fn take(&mut self, now: Instant) -> bool {
-        if let Some(t) = self.refilled {
-            let secs = now.saturating_duration_since(t).as_secs_f64();
-            self.tokens = (self.tokens + secs * DATA_RATE).min(DATA_BURST);
-        }
-        self.refilled = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.budget.take(now)
     }
 }
 
