@@ -5,7 +5,8 @@ mod native;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
+use native::raw_ws::{expect_closed, expect_error, next_json, raw_ws};
 use native::tern_process::TernCommand;
 use native::{Bridge, eventually};
 use tern::client::{Client, Received};
@@ -349,60 +350,6 @@ async fn garbage_datagrams_at_high_rate_do_not_disturb_a_running_call() {
         dropped >= sent as f64 * 0.9,
         "junk was counted: {dropped} of {sent}"
     );
-}
-
-async fn raw_ws(
-    bridge: &Bridge,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/signal", bridge.http))
-        .await
-        .expect("ws connect");
-    ws
-}
-
-/// Next server message as JSON, or None when the socket closed.
-async fn next_json(
-    ws: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-) -> Option<serde_json::Value> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("answer in time")
-        {
-            Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).expect("json")),
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-            Some(Ok(_)) => {}
-        }
-    }
-}
-
-async fn expect_error(
-    ws: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    code: &str,
-) -> String {
-    loop {
-        let m = next_json(ws)
-            .await
-            .unwrap_or_else(|| panic!("closed before error {code}"));
-        if m["type"] == "error" {
-            assert_eq!(m["code"], code, "{m}");
-            return m["message"].as_str().unwrap_or_default().to_string();
-        }
-    }
-}
-
-async fn expect_closed(
-    ws: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-) {
-    while let Some(m) = next_json(ws).await {
-        assert_ne!(m["type"], "joined", "must not join: {m}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

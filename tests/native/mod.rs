@@ -5,6 +5,7 @@
 
 pub mod cluster_procs;
 pub mod focus_api;
+pub mod raw_ws;
 #[path = "../support/tern_process.rs"]
 pub mod tern_process;
 
