@@ -87,6 +87,10 @@ pub struct BridgeConfig {
     /// port number) and offer it as a passive candidate, for clients whose
     /// network blocks UDP.
     pub ice_tcp: bool,
+    /// Signalling WebSockets one client address may hold at once (0: no
+    /// limit). Behind a reverse proxy every client has the proxy's address:
+    /// raise it or set 0.
+    pub max_signal_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -180,6 +184,7 @@ impl Default for BridgeConfig {
             focus_secret: String::new(),
             drain_timeout_secs: 30,
             ice_tcp: true,
+            max_signal_connections_per_ip: 1000,
         }
     }
 }

@@ -210,11 +210,17 @@ pub enum ErrorCode {
     /// A viewer's token (`publish: false`) and an offer declaring sources
     /// (not fatal: an offer without sources receives).
     PublishNotAllowed,
+    /// More signalling messages than the connection's budget
+    /// (`limits::SIGNAL_RATE`, burst `SIGNAL_BURST`): dropped, not fatal.
+    RateLimited,
+    /// The client's address holds as many signalling connections as the
+    /// bridge allows (`bridge.max_signal_connections_per_ip`).
+    TooManyConnections,
 }
 
 impl ErrorCode {
     /// Every code (metrics register each at zero).
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadMessage,
         ErrorCode::MessageTooLarge,
         ErrorCode::InvalidToken,
@@ -233,6 +239,8 @@ impl ErrorCode {
         ErrorCode::DataRateLimited,
         ErrorCode::UnsupportedCodec,
         ErrorCode::PublishNotAllowed,
+        ErrorCode::RateLimited,
+        ErrorCode::TooManyConnections,
     ];
 
     /// Errors after which the bridge closes the socket.
@@ -249,6 +257,7 @@ impl ErrorCode {
                 | ErrorCode::ConferenceEnded
                 | ErrorCode::Overloaded
                 | ErrorCode::UnsupportedCodec
+                | ErrorCode::TooManyConnections
         )
     }
 
@@ -272,6 +281,8 @@ impl ErrorCode {
             ErrorCode::DataRateLimited => "data_rate_limited",
             ErrorCode::UnsupportedCodec => "unsupported_codec",
             ErrorCode::PublishNotAllowed => "publish_not_allowed",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyConnections => "too_many_connections",
         }
     }
 }

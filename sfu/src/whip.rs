@@ -135,6 +135,7 @@ pub fn http_status(code: ErrorCode) -> u16 {
     match code {
         ErrorCode::InvalidToken | ErrorCode::TokenExpired => 401,
         ErrorCode::PublishNotAllowed => 403,
+        ErrorCode::RateLimited | ErrorCode::TooManyConnections => 429,
         ErrorCode::MessageTooLarge => 413,
         ErrorCode::BadOffer | ErrorCode::BadMessage => 400,
         ErrorCode::Replaced | ErrorCode::ConferenceEnded | ErrorCode::UnsupportedCodec => 409,

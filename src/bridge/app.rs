@@ -40,6 +40,42 @@ pub struct App {
     pub relay: std::sync::OnceLock<Arc<relay::RelayShared>>,
     /// Live WHIP and WHEP sessions by resource id (their `Location`).
     pub http_sessions: dashmap::DashMap<String, HttpSession>,
+    /// Open signalling WebSockets per client address
+    /// (`bridge.max_signal_connections_per_ip`).
+    pub signal_conns: dashmap::DashMap<std::net::IpAddr, usize>,
+}
+
+/// One signalling connection counted against its address; uncounted when
+/// dropped, however the session ends.
+pub struct SignalSlot {
+    app: Arc<App>,
+    ip: std::net::IpAddr,
+}
+
+impl App {
+    /// Count a signalling connection from `ip`, unless the address already
+    /// holds the most the bridge allows.
+    pub fn signal_slot(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<SignalSlot> {
+        let max = self.cfg.bridge.max_signal_connections_per_ip;
+        let mut n = self.signal_conns.entry(ip).or_insert(0);
+        if max != 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SignalSlot {
+            app: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SignalSlot {
+    fn drop(&mut self) {
+        self.app.signal_conns.remove_if_mut(&self.ip, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
 }
 
 impl App {

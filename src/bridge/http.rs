@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -20,6 +20,7 @@ use tracing::{Instrument, debug, info, info_span};
 
 use super::app::{App, JoinError, Joined};
 use super::msg::{ShardMsg, count_error};
+use tern_sfu::limits::{RATE_ERROR_EVERY, SIGNAL_BURST, SIGNAL_RATE, TokenBucket};
 use tern_sfu::node::ShardInput;
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
@@ -152,7 +153,12 @@ async fn dev_token(State(app): State<Arc<App>>, Query(q): Query<TokenQuery>) -> 
     .into_response()
 }
 
-async fn signal(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
+async fn signal(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let slot = app.signal_slot(peer.ip());
     // The library's default 128 KiB read and write buffers are allocated
     // per connection and kept for its whole life: they were the largest
     // item of a bridge's memory per endpoint after the RTX caches, for a
@@ -162,7 +168,25 @@ async fn signal(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
         .read_buffer_size(WS_BUFFER)
         .write_buffer_size(0)
         .max_write_buffer_size(WS_FRAME_LIMIT * 2)
-        .on_upgrade(move |socket| session(app, socket))
+        .on_upgrade(move |socket| async move {
+            match slot {
+                Some(slot) => session(app, socket, slot).await,
+                None => {
+                    let max = app.cfg.bridge.max_signal_connections_per_ip;
+                    refuse(
+                        socket,
+                        Rejection::new(
+                            ErrorCode::TooManyConnections,
+                            format!(
+                                "{} already holds {max} signalling connections to this bridge (bridge.max_signal_connections_per_ip)",
+                                peer.ip()
+                            ),
+                        ),
+                    )
+                    .await
+                }
+            }
+        })
 }
 
 async fn send(ws: &mut WebSocket, msg: &ServerMessage) -> bool {
@@ -178,7 +202,9 @@ async fn refuse(mut ws: WebSocket, r: Rejection) {
     let _ = ws.close().await;
 }
 
-async fn session(app: Arc<App>, mut ws: WebSocket) {
+/// One signalling connection; `_slot` counts it against its address until
+/// it ends.
+async fn session(app: Arc<App>, mut ws: WebSocket, _slot: super::app::SignalSlot) {
     let first = match tokio::time::timeout(JOIN_TIMEOUT, ws.next()).await {
         Ok(Some(Ok(Message::Text(t)))) => t,
         Ok(Some(Ok(_))) => {
@@ -240,9 +266,29 @@ async fn session(app: Arc<App>, mut ws: WebSocket) {
 
     let span = info_span!(parent: app.shard_span(&claims.room), "endpoint", %id, room = %claims.room, participant = %claims.sub);
     async {
+        // The join was the first message of the budget.
+        let mut budget = TokenBucket::new(SIGNAL_RATE, SIGNAL_BURST);
+        budget.take(Instant::now());
+        let (mut dropped, mut told_at): (u64, Option<Instant>) = (0, None);
         loop {
             tokio::select! {
                 incoming = ws.next() => match incoming {
+                    Some(Ok(Message::Text(_))) if !budget.take(Instant::now()) => {
+                        // Dropped unread; said once a second at most.
+                        dropped += 1;
+                        let now = Instant::now();
+                        if told_at.is_none_or(|t| now.saturating_duration_since(t) >= RATE_ERROR_EVERY) {
+                            told_at = Some(now);
+                            let r = Rejection::new(
+                                ErrorCode::RateLimited,
+                                format!("more than {SIGNAL_RATE} signalling messages a second (burst {SIGNAL_BURST}): {dropped} dropped so far"),
+                            );
+                            count_error(r.code);
+                            if !send(&mut ws, &r.into_message()).await {
+                                break;
+                            }
+                        }
+                    }
                     Some(Ok(Message::Text(t))) => match parse_client_message(&t) {
                         Ok(msg) => {
                             if shard.send(ShardMsg::Core(ShardInput::Message { id, msg })).await.is_err() {

@@ -220,6 +220,7 @@ async fn run_in_span(
         snapshots,
         relay: std::sync::OnceLock::new(),
         http_sessions: dashmap::DashMap::new(),
+        signal_conns: dashmap::DashMap::new(),
     });
     if let Some(r) = relay {
         let _ = app.relay.set(r);
@@ -230,7 +231,18 @@ async fn run_in_span(
     let http_addr = listener.local_addr()?;
     let status_task = tokio::spawn(status::run(app.clone(), bridge_id.clone()).in_current_span());
     let router = http::router(app.clone());
-    let server = tokio::spawn(async move { axum::serve(listener, router).await }.in_current_span());
+    // With each connection's peer address: signalling limits connections
+    // per client address.
+    let server = tokio::spawn(
+        async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+        }
+        .in_current_span(),
+    );
     let link = if cfg.bridge.focus_url.is_empty() {
         None
     } else {

@@ -11,14 +11,14 @@
 //! buffer is full (it reads too slowly) loses messages rather than making
 //! the bridge hold them.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use str0m::channel::{ChannelData, ChannelId};
 
 use super::{Core, EndpointId};
+use crate::limits::{RATE_ERROR_EVERY, TokenBucket};
 use crate::signal::{ErrorCode, Rejection};
 use crate::stats::DataDrop;
-use crate::limits::TokenBucket;
 
 /// The label of the one data channel the bridge carries.
 pub const DATA_LABEL: &str = "tern";
@@ -28,8 +28,6 @@ pub const MAX_DATA_MESSAGE: usize = 16 * 1024;
 pub const DATA_RATE: f64 = 10.0;
 /// Messages one participant may send at once.
 pub const DATA_BURST: f64 = 20.0;
-/// One `data_rate_limited` error a second is enough for a flooding sender.
-const RATE_ERROR_EVERY: Duration = Duration::from_secs(1);
 
 /// One participant's room channel and its send budget.
 #[derive(Debug)]

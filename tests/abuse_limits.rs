@@ -1,0 +1,127 @@
+//! Signalling limits on a real bridge: a connection that floods messages
+//! has the excess dropped and is told so (`rate_limited`, at most once a
+//! second) while the others in its room carry on; an address holding as
+//! many signalling connections as `bridge.max_signal_connections_per_ip`
+//! allows is refused another (`too_many_connections`) until one closes.
+
+mod native;
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use native::raw_ws::{expect_closed, expect_error, next_json, raw_ws};
+use native::{Bridge, eventually};
+use tokio_tungstenite::tungstenite::Message;
+
+fn join_msg(token: &str) -> Message {
+    Message::Text(
+        serde_json::json!({"type": "join", "version": 1, "token": token})
+            .to_string()
+            .into(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_connection_is_rate_limited_and_the_room_carries_on() {
+    let bridge = Bridge::start(&[]);
+    let alice = bridge.join("flood", "alice").await;
+    let bob = bridge.join("flood", "bob").await;
+
+    let mut ws = raw_ws(&bridge).await;
+    ws.send(join_msg(&bridge.token("flood", "mallory")))
+        .await
+        .expect("send join");
+    let joined = next_json(&mut ws).await.expect("joined");
+    assert_eq!(joined["type"], "joined", "{joined}");
+    let errors_before = bridge.metric("tern_signalling_errors_total", "code=\"rate_limited\"");
+    // A message the bridge takes silently, so any error is the limit's.
+    let flood =
+        serde_json::json!({"type": "constraints", "default_max_height": 180}).to_string();
+    for _ in 0..500 {
+        ws.send(Message::Text(flood.clone().into()))
+            .await
+            .expect("send");
+    }
+    let why = expect_error(&mut ws, "rate_limited").await;
+    assert!(why.contains("dropped"), "{why}");
+    // Not fatal: the connection is still open and answers within budget
+    // once the flood stops.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ws.send(Message::Text(
+        serde_json::json!({"type": "constraints", "default_max_height": 180})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("the connection is still open");
+    // One error a second at most: 500 messages in well under a second
+    // make one or two, not hundreds.
+    let told =
+        bridge.metric("tern_signalling_errors_total", "code=\"rate_limited\"") - errors_before;
+    assert!(
+        (1.0..=3.0).contains(&told),
+        "rate_limited told {told} times"
+    );
+
+    // Alice and Bob never noticed.
+    let before = alice.state().received_for("bob/camera").len();
+    eventually("alice still receives bob", Duration::from_secs(5), || {
+        (alice.state().received_for("bob/camera").len() > before + 30).then_some(())
+    })
+    .await;
+    assert!(
+        alice.state().errors.is_empty(),
+        "{:?}",
+        alice.state().errors
+    );
+    assert!(bob.state().errors.is_empty(), "{:?}", bob.state().errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_gets_no_more_signalling_connections_than_the_limit() {
+    let bridge = Bridge::start(&[("TERN_BRIDGE_MAX_SIGNAL_CONNECTIONS_PER_IP", "2")]);
+    let alice = bridge.join("cap", "alice").await;
+    let bob = bridge.join("cap", "bob").await;
+
+    let mut third = raw_ws(&bridge).await;
+    let why = expect_error(&mut third, "too_many_connections").await;
+    assert!(
+        why.contains("127.0.0.1") && why.contains("max_signal_connections_per_ip"),
+        "{why}"
+    );
+    expect_closed(&mut third).await;
+
+    // One leaves: its place is free again.
+    bob.leave().await.expect("bob leaves");
+    let mut ws = raw_ws(&bridge).await;
+    ws.send(join_msg(&bridge.token("cap", "carol")))
+        .await
+        .expect("send join");
+    let mut joined = None;
+    for _ in 0..20 {
+        match next_json(&mut ws).await {
+            Some(m) if m["type"] == "joined" => {
+                joined = Some(m);
+                break;
+            }
+            Some(m) if m["type"] == "error" => {
+                // The slot frees when bob's socket has closed on the
+                // bridge's side; try again shortly.
+                assert_eq!(m["code"], "too_many_connections", "{m}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                ws = raw_ws(&bridge).await;
+                ws.send(join_msg(&bridge.token("cap", "carol")))
+                    .await
+                    .expect("send join");
+            }
+            Some(_) => {}
+            None => panic!("closed without an answer"),
+        }
+    }
+    assert!(joined.is_some(), "carol never joined after bob left");
+    assert!(
+        alice.state().errors.is_empty(),
+        "{:?}",
+        alice.state().errors
+    );
+}
