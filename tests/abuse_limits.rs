@@ -35,8 +35,7 @@ async fn a_flooding_connection_is_rate_limited_and_the_room_carries_on() {
     assert_eq!(joined["type"], "joined", "{joined}");
     let errors_before = bridge.metric("tern_signalling_errors_total", "code=\"rate_limited\"");
     // A message the bridge takes silently, so any error is the limit's.
-    let flood =
-        serde_json::json!({"type": "constraints", "default_max_height": 180}).to_string();
+    let flood = serde_json::json!({"type": "constraints", "default_max_height": 180}).to_string();
     for _ in 0..500 {
         ws.send(Message::Text(flood.clone().into()))
             .await
