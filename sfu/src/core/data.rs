@@ -164,6 +164,7 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn the_budget_allows_a_burst_then_the_sustained_rate() {
