@@ -56,11 +56,13 @@ fn call_uses_codec(env: &support::Env, room: &str, query: &str, mime: &str) -> R
             "{} sends {outbound:?}, not {mime}",
             p.name
         );
-        // Simulcast: three streams, one per rid (VP9 and AV1 included,
-        // which Chromium would otherwise send as one SVC stream).
+        // Simulcast: a stream per rid (VP9 and AV1 included, which
+        // Chromium would otherwise send as one SVC stream). Chromium turns
+        // the top one on only once its estimate allows, so two may be all
+        // that flow yet.
         ensure!(
-            outbound.len() == 3,
-            "{} sends {} video streams, not three simulcast ones",
+            outbound.len() >= 2,
+            "{} sends {} video stream(s), not simulcast",
             p.name,
             outbound.len()
         );
