@@ -3,6 +3,8 @@
 //! connection gets (the shell applies them; they live here so the
 //! protocol's numbers are in one place, next to `docs/signalling.md`'s).
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 /// Signalling messages a connection may send per second, sustained...
@@ -48,6 +50,59 @@ impl TokenBucket {
     }
 }
 
+/// A token bucket per key (a client address), for limits on requests that
+/// carry no identity yet. Buckets that have refilled are forgotten once the
+/// map holds `max_keys`, so memory stays bounded by the number of keys
+/// active within a refill time, not by every address ever seen.
+#[derive(Debug)]
+pub struct KeyedBuckets<K> {
+    rate: f64,
+    burst: f64,
+    max_keys: usize,
+    buckets: HashMap<K, TokenBucket>,
+}
+
+impl<K: Hash + Eq + Clone> KeyedBuckets<K> {
+    pub fn new(rate: f64, burst: f64, max_keys: usize) -> Self {
+        Self {
+            rate,
+            burst,
+            max_keys,
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Take one token from `key`'s bucket.
+    pub fn take(&mut self, key: &K, now: Instant) -> bool {
+        if !self.buckets.contains_key(key) && self.buckets.len() >= self.max_keys {
+            // Buckets full again hold nothing a new bucket would not.
+            let refill = Duration::from_secs_f64(self.burst / self.rate.max(f64::MIN_POSITIVE));
+            self.buckets.retain(|_, b| {
+                b.refilled
+                    .is_some_and(|t| now.saturating_duration_since(t) < refill)
+            });
+            if self.buckets.len() >= self.max_keys {
+                // Everyone is busy: the newcomer waits rather than the map
+                // growing without bound.
+                return false;
+            }
+        }
+        let (rate, burst) = (self.rate, self.burst);
+        self.buckets
+            .entry(key.clone())
+            .or_insert_with(|| TokenBucket::new(rate, burst))
+            .take(now)
+    }
+
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +116,20 @@ mod tests {
         let later = t + Duration::from_millis(500);
         let more = (0..100).take_while(|_| b.take(later)).count();
         assert_eq!(more, 5);
+    }
+
+    #[test]
+    fn each_key_has_its_own_budget_and_idle_keys_are_forgotten_when_full() {
+        let t = Instant::now();
+        let mut k = KeyedBuckets::new(1.0, 2.0, 2);
+        assert!(k.take(&"a", t) && k.take(&"a", t));
+        assert!(!k.take(&"a", t), "a's burst is spent");
+        assert!(k.take(&"b", t), "b has its own");
+        // Full and nobody idle: a third key waits.
+        assert!(!k.take(&"c", t));
+        // Three seconds on, a and b have refilled: forgotten, c fits.
+        let later = t + Duration::from_secs(3);
+        assert!(k.take(&"c", later));
+        assert_eq!(k.len(), 1);
     }
 }
