@@ -2,15 +2,18 @@
 //! has the excess dropped and is told so (`rate_limited`, at most once a
 //! second) while the others in its room carry on; an address holding as
 //! many signalling connections as `bridge.max_signal_connections_per_ip`
-//! allows is refused another (`too_many_connections`) until one closes.
+//! allows is refused another (`too_many_connections`) until one closes; one
+//! address calling the focus's `/join` too fast gets 429 and is counted,
+//! and is served again once it slows down.
 
 mod native;
 
 use std::time::Duration;
 
 use futures_util::SinkExt;
+use native::cluster_procs::{start_bridge, start_focus};
 use native::raw_ws::{expect_closed, expect_error, next_json, raw_ws};
-use native::{Bridge, eventually};
+use native::{Bridge, eventually, metric, request};
 use tokio_tungstenite::tungstenite::Message;
 
 fn join_msg(token: &str) -> Message {
@@ -123,4 +126,45 @@ async fn an_address_gets_no_more_signalling_connections_than_the_limit() {
         "{:?}",
         alice.state().errors
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_focus_join_endpoint_is_limited_per_address() {
+    let (_focus, grpc, http) = start_focus("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let (_bridge, _) = start_bridge("limits-a", "eu", grpc);
+    let join = |i: u32| {
+        request(
+            "GET",
+            &format!("http://{http}/join?room=busy&name=p{i}"),
+            &[],
+            "",
+        )
+    };
+    // The bridge may take a moment to register: until then /join is 503.
+    eventually(
+        "the focus places participants",
+        Duration::from_secs(10),
+        || (join(0).0 == 200).then_some(()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let statuses: Vec<u16> = (1..=40).map(|i| join(i).0).collect();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    // A burst of 20 plus what refills while the 40 requests run.
+    assert!(
+        (15..=30).contains(&served) && limited + served == 40,
+        "{statuses:?}"
+    );
+    let (_, _, body) = join(41);
+    assert!(
+        body.contains("rate_limited") && body.contains("127.0.0.1"),
+        "{body}"
+    );
+    assert!(
+        metric(http, "tern_focus_rate_limited_total", "path=\"join\"") >= limited as f64,
+        "counted"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(join(42).0, 200, "served again after slowing down");
 }

@@ -70,6 +70,8 @@ pub struct FocusHandle {
     pub focus_id: String,
     /// TURN servers whose credentials `Allocate` and `/join` hand out.
     pub turn: crate::config::TurnConfig,
+    /// Per-address limits on `/join` and WHIP/WHEP (limits.rs).
+    pub http_limits: std::sync::Arc<super::limits::HttpLimits>,
 }
 
 impl FocusHandle {

@@ -15,8 +15,16 @@ use super::handle::{FocusHandle, Req};
 use crate::bridge::http::client_routes;
 
 pub fn router(h: FocusHandle, metrics: PrometheusHandle) -> Router {
-    client_routes()
+    // The endpoints anyone may call without a secret: limited per address.
+    let limited = Router::new()
         .route("/join", get(join))
+        .merge(super::whip::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            h.http_limits.clone(),
+            super::limits::limit,
+        ));
+    client_routes()
+        .merge(limited)
         .route("/api/bridges", get(bridges))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
@@ -27,7 +35,6 @@ pub fn router(h: FocusHandle, metrics: PrometheusHandle) -> Router {
                 async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
             }),
         )
-        .merge(super::whip::routes())
         .with_state(h)
 }
 

@@ -6,6 +6,7 @@
 mod grpc;
 mod handle;
 mod http;
+mod limits;
 mod metrics;
 mod whip;
 
@@ -64,6 +65,7 @@ pub async fn run(
         bail!("auth.secret is empty: the focus mints participant tokens with it");
     }
     metrics::describe();
+    limits::register_at_zero();
     let (tx, rx) = mpsc::channel(1024);
     let (events, _) = broadcast::channel(1024);
     let handle = FocusHandle {
@@ -75,6 +77,7 @@ pub async fn run(
         bridge_secret: cfg.focus.bridge_secret.clone(),
         focus_id: format!("focus-{:08x}", rand::random::<u32>()),
         turn: cfg.turn.clone(),
+        http_limits: Default::default(),
     };
     let core = tokio::spawn(core_task(Focus::new(focus_config(&cfg)), rx, events));
 
@@ -90,7 +93,14 @@ pub async fn run(
     };
     let grpc = tokio::spawn(grpc::serve(handle.clone(), grpc_listener));
     let router = http::router(handle.clone(), metrics);
-    let web = tokio::spawn(async move { axum::serve(http_listener, router).await });
+    // With each connection's peer address, for the per-address limits.
+    let web = tokio::spawn(async move {
+        axum::serve(
+            http_listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
     info!(grpc = %bound.grpc, http = %bound.http, "focus ready");
     ready(bound);
     shutdown.await;
