@@ -140,7 +140,18 @@ pub(crate) async fn tern_token(ctx: &Ctx, spec: &Spec) -> Result<(String, String
         spec.room, spec.name, spec.name
     );
     let bridge = ctx.bridge_for(&spec.room);
-    let (status, body) = http::request(bridge, "GET", &join, None, Duration::from_secs(5)).await?;
+    // The focus limits /join per client address (10 a second, burst 20),
+    // and every participant of a run comes from one: a 429 means wait and
+    // ask again, as a client should, for up to a minute.
+    let give_up = Instant::now() + Duration::from_secs(60);
+    let (status, body) = loop {
+        let (status, body) =
+            http::request(bridge, "GET", &join, None, Duration::from_secs(5)).await?;
+        if status != 429 || Instant::now() > give_up {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    };
     if status == 200 {
         #[derive(serde::Deserialize)]
         struct J {
