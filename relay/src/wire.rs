@@ -42,6 +42,8 @@ pub enum Codec {
     Opus = 1,
     Vp8 = 2,
     H264 = 3,
+    Vp9 = 4,
+    Av1 = 5,
 }
 
 impl Codec {
@@ -50,6 +52,8 @@ impl Codec {
             1 => Ok(Codec::Opus),
             2 => Ok(Codec::Vp8),
             3 => Ok(Codec::H264),
+            4 => Ok(Codec::Vp9),
+            5 => Ok(Codec::Av1),
             other => Err(RelayError::DatagramCodec(other)),
         }
     }
@@ -235,6 +239,23 @@ mod tests {
         set_retransmission(&mut out);
         let (h, _) = MediaHeader::parse(&out).expect("parses");
         assert!(h.retransmission);
+    }
+
+    #[test]
+    fn every_video_codec_a_bridge_forwards_crosses_with_its_own_byte() {
+        for (codec, byte) in [
+            (Codec::Opus, 1),
+            (Codec::Vp8, 2),
+            (Codec::H264, 3),
+            (Codec::Vp9, 4),
+            (Codec::Av1, 5),
+        ] {
+            let mut out = Vec::new();
+            MediaHeader { codec, ..header() }.write(b"x", &mut out);
+            assert_eq!(out[15], byte);
+            let (h, payload) = MediaHeader::parse(&out).expect("parses");
+            assert_eq!((h.codec, payload), (codec, &b"x"[..]));
+        }
     }
 
     #[test]

@@ -29,6 +29,8 @@ fn codec_to_wire(c: Codec) -> Option<wire::Codec> {
         Codec::Opus => Some(wire::Codec::Opus),
         Codec::Vp8 => Some(wire::Codec::Vp8),
         Codec::H264 => Some(wire::Codec::H264),
+        Codec::Vp9 => Some(wire::Codec::Vp9),
+        Codec::Av1 => Some(wire::Codec::Av1),
         _ => None,
     }
 }
@@ -38,6 +40,8 @@ fn codec_from_wire(c: wire::Codec) -> Codec {
         wire::Codec::Opus => Codec::Opus,
         wire::Codec::Vp8 => Codec::Vp8,
         wire::Codec::H264 => Codec::H264,
+        wire::Codec::Vp9 => Codec::Vp9,
+        wire::Codec::Av1 => Codec::Av1,
     }
 }
 
