@@ -38,6 +38,9 @@ async fn main() -> anyhow::Result<()> {
     cfg.focus.grpc_listen = "127.0.0.1:0".parse()?;
     cfg.focus.http_listen = "127.0.0.1:0".parse()?;
     cfg.focus.region = "r0".into();
+    // One address makes every call here: the per-address abuse limit would
+    // measure itself, not the focus.
+    cfg.focus.grpc_rate_limit = 0;
     let (ready_tx, ready_rx) = oneshot::channel();
     let (_stop_tx, stop_rx) = oneshot::channel::<()>();
     // A recorder nobody installs: the bench measures the focus, not metrics.

@@ -211,6 +211,10 @@ pub struct FocusSection {
     pub overload_stress: f64,
     pub max_joins_per_minute: Option<usize>,
     pub heartbeat_timeout_ms: u64,
+    /// gRPC calls a second per peer address, sustained (0: no limit).
+    pub grpc_rate_limit: u32,
+    /// gRPC calls per peer address at once, on top of the sustained rate.
+    pub grpc_rate_burst: u32,
 }
 
 impl Default for FocusSection {
@@ -227,6 +231,16 @@ impl Default for FocusSection {
             overload_stress: 0.8,
             max_joins_per_minute: None,
             heartbeat_timeout_ms: 3000,
+            // The caller is an application server placing many users (or
+            // several behind one NAT address): a 2,000-person event
+            // starting at once passes in the burst, and the sustained rate
+            // is near what the focus serves with 1,000 bridges (~1,100
+            // allocations a second, BENCHMARKS.md), so the limit is not
+            // what slows a legitimate storm; it stops one address looping
+            // (or hammering the secret check) without end. The benchmark
+            // (examples/focus_bench.rs) turns it off.
+            grpc_rate_limit: 1000,
+            grpc_rate_burst: 2000,
         }
     }
 }
@@ -423,6 +437,12 @@ impl Config {
         if self.focus.heartbeat_timeout_ms < 500 {
             return Err("focus.heartbeat_timeout_ms must be at least 500".into());
         }
+        if self.focus.grpc_rate_limit > 0 && self.focus.grpc_rate_burst == 0 {
+            return Err(
+                "focus.grpc_rate_burst must be at least 1 while focus.grpc_rate_limit is set (0 turns the limit off)"
+                    .into(),
+            );
+        }
         if self.bridge.max_packet_rate == 0 {
             return Err("bridge.max_packet_rate must be at least 1".into());
         }
@@ -502,6 +522,24 @@ mod tests {
             .expect_err("unknown codec")
             .to_string();
         assert!(e.contains("vp7"), "{e}");
+    }
+
+    #[test]
+    fn the_grpc_limit_needs_a_burst_unless_it_is_off() {
+        let off = Config::from_parts(
+            "t",
+            "[focus]\ngrpc_rate_limit = 0\ngrpc_rate_burst = 0\n",
+            no_env(),
+        );
+        assert_eq!(off.expect("0 is off").focus.grpc_rate_limit, 0);
+        let e = Config::from_parts(
+            "t",
+            "[focus]\ngrpc_rate_limit = 5\ngrpc_rate_burst = 0\n",
+            no_env(),
+        )
+        .expect_err("a limit nothing passes")
+        .to_string();
+        assert!(e.contains("focus.grpc_rate_burst"), "{e}");
     }
 
     #[test]

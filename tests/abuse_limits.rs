@@ -4,17 +4,23 @@
 //! many signalling connections as `bridge.max_signal_connections_per_ip`
 //! allows is refused another (`too_many_connections`) until one closes; one
 //! address calling the focus's `/join` too fast gets 429 and is counted,
-//! and is served again once it slows down.
+//! and is served again once it slows down; one peer address calling the
+//! focus's gRPC API past `focus.grpc_rate_burst` gets `RESOURCE_EXHAUSTED`
+//! (before its secret is looked at), is counted, and is served again at
+//! `focus.grpc_rate_limit`.
 
 mod native;
 
 use std::time::Duration;
 
 use futures_util::SinkExt;
-use native::cluster_procs::{start_bridge, start_focus};
+use native::cluster_procs::{API, start_bridge, start_focus};
+use native::focus_api::{Api, api};
 use native::raw_ws::{expect_closed, expect_error, next_json, raw_ws};
-use native::{Bridge, eventually, metric, request};
+use native::{Bridge, eventually, http_get, metric, request};
+use tern_proto::focus::v1 as fpb;
 use tokio_tungstenite::tungstenite::Message;
+use tonic::{Code, Status};
 
 fn join_msg(token: &str) -> Message {
     Message::Text(
@@ -167,4 +173,98 @@ async fn the_focus_join_endpoint_is_limited_per_address() {
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(join(42).0, 200, "served again after slowing down");
+}
+
+async fn list_bridges(api: &mut Api) -> Result<(), Status> {
+    api.list_bridges(fpb::ListBridgesRequest {})
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_focus_grpc_api_is_limited_per_peer_address() {
+    // 5 calls a second, burst 10: small enough to cross in a test.
+    let limit = [
+        ("TERN_FOCUS_GRPC_RATE_LIMIT", "5".to_string()),
+        ("TERN_FOCUS_GRPC_RATE_BURST", "10".to_string()),
+    ];
+    let (_focus, grpc, http) = start_focus("127.0.0.1:0", "127.0.0.1:0", &limit);
+    let counted = || metric(http, "tern_focus_rate_limited_total", "path=\"grpc\"");
+    let page = http_get(http, "/metrics");
+    assert!(
+        page.contains("tern_focus_rate_limited_total{path=\"grpc\"} 0"),
+        "registered at zero:\n{page}"
+    );
+    let mut api = api(grpc, API).await;
+    // A second connection from the same address, without the API secret.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut anonymous = fpb::focus_client::FocusClient::new(channel);
+
+    let started = std::time::Instant::now();
+    let mut results = Vec::new();
+    for _ in 0..30 {
+        results.push(list_bridges(&mut api).await);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // The anonymous caller shares the address's bucket, and the limit comes
+    // before the secret is checked.
+    let mut anonymous_codes = Vec::new();
+    for _ in 0..3 {
+        let r = anonymous.list_bridges(fpb::ListBridgesRequest {}).await;
+        anonymous_codes.push(r.expect_err("no secret").code());
+    }
+
+    let served = results.iter().filter(|r| r.is_ok()).count();
+    // The burst, plus whatever refilled (5 a second) while the calls ran.
+    let most = 10 + (5.0 * elapsed).ceil() as usize;
+    assert!(
+        results[..10].iter().all(Result::is_ok) && (10..=most).contains(&served),
+        "{served} of 30 served in {elapsed:.3} s: {results:?}"
+    );
+    let refused: Vec<&Status> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    for s in &refused {
+        assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+        let m = s.message();
+        assert!(
+            m.contains("rate_limited")
+                && m.contains("5 gRPC calls a second (burst 10)")
+                && m.contains("127.0.0.1")
+                && m.contains("focus.grpc_rate_limit"),
+            "{m}"
+        );
+    }
+    assert!(
+        anonymous_codes.contains(&Code::ResourceExhausted)
+            && anonymous_codes
+                .iter()
+                .all(|c| matches!(c, Code::ResourceExhausted | Code::Unauthenticated)),
+        "{anonymous_codes:?}"
+    );
+    let anonymous_refused = anonymous_codes
+        .iter()
+        .filter(|c| **c == Code::ResourceExhausted)
+        .count();
+    assert_eq!(
+        counted(),
+        (refused.len() + anonymous_refused) as f64,
+        "every refusal counted"
+    );
+
+    // Slowed down to 4 calls a second, under the 5 refilled: all served.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for i in 0..8 {
+        if let Err(s) = list_bridges(&mut api).await {
+            panic!("call {i} at 4 a second refused: {s:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        counted(),
+        (refused.len() + anonymous_refused) as f64,
+        "nothing more refused"
+    );
 }

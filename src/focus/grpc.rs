@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use super::handle::{FocusHandle, Req, status};
+use super::limits::GrpcLimits;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -371,12 +372,19 @@ impl bpb::bridge_control_server::BridgeControl for BridgeControl {
     }
 }
 
-pub async fn serve(h: FocusHandle, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+/// Serve every service behind the per-peer-address limit (limits.rs): it
+/// sees each call before a handler checks its secret.
+pub async fn serve(
+    h: FocusHandle,
+    listener: tokio::net::TcpListener,
+    limits: GrpcLimits,
+) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<fpb::focus_server::FocusServer<FocusApi>>()
         .await;
     tonic::transport::Server::builder()
+        .layer(tonic::service::InterceptorLayer::new(limits))
         .add_service(health)
         .add_service(fpb::focus_server::FocusServer::new(FocusApi(h.clone())))
         .add_service(bpb::bridge_control_server::BridgeControlServer::new(

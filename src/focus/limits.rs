@@ -1,9 +1,12 @@
-//! Per-address limits on the focus's open HTTP endpoints: `/join` (which
-//! hands out tokens) and WHIP/WHEP (which place and forward offers). Each
-//! client address gets [`RATE`] requests a second with a burst of
-//! [`BURST`]; beyond that, 429 with the reason, counted in
-//! `tern_focus_rate_limited_total{path}`. The gRPC API is not limited
-//! here: only the application, holding the API secret, can call it.
+//! Per-address limits on the focus's endpoints. The open HTTP ones,
+//! `/join` (which hands out tokens) and WHIP/WHEP (which place and forward
+//! offers): each client address gets [`RATE`] requests a second with a
+//! burst of [`BURST`]; beyond that, 429 with the reason. Every gRPC call
+//! (the API, the bridges' control streams, health), before its secret is
+//! checked: `focus.grpc_rate_limit` a second per peer address with a burst
+//! of `focus.grpc_rate_burst` (0: no limit); beyond that,
+//! `RESOURCE_EXHAUSTED` with the reason. Both counted in
+//! `tern_focus_rate_limited_total{path}` (`join`, `whip`, `whep`, `grpc`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -14,6 +17,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tern_sfu::limits::KeyedBuckets;
+use tonic::Status;
 
 /// Requests a second per client address, sustained...
 pub const RATE: f64 = 10.0;
@@ -51,7 +55,7 @@ fn endpoint(path: &str) -> &'static str {
 }
 
 pub fn register_at_zero() {
-    for e in ["join", "whip", "whep"] {
+    for e in ["join", "whip", "whep", "grpc"] {
         metrics::counter!("tern_focus_rate_limited_total", "path" => e).absolute(0);
     }
 }
@@ -76,4 +80,56 @@ pub async fn limit(State(limits): State<Arc<HttpLimits>>, req: Request, next: Ne
             .into_response();
     }
     next.run(req).await
+}
+
+/// The per-peer-address limit on gRPC calls, as a tonic interceptor over
+/// the whole server (so a peer without a secret is limited too). Clones
+/// share one set of buckets.
+#[derive(Clone)]
+pub struct GrpcLimits(Option<Arc<Grpc>>);
+
+struct Grpc {
+    rate: u32,
+    burst: u32,
+    buckets: Mutex<KeyedBuckets<IpAddr>>,
+}
+
+impl GrpcLimits {
+    /// `rate` calls a second per peer address, `burst` at once; a `rate`
+    /// of 0 limits nothing.
+    pub fn new(rate: u32, burst: u32) -> Self {
+        Self((rate > 0).then(|| {
+            let buckets = KeyedBuckets::new(f64::from(rate), f64::from(burst), MAX_ADDRESSES);
+            Arc::new(Grpc {
+                rate,
+                burst,
+                buckets: Mutex::new(buckets),
+            })
+        }))
+    }
+}
+
+impl tonic::service::Interceptor for GrpcLimits {
+    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let (Some(l), Some(peer)) = (&self.0, req.remote_addr()) else {
+            return Ok(req);
+        };
+        let ip = peer.ip();
+        let allowed = l
+            .buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(&ip, Instant::now());
+        if allowed {
+            return Ok(req);
+        }
+        metrics::counter!("tern_focus_rate_limited_total", "path" => "grpc").increment(1);
+        // An empty bucket holds a call again within one refill interval.
+        let again_ms = 1000u32.div_ceil(l.rate);
+        Err(Status::resource_exhausted(format!(
+            "rate_limited: more than {} gRPC calls a second (burst {}) from {ip} \
+             (focus.grpc_rate_limit, focus.grpc_rate_burst); retry in {again_ms} ms",
+            l.rate, l.burst
+        )))
+    }
 }

@@ -91,7 +91,8 @@ pub async fn run(
         grpc: grpc_listener.local_addr()?,
         http: http_listener.local_addr()?,
     };
-    let grpc = tokio::spawn(grpc::serve(handle.clone(), grpc_listener));
+    let grpc_limits = limits::GrpcLimits::new(cfg.focus.grpc_rate_limit, cfg.focus.grpc_rate_burst);
+    let grpc = tokio::spawn(grpc::serve(handle.clone(), grpc_listener, grpc_limits));
     let router = http::router(handle.clone(), metrics);
     // With each connection's peer address, for the per-address limits.
     let web = tokio::spawn(async move {
