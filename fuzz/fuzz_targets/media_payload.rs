@@ -7,6 +7,10 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let _ = tern_sfu::vp8::parse(data);
     let _ = tern_sfu::h264::starts_keyframe(data);
+    if let Some(info) = tern_sfu::vp9::parse(data) {
+        assert!(info.spatial.is_none_or(|s| (1..=8).contains(&s.count)));
+    }
+    let _ = tern_sfu::av1::starts_keyframe(data);
     if let Some(primary) = tern_sfu::red::red_primary(data) {
         assert!(data.ends_with(primary));
     }

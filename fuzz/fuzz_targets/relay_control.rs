@@ -215,6 +215,7 @@ fn structured_one(u: &mut Unstructured, local: Local) -> ArbResult<Result<Msg, u
                     kind: u.int_in_range(0..=3)?,
                     muted: u.arbitrary()?,
                     layers,
+                    svc: u.arbitrary()?,
                 });
             }
             Msg::Sources(msg::Sources {

@@ -308,6 +308,7 @@ impl Bridge {
                         kind: msg::Kind::Audio as i32,
                         muted: false,
                         layers: vec![layer("", 0)],
+                        svc: false,
                     },
                     msg::Source {
                         number: u32::from(VIDEO_SOURCE),
@@ -316,6 +317,7 @@ impl Bridge {
                         kind: msg::Kind::Video as i32,
                         muted: false,
                         layers: vec![layer("q", 180), layer("h", 360), layer("f", 720)],
+                        svc: false,
                     },
                 ],
             }),

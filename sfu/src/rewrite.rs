@@ -6,8 +6,18 @@
 //! stream the rewriter applies constant offsets (so reordering and loss are
 //! preserved exactly and NACKs map back); when the input switches it rebases so
 //! that the output continues right after what was last sent.
+//!
+//! Within one input, packets may also be left out on purpose (the spatial
+//! layers above a receiver's, in a VP9 SVC stream): [`Rewriter::skip`]
+//! closes their gap so the receiver sees no loss it would ask to repair.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+/// Skipped input sequence numbers remembered, so a packet that arrives late
+/// (reordered, or a repair) still finds its place among them. Beyond this a
+/// late packet is older than anything a receiver still waits for.
+const SKIPS_KEPT: usize = 512;
 
 /// Where every outgoing stream starts. str0m requires the first extended
 /// sequence number below 65536 (no out-of-band ROC signalling).
@@ -42,6 +52,12 @@ struct Offsets {
     /// Packets of the current input older than the one we switched on belong
     /// to frames the receiver never saw the start of.
     first_in_seq: u64,
+    /// Highest input sequence number mapped or skipped.
+    highest_in: u64,
+    /// Input sequence numbers skipped, ascending (the newest `SKIPS_KEPT`).
+    skips: VecDeque<u64>,
+    /// How many were skipped since the switch (`skips` may hold fewer).
+    skipped: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -128,17 +144,47 @@ impl Rewriter {
             pid: pid_off,
             tl0: tl0_off,
             first_in_seq: p.seq,
+            highest_in: p.seq,
+            skips: VecDeque::new(),
+            skipped: 0,
         });
+    }
+
+    /// Leave out packet `seq` of the current input: the packets after it
+    /// move down to close the gap. A late packet (older than one already
+    /// mapped) is past closing: its number stays a gap.
+    pub fn skip(&mut self, seq: u64) {
+        let Some(o) = self.offsets.as_mut() else {
+            return;
+        };
+        if seq <= o.highest_in || seq < o.first_in_seq {
+            return;
+        }
+        o.highest_in = seq;
+        o.skipped += 1;
+        if o.skips.len() == SKIPS_KEPT {
+            o.skips.pop_front();
+        }
+        o.skips.push_back(seq);
     }
 
     /// Numbers for a packet of the current input stream; `None` when no input
     /// is mapped or the packet precedes the switch point.
     pub fn map(&mut self, p: &InNumbers, now: Instant) -> Option<OutNumbers> {
-        let o = self.offsets.as_ref()?;
+        let o = self.offsets.as_mut()?;
         if p.seq < o.first_in_seq {
             return None;
         }
-        let seq = p.seq.wrapping_add(o.seq);
+        // Skips after this packet do not move it.
+        let later = o.skips.iter().rev().take_while(|&&s| s > p.seq).count() as u64;
+        if later == o.skips.len() as u64 && o.skipped > later {
+            // Older than every skip remembered: where it goes is forgotten.
+            return None;
+        }
+        if p.seq > o.highest_in {
+            o.highest_in = p.seq;
+        }
+        let seq = p.seq.wrapping_add(o.seq).wrapping_sub(o.skipped - later);
         let ts = p.ts.wrapping_add(o.ts);
         let pid = p.pid.map(|(pid, long)| {
             let mask = if long { 0x7fff } else { 0x7f };
@@ -214,6 +260,67 @@ mod tests {
         let c = r.map(&pkt(101, 960, 0), t0).expect("mapped");
         assert_eq!(c.seq, a.seq + 1);
         assert_eq!(r.last_seq(), Some(b.seq));
+    }
+
+    #[test]
+    fn skipped_packets_leave_no_gap_and_a_late_packet_keeps_its_place() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::video();
+        r.rebase(&pkt(10, 0, 1), t0);
+        let a = r.map(&pkt(10, 0, 1), t0).expect("mapped").seq;
+        r.skip(11);
+        r.skip(12);
+        // 14 arrives before 13 (reordered); 15 is skipped, 16 follows.
+        let c = r.map(&pkt(14, 0, 1), t0).expect("mapped").seq;
+        assert_eq!(c, a + 2, "13 keeps the place between");
+        let b = r.map(&pkt(13, 0, 1), t0).expect("mapped").seq;
+        assert_eq!(b, a + 1);
+        r.skip(15);
+        let d = r.map(&pkt(16, 0, 1), t0).expect("mapped").seq;
+        assert_eq!(d, a + 3);
+        // 17 is lost on the way, 18 skipped, 19 forwarded: 17's number is
+        // left free for it, and its repair takes it later.
+        r.skip(18);
+        let f = r.map(&pkt(19, 0, 1), t0).expect("mapped").seq;
+        assert_eq!(f, a + 5);
+        let late = r.map(&pkt(17, 0, 1), t0).expect("mapped").seq;
+        assert_eq!(late, a + 4);
+        // A skip of a packet older than what was mapped changes nothing.
+        r.skip(12);
+        assert_eq!(r.map(&pkt(20, 0, 1), t0).expect("mapped").seq, a + 6);
+    }
+
+    proptest! {
+        /// Whatever packets a layer filter leaves out, the ones forwarded in
+        /// order get consecutive numbers (the receiver sees no loss), and a
+        /// rebase still continues after the last.
+        #[test]
+        fn forwarded_packets_stay_consecutive_whatever_is_skipped(
+            keep in prop::collection::vec(any::<bool>(), 1..600),
+            start in any::<u32>(),
+        ) {
+            let t0 = Instant::now();
+            let mut r = Rewriter::video();
+            let start = u64::from(start);
+            r.rebase(&pkt(start, 0, 0), t0);
+            let mut last: Option<u64> = None;
+            for (i, &k) in keep.iter().enumerate() {
+                let seq = start + i as u64;
+                if k || i == 0 {
+                    let out = r.map(&pkt(seq, 0, 0), t0).expect("in order maps").seq;
+                    if let Some(prev) = last {
+                        prop_assert_eq!(out, prev + 1);
+                    }
+                    last = Some(out);
+                } else {
+                    r.skip(seq);
+                }
+            }
+            let next = start + keep.len() as u64 + 1000;
+            r.rebase(&pkt(next, 0, 0), t0);
+            let out = r.map(&pkt(next, 0, 0), t0).expect("mapped").seq;
+            prop_assert_eq!(Some(out), last.map(|l| l + 1));
+        }
     }
 
     #[derive(Debug, Clone)]

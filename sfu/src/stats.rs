@@ -76,6 +76,9 @@ pub struct CoreStats {
     pub keyframe_requests_sent: u64,
     pub keyframe_requests_throttled: u64,
     pub layer_switches: u64,
+    /// VP9 SVC packets left out above a receiver's spatial layer
+    /// (`core/svc.rs`).
+    pub svc_skipped: u64,
     /// Silent audio packets not forwarded (`speech/silence.rs`).
     pub silence_suppressed: u64,
     /// RED (RFC 2198) audio packets received from publishers.

@@ -3,13 +3,19 @@
 //! and, from the scalability structure a keyframe carries, its picture
 //! size.
 //!
-//! Tern forwards VP9 the way browsers send it under simulcast: each rid is
-//! its own stream with one spatial layer (L1T1 or L1T3), so a switch is a
-//! switch between streams at a keyframe, as for VP8. A keyframe's first
-//! packet has B (start of frame) set and P (inter-picture predicted)
-//! clear, and, when layer indices are present, spatial layer 0: the upper
-//! spatial layers of an SVC keyframe depend on layer 0 and are not a place
-//! to start.
+//! Browsers send VP9 two ways, and Tern forwards both. Under simulcast each
+//! rid is its own stream with one spatial layer (L1T1 or L1T3), so a switch
+//! is a switch between streams at a keyframe, as for VP8. As SVC (L2T3,
+//! L3T3_KEY...) one stream carries every spatial layer, each packet naming
+//! its layer (SID) and whether it ends that layer's frame (E); a receiver's
+//! layer is then chosen by dropping the packets above it (`core/svc.rs`).
+//! A keyframe's first packet has B (start of frame) set and P
+//! (inter-picture predicted) clear, and, when layer indices are present,
+//! spatial layer 0: the upper spatial layers of an SVC keyframe depend on
+//! layer 0 and are not a place to start.
+
+/// Most spatial layers the scalability structure can describe (N_S is 3 bits).
+pub const MAX_SPATIAL: usize = 8;
 
 /// What a VP9 packet says, as far as forwarding needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -19,17 +25,35 @@ pub struct Vp9Info {
     /// Width and height of the first spatial layer, from the scalability
     /// structure (V bit) a keyframe usually carries.
     pub dims: Option<(u16, u16)>,
+    /// Spatial layer of this packet (0 without layer indices).
+    pub sid: u8,
+    /// B: the first packet of a layer frame.
+    pub layer_start: bool,
+    /// E: the last packet of a layer frame.
+    pub layer_end: bool,
+    /// From the scalability structure: how many spatial layers the stream
+    /// has (N_S + 1) and, when it says (Y), each one's height, lowest first.
+    pub spatial: Option<Spatial>,
+}
+
+/// The spatial layers a scalability structure declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Spatial {
+    pub count: u8,
+    /// Heights of layers `0..count`; 0 where the structure gave none.
+    pub heights: [u16; MAX_SPATIAL],
 }
 
 /// Parse the descriptor; `None` when it is cut short (a malformed packet).
 pub fn parse(payload: &[u8]) -> Option<Vp9Info> {
     let b0 = *payload.first()?;
-    let (i, p, l, f, b, v) = (
+    let (i, p, l, f, b, e, v) = (
         b0 & 0x80 != 0,
         b0 & 0x40 != 0,
         b0 & 0x20 != 0,
         b0 & 0x10 != 0,
         b0 & 0x08 != 0,
+        b0 & 0x04 != 0,
         b0 & 0x02 != 0,
     );
     let mut at = 1;
@@ -61,18 +85,32 @@ pub fn parse(payload: &[u8]) -> Option<Vp9Info> {
         return None;
     }
     let mut dims = None;
+    let mut spatial = None;
     if v {
         let ss = *payload.get(at)?;
+        let count = (ss >> 5) + 1;
         let y = ss & 0x10 != 0;
+        let mut heights = [0u16; MAX_SPATIAL];
         if y {
-            let w = u16::from_be_bytes([*payload.get(at + 1)?, *payload.get(at + 2)?]);
-            let h = u16::from_be_bytes([*payload.get(at + 3)?, *payload.get(at + 4)?]);
-            dims = Some((w, h));
+            for (layer, height) in heights.iter_mut().enumerate().take(usize::from(count)) {
+                let o = at + 1 + layer * 4;
+                let w = u16::from_be_bytes([*payload.get(o)?, *payload.get(o + 1)?]);
+                let h = u16::from_be_bytes([*payload.get(o + 2)?, *payload.get(o + 3)?]);
+                if layer == 0 {
+                    dims = Some((w, h));
+                }
+                *height = h;
+            }
         }
+        spatial = Some(Spatial { count, heights });
     }
     Some(Vp9Info {
         keyframe_start: b && !p && sid == 0,
         dims,
+        sid,
+        layer_start: b,
+        layer_end: e,
+        spatial,
     })
 }
 
@@ -101,8 +139,48 @@ mod tests {
             Some(Vp9Info {
                 keyframe_start: true,
                 dims: Some((640, 360)),
+                sid: 0,
+                layer_start: true,
+                layer_end: false,
+                spatial: Some(Spatial {
+                    count: 1,
+                    heights: [360, 0, 0, 0, 0, 0, 0, 0],
+                }),
             })
         );
+    }
+
+    #[test]
+    fn an_svc_keyframe_declares_every_spatial_layer_and_packets_name_theirs() {
+        // I (7-bit pid), L: TID 0 SID 0 (non-flexible: TL0PICIDX), B, V;
+        // SS: N_S=2, Y, then 320x180, 640x360, 1280x720.
+        let mut p = vec![0xA0 | 0x08 | 0x02, 0x05, 0x00, 0x00, 0x50];
+        for (w, h) in [(320u16, 180u16), (640, 360), (1280, 720)] {
+            p.extend_from_slice(&w.to_be_bytes());
+            p.extend_from_slice(&h.to_be_bytes());
+        }
+        p.push(0xAA);
+        let info = parse(&p).expect("well formed");
+        assert!(info.keyframe_start);
+        assert_eq!(info.dims, Some((320, 180)));
+        let spatial = info.spatial.expect("scalability structure");
+        assert_eq!(spatial.count, 3);
+        assert_eq!(&spatial.heights[..3], &[180, 360, 720]);
+        // The last packet of spatial layer 2's frame: L with SID 2, E set.
+        let info = parse(&[0xA0 | 0x04, 0x05, 0x04, 0x00, 0xAA]).expect("well formed");
+        assert_eq!(
+            (info.sid, info.layer_start, info.layer_end),
+            (2, false, true)
+        );
+        assert!(!info.keyframe_start);
+        assert_eq!(info.spatial, None);
+    }
+
+    #[test]
+    fn a_scalability_structure_cut_short_is_malformed() {
+        // N_S=1 with Y: two sizes announced, one and a half present.
+        let p = [0x02, 0x30, 0x01, 0x40, 0x00, 0xB4, 0x02, 0x80];
+        assert_eq!(parse(&p), None);
     }
 
     #[test]

@@ -43,6 +43,7 @@ struct ShardMetrics {
     keyframes_sent: Counter,
     keyframes_throttled: Counter,
     layer_switches: Counter,
+    svc_skipped: Counter,
     sender_constraints: Counter,
     silence_suppressed: Counter,
     red_in: Counter,
@@ -79,6 +80,7 @@ impl ShardMetrics {
             keyframes_sent: metrics::counter!("tern_keyframe_requests_total", "shard" => s.clone(), "outcome" => "sent"),
             keyframes_throttled: metrics::counter!("tern_keyframe_requests_total", "shard" => s.clone(), "outcome" => "throttled"),
             layer_switches: metrics::counter!("tern_layer_switches_total", "shard" => s.clone()),
+            svc_skipped: metrics::counter!("tern_svc_packets_skipped_total", "shard" => s.clone()),
             sender_constraints: metrics::counter!("tern_sender_constraints_total", "shard" => s.clone()),
             silence_suppressed: metrics::counter!("tern_silence_suppressed_packets_total", "shard" => s.clone()),
             red_in: metrics::counter!("tern_audio_red_packets_total", "shard" => s.clone(), "direction" => "in"),
@@ -122,6 +124,7 @@ impl ShardMetrics {
         self.keyframes_throttled
             .absolute(st.keyframe_requests_throttled);
         self.layer_switches.absolute(st.layer_switches);
+        self.svc_skipped.absolute(st.svc_skipped);
         self.sender_constraints.absolute(st.sender_constraints);
         self.silence_suppressed.absolute(st.silence_suppressed);
         self.red_in.absolute(st.red_in);

@@ -69,6 +69,9 @@
     // publish; no camera or microphone is asked for).
     viewer: params.get("role") === "viewer",
     simulcast: params.get("simulcast") !== "0",
+    // VP9 as SVC (one stream, three spatial layers) rather than simulcast;
+    // ?svc=0 keeps simulcast.
+    svc: params.get("svc") !== "0",
     slots: intParam("slots", 9, 0, 64),
     maxHeight: intParam("maxh", 360, 0, 4320),
     // "speaker": start in the speaker view (one large tile); else the grid.
@@ -87,6 +90,10 @@
     { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500000 },
     { rid: "f", maxBitrate: 1500000 },
   ];
+  // VP9 as SVC (see applyScalability): one encoding carries all three
+  // layers, so it may send what the three simulcast encodings would.
+  const SVC_MODE = "L3T3_KEY";
+  const SVC_MAX_BITRATE = SIMULCAST_ENCODINGS.reduce((sum, e) => sum + e.maxBitrate, 0);
 
   const CAMERA_CONSTRAINTS = { width: { ideal: 1280 }, height: { ideal: 720 } };
 
@@ -778,27 +785,37 @@
     for (const src of state.local.values()) applyScalability(src);
   }
 
-  // VP9 and AV1 under simulcast: given several encodings without a
-  // scalabilityMode, Chromium sends one SVC stream (its spatial layers in
-  // one SSRC) instead. The bridge switches receivers between simulcast
-  // streams, as for VP8 and H.264, so once the answer has chosen the codec
-  // ask for one spatial layer (and three temporal ones) per encoding.
+  // Once the answer has chosen the codec. VP9: one SVC stream, three
+  // spatial layers of three temporal ones (L3T3_KEY: the upper layers lean
+  // on the lower only at keyframes), on the first encoding, the others off;
+  // the bridge finds the layers in the stream and gives each receiver the
+  // ones up to its own (docs/signalling.md, "Codecs"). AV1, and VP9 with
+  // ?svc=0: simulcast, one spatial layer per encoding (without a
+  // scalabilityMode Chromium would send one SVC stream the bridge cannot
+  // see into for AV1, which needs the dependency descriptor).
   function applyScalability(src) {
     if (!src.transceiver || !src.simulcast) return;
     const codecs = src.transceiver.sender.getParameters().codecs || [];
     const mime = codecs.length ? codecs[0].mimeType.toLowerCase() : "";
     if (mime !== "video/vp9" && mime !== "video/av1") return;
+    src.svc = mime === "video/vp9" && config.svc;
     updateSender(src, (encodings) => {
       let changed = false;
-      for (const e of encodings) {
-        if (e.scalabilityMode !== "L1T3") {
-          e.scalabilityMode = "L1T3";
+      const set = (e, key, value) => {
+        if (e[key] !== value) {
+          e[key] = value;
           changed = true;
         }
-      }
+      };
+      encodings.forEach((e, i) => {
+        if (!src.svc) return set(e, "scalabilityMode", "L1T3");
+        if (i > 0) return set(e, "active", false);
+        set(e, "scalabilityMode", SVC_MODE);
+        set(e, "scaleResolutionDownBy", 1);
+      });
       return changed;
     }).then((changed) => {
-      if (changed) log("simulcast with one spatial layer per encoding for", mime);
+      if (changed) log(src.svc ? `one ${SVC_MODE} stream` : "simulcast with one spatial layer per encoding", "for", mime);
     });
   }
 
@@ -1208,7 +1225,9 @@
       let changed = false;
       for (const enc of encodings) {
         const h = declared && enc.rid && declared.has(enc.rid) ? Math.max(1, declared.get(enc.rid)) : 720;
-        const active = h <= maxHeight;
+        // SVC: the first encoding carries every layer; the bridge leaves
+        // out what nobody wants, we stop only when nobody watches at all.
+        const active = src.svc ? enc === encodings[0] && maxHeight > 0 : h <= maxHeight;
         if (enc.active !== active) {
           enc.active = active;
           changed = true;
@@ -1266,7 +1285,8 @@
       let changed = edit ? edit(params.encodings) : false;
       const defaults = src.name === "camera" && src.simulcast ? new Map(SIMULCAST_ENCODINGS.map((e) => [e.rid, e.maxBitrate])) : null;
       for (const enc of params.encodings) {
-        const want = cappedBitrate(src, defaults && enc.rid ? defaults.get(enc.rid) : undefined);
+        const fallback = src.svc ? SVC_MAX_BITRATE : defaults && enc.rid ? defaults.get(enc.rid) : undefined;
+        const want = cappedBitrate(src, fallback);
         if (want === undefined || enc.maxBitrate === want) continue;
         enc.maxBitrate = want;
         changed = true;
@@ -1530,6 +1550,7 @@
           keyFramesEncoded: r.keyFramesEncoded || 0,
           targetBitrate: r.targetBitrate || 0,
           frameHeight: r.frameHeight || 0,
+          scalabilityMode: r.scalabilityMode || null,
           qualityLimitationReason: r.qualityLimitationReason || null,
         });
       });

@@ -88,6 +88,8 @@ impl Core {
         let mut video: Vec<VideoSlot> = Vec::new();
         let mut costs: Vec<Vec<LayerCost>> = Vec::new();
         let mut decisions: Vec<(usize, Option<usize>, bool)> = Vec::new();
+        // Slots showing an SVC source: they step down without a keyframe.
+        let mut svc_slots: Vec<usize> = Vec::new();
         for (i, slot) in ep.slots.iter().enumerate() {
             let Some(r) = slot.source else { continue };
             let Some(src) = self.source_of(r) else {
@@ -103,6 +105,9 @@ impl Core {
                     decisions.push((i, Some(0), false));
                 }
                 Kind::Video => {
+                    if src.svc {
+                        svc_slots.push(i);
+                    }
                     let cap = self.send_cap(&src.name);
                     let lowest = src.layers.iter().map(Layer::height).min().unwrap_or(0);
                     let held = slot.current.or(slot.target);
@@ -224,7 +229,9 @@ impl Core {
                 slot.confirm_keyframe_at = None;
                 requests.push((r, c));
             }
-            let waiting = target.is_some() && target != slot.current;
+            let down_in_svc =
+                svc_slots.contains(&i) && slot.current.zip(target).is_some_and(|(c, t)| t < c);
+            let waiting = target.is_some() && target != slot.current && !down_in_svc;
             let retry = slot
                 .switch_requested
                 .is_none_or(|t| now.saturating_duration_since(t) >= SWITCH_RETRY);
@@ -256,6 +263,8 @@ impl Core {
         let Some(src) = p.sources.iter_mut().find(|s| s.mid == r.mid) else {
             return;
         };
+        // An SVC source's layers are one stream: one keyframe serves all.
+        let layer = if src.svc { 0 } else { layer };
         let Some(l) = src.layers.get_mut(layer) else {
             return;
         };

@@ -14,7 +14,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 use str0m::{Event, IceConnectionState, Input, Output as RtcOutput};
 use tracing::{debug, info, warn};
 
-use super::{Core, EndpointId, HOUSEKEEPING, MAX_PAYLOAD, Output, Packet, SourceRef};
+use super::{Core, EndpointId, HOUSEKEEPING, MAX_PAYLOAD, Output, Packet, SourceRef, svc};
 use crate::rewrite::InNumbers;
 use crate::signal::{ErrorCode, Kind, ServerMessage};
 use crate::speech::silence::Verdict;
@@ -369,6 +369,19 @@ impl Core {
         if red {
             self.stats.red_in += 1;
         }
+        let mut layer = layer;
+        if codec == Codec::Vp9
+            && let Some(info) = crate::vp9::parse(&p.payload)
+            && info.keyframe_start
+            && let Some(spatial) = info.spatial
+            && self.svc_structure(now, SourceRef { endpoint: id, mid }, layer, spatial)
+        {
+            // Every spatial layer travels as the source's one stream.
+            layer = 0;
+        }
+        let Some(ep) = self.endpoints.get_mut(&id) else {
+            return;
+        };
         if red && crate::red::red_primary(&p.payload).is_none() {
             self.stats.drop(DropReason::Malformed);
             return;
@@ -431,6 +444,8 @@ impl Core {
         };
         let mut keyframe = kind == Kind::Audio;
         let mut descriptor = None;
+        // For an SVC source: the packet's spatial layer and frame bounds.
+        let mut svc_info = None;
         match p.codec {
             Codec::Vp8 => {
                 let Some(info) = vp8::parse(&p.payload) else {
@@ -455,7 +470,9 @@ impl Core {
                     return;
                 };
                 keyframe = info.keyframe_start;
-                if let (true, Some((_, h)), Some(l)) =
+                if src.svc {
+                    svc_info = Some(info);
+                } else if let (true, Some((_, h)), Some(l)) =
                     (info.keyframe_start, info.dims, src.layers.get_mut(layer))
                 {
                     l.measured_height = Some(u32::from(h));
@@ -465,7 +482,16 @@ impl Core {
             Codec::Av1 => keyframe = crate::av1::starts_keyframe(&p.payload),
             _ => {}
         }
-        if let Some(l) = src.layers.get_mut(layer) {
+        if let Some(info) = &svc_info {
+            // Layer k costs a receiver every layer up to k.
+            let sid = usize::from(info.sid);
+            if let Some(l) = src.layers.get_mut(sid) {
+                l.last_packet = Some(now);
+            }
+            for l in src.layers.iter_mut().skip(sid) {
+                l.rate.add(now, p.payload.len());
+            }
+        } else if let Some(l) = src.layers.get_mut(layer) {
             l.last_packet = Some(now);
             l.rate.add(now, p.payload.len());
         }
@@ -488,7 +514,26 @@ impl Core {
                 continue;
             }
             let mut forget_resends = false;
-            if slot.current != Some(layer) {
+            let mut marker = p.marker;
+            if let Some(info) = &svc_info {
+                match svc::step(slot, info, keyframe, &numbers, now) {
+                    svc::Step::Wait => continue,
+                    svc::Step::Skip => {
+                        self.stats.svc_skipped += 1;
+                        continue;
+                    }
+                    svc::Step::Forward {
+                        end_of_picture,
+                        switched,
+                    } => {
+                        marker |= end_of_picture;
+                        if switched {
+                            self.stats.layer_switches += 1;
+                            self.relay.demand_dirty = true;
+                        }
+                    }
+                }
+            } else if slot.current != Some(layer) {
                 if slot.target == Some(layer) && keyframe {
                     if slot.current.is_some_and(|c| c > layer) {
                         slot.confirm_keyframe_at = Some(now + CONFIRM_KEYFRAME_AFTER);
@@ -536,7 +581,7 @@ impl Core {
                 p.payload.clone()
             };
             let mut w = RtpWrite::new(pt, SeqNo::from(out.seq), out.ts, p.wallclock, payload)
-                .marker(p.marker)
+                .marker(marker)
                 .ext_vals(p.ext.clone())
                 .nackable(kind == Kind::Video);
             if let Some(d) = &descriptor {

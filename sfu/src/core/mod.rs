@@ -38,6 +38,7 @@ mod sender;
 mod session;
 mod slots;
 mod speakers;
+mod svc;
 pub use bandwidth::{BandwidthConfig, MIN_SEND_CAP_BPS};
 pub use loss::LossDirection;
 pub use model::EndpointId;

@@ -150,6 +150,11 @@ pub(super) struct PubSource {
     pub(super) mid: Mid,
     pub(super) muted: bool,
     pub(super) layers: Vec<Layer>,
+    /// One VP9 stream carrying every spatial layer (SVC): `layers` are its
+    /// spatial layers, lowest first, all arriving on the stream of
+    /// `layers[0]`, and a receiver's layer is chosen by leaving out the
+    /// packets above it (`svc.rs`). Found from the stream itself.
+    pub(super) svc: bool,
     /// Receive slots this source is mapped to: (receiver, slot index).
     pub(super) subscribers: Vec<(EndpointId, usize)>,
     /// Number on relay links (see `docs/relay-protocol.md`): chosen by this

@@ -451,6 +451,7 @@ impl Core {
                 relay_number: self.relay.next_source_number(),
                 relay_demand: Vec::new(),
                 relay_active_sent: 0,
+                svc: false,
                 relay_sent_at: None,
                 constraint: Default::default(),
                 silence: Default::default(),
@@ -469,7 +470,9 @@ impl Core {
         let Some(ep) = self.endpoints.get_mut(&id) else {
             return;
         };
-        // Sources that stay keep their state (subscribers, measured heights).
+        // Sources that stay keep their state (subscribers, measured heights);
+        // an SVC source stays SVC while the stream it found that on is
+        // still declared (the stream, not the declaration, says SVC).
         let mut removed = Vec::new();
         let old = std::mem::take(&mut ep.sources);
         for s in old {
@@ -477,10 +480,15 @@ impl Core {
                 w.mid == s.mid
                     && w.name == s.name
                     && w.kind == s.kind
-                    && w.layers
-                        .iter()
-                        .map(|l| l.rid)
-                        .eq(s.layers.iter().map(|l| l.rid))
+                    && if s.svc {
+                        let rid = s.layers.first().and_then(|l| l.rid);
+                        w.layers.iter().any(|l| l.rid == rid)
+                    } else {
+                        w.layers
+                            .iter()
+                            .map(|l| l.rid)
+                            .eq(s.layers.iter().map(|l| l.rid))
+                    }
             }) {
                 Some(w) => {
                     *w = PubSource {

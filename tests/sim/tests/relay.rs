@@ -385,6 +385,7 @@ fn a_peer_announcing_beyond_the_limits_is_refused_and_counted() {
             kind: msg::Kind::Video as i32,
             muted: false,
             layers: (0..layers as u32).map(|l| layer(180 << l)).collect(),
+            svc: false,
         };
         let mut sources: Vec<msg::Source> = (0..20).map(|n| source(n, 1)).collect();
         sources.push(source(99, 9));

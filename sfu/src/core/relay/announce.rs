@@ -222,8 +222,9 @@ fn kind_to_wire(k: Kind) -> i32 {
 /// are active, their measured heights): cheap to recompute every
 /// housekeeping tick, unlike the message itself.
 fn source_signature(s: &PubSource, now: Instant) -> u32 {
-    s.layers.iter().enumerate().fold(0u32, |sig, (i, l)| {
-        let active = if l.available(now) { 1 << (i % 16) } else { 0 };
+    let svc = if s.svc { 0x8000 } else { 0 };
+    s.layers.iter().enumerate().fold(svc, |sig, (i, l)| {
+        let active = if l.available(now) { 1 << (i % 15) } else { 0 };
         (sig | active).wrapping_add(l.height().wrapping_mul(0x0001_0000))
     })
 }
@@ -277,6 +278,7 @@ fn source_to_wire(s: &PubSource, now: Instant) -> (msg::Source, u32) {
         kind: kind_to_wire(s.kind),
         muted: s.muted,
         layers,
+        svc: s.svc,
     };
     (source, source_signature(s, now))
 }
@@ -301,6 +303,7 @@ mod tests {
             relay_number: 1,
             relay_demand: Vec::new(),
             relay_active_sent: 0,
+            svc: false,
             relay_sent_at: None,
             constraint: Default::default(),
             silence: Default::default(),

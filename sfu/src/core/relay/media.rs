@@ -54,7 +54,14 @@ impl Core {
         let Some(src) = ep.sources.iter_mut().find(|s| s.mid == p.source.mid) else {
             return;
         };
-        let bit = 1u32 << (p.layer % 32);
+        // An SVC source's one stream crosses whole when any of its spatial
+        // layers is wanted: each bridge leaves out, for its own receivers,
+        // what is above their layers.
+        let bit = if src.svc {
+            u32::MAX
+        } else {
+            1u32 << (p.layer % 32)
+        };
         // Speech goes to every bridge of the conference, wanted there or
         // not: each decides its own dominant speaker and audio slots from
         // the whole conference's levels. Silence was suppressed before

@@ -300,7 +300,10 @@ impl Core {
             // Sources that stay keep their state (subscribers, gates,
             // sequence tracking); layer facts are refreshed.
             let old = rp.sources.iter().position(|s| {
-                s.relay_number == number && s.kind == kind && s.layers.len() == w.layers.len()
+                s.relay_number == number
+                    && s.kind == kind
+                    && s.layers.len() == w.layers.len()
+                    && s.svc == w.svc
             });
             let (mut src, st) = match old {
                 Some(i) => {
@@ -332,6 +335,7 @@ impl Core {
                             relay_number: number,
                             relay_demand: Vec::new(),
                             relay_active_sent: 0,
+                            svc: w.svc,
                             relay_sent_at: None,
                             constraint: Default::default(),
                             silence: Default::default(),
