@@ -103,9 +103,89 @@ impl<K: Hash + Eq + Clone> KeyedBuckets<K> {
     }
 }
 
+/// Addresses whose credit is kept at once; a flood of spoofed sources
+/// empties the table instead of growing it (an honest client whose credit
+/// went with it checks again, as ICE does every few hundred milliseconds).
+pub const UNVERIFIED_ADDRESSES: usize = 4096;
+
+/// No amplification: bytes received from each address that has not yet
+/// proven itself (ICE) are the most that may be sent to it. Credit is
+/// earned by what arrives from the address and spent by what leaves for it.
+#[derive(Debug)]
+pub struct SendCredit<K> {
+    credit: HashMap<K, u64>,
+}
+
+impl<K> Default for SendCredit<K> {
+    fn default() -> Self {
+        Self {
+            credit: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> SendCredit<K> {
+    /// `n` bytes arrived from `key`.
+    pub fn received(&mut self, key: &K, n: usize) {
+        if !self.credit.contains_key(key) && self.credit.len() >= UNVERIFIED_ADDRESSES {
+            self.credit.clear();
+        }
+        *self.credit.entry(key.clone()).or_default() += n as u64;
+    }
+
+    /// Whether `n` bytes may go to `key` now (and spends them if so).
+    pub fn spend(&mut self, key: &K, n: usize) -> bool {
+        match self.credit.get_mut(key) {
+            Some(c) if *c >= n as u64 => {
+                *c -= n as u64;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `key` proved itself: no more accounting for it.
+    pub fn forget(&mut self, key: &K) {
+        self.credit.remove(key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.credit.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.credit.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unverified_address_is_sent_at_most_what_it_sent() {
+        let mut c = SendCredit::default();
+        assert!(!c.spend(&1, 1), "nothing received, nothing sent");
+        c.received(&1, 100);
+        assert!(c.spend(&1, 64));
+        assert!(!c.spend(&1, 64), "36 bytes of credit left");
+        assert!(c.spend(&1, 36));
+        c.received(&1, 100);
+        c.forget(&1);
+        assert!(!c.spend(&1, 1), "forgotten: credit gone with it");
+        assert!(!c.spend(&2, 1), "credit is per address");
+    }
+
+    #[test]
+    fn a_flood_of_addresses_empties_the_table_instead_of_growing_it() {
+        let mut c = SendCredit::default();
+        for k in 0..UNVERIFIED_ADDRESSES * 3 {
+            c.received(&k, 10);
+            assert!(c.len() <= UNVERIFIED_ADDRESSES);
+        }
+        let last = UNVERIFIED_ADDRESSES * 3 - 1;
+        assert!(c.spend(&last, 10), "the newest address keeps its credit");
+    }
 
     #[test]
     fn allows_a_burst_then_the_sustained_rate() {

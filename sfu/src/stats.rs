@@ -28,10 +28,13 @@ pub enum DropReason {
     /// retransmission, often over the relay): its number has no place in
     /// the receiver's sequence. Counted per receiver.
     BeforeSwitch,
+    /// A datagram to an address that has not proven itself (ICE) larger
+    /// than what that address sent: the bridge is no amplifier.
+    Amplification,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::UnknownSource,
         DropReason::UnknownUfrag,
         DropReason::Malformed,
@@ -42,6 +45,7 @@ impl DropReason {
         DropReason::NoSlotStream,
         DropReason::TooLarge,
         DropReason::BeforeSwitch,
+        DropReason::Amplification,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +60,7 @@ impl DropReason {
             DropReason::NoSlotStream => "no_slot_stream",
             DropReason::TooLarge => "too_large",
             DropReason::BeforeSwitch => "before_switch",
+            DropReason::Amplification => "amplification",
         }
     }
 }

@@ -110,7 +110,12 @@ impl Core {
                     return;
                 };
                 match self.by_ufrag.get(ufrag) {
-                    Some(&id) => id,
+                    Some(&id) => {
+                        if proto == Protocol::Udp {
+                            self.unverified.received(&source, data.len());
+                        }
+                        id
+                    }
                     None => {
                         self.stats.drop(DropReason::UnknownUfrag);
                         return;
@@ -264,6 +269,16 @@ impl Core {
                 }
                 Ok(RtcOutput::Transmit(t)) => {
                     if !ep.addrs.contains(&t.destination) {
+                        // str0m answers only checks that passed integrity,
+                        // but a check can be replayed from a spoofed
+                        // address: never send there more than came from it.
+                        if t.proto == Protocol::Udp
+                            && !self.unverified.spend(&t.destination, t.contents.len())
+                        {
+                            self.stats.drop(DropReason::Amplification);
+                            continue;
+                        }
+                        self.unverified.forget(&t.destination);
                         // str0m only answers checks that passed integrity, so
                         // the first transmit to an address authenticates it.
                         ep.addrs.push(t.destination);

@@ -161,6 +161,9 @@ pub struct Core {
     conferences: Map<Arc<str>, Conference>,
     by_addr: Map<SocketAddr, EndpointId>,
     by_ufrag: Map<String, EndpointId>,
+    /// What addresses not yet authenticated by ICE sent: the most they may
+    /// be sent (`crate::limits::SendCredit`).
+    unverified: crate::limits::SendCredit<SocketAddr>,
     out: VecDeque<Output>,
     events: VecDeque<(EndpointId, Event)>,
     /// Endpoint deadlines. An entry is stale when the endpoint's
@@ -190,6 +193,7 @@ impl Core {
             conferences: Map::default(),
             by_addr: Map::default(),
             by_ufrag: Map::default(),
+            unverified: Default::default(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             timers: BinaryHeap::new(),

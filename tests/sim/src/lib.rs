@@ -137,6 +137,18 @@ pub struct Sim {
     /// Endpoint ids are per session: a re-joined peer gets a new one.
     next_endpoint: u64,
     relay_max_datagram: Option<usize>,
+    /// Opt-in (`Some`): what bridges send to whom, for tests of what a
+    /// bridge answers to addresses it does not know.
+    pub tap: Option<Tap>,
+}
+
+/// What crossed between the bridges and the network, per remote address.
+#[derive(Debug, Default)]
+pub struct Tap {
+    /// UDP bytes the bridges sent to each address.
+    pub sent_to: HashMap<SocketAddr, u64>,
+    /// STUN datagrams peers sent to a bridge, as they were (from, bytes).
+    pub stun: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 /// A DTLS certificate shared by every simulation in the process: generating
@@ -244,6 +256,7 @@ impl Sim {
             focus_log: Vec::new(),
             next_endpoint: 0,
             relay_max_datagram: cfg.relay_max_datagram,
+            tap: None,
         };
         let n = sim.bridges.len();
         for a in 0..n {
@@ -343,6 +356,9 @@ impl Sim {
                     ..
                 } => {
                     self.egress_bytes[usize::from(self.in_timer)] += contents.len() as u64;
+                    if let Some(tap) = self.tap.as_mut() {
+                        *tap.sent_to.entry(destination).or_default() += contents.len() as u64;
+                    }
                     transmits.push((destination, order_key(&contents), contents));
                 }
                 NodeOutput::Signal { endpoint, message } => {
@@ -428,6 +444,17 @@ impl Sim {
         self.transmits = transmits;
     }
 
+    /// Keep the STUN datagrams of `batch` (when tapping).
+    fn tap_stun(&mut self, batch: &[(SocketAddr, Bytes)]) {
+        if let Some(tap) = self.tap.as_mut() {
+            for (from, d) in batch {
+                if Core::stun_target_ufrag(d).is_some() {
+                    tap.stun.push((*from, d.to_vec()));
+                }
+            }
+        }
+    }
+
     /// Hand bridge `b`'s node an input now, as its shell would (a full
     /// queue it noticed, say), and carry out what the node says.
     pub fn give_node(&mut self, b: usize, input: NodeInput) {
@@ -444,6 +471,7 @@ impl Sim {
                     if !self.bridges[b].alive {
                         return;
                     }
+                    self.tap_stun(&[(from, Bytes::from(data.clone()))]);
                     let batch = vec![(from, Bytes::from(data))];
                     self.bridges[b]
                         .node
@@ -703,6 +731,7 @@ impl Sim {
                                 batch.push((from, Bytes::from(data)));
                             }
                         }
+                        self.tap_stun(&batch);
                         self.work.3 += 1;
                         let now = self.now;
                         let to = self.bridges[b].addr;
