@@ -6,6 +6,7 @@
 pub mod cluster_procs;
 pub mod focus_api;
 pub mod raw_ws;
+pub mod relay_procs;
 #[path = "../support/tern_process.rs"]
 pub mod tern_process;
 
