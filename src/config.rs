@@ -140,7 +140,7 @@ pub struct MediaConfig {
 
 /// The relay mesh: bridges connect to each other over QUIC, mutually
 /// authenticated with certificates from the cluster CA (`tern ca`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RelayConfig {
     /// UDP address of the relay endpoint. Absent: relaying is disabled.
@@ -153,6 +153,28 @@ pub struct RelayConfig {
     pub ca_cert: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// Bridge ids refused on the relay whatever their certificates say, one
+    /// per line (`#` starts a comment). Re-read while the bridge runs.
+    pub revoked_file: Option<PathBuf>,
+    /// How often the bridge looks at the credential files and the revoked
+    /// list for changes (0: never, after startup).
+    pub reload_interval_ms: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            advertise: None,
+            ca_cert: None,
+            cert: None,
+            key: None,
+            revoked_file: None,
+            // A rotated certificate or a revocation takes effect within
+            // this; reading four small files this often costs nothing.
+            reload_interval_ms: 10_000,
+        }
+    }
 }
 
 impl RelayConfig {

@@ -10,6 +10,7 @@ pub mod latency;
 pub mod loss;
 pub mod msg;
 pub mod relay;
+pub mod relay_reload;
 pub mod shard;
 pub mod status;
 pub mod tcp;
@@ -69,7 +70,10 @@ fn start_relay(
             "relay certificate is for bridge {cert_id:?} but this bridge's id is {bridge_id:?} (set bridge.id or issue a certificate with `tern ca issue --id {bridge_id}`)"
         );
     }
+    let revoked = crate::relay_net::load_revoked(&cfg.relay)?;
     let endpoint = crate::relay_net::RelayEndpoint::bind(listen, creds.identity, &creds.ca)?;
+    relay_reload::describe(revoked.len());
+    endpoint.set_revoked(revoked);
     let bound = endpoint.local_addr()?;
     let advertise = match cfg.relay.advertise {
         Some(a) => a,
@@ -78,7 +82,9 @@ fn start_relay(
         }
         None => bound,
     };
-    let shared = relay::start(endpoint, bridge_id.to_string(), shards.to_vec());
+    let endpoint = Arc::new(endpoint);
+    let shared = relay::start(endpoint.clone(), bridge_id.to_string(), shards.to_vec());
+    relay_reload::spawn(cfg.relay.clone(), endpoint, shared.clone());
     Ok((Some(shared), Some(advertise)))
 }
 

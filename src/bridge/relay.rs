@@ -133,7 +133,7 @@ impl RelayShared {
 
 /// Start accepting and dialling. Returns the shared half.
 pub fn start(
-    endpoint: RelayEndpoint,
+    endpoint: Arc<RelayEndpoint>,
     local_id: String,
     shards: Vec<mpsc::Sender<ShardMsg>>,
 ) -> Arc<RelayShared> {
@@ -150,7 +150,6 @@ pub fn start(
         oversize: metrics::counter!("tern_relay_oversize_total"),
         send_failed: dropped("no_connection"),
     });
-    let endpoint = Arc::new(endpoint);
     // Inbound connections.
     {
         let (endpoint, shared, shards) = (endpoint.clone(), shared.clone(), shards.clone());

@@ -51,5 +51,12 @@ fn check_relay(cfg: &Config) -> anyhow::Result<()> {
             cfg.bridge.id
         );
     }
+    let revoked = crate::relay_net::load_revoked(&cfg.relay)?;
+    if cfg.relay.revoked_file.is_some() {
+        println!("relay: {} bridge(s) revoked", revoked.len());
+    }
+    if revoked.contains(id.as_str()) {
+        eprintln!("warning: this bridge's own id {id} is on relay.revoked_file");
+    }
     Ok(())
 }

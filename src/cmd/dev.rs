@@ -182,6 +182,8 @@ async fn run_cluster(
                 ("TERN_RELAY_CA_CERT", path(&ca_cert)),
                 ("TERN_RELAY_CERT", path(&cert)),
                 ("TERN_RELAY_KEY", path(&key)),
+                // The files are deleted once read: nothing to watch.
+                ("TERN_RELAY_RELOAD_INTERVAL_MS", "0".into()),
             ],
         )
         .await?;

@@ -262,6 +262,37 @@ impl RelayEndpoint {
         &self.local_id
     }
 
+    /// Rotates credentials without a restart: handshakes from now on present
+    /// `identity` and trust `ca`; connections already up keep theirs (TLS
+    /// authenticated them once; a revoked peer is closed by the caller).
+    /// Refused, changing nothing, when `identity` names another bridge or is
+    /// not currently valid for `ca`.
+    pub fn reload(&self, identity: &BridgeIdentity, ca: &CaCertificate) -> Result<(), RelayError> {
+        if identity.id() != &self.local_id {
+            return Err(RelayError::Identity {
+                id: identity.id().clone(),
+                reason: format!("this endpoint is bridge {}", self.local_id),
+            });
+        }
+        ca.check_identity(identity)
+            .map_err(|reason| RelayError::Identity {
+                id: identity.id().clone(),
+                reason,
+            })?;
+        self.tls.replace(identity, ca)?;
+        Ok(())
+    }
+
+    /// Bridge ids refused from now on, inbound and outbound, whatever their
+    /// certificates (refusal reason `revoked`).
+    pub fn set_revoked(&self, ids: std::collections::HashSet<String>) {
+        self.tls.set_revoked(ids);
+    }
+
+    pub fn is_revoked(&self, id: &BridgeId) -> bool {
+        self.tls.is_revoked(id.as_str())
+    }
+
     /// The underlying endpoint, for statistics.
     pub fn quinn_endpoint(&self) -> &quinn::Endpoint {
         &self.endpoint

@@ -19,6 +19,7 @@ pub mod refusal;
 pub mod tls;
 mod verify;
 
+use std::collections::HashSet;
 use std::path::Path;
 
 pub use ca::{CaCertificate, ClusterCa};
@@ -37,6 +38,39 @@ use crate::config::RelayConfig;
 pub struct RelayCredentials {
     pub identity: BridgeIdentity,
     pub ca: CaCertificate,
+}
+
+/// The bridge ids a revoked list names: one per line, blank lines and `#`
+/// comments skipped. An invalid id is an error naming its line, so a typo
+/// does not silently leave a bridge admitted.
+pub fn parse_revoked(what: &str, text: &str) -> Result<HashSet<String>, TlsError> {
+    let mut ids = HashSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let id = BridgeId::new(line).map_err(|e| TlsError::Invalid {
+            what: format!("{what} line {}", n + 1),
+            message: e.to_string(),
+        })?;
+        ids.insert(id.as_str().to_string());
+    }
+    Ok(ids)
+}
+
+/// Loads `relay.revoked_file` (none set: nobody is revoked).
+pub fn load_revoked(cfg: &RelayConfig) -> Result<HashSet<String>, TlsError> {
+    let Some(path) = &cfg.revoked_file else {
+        return Ok(HashSet::new());
+    };
+    let bytes = pem_files::read(path)?;
+    let what = format!("relay.revoked_file {}", path.display());
+    let text = String::from_utf8(bytes).map_err(|_| TlsError::Invalid {
+        what: what.clone(),
+        message: "is not UTF-8".into(),
+    })?;
+    parse_revoked(&what, &text)
 }
 
 /// Loads `relay.ca_cert`, `relay.cert` and `relay.key` and checks that the
@@ -67,4 +101,19 @@ pub fn load_identity(cfg: &RelayConfig) -> Result<RelayCredentials, TlsError> {
             reason,
         })?;
     Ok(RelayCredentials { identity, ca })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revoked_list_names_bridge_ids_one_per_line_with_comments() {
+        let ids = parse_revoked("list", "# lost laptop\neu-1\n\n  us-2  # stolen key\n")
+            .expect("valid list");
+        assert_eq!(ids.len(), 2);
+        assert!(ids.contains("eu-1") && ids.contains("us-2"));
+        let e = parse_revoked("list", "eu-1\nEU_2\n").expect_err("invalid id");
+        assert!(e.to_string().contains("list line 2"), "{e}");
+    }
 }

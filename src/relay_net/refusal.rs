@@ -33,10 +33,13 @@ pub enum RefusalReason {
     Protocol,
     /// Too many handshakes in progress; the connection was not attempted.
     Overload,
+    /// The peer's certificate is valid but its bridge id is on the revoked
+    /// list (`relay.revoked_file`).
+    Revoked,
 }
 
 impl RefusalReason {
-    pub const ALL: [RefusalReason; 10] = [
+    pub const ALL: [RefusalReason; 11] = [
         Self::UnknownCa,
         Self::NoClientCert,
         Self::Alpn,
@@ -47,6 +50,7 @@ impl RefusalReason {
         Self::PeerRefused,
         Self::Protocol,
         Self::Overload,
+        Self::Revoked,
     ];
 
     pub fn label(self) -> &'static str {
@@ -61,6 +65,7 @@ impl RefusalReason {
             Self::PeerRefused => "peer_refused",
             Self::Protocol => "protocol",
             Self::Overload => "overload",
+            Self::Revoked => "revoked",
         }
     }
 
@@ -88,6 +93,7 @@ impl RefusalReason {
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
                 Self::PeerIdMismatch
             }
+            CertificateError::Revoked => Self::Revoked,
             _ => Self::BadCertificate,
         }
     }

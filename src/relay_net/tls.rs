@@ -2,10 +2,13 @@
 //! relay's one [`ALPN`], our own certificate whatever the peer hints, and
 //! the verifiers that admit only bridges of the cluster CA.
 //! `TlsContext` parses the key and loads the roots once, so a config per
-//! connection (each with its own verdict slot) is cheap. Who may join the
-//! mesh is decided by the CA (`ca`) and the verifiers (`verify`), not here.
+//! connection (each with its own verdict slot) is cheap; it can take new
+//! credentials (a rotated certificate, a new CA) and a new revoked list
+//! while it runs, for the connections made after. Who may join the mesh is
+//! decided by the CA (`ca`) and the verifiers (`verify`), not here.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
 
 use rustls::SignatureScheme;
 use rustls::client::ResolvesClientCert;
@@ -17,7 +20,7 @@ use super::ca::CaCertificate;
 use super::error::TlsError;
 use super::identity::{BridgeIdentity, provider};
 use super::refusal::Verdict;
-use super::verify::{InboundVerifier, OutboundVerifier, Verifiers};
+use super::verify::{InboundVerifier, OutboundVerifier, Revoked, Verifiers};
 
 /// The one application protocol relay connections speak. Bumped when the
 /// framing changes incompatibly, so old and new bridges refuse each other in
@@ -44,37 +47,86 @@ impl ResolvesClientCert for FixedCert {
     }
 }
 
-/// Everything needed to build per-connection rustls configs cheaply: the key
-/// is parsed and the roots are loaded once.
-pub(crate) struct TlsContext {
-    provider: Arc<CryptoProvider>,
+/// The credentials connections are made with now.
+struct Current {
     certified: Arc<CertifiedKey>,
     verifiers: Verifiers,
+}
+
+/// Everything needed to build per-connection rustls configs cheaply: the key
+/// is parsed and the roots are loaded once (per set of credentials).
+pub(crate) struct TlsContext {
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<Current>>,
+    revoked: Revoked,
 }
 
 impl TlsContext {
     pub(crate) fn new(identity: &BridgeIdentity, ca: &CaCertificate) -> Result<Self, TlsError> {
         let provider = provider();
-        let certified = Arc::new(identity.certified_key(&provider)?);
-        let verifiers = Verifiers::new(ca.der(), provider.clone())?;
+        let current = Self::load(&provider, identity, ca)?;
         Ok(Self {
             provider,
-            certified,
-            verifiers,
+            current: RwLock::new(Arc::new(current)),
+            revoked: Arc::default(),
         })
+    }
+
+    fn load(
+        provider: &Arc<CryptoProvider>,
+        identity: &BridgeIdentity,
+        ca: &CaCertificate,
+    ) -> Result<Current, TlsError> {
+        Ok(Current {
+            certified: Arc::new(identity.certified_key(provider)?),
+            verifiers: Verifiers::new(ca.der(), provider.clone())?,
+        })
+    }
+
+    /// New connections present `identity` and trust `ca` (checked against
+    /// each other by the caller); connections already made keep theirs.
+    pub(crate) fn replace(
+        &self,
+        identity: &BridgeIdentity,
+        ca: &CaCertificate,
+    ) -> Result<(), TlsError> {
+        let next = Arc::new(Self::load(&self.provider, identity, ca)?);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
+    }
+
+    /// Bridge ids refused from now on, in both directions.
+    pub(crate) fn set_revoked(&self, ids: HashSet<String>) {
+        *self.revoked.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ids);
+    }
+
+    pub(crate) fn is_revoked(&self, id: &str) -> bool {
+        self.revoked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+    }
+
+    fn current(&self) -> Arc<Current> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(crate) fn server_config(
         &self,
         verdict: Option<Verdict>,
     ) -> Result<rustls::ServerConfig, TlsError> {
+        let current = self.current();
         let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(Arc::new(InboundVerifier {
-                inner: self.verifiers.client.clone(),
+                inner: current.verifiers.client.clone(),
                 verdict,
+                revoked: self.revoked.clone(),
             }))
-            .with_cert_resolver(Arc::new(FixedCert(self.certified.clone())));
+            .with_cert_resolver(Arc::new(FixedCert(current.certified.clone())));
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(config)
     }
@@ -83,16 +135,18 @@ impl TlsContext {
         &self,
         verdict: Option<Verdict>,
     ) -> Result<rustls::ClientConfig, TlsError> {
+        let current = self.current();
         let mut config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()
             // Not a weakening: OutboundVerifier is WebPKI against the cluster
             // CA plus the name check, wrapped only to record its verdict.
             .with_custom_certificate_verifier(Arc::new(OutboundVerifier {
-                inner: self.verifiers.server.clone(),
+                inner: current.verifiers.server.clone(),
                 verdict,
+                revoked: self.revoked.clone(),
             }))
-            .with_client_cert_resolver(Arc::new(FixedCert(self.certified.clone())));
+            .with_client_cert_resolver(Arc::new(FixedCert(current.certified.clone())));
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(config)
     }

@@ -4,7 +4,8 @@
 //! refused in the handshake's [`Verdict`]. Checking only: building the
 //! configs that use them is `tls`'s job.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -20,6 +21,31 @@ use rustls::{
 use super::error::{TlsError, invalid};
 use super::identity::peer_bridge_id;
 use super::refusal::{RefusalReason, Verdict, describe, record};
+
+/// Bridge ids refused whatever their certificates say, shared by every
+/// verifier of an endpoint and replaced as a whole when the list changes.
+pub(crate) type Revoked = Arc<RwLock<Arc<HashSet<String>>>>;
+
+/// Refuses `end_entity` if it names a revoked bridge.
+fn check_revoked(
+    revoked: &Revoked,
+    end_entity: &CertificateDer<'_>,
+    verdict: Option<&Verdict>,
+) -> Result<(), rustls::Error> {
+    let Ok(id) = peer_bridge_id(end_entity) else {
+        return Ok(());
+    };
+    let list = revoked.read().unwrap_or_else(|p| p.into_inner()).clone();
+    if !list.contains(id.as_str()) {
+        return Ok(());
+    }
+    record(
+        verdict,
+        RefusalReason::Revoked,
+        format!("bridge {id} is revoked (relay.revoked_file)"),
+    );
+    Err(rustls::Error::InvalidCertificate(CertificateError::Revoked))
+}
 
 pub(super) struct Verifiers {
     pub(super) client: Arc<dyn ClientCertVerifier>,
@@ -52,6 +78,7 @@ impl Verifiers {
 pub(super) struct InboundVerifier {
     pub(super) inner: Arc<dyn ClientCertVerifier>,
     pub(super) verdict: Option<Verdict>,
+    pub(super) revoked: Revoked,
 }
 
 impl ClientCertVerifier for InboundVerifier {
@@ -93,6 +120,7 @@ impl ClientCertVerifier for InboundVerifier {
                 CertificateError::ApplicationVerificationFailure,
             ));
         }
+        check_revoked(&self.revoked, end_entity, self.verdict.as_ref())?;
         Ok(verified)
     }
 
@@ -125,6 +153,7 @@ impl ClientCertVerifier for InboundVerifier {
 pub(super) struct OutboundVerifier {
     pub(super) inner: Arc<WebPkiServerVerifier>,
     pub(super) verdict: Option<Verdict>,
+    pub(super) revoked: Revoked,
 }
 
 impl ServerCertVerifier for OutboundVerifier {
@@ -136,7 +165,8 @@ impl ServerCertVerifier for OutboundVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner
+        let verified = self
+            .inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
             .inspect_err(|e| {
                 let reason = RefusalReason::of_tls_error(e);
@@ -148,7 +178,9 @@ impl ServerCertVerifier for OutboundVerifier {
                     _ => describe(e),
                 };
                 record(self.verdict.as_ref(), reason, detail);
-            })
+            })?;
+        check_revoked(&self.revoked, end_entity, self.verdict.as_ref())?;
+        Ok(verified)
     }
 
     fn verify_tls12_signature(
