@@ -7,11 +7,14 @@ mod native;
 
 use std::time::Duration;
 
+use futures_util::SinkExt;
 use native::cluster_procs::{API, allocate, start_bridge, start_focus, wait_online};
 use native::focus_api::api;
+use native::raw_ws::{expect_error, raw_ws_at};
 use native::tern_process::{TernCommand, http_get};
 use native::{Bridge, eventually, metric};
 use tern_proto::focus::v1 as fpb;
+use tokio_tungstenite::tungstenite::Message;
 
 fn status(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     http_get(addr, path).unwrap_or_else(|e| panic!("GET {path}: {e:#}"))
@@ -41,6 +44,8 @@ async fn a_bridge_is_ready_only_while_registered_and_not_draining_and_stays_live
     })
     .await;
 
+    // A token handed out just before the drain.
+    let late = allocate(&mut api, "ops-room", "late", "eu").await;
     api.drain_bridge(fpb::DrainBridgeRequest {
         bridge_id: "ops-a".into(),
     })
@@ -52,6 +57,17 @@ async fn a_bridge_is_ready_only_while_registered_and_not_draining_and_stays_live
         || (status(http, "/ready") == (503, "draining\n".into())).then_some(()),
     )
     .await;
+    // Nobody new joins a draining bridge, the WebSocket way as WHIP's.
+    let mut ws = raw_ws_at(http).await;
+    ws.send(Message::Text(
+        serde_json::json!({"type": "join", "version": 1, "token": late.token})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("send join");
+    let message = expect_error(&mut ws, "shutting_down").await;
+    assert!(message.contains("draining"), "{message}");
     assert_eq!(status(http, "/health").0, 200, "draining is not ill health");
     eventually("tern_bridge_draining", Duration::from_secs(3), || {
         (metric(http, "tern_bridge_draining", "") == 1.0).then_some(())

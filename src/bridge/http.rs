@@ -250,12 +250,19 @@ async fn session(app: Arc<App>, mut ws: WebSocket, _slot: super::app::SignalSlot
         Ok(c) => c,
         Err(r) => return refuse(ws, r).await,
     };
-    if app.shutting_down.load(Ordering::SeqCst) {
-        return refuse(
-            ws,
-            Rejection::new(ErrorCode::ShuttingDown, "the bridge is shutting down"),
-        )
-        .await;
+    // Draining: participants here are being moved off, so nobody new
+    // joins (a token the focus handed out just before the drain); behind a
+    // focus the client asks it again and is placed elsewhere, as WHIP is.
+    for (flag, what) in [
+        (&app.shutting_down, "the bridge is shutting down"),
+        (
+            &app.draining,
+            "the bridge is draining; ask the focus for another",
+        ),
+    ] {
+        if flag.load(Ordering::SeqCst) {
+            return refuse(ws, Rejection::new(ErrorCode::ShuttingDown, what)).await;
+        }
     }
 
     let Joined { id, shard, mut rx } = match app.join(&claims).await {

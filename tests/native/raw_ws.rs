@@ -14,7 +14,12 @@ pub type Ws =
 pub async fn raw_ws(
     bridge: &Bridge,
 ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/signal", bridge.http))
+    raw_ws_at(bridge.http).await
+}
+
+/// A signalling socket to the bridge whose HTTP address is `http`.
+pub async fn raw_ws_at(http: std::net::SocketAddr) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/signal"))
         .await
         .expect("ws connect");
     ws
