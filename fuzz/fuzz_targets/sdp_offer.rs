@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
         let _ = tern_sfu::whip::sources_from_offer(text);
         let _ = tern_sfu::sdp::unsupported_codecs(text, &["opus", "VP8", "H264"]);
         // Tests run the audit on other stacks' offers too.
-        let (offer, answer) = text.split_at(text.len() / 2);
+        let mut mid = text.len() / 2;
+        while !text.is_char_boundary(mid) {
+            mid -= 1;
+        }
+        let (offer, answer) = text.split_at(mid);
         let _ = tern_sfu::sdp_audit::audit_answer(offer, answer);
     }
 });
