@@ -30,6 +30,11 @@ use super::{Core, EndpointId, Layer, Slot, SourceRef};
 use crate::rewrite::InNumbers;
 use crate::vp9::{Spatial, Vp9Info};
 
+/// Spatial layers a source may have as SVC: as many as a remote source may
+/// announce (`relay/remote.rs`), more than any browser sends (3). A stream
+/// declaring more has its layers above this never forwarded.
+pub(super) const MAX_SPATIAL_LAYERS: usize = 4;
+
 /// What to do with one packet of an SVC stream for one receive slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Step {
@@ -105,7 +110,7 @@ impl Core {
         stream_layer: usize,
         spatial: Spatial,
     ) -> bool {
-        let count = usize::from(spatial.count);
+        let count = usize::from(spatial.count).min(MAX_SPATIAL_LAYERS);
         let Some(ep) = self.endpoints.get_mut(&r.endpoint) else {
             return false;
         };
