@@ -96,6 +96,9 @@ pub async fn run(app: Arc<App>, bridge_id: String) {
     let stress = gauge!("tern_bridge_stress");
     let healthy = gauge!("tern_bridge_healthy");
     let draining = gauge!("tern_bridge_draining");
+    // Tasks alive in the runtime: sessions, connections and timers that
+    // outlive their participants show here as a count that never falls.
+    let tasks = gauge!("tern_bridge_tasks");
     // Only behind a focus: a standalone bridge has none to lose.
     let registered =
         (!app.cfg.bridge.focus_url.is_empty()).then(|| gauge!("tern_bridge_focus_connected"));
@@ -115,6 +118,11 @@ pub async fn run(app: Arc<App>, bridge_id: String) {
         last = Some((packets, now));
         healthy.set(if t.stalled_shards == 0 { 1.0 } else { 0.0 });
         draining.set(f64::from(u8::from(app.draining.load(Ordering::SeqCst))));
+        tasks.set(
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks() as f64,
+        );
         if let Some(g) = &registered {
             g.set(f64::from(u8::from(
                 app.focus_registered.load(Ordering::SeqCst),

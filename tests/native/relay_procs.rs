@@ -136,9 +136,14 @@ pub async fn wait_online(api: &mut Api, n: usize) {
 /// `who` joins conference "mesh" where the focus places it; returns the
 /// connected client and its bridge's id.
 pub async fn join(api: &mut Api, who: &str) -> (Client, String) {
+    join_conference(api, "mesh", who).await
+}
+
+/// `who` joins `conference` where the focus places it.
+pub async fn join_conference(api: &mut Api, conference: &str, who: &str) -> (Client, String) {
     let a = api
         .allocate(fpb::AllocateRequest {
-            conference: "mesh".into(),
+            conference: conference.into(),
             participant: who.into(),
             display_name: who.into(),
             region: "eu".into(),
