@@ -7,9 +7,10 @@ mod native;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use native::cluster_procs::API;
 use native::eventually;
 use native::focus_api::api;
-use native::relay_procs::{API, join, pki, start_bridge, start_split_focus, wait_online};
+use native::relay_procs::{join, pki, start_bridge, start_split_focus, wait_online};
 use native::tern_process::Tern;
 
 fn metric(http: SocketAddr, name: &str) -> f64 {

@@ -10,9 +10,10 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use native::cluster_procs::API;
 use native::eventually;
 use native::focus_api::api;
-use native::relay_procs::{API, issue, join, pki, start_bridge, start_split_focus, wait_online};
+use native::relay_procs::{issue, join, pki, start_bridge, start_split_focus, wait_online};
 use tern::relay_net::{
     BridgeId, ClusterCa, HandshakeError, RefusalReason, RelayConnection, RelayEndpoint,
 };

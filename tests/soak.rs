@@ -15,11 +15,10 @@ mod native;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use native::cluster_procs::API;
 use native::eventually;
 use native::focus_api::{Api, api};
-use native::relay_procs::{
-    API, join_conference, pki, start_bridge, start_split_focus, wait_online,
-};
+use native::relay_procs::{join_conference, pki, start_bridge, start_split_focus, wait_online};
 use tern::client::Client;
 use tern_sfu::signal::ClientMessage;
 

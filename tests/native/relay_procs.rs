@@ -10,13 +10,9 @@ use std::time::Duration;
 use tern::client::{Client, ClientOptions};
 use tern_proto::focus::v1 as fpb;
 
-use super::CLUSTER_LOG;
+use super::cluster_procs::{start_bridge_with, start_focus};
 use super::focus_api::Api;
 use super::tern_process::{Tern, TernCommand, quoted};
-
-pub const AUTH: &str = "relay-auth-secret";
-pub const API: &str = "relay-api-secret";
-pub const BRIDGE: &str = "relay-bridge-secret";
 
 pub fn tern(args: &[&str]) {
     let out = TernCommand::new(args).run(Duration::from_secs(30));
@@ -52,24 +48,16 @@ pub fn pki(dir: &Path, ids: &[&str]) {
 
 /// A focus placing each participant of a conference on another bridge.
 pub fn start_split_focus() -> (Tern, SocketAddr) {
-    let focus = TernCommand::new(&["focus"])
-        .env("TERN_AUTH_SECRET", AUTH)
-        .env("TERN_LOG", CLUSTER_LOG)
-        .envs(&[
-            ("TERN_FOCUS_API_SECRET", API.to_string()),
-            ("TERN_FOCUS_BRIDGE_SECRET", BRIDGE.to_string()),
-            ("TERN_FOCUS_GRPC_LISTEN", quoted("127.0.0.1:0")),
-            ("TERN_FOCUS_HTTP_LISTEN", quoted("127.0.0.1:0")),
-            ("TERN_FOCUS_REGION", quoted("eu")),
-            ("TERN_FOCUS_STRATEGY", quoted("split")),
-        ])
-        .start();
-    let grpc = focus.addr_after("grpc http://");
+    let (focus, grpc, _) = start_focus(
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[("TERN_FOCUS_STRATEGY", quoted("split"))],
+    );
     (focus, grpc)
 }
 
-/// Bridge `id` with the relay credentials `pki` made for it, plus `extra`
-/// environment; returns it and its HTTP address.
+/// Bridge `id` (region "eu") with the relay credentials `pki` made for it,
+/// plus `extra` environment; returns it and its HTTP address.
 pub fn start_bridge(
     id: &str,
     focus_grpc: SocketAddr,
@@ -77,37 +65,23 @@ pub fn start_bridge(
     extra: &[(&str, String)],
 ) -> (Tern, SocketAddr) {
     let certs = pki.join("certs");
-    let p = TernCommand::new(&["bridge"])
-        .env("TERN_AUTH_SECRET", AUTH)
-        .env("TERN_LOG", CLUSTER_LOG)
-        .envs(&[
-            ("TERN_BRIDGE_HTTP_LISTEN", quoted("127.0.0.1:0")),
-            ("TERN_BRIDGE_MEDIA_LISTEN", quoted("127.0.0.1:0")),
-            ("TERN_BRIDGE_ID", quoted(id)),
-            ("TERN_BRIDGE_REGION", quoted("eu")),
-            (
-                "TERN_BRIDGE_FOCUS_URL",
-                quoted(format!("http://{focus_grpc}")),
-            ),
-            ("TERN_BRIDGE_FOCUS_SECRET", quoted(BRIDGE)),
-            ("TERN_RELAY_LISTEN", quoted("127.0.0.1:0")),
-            (
-                "TERN_RELAY_CA_CERT",
-                quoted(pki.join("ca/ca.pem").display()),
-            ),
-            (
-                "TERN_RELAY_CERT",
-                quoted(certs.join(format!("{id}.pem")).display()),
-            ),
-            (
-                "TERN_RELAY_KEY",
-                quoted(certs.join(format!("{id}-key.pem")).display()),
-            ),
-        ])
-        .envs(extra)
-        .start();
-    let http = p.addr_after("http://");
-    (p, http)
+    let mut env = vec![
+        ("TERN_RELAY_LISTEN", quoted("127.0.0.1:0")),
+        (
+            "TERN_RELAY_CA_CERT",
+            quoted(pki.join("ca/ca.pem").display()),
+        ),
+        (
+            "TERN_RELAY_CERT",
+            quoted(certs.join(format!("{id}.pem")).display()),
+        ),
+        (
+            "TERN_RELAY_KEY",
+            quoted(certs.join(format!("{id}-key.pem")).display()),
+        ),
+    ];
+    env.extend(extra.iter().cloned());
+    start_bridge_with(id, "eu", focus_grpc, &env)
 }
 
 /// Wait until `n` bridges are online with a relay address.
