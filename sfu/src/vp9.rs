@@ -44,6 +44,12 @@ pub struct Spatial {
     pub heights: [u16; MAX_SPATIAL],
 }
 
+/// Whether the descriptor carries a scalability structure (V bit), as a
+/// keyframe's first packet does: one bit, read without parsing.
+pub fn carries_structure(payload: &[u8]) -> bool {
+    payload.first().is_some_and(|b| b & 0x02 != 0)
+}
+
 /// Parse the descriptor; `None` when it is cut short (a malformed packet).
 pub fn parse(payload: &[u8]) -> Option<Vp9Info> {
     let b0 = *payload.first()?;
@@ -160,6 +166,7 @@ mod tests {
             p.extend_from_slice(&h.to_be_bytes());
         }
         p.push(0xAA);
+        assert!(carries_structure(&p));
         let info = parse(&p).expect("well formed");
         assert!(info.keyframe_start);
         assert_eq!(info.dims, Some((320, 180)));
@@ -167,6 +174,7 @@ mod tests {
         assert_eq!(spatial.count, 3);
         assert_eq!(&spatial.heights[..3], &[180, 360, 720]);
         // The last packet of spatial layer 2's frame: L with SID 2, E set.
+        assert!(!carries_structure(&[0xA0 | 0x04, 0x05, 0x04, 0x00, 0xAA]));
         let info = parse(&[0xA0 | 0x04, 0x05, 0x04, 0x00, 0xAA]).expect("well formed");
         assert_eq!(
             (info.sid, info.layer_start, info.layer_end),

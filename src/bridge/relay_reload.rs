@@ -48,7 +48,7 @@ pub fn describe(revoked: usize) {
 /// Close live connections to revoked bridges.
 pub fn close_revoked(shared: &RelayShared, revoked: &HashSet<String>) {
     for entry in shared.conns.iter() {
-        if revoked.contains(&entry.key().to_string()) {
+        if revoked.contains(&**entry.key()) {
             info!(peer = %entry.key(), "relay connection to a revoked bridge closed");
             entry
                 .value()

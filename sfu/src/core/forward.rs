@@ -269,8 +269,7 @@ impl Core {
                 }
                 Ok(RtcOutput::Transmit(t)) => {
                     if !ep.addrs.contains(&t.destination) {
-                        // str0m answers only checks that passed integrity,
-                        // but a check can be replayed from a spoofed
+                        // A valid check can be replayed from a spoofed
                         // address: never send there more than came from it.
                         if t.proto == Protocol::Udp
                             && !self.unverified.spend(&t.destination, t.contents.len())
@@ -384,19 +383,6 @@ impl Core {
         if red {
             self.stats.red_in += 1;
         }
-        let mut layer = layer;
-        if codec == Codec::Vp9
-            && let Some(info) = crate::vp9::parse(&p.payload)
-            && info.keyframe_start
-            && let Some(spatial) = info.spatial
-            && self.svc_structure(now, SourceRef { endpoint: id, mid }, layer, spatial)
-        {
-            // Every spatial layer travels as the source's one stream.
-            layer = 0;
-        }
-        let Some(ep) = self.endpoints.get_mut(&id) else {
-            return;
-        };
         if red && crate::red::red_primary(&p.payload).is_none() {
             self.stats.drop(DropReason::Malformed);
             return;
@@ -420,6 +406,19 @@ impl Core {
                 self.stats.silence_suppressed += 1;
                 return;
             }
+        }
+        let mut layer = layer;
+        // Only a keyframe's first packets carry a scalability structure (V
+        // bit): the rest of the stream is not parsed here a second time.
+        if codec == Codec::Vp9
+            && crate::vp9::carries_structure(&p.payload)
+            && let Some(info) = crate::vp9::parse(&p.payload)
+            && info.keyframe_start
+            && let Some(spatial) = info.spatial
+            && self.svc_structure(now, SourceRef { endpoint: id, mid }, layer, spatial)
+        {
+            // Every spatial layer travels as the source's one stream.
+            layer = 0;
         }
         let packet = Packet {
             source: SourceRef { endpoint: id, mid },
