@@ -38,11 +38,23 @@ impl Focus {
         hosted: &BTreeMap<String, BTreeSet<String>>,
     ) {
         let version = self.bridges.get(id).map(|b| b.reg.version.clone());
+        // Taken, not cloned: `hosts` is rebuilt below (a report a second
+        // from every bridge, each hosting hundreds of conferences).
         let known = self
             .bridges
-            .get(id)
-            .map(|b| b.hosts.clone())
+            .get_mut(id)
+            .map(|b| std::mem::take(&mut b.hosts))
             .unwrap_or_default();
+        let on_it = |f: &Focus, name: &str| {
+            f.conferences
+                .get(name)
+                .is_some_and(|c| c.bridges.contains_key(id))
+        };
+        let was_on: BTreeSet<&String> = known
+            .iter()
+            .chain(hosted.keys())
+            .filter(|n| on_it(self, n))
+            .collect();
         for name in &known {
             let Some(conf) = self.conferences.get_mut(name) else {
                 continue;
@@ -78,6 +90,9 @@ impl Focus {
         }
         let mut now_hosts = BTreeSet::new();
         for name in known.iter().chain(hosted.keys()) {
+            if on_it(self, name) != was_on.contains(name) {
+                self.relay_dirty.insert(name.clone());
+            }
             let empty = match self.conferences.get(name) {
                 Some(c) if c.bridges.contains_key(id) => {
                     now_hosts.insert(name.clone());
@@ -106,6 +121,7 @@ impl Focus {
         bridge: &str,
         version: String,
     ) {
+        self.relay_dirty.insert(conference.to_string());
         let conf = self.conferences.entry(conference.to_string()).or_default();
         conf.version.get_or_insert(version);
         for ps in conf.bridges.values_mut() {
@@ -128,8 +144,14 @@ impl Focus {
     /// and its peers were told, so the next reconciliation tells them again
     /// (its relay address may have changed).
     pub(crate) fn forget_relay_peers_of(&mut self, id: &str) {
-        self.relay_told
-            .retain(|(b, _), peers| *b != id && !peers.iter().any(|(p, _)| *p == id));
+        let dirty = &mut self.relay_dirty;
+        self.relay_told.retain(|(conf, b), peers| {
+            let keep = *b != id && !peers.iter().any(|(p, _)| *p == id);
+            if !keep {
+                dirty.insert(conf.clone());
+            }
+            keep
+        });
     }
 
     /// Tell every bridge which other bridges share its conferences, when
@@ -137,55 +159,87 @@ impl Focus {
     /// bridge that re-registers is told everything again (see
     /// `forget_relay_peers_of`). Runs every tick and after each allocation,
     /// so a conference spreading to a new bridge is meshed before its first
-    /// participant finishes connecting.
+    /// participant finishes connecting. Only conferences marked in
+    /// `relay_dirty` are looked at: whatever changes which bridges a
+    /// conference is on, or whether they are online, marks it, so the cost
+    /// follows the changes, not the number of conferences.
     pub(crate) fn reconcile_relay(&mut self) {
-        let mut want: BTreeMap<(String, String), Vec<(String, String)>> = BTreeMap::new();
-        for (name, conf) in &self.conferences {
-            if conf.bridges.len() < 2 {
+        for name in std::mem::take(&mut self.relay_dirty) {
+            self.reconcile_conference(&name);
+        }
+    }
+
+    fn reconcile_conference(&mut self, name: &str) {
+        let want = self.relay_want(name);
+        let told: Vec<String> = self
+            .relay_told
+            .range((name.to_string(), String::new())..)
+            .take_while(|((c, _), _)| c == name)
+            .map(|((_, b), _)| b.clone())
+            .collect();
+        for bridge in told {
+            if want.iter().any(|(b, _)| *b == bridge) {
                 continue;
             }
-            let members: Vec<(String, String)> = conf
-                .bridges
-                .keys()
-                .filter_map(|id| self.bridges.get(id).map(|b| (id, b)))
-                .filter(|(_, b)| b.online && !b.reg.relay_addr.is_empty())
-                .map(|(id, b)| (id.clone(), b.reg.relay_addr.clone()))
-                .collect();
-            for (id, _) in &members {
-                let peers: Vec<(String, String)> =
-                    members.iter().filter(|(o, _)| o != id).cloned().collect();
-                if !peers.is_empty() {
-                    want.insert((id.clone(), name.clone()), peers);
-                }
-            }
-        }
-        let stale: Vec<(String, String)> = self
-            .relay_told
-            .keys()
-            .filter(|k| !want.contains_key(*k))
-            .cloned()
-            .collect();
-        for key in stale {
-            self.relay_told.remove(&key);
-            let online = self.bridges.get(&key.0).is_some_and(|b| b.online);
-            if online {
+            self.relay_told.remove(&(name.to_string(), bridge.clone()));
+            if self.bridges.get(&bridge).is_some_and(|b| b.online) {
                 self.events.push_back(FocusEvent::CommandRelayPeers {
-                    bridge: key.0,
-                    conference: key.1,
+                    bridge,
+                    conference: name.to_string(),
                     peers: Vec::new(),
                 });
             }
         }
-        for (key, peers) in want {
+        for (bridge, peers) in want {
+            let key = (name.to_string(), bridge);
             if self.relay_told.get(&key) != Some(&peers) {
                 self.events.push_back(FocusEvent::CommandRelayPeers {
-                    bridge: key.0.clone(),
-                    conference: key.1.clone(),
+                    bridge: key.1.clone(),
+                    conference: name.to_string(),
                     peers: peers.clone(),
                 });
                 self.relay_told.insert(key, peers);
             }
         }
+    }
+
+    /// Each bridge of conference `name` that must relay, with its peers
+    /// (id, relay address), in bridge id order.
+    fn relay_want(&self, name: &str) -> Vec<(String, Vec<(String, String)>)> {
+        let Some(conf) = self.conferences.get(name).filter(|c| c.bridges.len() >= 2) else {
+            return Vec::new();
+        };
+        let members: Vec<(String, String)> = conf
+            .bridges
+            .keys()
+            .filter_map(|id| self.bridges.get(id).map(|b| (id, b)))
+            .filter(|(_, b)| b.online && !b.reg.relay_addr.is_empty())
+            .map(|(id, b)| (id.clone(), b.reg.relay_addr.clone()))
+            .collect();
+        if members.len() < 2 {
+            return Vec::new();
+        }
+        members
+            .iter()
+            .map(|(id, _)| {
+                let peers = members.iter().filter(|(o, _)| o != id).cloned().collect();
+                (id.clone(), peers)
+            })
+            .collect()
+    }
+
+    /// What the relay commands would say if every conference were worked
+    /// out afresh: the incremental bookkeeping must always agree with it.
+    #[cfg(test)]
+    pub(crate) fn relay_want_all(&self) -> BTreeMap<(String, String), Vec<(String, String)>> {
+        self.conferences
+            .keys()
+            .flat_map(|name| {
+                self.relay_want(name)
+                    .into_iter()
+                    .map(move |(b, peers)| ((name.clone(), b), peers))
+            })
+            .collect()
     }
 
     /// Conferences `id` appears in.

@@ -17,15 +17,17 @@ impl Focus {
     /// Mark a bridge failed: it hosts nothing any more, and each of its
     /// participants is reported `Moved` (their clients re-join on their own:
     /// a failed bridge cannot be commanded).
-    pub(crate) fn fail(&mut self, _now: Instant, id: &str, reason: String) {
+    pub(crate) fn fail(&mut self, now: Instant, id: &str, reason: String) {
         let Some(b) = self.bridges.get_mut(id) else {
             return;
         };
         warn!(bridge = %id, %reason, "bridge failed");
         b.mark_failed(reason.clone());
+        self.reindex(now, id);
         let mut moved = Vec::new();
         for (name, conf) in self.conferences.iter_mut() {
             if let Some(ps) = conf.bridges.remove(id) {
+                self.relay_dirty.insert(name.clone());
                 moved.extend(ps.into_iter().map(|p| (name.clone(), p)));
             }
             conf.pending.retain(|(b, _), _| b != id);
@@ -69,6 +71,7 @@ impl Focus {
             };
             b.next_drain_move = now;
         }
+        self.reindex(now, id);
         self.events.push_back(FocusEvent::CommandDrain {
             bridge: id.to_string(),
             draining,
@@ -104,6 +107,7 @@ impl Focus {
                 b.next_drain_move = now + self.cfg.drain_interval;
             }
             if let Some(conf) = next {
+                self.relay_dirty.insert(conf.clone());
                 let participants: Vec<String> = self
                     .conferences
                     .get_mut(&conf)

@@ -14,6 +14,7 @@ use tracing::info;
 
 use crate::conference::Conference;
 use crate::registry::{self, Bridge, BridgeView, Registration, Report};
+use crate::stress_index::StressIndex;
 use crate::{FocusConfig, FocusError, FocusEvent, Placement, placement};
 
 /// Resolution of heartbeat and drain checks.
@@ -24,10 +25,17 @@ pub struct Focus {
     next_tick: Option<Instant>,
     pub(crate) cfg: FocusConfig,
     pub(crate) bridges: BTreeMap<String, Bridge>,
+    /// Operational bridges by corrected stress (placement's index); kept
+    /// up to date by every input that changes a bridge (`reindex`).
+    pub(crate) index: StressIndex,
     pub(crate) conferences: BTreeMap<String, Conference>,
     pub(crate) events: VecDeque<FocusEvent>,
-    /// What each bridge was last told about each conference's relay peers.
+    /// What each bridge was last told about each conference's relay peers:
+    /// (conference, bridge) → peers.
     pub(crate) relay_told: BTreeMap<(String, String), Vec<(String, String)>>,
+    /// Conferences whose relay peers may have changed since the last
+    /// reconciliation (see `reconcile_relay`).
+    pub(crate) relay_dirty: BTreeSet<String>,
 }
 
 impl Focus {
@@ -36,9 +44,11 @@ impl Focus {
             next_tick: None,
             cfg,
             bridges: BTreeMap::new(),
+            index: StressIndex::default(),
             conferences: BTreeMap::new(),
             events: VecDeque::new(),
             relay_told: BTreeMap::new(),
+            relay_dirty: BTreeSet::new(),
         }
     }
 
@@ -69,6 +79,7 @@ impl Focus {
         let bridge = Bridge::registered(now, reg, self.bridges.get(&id));
         let drain_requested = bridge.drain_requested;
         self.bridges.insert(id.clone(), bridge);
+        self.reindex(now, &id);
         self.adopt(now, &id, &hosted);
         self.forget_relay_peers_of(&id);
         info!(bridge = %id, conferences = hosted.len(), "bridge registered");
@@ -104,6 +115,7 @@ impl Focus {
                 draining: new_state != registry::BridgeState::Operational,
             });
         }
+        self.reindex(now, id);
         self.adopt(now, id, &r.conferences);
         Ok(())
     }
@@ -143,6 +155,7 @@ impl Focus {
             .conferences
             .remove(name)
             .ok_or_else(|| FocusError::UnknownConference(name.to_string()))?;
+        self.relay_dirty.insert(name.to_string());
         let mut n = 0;
         for (bridge, ps) in conf.bridges {
             n += ps.len();
@@ -217,6 +230,7 @@ impl Focus {
             now,
             &self.cfg,
             &self.bridges,
+            &mut self.index,
             self.conferences.get(conference),
             participant,
             &region,
@@ -225,7 +239,8 @@ impl Focus {
             .bridges
             .get_mut(&id)
             .ok_or_else(|| FocusError::UnknownBridge(id.clone()))?;
-        b.joins.push_back(now);
+        b.record_join(now);
+        self.index.join_placed(&id, now, &self.cfg);
         let mut placement = Placement {
             bridge_id: id.clone(),
             region: b.reg.region.clone(),
@@ -234,6 +249,7 @@ impl Focus {
             video_codec: None,
         };
         let version = b.reg.version.clone();
+        self.reindex(now, &id);
         self.place_in_conference(now, conference, participant, &id, version);
         if let Some(c) = self.conferences.get_mut(conference) {
             if c.video_codec.is_none() {
@@ -248,6 +264,13 @@ impl Focus {
         });
         self.reconcile_relay();
         Ok(placement)
+    }
+
+    /// File bridge `id` in the stress index as it is now.
+    pub(crate) fn reindex(&mut self, now: Instant, id: &str) {
+        if let Some(b) = self.bridges.get(id) {
+            self.index.update(now, &self.cfg, id, b);
+        }
     }
 
     pub fn bridge(&self, now: Instant, id: &str) -> Option<BridgeView> {

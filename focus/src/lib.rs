@@ -25,6 +25,7 @@ mod failure;
 mod focus;
 mod placement;
 mod registry;
+mod stress_index;
 mod summary;
 mod wire;
 
@@ -112,5 +113,7 @@ pub enum FocusEvent {
     },
 }
 
+#[cfg(test)]
+mod fleet_tests;
 #[cfg(test)]
 mod tests;

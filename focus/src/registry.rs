@@ -142,19 +142,29 @@ impl Bridge {
     /// Reported stress plus the joins too recent to be in a report: a burst
     /// of joins spreads instead of landing on the bridge that looked idle.
     pub(crate) fn corrected_stress(&self, now: Instant, cfg: &FocusConfig) -> f64 {
-        let recent = self
-            .joins
-            .iter()
-            .filter(|&&t| now.saturating_duration_since(t) < cfg.recent_join_window)
-            .count();
-        self.stress + recent as f64 * cfg.participant_stress
+        self.stress + self.joins_within(now, cfg.recent_join_window) as f64 * cfg.participant_stress
     }
 
     pub(crate) fn joins_last_minute(&self, now: Instant) -> usize {
-        self.joins
-            .iter()
-            .filter(|&&t| now.saturating_duration_since(t) < Duration::from_secs(60))
-            .count()
+        self.joins_within(now, Duration::from_secs(60))
+    }
+
+    /// Joins less than `window` old. `joins` is in time order (see
+    /// [`Bridge::record_join`]), so this is a binary search: under a join
+    /// storm a bridge holds a minute of joins, and placement asks this of
+    /// every candidate for every allocation.
+    fn joins_within(&self, now: Instant, window: Duration) -> usize {
+        let old = self
+            .joins
+            .partition_point(|&t| now.saturating_duration_since(t) >= window);
+        self.joins.len() - old
+    }
+
+    /// Count a join placed on this bridge now. Time never goes back here,
+    /// but should a caller's clock do so the deque stays sorted.
+    pub(crate) fn record_join(&mut self, now: Instant) {
+        let t = self.joins.back().map_or(now, |&last| last.max(now));
+        self.joins.push_back(t);
     }
 
     /// Take a report's load figures; it also counts as the heartbeat.

@@ -66,7 +66,7 @@ impl Focus {
             .map(|c| c.bridges.values().map(BTreeSet::len).sum::<usize>())
             .sum();
         let mut pairs: BTreeSet<(&str, &str)> = BTreeSet::new();
-        for ((bridge, _), peers) in &self.relay_told {
+        for ((_, bridge), peers) in &self.relay_told {
             for (peer, _) in peers {
                 let (a, b) = if bridge.as_str() < peer.as_str() {
                     (bridge.as_str(), peer.as_str())

@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-fn reg(id: &str, region: &str) -> Registration {
+pub(crate) fn reg(id: &str, region: &str) -> Registration {
     Registration {
         id: id.into(),
         region: region.into(),
@@ -16,7 +16,7 @@ fn reg(id: &str, region: &str) -> Registration {
     }
 }
 
-fn report(pps: u64) -> Report {
+pub(crate) fn report(pps: u64) -> Report {
     Report {
         rtp_packets_in_per_s: pps / 2,
         rtp_packets_out_per_s: pps / 2,

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use crate::conference::Conference;
 use crate::registry::{Bridge, BridgeState};
+use crate::stress_index::StressIndex;
 use crate::{FocusConfig, FocusError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,9 +104,69 @@ fn in_group(cfg: &FocusConfig, a: &str, b: &str) -> bool {
             .any(|g| g.iter().any(|r| r == a) && g.iter().any(|r| r == b))
 }
 
+/// Describe bridge `id` for this allocation.
+fn candidate<'a>(
+    now: Instant,
+    cfg: &FocusConfig,
+    id: &'a str,
+    b: &Bridge,
+    conf: Option<&Conference>,
+    participant: &str,
+    region: &str,
+) -> Candidate<'a> {
+    // Participants of the conference already on the bridge, not counting
+    // this one (a reconnect must not count against its own cap).
+    let on_it = conf
+        .and_then(|c| c.bridges.get(id))
+        .map_or(0, |p| p.iter().filter(|x| *x != participant).count());
+    let stress = b.corrected_stress(now, cfg);
+    let ok = stress < cfg.overload_stress
+        && on_it < cfg.participant_cap
+        && cfg
+            .max_joins_per_minute
+            .is_none_or(|m| b.joins_last_minute(now) < m);
+    Candidate {
+        id,
+        stress,
+        region: b.reg.region == region,
+        group: in_group(cfg, &b.reg.region, region),
+        conf: conf.is_some_and(|c| c.bridges.contains_key(id)),
+        below_cap: on_it < cfg.participant_cap,
+        ok,
+    }
+}
+
+/// May `b` take a participant of `conf` at all (before draining ones are
+/// set aside)?
+fn eligible(b: &Bridge, conf: Option<&Conference>) -> bool {
+    b.usable()
+        && conf
+            .and_then(|c| c.version.as_ref())
+            .is_none_or(|v| *v == b.reg.version)
+}
+
 /// Choose a bridge id for `participant` of `conf` (None: a new conference)
 /// coming from `region`, and the rule that chose it.
 pub(crate) fn select(
+    now: Instant,
+    cfg: &FocusConfig,
+    bridges: &BTreeMap<String, Bridge>,
+    index: &mut StressIndex,
+    conf: Option<&Conference>,
+    participant: &str,
+    region: &str,
+) -> Result<(String, u8), FocusError> {
+    index.expire(now, cfg, bridges);
+    if cfg.strategy == Strategy::RegionBased
+        && let Some(hit) = indexed(now, cfg, bridges, index, conf, participant, region)
+    {
+        return Ok(hit);
+    }
+    walk(now, cfg, bridges, conf, participant, region)
+}
+
+/// [`select`] over every registered bridge.
+pub(crate) fn walk(
     now: Instant,
     cfg: &FocusConfig,
     bridges: &BTreeMap<String, Bridge>,
@@ -113,21 +174,8 @@ pub(crate) fn select(
     participant: &str,
     region: &str,
 ) -> Result<(String, u8), FocusError> {
-    // Participants of the conference already on a bridge, not counting this
-    // one (a reconnect must not count against its own cap).
-    let on = |id: &str| -> usize {
-        conf.and_then(|c| c.bridges.get(id))
-            .map_or(0, |p| p.iter().filter(|x| *x != participant).count())
-    };
-    let in_conf = |id: &str| conf.is_some_and(|c| c.bridges.contains_key(id));
-    let eligible: Vec<(&String, &Bridge)> = bridges
-        .iter()
-        .filter(|(_, b)| b.usable())
-        .filter(|(_, b)| {
-            conf.and_then(|c| c.version.as_ref())
-                .is_none_or(|v| *v == b.reg.version)
-        })
-        .collect();
+    let eligible: Vec<(&String, &Bridge)> =
+        bridges.iter().filter(|(_, b)| eligible(b, conf)).collect();
     if eligible.is_empty() {
         return Err(FocusError::NoBridge(
             "no operational bridge of the conference's version".into(),
@@ -144,30 +192,81 @@ pub(crate) fn select(
     };
     let cands: Vec<Candidate> = preferred
         .iter()
-        .map(|(id, b)| {
-            let stress = b.corrected_stress(now, cfg);
-            let on_it = on(id);
-            let ok = stress < cfg.overload_stress
-                && on_it < cfg.participant_cap
-                && cfg
-                    .max_joins_per_minute
-                    .is_none_or(|m| b.joins_last_minute(now) < m);
-            Candidate {
-                id: id.as_str(),
-                stress,
-                region: b.reg.region == region,
-                group: in_group(cfg, &b.reg.region, region),
-                conf: in_conf(id),
-                below_cap: on_it < cfg.participant_cap,
-                ok,
-            }
-        })
+        .map(|(id, b)| candidate(now, cfg, id, b, conf, participant, region))
         .collect();
     cfg.strategy
         .placer()
         .place(&cands)
         .map(|(id, rule)| (id.to_string(), rule))
         .ok_or_else(|| FocusError::NoBridge("none".into()))
+}
+
+/// The region-based rules through the stress index: the conference's own
+/// bridges are few and looked at directly; "least stressed in the region",
+/// "in the region group" and "anywhere" are the first fitting entries of
+/// the index's stress-ordered sets. What it finds is what [`walk`] finds:
+/// the index holds exactly the operational bridges, in the order of
+/// [`least`] (stress, then id), at `now`. None when no operational bridge
+/// of the conference's version exists (then only draining ones may take
+/// it, which [`walk`] handles). So an allocation costs the conference's
+/// bridges and a few index steps, not the fleet.
+fn indexed(
+    now: Instant,
+    cfg: &FocusConfig,
+    bridges: &BTreeMap<String, Bridge>,
+    index: &StressIndex,
+    conf: Option<&Conference>,
+    participant: &str,
+    region: &str,
+) -> Option<(String, u8)> {
+    let cand_of = |id: &str| {
+        bridges
+            .get_key_value(id)
+            .filter(|(_, b)| eligible(b, conf) && b.state == BridgeState::Operational)
+            .map(|(id, b)| candidate(now, cfg, id, b, conf, participant, region))
+    };
+    // The first candidate that is not overloaded, in stress order: past
+    // the overload stress nothing can be.
+    let first_ok = |order: &mut dyn Iterator<Item = (f64, &str)>| {
+        order
+            .take_while(|(stress, _)| *stress < cfg.overload_stress)
+            .filter_map(|(_, id)| cand_of(id))
+            .find(|c| c.ok)
+    };
+    let own: Vec<Candidate> = conf
+        .into_iter()
+        .flat_map(|c| c.bridges.keys())
+        .filter_map(|id| cand_of(id))
+        .collect();
+    let hit = |id: &str, rule: u8| Some((id.to_string(), rule));
+    if let Some(id) = least(&own, |c| c.ok && c.region) {
+        return hit(id, 1);
+    }
+    if let Some(id) = least(&own, |c| c.ok && c.group) {
+        return hit(id, 2);
+    }
+    if let Some(c) = first_ok(&mut index.region(region)) {
+        return hit(c.id, 3);
+    }
+    let group: Vec<Candidate> = index
+        .regions()
+        .filter(|r| in_group(cfg, r, region))
+        .filter_map(|r| first_ok(&mut index.region(r)))
+        .collect();
+    if let Some(id) = least(&group, |_| true) {
+        return hit(id, 4);
+    }
+    if let Some(id) = least(&own, |c| c.ok) {
+        return hit(id, 5);
+    }
+    if let Some(c) = first_ok(&mut index.fleet()) {
+        return hit(c.id, 6);
+    }
+    if let Some(id) = least(&own, |c| c.below_cap) {
+        return hit(id, 7);
+    }
+    let any = index.fleet().find_map(|(_, id)| cand_of(id))?;
+    hit(any.id, 8)
 }
 
 /// Candidates for the strategies' unit tests.
