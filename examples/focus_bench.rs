@@ -1,6 +1,6 @@
 //! Allocations per second and latency over gRPC with 1,000 registered bridges.
 //!
-//! `cargo run --release --example focus_bench [-- --bridges 1000 --seconds 10 --concurrency 8]`
+//! `cargo run --release --example focus_bench [-- --bridges 1000 --seconds 10 --concurrency 8 --connections 1]`
 //!
 //! Runs a real focus (gRPC on 127.0.0.1) in this process, attaches N bridge
 //! control streams that report every second (10 regions), then issues
@@ -30,6 +30,9 @@ async fn main() -> anyhow::Result<()> {
     let bridges = arg("--bridges", 1000) as usize;
     let seconds = arg("--seconds", 10);
     let concurrency = arg("--concurrency", 8) as usize;
+    // API clients share this many HTTP/2 connections (an application
+    // with several front-end processes opens several).
+    let connections = arg("--connections", 1).max(1) as usize;
 
     let mut cfg = Config::default();
     cfg.auth.secret = "bench-auth".into();
@@ -118,13 +121,18 @@ async fn main() -> anyhow::Result<()> {
     let register_time = t.elapsed();
 
     // Allocations from C clients for S seconds.
-    let channel = tonic::transport::Endpoint::from_shared(url)?
-        .connect()
-        .await?;
+    let mut channels = Vec::new();
+    for _ in 0..connections {
+        channels.push(
+            tonic::transport::Endpoint::from_shared(url.clone())?
+                .connect()
+                .await?,
+        );
+    }
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for w in 0..concurrency {
-        let channel = channel.clone();
+        let channel = channels[w % connections].clone();
         tasks.push(tokio::spawn(async move {
             let mut api = fpb::focus_client::FocusClient::with_interceptor(
                 channel,
@@ -135,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
                 },
             );
             let mut lat = Vec::new();
+            let mut failed = 0u64;
             let mut n = 0u64;
             while Instant::now() < deadline {
                 let t = Instant::now();
@@ -148,15 +157,20 @@ async fn main() -> anyhow::Result<()> {
                     .await;
                 if r.is_ok() {
                     lat.push(t.elapsed());
+                } else {
+                    failed += 1;
                 }
                 n += 1;
             }
-            lat
+            (lat, failed)
         }));
     }
     let mut lat = Vec::new();
+    let mut failed = 0;
     for t in tasks {
-        lat.extend(t.await?);
+        let (l, f) = t.await?;
+        lat.extend(l);
+        failed += f;
     }
     lat.sort();
     let pct = |p: f64| {
@@ -165,7 +179,7 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_default()
     };
     println!(
-        "bridges {bridges} (registered in {:.2} s), concurrency {concurrency}, {seconds} s: {} allocations, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "bridges {bridges} (registered in {:.2} s), concurrency {concurrency}, connections {connections}, {seconds} s: {} allocations ({failed} failed), {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         register_time.as_secs_f64(),
         lat.len(),
         lat.len() as f64 / seconds as f64,
