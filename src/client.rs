@@ -24,8 +24,10 @@ pub struct ClientOptions {
     pub bridge: SocketAddr,
     pub token: String,
     pub audio: bool,
-    /// Simulcast layers of the camera source; empty = no video.
+    /// Simulcast layers of the video source; empty = no video.
     pub video: Vec<LayerSpec>,
+    /// The video source's name: "camera", or "screen" for a screen share.
+    pub video_source: String,
     pub audio_slots: usize,
     pub video_slots: usize,
     /// Local IP for the media socket.
@@ -48,6 +50,7 @@ impl ClientOptions {
             token,
             audio: true,
             video: LayerSpec::ladder(),
+            video_source: "camera".into(),
             audio_slots: 4,
             video_slots: 4,
             bind_ip: IpAddr::from([127, 0, 0, 1]),
@@ -119,6 +122,7 @@ impl Client {
         let mut cfg = PeerConfig::new(socket.local_addr()?);
         cfg.audio = opts.audio;
         cfg.video = opts.video.clone();
+        cfg.video_source = opts.video_source.clone();
         cfg.audio_slots = opts.audio_slots;
         cfg.video_slots = opts.video_slots;
         cfg.keyframe_response_delay = opts.keyframe_response_delay;
@@ -211,6 +215,17 @@ impl Client {
             Ok(r) => r?,
             Err(_) => bail!("client did not stop after leave"),
         }
+    }
+
+    /// Hand over (and forget) the packets received so far, so a long run
+    /// does not keep every packet.
+    pub fn take_received(&self) -> std::collections::HashMap<String, Vec<Received>> {
+        lock(&self.shared).peer.take_received()
+    }
+
+    /// The session ended: signalling closed or failed.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
     }
 
     /// Stop abruptly (as a crashed browser would): no `leave`.

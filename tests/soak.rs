@@ -1,7 +1,9 @@
 //! Soak, short: a focus and three relayed bridges (real processes) under
 //! continuous churn — participants joining, leaving cleanly, vanishing
-//! without a word, muting and changing the layer they watch, several times
-//! a second across three conferences — and then everyone gone. Each
+//! without a word, muting, changing the layer they watch, and starting and
+//! stopping screen shares (a participant that rejoins publishing its video
+//! as a "screen" source, which the bridge ranks and caps apart), several
+//! times a second across three conferences — and then everyone gone. Each
 //! bridge's endpoints, conferences and relay connections must fall back to
 //! zero, its open descriptors to their baseline and its tokio tasks to
 //! within one of it; resident memory is reported (the allocator keeps
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 use native::cluster_procs::API;
 use native::eventually;
 use native::focus_api::{Api, api};
-use native::relay_procs::{join_conference, pki, start_bridge, start_split_focus, wait_online};
+use native::relay_procs::{join_conference_as, pki, start_bridge, start_split_focus, wait_online};
 use tern::client::Client;
 use tern_sfu::signal::ClientMessage;
 
@@ -75,12 +77,14 @@ fn sample(pid: u32, http: SocketAddr) -> Sample {
     }
 }
 
-/// A new participant in `seat` (its conference is the seat's).
-async fn join(api: &mut Api, seat: usize, serial: &mut usize) -> Client {
+/// A new participant in `seat` (its conference is the seat's), sharing
+/// its screen instead of a camera if `screen`.
+async fn join(api: &mut Api, seat: usize, serial: &mut usize, screen: bool) -> Client {
     *serial += 1;
     let who = format!("p{seat}-{serial}");
     let conference = format!("soak-{}", seat % CONFERENCES);
-    join_conference(api, &conference, &who).await.0
+    let source = if screen { "screen" } else { "camera" };
+    join_conference_as(api, &conference, &who, source).await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,9 +119,10 @@ async fn three_bridges_return_to_baseline_after_churn() {
     let mut seats: Vec<Option<Client>> = Vec::new();
     let mut serial = 0;
     for seat in 0..PARTICIPANTS {
-        seats.push(Some(join(&mut api, seat, &mut serial).await));
+        seats.push(Some(join(&mut api, seat, &mut serial, false).await));
     }
     let (mut joins, mut leaves, mut vanished, mut mutes, mut layers) = (PARTICIPANTS, 0, 0, 0, 0);
+    let mut screens = 0;
     let end = Instant::now() + Duration::from_secs(secs);
     let mut next_report = Instant::now() + Duration::from_secs(60);
     while Instant::now() < end {
@@ -128,7 +133,11 @@ async fn three_bridges_return_to_baseline_after_churn() {
                     c.leave().await.expect("leave");
                     leaves += 1;
                 }
-                seats[seat] = Some(join(&mut api, seat, &mut serial).await);
+                // A third of the rejoins start a screen share (and the next
+                // rejoin of that seat most likely stops it).
+                let screen = rng.below(3) == 0;
+                screens += usize::from(screen);
+                seats[seat] = Some(join(&mut api, seat, &mut serial, screen).await);
                 joins += 1;
             }
             1 => {
@@ -137,7 +146,7 @@ async fn three_bridges_return_to_baseline_after_churn() {
                     c.abort();
                     vanished += 1;
                 }
-                seats[seat] = Some(join(&mut api, seat, &mut serial).await);
+                seats[seat] = Some(join(&mut api, seat, &mut serial, false).await);
                 joins += 1;
             }
             2 => {
@@ -167,7 +176,7 @@ async fn three_bridges_return_to_baseline_after_churn() {
         tokio::time::sleep(STEP).await;
     }
     println!(
-        "{secs} s of churn: {joins} joins, {leaves} leaves, {vanished} vanished, {mutes} mute changes, {layers} layer changes"
+        "{secs} s of churn: {joins} joins ({screens} sharing a screen), {leaves} leaves, {vanished} vanished, {mutes} mute changes, {layers} layer changes"
     );
     let during: Vec<Sample> = bridges
         .iter()

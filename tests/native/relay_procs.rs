@@ -115,6 +115,17 @@ pub async fn join(api: &mut Api, who: &str) -> (Client, String) {
 
 /// `who` joins `conference` where the focus places it.
 pub async fn join_conference(api: &mut Api, conference: &str, who: &str) -> (Client, String) {
+    join_conference_as(api, conference, who, "camera").await
+}
+
+/// [`join_conference`], publishing its video as `video_source` ("camera"
+/// or "screen").
+pub async fn join_conference_as(
+    api: &mut Api,
+    conference: &str,
+    who: &str,
+    video_source: &str,
+) -> (Client, String) {
     let a = api
         .allocate(fpb::AllocateRequest {
             conference: conference.into(),
@@ -133,7 +144,9 @@ pub async fn join_conference(api: &mut Api, conference: &str, who: &str) -> (Cli
         .trim_end_matches("/signal")
         .parse()
         .expect("signal url");
-    let c = Client::connect(ClientOptions::new(addr, a.token.clone()))
+    let mut opts = ClientOptions::new(addr, a.token.clone());
+    opts.video_source = video_source.into();
+    let c = Client::connect(opts)
         .await
         .expect("participant joins its bridge");
     (c, a.bridge_id)
