@@ -77,6 +77,34 @@ fn sample(pid: u32, http: SocketAddr) -> Sample {
     }
 }
 
+/// Counters of errors that nothing in the churn causes: the harness sends
+/// only valid messages with valid tokens, to bridges that trust each other.
+/// Each must read 0 on every bridge after the run.
+const MUST_STAY_ZERO: [&str; 7] = [
+    "tern_joins_refused_total",
+    "tern_signalling_errors_total",
+    "tern_signal_backlog_drops_total",
+    "tern_data_messages_dropped_total",
+    "tern_relay_handshakes_failed_total",
+    "tern_relay_handshakes_refused_total",
+    "tern_relay_control_refused_total",
+];
+
+/// Counters that churn does move (packets from a participant who vanished,
+/// relay datagrams for a conference just closed): printed, by reason.
+fn caused_drops(http: SocketAddr) -> Vec<String> {
+    native::http_get(http, "/metrics")
+        .lines()
+        .filter(|l| {
+            !l.starts_with('#')
+                && (l.starts_with("tern_packets_dropped_total")
+                    || l.starts_with("tern_relay_datagrams_dropped_total"))
+                && !l.ends_with(" 0")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 /// A new participant in `seat` (its conference is the seat's), sharing
 /// its screen instead of a camera if `screen`.
 async fn join(api: &mut Api, seat: usize, serial: &mut usize, screen: bool) -> Client {
@@ -213,6 +241,23 @@ async fn three_bridges_return_to_baseline_after_churn() {
             "bridge {}: before {base:?}, after {after:?} (resident memory {:+} KiB)",
             ids[i],
             after.rss_kib as i64 - base.rss_kib as i64
+        );
+        let scrape = native::http_get(*http, "/metrics");
+        for name in MUST_STAY_ZERO {
+            // Registered at zero at start: a name missing from the scrape
+            // would make this check read 0 whatever happened.
+            assert!(
+                scrape.contains(name),
+                "bridge {}: no {name} in /metrics",
+                ids[i]
+            );
+            let n = native::metric(*http, name, "");
+            assert_eq!(n, 0.0, "bridge {}: {name} is {n} after the churn", ids[i]);
+        }
+        println!(
+            "bridge {} drops with a cause: {:?}",
+            ids[i],
+            caused_drops(*http)
         );
     }
 }
