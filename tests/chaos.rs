@@ -548,18 +548,25 @@ fn heal_quietly() {
 }
 
 /// Per fault: participants with a gap of [`AFFECTED`] or more that began
-/// during it or within 5 s after, and the longest; per participant: its
-/// longest gap and rejoins.
+/// during it or within 5 s after (before the next fault), and the longest;
+/// per participant: its longest gap and rejoins.
 fn report(r: &[Seat], faults: &[Fault], t0: Instant, settled: Instant) -> String {
     use std::fmt::Write;
     let mut out = String::from(
         "\nfault | participants with a gap of 1 s or more | longest gap beginning in it\n",
     );
-    for f in faults {
+    for (i, f) in faults.iter().enumerate() {
+        // Up to 5 s after it ends, but not into the next fault: a gap
+        // that begins there is the next fault's.
+        let until = faults
+            .get(i + 1)
+            .map_or(f.end + Duration::from_secs(5), |next| {
+                next.start.min(f.end + Duration::from_secs(5))
+            });
         let window = f
             .start
             .checked_sub(Duration::from_millis(500))
-            .unwrap_or(f.start)..f.end + Duration::from_secs(5);
+            .unwrap_or(f.start)..until;
         let mut affected = std::collections::BTreeSet::new();
         let mut longest = Duration::ZERO;
         for (s, seat) in r.iter().enumerate() {
