@@ -259,11 +259,13 @@ fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill {sig} {pid}");
 }
 
-fn tc(args: &[&str]) {
-    let out = Command::new("tc").args(args).output().expect("tc");
+/// `tc` with `line`'s words as its arguments.
+fn tc(line: &str) {
+    let args: Vec<&str> = line.split_whitespace().collect();
+    let out = Command::new("tc").args(&args).output().expect("tc");
     assert!(
         out.status.success(),
-        "tc {args:?}: {}",
+        "tc {line}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -271,58 +273,23 @@ fn tc(args: &[&str]) {
 /// A drop-everything HTB class on `lo` (see the module docs); traffic goes
 /// there only when a partition's filters send it.
 fn prepare_partitions() {
-    tc(&[
-        "qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "10",
-    ]);
-    tc(&[
-        "class", "add", "dev", "lo", "parent", "1:", "classid", "1:10", "htb", "rate", "10gbit",
-        "quantum", "200000",
-    ]);
-    tc(&[
-        "class", "add", "dev", "lo", "parent", "1:", "classid", "1:30", "htb", "rate", "8kbit",
-    ]);
-    tc(&[
-        "qdisc", "add", "dev", "lo", "parent", "1:30", "handle", "30:", "bfifo", "limit", "1",
-    ]);
+    tc("qdisc add dev lo root handle 1: htb default 10");
+    tc("class add dev lo parent 1: classid 1:10 htb rate 10gbit quantum 200000");
+    tc("class add dev lo parent 1: classid 1:30 htb rate 8kbit");
+    tc("qdisc add dev lo parent 1:30 handle 30: bfifo limit 1");
 }
 
 fn partition(a: u16, b: u16) {
     for (from, to) in [(a, b), (b, a)] {
-        tc(&[
-            "filter",
-            "add",
-            "dev",
-            "lo",
-            "parent",
-            "1:",
-            "protocol",
-            "ip",
-            "prio",
-            "1",
-            "u32",
-            "match",
-            "ip",
-            "protocol",
-            "17",
-            "0xff",
-            "match",
-            "ip",
-            "sport",
-            &from.to_string(),
-            "0xffff",
-            "match",
-            "ip",
-            "dport",
-            &to.to_string(),
-            "0xffff",
-            "flowid",
-            "1:30",
-        ]);
+        tc(&format!(
+            "filter add dev lo parent 1: protocol ip prio 1 u32 match ip protocol 17 0xff \
+             match ip sport {from} 0xffff match ip dport {to} 0xffff flowid 1:30"
+        ));
     }
 }
 
 fn heal() {
-    tc(&["filter", "del", "dev", "lo", "parent", "1:", "prio", "1"]);
+    tc("filter del dev lo parent 1: prio 1");
 }
 
 async fn relay_ports(api: &mut Api) -> BTreeMap<String, u16> {
