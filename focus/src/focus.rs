@@ -239,8 +239,8 @@ impl Focus {
             .bridges
             .get_mut(&id)
             .ok_or_else(|| FocusError::UnknownBridge(id.clone()))?;
-        b.record_join(now);
-        self.index.join_placed(&id, now, &self.cfg);
+        let joined = b.record_join(now);
+        self.index.join_placed(&id, joined, &self.cfg);
         let mut placement = Placement {
             bridge_id: id.clone(),
             region: b.reg.region.clone(),

@@ -160,11 +160,13 @@ impl Bridge {
         self.joins.len() - old
     }
 
-    /// Count a join placed on this bridge now. Time never goes back here,
-    /// but should a caller's clock do so the deque stays sorted.
-    pub(crate) fn record_join(&mut self, now: Instant) {
+    /// Count a join placed on this bridge now; returns the time recorded.
+    /// Time never goes back here, but should a caller's clock do so the
+    /// deque stays sorted.
+    pub(crate) fn record_join(&mut self, now: Instant) -> Instant {
         let t = self.joins.back().map_or(now, |&last| last.max(now));
         self.joins.push_back(t);
+        t
     }
 
     /// Take a report's load figures; it also counts as the heartbeat.

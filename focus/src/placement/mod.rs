@@ -1,10 +1,12 @@
 //! Placement: which bridge takes a participant.
 //!
-//! [`select`] decides which bridges may take the participant at all (online,
+//! [`walk`] decides which bridges may take the participant at all (online,
 //! not shutting down, of the conference's software version; draining ones
 //! only when nothing else is left) and describes each once as a
 //! [`Candidate`]. A [`Placer`] (one per [`Strategy`], one file each) then
-//! picks among the candidates. Placers only read: recording the allocation
+//! picks among the candidates. For the region-based strategy [`select`]
+//! first asks the stress index (`indexed`), which gives the same answer
+//! without walking the fleet. Placers only read: recording the allocation
 //! is the conference map's job.
 
 mod region;
