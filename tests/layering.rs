@@ -183,3 +183,39 @@ fn sans_io_crates_read_no_clock_and_open_no_socket_or_thread() {
         found.join("\n  ")
     );
 }
+
+/// `str0m_aws_lc_rs::dangerously_seeded_provider` (patches/) makes every
+/// DTLS handshake draw the same "random" values: right for a simulation
+/// that must replay exactly, a hole anywhere a real client connects. Only
+/// the simulation (and the fuzz harness built on it) may name it.
+#[test]
+fn only_the_simulation_seeds_dtls_randomness() {
+    let ws = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let allowed = ["tests/sim", "patches", "fuzz", "target", ".git"];
+    let this_file = ws.join(file!());
+    let needle = ["dangerously", "seeded_provider"].join("_");
+    let mut found = Vec::new();
+    let mut stack = vec![ws.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("source dir").flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(ws).unwrap_or(&p);
+            if allowed.iter().any(|a| rel.starts_with(a)) {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") && p != this_file {
+                let text = std::fs::read_to_string(&p).expect("source file");
+                if text.contains(&needle) {
+                    found.push(rel.display().to_string());
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "only tests/sim may seed DTLS randomness; also used in:\n  {}",
+        found.join("\n  ")
+    );
+}

@@ -13,7 +13,11 @@ use str0m_proto::crypto::dtls::{DtlsCert, DtlsImplError, DtlsInstance, DtlsOutpu
 // ============================================================================
 
 #[derive(Debug)]
-pub(super) struct AwsLcRsDtlsProvider;
+pub(super) struct AwsLcRsDtlsProvider {
+    /// Draw dimpl's non-cryptographic randomness from a fixed seed (Tern
+    /// patch, see patches/README.md and `dangerously_seeded_provider`).
+    pub(super) seeded: bool,
+}
 
 impl DtlsProvider for AwsLcRsDtlsProvider {
     fn generate_certificate(&self) -> Option<DtlsCert> {
@@ -38,7 +42,7 @@ impl DtlsProvider for AwsLcRsDtlsProvider {
             private_key: cert.private_key.clone(),
         };
 
-        let config = shared_config(mtu, self.is_test())?;
+        let config = shared_config(mtu, self.seeded || self.is_test())?;
         let dtls = match dtls_version {
             DtlsVersion::Dtls12 => dimpl::Dtls::new_12(config, dimpl_cert, now),
             DtlsVersion::Dtls13 => dimpl::Dtls::new_13(config, dimpl_cert, now),

@@ -33,7 +33,7 @@ pub fn default_provider() -> CryptoProvider {
     static SHA1_HMAC: AwsLcRsSha1HmacProvider = AwsLcRsSha1HmacProvider;
     static SHA1: AwsLcRsSha1Provider = AwsLcRsSha1Provider;
     static SHA256: AwsLcRsSha256Provider = AwsLcRsSha256Provider;
-    static DTLS: AwsLcRsDtlsProvider = AwsLcRsDtlsProvider;
+    static DTLS: AwsLcRsDtlsProvider = AwsLcRsDtlsProvider { seeded: false };
 
     CryptoProvider {
         srtp_provider: &SRTP,
@@ -41,6 +41,24 @@ pub fn default_provider() -> CryptoProvider {
         sha1_provider: &SHA1,
         sha256_provider: &SHA256,
         dtls_provider: &DTLS,
+    }
+}
+
+/// The default provider, except that every DTLS instance draws dimpl's
+/// non-cryptographic randomness (retransmission timer jitter, handshake
+/// randoms, DTLS 1.2 explicit nonces) from one fixed seed — what this crate
+/// already does in its own test builds, as a runtime choice.
+///
+/// For deterministic simulations only (Tern patch, see patches/README.md):
+/// with the timer jitter drawn from the OS, a lost DTLS flight is resent at
+/// a different moment in every process, and a simulated run stops being a
+/// function of its seed. Never use it for real connections: every
+/// connection made with it repeats the same "random" values.
+pub fn dangerously_seeded_provider() -> CryptoProvider {
+    static DTLS: AwsLcRsDtlsProvider = AwsLcRsDtlsProvider { seeded: true };
+    CryptoProvider {
+        dtls_provider: &DTLS,
+        ..default_provider()
     }
 }
 

@@ -23,8 +23,9 @@
 //! it and, like the browser client, re-join through it with backoff when
 //! their bridge goes away or tells them to move.
 //!
-//! The same seed gives the same run: every random choice (str0m's ids via
-//! `fastrand`, link decisions, ICE passwords) comes from the seed, and the
+//! The same seed gives the same run, in any process: every random choice
+//! (str0m's ids via `fastrand`, DTLS timer jitter from the fixed-seed crypto
+//! provider, link decisions, ICE passwords) comes from the seed, and the
 //! event trace is hashed so a test can compare two runs. See
 //! `tests/README.md` for how to write a scenario.
 //!
@@ -170,6 +171,11 @@ impl Sim {
         // str0m draws SSRCs, mids and cnames from fastrand's thread-local
         // generator: seed it so those are the same on every run.
         fastrand::seed(cfg.seed);
+        // dimpl jitters DTLS retransmission timers with the OS's entropy:
+        // on a long path a lost or slow flight was resent at a different
+        // moment in every process. Every str0m in the simulation (bridges
+        // and participants) takes the process default, so seed it here.
+        str0m_aws_lc_rs::dangerously_seeded_provider().install_process_default();
         let epoch = Instant::now();
         let mut bridges = Vec::new();
         let mut bridge_by_addr = HashMap::new();
