@@ -4,7 +4,16 @@ use std::time::{Duration, Instant};
 use crate::rtp_::{Nack, NackEntry, ReportList, SeqNo};
 
 /// Number of out of order packets we keep track of for reports
-const MAX_MISORDER: u64 = 100;
+///
+/// Tern patch (patches/README.md): 100 upstream. This window is also how far
+/// back a repaired packet is still accepted (`accepts`), so it has to cover
+/// the NACK's round trip and its retries: at 100 packets, a 720p stream
+/// (~270 packets/s) on a 300 ms round trip got one NACK per lost packet and
+/// its retransmission arrived behind the window, so a single lost NACK or
+/// RTX meant a frame lost for good and a multi-second freeze. 512 packets
+/// is ~2 s of 720p: five NACK rounds at 300 ms (libwebrtc keeps up to 1000
+/// missing packets and retries ten times).
+const MAX_MISORDER: u64 = 512;
 
 /// The max number of NACKs we perform for a single packet
 const MAX_NACKS: u8 = 5;
