@@ -1,4 +1,4 @@
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,7 +95,7 @@ pub(crate) struct Session {
     twcc: u64,
     twcc_rx_register: TwccRecvRegister,
     twcc_tx_register: TwccSendRegister,
-    max_rx_seq_lookup: HashMap<Ssrc, SeqNoWindow>,
+    max_rx_seq_lookup: crate::streams::SsrcMap<SeqNoWindow>,
 
     bwe: Option<Bwe>,
     bwe_last_event: Option<(Bitrate, bool)>,
@@ -201,7 +201,7 @@ impl Session {
             twcc: 0,
             twcc_rx_register: TwccRecvRegister::new(100),
             twcc_tx_register: TwccSendRegister::new(1000),
-            max_rx_seq_lookup: HashMap::new(),
+            max_rx_seq_lookup: Default::default(),
             bwe,
             bwe_last_event: None,
             enable_twcc_feedback: false,
@@ -1597,11 +1597,11 @@ fn un_red<'a>(header: &mut RtpHeader, data: &'a [u8], pt: Pt) -> Option<UnRed<'a
     })
 }
 
-fn make_max_seq_lookup(map: &HashMap<Ssrc, SeqNoWindow>) -> impl Fn(Ssrc) -> Option<SeqNo> + '_ {
+fn make_max_seq_lookup(map: &crate::streams::SsrcMap<SeqNoWindow>) -> impl Fn(Ssrc) -> Option<SeqNo> + '_ {
     |ssrc| map.get(&ssrc).map(|s| s.max_seq())
 }
 
-fn update_max_seq(map: &mut HashMap<Ssrc, SeqNoWindow>, ssrc: Ssrc, seq_no: SeqNo) {
+fn update_max_seq(map: &mut crate::streams::SsrcMap<SeqNoWindow>, ssrc: Ssrc, seq_no: SeqNo) {
     map.entry(ssrc)
         .and_modify(|window| window.update(seq_no))
         .or_insert_with(|| SeqNoWindow::new(seq_no));

@@ -14,11 +14,9 @@ pub struct SimConfig {
     pub room: String,
     pub bridge_config: fn(CoreConfig) -> CoreConfig,
     /// Bandwidth estimation on the bridges (off unless a scenario is about
-    /// it). str0m's estimator, pacer and probes make some choices in the
-    /// order of its hash maps (randomly keyed per process: which stream a
-    /// probe pads on, which of several queued streams sends first), so a
-    /// run with it on is not reproduced exactly by its seed; scenarios with
-    /// it on assert outcomes with margins, not traces.
+    /// it). Reproduced by its seed like everything else since str0m's
+    /// stream maps hash with fixed keys (patches/README.md): which stream a
+    /// probe pads on used to follow a per-process random order.
     pub bandwidth_estimation: bool,
     /// Bridges in the cluster, joined in a full relay mesh that shares `room`.
     pub bridges: usize,

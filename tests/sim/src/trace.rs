@@ -48,7 +48,8 @@ impl Sim {
 }
 
 /// str0m emits the packets of one poll in an order that depends on its
-/// internal hash maps (randomly keyed per process). Everything in one flush
+/// internal hash maps (randomly keyed per process in upstream str0m; the
+/// vendored copy keys them fixed, see patches/README.md). Everything in one flush
 /// leaves at the same instant, so put it in an order that depends only on
 /// what is sent: destination, then the clear-text RTP/RTCP header (SSRC,
 /// sequence number) — SRTP encrypts payloads, not headers. Other datagrams

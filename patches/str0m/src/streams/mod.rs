@@ -1,4 +1,13 @@
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, DefaultHasher};
+
+/// Tern patch (patches/README.md): the stream maps hash with fixed keys, so
+/// iterating them (which stream pads, which is polled first) follows the
+/// SSRCs, not a per-process random seed. Upstream uses `RandomState`; with
+/// it the same inputs made different packets in every process. SSRCs come
+/// from negotiated streams, which the application bounds, so there is no
+/// flooding of a map to defend against.
+pub(crate) type SsrcMap<V> = HashMap<Ssrc, V, BuildHasherDefault<DefaultHasher>>;
 use std::fmt::{self};
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,17 +133,17 @@ impl RtpPacket {
 #[derive(Debug)]
 pub(crate) struct Streams {
     /// All incoming encoded streams.
-    streams_rx: HashMap<Ssrc, StreamRx>,
+    streams_rx: SsrcMap<StreamRx>,
 
     /// Each incoming SSRC is mapped to a Mid/Ssrc. The Ssrc in the value is for the case
     /// where the incoming SSRC is for an RTX and we want the "main".
-    rx_lookup: HashMap<Ssrc, RxLookup>,
+    rx_lookup: SsrcMap<RxLookup>,
 
     /// Time we last cleaned up unused entries from source_keys_rx.
     last_rx_lookup_cleanup: Instant,
 
     /// All outgoing encoded streams.
-    streams_tx: HashMap<Ssrc, StreamTx>,
+    streams_tx: SsrcMap<StreamTx>,
 
     /// Non-media padding source. Its sequence counter survives media changes.
     probe_tx: StreamTx,
