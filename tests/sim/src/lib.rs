@@ -69,7 +69,7 @@ use event::ToFocus;
 use event::{Event, Scheduled};
 use net::Link;
 use relay::{RELAY_DIAL_TIMEOUT, RelayPair};
-use trace::{Transmit, canonical_order, order_key, server_name};
+use trace::{Transmit, canonical_order, server_name};
 
 pub use config::SimConfig;
 pub use net::{Burst, LinkConfig};
@@ -365,7 +365,7 @@ impl Sim {
                     if let Some(tap) = self.tap.as_mut() {
                         *tap.sent_to.entry(destination).or_default() += contents.len() as u64;
                     }
-                    transmits.push((destination, order_key(&contents), contents));
+                    transmits.push((destination, contents));
                 }
                 NodeOutput::Signal { endpoint, message } => {
                     if let Some(&i) = self.by_endpoint.get(&endpoint)
@@ -440,7 +440,7 @@ impl Sim {
             }
         }
         canonical_order(&mut transmits);
-        for (destination, _, contents) in transmits.drain(..) {
+        for (destination, contents) in transmits.drain(..) {
             if let Some(&i) = self.by_addr.get(&destination) {
                 let down = self.peers[i].down;
                 let from = self.bridges[b].addr;

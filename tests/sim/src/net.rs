@@ -89,9 +89,9 @@ pub(crate) struct LossWindow {
 pub(crate) struct Link {
     pub(crate) cfg: LinkConfig,
     rng: Rng,
-    /// RTCP draws from its own stream: str0m packs feedback into a varying
-    /// number of compound packets between runs (see `canonical_order`), which
-    /// must not shift the draws media packets get.
+    /// RTCP draws from its own stream: how str0m packs feedback into
+    /// compound packets (which once varied between runs) must not shift the
+    /// draws media packets get.
     rtcp_rng: Rng,
     bad: bool,
     /// When the bandwidth limiter is free again.

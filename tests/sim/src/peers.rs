@@ -17,7 +17,7 @@ use tern_sfu::signal::ClientMessage;
 use crate::Sim;
 use crate::event::Event;
 use crate::net::{Link, LinkConfig, LossWindow};
-use crate::trace::{canonical_order, order_key, signal_name};
+use crate::trace::{canonical_order, signal_name};
 
 /// A participant in the simulation.
 pub struct SimPeer {
@@ -343,7 +343,7 @@ impl Sim {
                 PeerOutput::Transmit {
                     destination,
                     contents,
-                } => transmits.push((destination, order_key(&contents), contents)),
+                } => transmits.push((destination, contents)),
                 PeerOutput::Signal(m) => {
                     let t = self.t_us();
                     self.trace.record(t, signal_name(&m), i as u64, 0);
@@ -353,7 +353,7 @@ impl Sim {
         }
         canonical_order(&mut transmits);
         let (up, addr) = (self.peers[i].up, self.peers[i].addr);
-        for (destination, _, contents) in transmits.drain(..) {
+        for (destination, contents) in transmits.drain(..) {
             self.send_datagram(up, addr, destination, contents);
         }
         self.transmits = transmits;

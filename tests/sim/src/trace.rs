@@ -1,10 +1,10 @@
 //! The event trace and what makes it reproducible: [`Trace`] hashes every
-//! event (and keeps them as text when asked), `canonical_order` puts the
-//! datagrams of one flush in an order that depends only on their contents,
+//! event (and keeps them as text when asked), `canonical_order` groups the
+//! datagrams of one flush by destination in the order they were emitted,
 //! and the `*_name` helpers give signalling and focus events stable names.
 //!
 //! Only what is the same on every run with the same seed may go into the
-//! trace: no wall-clock time, no str0m hash-map order, no bytes that differ
+//! trace: no wall-clock time, no order of a randomly keyed map, no bytes that differ
 //! between runs (DTLS signatures, encrypted payloads).
 
 use std::hash::{DefaultHasher, Hasher};
@@ -47,48 +47,26 @@ impl Sim {
     }
 }
 
-/// str0m emits the packets of one poll in an order that depends on its
-/// internal hash maps (randomly keyed per process in upstream str0m; the
-/// vendored copy keys them fixed, see patches/README.md). Everything in one flush
-/// leaves at the same instant, so put it in an order that depends only on
-/// what is sent: destination, then the clear-text RTP/RTCP header (SSRC,
-/// sequence number) — SRTP encrypts payloads, not headers. Other datagrams
-/// (STUN, DTLS) go by protocol and length.
+/// Group one flush's datagrams by destination, keeping the order they were
+/// emitted in for each destination (a stable sort): the shells send them in
+/// that order, and a link is a FIFO. The order across destinations follows
+/// Tern's own maps, so it is fixed here; within one it is str0m's, which is
+/// the same in every run since its stream maps hash with fixed keys
+/// (patches/README.md).
+///
+/// This once sorted each destination's datagrams by SSRC and sequence
+/// number as well (when str0m's order followed randomly keyed maps). That
+/// reordered a flush: a keyframe's packets queued behind a slow link after
+/// other streams' later ones, the receiver's transport-wide feedback
+/// reported them missing, and str0m's loss-based estimator took a start-up
+/// burst for 60 % loss and held the estimate far below the link for
+/// seconds (BENCHMARKS.md, "Bandwidth simulations across seeds").
 pub(crate) fn canonical_order(t: &mut [Transmit]) {
-    t.sort_by_key(|(dest, key, _)| (*dest, *key));
+    t.sort_by_key(|(dest, _)| *dest);
 }
 
-/// A datagram to send, with its [`order_key`].
-pub(crate) type Transmit = (SocketAddr, (u8, u32, u32), Vec<u8>);
-
-/// Where a datagram goes in [`canonical_order`] among those to the same
-/// destination.
-pub(crate) fn order_key(d: &[u8]) -> (u8, u32, u32) {
-    match d {
-        [b0, b1, rest @ ..] if (128..192).contains(b0) && rest.len() >= 10 => {
-            if (192..=223).contains(b1) {
-                // RTCP: sender SSRC at bytes 4..8.
-                let ssrc = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]);
-                (2, ssrc, u32::from(*b1))
-            } else if b0 & 0x20 != 0 {
-                // Padding (a bandwidth probe): str0m pads on whichever video
-                // stream sent last, picked in hash-map order on a tie. Where
-                // it goes within the flush must not depend on which.
-                (1, u32::MAX, d.len() as u32)
-            } else {
-                let seq = u16::from_be_bytes([rest[0], rest[1]]);
-                let ssrc = u32::from_be_bytes([rest[6], rest[7], rest[8], rest[9]]);
-                (1, ssrc, u32::from(seq))
-            }
-        }
-        // STUN, DTLS: by first byte (the protocol, RFC 7983) and length.
-        // str0m's ICE agent can emit a check and a handshake record in
-        // either order within one flush; the contents differ between runs
-        // anyway (transaction ids, randoms), the kind and length do not.
-        [b0, ..] => (0, u32::from(*b0), d.len() as u32),
-        [] => (0, 0, 0),
-    }
-}
+/// A datagram to send.
+pub(crate) type Transmit = (SocketAddr, Vec<u8>);
 
 pub(crate) fn focus_event_name(e: &FocusEvent) -> &'static str {
     match e {
