@@ -171,7 +171,12 @@ pub fn allocate(candidates: &[Candidate<'_>], budget: Option<u64>, out: &mut All
         }
     }
     // Sources with nothing flowing yet aim at what their constraint will
-    // pick once something does; they cost nothing until then.
+    // pick once something does, but no higher than what is left of the
+    // estimate would carry at the layers' nominal costs; they cost nothing
+    // until then. (Aiming at the constraint alone sent a new receiver the
+    // top layer's first keyframe whatever its link: on a slow one that
+    // burst was loss str0m's estimator remembered for seconds.)
+    let left = budget.saturating_sub(used);
     for (i, c) in candidates.iter().enumerate() {
         if ladders[i].is_empty() && c.max_height > 0 && !c.layers.is_empty() {
             let all: Vec<LayerView> = c
@@ -182,7 +187,15 @@ pub fn allocate(candidates: &[Candidate<'_>], budget: Option<u64>, out: &mut All
                     active: true,
                 })
                 .collect();
-            if let Some(l) = choose_layer(&all, c.max_height) {
+            let Some(preferred) = choose_layer(&all, c.max_height) else {
+                continue;
+            };
+            let tallest = c.layers[preferred].height;
+            let fits = (0..c.layers.len())
+                .filter(|&l| c.layers[l].height <= tallest && c.layers[l].bitrate_bps <= left)
+                .max_by_key(|&l| c.layers[l].height);
+            let lowest = (0..c.layers.len()).min_by_key(|&l| c.layers[l].height);
+            if let Some(l) = fits.or(lowest) {
                 out.choices[i] = Choice::Layer(l);
             }
         }

@@ -175,16 +175,26 @@ fn constraints_and_inactive_layers_prune_the_ladder() {
 }
 
 #[test]
-fn a_source_with_nothing_flowing_aims_at_its_constraint_for_free() {
+fn a_source_with_nothing_flowing_aims_at_its_constraint_within_the_estimate_for_free() {
     let mut l = ladder3();
     for x in &mut l {
         x.active = false;
     }
     let mut c = thumb(&l);
     c.max_height = 360;
-    let a = run(&[c], Some(1));
-    assert_eq!(a.choices, vec![Choice::Layer(1)]);
-    assert_eq!(a.allocated_bps, 0);
+    // No estimate, or one that carries it: the constraint's layer.
+    for budget in [None, Some(600_000)] {
+        let a = run(&[c.clone()], budget);
+        assert_eq!(a.choices, vec![Choice::Layer(1)], "{budget:?}");
+        assert_eq!(a.allocated_bps, 0);
+    }
+    // Less: the tallest layer that fits, or at least the lowest, so the
+    // first keyframe sent is not one the link cannot carry.
+    for (budget, layer) in [(200_000, 0), (1, 0)] {
+        let a = run(&[c.clone()], Some(budget));
+        assert_eq!(a.choices, vec![Choice::Layer(layer)], "{budget}");
+        assert_eq!(a.allocated_bps, 0);
+    }
 }
 
 #[test]

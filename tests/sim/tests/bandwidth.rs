@@ -242,3 +242,44 @@ fn a_screen_share_on_stage_keeps_its_resolution_while_thumbnails_degrade() {
         }
     });
 }
+
+/// A new receiver's first keyframe is of a layer its starting estimate
+/// carries. Before any rate is measured (the publisher's layers have sent
+/// nothing yet) allocation aimed at the receiver's constraint alone, so the
+/// first frames were 720p whatever the link, and on a slow one that burst
+/// was loss str0m's loss-based estimator held on to for seconds.
+#[test]
+fn a_new_receiver_is_first_sent_a_layer_its_starting_estimate_carries() {
+    with_seed(seed_or(1), |seed| {
+        let mut cfg = estimating(seed);
+        cfg.bridge_config = |mut c| {
+            // 180p (nominally 200 kbit/s before it is measured) fits, 360p
+            // (500) does not.
+            c.bandwidth.initial_bps = 400_000;
+            c
+        };
+        let mut sim = Sim::new(cfg);
+        sim.add_peer(
+            "pub",
+            |c| c.audio = true,
+            LinkConfig::latency(20),
+            capped(5000),
+        );
+        let r = sim.add_peer("r", receive_only, LinkConfig::latency(20), capped(1200));
+        sim.set_max_height(r, None, 720);
+        sim.run_until(secs(3.0));
+        let rx = sim.state("r").received_all("pub/camera");
+        let first = rx.first().expect("video arrived");
+        assert_eq!(
+            first.layer,
+            Some(0),
+            "the first frames fit 400 kbit/s (at {:?})",
+            sim.since_start(first.at)
+        );
+        let (_, (sent, lost)) = sim.link_counts(r);
+        assert_eq!(
+            lost, 0,
+            "nothing lost on the 1.2 Mbit/s link: {lost}/{sent}"
+        );
+    });
+}
