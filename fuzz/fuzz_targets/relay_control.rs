@@ -22,7 +22,8 @@
 //!   (the peer's, the node's own on two shards, unknown ones), source
 //!   numbers, participant ids and layer masks are picked from what the node
 //!   knows, the rest is arbitrary; a pause between messages lets virtual
-//!   time pass, so a `Demand` can fill the relay cache a later `Nack` reads.
+//!   time pass, so a `Demand` can fill the relay cache a later `Nack` reads
+//!   (all of an input's pauses together at most `tern_fuzz::INPUT_TIME`).
 //! - `flags & 0x02` steers raw messages (those that decode, re-encoded; the
 //!   rest of the stream follows as it was): a conference number 1 becomes
 //!   the peer's conference (`REMOTE_CONF`), 2 the node's own for the room,
@@ -304,6 +305,7 @@ fuzz_target!(|data: &[u8]| {
     if !b.healthy() {
         *b = Bridge::new(true);
     }
+    b.start_input();
     let fresh = flags & 0x01 != 0;
     let from = if flags & 0x04 != 0 {
         b.reset_relay();
@@ -353,7 +355,7 @@ fuzz_target!(|data: &[u8]| {
                     b.stream(&from, p.to_vec());
                 }
             }
-            Segment::Pause(ms) => b.advance(Duration::from_millis(u64::from(*ms))),
+            Segment::Pause(ms) => b.pause(Duration::from_millis(u64::from(*ms))),
         }
     }
     b.advance(Duration::from_millis(1));

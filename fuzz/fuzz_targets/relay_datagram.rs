@@ -17,7 +17,8 @@
 //!   control stream instead, `0x10` with the payload repeated up to
 //!   ~200 KiB (what only the reliable path can carry);
 //! - `0x20` first let the next byte's worth of milliseconds pass (gaps time
-//!   out, NACKs are retried, layers go idle);
+//!   out, NACKs are retried, layers go idle), up to `tern_fuzz::INPUT_TIME`
+//!   over the whole input;
 //! - `0x40` from a bridge that is not a relay peer of this room (connected,
 //!   after its hello, and claiming [`REMOTE_CONF`] for the room);
 //! - `0x80` in one `RelayDatagrams` batch with the next record (as QUIC
@@ -78,6 +79,7 @@ fuzz_target!(|data: &[u8]| {
     if !b.healthy() {
         *b = Bridge::new(false);
     }
+    b.start_input();
     b.reset_relay();
     let mut stranger_connected = false;
     let mut pending: Option<(PeerId, Vec<Bytes>)> = None;
@@ -91,7 +93,7 @@ fuzz_target!(|data: &[u8]| {
         if mode & 0x20 != 0 {
             send(&mut b, &mut pending);
             let ms = d.first().copied().unwrap_or(0);
-            b.advance(Duration::from_millis(u64::from(ms)));
+            b.pause(Duration::from_millis(u64::from(ms)));
         }
         if mode & 0x01 != 0 {
             if d.len() < HEADER_LEN {
