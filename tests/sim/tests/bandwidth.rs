@@ -97,11 +97,11 @@ fn a_receiver_whose_downlink_drops_to_400_kbps_moves_down_without_freezing_and_c
 }
 
 /// Holds at 20 of seeds 1-23. At the other three (1, 3, 12) and at 103,
-/// the previous default, the 1.2 Mbit/s receiver moves between 180p and 360p: the
-/// 2.5 Mbit/s initial estimate overflows its link at the start, and str0m's
-/// loss-based estimator remembers that loss for seconds, holding the
-/// estimate near 200-600 kbit/s with no loss since (BENCHMARKS.md,
-/// "Bandwidth simulations across seeds").
+/// the previous default, the 1.2 Mbit/s receiver moves between 180p and
+/// 360p: the 2.5 Mbit/s initial estimate overflows its link at the start,
+/// and str0m's loss-based estimator remembers that loss for seconds,
+/// holding the estimate near 200-600 kbit/s with no loss since
+/// (BENCHMARKS.md, "Bandwidth simulations across seeds").
 #[test]
 fn three_receivers_on_different_links_each_get_what_fits_their_own() {
     with_seed(seed_or(2), |seed| {

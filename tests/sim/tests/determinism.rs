@@ -1,11 +1,10 @@
 //! A run is a function of its seed, in whatever process it runs: the same
 //! seed replayed on another machine (CI) must give the same trace, or a
 //! failure there cannot be replayed here. Within one process that is cheap
-//! to get right; across processes everything drawn once per process (each
-//! generates its own DTLS certificate, whose size decides how a handshake
-//! flight is cut into datagrams), from the OS (DTLS retransmission timer
-//! jitter) or from a randomly keyed hash map (str0m's streams: which one
-//! pads a probe) must not reach the trace.
+//! to get right; across processes nothing drawn once per process, from the
+//! OS (DTLS retransmission timer jitter) or from a randomly keyed hash map
+//! (str0m's streams: which one pads a probe) may reach the trace. Each
+//! scenario below fails without the fix for its source of difference.
 
 use std::process::Command;
 use std::time::Duration;
