@@ -1249,6 +1249,7 @@ impl Session {
         // for audio. This is indiciated via the SDP.
         let twcc_enabled = exts.id_of(Extension::TransportSequenceNumber).is_some();
         let twcc = twcc_enabled.then_some(&mut self.twcc);
+        let unpaced = stream.is_unpaced();
 
         let receipt = stream.poll_packet(now, exts, twcc, params, buf)?;
 
@@ -1268,7 +1269,12 @@ impl Session {
             crate::log_stat!("PACKET_SENT", header.ssrc, payload_size, kind);
         }
 
-        self.pacer.register_send(now, payload_size.into(), midrid);
+        if unpaced && !is_padding {
+            self.pacer
+                .register_unpaced_send(now, payload_size.into(), midrid);
+        } else {
+            self.pacer.register_send(now, payload_size.into(), midrid);
+        }
 
         if let Some(raw_packets) = &mut self.raw_packets {
             raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));

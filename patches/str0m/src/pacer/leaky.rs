@@ -140,15 +140,8 @@ impl Pacer for LeakyBucketPacer {
         Some((next, cluster_id))
     }
 
-    fn register_send(&mut self, now: Instant, packet_size: DataSize, _from: MidRid) {
-        self.last_emitted = Some(now);
-
-        self.media_debt += packet_size;
-        self.media_debt = self
-            .media_debt
-            .min(self.adjusted_bitrate * MAX_DEBT_IN_TIME);
-        log_pacer_media_debt!(self.media_debt.as_bytes_usize());
-        self.add_padding_debt(packet_size);
+    fn register_send(&mut self, now: Instant, packet_size: DataSize, from: MidRid) {
+        self.register_debt(now, packet_size, from);
 
         // Update active probe state to track this packet
         // This ensures probe timing advances correctly even when sending media packets
@@ -161,9 +154,32 @@ impl Pacer for LeakyBucketPacer {
             self.completed_probe = Some(cluster_id);
         }
     }
+
+    fn register_unpaced_send(&mut self, now: Instant, packet_size: DataSize, from: MidRid) {
+        self.register_debt(now, packet_size, from);
+
+        if let Some(probe) = self.probe_queue.front_mut() {
+            probe.record_unpaced_packet(now, packet_size);
+        }
+
+        if let Some(cluster_id) = self.check_probe_complete_internal(now) {
+            self.completed_probe = Some(cluster_id);
+        }
+    }
 }
 
 impl LeakyBucketPacer {
+    fn register_debt(&mut self, now: Instant, packet_size: DataSize, _from: MidRid) {
+        self.last_emitted = Some(now);
+
+        self.media_debt += packet_size;
+        self.media_debt = self
+            .media_debt
+            .min(self.adjusted_bitrate * MAX_DEBT_IN_TIME);
+        log_pacer_media_debt!(self.media_debt.as_bytes_usize());
+        self.add_padding_debt(packet_size);
+    }
+
     pub fn new(initial_pacing_bitrate: Bitrate) -> Self {
         const DEFAULT_QUEUE_LIMIT: Duration = Duration::from_secs(2);
 

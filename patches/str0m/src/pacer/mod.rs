@@ -101,6 +101,13 @@ impl Pacer for PacerImpl {
             PacerImpl::LeakyBucket(v) => v.register_send(now, packet_size, from),
         }
     }
+
+    fn register_unpaced_send(&mut self, now: Instant, packet_size: DataSize, from: MidRid) {
+        match self {
+            PacerImpl::Null(v) => v.register_send(now, packet_size, from),
+            PacerImpl::LeakyBucket(v) => v.register_unpaced_send(now, packet_size, from),
+        }
+    }
 }
 
 /// A packet Pacer.
@@ -134,6 +141,18 @@ pub trait Pacer {
     ///
     /// **MUST** be called each time [`Pacer::poll_queue`] produces a mid.
     fn register_send(&mut self, now: Instant, packet_size: DataSize, from: MidRid);
+
+    /// Register a media packet sent from an unpaced queue.
+    ///
+    /// Like [`Pacer::register_send`], except that it is not one of an active
+    /// probe cluster's packets (its bytes still count): an unpaced burst
+    /// leaves at once whatever the probe's rate, so letting it complete the
+    /// cluster ends the probe with packets sent microseconds apart, which a
+    /// fast path delivers in one receive-time tick and the estimator
+    /// rejects.
+    fn register_unpaced_send(&mut self, now: Instant, packet_size: DataSize, from: MidRid) {
+        self.register_send(now, packet_size, from)
+    }
 }
 
 /// The sub-reason for the [`Reason::Pacer`][crate::Reason::Pacer].

@@ -1173,6 +1173,12 @@ impl StreamTx {
         self.stats.fill(snapshot, self.midrid, now);
     }
 
+    /// Whether media on this stream bypasses the pacer (as set, or audio
+    /// by default once known).
+    pub(crate) fn is_unpaced(&self) -> bool {
+        self.unpaced.unwrap_or(true)
+    }
+
     pub(crate) fn queue_state(&mut self, now: Instant) -> QueueState {
         // The unpaced flag is set to a default value on first handle_timeout. The
         // default is to not pace audio. We unwrap default to "true" here to not

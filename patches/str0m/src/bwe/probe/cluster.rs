@@ -320,6 +320,22 @@ impl ProbeClusterState {
         self.packets_sent += 1;
         self.last_packet_at = Some(now);
     }
+
+    /// Record a media packet that left without pacing while this probe ran.
+    ///
+    /// Its bytes count towards the probe's rate, so padding fills only what
+    /// media does not, but it is not one of the probe's packets: an unpaced
+    /// burst leaves at once, and a cluster completed by one would be sent
+    /// (and, on a fast path, received) in an instant that the estimator
+    /// rejects. Completion still takes `min_packet_count` paced packets,
+    /// which `next_probe_time` spreads at the target rate.
+    pub fn record_unpaced_packet(&mut self, now: Instant, size: DataSize) {
+        if self.started_at.is_none() {
+            self.started_at = Some(now);
+        }
+        self.bytes_sent += size;
+        self.last_packet_at = Some(now);
+    }
 }
 
 #[cfg(test)]
