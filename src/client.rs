@@ -1,12 +1,14 @@
 //! A native participant on real sockets: the tokio shell around
 //! [`tern_peer::Peer`]. Used by the integration tests and the load tool.
 
+use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
+use quinn_udp::{BATCH_SIZE, RecvMeta, UdpSocketState};
 use tern_peer::synth::LayerSpec;
 use tern_peer::{Peer, PeerConfig, PeerOutput, Talk};
 use tern_sfu::signal::{ClientMessage, ServerMessage};
@@ -247,7 +249,12 @@ async fn run(
     mut cmd: mpsc::UnboundedReceiver<Cmd>,
     drop_every: Option<u64>,
 ) -> anyhow::Result<()> {
-    let mut buf = vec![0u8; 2048];
+    let state = UdpSocketState::new((&socket).into())?;
+    let mut storage: Vec<Vec<u8>> = (0..BATCH_SIZE)
+        .map(|_| vec![0u8; (2048 * state.gro_segments()).max(2048)])
+        .collect();
+    let mut meta = vec![RecvMeta::default(); BATCH_SIZE];
+    let mut last_arrival: Option<Instant> = None;
     let mut remote: Option<SocketAddr> = None;
     let mut inbound_rtp = 0u64;
     let mut leaving = false;
@@ -280,31 +287,48 @@ async fn run(
             return Ok(());
         }
         tokio::select! {
-            r = socket.recv_from(&mut buf) => {
-                let (n, src) = r?;
-                let data = &buf[..n];
-                // Original RTP (not RTCP, PT 192..=223, and not a retransmission)
-                // is what we drop on purpose: a test that asks for every loss to
-                // be repaired would otherwise depend on how often str0m's
-                // receiver re-asks for a lost repair, which it stops after five
-                // tries, within ~200 ms on a starved host.
-                if let Some(every) = drop_every
-                    && n > 12 && (128..192).contains(&data[0]) && !(192..=223).contains(&data[1])
-                    && !lock(&shared).peer.is_retransmission_pt(data[1] & 0x7f)
-                {
-                    inbound_rtp += 1;
-                    if inbound_rtp.is_multiple_of(every) {
-                        let seq = u16::from_be_bytes([data[2], data[3]]);
-                        lock(&shared).dropped_inbound.push(u64::from(seq));
-                        continue;
+            r = socket.readable() => {
+                r?;
+                let (n, meta) = match recv_batch(&socket, &state, &mut storage, &mut meta) {
+                    Ok(n) => (n, &meta),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    // ICMP errors surface here on Linux; nothing to do.
+                    Err(_) => continue,
+                };
+                let now = Instant::now();
+                let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                let mut s = lock(&shared);
+                for (m, b) in meta.iter().zip(&storage).take(n) {
+                    let stride = m.stride.max(1);
+                    for data in b[..m.len.min(b.len())].chunks(stride) {
+                        // Original RTP (not RTCP, PT 192..=223, and not a
+                        // retransmission) is what we drop on purpose: a test
+                        // that asks for every loss to be repaired would
+                        // otherwise depend on how often str0m's receiver
+                        // re-asks for a lost repair, which it stops after
+                        // five tries, within ~200 ms on a starved host.
+                        if let Some(every) = drop_every
+                            && data.len() > 12 && (128..192).contains(&data[0]) && !(192..=223).contains(&data[1])
+                            && !s.peer.is_retransmission_pt(data[1] & 0x7f)
+                        {
+                            inbound_rtp += 1;
+                            if inbound_rtp.is_multiple_of(every) {
+                                let seq = u16::from_be_bytes([data[2], data[3]]);
+                                s.dropped_inbound.push(u64::from(seq));
+                                continue;
+                            }
+                        }
+                        let at = arrival(now, wall, m.timestamp, &mut last_arrival);
+                        s.peer.handle_datagram(at, m.addr, data);
                     }
                 }
-                lock(&shared).peer.handle_datagram(Instant::now(), src, data);
             }
             m = ws.next() => match m {
                 Some(Ok(Message::Text(t))) => {
                     let msg: ServerMessage = serde_json::from_str(&t)?;
-                    lock(&shared).peer.handle_signal(Instant::now(), msg);
+                    let now = Instant::now();
+                    last_arrival = Some(now);
+                    lock(&shared).peer.handle_signal(now, msg);
                 }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => {
@@ -314,6 +338,7 @@ async fn run(
             },
             c = cmd.recv() => {
                 let now = Instant::now();
+                last_arrival = Some(now);
                 let mut s = lock(&shared);
                 match c {
                     Some(Cmd::MaxHeight(src, h)) => s.peer.set_max_height(src.as_deref(), h),
@@ -337,8 +362,47 @@ async fn run(
                 }
             }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
-                lock(&shared).peer.handle_timeout(Instant::now());
+                let now = Instant::now();
+                last_arrival = Some(now);
+                lock(&shared).peer.handle_timeout(now);
             }
         }
     }
+}
+
+/// One `recvmmsg` (with GRO where the kernel offers it) into `storage`.
+fn recv_batch(
+    socket: &UdpSocket,
+    state: &UdpSocketState,
+    storage: &mut [Vec<u8>],
+    meta: &mut [RecvMeta],
+) -> std::io::Result<usize> {
+    let mut bufs: Vec<IoSliceMut<'_>> = storage.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+    socket.try_io(tokio::io::Interest::READABLE, || {
+        state.recv(socket.into(), &mut bufs, meta)
+    })
+}
+
+/// When a datagram arrived, for str0m: the kernel's receive time where it
+/// gave one, else now. The receiver's congestion feedback reports these
+/// times to the sender, whose bandwidth probes measure how fast a burst
+/// arrived; stamping datagrams when this task got round to them (behind
+/// a busy host) squeezes a 15 ms probe into one instant and the sender
+/// can never measure more than it already sends. Never before the last
+/// time given (str0m's clock must not go back) nor after `now`.
+fn arrival(
+    now: Instant,
+    wall: Duration,
+    kernel: Option<Duration>,
+    last: &mut Option<Instant>,
+) -> Instant {
+    let at = kernel
+        .map(|k| now.checked_sub(wall.saturating_sub(k)).unwrap_or(now))
+        .unwrap_or(now);
+    let at = match *last {
+        Some(l) => at.max(l),
+        None => at,
+    };
+    *last = Some(at);
+    at
 }
