@@ -286,7 +286,7 @@ impl Default for MediaConfig {
             talk_sensitivity: 55,
             talk_interval_ms: 2000,
             bandwidth_estimation: true,
-            initial_estimate_kbps: 2500,
+            initial_estimate_kbps: 1000,
             max_probe_kbps: 10_000,
             camera_max_kbps: 2500,
             screen_max_kbps: 2500,

@@ -45,8 +45,15 @@ impl Default for BandwidthConfig {
     fn default() -> Self {
         Self {
             estimation: true,
-            // JVB's initial estimate.
-            initial_bps: 2_500_000,
+            // Below 720p's nominal cost, so a new receiver starts on 360p
+            // and str0m's start-up probes lift it to 720p where the link
+            // carries it (in simulation 0.6 s on 5 Mbit/s, 1.3 s on 3; in
+            // a real-socket run on loopback within 0.5 s of the first frame).
+            // JVB starts at 2.5 Mbit/s; here that flooded every slower link
+            // at the start (171 of 619 packets lost on 1.2 Mbit/s), and
+            // str0m's loss-based estimator then held the estimate down for
+            // seconds (BENCHMARKS.md, "Bandwidth simulations across seeds").
+            initial_bps: 1_000_000,
             max_probe_bps: 10_000_000,
             camera_max_bps: 2_500_000,
             screen_max_bps: 2_500_000,

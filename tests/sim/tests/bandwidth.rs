@@ -75,7 +75,7 @@ fn a_receiver_whose_downlink_drops_to_400_kbps_moves_down_without_freezing_and_c
         assert!(loss < 0.01, "residual loss after adapting: {loss}");
         // The issue's target is no shown freeze over 500 ms across the drop.
         // Not met: the picture stops for 1.02-1.04 s at 9 of seeds 1-23 and
-        // for 1.62-1.64 s at the other 14, this one included (str0m's
+        // for 1.61-1.64 s at the other 14, this one included (str0m's
         // estimate first moves ~400 ms after the drop, and in steps, so the
         // receiver goes 720p -> 360p -> 180p, each keyframe queued behind
         // the full 300 ms buffer; BENCHMARKS.md, "Bandwidth simulations
@@ -96,15 +96,15 @@ fn a_receiver_whose_downlink_drops_to_400_kbps_moves_down_without_freezing_and_c
     });
 }
 
-/// Holds at 20 of seeds 1-23. At the other three (1, 3, 12) and at 103,
-/// the previous default, the 1.2 Mbit/s receiver moves between 180p and
-/// 360p: the 2.5 Mbit/s initial estimate overflows its link at the start,
-/// and str0m's loss-based estimator remembers that loss for seconds,
-/// holding the estimate near 200-600 kbit/s with no loss since
-/// (BENCHMARKS.md, "Bandwidth simulations across seeds").
+/// Holds at all of seeds 1-23. With a 2.5 Mbit/s initial estimate it failed
+/// at four (1, 3, 12, and 103): that start overflowed the 1.2 Mbit/s link,
+/// and str0m's loss-based estimator remembered the loss for seconds,
+/// holding the estimate near 200-600 kbit/s with no loss since, so that
+/// receiver moved between 180p and 360p (BENCHMARKS.md, "Bandwidth
+/// simulations across seeds").
 #[test]
 fn three_receivers_on_different_links_each_get_what_fits_their_own() {
-    with_seed(seed_or(2), |seed| {
+    with_seed(seed_or(103), |seed| {
         let mut sim = Sim::new(estimating(seed));
         sim.add_peer(
             "pub",
@@ -171,16 +171,16 @@ fn a_receiver_starved_below_the_lowest_layer_is_told_it_is_paused_and_resumes_wh
     });
 }
 
-/// Ignored: not met. Deterministic since str0m's stream maps hash with
-/// fixed keys (it picked the stream to pad a probe on in a per-process
-/// random order, so one seed gave different runs). The screen keeps 720p
-/// for at least 80 % of its frames after the drop at 9 of seeds 1-23 (mean
-/// share 0.73; 0.76 at this one), and at every seed either that or the
-/// no-freeze check fails: str0m's estimate on the 2.5 Mbit/s link dips
-/// below what 720p needs even with the oversend. BENCHMARKS.md, "Screen
-/// share on stage" and "Bandwidth simulations across seeds".
-#[test]
-#[ignore = "below target at every seed 1-23: see BENCHMARKS.md"]
+/// Ignored: passes at 7 of seeds 1-23, not at this one. The screen's
+/// resolution holds at 20 of them (1.00 of its frames on 720p after the drop
+/// at 19, 1.00 here; 0.32, 0.41 and 0.78 at seeds 2, 10 and 22, where
+/// str0m's estimate dips below what 720p needs even with the oversend);
+/// what fails most (11 seeds, this one too) is one shown freeze of the
+/// screen of 0.8-1.3 s with 237 of 238 frames complete, then a thumbnail
+/// left on 360p for a moment after the drop (2). Deterministic since
+/// str0m's stream maps hash with fixed keys. BENCHMARKS.md, "Screen share
+/// on stage" and "Bandwidth simulations across seeds".
+#[ignore = "passes at 7 of 23 seeds, not at its own: see BENCHMARKS.md"]
 fn a_screen_share_on_stage_keeps_its_resolution_while_thumbnails_degrade() {
     with_seed(seed_or(109), |seed| {
         let mut sim = Sim::new(estimating(seed));
@@ -280,6 +280,48 @@ fn a_new_receiver_is_first_sent_a_layer_its_starting_estimate_carries() {
         assert_eq!(
             lost, 0,
             "nothing lost on the 1.2 Mbit/s link: {lost}/{sent}"
+        );
+    });
+}
+
+/// On a link far faster than the media (a LAN, loopback) str0m's start-up
+/// probes must still measure it, so a receiver that starts below 720p (the
+/// 1 Mbit/s starting estimate) is raised within a second (here 0.17 s).
+/// In a real-socket run it took 3.5 s: the forwarded keyframe burst
+/// completed both start-up probe clusters and both were rejected. This
+/// scenario does not put the burst first and passes without that fix too;
+/// `str0m_probe.rs` reproduces it (patches/README.md).
+#[test]
+fn a_receiver_on_a_fast_link_is_raised_to_the_top_layer_by_the_start_up_probes() {
+    with_seed(seed_or(1), |seed| {
+        let mut sim = Sim::new(estimating(seed));
+        sim.add_peer(
+            "pub",
+            |c| c.audio = true,
+            LinkConfig::latency(1),
+            LinkConfig::latency(1),
+        );
+        // Joining a meeting under way, as in a real-socket run: the
+        // bridge asks for a keyframe on the receiver's connection, and its
+        // burst is the first thing sent when the probes start.
+        sim.run_until(secs(2.0));
+        let r = sim.add_peer(
+            "r",
+            receive_only,
+            LinkConfig::latency(1),
+            LinkConfig::latency(1),
+        );
+        sim.set_max_height(r, None, 720);
+        sim.run_until(secs(6.0));
+        let rx = sim.state("r").received_all("pub/camera");
+        let first = rx.first().expect("video arrived").at;
+        let top = rx
+            .iter()
+            .find(|p| p.layer == Some(2))
+            .map(|p| p.at.duration_since(first));
+        assert!(
+            top.is_some_and(|t| t <= Duration::from_secs(1)),
+            "720p within 1 s of the first frame, not {top:?}"
         );
     });
 }

@@ -28,17 +28,15 @@ fn watcher(c: &mut PeerConfig) {
 /// state (the first seconds are the BWE finding the slow link), with
 /// margins: BWE dynamics are tuned separately.
 ///
-/// Not robust across seeds: it passes at 5 of seeds 1-23 (4, 6, 10, 15,
-/// 22; runs are deterministic since 2026-12-04, and 103, the previous
-/// default, fails). At the others the slow receiver's 180p is suspended or
-/// freezes for seconds: its estimate falls far below the 400 kbit/s link
-/// with no loss (str0m's loss-based estimator holding on to start-up loss,
-/// or a probe cluster that measured only its own padding). Known defect,
-/// recorded on issue 16 (BENCHMARKS.md, "Bandwidth simulations across
-/// seeds").
+/// Passes at all of seeds 1-23 (and 101, 103, 107). With a 2.5 Mbit/s
+/// initial estimate and a first keyframe at the constraint's layer it
+/// passed at 5: the start flooded the slow receiver's 400 kbit/s link and
+/// str0m's loss-based estimator held its estimate far below the link for
+/// seconds, with no loss since, suspending or freezing its 180p
+/// (BENCHMARKS.md, "Bandwidth simulations across seeds").
 #[test]
 fn remote_receivers_get_the_layer_their_downlink_fits_and_only_those_cross() {
-    with_seed(seed_or(4), |seed| {
+    with_seed(seed_or(103), |seed| {
         let mut cfg = SimConfig::new(seed);
         cfg.bandwidth_estimation = true;
         cfg.bridges = 2;
