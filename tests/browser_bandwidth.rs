@@ -395,7 +395,11 @@ fn measure_send_rates(
 // ---------------------------------------------------------------------------
 
 #[test]
-#[ignore = "known defect (issue 16): on a loaded 2-core host the receiver's str0m estimate on the unshaped loopback control can fall and stay below 720p for 45 s (probe results and delay-based BWE under CPU contention); failed 3 of 4 runs at 05:33 and 3 of 4 at 05:36 on 2026-12-03 (with and without the desired=0 probing change), passed every run 04:48-05:06. Run with --run-ignored"]
+// Ignored from 2026-12-03 to 12-04: on a loaded host the unshaped control's
+// estimate fell below 720p and stayed there. The start-up probes were being
+// voided by the first forwarded keyframe (patches/README.md, the pacer
+// patch); with that fixed and a 1 Mbit/s start it passed 4 of 4 runs beside
+// a fuzzer on the other core.
 fn browser_receiver_behind_a_slow_link_gets_a_lower_layer_and_keeps_decoding() {
     run_in_netns(
         "browser_receiver_behind_a_slow_link_gets_a_lower_layer_and_keeps_decoding",
@@ -684,7 +688,8 @@ fn publish_and_watch(
 }
 
 #[test]
-#[ignore = "known defect (issue 16): its control needs the receiver's str0m estimate to allow 720p, and on a loaded 2-core host that estimate on the unshaped loopback link can fall (probe results and delay-based BWE under CPU contention), so the bridge stops the 720p layer; failed in 2 of 3 full runs on 2026-12-03 (04:38 and 05:27 CI runs). Run with --run-ignored"]
+// Ignored from 2026-12-03 to 12-04 for the same reason as the slow-link
+// test above; 4 of 4 runs since the fix.
 fn browser_camera_cap_lowers_what_chromium_sends() {
     run_in_netns(
         "browser_camera_cap_lowers_what_chromium_sends",
