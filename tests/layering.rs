@@ -14,6 +14,7 @@ use std::process::Command;
 const SANS_IO: &[&str] = &[
     "tern-sfu",
     "tern-relay",
+    "tern-mixer",
     "tern-focus",
     "tern-peer",
     "tern-sim",
@@ -137,6 +138,7 @@ fn sans_io_crates_read_no_clock_and_open_no_socket_or_thread() {
     for dir in [
         "sfu/src",
         "relay/src",
+        "mixer/src",
         "focus/src",
         "proto/src",
         "tests/peer/src",

@@ -1,0 +1,354 @@
+//! The audio mixer of one mixed conference.
+//!
+//! Every 20 ms tick: each sending participant's jitter buffer gives a
+//! frame, which is decoded (or concealed) at the conference's rate; the
+//! frames are summed once; each participant's mix is that sum less their
+//! own frame (mix-minus: nobody hears themselves), limited so it cannot
+//! clip, and encoded with that participant's encoder. Summing once and
+//! subtracting makes a tick O(participants) in mixing work; the encodes
+//! are the cost (one per receiver, as their mixes differ).
+//!
+//! A participant whose stream does not decode is concealed frame by frame
+//! and, after [`MAX_BAD_FRAMES`] in a row, dropped from the mix (reported
+//! once as [`MixOutput::Dropped`]); everyone else's mix goes on.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::codec::{AudioCodec, AudioDecoder, AudioEncoder};
+use crate::jitter::{Frame, JitterBuffer, JitterConfig, JitterStats};
+use crate::{FRAME_MS, FRAME_TICKS, MixerError, SAMPLE_RATES, frame_samples};
+
+/// Consecutive frames that fail to decode before a participant is dropped
+/// from the mix: half a second, longer than any burst of corruption a
+/// working client sends, short enough that the others hear no more noise.
+pub const MAX_BAD_FRAMES: u32 = 25;
+/// Ticks the mixer catches up at once after a stall; beyond that it skips
+/// to the present (the frames in between are lost, not bunched).
+const MAX_CATCH_UP: u32 = 5;
+/// Per-tick recovery of the limiter's gain towards 1 after it cut a peak
+/// (~0.3 s from 0.5 back to 0.9 at 50 ticks/s).
+const LIMITER_RELEASE: f32 = 0.05;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MixConfig {
+    /// Decoding, mixing and encoding rate (8, 12, 16, 24 or 48 kHz).
+    pub sample_rate: u32,
+    pub jitter: JitterConfig,
+}
+
+impl Default for MixConfig {
+    fn default() -> Self {
+        Self {
+            // The seed guide's default.
+            sample_rate: 16_000,
+            jitter: JitterConfig::default(),
+        }
+    }
+}
+
+/// What the mixer produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MixOutput {
+    /// One encoded frame of `to`'s mix. `timestamp` is on the 48 kHz RTP
+    /// clock, advancing one frame per tick.
+    Audio {
+        to: u64,
+        timestamp: u32,
+        payload: Vec<u8>,
+    },
+    /// `participant`'s stream stopped decoding; it is out of the mix (it
+    /// still receives its own).
+    Dropped { participant: u64, reason: String },
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MixStats {
+    pub ticks: u64,
+    /// Ticks skipped after a stall longer than the catch-up allows.
+    pub ticks_skipped: u64,
+    pub frames_decoded: u64,
+    pub frames_concealed: u64,
+    pub decode_errors: u64,
+    pub frames_encoded: u64,
+    pub encode_errors: u64,
+    /// Receivers' frames the limiter scaled down.
+    pub limited_frames: u64,
+    /// Packets for inputs that were dropped or never sent audio.
+    pub packets_refused: u64,
+}
+
+struct Input<D> {
+    jitter: JitterBuffer,
+    decoder: D,
+    pcm: Vec<i16>,
+    /// Whether `pcm` is in this tick's sum.
+    contributing: bool,
+    bad_run: u32,
+    dropped: bool,
+}
+
+struct Member<D, E> {
+    input: Option<Input<D>>,
+    encoder: E,
+    /// The limiter's current gain (1 = untouched).
+    gain: f32,
+}
+
+pub struct AudioMixer<C: AudioCodec> {
+    codec: C,
+    cfg: MixConfig,
+    samples: usize,
+    members: BTreeMap<u64, Member<C::Decoder, C::Encoder>>,
+    next_tick: Option<Instant>,
+    timestamp: u32,
+    total: Vec<i32>,
+    mix: Vec<i16>,
+    payload: Vec<u8>,
+    out: VecDeque<MixOutput>,
+    stats: MixStats,
+}
+
+impl<C: AudioCodec> AudioMixer<C> {
+    pub fn new(codec: C, cfg: MixConfig) -> Result<Self, MixerError> {
+        if !SAMPLE_RATES.contains(&cfg.sample_rate) {
+            return Err(MixerError::SampleRate(cfg.sample_rate));
+        }
+        let samples = frame_samples(cfg.sample_rate);
+        Ok(Self {
+            codec,
+            cfg,
+            samples,
+            members: BTreeMap::new(),
+            next_tick: None,
+            timestamp: 0,
+            total: vec![0; samples],
+            mix: vec![0; samples],
+            payload: Vec::new(),
+            out: VecDeque::new(),
+            stats: MixStats::default(),
+        })
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.cfg.sample_rate
+    }
+
+    pub fn stats(&self) -> MixStats {
+        self.stats
+    }
+
+    /// Jitter counters summed over the inputs present.
+    pub fn jitter_stats(&self) -> JitterStats {
+        let mut s = JitterStats::default();
+        for i in self.members.values().filter_map(|m| m.input.as_ref()) {
+            let j = i.jitter.stats();
+            s.late += j.late;
+            s.duplicate += j.duplicate;
+            s.overflow += j.overflow;
+            s.concealed += j.concealed;
+            s.resyncs += j.resyncs;
+        }
+        s
+    }
+
+    pub fn participants(&self) -> impl Iterator<Item = u64> + '_ {
+        self.members.keys().copied()
+    }
+
+    /// `id` joins the mix at `now`: it receives a mix from the next tick,
+    /// and its audio is mixed for the others when `sends_audio`.
+    pub fn add(&mut self, now: Instant, id: u64, sends_audio: bool) -> Result<(), MixerError> {
+        if self.members.contains_key(&id) {
+            return Err(MixerError::DuplicateParticipant(id));
+        }
+        let input = if sends_audio {
+            Some(Input {
+                jitter: JitterBuffer::new(self.cfg.jitter),
+                decoder: self.codec.decoder(self.cfg.sample_rate)?,
+                pcm: vec![0; self.samples],
+                contributing: false,
+                bad_run: 0,
+                dropped: false,
+            })
+        } else {
+            None
+        };
+        let encoder = self.codec.encoder(self.cfg.sample_rate)?;
+        self.members.insert(
+            id,
+            Member {
+                input,
+                encoder,
+                gain: 1.0,
+            },
+        );
+        if self.next_tick.is_none() {
+            self.next_tick = Some(now);
+        }
+        Ok(())
+    }
+
+    /// `id` leaves: out of everyone's mix from the next tick.
+    pub fn remove(&mut self, id: u64) -> Result<(), MixerError> {
+        self.members
+            .remove(&id)
+            .map(|_| ())
+            .ok_or(MixerError::UnknownParticipant(id))?;
+        if self.members.is_empty() {
+            self.next_tick = None;
+        }
+        Ok(())
+    }
+
+    /// An audio packet from `id` (its RTP timestamp and payload).
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        id: u64,
+        timestamp: u32,
+        payload: &[u8],
+    ) -> Result<(), MixerError> {
+        let m = self
+            .members
+            .get_mut(&id)
+            .ok_or(MixerError::UnknownParticipant(id))?;
+        match m.input.as_mut() {
+            Some(i) if !i.dropped => {
+                i.jitter.push(now, timestamp, payload);
+                Ok(())
+            }
+            _ => {
+                self.stats.packets_refused += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// When the next tick is due (`None` with nobody in the mix).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_tick
+    }
+
+    /// Run every tick due by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let frame = Duration::from_millis(u64::from(FRAME_MS));
+        let Some(mut t) = self.next_tick else {
+            return;
+        };
+        if t > now {
+            return;
+        }
+        // Stalled: mix the last few frames, not a burst of stale ones.
+        let behind = (now.duration_since(t).as_millis() / u128::from(FRAME_MS)) as u32;
+        if behind >= MAX_CATCH_UP {
+            let skip = behind - MAX_CATCH_UP + 1;
+            self.stats.ticks_skipped += u64::from(skip);
+            self.timestamp = self.timestamp.wrapping_add(FRAME_TICKS.wrapping_mul(skip));
+            t += frame * skip;
+        }
+        while t <= now {
+            self.tick(t);
+            t += frame;
+        }
+        self.next_tick = Some(t);
+    }
+
+    pub fn poll_output(&mut self) -> Option<MixOutput> {
+        self.out.pop_front()
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.stats.ticks += 1;
+        self.total.fill(0);
+        for (&id, m) in self.members.iter_mut() {
+            let Some(input) = m.input.as_mut() else {
+                continue;
+            };
+            input.contributing = false;
+            if input.dropped {
+                continue;
+            }
+            let packet = match input.jitter.pop(now) {
+                Frame::Idle => continue,
+                Frame::Packet(p) => Some(p),
+                Frame::Lost => None,
+            };
+            match input.decoder.decode(packet.as_deref(), &mut input.pcm) {
+                Ok(n) => {
+                    input.bad_run = 0;
+                    input.pcm[n.min(self.samples)..].fill(0);
+                    if packet.is_some() {
+                        self.stats.frames_decoded += 1;
+                    } else {
+                        self.stats.frames_concealed += 1;
+                    }
+                    for (t, &s) in self.total.iter_mut().zip(&input.pcm) {
+                        *t += i32::from(s);
+                    }
+                    input.contributing = true;
+                }
+                Err(e) => {
+                    self.stats.decode_errors += 1;
+                    input.bad_run += 1;
+                    if input.bad_run >= MAX_BAD_FRAMES {
+                        input.dropped = true;
+                        self.out.push_back(MixOutput::Dropped {
+                            participant: id,
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        for (&id, m) in self.members.iter_mut() {
+            let own = m.input.as_ref().filter(|i| i.contributing);
+            let mut peak = 0i32;
+            for (k, &t) in self.total.iter().enumerate() {
+                let v = t - own.map_or(0, |i| i32::from(i.pcm[k]));
+                peak = peak.max(v.abs());
+            }
+            // Limiter: a gain that cuts at once to keep the peak in range
+            // and recovers slowly, so loud moments do not clip and the
+            // level does not pump.
+            let fit = if peak > i32::from(i16::MAX) {
+                i16::MAX as f32 / peak as f32
+            } else {
+                1.0
+            };
+            m.gain = if fit < m.gain {
+                fit
+            } else {
+                (m.gain + LIMITER_RELEASE).min(fit)
+            };
+            if m.gain < 1.0 {
+                self.stats.limited_frames += 1;
+            }
+            for (k, out) in self.mix.iter_mut().enumerate() {
+                let v = self.total[k] - own.map_or(0, |i| i32::from(i.pcm[k]));
+                let v = if m.gain < 1.0 {
+                    (v as f32 * m.gain).round() as i32
+                } else {
+                    v
+                };
+                *out = v.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+            }
+            match m.encoder.encode(&self.mix, &mut self.payload) {
+                Ok(()) => {
+                    self.stats.frames_encoded += 1;
+                    self.out.push_back(MixOutput::Audio {
+                        to: id,
+                        timestamp: self.timestamp,
+                        payload: self.payload.clone(),
+                    });
+                }
+                Err(_) => self.stats.encode_errors += 1,
+            }
+        }
+        self.timestamp = self.timestamp.wrapping_add(FRAME_TICKS);
+    }
+}
+
+#[cfg(test)]
+mod tests;
