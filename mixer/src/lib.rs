@@ -12,9 +12,9 @@
 //! - [`audio`]: the audio mixer: decode every input each tick, sum,
 //!   subtract each receiver's own voice (mix-minus), limit, encode once per
 //!   receiver.
-//! - [`codec`]: the seam to the codec ([`codec::AudioCodec`]); the Opus
-//!   implementation lives with the shell, and [`codec::Pcm16`] (raw
-//!   samples) lets the mixing itself be tested exactly.
+//! - [`codec`]: the seam to the codec ([`codec::AudioCodec`]);
+//!   [`opus::Opus`] is the real one, and [`codec::Pcm16`] (raw samples)
+//!   lets the mixing itself be tested exactly.
 //!
 //! Status: the audio core only. Composite video, the bridge's mixing
 //! workers, the conference mode in the gRPC API and the browser client are
@@ -23,6 +23,7 @@
 pub mod audio;
 pub mod codec;
 pub mod jitter;
+pub mod opus;
 
 /// The RTP clock of Opus, whatever rate it is decoded at (RFC 7587).
 pub const RTP_CLOCK: u32 = 48_000;
