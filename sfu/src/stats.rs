@@ -31,10 +31,14 @@ pub enum DropReason {
     /// A datagram to an address that has not proven itself (ICE) larger
     /// than what that address sent: the bridge is no amplifier.
     Amplification,
+    /// Media for a receiver whose connection (ICE, DTLS) is not up: str0m
+    /// would queue it without bound until it is, then send it all at once,
+    /// stale. Counted per receiver.
+    NotConnected,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::UnknownSource,
         DropReason::UnknownUfrag,
         DropReason::Malformed,
@@ -46,6 +50,7 @@ impl DropReason {
         DropReason::TooLarge,
         DropReason::BeforeSwitch,
         DropReason::Amplification,
+        DropReason::NotConnected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +66,7 @@ impl DropReason {
             DropReason::TooLarge => "too_large",
             DropReason::BeforeSwitch => "before_switch",
             DropReason::Amplification => "amplification",
+            DropReason::NotConnected => "not_connected",
         }
     }
 }

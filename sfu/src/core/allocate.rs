@@ -202,6 +202,9 @@ impl Core {
         ep.bw.allocation = allocation;
         let mut requests = Vec::new();
         let mut slots_changed = false;
+        // A receiver not connected yet is sent nothing (`fan_out`): its
+        // keyframes are asked for when it connects.
+        let connected = ep.rtc.is_connected();
         for (i, target, suspended) in decisions {
             let slot = &mut ep.slots[i];
             let Some(r) = slot.source else { continue };
@@ -235,7 +238,9 @@ impl Core {
             let retry = slot
                 .switch_requested
                 .is_none_or(|t| now.saturating_duration_since(t) >= SWITCH_RETRY);
-            if let (true, Kind::Video, true, Some(t)) = (waiting, slot.kind, retry, target) {
+            if let (true, Kind::Video, true, Some(t)) =
+                (waiting && connected, slot.kind, retry, target)
+            {
                 slot.switch_requested = Some(now);
                 requests.push((r, t));
             }

@@ -332,6 +332,9 @@ impl Core {
                         info!(endpoint = %id, after_ms = ms as u64, "media connected");
                     }
                     self.stats.connects += 1;
+                    // Its slots were sent nothing so far: ask for the
+                    // keyframes they start on now.
+                    self.reallocate(now, id);
                 }
                 _ => {}
             }
@@ -525,6 +528,14 @@ impl Core {
                 continue;
             };
             if slot.source != Some(source_ref) {
+                continue;
+            }
+            // Until its connection is up str0m cannot send, and would keep
+            // every packet written meanwhile (without bound, for a client
+            // that never connects) to send it all at once, stale. The slot
+            // starts at a keyframe asked for when it connects.
+            if !sub.rtc.is_connected() {
+                self.stats.drop(DropReason::NotConnected);
                 continue;
             }
             let mut forget_resends = false;
