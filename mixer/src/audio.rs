@@ -8,6 +8,9 @@
 //! subtracting makes a tick O(participants) in mixing work; the encodes
 //! are the cost (one per receiver, as their mixes differ).
 //!
+//! Before summing, each participant's frames can be normalised
+//! ([`Normalise`]): a slow gain towards one speech level.
+//!
 //! A participant whose stream does not decode is concealed frame by frame
 //! and, after [`MAX_BAD_FRAMES`] in a row, dropped from the mix (reported
 //! once as [`MixOutput::Dropped`]); everyone else's mix goes on.
@@ -30,11 +33,14 @@ const MAX_CATCH_UP: u32 = 5;
 /// (~0.3 s from 0.5 back to 0.9 at 50 ticks/s).
 const LIMITER_RELEASE: f32 = 0.05;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MixConfig {
     /// Decoding, mixing and encoding rate (8, 12, 16, 24 or 48 kHz).
     pub sample_rate: u32,
     pub jitter: JitterConfig,
+    /// Bring each participant's speech towards one level before mixing
+    /// (`None`: mix as received).
+    pub normalise: Option<Normalise>,
 }
 
 impl Default for MixConfig {
@@ -43,8 +49,48 @@ impl Default for MixConfig {
             // The seed guide's default.
             sample_rate: 16_000,
             jitter: JitterConfig::default(),
+            normalise: Some(Normalise::default()),
         }
     }
+}
+
+/// Level normalisation: a slow gain per participant that moves their
+/// speech towards `target_dbfs`, within bounds, adapting only on frames
+/// loud enough to be speech, so a quiet microphone is lifted and a loud
+/// one lowered without pumping up background noise between words.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Normalise {
+    /// Level speech is brought towards (RMS, dB below full scale).
+    pub target_dbfs: f32,
+    /// Most a participant is raised, and most lowered (dB).
+    pub max_gain_db: f32,
+    pub min_gain_db: f32,
+    /// Frames quieter than this (RMS) do not move the gain.
+    pub speech_dbfs: f32,
+    /// Share of the remaining distance to the wanted gain covered per
+    /// frame: 0.05 settles in ~1 s of speech.
+    pub step: f32,
+}
+
+impl Default for Normalise {
+    fn default() -> Self {
+        Self {
+            target_dbfs: -20.0,
+            max_gain_db: 12.0,
+            min_gain_db: -6.0,
+            speech_dbfs: -50.0,
+            step: 0.05,
+        }
+    }
+}
+
+/// RMS of a frame in dB below full scale (-inf for silence).
+fn rms_dbfs(pcm: &[i16]) -> f32 {
+    if pcm.is_empty() {
+        return f32::NEG_INFINITY;
+    }
+    let power = pcm.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / pcm.len() as f64;
+    (10.0 * (power / f64::from(i16::MAX).powi(2)).log10()) as f32
 }
 
 /// What the mixer produced.
@@ -83,6 +129,10 @@ struct Input<D> {
     jitter: JitterBuffer,
     decoder: D,
     pcm: Vec<i16>,
+    /// This tick's frame after normalisation, as it is in the sum.
+    scaled: Vec<i32>,
+    /// Normalisation gain in dB.
+    gain_db: f32,
     /// Whether `pcm` is in this tick's sum.
     contributing: bool,
     bad_run: u32,
@@ -168,6 +218,8 @@ impl<C: AudioCodec> AudioMixer<C> {
                 jitter: JitterBuffer::new(self.cfg.jitter),
                 decoder: self.codec.decoder(self.cfg.sample_rate)?,
                 pcm: vec![0; self.samples],
+                scaled: vec![0; self.samples],
+                gain_db: 0.0,
                 contributing: false,
                 bad_run: 0,
                 dropped: false,
@@ -284,8 +336,26 @@ impl<C: AudioCodec> AudioMixer<C> {
                     } else {
                         self.stats.frames_concealed += 1;
                     }
-                    for (t, &s) in self.total.iter_mut().zip(&input.pcm) {
-                        *t += i32::from(s);
+                    if let Some(n) = &self.cfg.normalise {
+                        let level = rms_dbfs(&input.pcm);
+                        if level >= n.speech_dbfs {
+                            let want = (n.target_dbfs - level).clamp(n.min_gain_db, n.max_gain_db);
+                            input.gain_db += (want - input.gain_db) * n.step;
+                        }
+                    }
+                    let gain = 10f32.powf(input.gain_db / 20.0);
+                    for ((t, out), &s) in self
+                        .total
+                        .iter_mut()
+                        .zip(input.scaled.iter_mut())
+                        .zip(&input.pcm)
+                    {
+                        *out = if input.gain_db == 0.0 {
+                            i32::from(s)
+                        } else {
+                            (f32::from(s) * gain).round() as i32
+                        };
+                        *t += *out;
                     }
                     input.contributing = true;
                 }
@@ -306,7 +376,7 @@ impl<C: AudioCodec> AudioMixer<C> {
             let own = m.input.as_ref().filter(|i| i.contributing);
             let mut peak = 0i32;
             for (k, &t) in self.total.iter().enumerate() {
-                let v = t - own.map_or(0, |i| i32::from(i.pcm[k]));
+                let v = t - own.map_or(0, |i| i.scaled[k]);
                 peak = peak.max(v.abs());
             }
             // Limiter: a gain that cuts at once to keep the peak in range
@@ -326,7 +396,7 @@ impl<C: AudioCodec> AudioMixer<C> {
                 self.stats.limited_frames += 1;
             }
             for (k, out) in self.mix.iter_mut().enumerate() {
-                let v = self.total[k] - own.map_or(0, |i| i32::from(i.pcm[k]));
+                let v = self.total[k] - own.map_or(0, |i| i.scaled[k]);
                 let v = if m.gain < 1.0 {
                     (v as f32 * m.gain).round() as i32
                 } else {

@@ -18,6 +18,7 @@ fn mixer() -> AudioMixer<Pcm16> {
         MixConfig {
             sample_rate: RATE,
             jitter: JitterConfig::default(),
+            normalise: None,
         },
     )
     .expect("valid config")
@@ -266,4 +267,86 @@ proptest! {
             prop_assert_eq!(&got[&id][5], &sum(&others));
         }
     }
+}
+
+/// A sine frame whose RMS is `dbfs` below full scale.
+fn sine_at(dbfs: f64, k: u32) -> Vec<i16> {
+    let amp = f64::from(i16::MAX) * 10f64.powf(dbfs / 20.0) * std::f64::consts::SQRT_2;
+    (0..N)
+        .map(|i| {
+            let t = (k as usize * N + i) as f64 / f64::from(RATE);
+            (amp * (2.0 * std::f64::consts::PI * 300.0 * t).sin()).round() as i16
+        })
+        .collect()
+}
+
+fn level_dbfs(pcm: &[i16]) -> f64 {
+    let p = pcm.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / pcm.len() as f64;
+    10.0 * (p / f64::from(i16::MAX).powi(2)).log10()
+}
+
+/// Runs 3 s of `senders` (id, level) with normalisation on; returns the
+/// level each receiver hears in the last frame.
+fn normalised(senders: &[(u64, f64)], receivers: &[u64]) -> BTreeMap<u64, f64> {
+    let t0 = Instant::now();
+    let mut m = AudioMixer::new(
+        Pcm16,
+        MixConfig {
+            sample_rate: RATE,
+            jitter: JitterConfig::default(),
+            normalise: Some(Normalise::default()),
+        },
+    )
+    .expect("mixer");
+    for &(id, _) in senders {
+        m.add(t0, id, true).expect("add");
+    }
+    for &id in receivers {
+        m.add(t0, id, false).expect("add");
+    }
+    let mut heard = BTreeMap::new();
+    for k in 0..150u32 {
+        let at = t0 + ms(20 * u64::from(k));
+        for &(id, level) in senders {
+            m.handle_packet(at, id, k * FRAME_TICKS, &pcm16_payload(&sine_at(level, k)))
+                .expect("known");
+        }
+        m.handle_timeout(at);
+        while let Some(o) = m.poll_output() {
+            if let MixOutput::Audio { to, payload, .. } = o {
+                let pcm: Vec<i16> = payload
+                    .chunks_exact(2)
+                    .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                    .collect();
+                heard.insert(to, level_dbfs(&pcm));
+            }
+        }
+    }
+    heard
+}
+
+#[test]
+fn a_quiet_and_a_loud_talker_are_brought_to_one_level() {
+    // 1 speaks at -30 dBFS, 2 at -14; each hears only the other.
+    let heard = normalised(&[(1, -30.0), (2, -14.0)], &[]);
+    assert!(
+        (heard[&2] - -20.0).abs() < 1.0,
+        "2 hears 1 at {:.1} dBFS",
+        heard[&2]
+    );
+    assert!(
+        (heard[&1] - -20.0).abs() < 1.0,
+        "1 hears 2 at {:.1} dBFS",
+        heard[&1]
+    );
+}
+
+#[test]
+fn normalisation_stays_within_its_bounds_and_leaves_noise_alone() {
+    // -45 dBFS wants +25 dB: raised by the 12 dB maximum only.
+    let heard = normalised(&[(1, -45.0)], &[9]);
+    assert!((heard[&9] - -33.0).abs() < 1.0, "{:.1} dBFS", heard[&9]);
+    // -60 dBFS is below the speech threshold: never raised.
+    let heard = normalised(&[(1, -60.0)], &[9]);
+    assert!((heard[&9] - -60.0).abs() < 0.5, "{:.1} dBFS", heard[&9]);
 }

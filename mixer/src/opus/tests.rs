@@ -46,6 +46,7 @@ fn mix_tones(frames: u32, tones: &[(u64, f64)]) -> BTreeMap<u64, Vec<f64>> {
         MixConfig {
             sample_rate: RATE,
             jitter: JitterConfig::default(),
+            normalise: None,
         },
     )
     .expect("mixer");
