@@ -16,6 +16,7 @@ const ROOTS: &[&str] = &[
     "src",
     "sfu/src",
     "relay/src",
+    "mixer/src",
     "focus/src",
     "proto/src",
     "tests/sim/src",
