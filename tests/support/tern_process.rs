@@ -264,9 +264,9 @@ impl Tern {
             }
             if let Some(status) = self.child.try_wait().context("try_wait")? {
                 bail!(
-                    "{} exited during startup ({status}); its output:\n{}",
+                    "{} exited during startup ({status}); its output (backtraces left out):\n{}",
                     self.name,
-                    self.log_tail(60)
+                    self.log_tail_without_backtrace(60)
                 );
             }
             if start.elapsed() > timeout {
@@ -308,6 +308,25 @@ impl Tern {
     pub fn log_tail(&self, lines: usize) -> String {
         let text = self.output();
         let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The last `lines` of its output less backtrace frames: a process
+    /// that fails at start-up prints its error and then a backtrace
+    /// (`RUST_BACKTRACE` is on in tests) long enough to push the error out
+    /// of a plain tail.
+    pub fn log_tail_without_backtrace(&self, lines: usize) -> String {
+        let text = self.output();
+        let all: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                let t = l.trim_start();
+                let frame = t
+                    .split_once(": ")
+                    .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                !(frame || t.starts_with("at "))
+            })
+            .collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
