@@ -29,6 +29,11 @@ pub const MAX_BAD_FRAMES: u32 = 25;
 /// Ticks the mixer catches up at once after a stall; beyond that it skips
 /// to the present (the frames in between are lost, not bunched).
 const MAX_CATCH_UP: u32 = 5;
+/// The longest Opus packet (120 ms) in 20 ms frames.
+const MAX_PACKET_FRAMES: usize = 6;
+/// Packets decoded for one input in one tick at most (10 ms packets need
+/// two; more only when catching up after a gap).
+const MAX_DECODES_PER_TICK: u32 = 4;
 /// Per-tick recovery of the limiter's gain towards 1 after it cut a peak
 /// (~0.3 s from 0.5 back to 0.9 at 50 ticks/s).
 const LIMITER_RELEASE: f32 = 0.05;
@@ -84,6 +89,11 @@ impl Default for Normalise {
     }
 }
 
+/// RTP ticks (48 kHz) of `samples` at `rate`.
+fn ticks_of(samples: usize, rate: u32) -> u32 {
+    (samples as u64 * u64::from(crate::RTP_CLOCK) / u64::from(rate)) as u32
+}
+
 /// RMS of a frame in dB below full scale (-inf for silence).
 fn rms_dbfs(pcm: &[i16]) -> f32 {
     if pcm.is_empty() {
@@ -128,6 +138,12 @@ pub struct MixStats {
 struct Input<D> {
     jitter: JitterBuffer,
     decoder: D,
+    /// Decoded samples not mixed yet: a packet may hold 10 to 120 ms, a
+    /// tick takes 20.
+    fifo: VecDeque<i16>,
+    /// Room for the longest packet Opus allows (120 ms).
+    scratch: Vec<i16>,
+    /// This tick's frame.
     pcm: Vec<i16>,
     /// This tick's frame after normalisation, as it is in the sum.
     scaled: Vec<i32>,
@@ -217,6 +233,8 @@ impl<C: AudioCodec> AudioMixer<C> {
             Some(Input {
                 jitter: JitterBuffer::new(self.cfg.jitter),
                 decoder: self.codec.decoder(self.cfg.sample_rate)?,
+                fifo: VecDeque::with_capacity(self.samples * MAX_PACKET_FRAMES),
+                scratch: vec![0; self.samples * MAX_PACKET_FRAMES],
                 pcm: vec![0; self.samples],
                 scaled: vec![0; self.samples],
                 gain_db: 0.0,
@@ -322,55 +340,85 @@ impl<C: AudioCodec> AudioMixer<C> {
             if input.dropped {
                 continue;
             }
-            let packet = match input.jitter.pop(now) {
-                Frame::Idle => continue,
-                Frame::Packet(p) => Some(p),
-                Frame::Lost => None,
-            };
-            match input.decoder.decode(packet.as_deref(), &mut input.pcm) {
-                Ok(n) => {
-                    input.bad_run = 0;
-                    input.pcm[n.min(self.samples)..].fill(0);
-                    if packet.is_some() {
-                        self.stats.frames_decoded += 1;
-                    } else {
-                        self.stats.frames_concealed += 1;
-                    }
-                    if let Some(n) = &self.cfg.normalise {
-                        let level = rms_dbfs(&input.pcm);
-                        if level >= n.speech_dbfs {
-                            let want = (n.target_dbfs - level).clamp(n.min_gain_db, n.max_gain_db);
-                            input.gain_db += (want - input.gain_db) * n.step;
+            // Decode until a frame's worth is buffered: one packet for
+            // 20 ms packets, every other tick for 40 ms, two for 10 ms.
+            let mut decodes = 0;
+            while input.fifo.len() < self.samples && decodes < MAX_DECODES_PER_TICK {
+                decodes += 1;
+                let packet = match input.jitter.pop(now) {
+                    Frame::Idle => break,
+                    Frame::Packet(p) => Some(p),
+                    Frame::Lost => None,
+                };
+                // Concealment fills one frame; a packet may fill six.
+                let room = if packet.is_some() {
+                    &mut input.scratch[..]
+                } else {
+                    &mut input.scratch[..self.samples]
+                };
+                match input.decoder.decode(packet.as_deref(), room) {
+                    Ok(n) => {
+                        input.bad_run = 0;
+                        let n = n.min(room.len());
+                        input.fifo.extend(&room[..n]);
+                        if packet.is_some() {
+                            self.stats.frames_decoded += 1;
+                            // The next packet is expected where this one
+                            // ends.
+                            input.jitter.last_lasted(ticks_of(n, self.cfg.sample_rate));
+                        } else {
+                            self.stats.frames_concealed += 1;
                         }
                     }
-                    let gain = 10f32.powf(input.gain_db / 20.0);
-                    for ((t, out), &s) in self
-                        .total
-                        .iter_mut()
-                        .zip(input.scaled.iter_mut())
-                        .zip(&input.pcm)
-                    {
-                        *out = if input.gain_db == 0.0 {
-                            i32::from(s)
-                        } else {
-                            (f32::from(s) * gain).round() as i32
-                        };
-                        *t += *out;
-                    }
-                    input.contributing = true;
-                }
-                Err(e) => {
-                    self.stats.decode_errors += 1;
-                    input.bad_run += 1;
-                    if input.bad_run >= MAX_BAD_FRAMES {
-                        input.dropped = true;
-                        self.out.push_back(MixOutput::Dropped {
-                            participant: id,
-                            reason: e.to_string(),
-                        });
+                    Err(e) => {
+                        self.stats.decode_errors += 1;
+                        input.bad_run += 1;
+                        if input.bad_run >= MAX_BAD_FRAMES {
+                            input.dropped = true;
+                            input.fifo.clear();
+                            self.out.push_back(MixOutput::Dropped {
+                                participant: id,
+                                reason: e.to_string(),
+                            });
+                        }
+                        break;
                     }
                 }
             }
+            if input.fifo.is_empty() {
+                continue;
+            }
+            // A stream that stops mid-frame ends in silence.
+            let have = input.fifo.len().min(self.samples);
+            for (k, s) in input.pcm.iter_mut().enumerate() {
+                *s = if k < have {
+                    input.fifo.pop_front().unwrap_or(0)
+                } else {
+                    0
+                };
+            }
+            if let Some(n) = &self.cfg.normalise {
+                let level = rms_dbfs(&input.pcm);
+                if level >= n.speech_dbfs {
+                    let want = (n.target_dbfs - level).clamp(n.min_gain_db, n.max_gain_db);
+                    input.gain_db += (want - input.gain_db) * n.step;
+                }
+            }
+            let gain = 10f32.powf(input.gain_db / 20.0);
+            for ((t, out), &s) in self
+                .total
+                .iter_mut()
+                .zip(input.scaled.iter_mut())
+                .zip(&input.pcm)
+            {
+                *out = if input.gain_db == 0.0 {
+                    i32::from(s)
+                } else {
+                    (f32::from(s) * gain).round() as i32
+                };
+                *t += *out;
+            }
+            input.contributing = true;
         }
         for (&id, m) in self.members.iter_mut() {
             let own = m.input.as_ref().filter(|i| i.contributing);

@@ -8,8 +8,9 @@
 //! concealed for a few frames and then idle, so it adds nothing to the mix
 //! and costs no decoding, until its next packet restarts playout.
 //!
-//! Assumes 20 ms packets (browsers' default ptime); a stream of another
-//! frame length plays as a run of losses and resyncs (counted).
+//! A packet is taken to last one 20 ms frame (browsers' default ptime)
+//! until the decoder says otherwise ([`JitterBuffer::last_lasted`]), so
+//! streams of 10 to 120 ms packets play in order too.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -76,6 +77,8 @@ pub struct JitterBuffer {
     /// When an idle buffer starts playing.
     start_at: Option<Instant>,
     missing_run: u32,
+    /// Timestamp of the last packet played.
+    last_played: Option<u64>,
     stats: JitterStats,
 }
 
@@ -88,6 +91,7 @@ impl JitterBuffer {
             next: None,
             start_at: None,
             missing_run: 0,
+            last_played: None,
             stats: JitterStats::default(),
         }
     }
@@ -138,6 +142,14 @@ impl JitterBuffer {
         }
     }
 
+    /// The packet `pop` just gave lasted `ticks` (RTP clock), not one
+    /// 20 ms frame: the next one is expected where it ended.
+    pub fn last_lasted(&mut self, ticks: u32) {
+        if let Some(start) = self.last_played {
+            self.next = Some(start + u64::from(ticks.max(1)));
+        }
+    }
+
     /// The frame for the tick at `now`.
     pub fn pop(&mut self, now: Instant) -> Frame {
         let next = match self.next {
@@ -155,6 +167,7 @@ impl JitterBuffer {
         };
         if let Some(p) = self.packets.remove(&next) {
             self.missing_run = 0;
+            self.last_played = Some(next);
             self.next = Some(next + u64::from(FRAME_TICKS));
             return Frame::Packet(p);
         }
@@ -171,6 +184,7 @@ impl JitterBuffer {
                 self.missing_run = 0;
                 match self.packets.pop_first() {
                     Some((first, p)) => {
+                        self.last_played = Some(first);
                         self.next = Some(first + u64::from(FRAME_TICKS));
                         Frame::Packet(p)
                     }

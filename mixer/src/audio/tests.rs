@@ -350,3 +350,64 @@ fn normalisation_stays_within_its_bounds_and_leaves_noise_alone() {
     let heard = normalised(&[(1, -60.0)], &[9]);
     assert!((heard[&9] - -60.0).abs() < 0.5, "{:.1} dBFS", heard[&9]);
 }
+
+/// Sends `packets` of `per_packet` samples each (a running sample count
+/// as the signal, so order and gaps show) from participant 1 to listener
+/// 9, one packet as soon as the previous one's samples are due; returns
+/// what 9 heard after the jitter delay.
+fn continuous(per_packet: usize, ticks: u32) -> Vec<i16> {
+    let t0 = Instant::now();
+    let mut m = mixer();
+    m.add(t0, 1, true).expect("add");
+    m.add(t0, 9, false).expect("add");
+    let mut sent = 0usize;
+    let mut heard = Vec::new();
+    for k in 0..ticks {
+        let at = t0 + ms(20 * u64::from(k));
+        // Everything due by the end of this tick.
+        while sent < (k as usize + 1) * N {
+            let pcm: Vec<i16> = (sent..sent + per_packet)
+                .map(|i| (i % 30_000) as i16)
+                .collect();
+            let ts = (sent as u64 * 48_000 / u64::from(RATE)) as u32;
+            m.handle_packet(at, 1, ts, &pcm16_payload(&pcm))
+                .expect("known");
+            sent += per_packet;
+        }
+        m.handle_timeout(at);
+        while let Some(o) = m.poll_output() {
+            if let MixOutput::Audio { to: 9, payload, .. } = o {
+                heard.extend(
+                    payload
+                        .chunks_exact(2)
+                        .map(|b| i16::from_le_bytes([b[0], b[1]])),
+                );
+            }
+        }
+    }
+    heard
+}
+
+#[test]
+fn packets_of_10_40_and_60_ms_play_as_one_unbroken_stream() {
+    for ms_per_packet in [10, 20, 40, 60] {
+        let per_packet = N * ms_per_packet / 20;
+        let heard = continuous(per_packet, 50);
+        // Skip the silence before playout starts; from there every sample
+        // follows the one before.
+        let start = heard.iter().position(|&s| s != 0).unwrap_or(heard.len());
+        let played = &heard[start..];
+        assert!(
+            played.len() >= 40 * N,
+            "{ms_per_packet} ms: only {} samples played",
+            played.len()
+        );
+        for w in played.windows(2) {
+            assert_eq!(
+                w[1],
+                w[0] + 1,
+                "{ms_per_packet} ms packets: a gap or a repeat in what was heard"
+            );
+        }
+    }
+}

@@ -192,3 +192,55 @@ proptest::proptest! {
         proptest::prop_assert_eq!(frames, 2 * packets.len());
     }
 }
+
+#[test]
+fn opus_packets_of_40_and_60_ms_are_mixed_like_20_ms_ones() {
+    let n = frame_samples(RATE);
+    for frames_per_packet in [2u32, 3] {
+        let t0 = Instant::now();
+        let codec = Opus::default();
+        let mut m = AudioMixer::new(
+            codec,
+            MixConfig {
+                sample_rate: RATE,
+                jitter: JitterConfig::default(),
+                normalise: None,
+            },
+        )
+        .expect("mixer");
+        m.add(t0, 1, true).expect("add");
+        m.add(t0, 9, false).expect("add");
+        let mut enc = codec.encoder(RATE).expect("encoder");
+        let mut dec = codec.decoder(RATE).expect("decoder");
+        let (mut payload, mut pcm) = (Vec::new(), vec![0i16; n]);
+        let mut heard = Vec::new();
+        for k in 0..90u32 {
+            let at = t0 + Duration::from_millis(20 * u64::from(k));
+            if k % frames_per_packet == 0 {
+                let long: Vec<i16> = (k..k + frames_per_packet)
+                    .flat_map(|f| tone(440.0, f, n))
+                    .collect();
+                enc.encode(&long, &mut payload).expect("encode");
+                m.handle_packet(at, 1, k * FRAME_TICKS, &payload)
+                    .expect("known");
+            }
+            m.handle_timeout(at);
+            while let Some(o) = m.poll_output() {
+                if let MixOutput::Audio { to: 9, payload, .. } = o {
+                    let got = dec.decode(Some(&payload), &mut pcm).expect("decode");
+                    heard.extend(pcm[..got].iter().map(|&s| f64::from(s)));
+                }
+            }
+        }
+        let want: Vec<f64> = (25..90)
+            .flat_map(|k| tone(440.0, k, n))
+            .map(f64::from)
+            .collect();
+        let snr = snr_db(&want, &heard[25 * n..], 2_400);
+        assert!(
+            snr >= 15.0,
+            "{} ms packets: SNR {snr:.1} dB",
+            20 * frames_per_packet
+        );
+    }
+}
