@@ -1,8 +1,8 @@
 //! The audio mixer of one mixed conference.
 //!
-//! Every 20 ms tick: each sending participant's jitter buffer gives a
-//! frame, which is decoded (or concealed) at the conference's rate; the
-//! frames are summed once; each participant's mix is that sum less their
+//! Every 20 ms tick: each sending participant's packets are taken from its
+//! jitter buffer and decoded (or concealed) at the conference's rate until
+//! a frame's worth of samples is buffered; the frames are summed once; each participant's mix is that sum less their
 //! own frame (mix-minus: nobody hears themselves), limited so it cannot
 //! clip, and encoded with that participant's encoder. Summing once and
 //! subtracting makes a tick O(participants) in mixing work; the encodes
@@ -11,7 +11,7 @@
 //! Before summing, each participant's frames can be normalised
 //! ([`Normalise`]): a slow gain towards one speech level.
 //!
-//! A participant whose stream does not decode is concealed frame by frame
+//! A participant whose stream does not decode is silent for that frame
 //! and, after [`MAX_BAD_FRAMES`] in a row, dropped from the mix (reported
 //! once as [`MixOutput::Dropped`]); everyone else's mix goes on.
 

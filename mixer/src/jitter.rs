@@ -2,9 +2,9 @@
 //!
 //! Packets are keyed by their RTP timestamp (extended past the 32-bit
 //! wrap), so reordering and duplicates sort themselves out. Playout starts
-//! `delay` after the first packet, then takes one 20 ms frame per mixing
-//! tick: the packet with the expected timestamp, or a concealed frame when
-//! it is missing. A participant that stops sending (muted, DTX, gone) is
+//! `delay` after the first packet; each `pop` then gives the packet with
+//! the expected timestamp, or a concealed frame when it is missing (the
+//! mixer pops as often as it needs samples for a 20 ms tick). A participant that stops sending (muted, DTX, gone) is
 //! concealed for a few frames and then idle, so it adds nothing to the mix
 //! and costs no decoding, until its next packet restarts playout.
 //!
@@ -165,6 +165,14 @@ impl JitterBuffer {
                 }
             }
         };
+        // Packets before `next` can no longer play: a concealed frame (20
+        // ms) stepped over a 10 ms packet, or a long packet covered them.
+        while let Some((&k, _)) = self.packets.first_key_value()
+            && k < next
+        {
+            self.packets.pop_first();
+            self.stats.late += 1;
+        }
         if let Some(p) = self.packets.remove(&next) {
             self.missing_run = 0;
             self.last_played = Some(next);
@@ -298,6 +306,24 @@ mod tests {
         }
         assert_eq!(j.stats().overflow, 150);
         assert_eq!(j.packets.len(), 50);
+    }
+
+    #[test]
+    fn a_packet_stepped_over_by_concealment_is_dropped_not_kept() {
+        let t0 = Instant::now();
+        let mut j = buffer();
+        let half = FRAME_TICKS / 2;
+        // 10 ms packets; the one at `half` is lost.
+        j.push(t0, 0, b"a");
+        j.push(t0, 2 * half, b"c");
+        j.push(t0, 3 * half, b"d");
+        assert_eq!(j.pop(t0 + ms(60)), Frame::Packet(b"a".to_vec()));
+        j.last_lasted(half);
+        // Concealment fills 20 ms: from `half` to `3 * half`, over "c".
+        assert_eq!(j.pop(t0 + ms(60)), Frame::Lost);
+        assert_eq!(j.pop(t0 + ms(80)), Frame::Packet(b"d".to_vec()));
+        assert!(j.packets.is_empty(), "nothing held that cannot play");
+        assert_eq!(j.stats().late, 1);
     }
 
     #[test]
