@@ -245,8 +245,11 @@ fn browser_data_channel_refuses_oversized_and_flooding_messages_and_disturbs_nob
                 flood + refused as usize == 60,
                 "of 60 flood messages bob got {flood} and the bridge refused {refused}"
             );
+            // Alice's "first" message took a token from the burst; it is
+            // back only if 100 ms passed before the flood (not always on
+            // an idle machine: 19 seen at 00:26 on 2026-12-05).
             ensure!(
-                (DATA_BURST..=DATA_BURST + 2 * DATA_RATE).contains(&flood),
+                (DATA_BURST - 1..=DATA_BURST + 2 * DATA_RATE).contains(&flood),
                 "bob got {flood} of the 60 (burst {DATA_BURST}, {DATA_RATE}/s)"
             );
             // Nothing of the oversized one reached bob.
