@@ -25,6 +25,11 @@ pub struct Claims {
     /// declaring sources, or a WHIP publish, is refused). Absent: may.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<bool>,
+    /// A mixed conference at this sample rate (Hz): the participant sends
+    /// one stream and receives one mix. Absent: a forwarding conference.
+    /// The bridge checks it against the conference's mode at join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<u32>,
 }
 
 impl Claims {
@@ -91,6 +96,7 @@ impl TokenKeys {
             exp: unix_now() + ttl_secs,
             codec: codec.map(str::to_string),
             publish: None,
+            mix: None,
         })
     }
 
@@ -207,6 +213,7 @@ mod tests {
             exp: unix_now() - 3600,
             codec: None,
             publish: None,
+            mix: None,
         };
         let expired = jsonwebtoken::encode(
             &Header::default(),

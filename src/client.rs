@@ -43,6 +43,11 @@ pub struct ClientOptions {
     /// [`PeerConfig::talk`]); `None`: always the same level.
     pub talk: Option<Talk>,
     pub seed: u64,
+    /// Publish real Opus carrying a sine at this frequency (see
+    /// [`PeerConfig::tone_hz`]).
+    pub tone_hz: Option<f32>,
+    /// Keep every Opus packet received (`ClientState::audio_payloads`).
+    pub record_audio: bool,
 }
 
 impl ClientOptions {
@@ -60,6 +65,8 @@ impl ClientOptions {
             keyframe_response_delay: Duration::ZERO,
             talk: None,
             seed: 1,
+            tone_hz: None,
+            record_audio: false,
         }
     }
 }
@@ -130,6 +137,8 @@ impl Client {
         cfg.keyframe_response_delay = opts.keyframe_response_delay;
         cfg.talk = opts.talk.clone();
         cfg.seed = opts.seed;
+        cfg.tone_hz = opts.tone_hz;
+        cfg.record_audio = opts.record_audio;
         let mut peer = Peer::new(cfg, Instant::now());
 
         // Until `joined` arrives nothing else can happen.

@@ -136,6 +136,11 @@ pub struct MediaConfig {
     pub camera_max_kbps: u64,
     /// The same for screen shares.
     pub screen_max_kbps: u64,
+    /// Threads that mix the audio of mixed conferences (at least 1), off
+    /// the forwarding shards. A conference is mixed by one of them.
+    pub mixing_workers: usize,
+    /// The bitrate of each participant's Opus mix, in kbps (6-510).
+    pub mix_bitrate_kbps: u32,
 }
 
 /// The relay mesh: bridges connect to each other over QUIC, mutually
@@ -290,6 +295,8 @@ impl Default for MediaConfig {
             max_probe_kbps: 10_000,
             camera_max_kbps: 2500,
             screen_max_kbps: 2500,
+            mixing_workers: 1,
+            mix_bitrate_kbps: 32,
         }
     }
 }
@@ -446,6 +453,18 @@ impl Config {
                     "media.{name} must be between {min} and 100000, not {v}"
                 ));
             }
+        }
+        if !(1..=64).contains(&m.mixing_workers) {
+            return Err(format!(
+                "media.mixing_workers must be between 1 and 64, not {}",
+                m.mixing_workers
+            ));
+        }
+        if !(6..=510).contains(&m.mix_bitrate_kbps) {
+            return Err(format!(
+                "media.mix_bitrate_kbps must be between 6 and 510 (Opus's range), not {}",
+                m.mix_bitrate_kbps
+            ));
         }
         if !["region", "single", "split"].contains(&self.focus.strategy.as_str()) {
             return Err(format!(

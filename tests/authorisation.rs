@@ -43,6 +43,7 @@ async fn a_viewer_receives_the_room_but_cannot_publish() {
             region: "eu".into(),
             role: fpb::Role::Viewer as i32,
             video_codec: String::new(),
+            options: None,
         })
         .await
         .expect("a viewer is placed")
@@ -123,6 +124,7 @@ async fn a_viewer_receives_the_room_but_cannot_publish() {
             region: "eu".into(),
             role: 7,
             video_codec: String::new(),
+            options: None,
         })
         .await
         .expect_err("an unknown role");

@@ -167,6 +167,7 @@ async fn join(grpc: SocketAddr, seat: usize) -> anyhow::Result<Client> {
             region: "eu".into(),
             role: fpb::Role::Participant as i32,
             video_codec: String::new(),
+            options: None,
         })
         .await?
         .into_inner();

@@ -590,6 +590,7 @@ async fn a_conference_keeps_the_video_codec_its_allocation_names() {
         region: "eu".into(),
         role: fpb::Role::Participant as i32,
         video_codec: codec.into(),
+        options: None,
     };
 
     // A codec the focus does not know is refused, naming it.

@@ -373,6 +373,7 @@ async fn bad_signalling_gets_precise_errors_and_leaves_other_sessions_untouched(
             exp: tern::auth::unix_now() - 600,
             codec: None,
             publish: None,
+            mix: None,
         };
         encode(
             &Header::default(),

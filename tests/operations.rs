@@ -134,6 +134,7 @@ async fn the_focus_counts_allocations_failures_bridges_and_participants() {
         region: "eu".into(),
         role: fpb::Role::Participant as i32,
         video_codec: codec.into(),
+        options: None,
     };
     // The conference took no codec; naming one now is fine, then another
     // is refused. An unknown codec name is invalid.

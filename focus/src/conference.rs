@@ -26,6 +26,9 @@ pub(crate) struct Conference {
     pub(crate) version: Option<String>,
     /// Its one video codec, once an allocation named one.
     pub(crate) video_codec: Option<String>,
+    /// Forwarding or mixed, as the first allocation asked (`None`: known
+    /// only from bridge reports so far, e.g. after a focus restart).
+    pub(crate) mode: Option<crate::ConferenceMode>,
 }
 
 impl Focus {

@@ -15,7 +15,7 @@ use tracing::info;
 use crate::conference::Conference;
 use crate::registry::{self, Bridge, BridgeView, Registration, Report};
 use crate::stress_index::StressIndex;
-use crate::{FocusConfig, FocusError, FocusEvent, Placement, placement};
+use crate::{ConferenceMode, FocusConfig, FocusError, FocusEvent, Placement, placement};
 
 /// Resolution of heartbeat and drain checks.
 const TICK: Duration = Duration::from_millis(100);
@@ -185,13 +185,11 @@ impl Focus {
         participant: &str,
         region: Option<&str>,
     ) -> Result<Placement, FocusError> {
-        self.allocate_with_codec(now, conference, participant, region, None)
+        self.allocate_with_options(now, conference, participant, region, None, None)
     }
 
-    /// [`Self::allocate`] naming the conference's video codec: the first
-    /// allocation that names one sets it for the conference (on every
-    /// bridge, through the tokens), an allocation naming another is refused
-    /// before anything is placed, and one naming none gets the conference's.
+    /// [`Self::allocate`] naming the conference's video codec (see
+    /// [`Self::allocate_with_options`]).
     pub fn allocate_with_codec(
         &mut self,
         now: Instant,
@@ -199,6 +197,25 @@ impl Focus {
         participant: &str,
         region: Option<&str>,
         video_codec: Option<&str>,
+    ) -> Result<Placement, FocusError> {
+        self.allocate_with_options(now, conference, participant, region, video_codec, None)
+    }
+
+    /// [`Self::allocate`] naming the conference's video codec: the first
+    /// allocation that names one sets it for the conference (on every
+    /// bridge, through the tokens), an allocation naming another is refused
+    /// before anything is placed, and one naming none gets the conference's.
+    /// The conference's mode works the same way: the first allocation's
+    /// `mode` (forwarding when it names none) holds for the conference's
+    /// life; a mixed conference is placed on one bridge.
+    pub fn allocate_with_options(
+        &mut self,
+        now: Instant,
+        conference: &str,
+        participant: &str,
+        region: Option<&str>,
+        video_codec: Option<&str>,
+        mode: Option<ConferenceMode>,
     ) -> Result<Placement, FocusError> {
         for (field, v) in [("conference", conference), ("participant", participant)] {
             if v.is_empty() || v.len() > 128 {
@@ -220,6 +237,24 @@ impl Focus {
                 conference: conference.to_string(),
                 uses: uses.to_string(),
                 asked: asked.to_string(),
+            });
+        }
+        if let (Some(uses), Some(asked)) =
+            (self.conferences.get(conference).and_then(|c| c.mode), mode)
+            && uses != asked
+        {
+            return Err(FocusError::ModeMismatch {
+                conference: conference.to_string(),
+                uses,
+                asked,
+            });
+        }
+        if let Some(ConferenceMode::Mixed { sample_rate }) = mode
+            && ![8_000, 12_000, 16_000, 24_000, 48_000].contains(&sample_rate)
+        {
+            return Err(FocusError::Invalid {
+                field: "audio_sample_rate",
+                reason: format!("{sample_rate} is not 8000, 12000, 16000, 24000 or 48000"),
             });
         }
         let region = region
@@ -247,6 +282,7 @@ impl Focus {
             signal_url: b.reg.signal_url.clone(),
             rule,
             video_codec: None,
+            mode: ConferenceMode::Forwarding,
         };
         let version = b.reg.version.clone();
         self.reindex(now, &id);
@@ -256,6 +292,8 @@ impl Focus {
                 c.video_codec = video_codec.map(str::to_string);
             }
             placement.video_codec = c.video_codec.clone();
+            let mode = *c.mode.get_or_insert(mode.unwrap_or_default());
+            placement.mode = mode;
         }
         self.events.push_back(FocusEvent::Allocated {
             conference: conference.to_string(),

@@ -60,6 +60,42 @@ pub enum FocusError {
         uses: String,
         asked: String,
     },
+    #[error("conference {conference} is {uses}; this allocation asks for {asked}")]
+    ModeMismatch {
+        conference: String,
+        uses: ConferenceMode,
+        asked: ConferenceMode,
+    },
+}
+
+/// How a conference carries media, fixed when it is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConferenceMode {
+    /// Selective forwarding: every participant receives the others' streams.
+    #[default]
+    Forwarding,
+    /// Every participant receives one mix (audio at this sample rate). A
+    /// mixed conference lives on one bridge.
+    Mixed { sample_rate: u32 },
+}
+
+impl ConferenceMode {
+    /// The mixing rate, for the participant's token (`mix`).
+    pub fn mix_rate(self) -> Option<u32> {
+        match self {
+            ConferenceMode::Forwarding => None,
+            ConferenceMode::Mixed { sample_rate } => Some(sample_rate),
+        }
+    }
+}
+
+impl std::fmt::Display for ConferenceMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConferenceMode::Forwarding => write!(f, "forwarding"),
+            ConferenceMode::Mixed { sample_rate } => write!(f, "mixed at {sample_rate} Hz"),
+        }
+    }
 }
 
 /// What happened, for the shell to act on (commands) or publish (Watch).

@@ -224,6 +224,7 @@ impl Bridge {
                 ice_password: "0123456789abcdef0123456789abcdef".into(),
                 video_codec: None,
                 may_publish: true,
+                mix_rate: None,
             }));
         }
         for room in [ROOM, ROOM2] {

@@ -12,6 +12,8 @@
 //! - [`audio`]: the audio mixer: decode every input each tick, sum,
 //!   subtract each receiver's own voice (mix-minus), limit, encode once per
 //!   receiver.
+//! - [`host`]: the mixers of one mixing worker, one per conference, fed
+//!   by the bridge's shards with [`host::MixCommand`]s.
 //! - [`codec`]: the seam to the codec ([`codec::AudioCodec`]);
 //!   [`opus::Opus`] is the real one, and [`codec::Pcm16`] (raw samples)
 //!   lets the mixing itself be tested exactly.
@@ -22,6 +24,7 @@
 
 pub mod audio;
 pub mod codec;
+pub mod host;
 pub mod jitter;
 pub mod opus;
 

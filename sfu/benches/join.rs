@@ -52,6 +52,7 @@ fn main() {
                     ice_password: format!("password-{i:016}"),
                     video_codec: None,
                     may_publish: true,
+                    mix_rate: None,
                 },
             )
             .expect("join");

@@ -85,6 +85,11 @@ pub enum ServerMessage {
         room: String,
         participant: ParticipantInfo,
         participants: Vec<ParticipantInfo>,
+        /// A mixed conference's sample rate: the first audio receive slot
+        /// carries the mix of everyone else, no slot carries a participant's
+        /// audio. Absent: a forwarding conference.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mix_rate: Option<u32>,
     },
     Answer {
         sdp: String,
@@ -216,11 +221,14 @@ pub enum ErrorCode {
     /// The client's address holds as many signalling connections as the
     /// bridge allows (`bridge.max_signal_connections_per_ip`).
     TooManyConnections,
+    /// The token asks for a mixed conference and the conference forwards,
+    /// or the other way round, or for another sample rate than it mixes at.
+    ConferenceMode,
 }
 
 impl ErrorCode {
     /// Every code (metrics register each at zero).
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadMessage,
         ErrorCode::MessageTooLarge,
         ErrorCode::InvalidToken,
@@ -241,6 +249,7 @@ impl ErrorCode {
         ErrorCode::PublishNotAllowed,
         ErrorCode::RateLimited,
         ErrorCode::TooManyConnections,
+        ErrorCode::ConferenceMode,
     ];
 
     /// Errors after which the bridge closes the socket.
@@ -258,6 +267,7 @@ impl ErrorCode {
                 | ErrorCode::Overloaded
                 | ErrorCode::UnsupportedCodec
                 | ErrorCode::TooManyConnections
+                | ErrorCode::ConferenceMode
         )
     }
 
@@ -283,6 +293,7 @@ impl ErrorCode {
             ErrorCode::PublishNotAllowed => "publish_not_allowed",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::ConferenceMode => "conference_mode",
         }
     }
 }

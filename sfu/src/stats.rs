@@ -122,6 +122,17 @@ pub struct CoreStats {
     pub joins_refused_overloaded: u64,
     /// Joins refused for their token's video codec (`UnsupportedCodec`).
     pub joins_refused_codec: u64,
+    /// Joins whose token asked for the other conference mode (mixed or
+    /// forwarding) or another mixing rate than the conference's.
+    pub joins_refused_mode: u64,
+    /// Audio packets of mixed conferences handed to their mixing worker.
+    pub mix_packets_in: u64,
+    /// Mixed frames written to receivers.
+    pub mix_frames_out: u64,
+    /// Mixed frames for receivers gone meanwhile.
+    pub mix_frames_stale: u64,
+    /// Participants the mixer dropped because their audio did not decode.
+    pub mix_inputs_dropped: u64,
     pub leaves: u64,
     pub connects: u64,
     pub ice_disconnects: u64,

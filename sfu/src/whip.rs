@@ -138,7 +138,10 @@ pub fn http_status(code: ErrorCode) -> u16 {
         ErrorCode::RateLimited | ErrorCode::TooManyConnections => 429,
         ErrorCode::MessageTooLarge => 413,
         ErrorCode::BadOffer | ErrorCode::BadMessage => 400,
-        ErrorCode::Replaced | ErrorCode::ConferenceEnded | ErrorCode::UnsupportedCodec => 409,
+        ErrorCode::Replaced
+        | ErrorCode::ConferenceEnded
+        | ErrorCode::UnsupportedCodec
+        | ErrorCode::ConferenceMode => 409,
         ErrorCode::RoomFull
         | ErrorCode::ShuttingDown
         | ErrorCode::Overloaded

@@ -41,6 +41,7 @@ fn core_with_one_endpoint(now: Instant) -> Core {
             ice_password: "0123456789abcdef0123456789abcdef".into(),
             video_codec: None,
             may_publish: true,
+            mix_rate: None,
         },
     )
     .expect("join");

@@ -107,6 +107,7 @@ impl App {
             ice_password: format!("{:032x}", rand::random::<u128>()),
             video_codec,
             may_publish: claims.may_publish(),
+            mix_rate: claims.mix,
         };
         shard
             .send(ShardMsg::Join {

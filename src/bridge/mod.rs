@@ -8,6 +8,7 @@ pub mod histogram;
 pub mod http;
 pub mod latency;
 pub mod loss;
+pub mod mixing;
 pub mod msg;
 pub mod relay;
 pub mod relay_reload;
@@ -155,6 +156,11 @@ async fn run_in_span(
     };
     let (relay, relay_addr) = start_relay(&cfg, &bridge_id, &senders)?;
     catalog::register_at_zero(relay.is_some(), cfg.bridge.ice_tcp);
+    let mixing = mixing::Mixing::start(
+        cfg.media.mixing_workers,
+        cfg.media.mix_bitrate_kbps * 1000,
+        senders.clone(),
+    );
     let mut tasks = Vec::with_capacity(n);
     let shard_spans: Vec<Span> = (0..n).map(|i| info_span!("shard", index = i)).collect();
     let now = Instant::now();
@@ -201,6 +207,7 @@ async fn run_in_span(
             latency: latency::ForwardLatency::new(i as u8),
             relay: relay.clone(),
             tcp_writers: tcp_writers.clone(),
+            mixing: mixing.clone(),
         };
         tasks.push(tokio::spawn(shard.run().instrument(shard_spans[i].clone())));
     }

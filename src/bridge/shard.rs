@@ -56,6 +56,7 @@ struct ShardMetrics {
     joins_refused_overloaded: Counter,
     joins_refused_room_full: Counter,
     joins_refused_codec: Counter,
+    joins_refused_mode: Counter,
     dropped: Vec<Counter>,
     data_in: Counter,
     data_out: Counter,
@@ -93,6 +94,7 @@ impl ShardMetrics {
             joins_refused_overloaded: metrics::counter!("tern_joins_refused_total", "shard" => s.clone(), "reason" => "overloaded"),
             joins_refused_room_full: metrics::counter!("tern_joins_refused_total", "shard" => s.clone(), "reason" => "room_full"),
             joins_refused_codec: metrics::counter!("tern_joins_refused_total", "shard" => s.clone(), "reason" => "codec"),
+            joins_refused_mode: metrics::counter!("tern_joins_refused_total", "shard" => s.clone(), "reason" => "conference_mode"),
             dropped: DropReason::ALL
                 .iter()
                 .map(|r| {
@@ -140,6 +142,7 @@ impl ShardMetrics {
         self.joins_refused_room_full
             .absolute(st.joins_refused_room_full);
         self.joins_refused_codec.absolute(st.joins_refused_codec);
+        self.joins_refused_mode.absolute(st.joins_refused_mode);
         for (c, r) in self.dropped.iter().zip(DropReason::ALL) {
             c.absolute(st.dropped(r));
         }
@@ -240,6 +243,8 @@ pub struct Shard {
     pub relay: Option<Arc<super::relay::RelayShared>>,
     /// ICE-TCP connections' writers (bridge/tcp.rs).
     pub tcp_writers: super::tcp::TcpWriters,
+    /// The mixing workers, for mixed conferences.
+    pub mixing: super::mixing::Mixing,
 }
 
 impl Shard {
@@ -492,6 +497,7 @@ impl Shard {
                         r.send_datagram(&peer, datagram);
                     }
                 }
+                Output::Mix(cmd) => self.mixing.send(cmd),
             }
         }
     }

@@ -106,6 +106,7 @@ impl fpb::focus_server::Focus for FocusApi {
                 )));
             }
         };
+        let mode = conference_mode(r.options.as_ref())?;
         let resp = allocate(
             &self.0,
             r.conference,
@@ -114,6 +115,7 @@ impl fpb::focus_server::Focus for FocusApi {
             r.region,
             &r.video_codec,
             viewer,
+            mode,
         )
         .await?;
         Ok(Response::new(resp))
@@ -203,8 +205,44 @@ impl fpb::focus_server::Focus for FocusApi {
     }
 }
 
+/// The mode an Allocate's options ask for (`None`: the conference's).
+fn conference_mode(
+    options: Option<&fpb::ConferenceOptions>,
+) -> Result<Option<tern_focus::ConferenceMode>, Status> {
+    let Some(o) = options else { return Ok(None) };
+    let mode = fpb::ConferenceMode::try_from(o.mode).map_err(|_| {
+        Status::invalid_argument(format!(
+            "options.mode {} is not CONFERENCE_MODE_UNSPECIFIED, CONFERENCE_MODE_FORWARDING or CONFERENCE_MODE_MIXED",
+            o.mode
+        ))
+    })?;
+    match mode {
+        fpb::ConferenceMode::Unspecified if o.audio_sample_rate != 0 => Err(
+            Status::invalid_argument("options.audio_sample_rate is for CONFERENCE_MODE_MIXED only"),
+        ),
+        fpb::ConferenceMode::Unspecified => Ok(None),
+        fpb::ConferenceMode::Forwarding if o.audio_sample_rate != 0 => Err(
+            Status::invalid_argument("options.audio_sample_rate is for CONFERENCE_MODE_MIXED only"),
+        ),
+        fpb::ConferenceMode::Forwarding => Ok(Some(tern_focus::ConferenceMode::Forwarding)),
+        fpb::ConferenceMode::Mixed => Ok(Some(mixed_mode(o.audio_sample_rate)?)),
+    }
+}
+
+/// A mixed conference at `rate` Hz (0: the default, 16 kHz).
+pub fn mixed_mode(rate: u32) -> Result<tern_focus::ConferenceMode, Status> {
+    let sample_rate = if rate == 0 { 16_000 } else { rate };
+    if !tern_mixer::SAMPLE_RATES.contains(&sample_rate) {
+        return Err(Status::invalid_argument(format!(
+            "options.audio_sample_rate {rate} is not 8000, 12000, 16000, 24000, 48000 or 0 (16000)"
+        )));
+    }
+    Ok(tern_focus::ConferenceMode::Mixed { sample_rate })
+}
+
 /// Allocation shared by gRPC and the HTTP `/join` endpoint. A `viewer`'s
 /// token may not publish.
+#[allow(clippy::too_many_arguments)]
 pub async fn allocate(
     h: &FocusHandle,
     conference: String,
@@ -213,6 +251,7 @@ pub async fn allocate(
     region: String,
     video_codec: &str,
     viewer: bool,
+    mode: Option<tern_focus::ConferenceMode>,
 ) -> Result<fpb::AllocateResponse, Status> {
     let started = std::time::Instant::now();
     if !video_codec.is_empty() && tern_sfu::CodecName::video_from_name(video_codec).is_none() {
@@ -228,6 +267,7 @@ pub async fn allocate(
             participant: p,
             region,
             video_codec: video_codec.to_string(),
+            mode,
             reply,
         })
         .await;
@@ -257,6 +297,7 @@ pub async fn allocate(
         exp: crate::auth::unix_now() + h.token_ttl,
         codec: placement.video_codec.clone(),
         publish: viewer.then_some(false),
+        mix: placement.mode.mix_rate(),
     });
     // The token's own checks (room and id characters) apply here too.
     h.keys

@@ -23,6 +23,8 @@ pub enum Req {
         region: String,
         /// Empty: none named.
         video_codec: String,
+        /// `None`: the conference's (forwarding for a new one).
+        mode: Option<tern_focus::ConferenceMode>,
         reply: oneshot::Sender<Result<Placement, FocusError>>,
     },
     Register {
@@ -91,9 +93,9 @@ pub fn status(e: FocusError) -> Status {
     let msg = e.to_string();
     match e {
         FocusError::DuplicateBridge(_) => Status::already_exists(msg),
-        FocusError::IncompatibleApi { .. } | FocusError::CodecMismatch { .. } => {
-            Status::failed_precondition(msg)
-        }
+        FocusError::IncompatibleApi { .. }
+        | FocusError::CodecMismatch { .. }
+        | FocusError::ModeMismatch { .. } => Status::failed_precondition(msg),
         FocusError::UnknownBridge(_) | FocusError::UnknownConference(_) => Status::not_found(msg),
         FocusError::NoBridge(_) => Status::unavailable(msg),
         FocusError::Invalid { .. } => Status::invalid_argument(msg),

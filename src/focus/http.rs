@@ -80,6 +80,12 @@ struct JoinQuery {
     /// "viewer": a token that receives but may not publish; absent or
     /// "participant": may publish.
     role: Option<String>,
+    /// "mixed": create the room as a mixed conference (one mix received
+    /// instead of everyone's streams); "forwarding" or absent: the room's
+    /// mode, forwarding for a new room.
+    mode: Option<String>,
+    /// A mixed room's audio sample rate (Hz; absent: 16000).
+    rate: Option<u32>,
 }
 
 fn error(code: StatusCode, msg: impl Into<String>) -> Response {
@@ -109,6 +115,28 @@ async fn join(State(h): State<FocusHandle>, Query(q): Query<JoinQuery>) -> Respo
             );
         }
     };
+    let mode = match (q.mode.as_deref(), q.rate) {
+        (None | Some(""), None) => None,
+        (Some("forwarding"), None) => Some(tern_focus::ConferenceMode::Forwarding),
+        (Some("mixed"), rate) => match super::grpc::mixed_mode(rate.unwrap_or(0)) {
+            Ok(m) => Some(m),
+            Err(s) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    s.message().replace("options.audio_sample_rate", "rate"),
+                );
+            }
+        },
+        (None | Some("" | "forwarding"), Some(_)) => {
+            return error(StatusCode::BAD_REQUEST, "rate is for mode=mixed only");
+        }
+        (Some(other), _) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("mode {other:?} is not \"forwarding\" or \"mixed\""),
+            );
+        }
+    };
     match super::grpc::allocate(
         &h,
         q.room,
@@ -117,6 +145,7 @@ async fn join(State(h): State<FocusHandle>, Query(q): Query<JoinQuery>) -> Respo
         q.region.unwrap_or_default(),
         q.codec.as_deref().unwrap_or_default(),
         viewer,
+        mode,
     )
     .await
     {
@@ -137,6 +166,8 @@ async fn join(State(h): State<FocusHandle>, Query(q): Query<JoinQuery>) -> Respo
             let code = match s.code() {
                 tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
                 tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                // The room's codec or mode is another.
+                tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             error(code, s.message())

@@ -25,6 +25,7 @@ pub fn failure_reason(e: &FocusError) -> &'static str {
     match e {
         FocusError::NoBridge(_) => "no_bridge",
         FocusError::CodecMismatch { .. } => "codec_mismatch",
+        FocusError::ModeMismatch { .. } => "mode_mismatch",
         FocusError::Invalid { .. } => "invalid",
         FocusError::UnknownConference(_) => "unknown_conference",
         FocusError::UnknownBridge(_)

@@ -130,13 +130,14 @@ async fn core_task(
                 let Some(req) = req else { return };
                 let now = Instant::now();
                 match req {
-                    Req::Allocate { conference, participant, region, video_codec, reply } => {
-                        let r = focus.allocate_with_codec(
+                    Req::Allocate { conference, participant, region, video_codec, mode, reply } => {
+                        let r = focus.allocate_with_options(
                             now,
                             &conference,
                             &participant,
                             Some(&region),
                             Some(&video_codec),
+                            mode,
                         );
                         let _ = reply.send(r);
                     }

@@ -198,6 +198,9 @@ async fn forward(
         region_of(query.as_deref()),
         claims.codec.as_deref().unwrap_or_default(),
         !claims.may_publish(),
+        claims
+            .mix
+            .map(|sample_rate| tern_focus::ConferenceMode::Mixed { sample_rate }),
     )
     .await
     {

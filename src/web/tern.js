@@ -68,6 +68,12 @@
     // "viewer": join to watch only (the token /join hands out may not
     // publish; no camera or microphone is asked for).
     viewer: params.get("role") === "viewer",
+    // "mixed": create the room as a mixed conference (focus mode): one mix
+    // of everyone's audio is received instead of a stream per speaker.
+    // A room that already exists keeps its mode.
+    mixed: params.get("mode") === "mixed",
+    // A mixed room's audio sample rate (Hz; the focus's default 16000).
+    rate: params.get("rate"),
     simulcast: params.get("simulcast") !== "0",
     // VP9 as SVC (one stream, three spatial layers) rather than simulcast;
     // ?svc=0 keeps simulcast.
@@ -110,6 +116,8 @@
     wsState: "idle", // idle | connecting | open | reconnecting | closed
     pc: null,
     joined: false,
+    // A mixed room's sample rate, from `joined` (null: forwarding).
+    mixRate: null,
     // TURN servers (with credentials) from the last placement.
     iceServers: [],
     left: false,
@@ -656,6 +664,11 @@
     pc.ontrack = (ev) => {
       if (state.pc !== pc) return;
       const mid = ev.transceiver.mid;
+      // A mixed room: the first audio receive slot carries the mix.
+      if (state.mixRate && ev.track.kind === "audio" && mid === firstAudioSlot(pc)) {
+        playMix(ev.track);
+        return;
+      }
       const slot = state.slots.get(mid);
       if (!slot) return;
       slot.track = ev.track;
@@ -671,9 +684,12 @@
       src.transceiver = pc.addTransceiver(src.track || src.kind, sendInit(src));
       applySendLimits(src);
     }
-    // The receive-slot pool: it never changes after the first offer.
+    // The receive-slot pool: it never changes after the first offer. A
+    // mixed room sends one mix on the first audio slot: one of each is all
+    // it needs.
+    const slots = config.mixed ? 1 : config.slots;
     for (const kind of ["audio", "video"]) {
-      for (let i = 0; i < config.slots; i++) pc.addTransceiver(kind, { direction: "recvonly" });
+      for (let i = 0; i < slots; i++) pc.addTransceiver(kind, { direction: "recvonly" });
     }
     // The room data channel (chat.js), after the slots so their mids stay.
     window.TernChat.open(pc);
@@ -894,6 +910,8 @@
       if (config.region) q.set("region", config.region);
       if (config.codec) q.set("codec", config.codec);
       if (config.viewer) q.set("role", "viewer");
+      if (config.mixed) q.set("mode", "mixed");
+      if (config.mixed && config.rate) q.set("rate", config.rate);
       const res = await fetch(`/join?${q}`, { cache: "no-store" });
       const body = await readJson(res);
       const reason = body && typeof body.error === "string" ? body.error : `HTTP ${res.status}`;
@@ -1108,8 +1126,28 @@
     };
   }
 
+  // The mid of the first recvonly audio transceiver (the mix's slot).
+  function firstAudioSlot(pc) {
+    const t = pc
+      .getTransceivers()
+      .find((t) => t.direction === "recvonly" && t.receiver.track.kind === "audio");
+    return t ? t.mid : null;
+  }
+
+  function playMix(track) {
+    const el = $("mix-audio");
+    el.srcObject = new MediaStream([track]);
+    el.play().catch((err) => {
+      log("play() refused for the mix", String(err));
+      $("btn-audio").hidden = false;
+    });
+    log("mixed audio on", track.id);
+  }
+
   function onJoined(msg, ws) {
     state.joined = true;
+    // Mixed room (the token decides, whatever the URL said).
+    state.mixRate = msg.mix_rate || null;
     state.hadSession = true;
     state.participantId = (msg.participant && msg.participant.id) || state.participantId;
     state.tokenRetried = false;
@@ -1449,6 +1487,7 @@
     $("btn-layout").onclick = guarded(() => setLayout(state.layout === "speaker" ? "grid" : "speaker"));
     $("btn-audio").onclick = () => {
       for (const entry of state.remote.values()) entry.tile.audio.play().catch(() => {});
+      $("mix-audio").play().catch(() => {});
       $("btn-audio").hidden = true;
     };
     const select = $("sel-quality");
@@ -1586,6 +1625,9 @@
       sendLimits: state.sendLimits ? { ...state.sendLimits } : null,
       // Receive slots the bridge paused for us: mid -> reason ("bandwidth").
       suspended: Object.fromEntries([...state.slots].filter(([, slot]) => slot.suspended).map(([mid, slot]) => [mid, slot.suspended])),
+      // A mixed room's rate (null: forwarding), and whether its mix plays.
+      mixRate: state.mixRate,
+      mixAttached: Boolean($("mix-audio").srcObject),
       dominantSpeaker: state.dominant,
       recentSpeakers: state.recent.slice(),
       speaking: [...state.speaking].map(([participant, level]) => ({ participant, level })),

@@ -96,6 +96,7 @@ pub async fn allocate(api: &mut Api, conf: &str, who: &str, region: &str) -> fpb
         region: region.into(),
         role: fpb::Role::Participant as i32,
         video_codec: String::new(),
+        options: None,
     })
     .await
     .unwrap_or_else(|s| panic!("allocate {who}: {s}"))

@@ -134,6 +134,7 @@ pub async fn join_conference_as(
             region: "eu".into(),
             role: fpb::Role::Participant as i32,
             video_codec: String::new(),
+            options: None,
         })
         .await
         .unwrap_or_else(|s| panic!("allocate {who}: {s}"))

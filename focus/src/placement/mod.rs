@@ -54,6 +54,8 @@ pub struct Placement {
     /// The conference's video codec, for the participant's token: the
     /// first allocation of the conference that named one set it.
     pub video_codec: Option<String>,
+    /// The conference's mode, for the participant's token.
+    pub mode: crate::ConferenceMode,
 }
 
 /// Everything the strategies ask about one eligible bridge, computed once:
@@ -159,6 +161,19 @@ pub(crate) fn select(
     region: &str,
 ) -> Result<(String, u8), FocusError> {
     index.expire(now, cfg, bridges);
+    // A mixed conference is mixed in one place: all of it on one bridge,
+    // whatever the configured strategy.
+    if conf.is_some_and(|c| matches!(c.mode, Some(crate::ConferenceMode::Mixed { .. }))) {
+        return walk_with(
+            now,
+            cfg,
+            Strategy::SingleBridge,
+            bridges,
+            conf,
+            participant,
+            region,
+        );
+    }
     if cfg.strategy == Strategy::RegionBased
         && let Some(hit) = indexed(now, cfg, bridges, index, conf, participant, region)
     {
@@ -171,6 +186,19 @@ pub(crate) fn select(
 pub(crate) fn walk(
     now: Instant,
     cfg: &FocusConfig,
+    bridges: &BTreeMap<String, Bridge>,
+    conf: Option<&Conference>,
+    participant: &str,
+    region: &str,
+) -> Result<(String, u8), FocusError> {
+    walk_with(now, cfg, cfg.strategy, bridges, conf, participant, region)
+}
+
+/// [`walk`] with a given strategy.
+fn walk_with(
+    now: Instant,
+    cfg: &FocusConfig,
+    strategy: Strategy,
     bridges: &BTreeMap<String, Bridge>,
     conf: Option<&Conference>,
     participant: &str,
@@ -196,7 +224,7 @@ pub(crate) fn walk(
         .iter()
         .map(|(id, b)| candidate(now, cfg, id, b, conf, participant, region))
         .collect();
-    cfg.strategy
+    strategy
         .placer()
         .place(&cands)
         .map(|(id, rule)| (id.to_string(), rule))

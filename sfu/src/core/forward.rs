@@ -409,6 +409,21 @@ impl Core {
                 self.stats.silence_suppressed += 1;
                 return;
             }
+            // A mixed conference's audio goes to its mixer, not to the
+            // others (`mixing.rs`); its level was heard above.
+            if let Some(ep) = self.endpoints.get(&id)
+                && ep.mixed.is_some()
+            {
+                let room = ep.room.clone();
+                let payload: std::sync::Arc<[u8]> = if red {
+                    // Checked well-formed above.
+                    std::sync::Arc::from(crate::red::red_primary(&p.payload).unwrap_or_default())
+                } else {
+                    p.payload
+                };
+                self.mix_packet(room, id, p.header.timestamp, payload);
+                return;
+            }
         }
         let mut layer = layer;
         // Only a keyframe's first packets carry a scalability structure (V

@@ -32,6 +32,7 @@ pub(super) mod data;
 mod forward;
 mod lastn;
 mod loss;
+mod mixing;
 mod model;
 mod relay;
 mod sender;
@@ -121,6 +122,11 @@ pub struct JoinRequest {
     /// Whether the participant may publish. A viewer's token says no: its
     /// offers may receive but not declare sources (`publish_not_allowed`).
     pub may_publish: bool,
+    /// The participant's token names a mixed conference at this sample
+    /// rate (`None`: a forwarding one). Like the codec, the first joiner
+    /// decides the conference's mode; a join asking for the other mode or
+    /// another rate is refused (`conference_mode`).
+    pub mix_rate: Option<u32>,
 }
 
 /// What the shell must do.
@@ -152,6 +158,9 @@ pub enum Output {
     /// Send a media datagram to a relay peer (unreliable). The same bytes
     /// often go to several peers, hence shared.
     RelayDatagram { peer: PeerId, datagram: Arc<[u8]> },
+    /// For the mixing worker of a mixed conference (`mixing.rs`): who is in
+    /// its mix, and the audio to mix.
+    Mix(tern_mixer::host::MixCommand),
 }
 
 /// One shard's bridge state machine.

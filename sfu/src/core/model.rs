@@ -248,6 +248,11 @@ pub(super) struct Endpoint {
     pub(super) joined_at: Instant,
     /// False for a viewer (its token's `publish` claim).
     pub(super) may_publish: bool,
+    /// Its conference is mixed (at this rate): its audio goes to the
+    /// mixer, and its first audio slot carries its mix (`mixing.rs`).
+    pub(super) mixed: Option<u32>,
+    /// The next sequence number of the mix it receives.
+    pub(super) mix_seq: u64,
     pub(super) sources: Vec<PubSource>,
     /// Incoming SSRC → (source mid, layer index), filled on first sight.
     pub(super) ssrc_map: Map<Ssrc, (Mid, usize)>,
@@ -376,12 +381,20 @@ pub(super) struct Conference {
     /// The one video codec this conference negotiates, as its first
     /// joiner's token asked; `None`: every video codec the bridge offers.
     pub(super) video_codec: Option<CodecName>,
+    /// A mixed conference's sample rate, as its first joiner's token asked;
+    /// `None`: a forwarding conference. Fixed for the conference's life.
+    pub(super) mixed: Option<u32>,
 }
 
 impl Conference {
-    pub(super) fn new(talk: TalkConfig, video_codec: Option<CodecName>) -> Self {
+    pub(super) fn new(
+        talk: TalkConfig,
+        video_codec: Option<CodecName>,
+        mixed: Option<u32>,
+    ) -> Self {
         Self {
             video_codec,
+            mixed,
             endpoints: Vec::new(),
             speech: Speech::new(talk),
             // Nobody dominant and nobody recent is what clients assume:

@@ -38,6 +38,7 @@ impl Core {
             ice_password,
             video_codec,
             may_publish,
+            mix_rate,
         } = join;
         let (room, participant, name) = (room.as_str(), participant.as_str(), name.as_str());
         if self.endpoints.contains_key(&id) {
@@ -59,8 +60,39 @@ impl Core {
             Some((k, _)) => k.clone(),
             None => Arc::from(room),
         };
-        // Checked before the replacement below: a join refused for its codec
-        // must not cost the same participant its working connection.
+        // Checked before the replacement below: a join refused for its mode
+        // or codec must not cost the same participant its working
+        // connection.
+        let mixed = match self.conferences.get(&room) {
+            Some(c) if c.mixed != mix_rate => {
+                self.stats.joins_refused_mode += 1;
+                let mode = |m: Option<u32>| match m {
+                    Some(rate) => format!("mixed at {rate} Hz"),
+                    None => "forwarding".to_string(),
+                };
+                return Err(SfuError::Refused(Rejection::new(
+                    ErrorCode::ConferenceMode,
+                    format!(
+                        "conference {room} is {}; this token asks for {}",
+                        mode(c.mixed),
+                        mode(mix_rate)
+                    ),
+                )));
+            }
+            Some(c) => c.mixed,
+            None => match mix_rate {
+                Some(rate) if !tern_mixer::SAMPLE_RATES.contains(&rate) => {
+                    self.stats.joins_refused_mode += 1;
+                    return Err(SfuError::Refused(Rejection::new(
+                        ErrorCode::ConferenceMode,
+                        format!(
+                            "a mixed conference's sample rate is 8000, 12000, 16000, 24000 or 48000 Hz, not {rate}"
+                        ),
+                    )));
+                }
+                rate => rate,
+            },
+        };
         let conference_codec = match self.conferences.get(&room) {
             Some(c) => match (c.video_codec, video_codec) {
                 (Some(uses), Some(asked)) if uses != asked => {
@@ -157,6 +189,8 @@ impl Core {
             next_timeout: now,
             joined_at: now,
             may_publish,
+            mixed,
+            mix_seq: 0,
             sources: Vec::new(),
             ssrc_map: Map::default(),
             slots: Vec::new(),
@@ -175,7 +209,7 @@ impl Core {
         let conf = self
             .conferences
             .entry(room.clone())
-            .or_insert_with(|| Conference::new(talk, conference_codec));
+            .or_insert_with(|| Conference::new(talk, conference_codec, mixed));
         let others: Vec<EndpointId> = conf.endpoints.clone();
         conf.endpoints.push(id);
         self.by_ufrag.insert(ufrag, id);
@@ -197,6 +231,7 @@ impl Core {
                 room: room.to_string(),
                 participant: info.clone(),
                 participants,
+                mix_rate: mixed,
             },
         );
         self.signal(
@@ -214,6 +249,9 @@ impl Core {
                     participant: info.clone(),
                 },
             );
+        }
+        if let Some(rate) = mixed {
+            self.mix_join(&room, id, rate, may_publish);
         }
         self.relay_local_joined(now, &room, id);
         self.drive(now, id);
@@ -669,6 +707,9 @@ impl Core {
         }
         self.by_ufrag.remove(&ep.ufrag);
         self.events.retain(|(e, _)| *e != id);
+        if ep.mixed.is_some() {
+            self.mix_leave(&ep.room, id);
+        }
         let mut others = Vec::new();
         if let Some(conf) = self.conferences.get_mut(&ep.room) {
             conf.speech.remove(id);

@@ -193,7 +193,14 @@ impl Core {
     /// Give receiver `id`'s audio slots to the participants who spoke most
     /// recently (`slots.rs` says when a slot may change hands).
     pub(super) fn assign_audio_slots(&mut self, now: Instant, id: EndpointId, room: &[SourceRef]) {
-        let ranked: Vec<SourceRef> = room.iter().copied().filter(|r| r.endpoint != id).collect();
+        // In a mixed conference the first audio slot carries the mix and
+        // no slot carries a participant (`mixing.rs`).
+        let mixed = self.endpoints.get(&id).is_some_and(|e| e.mixed.is_some());
+        let ranked: Vec<SourceRef> = if mixed {
+            Vec::new()
+        } else {
+            room.iter().copied().filter(|r| r.endpoint != id).collect()
+        };
         let plan = SlotPlan {
             limit: ranked.len(),
             ranked,

@@ -112,6 +112,11 @@ pub enum Input {
         room: String,
         peers: Vec<(String, String)>,
     },
+    /// What the mixing worker produced for mixed conference `room`.
+    Mixed {
+        room: Arc<str>,
+        output: tern_mixer::audio::MixOutput,
+    },
     /// The control stream to the focus opened.
     FocusConnected,
     /// ...closed, failed or could not be opened.
@@ -166,6 +171,10 @@ pub enum Output {
     /// Close it (the focus refused this bridge); the node reconnects later.
     FocusClose,
     ToFocus(bpb::BridgeMessage),
+    /// For the mixing worker of the command's conference (a
+    /// `tern_mixer::host::MixHost`); what it produces comes back as
+    /// [`Input::Mixed`].
+    Mix(tern_mixer::host::MixCommand),
     /// The shutdown is complete.
     Exit,
 }
@@ -322,6 +331,11 @@ impl Node {
                     self.stats.signal_backlog += 1;
                 }
                 self.route_to_session(now, endpoint, |id| ShardInput::SignalBacklog { id })
+            }
+            Input::Mixed { room, output } => {
+                let s = shard_of_room(&room, self.cores.len());
+                ShardInput::Mixed { room, output }.apply(&mut self.cores[s], now);
+                self.drain_core(now, s);
             }
             Input::RelayConnected { peer } => self.relay_connected(now, peer),
             Input::RelayDialFailed { peer } => self.mesh.dial_failed(now, &peer),
@@ -558,6 +572,7 @@ impl Node {
                     self.sessions.remove(&endpoint);
                     self.out.push_back(Output::Closed { endpoint });
                 }
+                CoreOutput::Mix(cmd) => self.out.push_back(Output::Mix(cmd)),
                 CoreOutput::RelayControl { peer, msg } => self.relay_send(now, &peer, msg),
                 CoreOutput::RelayDatagram { peer, datagram } => {
                     match self.relays.get(&peer).filter(|c| c.is_up()) {

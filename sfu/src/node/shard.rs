@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::core::{Core, EndpointId, PeerId};
 use crate::signal::ClientMessage;
 use crate::tern_relay::msg::relay_control::Msg;
+use tern_mixer::audio::MixOutput;
 
 #[derive(Debug)]
 pub enum ShardInput {
@@ -78,6 +79,11 @@ pub enum ShardInput {
         peer: PeerId,
         data: Vec<Bytes>,
     },
+    /// What a mixing worker produced for mixed conference `room`.
+    Mixed {
+        room: std::sync::Arc<str>,
+        output: MixOutput,
+    },
 }
 
 impl ShardInput {
@@ -117,6 +123,17 @@ impl ShardInput {
             ShardInput::RelayDatagrams { peer, data } => {
                 core.handle_relay_datagrams(now, &peer, data.iter().map(|d| &d[..]))
             }
+            ShardInput::Mixed { room, output } => match output {
+                MixOutput::Audio {
+                    to,
+                    timestamp,
+                    payload,
+                } => core.handle_mixed_audio(now, &room, EndpointId(to), timestamp, payload),
+                MixOutput::Dropped {
+                    participant,
+                    reason,
+                } => core.handle_mix_dropped(&room, EndpointId(participant), &reason),
+            },
         }
     }
 
@@ -128,6 +145,7 @@ impl ShardInput {
             ShardInput::Datagrams { .. }
                 | ShardInput::TcpDatagrams { .. }
                 | ShardInput::RelayDatagrams { .. }
+                | ShardInput::Mixed { .. }
         )
     }
 }

@@ -35,6 +35,15 @@ pub struct PeerConfig {
     /// When the participant speaks (`None`: its audio is one steady level,
     /// always speaking).
     pub talk: Option<crate::synth::Talk>,
+    /// Publish real Opus carrying a sine at this frequency (Hz) instead of
+    /// Opus-sized synthetic payloads (which no decoder takes): for mixing.
+    pub tone_hz: Option<f32>,
+    /// Keep every received Opus payload ([`PeerState::audio_payloads`]) so
+    /// a test can decode what it heard.
+    pub record_audio: bool,
+    /// Publish audio no Opus decoder takes (a code-3 packet declaring zero
+    /// frames, RFC 6716 3.2.5): a broken or hostile client.
+    pub corrupt_audio: bool,
 }
 
 /// A publisher's send pacer, after libwebrtc's: video leaves at a multiple
@@ -73,6 +82,9 @@ impl PeerConfig {
             talk: None,
             pacing: None,
             record_rtcp: false,
+            tone_hz: None,
+            record_audio: false,
+            corrupt_audio: false,
         }
     }
 }

@@ -13,8 +13,10 @@ pub mod decoder;
 pub mod peer;
 pub mod state;
 pub mod synth;
+pub mod tone;
 
 pub use crate::peer::{Pacing, Peer, PeerConfig, PeerOutput, PeerState, Received};
+pub use crate::state::HeardAudio;
 pub use crate::synth::Talk;
 
 #[derive(Debug, thiserror::Error)]

@@ -96,6 +96,8 @@ impl Peer {
             audio: cfg.audio.then(|| {
                 let mut g = AudioGen::new(now, cfg.seed);
                 g.talk = cfg.talk.clone();
+                g.tone = cfg.tone_hz.and_then(crate::synth::Tone::new);
+                g.corrupt = cfg.corrupt_audio;
                 g
             }),
             video,
@@ -658,6 +660,17 @@ impl Peer {
                         .map(|s| s.mid())
                 });
                 let Some(mid) = mid else { return };
+                if self.cfg.record_audio && Some(p.header.payload_type) == self.opus_pt() {
+                    self.state
+                        .audio_payloads
+                        .entry(mid.to_string())
+                        .or_default()
+                        .push(crate::state::HeardAudio {
+                            at: now,
+                            ts: p.header.timestamp,
+                            payload: p.payload.to_vec(),
+                        });
+                }
                 let vp8 = tern_sfu::vp8::parse(&p.payload);
                 let block = read_block(&p.payload);
                 let r = Received {
@@ -730,6 +743,11 @@ impl Peer {
             }
             _ => {}
         }
+    }
+
+    /// The payload type the peer negotiated for Opus.
+    fn opus_pt(&self) -> Option<Pt> {
+        pt_of(&self.rtc, Codec::Opus)
     }
 
     /// Write garbage "RTP" from this peer's own (authenticated) address.

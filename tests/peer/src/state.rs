@@ -28,6 +28,14 @@ pub struct Received {
 }
 
 /// Everything the peer has observed.
+/// One Opus packet as received (`PeerConfig::record_audio`).
+#[derive(Debug, Clone)]
+pub struct HeardAudio {
+    pub at: Instant,
+    pub ts: u32,
+    pub payload: Vec<u8>,
+}
+
 #[derive(Debug, Default)]
 pub struct PeerState {
     pub participant_id: Option<String>,
@@ -73,6 +81,8 @@ pub struct PeerState {
     pub speaking: Vec<(String, u8)>,
     pub errors: Vec<(String, String)>,
     pub packets_sent: u64,
+    /// With `record_audio`: every Opus packet received, by slot mid.
+    pub audio_payloads: HashMap<String, Vec<HeardAudio>>,
     pub answered: bool,
     pub closed: bool,
 }

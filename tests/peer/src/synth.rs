@@ -342,7 +342,62 @@ pub struct AudioGen {
     /// [`Talk`] schedule: the same level in every packet.
     pub level: u8,
     pub talk: Option<Talk>,
+    /// Real Opus carrying a sine, instead of synthetic payloads.
+    pub tone: Option<Tone>,
+    /// Packets no Opus decoder takes (see `PeerConfig::corrupt_audio`).
+    pub corrupt: bool,
     tag: u32,
+}
+
+/// A sine encoded as real Opus, 20 ms a packet, for mixing tests: a
+/// receiver that decodes what it heard can tell whose tone is in it.
+pub struct Tone {
+    hz: f64,
+    /// Samples (48 kHz) generated so far.
+    n: u64,
+    encoder: tern_mixer::opus::OpusOut,
+    pcm: Vec<i16>,
+    payload: Vec<u8>,
+}
+
+impl std::fmt::Debug for Tone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tone")
+            .field("hz", &self.hz)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The tone's amplitude: -23 dBFS RMS, a voice's level.
+const TONE_AMPLITUDE: f64 = 3_000.0;
+
+impl Tone {
+    /// `None` if the encoder cannot be made (it can: 48 kHz mono).
+    pub fn new(hz: f32) -> Option<Self> {
+        use tern_mixer::codec::AudioCodec;
+        let encoder = tern_mixer::opus::Opus::default().encoder(48_000).ok()?;
+        Some(Self {
+            hz: f64::from(hz),
+            n: 0,
+            encoder,
+            pcm: vec![0; 960],
+            payload: Vec::new(),
+        })
+    }
+
+    /// The next 20 ms, encoded.
+    fn next_packet(&mut self) -> Vec<u8> {
+        use tern_mixer::codec::AudioEncoder;
+        for s in self.pcm.iter_mut() {
+            let t = self.n as f64 / 48_000.0;
+            *s = (TONE_AMPLITUDE * (2.0 * std::f64::consts::PI * self.hz * t).sin()) as i16;
+            self.n += 1;
+        }
+        if self.encoder.encode(&self.pcm, &mut self.payload).is_err() {
+            self.payload.clear();
+        }
+        self.payload.clone()
+    }
 }
 
 impl AudioGen {
@@ -355,6 +410,8 @@ impl AudioGen {
             frame: 0,
             level: 30,
             talk: None,
+            tone: None,
+            corrupt: false,
             tag: audio_tag(seed),
         }
     }
@@ -383,20 +440,32 @@ impl AudioGen {
     pub fn poll(&mut self, now: Instant, out: &mut Vec<GenPacket>) {
         while self.next <= now {
             let sent_us = self.next.saturating_duration_since(self.start).as_micros() as u64;
-            // A TOC byte like Opus' (config 31, stereo 0, one frame).
-            let mut p = vec![0xf8];
-            push_block(
-                &mut p,
-                Block {
-                    layer: 0,
-                    frame: self.frame,
-                    index: 0,
-                    count: 1,
-                    sent_us,
-                },
-            );
-            p.resize(AUDIO_PAYLOAD - AUDIO_TAG_LEN, 0);
-            p.extend_from_slice(&self.tag.to_be_bytes());
+            let p = match self.tone.as_mut() {
+                _ if self.corrupt => {
+                    // TOC code 3 (0xfb), then a frame count of zero.
+                    let mut p = vec![0xfb, 0x00];
+                    p.resize(AUDIO_PAYLOAD, 0x55);
+                    p
+                }
+                Some(tone) => tone.next_packet(),
+                None => {
+                    // A TOC byte like Opus' (config 31, stereo 0, one frame).
+                    let mut p = vec![0xf8];
+                    push_block(
+                        &mut p,
+                        Block {
+                            layer: 0,
+                            frame: self.frame,
+                            index: 0,
+                            count: 1,
+                            sent_us,
+                        },
+                    );
+                    p.resize(AUDIO_PAYLOAD - AUDIO_TAG_LEN, 0);
+                    p.extend_from_slice(&self.tag.to_be_bytes());
+                    p
+                }
+            };
             let since = self.next.saturating_duration_since(self.start);
             out.push(GenPacket {
                 audio_level: Some(self.level_at(since, self.frame)),

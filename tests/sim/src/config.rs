@@ -37,6 +37,9 @@ pub struct SimConfig {
     /// The largest datagram a relay connection takes (told to the nodes
     /// as quinn's `max_datagram_size` would be); `None`: any.
     pub relay_max_datagram: Option<usize>,
+    /// Participants' tokens name a mixed conference at this rate (`None`:
+    /// forwarding).
+    pub mix_rate: Option<u32>,
 }
 
 impl SimConfig {
@@ -54,6 +57,7 @@ impl SimConfig {
             shards: 1,
             other_rooms: Vec::new(),
             relay_max_datagram: None,
+            mix_rate: None,
         }
     }
 

@@ -60,6 +60,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use str0m::config::DtlsCert;
 use tern_focus::{Focus, FocusEvent, Registration, Report};
+use tern_mixer::audio::MixConfig;
+use tern_mixer::host::MixHost;
+use tern_mixer::opus::Opus;
 use tern_proto::bridge::v1 as bpb;
 use tern_sfu::node::{Input as NodeInput, Node, NodeConfig, Output as NodeOutput};
 use tern_sfu::signal::{ClientMessage, ServerMessage};
@@ -90,6 +93,9 @@ pub struct SimBridge {
     pub alive: bool,
     /// The node finished a shutdown (`Output::Exit`).
     pub exited: bool,
+    /// Its mixing worker, run inline: it takes the node's `Output::Mix`
+    /// and gives back `Input::Mixed` when its ticks are due.
+    pub mixer: MixHost<Opus>,
 }
 
 impl SimBridge {
@@ -138,6 +144,7 @@ pub struct Sim {
     /// Endpoint ids are per session: a re-joined peer gets a new one.
     next_endpoint: u64,
     relay_max_datagram: Option<usize>,
+    mix_rate: Option<u32>,
     /// Opt-in (`Some`): what bridges send to whom, for tests of what a
     /// bridge answers to addresses it does not know.
     pub tap: Option<Tap>,
@@ -230,6 +237,7 @@ impl Sim {
                 node,
                 addr,
                 region,
+                mixer: MixHost::new(Opus::default(), MixConfig::default()),
                 alive: true,
                 exited: false,
             });
@@ -262,6 +270,7 @@ impl Sim {
             focus_log: Vec::new(),
             next_endpoint: 0,
             relay_max_datagram: cfg.relay_max_datagram,
+            mix_rate: cfg.mix_rate,
             tap: None,
         };
         let n = sim.bridges.len();
@@ -431,6 +440,10 @@ impl Sim {
                         },
                     );
                 }
+                NodeOutput::Mix(cmd) => {
+                    let now = self.now;
+                    self.bridges[b].mixer.handle_command(now, cmd);
+                }
                 NodeOutput::Exit => {
                     let t = self.t_us();
                     self.trace.record(t, "bridge_exited", b as u64, 0);
@@ -522,6 +535,7 @@ impl Sim {
                             ice_password: format!("{:032x}", self.rng.next_u64()),
                             video_codec: None,
                             may_publish: true,
+                            mix_rate: self.mix_rate,
                         })
                     }
                     ClientMessage::Leave => NodeInput::Leave { endpoint: session },
@@ -664,6 +678,7 @@ impl Sim {
         #[derive(Clone, Copy)]
         enum Due {
             Node(usize),
+            Mixer(usize),
             Peer(usize),
             Focus,
             Nothing,
@@ -687,6 +702,12 @@ impl Sim {
                 if t < next {
                     next = t;
                     due = Due::Node(b);
+                }
+                if let Some(t) = br.mixer.poll_timeout()
+                    && t < next
+                {
+                    next = t;
+                    due = Due::Mixer(b);
                 }
             }
             if let Some(f) = &self.focus {
@@ -767,6 +788,15 @@ impl Sim {
                     self.in_timer = true;
                     self.flush_node(b);
                     self.in_timer = false;
+                }
+                Due::Mixer(b) => {
+                    self.bridges[b].mixer.handle_timeout(now);
+                    while let Some((room, output)) = self.bridges[b].mixer.poll_output() {
+                        self.bridges[b]
+                            .node
+                            .handle_input(now, NodeInput::Mixed { room, output });
+                    }
+                    self.flush_node(b);
                 }
                 Due::Focus => {
                     if let Some(f) = self.focus.as_mut() {

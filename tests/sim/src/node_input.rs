@@ -85,6 +85,7 @@ pub fn drive(node: &mut Node, mut now: Instant, mut data: &[u8]) -> Instant {
                 ice_password: "0123456789abcdef0123456789abcdef".into(),
                 video_codec: None,
                 may_publish: true,
+                mix_rate: None,
             }),
             2 => match std::str::from_utf8(&body).ok().map(parse_client_message) {
                 Some(Ok(msg)) => Input::Message {

@@ -579,6 +579,7 @@ fn joins_are_refused_while_the_bridge_lags_and_admitted_after_it_catches_up() {
                 ice_password: "0123456789abcdef0123456789abcdef".into(),
                 video_codec: None,
                 may_publish: true,
+                mix_rate: None,
             };
             let now = sim.now();
             sim.core_mut().handle_join(now, req)

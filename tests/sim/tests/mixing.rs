@@ -1,0 +1,178 @@
+//! Mixed conferences (issue 18), end to end on virtual time: participants
+//! publish real Opus tones through a bridge whose mixing worker runs
+//! inline; each receiver decodes the one audio stream it gets and a
+//! frequency analysis says whose tones are in it.
+
+use std::time::Duration;
+
+use tern_peer::PeerConfig;
+use tern_peer::synth::Talk;
+use tern_peer::tone;
+use tern_sim::{LinkConfig, Sim, SimConfig, seed_or, with_seed};
+
+/// Far enough apart that no tone sits on another's harmonic or in its
+/// analysis bin.
+const TONES: [(&str, f32); 4] = [("a", 500.0), ("b", 700.0), ("c", 1100.0), ("d", 1300.0)];
+const RATE: u32 = 16_000;
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+fn link() -> LinkConfig {
+    LinkConfig::latency(20)
+}
+
+fn mixed_sim(seed: u64) -> Sim {
+    Sim::new(SimConfig {
+        mix_rate: Some(RATE),
+        ..SimConfig::new(seed)
+    })
+}
+
+fn add_tone(sim: &mut Sim, name: &str, hz: f32) -> usize {
+    sim.add_peer(
+        name,
+        |c: &mut PeerConfig| {
+            c.video = vec![];
+            c.audio = true;
+            c.tone_hz = Some(hz);
+            c.record_audio = true;
+            // Only a's audio level says it speaks (from 1 s); the others'
+            // say background noise. Every tone sounds all along: the level
+            // is what talk detection reads, the mixer mixes what it hears.
+            c.talk = Some(Talk {
+                turns: if name == "a" {
+                    vec![(secs(1.0), secs(60.0))]
+                } else {
+                    vec![]
+                },
+                quiet: 70,
+            });
+        },
+        link(),
+        link(),
+    )
+}
+
+/// What `name` heard between `from` and `to` (since the start), decoded:
+/// from one stream, or a panic naming how many it got.
+fn heard(sim: &Sim, name: &str, from: Duration, to: Duration) -> Vec<f32> {
+    let st = sim.state(name);
+    assert_eq!(
+        st.audio_payloads.len(),
+        1,
+        "{name} receives exactly one audio stream, got mids {:?}",
+        st.audio_payloads.keys().collect::<Vec<_>>()
+    );
+    let packets = st
+        .audio_payloads
+        .values()
+        .next()
+        .map_or(&[][..], |v| &v[..]);
+    tone::decode_window(packets, sim.at(from), sim.at(to))
+}
+
+fn tones_in(x: &[f32]) -> Vec<&'static str> {
+    tone::tones_in(x, &TONES)
+}
+
+#[test]
+fn each_participant_hears_every_other_tone_and_not_its_own() {
+    with_seed(seed_or(1), |seed| {
+        let mut sim = mixed_sim(seed);
+        for (name, hz) in TONES {
+            add_tone(&mut sim, name, hz);
+        }
+        sim.run_until(secs(4.0));
+        for (name, _) in TONES {
+            let x = heard(&sim, name, secs(2.0), secs(3.5));
+            assert!(x.len() > 48_000, "{name} heard {} samples", x.len());
+            let others: Vec<&str> = TONES.iter().map(|t| t.0).filter(|n| *n != name).collect();
+            assert_eq!(tones_in(&x), others, "{name}'s mix");
+        }
+        // Talk detection still hears every participant in a mixed room:
+        // a starts speaking (its audio level rises) at 1 s.
+        let dominant: Vec<Option<String>> = sim
+            .state("b")
+            .dominant
+            .iter()
+            .map(|d| d.1.clone())
+            .collect();
+        assert_eq!(
+            dominant,
+            [Some("a".to_string())],
+            "dominant speaker events flow"
+        );
+    });
+}
+
+#[test]
+fn a_join_and_a_leave_change_the_mix_within_a_second() {
+    with_seed(seed_or(1), |seed| {
+        let mut sim = mixed_sim(seed);
+        for (name, hz) in &TONES[..3] {
+            add_tone(&mut sim, name, *hz);
+        }
+        sim.run_until(secs(3.0));
+        assert_eq!(
+            tones_in(&heard(&sim, "a", secs(2.0), secs(3.0))),
+            ["b", "c"]
+        );
+        add_tone(&mut sim, "d", TONES[3].1);
+        sim.run_until(secs(5.0));
+        // d joined at 3 s: connected, publishing and mixed by 4 s.
+        assert_eq!(
+            tones_in(&heard(&sim, "a", secs(4.0), secs(5.0))),
+            ["b", "c", "d"]
+        );
+        let b = sim.peer_index("b");
+        sim.leave(b);
+        sim.run_until(secs(7.0));
+        assert_eq!(
+            tones_in(&heard(&sim, "a", secs(6.0), secs(7.0))),
+            ["c", "d"],
+            "b left at 5 s"
+        );
+    });
+}
+
+#[test]
+fn a_participant_whose_audio_does_not_decode_is_dropped_and_the_others_keep_their_mix() {
+    with_seed(seed_or(1), |seed| {
+        let mut sim = mixed_sim(seed);
+        for (name, hz) in &TONES[..3] {
+            add_tone(&mut sim, name, *hz);
+        }
+        sim.add_peer(
+            "x",
+            |c: &mut PeerConfig| {
+                c.video = vec![];
+                c.audio = true;
+                c.corrupt_audio = true;
+                c.record_audio = true;
+            },
+            link(),
+            link(),
+        );
+        sim.run_until(secs(4.0));
+        let host = sim.bridges[0].mixer.stats();
+        let core = sim.bridges[0].core("sim").stats();
+        assert_eq!(host.dropped_participants, 1, "{host:?}");
+        assert_eq!(core.mix_inputs_dropped, 1);
+        for (name, _) in &TONES[..3] {
+            let x = heard(&sim, name, secs(2.0), secs(4.0));
+            let others: Vec<&str> = TONES[..3]
+                .iter()
+                .map(|t| t.0)
+                .filter(|n| n != name)
+                .collect();
+            assert_eq!(tones_in(&x), others, "{name}'s mix");
+        }
+        // x still hears everyone.
+        assert_eq!(
+            tones_in(&heard(&sim, "x", secs(2.0), secs(4.0))),
+            ["a", "b", "c"]
+        );
+    });
+}
