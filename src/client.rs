@@ -48,6 +48,9 @@ pub struct ClientOptions {
     pub tone_hz: Option<f32>,
     /// Keep every Opus packet received (`ClientState::audio_payloads`).
     pub record_audio: bool,
+    /// Publish audio no Opus decoder takes (see
+    /// [`PeerConfig::corrupt_audio`]).
+    pub corrupt_audio: bool,
 }
 
 impl ClientOptions {
@@ -67,6 +70,7 @@ impl ClientOptions {
             seed: 1,
             tone_hz: None,
             record_audio: false,
+            corrupt_audio: false,
         }
     }
 }
@@ -139,6 +143,7 @@ impl Client {
         cfg.seed = opts.seed;
         cfg.tone_hz = opts.tone_hz;
         cfg.record_audio = opts.record_audio;
+        cfg.corrupt_audio = opts.corrupt_audio;
         let mut peer = Peer::new(cfg, Instant::now());
 
         // Until `joined` arrives nothing else can happen.

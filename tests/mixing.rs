@@ -1,0 +1,254 @@
+//! Mixed conferences with real processes: a focus and bridges, and native
+//! participants that publish real Opus tones and decode what they hear.
+
+mod native;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use native::cluster_procs::{API, start_bridge, start_focus, wait_online};
+use native::focus_api::api;
+use native::tern_process::quoted;
+use native::{Bridge, eventually};
+use tern::client::{Client, ClientOptions};
+use tern_peer::tone;
+use tern_proto::focus::v1 as fpb;
+use tonic::Code;
+
+const TONES: [(&str, f32); 4] = [("a", 500.0), ("b", 700.0), ("c", 1100.0), ("d", 1300.0)];
+
+fn hz_of(name: &str) -> f32 {
+    TONES.iter().find(|t| t.0 == name).map_or(0.0, |t| t.1)
+}
+
+fn signal_addr(url: &str) -> SocketAddr {
+    url.trim_start_matches("ws://")
+        .trim_end_matches("/signal")
+        .parse()
+        .expect("signal url address")
+}
+
+fn mixed(rate: u32) -> Option<fpb::ConferenceOptions> {
+    Some(fpb::ConferenceOptions {
+        mode: fpb::ConferenceMode::Mixed as i32,
+        audio_sample_rate: rate,
+    })
+}
+
+fn request(conf: &str, who: &str, options: Option<fpb::ConferenceOptions>) -> fpb::AllocateRequest {
+    fpb::AllocateRequest {
+        conference: conf.into(),
+        participant: who.into(),
+        display_name: who.into(),
+        region: "eu".into(),
+        role: fpb::Role::Participant as i32,
+        video_codec: String::new(),
+        options,
+    }
+}
+
+/// A participant sending its tone (audio only) and keeping what it hears,
+/// with one audio receive slot, as the browser client offers in a mixed room.
+fn tone_options(addr: SocketAddr, token: String, name: &str) -> ClientOptions {
+    let mut o = ClientOptions::new(addr, token);
+    o.video = vec![];
+    o.audio_slots = 1;
+    o.video_slots = 1;
+    o.tone_hz = Some(hz_of(name));
+    o.record_audio = true;
+    o.seed = name.bytes().map(u64::from).sum();
+    o
+}
+
+/// The tones in what `c` heard between `from` and `to`, from its one
+/// audio stream.
+fn heard(c: &Client, from: Instant, to: Instant) -> Vec<&'static str> {
+    let st = c.state();
+    assert!(
+        st.audio_payloads.len() <= 1,
+        "one audio stream, got {:?}",
+        st.audio_payloads.keys().collect::<Vec<_>>()
+    );
+    let Some(packets) = st.audio_payloads.values().next() else {
+        return Vec::new();
+    };
+    tone::tones_in(&tone::decode_window(packets, from, to), &TONES)
+}
+
+fn others(me: &str, present: &[&'static str]) -> Vec<&'static str> {
+    present.iter().copied().filter(|n| *n != me).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_participants_each_hear_the_other_three_and_joins_and_leaves_change_the_mix_within_1s()
+{
+    // The split strategy would put every participant on another bridge: a
+    // mixed conference stays on one.
+    let (_focus, grpc, _) = start_focus(
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[("TERN_FOCUS_STRATEGY", quoted("split"))],
+    );
+    let _b1 = start_bridge("eu-1", "eu", grpc);
+    let _b2 = start_bridge("eu-2", "eu", grpc);
+    let mut api = api(grpc, API).await;
+    wait_online(&mut api, 2).await;
+
+    // Only the first allocation says "mixed"; the others get the room's mode.
+    let mut allocs = Vec::new();
+    for (i, (name, _)) in TONES.iter().enumerate() {
+        let options = if i == 0 { mixed(16_000) } else { None };
+        let a = api
+            .allocate(request("mix-room", name, options))
+            .await
+            .unwrap_or_else(|e| panic!("allocate {name}: {e}"))
+            .into_inner();
+        allocs.push((*name, a));
+    }
+    let bridge = &allocs[0].1.bridge_id;
+    for (name, a) in &allocs {
+        assert_eq!(
+            &a.bridge_id, bridge,
+            "{name} is on the conference's one bridge"
+        );
+    }
+    // Asking for forwarding now is refused, and so is another rate.
+    for options in [
+        Some(fpb::ConferenceOptions {
+            mode: fpb::ConferenceMode::Forwarding as i32,
+            audio_sample_rate: 0,
+        }),
+        mixed(48_000),
+    ] {
+        let e = api
+            .allocate(request("mix-room", "eve", options))
+            .await
+            .expect_err("contradicting mode refused");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+        assert!(e.message().contains("mixed at 16000 Hz"), "{}", e.message());
+    }
+
+    let mut clients = Vec::new();
+    for (name, a) in &allocs[..3] {
+        let c = Client::connect(tone_options(
+            signal_addr(&a.signal_url),
+            a.token.clone(),
+            name,
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{name} joins: {e:#}"));
+        clients.push((*name, c));
+    }
+    let present = ["a", "b", "c"];
+    for (name, c) in &clients {
+        eventually(
+            &format!("{name} hears {:?}", others(name, &present)),
+            Duration::from_secs(10),
+            || {
+                let now = Instant::now();
+                (heard(c, now - Duration::from_millis(500), now) == others(name, &present))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    // d joins: within a second everyone hears it, and d hears everyone.
+    let (name, a) = &allocs[3];
+    let d = Client::connect(tone_options(
+        signal_addr(&a.signal_url),
+        a.token.clone(),
+        name,
+    ))
+    .await
+    .expect("d joins");
+    let joined = Instant::now();
+    clients.push(("d", d));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let all = ["a", "b", "c", "d"];
+    // A tone counts as there when it fills over a tenth of the window
+    // (see `tone::tones_in`): in the mix by 1 s means there in 0.8-1.0 s.
+    let window = (
+        joined + Duration::from_millis(800),
+        joined + Duration::from_millis(1_000),
+    );
+    for (name, c) in &clients {
+        assert_eq!(
+            heard(c, window.0, window.1),
+            others(name, &all),
+            "{name}, 0.8-1 s after d joined"
+        );
+    }
+
+    // b leaves: within a second nobody hears it.
+    let b = clients.remove(1).1;
+    b.leave().await.expect("b leaves");
+    let left = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let window = (
+        left + Duration::from_millis(800),
+        left + Duration::from_millis(1_000),
+    );
+    let still = ["a", "c", "d"];
+    for (name, c) in &clients {
+        assert_eq!(
+            heard(c, window.0, window.1),
+            others(name, &still),
+            "{name}, 0.8-1 s after b left"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_participant_is_dropped_from_the_mix_and_counted_and_the_others_keep_theirs()
+{
+    let bridge = Bridge::start(&[]);
+    let token = |who: &str| {
+        bridge.keys.mint_claims(&tern::auth::Claims {
+            room: "m".into(),
+            sub: who.into(),
+            name: None,
+            exp: tern::auth::unix_now() + 600,
+            codec: None,
+            publish: None,
+            mix: Some(16_000),
+        })
+    };
+    let mut clients = Vec::new();
+    for name in ["a", "b"] {
+        let c = Client::connect(tone_options(bridge.http, token(name), name))
+            .await
+            .expect("joins");
+        clients.push((name, c));
+    }
+    let mut o = tone_options(bridge.http, token("x"), "x");
+    o.tone_hz = None;
+    o.corrupt_audio = true;
+    let x = Client::connect(o).await.expect("x joins");
+    eventually("x dropped from the mix", Duration::from_secs(10), || {
+        (bridge.metric("tern_mixer_dropped_participants_total", "") >= 1.0).then_some(())
+    })
+    .await;
+    let since = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let now = Instant::now();
+    assert_eq!(heard(&clients[0].1, since, now), ["b"]);
+    assert_eq!(heard(&clients[1].1, since, now), ["a"]);
+    assert_eq!(
+        heard(&x, since, now),
+        ["a", "b"],
+        "x still hears the others"
+    );
+
+    // A forwarding token for the mixed room is refused, with the reason.
+    let refusal =
+        match Client::connect(ClientOptions::new(bridge.http, bridge.token("m", "f"))).await {
+            Ok(_) => panic!("a forwarding token joined a mixed room"),
+            Err(e) => format!("{e:#}"),
+        };
+    assert!(refusal.contains("conference_mode"), "{refusal}");
+    eventually("the refusal counted", Duration::from_secs(5), || {
+        (bridge.metric("tern_joins_refused_total", "conference_mode") == 1.0).then_some(())
+    })
+    .await;
+}
