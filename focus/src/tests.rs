@@ -570,6 +570,79 @@ fn a_conference_keeps_the_first_video_codec_named_and_refuses_another() {
 }
 
 #[test]
+fn a_mixed_conference_stays_on_one_bridge_and_refuses_another_mode() {
+    // The split strategy spreads a forwarding conference (see above); a
+    // mixed one is mixed in one place.
+    let cfg = FocusConfig {
+        strategy: Strategy::Split,
+        ..groups()
+    };
+    let (mut f, t) = focus(cfg, &[("a", "eu-west", 0), ("b", "eu-west", 0)]);
+    let mixed = ConferenceMode::Mixed {
+        sample_rate: 16_000,
+    };
+    let first = f
+        .allocate_with_options(t, "mcu", "p0", None, None, Some(mixed))
+        .expect("placed");
+    assert_eq!(first.mode, mixed);
+    for i in 1..4 {
+        // Naming no mode gets the conference's.
+        let p = f
+            .allocate_with_options(t, "mcu", &format!("p{i}"), None, None, None)
+            .expect("placed");
+        assert_eq!(
+            (p.bridge_id.as_str(), p.mode),
+            (first.bridge_id.as_str(), mixed)
+        );
+    }
+    for (asked, says) in [
+        (ConferenceMode::Forwarding, "asks for forwarding"),
+        (
+            ConferenceMode::Mixed {
+                sample_rate: 48_000,
+            },
+            "asks for mixed at 48000 Hz",
+        ),
+    ] {
+        let e = f
+            .allocate_with_options(t, "mcu", "eve", None, None, Some(asked))
+            .expect_err("another mode");
+        assert!(matches!(e, FocusError::ModeMismatch { .. }), "{e}");
+        assert!(
+            e.to_string().starts_with(&format!(
+                "conference mcu is mixed at 16000 Hz; this allocation {says}"
+            )),
+            "{e}"
+        );
+    }
+    let e = f
+        .allocate_with_options(
+            t,
+            "other",
+            "eve",
+            None,
+            None,
+            Some(ConferenceMode::Mixed {
+                sample_rate: 44_100,
+            }),
+        )
+        .expect_err("a rate no mixer takes");
+    assert!(
+        matches!(
+            e,
+            FocusError::Invalid {
+                field: "audio_sample_rate",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // A forwarding conference is what it was: no mode named, forwarding.
+    let p = f.allocate(t, "sfu", "x", None).expect("placed");
+    assert_eq!(p.mode, ConferenceMode::Forwarding);
+}
+
+#[test]
 fn summary_counts_bridges_by_region_and_state_participants_and_relay_links() {
     let t = Instant::now();
     let mut f = Focus::new(FocusConfig {

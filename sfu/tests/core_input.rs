@@ -171,3 +171,59 @@ fn stun_for_unknown_ufrag_and_non_stun_from_unknown_address_are_counted_separate
         Some("0011")
     );
 }
+
+/// A join as a token would ask: `mix` names a mixed conference's rate.
+fn join_as(id: u64, room: &str, mix_rate: Option<u32>) -> JoinRequest {
+    JoinRequest {
+        id: EndpointId(id),
+        room: room.into(),
+        participant: format!("p{id}"),
+        name: format!("p{id}"),
+        ice_password: "0123456789abcdef0123456789abcdef".into(),
+        video_codec: None,
+        may_publish: true,
+        mix_rate,
+    }
+}
+
+#[test]
+fn a_join_asking_for_another_conference_mode_is_refused_with_the_reason() {
+    use tern_sfu::SfuError;
+    use tern_sfu::signal::ErrorCode;
+    let now = Instant::now();
+    // Room "r" forwards (its first joiner's token named no mix).
+    let mut core = core_with_one_endpoint(now);
+    let refused = |r: Result<(), SfuError>| match r {
+        Err(SfuError::Refused(rej)) => {
+            assert_eq!(rej.code, ErrorCode::ConferenceMode);
+            rej.message
+        }
+        other => panic!("expected a conference_mode refusal, got {other:?}"),
+    };
+    let why = refused(core.handle_join(now, join_as(2, "r", Some(16_000))));
+    assert_eq!(
+        why,
+        "conference r is forwarding; this token asks for mixed at 16000 Hz"
+    );
+    let why = refused(core.handle_join(now, join_as(3, "m", Some(44_100))));
+    assert!(why.contains("not 44100"), "{why}");
+    // The first join of "m" makes it mixed at 16 kHz; its mode holds.
+    core.handle_join(now, join_as(4, "m", Some(16_000)))
+        .expect("mixed room");
+    let mixes = std::iter::from_fn(|| core.poll_output())
+        .filter(|o| matches!(o, tern_sfu::Output::Mix(_)))
+        .count();
+    assert_eq!(mixes, 1, "the mixer is told who joined");
+    let why = refused(core.handle_join(now, join_as(5, "m", None)));
+    assert_eq!(
+        why,
+        "conference m is mixed at 16000 Hz; this token asks for forwarding"
+    );
+    refused(core.handle_join(now, join_as(6, "m", Some(48_000))));
+    assert_eq!(core.stats().joins_refused_mode, 4);
+    assert_eq!(
+        core.endpoint_count(),
+        2,
+        "refusals leave the rooms as they were"
+    );
+}
