@@ -23,6 +23,9 @@ pub struct FocusConfig {
     pub recent_join_window: Duration,
     /// Stress one participant adds (Jicofo's default 0.01).
     pub participant_stress: f64,
+    /// Stress one participant of a mixed conference adds until reports show
+    /// it: its forwarding plus a decode and an encode every 20 ms.
+    pub mixed_participant_stress: f64,
     /// A bridge that sends no report for this long has failed.
     pub heartbeat_timeout: Duration,
     /// Draining bridges lose one conference to other bridges this often.
@@ -40,6 +43,7 @@ impl Default for FocusConfig {
             max_joins_per_minute: None,
             recent_join_window: Duration::from_secs(20),
             participant_stress: 0.01,
+            mixed_participant_stress: 0.02,
             heartbeat_timeout: Duration::from_secs(3),
             drain_interval: Duration::from_secs(1),
         }

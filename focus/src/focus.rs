@@ -275,6 +275,15 @@ impl Focus {
             .get_mut(&id)
             .ok_or_else(|| FocusError::UnknownBridge(id.clone()))?;
         let joined = b.record_join(now);
+        let mixed = self
+            .conferences
+            .get(conference)
+            .and_then(|c| c.mode)
+            .or(mode)
+            .is_some_and(|m| m != ConferenceMode::Forwarding);
+        if mixed {
+            b.record_mixed_join(joined);
+        }
         self.index.join_placed(&id, joined, &self.cfg);
         let mut placement = Placement {
             bridge_id: id.clone(),

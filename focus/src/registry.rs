@@ -38,6 +38,8 @@ pub struct Report {
     pub draining: bool,
     pub shutting_down: bool,
     pub conferences: BTreeMap<String, BTreeSet<String>>,
+    /// Share of the bridge's CPU its mixing workers used (0..1).
+    pub mixing_load: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -73,6 +75,8 @@ pub(crate) struct Bridge {
     pub(crate) endpoints: u32,
     pub(crate) last_report: Instant,
     pub(crate) joins: VecDeque<Instant>,
+    /// Those of `joins` that joined mixed conferences (they cost more).
+    pub(crate) mixed_joins: VecDeque<Instant>,
     pub(crate) last_failure: Option<String>,
     pub(crate) next_drain_move: Instant,
     /// Conferences this bridge appears in, so a report touches only those.
@@ -110,6 +114,13 @@ pub(crate) fn check_registration(
     Ok(())
 }
 
+/// How many of the time-ordered `joins` are less than `window` old (a
+/// binary search: under a join storm a bridge holds a minute of joins).
+fn within(joins: &VecDeque<Instant>, now: Instant, window: Duration) -> usize {
+    let old = joins.partition_point(|&t| now.saturating_duration_since(t) >= window);
+    joins.len() - old
+}
+
 impl Bridge {
     /// A bridge (re)registering. Of an earlier life it keeps the operator's
     /// drain request, its last failure (for operators) and the conferences
@@ -129,6 +140,7 @@ impl Bridge {
             endpoints: 0,
             last_report: now,
             joins: VecDeque::new(),
+            mixed_joins: VecDeque::new(),
             last_failure: before.and_then(|b| b.last_failure.clone()),
             next_drain_move: now,
             hosts: before.map(|b| b.hosts.clone()).unwrap_or_default(),
@@ -141,8 +153,13 @@ impl Bridge {
 
     /// Reported stress plus the joins too recent to be in a report: a burst
     /// of joins spreads instead of landing on the bridge that looked idle.
+    /// A join to a mixed conference counts `mixed_participant_stress`
+    /// instead (its audio is decoded and encoded, not only forwarded).
     pub(crate) fn corrected_stress(&self, now: Instant, cfg: &FocusConfig) -> f64 {
-        self.stress + self.joins_within(now, cfg.recent_join_window) as f64 * cfg.participant_stress
+        let mixed = within(&self.mixed_joins, now, cfg.recent_join_window);
+        self.stress
+            + self.joins_within(now, cfg.recent_join_window) as f64 * cfg.participant_stress
+            + mixed as f64 * (cfg.mixed_participant_stress - cfg.participant_stress).max(0.0)
     }
 
     pub(crate) fn joins_last_minute(&self, now: Instant) -> usize {
@@ -154,10 +171,14 @@ impl Bridge {
     /// storm a bridge holds a minute of joins, and placement asks this of
     /// every candidate for every allocation.
     fn joins_within(&self, now: Instant, window: Duration) -> usize {
-        let old = self
-            .joins
-            .partition_point(|&t| now.saturating_duration_since(t) >= window);
-        self.joins.len() - old
+        within(&self.joins, now, window)
+    }
+
+    /// Count a join to a mixed conference, recorded at `t` by
+    /// [`Bridge::record_join`].
+    pub(crate) fn record_mixed_join(&mut self, t: Instant) {
+        let t = self.mixed_joins.back().map_or(t, |&last| last.max(t));
+        self.mixed_joins.push_back(t);
     }
 
     /// Count a join placed on this bridge now; returns the time recorded.
@@ -173,13 +194,22 @@ impl Bridge {
     pub(crate) fn take_load(&mut self, now: Instant, r: &Report, cfg: &FocusConfig) {
         self.last_report = now;
         let rate = self.reg.max_packet_rate.max(1) as f64;
-        self.stress = (r.rtp_packets_in_per_s + r.rtp_packets_out_per_s) as f64 / rate;
+        // Mixing is CPU the packet rate does not show.
+        self.stress = (r.rtp_packets_in_per_s + r.rtp_packets_out_per_s) as f64 / rate
+            + r.mixing_load.clamp(0.0, 1.0);
         self.endpoints = r.endpoints;
         // Joins older than the window no longer matter for corrected stress.
         while self.joins.front().is_some_and(|&t| {
             now.saturating_duration_since(t) >= Duration::from_secs(60).max(cfg.recent_join_window)
         }) {
             self.joins.pop_front();
+        }
+        while self
+            .mixed_joins
+            .front()
+            .is_some_and(|&t| now.saturating_duration_since(t) >= cfg.recent_join_window)
+        {
+            self.mixed_joins.pop_front();
         }
     }
 
@@ -201,6 +231,7 @@ impl Bridge {
         self.state = BridgeState::Failed;
         self.last_failure = Some(reason);
         self.joins.clear();
+        self.mixed_joins.clear();
         self.stress = 0.0;
         self.endpoints = 0;
         self.hosts.clear();

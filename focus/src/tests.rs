@@ -643,6 +643,47 @@ fn a_mixed_conference_stays_on_one_bridge_and_refuses_another_mode() {
 }
 
 #[test]
+fn mixing_load_and_mixed_joins_count_towards_a_bridges_stress() {
+    let (mut f, t) = focus(groups(), &[("a", "eu-west", 0), ("b", "eu-west", 10_000)]);
+    // a forwards nothing but mixes with 30 % of its CPU: b (0.2) is the
+    // less stressed one.
+    let mut r = report(0);
+    r.mixing_load = 0.3;
+    f.handle_report(t, "a", r).expect("report");
+    let stress = |f: &Focus, id: &str| {
+        f.bridges(t)
+            .into_iter()
+            .find(|b| b.reg.id == id)
+            .map(|b| (b.stress, b.corrected_stress))
+            .expect("bridge")
+    };
+    assert!((stress(&f, "a").0 - 0.3).abs() < 1e-9);
+    assert_eq!(
+        f.allocate(t, "c1", "x", None).expect("placed").bridge_id,
+        "b"
+    );
+    // A participant of a mixed conference adds more corrected stress than
+    // a forwarded one until the reports show what it costs.
+    let before = stress(&f, "b").1;
+    f.allocate(t, "c1", "y", None).expect("placed");
+    let forwarded = stress(&f, "b").1 - before;
+    let mixed = ConferenceMode::Mixed {
+        sample_rate: 16_000,
+    };
+    let p = f
+        .allocate_with_options(t, "mcu", "z", None, None, Some(mixed))
+        .expect("placed");
+    let on = p.bridge_id.clone();
+    let before = stress(&f, &on).1;
+    f.allocate(t, "mcu", "w", None).expect("placed");
+    let mixed_cost = stress(&f, &on).1 - before;
+    assert!(
+        (forwarded - 0.01).abs() < 1e-9 && (mixed_cost - 0.02).abs() < 1e-9,
+        "forwarded {forwarded}, mixed {mixed_cost}"
+    );
+}
+
+#[test]
 fn summary_counts_bridges_by_region_and_state_participants_and_relay_links() {
     let t = Instant::now();
     let mut f = Focus::new(FocusConfig {

@@ -39,6 +39,7 @@ impl From<bpb::Stats> for Report {
             draining: s.draining,
             shutting_down: s.shutting_down,
             conferences: conferences(s.conferences),
+            mixing_load: s.mixing_load,
         }
     }
 }

@@ -43,6 +43,8 @@ pub struct App {
     /// Open signalling WebSockets per client address
     /// (`bridge.max_signal_connections_per_ip`).
     pub signal_conns: dashmap::DashMap<std::net::IpAddr, usize>,
+    /// The mixing workers (their CPU time is reported to the focus).
+    pub mixing: super::mixing::Mixing,
 }
 
 /// One signalling connection counted against its address; uncounted when

@@ -234,6 +234,7 @@ async fn run_in_span(
         relay: std::sync::OnceLock::new(),
         http_sessions: dashmap::DashMap::new(),
         signal_conns: dashmap::DashMap::new(),
+        mixing,
     });
     if let Some(r) = relay {
         let _ = app.relay.set(r);

@@ -58,6 +58,8 @@ pub fn totals(app: &App) -> Totals {
         t.conferences.extend(s.conferences.iter().cloned());
     }
     t.stalled_shards = stalled_shards(&app.snapshots, app.started, Instant::now()).len() as u32;
+    t.mixing_busy = app.mixing.busy();
+    t.cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     t
 }
 

@@ -43,6 +43,10 @@ pub struct Totals {
     pub conferences: Vec<(String, Vec<String>)>,
     /// Shards whose loop has stalled: any makes the bridge unhealthy.
     pub stalled_shards: u32,
+    /// CPU time the mixing workers have spent since the bridge started.
+    pub mixing_busy: Duration,
+    /// Cores the bridge may use (the mixing load is a share of them).
+    pub cpus: u32,
 }
 
 impl Totals {
@@ -124,6 +128,8 @@ pub struct FocusLink {
     backoff: Duration,
     next_report: Option<Instant>,
     last: (u64, u64, Instant),
+    /// The mixing workers' CPU time at the last report.
+    last_mixing: Duration,
     draining: bool,
     shutting_down: bool,
     out: VecDeque<FocusAction>,
@@ -141,6 +147,7 @@ impl FocusLink {
             backoff: RECONNECT_MIN,
             next_report: None,
             last: (0, 0, now),
+            last_mixing: Duration::ZERO,
             draining: false,
             shutting_down: false,
             out: VecDeque::new(),
@@ -267,8 +274,15 @@ impl FocusLink {
             draining: self.draining,
             shutting_down: self.shutting_down,
             conferences: totals.conference_states(),
+            mixing_load: totals
+                .mixing_busy
+                .saturating_sub(self.last_mixing)
+                .as_secs_f64()
+                / secs
+                / f64::from(totals.cpus.max(1)),
         };
         self.last = (totals.packets_in, totals.packets_out, now);
+        self.last_mixing = totals.mixing_busy;
         self.out.push_back(FocusAction::Send(bpb::BridgeMessage {
             msg: Some(bpb::bridge_message::Msg::Stats(stats)),
         }));
