@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
+use support::wav::{fake_mic, write_wav};
 use support::{Check, Participant, TernState, Tile, run_in_netns, wait_until};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,28 +34,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const SPEECH_TIMEOUT: Duration = Duration::from_secs(20);
 
 const RATE: u32 = 48_000;
-
-/// A 16-bit PCM mono WAV file at [`RATE`].
-fn write_wav(path: &Path, samples: &[i16]) -> Result<()> {
-    let data_len = u32::try_from(samples.len() * 2).context("WAV too long")?;
-    let mut out = Vec::with_capacity(44 + samples.len() * 2);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes()); // fmt chunk size
-    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    out.extend_from_slice(&1u16.to_le_bytes()); // mono
-    out.extend_from_slice(&RATE.to_le_bytes());
-    out.extend_from_slice(&(RATE * 2).to_le_bytes()); // bytes per second
-    out.extend_from_slice(&2u16.to_le_bytes()); // block align
-    out.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    for s in samples {
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
-}
 
 /// Digital silence: all zeros.
 fn silence(seconds: f64) -> Vec<i16> {
@@ -106,11 +85,6 @@ fn speech(seconds: f64) -> Vec<i16> {
             (x * 32767.0).round().clamp(-32768.0, 32767.0) as i16
         })
         .collect()
-}
-
-/// The Chromium flag that makes `wav` the fake microphone.
-fn fake_mic(wav: &Path) -> String {
-    format!("--use-file-for-fake-audio-capture={}", wav.display())
 }
 
 /// What each page must show about speech right now.
@@ -251,8 +225,8 @@ fn browser_dominant_speaker_and_speaking_marks_follow_who_talks() {
             env.start_bridge()?;
             let quiet = env.dir().join("silence.wav");
             let talk = env.dir().join("speech.wav");
-            write_wav(&quiet, &silence(2.0))?;
-            write_wav(&talk, &speech(4.0))?;
+            write_wav(&quiet, RATE, &silence(2.0))?;
+            write_wav(&talk, RATE, &speech(4.0))?;
             let room = "e2e-speakers";
 
             // Alice (silent) first, then Bob (talking): Bob's speech starts

@@ -46,6 +46,7 @@ mod participant;
 mod receiving;
 pub mod tern_process;
 mod wait;
+pub mod wav;
 mod webdriver;
 
 pub use env::{Bridge, DevBridge, DevShape, Env, wait_two_bridges_online};
