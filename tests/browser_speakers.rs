@@ -19,10 +19,9 @@
 mod support;
 
 use std::f64::consts::PI;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use serde_json::json;
 use support::wav::{fake_mic, write_wav};
 use support::{Check, Participant, TernState, Tile, run_in_netns, wait_until};
