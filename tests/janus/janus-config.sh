@@ -39,6 +39,11 @@ mkdir -p "$dir/plugins" "$dir/transports" "$dir/none"
 # for); the three that matter are rewritten below.
 cp /etc/janus/*.jcfg "$dir/"
 ln -sf "$videoroom" "$dir/plugins/"
+# AudioBridge too, for tests/janus/mix_compare.sh (Debian builds it).
+audiobridge=$(find /usr/lib -name libjanus_audiobridge.so 2>/dev/null | head -n1)
+if [[ -n $audiobridge ]]; then
+  ln -sf "$audiobridge" "$dir/plugins/"
+fi
 ln -sf "$http" "$dir/transports/"
 
 cat >"$dir/janus.jcfg" <<EOF
@@ -97,6 +102,12 @@ EOF
 
 # No static rooms: the load tool creates (and destroys) its own.
 cat >"$dir/janus.plugin.videoroom.jcfg" <<EOF
+general: {
+}
+EOF
+
+# No static AudioBridge rooms either (mix_load.py creates its own).
+cat >"$dir/janus.plugin.audiobridge.jcfg" <<EOF
 general: {
 }
 EOF
