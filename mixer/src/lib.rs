@@ -27,6 +27,7 @@ pub mod codec;
 pub mod host;
 pub mod jitter;
 pub mod opus;
+pub mod video;
 
 /// The RTP clock of Opus, whatever rate it is decoded at (RFC 7587).
 pub const RTP_CLOCK: u32 = 48_000;
