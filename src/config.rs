@@ -141,6 +141,15 @@ pub struct MediaConfig {
     pub mixing_workers: usize,
     /// The bitrate of each participant's Opus mix, in kbps (6-510).
     pub mix_bitrate_kbps: u32,
+    /// Mixed conferences get a composite video (H.264, a grid of everyone,
+    /// one stream for all); off: their video is forwarded.
+    pub mix_video: bool,
+    /// The composite's size and frame rate.
+    pub mix_video_width: u32,
+    pub mix_video_height: u32,
+    pub mix_video_fps: u32,
+    /// Its bitrate, in kbps.
+    pub mix_video_kbps: u32,
 }
 
 /// The relay mesh: bridges connect to each other over QUIC, mutually
@@ -297,6 +306,11 @@ impl Default for MediaConfig {
             screen_max_kbps: 2500,
             mixing_workers: 1,
             mix_bitrate_kbps: 32,
+            mix_video: true,
+            mix_video_width: 640,
+            mix_video_height: 360,
+            mix_video_fps: 15,
+            mix_video_kbps: 800,
         }
     }
 }
@@ -465,6 +479,22 @@ impl Config {
                 "media.mix_bitrate_kbps must be between 6 and 510 (Opus's range), not {}",
                 m.mix_bitrate_kbps
             ));
+        }
+        if !(16..=1920).contains(&m.mix_video_width)
+            || !(16..=1080).contains(&m.mix_video_height)
+            || !m.mix_video_width.is_multiple_of(2)
+            || !m.mix_video_height.is_multiple_of(2)
+        {
+            return Err(format!(
+                "media.mix_video_width x mix_video_height must be even, 16x16 to 1920x1080, not {}x{}",
+                m.mix_video_width, m.mix_video_height
+            ));
+        }
+        if !(1..=30).contains(&m.mix_video_fps) {
+            return Err("media.mix_video_fps must be between 1 and 30".into());
+        }
+        if !(50..=10_000).contains(&m.mix_video_kbps) {
+            return Err("media.mix_video_kbps must be between 50 and 10000".into());
         }
         if !["region", "single", "split"].contains(&self.focus.strategy.as_str()) {
             return Err(format!(

@@ -109,6 +109,7 @@ pub fn core_config(local: SocketAddr, dtls_cert: str0m::config::DtlsCert) -> Cor
         rtx_cache_age: Duration::from_secs(1),
         talk: Default::default(),
         bandwidth: Default::default(),
+        composite: false,
     }
 }
 

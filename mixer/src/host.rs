@@ -15,6 +15,7 @@ use std::time::Instant;
 use crate::audio::{AudioMixer, MixConfig, MixOutput, MixStats};
 use crate::codec::AudioCodec;
 use crate::jitter::JitterStats;
+use crate::video::{VideoCodec, VideoConfig, VideoMixer, VideoOutput, VideoStats};
 use crate::{MixerError, SAMPLE_RATES};
 
 /// What a shard tells the mixing worker of a conference.
@@ -40,6 +41,26 @@ pub enum MixCommand {
         timestamp: u32,
         payload: Arc<[u8]>,
     },
+    /// One video packet (H.264, RFC 6184) from `id`, for the composite.
+    Video {
+        room: Arc<str>,
+        id: u64,
+        seq: u16,
+        timestamp: u32,
+        marker: bool,
+        payload: Arc<[u8]>,
+    },
+    /// A receiver lost the composite: the next frame is a keyframe.
+    CompositeKeyframe {
+        room: Arc<str>,
+    },
+}
+
+/// What a host produced for a conference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mixed {
+    Audio(MixOutput),
+    Video(VideoOutput),
 }
 
 impl MixCommand {
@@ -47,7 +68,9 @@ impl MixCommand {
         match self {
             MixCommand::Join { room, .. }
             | MixCommand::Leave { room, .. }
-            | MixCommand::Packet { room, .. } => room,
+            | MixCommand::Packet { room, .. }
+            | MixCommand::Video { room, .. }
+            | MixCommand::CompositeKeyframe { room } => room,
         }
     }
 }
@@ -67,37 +90,65 @@ pub struct HostStats {
     pub refused_other: u64,
     /// Participants dropped from a mix because their stream did not decode.
     pub dropped_participants: u64,
+    /// The composites (all conferences, the ones gone too).
+    pub video: VideoStats,
 }
 
-pub struct MixHost<C: AudioCodec + Clone> {
+/// One conference's mixers.
+struct Conference<C: AudioCodec, V: VideoCodec> {
+    audio: AudioMixer<C>,
+    /// With a video codec configured: the composite.
+    video: Option<VideoMixer<V>>,
+}
+
+pub struct MixHost<C: AudioCodec + Clone, V: VideoCodec + Clone = NoVideo> {
     codec: C,
     template: MixConfig,
-    rooms: BTreeMap<Arc<str>, AudioMixer<C>>,
-    out: VecDeque<(Arc<str>, MixOutput)>,
+    /// The composite's codec and size; `None`: audio only (video of mixed
+    /// conferences is then forwarded).
+    video: Option<(V, VideoConfig)>,
+    rooms: BTreeMap<Arc<str>, Conference<C, V>>,
+    out: VecDeque<(Arc<str>, Mixed)>,
     /// Counters of mixers already dropped, so totals never go backwards.
     gone: MixStats,
     gone_jitter: JitterStats,
+    gone_video: VideoStats,
     refused_unknown: u64,
     refused_sample_rate: u64,
     refused_other: u64,
     dropped_participants: u64,
 }
 
-impl<C: AudioCodec + Clone> MixHost<C> {
-    /// `template` is every mixer's configuration but its sample rate.
+impl<C: AudioCodec + Clone> MixHost<C, NoVideo> {
+    /// Audio only: `template` is every mixer's configuration but its
+    /// sample rate.
     pub fn new(codec: C, template: MixConfig) -> Self {
+        Self::with_video(codec, template, None)
+    }
+}
+
+impl<C: AudioCodec + Clone, V: VideoCodec + Clone> MixHost<C, V> {
+    /// Audio and, with `video`, the composite of every mixed conference.
+    pub fn with_video(codec: C, template: MixConfig, video: Option<(V, VideoConfig)>) -> Self {
         Self {
             codec,
             template,
+            video,
             rooms: BTreeMap::new(),
             out: VecDeque::new(),
             gone: MixStats::default(),
             gone_jitter: JitterStats::default(),
+            gone_video: VideoStats::default(),
             refused_unknown: 0,
             refused_sample_rate: 0,
             refused_other: 0,
             dropped_participants: 0,
         }
+    }
+
+    /// Whether mixed conferences get a composite here.
+    pub fn composites(&self) -> bool {
+        self.video.is_some()
     }
 
     pub fn handle_command(&mut self, now: Instant, cmd: MixCommand) {
@@ -115,9 +166,33 @@ impl<C: AudioCodec + Clone> MixHost<C> {
                 timestamp,
                 payload,
             } => match self.rooms.get_mut(&room) {
-                Some(m) => m.handle_packet(now, id, timestamp, &payload),
+                Some(c) => c.audio.handle_packet(now, id, timestamp, &payload),
                 None => Err(MixerError::UnknownParticipant(id)),
             },
+            MixCommand::Video {
+                room,
+                id,
+                seq,
+                timestamp,
+                marker,
+                payload,
+            } => match self.rooms.get_mut(&room).and_then(|c| c.video.as_mut()) {
+                Some(v) => {
+                    let r = v.handle_packet(now, id, seq, timestamp, marker, &payload);
+                    // Keyframe requests go out now, not at the next frame.
+                    while let Some(o) = v.poll_output() {
+                        self.out.push_back((room.clone(), Mixed::Video(o)));
+                    }
+                    r
+                }
+                None => Err(MixerError::UnknownParticipant(id)),
+            },
+            MixCommand::CompositeKeyframe { room } => {
+                if let Some(v) = self.rooms.get_mut(&room).and_then(|c| c.video.as_mut()) {
+                    v.request_keyframe();
+                }
+                Ok(())
+            }
         };
         if let Err(e) = result {
             match e {
@@ -141,31 +216,54 @@ impl<C: AudioCodec + Clone> MixHost<C> {
         if !SAMPLE_RATES.contains(&sample_rate) {
             return Err(MixerError::SampleRate(sample_rate));
         }
-        let mixer = match self.rooms.entry(room) {
+        let conf = match self.rooms.entry(room.clone()) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
                 let cfg = MixConfig {
                     sample_rate,
                     ..self.template
                 };
-                e.insert(AudioMixer::new(self.codec.clone(), cfg)?)
+                let video = match &self.video {
+                    Some((codec, cfg)) => Some(VideoMixer::new(codec.clone(), *cfg)?),
+                    None => None,
+                };
+                e.insert(Conference {
+                    audio: AudioMixer::new(self.codec.clone(), cfg)?,
+                    video,
+                })
             }
         };
-        mixer.add(now, id, sends_audio)
+        conf.audio.add(now, id, sends_audio)?;
+        if let Some(v) = conf.video.as_mut() {
+            v.add(now, id, sends_audio)?;
+            while let Some(o) = v.poll_output() {
+                self.out.push_back((room.clone(), Mixed::Video(o)));
+            }
+        }
+        Ok(())
     }
 
     fn leave(&mut self, room: &Arc<str>, id: u64) -> Result<(), MixerError> {
-        let mixer = self
+        let conf = self
             .rooms
             .get_mut(room)
             .ok_or(MixerError::UnknownParticipant(id))?;
-        mixer.remove(id)?;
-        if mixer.participants().next().is_none() {
+        conf.audio.remove(id)?;
+        if let Some(v) = conf.video.as_mut() {
+            v.remove(id)?;
+            while let Some(o) = v.poll_output() {
+                self.out.push_back((room.clone(), Mixed::Video(o)));
+            }
+        }
+        if conf.audio.participants().next().is_none() {
             // Its last frames were taken at its last tick; what it counted
             // stays in the totals.
-            if let Some(m) = self.rooms.remove(room) {
-                add_stats(&mut self.gone, &m.stats());
-                add_jitter(&mut self.gone_jitter, &m.jitter_stats());
+            if let Some(c) = self.rooms.remove(room) {
+                add_stats(&mut self.gone, &c.audio.stats());
+                add_jitter(&mut self.gone_jitter, &c.audio.jitter_stats());
+                if let Some(v) = &c.video {
+                    add_video(&mut self.gone_video, &v.stats());
+                }
             }
         }
         Ok(())
@@ -173,36 +271,57 @@ impl<C: AudioCodec + Clone> MixHost<C> {
 
     /// The earliest tick any conference is due for.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.rooms.values().filter_map(|m| m.poll_timeout()).min()
+        self.rooms
+            .values()
+            .flat_map(|c| {
+                [
+                    c.audio.poll_timeout(),
+                    c.video.as_ref().and_then(|v| v.poll_timeout()),
+                ]
+            })
+            .flatten()
+            .min()
     }
 
     /// Run every tick due by `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for (room, m) in self.rooms.iter_mut() {
-            if m.poll_timeout().is_some_and(|t| t <= now) {
-                m.handle_timeout(now);
-                while let Some(o) = m.poll_output() {
+        for (room, c) in self.rooms.iter_mut() {
+            if c.audio.poll_timeout().is_some_and(|t| t <= now) {
+                c.audio.handle_timeout(now);
+                while let Some(o) = c.audio.poll_output() {
                     if matches!(o, MixOutput::Dropped { .. }) {
                         self.dropped_participants += 1;
                     }
-                    self.out.push_back((room.clone(), o));
+                    self.out.push_back((room.clone(), Mixed::Audio(o)));
+                }
+            }
+            if let Some(v) = c.video.as_mut()
+                && v.poll_timeout().is_some_and(|t| t <= now)
+            {
+                v.handle_timeout(now);
+                while let Some(o) = v.poll_output() {
+                    self.out.push_back((room.clone(), Mixed::Video(o)));
                 }
             }
         }
     }
 
-    pub fn poll_output(&mut self) -> Option<(Arc<str>, MixOutput)> {
+    pub fn poll_output(&mut self) -> Option<(Arc<str>, Mixed)> {
         self.out.pop_front()
     }
 
     pub fn stats(&self) -> HostStats {
         let mut mix = self.gone;
         let mut jitter = self.gone_jitter;
+        let mut video = self.gone_video;
         let mut participants = 0;
-        for m in self.rooms.values() {
-            add_stats(&mut mix, &m.stats());
-            add_jitter(&mut jitter, &m.jitter_stats());
-            participants += m.participants().count();
+        for c in self.rooms.values() {
+            add_stats(&mut mix, &c.audio.stats());
+            add_jitter(&mut jitter, &c.audio.jitter_stats());
+            if let Some(v) = &c.video {
+                add_video(&mut video, &v.stats());
+            }
+            participants += c.audio.participants().count();
         }
         HostStats {
             conferences: self.rooms.len(),
@@ -213,7 +332,51 @@ impl<C: AudioCodec + Clone> MixHost<C> {
             refused_sample_rate: self.refused_sample_rate,
             refused_other: self.refused_other,
             dropped_participants: self.dropped_participants,
+            video,
         }
+    }
+}
+
+fn add_video(a: &mut VideoStats, b: &VideoStats) {
+    a.frames_composed += b.frames_composed;
+    a.units_decoded += b.units_decoded;
+    a.decode_errors += b.decode_errors;
+    a.encode_errors += b.encode_errors;
+    a.keyframes_sent += b.keyframes_sent;
+    a.keyframe_requests += b.keyframe_requests;
+    a.malformed_packets += b.malformed_packets;
+    a.units_dropped += b.units_dropped;
+}
+
+/// The video "codec" of a host without composites: never asked for a
+/// decoder or an encoder (a host made with [`MixHost::new`] has none).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoVideo;
+
+impl VideoCodec for NoVideo {
+    type Decoder = NoVideo;
+    type Encoder = NoVideo;
+    fn decoder(&self) -> Result<NoVideo, MixerError> {
+        Err(MixerError::Codec("no video codec".into()))
+    }
+    fn encoder(&self, _: &VideoConfig) -> Result<NoVideo, MixerError> {
+        Err(MixerError::Codec("no video codec".into()))
+    }
+}
+
+impl crate::video::VideoDecoder for NoVideo {
+    fn decode(&mut self, _: &[u8]) -> Result<Option<crate::video::layout::Picture>, MixerError> {
+        Ok(None)
+    }
+}
+
+impl crate::video::VideoEncoder for NoVideo {
+    fn encode(
+        &mut self,
+        _: &crate::video::layout::Picture,
+        _: bool,
+    ) -> Result<Vec<u8>, MixerError> {
+        Ok(Vec::new())
     }
 }
 
@@ -254,7 +417,7 @@ mod tests {
         }
     }
 
-    fn run(host: &mut MixHost<Pcm16>, until: Instant) -> Vec<(Arc<str>, MixOutput)> {
+    fn run(host: &mut MixHost<Pcm16>, until: Instant) -> Vec<(Arc<str>, Mixed)> {
         let mut out = Vec::new();
         while let Some(t) = host.poll_timeout().filter(|t| *t <= until) {
             host.handle_timeout(t);
@@ -295,7 +458,7 @@ mod tests {
         let heard = |to: u64| -> Vec<i16> {
             out.iter()
                 .filter_map(|(_, o)| match o {
-                    MixOutput::Audio { to: t, payload, .. } if *t == to => Some(
+                    Mixed::Audio(MixOutput::Audio { to: t, payload, .. }) if *t == to => Some(
                         payload
                             .chunks_exact(2)
                             .map(|b| i16::from_le_bytes([b[0], b[1]]))

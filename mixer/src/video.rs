@@ -93,7 +93,11 @@ pub enum VideoOutput {
     /// until one comes.
     KeyframeRequest { participant: u64 },
     /// Who is in which tile, after anyone joined or left (join order).
-    Layout { width: u32, height: u32, tiles: Vec<(u64, Rect)> },
+    Layout {
+        width: u32,
+        height: u32,
+        tiles: Vec<(u64, Rect)>,
+    },
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -137,14 +141,17 @@ pub struct VideoMixer<C: VideoCodec> {
 
 impl<C: VideoCodec> VideoMixer<C> {
     pub fn new(codec: C, cfg: VideoConfig) -> Result<Self, MixerError> {
-        if cfg.width < 16 || cfg.height < 16 || cfg.width % 2 != 0 || cfg.height % 2 != 0 {
+        if cfg.width < 16 || cfg.height < 16 || !cfg.width.is_multiple_of(2) || !cfg.height.is_multiple_of(2) {
             return Err(MixerError::Codec(format!(
                 "composite size {}x{}: even, at least 16x16",
                 cfg.width, cfg.height
             )));
         }
         if !(1..=60).contains(&cfg.fps) {
-            return Err(MixerError::Codec(format!("composite frame rate {}: 1-60", cfg.fps)));
+            return Err(MixerError::Codec(format!(
+                "composite frame rate {}: 1-60",
+                cfg.fps
+            )));
         }
         Ok(Self {
             canvas: Picture::filled(cfg.width, cfg.height, BLACK),
@@ -234,7 +241,10 @@ impl<C: VideoCodec> VideoMixer<C> {
         let Some(input) = m.input.as_mut().filter(|i| !i.dropped) else {
             return Ok(());
         };
-        let before = (input.depacketizer.malformed, input.depacketizer.dropped_units);
+        let before = (
+            input.depacketizer.malformed,
+            input.depacketizer.dropped_units,
+        );
         let unit = input.depacketizer.push(seq, timestamp, marker, payload);
         self.stats.malformed_packets += input.depacketizer.malformed - before.0;
         self.stats.units_dropped += input.depacketizer.dropped_units - before.1;
@@ -256,11 +266,17 @@ impl<C: VideoCodec> VideoMixer<C> {
                 }
             }
         }
-        let stuck = input.depacketizer.needs_keyframe() || (input.last.is_none() && input.bad_run > 0);
-        if stuck && input.asked_keyframe.is_none_or(|t| now >= t + KEYFRAME_RETRY) {
+        let stuck =
+            input.depacketizer.needs_keyframe() || (input.last.is_none() && input.bad_run > 0);
+        if stuck
+            && input
+                .asked_keyframe
+                .is_none_or(|t| now >= t + KEYFRAME_RETRY)
+        {
             input.asked_keyframe = Some(now);
             self.stats.keyframe_requests += 1;
-            self.out.push_back(VideoOutput::KeyframeRequest { participant: id });
+            self.out
+                .push_back(VideoOutput::KeyframeRequest { participant: id });
         }
         Ok(())
     }

@@ -34,6 +34,7 @@ fn main() {
             rtx_cache_age: Duration::from_secs(1),
             talk: Default::default(),
             bandwidth: Default::default(),
+            composite: false,
         },
         t0,
     );

@@ -77,6 +77,16 @@ pub struct LayerDecl {
     pub height: u32,
 }
 
+/// One tile of a mixed conference's composite video.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompositeTile {
+    pub participant: String,
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
@@ -93,6 +103,13 @@ pub enum ServerMessage {
     },
     Answer {
         sdp: String,
+    },
+    /// A mixed conference's composite video: its size and who is in which
+    /// tile (join order), sent when anyone joins or leaves.
+    Composite {
+        width: u32,
+        height: u32,
+        tiles: Vec<CompositeTile>,
     },
     ParticipantJoined {
         participant: ParticipantInfo,

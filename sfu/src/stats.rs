@@ -133,6 +133,10 @@ pub struct CoreStats {
     pub mix_frames_stale: u64,
     /// Participants the mixer dropped because their audio did not decode.
     pub mix_inputs_dropped: u64,
+    /// Publishers' video packets handed to the composite.
+    pub composite_packets_in: u64,
+    /// Composite packets written to receivers (each copy counted).
+    pub composite_packets_out: u64,
     pub leaves: u64,
     pub connects: u64,
     pub ice_disconnects: u64,

@@ -28,6 +28,7 @@ fn core_with_one_endpoint(now: Instant) -> Core {
             rtx_cache_age: std::time::Duration::from_secs(1),
             talk: Default::default(),
             bandwidth: Default::default(),
+            composite: false,
         },
         now,
     );

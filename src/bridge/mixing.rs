@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use tern_mixer::audio::MixConfig;
 use tern_mixer::host::{MixCommand, MixHost};
 use tern_mixer::opus::Opus;
+use tern_mixer::video::VideoConfig;
+use tern_mixer::video::openh264::OpenH264;
 use tern_sfu::node::{ShardInput, shard_of_room};
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -40,9 +42,15 @@ pub struct Mixing {
 }
 
 impl Mixing {
-    /// Start `workers` threads (at least one) mixing at `bitrate` bits/s
-    /// per receiver; their output goes to `shards`.
-    pub fn start(workers: usize, bitrate: u32, shards: Vec<mpsc::Sender<ShardMsg>>) -> Self {
+    /// Start `workers` threads (at least one) mixing audio at `bitrate`
+    /// bits/s per receiver and, with `video`, composing; their output goes
+    /// to `shards`.
+    pub fn start(
+        workers: usize,
+        bitrate: u32,
+        video: Option<VideoConfig>,
+        shards: Vec<mpsc::Sender<ShardMsg>>,
+    ) -> Self {
         let n = workers.max(1);
         let busy: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
         let mut senders = Vec::with_capacity(n);
@@ -53,7 +61,7 @@ impl Mixing {
             let b = busy.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("tern-mixer-{i}"))
-                .spawn(move || span.in_scope(|| run(i, rx, shards, bitrate, &b[i])));
+                .spawn(move || span.in_scope(|| run(i, rx, shards, bitrate, video, &b[i])));
             if let Err(e) = spawned {
                 warn!(error = %e, "could not start a mixing worker");
                 continue;
@@ -109,6 +117,9 @@ struct WorkerMetrics {
     dropped_participants: metrics::Counter,
     refused: metrics::Counter,
     to_shard_dropped: metrics::Counter,
+    composites: metrics::Counter,
+    composite_decoded: metrics::Counter,
+    composite_keyframe_requests: metrics::Counter,
 }
 
 impl WorkerMetrics {
@@ -125,7 +136,10 @@ impl WorkerMetrics {
             decode_errors: metrics::counter!("tern_mixer_decode_errors_total", "worker" => w.clone()),
             dropped_participants: metrics::counter!("tern_mixer_dropped_participants_total", "worker" => w.clone()),
             refused: metrics::counter!("tern_mixer_commands_refused_total", "worker" => w.clone()),
-            to_shard_dropped: metrics::counter!("tern_mixer_frames_dropped_total", "worker" => w),
+            to_shard_dropped: metrics::counter!("tern_mixer_frames_dropped_total", "worker" => w.clone()),
+            composites: metrics::counter!("tern_mixer_composite_frames_total", "worker" => w.clone()),
+            composite_decoded: metrics::counter!("tern_mixer_video_units_decoded_total", "worker" => w.clone()),
+            composite_keyframe_requests: metrics::counter!("tern_mixer_video_keyframe_requests_total", "worker" => w),
         }
     }
 }
@@ -135,13 +149,14 @@ fn run(
     rx: Receiver<MixCommand>,
     shards: Vec<mpsc::Sender<ShardMsg>>,
     bitrate: u32,
+    video: Option<VideoConfig>,
     busy_out: &AtomicU64,
 ) {
     let codec = Opus {
         bitrate,
         ..Opus::default()
     };
-    let mut host = MixHost::new(codec, MixConfig::default());
+    let mut host = MixHost::with_video(codec, MixConfig::default(), video.map(|v| (OpenH264, v)));
     let m = WorkerMetrics::new(worker);
     let mut busy = Duration::ZERO;
     let mut to_shard_dropped = 0u64;
@@ -193,6 +208,10 @@ fn run(
             m.refused
                 .absolute(s.refused_unknown + s.refused_sample_rate + s.refused_other);
             m.to_shard_dropped.absolute(to_shard_dropped);
+            m.composites.absolute(s.video.frames_composed);
+            m.composite_decoded.absolute(s.video.units_decoded);
+            m.composite_keyframe_requests
+                .absolute(s.video.keyframe_requests);
             next_export = now + Duration::from_secs(1);
         }
     }

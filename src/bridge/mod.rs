@@ -156,9 +156,17 @@ async fn run_in_span(
     };
     let (relay, relay_addr) = start_relay(&cfg, &bridge_id, &senders)?;
     catalog::register_at_zero(relay.is_some(), cfg.bridge.ice_tcp);
+    let composite = cfg.media.mix_video.then(|| tern_mixer::video::VideoConfig {
+        width: cfg.media.mix_video_width,
+        height: cfg.media.mix_video_height,
+        fps: cfg.media.mix_video_fps,
+        bitrate_bps: cfg.media.mix_video_kbps * 1000,
+        ..Default::default()
+    });
     let mixing = mixing::Mixing::start(
         cfg.media.mixing_workers,
         cfg.media.mix_bitrate_kbps * 1000,
+        composite,
         senders.clone(),
     );
     let mut tasks = Vec::with_capacity(n);
@@ -188,6 +196,7 @@ async fn run_in_span(
                     camera_max_bps: cfg.media.camera_max_kbps * 1000,
                     screen_max_bps: cfg.media.screen_max_kbps * 1000,
                 },
+                composite: cfg.media.mix_video,
             },
             now,
         );

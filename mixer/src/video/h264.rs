@@ -50,7 +50,13 @@ impl Depacketizer {
 
     /// One RTP packet; returns an access unit when `marker` (or a new
     /// timestamp) completes one.
-    pub fn push(&mut self, seq: u16, timestamp: u32, marker: bool, payload: &[u8]) -> Option<AccessUnit> {
+    pub fn push(
+        &mut self,
+        seq: u16,
+        timestamp: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> Option<AccessUnit> {
         let mut done = None;
         if let Some(last) = self.last_seq
             && seq != last.wrapping_add(1)
@@ -251,20 +257,26 @@ mod tests {
     use super::*;
 
     fn unit(nals: &[&[u8]]) -> Vec<u8> {
-        nals.iter().flat_map(|n| START_CODE.iter().chain(n.iter()).copied()).collect()
+        nals.iter()
+            .flat_map(|n| START_CODE.iter().chain(n.iter()).copied())
+            .collect()
     }
 
     #[test]
     fn a_packetized_unit_comes_back_whole_through_fragments() {
         let sps: &[u8] = &[0x67, 1, 2, 3];
-        let idr: Vec<u8> = std::iter::once(0x65).chain((0..3000u32).map(|i| (i % 251) as u8)).collect();
+        let idr: Vec<u8> = std::iter::once(0x65)
+            .chain((0..3000u32).map(|i| (i % 251) as u8))
+            .collect();
         let payloads = packetize(&[sps, &idr], 1200);
         assert!(payloads.len() >= 4, "the IDR is fragmented");
         assert!(payloads.iter().all(|p| p.len() <= 1200));
         let mut d = Depacketizer::default();
         let mut got = None;
         for (i, p) in payloads.iter().enumerate() {
-            got = d.push(100 + i as u16, 9000, i + 1 == payloads.len(), p).or(got);
+            got = d
+                .push(100 + i as u16, 9000, i + 1 == payloads.len(), p)
+                .or(got);
         }
         let au = got.expect("a unit");
         assert!(au.keyframe && is_keyframe(&au.annexb));
@@ -304,7 +316,16 @@ mod tests {
     #[test]
     fn garbage_is_counted_not_fatal() {
         let mut d = Depacketizer::default();
-        for (i, p) in [&[][..], &[0x7c], &[0x78, 0, 9, 1], &[0x1f, 0], &[0x7c, 0x05, 1]].iter().enumerate() {
+        for (i, p) in [
+            &[][..],
+            &[0x7c],
+            &[0x78, 0, 9, 1],
+            &[0x1f, 0],
+            &[0x7c, 0x05, 1],
+        ]
+        .iter()
+        .enumerate()
+        {
             assert_eq!(d.push(i as u16, 0, true, p), None);
         }
         assert!(d.malformed >= 4, "{}", d.malformed);

@@ -130,12 +130,23 @@ mod tests {
                 assert!(a.x + a.w <= 640 && a.y + a.h <= 360, "{n}: {a:?}");
                 assert!(a.x % 2 == 0 && a.y % 2 == 0 && a.w % 2 == 0 && a.h % 2 == 0);
                 for b in &g[i + 1..] {
-                    let apart = a.x + a.w <= b.x || b.x + b.w <= a.x || a.y + a.h <= b.y || b.y + b.h <= a.y;
+                    let apart = a.x + a.w <= b.x
+                        || b.x + b.w <= a.x
+                        || a.y + a.h <= b.y
+                        || b.y + b.h <= a.y;
                     assert!(apart, "{n}: {a:?} and {b:?} overlap");
                 }
             }
         }
-        assert_eq!(grid(4, 640, 360)[3], Rect { x: 320, y: 180, w: 320, h: 180 });
+        assert_eq!(
+            grid(4, 640, 360)[3],
+            Rect {
+                x: 320,
+                y: 180,
+                w: 320,
+                h: 180
+            }
+        );
     }
 
     #[test]

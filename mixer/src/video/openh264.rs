@@ -63,7 +63,13 @@ mod imp {
             let (w2, h2) = (w / 2, h / 2);
             let copy = |plane: &[u8], stride: usize, w: usize, h: usize| -> Vec<u8> {
                 (0..h)
-                    .flat_map(|row| plane.get(row * stride..row * stride + w).unwrap_or(&[]).iter().copied())
+                    .flat_map(|row| {
+                        plane
+                            .get(row * stride..row * stride + w)
+                            .unwrap_or(&[])
+                            .iter()
+                            .copied()
+                    })
                     .collect()
             };
             let (w, h) = (w & !1, h & !1);

@@ -61,7 +61,12 @@ impl VideoCodec for Raw {
     }
 }
 
-const COLOURS: [(u8, u8, u8); 4] = [(200, 60, 70), (80, 200, 40), (120, 90, 220), (230, 160, 110)];
+const COLOURS: [(u8, u8, u8); 4] = [
+    (200, 60, 70),
+    (80, 200, 40),
+    (120, 90, 220),
+    (230, 160, 110),
+];
 
 /// A publisher: its pictures encoded and packetized, numbered.
 struct Publisher<E> {
@@ -74,7 +79,10 @@ struct Publisher<E> {
 
 impl<E: VideoEncoder> Publisher<E> {
     fn send<C: VideoCodec>(&mut self, now: Instant, mixer: &mut VideoMixer<C>, keyframe: bool) {
-        let annexb = self.encoder.encode(&self.picture, keyframe).expect("encode");
+        let annexb = self
+            .encoder
+            .encode(&self.picture, keyframe)
+            .expect("encode");
         let nals = split_annexb(&annexb);
         let payloads = packetize(&nals, 1_100);
         let n = payloads.len();
@@ -165,7 +173,11 @@ fn every_participant_is_in_its_tile_and_the_layout_is_told() {
         let (y, u, v) = last.mean(rects[i]);
         assert_eq!((y as u8, u as u8, v as u8), *colour, "tile {i}");
     }
-    assert_eq!(last.mean(rects[4]).0 as u8, 16, "the viewer's tile is black");
+    assert_eq!(
+        last.mean(rects[4]).0 as u8,
+        16,
+        "the viewer's tile is black"
+    );
     let Some(VideoOutput::Layout { tiles, .. }) = other
         .iter()
         .rev()
@@ -198,9 +210,23 @@ fn a_publisher_that_lost_a_packet_is_asked_for_a_keyframe_once_a_second() {
     assert_eq!(asks(&mut mixer), 0);
     let slice: &[u8] = &[0x41, 9, 9];
     // Packets 1, 2, then 5: a gap.
-    for (seq, ms) in [(1u16, 0u64), (2, 10), (5, 20), (6, 30), (7, 500), (8, 1_100)] {
+    for (seq, ms) in [
+        (1u16, 0u64),
+        (2, 10),
+        (5, 20),
+        (6, 30),
+        (7, 500),
+        (8, 1_100),
+    ] {
         mixer
-            .handle_packet(t0 + Duration::from_millis(ms), 1, seq, u32::from(seq) * 3000, true, slice)
+            .handle_packet(
+                t0 + Duration::from_millis(ms),
+                1,
+                seq,
+                u32::from(seq) * 3000,
+                true,
+                slice,
+            )
             .expect("member");
     }
     // Asked at 20 ms (the gap) and again at 1.1 s, not in between.
@@ -227,7 +253,12 @@ fn a_keyframe_is_sent_on_join_and_on_request_only() {
         }
     }
     assert_eq!(keyframes.len(), 10);
-    let at: Vec<usize> = keyframes.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect();
+    let at: Vec<usize> = keyframes
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| **k)
+        .map(|(i, _)| i)
+        .collect();
     assert_eq!(at, [0, 5]);
 }
 

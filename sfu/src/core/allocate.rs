@@ -290,6 +290,15 @@ impl Core {
         let Some(ep) = self.endpoints.get_mut(&id) else {
             return;
         };
+        if ep.mixed.is_some() && self.cfg.composite {
+            let room = ep.room.clone();
+            if ep.budget.try_take(now) {
+                self.composite_keyframe(room);
+            } else {
+                self.stats.keyframe_requests_throttled += 1;
+            }
+            return;
+        }
         let Some(slot) = ep.slots.iter().find(|s| s.mid == mid) else {
             return;
         };

@@ -335,6 +335,14 @@ impl Core {
                     // Its slots were sent nothing so far: ask for the
                     // keyframes they start on now.
                     self.reallocate(now, id);
+                    // ... and the composite's, which it missed too.
+                    if let Some(ep) = self.endpoints.get(&id)
+                        && ep.mixed.is_some()
+                        && self.cfg.composite
+                    {
+                        let room = ep.room.clone();
+                        self.composite_keyframe(room);
+                    }
                 }
                 _ => {}
             }
@@ -424,6 +432,19 @@ impl Core {
                 self.mix_packet(room, id, p.header.timestamp, payload);
                 return;
             }
+        }
+        // A composite conference's video goes to its mixer (its first
+        // layer: what the composite's tile needs), not to the others.
+        if codec == Codec::H264
+            && self.cfg.composite
+            && let Some(ep) = self.endpoints.get(&id)
+            && ep.mixed.is_some()
+        {
+            if layer == 0 {
+                let room = ep.room.clone();
+                self.composite_packet(room, id, &p);
+            }
+            return;
         }
         let mut layer = layer;
         // Only a keyframe's first packets carry a scalability structure (V

@@ -18,6 +18,15 @@ impl Core {
         let Some(ep) = self.endpoints.get(&id) else {
             return;
         };
+        if ep.mixed.is_some() && self.cfg.composite {
+            // Its first video slot carries the composite (`mixing.rs`).
+            let plan = SlotPlan {
+                ranked: Vec::new(),
+                limit: 0,
+                pinned: Vec::new(),
+            };
+            return self.fill_slots(now, id, Kind::Video, plan);
+        }
         let (on_stage, selected, last_n) = (
             ep.view.on_stage.clone(),
             ep.view.selected.clone(),

@@ -7,21 +7,28 @@
 //! In a mixed conference audio is never forwarded: the audio slots carry
 //! no source (`speakers.rs` leaves them empty), talk detection still
 //! hears every packet's level before it goes to the mixer, so dominant
-//! speaker events flow as in a forwarding conference. Video is forwarded
-//! as in any conference until the composite exists (issue 18's notes).
+//! speaker events flow as in a forwarding conference.
 //! A mixed conference lives on one bridge (the focus places it so): its
 //! audio does not cross the relay.
+//!
+//! With a composite (`CoreConfig::composite`), video goes the same way: a
+//! mixed conference negotiates H.264 only, each publisher's first layer
+//! goes to the mixer, the composite comes back once for everyone and is
+//! written to each receiver's first video slot; receivers' keyframe
+//! requests go to the composite, the composite's to publishers, and who is
+//! in which tile is told to everyone (`composite`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::format::Codec;
-use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use tern_mixer::host::MixCommand;
+use tern_mixer::video::VideoOutput;
 use tracing::debug;
 
-use super::{Core, EndpointId, Output};
-use crate::signal::Kind;
+use super::{Core, EndpointId, Output, SourceRef};
+use crate::signal::{CompositeTile, Kind, ServerMessage};
 use crate::stats::DropReason;
 
 impl Core {
@@ -141,5 +148,147 @@ impl Core {
     pub fn handle_mix_dropped(&mut self, room: &str, participant: EndpointId, reason: &str) {
         self.stats.mix_inputs_dropped += 1;
         tracing::warn!(room, endpoint = %participant, reason, "dropped from the mix: its audio does not decode");
+    }
+}
+
+/// The composite (mixed conferences with `CoreConfig::composite`).
+impl Core {
+    /// A publisher's video packet for the composite (its first layer).
+    pub(super) fn composite_packet(&mut self, room: Arc<str>, id: EndpointId, p: &RtpPacket) {
+        self.stats.composite_packets_in += 1;
+        self.out.push_back(Output::Mix(MixCommand::Video {
+            room,
+            id: id.0,
+            seq: *p.seq_no as u16,
+            timestamp: p.header.timestamp,
+            marker: p.header.marker,
+            payload: Arc::from(&p.payload[..]),
+        }));
+    }
+
+    /// A receiver lost the composite (its PLI, within its budget).
+    pub(super) fn composite_keyframe(&mut self, room: Arc<str>) {
+        self.out
+            .push_back(Output::Mix(MixCommand::CompositeKeyframe { room }));
+    }
+
+    /// What the composite of `room` produced.
+    pub fn handle_composite(&mut self, now: Instant, room: &str, output: VideoOutput) {
+        match output {
+            VideoOutput::Frame {
+                timestamp,
+                payloads,
+                ..
+            } => self.write_composite(now, room, timestamp, &payloads),
+            VideoOutput::KeyframeRequest { participant } => {
+                let id = EndpointId(participant);
+                let Some(mid) = self.endpoints.get(&id).and_then(|ep| {
+                    (&*ep.room == room)
+                        .then(|| ep.sources.iter().find(|s| s.kind == Kind::Video))
+                        .flatten()
+                        .map(|s| s.mid)
+                }) else {
+                    return;
+                };
+                self.request_keyframe(now, SourceRef { endpoint: id, mid }, 0);
+                self.settle(now);
+            }
+            VideoOutput::Layout {
+                width,
+                height,
+                tiles,
+            } => {
+                let tiles: Vec<CompositeTile> = tiles
+                    .into_iter()
+                    .filter_map(|(id, r)| {
+                        let participant = self.endpoints.get(&EndpointId(id))?.participant.clone();
+                        Some(CompositeTile {
+                            participant,
+                            x: r.x,
+                            y: r.y,
+                            width: r.w,
+                            height: r.h,
+                        })
+                    })
+                    .collect();
+                let ids: Vec<EndpointId> = self
+                    .conferences
+                    .get(room)
+                    .map(|c| c.endpoints.clone())
+                    .unwrap_or_default();
+                for id in ids {
+                    self.signal(
+                        id,
+                        ServerMessage::Composite {
+                            width,
+                            height,
+                            tiles: tiles.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// One composite picture to every receiver of `room`: the same payloads
+    /// on each one's first video slot, numbered per receiver.
+    fn write_composite(
+        &mut self,
+        now: Instant,
+        room: &str,
+        timestamp: u32,
+        payloads: &[Arc<[u8]>],
+    ) {
+        let ids: Vec<EndpointId> = self
+            .conferences
+            .get(room)
+            .map(|c| c.endpoints.clone())
+            .unwrap_or_default();
+        for id in ids {
+            let Some(ep) = self.endpoints.get_mut(&id) else {
+                continue;
+            };
+            if !ep.rtc.is_connected() {
+                self.stats.drop(DropReason::NotConnected);
+                continue;
+            }
+            let Some(slot_i) = ep.slots.iter().position(|s| s.kind == Kind::Video) else {
+                continue;
+            };
+            let Some(pt) = ep.pt_for(Codec::H264) else {
+                self.stats.drop(DropReason::NoCodec);
+                continue;
+            };
+            let n = payloads.len();
+            let slot = &mut ep.slots[slot_i];
+            let mut api = ep.rtc.direct_api();
+            let tx = match slot.tx_ssrc.and_then(|ssrc| api.stream_tx(&ssrc)) {
+                Some(tx) => tx,
+                None => {
+                    let Some(tx) = api.stream_tx_by_mid(slot.mid, None) else {
+                        self.stats.drop(DropReason::NoSlotStream);
+                        continue;
+                    };
+                    tx.set_rtx_cache(self.cfg.rtx_cache_packets, self.cfg.rtx_cache_age, None);
+                    // The mixer paces: one picture per frame interval.
+                    tx.set_unpaced(true);
+                    slot.tx_ssrc = Some(tx.ssrc());
+                    tx
+                }
+            };
+            for (i, p) in payloads.iter().enumerate() {
+                let w = RtpWrite::new(pt, SeqNo::from(ep.composite_seq), timestamp, now, p.clone())
+                    .marker(i + 1 == n)
+                    .nackable(true);
+                ep.composite_seq += 1;
+                tx.write_rtp(w);
+            }
+            self.stats.composite_packets_out += n as u64;
+            if !ep.needs_drive {
+                ep.needs_drive = true;
+                self.to_drive.push(id);
+            }
+        }
+        self.settle(now);
     }
 }

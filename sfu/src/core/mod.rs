@@ -91,6 +91,11 @@ pub struct CoreConfig {
     pub talk: TalkConfig,
     /// Bandwidth estimation, allocation and publishers' bitrate caps.
     pub bandwidth: BandwidthConfig,
+    /// Mixed conferences get a composite video (their mixing workers
+    /// compose one): their video is H.264, goes to the mixer and comes
+    /// back as one stream on each receiver's first video slot. Off: video
+    /// of mixed conferences is forwarded.
+    pub composite: bool,
 }
 
 impl std::fmt::Debug for CoreConfig {

@@ -253,6 +253,8 @@ pub(super) struct Endpoint {
     pub(super) mixed: Option<u32>,
     /// The next sequence number of the mix it receives.
     pub(super) mix_seq: u64,
+    /// ... and of the composite video.
+    pub(super) composite_seq: u64,
     pub(super) sources: Vec<PubSource>,
     /// Incoming SSRC → (source mid, layer index), filled on first sight.
     pub(super) ssrc_map: Map<Ssrc, (Mid, usize)>,

@@ -73,6 +73,10 @@ impl Core {
                     mid: s.mid,
                 };
                 let mut mask = s.relay_demand.iter().fold(0u32, |m, (_, d)| m | d);
+                if ep.mixed.is_some() && self.cfg.composite {
+                    // The composite decodes its first layer.
+                    mask |= 1;
+                }
                 for &(sub, slot_i) in &s.subscribers {
                     let Some(slot) = self.endpoints.get(&sub).and_then(|e| e.slots.get(slot_i))
                     else {

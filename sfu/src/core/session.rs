@@ -93,6 +93,22 @@ impl Core {
                 rate => rate,
             },
         };
+        // A composite is H.264 (the one codec the mixer decodes and
+        // encodes): a mixed conference negotiates nothing else.
+        let video_codec = match (mixed.is_some() && self.cfg.composite, video_codec) {
+            (true, None | Some(CodecName::H264)) => Some(CodecName::H264),
+            (true, Some(other)) => {
+                self.stats.joins_refused_mode += 1;
+                return Err(SfuError::Refused(Rejection::new(
+                    ErrorCode::ConferenceMode,
+                    format!(
+                        "a mixed conference's video is H.264 (the composite's codec); this token asks for {}",
+                        other.sdp_name()
+                    ),
+                )));
+            }
+            (false, c) => c,
+        };
         let conference_codec = match self.conferences.get(&room) {
             Some(c) => match (c.video_codec, video_codec) {
                 (Some(uses), Some(asked)) if uses != asked => {
@@ -109,7 +125,10 @@ impl Core {
                 (uses, _) => uses,
             },
             None => match video_codec {
-                Some(asked) if asked == CodecName::Opus || !self.cfg.codecs.contains(&asked) => {
+                Some(asked)
+                    if asked == CodecName::Opus
+                        || !(self.cfg.codecs.contains(&asked) || mixed.is_some()) =>
+                {
                     self.stats.joins_refused_codec += 1;
                     let offered: Vec<&str> = self
                         .cfg
@@ -191,6 +210,7 @@ impl Core {
             may_publish,
             mixed,
             mix_seq: 0,
+            composite_seq: 0,
             sources: Vec::new(),
             ssrc_map: Map::default(),
             slots: Vec::new(),
@@ -262,12 +282,23 @@ impl Core {
     /// The codecs an endpoint of a conference negotiates: the bridge's
     /// list, narrowed to the conference's video codec if it has one.
     fn codecs_for(&self, video: Option<CodecName>) -> Vec<CodecName> {
-        self.cfg
+        let mut codecs: Vec<CodecName> = self
+            .cfg
             .codecs
             .iter()
             .copied()
             .filter(|c| *c == CodecName::Opus || video.is_none_or(|v| v == *c))
-            .collect()
+            .collect();
+        // A mixed conference's H.264 whether or not the bridge offers it
+        // for forwarding.
+        if let Some(v) = video
+            && !codecs.contains(&v)
+            && v == CodecName::H264
+            && self.cfg.composite
+        {
+            codecs.push(v);
+        }
+        codecs
     }
 
     fn build_rtc(

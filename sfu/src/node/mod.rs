@@ -115,7 +115,7 @@ pub enum Input {
     /// What the mixing worker produced for mixed conference `room`.
     Mixed {
         room: Arc<str>,
-        output: tern_mixer::audio::MixOutput,
+        output: tern_mixer::host::Mixed,
     },
     /// The control stream to the focus opened.
     FocusConnected,

@@ -16,6 +16,7 @@ use crate::core::{Core, EndpointId, PeerId};
 use crate::signal::ClientMessage;
 use crate::tern_relay::msg::relay_control::Msg;
 use tern_mixer::audio::MixOutput;
+use tern_mixer::host::Mixed;
 
 #[derive(Debug)]
 pub enum ShardInput {
@@ -82,7 +83,7 @@ pub enum ShardInput {
     /// What a mixing worker produced for mixed conference `room`.
     Mixed {
         room: std::sync::Arc<str>,
-        output: MixOutput,
+        output: Mixed,
     },
 }
 
@@ -124,15 +125,16 @@ impl ShardInput {
                 core.handle_relay_datagrams(now, &peer, data.iter().map(|d| &d[..]))
             }
             ShardInput::Mixed { room, output } => match output {
-                MixOutput::Audio {
+                Mixed::Audio(MixOutput::Audio {
                     to,
                     timestamp,
                     payload,
-                } => core.handle_mixed_audio(now, &room, EndpointId(to), timestamp, payload),
-                MixOutput::Dropped {
+                }) => core.handle_mixed_audio(now, &room, EndpointId(to), timestamp, payload),
+                Mixed::Audio(MixOutput::Dropped {
                     participant,
                     reason,
-                } => core.handle_mix_dropped(&room, EndpointId(participant), &reason),
+                }) => core.handle_mix_dropped(&room, EndpointId(participant), &reason),
+                Mixed::Video(v) => core.handle_composite(now, &room, v),
             },
         }
     }

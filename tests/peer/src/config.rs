@@ -44,6 +44,12 @@ pub struct PeerConfig {
     /// Publish audio no Opus decoder takes (a code-3 packet declaring zero
     /// frames, RFC 6716 3.2.5): a broken or hostile client.
     pub corrupt_audio: bool,
+    /// Publish real H.264 of one colour (Y, U, V) instead of synthetic VP8
+    /// (its first layer only): for composite tests. The peer then offers
+    /// H.264 as well as VP8.
+    pub h264_pattern: Option<(u8, u8, u8)>,
+    /// Keep every video packet received ([`PeerState::video_packets`]).
+    pub record_video: bool,
 }
 
 /// A publisher's send pacer, after libwebrtc's: video leaves at a multiple
@@ -85,6 +91,8 @@ impl PeerConfig {
             tone_hz: None,
             record_audio: false,
             corrupt_audio: false,
+            h264_pattern: None,
+            record_video: false,
         }
     }
 }

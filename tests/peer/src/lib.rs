@@ -10,13 +10,14 @@
 
 pub mod config;
 pub mod decoder;
+pub mod pattern;
 pub mod peer;
 pub mod state;
 pub mod synth;
 pub mod tone;
 
 pub use crate::peer::{Pacing, Peer, PeerConfig, PeerOutput, PeerState, Received};
-pub use crate::state::HeardAudio;
+pub use crate::state::{HeardAudio, HeardVideo};
 pub use crate::synth::Talk;
 
 #[derive(Debug, thiserror::Error)]

@@ -45,6 +45,8 @@ pub struct Peer {
     audio_mid: Option<Mid>,
     video_mid: Option<Mid>,
     video: Option<VideoGen>,
+    /// With `h264_pattern`: real H.264 instead of `video`.
+    pattern: Option<crate::pattern::PatternGen>,
     audio: Option<AudioGen>,
     rids: Vec<Rid>,
     gen_buf: Vec<GenPacket>,
@@ -73,6 +75,7 @@ impl Peer {
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
+            .enable_h264(cfg.h264_pattern.is_some())
             .build(now);
         if let Ok(c) = Candidate::host(cfg.local_addr, Protocol::Udp) {
             rtc.add_local_candidate(c);
@@ -82,8 +85,12 @@ impl Peer {
 
     pub fn new(cfg: PeerConfig, now: Instant) -> Self {
         let rtc = Self::build_rtc(&cfg, now);
-        let mut video =
-            (!cfg.video.is_empty()).then(|| VideoGen::new(cfg.video.clone(), now, cfg.seed));
+        let pattern = match (cfg.h264_pattern, cfg.video.is_empty()) {
+            (Some(colour), false) => crate::pattern::PatternGen::new(now, colour, cfg.seed),
+            _ => None,
+        };
+        let mut video = (!cfg.video.is_empty() && pattern.is_none())
+            .then(|| VideoGen::new(cfg.video.clone(), now, cfg.seed));
         if let Some(v) = video.as_mut() {
             v.set_keyframe_interval(cfg.keyframe_interval);
         }
@@ -101,6 +108,7 @@ impl Peer {
                 g
             }),
             video,
+            pattern,
             rids,
             cfg,
             rtc,
@@ -216,6 +224,9 @@ impl Peer {
             if let Some(v) = &self.video {
                 t = t.min(v.poll_timeout());
             }
+            if let Some(p) = &self.pattern {
+                t = t.min(p.poll_timeout());
+            }
             if let Some(a) = &self.audio {
                 t = t.min(a.poll_timeout());
             }
@@ -280,6 +291,11 @@ impl Peer {
                     .participants
                     .insert(participant, sources.into_iter().map(|s| s.id).collect());
             }
+            ServerMessage::Composite {
+                width,
+                height,
+                tiles,
+            } => self.state.composite = Some((width, height, tiles)),
             ServerMessage::Slots { slots } => {
                 for s in slots {
                     if s.suspended.is_some() {
@@ -518,6 +534,22 @@ impl Peer {
                 !due
             });
         }
+        if let Some(g) = self.pattern.as_mut() {
+            let due = self.pending_keyframes.iter().any(|&(at, _)| at <= now);
+            self.pending_keyframes.retain(|&(at, _)| at > now);
+            if due {
+                g.request_keyframe();
+            }
+            if let (Some(mid), Some(pt)) = (self.video_mid, pt_of(&self.rtc, Codec::H264)) {
+                self.gen_buf.clear();
+                g.poll(now, &mut self.gen_buf);
+                let mut gen_buf = std::mem::take(&mut self.gen_buf);
+                for p in gen_buf.drain(..) {
+                    sent += u64::from(self.write_video(now, mid, pt, p));
+                }
+                self.gen_buf = gen_buf;
+            }
+        }
         if let (Some(g), Some(mid), Some(pt)) = (
             self.video.as_mut(),
             self.video_mid,
@@ -660,6 +692,19 @@ impl Peer {
                         .map(|s| s.mid())
                 });
                 let Some(mid) = mid else { return };
+                if self.cfg.record_video && Some(p.header.payload_type) != self.opus_pt() {
+                    self.state
+                        .video_packets
+                        .entry(mid.to_string())
+                        .or_default()
+                        .push(crate::state::HeardVideo {
+                            at: now,
+                            seq: *p.seq_no,
+                            ts: p.header.timestamp,
+                            marker: p.header.marker,
+                            payload: p.payload.to_vec(),
+                        });
+                }
                 if self.cfg.record_audio && Some(p.header.payload_type) == self.opus_pt() {
                     self.state
                         .audio_payloads

@@ -28,6 +28,16 @@ pub struct Received {
 }
 
 /// Everything the peer has observed.
+/// One video packet as received (`PeerConfig::record_video`).
+#[derive(Debug, Clone)]
+pub struct HeardVideo {
+    pub at: Instant,
+    pub seq: u64,
+    pub ts: u32,
+    pub marker: bool,
+    pub payload: Vec<u8>,
+}
+
 /// One Opus packet as received (`PeerConfig::record_audio`).
 #[derive(Debug, Clone)]
 pub struct HeardAudio {
@@ -83,6 +93,10 @@ pub struct PeerState {
     pub packets_sent: u64,
     /// With `record_audio`: every Opus packet received, by slot mid.
     pub audio_payloads: HashMap<String, Vec<HeardAudio>>,
+    /// With `record_video`: every video packet received, by slot mid.
+    pub video_packets: HashMap<String, Vec<HeardVideo>>,
+    /// A mixed conference's composite: its size and tiles, as last told.
+    pub composite: Option<(u32, u32, Vec<tern_sfu::signal::CompositeTile>)>,
     pub answered: bool,
     pub closed: bool,
 }

@@ -40,6 +40,10 @@ pub struct SimConfig {
     /// Participants' tokens name a mixed conference at this rate (`None`:
     /// forwarding).
     pub mix_rate: Option<u32>,
+    /// Mixed conferences get a composite video of this size and rate
+    /// (OpenH264, run inline like the audio mixer); `None`: their video is
+    /// forwarded.
+    pub composite: Option<tern_mixer::video::VideoConfig>,
 }
 
 impl SimConfig {
@@ -58,6 +62,7 @@ impl SimConfig {
             other_rooms: Vec::new(),
             relay_max_datagram: None,
             mix_rate: None,
+            composite: None,
         }
     }
 

@@ -63,6 +63,7 @@ use tern_focus::{Focus, FocusEvent, Registration, Report};
 use tern_mixer::audio::MixConfig;
 use tern_mixer::host::MixHost;
 use tern_mixer::opus::Opus;
+use tern_mixer::video::openh264::OpenH264;
 use tern_proto::bridge::v1 as bpb;
 use tern_sfu::node::{Input as NodeInput, Node, NodeConfig, Output as NodeOutput};
 use tern_sfu::signal::{ClientMessage, ServerMessage};
@@ -95,7 +96,7 @@ pub struct SimBridge {
     pub exited: bool,
     /// Its mixing worker, run inline: it takes the node's `Output::Mix`
     /// and gives back `Input::Mixed` when its ticks are due.
-    pub mixer: MixHost<Opus>,
+    pub mixer: MixHost<Opus, OpenH264>,
 }
 
 impl SimBridge {
@@ -204,6 +205,7 @@ impl Sim {
                     estimation: cfg.bandwidth_estimation,
                     ..Default::default()
                 },
+                composite: cfg.composite.is_some(),
             });
             bridge_by_addr.insert(addr, b);
             let id = format!("b{b}");
@@ -237,7 +239,11 @@ impl Sim {
                 node,
                 addr,
                 region,
-                mixer: MixHost::new(Opus::default(), MixConfig::default()),
+                mixer: MixHost::with_video(
+                    Opus::default(),
+                    MixConfig::default(),
+                    cfg.composite.map(|v| (OpenH264, v)),
+                ),
                 alive: true,
                 exited: false,
             });

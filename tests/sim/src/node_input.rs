@@ -36,6 +36,7 @@ pub fn node(now: Instant) -> Node {
         rtx_cache_age: Duration::from_secs(1),
         talk: Default::default(),
         bandwidth: Default::default(),
+        composite: false,
     };
     let register = bpb::Register {
         bridge_id: "b5".into(),

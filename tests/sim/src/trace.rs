@@ -95,6 +95,7 @@ pub(crate) fn signal_name(m: &ClientMessage) -> &'static str {
 pub(crate) fn server_name(m: &ServerMessage) -> &'static str {
     match m {
         ServerMessage::Joined { .. } => "s:joined",
+        ServerMessage::Composite { .. } => "s:composite",
         ServerMessage::Answer { .. } => "s:answer",
         ServerMessage::ParticipantJoined { .. } => "s:participant_joined",
         ServerMessage::ParticipantLeft { .. } => "s:participant_left",

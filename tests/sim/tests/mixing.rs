@@ -176,3 +176,124 @@ fn a_participant_whose_audio_does_not_decode_is_dropped_and_the_others_keep_thei
         );
     });
 }
+
+/// Each publisher's colour (Y, U, V), far apart in every plane.
+const COLOURS: [(&str, (u8, u8, u8)); 4] = [
+    ("a", (200, 60, 70)),
+    ("b", (80, 200, 40)),
+    ("c", (120, 90, 220)),
+    ("d", (230, 160, 110)),
+];
+
+fn add_pattern(sim: &mut Sim, name: &str, colour: (u8, u8, u8)) -> usize {
+    let hz = TONES.iter().find(|t| t.0 == name).map_or(500.0, |t| t.1);
+    sim.add_peer(
+        name,
+        |c: &mut PeerConfig| {
+            c.audio = true;
+            c.tone_hz = Some(hz);
+            c.video = vec![tern_sim::LayerSpec::new("q", 320, 240, 300_000)];
+            c.h264_pattern = Some(colour);
+            c.record_video = true;
+            c.record_audio = true;
+            c.audio_slots = 1;
+            c.video_slots = 1;
+        },
+        link(),
+        link(),
+    )
+}
+
+/// The last composite `name` decoded, and the tiles it was told.
+fn last_composite(
+    sim: &Sim,
+    name: &str,
+) -> (
+    tern_mixer::video::layout::Picture,
+    Vec<tern_sfu::signal::CompositeTile>,
+) {
+    use tern_mixer::video::VideoCodec;
+    use tern_mixer::video::VideoDecoder;
+    use tern_mixer::video::h264::Depacketizer;
+    let st = sim.state(name);
+    assert_eq!(
+        st.video_packets.len(),
+        1,
+        "{name} receives one video stream"
+    );
+    let packets = st.video_packets.values().next().expect("one stream");
+    let mut depack = Depacketizer::default();
+    let mut decoder = tern_mixer::video::openh264::OpenH264
+        .decoder()
+        .expect("decoder");
+    let mut last = None;
+    for p in packets {
+        if let Some(au) = depack.push(p.seq as u16, p.ts, p.marker, &p.payload)
+            && let Ok(Some(pic)) = decoder.decode(&au.annexb)
+        {
+            last = Some(pic);
+        }
+    }
+    let (_, _, tiles) = st.composite.clone().expect("told the layout");
+    (last.expect("a composite decoded"), tiles)
+}
+
+#[test]
+fn every_receiver_gets_one_composite_with_each_publishers_picture_in_its_tile() {
+    with_seed(seed_or(1), |seed| {
+        let mut sim = Sim::new(SimConfig {
+            mix_rate: Some(RATE),
+            composite: Some(tern_mixer::video::VideoConfig::default()),
+            ..SimConfig::new(seed)
+        });
+        for (name, colour) in &COLOURS[..3] {
+            add_pattern(&mut sim, name, *colour);
+        }
+        sim.run_until(secs(3.0));
+        let check = |sim: &Sim, present: &[&str]| {
+            for name in present {
+                let (pic, tiles) = last_composite(sim, name);
+                assert_eq!((pic.width, pic.height), (640, 360));
+                let names: Vec<&str> = tiles.iter().map(|t| t.participant.as_str()).collect();
+                assert_eq!(names, present, "{name}'s layout");
+                for t in &tiles {
+                    let want = COLOURS
+                        .iter()
+                        .find(|c| c.0 == t.participant)
+                        .map(|c| c.1)
+                        .expect("colour");
+                    let r = tern_mixer::video::layout::Rect {
+                        x: t.x + 8,
+                        y: t.y + 8,
+                        w: t.width - 16,
+                        h: t.height - 16,
+                    };
+                    let (y, u, v) = pic.mean(r);
+                    let off = |a: f64, b: u8| (a - f64::from(b)).abs();
+                    assert!(
+                        off(y, want.0) < 10.0 && off(u, want.1) < 10.0 && off(v, want.2) < 10.0,
+                        "{name} sees {}'s tile as ({y:.0}, {u:.0}, {v:.0}), want {want:?}",
+                        t.participant
+                    );
+                }
+                // The audio is still one mix, and the tones still right.
+                let others: Vec<&str> = present.iter().copied().filter(|n| n != name).collect();
+                assert_eq!(
+                    tones_in(&heard(sim, name, sim.elapsed() - secs(1.0), sim.elapsed())),
+                    others
+                );
+            }
+        };
+        check(&sim, &["a", "b", "c"]);
+        // A join and a leave change the layout and the picture.
+        add_pattern(&mut sim, "d", COLOURS[3].1);
+        sim.run_until(secs(5.0));
+        check(&sim, &["a", "b", "c", "d"]);
+        let b = sim.peer_index("b");
+        sim.leave(b);
+        sim.run_until(secs(7.0));
+        check(&sim, &["a", "c", "d"]);
+        let v = sim.bridges[0].mixer.stats().video;
+        assert!(v.frames_composed >= 90 && v.keyframes_sent >= 3, "{v:?}");
+    });
+}
