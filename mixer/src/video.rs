@@ -141,7 +141,11 @@ pub struct VideoMixer<C: VideoCodec> {
 
 impl<C: VideoCodec> VideoMixer<C> {
     pub fn new(codec: C, cfg: VideoConfig) -> Result<Self, MixerError> {
-        if cfg.width < 16 || cfg.height < 16 || !cfg.width.is_multiple_of(2) || !cfg.height.is_multiple_of(2) {
+        if cfg.width < 16
+            || cfg.height < 16
+            || !cfg.width.is_multiple_of(2)
+            || !cfg.height.is_multiple_of(2)
+        {
             return Err(MixerError::Codec(format!(
                 "composite size {}x{}: even, at least 16x16",
                 cfg.width, cfg.height

@@ -118,6 +118,8 @@
     joined: false,
     // A mixed room's sample rate, from `joined` (null: forwarding).
     mixRate: null,
+    // Its composite's layout (the last `composite` message).
+    composite: null,
     // TURN servers (with credentials) from the last placement.
     iceServers: [],
     left: false,
@@ -664,9 +666,11 @@
     pc.ontrack = (ev) => {
       if (state.pc !== pc) return;
       const mid = ev.transceiver.mid;
-      // A mixed room: the first audio receive slot carries the mix.
-      if (state.mixRate && ev.track.kind === "audio" && mid === firstAudioSlot(pc)) {
-        playMix(ev.track);
+      // A mixed room: the first audio receive slot carries the mix, the
+      // first video slot the composite.
+      if (state.mixRate && mid === firstSlot(pc, ev.track.kind)) {
+        if (ev.track.kind === "audio") playMix(ev.track);
+        else showComposite(ev.track);
         return;
       }
       const slot = state.slots.get(mid);
@@ -1126,12 +1130,38 @@
     };
   }
 
-  // The mid of the first recvonly audio transceiver (the mix's slot).
-  function firstAudioSlot(pc) {
+  // The mid of the first recvonly transceiver of `kind` (the mix's or the
+  // composite's slot).
+  function firstSlot(pc, kind) {
     const t = pc
       .getTransceivers()
-      .find((t) => t.direction === "recvonly" && t.receiver.track.kind === "audio");
+      .find((t) => t.direction === "recvonly" && t.receiver.track.kind === kind);
     return t ? t.mid : null;
+  }
+
+  function showComposite(track) {
+    const el = $("mix-video");
+    el.srcObject = new MediaStream([track]);
+    $("composite").hidden = false;
+    el.play().catch((err) => log("play() refused for the composite", String(err)));
+    log("composite video on", track.id);
+  }
+
+  // Who is in which tile of the composite: a name label over each.
+  function onComposite(msg) {
+    state.composite = msg;
+    const labels = $("composite-labels");
+    labels.textContent = "";
+    for (const t of msg.tiles || []) {
+      const entry = state.remote.get(t.participant);
+      const name = t.participant === state.participantId ? config.name : entry ? entry.name : t.participant;
+      const el = document.createElement("span");
+      el.className = "composite-label";
+      el.textContent = name;
+      el.style.left = `${(100 * t.x) / msg.width}%`;
+      el.style.top = `${(100 * (t.y + t.height)) / msg.height}%`;
+      labels.appendChild(el);
+    }
   }
 
   function playMix(track) {
@@ -1201,6 +1231,9 @@
         break;
       case "slots":
         if (Array.isArray(msg.slots)) applySlots(msg.slots);
+        break;
+      case "composite":
+        onComposite(msg);
         break;
       case "dominant_speaker":
         onDominantSpeaker(msg);
@@ -1628,6 +1661,8 @@
       // A mixed room's rate (null: forwarding), and whether its mix plays.
       mixRate: state.mixRate,
       mixAttached: Boolean($("mix-audio").srcObject),
+      compositeAttached: Boolean($("mix-video").srcObject),
+      composite: state.composite ? JSON.parse(JSON.stringify(state.composite)) : null,
       dominantSpeaker: state.dominant,
       recentSpeakers: state.recent.slice(),
       speaking: [...state.speaking].map(([participant, level]) => ({ participant, level })),
