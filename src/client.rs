@@ -51,6 +51,10 @@ pub struct ClientOptions {
     /// Publish audio no Opus decoder takes (see
     /// [`PeerConfig::corrupt_audio`]).
     pub corrupt_audio: bool,
+    /// Publish real H.264 of one colour (see [`PeerConfig::h264_pattern`]).
+    pub h264_pattern: Option<(u8, u8, u8)>,
+    /// Keep every video packet received (`ClientState::video_packets`).
+    pub record_video: bool,
 }
 
 impl ClientOptions {
@@ -71,6 +75,8 @@ impl ClientOptions {
             tone_hz: None,
             record_audio: false,
             corrupt_audio: false,
+            h264_pattern: None,
+            record_video: false,
         }
     }
 }
@@ -144,6 +150,8 @@ impl Client {
         cfg.tone_hz = opts.tone_hz;
         cfg.record_audio = opts.record_audio;
         cfg.corrupt_audio = opts.corrupt_audio;
+        cfg.h264_pattern = opts.h264_pattern;
+        cfg.record_video = opts.record_video;
         let mut peer = Peer::new(cfg, Instant::now());
 
         // Until `joined` arrives nothing else can happen.

@@ -1,5 +1,6 @@
 //! Mixed conferences with real processes: a focus and bridges, and native
-//! participants that publish real Opus tones and decode what they hear.
+//! participants that publish real Opus tones and real H.264 pictures of one
+//! colour each, and decode what they hear and see.
 
 mod native;
 
@@ -16,6 +17,13 @@ use tern_proto::focus::v1 as fpb;
 use tonic::Code;
 
 const TONES: [(&str, f32); 4] = [("a", 500.0), ("b", 700.0), ("c", 1100.0), ("d", 1300.0)];
+/// Each participant's picture: one colour (Y, U, V).
+const COLOURS: [(u8, u8, u8); 4] = [
+    (200, 60, 70),
+    (80, 200, 40),
+    (120, 90, 220),
+    (230, 160, 110),
+];
 
 fn hz_of(name: &str) -> f32 {
     TONES.iter().find(|t| t.0 == name).map_or(0.0, |t| t.1)
@@ -53,11 +61,76 @@ fn tone_options(addr: SocketAddr, token: String, name: &str) -> ClientOptions {
     let mut o = ClientOptions::new(addr, token);
     o.video = vec![];
     o.audio_slots = 1;
-    o.video_slots = 1;
+    // A mixed room's video is H.264, which this participant does not
+    // offer: it takes no video.
+    o.video_slots = 0;
     o.tone_hz = Some(hz_of(name));
     o.record_audio = true;
     o.seed = name.bytes().map(u64::from).sum();
     o
+}
+
+/// [`tone_options`] with a picture as well: real H.264 of the
+/// participant's colour, one 320x240 layer.
+fn tone_and_picture(addr: SocketAddr, token: String, name: &str) -> ClientOptions {
+    let mut o = tone_options(addr, token, name);
+    let i = TONES.iter().position(|t| t.0 == name).unwrap_or(0);
+    o.video = vec![tern_peer::synth::LayerSpec::new("q", 320, 240, 300_000)];
+    o.h264_pattern = Some(COLOURS[i]);
+    o.record_video = true;
+    o.video_slots = 1;
+    o
+}
+
+/// Whether the last composite `c` decoded shows everyone of `present` in
+/// the tile the layout gives them (their colour within 10 per plane);
+/// what is wrong if not.
+fn composite_shows(c: &Client, present: &[&str]) -> Result<(), String> {
+    use tern_mixer::video::h264::Depacketizer;
+    use tern_mixer::video::{VideoCodec, VideoDecoder};
+    let st = c.state();
+    if st.video_packets.len() != 1 {
+        return Err(format!("{} video streams", st.video_packets.len()));
+    }
+    let Some((_, _, tiles)) = st.composite.clone() else {
+        return Err("no layout told".into());
+    };
+    let names: Vec<&str> = tiles.iter().map(|t| t.participant.as_str()).collect();
+    if names != present {
+        return Err(format!("layout {names:?}"));
+    }
+    let mut depack = Depacketizer::default();
+    let mut decoder = tern_mixer::video::openh264::OpenH264
+        .decoder()
+        .map_err(|e| e.to_string())?;
+    let mut last = None;
+    for p in st.video_packets.values().flatten() {
+        if let Some(au) = depack.push(p.seq as u16, p.ts, p.marker, &p.payload)
+            && let Ok(Some(pic)) = decoder.decode(&au.annexb)
+        {
+            last = Some(pic);
+        }
+    }
+    let pic = last.ok_or("nothing decoded")?;
+    for t in &tiles {
+        let i = TONES.iter().position(|x| x.0 == t.participant).unwrap_or(0);
+        let want = COLOURS[i];
+        let r = tern_mixer::video::layout::Rect {
+            x: t.x + 8,
+            y: t.y + 8,
+            w: t.width - 16,
+            h: t.height - 16,
+        };
+        let (y, u, v) = pic.mean(r);
+        let off = |a: f64, b: u8| (a - f64::from(b)).abs();
+        if off(y, want.0) > 10.0 || off(u, want.1) > 10.0 || off(v, want.2) > 10.0 {
+            return Err(format!(
+                "{}'s tile is ({y:.0}, {u:.0}, {v:.0}), want {want:?}",
+                t.participant
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The tones in what `c` heard between `from` and `to`, from its one
@@ -80,8 +153,8 @@ fn others(me: &str, present: &[&'static str]) -> Vec<&'static str> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_participants_each_hear_the_other_three_and_joins_and_leaves_change_the_mix_within_1s()
-{
+async fn four_participants_hear_the_other_three_see_everyone_in_the_composite_and_joins_and_leaves_show_within_1s()
+ {
     // The split strategy would put every participant on another bridge: a
     // mixed conference stays on one.
     let (_focus, grpc, _) = start_focus(
@@ -130,7 +203,7 @@ async fn four_participants_each_hear_the_other_three_and_joins_and_leaves_change
 
     let mut clients = Vec::new();
     for (name, a) in &allocs[..3] {
-        let c = Client::connect(tone_options(
+        let c = Client::connect(tone_and_picture(
             signal_addr(&a.signal_url),
             a.token.clone(),
             name,
@@ -155,7 +228,7 @@ async fn four_participants_each_hear_the_other_three_and_joins_and_leaves_change
 
     // d joins: within a second everyone hears it, and d hears everyone.
     let (name, a) = &allocs[3];
-    let d = Client::connect(tone_options(
+    let d = Client::connect(tone_and_picture(
         signal_addr(&a.signal_url),
         a.token.clone(),
         name,
@@ -164,8 +237,17 @@ async fn four_participants_each_hear_the_other_three_and_joins_and_leaves_change
     .expect("d joins");
     let joined = Instant::now();
     clients.push(("d", d));
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
     let all = ["a", "b", "c", "d"];
+    // Within a second the composite shows d, in its tile, to everyone.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    for (name, c) in &clients {
+        assert_eq!(
+            composite_shows(c, &all),
+            Ok(()),
+            "{name}'s composite 1 s after d joined"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     // A tone counts as there when it fills over a tenth of the window
     // (see `tone::tones_in`): in the mix by 1 s means there in 0.8-1.0 s.
     let window = (
@@ -184,12 +266,20 @@ async fn four_participants_each_hear_the_other_three_and_joins_and_leaves_change
     let b = clients.remove(1).1;
     b.leave().await.expect("b leaves");
     let left = Instant::now();
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let still = ["a", "c", "d"];
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    for (name, c) in &clients {
+        assert_eq!(
+            composite_shows(c, &still),
+            Ok(()),
+            "{name}'s composite 1 s after b left"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let window = (
         left + Duration::from_millis(800),
         left + Duration::from_millis(1_000),
     );
-    let still = ["a", "c", "d"];
     for (name, c) in &clients {
         assert_eq!(
             heard(c, window.0, window.1),
