@@ -30,6 +30,21 @@ pub struct Claims {
     /// The bridge checks it against the conference's mode at join.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mix: Option<u32>,
+    /// A mixed conference's composite, when not the bridge's grid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix_video: Option<MixVideoClaim>,
+}
+
+/// The composite a mixed conference's token asks for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MixVideoClaim {
+    /// "grid" or "speaker".
+    pub layout: String,
+    /// 0 x 0: the bridge's size.
+    #[serde(default)]
+    pub width: u32,
+    #[serde(default)]
+    pub height: u32,
 }
 
 impl Claims {
@@ -49,6 +64,28 @@ impl Claims {
                     )
                 }),
         }
+    }
+
+    /// The composite the token asks for (the bridge's grid when it names
+    /// none); a layout this build does not know is refused with the reason.
+    pub fn composite(&self) -> Result<tern_mixer::video::CompositeSpec, Rejection> {
+        let Some(v) = &self.mix_video else {
+            return Ok(Default::default());
+        };
+        let layout = tern_mixer::video::Layout::from_name(&v.layout).ok_or_else(|| {
+            Rejection::new(
+                ErrorCode::ConferenceMode,
+                format!(
+                    "the token names composite layout {:?}; this bridge knows \"grid\" and \"speaker\"",
+                    v.layout
+                ),
+            )
+        })?;
+        Ok(tern_mixer::video::CompositeSpec {
+            layout,
+            width: v.width,
+            height: v.height,
+        })
     }
 
     /// Whether the token lets its participant publish.
@@ -97,6 +134,7 @@ impl TokenKeys {
             codec: codec.map(str::to_string),
             publish: None,
             mix: None,
+            mix_video: None,
         })
     }
 
@@ -214,6 +252,7 @@ mod tests {
             codec: None,
             publish: None,
             mix: None,
+            mix_video: None,
         };
         let expired = jsonwebtoken::encode(
             &Header::default(),

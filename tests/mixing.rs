@@ -40,6 +40,7 @@ fn mixed(rate: u32) -> Option<fpb::ConferenceOptions> {
     Some(fpb::ConferenceOptions {
         mode: fpb::ConferenceMode::Mixed as i32,
         audio_sample_rate: rate,
+        ..Default::default()
     })
 }
 
@@ -185,13 +186,18 @@ async fn four_participants_hear_the_other_three_see_everyone_in_the_composite_an
             "{name} is on the conference's one bridge"
         );
     }
-    // Asking for forwarding now is refused, and so is another rate.
+    // Asking for forwarding now is refused, and so is another rate or
+    // another composite layout.
     for options in [
         Some(fpb::ConferenceOptions {
             mode: fpb::ConferenceMode::Forwarding as i32,
-            audio_sample_rate: 0,
+            ..Default::default()
         }),
         mixed(48_000),
+        Some(fpb::ConferenceOptions {
+            video_layout: fpb::VideoLayout::Speaker as i32,
+            ..mixed(16_000).unwrap_or_default()
+        }),
     ] {
         let e = api
             .allocate(request("mix-room", "eve", options))
@@ -302,6 +308,7 @@ async fn an_undecodable_participant_is_dropped_from_the_mix_and_counted_and_the_
             codec: None,
             publish: None,
             mix: Some(16_000),
+            mix_video: None,
         })
     };
     let mut clients = Vec::new();

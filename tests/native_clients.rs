@@ -374,6 +374,7 @@ async fn bad_signalling_gets_precise_errors_and_leaves_other_sessions_untouched(
             codec: None,
             publish: None,
             mix: None,
+            mix_video: None,
         };
         encode(
             &Header::default(),

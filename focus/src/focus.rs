@@ -249,13 +249,27 @@ impl Focus {
                 asked,
             });
         }
-        if let Some(ConferenceMode::Mixed { sample_rate }) = mode
-            && ![8_000, 12_000, 16_000, 24_000, 48_000].contains(&sample_rate)
-        {
-            return Err(FocusError::Invalid {
-                field: "audio_sample_rate",
-                reason: format!("{sample_rate} is not 8000, 12000, 16000, 24000 or 48000"),
-            });
+        if let Some(ConferenceMode::Mixed { sample_rate, video }) = mode {
+            if ![8_000, 12_000, 16_000, 24_000, 48_000].contains(&sample_rate) {
+                return Err(FocusError::Invalid {
+                    field: "audio_sample_rate",
+                    reason: format!("{sample_rate} is not 8000, 12000, 16000, 24000 or 48000"),
+                });
+            }
+            let (w, h) = (video.width, video.height);
+            let bridge_default = w == 0 && h == 0;
+            let fits = (16..=1920).contains(&w)
+                && (16..=1080).contains(&h)
+                && w.is_multiple_of(2)
+                && h.is_multiple_of(2);
+            if !bridge_default && !fits {
+                return Err(FocusError::Invalid {
+                    field: "video_width",
+                    reason: format!(
+                        "{w}x{h}: the composite is even, 16x16 to 1920x1080 (or 0x0, the bridge's)"
+                    ),
+                });
+            }
         }
         let region = region
             .filter(|r| !r.is_empty())

@@ -74,17 +74,58 @@ pub enum ConferenceMode {
     /// Selective forwarding: every participant receives the others' streams.
     #[default]
     Forwarding,
-    /// Every participant receives one mix (audio at this sample rate). A
-    /// mixed conference lives on one bridge.
-    Mixed { sample_rate: u32 },
+    /// Every participant receives one mix (audio at this sample rate) and
+    /// one composite video. A mixed conference lives on one bridge.
+    Mixed { sample_rate: u32, video: MixedVideo },
+}
+
+/// A mixed conference's composite: its layout, and its size (0 x 0: the
+/// bridge's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MixedVideo {
+    pub layout: MixLayout,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MixLayout {
+    #[default]
+    Grid,
+    Speaker,
+}
+
+impl MixLayout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MixLayout::Grid => "grid",
+            MixLayout::Speaker => "speaker",
+        }
+    }
 }
 
 impl ConferenceMode {
+    /// Mixed at `sample_rate`, the bridge's composite size, a grid.
+    pub fn mixed(sample_rate: u32) -> Self {
+        ConferenceMode::Mixed {
+            sample_rate,
+            video: MixedVideo::default(),
+        }
+    }
+
     /// The mixing rate, for the participant's token (`mix`).
     pub fn mix_rate(self) -> Option<u32> {
         match self {
             ConferenceMode::Forwarding => None,
-            ConferenceMode::Mixed { sample_rate } => Some(sample_rate),
+            ConferenceMode::Mixed { sample_rate, .. } => Some(sample_rate),
+        }
+    }
+
+    /// The composite's layout and size, for the token.
+    pub fn mixed_video(self) -> Option<MixedVideo> {
+        match self {
+            ConferenceMode::Forwarding => None,
+            ConferenceMode::Mixed { video, .. } => Some(video),
         }
     }
 }
@@ -93,7 +134,16 @@ impl std::fmt::Display for ConferenceMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ConferenceMode::Forwarding => write!(f, "forwarding"),
-            ConferenceMode::Mixed { sample_rate } => write!(f, "mixed at {sample_rate} Hz"),
+            ConferenceMode::Mixed { sample_rate, video } => {
+                write!(f, "mixed at {sample_rate} Hz")?;
+                if video.layout != MixLayout::Grid {
+                    write!(f, ", {} layout", video.layout.as_str())?;
+                }
+                if video.width > 0 {
+                    write!(f, ", composite {}x{}", video.width, video.height)?;
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -578,9 +578,7 @@ fn a_mixed_conference_stays_on_one_bridge_and_refuses_another_mode() {
         ..groups()
     };
     let (mut f, t) = focus(cfg, &[("a", "eu-west", 0), ("b", "eu-west", 0)]);
-    let mixed = ConferenceMode::Mixed {
-        sample_rate: 16_000,
-    };
+    let mixed = ConferenceMode::mixed(16_000);
     let first = f
         .allocate_with_options(t, "mcu", "p0", None, None, Some(mixed))
         .expect("placed");
@@ -599,10 +597,16 @@ fn a_mixed_conference_stays_on_one_bridge_and_refuses_another_mode() {
         (ConferenceMode::Forwarding, "asks for forwarding"),
         (
             ConferenceMode::Mixed {
-                sample_rate: 48_000,
+                sample_rate: 16_000,
+                video: MixedVideo {
+                    layout: MixLayout::Speaker,
+                    width: 0,
+                    height: 0,
+                },
             },
-            "asks for mixed at 48000 Hz",
+            "asks for mixed at 16000 Hz, speaker layout",
         ),
+        (ConferenceMode::mixed(48_000), "asks for mixed at 48000 Hz"),
     ] {
         let e = f
             .allocate_with_options(t, "mcu", "eve", None, None, Some(asked))
@@ -622,9 +626,7 @@ fn a_mixed_conference_stays_on_one_bridge_and_refuses_another_mode() {
             "eve",
             None,
             None,
-            Some(ConferenceMode::Mixed {
-                sample_rate: 44_100,
-            }),
+            Some(ConferenceMode::mixed(44_100)),
         )
         .expect_err("a rate no mixer takes");
     assert!(
@@ -667,9 +669,7 @@ fn mixing_load_and_mixed_joins_count_towards_a_bridges_stress() {
     let before = stress(&f, "b").1;
     f.allocate(t, "c1", "y", None).expect("placed");
     let forwarded = stress(&f, "b").1 - before;
-    let mixed = ConferenceMode::Mixed {
-        sample_rate: 16_000,
-    };
+    let mixed = ConferenceMode::mixed(16_000);
     let p = f
         .allocate_with_options(t, "mcu", "z", None, None, Some(mixed))
         .expect("placed");

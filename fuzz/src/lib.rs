@@ -226,6 +226,7 @@ impl Bridge {
                 video_codec: None,
                 may_publish: true,
                 mix_rate: None,
+                composite: Default::default(),
             }));
         }
         for room in [ROOM, ROOM2] {

@@ -15,7 +15,7 @@ use std::time::Instant;
 use crate::audio::{AudioMixer, MixConfig, MixOutput, MixStats};
 use crate::codec::AudioCodec;
 use crate::jitter::JitterStats;
-use crate::video::{VideoCodec, VideoConfig, VideoMixer, VideoOutput, VideoStats};
+use crate::video::{CompositeSpec, VideoCodec, VideoConfig, VideoMixer, VideoOutput, VideoStats};
 use crate::{MixerError, SAMPLE_RATES};
 
 /// What a shard tells the mixing worker of a conference.
@@ -29,6 +29,13 @@ pub enum MixCommand {
         id: u64,
         sample_rate: u32,
         sends_audio: bool,
+        /// The composite's layout and size (the first join's holds).
+        composite: CompositeSpec,
+    },
+    /// `room`'s dominant speaker changed (the speaker layout follows).
+    Speaker {
+        room: Arc<str>,
+        id: Option<u64>,
     },
     Leave {
         room: Arc<str>,
@@ -70,7 +77,8 @@ impl MixCommand {
             | MixCommand::Leave { room, .. }
             | MixCommand::Packet { room, .. }
             | MixCommand::Video { room, .. }
-            | MixCommand::CompositeKeyframe { room } => room,
+            | MixCommand::CompositeKeyframe { room }
+            | MixCommand::Speaker { room, .. } => room,
         }
     }
 }
@@ -158,7 +166,8 @@ impl<C: AudioCodec + Clone, V: VideoCodec + Clone> MixHost<C, V> {
                 id,
                 sample_rate,
                 sends_audio,
-            } => self.join(now, room, id, sample_rate, sends_audio),
+                composite,
+            } => self.join(now, room, id, sample_rate, sends_audio, composite),
             MixCommand::Leave { room, id } => self.leave(&room, id),
             MixCommand::Packet {
                 room,
@@ -187,6 +196,15 @@ impl<C: AudioCodec + Clone, V: VideoCodec + Clone> MixHost<C, V> {
                 }
                 None => Err(MixerError::UnknownParticipant(id)),
             },
+            MixCommand::Speaker { room, id } => {
+                if let Some(v) = self.rooms.get_mut(&room).and_then(|c| c.video.as_mut()) {
+                    v.set_speaker(id);
+                    while let Some(o) = v.poll_output() {
+                        self.out.push_back((room.clone(), Mixed::Video(o)));
+                    }
+                }
+                Ok(())
+            }
             MixCommand::CompositeKeyframe { room } => {
                 if let Some(v) = self.rooms.get_mut(&room).and_then(|c| c.video.as_mut()) {
                     v.request_keyframe();
@@ -212,6 +230,7 @@ impl<C: AudioCodec + Clone, V: VideoCodec + Clone> MixHost<C, V> {
         id: u64,
         sample_rate: u32,
         sends_audio: bool,
+        composite: CompositeSpec,
     ) -> Result<(), MixerError> {
         if !SAMPLE_RATES.contains(&sample_rate) {
             return Err(MixerError::SampleRate(sample_rate));
@@ -224,7 +243,9 @@ impl<C: AudioCodec + Clone, V: VideoCodec + Clone> MixHost<C, V> {
                     ..self.template
                 };
                 let video = match &self.video {
-                    Some((codec, cfg)) => Some(VideoMixer::new(codec.clone(), *cfg)?),
+                    Some((codec, cfg)) => {
+                        Some(VideoMixer::new(codec.clone(), cfg.with_spec(composite))?)
+                    }
                     None => None,
                 };
                 e.insert(Conference {
@@ -414,6 +435,7 @@ mod tests {
             id,
             sample_rate: 8_000,
             sends_audio: true,
+            composite: Default::default(),
         }
     }
 
@@ -510,6 +532,7 @@ mod tests {
                 id: 1,
                 sample_rate: 44_100,
                 sends_audio: true,
+                composite: Default::default(),
             },
         );
         host.handle_command(

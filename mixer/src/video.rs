@@ -25,7 +25,19 @@ use std::time::{Duration, Instant};
 
 use crate::MixerError;
 use h264::Depacketizer;
-use layout::{Picture, Rect, blit, grid};
+use layout::{Picture, Rect, blit, grid, speaker};
+
+impl VideoConfig {
+    /// This configuration with what a conference asked for.
+    pub fn with_spec(mut self, spec: CompositeSpec) -> Self {
+        self.layout = spec.layout;
+        if spec.width > 0 && spec.height > 0 {
+            self.width = spec.width;
+            self.height = spec.height;
+        }
+        self
+    }
+}
 
 /// The RTP clock of video.
 pub const VIDEO_CLOCK: u32 = 90_000;
@@ -38,8 +50,46 @@ pub const MAX_BAD_UNITS: u32 = 300;
 /// The composite's background and empty tiles (black in limited range).
 const BLACK: (u8, u8, u8) = (16, 128, 128);
 
+/// How the composite arranges its participants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// Everyone the same size, in join order.
+    #[default]
+    Grid,
+    /// The dominant speaker large, the others in a strip below.
+    Speaker,
+}
+
+impl Layout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::Grid => "grid",
+            Layout::Speaker => "speaker",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Layout> {
+        match name {
+            "grid" => Some(Layout::Grid),
+            "speaker" => Some(Layout::Speaker),
+            _ => None,
+        }
+    }
+}
+
+/// What a conference asked of its composite (the application's
+/// `Allocate` options, through the token): a layout, and a size where it
+/// is not the bridge's (0: the bridge's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CompositeSpec {
+    pub layout: Layout,
+    pub width: u32,
+    pub height: u32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VideoConfig {
+    pub layout: Layout,
     pub width: u32,
     pub height: u32,
     pub fps: u32,
@@ -51,6 +101,7 @@ pub struct VideoConfig {
 impl Default for VideoConfig {
     fn default() -> Self {
         Self {
+            layout: Layout::Grid,
             width: 640,
             height: 360,
             fps: 15,
@@ -92,7 +143,9 @@ pub enum VideoOutput {
     /// Ask `participant` for a keyframe: its stream cannot be decoded
     /// until one comes.
     KeyframeRequest { participant: u64 },
-    /// Who is in which tile, after anyone joined or left (join order).
+    /// Who is in which tile, after anyone joined or left or (speaker
+    /// layout) the speaker changed. Participants without a tile are not
+    /// listed.
     Layout {
         width: u32,
         height: u32,
@@ -135,6 +188,8 @@ pub struct VideoMixer<C: VideoCodec> {
     next_tick: Option<Instant>,
     timestamp: u32,
     force_keyframe: bool,
+    /// The dominant speaker (speaker layout).
+    speaker: Option<u64>,
     out: VecDeque<VideoOutput>,
     stats: VideoStats,
 }
@@ -166,9 +221,39 @@ impl<C: VideoCodec> VideoMixer<C> {
             next_tick: None,
             timestamp: 0,
             force_keyframe: true,
+            speaker: None,
             out: VecDeque::new(),
             stats: VideoStats::default(),
         })
+    }
+
+    /// The dominant speaker changed: in the speaker layout the tiles move.
+    pub fn set_speaker(&mut self, id: Option<u64>) {
+        if self.speaker == id {
+            return;
+        }
+        self.speaker = id;
+        if self.cfg.layout == Layout::Speaker && !self.members.is_empty() {
+            self.tell_layout();
+        }
+    }
+
+    /// Each member's tile, in member order (`None`: not shown).
+    fn rects(&self) -> Vec<Option<Rect>> {
+        let n = self.members.len();
+        match self.cfg.layout {
+            Layout::Grid => grid(n, self.cfg.width, self.cfg.height)
+                .into_iter()
+                .map(Some)
+                .collect(),
+            Layout::Speaker => {
+                let main = self
+                    .speaker
+                    .and_then(|s| self.members.iter().position(|m| m.id == s))
+                    .unwrap_or(0);
+                speaker(n, main, self.cfg.width, self.cfg.height)
+            }
+        }
     }
 
     pub fn stats(&self) -> VideoStats {
@@ -312,28 +397,36 @@ impl<C: VideoCodec> VideoMixer<C> {
     }
 
     fn tell_layout(&mut self) {
-        let rects = grid(self.members.len(), self.cfg.width, self.cfg.height);
+        let tiles = self
+            .members
+            .iter()
+            .zip(self.rects())
+            .filter_map(|(m, r)| Some((m.id, r?)))
+            .collect();
         self.out.push_back(VideoOutput::Layout {
             width: self.cfg.width,
             height: self.cfg.height,
-            tiles: self.members.iter().map(|m| m.id).zip(rects).collect(),
+            tiles,
         });
     }
 
     fn compose(&mut self) {
-        let Some(encoder) = self.encoder.as_mut() else {
+        if self.encoder.is_none() {
             return;
-        };
+        }
         let blank = Picture::filled(self.cfg.width, self.cfg.height, BLACK);
         self.canvas.y.copy_from_slice(&blank.y);
         self.canvas.u.copy_from_slice(&blank.u);
         self.canvas.v.copy_from_slice(&blank.v);
-        let rects = grid(self.members.len(), self.cfg.width, self.cfg.height);
+        let rects = self.rects();
         for (m, r) in self.members.iter().zip(rects) {
-            if let Some(p) = m.input.as_ref().and_then(|i| i.last.as_ref()) {
+            if let (Some(r), Some(p)) = (r, m.input.as_ref().and_then(|i| i.last.as_ref())) {
                 blit(&mut self.canvas, r, p);
             }
         }
+        let Some(encoder) = self.encoder.as_mut() else {
+            return;
+        };
         let keyframe = std::mem::take(&mut self.force_keyframe);
         match encoder.encode(&self.canvas, keyframe) {
             Ok(annexb) => {

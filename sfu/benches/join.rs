@@ -54,6 +54,7 @@ fn main() {
                     video_codec: None,
                     may_publish: true,
                     mix_rate: None,
+                    composite: Default::default(),
                 },
             )
             .expect("join");

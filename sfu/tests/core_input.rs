@@ -43,6 +43,7 @@ fn core_with_one_endpoint(now: Instant) -> Core {
             video_codec: None,
             may_publish: true,
             mix_rate: None,
+            composite: Default::default(),
         },
     )
     .expect("join");
@@ -184,6 +185,7 @@ fn join_as(id: u64, room: &str, mix_rate: Option<u32>) -> JoinRequest {
         video_codec: None,
         may_publish: true,
         mix_rate,
+        composite: Default::default(),
     }
 }
 
@@ -221,7 +223,12 @@ fn a_join_asking_for_another_conference_mode_is_refused_with_the_reason() {
         "conference m is mixed at 16000 Hz; this token asks for forwarding"
     );
     refused(core.handle_join(now, join_as(6, "m", Some(48_000))));
-    assert_eq!(core.stats().joins_refused_mode, 4);
+    // The same rate with another composite layout is another mode too.
+    let mut speaker = join_as(7, "m", Some(16_000));
+    speaker.composite.layout = tern_mixer::video::Layout::Speaker;
+    let why = refused(core.handle_join(now, speaker));
+    assert!(why.contains("a speaker composite"), "{why}");
+    assert_eq!(core.stats().joins_refused_mode, 5);
     assert_eq!(
         core.endpoint_count(),
         2,

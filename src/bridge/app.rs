@@ -97,6 +97,7 @@ impl App {
     /// signalling sessions (WebSocket) and WHIP/WHEP.
     pub async fn join(&self, claims: &Claims) -> Result<Joined, JoinError> {
         let video_codec = claims.video_codec().map_err(JoinError::Refused)?;
+        let composite = claims.composite().map_err(JoinError::Refused)?;
         let id = EndpointId(rand::random::<u64>() >> 1);
         let shard = self.shard_for(&claims.room).clone();
         let (tx, rx) = mpsc::channel(tern_sfu::node::backpressure::SIGNAL_QUEUE);
@@ -110,6 +111,7 @@ impl App {
             video_codec,
             may_publish: claims.may_publish(),
             mix_rate: claims.mix,
+            composite,
         };
         shard
             .send(ShardMsg::Join {

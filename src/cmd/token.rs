@@ -46,6 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         codec: None,
         publish: None,
         mix: args.mix,
+        mix_video: None,
     });
     keys.verify(&token)
         .map_err(|r| anyhow::anyhow!(r.message))?;

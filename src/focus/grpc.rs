@@ -3,7 +3,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use tern_focus::{BridgeState, BridgeView, Registration, Report};
+use tern_focus::{BridgeState, BridgeView, MixLayout, MixedVideo, Registration, Report};
 use tern_proto::bridge::v1 as bpb;
 use tern_proto::focus::v1 as fpb;
 use tokio::sync::mpsc;
@@ -216,28 +216,49 @@ fn conference_mode(
             o.mode
         ))
     })?;
+    let mixed_only = o.audio_sample_rate != 0
+        || o.video_layout != 0
+        || o.video_width != 0
+        || o.video_height != 0;
     match mode {
-        fpb::ConferenceMode::Unspecified if o.audio_sample_rate != 0 => Err(
-            Status::invalid_argument("options.audio_sample_rate is for CONFERENCE_MODE_MIXED only"),
-        ),
+        fpb::ConferenceMode::Unspecified | fpb::ConferenceMode::Forwarding if mixed_only => {
+            Err(Status::invalid_argument(
+                "options.audio_sample_rate, video_layout, video_width and video_height are for CONFERENCE_MODE_MIXED only",
+            ))
+        }
         fpb::ConferenceMode::Unspecified => Ok(None),
-        fpb::ConferenceMode::Forwarding if o.audio_sample_rate != 0 => Err(
-            Status::invalid_argument("options.audio_sample_rate is for CONFERENCE_MODE_MIXED only"),
-        ),
         fpb::ConferenceMode::Forwarding => Ok(Some(tern_focus::ConferenceMode::Forwarding)),
-        fpb::ConferenceMode::Mixed => Ok(Some(mixed_mode(o.audio_sample_rate)?)),
+        fpb::ConferenceMode::Mixed => {
+            let layout = match fpb::VideoLayout::try_from(o.video_layout) {
+                Ok(fpb::VideoLayout::Unspecified | fpb::VideoLayout::Grid) => MixLayout::Grid,
+                Ok(fpb::VideoLayout::Speaker) => MixLayout::Speaker,
+                Err(_) => {
+                    return Err(Status::invalid_argument(format!(
+                        "options.video_layout {} is not VIDEO_LAYOUT_UNSPECIFIED, VIDEO_LAYOUT_GRID or VIDEO_LAYOUT_SPEAKER",
+                        o.video_layout
+                    )));
+                }
+            };
+            let video = MixedVideo {
+                layout,
+                width: o.video_width,
+                height: o.video_height,
+            };
+            Ok(Some(mixed_mode(o.audio_sample_rate, video)?))
+        }
     }
 }
 
-/// A mixed conference at `rate` Hz (0: the default, 16 kHz).
-pub fn mixed_mode(rate: u32) -> Result<tern_focus::ConferenceMode, Status> {
+/// A mixed conference at `rate` Hz (0: the default, 16 kHz) with a
+/// composite as `video` says (the focus checks its size).
+pub fn mixed_mode(rate: u32, video: MixedVideo) -> Result<tern_focus::ConferenceMode, Status> {
     let sample_rate = if rate == 0 { 16_000 } else { rate };
     if !tern_mixer::SAMPLE_RATES.contains(&sample_rate) {
         return Err(Status::invalid_argument(format!(
             "options.audio_sample_rate {rate} is not 8000, 12000, 16000, 24000, 48000 or 0 (16000)"
         )));
     }
-    Ok(tern_focus::ConferenceMode::Mixed { sample_rate })
+    Ok(tern_focus::ConferenceMode::Mixed { sample_rate, video })
 }
 
 /// Allocation shared by gRPC and the HTTP `/join` endpoint. A `viewer`'s
@@ -298,6 +319,15 @@ pub async fn allocate(
         codec: placement.video_codec.clone(),
         publish: viewer.then_some(false),
         mix: placement.mode.mix_rate(),
+        mix_video: placement
+            .mode
+            .mixed_video()
+            .filter(|v| *v != MixedVideo::default())
+            .map(|v| crate::auth::MixVideoClaim {
+                layout: v.layout.as_str().to_string(),
+                width: v.width,
+                height: v.height,
+            }),
     });
     // The token's own checks (room and id characters) apply here too.
     h.keys

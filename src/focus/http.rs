@@ -86,6 +86,8 @@ struct JoinQuery {
     mode: Option<String>,
     /// A mixed room's audio sample rate (Hz; absent: 16000).
     rate: Option<u32>,
+    /// A mixed room's composite layout: "grid" (absent) or "speaker".
+    composite: Option<String>,
 }
 
 fn error(code: StatusCode, msg: impl Into<String>) -> Response {
@@ -115,10 +117,28 @@ async fn join(State(h): State<FocusHandle>, Query(q): Query<JoinQuery>) -> Respo
             );
         }
     };
+    let layout = match q.composite.as_deref() {
+        None | Some("" | "grid") => tern_focus::MixLayout::Grid,
+        Some("speaker") => tern_focus::MixLayout::Speaker,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("composite {other:?} is not \"grid\" or \"speaker\""),
+            );
+        }
+    };
+    if q.composite.is_some() && q.mode.as_deref() != Some("mixed") {
+        return error(StatusCode::BAD_REQUEST, "composite is for mode=mixed only");
+    }
+    let video = tern_focus::MixedVideo {
+        layout,
+        width: 0,
+        height: 0,
+    };
     let mode = match (q.mode.as_deref(), q.rate) {
         (None | Some(""), None) => None,
         (Some("forwarding"), None) => Some(tern_focus::ConferenceMode::Forwarding),
-        (Some("mixed"), rate) => match super::grpc::mixed_mode(rate.unwrap_or(0)) {
+        (Some("mixed"), rate) => match super::grpc::mixed_mode(rate.unwrap_or(0), video) {
             Ok(m) => Some(m),
             Err(s) => {
                 return error(

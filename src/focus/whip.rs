@@ -200,7 +200,22 @@ async fn forward(
         !claims.may_publish(),
         claims
             .mix
-            .map(|sample_rate| tern_focus::ConferenceMode::Mixed { sample_rate }),
+            .map(|sample_rate| tern_focus::ConferenceMode::Mixed {
+                sample_rate,
+                video: claims
+                    .mix_video
+                    .as_ref()
+                    .map(|v| tern_focus::MixedVideo {
+                        layout: if v.layout == "speaker" {
+                            tern_focus::MixLayout::Speaker
+                        } else {
+                            tern_focus::MixLayout::Grid
+                        },
+                        width: v.width,
+                        height: v.height,
+                    })
+                    .unwrap_or_default(),
+            }),
     )
     .await
     {

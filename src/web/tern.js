@@ -74,6 +74,8 @@
     mixed: params.get("mode") === "mixed",
     // A mixed room's audio sample rate (Hz; the focus's default 16000).
     rate: params.get("rate"),
+    // A mixed room's composite: "grid" (the default) or "speaker".
+    composite: params.get("composite"),
     simulcast: params.get("simulcast") !== "0",
     // VP9 as SVC (one stream, three spatial layers) rather than simulcast;
     // ?svc=0 keeps simulcast.
@@ -916,6 +918,7 @@
       if (config.viewer) q.set("role", "viewer");
       if (config.mixed) q.set("mode", "mixed");
       if (config.mixed && config.rate) q.set("rate", config.rate);
+      if (config.mixed && config.composite) q.set("composite", config.composite);
       const res = await fetch(`/join?${q}`, { cache: "no-store" });
       const body = await readJson(res);
       const reason = body && typeof body.error === "string" ? body.error : `HTTP ${res.status}`;

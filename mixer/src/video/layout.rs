@@ -86,6 +86,49 @@ pub fn grid(n: usize, width: u32, height: u32) -> Vec<Rect> {
         .collect()
 }
 
+/// The speaker layout for `n` participants with `main` the speaker: the
+/// speaker over the top three quarters, the others in a strip below (at
+/// most eight; the rest are left out until they speak). One participant
+/// alone fills the frame.
+pub fn speaker(n: usize, main: usize, width: u32, height: u32) -> Vec<Option<Rect>> {
+    if n == 0 {
+        return Vec::new();
+    }
+    if n == 1 {
+        return vec![Some(Rect {
+            x: 0,
+            y: 0,
+            w: width & !1,
+            h: height & !1,
+        })];
+    }
+    let even = |v: u32| v & !1;
+    let main_h = even(height * 3 / 4);
+    let strip = (n - 1).min(8) as u32;
+    let (tw, th) = (even(width / strip), even(height - main_h));
+    let mut k = 0;
+    (0..n)
+        .map(|i| {
+            if i == main {
+                return Some(Rect {
+                    x: 0,
+                    y: 0,
+                    w: even(width),
+                    h: main_h,
+                });
+            }
+            let slot = k;
+            k += 1;
+            (slot < strip).then(|| Rect {
+                x: slot * tw,
+                y: main_h,
+                w: tw,
+                h: th,
+            })
+        })
+        .collect()
+}
+
 /// Draw `src` scaled into `r` of `dst`.
 pub fn blit(dst: &mut Picture, r: Rect, src: &Picture) {
     if src.width == 0 || src.height == 0 || r.w == 0 || r.h == 0 {
@@ -146,6 +189,38 @@ mod tests {
                 w: 320,
                 h: 180
             }
+        );
+    }
+
+    #[test]
+    fn the_speaker_layout_gives_the_speaker_the_top_and_the_others_a_strip() {
+        let l = speaker(4, 2, 640, 360);
+        assert_eq!(
+            l[2],
+            Some(Rect {
+                x: 0,
+                y: 0,
+                w: 640,
+                h: 270
+            })
+        );
+        let strip: Vec<Rect> = [0, 1, 3].iter().filter_map(|&i| l[i]).collect();
+        assert_eq!(strip.len(), 3);
+        assert!(
+            strip
+                .iter()
+                .all(|r| r.y == 270 && r.h == 90 && r.x + r.w <= 640)
+        );
+        // Beyond eight in the strip, the rest wait for their turn.
+        assert_eq!(speaker(12, 0, 640, 360).iter().flatten().count(), 9);
+        assert_eq!(
+            speaker(1, 0, 640, 360)[0],
+            Some(Rect {
+                x: 0,
+                y: 0,
+                w: 640,
+                h: 360
+            })
         );
     }
 

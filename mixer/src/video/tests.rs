@@ -299,3 +299,42 @@ fn openh264_publishers_come_out_in_their_tiles_of_the_encoded_composite() {
     }
     assert!(mixer.stats().units_decoded >= 50, "{:?}", mixer.stats());
 }
+
+#[test]
+fn the_speaker_layout_follows_the_dominant_speaker() {
+    let t0 = Instant::now();
+    let cfg = VideoConfig {
+        layout: Layout::Speaker,
+        ..cfg()
+    };
+    let mut mixer = VideoMixer::new(Raw, cfg).expect("mixer");
+    let mut pubs: Vec<Publisher<RawEnc>> = (0..3)
+        .map(|i| Publisher {
+            id: i as u64,
+            encoder: RawEnc,
+            picture: Picture::filled(160, 120, COLOURS[i]),
+            seq: 0,
+            ts: 0,
+        })
+        .collect();
+    for p in &pubs {
+        mixer.add(t0, p.id, true).expect("add");
+    }
+    while mixer.poll_output().is_some() {}
+    mixer.set_speaker(Some(2));
+    let Some(VideoOutput::Layout { tiles, .. }) = mixer.poll_output() else {
+        panic!("the layout is told again when the speaker changes");
+    };
+    let main = tiles.iter().find(|t| t.1.y == 0).expect("a main tile");
+    assert_eq!(main.0, 2, "{tiles:?}");
+    let (pictures, _) = run(t0, &mut mixer, &mut pubs, &mut RawDec, 3);
+    let last = pictures.last().expect("composites decoded");
+    let (y, u, v) = last.mean(main.1);
+    assert_eq!((y as u8, u as u8, v as u8), COLOURS[2]);
+    // The same speaker again changes nothing.
+    mixer.set_speaker(Some(2));
+    assert!(
+        !std::iter::from_fn(|| mixer.poll_output())
+            .any(|o| matches!(o, VideoOutput::Layout { .. }))
+    );
+}

@@ -24,7 +24,7 @@ use std::time::Instant;
 use str0m::format::Codec;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use tern_mixer::host::MixCommand;
-use tern_mixer::video::VideoOutput;
+use tern_mixer::video::{CompositeSpec, VideoOutput};
 use tracing::debug;
 
 use super::{Core, EndpointId, Output, SourceRef};
@@ -32,12 +32,29 @@ use crate::signal::{CompositeTile, Kind, ServerMessage};
 use crate::stats::DropReason;
 
 impl Core {
-    pub(super) fn mix_join(&mut self, room: &Arc<str>, id: EndpointId, rate: u32, sends: bool) {
+    pub(super) fn mix_join(
+        &mut self,
+        room: &Arc<str>,
+        id: EndpointId,
+        rate: u32,
+        sends: bool,
+        composite: CompositeSpec,
+    ) {
         self.out.push_back(Output::Mix(MixCommand::Join {
             room: room.clone(),
             id: id.0,
             sample_rate: rate,
             sends_audio: sends,
+            composite,
+        }));
+    }
+
+    /// The dominant speaker of a mixed conference changed (the composite's
+    /// speaker layout follows it).
+    pub(super) fn mix_speaker(&mut self, room: &Arc<str>, id: Option<EndpointId>) {
+        self.out.push_back(Output::Mix(MixCommand::Speaker {
+            room: room.clone(),
+            id: id.map(|e| e.0),
         }));
     }
 

@@ -132,6 +132,9 @@ pub struct JoinRequest {
     /// decides the conference's mode; a join asking for the other mode or
     /// another rate is refused (`conference_mode`).
     pub mix_rate: Option<u32>,
+    /// A mixed conference's composite (layout, size), as the token asks;
+    /// decided by the first joiner like the mode.
+    pub composite: tern_mixer::video::CompositeSpec,
 }
 
 /// What the shell must do.

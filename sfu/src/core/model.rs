@@ -386,6 +386,8 @@ pub(super) struct Conference {
     /// A mixed conference's sample rate, as its first joiner's token asked;
     /// `None`: a forwarding conference. Fixed for the conference's life.
     pub(super) mixed: Option<u32>,
+    /// Its composite, as its first joiner's token asked.
+    pub(super) composite: tern_mixer::video::CompositeSpec,
 }
 
 impl Conference {
@@ -393,10 +395,12 @@ impl Conference {
         talk: TalkConfig,
         video_codec: Option<CodecName>,
         mixed: Option<u32>,
+        composite: tern_mixer::video::CompositeSpec,
     ) -> Self {
         Self {
             video_codec,
             mixed,
+            composite,
             endpoints: Vec::new(),
             speech: Speech::new(talk),
             // Nobody dominant and nobody recent is what clients assume:

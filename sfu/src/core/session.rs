@@ -39,6 +39,7 @@ impl Core {
             video_codec,
             may_publish,
             mix_rate,
+            composite,
         } = join;
         let (room, participant, name) = (room.as_str(), participant.as_str(), name.as_str());
         if self.endpoints.contains_key(&id) {
@@ -76,6 +77,25 @@ impl Core {
                         "conference {room} is {}; this token asks for {}",
                         mode(c.mixed),
                         mode(mix_rate)
+                    ),
+                )));
+            }
+            Some(c) if c.mixed.is_some() && c.composite != composite => {
+                self.stats.joins_refused_mode += 1;
+                let spec = |s: tern_mixer::video::CompositeSpec| {
+                    format!(
+                        "a {} composite of {}x{}",
+                        s.layout.as_str(),
+                        s.width,
+                        s.height
+                    )
+                };
+                return Err(SfuError::Refused(Rejection::new(
+                    ErrorCode::ConferenceMode,
+                    format!(
+                        "conference {room} has {} (0x0: the bridge's size); this token asks for {}",
+                        spec(c.composite),
+                        spec(composite)
                     ),
                 )));
             }
@@ -229,7 +249,7 @@ impl Core {
         let conf = self
             .conferences
             .entry(room.clone())
-            .or_insert_with(|| Conference::new(talk, conference_codec, mixed));
+            .or_insert_with(|| Conference::new(talk, conference_codec, mixed, composite));
         let others: Vec<EndpointId> = conf.endpoints.clone();
         conf.endpoints.push(id);
         self.by_ufrag.insert(ufrag, id);
@@ -271,7 +291,7 @@ impl Core {
             );
         }
         if let Some(rate) = mixed {
-            self.mix_join(&room, id, rate, may_publish);
+            self.mix_join(&room, id, rate, may_publish, composite);
         }
         self.relay_local_joined(now, &room, id);
         self.drive(now, id);

@@ -117,9 +117,17 @@ impl Core {
         if tell_levels {
             messages.push(self.speaking_message(&levels));
         }
+        let dominant_changed = self
+            .conferences
+            .get(room)
+            .is_some_and(|c| c.told.0 != told.0 && c.mixed.is_some());
         if let Some(c) = self.conferences.get_mut(room) {
-            c.told = told;
+            c.told = told.clone();
             c.levels_told = levels;
+        }
+        if dominant_changed && self.cfg.composite {
+            let room: Arc<str> = Arc::from(room);
+            self.mix_speaker(&room, told.0);
         }
         for id in to {
             for m in &messages {

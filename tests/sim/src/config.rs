@@ -44,6 +44,8 @@ pub struct SimConfig {
     /// (OpenH264, run inline like the audio mixer); `None`: their video is
     /// forwarded.
     pub composite: Option<tern_mixer::video::VideoConfig>,
+    /// What the tokens ask of the composite (layout, size).
+    pub mix_video: tern_mixer::video::CompositeSpec,
 }
 
 impl SimConfig {
@@ -63,6 +65,7 @@ impl SimConfig {
             relay_max_datagram: None,
             mix_rate: None,
             composite: None,
+            mix_video: Default::default(),
         }
     }
 

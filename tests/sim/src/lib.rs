@@ -146,6 +146,7 @@ pub struct Sim {
     next_endpoint: u64,
     relay_max_datagram: Option<usize>,
     mix_rate: Option<u32>,
+    mix_video: tern_mixer::video::CompositeSpec,
     /// Opt-in (`Some`): what bridges send to whom, for tests of what a
     /// bridge answers to addresses it does not know.
     pub tap: Option<Tap>,
@@ -277,6 +278,7 @@ impl Sim {
             next_endpoint: 0,
             relay_max_datagram: cfg.relay_max_datagram,
             mix_rate: cfg.mix_rate,
+            mix_video: cfg.mix_video,
             tap: None,
         };
         let n = sim.bridges.len();
@@ -542,6 +544,7 @@ impl Sim {
                             video_codec: None,
                             may_publish: true,
                             mix_rate: self.mix_rate,
+                            composite: self.mix_video,
                         })
                     }
                     ClientMessage::Leave => NodeInput::Leave { endpoint: session },

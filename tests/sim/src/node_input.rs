@@ -87,6 +87,7 @@ pub fn drive(node: &mut Node, mut now: Instant, mut data: &[u8]) -> Instant {
                 video_codec: None,
                 may_publish: true,
                 mix_rate: None,
+                composite: Default::default(),
             }),
             2 => match std::str::from_utf8(&body).ok().map(parse_client_message) {
                 Some(Ok(msg)) => Input::Message {

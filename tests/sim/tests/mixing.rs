@@ -185,7 +185,9 @@ const COLOURS: [(&str, (u8, u8, u8)); 4] = [
     ("d", (230, 160, 110)),
 ];
 
-fn add_pattern(sim: &mut Sim, name: &str, colour: (u8, u8, u8)) -> usize {
+/// A participant with a tone and a picture; `speaks`: its audio level says
+/// it talks from 1 s on (else background noise all along).
+fn add_pattern(sim: &mut Sim, name: &str, colour: (u8, u8, u8), speaks: bool) -> usize {
     let hz = TONES.iter().find(|t| t.0 == name).map_or(500.0, |t| t.1);
     sim.add_peer(
         name,
@@ -196,6 +198,14 @@ fn add_pattern(sim: &mut Sim, name: &str, colour: (u8, u8, u8)) -> usize {
             c.h264_pattern = Some(colour);
             c.record_video = true;
             c.record_audio = true;
+            c.talk = Some(Talk {
+                turns: if speaks {
+                    vec![(secs(1.0), secs(60.0))]
+                } else {
+                    vec![]
+                },
+                quiet: 70,
+            });
             c.audio_slots = 1;
             c.video_slots = 1;
         },
@@ -247,7 +257,7 @@ fn every_receiver_gets_one_composite_with_each_publishers_picture_in_its_tile() 
             ..SimConfig::new(seed)
         });
         for (name, colour) in &COLOURS[..3] {
-            add_pattern(&mut sim, name, *colour);
+            add_pattern(&mut sim, name, *colour, false);
         }
         sim.run_until(secs(3.0));
         let check = |sim: &Sim, present: &[&str]| {
@@ -286,7 +296,7 @@ fn every_receiver_gets_one_composite_with_each_publishers_picture_in_its_tile() 
         };
         check(&sim, &["a", "b", "c"]);
         // A join and a leave change the layout and the picture.
-        add_pattern(&mut sim, "d", COLOURS[3].1);
+        add_pattern(&mut sim, "d", COLOURS[3].1, false);
         sim.run_until(secs(5.0));
         check(&sim, &["a", "b", "c", "d"]);
         let b = sim.peer_index("b");
@@ -295,5 +305,47 @@ fn every_receiver_gets_one_composite_with_each_publishers_picture_in_its_tile() 
         check(&sim, &["a", "c", "d"]);
         let v = sim.bridges[0].mixer.stats().video;
         assert!(v.frames_composed >= 90 && v.keyframes_sent >= 3, "{v:?}");
+    });
+}
+
+#[test]
+fn the_speaker_layout_puts_whoever_speaks_in_the_large_tile() {
+    with_seed(seed_or(1), |seed| {
+        let mut sim = Sim::new(SimConfig {
+            mix_rate: Some(RATE),
+            composite: Some(tern_mixer::video::VideoConfig::default()),
+            mix_video: tern_mixer::video::CompositeSpec {
+                layout: tern_mixer::video::Layout::Speaker,
+                width: 480,
+                height: 270,
+            },
+            ..SimConfig::new(seed)
+        });
+        // b, the second to join, speaks from 1 s: the dominant speaker,
+        // it takes the top tile from a (the first, there before anyone
+        // spoke).
+        for (name, colour) in &COLOURS[..3] {
+            add_pattern(&mut sim, name, *colour, *name == "b");
+        }
+        sim.run_until(secs(5.0));
+        let (pic, tiles) = last_composite(&sim, "c");
+        assert_eq!((pic.width, pic.height), (480, 270), "the token's size");
+        let main = tiles.iter().find(|t| t.y == 0).expect("a main tile");
+        assert_eq!(main.participant, "b", "{tiles:?}");
+        assert!(main.width == 480 && main.height > 180, "{main:?}");
+        let r = tern_mixer::video::layout::Rect {
+            x: main.x + 8,
+            y: main.y + 8,
+            w: main.width - 16,
+            h: main.height - 16,
+        };
+        let (y, u, v) = pic.mean(r);
+        let want = COLOURS[1].1;
+        assert!(
+            (y - f64::from(want.0)).abs() < 10.0
+                && (u - f64::from(want.1)).abs() < 10.0
+                && (v - f64::from(want.2)).abs() < 10.0,
+            "main tile ({y:.0}, {u:.0}, {v:.0}), want b's {want:?}"
+        );
     });
 }

@@ -580,6 +580,7 @@ fn joins_are_refused_while_the_bridge_lags_and_admitted_after_it_catches_up() {
                 video_codec: None,
                 may_publish: true,
                 mix_rate: None,
+                composite: Default::default(),
             };
             let now = sim.now();
             sim.core_mut().handle_join(now, req)
