@@ -37,6 +37,14 @@ const MAX_DECODES_PER_TICK: u32 = 4;
 /// Per-tick recovery of the limiter's gain towards 1 after it cut a peak
 /// (~0.3 s from 0.5 back to 0.9 at 50 ticks/s).
 const LIMITER_RELEASE: f32 = 0.05;
+/// Ticks a participant must have been out of the sum (silent, muted, not
+/// sending) before it hears the listeners' shared mix: a second, so a pause
+/// between words does not move it between encoders (each move is a
+/// discontinuity its decoder conceals). Everyone who is not speaking hears
+/// the same thing, the whole sum, so it is encoded once for all of them:
+/// in a meeting of fifty with two talkers, three encodes a tick instead of
+/// fifty.
+pub const LISTEN_AFTER: u32 = 50;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MixConfig {
@@ -128,6 +136,9 @@ pub struct MixStats {
     pub frames_concealed: u64,
     pub decode_errors: u64,
     pub frames_encoded: u64,
+    /// Mixes delivered from the listeners' shared encode (not counted in
+    /// `frames_encoded` but once).
+    pub frames_shared: u64,
     pub encode_errors: u64,
     /// Receivers' frames the limiter scaled down.
     pub limited_frames: u64,
@@ -160,6 +171,42 @@ struct Member<D, E> {
     encoder: E,
     /// The limiter's current gain (1 = untouched).
     gain: f32,
+    /// Ticks in a row it was not in the sum.
+    quiet_ticks: u32,
+}
+
+/// The listeners' shared mix: its encoder and limiter.
+struct Listeners<E> {
+    encoder: E,
+    gain: f32,
+}
+
+/// `total` less `own`, through a limiter whose gain is `gain` (a gain that
+/// cuts at once to keep the peak in range and recovers slowly, so loud
+/// moments do not clip and the level does not pump), into `mix`. Returns
+/// whether it limited.
+fn limit_into(total: &[i32], own: Option<&[i32]>, gain: &mut f32, mix: &mut [i16]) -> bool {
+    let at = |k: usize| total[k] - own.map_or(0, |o| o[k]);
+    let peak = (0..total.len()).map(|k| at(k).abs()).max().unwrap_or(0);
+    let fit = if peak > i32::from(i16::MAX) {
+        i16::MAX as f32 / peak as f32
+    } else {
+        1.0
+    };
+    *gain = if fit < *gain {
+        fit
+    } else {
+        (*gain + LIMITER_RELEASE).min(fit)
+    };
+    for (k, out) in mix.iter_mut().enumerate() {
+        let v = if *gain < 1.0 {
+            (at(k) as f32 * *gain).round() as i32
+        } else {
+            at(k)
+        };
+        *out = v.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+    }
+    *gain < 1.0
 }
 
 pub struct AudioMixer<C: AudioCodec> {
@@ -167,6 +214,8 @@ pub struct AudioMixer<C: AudioCodec> {
     cfg: MixConfig,
     samples: usize,
     members: BTreeMap<u64, Member<C::Decoder, C::Encoder>>,
+    /// Made when the first participant becomes a listener.
+    listeners: Option<Listeners<C::Encoder>>,
     next_tick: Option<Instant>,
     timestamp: u32,
     total: Vec<i32>,
@@ -187,6 +236,7 @@ impl<C: AudioCodec> AudioMixer<C> {
             cfg,
             samples,
             members: BTreeMap::new(),
+            listeners: None,
             next_tick: None,
             timestamp: 0,
             total: vec![0; samples],
@@ -252,6 +302,7 @@ impl<C: AudioCodec> AudioMixer<C> {
                 input,
                 encoder,
                 gain: 1.0,
+                quiet_ticks: 0,
             },
         );
         if self.next_tick.is_none() {
@@ -420,37 +471,56 @@ impl<C: AudioCodec> AudioMixer<C> {
             }
             input.contributing = true;
         }
+        // The listeners' mix, encoded on the first listener's turn.
+        let mut shared: Option<Option<Vec<u8>>> = None;
         for (&id, m) in self.members.iter_mut() {
             let own = m.input.as_ref().filter(|i| i.contributing);
-            let mut peak = 0i32;
-            for (k, &t) in self.total.iter().enumerate() {
-                let v = t - own.map_or(0, |i| i.scaled[k]);
-                peak = peak.max(v.abs());
+            m.quiet_ticks = if own.is_some() {
+                0
+            } else {
+                m.quiet_ticks.saturating_add(1)
+            };
+            if own.is_none() && m.quiet_ticks > LISTEN_AFTER {
+                let payload = shared.get_or_insert_with(|| {
+                    if self.listeners.is_none() {
+                        self.listeners = self
+                            .codec
+                            .encoder(self.cfg.sample_rate)
+                            .ok()
+                            .map(|encoder| Listeners { encoder, gain: 1.0 });
+                    }
+                    let l = self.listeners.as_mut()?;
+                    if limit_into(&self.total, None, &mut l.gain, &mut self.mix) {
+                        self.stats.limited_frames += 1;
+                    }
+                    match l.encoder.encode(&self.mix, &mut self.payload) {
+                        Ok(()) => {
+                            self.stats.frames_encoded += 1;
+                            Some(self.payload.clone())
+                        }
+                        Err(_) => {
+                            self.stats.encode_errors += 1;
+                            None
+                        }
+                    }
+                });
+                if let Some(p) = payload {
+                    self.stats.frames_shared += 1;
+                    self.out.push_back(MixOutput::Audio {
+                        to: id,
+                        timestamp: self.timestamp,
+                        payload: p.clone(),
+                    });
+                }
+                continue;
             }
-            // Limiter: a gain that cuts at once to keep the peak in range
-            // and recovers slowly, so loud moments do not clip and the
-            // level does not pump.
-            let fit = if peak > i32::from(i16::MAX) {
-                i16::MAX as f32 / peak as f32
-            } else {
-                1.0
-            };
-            m.gain = if fit < m.gain {
-                fit
-            } else {
-                (m.gain + LIMITER_RELEASE).min(fit)
-            };
-            if m.gain < 1.0 {
+            if limit_into(
+                &self.total,
+                own.map(|i| &i.scaled[..]),
+                &mut m.gain,
+                &mut self.mix,
+            ) {
                 self.stats.limited_frames += 1;
-            }
-            for (k, out) in self.mix.iter_mut().enumerate() {
-                let v = self.total[k] - own.map_or(0, |i| i.scaled[k]);
-                let v = if m.gain < 1.0 {
-                    (v as f32 * m.gain).round() as i32
-                } else {
-                    v
-                };
-                *out = v.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
             }
             match m.encoder.encode(&self.mix, &mut self.payload) {
                 Ok(()) => {

@@ -408,6 +408,7 @@ fn add_stats(a: &mut MixStats, b: &MixStats) {
     a.frames_concealed += b.frames_concealed;
     a.decode_errors += b.decode_errors;
     a.frames_encoded += b.frames_encoded;
+    a.frames_shared += b.frames_shared;
     a.encode_errors += b.encode_errors;
     a.limited_frames += b.limited_frames;
     a.packets_refused += b.packets_refused;

@@ -411,3 +411,63 @@ fn packets_of_10_40_and_60_ms_play_as_one_unbroken_stream() {
         }
     }
 }
+
+#[test]
+fn listeners_share_one_encode_and_hear_the_whole_mix() {
+    let t0 = Instant::now();
+    let mut m = mixer();
+    // Two talkers, five who never send.
+    m.add(t0, 1, true).expect("add");
+    m.add(t0, 2, true).expect("add");
+    for id in 10..15 {
+        m.add(t0, id, true).expect("add");
+    }
+    let ticks = LISTEN_AFTER + 20;
+    let before = m.stats();
+    let got = run(&mut m, t0, 0, ticks, &[(1, 100), (2, 1000)]);
+    let last = |id: u64| got[&id].last().cloned().expect("frames");
+    // Talkers still hear each other only; listeners everyone.
+    assert_eq!(last(1), sum(&[1000]));
+    assert_eq!(last(2), sum(&[100]));
+    for id in 10..15 {
+        assert_eq!(last(id), sum(&[100, 1000]), "listener {id}");
+    }
+    let s = m.stats();
+    // Once they count as listeners: three encodes a tick (two talkers and
+    // the shared one) for seven receivers.
+    let shared_ticks = u64::from(ticks - LISTEN_AFTER - 1);
+    assert!(
+        s.frames_shared - before.frames_shared >= 5 * (shared_ticks - 4),
+        "{s:?}"
+    );
+    assert!(
+        s.frames_encoded < 7 * u64::from(ticks) - 4 * (shared_ticks - 4),
+        "fewer encodes than receivers: {s:?}"
+    );
+}
+
+#[test]
+fn a_listener_who_starts_talking_gets_its_own_mix_at_once() {
+    let t0 = Instant::now();
+    let mut m = mixer();
+    for id in [1, 2, 3] {
+        m.add(t0, id, true).expect("add");
+    }
+    // 3 listens for a while, then speaks.
+    run(&mut m, t0, 0, LISTEN_AFTER + 10, &[(1, 100), (2, 1000)]);
+    let got = run(
+        &mut m,
+        t0,
+        LISTEN_AFTER + 10,
+        10,
+        &[(1, 100), (2, 1000), (3, 5000)],
+    );
+    // Before, it heard the whole sum, the two talkers; from its first
+    // frame in the sum it hears them less itself: the same. Never itself.
+    assert!(
+        got[&3].iter().all(|f| *f == sum(&[100, 1000])),
+        "3 never hears itself: {:?}",
+        got[&3].iter().map(|f| f[0]).collect::<Vec<_>>()
+    );
+    assert_eq!(got[&1].last().cloned().expect("frames"), sum(&[1000, 5000]));
+}
