@@ -53,6 +53,8 @@ pub struct ClientOptions {
     pub corrupt_audio: bool,
     /// Publish real H.264 of one colour (see [`PeerConfig::h264_pattern`]).
     pub h264_pattern: Option<(u8, u8, u8)>,
+    /// Switch the picture to this colour and back every period.
+    pub h264_alternate: Option<((u8, u8, u8), Duration)>,
     /// Keep every video packet received (`ClientState::video_packets`).
     pub record_video: bool,
 }
@@ -76,6 +78,7 @@ impl ClientOptions {
             record_audio: false,
             corrupt_audio: false,
             h264_pattern: None,
+            h264_alternate: None,
             record_video: false,
         }
     }
@@ -119,6 +122,11 @@ impl StateGuard<'_> {
     pub fn dropped_inbound(&self) -> &[u64] {
         &self.0.dropped_inbound
     }
+
+    /// See [`Peer::pattern_switches`].
+    pub fn pattern_switches(&self) -> &[(Instant, (u8, u8, u8))] {
+        self.0.peer.pattern_switches()
+    }
 }
 
 fn lock(s: &Arc<Mutex<Shared>>) -> MutexGuard<'_, Shared> {
@@ -151,6 +159,7 @@ impl Client {
         cfg.record_audio = opts.record_audio;
         cfg.corrupt_audio = opts.corrupt_audio;
         cfg.h264_pattern = opts.h264_pattern;
+        cfg.h264_alternate = opts.h264_alternate;
         cfg.record_video = opts.record_video;
         let mut peer = Peer::new(cfg, Instant::now());
 

@@ -349,3 +349,86 @@ async fn an_undecodable_participant_is_dropped_from_the_mix_and_counted_and_the_
     })
     .await;
 }
+
+/// Benchmark, not a test of behaviour (`cargo test --release --test mixing
+/// -- --ignored --nocapture bench_composite_latency`; BENCHMARKS.md): the
+/// composite's capture-to-decode latency. A publisher switches its picture
+/// between two colours every 500 ms; a receiver in the same process decodes
+/// the composite as it arrived and notes when the publisher's tile first
+/// shows the new colour. Both clocks are this process's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_composite_latency() {
+    use tern_mixer::video::h264::Depacketizer;
+    use tern_mixer::video::{VideoCodec, VideoDecoder};
+    let bridge = Bridge::start(&[]);
+    let token = |who: &str| {
+        bridge.keys.mint_claims(&tern::auth::Claims {
+            room: "lat".into(),
+            sub: who.into(),
+            name: None,
+            exp: tern::auth::unix_now() + 600,
+            codec: None,
+            publish: None,
+            mix: Some(16_000),
+            mix_video: None,
+        })
+    };
+    let (white, black) = ((235u8, 128u8, 128u8), (16u8, 128u8, 128u8));
+    let mut o = tone_and_picture(bridge.http, token("a"), "a");
+    o.h264_pattern = Some(white);
+    o.h264_alternate = Some((black, Duration::from_millis(500)));
+    let publisher = Client::connect(o).await.expect("a joins");
+    let receiver = Client::connect(tone_and_picture(bridge.http, token("b"), "b"))
+        .await
+        .expect("b joins");
+    tokio::time::sleep(Duration::from_secs(22)).await;
+    let switches: Vec<(Instant, (u8, u8, u8))> = publisher.state().pattern_switches().to_vec();
+    let st = receiver.state();
+    let (_, _, tiles) = st.composite.clone().expect("layout");
+    let tile = tiles
+        .iter()
+        .find(|t| t.participant == "a")
+        .expect("a's tile");
+    let r = tern_mixer::video::layout::Rect {
+        x: tile.x + 8,
+        y: tile.y + 8,
+        w: tile.width - 16,
+        h: tile.height - 16,
+    };
+    let mut depack = Depacketizer::default();
+    let mut decoder = tern_mixer::video::openh264::OpenH264
+        .decoder()
+        .expect("decoder");
+    // (arrival of the picture's last packet, the tile's luma).
+    let mut shown: Vec<(Instant, f64)> = Vec::new();
+    for p in st.video_packets.values().flatten() {
+        if let Some(au) = depack.push(p.seq as u16, p.ts, p.marker, &p.payload)
+            && let Ok(Some(pic)) = decoder.decode(&au.annexb)
+        {
+            shown.push((p.at, pic.mean(r).0));
+        }
+    }
+    let mut lat: Vec<f64> = Vec::new();
+    // Skip the first seconds (joining, first keyframes).
+    for (at, colour) in switches.iter().skip(4) {
+        let want = f64::from(colour.0);
+        if let Some((seen, _)) = shown
+            .iter()
+            .find(|(t, y)| t >= at && (y - want).abs() < 30.0)
+        {
+            lat.push(seen.duration_since(*at).as_secs_f64() * 1000.0);
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    let q = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize];
+    println!(
+        "composite latency over {} switches: min {:.0} ms, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} pictures decoded)",
+        lat.len(),
+        lat[0],
+        q(0.5),
+        q(0.99),
+        lat[lat.len() - 1],
+        shown.len()
+    );
+}

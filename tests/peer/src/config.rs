@@ -48,6 +48,9 @@ pub struct PeerConfig {
     /// (its first layer only): for composite tests. The peer then offers
     /// H.264 as well as VP8.
     pub h264_pattern: Option<(u8, u8, u8)>,
+    /// With `h264_pattern`: switch to this colour and back every period
+    /// (`PeerState::pattern_switches` records when).
+    pub h264_alternate: Option<((u8, u8, u8), Duration)>,
     /// Keep every video packet received ([`PeerState::video_packets`]).
     pub record_video: bool,
 }
@@ -92,6 +95,7 @@ impl PeerConfig {
             record_audio: false,
             corrupt_audio: false,
             h264_pattern: None,
+            h264_alternate: None,
             record_video: false,
         }
     }

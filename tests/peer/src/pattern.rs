@@ -12,12 +12,22 @@ use tern_mixer::video::{VideoCodec, VideoConfig, VideoEncoder};
 use crate::synth::GenPacket;
 
 const FRAME: Duration = Duration::from_micros(66_667);
+
+/// (Y, U, V).
+pub type Colour = (u8, u8, u8);
 pub const WIDTH: u32 = 320;
 pub const HEIGHT: u32 = 240;
 
 pub struct PatternGen {
     encoder: OpenH264Encoder,
     picture: Picture,
+    /// Switch between the colour and this one every `period` (latency
+    /// measurements); the switches are recorded.
+    alternate: Option<(Colour, Colour, Duration)>,
+    next_switch: Option<Instant>,
+    showing_first: bool,
+    /// When each switch's first picture was encoded, and to which colour.
+    pub switches: Vec<(Instant, Colour)>,
     next: Instant,
     seq: u64,
     ts: u32,
@@ -43,11 +53,28 @@ impl PatternGen {
         Some(Self {
             encoder: OpenH264.encoder(&cfg).ok()?,
             picture: Picture::filled(WIDTH, HEIGHT, colour),
+            alternate: None,
+            next_switch: None,
+            showing_first: true,
+            switches: Vec::new(),
             next: now,
             seq: 1 + seed % 10_000,
             ts: (seed as u32).wrapping_mul(7919),
             force_key: true,
         })
+    }
+
+    /// Alternate with `other` every `period`, starting one period from
+    /// `now`.
+    pub fn alternate(
+        &mut self,
+        now: Instant,
+        first: (u8, u8, u8),
+        other: (u8, u8, u8),
+        period: Duration,
+    ) {
+        self.alternate = Some((first, other, period));
+        self.next_switch = Some(now + period);
     }
 
     pub fn request_keyframe(&mut self) {
@@ -60,6 +87,15 @@ impl PatternGen {
 
     pub fn poll(&mut self, now: Instant, out: &mut Vec<GenPacket>) {
         while self.next <= now {
+            if let (Some((first, other, period)), Some(at)) = (self.alternate, self.next_switch)
+                && self.next >= at
+            {
+                self.showing_first = !self.showing_first;
+                let colour = if self.showing_first { first } else { other };
+                self.picture = Picture::filled(WIDTH, HEIGHT, colour);
+                self.switches.push((self.next, colour));
+                self.next_switch = Some(at + period);
+            }
             let key = std::mem::take(&mut self.force_key);
             if let Ok(annexb) = self.encoder.encode(&self.picture, key) {
                 let nals = split_annexb(&annexb);

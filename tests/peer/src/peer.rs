@@ -86,7 +86,14 @@ impl Peer {
     pub fn new(cfg: PeerConfig, now: Instant) -> Self {
         let rtc = Self::build_rtc(&cfg, now);
         let pattern = match (cfg.h264_pattern, cfg.video.is_empty()) {
-            (Some(colour), false) => crate::pattern::PatternGen::new(now, colour, cfg.seed),
+            (Some(colour), false) => {
+                crate::pattern::PatternGen::new(now, colour, cfg.seed).map(|mut g| {
+                    if let Some((other, period)) = cfg.h264_alternate {
+                        g.alternate(now, colour, other, period);
+                    }
+                    g
+                })
+            }
             _ => None,
         };
         let mut video = (!cfg.video.is_empty() && pattern.is_none())
@@ -177,6 +184,12 @@ impl Peer {
 
     pub fn state(&self) -> &PeerState {
         &self.state
+    }
+
+    /// With `h264_alternate`: when the published picture changed colour,
+    /// and to which.
+    pub fn pattern_switches(&self) -> &[(Instant, (u8, u8, u8))] {
+        self.pattern.as_ref().map_or(&[], |g| &g.switches[..])
     }
 
     /// Hand over (and forget) what was received so far: a long-running
