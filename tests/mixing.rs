@@ -432,3 +432,71 @@ async fn bench_composite_latency() {
         shown.len()
     );
 }
+
+/// utime + stime of process `pid`, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Fields after the command: state is 0, utime 11, stime 12; 100 ticks
+    // a second on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Benchmark, not a test of behaviour (`cargo test --release --test mixing
+/// -- --ignored --nocapture bench_mixed_participant_cpu`; BENCHMARKS.md):
+/// the bridge's CPU per mixed participant, audio only and audio + video.
+/// Eight native participants in one mixed room, each sending a tone (and a
+/// 320x240 H.264 picture), all talking; the bridge process's CPU over 10 s
+/// after 3 s of warm-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_mixed_participant_cpu() {
+    const N: usize = 8;
+    for video in [false, true] {
+        let bridge = Bridge::start(&[]);
+        let token = |who: &str| {
+            bridge.keys.mint_claims(&tern::auth::Claims {
+                room: "cpu".into(),
+                sub: who.into(),
+                name: None,
+                exp: tern::auth::unix_now() + 600,
+                codec: None,
+                publish: None,
+                mix: Some(16_000),
+                mix_video: None,
+            })
+        };
+        let mut clients = Vec::new();
+        for i in 0..N {
+            let name = TONES[i % TONES.len()].0;
+            let who = format!("p{i}");
+            let mut o = if video {
+                tone_and_picture(bridge.http, token(&who), name)
+            } else {
+                tone_options(bridge.http, token(&who), name)
+            };
+            o.record_audio = false;
+            o.record_video = false;
+            clients.push(Client::connect(o).await.expect("joins"));
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (t0, c0) = (Instant::now(), cpu_secs(bridge.pid()));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let (t1, c1) = (Instant::now(), cpu_secs(bridge.pid()));
+        let cores = (c1 - c0) / t1.duration_since(t0).as_secs_f64();
+        println!(
+            "{N} mixed participants, {}: bridge {cores:.3} cores, {:.1} ms CPU per participant-second, {:.0} participants per core",
+            if video { "audio + video" } else { "audio only" },
+            cores * 1000.0 / N as f64,
+            N as f64 / cores
+        );
+    }
+}

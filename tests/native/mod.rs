@@ -50,6 +50,11 @@ impl Bridge {
         }
     }
 
+    /// The bridge process's id (CPU measurements).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// What the bridge process has written so far (stdout and stderr).
     pub fn output(&self) -> String {
         self.process.output()
