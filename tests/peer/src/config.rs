@@ -51,6 +51,9 @@ pub struct PeerConfig {
     /// With `h264_pattern`: switch to this colour and back every period
     /// (`PeerState::pattern_switches` records when).
     pub h264_alternate: Option<((u8, u8, u8), Duration)>,
+    /// With `h264_pattern`: send NAL units of garbage instead (an IDR
+    /// header, then bytes no decoder makes a picture of).
+    pub corrupt_video: bool,
     /// Keep every video packet received ([`PeerState::video_packets`]).
     pub record_video: bool,
 }
@@ -96,6 +99,7 @@ impl PeerConfig {
             corrupt_audio: false,
             h264_pattern: None,
             h264_alternate: None,
+            corrupt_video: false,
             record_video: false,
         }
     }

@@ -28,6 +28,8 @@ pub struct PatternGen {
     showing_first: bool,
     /// When each switch's first picture was encoded, and to which colour.
     pub switches: Vec<(Instant, Colour)>,
+    /// Send garbage instead of pictures.
+    pub corrupt: bool,
     next: Instant,
     seq: u64,
     ts: u32,
@@ -57,6 +59,7 @@ impl PatternGen {
             next_switch: None,
             showing_first: true,
             switches: Vec::new(),
+            corrupt: false,
             next: now,
             seq: 1 + seed % 10_000,
             ts: (seed as u32).wrapping_mul(7919),
@@ -97,7 +100,21 @@ impl PatternGen {
                 self.next_switch = Some(at + period);
             }
             let key = std::mem::take(&mut self.force_key);
-            if let Ok(annexb) = self.encoder.encode(&self.picture, key) {
+            if self.corrupt {
+                // An "IDR slice" of a pattern no decoder takes.
+                let mut nal = vec![0x65];
+                nal.extend((0..900u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 | 1));
+                out.push(GenPacket {
+                    layer: 0,
+                    seq: self.seq,
+                    ts: self.ts,
+                    marker: true,
+                    keyframe: true,
+                    payload: nal,
+                    audio_level: None,
+                });
+                self.seq += 1;
+            } else if let Ok(annexb) = self.encoder.encode(&self.picture, key) {
                 let nals = split_annexb(&annexb);
                 let payloads = packetize(&nals, 1_100);
                 let n = payloads.len();

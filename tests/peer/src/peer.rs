@@ -91,6 +91,7 @@ impl Peer {
                     if let Some((other, period)) = cfg.h264_alternate {
                         g.alternate(now, colour, other, period);
                     }
+                    g.corrupt = cfg.corrupt_video;
                     g
                 })
             }

@@ -349,3 +349,59 @@ fn the_speaker_layout_puts_whoever_speaks_in_the_large_tile() {
         );
     });
 }
+
+#[test]
+fn a_publisher_whose_video_does_not_decode_leaves_its_tile_black_and_the_others_shown() {
+    with_seed(seed_or(1), |seed| {
+        let mut sim = Sim::new(SimConfig {
+            mix_rate: Some(RATE),
+            composite: Some(tern_mixer::video::VideoConfig::default()),
+            ..SimConfig::new(seed)
+        });
+        for (name, colour) in &COLOURS[..2] {
+            add_pattern(&mut sim, name, *colour, false);
+        }
+        sim.add_peer(
+            "c",
+            |c: &mut PeerConfig| {
+                c.audio = false;
+                c.video = vec![tern_sim::LayerSpec::new("q", 320, 240, 300_000)];
+                c.h264_pattern = Some(COLOURS[2].1);
+                c.corrupt_video = true;
+                c.video_slots = 1;
+                c.audio_slots = 0;
+            },
+            link(),
+            link(),
+        );
+        sim.run_until(secs(4.0));
+        let (pic, tiles) = last_composite(&sim, "a");
+        for t in &tiles {
+            let r = tern_mixer::video::layout::Rect {
+                x: t.x + 8,
+                y: t.y + 8,
+                w: t.width - 16,
+                h: t.height - 16,
+            };
+            let (y, _, _) = pic.mean(r);
+            let want = COLOURS
+                .iter()
+                .find(|c| c.0 == t.participant)
+                .map(|c| c.1.0)
+                .expect("colour");
+            if t.participant == "c" {
+                assert!((y - 16.0).abs() < 10.0, "c's tile is black, not {y:.0}");
+            } else {
+                assert!(
+                    (y - f64::from(want)).abs() < 10.0,
+                    "{}'s tile {y:.0}",
+                    t.participant
+                );
+            }
+        }
+        let v = sim.bridges[0].mixer.stats().video;
+        assert!(v.decode_errors > 0 || v.malformed_packets > 0, "{v:?}");
+        // Asked for a keyframe at most once a second: 4 s, at most 5.
+        assert!((1..=5).contains(&v.keyframe_requests), "{v:?}");
+    });
+}
