@@ -639,6 +639,30 @@ fn a_mixed_conference_stays_on_one_bridge_and_refuses_another_mode() {
         ),
         "{e}"
     );
+    // A composite of an odd or too large size is refused, naming it.
+    for (w, h) in [(641, 360), (4096, 2160), (640, 0)] {
+        let odd = ConferenceMode::Mixed {
+            sample_rate: 16_000,
+            video: MixedVideo {
+                layout: MixLayout::Grid,
+                width: w,
+                height: h,
+            },
+        };
+        let e = f
+            .allocate_with_options(t, "odd", "eve", None, None, Some(odd))
+            .expect_err("a size no composite takes");
+        assert!(
+            matches!(
+                e,
+                FocusError::Invalid {
+                    field: "video_width",
+                    ..
+                }
+            ) && e.to_string().contains(&format!("{w}x{h}")),
+            "{e}"
+        );
+    }
     // A forwarding conference is what it was: no mode named, forwarding.
     let p = f.allocate(t, "sfu", "x", None).expect("placed");
     assert_eq!(p.mode, ConferenceMode::Forwarding);
