@@ -40,6 +40,7 @@ mod session;
 mod slots;
 mod speakers;
 mod svc;
+mod terms;
 pub use bandwidth::{BandwidthConfig, MIN_SEND_CAP_BPS};
 pub use loss::LossDirection;
 pub use model::EndpointId;

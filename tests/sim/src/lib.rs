@@ -42,6 +42,7 @@
 
 mod config;
 mod event;
+mod flush;
 mod focus;
 mod net;
 pub mod node_input;
@@ -59,13 +60,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use str0m::config::DtlsCert;
-use tern_focus::{Focus, FocusEvent, Registration, Report};
+use tern_focus::{Focus, FocusEvent};
 use tern_mixer::audio::MixConfig;
 use tern_mixer::host::MixHost;
 use tern_mixer::opus::Opus;
 use tern_mixer::video::openh264::OpenH264;
 use tern_proto::bridge::v1 as bpb;
-use tern_sfu::node::{Input as NodeInput, Node, NodeConfig, Output as NodeOutput};
+use tern_sfu::node::{Input as NodeInput, Node, NodeConfig};
 use tern_sfu::signal::{ClientMessage, ServerMessage};
 use tern_sfu::{BandwidthConfig, CodecName, Core, CoreConfig, EndpointId, JoinRequest, PeerId};
 
@@ -73,7 +74,7 @@ use event::ToFocus;
 use event::{Event, Scheduled};
 use net::Link;
 use relay::{RELAY_DIAL_TIMEOUT, RelayPair};
-use trace::{Transmit, canonical_order, server_name};
+use trace::Transmit;
 
 pub use config::SimConfig;
 pub use net::{Burst, LinkConfig};
@@ -366,109 +367,6 @@ impl Sim {
     /// Virtual time since the simulation started.
     pub fn since_start(&self, t: Instant) -> Duration {
         t.saturating_duration_since(self.epoch)
-    }
-
-    /// Carry out what bridge `b`'s node has to say.
-    fn flush_node(&mut self, b: usize) {
-        let mut transmits = std::mem::take(&mut self.transmits);
-        while let Some(o) = self.bridges[b].node.poll_output() {
-            match o {
-                NodeOutput::Transmit {
-                    destination,
-                    contents,
-                    ..
-                } => {
-                    self.egress_bytes[usize::from(self.in_timer)] += contents.len() as u64;
-                    if let Some(tap) = self.tap.as_mut() {
-                        *tap.sent_to.entry(destination).or_default() += contents.len() as u64;
-                    }
-                    transmits.push((destination, contents));
-                }
-                NodeOutput::Signal { endpoint, message } => {
-                    if let Some(&i) = self.by_endpoint.get(&endpoint)
-                        && self.peers[i].bridge == b
-                    {
-                        let t = self.t_us();
-                        self.trace.record(t, server_name(&message), i as u64, 1);
-                        let at = self.reliable_delay(self.peers[i].down);
-                        self.push(
-                            at,
-                            Event::ToPeer {
-                                peer: i,
-                                session: endpoint,
-                                msg: Box::new(message),
-                            },
-                        );
-                    }
-                }
-                NodeOutput::Closed { endpoint } => {
-                    let t = self.t_us();
-                    self.trace.record(t, "closed", endpoint.0, 0);
-                }
-                NodeOutput::RelayWrite { peer, bytes } => {
-                    if let Some((p, side)) = self.relay_side(b, &peer) {
-                        self.relay_write(p, side, bytes);
-                    }
-                }
-                NodeOutput::RelayDatagram { peer, datagram } => {
-                    if let Some((p, side)) = self.relay_side(b, &peer) {
-                        self.send_relay_datagram(p, side, datagram);
-                    }
-                }
-                NodeOutput::RelayDial { peer, .. } => self.relay_dial(b, &peer),
-                NodeOutput::RelayClose { peer, .. } => self.relay_close(b, &peer),
-                NodeOutput::FocusConnect => {
-                    let at = self.now + self.focus_latency;
-                    let connected = self.focus.is_some();
-                    self.push(
-                        at,
-                        Event::FocusStream {
-                            bridge: b,
-                            connected,
-                        },
-                    );
-                }
-                NodeOutput::FocusClose => self.focus_stream_closed(b),
-                NodeOutput::ToFocus(m) => {
-                    let msg = match m.msg {
-                        Some(bpb::bridge_message::Msg::Register(r)) => {
-                            ToFocus::Register(Registration::from(r))
-                        }
-                        Some(bpb::bridge_message::Msg::Stats(st)) => {
-                            ToFocus::Report(Report::from(st))
-                        }
-                        None => continue,
-                    };
-                    let at = self.now + self.focus_latency;
-                    self.push(
-                        at,
-                        Event::ToFocus {
-                            bridge: b,
-                            msg: Box::new(msg),
-                        },
-                    );
-                }
-                NodeOutput::Mix(cmd) => {
-                    let now = self.now;
-                    self.bridges[b].mixer.handle_command(now, cmd);
-                }
-                NodeOutput::Exit => {
-                    let t = self.t_us();
-                    self.trace.record(t, "bridge_exited", b as u64, 0);
-                    self.bridges[b].exited = true;
-                    self.kill_bridge(b);
-                }
-            }
-        }
-        canonical_order(&mut transmits);
-        for (destination, contents) in transmits.drain(..) {
-            if let Some(&i) = self.by_addr.get(&destination) {
-                let down = self.peers[i].down;
-                let from = self.bridges[b].addr;
-                self.send_datagram(down, from, destination, contents);
-            }
-        }
-        self.transmits = transmits;
     }
 
     /// Keep the STUN datagrams of `batch` (when tapping).
