@@ -235,3 +235,34 @@ fn a_join_asking_for_another_conference_mode_is_refused_with_the_reason() {
         "refusals leave the rooms as they were"
     );
 }
+
+#[test]
+fn after_a_mixer_restart_every_mixed_conference_is_told_again_who_is_in_it() {
+    let now = Instant::now();
+    // "r" forwards; "m" is mixed with two participants, one a viewer.
+    let mut core = core_with_one_endpoint(now);
+    core.handle_join(now, join_as(2, "m", Some(16_000)))
+        .expect("join");
+    let mut viewer = join_as(3, "m", Some(16_000));
+    viewer.may_publish = false;
+    core.handle_join(now, viewer).expect("join");
+    while core.poll_output().is_some() {}
+    core.handle_mixer_restarted();
+    let mut joins: Vec<(String, u64, bool)> = std::iter::from_fn(|| core.poll_output())
+        .filter_map(|o| match o {
+            tern_sfu::Output::Mix(tern_mixer::host::MixCommand::Join {
+                room,
+                id,
+                sends_audio,
+                sample_rate: 16_000,
+                ..
+            }) => Some((room.to_string(), id, sends_audio)),
+            _ => None,
+        })
+        .collect();
+    joins.sort();
+    assert_eq!(
+        joins,
+        [("m".to_string(), 2, true), ("m".to_string(), 3, false)]
+    );
+}

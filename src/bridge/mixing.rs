@@ -23,7 +23,7 @@ use tern_mixer::video::VideoConfig;
 use tern_mixer::video::openh264::OpenH264;
 use tern_sfu::node::{ShardInput, shard_of_room};
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{error, warn};
 
 use super::msg::ShardMsg;
 
@@ -120,6 +120,7 @@ struct WorkerMetrics {
     composites: metrics::Counter,
     composite_decoded: metrics::Counter,
     composite_keyframe_requests: metrics::Counter,
+    panics: metrics::Counter,
 }
 
 impl WorkerMetrics {
@@ -139,7 +140,8 @@ impl WorkerMetrics {
             to_shard_dropped: metrics::counter!("tern_mixer_frames_dropped_total", "worker" => w.clone()),
             composites: metrics::counter!("tern_mixer_composite_frames_total", "worker" => w.clone()),
             composite_decoded: metrics::counter!("tern_mixer_video_units_decoded_total", "worker" => w.clone()),
-            composite_keyframe_requests: metrics::counter!("tern_mixer_video_keyframe_requests_total", "worker" => w),
+            composite_keyframe_requests: metrics::counter!("tern_mixer_video_keyframe_requests_total", "worker" => w.clone()),
+            panics: metrics::counter!("tern_mixer_panics_total", "worker" => w),
         }
     }
 }
@@ -174,19 +176,39 @@ fn run(
             Err(RecvTimeoutError::Disconnected) => return,
         };
         let started = Instant::now();
-        if let Some(c) = first {
-            host.handle_command(started, c);
-            // Whatever else is queued, before the tick that may be due.
-            for c in rx.try_iter().take(QUEUE) {
+        // A bug in a mixer must not end mixing for good: the host is made
+        // anew and the shards tell it again who is where.
+        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if let Some(c) = first {
                 host.handle_command(started, c);
+                // Whatever else is queued, before the tick that may be due.
+                for c in rx.try_iter().take(QUEUE) {
+                    host.handle_command(started, c);
+                }
             }
-        }
-        host.handle_timeout(Instant::now());
-        while let Some((room, output)) = host.poll_output() {
-            let shard = shard_of_room(&room, shards.len());
-            let msg = ShardMsg::Core(ShardInput::Mixed { room, output });
-            if shards[shard].try_send(msg).is_err() {
-                to_shard_dropped += 1;
+            host.handle_timeout(Instant::now());
+            std::iter::from_fn(|| host.poll_output()).collect::<Vec<_>>()
+        }));
+        match step {
+            Ok(outputs) => {
+                for (room, output) in outputs {
+                    let shard = shard_of_room(&room, shards.len());
+                    let msg = ShardMsg::Core(ShardInput::Mixed { room, output });
+                    if shards[shard].try_send(msg).is_err() {
+                        to_shard_dropped += 1;
+                    }
+                }
+            }
+            Err(_) => {
+                error!("a mixing worker panicked: its conferences are mixed afresh");
+                m.panics.increment(1);
+                host =
+                    MixHost::with_video(codec, MixConfig::default(), video.map(|v| (OpenH264, v)));
+                for s in &shards {
+                    // Delivered when there is room: a lost restart would
+                    // leave conferences unmixed.
+                    let _ = s.blocking_send(ShardMsg::Core(ShardInput::MixerRestarted));
+                }
             }
         }
         busy += started.elapsed();

@@ -49,6 +49,26 @@ impl Core {
         }));
     }
 
+    /// A mixing worker restarted (it panicked and lost its conferences):
+    /// tell the workers again who is in every mixed conference here. A
+    /// worker that still has them refuses the repeats (counted); the one
+    /// that restarted rebuilds its mixers, and its composites ask the
+    /// publishers for keyframes as their streams resume.
+    pub fn handle_mixer_restarted(&mut self) {
+        let mut joins = Vec::new();
+        for (room, c) in &self.conferences {
+            let Some(rate) = c.mixed else { continue };
+            for id in &c.endpoints {
+                if let Some(ep) = self.endpoints.get(id) {
+                    joins.push((room.clone(), *id, rate, ep.may_publish, c.composite));
+                }
+            }
+        }
+        for (room, id, rate, sends, composite) in joins {
+            self.mix_join(&room, id, rate, sends, composite);
+        }
+    }
+
     /// The dominant speaker of a mixed conference changed (the composite's
     /// speaker layout follows it).
     pub(super) fn mix_speaker(&mut self, room: &Arc<str>, id: Option<EndpointId>) {

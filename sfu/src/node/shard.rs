@@ -80,6 +80,8 @@ pub enum ShardInput {
         peer: PeerId,
         data: Vec<Bytes>,
     },
+    /// A mixing worker restarted: its conferences' members are told again.
+    MixerRestarted,
     /// What a mixing worker produced for mixed conference `room`.
     Mixed {
         room: std::sync::Arc<str>,
@@ -124,6 +126,7 @@ impl ShardInput {
             ShardInput::RelayDatagrams { peer, data } => {
                 core.handle_relay_datagrams(now, &peer, data.iter().map(|d| &d[..]))
             }
+            ShardInput::MixerRestarted => core.handle_mixer_restarted(),
             ShardInput::Mixed { room, output } => match output {
                 Mixed::Audio(MixOutput::Audio {
                     to,
