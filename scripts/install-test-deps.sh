@@ -48,6 +48,8 @@ declare -A provides=(
   [chromium-driver]=/usr/bin/chromedriver
   [coturn]=/usr/bin/turnserver
   [curl]=/usr/bin/curl
+  # The composite video's OpenH264 builds from C++ source (tern-mixer).
+  [g++]=/usr/bin/g++
   [iproute2]=/usr/sbin/ip
   [janus]=/usr/bin/janus
   [prometheus]=/usr/bin/prometheus
