@@ -158,7 +158,7 @@ async fn four_participants_hear_the_other_three_see_everyone_in_the_composite_an
  {
     // The split strategy would put every participant on another bridge: a
     // mixed conference stays on one.
-    let (_focus, grpc, _) = start_focus(
+    let (_focus, grpc, focus_http) = start_focus(
         "127.0.0.1:0",
         "127.0.0.1:0",
         &[("TERN_FOCUS_STRATEGY", quoted("split"))],
@@ -205,6 +205,28 @@ async fn four_participants_hear_the_other_three_see_everyone_in_the_composite_an
             .expect_err("contradicting mode refused");
         assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
         assert!(e.message().contains("mixed at 16000 Hz"), "{}", e.message());
+    }
+
+    // The same through /join, as the browser client asks.
+    for (query, status, says) in [
+        (
+            "room=mix-room&name=f&mode=forwarding",
+            409,
+            "is mixed at 16000 Hz",
+        ),
+        ("room=other&name=f&mode=mixed&rate=44100", 400, "rate 44100"),
+        (
+            "room=other&name=f&composite=speaker",
+            400,
+            "for mode=mixed only",
+        ),
+        ("room=other&name=f&mode=bogus", 400, "bogus"),
+        ("room=mix-room&name=g", 200, "token"),
+    ] {
+        let (got, _, body) =
+            native::request("GET", &format!("http://{focus_http}/join?{query}"), &[], "");
+        assert_eq!(got, status, "/join?{query}: {body}");
+        assert!(body.contains(says), "/join?{query}: {body}");
     }
 
     let mut clients = Vec::new();
