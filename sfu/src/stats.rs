@@ -35,10 +35,15 @@ pub enum DropReason {
     /// would queue it without bound until it is, then send it all at once,
     /// stale. Counted per receiver.
     NotConnected,
+    /// A layer a receiver is being switched down from because it costs
+    /// more than the receiver's whole bandwidth estimate: not forwarded
+    /// while the switch waits for the lower layer's keyframe. Counted per
+    /// receiver.
+    Draining,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::UnknownSource,
         DropReason::UnknownUfrag,
         DropReason::Malformed,
@@ -51,6 +56,7 @@ impl DropReason {
         DropReason::BeforeSwitch,
         DropReason::Amplification,
         DropReason::NotConnected,
+        DropReason::Draining,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +73,7 @@ impl DropReason {
             DropReason::BeforeSwitch => "before_switch",
             DropReason::Amplification => "amplification",
             DropReason::NotConnected => "not_connected",
+            DropReason::Draining => "draining",
         }
     }
 }

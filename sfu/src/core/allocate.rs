@@ -87,7 +87,8 @@ impl Core {
         // Video slots with a source, and each one's layer costs.
         let mut video: Vec<VideoSlot> = Vec::new();
         let mut costs: Vec<Vec<LayerCost>> = Vec::new();
-        let mut decisions: Vec<(usize, Option<usize>, bool)> = Vec::new();
+        // (slot, target, suspended, drain the current layer)
+        let mut decisions: Vec<(usize, Option<usize>, bool, bool)> = Vec::new();
         // Slots showing an SVC source: they step down without a keyframe.
         let mut svc_slots: Vec<usize> = Vec::new();
         for (i, slot) in ep.slots.iter().enumerate() {
@@ -102,7 +103,7 @@ impl Core {
                         .first()
                         .and_then(|l| l.rate.current_bps())
                         .unwrap_or(0);
-                    decisions.push((i, Some(0), false));
+                    decisions.push((i, Some(0), false, false));
                 }
                 Kind::Video => {
                     if src.svc {
@@ -161,7 +162,7 @@ impl Core {
         let estimation = self.cfg.bandwidth.estimation;
         let budget = ep
             .bw
-            .budget
+            .spendable(now)
             .filter(|_| estimation)
             .map(|b| b.saturating_sub(audio_bps));
         // The first source on its lowest layer keeps it through a dip of
@@ -184,6 +185,7 @@ impl Core {
         });
         let mut allocation = Allocation::default();
         allocate(&candidates, budget, &mut allocation);
+
         for (k, &v) in order.iter().enumerate() {
             let i = video[v].slot;
             let (target, suspended) = match allocation.choices[k] {
@@ -191,7 +193,21 @@ impl Core {
                 Choice::Suspended => (None, true),
                 Choice::Off => (None, false),
             };
-            decisions.push((i, target, suspended));
+            // Going down from a layer that costs more than the receiver's
+            // whole budget: its packets only fill the bottleneck queue the
+            // new layer's keyframe will wait behind (and get lost there), so
+            // stop them now rather than at that keyframe. The picture holds
+            // its last frame either way.
+            let current = ep.slots[i].current;
+            // (Draining every slot going down while the slots together
+            // overshoot the budget was tried: thumbnails switching down
+            // beside a screen share then froze the screen's receiver more,
+            // not less; BENCHMARKS.md, "Collapse and drain".)
+            let drain = target.zip(current).is_some_and(|(t, c)| t < c)
+                && budget
+                    .zip(current.and_then(|c| costs[v].get(c)))
+                    .is_some_and(|(b, c)| c.bitrate_bps > b);
+            decisions.push((i, target, suspended, drain));
         }
         drop(candidates);
 
@@ -205,7 +221,7 @@ impl Core {
         // A receiver not connected yet is sent nothing (`fan_out`): its
         // keyframes are asked for when it connects.
         let connected = ep.rtc.is_connected();
-        for (i, target, suspended) in decisions {
+        for (i, target, suspended, drain) in decisions {
             let slot = &mut ep.slots[i];
             let Some(r) = slot.source else { continue };
             if target.is_none() && slot.current.is_some() {
@@ -226,6 +242,7 @@ impl Core {
             }
             slot.target = target;
             slot.suspended = suspended;
+            slot.draining = drain && !svc_slots.contains(&i);
             if let (Some(at), Some(c)) = (slot.confirm_keyframe_at, slot.current)
                 && now >= at
             {

@@ -594,6 +594,9 @@ impl Core {
                         }
                     }
                 }
+            } else if slot.current == Some(layer) && slot.draining {
+                self.stats.drop(DropReason::Draining);
+                continue;
             } else if slot.current != Some(layer) {
                 if slot.target == Some(layer) && keyframe {
                     if slot.current.is_some_and(|c| c > layer) {
@@ -602,6 +605,7 @@ impl Core {
                     }
                     slot.rewriter.rebase(&numbers, now);
                     slot.current = Some(layer);
+                    slot.draining = false;
                     slot.switch_requested = None;
                     self.stats.layer_switches += 1;
                     self.relay.demand_dirty = true;

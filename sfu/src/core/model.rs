@@ -204,6 +204,10 @@ pub(super) struct Slot {
     /// After a switch down: when to ask for one more keyframe (see
     /// `allocate.rs`).
     pub(super) confirm_keyframe_at: Option<Instant>,
+    /// Switching down from a layer the receiver's link cannot carry at all:
+    /// that layer is no longer forwarded while the switch waits for the
+    /// target's keyframe (see `allocate.rs`).
+    pub(super) draining: bool,
 }
 
 impl Slot {
@@ -218,6 +222,7 @@ impl Slot {
             tx_ssrc: None,
             suspended: false,
             confirm_keyframe_at: None,
+            draining: false,
             rewriter: match kind {
                 Kind::Audio => Rewriter::audio(),
                 Kind::Video => Rewriter::video(),
@@ -232,6 +237,7 @@ impl Slot {
         self.switch_requested = None;
         self.suspended = false;
         self.confirm_keyframe_at = None;
+        self.draining = false;
         self.rewriter.unmap();
     }
 }
