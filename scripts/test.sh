@@ -16,9 +16,12 @@ if ! cargo deny --version >/dev/null 2>&1; then
 fi
 
 # Supply chain (deny.toml): every dependency's licence is on the allow list,
-# no wildcard versions, crates only from crates.io. Advisories need the
-# RustSec database from GitHub, which CI cannot reach (deny.toml says more).
+# no wildcard versions, crates only from crates.io; and no dependency with a
+# RustSec advisory, checked against the repository's snapshot of the
+# database (CI cannot reach GitHub, its home; deny.toml says more).
 cargo deny check licenses bans sources
+bash scripts/advisory-db.sh unpack
+cargo deny --offline check advisories
 
 # Every test in the workspace: unit, property, native-client and browser tests.
 # Browser tests write one line per failure here (tests/support/netns.rs); the
