@@ -19,8 +19,8 @@ fi
 # no wildcard versions, crates only from crates.io; and no dependency with a
 # RustSec advisory, checked against the repository's snapshot of the
 # database (CI cannot reach GitHub, its home; deny.toml says more).
-cargo deny check licenses bans sources
 bash scripts/advisory-db.sh unpack
+cargo deny check licenses bans sources
 cargo deny --offline check advisories
 
 # Every test in the workspace: unit, property, native-client and browser tests.
