@@ -286,9 +286,13 @@ fn count_only_subscribers_count_media_and_the_others_still_measure_it() {
         v["bridges"]
     );
     // One publisher's video and audio to four subscribers for 2 s: well
-    // over what the single full subscriber alone could account for.
+    // over twice what the single full subscriber alone could account for
+    // (~310 at 720p). Not four receivers' worth of 720p: a receiver that
+    // joins before its estimate carries 720p starts on 360p and is lifted
+    // by the start-up probes (seen here: 1,248 packets when all four start
+    // on 720p, 1,156 when they spend their first second on 360p).
     let packets = o["received_packets"].as_u64().unwrap_or(0);
-    assert!(packets > 4 * 300, "{o}");
+    assert!(packets > 3 * 300, "{o}");
     assert!(o["delay_ms"]["p50"].as_f64().is_some(), "{o}");
     assert_eq!(o["loss_percent"].as_f64(), Some(0.0), "{o}");
 }
