@@ -2,7 +2,8 @@
 # Installs what the tests need: Chromium and its WebDriver (browser tests,
 # tests/browser_e2e.rs), coturn (tests/browser_networks.rs), Prometheus (a real
 # scraper, tests/metrics_prometheus.rs), Janus (the comparison target, tests/loadtest.rs and
-# tests/janus/compare.sh), curl, iproute2 (network namespaces), and aiortc
+# tests/janus/compare.sh), curl, iproute2 (network namespaces), FFmpeg (the
+# recordings' reader, record/tests/ffmpeg.rs), and aiortc
 # (tests/interop_aiortc.rs) in a Python venv under target/, and the whip-whep
 # JavaScript library (tests/browser_whip.rs) under target/.
 # Idempotent: installs only what is missing, never prompts. Needs root (or
@@ -48,6 +49,8 @@ declare -A provides=(
   [chromium-driver]=/usr/bin/chromedriver
   [coturn]=/usr/bin/turnserver
   [curl]=/usr/bin/curl
+  # tern-record's tests: ffprobe reads and ffmpeg decodes what it writes.
+  [ffmpeg]=/usr/bin/ffprobe
   # The composite video's OpenH264 builds from C++ source (tern-mixer).
   [g++]=/usr/bin/g++
   [iproute2]=/usr/sbin/ip

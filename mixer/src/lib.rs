@@ -17,10 +17,8 @@
 //! - [`codec`]: the seam to the codec ([`codec::AudioCodec`]);
 //!   [`opus::Opus`] is the real one, and [`codec::Pcm16`] (raw samples)
 //!   lets the mixing itself be tested exactly.
-//!
-//! Status: the audio core only. Composite video, the bridge's mixing
-//! workers, the conference mode in the gRPC API and the browser client are
-//! not built yet (see issue 18's notes).
+//! - [`video`]: the composite: H.264 in, a grid or speaker layout of
+//!   everyone's pictures encoded once, out.
 
 pub mod audio;
 pub mod codec;

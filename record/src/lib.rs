@@ -1,0 +1,39 @@
+//! Tern's recording (issue 21), Sans-IO: each participant's audio and video
+//! written to WebM as it was sent, without transcoding.
+//!
+//! - [`ebml`]: the EBML encoding Matroska and WebM are made of.
+//! - [`webm`]: one track's file: a header, then clusters of blocks. The
+//!   segment and every cluster have an unknown size, so the file is never
+//!   rewritten and one cut short (a crash, a full disk) still plays up to
+//!   its last complete block.
+//! - [`vp8`]: VP8 frames back from RTP (RFC 7741): a frame is written only
+//!   when every packet of it arrived; after a lost one nothing is written
+//!   until the next keyframe, so a gap is a gap, not a corrupt picture.
+//! - [`track`]: one recorded source: RTP packets and their arrival in,
+//!   WebM bytes out, timestamps placed on the recording's timeline.
+//!
+//! Status: this core only. Starting and stopping a recording (gRPC, the
+//! browser client), the bridge writing the files, and recording across the
+//! relay are not built yet (issue 21's notes).
+
+pub mod ebml;
+pub mod track;
+pub mod vp8;
+pub mod webm;
+
+pub use track::{Codec, TrackRecorder, TrackStats};
+
+/// What a recorder refuses. Network input never panics a recorder: a
+/// packet it cannot use is dropped and counted ([`TrackStats`]); these are
+/// the reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("empty RTP payload")]
+    Empty,
+    #[error("VP8 payload descriptor truncated")]
+    Vp8Descriptor,
+    #[error("packet older than what was already written")]
+    Late,
+    #[error("frame larger than {max} bytes", max = track::MAX_FRAME_BYTES)]
+    FrameTooLarge,
+}

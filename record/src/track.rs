@@ -1,0 +1,342 @@
+//! One recorded source: its RTP packets in (as the bridge receives them:
+//! reordered, repeated by retransmission, some lost for good), its WebM
+//! file's bytes out.
+//!
+//! Frames are written in timestamp order once complete. A frame that is
+//! still incomplete when a later one has waited [`REORDER_MS`] is given up;
+//! so is a video frame whose predecessor never came, and then every video
+//! frame until the next keyframe: the file holds a gap there (the player
+//! shows the last picture), never a frame decoded against a missing
+//! reference. Audio frames stand alone, so audio only ever has gaps.
+//!
+//! Each frame's time on the recording's timeline comes from its RTP
+//! timestamp through one mapping per track: the first written frame's
+//! arrival, or
+//! what the caller sets with [`TrackRecorder::set_origin`] before anything
+//! is written (from the publisher's sender reports, so that tracks from
+//! one publisher line up as they were captured).
+
+use std::collections::BTreeMap;
+
+use crate::RecordError;
+use crate::vp8;
+use crate::webm::{TrackKind, WebmWriter};
+
+/// A frame larger than this is refused (a 1080p keyframe is ~200 KB).
+pub const MAX_FRAME_BYTES: usize = 4 << 20;
+/// How long an incomplete frame, or a gap before a complete one, is waited
+/// for (in media time, measured by later frames' timestamps): about what a
+/// NACK round trip to a publisher takes on a long path.
+pub const REORDER_MS: u64 = 500;
+/// Frames waiting at most; beyond this the oldest is given up.
+const MAX_PENDING: usize = 512;
+
+/// What a track holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Vp8,
+    Opus { channels: u8 },
+}
+
+impl Codec {
+    fn clock(self) -> u64 {
+        match self {
+            Codec::Vp8 => 90_000,
+            Codec::Opus { .. } => 48_000,
+        }
+    }
+}
+
+/// What happened to a track's packets and frames.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackStats {
+    pub packets: u64,
+    pub frames_written: u64,
+    /// Frames given up incomplete.
+    pub frames_incomplete: u64,
+    /// Complete video frames not written because a frame before them was
+    /// missing and no keyframe had come since.
+    pub frames_awaiting_keyframe: u64,
+    /// Packets refused, by reason.
+    pub empty: u64,
+    pub malformed: u64,
+    pub late: u64,
+    pub too_large: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    /// Payload (VP8 descriptor removed) by extended sequence number.
+    packets: BTreeMap<i64, Vec<u8>>,
+    first: Option<i64>,
+    last: Option<i64>,
+    bytes: usize,
+    /// When its first packet arrived (ms into the recording).
+    arrived: i64,
+}
+
+impl Pending {
+    fn complete(&self) -> Option<(i64, i64)> {
+        let (f, l) = (self.first?, self.last?);
+        let n = self.packets.range(f..=l).count() as i64;
+        (l >= f && n == l - f + 1).then_some((f, l))
+    }
+}
+
+/// Extends a wrapping counter of `bits` bits to an i64 by nearest distance
+/// to the last value seen.
+#[derive(Debug, Default)]
+struct Unwrap {
+    last: Option<i64>,
+}
+
+impl Unwrap {
+    fn extend(&mut self, v: u64, bits: u32) -> i64 {
+        let modulus = 1i64 << bits;
+        let v = v as i64;
+        let ext = match self.last {
+            None => v,
+            Some(last) => {
+                let base = last - last.rem_euclid(modulus);
+                [base - modulus + v, base + v, base + modulus + v]
+                    .into_iter()
+                    .min_by_key(|c| (c - last).abs())
+                    .unwrap_or(v)
+            }
+        };
+        if self.last.is_none_or(|l| ext > l) {
+            self.last = Some(ext);
+        }
+        ext
+    }
+}
+
+/// One track of a recording.
+#[derive(Debug)]
+pub struct TrackRecorder {
+    codec: Codec,
+    writer: Option<WebmWriter>,
+    out: Vec<u8>,
+    seq: Unwrap,
+    ts: Unwrap,
+    /// (extended RTP timestamp, ms on the recording's timeline).
+    origin: Option<(i64, i64)>,
+    pending: BTreeMap<i64, Pending>,
+    /// The newest timestamp seen.
+    newest: Option<i64>,
+    /// The last frame written or given up: anything at or before it is late.
+    done_ts: Option<i64>,
+    /// The sequence number the next frame should start at.
+    next_seq: Option<i64>,
+    need_keyframe: bool,
+    stats: TrackStats,
+}
+
+impl TrackRecorder {
+    pub fn new(codec: Codec) -> Self {
+        Self {
+            codec,
+            writer: None,
+            out: Vec::new(),
+            seq: Unwrap::default(),
+            ts: Unwrap::default(),
+            origin: None,
+            pending: BTreeMap::new(),
+            newest: None,
+            done_ts: None,
+            next_seq: None,
+            need_keyframe: matches!(codec, Codec::Vp8),
+            stats: TrackStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &TrackStats {
+        &self.stats
+    }
+
+    /// Place RTP timestamp `rtp_ts` at `at_ms` on the recording's timeline.
+    /// Only before the first frame is written: moving a track's timeline
+    /// under frames already in the file would send it backwards.
+    pub fn set_origin(&mut self, rtp_ts: u32, at_ms: i64) -> bool {
+        if self.writer.is_some() {
+            return false;
+        }
+        let ext = self.ts.extend(u64::from(rtp_ts), 32);
+        self.origin = Some((ext, at_ms));
+        true
+    }
+
+    /// Take one RTP packet that arrived `at_ms` into the recording.
+    pub fn push(
+        &mut self,
+        at_ms: i64,
+        seq: u16,
+        rtp_ts: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> Result<(), RecordError> {
+        self.stats.packets += 1;
+        let r = self.take(at_ms, seq, rtp_ts, marker, payload);
+        if let Err(e) = r {
+            match e {
+                RecordError::Empty => self.stats.empty += 1,
+                RecordError::Vp8Descriptor => self.stats.malformed += 1,
+                RecordError::Late => self.stats.late += 1,
+                RecordError::FrameTooLarge => self.stats.too_large += 1,
+            }
+        }
+        self.drain(false);
+        r
+    }
+
+    /// The recording ends: write every complete frame still waiting.
+    pub fn finish(&mut self) {
+        self.drain(true);
+    }
+
+    /// Move the bytes produced since the last call to the end of `buf`
+    /// (what the shell appends to the file).
+    pub fn take_output(&mut self, buf: &mut Vec<u8>) {
+        self.stats.bytes += self.out.len() as u64;
+        buf.append(&mut self.out);
+    }
+
+    fn take(
+        &mut self,
+        at_ms: i64,
+        seq: u16,
+        rtp_ts: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> Result<(), RecordError> {
+        if payload.is_empty() {
+            return Err(RecordError::Empty);
+        }
+        let (data, start) = match self.codec {
+            Codec::Vp8 => {
+                let d = vp8::descriptor(payload)?;
+                (&payload[d.len..], d.start)
+            }
+            Codec::Opus { .. } => (payload, true),
+        };
+        let ext_seq = self.seq.extend(u64::from(seq), 16);
+        let ext_ts = self.ts.extend(u64::from(rtp_ts), 32);
+        if self.done_ts.is_some_and(|d| ext_ts <= d) {
+            return Err(RecordError::Late);
+        }
+        let p = self.pending.entry(ext_ts).or_insert_with(|| Pending {
+            arrived: at_ms,
+            ..Pending::default()
+        });
+        if p.packets.contains_key(&ext_seq) {
+            // A retransmission of what is here already.
+            return Ok(());
+        }
+        p.bytes += data.len();
+        if p.bytes > MAX_FRAME_BYTES {
+            self.pending.remove(&ext_ts);
+            self.give_up(ext_ts);
+            return Err(RecordError::FrameTooLarge);
+        }
+        p.packets.insert(ext_seq, data.to_vec());
+        let audio = matches!(self.codec, Codec::Opus { .. });
+        if start {
+            p.first = Some(ext_seq);
+        }
+        if marker || audio {
+            p.last = Some(ext_seq);
+        }
+        self.newest = Some(self.newest.map_or(ext_ts, |n| n.max(ext_ts)));
+        Ok(())
+    }
+
+    /// A frame was given up: nothing at or before it will be written.
+    fn give_up(&mut self, ts: i64) {
+        self.stats.frames_incomplete += 1;
+        self.done_ts = Some(self.done_ts.map_or(ts, |d| d.max(ts)));
+        self.next_seq = None;
+        if matches!(self.codec, Codec::Vp8) {
+            self.need_keyframe = true;
+        }
+    }
+
+    fn drain(&mut self, all: bool) {
+        let window = (REORDER_MS * self.codec.clock() / 1000) as i64;
+        while self.pending.len() > MAX_PENDING {
+            if let Some((ts, _)) = self.pending.pop_first() {
+                self.give_up(ts);
+            }
+        }
+        while let Some((&ts, p)) = self.pending.first_key_value() {
+            let waited = all || self.newest.is_some_and(|n| n - ts >= window);
+            match p.complete() {
+                Some((first, _)) => {
+                    // With nothing written before it (the first frame, or
+                    // the first after one was given up), what came before
+                    // is unknown: wait in case an earlier frame is late.
+                    let contiguous = self.next_seq == Some(first);
+                    if !(contiguous || waited) {
+                        return;
+                    }
+                    if let Some((_, p)) = self.pending.pop_first() {
+                        self.write(ts, p, contiguous);
+                    }
+                }
+                None if waited => {
+                    self.pending.pop_first();
+                    self.give_up(ts);
+                }
+                None => return,
+            }
+        }
+    }
+
+    fn write(&mut self, ts: i64, p: Pending, contiguous: bool) {
+        let p_arrived = p.arrived;
+        self.done_ts = Some(ts);
+        self.next_seq = p.last.map(|l| l + 1);
+        let mut frame = Vec::with_capacity(p.bytes);
+        for d in p.packets.into_values() {
+            frame.extend_from_slice(&d);
+        }
+        let (kind, keyframe) = match self.codec {
+            Codec::Vp8 => {
+                if !contiguous {
+                    self.need_keyframe = true;
+                }
+                let size = vp8::keyframe_size(&frame);
+                if self.need_keyframe && size.is_none() {
+                    self.stats.frames_awaiting_keyframe += 1;
+                    return;
+                }
+                self.need_keyframe = false;
+                let (width, height) = size.unwrap_or((0, 0));
+                (TrackKind::Vp8 { width, height }, size.is_some())
+            }
+            Codec::Opus { channels } => (TrackKind::Opus { channels }, true),
+        };
+        // Without a mapping from sender reports, the first frame written is
+        // placed where its first packet arrived.
+        let (o_ts, o_ms) = *self.origin.get_or_insert((ts, p_arrived));
+        let ms = o_ms + (ts - o_ts) * 1000 / self.codec.clock() as i64;
+        let Ok(ms) = u64::try_from(ms) else {
+            // Before the recording began (an origin from a sender report
+            // can place early frames there).
+            self.stats.late += 1;
+            return;
+        };
+        let out = &mut self.out;
+        let w = self
+            .writer
+            .get_or_insert_with(|| WebmWriter::new(kind, out));
+        if w.frame(ms, keyframe, &frame, out) {
+            self.stats.frames_written += 1;
+        } else {
+            self.stats.late += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,201 @@
+use super::*;
+use proptest::prelude::*;
+
+/// A fake VP8 frame: a keyframe header (with its size) or an interframe,
+/// padded to `len`.
+fn frame(key: bool, len: usize) -> Vec<u8> {
+    let mut f = if key {
+        vec![0x50, 0x01, 0x00, 0x9D, 0x01, 0x2A, 0x40, 0x01, 0xF0, 0x00]
+    } else {
+        vec![0x51, 0x01, 0x00]
+    };
+    f.resize(len.max(f.len()), 0x77);
+    f
+}
+
+/// (seq, ts, marker, payload with descriptor).
+type Packet = (u16, u32, bool, Vec<u8>);
+
+/// RTP packets of one frame.
+fn packetize(seq: &mut u16, ts: u32, f: &[u8], mtu: usize) -> Vec<Packet> {
+    let chunks: Vec<&[u8]> = f.chunks(mtu).collect();
+    let n = chunks.len();
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut p = vec![if i == 0 { 0x10 } else { 0x00 }];
+            p.extend_from_slice(c);
+            let s = *seq;
+            *seq = seq.wrapping_add(1);
+            (s, ts, i + 1 == n, p)
+        })
+        .collect()
+}
+
+/// 30 fps for `frames` frames, a keyframe every `gop`.
+fn stream(frames: usize, gop: usize, start_seq: u16) -> Vec<Vec<Packet>> {
+    let mut seq = start_seq;
+    (0..frames)
+        .map(|i| {
+            let ts = (i as u32)
+                .wrapping_mul(3000)
+                .wrapping_add(u32::MAX - 30_000);
+            packetize(&mut seq, ts, &frame(i % gop == 0, 2500), 1000)
+        })
+        .collect()
+}
+
+fn feed(r: &mut TrackRecorder, pkts: &[Packet]) {
+    for (i, (s, t, m, p)) in pkts.iter().enumerate() {
+        let _ = r.push(i as i64, *s, *t, *m, p);
+    }
+}
+
+#[test]
+fn every_frame_is_written_in_order_across_sequence_and_timestamp_wraps() {
+    let mut r = TrackRecorder::new(Codec::Vp8);
+    let all: Vec<_> = stream(90, 30, u16::MAX - 40).concat();
+    feed(&mut r, &all);
+    r.finish();
+    assert_eq!(r.stats().frames_written, 90, "{:?}", r.stats());
+    let mut out = Vec::new();
+    r.take_output(&mut out);
+    assert_eq!(&out[..4], &[0x1A, 0x45, 0xDF, 0xA3]);
+}
+
+#[test]
+fn reordered_and_retransmitted_packets_still_make_whole_frames() {
+    let mut r = TrackRecorder::new(Codec::Vp8);
+    let frames = stream(60, 30, 100);
+    let mut all = Vec::new();
+    for pair in frames.chunks(2) {
+        // The second frame's packets first, then the first's, and one
+        // packet twice.
+        if let [a, b] = pair {
+            all.extend(b.iter().rev().cloned());
+            all.extend(a.iter().cloned());
+            all.push(a[0].clone());
+        }
+    }
+    feed(&mut r, &all);
+    r.finish();
+    let s = r.stats();
+    assert_eq!(s.frames_written, 60, "{s:?}");
+    assert_eq!(s.frames_incomplete, 0, "{s:?}");
+}
+
+#[test]
+fn a_lost_packet_leaves_a_gap_until_the_next_keyframe() {
+    let mut r = TrackRecorder::new(Codec::Vp8);
+    let mut frames = stream(90, 30, 7);
+    // Frame 40 loses its middle packet for good.
+    frames[40].remove(1);
+    feed(&mut r, &frames.concat());
+    r.finish();
+    let s = r.stats();
+    // Frame 40 given up; 41-59 complete but not written (no reference);
+    // from the keyframe at 60 on, written.
+    assert_eq!(s.frames_incomplete, 1, "{s:?}");
+    assert_eq!(s.frames_awaiting_keyframe, 19, "{s:?}");
+    assert_eq!(s.frames_written, 90 - 20, "{s:?}");
+}
+
+#[test]
+fn a_frame_lost_whole_also_waits_for_a_keyframe() {
+    let mut r = TrackRecorder::new(Codec::Vp8);
+    let mut frames = stream(60, 30, 7);
+    frames[10].clear();
+    feed(&mut r, &frames.concat());
+    r.finish();
+    let s = r.stats();
+    // 11-29 complete but after a hole.
+    assert_eq!(s.frames_awaiting_keyframe, 19, "{s:?}");
+    assert_eq!(s.frames_written, 60 - 20, "{s:?}");
+}
+
+#[test]
+fn recording_starts_at_a_keyframe() {
+    let mut r = TrackRecorder::new(Codec::Vp8);
+    let frames = stream(60, 30, 7);
+    // Joined mid-stream: frames 5.. only.
+    feed(&mut r, &frames[5..].concat());
+    r.finish();
+    let s = r.stats();
+    assert_eq!(s.frames_awaiting_keyframe, 25, "{s:?}");
+    assert_eq!(s.frames_written, 30, "{s:?}");
+}
+
+#[test]
+fn packets_of_frames_already_written_are_late_and_counted() {
+    let mut r = TrackRecorder::new(Codec::Vp8);
+    let frames = stream(30, 30, 7);
+    feed(&mut r, &frames.concat());
+    let (s, t, m, p) = frames[3][0].clone();
+    assert_eq!(r.push(100, s, t, m, &p), Err(RecordError::Late));
+    assert_eq!(r.push(100, 1, 0, false, &[]), Err(RecordError::Empty));
+    assert_eq!(
+        r.push(100, 2, 0, false, &[0x90]),
+        Err(RecordError::Vp8Descriptor)
+    );
+    let st = r.stats();
+    assert_eq!((st.late, st.empty, st.malformed), (1, 1, 1), "{st:?}");
+}
+
+#[test]
+fn audio_gaps_are_gaps_and_every_packet_that_came_is_written() {
+    let mut r = TrackRecorder::new(Codec::Opus { channels: 2 });
+    for i in 0..100u32 {
+        if (40..45).contains(&i) {
+            continue;
+        }
+        let _ = r.push(
+            i64::from(i) * 20,
+            i as u16,
+            i * 960,
+            false,
+            &[0xFC, 1, 2, 3],
+        );
+    }
+    r.finish();
+    assert_eq!(r.stats().frames_written, 95, "{:?}", r.stats());
+    assert_eq!(r.stats().frames_incomplete, 0);
+}
+
+#[test]
+fn the_origin_places_the_first_frame_on_the_recording_timeline() {
+    let mut r = TrackRecorder::new(Codec::Opus { channels: 2 });
+    // RTP 96000 (2 s into the stream) is 1.5 s into the recording.
+    assert!(r.set_origin(96_000, 1_500));
+    let _ = r.push(0, 1, 96_000 + 4_800, false, &[0xFC, 1]);
+    r.finish();
+    let mut out = Vec::new();
+    r.take_output(&mut out);
+    // The cluster's timestamp element: 0xE7, size 2, 1600 ms.
+    let at = out
+        .windows(4)
+        .position(|w| w == [0xE7, 0x82, 0x06, 0x40])
+        .map(|_| ());
+    assert_eq!(at, Some(()), "cluster at 1600 ms");
+    assert!(!r.set_origin(0, 0), "not once frames are written");
+}
+
+proptest! {
+    #[test]
+    fn never_panics_and_never_writes_backwards(
+        pkts in prop::collection::vec(
+            (any::<u16>(), any::<u32>(), any::<bool>(), prop::collection::vec(any::<u8>(), 0..40)),
+            0..200,
+        ),
+        opus in any::<bool>(),
+    ) {
+        let codec = if opus { Codec::Opus { channels: 2 } } else { Codec::Vp8 };
+        let mut r = TrackRecorder::new(codec);
+        for (i, (s, t, m, p)) in pkts.iter().enumerate() {
+            let _ = r.push(i as i64, *s, *t, *m, p);
+        }
+        r.finish();
+        let s = r.stats();
+        prop_assert!(s.frames_written <= s.packets);
+    }
+}

@@ -1,0 +1,305 @@
+//! The files a recorder writes, read by an independent implementation:
+//! FFmpeg (Debian's, installed by the test command). Real VP8 from
+//! libvpx and real Opus, through RTP with loss and reordering, into WebM;
+//! ffprobe must read every file and ffmpeg decode every frame without an
+//! error, and a file cut short must still play up to the cut.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tern_mixer::codec::{AudioCodec, AudioEncoder};
+use tern_mixer::opus::Opus;
+use tern_record::{Codec, TrackRecorder};
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tern-record-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(name)
+}
+
+fn run(cmd: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| {
+        panic!("{cmd} not runnable ({e}): scripts/install-test-deps.sh installs ffmpeg")
+    });
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// VP8 frames from libvpx: 320x240 test pattern, 30 fps, a keyframe every
+/// 30 frames.
+fn vp8_frames(seconds: u32) -> Vec<Vec<u8>> {
+    let ivf = tmp("src.ivf");
+    let (ok, _, err) = run(
+        "ffmpeg",
+        &[
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=30",
+            "-t",
+            &seconds.to_string(),
+            "-c:v",
+            "libvpx",
+            "-g",
+            "30",
+            "-b:v",
+            "400k",
+            "-f",
+            "ivf",
+            ivf.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(ok, "ffmpeg made no VP8: {err}");
+    let data = std::fs::read(&ivf).expect("ivf");
+    assert_eq!(&data[..4], b"DKIF");
+    let header = usize::from(u16::from_le_bytes([data[6], data[7]]));
+    let mut frames = Vec::new();
+    let mut at = header;
+    while at + 12 <= data.len() {
+        let n = u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
+        frames.push(data[at + 12..at + 12 + n].to_vec());
+        at += 12 + n;
+    }
+    frames
+}
+
+/// RTP packets of each frame (RFC 7741, no extensions), 500 bytes of VP8
+/// each: (seq, ts, marker, payload).
+type Packet = (u16, u32, bool, Vec<u8>);
+
+fn packetize(frames: &[Vec<u8>], seq: u16, ts: u32) -> Vec<Vec<Packet>> {
+    let mut seq = seq;
+    frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let chunks: Vec<&[u8]> = f.chunks(500).collect();
+            let n = chunks.len();
+            chunks
+                .into_iter()
+                .enumerate()
+                .map(|(k, c)| {
+                    let mut p = vec![if k == 0 { 0x10 } else { 0x00 }];
+                    p.extend_from_slice(c);
+                    let s = seq;
+                    seq = seq.wrapping_add(1);
+                    (s, ts.wrapping_add(3000 * i as u32), k + 1 == n, p)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn write(path: &Path, r: &mut TrackRecorder) -> Vec<u8> {
+    let mut file = Vec::new();
+    r.take_output(&mut file);
+    std::fs::write(path, &file).expect("write webm");
+    file
+}
+
+fn probe(path: &Path, stream: &str, entries: &str) -> serde_json::Value {
+    let (v, err) = probe_with_complaints(path, stream, entries);
+    assert!(err.is_empty(), "ffprobe: {err}");
+    v
+}
+
+fn probe_with_complaints(path: &Path, stream: &str, entries: &str) -> (serde_json::Value, String) {
+    let (ok, out, err) = run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            stream,
+            "-show_entries",
+            entries,
+            "-of",
+            "json",
+            path.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(ok, "ffprobe: {err}");
+    (serde_json::from_str(&out).expect("ffprobe json"), err)
+}
+
+/// A cut file's only complaint is that it ends early.
+fn only_ends_early(err: &str) -> bool {
+    err.lines().all(|l| l.contains("File ended prematurely"))
+}
+
+/// ffmpeg decodes the whole file; its complaints (decoder or demuxer).
+fn decode_errors(path: &Path) -> String {
+    let (ok, _, err) = run(
+        "ffmpeg",
+        &[
+            "-v",
+            "error",
+            "-i",
+            path.to_str().expect("utf-8"),
+            "-f",
+            "null",
+            "-",
+        ],
+    );
+    assert!(ok, "ffmpeg failed: {err}");
+    err
+}
+
+#[test]
+fn recorded_vp8_with_loss_and_reordering_decodes_without_an_error() {
+    let frames = vp8_frames(4);
+    assert_eq!(frames.len(), 120);
+    let mut pkts = packetize(&frames, 65_400, u32::MAX - 100_000);
+    // Frame 45 loses a packet for good (a gap until the keyframe at 60);
+    // frames 70 and 71 arrive in each other's place; frame 80's first
+    // packet comes twice.
+    assert!(pkts[45].len() > 1, "frame 45 spans packets");
+    pkts[45].remove(0);
+    pkts.swap(70, 71);
+    let dup = pkts[80][0].clone();
+    pkts[80].push(dup);
+    let mut r = TrackRecorder::new(Codec::Vp8);
+    for (i, f) in pkts.iter().enumerate() {
+        for (s, t, m, p) in f {
+            let _ = r.push(i as i64 * 33, *s, *t, *m, p);
+        }
+    }
+    r.finish();
+    let stats = r.stats().clone();
+    // 45 given up, 46-59 waited for a keyframe; everything else written.
+    assert_eq!(stats.frames_incomplete, 1, "{stats:?}");
+    assert_eq!(stats.frames_awaiting_keyframe, 14, "{stats:?}");
+    assert_eq!(stats.frames_written, 120 - 15, "{stats:?}");
+
+    let path = tmp("video.webm");
+    let file = write(&path, &mut r);
+    let v = probe(
+        &path,
+        "v:0",
+        "stream=codec_name,width,height,nb_read_frames",
+    );
+    let s = &v["streams"][0];
+    assert_eq!(s["codec_name"], "vp8", "{v}");
+    assert_eq!(
+        (s["width"].as_u64(), s["height"].as_u64()),
+        (Some(320), Some(240)),
+        "{v}"
+    );
+    assert_eq!(s["nb_read_frames"].as_str(), Some("105"), "{v}");
+    assert_eq!(decode_errors(&path), "", "every frame decodes");
+
+    // Cut short (as by a crash or a full disk) two thirds in, mid-block:
+    // what came before the cut still decodes.
+    let cut = tmp("video-cut.webm");
+    std::fs::write(&cut, &file[..file.len() * 2 / 3]).expect("write cut");
+    let (v, err) = probe_with_complaints(&cut, "v:0", "stream=nb_read_frames");
+    assert!(only_ends_early(&err), "{err}");
+    let err = decode_errors(&cut);
+    assert!(
+        only_ends_early(&err),
+        "no corrupt frame before the cut: {err}"
+    );
+    let n: u64 = v["streams"][0]["nb_read_frames"]
+        .as_str()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(n >= 60, "frames readable before the cut: {v}");
+}
+
+/// Power of `freq` in `pcm` (Goertzel), normalised by length.
+fn power(pcm: &[i16], rate: f64, freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / rate;
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &x in pcm {
+        let s = f64::from(x) + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2) / pcm.len() as f64
+}
+
+#[test]
+fn recorded_opus_with_a_gap_keeps_its_tone_and_its_length() {
+    let mut enc = Opus::default().encoder(48_000).expect("encoder");
+    let mut r = TrackRecorder::new(Codec::Opus { channels: 2 });
+    let mut packet = Vec::new();
+    // 3 s of a 440 Hz tone, 20 ms frames; frames 50-59 lost (200 ms).
+    for i in 0..150u32 {
+        let pcm: Vec<i16> = (0..960)
+            .map(|k| {
+                let t = f64::from(i * 960 + k) / 48_000.0;
+                ((2.0 * std::f64::consts::PI * 440.0 * t).sin() * 8_000.0) as i16
+            })
+            .collect();
+        enc.encode(&pcm, &mut packet).expect("encode");
+        if (50..60).contains(&i) {
+            continue;
+        }
+        let _ = r.push(
+            i64::from(i) * 20,
+            1000 + i as u16,
+            5_000 + i * 960,
+            false,
+            &packet,
+        );
+    }
+    r.finish();
+    assert_eq!(r.stats().frames_written, 140, "{:?}", r.stats());
+    let path = tmp("audio.webm");
+    write(&path, &mut r);
+    let v = probe(&path, "a:0", "stream=codec_name,sample_rate,channels");
+    assert_eq!(v["streams"][0]["codec_name"], "opus", "{v}");
+    assert_eq!(decode_errors(&path), "", "every frame decodes");
+
+    // Decoded with the gap filled by silence where its timestamps say.
+    let pcm_path = tmp("audio.pcm");
+    let (ok, _, err) = run(
+        "ffmpeg",
+        &[
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            path.to_str().expect("utf-8"),
+            "-af",
+            "aresample=async=1:first_pts=0",
+            "-ac",
+            "1",
+            "-ar",
+            "48000",
+            "-f",
+            "s16le",
+            pcm_path.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(ok, "{err}");
+    let raw = std::fs::read(&pcm_path).expect("pcm");
+    let pcm: Vec<i16> = raw
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let secs = pcm.len() as f64 / 48_000.0;
+    assert!((secs - 3.0).abs() < 0.1, "{secs} s decoded, 3 s recorded");
+    let tone = power(&pcm, 48_000.0, 440.0);
+    let other = power(&pcm, 48_000.0, 1_000.0);
+    assert!(tone > 100.0 * other, "440 Hz {tone} vs 1 kHz {other}");
+    // The gap (1.0-1.2 s) is quiet, the tone either side of it is not.
+    let rms = |a: f64, b: f64| {
+        let s = &pcm[(a * 48_000.0) as usize..(b * 48_000.0) as usize];
+        (s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len() as f64).sqrt()
+    };
+    assert!(
+        rms(1.03, 1.17) < rms(0.5, 0.9) / 10.0,
+        "gap {} vs tone {}",
+        rms(1.03, 1.17),
+        rms(0.5, 0.9)
+    );
+    assert!(rms(1.5, 1.9) > 1_000.0);
+}
