@@ -28,8 +28,11 @@ pub const MAX_FRAME_BYTES: usize = 4 << 20;
 /// for (in media time, measured by later frames' timestamps): about what a
 /// NACK round trip to a publisher takes on a long path.
 pub const REORDER_MS: u64 = 500;
-/// Frames waiting at most; beyond this the oldest is given up.
+/// Frames waiting at most, and their bytes; beyond either the oldest is
+/// given up (a stream of huge, never-completed frames must not hold the
+/// bridge's memory).
 const MAX_PENDING: usize = 512;
+pub const MAX_PENDING_BYTES: usize = 16 << 20;
 
 /// What a track holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +126,7 @@ pub struct TrackRecorder {
     /// (extended RTP timestamp, ms on the recording's timeline).
     origin: Option<(i64, i64)>,
     pending: BTreeMap<i64, Pending>,
+    pending_bytes: usize,
     /// The newest timestamp seen.
     newest: Option<i64>,
     /// The last frame written or given up: anything at or before it is late.
@@ -143,6 +147,7 @@ impl TrackRecorder {
             ts: Unwrap::default(),
             origin: None,
             pending: BTreeMap::new(),
+            pending_bytes: 0,
             newest: None,
             done_ts: None,
             next_seq: None,
@@ -153,6 +158,11 @@ impl TrackRecorder {
 
     pub fn stats(&self) -> &TrackStats {
         &self.stats
+    }
+
+    /// Bytes held in frames not yet written.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
     }
 
     /// Place RTP timestamp `rtp_ts` at `at_ms` on the recording's timeline.
@@ -235,11 +245,14 @@ impl TrackRecorder {
         }
         p.bytes += data.len();
         if p.bytes > MAX_FRAME_BYTES {
+            let held = p.bytes - data.len();
             self.pending.remove(&ext_ts);
+            self.pending_bytes -= held;
             self.give_up(ext_ts);
             return Err(RecordError::FrameTooLarge);
         }
         p.packets.insert(ext_seq, data.to_vec());
+        self.pending_bytes += data.len();
         let audio = matches!(self.codec, Codec::Opus { .. });
         if start {
             p.first = Some(ext_seq);
@@ -263,10 +276,12 @@ impl TrackRecorder {
 
     fn drain(&mut self, all: bool) {
         let window = (REORDER_MS * self.codec.clock() / 1000) as i64;
-        while self.pending.len() > MAX_PENDING {
-            if let Some((ts, _)) = self.pending.pop_first() {
-                self.give_up(ts);
-            }
+        while self.pending.len() > MAX_PENDING || self.pending_bytes > MAX_PENDING_BYTES {
+            let Some((ts, p)) = self.pending.pop_first() else {
+                break;
+            };
+            self.pending_bytes -= p.bytes;
+            self.give_up(ts);
         }
         while let Some((&ts, p)) = self.pending.first_key_value() {
             let waited = all || self.newest.is_some_and(|n| n - ts >= window);
@@ -280,11 +295,14 @@ impl TrackRecorder {
                         return;
                     }
                     if let Some((_, p)) = self.pending.pop_first() {
+                        self.pending_bytes -= p.bytes;
                         self.write(ts, p, contiguous);
                     }
                 }
                 None if waited => {
-                    self.pending.pop_first();
+                    if let Some((_, p)) = self.pending.pop_first() {
+                        self.pending_bytes -= p.bytes;
+                    }
                     self.give_up(ts);
                 }
                 None => return,

@@ -180,6 +180,24 @@ fn the_origin_places_the_first_frame_on_the_recording_timeline() {
     assert!(!r.set_origin(0, 0), "not once frames are written");
 }
 
+#[test]
+fn frames_that_never_complete_hold_bounded_memory() {
+    let mut r = TrackRecorder::new(Codec::Vp8);
+    // 400 frames within the reorder window, each 100 packets of 1,100
+    // bytes and no marker: 44 MB if nothing were given up.
+    let mut payload = vec![0x10];
+    payload.resize(1101, 0x55);
+    let mut seq = 0u16;
+    for i in 0..400u32 {
+        for _ in 0..100 {
+            let _ = r.push(0, seq, i, false, &payload);
+            seq = seq.wrapping_add(1);
+            assert!(r.pending_bytes() <= MAX_PENDING_BYTES);
+        }
+    }
+    assert!(r.stats().frames_incomplete > 200, "{:?}", r.stats());
+}
+
 proptest! {
     #[test]
     fn never_panics_and_never_writes_backwards(
@@ -197,5 +215,6 @@ proptest! {
         r.finish();
         let s = r.stats();
         prop_assert!(s.frames_written <= s.packets);
+        prop_assert_eq!(r.pending_bytes(), 0, "everything written or given up");
     }
 }
