@@ -82,8 +82,13 @@ struct Pending {
 impl Pending {
     fn complete(&self) -> Option<(i64, i64)> {
         let (f, l) = (self.first?, self.last?);
+        // A marker before the start (garbage, or a stream's numbers gone
+        // wild) is no frame; `range` would panic on it.
+        if l < f {
+            return None;
+        }
         let n = self.packets.range(f..=l).count() as i64;
-        (l >= f && n == l - f + 1).then_some((f, l))
+        (n == l - f + 1).then_some((f, l))
     }
 }
 

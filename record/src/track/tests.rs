@@ -180,6 +180,19 @@ fn the_origin_places_the_first_frame_on_the_recording_timeline() {
     assert!(!r.set_origin(0, 0), "not once frames are written");
 }
 
+/// Found by the `record_track` fuzz target: a frame whose marker packet's
+/// number is below its start packet's panicked (`BTreeMap::range` with
+/// start > end).
+#[test]
+fn a_marker_numbered_before_the_start_is_no_frame_and_no_panic() {
+    let mut r = TrackRecorder::new(Codec::Vp8);
+    let _ = r.push(0, 10, 1000, false, &[0x10, 0x50, 0x01]);
+    let _ = r.push(0, 5, 1000, true, &[0x00, 0x77]);
+    r.finish();
+    assert_eq!(r.stats().frames_written, 0);
+    assert_eq!(r.stats().frames_incomplete, 1);
+}
+
 #[test]
 fn frames_that_never_complete_hold_bounded_memory() {
     let mut r = TrackRecorder::new(Codec::Vp8);
