@@ -11,22 +11,27 @@
 //!   until the next keyframe, so a gap is a gap, not a corrupt picture.
 //! - [`track`]: one recorded source: RTP packets and their arrival in,
 //!   WebM bytes out, timestamps placed on the recording's timeline.
+//! - [`recording`]: one recording's files (names that cannot collide or
+//!   leave its directory) and its metadata file (who was there when, which
+//!   file holds what).
 //!
 //! Status: this core only. Starting and stopping a recording (gRPC, the
 //! browser client), the bridge writing the files, and recording across the
 //! relay are not built yet (issue 21's notes).
 
 pub mod ebml;
+pub mod recording;
 pub mod track;
 pub mod vp8;
 pub mod webm;
 
+pub use recording::{Recording, TrackKey};
 pub use track::{Codec, TrackRecorder, TrackStats};
 
 /// What a recorder refuses. Network input never panics a recorder: a
-/// packet it cannot use is dropped and counted ([`TrackStats`]); these are
-/// the reasons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// packet it cannot use is dropped and counted ([`TrackStats`]); the first
+/// four are those reasons, the rest a recording's own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
     #[error("empty RTP payload")]
     Empty,
@@ -36,4 +41,12 @@ pub enum RecordError {
     Late,
     #[error("frame larger than {max} bytes", max = track::MAX_FRAME_BYTES)]
     FrameTooLarge,
+    #[error("recording id {0:?} is not 1-64 characters of [A-Za-z0-9_-]")]
+    BadId(String),
+    #[error("{participant}'s {source_name} {kind} is already being recorded")]
+    AlreadyOpen {
+        participant: String,
+        source_name: String,
+        kind: &'static str,
+    },
 }

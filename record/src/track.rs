@@ -193,13 +193,12 @@ impl TrackRecorder {
     ) -> Result<(), RecordError> {
         self.stats.packets += 1;
         let r = self.take(at_ms, seq, rtp_ts, marker, payload);
-        if let Err(e) = r {
-            match e {
-                RecordError::Empty => self.stats.empty += 1,
-                RecordError::Vp8Descriptor => self.stats.malformed += 1,
-                RecordError::Late => self.stats.late += 1,
-                RecordError::FrameTooLarge => self.stats.too_large += 1,
-            }
+        match &r {
+            Err(RecordError::Empty) => self.stats.empty += 1,
+            Err(RecordError::Vp8Descriptor) => self.stats.malformed += 1,
+            Err(RecordError::Late) => self.stats.late += 1,
+            Err(RecordError::FrameTooLarge) => self.stats.too_large += 1,
+            _ => {}
         }
         self.drain(false);
         r
