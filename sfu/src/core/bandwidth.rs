@@ -53,6 +53,18 @@ const COLLAPSE_FRACTION: f64 = 0.5;
 /// up waits for a keyframe of the higher layer, without a freeze).
 const COLLAPSE_HOLD: Duration = Duration::from_millis(1500);
 
+/// An estimate below this share of the budget (any fall big enough to
+/// re-run allocation) is a sharp drop: on-stage sources that keep their
+/// layer get a confirming keyframe (see `confirm_stage_after_drop`): one
+/// after a run of drops, and at most one per [`CONFIRM_COOLDOWN`] per
+/// receiver otherwise, so a receiver whose estimate wobbles cannot keep a
+/// screen share sending keyframes. (At 0.7,
+/// only the sharper falls, the screen-share scenario kept a 3 s freeze at
+/// 7 of 23 seeds instead of 3: BENCHMARKS.md, "Collapse and drain".)
+const SHARP_DROP: f64 = 0.85;
+const CONFIRM_AFTER_DROP: Duration = Duration::from_millis(400);
+const CONFIRM_COOLDOWN: Duration = Duration::from_secs(2);
+
 /// The smallest cap a publisher can be given (the seed guide's minimum).
 pub const MIN_SEND_CAP_BPS: u64 = 100_000;
 
@@ -103,6 +115,9 @@ pub(crate) struct Bandwidth {
     nudge_backoff: Duration,
     /// When the estimate last collapsed (see [`COLLAPSE_FRACTION`]).
     collapsed_at: Option<Instant>,
+    /// When a sharp drop last asked for confirming keyframes (see
+    /// `confirm_stage_after_drop`).
+    confirmed_at: Option<Instant>,
 }
 
 impl Bandwidth {
@@ -150,8 +165,63 @@ impl Core {
             _ => return,
         };
         self.stats.bandwidth_estimates += 1;
-        if ep.bw.update(now, bps) {
+        let before = ep.bw.budget;
+        let moved = ep.bw.update(now, bps);
+        if before.is_some_and(|b| (bps as f64) < b as f64 * SHARP_DROP) {
+            self.confirm_stage_after_drop(now, id);
+        }
+        if moved {
             self.reallocate(now, id);
+        }
+    }
+
+    /// After a sharp drop of receiver `id`'s estimate, the on-stage sources
+    /// it keeps on their layer will get one more keyframe
+    /// ([`CONFIRM_AFTER_DROP`] later, when the bottleneck queue has had
+    /// time to drain): their packets were lost in that queue too, and if
+    /// retransmission cannot bring them back in time (str0m stops resending
+    /// above its retransmission share, and the cache ages out) the
+    /// receiver freezes until it asks for a keyframe itself, ~3 s later.
+    /// Only on-stage sources: a keyframe for every thumbnail at once would
+    /// burst onto the link that just shrank.
+    fn confirm_stage_after_drop(&mut self, now: Instant, id: EndpointId) {
+        let Some(ep) = self.endpoints.get(&id) else {
+            return;
+        };
+        let steady: Vec<usize> = ep
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.kind == Kind::Video && s.current.is_some() && s.current == s.target)
+            .filter_map(|(i, s)| {
+                let src = self.source_of(s.source?)?;
+                ep.view.on_stage.contains(&src.id).then_some(i)
+            })
+            .collect();
+        let Some(ep) = self.endpoints.get_mut(&id) else {
+            return;
+        };
+        // A drop that comes while a confirmation waits pushes it later (the
+        // estimate falls in steps; the keyframe should follow the last);
+        // otherwise one at most every CONFIRM_COOLDOWN.
+        let pending = steady.iter().any(|&i| {
+            ep.slots
+                .get(i)
+                .and_then(|s| s.confirm_keyframe_at)
+                .is_some_and(|t| t > now)
+        });
+        let cooled = ep
+            .bw
+            .confirmed_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= CONFIRM_COOLDOWN);
+        if !(pending || cooled) {
+            return;
+        }
+        ep.bw.confirmed_at = Some(now);
+        for i in steady {
+            if let Some(s) = ep.slots.get_mut(i) {
+                s.confirm_keyframe_at = Some(now + CONFIRM_AFTER_DROP);
+            }
         }
     }
 
