@@ -290,7 +290,7 @@ impl TrackRecorder {
         while let Some((&ts, p)) = self.pending.first_key_value() {
             let waited = all || self.newest.is_some_and(|n| n - ts >= window);
             match p.complete() {
-                Some((first, _)) => {
+                Some((first, last)) => {
                     // With nothing written before it (the first frame, or
                     // the first after one was given up), what came before
                     // is unknown: wait in case an earlier frame is late.
@@ -300,7 +300,7 @@ impl TrackRecorder {
                     }
                     if let Some((_, p)) = self.pending.pop_first() {
                         self.pending_bytes -= p.bytes;
-                        self.write(ts, p, contiguous);
+                        self.write(ts, p, (first, last), contiguous);
                     }
                 }
                 None if waited => {
@@ -314,13 +314,14 @@ impl TrackRecorder {
         }
     }
 
-    fn write(&mut self, ts: i64, p: Pending, contiguous: bool) {
-        let p_arrived = p.arrived;
+    fn write(&mut self, ts: i64, p: Pending, (first, last): (i64, i64), contiguous: bool) {
         self.done_ts = Some(ts);
-        self.next_seq = p.last.map(|l| l + 1);
+        self.next_seq = Some(last + 1);
+        // Only the frame's own packets: a stray packet with its timestamp
+        // but a number outside first..=last is not part of it.
         let mut frame = Vec::with_capacity(p.bytes);
-        for d in p.packets.into_values() {
-            frame.extend_from_slice(&d);
+        for d in p.packets.range(first..=last).map(|(_, d)| d) {
+            frame.extend_from_slice(d);
         }
         let (kind, keyframe) = match self.codec {
             Codec::Vp8 => {
@@ -340,7 +341,7 @@ impl TrackRecorder {
         };
         // Without a mapping from sender reports, the first frame written is
         // placed where its first packet arrived.
-        let (o_ts, o_ms) = *self.origin.get_or_insert((ts, p_arrived));
+        let (o_ts, o_ms) = *self.origin.get_or_insert((ts, p.arrived));
         let ms = o_ms + (ts - o_ts) * 1000 / self.codec.clock() as i64;
         let Ok(ms) = u64::try_from(ms) else {
             // Before the recording began (an origin from a sender report

@@ -180,6 +180,25 @@ fn the_origin_places_the_first_frame_on_the_recording_timeline() {
     assert!(!r.set_origin(0, 0), "not once frames are written");
 }
 
+#[test]
+fn a_stray_packet_with_a_frames_timestamp_is_not_written_into_it() {
+    let mut r = TrackRecorder::new(Codec::Vp8);
+    let frames = stream(30, 30, 100);
+    let mut all = frames.concat();
+    // Frame 5's timestamp on a packet numbered far outside it.
+    let (_, ts, _, _) = frames[5][0];
+    all.insert(0, (9_000, ts, false, vec![0x00, 0xEE, 0xEE]));
+    feed(&mut r, &all);
+    r.finish();
+    assert_eq!(r.stats().frames_written, 30, "{:?}", r.stats());
+    let mut out = Vec::new();
+    r.take_output(&mut out);
+    assert!(
+        !out.windows(2).any(|w| w == [0xEE, 0xEE]),
+        "the stray bytes are in the file"
+    );
+}
+
 /// Found by the `record_track` fuzz target: a frame whose marker packet's
 /// number is below its start packet's panicked (`BTreeMap::range` with
 /// start > end).
