@@ -185,7 +185,6 @@ impl Core {
         });
         let mut allocation = Allocation::default();
         allocate(&candidates, budget, &mut allocation);
-
         for (k, &v) in order.iter().enumerate() {
             let i = video[v].slot;
             let (target, suspended) = match allocation.choices[k] {

@@ -58,9 +58,9 @@ const COLLAPSE_HOLD: Duration = Duration::from_millis(1500);
 /// layer get a confirming keyframe (see `confirm_stage_after_drop`): one
 /// after a run of drops, and at most one per [`CONFIRM_COOLDOWN`] per
 /// receiver otherwise, so a receiver whose estimate wobbles cannot keep a
-/// screen share sending keyframes. (At 0.7,
-/// only the sharper falls, the screen-share scenario kept a 3 s freeze at
-/// 7 of 23 seeds instead of 3: BENCHMARKS.md, "Collapse and drain".)
+/// screen share sending keyframes. At 0.7 (only the sharper falls) the
+/// screen-share scenario kept a 3 s freeze at 7 of 23 seeds; at 0.85, 4
+/// (BENCHMARKS.md, "Collapse and drain").
 const SHARP_DROP: f64 = 0.85;
 const CONFIRM_AFTER_DROP: Duration = Duration::from_millis(400);
 const CONFIRM_COOLDOWN: Duration = Duration::from_secs(2);
