@@ -91,6 +91,10 @@ pub struct BridgeConfig {
     /// limit). Behind a reverse proxy every client has the proxy's address:
     /// raise it or set 0.
     pub max_signal_connections_per_ip: usize,
+    /// Where recordings are written, one directory per recording (created
+    /// when missing). Empty: this bridge does not record; a recording
+    /// asked of it fails with that reason.
+    pub recordings_dir: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -221,6 +225,7 @@ impl Default for BridgeConfig {
             drain_timeout_secs: 30,
             ice_tcp: true,
             max_signal_connections_per_ip: 1000,
+            recordings_dir: String::new(),
         }
     }
 }

@@ -24,6 +24,7 @@ impl Focus {
         warn!(bridge = %id, %reason, "bridge failed");
         b.mark_failed(reason.clone());
         self.reindex(now, id);
+        self.recordings_bridge_failed(now, id, &reason);
         let mut moved = Vec::new();
         for (name, conf) in self.conferences.iter_mut() {
             if let Some(ps) = conf.bridges.remove(id) {

@@ -36,6 +36,8 @@ pub struct Focus {
     /// Conferences whose relay peers may have changed since the last
     /// reconciliation (see `reconcile_relay`).
     pub(crate) relay_dirty: BTreeSet<String>,
+    /// Recordings running and ended (`recording.rs`).
+    pub(crate) recordings: crate::recording::Recordings,
 }
 
 impl Focus {
@@ -49,6 +51,7 @@ impl Focus {
             events: VecDeque::new(),
             relay_told: BTreeMap::new(),
             relay_dirty: BTreeSet::new(),
+            recordings: Default::default(),
         }
     }
 
@@ -117,6 +120,7 @@ impl Focus {
         }
         self.reindex(now, id);
         self.adopt(now, id, &r.conferences);
+        self.take_recording_reports(now, id, &r.recordings);
         Ok(())
     }
 

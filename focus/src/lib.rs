@@ -24,6 +24,7 @@ mod config;
 mod failure;
 mod focus;
 mod placement;
+mod recording;
 mod registry;
 mod stress_index;
 mod summary;
@@ -32,6 +33,7 @@ mod wire;
 pub use config::FocusConfig;
 pub use focus::Focus;
 pub use placement::{Placement, Strategy};
+pub use recording::{KEPT_ENDED, RecordingReport, RecordingState, RecordingView};
 pub use registry::{API_VERSIONS, BridgeState, BridgeView, Registration, Report};
 pub use summary::{BridgeSummary, Summary, bridges_by_region_and_state};
 
@@ -66,6 +68,12 @@ pub enum FocusError {
         uses: ConferenceMode,
         asked: ConferenceMode,
     },
+    #[error("conference {conference} is already being recorded ({id}); stop that recording first")]
+    AlreadyRecording { conference: String, id: String },
+    #[error("conference {conference} cannot be recorded: {reason}")]
+    RecordingRefused { conference: String, reason: String },
+    #[error("conference {0} is not being recorded")]
+    NotRecording(String),
 }
 
 /// How a conference carries media, fixed when it is created.
@@ -189,6 +197,18 @@ pub enum FocusEvent {
     CommandEndConference {
         bridge: String,
         conference: String,
+    },
+    /// Send to a bridge: record `conference` as recording `id`.
+    CommandStartRecording {
+        bridge: String,
+        conference: String,
+        id: String,
+        started_unix_ms: u64,
+    },
+    CommandStopRecording {
+        bridge: String,
+        conference: String,
+        id: String,
     },
     /// Send to a bridge: the other bridges hosting `conference`, as
     /// (bridge id, relay address); empty = none any more.

@@ -40,6 +40,8 @@ pub struct Report {
     pub conferences: BTreeMap<String, BTreeSet<String>>,
     /// Share of the bridge's CPU its mixing workers used (0..1).
     pub mixing_load: f64,
+    /// Its recordings, running and lately ended.
+    pub recordings: Vec<crate::RecordingReport>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -40,6 +40,18 @@ impl From<bpb::Stats> for Report {
             shutting_down: s.shutting_down,
             conferences: conferences(s.conferences),
             mixing_load: s.mixing_load,
+            recordings: s
+                .recordings
+                .into_iter()
+                .map(|r| crate::RecordingReport {
+                    conference: r.conference,
+                    id: r.recording_id,
+                    active: r.active,
+                    error: r.error,
+                    files: r.files,
+                    bytes: r.bytes,
+                })
+                .collect(),
         }
     }
 }
@@ -67,6 +79,30 @@ impl FocusEvent {
             FocusEvent::CommandEndConference { bridge, conference } => {
                 (bridge, Cmd::EndConference(conference.clone()))
             }
+            FocusEvent::CommandStartRecording {
+                bridge,
+                conference,
+                id,
+                started_unix_ms,
+            } => (
+                bridge,
+                Cmd::StartRecording(bpb::StartRecording {
+                    conference: conference.clone(),
+                    recording_id: id.clone(),
+                    started_unix_ms: *started_unix_ms,
+                }),
+            ),
+            FocusEvent::CommandStopRecording {
+                bridge,
+                conference,
+                id,
+            } => (
+                bridge,
+                Cmd::StopRecording(bpb::StopRecording {
+                    conference: conference.clone(),
+                    recording_id: id.clone(),
+                }),
+            ),
             FocusEvent::CommandRelayPeers {
                 bridge,
                 conference,

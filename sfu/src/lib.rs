@@ -26,8 +26,8 @@ pub mod whip;
 
 pub use crate::core::{
     BandwidthConfig, Core, CoreConfig, DATA_BURST, DATA_LABEL, DATA_RATE, EndpointId, JoinRequest,
-    LossDirection, MAX_DATA_MESSAGE, MAX_PAYLOAD, Output, PeerId, RelaySource,
-    shard_of_conference_number,
+    LossDirection, MAX_DATA_MESSAGE, MAX_PAYLOAD, METADATA_FILE, Output, PeerId, RecordOutput,
+    RecordingReport, RelaySource, shard_of_conference_number,
 };
 pub use crate::stats::{CoreStats, DataDrop, DropReason, RelayStats};
 pub use tern_relay;

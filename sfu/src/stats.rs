@@ -138,6 +138,13 @@ pub struct CoreStats {
     pub mix_frames_out: u64,
     /// Mixed frames for receivers gone meanwhile.
     pub mix_frames_stale: u64,
+    /// Recordings started and failed (a write the shell could not make).
+    pub recordings_started: u64,
+    pub recordings_failed: u64,
+    /// Sources left out of a recording: their codec is not VP8 or Opus.
+    pub recording_unsupported: u64,
+    /// Packets handed to recorders.
+    pub recorded_packets: u64,
     /// Participants the mixer dropped because their audio did not decode.
     pub mix_inputs_dropped: u64,
     /// Publishers' video packets handed to the composite.

@@ -10,6 +10,7 @@ pub mod latency;
 pub mod loss;
 pub mod mixing;
 pub mod msg;
+pub mod recorder;
 pub mod relay;
 pub mod relay_reload;
 pub mod shard;
@@ -169,6 +170,7 @@ async fn run_in_span(
         composite,
         senders.clone(),
     );
+    let recorder = recorder::Recorder::start(&cfg.bridge.recordings_dir, senders.clone());
     let mut tasks = Vec::with_capacity(n);
     let shard_spans: Vec<Span> = (0..n).map(|i| info_span!("shard", index = i)).collect();
     let now = Instant::now();
@@ -217,6 +219,7 @@ async fn run_in_span(
             relay: relay.clone(),
             tcp_writers: tcp_writers.clone(),
             mixing: mixing.clone(),
+            recorder: recorder.clone(),
         };
         tasks.push(tokio::spawn(shard.run().instrument(shard_spans[i].clone())));
     }

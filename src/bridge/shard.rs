@@ -30,6 +30,7 @@ pub struct ShardSnapshot {
     pub packets_out: u64,
     pub endpoints: usize,
     pub conferences: Vec<(String, Vec<String>)>,
+    pub recordings: Vec<tern_sfu::RecordingReport>,
 }
 
 pub type Snapshots = std::sync::Arc<Vec<std::sync::Mutex<ShardSnapshot>>>;
@@ -57,6 +58,10 @@ struct ShardMetrics {
     joins_refused_room_full: Counter,
     joins_refused_codec: Counter,
     joins_refused_mode: Counter,
+    recordings_started: Counter,
+    recordings_failed: Counter,
+    recording_unsupported: Counter,
+    recorded_packets: Counter,
     dropped: Vec<Counter>,
     data_in: Counter,
     data_out: Counter,
@@ -95,6 +100,10 @@ impl ShardMetrics {
             joins_refused_room_full: metrics::counter!("tern_joins_refused_total", "shard" => s.clone(), "reason" => "room_full"),
             joins_refused_codec: metrics::counter!("tern_joins_refused_total", "shard" => s.clone(), "reason" => "codec"),
             joins_refused_mode: metrics::counter!("tern_joins_refused_total", "shard" => s.clone(), "reason" => "conference_mode"),
+            recordings_started: metrics::counter!("tern_recordings_started_total", "shard" => s.clone()),
+            recordings_failed: metrics::counter!("tern_recordings_failed_total", "shard" => s.clone()),
+            recording_unsupported: metrics::counter!("tern_recording_sources_unsupported_total", "shard" => s.clone()),
+            recorded_packets: metrics::counter!("tern_recorded_packets_total", "shard" => s.clone()),
             dropped: DropReason::ALL
                 .iter()
                 .map(|r| {
@@ -143,6 +152,11 @@ impl ShardMetrics {
             .absolute(st.joins_refused_room_full);
         self.joins_refused_codec.absolute(st.joins_refused_codec);
         self.joins_refused_mode.absolute(st.joins_refused_mode);
+        self.recordings_started.absolute(st.recordings_started);
+        self.recordings_failed.absolute(st.recordings_failed);
+        self.recording_unsupported
+            .absolute(st.recording_unsupported);
+        self.recorded_packets.absolute(st.recorded_packets);
         for (c, r) in self.dropped.iter().zip(DropReason::ALL) {
             c.absolute(st.dropped(r));
         }
@@ -245,6 +259,8 @@ pub struct Shard {
     pub tcp_writers: super::tcp::TcpWriters,
     /// The mixing workers, for mixed conferences.
     pub mixing: super::mixing::Mixing,
+    /// The recordings directory's writer.
+    pub recorder: super::recorder::Recorder,
 }
 
 impl Shard {
@@ -302,6 +318,7 @@ impl Shard {
             packets_out: st.packets_out,
             endpoints: self.core.endpoint_count(),
             conferences: self.core.conferences(),
+            recordings: self.core.recordings(),
         };
         if let Some(slot) = self.snapshots.get(usize::from(self.index)) {
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = snap;
@@ -498,6 +515,7 @@ impl Shard {
                     }
                 }
                 Output::Mix(cmd) => self.mixing.send(cmd),
+                Output::Record(r) => self.recorder.send(r),
             }
         }
     }

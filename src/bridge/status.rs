@@ -56,6 +56,7 @@ pub fn totals(app: &App) -> Totals {
         t.packets_out += s.packets_out;
         t.endpoints += s.endpoints as u32;
         t.conferences.extend(s.conferences.iter().cloned());
+        t.recordings.extend(s.recordings.iter().cloned());
     }
     t.stalled_shards = stalled_shards(&app.snapshots, app.started, Instant::now()).len() as u32;
     t.mixing_busy = app.mixing.busy();

@@ -12,7 +12,7 @@ use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
-use super::handle::{FocusHandle, Req, status};
+use super::handle::{FocusHandle, RecordingOp, Req, status};
 use super::limits::GrpcLimits;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -134,6 +134,52 @@ impl fpb::focus_server::Focus for FocusApi {
             .map_err(status)?;
         Ok(Response::new(fpb::EndConferenceResponse {
             participants_removed: n as u32,
+        }))
+    }
+
+    async fn start_recording(
+        &self,
+        req: Request<fpb::StartRecordingRequest>,
+    ) -> Result<Response<fpb::RecordingInfo>, Status> {
+        check_bearer(&req, &self.0.api_secret)?;
+        let conference = req.into_inner().conference;
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.recording(RecordingOp::Start {
+            conference,
+            unix_ms,
+        })
+        .await
+    }
+
+    async fn stop_recording(
+        &self,
+        req: Request<fpb::StopRecordingRequest>,
+    ) -> Result<Response<fpb::RecordingInfo>, Status> {
+        check_bearer(&req, &self.0.api_secret)?;
+        let conference = req.into_inner().conference;
+        self.recording(RecordingOp::Stop { conference }).await
+    }
+
+    async fn list_recordings(
+        &self,
+        req: Request<fpb::ListRecordingsRequest>,
+    ) -> Result<Response<fpb::ListRecordingsResponse>, Status> {
+        check_bearer(&req, &self.0.api_secret)?;
+        let c = req.into_inner().conference;
+        let views = self
+            .0
+            .ask(|reply| Req::Recording {
+                op: RecordingOp::List {
+                    conference: (!c.is_empty()).then_some(c),
+                },
+                reply,
+            })
+            .await?
+            .map_err(status)?;
+        Ok(Response::new(fpb::ListRecordingsResponse {
+            recordings: views.iter().map(recording_pb).collect(),
         }))
     }
 
@@ -464,4 +510,38 @@ pub async fn serve(
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
         .await?;
     Ok(())
+}
+
+impl FocusApi {
+    /// Start or stop: the one recording it concerns.
+    async fn recording(&self, op: RecordingOp) -> Result<Response<fpb::RecordingInfo>, Status> {
+        let views = self
+            .0
+            .ask(|reply| Req::Recording { op, reply })
+            .await?
+            .map_err(status)?;
+        views
+            .first()
+            .map(|v| Response::new(recording_pb(v)))
+            .ok_or_else(|| Status::internal("no recording in the focus's answer"))
+    }
+}
+
+pub fn recording_pb(v: &tern_focus::RecordingView) -> fpb::RecordingInfo {
+    use tern_focus::RecordingState as S;
+    fpb::RecordingInfo {
+        recording_id: v.id.clone(),
+        conference: v.conference.clone(),
+        bridge_id: v.bridge.clone(),
+        state: match v.state {
+            S::Active => fpb::RecordingState::Active,
+            S::Stopped => fpb::RecordingState::Stopped,
+            S::Failed => fpb::RecordingState::Failed,
+        } as i32,
+        started_unix_ms: v.started_unix_ms,
+        ended_unix_ms: v.ended_unix_ms.unwrap_or(0),
+        error: v.error.clone().unwrap_or_default(),
+        files: v.files,
+        bytes: v.bytes,
+    }
 }

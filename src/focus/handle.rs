@@ -54,10 +54,22 @@ pub enum Req {
     Bridges {
         reply: oneshot::Sender<Vec<tern_focus::BridgeView>>,
     },
+    /// Start, stop or list recordings: the one started or stopped, or the
+    /// list.
+    Recording {
+        op: RecordingOp,
+        reply: oneshot::Sender<Result<Vec<tern_focus::RecordingView>, FocusError>>,
+    },
     Conference {
         name: String,
         reply: oneshot::Sender<Option<BTreeMap<String, std::collections::BTreeSet<String>>>>,
     },
+}
+
+pub enum RecordingOp {
+    Start { conference: String, unix_ms: u64 },
+    Stop { conference: String },
+    List { conference: Option<String> },
 }
 
 /// What handlers share.
@@ -95,7 +107,10 @@ pub fn status(e: FocusError) -> Status {
         FocusError::DuplicateBridge(_) => Status::already_exists(msg),
         FocusError::IncompatibleApi { .. }
         | FocusError::CodecMismatch { .. }
-        | FocusError::ModeMismatch { .. } => Status::failed_precondition(msg),
+        | FocusError::ModeMismatch { .. }
+        | FocusError::AlreadyRecording { .. }
+        | FocusError::RecordingRefused { .. } => Status::failed_precondition(msg),
+        FocusError::NotRecording(_) => Status::not_found(msg),
         FocusError::UnknownBridge(_) | FocusError::UnknownConference(_) => Status::not_found(msg),
         FocusError::NoBridge(_) => Status::unavailable(msg),
         FocusError::Invalid { .. } => Status::invalid_argument(msg),

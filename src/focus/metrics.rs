@@ -29,6 +29,9 @@ pub fn failure_reason(e: &FocusError) -> &'static str {
         FocusError::Invalid { .. } => "invalid",
         FocusError::UnknownConference(_) => "unknown_conference",
         FocusError::UnknownBridge(_)
+        | FocusError::AlreadyRecording { .. }
+        | FocusError::RecordingRefused { .. }
+        | FocusError::NotRecording(_)
         | FocusError::DuplicateBridge(_)
         | FocusError::IncompatibleApi { .. } => "other",
     }

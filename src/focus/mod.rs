@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use crate::auth::TokenKeys;
 use crate::config::Config;
-pub use handle::{CommandTx, FocusHandle, Req, status};
+pub use handle::{CommandTx, FocusHandle, RecordingOp, Req, status};
 pub use metrics::{ALLOCATION_BUCKETS, ALLOCATION_DURATION};
 
 #[derive(Debug, Clone, Copy)]
@@ -176,6 +176,20 @@ async fn core_task(
                     Req::End { conference, reply } => {
                         let _ = reply.send(focus.end_conference(&conference));
                     }
+                    Req::Recording { op, reply } => {
+                        let r = match op {
+                            RecordingOp::Start { conference, unix_ms } => focus
+                                .start_recording(now, unix_ms, &conference)
+                                .map(|v| vec![v]),
+                            RecordingOp::Stop { conference } => {
+                                focus.stop_recording(now, &conference).map(|v| vec![v])
+                            }
+                            RecordingOp::List { conference } => {
+                                Ok(focus.recordings(conference.as_deref()))
+                            }
+                        };
+                        let _ = reply.send(r);
+                    }
                     Req::Bridges { reply } => {
                         let _ = reply.send(focus.bridges(now));
                     }
@@ -245,6 +259,8 @@ fn dispatch(
         FocusEvent::CommandMove { .. }
         | FocusEvent::CommandDrain { .. }
         | FocusEvent::CommandEndConference { .. }
+        | FocusEvent::CommandStartRecording { .. }
+        | FocusEvent::CommandStopRecording { .. }
         | FocusEvent::CommandRelayPeers { .. } => {
             if matches!(e, FocusEvent::CommandRelayPeers { .. }) {
                 metrics::relay_peer_command();

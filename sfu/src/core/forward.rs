@@ -217,6 +217,7 @@ impl Core {
             self.reallocate(now, id);
         }
         self.speech_housekeeping(now);
+        self.recording_housekeeping(now);
         self.update_sender_constraints(now);
         self.relay_housekeeping(now);
         let dead: Vec<EndpointId> = self
@@ -548,6 +549,12 @@ impl Core {
             l.last_packet = Some(now);
             l.rate.add(now, p.payload.len());
         }
+        if src.record.on && svc_info.is_none() {
+            self.record_packet(now, &p, &numbers, keyframe);
+        }
+        let Some(src) = self.source_of_mut(p.source) else {
+            return;
+        };
         if src.subscribers.is_empty() {
             return;
         }

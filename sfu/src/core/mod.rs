@@ -34,6 +34,7 @@ mod lastn;
 mod loss;
 mod mixing;
 mod model;
+mod recording;
 mod relay;
 mod sender;
 mod session;
@@ -45,6 +46,7 @@ pub use bandwidth::{BandwidthConfig, MIN_SEND_CAP_BPS};
 pub use loss::LossDirection;
 pub use model::EndpointId;
 use model::{Conference, Endpoint, Layer, Packet, PubSource, Slot, SourceRef};
+pub use recording::{METADATA_FILE, RecordOutput, RecordingReport};
 use relay::Relay;
 pub use relay::{PeerId, RelaySource, shard_of_conference_number};
 pub use sender::PAUSE_DELAY;
@@ -170,6 +172,9 @@ pub enum Output {
     /// For the mixing worker of a mixed conference (`mixing.rs`): who is in
     /// its mix, and the audio to mix.
     Mix(tern_mixer::host::MixCommand),
+    /// For the recordings directory (`recording.rs`): files to append to,
+    /// close, and metadata to replace.
+    Record(RecordOutput),
 }
 
 /// One shard's bridge state machine.
@@ -200,6 +205,8 @@ pub struct Core {
     relay: Relay,
     admission: Admission,
     loss: loss::LossSamples,
+    /// Recordings that ended lately, still reported (`recording.rs`).
+    recordings_ended: VecDeque<(Instant, RecordingReport)>,
 }
 
 impl Core {
@@ -224,6 +231,7 @@ impl Core {
             relay: Relay::new(cfg_shard_prefix),
             admission: Admission::default(),
             loss: loss::LossSamples::default(),
+            recordings_ended: VecDeque::new(),
         }
     }
 

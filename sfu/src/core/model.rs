@@ -171,6 +171,8 @@ pub(super) struct PubSource {
     pub(super) constraint: sender::SendConstraint,
     /// Local audio source: silence suppression.
     pub(super) silence: SilenceGate,
+    /// Whether its conference is recorded here, and the layer wanted.
+    pub(super) record: super::recording::RecordMark,
 }
 
 impl PubSource {
@@ -394,6 +396,8 @@ pub(super) struct Conference {
     pub(super) mixed: Option<u32>,
     /// Its composite, as its first joiner's token asked.
     pub(super) composite: tern_mixer::video::CompositeSpec,
+    /// Being recorded on this bridge (`recording.rs`).
+    pub(super) recording: Option<Box<super::recording::ConfRecording>>,
 }
 
 impl Conference {
@@ -413,6 +417,7 @@ impl Conference {
             // the first message goes out when someone speaks.
             told: (None, Vec::new()),
             levels_told: Vec::new(),
+            recording: None,
         }
     }
 }

@@ -73,6 +73,8 @@ impl Core {
                     mid: s.mid,
                 };
                 let mut mask = s.relay_demand.iter().fold(0u32, |m, (_, d)| m | d);
+                // A recording wants the top layer.
+                mask |= s.record.layers;
                 if ep.mixed.is_some() && self.cfg.composite {
                     // The composite decodes its first layer.
                     mask |= 1;

@@ -442,6 +442,7 @@ impl Core {
                 relay_sent_at: None,
                 constraint: Default::default(),
                 silence: Default::default(),
+                record: Default::default(),
             });
         }
         if !problems.is_empty() {
@@ -665,6 +666,11 @@ impl Core {
             conf.endpoints.retain(|&e| e != id);
             others = conf.endpoints.clone();
             if conf.endpoints.is_empty() {
+                self.end_recording(
+                    _now,
+                    &ep.room,
+                    Some("the conference ended on its bridge".into()),
+                );
                 self.conferences.remove(&ep.room);
                 info!(room = %ep.room, "conference ended");
             }

@@ -47,6 +47,8 @@ pub struct Totals {
     pub mixing_busy: Duration,
     /// Cores the bridge may use (the mixing load is a share of them).
     pub cpus: u32,
+    /// Recordings running, and those ended lately.
+    pub recordings: Vec<crate::core::RecordingReport>,
 }
 
 impl Totals {
@@ -56,6 +58,20 @@ impl Totals {
             .map(|(name, ps)| bpb::ConferenceState {
                 name: name.clone(),
                 participants: ps.clone(),
+            })
+            .collect()
+    }
+
+    fn recording_states(&self) -> Vec<bpb::RecordingState> {
+        self.recordings
+            .iter()
+            .map(|r| bpb::RecordingState {
+                conference: r.conference.clone(),
+                recording_id: r.id.clone(),
+                active: r.active,
+                error: r.error.clone().unwrap_or_default(),
+                files: r.files,
+                bytes: r.bytes,
             })
             .collect()
     }
@@ -85,6 +101,15 @@ pub enum FocusOrder {
         room: String,
         peers: Vec<(String, String)>,
     },
+    StartRecording {
+        room: String,
+        id: String,
+        started_unix_ms: u64,
+    },
+    StopRecording {
+        room: String,
+        id: String,
+    },
 }
 
 impl FocusOrder {
@@ -93,7 +118,9 @@ impl FocusOrder {
         match self {
             FocusOrder::Move { room, .. }
             | FocusOrder::End { room }
-            | FocusOrder::RelayPeers { room, .. } => room,
+            | FocusOrder::RelayPeers { room, .. }
+            | FocusOrder::StartRecording { room, .. }
+            | FocusOrder::StopRecording { room, .. } => room,
         }
     }
 
@@ -115,6 +142,16 @@ impl FocusOrder {
                 room,
                 peers: peers.into_iter().map(|(id, _)| id).collect(),
             },
+            FocusOrder::StartRecording {
+                room,
+                id,
+                started_unix_ms,
+            } => ShardInput::StartRecording {
+                room,
+                id,
+                started_unix_ms,
+            },
+            FocusOrder::StopRecording { room, id } => ShardInput::StopRecording { room, id },
         }
     }
 }
@@ -230,6 +267,15 @@ impl FocusLink {
                     .map(|p| (p.bridge_id, p.relay_addr))
                     .collect(),
             }),
+            Some(Cmd::StartRecording(r)) => Some(FocusOrder::StartRecording {
+                room: r.conference,
+                id: r.recording_id,
+                started_unix_ms: r.started_unix_ms,
+            }),
+            Some(Cmd::StopRecording(r)) => Some(FocusOrder::StopRecording {
+                room: r.conference,
+                id: r.recording_id,
+            }),
             None => None,
         })
     }
@@ -274,6 +320,7 @@ impl FocusLink {
             draining: self.draining,
             shutting_down: self.shutting_down,
             conferences: totals.conference_states(),
+            recordings: totals.recording_states(),
             mixing_load: totals
                 .mixing_busy
                 .saturating_sub(self.last_mixing)

@@ -122,6 +122,12 @@ pub enum Input {
     /// ...closed, failed or could not be opened.
     FocusDisconnected,
     FocusCommand(bpb::FocusCommand),
+    /// The shell could not write recording `id` of `room`.
+    RecordingFailed {
+        room: String,
+        id: String,
+        error: String,
+    },
     /// Go away: drain through the focus if there is one, then close.
     Shutdown,
 }
@@ -175,6 +181,9 @@ pub enum Output {
     /// `tern_mixer::host::MixHost`); what it produces comes back as
     /// [`Input::Mixed`].
     Mix(tern_mixer::host::MixCommand),
+    /// For the recordings directory; a write that fails comes back as
+    /// [`Input::RecordingFailed`].
+    Record(crate::core::RecordOutput),
     /// The shutdown is complete.
     Exit,
 }
@@ -309,6 +318,7 @@ impl Node {
             t.packets_out += st.packets_out;
             t.endpoints += c.endpoint_count() as u32;
             t.conferences.extend(c.conferences());
+            t.recordings.extend(c.recordings());
         }
         t
     }
@@ -331,6 +341,11 @@ impl Node {
                     self.stats.signal_backlog += 1;
                 }
                 self.route_to_session(now, endpoint, |id| ShardInput::SignalBacklog { id })
+            }
+            Input::RecordingFailed { room, id, error } => {
+                let s = shard_of_room(&room, self.cores.len());
+                ShardInput::RecordingFailed { room, id, error }.apply(&mut self.cores[s], now);
+                self.drain_core(now, s);
             }
             Input::Mixed { room, output } => {
                 let s = shard_of_room(&room, self.cores.len());
@@ -573,6 +588,7 @@ impl Node {
                     self.out.push_back(Output::Closed { endpoint });
                 }
                 CoreOutput::Mix(cmd) => self.out.push_back(Output::Mix(cmd)),
+                CoreOutput::Record(r) => self.out.push_back(Output::Record(r)),
                 CoreOutput::RelayControl { peer, msg } => self.relay_send(now, &peer, msg),
                 CoreOutput::RelayDatagram { peer, datagram } => {
                     match self.relays.get(&peer).filter(|c| c.is_up()) {

@@ -82,6 +82,22 @@ pub enum ShardInput {
     },
     /// A mixing worker restarted: its conferences' members are told again.
     MixerRestarted,
+    /// The focus: record `room` here as recording `id`.
+    StartRecording {
+        room: String,
+        id: String,
+        started_unix_ms: u64,
+    },
+    StopRecording {
+        room: String,
+        id: String,
+    },
+    /// The shell could not write recording `id` of `room`.
+    RecordingFailed {
+        room: String,
+        id: String,
+        error: String,
+    },
     /// What a mixing worker produced for mixed conference `room`.
     Mixed {
         room: std::sync::Arc<str>,
@@ -127,6 +143,22 @@ impl ShardInput {
                 core.handle_relay_datagrams(now, &peer, data.iter().map(|d| &d[..]))
             }
             ShardInput::MixerRestarted => core.handle_mixer_restarted(),
+            ShardInput::StartRecording {
+                room,
+                id,
+                started_unix_ms,
+            } => {
+                // A refusal is logged and reported by the core.
+                let _ = core.start_recording(now, &room, &id, started_unix_ms);
+            }
+            ShardInput::StopRecording { room, id } => {
+                if let Err(e) = core.stop_recording(now, &room, &id) {
+                    warn!(%room, recording = %id, error = %e, "stop refused");
+                }
+            }
+            ShardInput::RecordingFailed { room, id, error } => {
+                core.handle_recording_failed(now, &room, &id, &error)
+            }
             ShardInput::Mixed { room, output } => match output {
                 Mixed::Audio(MixOutput::Audio {
                     to,

@@ -92,6 +92,7 @@ impl Sim {
                     let now = self.now;
                     self.bridges[b].mixer.handle_command(now, cmd);
                 }
+                NodeOutput::Record(r) => self.bridges[b].recorded.take(r),
                 NodeOutput::Exit => {
                     let t = self.t_us();
                     self.trace.record(t, "bridge_exited", b as u64, 0);
@@ -109,5 +110,35 @@ impl Sim {
             }
         }
         self.transmits = transmits;
+    }
+}
+
+impl crate::Recorded {
+    fn take(&mut self, r: tern_sfu::RecordOutput) {
+        use tern_sfu::RecordOutput as R;
+        match r {
+            R::Write {
+                recording,
+                file,
+                create,
+                bytes,
+                ..
+            } => {
+                let k = (recording.to_string(), file.to_string());
+                if self.closed.contains(&k) || (!create && !self.files.contains_key(&k)) {
+                    self.misordered += 1;
+                }
+                self.files.entry(k).or_default().extend_from_slice(&bytes);
+            }
+            R::Close { recording, file } => {
+                self.closed
+                    .insert((recording.to_string(), file.to_string()));
+            }
+            R::Metadata {
+                recording, json, ..
+            } => {
+                self.metadata.insert(recording.to_string(), json);
+            }
+        }
     }
 }

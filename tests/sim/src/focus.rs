@@ -61,6 +61,8 @@ impl Sim {
                 FocusEvent::CommandMove { bridge, .. }
                 | FocusEvent::CommandDrain { bridge, .. }
                 | FocusEvent::CommandEndConference { bridge, .. }
+                | FocusEvent::CommandStartRecording { bridge, .. }
+                | FocusEvent::CommandStopRecording { bridge, .. }
                 | FocusEvent::CommandRelayPeers { bridge, .. } => {
                     self.bridges.iter().position(|b| &b.id == bridge)
                 }
@@ -182,5 +184,44 @@ impl Sim {
                 self.push(at, Event::SocketClosed { peer: i, session });
             }
         }
+    }
+}
+
+/// Recordings through the focus, as the gRPC API asks for them. The wall
+/// clock the focus is given is the simulation's (from a fixed epoch), so
+/// ids and times replay.
+impl Sim {
+    pub fn start_recording(
+        &mut self,
+        conference: &str,
+    ) -> Result<tern_focus::RecordingView, tern_focus::FocusError> {
+        let now = self.now;
+        let unix_ms = 1_700_000_000_000 + self.elapsed().as_millis() as u64;
+        let r = match self.focus.as_mut() {
+            Some(f) => f.start_recording(now, unix_ms, conference),
+            None => Err(tern_focus::FocusError::NoBridge("no focus".into())),
+        };
+        self.drain_focus();
+        r
+    }
+
+    pub fn stop_recording(
+        &mut self,
+        conference: &str,
+    ) -> Result<tern_focus::RecordingView, tern_focus::FocusError> {
+        let now = self.now;
+        let r = match self.focus.as_mut() {
+            Some(f) => f.stop_recording(now, conference),
+            None => Err(tern_focus::FocusError::NoBridge("no focus".into())),
+        };
+        self.drain_focus();
+        r
+    }
+
+    pub fn recordings(&self, conference: Option<&str>) -> Vec<tern_focus::RecordingView> {
+        self.focus
+            .as_ref()
+            .map(|f| f.recordings(conference))
+            .unwrap_or_default()
     }
 }

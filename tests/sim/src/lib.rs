@@ -98,6 +98,19 @@ pub struct SimBridge {
     /// Its mixing worker, run inline: it takes the node's `Output::Mix`
     /// and gives back `Input::Mixed` when its ticks are due.
     pub mixer: MixHost<Opus, OpenH264>,
+    /// What its recordings wrote: an in-memory recordings directory.
+    pub recorded: Recorded,
+}
+
+/// A bridge's recordings directory, in memory: files by (recording,
+/// file name), the files closed, and each recording's metadata.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    pub files: std::collections::BTreeMap<(String, String), Vec<u8>>,
+    pub closed: std::collections::BTreeSet<(String, String)>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// Writes to a file never created, or after it was closed (a bug).
+    pub misordered: u64,
 }
 
 impl SimBridge {
@@ -248,6 +261,7 @@ impl Sim {
                 ),
                 alive: true,
                 exited: false,
+                recorded: Recorded::default(),
             });
         }
         let mut sim = Self {

@@ -79,6 +79,8 @@ pub(crate) fn focus_event_name(e: &FocusEvent) -> &'static str {
         FocusEvent::CommandDrain { .. } => "f:cmd_drain",
         FocusEvent::CommandEndConference { .. } => "f:cmd_end",
         FocusEvent::CommandRelayPeers { .. } => "f:cmd_relay_peers",
+        FocusEvent::CommandStartRecording { .. } => "f:cmd_start_recording",
+        FocusEvent::CommandStopRecording { .. } => "f:cmd_stop_recording",
     }
 }
 

@@ -307,6 +307,7 @@ mod tests {
             relay_sent_at: None,
             constraint: Default::default(),
             silence: Default::default(),
+            record: Default::default(),
         }
     }
 

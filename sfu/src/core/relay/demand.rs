@@ -25,7 +25,8 @@ impl Core {
                     endpoint: id,
                     mid: src.mid,
                 };
-                let mut mask = 0u32;
+                // A recording here wants the top layer.
+                let mut mask = src.record.layers;
                 for &(sub, slot_i) in &src.subscribers {
                     let Some(slot) = self.endpoints.get(&sub).and_then(|e| e.slots.get(slot_i))
                     else {

@@ -339,6 +339,7 @@ impl Core {
                             relay_sent_at: None,
                             constraint: Default::default(),
                             silence: Default::default(),
+                            record: Default::default(),
                         },
                         RemoteSource {
                             demand_sent: 0,

@@ -1,0 +1,271 @@
+//! Recordings (issue 21): at most one per conference at a time, written by
+//! one of the conference's bridges (the one hosting most of its
+//! participants; the relay brings it the others' media), started and
+//! stopped by commands, followed through the bridge's reports.
+//!
+//! The focus keeps each recording's state: active from the start command
+//! until the bridge reports it ended (stopped, or failed with a reason), a
+//! stop asked, its bridge failed, or its conference ended. Ended ones are
+//! kept for listing, the newest [`KEPT_ENDED`].
+
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::{ConferenceMode, Focus, FocusError, FocusEvent};
+
+/// Ended recordings listed at most.
+pub const KEPT_ENDED: usize = 1_000;
+/// How long a started recording may be missing from its bridge's reports
+/// before the focus gives up on it (the command was lost with a stream).
+const START_REPORTED_WITHIN: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordingState {
+    Active,
+    Stopped,
+    Failed,
+}
+
+/// A recording as the API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordingView {
+    pub id: String,
+    pub conference: String,
+    pub bridge: String,
+    pub state: RecordingState,
+    pub started_unix_ms: u64,
+    pub ended_unix_ms: Option<u64>,
+    pub error: Option<String>,
+    pub files: u32,
+    pub bytes: u64,
+}
+
+/// What a bridge reports of one recording.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecordingReport {
+    pub conference: String,
+    pub id: String,
+    pub active: bool,
+    pub error: String,
+    pub files: u32,
+    pub bytes: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Recordings {
+    /// Running (one per conference at most) and ended, oldest first.
+    list: Vec<(Instant, bool, RecordingView)>,
+    next: u64,
+}
+
+impl Default for Recordings {
+    fn default() -> Self {
+        Self {
+            list: Vec::new(),
+            next: 1,
+        }
+    }
+}
+
+impl Focus {
+    /// Start recording `conference`. `unix_ms` is the wall clock now (the
+    /// recording's origin, and part of its id, so ids stay unique across a
+    /// focus restart).
+    pub fn start_recording(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        conference: &str,
+    ) -> Result<RecordingView, FocusError> {
+        let conf = self
+            .conferences
+            .get(conference)
+            .ok_or_else(|| FocusError::UnknownConference(conference.to_string()))?;
+        if let Some((_, _, r)) = self
+            .recordings
+            .list
+            .iter()
+            .find(|(_, _, r)| r.conference == conference && r.state == RecordingState::Active)
+        {
+            return Err(FocusError::AlreadyRecording {
+                conference: conference.to_string(),
+                id: r.id.clone(),
+            });
+        }
+        if matches!(conf.mode, Some(ConferenceMode::Mixed { .. })) {
+            return Err(FocusError::RecordingRefused {
+                conference: conference.to_string(),
+                reason: "recording a mixed conference is not supported yet".into(),
+            });
+        }
+        // The bridge with most of the conference (the fewest streams to
+        // bring over the relay); ties to the smallest id.
+        let bridge = conf
+            .bridges
+            .iter()
+            .filter(|(b, ps)| !ps.is_empty() && self.bridges.get(*b).is_some_and(|b| b.online))
+            .max_by(|a, b| a.1.len().cmp(&b.1.len()).then(b.0.cmp(a.0)))
+            .map(|(b, _)| b.clone())
+            .ok_or_else(|| FocusError::RecordingRefused {
+                conference: conference.to_string(),
+                reason: "nobody is connected to it yet".into(),
+            })?;
+        let id = format!("rec-{unix_ms}-{}", self.recordings.next);
+        self.recordings.next += 1;
+        let view = RecordingView {
+            id: id.clone(),
+            conference: conference.to_string(),
+            bridge: bridge.clone(),
+            state: RecordingState::Active,
+            started_unix_ms: unix_ms,
+            ended_unix_ms: None,
+            error: None,
+            files: 0,
+            bytes: 0,
+        };
+        self.recordings.list.push((now, false, view.clone()));
+        info!(conference, recording = %id, %bridge, "recording started");
+        self.events.push_back(FocusEvent::CommandStartRecording {
+            bridge,
+            conference: conference.to_string(),
+            id,
+            started_unix_ms: unix_ms,
+        });
+        Ok(view)
+    }
+
+    /// Stop `conference`'s recording.
+    pub fn stop_recording(
+        &mut self,
+        now: Instant,
+        conference: &str,
+    ) -> Result<RecordingView, FocusError> {
+        let Some(i) = self.active_recording(conference) else {
+            return Err(FocusError::NotRecording(conference.to_string()));
+        };
+        let (bridge, id) = {
+            let r = &self.recordings.list[i].2;
+            (r.bridge.clone(), r.id.clone())
+        };
+        self.events.push_back(FocusEvent::CommandStopRecording {
+            bridge,
+            conference: conference.to_string(),
+            id,
+        });
+        Ok(self.end(now, i, RecordingState::Stopped, None))
+    }
+
+    /// Recordings, newest first; only `conference`'s when given.
+    pub fn recordings(&self, conference: Option<&str>) -> Vec<RecordingView> {
+        self.recordings
+            .list
+            .iter()
+            .rev()
+            .filter(|(_, _, r)| conference.is_none_or(|c| r.conference == c))
+            .map(|(_, _, r)| r.clone())
+            .collect()
+    }
+
+    /// What bridge `bridge` reported of its recordings.
+    pub(crate) fn take_recording_reports(
+        &mut self,
+        now: Instant,
+        bridge: &str,
+        reports: &[RecordingReport],
+    ) {
+        for i in (0..self.recordings.list.len()).rev() {
+            let (started, _, r) = &self.recordings.list[i];
+            if r.state != RecordingState::Active || r.bridge != bridge {
+                continue;
+            }
+            let started = *started;
+            match reports.iter().find(|p| p.id == r.id) {
+                Some(p) => {
+                    let e = &mut self.recordings.list[i];
+                    e.1 = true;
+                    e.2.files = p.files;
+                    e.2.bytes = p.bytes;
+                    if !p.active {
+                        let (state, error) = if p.error.is_empty() {
+                            (RecordingState::Stopped, None)
+                        } else {
+                            (RecordingState::Failed, Some(p.error.clone()))
+                        };
+                        self.end(now, i, state, error);
+                    }
+                }
+                None if self.recordings.list[i].1
+                    || now.saturating_duration_since(started) >= START_REPORTED_WITHIN =>
+                {
+                    // Reported before and now gone (the bridge restarted),
+                    // or never heard of.
+                    self.end(
+                        now,
+                        i,
+                        RecordingState::Failed,
+                        Some(format!("bridge {bridge} does not report it")),
+                    );
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Bridge `bridge` failed: its recordings with it.
+    pub(crate) fn recordings_bridge_failed(&mut self, now: Instant, bridge: &str, reason: &str) {
+        for i in 0..self.recordings.list.len() {
+            let r = &self.recordings.list[i].2;
+            if r.state == RecordingState::Active && r.bridge == bridge {
+                self.end(
+                    now,
+                    i,
+                    RecordingState::Failed,
+                    Some(format!("bridge {bridge} failed: {reason}")),
+                );
+            }
+        }
+    }
+
+    fn active_recording(&self, conference: &str) -> Option<usize> {
+        self.recordings
+            .list
+            .iter()
+            .position(|(_, _, r)| r.conference == conference && r.state == RecordingState::Active)
+    }
+
+    fn end(
+        &mut self,
+        now: Instant,
+        i: usize,
+        state: RecordingState,
+        error: Option<String>,
+    ) -> RecordingView {
+        let (started, _, r) = &mut self.recordings.list[i];
+        let ran = now.saturating_duration_since(*started);
+        r.state = state;
+        r.ended_unix_ms = Some(r.started_unix_ms + ran.as_millis() as u64);
+        if let Some(e) = &error {
+            warn!(conference = %r.conference, recording = %r.id, error = %e, "recording failed");
+        }
+        r.error = error;
+        let view = r.clone();
+        // Keep the newest KEPT_ENDED ended ones (and every active one).
+        let ended = self
+            .recordings
+            .list
+            .iter()
+            .filter(|(_, _, r)| r.state != RecordingState::Active)
+            .count();
+        if ended > KEPT_ENDED
+            && let Some(oldest) = self
+                .recordings
+                .list
+                .iter()
+                .position(|(_, _, r)| r.state != RecordingState::Active)
+        {
+            self.recordings.list.remove(oldest);
+        }
+        view
+    }
+}

@@ -1,0 +1,647 @@
+//! Recording a conference on this bridge (issue 21): every source of every
+//! participant in it, local or brought over the relay, written without
+//! transcoding by `tern_record` into one WebM file per source, and a
+//! metadata file saying who was there when.
+//!
+//! The core decides, the shell writes: what leaves is
+//! [`Output::Record`] ([`RecordOutput`]: bytes to append to a file in the
+//! recording's directory, a file finished, the metadata replaced). A
+//! write the shell could not make comes back as
+//! [`Core::handle_recording_failed`] and stops the recording.
+//!
+//! A recorded video source is followed like a receiver's slot that always
+//! wants the source's top available layer: it is demanded from the
+//! publisher (sender constraints) and across the relay (relay demand), a
+//! switch happens at a keyframe of the new layer, and a `Rewriter` keeps
+//! the recorded stream's numbers continuous across switches, so the file
+//! is one VP8 stream whatever layers it was made from. Until the first
+//! keyframe nothing is written (`tern_record` waits for one).
+//!
+//! Timeline: each track is placed by its first packet's arrival at the
+//! bridge, on the recording's clock (ms since it started). Sender reports'
+//! RTP/NTP mapping is not used yet, so audio and video of one participant
+//! are aligned to within the difference of their network delays.
+//!
+//! Codecs: VP8 and Opus are recorded; a source in another codec (H.264,
+//! VP9, AV1) is counted as not recordable and left out (its metadata has
+//! no file for it). A mixed conference is refused: its audio goes to the
+//! mixer, not through here.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::format::Codec;
+use tern_record::{Recording, TrackKey, TrackRecorder};
+use tracing::{info, warn};
+
+use super::model::Packet;
+use super::{Core, Map, Output, SourceRef};
+use crate::rewrite::{InNumbers, Rewriter};
+use crate::signal::Kind;
+
+/// How often what tracks produced is handed to the shell. A crash loses
+/// at most this much of each file (plus what the shell had not written).
+const FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// How long an ended recording stays in [`Core::recordings`] (what the
+/// bridge reports to the focus once a second).
+const ENDED_REPORTED_FOR: Duration = Duration::from_secs(10);
+/// The metadata file's name in a recording's directory.
+pub const METADATA_FILE: &str = "metadata.json";
+
+/// What the shell must do for a recording. Paths are `recording/file`
+/// under the bridge's recordings directory; both are names `tern_record`
+/// made safe (they cannot leave the directory or collide).
+#[derive(Debug)]
+pub enum RecordOutput {
+    /// Append `bytes` to the file, creating it (and the recording's
+    /// directory) first when `create`.
+    Write {
+        room: Arc<str>,
+        recording: Arc<str>,
+        file: Arc<str>,
+        create: bool,
+        bytes: Vec<u8>,
+    },
+    /// Nothing more goes to this file.
+    Close { recording: Arc<str>, file: Arc<str> },
+    /// Replace the recording's metadata file with `json`.
+    Metadata {
+        room: Arc<str>,
+        recording: Arc<str>,
+        json: String,
+    },
+}
+
+/// A recording as the bridge reports it to the focus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingReport {
+    pub conference: String,
+    pub id: String,
+    pub active: bool,
+    /// Why it stopped, when it was not asked to.
+    pub error: Option<String>,
+    pub files: u32,
+    pub bytes: u64,
+}
+
+/// What a source carries for the recording (kept on the source so the
+/// per-packet check is one field).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct RecordMark {
+    /// Its conference is being recorded here.
+    pub(super) on: bool,
+    /// Video: the layers the recording wants (one bit), for sender
+    /// constraints and relay demand.
+    pub(super) layers: u32,
+}
+
+/// One conference's recording.
+#[derive(Debug)]
+pub(super) struct ConfRecording {
+    rec: Recording,
+    id: Arc<str>,
+    started: Instant,
+    tracks: Map<SourceRefKey, Track>,
+    present: BTreeSet<String>,
+    meta_dirty: bool,
+    last_flush: Instant,
+}
+
+/// `SourceRef` as a map key.
+type SourceRefKey = (u64, str0m::media::Mid);
+
+fn key_of(r: SourceRef) -> SourceRefKey {
+    (r.endpoint.0, r.mid)
+}
+
+#[derive(Debug)]
+struct Track {
+    key: TrackKey,
+    /// `None`: the source's codec is not recordable; it is skipped.
+    file: Option<Arc<str>>,
+    rec: TrackRecorder,
+    created: bool,
+    buf: Vec<u8>,
+    /// Video: the layer written, the one wanted, and the numbering.
+    current: Option<usize>,
+    target: Option<usize>,
+    rewriter: Rewriter,
+}
+
+impl ConfRecording {
+    fn at_ms(&self, now: Instant) -> i64 {
+        i64::try_from(now.saturating_duration_since(self.started).as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+impl Core {
+    /// Start recording `room` here as recording `id` (its directory name),
+    /// begun at `started_unix_ms` (the metadata's wall-clock origin, from
+    /// the focus). Starting the recording already running is a no-op. A
+    /// start refused is also reported as that recording ended with the
+    /// reason ([`Self::recordings`]), which is how the focus hears it.
+    pub fn start_recording(
+        &mut self,
+        now: Instant,
+        room: &str,
+        id: &str,
+        started_unix_ms: u64,
+    ) -> Result<(), String> {
+        let r = self.try_start_recording(now, room, id, started_unix_ms);
+        if let Err(e) = &r {
+            warn!(room, recording = id, error = %e, "recording not started");
+            self.recordings_ended.push_back((
+                now,
+                RecordingReport {
+                    conference: room.to_owned(),
+                    id: id.to_owned(),
+                    active: false,
+                    error: Some(e.clone()),
+                    files: 0,
+                    bytes: 0,
+                },
+            ));
+        }
+        r
+    }
+
+    fn try_start_recording(
+        &mut self,
+        now: Instant,
+        room: &str,
+        id: &str,
+        started_unix_ms: u64,
+    ) -> Result<(), String> {
+        let Some(conf) = self.conferences.get_mut(room) else {
+            return Err(format!("conference {room} is not on this bridge"));
+        };
+        if conf.mixed.is_some() {
+            return Err("recording a mixed conference is not supported yet".into());
+        }
+        if let Some(r) = &conf.recording {
+            return if &*r.id == id {
+                Ok(())
+            } else {
+                Err(format!(
+                    "conference {room} is already being recorded as {}",
+                    r.id
+                ))
+            };
+        }
+        let rec = Recording::new(id, room, started_unix_ms).map_err(|e| e.to_string())?;
+        conf.recording = Some(Box::new(ConfRecording {
+            rec,
+            id: Arc::from(id),
+            started: now,
+            tracks: Map::default(),
+            present: BTreeSet::new(),
+            meta_dirty: true,
+            last_flush: now,
+        }));
+        self.stats.recordings_started += 1;
+        info!(room, recording = id, "recording started");
+        let room: Arc<str> = Arc::from(room);
+        self.recording_housekeeping_room(now, &room);
+        Ok(())
+    }
+
+    /// Stop recording `room` (asked by the focus). `id` must name the
+    /// recording running, so a late stop of an old one does not end a new.
+    pub fn stop_recording(&mut self, now: Instant, room: &str, id: &str) -> Result<(), String> {
+        match self
+            .conferences
+            .get(room)
+            .and_then(|c| c.recording.as_ref())
+        {
+            Some(r) if &*r.id == id => {
+                self.end_recording(now, room, None);
+                Ok(())
+            }
+            Some(r) => Err(format!(
+                "conference {room} is being recorded as {}, not {id}",
+                r.id
+            )),
+            None => Err(format!("conference {room} is not being recorded here")),
+        }
+    }
+
+    /// The shell could not write recording `id` of `room`: it stops, and the
+    /// focus hears why.
+    pub fn handle_recording_failed(&mut self, now: Instant, room: &str, id: &str, error: &str) {
+        if self
+            .conferences
+            .get(room)
+            .and_then(|c| c.recording.as_ref())
+            .is_some_and(|r| &*r.id == id)
+        {
+            warn!(room, recording = id, error, "recording failed");
+            self.stats.recordings_failed += 1;
+            self.end_recording(now, room, Some(format!("write failed: {error}")));
+        }
+    }
+
+    /// Recordings running here, and those that ended in the last
+    /// `ENDED_REPORTED_FOR`.
+    pub fn recordings(&self) -> Vec<RecordingReport> {
+        let mut out: Vec<RecordingReport> = self
+            .conferences
+            .iter()
+            .filter_map(|(room, c)| {
+                let r = c.recording.as_ref()?;
+                Some(RecordingReport {
+                    conference: room.to_string(),
+                    id: r.id.to_string(),
+                    active: true,
+                    error: None,
+                    files: r.rec.files().len() as u32,
+                    bytes: r.rec.files().iter().map(|f| f.bytes).sum::<u64>()
+                        + r.tracks.values().map(|t| t.rec.stats().bytes).sum::<u64>(),
+                })
+            })
+            .collect();
+        out.extend(self.recordings_ended.iter().map(|(_, r)| r.clone()));
+        out.sort_by(|a, b| (&a.conference, &a.id).cmp(&(&b.conference, &b.id)));
+        out
+    }
+
+    /// End `room`'s recording: every track finished and closed, the
+    /// metadata written a last time. `error`: why, when not asked.
+    pub(super) fn end_recording(&mut self, now: Instant, room: &str, error: Option<String>) {
+        let Some(conf) = self.conferences.get_mut(room) else {
+            return;
+        };
+        let Some(mut r) = conf.recording.take() else {
+            return;
+        };
+        let room: Arc<str> = Arc::from(room);
+        let at = r.at_ms(now);
+        let keys: Vec<SourceRefKey> = r.tracks.keys().copied().collect();
+        for k in keys {
+            if let Some(t) = r.tracks.remove(&k) {
+                close_track(&mut r, t, at, &room, &mut self.out);
+            }
+        }
+        r.rec.stop(at, |_| Default::default());
+        let bytes = r.rec.files().iter().map(|f| f.bytes).sum();
+        self.out.push_back(Output::Record(RecordOutput::Metadata {
+            room: room.clone(),
+            recording: r.id.clone(),
+            json: r.rec.metadata_json(),
+        }));
+        info!(room = %room, recording = %r.id, error = error.as_deref().unwrap_or(""), "recording ended");
+        self.recordings_ended.push_back((
+            now,
+            RecordingReport {
+                conference: room.to_string(),
+                id: r.id.to_string(),
+                active: false,
+                error,
+                files: r.rec.files().len() as u32,
+                bytes,
+            },
+        ));
+        self.mark_sources(&room, false);
+        self.relay.demand_dirty = true;
+    }
+
+    /// Every `HOUSEKEEPING`: who is present, which tracks open and close,
+    /// which layer each video track wants, and the bytes to hand out.
+    pub(super) fn recording_housekeeping(&mut self, now: Instant) {
+        while self
+            .recordings_ended
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= ENDED_REPORTED_FOR)
+        {
+            self.recordings_ended.pop_front();
+        }
+        let rooms: Vec<Arc<str>> = self
+            .conferences
+            .iter()
+            .filter(|(_, c)| c.recording.is_some())
+            .map(|(r, _)| r.clone())
+            .collect();
+        for room in rooms {
+            self.recording_housekeeping_room(now, &room);
+        }
+    }
+
+    fn recording_housekeeping_room(&mut self, now: Instant, room: &Arc<str>) {
+        // Who is here, and their sources (with the layer a video track
+        // wants: the top one available).
+        let mut people: BTreeSet<String> = BTreeSet::new();
+        let mut sources: Vec<(SourceRef, Option<usize>)> = Vec::new();
+        let Some(conf) = self.conferences.get(room) else {
+            return;
+        };
+        for id in &conf.endpoints {
+            if let Some(ep) = self.endpoints.get(id) {
+                people.insert(ep.participant.clone());
+                for s in &ep.sources {
+                    let top = s.layers.iter().rposition(|l| l.available(now));
+                    sources.push((
+                        SourceRef {
+                            endpoint: *id,
+                            mid: s.mid,
+                        },
+                        top,
+                    ));
+                }
+            }
+        }
+        for (id, rp) in &self.relay.remotes {
+            if &rp.room == room {
+                people.insert(rp.participant.clone());
+                for s in &rp.sources {
+                    let top = s.layers.iter().rposition(|l| l.available(now));
+                    sources.push((
+                        SourceRef {
+                            endpoint: *id,
+                            mid: s.mid,
+                        },
+                        top,
+                    ));
+                }
+            }
+        }
+        let Some(r) = self
+            .conferences
+            .get_mut(room)
+            .and_then(|c| c.recording.as_deref_mut())
+        else {
+            return;
+        };
+        let at = r.at_ms(now);
+        for p in people.difference(&r.present) {
+            r.rec.joined(p, at);
+            r.meta_dirty = true;
+        }
+        for p in r.present.difference(&people) {
+            r.rec.left(p, at);
+            r.meta_dirty = true;
+        }
+        r.present = people;
+        // Tracks whose source is gone.
+        let live: BTreeSet<SourceRefKey> = sources.iter().map(|(s, _)| key_of(*s)).collect();
+        let gone: Vec<SourceRefKey> = r
+            .tracks
+            .keys()
+            .filter(|k| !live.contains(k))
+            .copied()
+            .collect();
+        for k in gone {
+            if let Some(t) = r.tracks.remove(&k) {
+                close_track(r, t, at, room, &mut self.out);
+            }
+        }
+        // Video tracks follow the top layer; a new target is asked a keyframe.
+        let mut keyframes = Vec::new();
+        for (s, top) in &sources {
+            if let Some(t) = r.tracks.get_mut(&key_of(*s))
+                && t.key.video
+                && t.target != *top
+            {
+                t.target = *top;
+                if let Some(l) = top
+                    && t.current != Some(*l)
+                {
+                    keyframes.push((*s, *l));
+                }
+            }
+        }
+        // Hand out what the tracks wrote.
+        if now.saturating_duration_since(r.last_flush) >= FLUSH_EVERY {
+            r.last_flush = now;
+            for t in r.tracks.values_mut() {
+                flush_track(t, room, &r.id, &mut self.out);
+            }
+        }
+        if std::mem::take(&mut r.meta_dirty) {
+            self.out.push_back(Output::Record(RecordOutput::Metadata {
+                room: room.clone(),
+                recording: r.id.clone(),
+                json: r.rec.metadata_json(),
+            }));
+        }
+        // Mark the sources: recorded, and (video) the layer wanted.
+        let mut changed = false;
+        for (s, top) in sources {
+            let want = top.map_or(0, |l| 1u32 << (l % 32));
+            if let Some(src) = self.source_of_mut(s) {
+                let layers = if src.kind == Kind::Video { want } else { 0 };
+                changed |= src.record.layers != layers || !src.record.on;
+                src.record = RecordMark { on: true, layers };
+            }
+        }
+        if changed {
+            self.relay.demand_dirty = true;
+        }
+        for (s, l) in keyframes {
+            self.request_keyframe(now, s, l);
+        }
+    }
+
+    fn mark_sources(&mut self, room: &str, on: bool) {
+        let mut refs = Vec::new();
+        if let Some(conf) = self.conferences.get(room) {
+            for id in &conf.endpoints {
+                if let Some(ep) = self.endpoints.get(id) {
+                    refs.extend(ep.sources.iter().map(|s| SourceRef {
+                        endpoint: *id,
+                        mid: s.mid,
+                    }));
+                }
+            }
+        }
+        for (id, rp) in &self.relay.remotes {
+            if &*rp.room == room {
+                refs.extend(rp.sources.iter().map(|s| SourceRef {
+                    endpoint: *id,
+                    mid: s.mid,
+                }));
+            }
+        }
+        for s in refs {
+            if let Some(src) = self.source_of_mut(s) {
+                src.record = RecordMark { on, layers: 0 };
+            }
+        }
+    }
+
+    /// One packet of a source whose conference is recorded (`fan_out`
+    /// calls this when the source's mark says so).
+    pub(super) fn record_packet(
+        &mut self,
+        now: Instant,
+        p: &Packet,
+        numbers: &InNumbers,
+        keyframe: bool,
+    ) {
+        let (room, participant, source, kind) = match self.endpoints.get(&p.source.endpoint) {
+            Some(ep) => {
+                let Some(s) = ep.source(p.source.mid) else {
+                    return;
+                };
+                (ep.room.clone(), &ep.participant, &s.name, s.kind)
+            }
+            None => {
+                let Some(rp) = self.relay.remotes.get(&p.source.endpoint) else {
+                    return;
+                };
+                let Some(s) = rp.source(p.source.mid) else {
+                    return;
+                };
+                (rp.room.clone(), &rp.participant, &s.name, s.kind)
+            }
+        };
+        let Some(r) = self
+            .conferences
+            .get_mut(&room)
+            .and_then(|c| c.recording.as_deref_mut())
+        else {
+            return;
+        };
+        let at = r.at_ms(now);
+        let k = key_of(p.source);
+        if !r.tracks.contains_key(&k) {
+            let key = TrackKey {
+                participant: participant.clone(),
+                source: source.clone(),
+                video: kind == Kind::Video,
+            };
+            let codec = match p.codec {
+                Codec::Vp8 => Some(tern_record::Codec::Vp8),
+                Codec::Opus => Some(tern_record::Codec::Opus { channels: 2 }),
+                _ => None,
+            };
+            let file = match codec {
+                Some(c) => match r.rec.open_track(key.clone(), c, at) {
+                    Ok(f) => Some(Arc::<str>::from(f)),
+                    Err(e) => {
+                        warn!(room = %room, error = %e, "recording track refused");
+                        None
+                    }
+                },
+                None => {
+                    self.stats.recording_unsupported += 1;
+                    warn!(room = %room, participant = %key.participant, source = %key.source, codec = ?p.codec, "not recorded: only VP8 and Opus are");
+                    None
+                }
+            };
+            r.meta_dirty |= file.is_some();
+            let top = if kind == Kind::Video {
+                self.source_of(p.source)
+                    .and_then(|s| s.layers.iter().rposition(|l| l.available(now)))
+            } else {
+                Some(0)
+            };
+            let Some(r) = self
+                .conferences
+                .get_mut(&room)
+                .and_then(|c| c.recording.as_deref_mut())
+            else {
+                return;
+            };
+            // The file starts at a keyframe: ask for one now rather than
+            // wait for the encoder's next.
+            let ask = (kind == Kind::Video && file.is_some())
+                .then_some(top)
+                .flatten();
+            r.tracks.insert(
+                k,
+                Track {
+                    key,
+                    rec: TrackRecorder::new(codec.unwrap_or(tern_record::Codec::Vp8)),
+                    file,
+                    created: false,
+                    buf: Vec::new(),
+                    current: None,
+                    target: top,
+                    rewriter: Rewriter::video(),
+                },
+            );
+            if let Some(l) = ask {
+                self.request_keyframe(now, p.source, l);
+            }
+        }
+        let Some(r) = self
+            .conferences
+            .get_mut(&room)
+            .and_then(|c| c.recording.as_deref_mut())
+        else {
+            return;
+        };
+        let Some(t) = r.tracks.get_mut(&k) else {
+            return;
+        };
+        if t.file.is_none() {
+            return;
+        }
+        let (seq, ts) = if t.key.video {
+            if t.current != Some(p.layer) {
+                if t.target != Some(p.layer) || !keyframe {
+                    return;
+                }
+                t.rewriter.rebase(numbers, now);
+                t.current = Some(p.layer);
+            }
+            let Some(out) = t.rewriter.map(numbers, now) else {
+                return;
+            };
+            (out.seq, out.ts)
+        } else {
+            (numbers.seq, numbers.ts)
+        };
+        let payload: &[u8] = if p.red {
+            match crate::red::red_primary(&p.payload) {
+                Some(b) => b,
+                None => return,
+            }
+        } else {
+            &p.payload
+        };
+        // A packet the recorder cannot use is counted in its stats.
+        let _ = t.rec.push(at, seq as u16, ts, p.marker, payload);
+        self.stats.recorded_packets += 1;
+    }
+}
+
+fn flush_track(t: &mut Track, room: &Arc<str>, recording: &Arc<str>, out: &mut VecDeque<Output>) {
+    let Some(file) = &t.file else {
+        return;
+    };
+    t.rec.take_output(&mut t.buf);
+    if t.buf.is_empty() {
+        return;
+    }
+    out.push_back(Output::Record(RecordOutput::Write {
+        room: room.clone(),
+        recording: recording.clone(),
+        file: file.clone(),
+        create: !t.created,
+        bytes: std::mem::take(&mut t.buf),
+    }));
+    t.created = true;
+}
+
+fn close_track(
+    r: &mut ConfRecording,
+    mut t: Track,
+    at: i64,
+    room: &Arc<str>,
+    out: &mut VecDeque<Output>,
+) {
+    if t.file.is_none() {
+        return;
+    }
+    t.rec.finish();
+    flush_track(&mut t, room, &r.id, out);
+    r.rec.close_track(&t.key, at, t.rec.stats());
+    r.meta_dirty = true;
+    if let (Some(file), true) = (t.file, t.created) {
+        out.push_back(Output::Record(RecordOutput::Close {
+            recording: r.id.clone(),
+            file,
+        }));
+    }
+}

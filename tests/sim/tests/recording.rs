@@ -1,0 +1,238 @@
+//! Recording (issue 21) on virtual time: a conference spread over two
+//! relayed bridges recorded on one of them through the focus, with a join
+//! and a leave while it runs. The files are the in-memory recordings
+//! directory the simulator keeps per bridge (`SimBridge::recorded`); their
+//! contents are synthetic VP8 and Opus-sized payloads, so what is checked
+//! here is what was written where, when and from which layer; that real
+//! media decodes is `record/tests/ffmpeg.rs`'s and the browser test's.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tern_focus::{FocusConfig, FocusError, RecordingState, Strategy};
+use tern_sim::{LinkConfig, Sim, SimConfig, seed_or, with_seed};
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+fn clean() -> LinkConfig {
+    LinkConfig::latency(10)
+}
+
+fn cluster(seed: u64) -> Sim {
+    let focus = FocusConfig {
+        strategy: Strategy::RegionBased,
+        ..FocusConfig::default()
+    };
+    let cfg = SimConfig::new(seed).with_focus(2, &["eu", "us"], focus);
+    let mut sim = Sim::new(cfg);
+    sim.run_until(secs(0.05));
+    sim
+}
+
+/// Heights announced by the VP8 keyframes in a recorded file (the start
+/// code 9d 01 2a, then 14-bit width and height, little-endian).
+fn keyframe_heights(file: &[u8]) -> Vec<u16> {
+    file.windows(7)
+        .filter(|w| w[0] == 0x9d && w[1] == 0x01 && w[2] == 0x2a)
+        .map(|w| u16::from_le_bytes([w[5], w[6]]) & 0x3fff)
+        .collect()
+}
+
+fn file_entry<'a>(meta: &'a Value, participant: &str, kind: &str) -> &'a Value {
+    meta["files"]
+        .as_array()
+        .and_then(|fs| {
+            fs.iter()
+                .find(|f| f["participant"] == participant && f["kind"] == kind)
+        })
+        .unwrap_or_else(|| panic!("no {kind} file of {participant} in {meta:#}"))
+}
+
+fn ms(v: &Value) -> f64 {
+    v.as_i64().unwrap_or_else(|| panic!("not a time: {v}")) as f64 / 1000.0
+}
+
+#[test]
+fn a_conference_over_two_bridges_is_recorded_whole_on_one_with_joins_and_leaves() {
+    with_seed(seed_or(21), |seed| {
+        let mut sim = cluster(seed);
+        // Everyone watches thumbnails: the 720p layers only the recording
+        // wants must still come from the publishers (sender constraints)
+        // and across the relay (demand).
+        for (name, region) in [("a", "eu"), ("b", "eu"), ("c", "us")] {
+            let i = sim.add_peer_in(Some(region), name, |_| {}, clean(), clean());
+            sim.set_max_height(i, None, 180);
+        }
+        sim.run_until(secs(3.0));
+        // Nobody connected to a conference yet: a precise refusal.
+        assert!(matches!(
+            sim.start_recording("nobody-here"),
+            Err(FocusError::UnknownConference(_))
+        ));
+        let started = sim.start_recording("sim").expect("start");
+        let eu = sim.bridge_of("a");
+        assert_eq!(
+            started.bridge, sim.bridges[eu].id,
+            "recorded where most participants are"
+        );
+        // One recording per conference at a time.
+        match sim.start_recording("sim") {
+            Err(FocusError::AlreadyRecording { id, .. }) => assert_eq!(id, started.id),
+            other => panic!("a second start: {other:?}"),
+        }
+        sim.run_until(secs(6.0));
+        // d joins on the other bridge, c leaves.
+        let d = sim.add_peer_in(Some("us"), "d", |_| {}, clean(), clean());
+        sim.set_max_height(d, None, 180);
+        sim.run_until(secs(9.0));
+        let c = sim.peer_index("c");
+        sim.leave(c);
+        sim.run_until(secs(12.0));
+        let active = sim.recordings(Some("sim"));
+        assert_eq!(active[0].state, RecordingState::Active, "{active:?}");
+        assert!(
+            active[0].files >= 8,
+            "four people's audio and video so far: {active:?}"
+        );
+        let stopped = sim.stop_recording("sim").expect("stop");
+        assert_eq!(stopped.state, RecordingState::Stopped);
+        assert!(matches!(
+            sim.stop_recording("sim"),
+            Err(FocusError::NotRecording(_))
+        ));
+        sim.run_until(secs(13.0));
+
+        let rec = &sim.bridges[eu].recorded;
+        assert_eq!(rec.misordered, 0);
+        let other = &sim.bridges[1 - eu].recorded;
+        assert!(other.files.is_empty(), "only one bridge writes");
+        let meta: Value =
+            serde_json::from_str(&rec.metadata[&started.id]).expect("metadata is JSON");
+        assert!(meta["ended_ms"].is_i64(), "{meta:#}");
+        // Every file written is closed and listed; its frames are in it.
+        let files = meta["files"].as_array().expect("files");
+        assert_eq!(files.len(), 8, "{meta:#}");
+        for f in files {
+            let name = f["file"].as_str().expect("name");
+            let key = (started.id.clone(), name.to_string());
+            assert!(rec.closed.contains(&key), "{name} closed");
+            assert_eq!(
+                rec.files[&key].len() as u64,
+                f["bytes"].as_u64().expect("bytes"),
+                "{name}: what the metadata says is what was written"
+            );
+        }
+        // Presence and tracks follow who was there (within 0.5 s), and
+        // video was recorded at the top layer throughout, including the
+        // remote participants' (the relay brought their 720p).
+        let span = |p: &str| -> (f64, f64) {
+            match p {
+                // Recording from 3 s to 12 s; c leaves at 9 s, d joins at 6 s.
+                "a" | "b" => (0.0, 9.0),
+                "c" => (0.0, 6.0),
+                _ => (3.0, 9.0),
+            }
+        };
+        for p in ["a", "b", "c", "d"] {
+            let (from, to) = span(p);
+            let stay = meta["participants"]
+                .as_array()
+                .and_then(|s| s.iter().find(|s| s["participant"] == p))
+                .unwrap_or_else(|| panic!("{p} present in {meta:#}"));
+            assert!((ms(&stay["joined_ms"]) - from).abs() <= 0.5, "{p}: {stay}");
+            assert!((ms(&stay["left_ms"]) - to).abs() <= 0.5, "{p}: {stay}");
+            for kind in ["video", "audio"] {
+                let f = file_entry(&meta, p, kind);
+                let dur = ms(&f["ended_ms"]) - ms(&f["started_ms"]);
+                assert!(
+                    (dur - (to - from)).abs() <= 0.7,
+                    "{p} {kind} lasts {dur:.2} s of {:.1}: {f}",
+                    to - from
+                );
+                let per_s = if kind == "video" { 30.0 } else { 50.0 };
+                let frames = f["frames"].as_f64().expect("frames");
+                assert!(
+                    frames >= 0.85 * per_s * (to - from),
+                    "{p} {kind}: {frames} frames in {:.1} s",
+                    to - from
+                );
+            }
+            let video = file_entry(&meta, p, "video")["file"]
+                .as_str()
+                .expect("name");
+            let heights = keyframe_heights(&rec.files[&(started.id.clone(), video.to_string())]);
+            assert!(!heights.is_empty(), "{p}: no keyframe in {video}");
+            assert!(heights.iter().all(|&h| h == 720), "{p}: {heights:?}");
+        }
+    });
+}
+
+#[test]
+fn a_write_that_fails_stops_the_recording_and_the_focus_says_why() {
+    with_seed(seed_or(22), |seed| {
+        let mut sim = cluster(seed);
+        for name in ["a", "b"] {
+            sim.add_peer_in(Some("eu"), name, |_| {}, clean(), clean());
+        }
+        sim.run_until(secs(2.0));
+        let r = sim.start_recording("sim").expect("start");
+        sim.run_until(secs(4.0));
+        let b = sim.bridge_of("a");
+        sim.give_node(
+            b,
+            tern_sfu::node::Input::RecordingFailed {
+                room: "sim".into(),
+                id: r.id.clone(),
+                error: "No space left on device (os error 28)".into(),
+            },
+        );
+        let written = sim.bridges[b]
+            .recorded
+            .files
+            .values()
+            .map(Vec::len)
+            .sum::<usize>();
+        assert!(written > 0, "it was writing");
+        // The bridge reports once a second.
+        sim.run_until(secs(6.0));
+        let now = &sim.recordings(Some("sim"))[0];
+        assert_eq!(now.state, RecordingState::Failed, "{now:?}");
+        let why = now.error.as_deref().unwrap_or_default();
+        assert!(why.contains("No space left on device"), "{why}");
+        // It stopped cleanly: every file closed, nothing written since.
+        let rec = &sim.bridges[b].recorded;
+        let after = rec.files.values().map(Vec::len).sum::<usize>();
+        assert!(after >= written);
+        assert_eq!(rec.closed.len(), rec.files.len(), "every file closed");
+        // The conference can be recorded again.
+        let again = sim.start_recording("sim").expect("a new recording");
+        assert_ne!(again.id, r.id);
+    });
+}
+
+#[test]
+fn a_recording_fails_with_its_bridge() {
+    with_seed(seed_or(23), |seed| {
+        let mut sim = cluster(seed);
+        sim.add_peer_in(Some("eu"), "a", |_| {}, clean(), clean());
+        sim.add_peer_in(Some("us"), "b", |_| {}, clean(), clean());
+        sim.run_until(secs(2.0));
+        let r = sim.start_recording("sim").expect("start");
+        let b = sim
+            .bridges
+            .iter()
+            .position(|x| x.id == r.bridge)
+            .expect("its bridge");
+        sim.run_until(secs(3.0));
+        sim.kill_bridge(b);
+        sim.run_until(secs(4.0));
+        let now = &sim.recordings(Some("sim"))[0];
+        assert_eq!(now.state, RecordingState::Failed, "{now:?}");
+        assert!(
+            now.error.as_deref().unwrap_or_default().contains("failed"),
+            "{now:?}"
+        );
+    });
+}
