@@ -194,6 +194,15 @@ impl Recording {
         }
     }
 
+    /// Since when `participant` is present (its current stay), if it is.
+    pub fn present_since(&self, participant: &str) -> Option<i64> {
+        self.presence
+            .get(participant)
+            .and_then(|s| s.last())
+            .filter(|p| p.left_ms.is_none())
+            .map(|p| p.joined_ms)
+    }
+
     pub fn left(&mut self, participant: &str, at_ms: i64) {
         if let Some(p) = self
             .presence

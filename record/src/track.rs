@@ -33,6 +33,14 @@ pub const REORDER_MS: u64 = 500;
 /// bridge's memory).
 const MAX_PENDING: usize = 512;
 pub const MAX_PENDING_BYTES: usize = 16 << 20;
+/// An Opus frame of silence (TOC 0xf8: CELT, fullband, 20 ms, one frame;
+/// the frame libwebrtc sends for silence).
+pub const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
+/// An audio track whose last frame is older than this when it ends gets a
+/// closing frame of silence ([`TrackRecorder::end_at`]).
+const END_GAP_MS: u64 = 100;
+/// How long [`OPUS_SILENCE`] lasts.
+const SILENCE_MS: i64 = 20;
 
 /// What a track holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +147,8 @@ pub struct TrackRecorder {
     /// The sequence number the next frame should start at.
     next_seq: Option<i64>,
     need_keyframe: bool,
+    /// Where the last frame written was placed (ms).
+    last_ms: Option<u64>,
     stats: TrackStats,
 }
 
@@ -157,6 +167,7 @@ impl TrackRecorder {
             done_ts: None,
             next_seq: None,
             need_keyframe: matches!(codec, Codec::Vp8),
+            last_ms: None,
             stats: TrackStats::default(),
         }
     }
@@ -174,7 +185,7 @@ impl TrackRecorder {
     /// Only before the first frame is written: moving a track's timeline
     /// under frames already in the file would send it backwards.
     pub fn set_origin(&mut self, rtp_ts: u32, at_ms: i64) -> bool {
-        if self.writer.is_some() {
+        if self.done_ts.is_some() {
             return false;
         }
         let ext = self.ts.extend(u64::from(rtp_ts), 32);
@@ -207,6 +218,57 @@ impl TrackRecorder {
     /// The recording ends: write every complete frame still waiting.
     pub fn finish(&mut self) {
         self.drain(true);
+    }
+
+    /// Opus: the track's participant was present from `at_ms`, before its
+    /// first packet (media connects after a participant joins; a muted
+    /// one sends nothing): one frame of silence there begins the file, so
+    /// it lasts as long as the participant was present. Only before
+    /// anything is written, and only with a placed origin or before the
+    /// first frame's arrival (it never moves frames).
+    pub fn begin_at(&mut self, at_ms: i64) {
+        let Codec::Opus { channels } = self.codec else {
+            return;
+        };
+        let Ok(at) = u64::try_from(at_ms) else {
+            return;
+        };
+        if self.writer.is_some() {
+            return;
+        }
+        let out = &mut self.out;
+        let w = self
+            .writer
+            .get_or_insert_with(|| WebmWriter::new(TrackKind::Opus { channels }, out));
+        if w.frame(at, true, &OPUS_SILENCE, out) {
+            self.last_ms = Some(at);
+            self.stats.frames_written += 1;
+        }
+    }
+
+    /// Opus: the track ends at `at_ms` (its participant left, the
+    /// recording stopped). A muted participant's audio stops arriving, so
+    /// its last frame may be long before: one frame of silence is written
+    /// at the end, and the file lasts as long as the track did (the mute
+    /// stays a gap). Call after [`Self::finish`]. Video is left as it is:
+    /// its file ends at its last picture.
+    pub fn end_at(&mut self, at_ms: i64) {
+        let Codec::Opus { .. } = self.codec else {
+            return;
+        };
+        let (Some(last), Ok(at)) = (self.last_ms, u64::try_from(at_ms)) else {
+            return;
+        };
+        if at < last + END_GAP_MS {
+            return;
+        }
+        let out = &mut self.out;
+        if let Some(w) = self.writer.as_mut()
+            && w.frame(at, true, &OPUS_SILENCE, out)
+        {
+            self.last_ms = Some(at);
+            self.stats.frames_written += 1;
+        }
     }
 
     /// Move the bytes produced since the last call to the end of `buf`
@@ -341,7 +403,15 @@ impl TrackRecorder {
         };
         // Without a mapping from sender reports, the first frame written is
         // placed where its first packet arrived.
-        let (o_ts, o_ms) = *self.origin.get_or_insert((ts, p.arrived));
+        // After a leading frame of silence (`begin_at`), no earlier than
+        // its end: an overlap would decode as time going backwards.
+        let arrived = match self.last_ms {
+            Some(l) if self.origin.is_none() => p
+                .arrived
+                .max(i64::try_from(l).unwrap_or(i64::MAX) + SILENCE_MS),
+            _ => p.arrived,
+        };
+        let (o_ts, o_ms) = *self.origin.get_or_insert((ts, arrived));
         let ms = o_ms + (ts - o_ts) * 1000 / self.codec.clock() as i64;
         let Ok(ms) = u64::try_from(ms) else {
             // Before the recording began (an origin from a sender report
@@ -354,6 +424,7 @@ impl TrackRecorder {
             .writer
             .get_or_insert_with(|| WebmWriter::new(kind, out));
         if w.frame(ms, keyframe, &frame, out) {
+            self.last_ms = Some(ms);
             self.stats.frames_written += 1;
         } else {
             self.stats.late += 1;

@@ -163,6 +163,87 @@ fn audio_gaps_are_gaps_and_every_packet_that_came_is_written() {
 }
 
 #[test]
+fn an_audio_track_that_went_quiet_still_ends_when_it_ended() {
+    let mut r = TrackRecorder::new(Codec::Opus { channels: 2 });
+    // One second of frames, then nothing (a mute) until 5 s.
+    for i in 0..50u32 {
+        let _ = r.push(i64::from(i) * 20, i as u16, i * 960, false, &[0xFC, 1, 2]);
+    }
+    r.finish();
+    r.end_at(1_030);
+    assert_eq!(
+        r.stats().frames_written,
+        50,
+        "the last frame is recent: nothing added"
+    );
+    r.end_at(5_000);
+    assert_eq!(r.stats().frames_written, 51);
+    let mut out = Vec::new();
+    r.take_output(&mut out);
+    let silence = out
+        .windows(OPUS_SILENCE.len())
+        .rposition(|w| w == OPUS_SILENCE);
+    assert_eq!(
+        silence,
+        Some(out.len() - OPUS_SILENCE.len()),
+        "the silence closes the file"
+    );
+    // Video ends at its last picture.
+    let mut v = TrackRecorder::new(Codec::Vp8);
+    for pkts in stream(10, 10, 0) {
+        feed(&mut v, &pkts);
+    }
+    v.finish();
+    let n = v.stats().frames_written;
+    v.end_at(60_000);
+    assert_eq!(v.stats().frames_written, n);
+}
+
+#[test]
+fn an_audio_track_begins_when_its_participant_arrived() {
+    let mut r = TrackRecorder::new(Codec::Opus { channels: 2 });
+    r.begin_at(2_000);
+    // Its first packet arrives 600 ms later.
+    for i in 0..10u32 {
+        let _ = r.push(
+            2_600 + i64::from(i) * 20,
+            i as u16,
+            i * 960,
+            false,
+            &[0xFC, 1],
+        );
+    }
+    r.finish();
+    assert_eq!(r.stats().frames_written, 11, "{:?}", r.stats());
+    assert_eq!(
+        r.stats().late,
+        0,
+        "the packets after it are placed after it"
+    );
+    let mut out = Vec::new();
+    r.take_output(&mut out);
+    // The first cluster opens at 2000 ms (0xE7, size 2, 0x07D0).
+    assert!(out.windows(4).any(|w| w == [0xE7, 0x82, 0x07, 0xD0]));
+
+    // A first packet right after it is placed after the silence ends, not
+    // inside it (found by the Chromium test: FFmpeg saw time go back).
+    let mut r = TrackRecorder::new(Codec::Opus { channels: 2 });
+    r.begin_at(1_000);
+    let _ = r.push(1_005, 1, 0, false, &[0xFC, 1]);
+    let _ = r.push(1_025, 2, 960, false, &[0xFC, 1]);
+    r.finish();
+    let mut out = Vec::new();
+    r.take_output(&mut out);
+    // Blocks: track 0x81, then the time relative to the cluster (1000 ms).
+    let rel: Vec<i16> = out
+        .windows(4)
+        .filter(|w| w[0] == 0x81 && (w[3] == 0x80))
+        .map(|w| i16::from_be_bytes([w[1], w[2]]))
+        .collect();
+    assert_eq!(rel, vec![0, 20, 40], "{out:02x?}");
+}
+
+#[test]
 fn the_origin_places_the_first_frame_on_the_recording_timeline() {
     let mut r = TrackRecorder::new(Codec::Opus { channels: 2 });
     // RTP 96000 (2 s into the stream) is 1.5 s into the recording.

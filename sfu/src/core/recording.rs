@@ -542,16 +542,27 @@ impl Core {
             else {
                 return;
             };
-            // The file starts at a keyframe: ask for one now rather than
-            // wait for the encoder's next.
+            // The file starts at a keyframe: ask for one now, of the layer
+            // flowing and of the top one, rather than wait for the
+            // encoder's next.
             let ask = (kind == Kind::Video && file.is_some())
                 .then_some(top)
                 .flatten();
+            let ask_flowing = ask.filter(|top| *top != p.layer).map(|_| p.layer);
+            let mut rec = TrackRecorder::new(codec.unwrap_or(tern_record::Codec::Vp8));
+            // Audio lasts from the participant's arrival (its media comes
+            // a little later; a muted one sends none): the silence before
+            // its first packet is written as silence.
+            if kind == Kind::Audio
+                && let Some(since) = r.rec.present_since(&key.participant)
+            {
+                rec.begin_at(since);
+            }
             r.tracks.insert(
                 k,
                 Track {
                     key,
-                    rec: TrackRecorder::new(codec.unwrap_or(tern_record::Codec::Vp8)),
+                    rec,
                     file,
                     created: false,
                     buf: Vec::new(),
@@ -560,7 +571,7 @@ impl Core {
                     rewriter: Rewriter::video(),
                 },
             );
-            if let Some(l) = ask {
+            for l in [ask, ask_flowing].into_iter().flatten() {
                 self.request_keyframe(now, p.source, l);
             }
         }
@@ -579,7 +590,12 @@ impl Core {
         }
         let (seq, ts) = if t.key.video {
             if t.current != Some(p.layer) {
-                if t.target != Some(p.layer) || !keyframe {
+                // The file starts at the first keyframe of any layer up to
+                // the target (the top one may be paused and take a while
+                // to resume), and moves up at the target's first keyframe.
+                let up = t.target == Some(p.layer);
+                let start = t.current.is_none() && t.target.is_some_and(|top| p.layer <= top);
+                if !keyframe || !(up || start) {
                     return;
                 }
                 t.rewriter.rebase(numbers, now);
@@ -635,6 +651,7 @@ fn close_track(
         return;
     }
     t.rec.finish();
+    t.rec.end_at(at);
     flush_track(&mut t, room, &r.id, out);
     r.rec.close_track(&t.key, at, t.rec.stats());
     r.meta_dirty = true;
