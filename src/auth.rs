@@ -33,6 +33,10 @@ pub struct Claims {
     /// A mixed conference's composite, when not the bridge's grid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mix_video: Option<MixVideoClaim>,
+    /// `true`: may start and stop the room's recording (the focus's
+    /// `/recording`). Absent: may not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderator: Option<bool>,
 }
 
 /// The composite a mixed conference's token asks for.
@@ -135,6 +139,7 @@ impl TokenKeys {
             publish: None,
             mix: None,
             mix_video: None,
+            moderator: None,
         })
     }
 
@@ -253,6 +258,7 @@ mod tests {
             publish: None,
             mix: None,
             mix_video: None,
+            moderator: None,
         };
         let expired = jsonwebtoken::encode(
             &Header::default(),

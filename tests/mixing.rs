@@ -331,6 +331,7 @@ async fn an_undecodable_participant_is_dropped_from_the_mix_and_counted_and_the_
             publish: None,
             mix: Some(16_000),
             mix_video: None,
+            moderator: None,
         })
     };
     let mut clients = Vec::new();
@@ -394,6 +395,7 @@ async fn bench_composite_latency() {
             publish: None,
             mix: Some(16_000),
             mix_video: None,
+            moderator: None,
         })
     };
     let (white, black) = ((235u8, 128u8, 128u8), (16u8, 128u8, 128u8));
@@ -494,6 +496,7 @@ async fn bench_mixed_participant_cpu() {
                 publish: None,
                 mix: Some(16_000),
                 mix_video: None,
+                moderator: None,
             })
         };
         let mut clients = Vec::new();

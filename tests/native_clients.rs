@@ -375,6 +375,7 @@ async fn bad_signalling_gets_precise_errors_and_leaves_other_sessions_untouched(
             publish: None,
             mix: None,
             mix_video: None,
+            moderator: None,
         };
         encode(
             &Header::default(),

@@ -26,6 +26,7 @@ use tern_sfu::node::ShardInput;
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const TERN_JS: &str = include_str!("../web/tern.js");
 const CHAT_JS: &str = include_str!("../web/chat.js");
+const RECORDING_JS: &str = include_str!("../web/recording.js");
 const STYLE_CSS: &str = include_str!("../web/style.css");
 
 /// How long a new WebSocket may take to send `join`.
@@ -44,6 +45,7 @@ pub(crate) fn client_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/room/{room}", get(index))
         .route("/static/tern.js", get(js))
         .route("/static/chat.js", get(chat_js))
+        .route("/static/recording.js", get(recording_js))
         .route("/static/style.css", get(css))
 }
 
@@ -71,6 +73,13 @@ async fn js() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         TERN_JS,
+    )
+}
+
+async fn recording_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        RECORDING_JS,
     )
 }
 

@@ -158,6 +158,15 @@ async fn run_cluster(
     let ca_cert = pki.0.join("ca.pem");
     std::fs::write(&ca_cert, ca.cert_pem())
         .with_context(|| format!("writing {}", ca_cert.display()))?;
+    // Recordings go to ./tern-recordings unless the environment or a
+    // config file says where.
+    let recordings = (config.is_none() && std::env::var_os("TERN_BRIDGE_RECORDINGS_DIR").is_none())
+        .then(|| "tern-recordings".to_string());
+    if let Some(dir) = &recordings {
+        println!(
+            "tern dev: recordings go to ./{dir}/ (a moderator starts one: /room/NAME?role=moderator)"
+        );
+    }
     let mut bridges = Vec::new();
     for (i, region) in ["local-a", "local-b"].into_iter().enumerate() {
         let i = i as u16;
@@ -166,27 +175,26 @@ async fn run_cluster(
         let id = crate::relay_net::BridgeId::new(region)?;
         let (cert, key) = ca.issue(&id)?.write(&pki.0)?;
         let path = |p: &std::path::Path| format!("{:?}", p.display().to_string());
-        let (child, ready) = spawn(
-            &["bridge"],
-            &config,
-            &[
-                ("TERN_AUTH_SECRET", auth.clone()),
-                ("TERN_BRIDGE_HTTP_LISTEN", quoted(b_http)),
-                ("TERN_BRIDGE_MEDIA_LISTEN", quoted(b_media)),
-                ("TERN_BRIDGE_REGION", format!("\"{region}\"")),
-                ("TERN_BRIDGE_ID", format!("\"{region}\"")),
-                ("TERN_BRIDGE_FOCUS_URL", format!("\"http://{grpc}\"")),
-                ("TERN_BRIDGE_FOCUS_SECRET", format!("\"{bridge_secret}\"")),
-                ("TERN_BRIDGE_DRAIN_TIMEOUT_SECS", "10".into()),
-                ("TERN_RELAY_LISTEN", quoted(b_relay)),
-                ("TERN_RELAY_CA_CERT", path(&ca_cert)),
-                ("TERN_RELAY_CERT", path(&cert)),
-                ("TERN_RELAY_KEY", path(&key)),
-                // The files are deleted once read: nothing to watch.
-                ("TERN_RELAY_RELOAD_INTERVAL_MS", "0".into()),
-            ],
-        )
-        .await?;
+        let mut env = vec![
+            ("TERN_AUTH_SECRET", auth.clone()),
+            ("TERN_BRIDGE_HTTP_LISTEN", quoted(b_http)),
+            ("TERN_BRIDGE_MEDIA_LISTEN", quoted(b_media)),
+            ("TERN_BRIDGE_REGION", format!("\"{region}\"")),
+            ("TERN_BRIDGE_ID", format!("\"{region}\"")),
+            ("TERN_BRIDGE_FOCUS_URL", format!("\"http://{grpc}\"")),
+            ("TERN_BRIDGE_FOCUS_SECRET", format!("\"{bridge_secret}\"")),
+            ("TERN_BRIDGE_DRAIN_TIMEOUT_SECS", "10".into()),
+            ("TERN_RELAY_LISTEN", quoted(b_relay)),
+            ("TERN_RELAY_CA_CERT", path(&ca_cert)),
+            ("TERN_RELAY_CERT", path(&cert)),
+            ("TERN_RELAY_KEY", path(&key)),
+            // The files are deleted once read: nothing to watch.
+            ("TERN_RELAY_RELOAD_INTERVAL_MS", "0".into()),
+        ];
+        if let Some(dir) = &recordings {
+            env.push(("TERN_BRIDGE_RECORDINGS_DIR", format!("{dir:?}")));
+        }
+        let (child, ready) = spawn(&["bridge"], &config, &env).await?;
         // "tern bridge ready: http://ADDR/ (media udp ADDR)"
         let (b_http, b_media) = (
             addr_after(&ready, "http://")?,

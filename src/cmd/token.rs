@@ -47,6 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         publish: None,
         mix: args.mix,
         mix_video: None,
+        moderator: None,
     });
     keys.verify(&token)
         .map_err(|r| anyhow::anyhow!(r.message))?;

@@ -96,12 +96,12 @@ impl fpb::focus_server::Focus for FocusApi {
     ) -> Result<Response<fpb::AllocateResponse>, Status> {
         check_bearer(&req, &self.0.api_secret)?;
         let r = req.into_inner();
-        let viewer = match fpb::Role::try_from(r.role) {
-            Ok(fpb::Role::Viewer) => true,
-            Ok(fpb::Role::Unspecified | fpb::Role::Participant) => false,
+        let role = match fpb::Role::try_from(r.role) {
+            Ok(fpb::Role::Unspecified) => fpb::Role::Participant,
+            Ok(role) => role,
             Err(_) => {
                 return Err(Status::invalid_argument(format!(
-                    "role {} is not ROLE_UNSPECIFIED, ROLE_PARTICIPANT or ROLE_VIEWER",
+                    "role {} is not ROLE_UNSPECIFIED, ROLE_PARTICIPANT, ROLE_VIEWER or ROLE_MODERATOR",
                     r.role
                 )));
             }
@@ -114,7 +114,7 @@ impl fpb::focus_server::Focus for FocusApi {
             r.display_name,
             r.region,
             &r.video_codec,
-            viewer,
+            role,
             mode,
         )
         .await?;
@@ -307,8 +307,8 @@ pub fn mixed_mode(rate: u32, video: MixedVideo) -> Result<tern_focus::Conference
     Ok(tern_focus::ConferenceMode::Mixed { sample_rate, video })
 }
 
-/// Allocation shared by gRPC and the HTTP `/join` endpoint. A `viewer`'s
-/// token may not publish.
+/// Allocation shared by gRPC and the HTTP `/join` endpoint. A viewer's
+/// token may not publish; a moderator's may also start and stop recording.
 #[allow(clippy::too_many_arguments)]
 pub async fn allocate(
     h: &FocusHandle,
@@ -317,7 +317,7 @@ pub async fn allocate(
     name: String,
     region: String,
     video_codec: &str,
-    viewer: bool,
+    role: fpb::Role,
     mode: Option<tern_focus::ConferenceMode>,
 ) -> Result<fpb::AllocateResponse, Status> {
     let started = std::time::Instant::now();
@@ -363,7 +363,8 @@ pub async fn allocate(
         name: Some(name),
         exp: crate::auth::unix_now() + h.token_ttl,
         codec: placement.video_codec.clone(),
-        publish: viewer.then_some(false),
+        publish: (role == fpb::Role::Viewer).then_some(false),
+        moderator: (role == fpb::Role::Moderator).then_some(true),
         mix: placement.mode.mix_rate(),
         mix_video: placement
             .mode

@@ -10,6 +10,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::json;
+use tern_proto::focus::v1 as fpb;
 
 use super::handle::{FocusHandle, Req};
 use crate::bridge::http::client_routes;
@@ -18,6 +19,10 @@ pub fn router(h: FocusHandle, metrics: PrometheusHandle) -> Router {
     // The endpoints anyone may call without a secret: limited per address.
     let limited = Router::new()
         .route("/join", get(join))
+        .route(
+            "/recording",
+            get(super::recording_http::list).post(super::recording_http::start_or_stop),
+        )
         .merge(super::whip::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             h.http_limits.clone(),
@@ -78,7 +83,8 @@ struct JoinQuery {
     /// any).
     codec: Option<String>,
     /// "viewer": a token that receives but may not publish; absent or
-    /// "participant": may publish.
+    /// "participant": may publish; "moderator": may also start and stop
+    /// the room's recording.
     role: Option<String>,
     /// "mixed": create the room as a mixed conference (one mix received
     /// instead of everyone's streams); "forwarding" or absent: the room's
@@ -90,7 +96,7 @@ struct JoinQuery {
     composite: Option<String>,
 }
 
-fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+pub(super) fn error(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, axum::Json(json!({ "error": msg.into() }))).into_response()
 }
 
@@ -107,13 +113,14 @@ async fn join(State(h): State<FocusHandle>, Query(q): Query<JoinQuery>) -> Respo
         None => crate::auth::new_participant_id(&name),
     };
     let display: String = name.chars().take(64).collect();
-    let viewer = match q.role.as_deref() {
-        None | Some("" | "participant") => false,
-        Some("viewer") => true,
+    let role = match q.role.as_deref() {
+        None | Some("" | "participant") => fpb::Role::Participant,
+        Some("viewer") => fpb::Role::Viewer,
+        Some("moderator") => fpb::Role::Moderator,
         Some(other) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("role {other:?} is not \"participant\" or \"viewer\""),
+                format!("role {other:?} is not \"participant\", \"viewer\" or \"moderator\""),
             );
         }
     };
@@ -164,7 +171,7 @@ async fn join(State(h): State<FocusHandle>, Query(q): Query<JoinQuery>) -> Respo
         display,
         q.region.unwrap_or_default(),
         q.codec.as_deref().unwrap_or_default(),
-        viewer,
+        role,
         mode,
     )
     .await

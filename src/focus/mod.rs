@@ -8,6 +8,7 @@ mod handle;
 mod http;
 mod limits;
 mod metrics;
+mod recording_http;
 mod whip;
 
 use std::collections::HashMap;

@@ -197,7 +197,11 @@ async fn forward(
         name,
         region_of(query.as_deref()),
         claims.codec.as_deref().unwrap_or_default(),
-        !claims.may_publish(),
+        if claims.may_publish() {
+            tern_proto::focus::v1::Role::Participant
+        } else {
+            tern_proto::focus::v1::Role::Viewer
+        },
         claims
             .mix
             .map(|sample_rate| tern_focus::ConferenceMode::Mixed {

@@ -68,6 +68,9 @@
     // "viewer": join to watch only (the token /join hands out may not
     // publish; no camera or microphone is asked for).
     viewer: params.get("role") === "viewer",
+    // "moderator": may start and stop the room's recording (focus mode;
+    // a demo setting: /join hands anyone who asks a moderator's token).
+    moderator: params.get("role") === "moderator",
     // "mixed": create the room as a mixed conference (focus mode): one mix
     // of everyone's audio is received instead of a stream per speaker.
     // A room that already exists keeps its mode.
@@ -916,6 +919,7 @@
       if (config.region) q.set("region", config.region);
       if (config.codec) q.set("codec", config.codec);
       if (config.viewer) q.set("role", "viewer");
+      else if (config.moderator) q.set("role", "moderator");
       if (config.mixed) q.set("mode", "mixed");
       if (config.mixed && config.rate) q.set("rate", config.rate);
       if (config.mixed && config.composite) q.set("composite", config.composite);
@@ -932,6 +936,7 @@
         const url = new URL(body.signal_url, location.href);
         if (url.protocol === "http:") url.protocol = "ws:";
         if (url.protocol === "https:") url.protocol = "wss:";
+        window.TernRecording.attach(body.token);
         return { url: url.href, token: body.token, bridge: typeof body.bridge === "string" ? body.bridge : null, iceServers: iceServersOf(body) };
       }
       if (res.status === 404 && state.mode === null && !(body && typeof body.error === "string")) {
@@ -1675,6 +1680,7 @@
       featured: state.layout === "speaker" ? featured() : null,
       errors: state.errors.slice(),
       chat: window.TernChat.snapshot(),
+      recording: window.TernRecording.snapshot(),
     };
   }
 
@@ -1706,6 +1712,8 @@
     // The room data channel: a chat message, or raw text (tests).
     sendChat: (text) => window.TernChat.sendChat(text),
     sendData: (text) => window.TernChat.sendData(text),
+    // The room's recording (a moderator's token): start or stop; a promise.
+    record: (on) => window.TernRecording.set(on),
     log: () => state.log.slice(),
   };
 

@@ -1,0 +1,324 @@
+//! Recording a real meeting (issue 21): headless Chromium participants on
+//! `tern dev` (a focus and two bridges, the split strategy so the meeting
+//! spans both and crosses the relay), each with a fake microphone playing
+//! its own tone and Chromium's fake camera. A moderator starts the
+//! recording from the page (`window.tern.record`, what the Record button
+//! calls), carol joins and leaves while it runs, bob mutes; the moderator
+//! stops it after 20 s. Then the files are read with Debian's FFmpeg:
+//! `ffprobe` reads each, `ffmpeg -v error` decodes every frame without a
+//! complaint, each file spans its participant's presence (the metadata's,
+//! within 0.5 s; a video file may start up to 2 s late, at its first
+//! keyframe once media flows), and each participant's audio carries its
+//! tone and not the others'.
+//!
+//! Runs like tests/browser_e2e.rs (own network namespace, browser-test
+//! lock, root, scripts/install-test-deps.sh, which installs ffmpeg):
+//! `cargo nextest run --test browser_recording`.
+
+mod support;
+
+use std::f64::consts::PI;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::Value;
+use support::wav::{fake_mic, write_wav};
+use support::{CONNECT_TIMEOUT, Check, Participant, run_in_netns, wait_until};
+
+const RATE: u32 = 48_000;
+const TONES: [(&str, f64); 3] = [("alice", 500.0), ("bob", 700.0), ("carol", 1100.0)];
+
+/// Two seconds of a sine at -20 dBFS (whole cycles: it loops cleanly).
+fn tone(hz: f64) -> Vec<i16> {
+    let amplitude = 32767.0 * 10f64.powf(-20.0 / 20.0) * 2f64.sqrt();
+    (0..2 * RATE as usize)
+        .map(|i| (amplitude * (2.0 * PI * hz * i as f64 / f64::from(RATE)).sin()) as i16)
+        .collect()
+}
+
+fn join(env: &support::Env, room: &str, name: &str, query: &str) -> Result<Participant> {
+    let hz = TONES
+        .iter()
+        .find(|t| t.0 == name)
+        .map(|t| t.1)
+        .context("a tone for each name")?;
+    let wav = env.dir().join(format!("{name}.wav"));
+    write_wav(&wav, RATE, &tone(hz))?;
+    env.join_with_args(room, name, query, &[&fake_mic(&wav)])
+}
+
+/// `window.tern.record(on)` in the page: the recording's JSON, or the
+/// refusal's text as `Err`.
+fn record(p: &Participant, on: bool) -> Result<std::result::Result<Value, String>> {
+    let v = p.browser.eval(&format!(
+        "window.tern.record({on}).then((r) => ({{ ok: r }}), (e) => ({{ err: String(e.message || e) }}))"
+    ))?;
+    Ok(match v.get("ok") {
+        Some(r) => Ok(r.clone()),
+        None => Err(v["err"].as_str().unwrap_or("?").to_string()),
+    })
+}
+
+fn run(cmd: &mut Command) -> Result<std::process::Output> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out)
+}
+
+/// The first and last packet times of a file's one stream (s), as ffprobe
+/// reads them.
+fn packet_span(file: &Path) -> Result<(f64, f64, usize)> {
+    let out = run(Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "packet=pts_time",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file))?;
+    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    let (Some(first), Some(last)) = (
+        times.iter().copied().reduce(f64::min),
+        times.iter().copied().reduce(f64::max),
+    ) else {
+        bail!("{}: ffprobe found no packets", file.display());
+    };
+    Ok((first, last, times.len()))
+}
+
+/// Decode every frame; FFmpeg at `-v error` says nothing about a clean file.
+fn decodes_cleanly(file: &Path) -> Result<()> {
+    let out = run(Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(file)
+        .args(["-f", "null", "-"]))?;
+    let errors = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        errors.trim().is_empty(),
+        "{}: decoding complained: {errors}",
+        file.display()
+    );
+    Ok(())
+}
+
+/// The file's audio as 48 kHz mono samples.
+fn pcm(file: &Path) -> Result<Vec<f64>> {
+    let out = run(Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(file)
+        .args(["-f", "s16le", "-ac", "1", "-ar", "48000", "-"]))?;
+    Ok(out
+        .stdout
+        .chunks_exact(2)
+        .map(|b| f64::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
+        .collect())
+}
+
+/// Power (dB) of `hz` in `x` (Goertzel).
+fn power_db(x: &[f64], hz: f64) -> f64 {
+    let w = 2.0 * PI * hz / f64::from(RATE);
+    let c = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &v in x {
+        let s = v + c * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    let p = s1 * s1 + s2 * s2 - c * s1 * s2;
+    10.0 * (p / x.len().max(1) as f64 + 1e-12).log10()
+}
+
+fn ms(v: &Value) -> Result<f64> {
+    Ok(v.as_i64().with_context(|| format!("not a time: {v}"))? as f64 / 1000.0)
+}
+
+#[test]
+fn browser_meeting_is_recorded_per_participant_into_files_ffmpeg_decodes_with_each_tone() {
+    run_in_netns(
+        "browser_meeting_is_recorded_per_participant_into_files_ffmpeg_decodes_with_each_tone",
+        |env| {
+            let dir = env.dir().join("recordings");
+            let dir_toml = format!("{:?}", dir.display().to_string());
+            let dev = env.start_bridge_with_env(&[
+                ("TERN_FOCUS_STRATEGY", "\"split\""),
+                ("TERN_BRIDGE_RECORDINGS_DIR", &dir_toml),
+            ])?;
+            ensure!(dev.is_focus(), "this test needs the focus and two bridges");
+            support::wait_two_bridges_online(&dev)?;
+            let room = "e2e-recorded";
+            let alice = join(env, room, "alice", "role=moderator")?;
+            let bob = join(env, room, "bob", "")?;
+            // Participant ids are the focus's (the name and a suffix).
+            let mut names = std::collections::BTreeMap::new();
+            for p in [&alice, &bob] {
+                names.insert(p.wait_connected(CONNECT_TIMEOUT)?, p.name.clone());
+            }
+            alice.wait_sees(&["bob"], CONNECT_TIMEOUT)?;
+            // Only a moderator's token may start it.
+            match record(&bob, true)? {
+                Err(why) => ensure!(why.contains("only a moderator"), "bob refused: {why}"),
+                Ok(r) => bail!("bob, not a moderator, started a recording: {r}"),
+            }
+            let started =
+                record(&alice, true)?.map_err(|e| anyhow::anyhow!("alice's start refused: {e}"))?;
+            let t0 = Instant::now();
+            let id = started["recording_id"]
+                .as_str()
+                .context("recording_id")?
+                .to_string();
+            println!("recording {id} on {}", started["bridge"]);
+            match record(&alice, true)? {
+                Err(why) => ensure!(
+                    why.contains("already being recorded"),
+                    "second start: {why}"
+                ),
+                Ok(r) => bail!("a second recording started: {r}"),
+            }
+            // Everyone sees that the room is recorded.
+            wait_until(
+                "bob's page shows the recording",
+                Duration::from_secs(8),
+                || {
+                    let st = bob.browser.eval("window.tern.state().recording")?;
+                    Ok(if st["active"]["recording_id"] == id.as_str() {
+                        Check::Done(())
+                    } else {
+                        Check::NotYet(format!("{st}"))
+                    })
+                },
+            )?;
+
+            let at = |s: u64| t0 + Duration::from_secs(s);
+            let sleep_until =
+                |t: Instant| std::thread::sleep(t.saturating_duration_since(Instant::now()));
+            sleep_until(at(4));
+            let carol = join(env, room, "carol", "")?;
+            names.insert(carol.wait_connected(CONNECT_TIMEOUT)?, carol.name.clone());
+            // The meeting spans both bridges: one records, the relay brings
+            // it the others' media.
+            let mut on = std::collections::BTreeMap::new();
+            for p in [&alice, &bob, &carol] {
+                on.insert(p.name.clone(), p.state()?.bridge.context("no bridge")?);
+            }
+            let distinct: std::collections::BTreeSet<&String> = on.values().collect();
+            ensure!(distinct.len() == 2, "participants on both bridges: {on:?}");
+            println!("bridges: {on:?}");
+            sleep_until(at(10));
+            bob.browser.eval("window.tern.toggleMic()")?;
+            sleep_until(at(14));
+            carol.leave()?;
+            sleep_until(at(20));
+            let stopped =
+                record(&alice, false)?.map_err(|e| anyhow::anyhow!("alice's stop refused: {e}"))?;
+            ensure!(stopped["state"] == "stopped", "{stopped}");
+
+            // The bridge closes the files and writes the metadata's last
+            // version; the focus hears it in the next report.
+            let meta_path = dir.join(&id).join("metadata.json");
+            let meta: Value = wait_until(
+                "the metadata says the recording ended",
+                Duration::from_secs(10),
+                || {
+                    let Ok(text) = std::fs::read_to_string(&meta_path) else {
+                        return Ok(Check::NotYet(format!("no {}", meta_path.display())));
+                    };
+                    let m: Value = serde_json::from_str(&text)?;
+                    Ok(if m["ended_ms"].is_i64() {
+                        Check::Done(m)
+                    } else {
+                        Check::NotYet("ended_ms not yet set".into())
+                    })
+                },
+            )?;
+            println!("metadata: {meta:#}");
+            let files = meta["files"].as_array().context("files")?;
+            ensure!(
+                files.len() == 6,
+                "audio and video of three participants: {files:#?}"
+            );
+            let stays = meta["participants"].as_array().context("participants")?;
+            ensure!(stays.len() == 3, "three participants were there: {stays:?}");
+            for f in files {
+                let file = dir.join(&id).join(f["file"].as_str().context("file")?);
+                let who = f["participant"].as_str().context("participant")?;
+                let name = names
+                    .get(who)
+                    .with_context(|| format!("{who} is one of {names:?}"))?;
+                let stay = stays
+                    .iter()
+                    .find(|s| s["participant"] == who)
+                    .with_context(|| format!("{who} has a stay"))?;
+                let (joined, left) = (ms(&stay["joined_ms"])?, ms(&stay["left_ms"])?);
+                decodes_cleanly(&file)?;
+                let (first, last, packets) = packet_span(&file)?;
+                println!(
+                    "{}: {packets} packets {first:.2}-{last:.2} s, present {joined:.2}-{left:.2} s",
+                    f["file"]
+                );
+                // Audio spans the presence (silence before the first packet
+                // and after the last, for a late connection or a mute).
+                // Video starts at its first keyframe once media flows:
+                // measured 0.06-0.5 s after the participant arrived for
+                // those present at the start, 1.3 s for carol joining on
+                // the other bridge (her connection, then the relay's
+                // demand and a keyframe from her browser).
+                let start_slack = if f["kind"] == "video" { 2.0 } else { 0.5 };
+                ensure!(
+                    first - joined >= -0.05
+                        && first - joined <= start_slack
+                        && (last - left).abs() <= 0.5,
+                    "{}: {first:.2}-{last:.2} s does not span the presence {joined:.2}-{left:.2} s",
+                    f["file"]
+                );
+                if f["kind"] == "video" {
+                    ensure!(
+                        packets as f64 >= 10.0 * (left - joined),
+                        "{}: {packets} frames in {:.1} s",
+                        f["file"],
+                        left - joined
+                    );
+                    continue;
+                }
+                // Its own tone dominates its audio (the first 4 s: before
+                // bob's mute), every other one 20 dB or more under it.
+                let x = pcm(&file)?;
+                let head: Vec<f64> = x.iter().copied().take(4 * RATE as usize).collect();
+                let levels: Vec<(&str, f64)> = TONES
+                    .iter()
+                    .map(|(n, hz)| (*n, power_db(&head, *hz)))
+                    .collect();
+                let (loudest, top) =
+                    levels
+                        .iter()
+                        .copied()
+                        .fold(
+                            ("", f64::NEG_INFINITY),
+                            |a, b| if b.1 > a.1 { b } else { a },
+                        );
+                ensure!(
+                    loudest == name,
+                    "{name}'s audio carries {loudest}'s tone: {levels:?}"
+                );
+                for (n, l) in &levels {
+                    ensure!(
+                        *n == loudest || top - l >= 20.0,
+                        "{name}: {n}'s tone only {:.1} dB under its own: {levels:?}",
+                        top - l
+                    );
+                }
+            }
+            Ok(())
+        },
+    );
+}
