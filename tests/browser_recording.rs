@@ -269,7 +269,7 @@ fn browser_meeting_is_recorded_per_participant_into_files_ffmpeg_decodes_with_ea
                 // Audio spans the presence (silence before the first packet
                 // and after the last, for a late connection or a mute).
                 // Video starts at its first keyframe once media flows:
-                // measured 0.06-0.5 s after the participant arrived for
+                // measured 0.03-0.7 s after the participant arrived for
                 // those present at the start, 1.3 s for carol joining on
                 // the other bridge (her connection, then the relay's
                 // demand and a keyframe from her browser).
@@ -317,6 +317,127 @@ fn browser_meeting_is_recorded_per_participant_into_files_ffmpeg_decodes_with_ea
                         top - l
                     );
                 }
+            }
+            Ok(())
+        },
+    );
+}
+
+/// Frames FFmpeg decodes from a file, and what it said while decoding.
+fn decoded_frames(file: &Path) -> Result<(u64, String)> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file)
+        .output()
+        .with_context(|| format!("ffprobe {}", file.display()))?;
+    let n = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap_or(0);
+    Ok((n, String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+#[test]
+fn browser_recording_bridge_killed_mid_recording_leaves_files_that_play_up_to_the_kill() {
+    run_in_netns(
+        "browser_recording_bridge_killed_mid_recording_leaves_files_that_play_up_to_the_kill",
+        |env| {
+            let dir = env.dir().join("recordings");
+            let dir_toml = format!("{:?}", dir.display().to_string());
+            let dev = env.start_bridge_with_env(&[("TERN_BRIDGE_RECORDINGS_DIR", &dir_toml)])?;
+            ensure!(dev.is_focus(), "this test needs the focus and two bridges");
+            support::wait_two_bridges_online(&dev)?;
+            let room = "e2e-recording-killed";
+            let alice = join(env, room, "alice", "role=moderator")?;
+            let bob = join(env, room, "bob", "")?;
+            for p in [&alice, &bob] {
+                p.wait_connected(CONNECT_TIMEOUT)?;
+            }
+            alice.wait_sees(&["bob"], CONNECT_TIMEOUT)?;
+            let started =
+                record(&alice, true)?.map_err(|e| anyhow::anyhow!("alice's start refused: {e}"))?;
+            let id = started["recording_id"].as_str().context("id")?.to_string();
+            let bridge = started["bridge"].as_str().context("bridge")?.to_string();
+            let t0 = Instant::now();
+            std::thread::sleep(Duration::from_secs(8));
+            dev.kill_bridge(&bridge)?;
+            let ran = t0.elapsed().as_secs_f64();
+            println!("killed {bridge} {ran:.1} s into recording {id}");
+
+            // The focus says the recording failed with its bridge.
+            let last = wait_until(
+                "the recording is reported failed",
+                Duration::from_secs(15),
+                || {
+                    let r = alice.browser.eval(
+                    "window.TernRecording.refresh().then(() => window.tern.state().recording.last)",
+                )?;
+                    Ok(if r["state"] == "failed" {
+                        Check::Done(r)
+                    } else {
+                        Check::NotYet(format!("{r}"))
+                    })
+                },
+            )?;
+            let why = last["error"].as_str().unwrap_or_default();
+            ensure!(why.contains(&bridge), "the reason names the bridge: {why}");
+
+            // What was flushed before the kill plays: each file has frames
+            // up to at most a second before the kill (files are handed to
+            // the kernel every 500 ms), and FFmpeg finds nothing wrong but,
+            // at most, an end cut short.
+            let rec = dir.join(&id);
+            let mut files: Vec<_> = std::fs::read_dir(&rec)
+                .with_context(|| format!("reading {}", rec.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "webm"))
+                .collect();
+            files.sort();
+            let meta = std::fs::read_to_string(rec.join("metadata.json")).unwrap_or_default();
+            println!("metadata: {meta}");
+            ensure!(files.len() == 4, "audio and video of both: {files:?}");
+            ensure!(
+                rec.join("metadata.json").exists(),
+                "the metadata was written"
+            );
+            for f in &files {
+                let (frames, said) = decoded_frames(f)?;
+                let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+                let (first, last, _) = packet_span(f)?;
+                println!(
+                    "{name}: {frames} frames decoded, {first:.2}-{last:.2} s; ffprobe said {:?}",
+                    said.trim()
+                );
+                for line in said.lines().filter(|l| !l.trim().is_empty()) {
+                    ensure!(
+                        line.contains("End of file")
+                            || line.contains("truncat")
+                            || line.contains("Read error")
+                            || line.contains("ended prematurely"),
+                        "{name}: FFmpeg complained of more than a cut end: {said}"
+                    );
+                }
+                ensure!(
+                    last >= ran - 1.5,
+                    "{name}: plays to {last:.2} s of {ran:.1}"
+                );
+                let per_s = if name.contains("-video") { 10.0 } else { 45.0 };
+                ensure!(
+                    frames as f64 >= per_s * (last - first),
+                    "{name}: {frames} frames decoded in {:.1} s",
+                    last - first
+                );
             }
             Ok(())
         },

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use str0m::format::Codec;
 use tern_record::{Recording, TrackKey, TrackRecorder};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::model::Packet;
 use super::{Core, Map, Output, SourceRef};
@@ -43,6 +43,8 @@ use crate::signal::Kind;
 /// How often what tracks produced is handed to the shell. A crash loses
 /// at most this much of each file (plus what the shell had not written).
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// How often a video track waiting for a keyframe asks again.
+const KEYFRAME_RETRY: Duration = Duration::from_millis(500);
 /// How long an ended recording stays in [`Core::recordings`] (what the
 /// bridge reports to the focus once a second).
 const ENDED_REPORTED_FOR: Duration = Duration::from_secs(10);
@@ -127,6 +129,10 @@ struct Track {
     current: Option<usize>,
     target: Option<usize>,
     rewriter: Rewriter,
+    /// Video: the layer of the last packet seen, and when a keyframe was
+    /// last asked for the track.
+    flowing: Option<usize>,
+    asked: Option<Instant>,
 }
 
 impl ConfRecording {
@@ -394,18 +400,32 @@ impl Core {
                 close_track(r, t, at, room, &mut self.out);
             }
         }
-        // Video tracks follow the top layer; a new target is asked a keyframe.
+        // Video tracks follow the top layer: a new target is asked a
+        // keyframe, and a track still waiting for one asks again every
+        // `KEYFRAME_RETRY` (a request can be lost, or land on a layer not
+        // yet resumed, or inside the source's throttle after a receiver's).
         let mut keyframes = Vec::new();
         for (s, top) in &sources {
-            if let Some(t) = r.tracks.get_mut(&key_of(*s))
-                && t.key.video
-                && t.target != *top
-            {
+            let Some(t) = r.tracks.get_mut(&key_of(*s)) else {
+                continue;
+            };
+            if !t.key.video || t.file.is_none() {
+                continue;
+            }
+            let retry = t
+                .asked
+                .is_none_or(|a| now.saturating_duration_since(a) >= KEYFRAME_RETRY);
+            if t.target != *top || (t.current != t.target && retry) {
                 t.target = *top;
                 if let Some(l) = top
                     && t.current != Some(*l)
                 {
+                    t.asked = Some(now);
                     keyframes.push((*s, *l));
+                    // Nothing written yet: the layer flowing may start it.
+                    if let Some(f) = t.flowing.filter(|f| t.current.is_none() && f != l) {
+                        keyframes.push((*s, f));
+                    }
                 }
             }
         }
@@ -569,6 +589,8 @@ impl Core {
                     current: None,
                     target: top,
                     rewriter: Rewriter::video(),
+                    flowing: Some(p.layer),
+                    asked: Some(now),
                 },
             );
             for l in [ask, ask_flowing].into_iter().flatten() {
@@ -588,6 +610,7 @@ impl Core {
         if t.file.is_none() {
             return;
         }
+        t.flowing = Some(p.layer);
         let (seq, ts) = if t.key.video {
             if t.current != Some(p.layer) {
                 // The file starts at the first keyframe of any layer up to
@@ -596,8 +619,10 @@ impl Core {
                 let up = t.target == Some(p.layer);
                 let start = t.current.is_none() && t.target.is_some_and(|top| p.layer <= top);
                 if !keyframe || !(up || start) {
+                    tracing::trace!(layer = p.layer, target = ?t.target, current = ?t.current, keyframe, "recording waits for a keyframe");
                     return;
                 }
+                debug!(participant = %t.key.participant, source = %t.key.source, layer = p.layer, "recording video from this layer");
                 t.rewriter.rebase(numbers, now);
                 t.current = Some(p.layer);
             }
