@@ -1,0 +1,268 @@
+//! Recording through the gRPC API with a real focus and real bridges
+//! (processes on 127.0.0.1) and native participants: what the API answers,
+//! precise refusals, the files a bridge writes, a bridge that cannot
+//! record; and the benchmark of what recording costs
+//! (`bench_recording_cost`, BENCHMARKS.md).
+
+mod native;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use native::cluster_procs::{API, start_bridge_with, start_focus, wait_online};
+use native::focus_api::{Api, api};
+use tern::client::{Client, ClientOptions};
+use tern_proto::focus::v1 as fpb;
+use tonic::Code;
+
+fn signal_addr(url: &str) -> SocketAddr {
+    url.trim_start_matches("ws://")
+        .trim_end_matches("/signal")
+        .parse()
+        .expect("signal url address")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tern-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+async fn join(api: &mut Api, conf: &str, who: &str) -> Client {
+    let a = api
+        .allocate(fpb::AllocateRequest {
+            conference: conf.into(),
+            participant: who.into(),
+            display_name: who.into(),
+            region: "eu".into(),
+            role: fpb::Role::Participant as i32,
+            video_codec: String::new(),
+            options: None,
+        })
+        .await
+        .unwrap_or_else(|s| panic!("allocate {who}: {s}"))
+        .into_inner();
+    let o = ClientOptions::new(signal_addr(&a.signal_url), a.token.clone());
+    Client::connect(o).await.expect("participant joins")
+}
+
+async fn list(api: &mut Api, conf: &str) -> Vec<fpb::RecordingInfo> {
+    api.list_recordings(fpb::ListRecordingsRequest {
+        conference: conf.into(),
+    })
+    .await
+    .expect("list")
+    .into_inner()
+    .recordings
+}
+
+/// Bytes of every file under `dir`.
+fn bytes_under(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.filter_map(|e| e.ok())
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                bytes_under(&p)
+            } else {
+                e.metadata().map_or(0, |m| m.len())
+            }
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_starts_lists_and_stops_a_recording_with_precise_refusals() {
+    let dir = temp_dir("grpc-recording");
+    let (_focus, grpc, _) = start_focus("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let dir_toml = format!("{:?}", dir.display().to_string());
+    let (_b, _) = start_bridge_with(
+        "rec-a",
+        "eu",
+        grpc,
+        &[("TERN_BRIDGE_RECORDINGS_DIR", dir_toml)],
+    );
+    let mut api = api(grpc, API).await;
+    wait_online(&mut api, 1).await;
+
+    let refused = api
+        .start_recording(fpb::StartRecordingRequest {
+            conference: "nobody".into(),
+        })
+        .await
+        .expect_err("no such conference");
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+
+    let _alice = join(&mut api, "rec", "alice").await;
+    let _bob = join(&mut api, "rec", "bob").await;
+    let r = api
+        .start_recording(fpb::StartRecordingRequest {
+            conference: "rec".into(),
+        })
+        .await
+        .expect("start")
+        .into_inner();
+    assert_eq!(r.state, fpb::RecordingState::Active as i32);
+    assert_eq!(r.bridge_id, "rec-a");
+    let again = api
+        .start_recording(fpb::StartRecordingRequest {
+            conference: "rec".into(),
+        })
+        .await
+        .expect_err("one at a time");
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    assert!(
+        again.message().contains(&r.recording_id),
+        "names the running one: {}",
+        again.message()
+    );
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let now = list(&mut api, "rec").await;
+    assert_eq!(now.len(), 1);
+    assert!(
+        now[0].files >= 4 && now[0].bytes > 0,
+        "reported: {:?}",
+        now[0]
+    );
+    let stopped = api
+        .stop_recording(fpb::StopRecordingRequest {
+            conference: "rec".into(),
+        })
+        .await
+        .expect("stop")
+        .into_inner();
+    assert_eq!(stopped.state, fpb::RecordingState::Stopped as i32);
+    assert!(stopped.ended_unix_ms >= stopped.started_unix_ms + 3000);
+    let none = api
+        .stop_recording(fpb::StopRecordingRequest {
+            conference: "rec".into(),
+        })
+        .await
+        .expect_err("nothing to stop");
+    assert_eq!(none.code(), Code::NotFound);
+
+    // The files: every one the metadata lists, as long as it says.
+    let rec = dir.join(&r.recording_id);
+    native::eventually(
+        "the files and the metadata agree",
+        Duration::from_secs(5),
+        || {
+            let meta = std::fs::read_to_string(rec.join("metadata.json")).unwrap_or_default();
+            let m: serde_json::Value = serde_json::from_str(&meta).unwrap_or_default();
+            let files = m["files"].as_array().cloned().unwrap_or_default();
+            (m["ended_ms"].is_i64()
+                && files.len() == 4
+                && files.iter().all(|f| {
+                    let len = std::fs::metadata(rec.join(f["file"].as_str().unwrap_or("?")))
+                        .map_or(0, |m| m.len());
+                    len > 0 && Some(len) == f["bytes"].as_u64()
+                }))
+            .then_some(())
+        },
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_without_a_recordings_directory_fails_the_recording_and_says_why() {
+    let (_focus, grpc, _) = start_focus("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let (_b, _) = start_bridge_with("norec", "eu", grpc, &[]);
+    let mut api = api(grpc, API).await;
+    wait_online(&mut api, 1).await;
+    let _alice = join(&mut api, "plain", "alice").await;
+    api.start_recording(fpb::StartRecordingRequest {
+        conference: "plain".into(),
+    })
+    .await
+    .expect("the focus starts it");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = list(&mut api, "plain").await;
+        if r[0].state == fpb::RecordingState::Failed as i32 {
+            assert!(
+                r[0].error.contains("recordings directory"),
+                "the reason: {}",
+                r[0].error
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {:?}", r[0]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// utime + stime of process `pid`, in seconds (100 ticks a second).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Benchmark, not a test of behaviour (`cargo test --release --test
+/// recording -- --ignored --nocapture bench_recording_cost`;
+/// BENCHMARKS.md): the bridge's CPU and the disk bandwidth per recorded
+/// participant. Eight native participants (Opus-sized audio and a
+/// 180/360/720p VP8-sized simulcast camera each) in one room; the bridge
+/// process's CPU over 10 s without recording, then over 10 s recording
+/// (after 2 s for the top layers to come), and the bytes written meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_recording_cost() {
+    const N: usize = 8;
+    let dir = temp_dir("bench-recording");
+    let (_focus, grpc, _) = start_focus("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let dir_toml = format!("{:?}", dir.display().to_string());
+    let (bridge, _) = start_bridge_with(
+        "bench",
+        "eu",
+        grpc,
+        &[("TERN_BRIDGE_RECORDINGS_DIR", dir_toml)],
+    );
+    let mut api = api(grpc, API).await;
+    wait_online(&mut api, 1).await;
+    let mut clients = Vec::new();
+    for i in 0..N {
+        clients.push(join(&mut api, "bench", &format!("p{i}")).await);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let measure = |secs: u64| {
+        let pid = bridge.pid();
+        async move {
+            let (t0, c0) = (Instant::now(), cpu_secs(pid));
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            (cpu_secs(pid) - c0) / t0.elapsed().as_secs_f64()
+        }
+    };
+    let plain = measure(10).await;
+    api.start_recording(fpb::StartRecordingRequest {
+        conference: "bench".into(),
+    })
+    .await
+    .expect("start");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b0 = bytes_under(&dir);
+    let t0 = Instant::now();
+    let recording = measure(10).await;
+    let written = (bytes_under(&dir) - b0) as f64 / t0.elapsed().as_secs_f64();
+    println!(
+        "{N} participants: bridge {plain:.3} cores without recording, {recording:.3} recording; \
+         {:.2} ms CPU per recorded participant-second; {:.1} kB/s written per participant",
+        (recording - plain) * 1000.0 / N as f64,
+        written / N as f64 / 1000.0
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
