@@ -197,6 +197,94 @@ async fn a_bridge_without_a_recordings_directory_fails_the_recording_and_says_wh
     }
 }
 
+/// A directory on a tmpfs of `kib` KiB (the machines run tests as root),
+/// unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(name: &str, kib: u32) -> SmallDisk {
+        let d = temp_dir(name);
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(&d)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "mounting a {kib} KiB tmpfs on {} (needs root)",
+            d.display()
+        );
+        SmallDisk(d)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_recording_cleanly_and_the_meeting_goes_on() {
+    // 256 KiB: a few seconds of two participants' media.
+    let disk = SmallDisk::mount("full-disk", 256);
+    let (_focus, grpc, _) = start_focus("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let dir_toml = format!("{:?}", disk.0.display().to_string());
+    let (_b, _) = start_bridge_with(
+        "full",
+        "eu",
+        grpc,
+        &[("TERN_BRIDGE_RECORDINGS_DIR", dir_toml)],
+    );
+    let mut api = api(grpc, API).await;
+    wait_online(&mut api, 1).await;
+    let alice = join(&mut api, "full", "alice").await;
+    let _bob = join(&mut api, "full", "bob").await;
+    // Another meeting on the same bridge, not recorded.
+    let carol = join(&mut api, "other", "carol").await;
+    let _dave = join(&mut api, "other", "dave").await;
+    api.start_recording(fpb::StartRecordingRequest {
+        conference: "full".into(),
+    })
+    .await
+    .expect("start");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failed = loop {
+        let r = list(&mut api, "full").await;
+        if r[0].state == fpb::RecordingState::Failed as i32 {
+            break r[0].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never filled the disk: {:?}",
+            r[0]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        failed.error.contains("No space left on device"),
+        "the reason: {}",
+        failed.error
+    );
+    // Both meetings still carry media after the failure.
+    let got = |c: &Client| c.state().received.values().map(Vec::len).sum::<usize>();
+    let (a0, c0) = (got(&alice), got(&carol));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (a1, c1) = (got(&alice), got(&carol));
+    assert!(
+        a1 > a0 + 50 && c1 > c0 + 50,
+        "alice {a0}->{a1}, carol {c0}->{c1}"
+    );
+    // A failed recording does not hold the conference: a new start is taken.
+    let again = api
+        .start_recording(fpb::StartRecordingRequest {
+            conference: "full".into(),
+        })
+        .await;
+    assert!(again.is_ok(), "{again:?}");
+}
+
 /// utime + stime of process `pid`, in seconds (100 ticks a second).
 fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -15,9 +15,8 @@
 //!   leave its directory) and its metadata file (who was there when, which
 //!   file holds what).
 //!
-//! Status: this core only. Starting and stopping a recording (gRPC, the
-//! browser client), the bridge writing the files, and recording across the
-//! relay are not built yet (issue 21's notes).
+//! The bridge core drives it (`tern_sfu`'s `core/recording.rs`); the
+//! shell writes the bytes (`src/bridge/recorder.rs`).
 
 pub mod ebml;
 pub mod recording;

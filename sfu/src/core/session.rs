@@ -629,7 +629,7 @@ impl Core {
         self.settle(now);
     }
 
-    pub(super) fn remove_endpoint(&mut self, _now: Instant, id: EndpointId, reason: &str) {
+    pub(super) fn remove_endpoint(&mut self, now: Instant, id: EndpointId, reason: &str) {
         let Some(mut ep) = self.endpoints.remove(&id) else {
             return;
         };
@@ -666,11 +666,8 @@ impl Core {
             conf.endpoints.retain(|&e| e != id);
             others = conf.endpoints.clone();
             if conf.endpoints.is_empty() {
-                self.end_recording(
-                    _now,
-                    &ep.room,
-                    Some("the conference ended on its bridge".into()),
-                );
+                // Stopped, not failed: nobody is left here to record.
+                self.end_recording(now, &ep.room, None);
                 self.conferences.remove(&ep.room);
                 info!(room = %ep.room, "conference ended");
             }
@@ -689,7 +686,7 @@ impl Core {
         // Freed slots can take sources that had none (more sources than slots).
         let room = ep.room.clone();
         let others = self.others(&room, id);
-        self.assign_slots_in(_now, &room, &others);
+        self.assign_slots_in(now, &room, &others);
     }
 
     pub(super) fn on_media(&mut self, id: EndpointId, mid: Mid, kind: MediaKind, dir: Direction) {
