@@ -116,3 +116,12 @@ pub fn status(e: FocusError) -> Status {
         FocusError::Invalid { .. } => Status::invalid_argument(msg),
     }
 }
+
+/// An HTTP refusal as the browser client reads it: `{"error": "..."}`.
+pub fn json_error(
+    code: axum::http::StatusCode,
+    msg: impl Into<String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (code, axum::Json(serde_json::json!({ "error": msg.into() }))).into_response()
+}

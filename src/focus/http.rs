@@ -96,8 +96,8 @@ struct JoinQuery {
     composite: Option<String>,
 }
 
-pub(super) fn error(code: StatusCode, msg: impl Into<String>) -> Response {
-    (code, axum::Json(json!({ "error": msg.into() }))).into_response()
+fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+    super::handle::json_error(code, msg)
 }
 
 /// The browser client's way in (development and demos: anyone who reaches

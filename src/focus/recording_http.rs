@@ -15,8 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::handle::{FocusHandle, RecordingOp, Req, status};
-use super::http::error;
+use super::handle::{FocusHandle, RecordingOp, Req, json_error as error, status};
 use crate::auth::Claims;
 
 #[derive(Deserialize)]

@@ -45,7 +45,7 @@ mod terms;
 pub use bandwidth::{BandwidthConfig, MIN_SEND_CAP_BPS};
 pub use loss::LossDirection;
 pub use model::EndpointId;
-use model::{Conference, Endpoint, Layer, Packet, PubSource, Slot, SourceRef};
+use model::{Conference, Endpoint, Layer, Packet, PubSource, RecordMark, Slot, SourceRef};
 pub use recording::{METADATA_FILE, RecordOutput, RecordingReport};
 use relay::Relay;
 pub use relay::{PeerId, RelaySource, shard_of_conference_number};
@@ -205,6 +205,8 @@ pub struct Core {
     relay: Relay,
     admission: Admission,
     loss: loss::LossSamples,
+    /// Conferences recorded here (`recording.rs`), by room.
+    recordings: Map<Arc<str>, Box<recording::ConfRecording>>,
     /// Recordings that ended lately, still reported (`recording.rs`).
     recordings_ended: VecDeque<(Instant, RecordingReport)>,
 }
@@ -231,6 +233,7 @@ impl Core {
             relay: Relay::new(cfg_shard_prefix),
             admission: Admission::default(),
             loss: loss::LossSamples::default(),
+            recordings: Map::default(),
             recordings_ended: VecDeque::new(),
         }
     }

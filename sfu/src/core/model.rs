@@ -172,7 +172,7 @@ pub(super) struct PubSource {
     /// Local audio source: silence suppression.
     pub(super) silence: SilenceGate,
     /// Whether its conference is recorded here, and the layer wanted.
-    pub(super) record: super::recording::RecordMark,
+    pub(super) record: RecordMark,
 }
 
 impl PubSource {
@@ -396,8 +396,6 @@ pub(super) struct Conference {
     pub(super) mixed: Option<u32>,
     /// Its composite, as its first joiner's token asked.
     pub(super) composite: tern_mixer::video::CompositeSpec,
-    /// Being recorded on this bridge (`recording.rs`).
-    pub(super) recording: Option<Box<super::recording::ConfRecording>>,
 }
 
 impl Conference {
@@ -417,7 +415,17 @@ impl Conference {
             // the first message goes out when someone speaks.
             told: (None, Vec::new()),
             levels_told: Vec::new(),
-            recording: None,
         }
     }
+}
+
+/// What a source carries for the recording (kept on the source so the
+/// per-packet check is one field).
+#[derive(Debug, Default, Clone, Copy)]
+pub(in crate::core) struct RecordMark {
+    /// Its conference is being recorded here.
+    pub(in crate::core) on: bool,
+    /// Video: the layers the recording wants (one bit), for sender
+    /// constraints and relay demand.
+    pub(in crate::core) layers: u32,
 }

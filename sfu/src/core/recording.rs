@@ -35,8 +35,7 @@ use str0m::format::Codec;
 use tern_record::{Recording, TrackKey, TrackRecorder};
 use tracing::{debug, info, warn};
 
-use super::model::Packet;
-use super::{Core, Map, Output, SourceRef};
+use super::{Core, Map, Output, Packet, RecordMark, SourceRef};
 use crate::rewrite::{InNumbers, Rewriter};
 use crate::signal::Kind;
 
@@ -85,17 +84,6 @@ pub struct RecordingReport {
     pub error: Option<String>,
     pub files: u32,
     pub bytes: u64,
-}
-
-/// What a source carries for the recording (kept on the source so the
-/// per-packet check is one field).
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct RecordMark {
-    /// Its conference is being recorded here.
-    pub(super) on: bool,
-    /// Video: the layers the recording wants (one bit), for sender
-    /// constraints and relay demand.
-    pub(super) layers: u32,
 }
 
 /// One conference's recording.
@@ -179,13 +167,13 @@ impl Core {
         id: &str,
         started_unix_ms: u64,
     ) -> Result<(), String> {
-        let Some(conf) = self.conferences.get_mut(room) else {
+        let Some(conf) = self.conferences.get(room) else {
             return Err(format!("conference {room} is not on this bridge"));
         };
         if conf.mixed.is_some() {
             return Err("recording a mixed conference is not supported yet".into());
         }
-        if let Some(r) = &conf.recording {
+        if let Some(r) = self.recordings.get(room) {
             return if &*r.id == id {
                 Ok(())
             } else {
@@ -196,15 +184,18 @@ impl Core {
             };
         }
         let rec = Recording::new(id, room, started_unix_ms).map_err(|e| e.to_string())?;
-        conf.recording = Some(Box::new(ConfRecording {
-            rec,
-            id: Arc::from(id),
-            started: now,
-            tracks: Map::default(),
-            present: BTreeSet::new(),
-            meta_dirty: true,
-            last_flush: now,
-        }));
+        self.recordings.insert(
+            Arc::from(room),
+            Box::new(ConfRecording {
+                rec,
+                id: Arc::from(id),
+                started: now,
+                tracks: Map::default(),
+                present: BTreeSet::new(),
+                meta_dirty: true,
+                last_flush: now,
+            }),
+        );
         self.stats.recordings_started += 1;
         info!(room, recording = id, "recording started");
         let room: Arc<str> = Arc::from(room);
@@ -215,11 +206,7 @@ impl Core {
     /// Stop recording `room` (asked by the focus). `id` must name the
     /// recording running, so a late stop of an old one does not end a new.
     pub fn stop_recording(&mut self, now: Instant, room: &str, id: &str) -> Result<(), String> {
-        match self
-            .conferences
-            .get(room)
-            .and_then(|c| c.recording.as_ref())
-        {
+        match self.recordings.get(room) {
             Some(r) if &*r.id == id => {
                 self.end_recording(now, room, None);
                 Ok(())
@@ -235,12 +222,7 @@ impl Core {
     /// The shell could not write recording `id` of `room`: it stops, and the
     /// focus hears why.
     pub fn handle_recording_failed(&mut self, now: Instant, room: &str, id: &str, error: &str) {
-        if self
-            .conferences
-            .get(room)
-            .and_then(|c| c.recording.as_ref())
-            .is_some_and(|r| &*r.id == id)
-        {
+        if self.recordings.get(room).is_some_and(|r| &*r.id == id) {
             warn!(room, recording = id, error, "recording failed");
             self.stats.recordings_failed += 1;
             self.end_recording(now, room, Some(format!("write failed: {error}")));
@@ -251,19 +233,16 @@ impl Core {
     /// `ENDED_REPORTED_FOR`.
     pub fn recordings(&self) -> Vec<RecordingReport> {
         let mut out: Vec<RecordingReport> = self
-            .conferences
+            .recordings
             .iter()
-            .filter_map(|(room, c)| {
-                let r = c.recording.as_ref()?;
-                Some(RecordingReport {
-                    conference: room.to_string(),
-                    id: r.id.to_string(),
-                    active: true,
-                    error: None,
-                    files: r.rec.files().len() as u32,
-                    bytes: r.rec.files().iter().map(|f| f.bytes).sum::<u64>()
-                        + r.tracks.values().map(|t| t.rec.stats().bytes).sum::<u64>(),
-                })
+            .map(|(room, r)| RecordingReport {
+                conference: room.to_string(),
+                id: r.id.to_string(),
+                active: true,
+                error: None,
+                files: r.rec.files().len() as u32,
+                bytes: r.rec.files().iter().map(|f| f.bytes).sum::<u64>()
+                    + r.tracks.values().map(|t| t.rec.stats().bytes).sum::<u64>(),
             })
             .collect();
         out.extend(self.recordings_ended.iter().map(|(_, r)| r.clone()));
@@ -274,10 +253,7 @@ impl Core {
     /// End `room`'s recording: every track finished and closed, the
     /// metadata written a last time. `error`: why, when not asked.
     pub(super) fn end_recording(&mut self, now: Instant, room: &str, error: Option<String>) {
-        let Some(conf) = self.conferences.get_mut(room) else {
-            return;
-        };
-        let Some(mut r) = conf.recording.take() else {
+        let Some(mut r) = self.recordings.remove(room) else {
             return;
         };
         let room: Arc<str> = Arc::from(room);
@@ -321,14 +297,14 @@ impl Core {
         {
             self.recordings_ended.pop_front();
         }
-        let rooms: Vec<Arc<str>> = self
-            .conferences
-            .iter()
-            .filter(|(_, c)| c.recording.is_some())
-            .map(|(r, _)| r.clone())
-            .collect();
+        let rooms: Vec<Arc<str>> = self.recordings.keys().cloned().collect();
         for room in rooms {
-            self.recording_housekeeping_room(now, &room);
+            if self.conferences.contains_key(&room) {
+                self.recording_housekeeping_room(now, &room);
+            } else {
+                // Its conference went without its last leave ending it.
+                self.end_recording(now, &room, None);
+            }
         }
     }
 
@@ -370,11 +346,7 @@ impl Core {
                 }
             }
         }
-        let Some(r) = self
-            .conferences
-            .get_mut(room)
-            .and_then(|c| c.recording.as_deref_mut())
-        else {
+        let Some(r) = self.recordings.get_mut(room).map(|r| &mut **r) else {
             return;
         };
         let at = r.at_ms(now);
@@ -514,11 +486,7 @@ impl Core {
                 (rp.room.clone(), &rp.participant, &s.name, s.kind)
             }
         };
-        let Some(r) = self
-            .conferences
-            .get_mut(&room)
-            .and_then(|c| c.recording.as_deref_mut())
-        else {
+        let Some(r) = self.recordings.get_mut(&room).map(|r| &mut **r) else {
             return;
         };
         let at = r.at_ms(now);
@@ -555,11 +523,7 @@ impl Core {
             } else {
                 Some(0)
             };
-            let Some(r) = self
-                .conferences
-                .get_mut(&room)
-                .and_then(|c| c.recording.as_deref_mut())
-            else {
+            let Some(r) = self.recordings.get_mut(&room).map(|r| &mut **r) else {
                 return;
             };
             // The file starts at a keyframe: ask for one now, of the layer
@@ -597,11 +561,7 @@ impl Core {
                 self.request_keyframe(now, p.source, l);
             }
         }
-        let Some(r) = self
-            .conferences
-            .get_mut(&room)
-            .and_then(|c| c.recording.as_deref_mut())
-        else {
+        let Some(r) = self.recordings.get_mut(&room).map(|r| &mut **r) else {
             return;
         };
         let Some(t) = r.tracks.get_mut(&k) else {
