@@ -174,6 +174,35 @@ impl Focus {
         bridge: &str,
         reports: &[RecordingReport],
     ) {
+        // A recording running that this focus does not know (it restarted):
+        // adopted, so it can be listed and stopped. Its wall-clock start is
+        // not reported; the id carries it (`rec-<unix ms>-<n>`).
+        for p in reports.iter().filter(|p| p.active) {
+            if self.recordings.list.iter().any(|(_, _, r)| r.id == p.id) {
+                continue;
+            }
+            let started_unix_ms =
+                p.id.strip_prefix("rec-")
+                    .and_then(|r| r.split('-').next())
+                    .and_then(|ms| ms.parse().ok())
+                    .unwrap_or(0);
+            info!(conference = %p.conference, recording = %p.id, bridge, "recording adopted");
+            self.recordings.list.push((
+                now,
+                true,
+                RecordingView {
+                    id: p.id.clone(),
+                    conference: p.conference.clone(),
+                    bridge: bridge.to_string(),
+                    state: RecordingState::Active,
+                    started_unix_ms,
+                    ended_unix_ms: None,
+                    error: None,
+                    files: p.files,
+                    bytes: p.bytes,
+                },
+            ));
+        }
         for i in (0..self.recordings.list.len()).rev() {
             let (started, _, r) = &self.recordings.list[i];
             if r.state != RecordingState::Active || r.bridge != bridge {
@@ -269,3 +298,6 @@ impl Focus {
         view
     }
 }
+
+#[cfg(test)]
+mod tests;

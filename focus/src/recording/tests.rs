@@ -1,0 +1,146 @@
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::tests::{reg, report};
+use crate::{Focus, FocusConfig, FocusError, FocusEvent, RecordingReport, RecordingState, Report};
+
+/// A focus with bridges `a` and `b`; conference `c` has `na` participants on
+/// `a` and `nb` on `b` (as their reports say).
+fn cluster(na: usize, nb: usize) -> (Focus, Instant) {
+    let t0 = Instant::now();
+    let mut f = Focus::new(FocusConfig::default());
+    for (id, n) in [("a", na), ("b", nb)] {
+        f.handle_register(t0, reg(id, "eu")).expect("register");
+        f.handle_report(t0, id, with(n, vec![])).expect("report");
+    }
+    (f, t0)
+}
+
+fn with(n: usize, recordings: Vec<RecordingReport>) -> Report {
+    let mut r = report(100);
+    let mut confs = BTreeMap::new();
+    if n > 0 {
+        confs.insert("c".to_string(), (0..n).map(|i| format!("p{i}")).collect());
+    }
+    r.conferences = confs;
+    r.recordings = recordings;
+    r
+}
+
+fn commands(f: &mut Focus) -> Vec<FocusEvent> {
+    std::iter::from_fn(|| f.poll_event())
+        .filter(|e| {
+            matches!(
+                e,
+                FocusEvent::CommandStartRecording { .. } | FocusEvent::CommandStopRecording { .. }
+            )
+        })
+        .collect()
+}
+
+fn reported(id: &str, active: bool, error: &str) -> RecordingReport {
+    RecordingReport {
+        conference: "c".into(),
+        id: id.into(),
+        active,
+        error: error.into(),
+        files: 4,
+        bytes: 1000,
+    }
+}
+
+#[test]
+fn a_recording_goes_to_the_bridge_with_most_of_the_conference_and_one_at_a_time() {
+    let (mut f, t0) = cluster(1, 3);
+    let r = f.start_recording(t0, 1_000, "c").expect("start");
+    assert_eq!(r.bridge, "b");
+    assert_eq!(
+        commands(&mut f),
+        vec![FocusEvent::CommandStartRecording {
+            bridge: "b".into(),
+            conference: "c".into(),
+            id: r.id.clone(),
+            started_unix_ms: 1_000,
+        }]
+    );
+    assert_eq!(
+        f.start_recording(t0, 1_001, "c"),
+        Err(FocusError::AlreadyRecording {
+            conference: "c".into(),
+            id: r.id.clone()
+        })
+    );
+    assert_eq!(
+        f.start_recording(t0, 1_001, "nope"),
+        Err(FocusError::UnknownConference("nope".into()))
+    );
+    let stopped = f
+        .stop_recording(t0 + Duration::from_secs(5), "c")
+        .expect("stop");
+    assert_eq!(stopped.state, RecordingState::Stopped);
+    assert_eq!(stopped.ended_unix_ms, Some(6_000));
+    assert!(matches!(
+        commands(&mut f).as_slice(),
+        [FocusEvent::CommandStopRecording { bridge, .. }] if bridge == "b"
+    ));
+    assert_eq!(
+        f.stop_recording(t0, "c"),
+        Err(FocusError::NotRecording("c".into()))
+    );
+}
+
+#[test]
+fn the_bridges_reports_say_how_a_recording_ended() {
+    let (mut f, t0) = cluster(2, 0);
+    let r = f.start_recording(t0, 0, "c").expect("start");
+    let t1 = t0 + Duration::from_secs(1);
+    f.handle_report(t1, "a", with(2, vec![reported(&r.id, true, "")]))
+        .expect("report");
+    assert_eq!(f.recordings(Some("c"))[0].bytes, 1000);
+    f.handle_report(
+        t1,
+        "a",
+        with(2, vec![reported(&r.id, false, "write failed: disk full")]),
+    )
+    .expect("report");
+    let now = &f.recordings(None)[0];
+    assert_eq!(now.state, RecordingState::Failed);
+    assert_eq!(now.error.as_deref(), Some("write failed: disk full"));
+
+    // Ended without an error: stopped (its conference emptied there).
+    let r2 = f.start_recording(t1, 0, "c").expect("a new one");
+    f.handle_report(t1, "a", with(2, vec![reported(&r2.id, false, "")]))
+        .expect("report");
+    assert_eq!(f.recordings(Some("c"))[0].state, RecordingState::Stopped);
+
+    // Never reported by its bridge (the command was lost): failed after 10 s.
+    let r3 = f.start_recording(t1, 0, "c").expect("a third");
+    f.handle_report(t1 + Duration::from_secs(5), "a", with(2, vec![]))
+        .expect("report");
+    assert_eq!(f.recordings(Some("c"))[0].state, RecordingState::Active);
+    f.handle_report(t1 + Duration::from_secs(11), "a", with(2, vec![]))
+        .expect("report");
+    let lost = &f.recordings(Some("c"))[0];
+    assert_eq!(
+        (lost.id.as_str(), lost.state),
+        (r3.id.as_str(), RecordingState::Failed)
+    );
+}
+
+#[test]
+fn a_restarted_focus_adopts_the_recordings_its_bridges_run() {
+    let (mut f, t0) = cluster(2, 0);
+    let id = "rec-1700000000000-7";
+    f.handle_report(t0, "a", with(2, vec![reported(id, true, "")]))
+        .expect("report");
+    let listed = f.recordings(Some("c"));
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, RecordingState::Active);
+    assert_eq!(listed[0].started_unix_ms, 1_700_000_000_000);
+    assert!(matches!(
+        f.start_recording(t0, 0, "c"),
+        Err(FocusError::AlreadyRecording { .. })
+    ));
+    let stopped = f.stop_recording(t0, "c").expect("it can be stopped");
+    assert_eq!(stopped.id, id);
+}
