@@ -305,12 +305,14 @@ fn cpu_secs(pid: u32) -> f64 {
 /// BENCHMARKS.md): the bridge's CPU and the disk bandwidth per recorded
 /// participant. Eight native participants (Opus-sized audio and a
 /// 180/360/720p VP8-sized simulcast camera each) in one room; the bridge
-/// process's CPU over 10 s without recording, then over 10 s recording
-/// (after 2 s for the top layers to come), and the bytes written meanwhile.
+/// process's CPU over 8 s windows, alternately not recording and recording
+/// (a new recording each time, 2 s after its start), three of each, and the
+/// bytes written meanwhile; after 15 s for the estimates to climb.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn bench_recording_cost() {
     const N: usize = 8;
+    const WINDOW: Duration = Duration::from_secs(8);
     let dir = temp_dir("bench-recording");
     let (_focus, grpc, _) = start_focus("127.0.0.1:0", "127.0.0.1:0", &[]);
     let dir_toml = format!("{:?}", dir.display().to_string());
@@ -326,31 +328,41 @@ async fn bench_recording_cost() {
     for i in 0..N {
         clients.push(join(&mut api, "bench", &format!("p{i}")).await);
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let measure = |secs: u64| {
-        let pid = bridge.pid();
-        async move {
-            let (t0, c0) = (Instant::now(), cpu_secs(pid));
-            tokio::time::sleep(Duration::from_secs(secs)).await;
-            (cpu_secs(pid) - c0) / t0.elapsed().as_secs_f64()
-        }
-    };
-    let plain = measure(10).await;
-    api.start_recording(fpb::StartRecordingRequest {
-        conference: "bench".into(),
-    })
-    .await
-    .expect("start");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let b0 = bytes_under(&dir);
-    let t0 = Instant::now();
-    let recording = measure(10).await;
-    let written = (bytes_under(&dir) - b0) as f64 / t0.elapsed().as_secs_f64();
+    // Until every receiver's estimate has climbed to 720p: the load is
+    // flat from then on.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let pid = bridge.pid();
+    let (mut off, mut on, mut written) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let (t0, c0) = (Instant::now(), cpu_secs(pid));
+        tokio::time::sleep(WINDOW).await;
+        off.push((cpu_secs(pid) - c0) / t0.elapsed().as_secs_f64());
+        api.start_recording(fpb::StartRecordingRequest {
+            conference: "bench".into(),
+        })
+        .await
+        .expect("start");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (t0, c0, b0) = (Instant::now(), cpu_secs(pid), bytes_under(&dir));
+        tokio::time::sleep(WINDOW).await;
+        let secs = t0.elapsed().as_secs_f64();
+        on.push((cpu_secs(pid) - c0) / secs);
+        written.push((bytes_under(&dir) - b0) as f64 / secs);
+        api.stop_recording(fpb::StopRecordingRequest {
+            conference: "bench".into(),
+        })
+        .await
+        .expect("stop");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     println!(
-        "{N} participants: bridge {plain:.3} cores without recording, {recording:.3} recording; \
+        "{N} participants: bridge cores not recording {off:.3?} (mean {:.3}), recording {on:.3?} (mean {:.3}); \
          {:.2} ms CPU per recorded participant-second; {:.1} kB/s written per participant",
-        (recording - plain) * 1000.0 / N as f64,
-        written / N as f64 / 1000.0
+        mean(&off),
+        mean(&on),
+        (mean(&on) - mean(&off)) * 1000.0 / N as f64,
+        mean(&written) / N as f64 / 1000.0
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
