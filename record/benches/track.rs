@@ -59,7 +59,13 @@ fn main() {
     let payload = vec![0xFCu8; 80];
     let t1 = Instant::now();
     for i in 0..50 * SECONDS {
-        let _ = a.push(i64::from(i) * 20, i as u16, i.wrapping_mul(960), false, &payload);
+        let _ = a.push(
+            i64::from(i) * 20,
+            i as u16,
+            i.wrapping_mul(960),
+            false,
+            &payload,
+        );
         if i % 25 == 0 {
             a.take_output(&mut out);
             out.clear();

@@ -19,10 +19,6 @@ pub fn router(h: FocusHandle, metrics: PrometheusHandle) -> Router {
     // The endpoints anyone may call without a secret: limited per address.
     let limited = Router::new()
         .route("/join", get(join))
-        .route(
-            "/recording",
-            get(super::recording_http::list).post(super::recording_http::start_or_stop),
-        )
         .merge(super::whip::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             h.http_limits.clone(),
@@ -30,6 +26,12 @@ pub fn router(h: FocusHandle, metrics: PrometheusHandle) -> Router {
         ));
     client_routes()
         .merge(limited)
+        // Outside the per-address limit: every page polls it, and it
+        // needs a valid participant token.
+        .route(
+            "/recording",
+            get(super::recording_http::list).post(super::recording_http::start_or_stop),
+        )
         .route("/api/bridges", get(bridges))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
