@@ -490,10 +490,14 @@ impl Shard {
                         super::msg::count_error(*code);
                     }
                     if let Some(tx) = sessions.get(&endpoint)
-                        && tx.try_send(message).is_err()
+                        && let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(message)
                     {
                         self.kicked.push(endpoint);
                     }
+                    // Closed: its WebSocket is gone and the leave that
+                    // follows removes it; that is not a client that fails
+                    // to read (the soak test caught one counted as such
+                    // when the leave had not reached the shard yet).
                 }
                 Output::Bind { addr } => {
                     self.demux.insert(addr, self.index);
