@@ -197,6 +197,57 @@ async fn a_bridge_without_a_recordings_directory_fails_the_recording_and_says_wh
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_shut_down_while_recording_finishes_its_files_first() {
+    let dir = temp_dir("shutdown-recording");
+    let (_focus, grpc, _) = start_focus("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let dir_toml = format!("{:?}", dir.display().to_string());
+    let (mut bridge, _) = start_bridge_with(
+        "rec-term",
+        "eu",
+        grpc,
+        &[
+            ("TERN_BRIDGE_RECORDINGS_DIR", dir_toml),
+            ("TERN_BRIDGE_DRAIN_TIMEOUT_SECS", "1".into()),
+        ],
+    );
+    let mut api = api(grpc, API).await;
+    wait_online(&mut api, 1).await;
+    let _alice = join(&mut api, "term", "alice").await;
+    let _bob = join(&mut api, "term", "bob").await;
+    let r = api
+        .start_recording(fpb::StartRecordingRequest {
+            conference: "term".into(),
+        })
+        .await
+        .expect("start")
+        .into_inner();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // SIGTERM: drain (nowhere to move them), close the endpoints, exit.
+    bridge.signal("-TERM");
+    let status = bridge.wait_exit(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exited cleanly: {status:?}"
+    );
+    // Its last word is on disk: the metadata says the recording ended and
+    // every file it lists holds the bytes it lists.
+    let rec = dir.join(&r.recording_id);
+    let meta = std::fs::read_to_string(rec.join("metadata.json")).expect("metadata");
+    let m: serde_json::Value = serde_json::from_str(&meta).expect("JSON");
+    assert!(m["ended_ms"].is_i64(), "{m:#}");
+    let files = m["files"].as_array().cloned().unwrap_or_default();
+    assert_eq!(files.len(), 4, "{m:#}");
+    for f in files {
+        let name = f["file"].as_str().unwrap_or("?");
+        let len = std::fs::metadata(rec.join(name)).map_or(0, |m| m.len());
+        assert!(f["ended_ms"].is_i64(), "{name} closed: {f}");
+        assert_eq!(Some(len), f["bytes"].as_u64(), "{name}: {f}");
+        assert!(len > 0, "{name} is empty");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A directory on a tmpfs of `kib` KiB (the machines run tests as root),
 /// unmounted when dropped.
 struct SmallDisk(PathBuf);

@@ -336,6 +336,15 @@ async fn run_in_span(
             ShutdownStep::Exit => break,
         }
     }
+    // Recordings ended with the endpoints: their last bytes and metadata
+    // reach the disk before the process goes.
+    let r = recorder.clone();
+    let synced = tokio::task::spawn_blocking(move || r.sync(Duration::from_secs(5)))
+        .await
+        .unwrap_or(false);
+    if !synced {
+        tracing::warn!("recordings not all written within 5 s of the shutdown");
+    }
     server.abort();
     status_task.abort();
     reader.abort();

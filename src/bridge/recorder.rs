@@ -30,10 +30,17 @@ use super::msg::ShardMsg;
 /// Bytes waiting for the writer before recordings start failing.
 pub const MAX_BACKLOG_BYTES: u64 = 256 << 20;
 
+/// What the writer thread is handed.
+enum Job {
+    Out(RecordOutput),
+    /// Answer once everything handed before is written (shutdown).
+    Sync(mpsc::Sender<()>),
+}
+
 /// The shards' handle on the writer.
 #[derive(Clone)]
 pub struct Recorder {
-    tx: Option<mpsc::Sender<RecordOutput>>,
+    tx: Option<mpsc::Sender<Job>>,
     backlog: Arc<AtomicU64>,
     shards: Vec<tmpsc::Sender<ShardMsg>>,
 }
@@ -107,10 +114,22 @@ impl Recorder {
         }
         self.backlog.fetch_add(size, Ordering::Relaxed);
         if let Some(tx) = &self.tx
-            && tx.send(o).is_err()
+            && tx.send(Job::Out(o)).is_err()
         {
             error!("the recording writer is gone");
         }
+    }
+
+    /// Wait (up to `timeout`) until everything handed over so far is
+    /// written and on disk: a bridge that exits after ending its
+    /// recordings calls this, or their last bytes and final metadata would
+    /// go with the process. False when it timed out.
+    pub fn sync(&self, timeout: std::time::Duration) -> bool {
+        let Some(tx) = &self.tx else {
+            return true;
+        };
+        let (ack, done) = mpsc::channel();
+        tx.send(Job::Sync(ack)).is_ok() && done.recv_timeout(timeout).is_ok()
     }
 }
 
@@ -144,9 +163,17 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(&mut self, rx: mpsc::Receiver<RecordOutput>) {
-        while let Ok(o) = rx.recv() {
-            self.take(o);
+    fn run(&mut self, rx: mpsc::Receiver<Job>) {
+        while let Ok(job) = rx.recv() {
+            match job {
+                Job::Out(o) => self.take(o),
+                Job::Sync(ack) => {
+                    for f in self.open.values() {
+                        let _ = f.sync_data();
+                    }
+                    let _ = ack.send(());
+                }
+            }
         }
     }
 
