@@ -73,6 +73,8 @@ pub struct TrackStats {
     pub malformed: u64,
     pub late: u64,
     pub too_large: u64,
+    /// Frames moved a millisecond later so block times keep increasing.
+    pub retimed: u64,
     pub bytes: u64,
 }
 
@@ -413,12 +415,22 @@ impl TrackRecorder {
         };
         let (o_ts, o_ms) = *self.origin.get_or_insert((ts, arrived));
         let ms = o_ms + (ts - o_ts) * 1000 / self.codec.clock() as i64;
-        let Ok(ms) = u64::try_from(ms) else {
+        let Ok(mut ms) = u64::try_from(ms) else {
             // Before the recording began (an origin from a sender report
             // can place early frames there).
             self.stats.late += 1;
             return;
         };
+        // Frames under a millisecond apart would share a block time, which
+        // players read as time standing still (FFmpeg: "non monotonically
+        // increasing dts"; seen once in the Chromium test, on a camera's
+        // first frames): the later one moves to the next millisecond.
+        if let Some(last) = self.last_ms
+            && ms <= last
+        {
+            ms = last + 1;
+            self.stats.retimed += 1;
+        }
         let out = &mut self.out;
         let w = self
             .writer

@@ -200,6 +200,31 @@ fn an_audio_track_that_went_quiet_still_ends_when_it_ended() {
 }
 
 #[test]
+fn frames_under_a_millisecond_apart_still_get_increasing_block_times() {
+    let mut r = TrackRecorder::new(Codec::Vp8);
+    let mut seq = 0u16;
+    // A keyframe, then a frame 45 ticks (0.5 ms) later, then a normal one.
+    for (i, ts) in [0u32, 45, 3045].into_iter().enumerate() {
+        let f = frame(i == 0, 200);
+        for p in packetize(&mut seq, ts, &f, 1200) {
+            let _ = r.push(1000, p.0, p.1, p.2, &p.3);
+        }
+    }
+    r.finish();
+    assert_eq!(r.stats().frames_written, 3, "{:?}", r.stats());
+    assert_eq!(r.stats().retimed, 1);
+    let mut out = Vec::new();
+    r.take_output(&mut out);
+    // One cluster (at the keyframe, 1000 ms); blocks at +0, +1 and +33.
+    let rel: Vec<i16> = out
+        .windows(4)
+        .filter(|w| w[0] == 0x81 && (w[3] == 0x80 || w[3] == 0x00))
+        .map(|w| i16::from_be_bytes([w[1], w[2]]))
+        .collect();
+    assert_eq!(rel, vec![0, 1, 33], "{out:02x?}");
+}
+
+#[test]
 fn an_audio_track_begins_when_its_participant_arrived() {
     let mut r = TrackRecorder::new(Codec::Opus { channels: 2 });
     r.begin_at(2_000);

@@ -40,6 +40,48 @@ fn keyframe_heights(file: &[u8]) -> Vec<u16> {
         .collect()
 }
 
+/// The times (ms) of a recorded file's blocks, in file order: clusters
+/// (0x1F43B675, unknown size) carry a timestamp (0xE7), blocks (0xA3) one
+/// relative to it.
+fn block_times(file: &[u8]) -> Vec<i64> {
+    let mut out = Vec::new();
+    let mut cluster = 0i64;
+    let mut i = 0;
+    while i + 4 <= file.len() {
+        if file[i..i + 4] == [0x1F, 0x43, 0xB6, 0x75] {
+            // Cluster, size 0x01FFFFFFFFFFFFFF (8 bytes), then its timestamp.
+            let t = i + 12;
+            if file.get(t) == Some(&0xE7) {
+                let n = usize::from(file[t + 1] & 0x7f);
+                cluster = file[t + 2..t + 2 + n]
+                    .iter()
+                    .fold(0i64, |a, &b| (a << 8) | i64::from(b));
+                i = t + 2 + n;
+                continue;
+            }
+        }
+        if file[i] == 0xA3 {
+            // Block: size (1-8 bytes, EBML), track 0x81, i16 time, flags.
+            let lead = file[i + 1].leading_zeros() as usize + 1;
+            if lead <= 8 && i + 1 + lead + 3 < file.len() {
+                let mut size = u64::from(file[i + 1] & (0xff >> lead));
+                for b in &file[i + 2..i + 1 + lead] {
+                    size = (size << 8) | u64::from(*b);
+                }
+                let body = i + 1 + lead;
+                if file[body] == 0x81 {
+                    let rel = i16::from_be_bytes([file[body + 1], file[body + 2]]);
+                    out.push(cluster + i64::from(rel));
+                    i = body + size as usize;
+                    continue;
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
 fn file_entry<'a>(meta: &'a Value, participant: &str, kind: &str) -> &'a Value {
     meta["files"]
         .as_array()
@@ -162,7 +204,15 @@ fn a_conference_over_two_bridges_is_recorded_whole_on_one_with_joins_and_leaves(
             let video = file_entry(&meta, p, "video")["file"]
                 .as_str()
                 .expect("name");
-            let heights = keyframe_heights(&rec.files[&(started.id.clone(), video.to_string())]);
+            let bytes = &rec.files[&(started.id.clone(), video.to_string())];
+            let times = block_times(bytes);
+            assert!(times.len() > 100, "{p}: {} blocks found", times.len());
+            assert!(
+                times.windows(2).all(|w| w[1] > w[0]),
+                "{p}: block times must increase: {:?}",
+                times.windows(2).find(|w| w[1] <= w[0])
+            );
+            let heights = keyframe_heights(bytes);
             assert!(!heights.is_empty(), "{p}: no keyframe in {video}");
             assert!(heights.iter().all(|&h| h == 720), "{p}: {heights:?}");
         }
