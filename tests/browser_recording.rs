@@ -431,6 +431,18 @@ fn browser_recording_bridge_killed_mid_recording_leaves_files_that_play_up_to_th
                 rec.join("metadata.json").exists(),
                 "the metadata was written"
             );
+            // The metadata written before the kill (every 5 s) lists each
+            // file with what it held then: some, and no more than it has.
+            let m: Value = serde_json::from_str(&meta).context("metadata JSON")?;
+            for f in m["files"].as_array().context("files")? {
+                let name = f["file"].as_str().context("file")?;
+                let len = std::fs::metadata(rec.join(name)).map_or(0, |m| m.len());
+                let said = f["bytes"].as_u64().unwrap_or(0);
+                ensure!(
+                    said > 0 && said <= len,
+                    "{name}: metadata says {said} bytes, the file has {len}"
+                );
+            }
             for f in &files {
                 let (frames, said) = decoded_frames(f)?;
                 let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("?");

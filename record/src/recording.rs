@@ -170,6 +170,16 @@ impl Recording {
         Ok(&self.files[n - 1].file)
     }
 
+    /// How far an open track has got (its frames and bytes so far), so the
+    /// metadata written meanwhile says what a file cut short holds.
+    pub fn track_progress(&mut self, key: &TrackKey, stats: &TrackStats) {
+        if let Some(&i) = self.open.get(key) {
+            let f = &mut self.files[i];
+            f.frames = stats.frames_written;
+            f.bytes = stats.bytes;
+        }
+    }
+
     /// A track ends (its source left, or the recording stops); false if it
     /// was not open.
     pub fn close_track(&mut self, key: &TrackKey, at_ms: i64, stats: &TrackStats) -> bool {

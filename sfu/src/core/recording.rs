@@ -42,6 +42,8 @@ use crate::signal::Kind;
 /// How often what tracks produced is handed to the shell. A crash loses
 /// at most this much of each file (plus what the shell had not written).
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// How often the metadata is rewritten with the open files' progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// How often a video track waiting for a keyframe asks again.
 const KEYFRAME_RETRY: Duration = Duration::from_millis(500);
 /// How long an ended recording stays in [`Core::recordings`] (what the
@@ -96,6 +98,7 @@ pub(super) struct ConfRecording {
     present: BTreeSet<String>,
     meta_dirty: bool,
     last_flush: Instant,
+    last_progress: Instant,
 }
 
 /// `SourceRef` as a map key.
@@ -194,6 +197,7 @@ impl Core {
                 present: BTreeSet::new(),
                 meta_dirty: true,
                 last_flush: now,
+                last_progress: now,
             }),
         );
         self.stats.recordings_started += 1;
@@ -407,6 +411,15 @@ impl Core {
             for t in r.tracks.values_mut() {
                 flush_track(t, room, &r.id, &mut self.out);
             }
+        }
+        // The metadata follows the open files' progress, so what a crash
+        // leaves says roughly what each file holds.
+        if now.saturating_duration_since(r.last_progress) >= PROGRESS_EVERY {
+            r.last_progress = now;
+            for t in r.tracks.values().filter(|t| t.file.is_some()) {
+                r.rec.track_progress(&t.key, t.rec.stats());
+            }
+            r.meta_dirty = true;
         }
         if std::mem::take(&mut r.meta_dirty) {
             self.out.push_back(Output::Record(RecordOutput::Metadata {
