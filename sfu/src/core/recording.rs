@@ -45,7 +45,7 @@ const FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// How often the metadata is rewritten with the open files' progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// How often a video track waiting for a keyframe asks again.
-const KEYFRAME_RETRY: Duration = Duration::from_millis(500);
+const KEYFRAME_RETRY: Duration = Duration::from_millis(250);
 /// How long an ended recording stays in [`Core::recordings`] (what the
 /// bridge reports to the focus once a second).
 const ENDED_REPORTED_FOR: Duration = Duration::from_secs(10);
@@ -379,7 +379,8 @@ impl Core {
         // Video tracks follow the top layer: a new target is asked a
         // keyframe, and a track still waiting for one asks again every
         // `KEYFRAME_RETRY` (a request can be lost, or land on a layer not
-        // yet resumed, or inside the source's throttle after a receiver's).
+        // yet resumed, or inside the source's 200 ms throttle after a
+        // receiver's; 250 ms clears that throttle).
         let mut keyframes = Vec::new();
         for (s, top) in &sources {
             let Some(t) = r.tracks.get_mut(&key_of(*s)) else {
