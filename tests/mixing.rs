@@ -457,23 +457,6 @@ async fn bench_composite_latency() {
     );
 }
 
-/// utime + stime of process `pid`, in seconds.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // Fields after the command: state is 0, utime 11, stime 12; 100 ticks
-    // a second on Linux.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// Benchmark, not a test of behaviour (`cargo test --release --test mixing
 /// -- --ignored --nocapture bench_mixed_participant_cpu`; BENCHMARKS.md):
 /// the bridge's CPU per mixed participant, audio only and audio + video.
@@ -513,9 +496,9 @@ async fn bench_mixed_participant_cpu() {
             clients.push(Client::connect(o).await.expect("joins"));
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let (t0, c0) = (Instant::now(), cpu_secs(bridge.pid()));
+        let (t0, c0) = (Instant::now(), native::cpu_secs(bridge.pid()));
         tokio::time::sleep(Duration::from_secs(10)).await;
-        let (t1, c1) = (Instant::now(), cpu_secs(bridge.pid()));
+        let (t1, c1) = (Instant::now(), native::cpu_secs(bridge.pid()));
         let cores = (c1 - c0) / t1.duration_since(t0).as_secs_f64();
         println!(
             "{N} mixed participants, {}: bridge {cores:.3} cores, {:.1} ms CPU per participant-second, {:.0} participants per core",

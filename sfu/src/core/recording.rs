@@ -35,7 +35,7 @@ use str0m::format::Codec;
 use tern_record::{Recording, TrackKey, TrackRecorder};
 use tracing::{debug, info, warn};
 
-use super::{Core, Map, Output, Packet, RecordMark, SourceRef};
+use super::{Core, EndpointId, Map, Output, Packet, PubSource, RecordMark, SourceRef};
 use crate::rewrite::{InNumbers, Rewriter};
 use crate::signal::Kind;
 
@@ -317,37 +317,17 @@ impl Core {
         // wants: the top one available).
         let mut people: BTreeSet<String> = BTreeSet::new();
         let mut sources: Vec<(SourceRef, Option<usize>)> = Vec::new();
-        let Some(conf) = self.conferences.get(room) else {
-            return;
-        };
-        for id in &conf.endpoints {
-            if let Some(ep) = self.endpoints.get(id) {
-                people.insert(ep.participant.clone());
-                for s in &ep.sources {
-                    let top = s.layers.iter().rposition(|l| l.available(now));
-                    sources.push((
-                        SourceRef {
-                            endpoint: *id,
-                            mid: s.mid,
-                        },
-                        top,
-                    ));
-                }
-            }
-        }
-        for (id, rp) in &self.relay.remotes {
-            if &rp.room == room {
-                people.insert(rp.participant.clone());
-                for s in &rp.sources {
-                    let top = s.layers.iter().rposition(|l| l.available(now));
-                    sources.push((
-                        SourceRef {
-                            endpoint: *id,
-                            mid: s.mid,
-                        },
-                        top,
-                    ));
-                }
+        for (endpoint, participant, srcs) in self.room_publishers(room) {
+            people.insert(participant.to_owned());
+            for s in srcs {
+                let top = s.layers.iter().rposition(|l| l.available(now));
+                sources.push((
+                    SourceRef {
+                        endpoint,
+                        mid: s.mid,
+                    },
+                    top,
+                ));
             }
         }
         let Some(r) = self.recordings.get_mut(room).map(|r| &mut **r) else {
@@ -447,26 +427,40 @@ impl Core {
         }
     }
 
+    /// Everyone in `room` here, local and brought by the relay, with
+    /// their sources.
+    fn room_publishers<'a>(
+        &'a self,
+        room: &'a str,
+    ) -> impl Iterator<Item = (EndpointId, &'a str, &'a [PubSource])> + 'a {
+        let local = self
+            .conferences
+            .get(room)
+            .into_iter()
+            .flat_map(|c| c.endpoints.iter())
+            .filter_map(|id| {
+                let ep = self.endpoints.get(id)?;
+                Some((*id, ep.participant.as_str(), ep.sources.as_slice()))
+            });
+        let remote = self
+            .relay
+            .remotes
+            .iter()
+            .filter(move |(_, rp)| &*rp.room == room)
+            .map(|(id, rp)| (*id, rp.participant.as_str(), rp.sources.as_slice()));
+        local.chain(remote)
+    }
+
     fn mark_sources(&mut self, room: &str, on: bool) {
-        let mut refs = Vec::new();
-        if let Some(conf) = self.conferences.get(room) {
-            for id in &conf.endpoints {
-                if let Some(ep) = self.endpoints.get(id) {
-                    refs.extend(ep.sources.iter().map(|s| SourceRef {
-                        endpoint: *id,
-                        mid: s.mid,
-                    }));
-                }
-            }
-        }
-        for (id, rp) in &self.relay.remotes {
-            if &*rp.room == room {
-                refs.extend(rp.sources.iter().map(|s| SourceRef {
-                    endpoint: *id,
+        let refs: Vec<SourceRef> = self
+            .room_publishers(room)
+            .flat_map(|(endpoint, _, srcs)| {
+                srcs.iter().map(move |s| SourceRef {
+                    endpoint,
                     mid: s.mid,
-                }));
-            }
-        }
+                })
+            })
+            .collect();
         for s in refs {
             if let Some(src) = self.source_of_mut(s) {
                 src.record = RecordMark { on, layers: 0 };
