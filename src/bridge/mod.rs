@@ -118,11 +118,9 @@ async fn run_in_span(
     let media_addr = socket.local_addr()?;
     let socket = Arc::new(socket);
     let candidate_addr = cfg.bridge.advertise_addr.unwrap_or(media_addr);
-    // ICE-TCP on the media port's number (TCP and UDP ports are apart), or
-    // wherever the system puts it when the media port is ephemeral.
     let tcp_writers: tcp::TcpWriters = Arc::new(DashMap::new());
     let tcp_listener = if cfg.bridge.ice_tcp {
-        let l = tokio::net::TcpListener::bind(media_addr)
+        let l = tcp::bind_listener(media_addr, cfg.bridge.media_listen.port() == 0)
             .await
             .with_context(|| {
                 format!("binding ICE-TCP on {media_addr} (bridge.ice_tcp = false turns it off)")

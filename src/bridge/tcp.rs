@@ -27,6 +27,24 @@ use super::msg::ShardMsg;
 /// What goes in is the datagram; the writer frames it.
 pub type TcpWriters = Arc<DashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>;
 
+/// The ICE-TCP listener, on the media port's number (TCP and UDP ports are
+/// apart). When the media port was ephemeral, that number may already be
+/// some TCP socket's (seen in CI: another process's client connection), so
+/// the listener then goes wherever the system puts it; the candidate
+/// carries the listener's port either way. A configured port stays an
+/// error when taken: an operator opened that port in a firewall.
+pub async fn bind_listener(
+    media_addr: SocketAddr,
+    ephemeral: bool,
+) -> std::io::Result<TcpListener> {
+    match TcpListener::bind(media_addr).await {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && ephemeral => {
+            TcpListener::bind(SocketAddr::new(media_addr.ip(), 0)).await
+        }
+        other => other,
+    }
+}
+
 /// Connections beyond this are refused at accept (each costs a task pair
 /// and buffers; TCP is the fallback, not the common path).
 const MAX_CONNECTIONS: usize = 4096;
@@ -219,6 +237,23 @@ async fn connection(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_ephemeral_media_port_taken_over_tcp_gets_another_and_a_configured_one_fails() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = taken.local_addr().expect("addr");
+        let other = bind_listener(addr, true).await.expect("falls back");
+        let got = other.local_addr().expect("addr");
+        assert_eq!(got.ip(), addr.ip());
+        assert_ne!(got.port(), addr.port());
+        let err = bind_listener(addr, false)
+            .await
+            .expect_err("configured port taken");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        drop(taken);
+        let same = bind_listener(addr, true).await.expect("free again");
+        assert_eq!(same.local_addr().expect("addr"), addr);
+    }
 
     #[tokio::test]
     async fn frames_round_trip_and_a_short_stream_is_an_error() {
