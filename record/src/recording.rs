@@ -64,6 +64,19 @@ pub struct FileEntry {
     pub ended_ms: Option<i64>,
     pub frames: u64,
     pub bytes: u64,
+    /// How the file was placed on the timeline: `sender_reports` (its
+    /// publisher's RTP/NTP mapping: a participant's files line up as they
+    /// were captured) or `arrival` (its first frame's arrival here: no
+    /// sender report came in time).
+    pub timing: &'static str,
+}
+
+fn timing(stats: &TrackStats) -> &'static str {
+    if stats.origin_set {
+        "sender_reports"
+    } else {
+        "arrival"
+    }
 }
 
 /// When a participant was in the recorded conference.
@@ -165,6 +178,7 @@ impl Recording {
             ended_ms: None,
             frames: 0,
             bytes: 0,
+            timing: "arrival",
         });
         self.open.insert(key, n - 1);
         Ok(&self.files[n - 1].file)
@@ -177,6 +191,7 @@ impl Recording {
             let f = &mut self.files[i];
             f.frames = stats.frames_written;
             f.bytes = stats.bytes;
+            f.timing = timing(stats);
         }
     }
 
@@ -190,6 +205,7 @@ impl Recording {
         f.ended_ms = Some(at_ms);
         f.frames = stats.frames_written;
         f.bytes = stats.bytes;
+        f.timing = timing(stats);
         true
     }
 

@@ -14,7 +14,9 @@
 //! arrival, or
 //! what the caller sets with [`TrackRecorder::set_origin`] before anything
 //! is written (from the publisher's sender reports, so that tracks from
-//! one publisher line up as they were captured).
+//! one publisher line up as they were captured). A caller that waits for
+//! those [`TrackRecorder::hold`]s the track: complete frames stay unwritten
+//! until it is placed.
 
 use std::collections::BTreeMap;
 
@@ -76,6 +78,9 @@ pub struct TrackStats {
     /// Frames moved a millisecond later so block times keep increasing.
     pub retimed: u64,
     pub bytes: u64,
+    /// Placed on the timeline by [`TrackRecorder::set_origin`] (the
+    /// publisher's sender reports), not by its first frame's arrival.
+    pub origin_set: bool,
 }
 
 #[derive(Debug, Default)]
@@ -151,6 +156,13 @@ pub struct TrackRecorder {
     need_keyframe: bool,
     /// Where the last frame written was placed (ms).
     last_ms: Option<u64>,
+    /// The earliest the next frame may be placed: after the last frame
+    /// (block times must increase), and after the whole of a frame of
+    /// silence (an overlap decodes as time going backwards).
+    floor_ms: u64,
+    /// Complete frames wait, unwritten, for [`Self::set_origin`] or
+    /// [`Self::release`] (see [`Self::hold`]).
+    holding: bool,
     stats: TrackStats,
 }
 
@@ -170,6 +182,8 @@ impl TrackRecorder {
             next_seq: None,
             need_keyframe: matches!(codec, Codec::Vp8),
             last_ms: None,
+            floor_ms: 0,
+            holding: false,
             stats: TrackStats::default(),
         }
     }
@@ -183,16 +197,42 @@ impl TrackRecorder {
         self.pending_bytes
     }
 
-    /// Place RTP timestamp `rtp_ts` at `at_ms` on the recording's timeline.
-    /// Only before the first frame is written: moving a track's timeline
-    /// under frames already in the file would send it backwards.
+    /// Place RTP timestamp `rtp_ts` at `at_ms` on the recording's timeline,
+    /// and write what a [`Self::hold`] kept. Only before the first frame is
+    /// written: moving a track's timeline under frames already in the file
+    /// would send it backwards.
     pub fn set_origin(&mut self, rtp_ts: u32, at_ms: i64) -> bool {
         if self.done_ts.is_some() {
             return false;
         }
         let ext = self.ts.extend(u64::from(rtp_ts), 32);
         self.origin = Some((ext, at_ms));
+        self.stats.origin_set = true;
+        self.release();
         true
+    }
+
+    /// Keep complete frames unwritten until [`Self::set_origin`] places the
+    /// track or [`Self::release`] gives up on that (the caller waits for a
+    /// sender report; the pending limits still apply). Only before the
+    /// first frame is written.
+    pub fn hold(&mut self) {
+        if self.done_ts.is_none() {
+            self.holding = true;
+        }
+    }
+
+    /// Whether frames are held for an origin.
+    pub fn holding(&self) -> bool {
+        self.holding
+    }
+
+    /// Write what was held; without an origin the first frame is placed
+    /// where it arrived.
+    pub fn release(&mut self) {
+        if std::mem::take(&mut self.holding) {
+            self.drain(false);
+        }
     }
 
     /// Take one RTP packet that arrived `at_ms` into the recording.
@@ -217,8 +257,10 @@ impl TrackRecorder {
         r
     }
 
-    /// The recording ends: write every complete frame still waiting.
+    /// The recording ends: write every complete frame still waiting
+    /// (held ones too).
     pub fn finish(&mut self) {
+        self.holding = false;
         self.drain(true);
     }
 
@@ -244,6 +286,7 @@ impl TrackRecorder {
             .get_or_insert_with(|| WebmWriter::new(TrackKind::Opus { channels }, out));
         if w.frame(at, true, &OPUS_SILENCE, out) {
             self.last_ms = Some(at);
+            self.floor_ms = at + SILENCE_MS as u64;
             self.stats.frames_written += 1;
         }
     }
@@ -269,6 +312,7 @@ impl TrackRecorder {
             && w.frame(at, true, &OPUS_SILENCE, out)
         {
             self.last_ms = Some(at);
+            self.floor_ms = at + SILENCE_MS as u64;
             self.stats.frames_written += 1;
         }
     }
@@ -352,6 +396,9 @@ impl TrackRecorder {
             self.give_up(ts);
         }
         while let Some((&ts, p)) = self.pending.first_key_value() {
+            if self.holding && !all {
+                return;
+            }
             let waited = all || self.newest.is_some_and(|n| n - ts >= window);
             match p.complete() {
                 Some((first, last)) => {
@@ -424,11 +471,10 @@ impl TrackRecorder {
         // Frames under a millisecond apart would share a block time, which
         // players read as time standing still (FFmpeg: "non monotonically
         // increasing dts"; seen once in the Chromium test, on a camera's
-        // first frames): the later one moves to the next millisecond.
-        if let Some(last) = self.last_ms
-            && ms <= last
-        {
-            ms = last + 1;
+        // first frames): the later one moves to the next millisecond. A
+        // frame placed inside the leading silence moves past it.
+        if self.last_ms.is_some() && ms < self.floor_ms {
+            ms = self.floor_ms;
             self.stats.retimed += 1;
         }
         let out = &mut self.out;
@@ -437,6 +483,7 @@ impl TrackRecorder {
             .get_or_insert_with(|| WebmWriter::new(kind, out));
         if w.frame(ms, keyframe, &frame, out) {
             self.last_ms = Some(ms);
+            self.floor_ms = ms + 1;
             self.stats.frames_written += 1;
         } else {
             self.stats.late += 1;

@@ -286,6 +286,96 @@ fn the_origin_places_the_first_frame_on_the_recording_timeline() {
     assert!(!r.set_origin(0, 0), "not once frames are written");
 }
 
+/// Block times relative to their cluster, in file order.
+fn rel_times(out: &[u8]) -> Vec<i16> {
+    out.windows(4)
+        .filter(|w| w[0] == 0x81 && (w[3] == 0x80))
+        .map(|w| i16::from_be_bytes([w[1], w[2]]))
+        .collect()
+}
+
+#[test]
+fn held_frames_wait_for_the_origin_and_are_placed_by_it() {
+    let mut r = TrackRecorder::new(Codec::Opus { channels: 2 });
+    r.hold();
+    // Two seconds of audio arrive while the track waits for a sender report.
+    for i in 0..100u32 {
+        let _ = r.push(
+            500 + i64::from(i) * 20,
+            i as u16,
+            48_000 + i * 960,
+            false,
+            &[0xFC, 1],
+        );
+    }
+    let mut out = Vec::new();
+    r.take_output(&mut out);
+    assert!(out.is_empty(), "nothing written while held");
+    assert_eq!(r.stats().frames_written, 0);
+    // The report places RTP 48000 at 300 ms (200 ms before it arrived).
+    assert!(r.set_origin(48_000, 300));
+    assert!(!r.holding());
+    assert_eq!(r.stats().frames_written, 100, "{:?}", r.stats());
+    assert!(r.stats().origin_set);
+    r.take_output(&mut out);
+    // The first cluster opens at 300 ms (0xE7, size 2, 0x012C).
+    assert!(
+        out.windows(4).any(|w| w == [0xE7, 0x82, 0x01, 0x2C]),
+        "{out:02x?}"
+    );
+}
+
+#[test]
+fn held_frames_released_without_an_origin_are_placed_by_arrival() {
+    let mut r = TrackRecorder::new(Codec::Opus { channels: 2 });
+    r.hold();
+    // 800 ms of audio: past the reorder wait of the first frame.
+    for i in 0..40u32 {
+        let _ = r.push(
+            700 + i64::from(i) * 20,
+            i as u16,
+            i * 960,
+            false,
+            &[0xFC, 1],
+        );
+    }
+    r.release();
+    assert_eq!(r.stats().frames_written, 40, "{:?}", r.stats());
+    assert!(!r.stats().origin_set);
+    assert!(!r.set_origin(0, 0), "too late once frames are written");
+    let mut out = Vec::new();
+    r.take_output(&mut out);
+    // 700 ms: 0xE7, size 2, 0x02BC.
+    assert!(
+        out.windows(4).any(|w| w == [0xE7, 0x82, 0x02, 0xBC]),
+        "{out:02x?}"
+    );
+
+    // A recording that ends while a track is held still writes it.
+    let mut r = TrackRecorder::new(Codec::Opus { channels: 2 });
+    r.hold();
+    let _ = r.push(100, 1, 0, false, &[0xFC, 1]);
+    r.finish();
+    assert_eq!(r.stats().frames_written, 1);
+}
+
+#[test]
+fn a_frame_the_origin_places_inside_the_leading_silence_moves_past_it() {
+    let mut r = TrackRecorder::new(Codec::Opus { channels: 2 });
+    r.begin_at(1_000);
+    r.hold();
+    let _ = r.push(1_050, 1, 0, false, &[0xFC, 1]);
+    let _ = r.push(1_070, 2, 960, false, &[0xFC, 1]);
+    // The sender's clock puts the first frame 10 ms into the silence.
+    assert!(r.set_origin(0, 1_010));
+    r.finish();
+    let mut out = Vec::new();
+    r.take_output(&mut out);
+    // Silence at 0, the first frame moved to 20 (its end), the next at 30.
+    assert_eq!(rel_times(&out), vec![0, 20, 30], "{out:02x?}");
+    assert_eq!(r.stats().retimed, 1);
+}
+
 #[test]
 fn a_stray_packet_with_a_frames_timestamp_is_not_written_into_it() {
     let mut r = TrackRecorder::new(Codec::Vp8);
