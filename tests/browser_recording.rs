@@ -274,6 +274,14 @@ fn browser_meeting_is_recorded_per_participant_into_files_ffmpeg_decodes_with_ea
                     .with_context(|| format!("{who} has a stay"))?;
                 let (joined, left) = (ms(&stay["joined_ms"])?, ms(&stay["left_ms"])?);
                 decodes_cleanly(&file)?;
+                // Chromium sends RTCP sender reports: every track is placed
+                // by them (its participant's audio and video as captured).
+                ensure!(
+                    f["timing"] == "sender_reports",
+                    "{} placed by {}",
+                    f["file"],
+                    f["timing"]
+                );
                 let (first, last, packets) = packet_span(&file)?;
                 println!(
                     "{}: {packets} packets {first:.2}-{last:.2} s, present {joined:.2}-{left:.2} s",

@@ -143,6 +143,9 @@ pub struct CoreStats {
     pub recordings_failed: u64,
     /// Sources left out of a recording: their codec is not VP8 or Opus.
     pub recording_unsupported: u64,
+    /// Recorded tracks placed by their first frame's arrival: no sender
+    /// report from their publisher in time.
+    pub recording_tracks_by_arrival: u64,
     /// Packets handed to recorders.
     pub recorded_packets: u64,
     /// Participants the mixer dropped because their audio did not decode.

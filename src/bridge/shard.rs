@@ -61,6 +61,7 @@ struct ShardMetrics {
     recordings_started: Counter,
     recordings_failed: Counter,
     recording_unsupported: Counter,
+    recording_by_arrival: Counter,
     recorded_packets: Counter,
     dropped: Vec<Counter>,
     data_in: Counter,
@@ -103,6 +104,7 @@ impl ShardMetrics {
             recordings_started: metrics::counter!("tern_recordings_started_total", "shard" => s.clone()),
             recordings_failed: metrics::counter!("tern_recordings_failed_total", "shard" => s.clone()),
             recording_unsupported: metrics::counter!("tern_recording_sources_unsupported_total", "shard" => s.clone()),
+            recording_by_arrival: metrics::counter!("tern_recording_tracks_by_arrival_total", "shard" => s.clone()),
             recorded_packets: metrics::counter!("tern_recorded_packets_total", "shard" => s.clone()),
             dropped: DropReason::ALL
                 .iter()
@@ -157,6 +159,8 @@ impl ShardMetrics {
         self.recording_unsupported
             .absolute(st.recording_unsupported);
         self.recorded_packets.absolute(st.recorded_packets);
+        self.recording_by_arrival
+            .absolute(st.recording_tracks_by_arrival);
         for (c, r) in self.dropped.iter().zip(DropReason::ALL) {
             c.absolute(st.dropped(r));
         }

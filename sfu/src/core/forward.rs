@@ -318,6 +318,7 @@ impl Core {
                 Event::ChannelOpen(cid, label) => self.on_channel_open(id, cid, &label),
                 Event::ChannelData(d) => self.on_channel_data(now, id, d),
                 Event::PeerStats(s) => self.on_peer_stats(id, &s),
+                Event::SenderFeedback(f) => self.on_sender_report(id, f),
                 Event::MediaChanged(m) => {
                     debug!(endpoint = %id, mid = %m.mid, direction = ?m.direction, "media changed")
                 }

@@ -28,6 +28,7 @@ pub use data::{DATA_BURST, DATA_LABEL, DATA_RATE, MAX_DATA_MESSAGE};
 
 mod allocate;
 mod bandwidth;
+mod clocks;
 pub(super) mod data;
 mod forward;
 mod lastn;

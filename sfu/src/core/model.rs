@@ -14,6 +14,7 @@ use str0m::media::{Mid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, Ssrc};
 
 use super::bandwidth::Bandwidth;
+use super::clocks::SenderClock;
 use super::data::DataState;
 use super::relay::PeerId;
 use super::{Map, sender};
@@ -87,6 +88,11 @@ pub(super) struct Layer {
     pub(super) announced_bps: Option<u64>,
     /// For a local source: the rate last announced to relay peers (0: none).
     pub(super) relay_bps_sent: u64,
+    /// What the publisher's latest sender report says of this layer's
+    /// RTP clock (from the origin, for a remote source).
+    pub(super) sender_clock: Option<SenderClock>,
+    /// For a local source: the clock last sent to relay peers.
+    pub(super) clock_relayed: Option<SenderClock>,
 }
 
 impl Layer {
@@ -104,6 +110,8 @@ impl Layer {
             rate: RateMeter::new(),
             announced_bps: None,
             relay_bps_sent: 0,
+            sender_clock: None,
+            clock_relayed: None,
         }
     }
 

@@ -102,6 +102,7 @@ impl RelayRoutes {
             Msg::ParticipantLeft(p) => theirs(&p.conference),
             Msg::Sources(s) => theirs(&s.conference),
             Msg::Data(d) => theirs(&d.conference),
+            Msg::SenderClock(c) => theirs(&c.conference),
             // These name our own numbers, which carry the shard.
             Msg::Demand(d) => ours(d.conference),
             Msg::KeyframeRequest(k) => ours(k.conference),

@@ -56,6 +56,14 @@ pub struct PeerConfig {
     pub corrupt_video: bool,
     /// Keep every video packet received ([`PeerState::video_packets`]).
     pub record_video: bool,
+    /// Synthetic video leaves this long after it was captured (an
+    /// encoder's latency): its RTP timestamps and sender reports still say
+    /// when it was captured, so it arrives later than audio captured with
+    /// it, as a browser's does.
+    pub video_latency: Duration,
+    /// Video's sender reports run this far behind its audio's (a sender
+    /// whose clocks disagree: a broken or hostile client).
+    pub video_clock_behind: Duration,
 }
 
 /// A publisher's send pacer, after libwebrtc's: video leaves at a multiple
@@ -101,6 +109,8 @@ impl PeerConfig {
             h264_alternate: None,
             corrupt_video: false,
             record_video: false,
+            video_latency: Duration::ZERO,
+            video_clock_behind: Duration::ZERO,
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct Peer {
     gen_buf: Vec<GenPacket>,
     /// Video waiting for the pacer, with the instant it was generated.
     paced: VecDeque<(Instant, GenPacket)>,
+    /// Video waiting out `video_latency`, with the instant it was captured.
+    encoding: VecDeque<(Instant, GenPacket)>,
     /// Bytes the pacer may still send, and when it was last served.
     pace_budget: f64,
     pace_last: Option<Instant>,
@@ -128,6 +130,7 @@ impl Peer {
             video_mid: None,
             gen_buf: Vec::new(),
             paced: VecDeque::new(),
+            encoding: VecDeque::new(),
             pace_budget: 0.0,
             pace_last: None,
             pending_keyframes: Vec::new(),
@@ -174,6 +177,7 @@ impl Peer {
         self.video_mid = None;
         self.pending_keyframes.clear();
         self.paced.clear();
+        self.encoding.clear();
         self.pace_last = None;
         self.out.clear();
         self.next_timeout = now;
@@ -249,6 +253,9 @@ impl Peer {
         }
         for &(at, _) in &self.pending_keyframes {
             t = t.min(at);
+        }
+        if let Some(&(at, _)) = self.encoding.front() {
+            t = t.min(at + self.cfg.video_latency);
         }
         for d in self.decoders.values() {
             if let Some(at) = d.poll_timeout() {

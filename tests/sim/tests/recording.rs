@@ -40,10 +40,10 @@ fn keyframe_heights(file: &[u8]) -> Vec<u16> {
         .collect()
 }
 
-/// The times (ms) of a recorded file's blocks, in file order: clusters
-/// (0x1F43B675, unknown size) carry a timestamp (0xE7), blocks (0xA3) one
-/// relative to it.
-fn block_times(file: &[u8]) -> Vec<i64> {
+/// A recorded file's blocks in file order: each one's time (ms) and frame.
+/// Clusters (0x1F43B675, unknown size) carry a timestamp (0xE7), blocks
+/// (0xA3) one relative to it.
+fn blocks(file: &[u8]) -> Vec<(i64, &[u8])> {
     let mut out = Vec::new();
     let mut cluster = 0i64;
     let mut i = 0;
@@ -69,10 +69,11 @@ fn block_times(file: &[u8]) -> Vec<i64> {
                     size = (size << 8) | u64::from(*b);
                 }
                 let body = i + 1 + lead;
+                let end = (body + size as usize).min(file.len());
                 if file[body] == 0x81 {
                     let rel = i16::from_be_bytes([file[body + 1], file[body + 2]]);
-                    out.push(cluster + i64::from(rel));
-                    i = body + size as usize;
+                    out.push((cluster + i64::from(rel), &file[body + 4..end]));
+                    i = end;
                     continue;
                 }
             }
@@ -80,6 +81,30 @@ fn block_times(file: &[u8]) -> Vec<i64> {
         i += 1;
     }
     out
+}
+
+fn block_times(file: &[u8]) -> Vec<i64> {
+    blocks(file).into_iter().map(|(t, _)| t).collect()
+}
+
+/// For every frame of a recorded file that carries the synthetic sender's
+/// block: where it was placed (ms) minus when it was captured on its
+/// sender's clock (ms since the sender's generators started; audio and
+/// video share that start).
+fn placed_after_capture(file: &[u8]) -> Vec<f64> {
+    blocks(file)
+        .into_iter()
+        .filter_map(|(t, frame)| {
+            let b = tern_peer::synth::read_block(frame)?;
+            Some(t as f64 - b.sent_us as f64 / 1000.0)
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    assert!(!v.is_empty(), "no frames");
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn file_entry<'a>(meta: &'a Value, participant: &str, kind: &str) -> &'a Value {
@@ -284,5 +309,78 @@ fn a_recording_fails_with_its_bridge() {
             now.error.as_deref().unwrap_or_default().contains("failed"),
             "{now:?}"
         );
+    });
+}
+
+#[test]
+fn a_publishers_audio_and_video_are_placed_as_captured_though_its_video_arrives_later() {
+    with_seed(seed_or(24), |seed| {
+        let mut sim = cluster(seed);
+        // a and c encode video 300 ms after capture (their audio leaves at
+        // once); c is on the other bridge, so its sender reports must come
+        // across the relay.
+        let slow = |c: &mut tern_peer::PeerConfig| c.video_latency = Duration::from_millis(300);
+        sim.add_peer_in(Some("eu"), "a", slow, clean(), clean());
+        sim.add_peer_in(Some("eu"), "b", |_| {}, clean(), clean());
+        sim.add_peer_in(Some("us"), "c", slow, LinkConfig::latency(40), clean());
+        sim.run_until(secs(2.0));
+        let started = sim.start_recording("sim").expect("start");
+        let eu = sim.bridge_of("a");
+        assert_eq!(started.bridge, sim.bridges[eu].id);
+        sim.run_until(secs(12.0));
+        sim.stop_recording("sim").expect("stop");
+        sim.run_until(secs(13.0));
+        let rec = &sim.bridges[eu].recorded;
+        let meta: Value =
+            serde_json::from_str(&rec.metadata[&started.id]).expect("metadata is JSON");
+        let file = |p: &str, kind: &str| -> &Vec<u8> {
+            let f = file_entry(&meta, p, kind);
+            assert_eq!(f["timing"], "sender_reports", "{p} {kind}: {f}");
+            let name = f["file"].as_str().expect("name");
+            &rec.files[&(started.id.clone(), name.to_string())]
+        };
+        for p in ["a", "b", "c"] {
+            let audio = median(placed_after_capture(file(p, "audio")));
+            let video = median(placed_after_capture(file(p, "video")));
+            // Placed by arrival, a's and c's video would be 300 ms late.
+            assert!(
+                (video - audio).abs() <= 10.0,
+                "{p}: audio placed {audio:.1} ms after its capture, video {video:.1} ms"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_publisher_whose_clocks_disagree_is_placed_by_arrival_and_the_others_are_not() {
+    with_seed(seed_or(25), |seed| {
+        let mut sim = cluster(seed);
+        // a's video sender reports run 10 s behind its audio's.
+        let broken = |c: &mut tern_peer::PeerConfig| c.video_clock_behind = Duration::from_secs(10);
+        sim.add_peer_in(Some("eu"), "a", broken, clean(), clean());
+        sim.add_peer_in(Some("eu"), "b", |_| {}, clean(), clean());
+        sim.run_until(secs(2.0));
+        let started = sim.start_recording("sim").expect("start");
+        let eu = sim.bridge_of("a");
+        sim.run_until(secs(8.0));
+        sim.stop_recording("sim").expect("stop");
+        sim.run_until(secs(9.0));
+        let rec = &sim.bridges[eu].recorded;
+        let meta: Value =
+            serde_json::from_str(&rec.metadata[&started.id]).expect("metadata is JSON");
+        let timing = |p: &str, kind: &str| file_entry(&meta, p, kind)["timing"].clone();
+        // Whichever of a's tracks was placed first set its offset; the
+        // other, 10 s off it, is placed by arrival (and still recorded).
+        let a = [timing("a", "audio"), timing("a", "video")];
+        assert!(
+            a.contains(&Value::from("arrival")) && a.contains(&Value::from("sender_reports")),
+            "{a:?}"
+        );
+        for kind in ["audio", "video"] {
+            assert_eq!(timing("b", kind), "sender_reports");
+            let f = file_entry(&meta, "a", kind);
+            assert!(f["frames"].as_u64().unwrap_or(0) > 100, "{f}");
+        }
+        assert_eq!(sim.core_of(eu).stats().recording_tracks_by_arrival, 1);
     });
 }

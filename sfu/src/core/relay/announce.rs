@@ -70,6 +70,7 @@ impl Core {
             });
         }
         self.relay_send_sources(now, number, id, peers);
+        self.relay_send_clocks(number, id, peers);
     }
 
     pub(super) fn relay_send_sources(

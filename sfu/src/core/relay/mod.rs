@@ -112,6 +112,11 @@ impl Relay {
         self.next_source_number
     }
 
+    /// This bridge's number for `room`, if it was ever announced.
+    pub(in crate::core) fn number_of(&self, room: &str) -> Option<u32> {
+        self.numbers.get(room).copied()
+    }
+
     fn number_for(&mut self, room: &Arc<str>) -> u32 {
         if let Some(&n) = self.numbers.get(room) {
             return n;
@@ -225,6 +230,7 @@ impl Core {
             Msg::Nack(n) => self.peer_nack(peer, n),
             Msg::OversizeMedia(d) => self.handle_relay_datagram(now, &peer, &d),
             Msg::Data(d) => self.remote_data(peer, d),
+            Msg::SenderClock(c) => self.remote_sender_clock(&peer, c),
             // The link handles these; a shell passing them on is harmless.
             Msg::Hello(_) | Msg::Ping(_) | Msg::Pong(_) => {}
         }

@@ -437,6 +437,22 @@ impl Relay {
             .filter_map(|i| self.remotes.get(i).map(|r| (*i, r.sources.as_slice())))
     }
 
+    /// Layer `layer` of the origin's source `number` in its conference
+    /// `conference` on `peer`'s side.
+    pub(in crate::core) fn remote_layer_mut(
+        &mut self,
+        peer: &PeerId,
+        conference: u32,
+        number: u16,
+        layer: u32,
+    ) -> Option<&mut Layer> {
+        let &(id, i) = self
+            .remote_sources
+            .get(&(peer.clone(), conference, number))?;
+        let src = self.remotes.get_mut(&id)?.sources.get_mut(i)?;
+        src.layers.get_mut(usize::try_from(layer).ok()?)
+    }
+
     pub(super) fn find_remote(
         &self,
         peer: &PeerId,

@@ -49,15 +49,26 @@ impl Peer {
         ) {
             self.gen_buf.clear();
             g.poll(now, &mut self.gen_buf);
-            if let Some(pacing) = self.cfg.pacing {
-                self.paced.extend(self.gen_buf.drain(..).map(|p| (now, p)));
-                sent += self.pace(now, pacing, mid, pt);
-            } else {
-                let mut gen_buf = std::mem::take(&mut self.gen_buf);
-                for p in gen_buf.drain(..) {
-                    sent += u64::from(self.write_video(now, mid, pt, p));
+            // Captured now, sent once encoded (at once without a latency).
+            self.encoding
+                .extend(self.gen_buf.drain(..).map(|p| (now, p)));
+            let latency = self.cfg.video_latency;
+            while self
+                .encoding
+                .front()
+                .is_some_and(|&(at, _)| at + latency <= now)
+            {
+                let Some((at, p)) = self.encoding.pop_front() else {
+                    break;
+                };
+                if self.cfg.pacing.is_some() {
+                    self.paced.push_back((at, p));
+                } else {
+                    sent += u64::from(self.write_video(at, mid, pt, p));
                 }
-                self.gen_buf = gen_buf;
+            }
+            if let Some(pacing) = self.cfg.pacing {
+                sent += self.pace(now, pacing, mid, pt);
             }
         }
         if let (Some(g), Some(mid), Some(pt)) = (
@@ -97,6 +108,8 @@ impl Peer {
         let Some(tx) = api.stream_tx_by_mid(mid, Some(*rid)) else {
             return false;
         };
+        // The wallclock says when it was captured (for sender reports).
+        let at = at.checked_sub(self.cfg.video_clock_behind).unwrap_or(at);
         tx.write_rtp(
             RtpWrite::new(pt, SeqNo::from(p.seq), p.ts, at, p.payload)
                 .marker(p.marker)
