@@ -18,16 +18,14 @@
 mod support;
 
 use std::f64::consts::PI;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
+use support::ffmpeg::{RATE, decoded_frames, decodes_cleanly, packet_span, pcm, power_db};
 use support::wav::{fake_mic, write_wav};
 use support::{CONNECT_TIMEOUT, Check, Participant, run_in_netns, wait_until};
 
-const RATE: u32 = 48_000;
 const TONES: [(&str, f64); 3] = [("alice", 500.0), ("bob", 700.0), ("carol", 1100.0)];
 
 /// Two seconds of a sine at -20 dBFS (whole cycles: it loops cleanly).
@@ -59,97 +57,6 @@ fn record(p: &Participant, on: bool) -> Result<std::result::Result<Value, String
         Some(r) => Ok(r.clone()),
         None => Err(v["err"].as_str().unwrap_or("?").to_string()),
     })
-}
-
-fn run(cmd: &mut Command) -> Result<std::process::Output> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(out)
-}
-
-/// The first and last packet times of a file's one stream (s), as ffprobe
-/// reads them.
-fn packet_span(file: &Path) -> Result<(f64, f64, usize)> {
-    let out = run(Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "packet=pts_time",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(file))?;
-    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
-        .collect();
-    let (Some(first), Some(last)) = (
-        times.iter().copied().reduce(f64::min),
-        times.iter().copied().reduce(f64::max),
-    ) else {
-        bail!("{}: ffprobe found no packets", file.display());
-    };
-    Ok((first, last, times.len()))
-}
-
-/// Decode every frame; FFmpeg at `-v error` says nothing about a clean file.
-/// Every decoded frame goes through with the file's own times
-/// (`-fps_mode passthrough`, in the file's millisecond time base): FFmpeg's
-/// default converts a variable frame rate to the rate it guesses, and two
-/// frames a browser encoded under 33 ms apart (it does, on a busy machine)
-/// then share a tick and it complains about its own rounding.
-fn decodes_cleanly(file: &Path) -> Result<()> {
-    let out = run(Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-i"])
-        .arg(file)
-        .args([
-            "-fps_mode",
-            "passthrough",
-            "-enc_time_base",
-            "-1",
-            "-f",
-            "null",
-            "-",
-        ]))?;
-    let errors = String::from_utf8_lossy(&out.stderr);
-    ensure!(
-        errors.trim().is_empty(),
-        "{}: decoding complained: {errors}",
-        file.display()
-    );
-    Ok(())
-}
-
-/// The file's audio as 48 kHz mono samples.
-fn pcm(file: &Path) -> Result<Vec<f64>> {
-    let out = run(Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-i"])
-        .arg(file)
-        .args(["-f", "s16le", "-ac", "1", "-ar", "48000", "-"]))?;
-    Ok(out
-        .stdout
-        .chunks_exact(2)
-        .map(|b| f64::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
-        .collect())
-}
-
-/// Power (dB) of `hz` in `x` (Goertzel).
-fn power_db(x: &[f64], hz: f64) -> f64 {
-    let w = 2.0 * PI * hz / f64::from(RATE);
-    let c = 2.0 * w.cos();
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for &v in x {
-        let s = v + c * s1 - s2;
-        s2 = s1;
-        s1 = s;
-    }
-    let p = s1 * s1 + s2 * s2 - c * s1 * s2;
-    10.0 * (p / x.len().max(1) as f64 + 1e-12).log10()
 }
 
 fn ms(v: &Value) -> Result<f64> {
@@ -350,31 +257,6 @@ fn browser_meeting_is_recorded_per_participant_into_files_ffmpeg_decodes_with_ea
             Ok(())
         },
     );
-}
-
-/// Frames FFmpeg decodes from a file, and what it said while decoding.
-fn decoded_frames(file: &Path) -> Result<(u64, String)> {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-select_streams",
-            "0",
-            "-show_entries",
-            "stream=nb_read_frames",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(file)
-        .output()
-        .with_context(|| format!("ffprobe {}", file.display()))?;
-    let n = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .trim_end_matches(',')
-        .parse()
-        .unwrap_or(0);
-    Ok((n, String::from_utf8_lossy(&out.stderr).into_owned()))
 }
 
 #[test]

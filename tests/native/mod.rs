@@ -4,6 +4,8 @@
 #![allow(dead_code)] // Not every test crate uses every helper.
 
 pub mod cluster_procs;
+#[path = "../support/ffmpeg.rs"]
+pub mod ffmpeg;
 pub mod focus_api;
 pub mod raw_ws;
 pub mod relay_procs;

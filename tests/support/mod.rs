@@ -41,6 +41,7 @@
 #![allow(dead_code, unused_imports)] // Not every test crate uses every helper.
 
 mod env;
+pub mod ffmpeg;
 mod netns;
 mod participant;
 mod receiving;
