@@ -9,6 +9,9 @@
 //! - [`vp8`]: VP8 frames back from RTP (RFC 7741): a frame is written only
 //!   when every packet of it arrived; after a lost one nothing is written
 //!   until the next keyframe, so a gap is a gap, not a corrupt picture.
+//! - [`h264`]: H.264 pictures back from RTP (RFC 6184) for Matroska.
+//! - [`mix`]: a mixed conference's one file: the composite (H.264) and the
+//!   mix (Opus) as the mixer made them.
 //! - [`track`]: one recorded source: RTP packets and their arrival in,
 //!   WebM bytes out, timestamps placed on the recording's timeline.
 //! - [`recording`]: one recording's files (names that cannot collide or
@@ -19,11 +22,14 @@
 //! shell writes the bytes (`src/bridge/recorder.rs`).
 
 pub mod ebml;
+pub mod h264;
+pub mod mix;
 pub mod recording;
 pub mod track;
 pub mod vp8;
 pub mod webm;
 
+pub use mix::{MixRecorder, MixStats};
 pub use recording::{Recording, TrackKey};
 pub use track::{Codec, TrackRecorder, TrackStats};
 
@@ -40,6 +46,8 @@ pub enum RecordError {
     Late,
     #[error("frame larger than {max} bytes", max = track::MAX_FRAME_BYTES)]
     FrameTooLarge,
+    #[error("H.264 RTP payload that does not parse (RFC 6184)")]
+    H264Payload,
     #[error("recording id {0:?} is not 1-64 characters of [A-Za-z0-9_-]")]
     BadId(String),
     #[error("{participant}'s {source_name} {kind} is already being recorded")]

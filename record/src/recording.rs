@@ -66,13 +66,18 @@ pub struct FileEntry {
     pub bytes: u64,
     /// How the file was placed on the timeline: `sender_reports` (its
     /// publisher's RTP/NTP mapping: a participant's files line up as they
-    /// were captured) or `arrival` (its first frame's arrival here: no
-    /// sender report came in time).
+    /// were captured), `arrival` (its first frame's arrival here: no
+    /// sender report came in time) or `mixer` (a mixed conference's file:
+    /// the mixer's own clock).
     pub timing: &'static str,
 }
 
-fn timing(stats: &TrackStats) -> &'static str {
-    if stats.origin_set {
+/// How a file was placed: a mix by its mixer's clock, a track by its
+/// sender's reports if they came.
+fn timing(was: &'static str, stats: &TrackStats) -> &'static str {
+    if was == "mixer" {
+        was
+    } else if stats.origin_set {
         "sender_reports"
     } else {
         "arrival"
@@ -142,6 +147,42 @@ impl Recording {
         &self.files
     }
 
+    /// A mixed conference's one file starts (`composite`: with the
+    /// composite's video): its name. `key` names it in later calls.
+    pub fn open_mix(
+        &mut self,
+        composite: bool,
+        at_ms: i64,
+    ) -> Result<(TrackKey, &str), RecordError> {
+        let key = TrackKey {
+            participant: String::new(),
+            source: "mix".to_owned(),
+            video: composite,
+        };
+        if self.open.contains_key(&key) {
+            return Err(RecordError::AlreadyOpen {
+                participant: key.participant,
+                source_name: key.source,
+                kind: "mix",
+            });
+        }
+        let n = self.files.len() + 1;
+        self.files.push(FileEntry {
+            file: format!("{n:04}-mix.{}", if composite { "mkv" } else { "webm" }),
+            participant: String::new(),
+            source: key.source.clone(),
+            kind: "mix",
+            codec: if composite { "H.264+Opus" } else { "Opus" },
+            started_ms: at_ms,
+            ended_ms: None,
+            frames: 0,
+            bytes: 0,
+            timing: "mixer",
+        });
+        self.open.insert(key.clone(), n - 1);
+        Ok((key, &self.files[n - 1].file))
+    }
+
     /// A track starts: the name of the file it goes to (new for every
     /// track, including the same source recorded again after a rejoin).
     pub fn open_track(
@@ -191,7 +232,7 @@ impl Recording {
             let f = &mut self.files[i];
             f.frames = stats.frames_written;
             f.bytes = stats.bytes;
-            f.timing = timing(stats);
+            f.timing = timing(f.timing, stats);
         }
     }
 
@@ -205,7 +246,7 @@ impl Recording {
         f.ended_ms = Some(at_ms);
         f.frames = stats.frames_written;
         f.bytes = stats.bytes;
-        f.timing = timing(stats);
+        f.timing = timing(f.timing, stats);
         true
     }
 

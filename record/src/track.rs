@@ -110,12 +110,12 @@ impl Pending {
 /// Extends a wrapping counter of `bits` bits to an i64 by nearest distance
 /// to the last value seen.
 #[derive(Debug, Default)]
-struct Unwrap {
+pub(crate) struct Unwrap {
     last: Option<i64>,
 }
 
 impl Unwrap {
-    fn extend(&mut self, v: u64, bits: u32) -> i64 {
+    pub(crate) fn extend(&mut self, v: u64, bits: u32) -> i64 {
         let modulus = 1i64 << bits;
         let v = v as i64;
         let ext = match self.last {

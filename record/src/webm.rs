@@ -1,6 +1,8 @@
-//! One track's WebM file, written front to back and never revisited: the
-//! EBML header, a segment of unknown size with the segment info and the
-//! track, then clusters of unknown size holding simple blocks. No cues and
+//! A WebM (or, with H.264, Matroska) file, written front to back and never
+//! revisited: the EBML header, a segment of unknown size with the segment
+//! info and the tracks, then clusters of unknown size holding simple
+//! blocks. One track per participant's source; two (the composite and the
+//! mix) for a mixed conference. No cues and
 //! no duration: both would need the end known (or a rewrite of the start),
 //! and players find their way through a file like this one as they do
 //! through a live WebM stream. A cluster starts at every video keyframe
@@ -51,32 +53,60 @@ pub const MAX_CLUSTER_MS: u64 = 5_000;
 /// (6.5 ms) of encoder delay.
 const OPUS_PRE_SKIP: u16 = 312;
 
-/// What the one track of a file holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a track of a file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrackKind {
-    Vp8 { width: u16, height: u16 },
-    Opus { channels: u8 },
+    Vp8 {
+        width: u16,
+        height: u16,
+    },
+    Opus {
+        channels: u8,
+    },
+    /// H.264 as length-prefixed NAL units (4-byte lengths); `avcc` is the
+    /// AVCDecoderConfigurationRecord (ISO 14496-15) Matroska requires.
+    H264 {
+        width: u16,
+        height: u16,
+        avcc: Vec<u8>,
+    },
 }
 
-/// Writes one track's file into caller-owned buffers.
+impl TrackKind {
+    fn video(&self) -> bool {
+        !matches!(self, TrackKind::Opus { .. })
+    }
+}
+
+/// Writes one file into caller-owned buffers.
 #[derive(Debug)]
 pub struct WebmWriter {
-    kind: TrackKind,
+    /// Per track (number = index + 1): whether it is video.
+    video: Vec<bool>,
     /// The open cluster's timestamp (ms), if one is open.
     cluster: Option<u64>,
-    /// The last block's timestamp: blocks never go backwards.
-    last: Option<u64>,
+    /// Per track, the last block's timestamp: a track never goes backwards.
+    last: Vec<Option<u64>>,
 }
 
 impl WebmWriter {
-    /// Append the file's start (everything before the first cluster).
+    /// Append the start of a one-track file (everything before the first
+    /// cluster).
     pub fn new(kind: TrackKind, out: &mut Vec<u8>) -> Self {
+        Self::with_tracks(std::slice::from_ref(&kind), out)
+    }
+
+    /// Append the start of a file of `kinds` (track numbers 1, 2, ...; at
+    /// most 127). With H.264 the file is Matroska (WebM has no H.264).
+    pub fn with_tracks(kinds: &[TrackKind], out: &mut Vec<u8>) -> Self {
+        let kinds = &kinds[..kinds.len().min(127)];
+        let matroska = kinds.iter().any(|k| matches!(k, TrackKind::H264 { .. }));
         ebml::master(out, EBML, |e| {
             ebml::uint(e, EBML_VERSION, 1);
             ebml::uint(e, EBML_READ_VERSION, 1);
             ebml::uint(e, EBML_MAX_ID_LENGTH, 4);
             ebml::uint(e, EBML_MAX_SIZE_LENGTH, 8);
-            ebml::bytes(e, DOC_TYPE, b"webm");
+            ebml::bytes(e, DOC_TYPE, if matroska { b"matroska" } else { b"webm" });
             ebml::uint(e, DOC_TYPE_VERSION, 4);
             ebml::uint(e, DOC_TYPE_READ_VERSION, 2);
         });
@@ -88,74 +118,112 @@ impl WebmWriter {
             ebml::bytes(i, WRITING_APP, b"tern");
         });
         ebml::master(out, TRACKS, |t| {
-            ebml::master(t, TRACK_ENTRY, |e| {
-                ebml::uint(e, TRACK_NUMBER, 1);
-                ebml::uint(e, TRACK_UID, 1);
-                match kind {
-                    TrackKind::Vp8 { width, height } => {
-                        ebml::uint(e, TRACK_TYPE, 1);
-                        ebml::bytes(e, CODEC_ID, b"V_VP8");
-                        ebml::master(e, VIDEO, |v| {
-                            ebml::uint(v, PIXEL_WIDTH, u64::from(width));
-                            ebml::uint(v, PIXEL_HEIGHT, u64::from(height));
-                        });
-                    }
-                    TrackKind::Opus { channels } => {
-                        ebml::uint(e, TRACK_TYPE, 2);
-                        ebml::bytes(e, CODEC_ID, b"A_OPUS");
-                        ebml::bytes(e, CODEC_PRIVATE, &opus_head(channels));
-                        ebml::uint(
-                            e,
-                            CODEC_DELAY,
-                            u64::from(OPUS_PRE_SKIP) * 1_000_000_000 / 48_000,
-                        );
-                        ebml::uint(e, SEEK_PRE_ROLL, 80_000_000);
-                        ebml::master(e, AUDIO, |a| {
-                            ebml::float(a, SAMPLING_FREQUENCY, 48_000.0);
-                            ebml::uint(a, CHANNELS, u64::from(channels));
-                        });
-                    }
-                }
-            });
+            for (i, kind) in kinds.iter().enumerate() {
+                track_entry(t, i as u64 + 1, kind);
+            }
         });
         Self {
-            kind,
+            video: kinds.iter().map(TrackKind::video).collect(),
             cluster: None,
-            last: None,
+            last: vec![None; kinds.len()],
         }
     }
 
-    /// Append one frame at `ms` on the file's timeline. A frame earlier
-    /// than the last one written is refused (false): a player would play
-    /// it out of order.
+    /// Append one frame of the first track at `ms` on the file's
+    /// timeline. A frame earlier than the last one written is refused
+    /// (false): a player would play it out of order.
     pub fn frame(&mut self, ms: u64, keyframe: bool, data: &[u8], out: &mut Vec<u8>) -> bool {
-        if self.last.is_some_and(|l| ms < l) {
+        self.frame_on(1, ms, keyframe, data, out)
+    }
+
+    /// Append one frame of track `track` (1-based) at `ms`; false for a
+    /// frame earlier than the track's last, or an unknown track. Tracks
+    /// interleave: a frame a little before the open cluster (another
+    /// track's keyframe opened it) gets a negative offset in it.
+    pub fn frame_on(
+        &mut self,
+        track: u8,
+        ms: u64,
+        keyframe: bool,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let i = usize::from(track.wrapping_sub(1));
+        let (Some(&video), Some(last)) = (self.video.get(i), self.last.get(i)) else {
+            return false;
+        };
+        if last.is_some_and(|l| ms < l) {
             return false;
         }
-        let video = matches!(self.kind, TrackKind::Vp8 { .. });
         let start = match self.cluster {
             None => true,
-            Some(c) => (video && keyframe) || ms - c >= MAX_CLUSTER_MS,
+            Some(c) => (video && keyframe) || ms.saturating_sub(c) >= MAX_CLUSTER_MS,
         };
         if start {
             ebml::open_unknown(out, CLUSTER);
             ebml::uint(out, TIMESTAMP, ms);
             self.cluster = Some(ms);
         }
-        let rel = ms - self.cluster.unwrap_or(ms);
-        // Below MAX_CLUSTER_MS, so it fits an i16.
-        let rel = i16::try_from(rel).unwrap_or(i16::MAX);
+        let rel = ms as i64 - self.cluster.unwrap_or(ms) as i64;
+        // Under MAX_CLUSTER_MS after the cluster; before it by what tracks
+        // interleave (clamped, never wrapped).
+        let rel = rel.clamp(i64::from(i16::MIN), i64::from(i16::MAX)) as i16;
         ebml::id(out, SIMPLE_BLOCK);
         ebml::size(out, 4 + data.len() as u64);
-        // Track number 1 as a one-byte variable-length integer.
-        out.push(0x81);
+        // The track number as a one-byte variable-length integer.
+        out.push(0x80 | track);
         out.extend_from_slice(&rel.to_be_bytes());
         // Audio frames are all keyframes (each decodes on its own).
         out.push(if keyframe || !video { 0x80 } else { 0x00 });
         out.extend_from_slice(data);
-        self.last = Some(ms);
+        self.last[i] = Some(ms);
         true
     }
+}
+
+fn track_entry(t: &mut Vec<u8>, number: u64, kind: &TrackKind) {
+    ebml::master(t, TRACK_ENTRY, |e| {
+        ebml::uint(e, TRACK_NUMBER, number);
+        ebml::uint(e, TRACK_UID, number);
+        match kind {
+            TrackKind::Vp8 { width, height } => {
+                ebml::uint(e, TRACK_TYPE, 1);
+                ebml::bytes(e, CODEC_ID, b"V_VP8");
+                ebml::master(e, VIDEO, |v| {
+                    ebml::uint(v, PIXEL_WIDTH, u64::from(*width));
+                    ebml::uint(v, PIXEL_HEIGHT, u64::from(*height));
+                });
+            }
+            TrackKind::H264 {
+                width,
+                height,
+                avcc,
+            } => {
+                ebml::uint(e, TRACK_TYPE, 1);
+                ebml::bytes(e, CODEC_ID, b"V_MPEG4/ISO/AVC");
+                ebml::bytes(e, CODEC_PRIVATE, avcc);
+                ebml::master(e, VIDEO, |v| {
+                    ebml::uint(v, PIXEL_WIDTH, u64::from(*width));
+                    ebml::uint(v, PIXEL_HEIGHT, u64::from(*height));
+                });
+            }
+            TrackKind::Opus { channels } => {
+                ebml::uint(e, TRACK_TYPE, 2);
+                ebml::bytes(e, CODEC_ID, b"A_OPUS");
+                ebml::bytes(e, CODEC_PRIVATE, &opus_head(*channels));
+                ebml::uint(
+                    e,
+                    CODEC_DELAY,
+                    u64::from(OPUS_PRE_SKIP) * 1_000_000_000 / 48_000,
+                );
+                ebml::uint(e, SEEK_PRE_ROLL, 80_000_000);
+                ebml::master(e, AUDIO, |a| {
+                    ebml::float(a, SAMPLING_FREQUENCY, 48_000.0);
+                    ebml::uint(a, CHANNELS, u64::from(*channels));
+                });
+            }
+        }
+    });
 }
 
 /// The Opus identification header (RFC 7845 section 5.1) Matroska carries
