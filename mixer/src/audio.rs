@@ -124,6 +124,10 @@ pub enum MixOutput {
     /// `participant`'s stream stopped decoding; it is out of the mix (it
     /// still receives its own).
     Dropped { participant: u64, reason: String },
+    /// One encoded frame of the mix everyone hears, for the conference's
+    /// recording (while [`AudioMixer::set_recorded`]): the listeners' mix,
+    /// encoded once for both.
+    Recorded { timestamp: u32, payload: Vec<u8> },
 }
 
 /// Counters for metrics.
@@ -223,6 +227,40 @@ pub struct AudioMixer<C: AudioCodec> {
     payload: Vec<u8>,
     out: VecDeque<MixOutput>,
     stats: MixStats,
+    recorded: bool,
+}
+
+/// The mix of everyone (the sum through the listeners' limiter), encoded
+/// once a tick for every listener and the recording.
+fn encode_full<C: AudioCodec>(
+    codec: &C,
+    rate: u32,
+    listeners: &mut Option<Listeners<C::Encoder>>,
+    total: &[i32],
+    mix: &mut [i16],
+    payload: &mut Vec<u8>,
+    stats: &mut MixStats,
+) -> Option<Vec<u8>> {
+    if listeners.is_none() {
+        *listeners = codec
+            .encoder(rate)
+            .ok()
+            .map(|encoder| Listeners { encoder, gain: 1.0 });
+    }
+    let l = listeners.as_mut()?;
+    if limit_into(total, None, &mut l.gain, mix) {
+        stats.limited_frames += 1;
+    }
+    match l.encoder.encode(mix, payload) {
+        Ok(()) => {
+            stats.frames_encoded += 1;
+            Some(payload.clone())
+        }
+        Err(_) => {
+            stats.encode_errors += 1;
+            None
+        }
+    }
 }
 
 impl<C: AudioCodec> AudioMixer<C> {
@@ -244,7 +282,13 @@ impl<C: AudioCodec> AudioMixer<C> {
             payload: Vec::new(),
             out: VecDeque::new(),
             stats: MixStats::default(),
+            recorded: false,
         })
+    }
+
+    /// Whether the mix everyone hears also comes out for a recording.
+    pub fn set_recorded(&mut self, on: bool) {
+        self.recorded = on;
     }
 
     pub fn sample_rate(&self) -> u32 {
@@ -482,27 +526,15 @@ impl<C: AudioCodec> AudioMixer<C> {
             };
             if own.is_none() && m.quiet_ticks > LISTEN_AFTER {
                 let payload = shared.get_or_insert_with(|| {
-                    if self.listeners.is_none() {
-                        self.listeners = self
-                            .codec
-                            .encoder(self.cfg.sample_rate)
-                            .ok()
-                            .map(|encoder| Listeners { encoder, gain: 1.0 });
-                    }
-                    let l = self.listeners.as_mut()?;
-                    if limit_into(&self.total, None, &mut l.gain, &mut self.mix) {
-                        self.stats.limited_frames += 1;
-                    }
-                    match l.encoder.encode(&self.mix, &mut self.payload) {
-                        Ok(()) => {
-                            self.stats.frames_encoded += 1;
-                            Some(self.payload.clone())
-                        }
-                        Err(_) => {
-                            self.stats.encode_errors += 1;
-                            None
-                        }
-                    }
+                    encode_full(
+                        &self.codec,
+                        self.cfg.sample_rate,
+                        &mut self.listeners,
+                        &self.total,
+                        &mut self.mix,
+                        &mut self.payload,
+                        &mut self.stats,
+                    )
                 });
                 if let Some(p) = payload {
                     self.stats.frames_shared += 1;
@@ -532,6 +564,25 @@ impl<C: AudioCodec> AudioMixer<C> {
                     });
                 }
                 Err(_) => self.stats.encode_errors += 1,
+            }
+        }
+        if self.recorded {
+            let payload = shared.unwrap_or_else(|| {
+                encode_full(
+                    &self.codec,
+                    self.cfg.sample_rate,
+                    &mut self.listeners,
+                    &self.total,
+                    &mut self.mix,
+                    &mut self.payload,
+                    &mut self.stats,
+                )
+            });
+            if let Some(payload) = payload {
+                self.out.push_back(MixOutput::Recorded {
+                    timestamp: self.timestamp,
+                    payload,
+                });
             }
         }
         self.timestamp = self.timestamp.wrapping_add(FRAME_TICKS);

@@ -61,6 +61,12 @@ pub enum MixCommand {
     CompositeKeyframe {
         room: Arc<str>,
     },
+    /// `room` is recorded (or no longer): the mix everyone hears comes out
+    /// as [`MixOutput::Recorded`] every tick.
+    Record {
+        room: Arc<str>,
+        on: bool,
+    },
 }
 
 /// What a host produced for a conference.
@@ -78,6 +84,7 @@ impl MixCommand {
             | MixCommand::Packet { room, .. }
             | MixCommand::Video { room, .. }
             | MixCommand::CompositeKeyframe { room }
+            | MixCommand::Record { room, .. }
             | MixCommand::Speaker { room, .. } => room,
         }
     }
@@ -211,6 +218,17 @@ impl<C: AudioCodec + Clone, V: VideoCodec + Clone> MixHost<C, V> {
                 }
                 Ok(())
             }
+            MixCommand::Record { room, on } => match self.rooms.get_mut(&room) {
+                Some(c) => {
+                    c.audio.set_recorded(on);
+                    Ok(())
+                }
+                // Its last participant left meanwhile: refused as unknown.
+                None => {
+                    self.refused_unknown += 1;
+                    Ok(())
+                }
+            },
         };
         if let Err(e) = result {
             match e {

@@ -150,7 +150,7 @@ fn an_undecodable_stream_is_dropped_and_the_others_keep_their_mix() {
             match o {
                 MixOutput::Dropped { participant, .. } => dropped.push(participant),
                 MixOutput::Audio { to: 1, payload, .. } => heard_by_1.push(payload),
-                MixOutput::Audio { .. } => {}
+                MixOutput::Audio { .. } | MixOutput::Recorded { .. } => {}
             }
         }
     }
@@ -214,7 +214,7 @@ fn timestamps_advance_one_frame_per_tick() {
     let ts: Vec<u32> = std::iter::from_fn(|| m.poll_output())
         .filter_map(|o| match o {
             MixOutput::Audio { timestamp, .. } => Some(timestamp),
-            MixOutput::Dropped { .. } => None,
+            MixOutput::Dropped { .. } | MixOutput::Recorded { .. } => None,
         })
         .collect();
     assert_eq!(ts, vec![0, FRAME_TICKS, 2 * FRAME_TICKS, 3 * FRAME_TICKS]);
@@ -470,4 +470,61 @@ fn a_listener_who_starts_talking_gets_its_own_mix_at_once() {
         got[&3].iter().map(|f| f[0]).collect::<Vec<_>>()
     );
     assert_eq!(got[&1].last().cloned().expect("frames"), sum(&[1000, 5000]));
+}
+
+#[test]
+fn a_recorded_mix_is_everyone_and_costs_no_encode_beside_listeners() {
+    let t0 = Instant::now();
+    let mut m = mixer();
+    m.add(t0, 1, true).expect("add");
+    m.add(t0, 2, true).expect("add");
+    m.set_recorded(true);
+    // Two talkers and no listener: the recorded mix is encoded for itself.
+    let recorded = |m: &mut AudioMixer<Pcm16>, from: u32, ticks: u32, who: &[(u64, i16)]| {
+        let mut frames = Vec::new();
+        for k in from..from + ticks {
+            let at = t0 + ms(20 * u64::from(k));
+            for &(id, level) in who {
+                m.handle_packet(at, id, k * FRAME_TICKS, &pcm16_payload(&frame(level)))
+                    .expect("known participant");
+            }
+            m.handle_timeout(at);
+            while let Some(o) = m.poll_output() {
+                if let MixOutput::Recorded { timestamp, payload } = o {
+                    let pcm: Vec<i16> = payload
+                        .chunks_exact(2)
+                        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                        .collect();
+                    frames.push((timestamp, pcm));
+                }
+            }
+        }
+        frames
+    };
+    let before = m.stats().frames_encoded;
+    let got = recorded(&mut m, 0, 20, &[(1, 100), (2, 1000)]);
+    assert_eq!(got.len(), 20, "one frame a tick");
+    assert!(
+        got.windows(2)
+            .all(|w| w[1].0 == w[0].0.wrapping_add(FRAME_TICKS))
+    );
+    assert_eq!(got.last().map(|f| f.1.clone()), Some(sum(&[100, 1000])));
+    assert_eq!(
+        m.stats().frames_encoded - before,
+        3 * 20,
+        "two talkers and the recording"
+    );
+    // With a listener, the recording takes the listeners' encode.
+    m.add(t0, 10, true).expect("add");
+    let _ = recorded(&mut m, 20, LISTEN_AFTER + 2, &[(1, 100), (2, 1000)]);
+    let before = m.stats().frames_encoded;
+    let got = recorded(&mut m, 22 + LISTEN_AFTER, 10, &[(1, 100), (2, 1000)]);
+    assert_eq!(got.len(), 10);
+    assert_eq!(
+        m.stats().frames_encoded - before,
+        3 * 10,
+        "still three encodes a tick"
+    );
+    m.set_recorded(false);
+    assert!(recorded(&mut m, 32 + LISTEN_AFTER, 5, &[(1, 100)]).is_empty());
 }
