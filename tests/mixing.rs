@@ -508,3 +508,177 @@ async fn bench_mixed_participant_cpu() {
         );
     }
 }
+
+/// Tone power (dB) of each of `TONES` in `x` (48 kHz samples).
+fn tone_levels(x: &[f64]) -> Vec<(&'static str, f64)> {
+    TONES
+        .iter()
+        .map(|(n, hz)| (*n, native::ffmpeg::power_db(x, f64::from(*hz))))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_mixed_conference_is_one_file_of_the_composite_and_the_mix_everyone_hears() {
+    use native::ffmpeg::{RATE, decoded_frames_of, decodes_cleanly, packet_span_of, pcm, run};
+    let dir = std::env::temp_dir().join(format!("tern-mixed-recording-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (_focus, grpc, _) = start_focus("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let dir_toml = quoted(dir.display().to_string());
+    let _b = native::cluster_procs::start_bridge_with(
+        "mix-rec",
+        "eu",
+        grpc,
+        &[("TERN_BRIDGE_RECORDINGS_DIR", dir_toml)],
+    );
+    let mut api = api(grpc, API).await;
+    wait_online(&mut api, 1).await;
+    let mut clients = Vec::new();
+    for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+        let options = if i == 0 { mixed(16_000) } else { None };
+        let a = api
+            .allocate(request("mix-rec-room", name, options))
+            .await
+            .unwrap_or_else(|e| panic!("allocate {name}: {e}"))
+            .into_inner();
+        let c = Client::connect(tone_and_picture(
+            signal_addr(&a.signal_url),
+            a.token.clone(),
+            name,
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{name} joins: {e:#}"));
+        clients.push((name, c));
+    }
+    let present = ["a", "b", "c"];
+    for (name, c) in &clients {
+        eventually(
+            &format!("{name} hears {:?}", others(name, &present)),
+            Duration::from_secs(10),
+            || {
+                let now = Instant::now();
+                (heard(c, now - Duration::from_millis(500), now) == others(name, &present))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    let r = api
+        .start_recording(fpb::StartRecordingRequest {
+            conference: "mix-rec-room".into(),
+        })
+        .await
+        .expect("a mixed conference is recorded")
+        .into_inner();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let c = clients.remove(2).1;
+    c.leave().await.expect("c leaves");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    api.stop_recording(fpb::StopRecordingRequest {
+        conference: "mix-rec-room".into(),
+    })
+    .await
+    .expect("stop");
+
+    let rec = dir.join(&r.recording_id);
+    let meta = eventually("the metadata says it ended", Duration::from_secs(5), || {
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(rec.join("metadata.json")).ok()?).ok()?;
+        m["ended_ms"].is_i64().then_some(m)
+    })
+    .await;
+    println!("metadata: {meta:#}");
+    let files = meta["files"].as_array().expect("files");
+    assert_eq!(
+        files.len(),
+        1,
+        "one file for the whole conference: {meta:#}"
+    );
+    let f = &files[0];
+    assert_eq!(f["kind"], "mix");
+    assert_eq!(f["codec"], "H.264+Opus");
+    assert_eq!(f["timing"], "mixer");
+    let stays = meta["participants"].as_array().expect("participants");
+    assert_eq!(stays.len(), 3, "everyone's presence is listed: {stays:?}");
+    let file = rec.join(f["file"].as_str().expect("name"));
+    assert_eq!(
+        std::fs::metadata(&file).map(|m| m.len()).ok(),
+        f["bytes"].as_u64(),
+        "the metadata says what was written"
+    );
+
+    // Two streams: the composite and the mix.
+    let out = run(std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&file))
+    .expect("ffprobe reads it");
+    let streams = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("streams: {streams}");
+    let lines: Vec<&str> = streams.lines().collect();
+    assert_eq!(lines.len(), 2, "{streams}");
+    assert!(
+        lines[0].starts_with("h264,") && !lines[0].contains(",0,"),
+        "{streams}"
+    );
+    assert!(lines[1].starts_with("opus"), "{streams}");
+    decodes_cleanly(&file).expect("every frame decodes without a complaint");
+    let span = (ms_of(f, "started_ms"), ms_of(f, "ended_ms"));
+    let (v_first, v_last, v_packets) = packet_span_of(&file, "v:0").expect("video packets");
+    let (a_first, a_last, _) = packet_span_of(&file, "a:0").expect("audio packets");
+    println!(
+        "video {v_first:.2}-{v_last:.2} s ({v_packets} pictures), audio {a_first:.2}-{a_last:.2} s, recorded {:.2}-{:.2} s",
+        span.0, span.1
+    );
+    let dur = span.1 - span.0;
+    for (what, first, last) in [("video", v_first, v_last), ("audio", a_first, a_last)] {
+        assert!(
+            first - span.0 <= 0.5 && (span.1 - last) <= 0.5,
+            "{what} spans the recording: {first:.2}-{last:.2} of {:.2}-{:.2}",
+            span.0,
+            span.1
+        );
+    }
+    let (decoded, said) = decoded_frames_of(&file, "v:0").expect("count");
+    assert_eq!(decoded, v_packets as u64, "every picture decodes: {said}");
+    assert!(
+        v_packets as f64 >= 5.0 * dur,
+        "{v_packets} pictures in {dur:.1} s"
+    );
+
+    // The mix is everyone's: a, b and c while c was there (1-3 s in),
+    // then a and b (c left 4 s in); d (never there) is the floor.
+    let x = pcm(&file).expect("audio decodes");
+    let at = |s: f64| ((s - a_first).max(0.0) * f64::from(RATE)) as usize;
+    let window = |from: f64, to: f64| &x[at(from).min(x.len())..at(to).min(x.len())];
+    let before = tone_levels(window(1.0, 3.0));
+    let after = tone_levels(window(5.0, 6.5));
+    println!("tones 1-3 s: {before:?}; 5-6.5 s: {after:?}");
+    let level = |v: &[(&str, f64)], n: &str| v.iter().find(|t| t.0 == n).map_or(f64::NAN, |t| t.1);
+    for n in ["a", "b", "c"] {
+        assert!(
+            level(&before, n) >= level(&before, "d") + 20.0,
+            "{n} in the mix while there: {before:?}"
+        );
+    }
+    for n in ["a", "b"] {
+        assert!(
+            level(&after, n) >= level(&after, "d") + 20.0,
+            "{n} in the mix: {after:?}"
+        );
+    }
+    assert!(
+        level(&after, "c") <= level(&after, "a") - 20.0,
+        "c is gone from the mix once it left: {after:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn ms_of(f: &serde_json::Value, key: &str) -> f64 {
+    f[key].as_i64().unwrap_or_else(|| panic!("{key} in {f}")) as f64 / 1000.0
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::{ConferenceMode, Focus, FocusError, FocusEvent};
+use crate::{Focus, FocusError, FocusEvent};
 
 /// Ended recordings listed at most.
 pub const KEPT_ENDED: usize = 1_000;
@@ -91,12 +91,6 @@ impl Focus {
             return Err(FocusError::AlreadyRecording {
                 conference: conference.to_string(),
                 id: r.id.clone(),
-            });
-        }
-        if matches!(conf.mode, Some(ConferenceMode::Mixed { .. })) {
-            return Err(FocusError::RecordingRefused {
-                conference: conference.to_string(),
-                reason: "recording a mixed conference is not supported yet".into(),
             });
         }
         // The bridge with most of the conference (the fewest streams to

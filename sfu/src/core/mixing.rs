@@ -67,6 +67,11 @@ impl Core {
         for (room, id, rate, sends, composite) in joins {
             self.mix_join(&room, id, rate, sends, composite);
         }
+        // ... and which of them are recorded.
+        for room in self.mixed_recordings() {
+            self.out
+                .push_back(Output::Mix(MixCommand::Record { room, on: true }));
+        }
     }
 
     /// The dominant speaker of a mixed conference changed (the composite's
@@ -216,7 +221,10 @@ impl Core {
                 timestamp,
                 payloads,
                 ..
-            } => self.write_composite(now, room, timestamp, &payloads),
+            } => {
+                self.record_composite(now, room, timestamp, &payloads);
+                self.write_composite(now, room, timestamp, &payloads)
+            }
             VideoOutput::KeyframeRequest { participant } => {
                 let id = EndpointId(participant);
                 let Some(mid) = self.endpoints.get(&id).and_then(|ep| {

@@ -32,15 +32,23 @@
 //!
 //! Codecs: VP8 and Opus are recorded; a source in another codec (H.264,
 //! VP9, AV1) is counted as not recordable and left out (its metadata has
-//! no file for it). A mixed conference is refused: its audio goes to the
-//! mixer, not through here.
+//! no file for it).
+//!
+//! A mixed conference is recorded as what its participants receive: one
+//! file (`tern_record::MixRecorder`) with the mix everyone hears (the
+//! mixer encodes it once for its listeners and the recording,
+//! `MixCommand::Record`) and, when the bridge composes video, the
+//! composite, both as the mixer encoded them. Its sources get no files of
+//! their own (without a composite its video is forwarded, and recorded per
+//! source as in a forwarding conference).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::format::Codec;
-use tern_record::{Recording, TrackKey, TrackRecorder};
+use tern_mixer::host::MixCommand;
+use tern_record::{MixRecorder, Recording, TrackKey, TrackRecorder};
 use tracing::{debug, info, warn};
 
 use super::clocks::clock_hz;
@@ -119,6 +127,8 @@ pub(super) struct ConfRecording {
     id: Arc<str>,
     started: Instant,
     tracks: Map<SourceRefKey, Track>,
+    /// A mixed conference's one file.
+    mix: Option<MixTrack>,
     /// Per publishing endpoint: its sender clock on the recording's.
     offsets: Map<u64, ClockOffset>,
     present: BTreeSet<String>,
@@ -132,6 +142,18 @@ type SourceRefKey = (u64, str0m::media::Mid);
 
 fn key_of(r: SourceRef) -> SourceRefKey {
     (r.endpoint.0, r.mid)
+}
+
+/// A mixed conference's file: the mix and (with one) the composite.
+#[derive(Debug)]
+struct MixTrack {
+    key: TrackKey,
+    file: Arc<str>,
+    rec: MixRecorder,
+    created: bool,
+    buf: Vec<u8>,
+    /// When the composite was last asked for a keyframe.
+    asked: Option<Instant>,
 }
 
 /// One publisher's clock on the recording's: a packet sampled at `s` µs on
@@ -212,9 +234,8 @@ impl Core {
         let Some(conf) = self.conferences.get(room) else {
             return Err(format!("conference {room} is not on this bridge"));
         };
-        if conf.mixed.is_some() {
-            return Err("recording a mixed conference is not supported yet".into());
-        }
+        let mixed = conf.mixed.is_some();
+        let size = (conf.composite.width, conf.composite.height);
         if let Some(r) = self.recordings.get(room) {
             return if &*r.id == id {
                 Ok(())
@@ -225,7 +246,27 @@ impl Core {
                 ))
             };
         }
-        let rec = Recording::new(id, room, started_unix_ms).map_err(|e| e.to_string())?;
+        let mut rec = Recording::new(id, room, started_unix_ms).map_err(|e| e.to_string())?;
+        let composite = mixed && self.cfg.composite;
+        let mix = if mixed {
+            let (key, file) = rec.open_mix(composite, 0).map_err(|e| e.to_string())?;
+            let file = Arc::<str>::from(file);
+            let size = composite.then(|| {
+                let dim = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+                (dim(size.0), dim(size.1))
+            });
+            Some(MixTrack {
+                key,
+                file,
+                // The mixer encodes mono.
+                rec: MixRecorder::new(size, 1),
+                created: false,
+                buf: Vec::new(),
+                asked: None,
+            })
+        } else {
+            None
+        };
         self.recordings.insert(
             Arc::from(room),
             Box::new(ConfRecording {
@@ -233,6 +274,7 @@ impl Core {
                 id: Arc::from(id),
                 started: now,
                 tracks: Map::default(),
+                mix,
                 offsets: Map::default(),
                 present: BTreeSet::new(),
                 meta_dirty: true,
@@ -241,8 +283,14 @@ impl Core {
             }),
         );
         self.stats.recordings_started += 1;
-        info!(room, recording = id, "recording started");
+        info!(room, recording = id, mixed, "recording started");
         let room: Arc<str> = Arc::from(room);
+        if mixed {
+            self.out.push_back(Output::Mix(MixCommand::Record {
+                room: room.clone(),
+                on: true,
+            }));
+        }
         self.recording_housekeeping_room(now, &room);
         Ok(())
     }
@@ -308,6 +356,13 @@ impl Core {
                 close_track(&mut r, t, at, &room, &mut self.out);
             }
         }
+        if let Some(m) = r.mix.take() {
+            close_mix(&mut r, m, at, &room, &mut self.out);
+            self.out.push_back(Output::Mix(MixCommand::Record {
+                room: room.clone(),
+                on: false,
+            }));
+        }
         r.rec.stop(at, |_| Default::default());
         let bytes = r.rec.files().iter().map(|f| f.bytes).sum();
         self.out.push_back(Output::Record(RecordOutput::Metadata {
@@ -357,9 +412,16 @@ impl Core {
         // wants: the top one available).
         let mut people: BTreeSet<String> = BTreeSet::new();
         let mut sources: Vec<(SourceRef, Option<usize>)> = Vec::new();
+        // A mixed conference's audio (and, composed, its video) is in the
+        // mix file, not in files of its own.
+        let mixed = self
+            .conferences
+            .get(room)
+            .is_some_and(|c| c.mixed.is_some());
+        let own_file = |k: Kind| !mixed || (k == Kind::Video && !self.cfg.composite);
         for (endpoint, participant, srcs) in self.room_publishers(room) {
             people.insert(participant.to_owned());
-            for s in srcs {
+            for s in srcs.iter().filter(|s| own_file(s.kind)) {
                 let top = s.layers.iter().rposition(|l| l.available(now));
                 sources.push((
                     SourceRef {
@@ -426,11 +488,25 @@ impl Core {
                 }
             }
         }
+        // The composite begins the mix file at an IDR picture: ask until
+        // one comes (a request can land inside the encoder's own).
+        let mut composite_keyframe = false;
+        if let Some(m) = r.mix.as_mut()
+            && m.rec.needs_keyframe()
+            && m.asked
+                .is_none_or(|a| now.saturating_duration_since(a) >= KEYFRAME_RETRY)
+        {
+            m.asked = Some(now);
+            composite_keyframe = true;
+        }
         // Hand out what the tracks wrote.
         if now.saturating_duration_since(r.last_flush) >= FLUSH_EVERY {
             r.last_flush = now;
             for t in r.tracks.values_mut() {
                 flush_track(t, room, &r.id, &mut self.out);
+            }
+            if let Some(m) = r.mix.as_mut() {
+                flush_mix(m, room, &r.id, &mut self.out);
             }
         }
         // The metadata follows the open files' progress, so what a crash
@@ -439,6 +515,9 @@ impl Core {
             r.last_progress = now;
             for t in r.tracks.values().filter(|t| t.file.is_some()) {
                 r.rec.track_progress(&t.key, t.rec.stats());
+            }
+            if let Some(m) = &r.mix {
+                r.rec.track_progress(&m.key, &m.rec.track_stats());
             }
             r.meta_dirty = true;
         }
@@ -465,6 +544,57 @@ impl Core {
         for (s, l) in keyframes {
             self.request_keyframe(now, s, l);
         }
+        if composite_keyframe {
+            self.composite_keyframe(room.clone());
+        }
+    }
+
+    /// One frame of the mix everyone in mixed conference `room` hears,
+    /// for its recording.
+    pub fn handle_mix_recorded(
+        &mut self,
+        now: Instant,
+        room: &str,
+        timestamp: u32,
+        payload: &[u8],
+    ) {
+        let Some(r) = self.recordings.get_mut(room).map(|r| &mut **r) else {
+            // The recording stopped while the mixer still sent it.
+            return;
+        };
+        let at = r.at_ms(now);
+        if let Some(m) = r.mix.as_mut() {
+            m.rec.audio(at, timestamp, payload);
+            self.stats.recorded_packets += 1;
+        }
+    }
+
+    /// One picture of `room`'s composite, for its recording.
+    pub(super) fn record_composite(
+        &mut self,
+        now: Instant,
+        room: &str,
+        timestamp: u32,
+        payloads: &[Arc<[u8]>],
+    ) {
+        let Some(r) = self.recordings.get_mut(room).map(|r| &mut **r) else {
+            return;
+        };
+        let at = r.at_ms(now);
+        if let Some(m) = r.mix.as_mut() {
+            m.rec.video(at, timestamp, payloads.iter().map(|p| &p[..]));
+            self.stats.recorded_packets += payloads.len() as u64;
+        }
+    }
+
+    /// Mixed conferences recorded here (for a mixing worker that
+    /// restarted and lost its `Record`).
+    pub(super) fn mixed_recordings(&self) -> Vec<Arc<str>> {
+        self.recordings
+            .iter()
+            .filter(|(_, r)| r.mix.is_some())
+            .map(|(room, _)| room.clone())
+            .collect()
     }
 
     /// Everyone in `room` here, local and brought by the relay, with
@@ -716,6 +846,39 @@ fn flush_track(t: &mut Track, room: &Arc<str>, recording: &Arc<str>, out: &mut V
         bytes: std::mem::take(&mut t.buf),
     }));
     t.created = true;
+}
+
+fn flush_mix(m: &mut MixTrack, room: &Arc<str>, recording: &Arc<str>, out: &mut VecDeque<Output>) {
+    m.rec.take_output(&mut m.buf);
+    if m.buf.is_empty() {
+        return;
+    }
+    out.push_back(Output::Record(RecordOutput::Write {
+        room: room.clone(),
+        recording: recording.clone(),
+        file: m.file.clone(),
+        create: !m.created,
+        bytes: std::mem::take(&mut m.buf),
+    }));
+    m.created = true;
+}
+
+fn close_mix(
+    r: &mut ConfRecording,
+    mut m: MixTrack,
+    at: i64,
+    room: &Arc<str>,
+    out: &mut VecDeque<Output>,
+) {
+    flush_mix(&mut m, room, &r.id, out);
+    r.rec.close_track(&m.key, at, &m.rec.track_stats());
+    r.meta_dirty = true;
+    if m.created {
+        out.push_back(Output::Record(RecordOutput::Close {
+            recording: r.id.clone(),
+            file: m.file,
+        }));
+    }
 }
 
 fn close_track(

@@ -165,6 +165,9 @@ impl ShardInput {
                     timestamp,
                     payload,
                 }) => core.handle_mixed_audio(now, &room, EndpointId(to), timestamp, payload),
+                Mixed::Audio(MixOutput::Recorded { timestamp, payload }) => {
+                    core.handle_mix_recorded(now, &room, timestamp, &payload)
+                }
                 Mixed::Audio(MixOutput::Dropped {
                     participant,
                     reason,
