@@ -43,6 +43,9 @@ pub const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
 const END_GAP_MS: u64 = 100;
 /// How long [`OPUS_SILENCE`] lasts.
 const SILENCE_MS: i64 = 20;
+/// A video file's first picture at most this long after its participant
+/// arrived needs no black picture before it.
+const LEAD_IN_MIN_MS: u64 = 100;
 
 /// What a track holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +84,8 @@ pub struct TrackStats {
     /// Placed on the timeline by [`TrackRecorder::set_origin`] (the
     /// publisher's sender reports), not by its first frame's arrival.
     pub origin_set: bool,
+    /// VP8: the file begins with a black picture ([`TrackRecorder::begin_at`]).
+    pub lead_in: bool,
 }
 
 #[derive(Debug, Default)]
@@ -163,6 +168,8 @@ pub struct TrackRecorder {
     /// Complete frames wait, unwritten, for [`Self::set_origin`] or
     /// [`Self::release`] (see [`Self::hold`]).
     holding: bool,
+    /// VP8: where a black picture begins the file ([`Self::begin_at`]).
+    lead_in: Option<u64>,
     stats: TrackStats,
 }
 
@@ -184,6 +191,7 @@ impl TrackRecorder {
             last_ms: None,
             floor_ms: 0,
             holding: false,
+            lead_in: None,
             stats: TrackStats::default(),
         }
     }
@@ -264,22 +272,25 @@ impl TrackRecorder {
         self.drain(true);
     }
 
-    /// Opus: the track's participant was present from `at_ms`, before its
+    /// The track's participant was present from `at_ms`, before its
     /// first packet (media connects after a participant joins; a muted
-    /// one sends nothing): one frame of silence there begins the file, so
-    /// it lasts as long as the participant was present. Only before
-    /// anything is written, and only with a placed origin or before the
-    /// first frame's arrival (it never moves frames).
+    /// one sends nothing), so the file begins there. Opus: one frame of
+    /// silence there. VP8: a black picture ([`vp8::BLACK_KEYFRAME`]) there
+    /// when the first frame written comes over `LEAD_IN_MIN_MS` later (a
+    /// camera's first picture comes with its connection and a keyframe,
+    /// up to a second after its participant joined). Only before anything
+    /// is written; it never moves frames.
     pub fn begin_at(&mut self, at_ms: i64) {
-        let Codec::Opus { channels } = self.codec else {
-            return;
-        };
         let Ok(at) = u64::try_from(at_ms) else {
             return;
         };
         if self.writer.is_some() {
             return;
         }
+        let Codec::Opus { channels } = self.codec else {
+            self.lead_in = Some(at);
+            return;
+        };
         let out = &mut self.out;
         let w = self
             .writer
@@ -478,6 +489,15 @@ impl TrackRecorder {
             self.stats.retimed += 1;
         }
         let out = &mut self.out;
+        if self.writer.is_none()
+            && let Some(at) = self.lead_in.take().filter(|at| ms >= at + LEAD_IN_MIN_MS)
+        {
+            let w = self.writer.insert(WebmWriter::new(kind.clone(), out));
+            if w.frame(at, true, &vp8::BLACK_KEYFRAME, out) {
+                self.stats.frames_written += 1;
+                self.stats.lead_in = true;
+            }
+        }
         let w = self
             .writer
             .get_or_insert_with(|| WebmWriter::new(kind, out));

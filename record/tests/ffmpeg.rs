@@ -303,3 +303,66 @@ fn recorded_opus_with_a_gap_keeps_its_tone_and_its_length() {
     );
     assert!(rms(1.5, 1.9) > 1_000.0);
 }
+
+#[test]
+fn a_video_begun_before_its_first_picture_starts_black_and_every_frame_decodes() {
+    let frames = vp8_frames(1);
+    let pkts = packetize(&frames, 1, 0);
+    let mut r = TrackRecorder::new(Codec::Vp8);
+    // Present from 200 ms; the camera's first picture arrives at 900 ms.
+    r.begin_at(200);
+    for (i, f) in pkts.iter().enumerate() {
+        for (s, t, m, p) in f {
+            let _ = r.push(900 + i as i64 * 33, *s, *t, *m, p);
+        }
+    }
+    r.finish();
+    assert!(r.stats().lead_in);
+    assert_eq!(r.stats().frames_written, 31, "{:?}", r.stats());
+    let path = tmp("lead-in.webm");
+    write(&path, &mut r);
+    let v = probe(&path, "v:0", "stream=width,height,nb_read_frames");
+    let s = &v["streams"][0];
+    // The header has the camera's size; the black picture is 320x180.
+    assert_eq!(
+        (s["width"].as_u64(), s["height"].as_u64()),
+        (Some(320), Some(240)),
+        "{v}"
+    );
+    assert_eq!(s["nb_read_frames"].as_str(), Some("31"), "{v}");
+    let (ok, out, err) = run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts_time",
+            "-of",
+            "csv=p=0",
+            path.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(ok, "{err}");
+    let times: Vec<f64> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    assert_eq!(times.first().copied(), Some(0.2), "black from the arrival");
+    assert_eq!(
+        times.get(1).copied(),
+        Some(0.9),
+        "the camera from its first picture"
+    );
+    assert_eq!(decode_errors(&path), "", "the size change decodes cleanly");
+
+    // A first picture soon after the arrival needs no black one.
+    let mut r = TrackRecorder::new(Codec::Vp8);
+    r.begin_at(850);
+    for (i, f) in pkts.iter().enumerate().take(3) {
+        for (s, t, m, p) in f {
+            let _ = r.push(900 + i as i64 * 33, *s, *t, *m, p);
+        }
+    }
+    r.finish();
+    assert!(!r.stats().lead_in);
+    assert_eq!(r.stats().frames_written, 3);
+}

@@ -531,8 +531,14 @@ impl Core {
         // Mark the sources: recorded, and (video) the layer wanted.
         let mut changed = false;
         for (s, top) in sources {
-            let want = top.map_or(0, |l| 1u32 << (l % 32));
             if let Some(src) = self.source_of_mut(s) {
+                // Before any layer flows (a participant still connecting,
+                // or its origin not yet saying which layers it sends),
+                // every layer is wanted, so whichever keyframe comes first
+                // (the encoder's own at the stream's start) gets here
+                // and begins the file, rather than one asked for later.
+                let all = u32::MAX >> (32 - src.layers.len().clamp(1, 32));
+                let want = top.map_or(all, |l| 1u32 << (l % 32));
                 let layers = if src.kind == Kind::Video { want } else { 0 };
                 changed |= src.record.layers != layers || !src.record.on;
                 src.record = RecordMark { on: true, layers };
@@ -722,12 +728,11 @@ impl Core {
             let mut rec = TrackRecorder::new(codec.unwrap_or(tern_record::Codec::Vp8));
             // Written once placed by the publisher's clock (or given up on).
             rec.hold();
-            // Audio lasts from the participant's arrival (its media comes
-            // a little later; a muted one sends none): the silence before
-            // its first packet is written as silence.
-            if kind == Kind::Audio
-                && let Some(since) = r.rec.present_since(&key.participant)
-            {
+            // A file lasts from the participant's arrival (its media comes
+            // later: a connection, a camera's first keyframe; a muted one
+            // sends none): silence before its first audio packet, black
+            // before its camera's first picture.
+            if let Some(since) = r.rec.present_since(&key.participant) {
                 rec.begin_at(since);
             }
             r.tracks.insert(
@@ -764,9 +769,10 @@ impl Core {
             if t.current != Some(p.layer) {
                 // The file starts at the first keyframe of any layer up to
                 // the target (the top one may be paused and take a while
-                // to resume), and moves up at the target's first keyframe.
+                // to resume; none known yet: any layer), and moves up at
+                // the target's first keyframe.
                 let up = t.target == Some(p.layer);
-                let start = t.current.is_none() && t.target.is_some_and(|top| p.layer <= top);
+                let start = t.current.is_none() && t.target.is_none_or(|top| p.layer <= top);
                 if !keyframe || !(up || start) {
                     tracing::trace!(layer = p.layer, target = ?t.target, current = ?t.current, keyframe, "recording waits for a keyframe");
                     return;

@@ -31,15 +31,6 @@ fn cluster(seed: u64) -> Sim {
     sim
 }
 
-/// Heights announced by the VP8 keyframes in a recorded file (the start
-/// code 9d 01 2a, then 14-bit width and height, little-endian).
-fn keyframe_heights(file: &[u8]) -> Vec<u16> {
-    file.windows(7)
-        .filter(|w| w[0] == 0x9d && w[1] == 0x01 && w[2] == 0x2a)
-        .map(|w| u16::from_le_bytes([w[5], w[6]]) & 0x3fff)
-        .collect()
-}
-
 /// A recorded file's blocks in file order: each one's time (ms) and frame.
 /// Clusters (0x1F43B675, unknown size) carry a timestamp (0xE7), blocks
 /// (0xA3) one relative to it.
@@ -81,6 +72,17 @@ fn blocks(file: &[u8]) -> Vec<(i64, &[u8])> {
         i += 1;
     }
     out
+}
+
+/// The VP8 keyframes of a recorded file: each one's time (ms) and height
+/// (a keyframe's frame tag has bit 0 clear, then the start code 9d 01 2a,
+/// the 14-bit width and height, little-endian).
+fn keyframes(file: &[u8]) -> Vec<(i64, u16)> {
+    blocks(file)
+        .into_iter()
+        .filter(|(_, f)| f.len() >= 10 && f[0] & 1 == 0 && f[3..6] == [0x9d, 0x01, 0x2a])
+        .map(|(t, f)| (t, u16::from_le_bytes([f[8], f[9]]) & 0x3fff))
+        .collect()
 }
 
 fn block_times(file: &[u8]) -> Vec<i64> {
@@ -232,14 +234,29 @@ fn a_conference_over_two_bridges_is_recorded_whole_on_one_with_joins_and_leaves(
             let bytes = &rec.files[&(started.id.clone(), video.to_string())];
             let times = block_times(bytes);
             assert!(times.len() > 100, "{p}: {} blocks found", times.len());
+            // The picture starts with the participant (within 0.5 s of
+            // its presence here; d's camera may come first: its presence
+            // is when this bridge heard of it across the relay).
+            let joined = stay["joined_ms"].as_i64().expect("joined");
+            assert!(
+                (times[0] - joined).abs() <= 500,
+                "{p}: present from {joined} ms, video from {} ms",
+                times[0]
+            );
             assert!(
                 times.windows(2).all(|w| w[1] > w[0]),
                 "{p}: block times must increase: {:?}",
                 times.windows(2).find(|w| w[1] <= w[0])
             );
-            let heights = keyframe_heights(bytes);
-            assert!(!heights.is_empty(), "{p}: no keyframe in {video}");
-            assert!(heights.iter().all(|&h| h == 720), "{p}: {heights:?}");
+            // It begins at whichever layer's keyframe came first and is at
+            // 720p within a second, for good.
+            let keys = keyframes(bytes);
+            let top = keys
+                .iter()
+                .position(|&(_, h)| h == 720)
+                .unwrap_or_else(|| panic!("{p}: never 720p: {keys:?}"));
+            assert!(keys[top].0 - times[0] <= 1_000, "{p}: {keys:?}");
+            assert!(keys[top..].iter().all(|&(_, h)| h == 720), "{p}: {keys:?}");
         }
     });
 }
