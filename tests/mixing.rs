@@ -636,6 +636,10 @@ async fn a_recorded_mixed_conference_is_one_file_of_the_composite_and_the_mix_ev
         span.0, span.1
     );
     let dur = span.1 - span.0;
+    println!(
+        "mix file: {:.0} kB/s for the whole conference",
+        f["bytes"].as_f64().unwrap_or(0.0) / dur / 1000.0
+    );
     for (what, first, last) in [("video", v_first, v_last), ("audio", a_first, a_last)] {
         assert!(
             first - span.0 <= 0.5 && (span.1 - last) <= 0.5,
