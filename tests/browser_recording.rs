@@ -133,6 +133,22 @@ fn browser_meeting_is_recorded_per_participant_into_files_ffmpeg_decodes_with_ea
             let distinct: std::collections::BTreeSet<&String> = on.values().collect();
             ensure!(distinct.len() == 2, "participants on both bridges: {on:?}");
             println!("bridges: {on:?}");
+            // Carol, joining while it runs, is told by her bridge too.
+            let recorded = |p: &Participant| -> Result<Value> {
+                Ok(p.browser.eval("window.tern.state().recording")?["active"].clone())
+            };
+            wait_until(
+                "carol's page shows the recording",
+                Duration::from_secs(5),
+                || {
+                    let st = recorded(&carol)?;
+                    Ok(if st["recording_id"] == id.as_str() {
+                        Check::Done(())
+                    } else {
+                        Check::NotYet(format!("{st}"))
+                    })
+                },
+            )?;
             sleep_until(at(10));
             bob.browser.eval("window.tern.toggleMic()")?;
             sleep_until(at(14));
@@ -141,6 +157,20 @@ fn browser_meeting_is_recorded_per_participant_into_files_ffmpeg_decodes_with_ea
             let stopped =
                 record(&alice, false)?.map_err(|e| anyhow::anyhow!("alice's stop refused: {e}"))?;
             ensure!(stopped["state"] == "stopped", "{stopped}");
+            // Bob's page (the other participant, not the one who stopped it)
+            // hears that it ended.
+            wait_until(
+                "bob's page shows no recording",
+                Duration::from_secs(5),
+                || {
+                    let st = recorded(&bob)?;
+                    Ok(if st.is_null() {
+                        Check::Done(())
+                    } else {
+                        Check::NotYet(format!("{st}"))
+                    })
+                },
+            )?;
 
             // The bridge closes the files and writes the metadata's last
             // version; the focus hears it in the next report.

@@ -88,6 +88,7 @@ impl Focus {
         info!(bridge = %id, conferences = hosted.len(), "bridge registered");
         self.events
             .push_back(FocusEvent::BridgeUp { id: id.clone() });
+        self.recording_notices_for(&id);
         if drain_requested {
             self.events.push_back(FocusEvent::CommandDrain {
                 bridge: id,
@@ -325,8 +326,12 @@ impl Focus {
         self.events.push_back(FocusEvent::Allocated {
             conference: conference.to_string(),
             participant: participant.to_string(),
-            bridge: id,
+            bridge: id.clone(),
         });
+        // Its bridge may have forgotten the conference's recording (it
+        // hosted nobody of it since): told again before the participant
+        // joins there.
+        self.recording_notice_on_placement(conference, &id);
         self.reconcile_relay();
         Ok(placement)
     }

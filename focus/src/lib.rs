@@ -210,6 +210,14 @@ pub enum FocusEvent {
         conference: String,
         id: String,
     },
+    /// Send to a bridge: `conference` is recorded as `id` (`active`), or
+    /// that recording ended; for its participants to be told.
+    CommandRecordingNotice {
+        bridge: String,
+        conference: String,
+        id: String,
+        active: bool,
+    },
     /// Send to a bridge: the other bridges hosting `conference`, as
     /// (bridge id, relay address); empty = none any more.
     CommandRelayPeers {

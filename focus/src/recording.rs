@@ -123,10 +123,56 @@ impl Focus {
         self.events.push_back(FocusEvent::CommandStartRecording {
             bridge,
             conference: conference.to_string(),
-            id,
+            id: id.clone(),
             started_unix_ms: unix_ms,
         });
+        self.notify_recording(conference, &id, true, None);
         Ok(view)
+    }
+
+    /// Tell every online bridge (or only `only`) that `conference` is
+    /// recorded as `id`, or no longer: each tells its participants in it
+    /// (and keeps it for those to come). Every bridge, not only those
+    /// hosting it now: a participant placed on another bridge later is
+    /// told at once, and a notice is a few bytes per bridge per recording.
+    fn notify_recording(&mut self, conference: &str, id: &str, active: bool, only: Option<&str>) {
+        let bridges: Vec<String> = self
+            .bridges
+            .iter()
+            .filter(|(b, v)| v.online && only.is_none_or(|o| o == b.as_str()))
+            .map(|(b, _)| b.clone())
+            .collect();
+        for bridge in bridges {
+            self.events.push_back(FocusEvent::CommandRecordingNotice {
+                bridge,
+                conference: conference.to_string(),
+                id: id.to_string(),
+                active,
+            });
+        }
+    }
+
+    /// A participant of `conference` was placed on `bridge`: the recording
+    /// running, if one is.
+    pub(crate) fn recording_notice_on_placement(&mut self, conference: &str, bridge: &str) {
+        if let Some(i) = self.active_recording(conference) {
+            let id = self.recordings.list[i].2.id.clone();
+            self.notify_recording(conference, &id, true, Some(bridge));
+        }
+    }
+
+    /// A bridge registered: the recordings running, for its participants.
+    pub(crate) fn recording_notices_for(&mut self, bridge: &str) {
+        let active: Vec<(String, String)> = self
+            .recordings
+            .list
+            .iter()
+            .filter(|(_, _, r)| r.state == RecordingState::Active)
+            .map(|(_, _, r)| (r.conference.clone(), r.id.clone()))
+            .collect();
+        for (conference, id) in active {
+            self.notify_recording(&conference, &id, true, Some(bridge));
+        }
     }
 
     /// Stop `conference`'s recording.
@@ -181,6 +227,7 @@ impl Focus {
                     .and_then(|ms| ms.parse().ok())
                     .unwrap_or(0);
             info!(conference = %p.conference, recording = %p.id, bridge, "recording adopted");
+            self.notify_recording(&p.conference, &p.id, true, None);
             self.recordings.list.push((
                 now,
                 true,
@@ -273,6 +320,7 @@ impl Focus {
         }
         r.error = error;
         let view = r.clone();
+        self.notify_recording(&view.conference, &view.id, false, None);
         // Keep the newest KEPT_ENDED ended ones (and every active one).
         let ended = self
             .recordings

@@ -92,6 +92,19 @@ impl FocusEvent {
                     started_unix_ms: *started_unix_ms,
                 }),
             ),
+            FocusEvent::CommandRecordingNotice {
+                bridge,
+                conference,
+                id,
+                active,
+            } => (
+                bridge,
+                Cmd::RecordingNotice(bpb::RecordingNotice {
+                    conference: conference.clone(),
+                    recording_id: id.clone(),
+                    active: *active,
+                }),
+            ),
             FocusEvent::CommandStopRecording {
                 bridge,
                 conference,

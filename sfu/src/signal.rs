@@ -159,6 +159,12 @@ pub enum ServerMessage {
         camera_max_bps: u64,
         screen_max_bps: u64,
     },
+    /// The room is being recorded (`active`, as `recording_id`), or no
+    /// longer: sent when that changes and after `joined` while it is.
+    Recording {
+        active: bool,
+        recording_id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

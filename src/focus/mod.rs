@@ -262,6 +262,7 @@ fn dispatch(
         | FocusEvent::CommandEndConference { .. }
         | FocusEvent::CommandStartRecording { .. }
         | FocusEvent::CommandStopRecording { .. }
+        | FocusEvent::CommandRecordingNotice { .. }
         | FocusEvent::CommandRelayPeers { .. } => {
             if matches!(e, FocusEvent::CommandRelayPeers { .. }) {
                 metrics::relay_peer_command();

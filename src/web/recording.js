@@ -1,23 +1,22 @@
 // Tern browser client: the room's recording (focus mode only).
 //
 // Everyone in a room sees whether it is being recorded (a red "Recording"
-// badge, polled from the focus's `GET /recording` every 3 s); a moderator
-// (a token with the moderator claim: `/join?role=moderator`, or gRPC
-// ROLE_MODERATOR) also gets a button that starts and stops it
-// (`POST /recording?action=start|stop`). The token goes as a bearer
-// header; the focus checks the claim, not this page. See
+// badge): the bridge says so over signalling (`recording`, after `joined`
+// and whenever it changes; docs/signalling.md), so nothing is polled. A
+// moderator (a token with the moderator claim: `/join?role=moderator`, or
+// gRPC ROLE_MODERATOR) also gets a button that starts and stops it
+// (`POST /recording?action=start|stop` on the focus). The token goes as a
+// bearer header; the focus checks the claim, not this page. See
 // docs/focus-api.md, "Recording".
 "use strict";
 
 window.TernRecording = (() => {
-  const POLL_MS = 3000;
   const state = {
     token: null,
     moderator: false,
-    active: null, // the running recording's JSON, or null
-    last: null, // the newest recording's JSON
+    active: null, // the running recording ({recording_id, ...}), or null
+    last: null, // the newest recording this page started or stopped
     error: null,
-    timer: null,
   };
 
   // The token's claims (its middle part); only to decide what to show.
@@ -60,16 +59,31 @@ window.TernRecording = (() => {
     btn.title = state.error ? `Last error: ${state.error}` : "";
   }
 
+  // The room's recordings from the focus, once (not polled): the newest
+  // one's outcome (a failure's reason for the moderator's button).
   async function refresh() {
     if (!state.token) return;
     try {
       const body = await call("GET", "");
       const list = (body && Array.isArray(body.recordings)) ? body.recordings : [];
       state.last = list[0] || null;
-      state.active = list.find((r) => r.state === "active") || null;
       if (state.last && state.last.state === "failed") state.error = state.last.error;
     } catch (e) {
       state.error = String(e.message || e);
+    }
+    render();
+  }
+
+  // The bridge's `recording` message: the room's recording started (its
+  // id) or ended. A moderator then asks the focus how it ended.
+  function notice(msg) {
+    if (msg.active && typeof msg.recording_id === "string") {
+      if (!state.active || state.active.recording_id !== msg.recording_id) {
+        state.active = { recording_id: msg.recording_id, state: "active" };
+      }
+    } else if (!state.active || state.active.recording_id === msg.recording_id) {
+      state.active = null;
+      if (state.moderator) refresh();
     }
     render();
   }
@@ -79,6 +93,7 @@ window.TernRecording = (() => {
     try {
       const r = await call("POST", `?action=${on ? "start" : "stop"}`);
       state.error = null;
+      // The bridge says so too, a moment later; the button follows now.
       state.active = on ? r : null;
       state.last = r;
       render();
@@ -90,9 +105,11 @@ window.TernRecording = (() => {
     }
   }
 
-  // A new token from the focus (each join): who we are and may do.
+  // A new token from the focus (each join): who we are and may do. What
+  // is recorded comes again after the next `joined`.
   function attach(token) {
     state.token = token;
+    state.active = null;
     state.moderator = claimsOf(token).moderator === true;
     const btn = document.getElementById("btn-record");
     if (btn) {
@@ -100,8 +117,7 @@ window.TernRecording = (() => {
         set(!state.active).catch(() => {});
       };
     }
-    if (!state.timer) state.timer = setInterval(refresh, POLL_MS);
-    refresh();
+    render();
   }
 
   function snapshot() {
@@ -113,5 +129,5 @@ window.TernRecording = (() => {
     };
   }
 
-  return { attach, set, refresh, snapshot };
+  return { attach, set, notice, refresh, snapshot };
 })();

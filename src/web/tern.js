@@ -1252,6 +1252,9 @@
       case "send_limits":
         onSendLimits(msg);
         break;
+      case "recording":
+        window.TernRecording.notice(msg);
+        break;
       case "sender_constraints":
         if (typeof msg.source === "string" && Number.isFinite(msg.max_height)) {
           await applySenderConstraints(msg.source, msg.max_height);

@@ -144,3 +144,47 @@ fn a_restarted_focus_adopts_the_recordings_its_bridges_run() {
     let stopped = f.stop_recording(t0, "c").expect("it can be stopped");
     assert_eq!(stopped.id, id);
 }
+
+fn notices(f: &mut Focus) -> Vec<(String, bool)> {
+    let mut v: Vec<(String, bool)> = std::iter::from_fn(|| f.poll_event())
+        .filter_map(|e| match e {
+            FocusEvent::CommandRecordingNotice { bridge, active, .. } => Some((bridge, active)),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_bridge_hears_a_recording_start_and_end_and_so_do_bridges_that_come_later() {
+    let (mut f, t0) = cluster(1, 3);
+    f.start_recording(t0, 1_000, "c").expect("start");
+    // Both bridges, not only the one recording: their participants see it.
+    assert_eq!(
+        notices(&mut f),
+        vec![("a".into(), true), ("b".into(), true)]
+    );
+    // A bridge that registers while it runs is told.
+    f.handle_register(t0, reg("z", "eu")).expect("register");
+    assert_eq!(notices(&mut f), vec![("z".into(), true)]);
+    // A participant placed on a bridge is told there first (that bridge
+    // may have forgotten: it forgets a conference's notice with its last
+    // participant there).
+    let p = f.allocate(t0, "c", "late", None).expect("placed");
+    assert_eq!(notices(&mut f), vec![(p.bridge_id.clone(), true)]);
+    // Its end (asked, failed, or reported) goes to every bridge.
+    f.stop_recording(t0 + Duration::from_secs(1), "c")
+        .expect("stop");
+    assert_eq!(
+        notices(&mut f),
+        vec![
+            ("a".into(), false),
+            ("b".into(), false),
+            ("z".into(), false)
+        ]
+    );
+    // Nothing recorded: a placement tells nothing.
+    let _ = f.allocate(t0, "c", "later", None).expect("placed");
+    assert_eq!(notices(&mut f), vec![]);
+}

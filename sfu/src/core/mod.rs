@@ -210,6 +210,9 @@ pub struct Core {
     recordings: Map<Arc<str>, Box<recording::ConfRecording>>,
     /// Recordings that ended lately, still reported (`recording.rs`).
     recordings_ended: VecDeque<(Instant, RecordingReport)>,
+    /// Rooms recorded anywhere (the focus's notices), by room: the
+    /// recording's id, told to participants here (`recording.rs`).
+    recorded_rooms: Map<Arc<str>, Arc<str>>,
 }
 
 impl Core {
@@ -236,6 +239,7 @@ impl Core {
             loss: loss::LossSamples::default(),
             recordings: Map::default(),
             recordings_ended: VecDeque::new(),
+            recorded_rooms: Map::default(),
         }
     }
 

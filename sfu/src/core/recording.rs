@@ -295,6 +295,40 @@ impl Core {
         Ok(())
     }
 
+    /// The focus says `room` is recorded as `id` (on whichever bridge), or
+    /// that recording ended: the participants here are told, and those who
+    /// join while it runs (after `joined`). Kept for rooms not here yet; a
+    /// notice of an end names the recording, so a late one for an old
+    /// recording cannot clear a new one.
+    pub fn handle_recording_notice(&mut self, room: &str, id: &str, active: bool) {
+        let changed = if active {
+            let id: Arc<str> = Arc::from(id);
+            self.recorded_rooms.insert(Arc::from(room), id.clone()) != Some(id)
+        } else if self.recorded_rooms.get(room).is_some_and(|r| &**r == id) {
+            self.recorded_rooms.remove(room);
+            true
+        } else {
+            false
+        };
+        if !changed {
+            return;
+        }
+        let here: Vec<EndpointId> = self
+            .conferences
+            .get(room)
+            .map(|c| c.endpoints.clone())
+            .unwrap_or_default();
+        for e in here {
+            self.signal(
+                e,
+                crate::signal::ServerMessage::Recording {
+                    active,
+                    recording_id: id.to_owned(),
+                },
+            );
+        }
+    }
+
     /// Stop recording `room` (asked by the focus). `id` must name the
     /// recording running, so a late stop of an old one does not end a new.
     pub fn stop_recording(&mut self, now: Instant, room: &str, id: &str) -> Result<(), String> {
@@ -384,6 +418,9 @@ impl Core {
         ));
         self.mark_sources(&room, false);
         self.relay.demand_dirty = true;
+        // The participants here hear it ended now, whether or not the
+        // focus (which tells every bridge) is there to.
+        self.handle_recording_notice(&room, &r.id, false);
     }
 
     /// Every `HOUSEKEEPING`: who is present, which tracks open and close,

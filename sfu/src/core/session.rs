@@ -180,6 +180,16 @@ impl Core {
             },
         );
         self.tell_speech_to_newcomer(id, &room);
+        if let Some(rec) = self.recorded_rooms.get(&room) {
+            let recording_id = rec.to_string();
+            self.signal(
+                id,
+                ServerMessage::Recording {
+                    active: true,
+                    recording_id,
+                },
+            );
+        }
         for o in others {
             self.signal(
                 o,
@@ -669,6 +679,9 @@ impl Core {
                 // Stopped, not failed: nobody is left here to record.
                 self.end_recording(now, &ep.room, None);
                 self.conferences.remove(&ep.room);
+                // Told again (the focus's placement notice) if anyone of
+                // it comes here while it is still recorded elsewhere.
+                self.recorded_rooms.remove(&ep.room);
                 info!(room = %ep.room, "conference ended");
             }
         }

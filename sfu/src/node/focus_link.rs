@@ -110,6 +110,12 @@ pub enum FocusOrder {
         room: String,
         id: String,
     },
+    /// `room` is recorded as `id` somewhere (`active`), or no longer.
+    RecordingNotice {
+        room: String,
+        id: String,
+        active: bool,
+    },
 }
 
 impl FocusOrder {
@@ -120,7 +126,8 @@ impl FocusOrder {
             | FocusOrder::End { room }
             | FocusOrder::RelayPeers { room, .. }
             | FocusOrder::StartRecording { room, .. }
-            | FocusOrder::StopRecording { room, .. } => room,
+            | FocusOrder::StopRecording { room, .. }
+            | FocusOrder::RecordingNotice { room, .. } => room,
         }
     }
 
@@ -152,6 +159,9 @@ impl FocusOrder {
                 started_unix_ms,
             },
             FocusOrder::StopRecording { room, id } => ShardInput::StopRecording { room, id },
+            FocusOrder::RecordingNotice { room, id, active } => {
+                ShardInput::RecordingNotice { room, id, active }
+            }
         }
     }
 }
@@ -275,6 +285,11 @@ impl FocusLink {
             Some(Cmd::StopRecording(r)) => Some(FocusOrder::StopRecording {
                 room: r.conference,
                 id: r.recording_id,
+            }),
+            Some(Cmd::RecordingNotice(r)) => Some(FocusOrder::RecordingNotice {
+                room: r.conference,
+                id: r.recording_id,
+                active: r.active,
             }),
             None => None,
         })

@@ -92,6 +92,12 @@ pub enum ShardInput {
         room: String,
         id: String,
     },
+    /// `room` is recorded as `id` (on this bridge or another), or no longer.
+    RecordingNotice {
+        room: String,
+        id: String,
+        active: bool,
+    },
     /// The shell could not write recording `id` of `room`.
     RecordingFailed {
         room: String,
@@ -155,6 +161,9 @@ impl ShardInput {
                 if let Err(e) = core.stop_recording(now, &room, &id) {
                     warn!(%room, recording = %id, error = %e, "stop refused");
                 }
+            }
+            ShardInput::RecordingNotice { room, id, active } => {
+                core.handle_recording_notice(&room, &id, active)
             }
             ShardInput::RecordingFailed { room, id, error } => {
                 core.handle_recording_failed(now, &room, &id, &error)

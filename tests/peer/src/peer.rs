@@ -329,6 +329,12 @@ impl Peer {
                     self.state.slots.insert(s.mid, s.source);
                 }
             }
+            ServerMessage::Recording {
+                active,
+                recording_id,
+            } => {
+                self.state.recording = active.then_some(recording_id);
+            }
             ServerMessage::SendLimits {
                 camera_max_bps,
                 screen_max_bps,

@@ -49,6 +49,8 @@ pub struct HeardAudio {
 #[derive(Debug, Default)]
 pub struct PeerState {
     pub participant_id: Option<String>,
+    /// The room's recording as the bridge last told (its id), if any.
+    pub recording: Option<String>,
     pub joined: bool,
     pub connected: bool,
     /// Remote participants by id → their source ids.

@@ -63,6 +63,7 @@ impl Sim {
                 | FocusEvent::CommandEndConference { bridge, .. }
                 | FocusEvent::CommandStartRecording { bridge, .. }
                 | FocusEvent::CommandStopRecording { bridge, .. }
+                | FocusEvent::CommandRecordingNotice { bridge, .. }
                 | FocusEvent::CommandRelayPeers { bridge, .. } => {
                     self.bridges.iter().position(|b| &b.id == bridge)
                 }

@@ -81,6 +81,7 @@ pub(crate) fn focus_event_name(e: &FocusEvent) -> &'static str {
         FocusEvent::CommandRelayPeers { .. } => "f:cmd_relay_peers",
         FocusEvent::CommandStartRecording { .. } => "f:cmd_start_recording",
         FocusEvent::CommandStopRecording { .. } => "f:cmd_stop_recording",
+        FocusEvent::CommandRecordingNotice { .. } => "f:cmd_recording_notice",
     }
 }
 
@@ -109,5 +110,6 @@ pub(crate) fn server_name(m: &ServerMessage) -> &'static str {
         ServerMessage::DominantSpeaker { .. } => "s:dominant_speaker",
         ServerMessage::Speaking { .. } => "s:speaking",
         ServerMessage::SendLimits { .. } => "s:send_limits",
+        ServerMessage::Recording { .. } => "s:recording",
     }
 }

@@ -159,6 +159,15 @@ fn a_conference_over_two_bridges_is_recorded_whole_on_one_with_joins_and_leaves(
         let c = sim.peer_index("c");
         sim.leave(c);
         sim.run_until(secs(12.0));
+        // Every page says the meeting is recorded, on either bridge, d
+        // (who joined on the other bridge after the start) included.
+        for p in ["a", "b", "d"] {
+            assert_eq!(
+                sim.state(p).recording.as_deref(),
+                Some(started.id.as_str()),
+                "{p} is told"
+            );
+        }
         let active = sim.recordings(Some("sim"));
         assert_eq!(active[0].state, RecordingState::Active, "{active:?}");
         assert!(
@@ -172,6 +181,9 @@ fn a_conference_over_two_bridges_is_recorded_whole_on_one_with_joins_and_leaves(
             Err(FocusError::NotRecording(_))
         ));
         sim.run_until(secs(13.0));
+        for p in ["a", "b", "d"] {
+            assert_eq!(sim.state(p).recording, None, "{p} is told it ended");
+        }
 
         let rec = &sim.bridges[eu].recorded;
         assert_eq!(rec.misordered, 0);
