@@ -310,23 +310,35 @@ fn browser_recording_bridge_killed_mid_recording_leaves_files_that_play_up_to_th
             let ran = t0.elapsed().as_secs_f64();
             println!("killed {bridge} {ran:.1} s into recording {id}");
 
-            // The focus says the recording failed with its bridge.
-            let last = wait_until(
-                "the recording is reported failed",
+            // The focus says the recording failed with its bridge, and
+            // carries the meeting's recording on on the other bridge (bob
+            // is there).
+            let (last, next) = wait_until(
+                "the recording is reported failed and carried on",
                 Duration::from_secs(15),
                 || {
-                    let r = alice.browser.eval(
-                    "window.TernRecording.refresh().then(() => window.tern.state().recording.last)",
-                )?;
-                    Ok(if r["state"] == "failed" {
-                        Check::Done(r)
-                    } else {
-                        Check::NotYet(format!("{r}"))
+                    let list = alice.browser.eval(
+                        "window.TernRecording.refresh().then(() => window.tern.state().recording.recordings)",
+                    )?;
+                    let all = list.as_array().cloned().unwrap_or_default();
+                    let failed = all
+                        .iter()
+                        .find(|r| r["recording_id"] == id.as_str() && r["state"] == "failed");
+                    let next = all
+                        .iter()
+                        .find(|r| r["continues"] == id.as_str() && r["state"] == "active");
+                    Ok(match (failed, next) {
+                        (Some(f), Some(n)) => Check::Done((f.clone(), n.clone())),
+                        _ => Check::NotYet(format!("{list}")),
                     })
                 },
             )?;
             let why = last["error"].as_str().unwrap_or_default();
             ensure!(why.contains(&bridge), "the reason names the bridge: {why}");
+            ensure!(
+                next["bridge"] != bridge.as_str(),
+                "carried on elsewhere: {next}"
+            );
 
             // What was flushed before the kill plays: each file has frames
             // up to at most a second before the kill (files are handed to

@@ -122,6 +122,7 @@ impl Focus {
         self.reindex(now, id);
         self.adopt(now, id, &r.conferences);
         self.take_recording_reports(now, id, &r.recordings);
+        self.resume_recordings(now);
         Ok(())
     }
 
@@ -136,6 +137,7 @@ impl Focus {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.next_tick = Some(now + TICK);
         self.fail_silent_bridges(now);
+        self.resume_recordings(now);
         self.drain_step(now);
         self.reconcile_relay();
     }

@@ -39,6 +39,10 @@ pub struct RecordingView {
     pub error: Option<String>,
     pub files: u32,
     pub bytes: u64,
+    /// The recording this one continues: that one's bridge lost the
+    /// conference (its last participant there left, or it failed) while
+    /// the meeting went on elsewhere.
+    pub continues: Option<String>,
 }
 
 /// What a bridge reports of one recording.
@@ -57,6 +61,10 @@ pub(crate) struct Recordings {
     /// Running (one per conference at most) and ended, oldest first.
     list: Vec<(Instant, bool, RecordingView)>,
     next: u64,
+    /// Recordings whose bridge failed with the whole meeting on it: carried
+    /// on where its participants come back, if they do within
+    /// `RESUME_WITHIN` (the recording that failed, when, and its bridge).
+    resume: Vec<(RecordingView, Instant, String)>,
 }
 
 impl Default for Recordings {
@@ -64,9 +72,14 @@ impl Default for Recordings {
         Self {
             list: Vec::new(),
             next: 1,
+            resume: Vec::new(),
         }
     }
 }
+
+/// How long a failed bridge's participants have to come back elsewhere for
+/// its recording to carry on (clients rejoin within seconds).
+const RESUME_WITHIN: Duration = Duration::from_secs(30);
 
 impl Focus {
     /// Start recording `conference`. `unix_ms` is the wall clock now (the
@@ -78,10 +91,9 @@ impl Focus {
         unix_ms: u64,
         conference: &str,
     ) -> Result<RecordingView, FocusError> {
-        let conf = self
-            .conferences
-            .get(conference)
-            .ok_or_else(|| FocusError::UnknownConference(conference.to_string()))?;
+        if !self.conferences.contains_key(conference) {
+            return Err(FocusError::UnknownConference(conference.to_string()));
+        }
         if let Some((_, _, r)) = self
             .recordings
             .list
@@ -93,12 +105,37 @@ impl Focus {
                 id: r.id.clone(),
             });
         }
+        // A new one replaces one waiting to carry on.
+        self.recordings
+            .resume
+            .retain(|(r, _, _)| r.conference != conference);
+        self.start_on(now, unix_ms, conference, None, None)
+    }
+
+    /// Start recording `conference` on the bridge with most of it, other
+    /// than `not_on`; `continues` names the recording it carries on.
+    fn start_on(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        conference: &str,
+        not_on: Option<&str>,
+        continues: Option<String>,
+    ) -> Result<RecordingView, FocusError> {
+        let conf = self
+            .conferences
+            .get(conference)
+            .ok_or_else(|| FocusError::UnknownConference(conference.to_string()))?;
         // The bridge with most of the conference (the fewest streams to
         // bring over the relay); ties to the smallest id.
         let bridge = conf
             .bridges
             .iter()
-            .filter(|(b, ps)| !ps.is_empty() && self.bridges.get(*b).is_some_and(|b| b.online))
+            .filter(|(b, ps)| {
+                !ps.is_empty()
+                    && not_on != Some(b.as_str())
+                    && self.bridges.get(*b).is_some_and(|b| b.online)
+            })
             .max_by(|a, b| a.1.len().cmp(&b.1.len()).then(b.0.cmp(a.0)))
             .map(|(b, _)| b.clone())
             .ok_or_else(|| FocusError::RecordingRefused {
@@ -117,9 +154,10 @@ impl Focus {
             error: None,
             files: 0,
             bytes: 0,
+            continues,
         };
         self.recordings.list.push((now, false, view.clone()));
-        info!(conference, recording = %id, %bridge, "recording started");
+        info!(conference, recording = %id, %bridge, continues = view.continues.as_deref().unwrap_or(""), "recording started");
         self.events.push_back(FocusEvent::CommandStartRecording {
             bridge,
             conference: conference.to_string(),
@@ -182,6 +220,16 @@ impl Focus {
         conference: &str,
     ) -> Result<RecordingView, FocusError> {
         let Some(i) = self.active_recording(conference) else {
+            // One waiting to carry on is not carried on.
+            if let Some(k) = self
+                .recordings
+                .resume
+                .iter()
+                .position(|(r, _, _)| r.conference == conference)
+            {
+                let (r, _, _) = self.recordings.resume.remove(k);
+                self.notify_recording(conference, &r.id, false, None);
+            }
             return Err(FocusError::NotRecording(conference.to_string()));
         };
         let (bridge, id) = {
@@ -193,7 +241,7 @@ impl Focus {
             conference: conference.to_string(),
             id,
         });
-        Ok(self.end(now, i, RecordingState::Stopped, None))
+        Ok(self.end(now, i, RecordingState::Stopped, None, true))
     }
 
     /// Recordings, newest first; only `conference`'s when given.
@@ -241,6 +289,7 @@ impl Focus {
                     error: None,
                     files: p.files,
                     bytes: p.bytes,
+                    continues: None,
                 },
             ));
         }
@@ -257,12 +306,15 @@ impl Focus {
                     e.2.files = p.files;
                     e.2.bytes = p.bytes;
                     if !p.active {
-                        let (state, error) = if p.error.is_empty() {
-                            (RecordingState::Stopped, None)
+                        if p.error.is_empty() {
+                            // Not asked (an asked stop is no longer
+                            // active here): the conference left that
+                            // bridge. The meeting may go on elsewhere.
+                            let ended = self.end(now, i, RecordingState::Stopped, None, false);
+                            self.continue_elsewhere(now, ended, bridge, false);
                         } else {
-                            (RecordingState::Failed, Some(p.error.clone()))
-                        };
-                        self.end(now, i, state, error);
+                            self.end(now, i, RecordingState::Failed, Some(p.error.clone()), true);
+                        }
                     }
                 }
                 None if self.recordings.list[i].1
@@ -275,6 +327,7 @@ impl Focus {
                         i,
                         RecordingState::Failed,
                         Some(format!("bridge {bridge} does not report it")),
+                        true,
                     );
                 }
                 None => {}
@@ -287,12 +340,14 @@ impl Focus {
         for i in 0..self.recordings.list.len() {
             let r = &self.recordings.list[i].2;
             if r.state == RecordingState::Active && r.bridge == bridge {
-                self.end(
+                let ended = self.end(
                     now,
                     i,
                     RecordingState::Failed,
                     Some(format!("bridge {bridge} failed: {reason}")),
+                    false,
                 );
+                self.continue_elsewhere(now, ended, bridge, true);
             }
         }
     }
@@ -304,12 +359,79 @@ impl Focus {
             .position(|(_, _, r)| r.conference == conference && r.state == RecordingState::Active)
     }
 
+    /// `ended` stopped with its bridge's part of the conference: a new
+    /// recording carries on where the rest of it is (participants there
+    /// see the recording go on). With nobody elsewhere: bridges hear it
+    /// ended, unless `failed` (its bridge failed: its participants come
+    /// back elsewhere within seconds, and the recording carries on there
+    /// when that bridge reports them, `resume_recordings`).
+    fn continue_elsewhere(
+        &mut self,
+        now: Instant,
+        ended: RecordingView,
+        bridge: &str,
+        failed: bool,
+    ) {
+        let unix_ms = ended.ended_unix_ms.unwrap_or(ended.started_unix_ms);
+        match self.start_on(
+            now,
+            unix_ms,
+            &ended.conference,
+            Some(bridge),
+            Some(ended.id.clone()),
+        ) {
+            Ok(next) => {
+                info!(conference = %ended.conference, from = %ended.id, to = %next.id, bridge = %next.bridge, "recording continues on another bridge")
+            }
+            Err(_) if failed => {
+                info!(conference = %ended.conference, recording = %ended.id, "recording waits for the meeting to come back");
+                self.recordings
+                    .resume
+                    .push((ended, now, bridge.to_string()));
+            }
+            Err(_) => self.notify_recording(&ended.conference, &ended.id, false, None),
+        }
+    }
+
+    /// After a bridge's report: recordings waiting for their meeting to
+    /// come back carry on where it did; those waiting too long end (the
+    /// bridges hear it).
+    pub(crate) fn resume_recordings(&mut self, now: Instant) {
+        let waiting = std::mem::take(&mut self.recordings.resume);
+        for (ended, at, bridge) in waiting {
+            let since = now.saturating_duration_since(at);
+            let unix_ms =
+                ended.ended_unix_ms.unwrap_or(ended.started_unix_ms) + since.as_millis() as u64;
+            if self.active_recording(&ended.conference).is_some() {
+                continue;
+            }
+            match self.start_on(
+                now,
+                unix_ms,
+                &ended.conference,
+                Some(&bridge),
+                Some(ended.id.clone()),
+            ) {
+                Ok(next) => {
+                    info!(conference = %ended.conference, from = %ended.id, to = %next.id, bridge = %next.bridge, "recording continues where the meeting came back")
+                }
+                Err(_) if since < RESUME_WITHIN => {
+                    self.recordings.resume.push((ended, at, bridge));
+                }
+                Err(_) => self.notify_recording(&ended.conference, &ended.id, false, None),
+            }
+        }
+    }
+
+    /// End recording `i`; `notify`: tell every bridge (else the caller
+    /// does, or a continuation takes over).
     fn end(
         &mut self,
         now: Instant,
         i: usize,
         state: RecordingState,
         error: Option<String>,
+        notify: bool,
     ) -> RecordingView {
         let (started, _, r) = &mut self.recordings.list[i];
         let ran = now.saturating_duration_since(*started);
@@ -320,7 +442,9 @@ impl Focus {
         }
         r.error = error;
         let view = r.clone();
-        self.notify_recording(&view.conference, &view.id, false, None);
+        if notify {
+            self.notify_recording(&view.conference, &view.id, false, None);
+        }
         // Keep the newest KEPT_ENDED ended ones (and every active one).
         let ended = self
             .recordings

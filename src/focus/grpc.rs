@@ -544,5 +544,6 @@ pub fn recording_pb(v: &tern_focus::RecordingView) -> fpb::RecordingInfo {
         error: v.error.clone().unwrap_or_default(),
         files: v.files,
         bytes: v.bytes,
+        continues: v.continues.clone().unwrap_or_default(),
     }
 }

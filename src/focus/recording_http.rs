@@ -61,6 +61,7 @@ fn view_json(v: &tern_focus::RecordingView) -> Value {
         "error": v.error,
         "files": pb.files,
         "bytes": pb.bytes,
+        "continues": v.continues,
     })
 }
 

@@ -15,7 +15,8 @@ window.TernRecording = (() => {
     token: null,
     moderator: false,
     active: null, // the running recording ({recording_id, ...}), or null
-    last: null, // the newest recording this page started or stopped
+    last: null, // the newest recording this page started, stopped or listed
+    list: [], // the room's recordings, newest first, as last listed
     error: null,
   };
 
@@ -66,6 +67,7 @@ window.TernRecording = (() => {
     try {
       const body = await call("GET", "");
       const list = (body && Array.isArray(body.recordings)) ? body.recordings : [];
+      state.list = list;
       state.last = list[0] || null;
       if (state.last && state.last.state === "failed") state.error = state.last.error;
     } catch (e) {
@@ -125,6 +127,7 @@ window.TernRecording = (() => {
       moderator: state.moderator,
       active: state.active,
       last: state.last,
+      recordings: state.list,
       error: state.error,
     };
   }

@@ -317,7 +317,7 @@ fn a_write_that_fails_stops_the_recording_and_the_focus_says_why() {
 }
 
 #[test]
-fn a_recording_fails_with_its_bridge() {
+fn a_recording_fails_with_its_bridge_and_carries_on_where_the_meeting_goes_on() {
     with_seed(seed_or(23), |seed| {
         let mut sim = cluster(seed);
         sim.add_peer_in(Some("eu"), "a", |_| {}, clean(), clean());
@@ -332,12 +332,22 @@ fn a_recording_fails_with_its_bridge() {
         sim.run_until(secs(3.0));
         sim.kill_bridge(b);
         sim.run_until(secs(4.0));
-        let now = &sim.recordings(Some("sim"))[0];
-        assert_eq!(now.state, RecordingState::Failed, "{now:?}");
+        let list = sim.recordings(Some("sim"));
+        let failed = list.iter().find(|x| x.id == r.id).expect("listed");
+        assert_eq!(failed.state, RecordingState::Failed, "{failed:?}");
         assert!(
-            now.error.as_deref().unwrap_or_default().contains("failed"),
-            "{now:?}"
+            failed
+                .error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("failed"),
+            "{failed:?}"
         );
+        // The meeting goes on on the other bridge, and so does its recording.
+        let next = &list[0];
+        assert_eq!(next.state, RecordingState::Active, "{list:?}");
+        assert_eq!(next.continues.as_deref(), Some(r.id.as_str()));
+        assert_eq!(next.bridge, sim.bridges[1 - b].id);
     });
 }
 
@@ -411,5 +421,47 @@ fn a_publisher_whose_clocks_disagree_is_placed_by_arrival_and_the_others_are_not
             assert!(f["frames"].as_u64().unwrap_or(0) > 100, "{f}");
         }
         assert_eq!(sim.core_of(eu).stats().recording_tracks_by_arrival, 1);
+    });
+}
+
+#[test]
+fn a_recording_carries_on_on_the_other_bridge_when_its_bridge_empties() {
+    with_seed(seed_or(26), |seed| {
+        let mut sim = cluster(seed);
+        for (name, region) in [("a", "eu"), ("b", "eu"), ("c", "us")] {
+            sim.add_peer_in(Some(region), name, |_| {}, clean(), clean());
+        }
+        sim.run_until(secs(3.0));
+        let first = sim.start_recording("sim").expect("start");
+        let eu = sim.bridge_of("a");
+        let us = sim.bridge_of("c");
+        assert_eq!(first.bridge, sim.bridges[eu].id);
+        sim.run_until(secs(6.0));
+        // Everyone on the recording bridge leaves; c goes on.
+        for p in ["a", "b"] {
+            let i = sim.peer_index(p);
+            sim.leave(i);
+        }
+        sim.run_until(secs(12.0));
+        let list = sim.recordings(Some("sim"));
+        assert_eq!(list.len(), 2, "{list:?}");
+        let (next, old) = (&list[0], &list[1]);
+        assert_eq!(old.state, RecordingState::Stopped, "{list:?}");
+        assert_eq!(next.state, RecordingState::Active, "{list:?}");
+        assert_eq!(next.bridge, sim.bridges[us].id);
+        assert_eq!(next.continues.as_deref(), Some(first.id.as_str()));
+        // c's page says recorded throughout: now the new recording.
+        assert_eq!(sim.state("c").recording.as_deref(), Some(next.id.as_str()));
+        sim.stop_recording("sim").expect("stop");
+        sim.run_until(secs(13.0));
+        // The us bridge wrote c's audio and video from the hand-over on.
+        let rec = &sim.bridges[us].recorded;
+        let meta: Value = serde_json::from_str(&rec.metadata[&next.id]).expect("metadata");
+        for kind in ["audio", "video"] {
+            let f = file_entry(&meta, "c", kind);
+            let dur = ms(&f["ended_ms"]) - ms(&f["started_ms"]);
+            assert!(dur >= 4.0, "c's {kind} from the hand-over to the stop: {f}");
+        }
+        assert_eq!(sim.state("c").recording, None);
     });
 }
