@@ -56,6 +56,11 @@ use super::{Core, EndpointId, Map, Output, Packet, PubSource, RecordMark, Source
 use crate::rewrite::{InNumbers, Rewriter};
 use crate::signal::Kind;
 
+mod mix;
+mod notice;
+
+use mix::{MixTrack, close_mix, flush_mix};
+
 /// How often what tracks produced is handed to the shell. A crash loses
 /// at most this much of each file (plus what the shell had not written).
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
@@ -142,18 +147,6 @@ type SourceRefKey = (u64, str0m::media::Mid);
 
 fn key_of(r: SourceRef) -> SourceRefKey {
     (r.endpoint.0, r.mid)
-}
-
-/// A mixed conference's file: the mix and (with one) the composite.
-#[derive(Debug)]
-struct MixTrack {
-    key: TrackKey,
-    file: Arc<str>,
-    rec: MixRecorder,
-    created: bool,
-    buf: Vec<u8>,
-    /// When the composite was last asked for a keyframe.
-    asked: Option<Instant>,
 }
 
 /// One publisher's clock on the recording's: a packet sampled at `s` µs on
@@ -293,40 +286,6 @@ impl Core {
         }
         self.recording_housekeeping_room(now, &room);
         Ok(())
-    }
-
-    /// The focus says `room` is recorded as `id` (on whichever bridge), or
-    /// that recording ended: the participants here are told, and those who
-    /// join while it runs (after `joined`). Kept for rooms not here yet; a
-    /// notice of an end names the recording, so a late one for an old
-    /// recording cannot clear a new one.
-    pub fn handle_recording_notice(&mut self, room: &str, id: &str, active: bool) {
-        let changed = if active {
-            let id: Arc<str> = Arc::from(id);
-            self.recorded_rooms.insert(Arc::from(room), id.clone()) != Some(id)
-        } else if self.recorded_rooms.get(room).is_some_and(|r| &**r == id) {
-            self.recorded_rooms.remove(room);
-            true
-        } else {
-            false
-        };
-        if !changed {
-            return;
-        }
-        let here: Vec<EndpointId> = self
-            .conferences
-            .get(room)
-            .map(|c| c.endpoints.clone())
-            .unwrap_or_default();
-        for e in here {
-            self.signal(
-                e,
-                crate::signal::ServerMessage::Recording {
-                    active,
-                    recording_id: id.to_owned(),
-                },
-            );
-        }
     }
 
     /// Stop recording `room` (asked by the focus). `id` must name the
@@ -592,54 +551,6 @@ impl Core {
         }
     }
 
-    /// One frame of the mix everyone in mixed conference `room` hears,
-    /// for its recording.
-    pub fn handle_mix_recorded(
-        &mut self,
-        now: Instant,
-        room: &str,
-        timestamp: u32,
-        payload: &[u8],
-    ) {
-        let Some(r) = self.recordings.get_mut(room).map(|r| &mut **r) else {
-            // The recording stopped while the mixer still sent it.
-            return;
-        };
-        let at = r.at_ms(now);
-        if let Some(m) = r.mix.as_mut() {
-            m.rec.audio(at, timestamp, payload);
-            self.stats.recorded_packets += 1;
-        }
-    }
-
-    /// One picture of `room`'s composite, for its recording.
-    pub(super) fn record_composite(
-        &mut self,
-        now: Instant,
-        room: &str,
-        timestamp: u32,
-        payloads: &[Arc<[u8]>],
-    ) {
-        let Some(r) = self.recordings.get_mut(room).map(|r| &mut **r) else {
-            return;
-        };
-        let at = r.at_ms(now);
-        if let Some(m) = r.mix.as_mut() {
-            m.rec.video(at, timestamp, payloads.iter().map(|p| &p[..]));
-            self.stats.recorded_packets += payloads.len() as u64;
-        }
-    }
-
-    /// Mixed conferences recorded here (for a mixing worker that
-    /// restarted and lost its `Record`).
-    pub(super) fn mixed_recordings(&self) -> Vec<Arc<str>> {
-        self.recordings
-            .iter()
-            .filter(|(_, r)| r.mix.is_some())
-            .map(|(room, _)| room.clone())
-            .collect()
-    }
-
     /// Everyone in `room` here, local and brought by the relay, with
     /// their sources.
     fn room_publishers<'a>(
@@ -889,39 +800,6 @@ fn flush_track(t: &mut Track, room: &Arc<str>, recording: &Arc<str>, out: &mut V
         bytes: std::mem::take(&mut t.buf),
     }));
     t.created = true;
-}
-
-fn flush_mix(m: &mut MixTrack, room: &Arc<str>, recording: &Arc<str>, out: &mut VecDeque<Output>) {
-    m.rec.take_output(&mut m.buf);
-    if m.buf.is_empty() {
-        return;
-    }
-    out.push_back(Output::Record(RecordOutput::Write {
-        room: room.clone(),
-        recording: recording.clone(),
-        file: m.file.clone(),
-        create: !m.created,
-        bytes: std::mem::take(&mut m.buf),
-    }));
-    m.created = true;
-}
-
-fn close_mix(
-    r: &mut ConfRecording,
-    mut m: MixTrack,
-    at: i64,
-    room: &Arc<str>,
-    out: &mut VecDeque<Output>,
-) {
-    flush_mix(&mut m, room, &r.id, out);
-    r.rec.close_track(&m.key, at, &m.rec.track_stats());
-    r.meta_dirty = true;
-    if m.created {
-        out.push_back(Output::Record(RecordOutput::Close {
-            recording: r.id.clone(),
-            file: m.file,
-        }));
-    }
 }
 
 fn close_track(
