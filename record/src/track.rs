@@ -455,7 +455,9 @@ impl TrackRecorder {
                     self.stats.frames_awaiting_keyframe += 1;
                     return;
                 }
-                self.need_keyframe = false;
+                // `need_keyframe` clears once the keyframe is written: one
+                // that is not (placed before the recording began) must not
+                // let the frames after it start the file.
                 let (width, height) = size.unwrap_or((0, 0));
                 (TrackKind::Vp8 { width, height }, size.is_some())
             }
@@ -473,12 +475,14 @@ impl TrackRecorder {
         };
         let (o_ts, o_ms) = *self.origin.get_or_insert((ts, arrived));
         let ms = o_ms + (ts - o_ts) * 1000 / self.codec.clock() as i64;
-        let Ok(mut ms) = u64::try_from(ms) else {
-            // Before the recording began (an origin from a sender report
-            // can place early frames there).
-            self.stats.late += 1;
-            return;
-        };
+        // Before the recording began (a sender report places frames
+        // captured just before the start there): at its start, kept in
+        // order by the floor below. Dropping them would drop the file's
+        // first keyframe, or a frame the next ones are predicted from.
+        let mut ms = u64::try_from(ms).unwrap_or_else(|_| {
+            self.stats.retimed += 1;
+            0
+        });
         // Frames under a millisecond apart would share a block time, which
         // players read as time standing still (FFmpeg: "non monotonically
         // increasing dts"; seen once in the Chromium test, on a camera's
@@ -505,6 +509,9 @@ impl TrackRecorder {
             self.last_ms = Some(ms);
             self.floor_ms = ms + 1;
             self.stats.frames_written += 1;
+            if keyframe {
+                self.need_keyframe = false;
+            }
         } else {
             self.stats.late += 1;
         }

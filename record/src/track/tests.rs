@@ -446,3 +446,33 @@ proptest! {
         prop_assert_eq!(r.pending_bytes(), 0, "everything written or given up");
     }
 }
+
+#[test]
+fn frames_captured_before_the_recording_began_start_it_and_the_file_starts_at_a_keyframe() {
+    // Found by the Chromium kill test in CI (a camera file FFmpeg decoded
+    // no frame of): a sender report placed the first keyframe before the
+    // recording's start; it was dropped as late, and the interframes after
+    // it began the file.
+    let mut r = TrackRecorder::new(Codec::Vp8);
+    let frames = stream(30, 30, 100);
+    let (_, ts0, _, _) = frames[0][0];
+    // Frame 0 at -50 ms, frame 1 at -17, frame 2 at +16.
+    assert!(r.set_origin(ts0, -50));
+    feed(&mut r, &frames.concat());
+    r.finish();
+    let s = r.stats().clone();
+    assert_eq!(s.frames_written, 30, "{s:?}");
+    assert_eq!(s.late, 0, "{s:?}");
+    let mut out = Vec::new();
+    r.take_output(&mut out);
+    // The first block is the keyframe (flags 0x80) at 0, then 1 and 16:
+    // SimpleBlock (0xA3), a two-byte size (these frames are 2.5 kB),
+    // track 1 (0x81), the time, the flags.
+    let first: Vec<(i16, u8)> = out
+        .windows(7)
+        .filter(|w| w[0] == 0xA3 && w[1] & 0xC0 == 0x40 && w[3] == 0x81)
+        .map(|w| (i16::from_be_bytes([w[4], w[5]]), w[6]))
+        .take(3)
+        .collect();
+    assert_eq!(first, vec![(0, 0x80), (1, 0x00), (16, 0x00)]);
+}
