@@ -134,10 +134,52 @@ pub fn decoded_frames_of(file: &Path, stream: &str) -> Result<(u64, String)> {
         .arg(file)
         .output()
         .with_context(|| format!("ffprobe {}", file.display()))?;
-    let n = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .trim_end_matches(',')
-        .parse()
-        .unwrap_or(0);
+    let said = String::from_utf8_lossy(&out.stdout);
+    let n = said.trim().trim_end_matches(',').parse().with_context(|| {
+        format!(
+            "{}: ffprobe counted no frames: {said:?} ({})",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
     Ok((n, String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+/// What FFmpeg warns of while decoding `file`, and its first packets
+/// (time, flags, size), for a failure message.
+pub fn explain(file: &Path) -> String {
+    let warned = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "warning", "-i"])
+        .arg(file)
+        .args(["-f", "null", "-"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .unwrap_or_else(|e| e.to_string());
+    let first = Command::new("ffprobe")
+        .args([
+            "-v",
+            "warning",
+            "-show_entries",
+            "stream=codec_name,width,height:packet=pts_time,flags,size",
+            "-read_intervals",
+            "%+#6",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file)
+        .output()
+        .map(|o| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+        .unwrap_or_else(|e| e.to_string());
+    let head: Vec<String> = warned.lines().take(12).map(str::to_owned).collect();
+    format!(
+        "FFmpeg warned: {:?}; first packets: {:?}",
+        head.join(" | "),
+        first.trim()
+    )
 }
