@@ -394,3 +394,88 @@ async fn bench_recording_cost() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A conference whose video is H.264 (Safari's, or a room asked for it):
+/// recorded as it is sent, into Matroska, which FFmpeg decodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h264_conference_is_recorded_as_sent_into_matroska_that_decodes() {
+    use native::ffmpeg::{decoded_frames_of, decodes_cleanly, packet_span_of};
+    let dir = temp_dir("h264-recording");
+    let (_focus, grpc, _) = start_focus("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let dir_toml = format!("{:?}", dir.display().to_string());
+    let (_b, _) = start_bridge_with(
+        "rec-h264",
+        "eu",
+        grpc,
+        &[
+            ("TERN_BRIDGE_RECORDINGS_DIR", dir_toml),
+            ("TERN_MEDIA_CODECS", "[\"opus\", \"vp8\", \"h264\"]".into()),
+        ],
+    );
+    let mut api = api(grpc, API).await;
+    wait_online(&mut api, 1).await;
+    let mut clients = Vec::new();
+    for (who, colour) in [("alice", (200, 60, 70)), ("bob", (80, 200, 40))] {
+        let a = api
+            .allocate(fpb::AllocateRequest {
+                conference: "h264-room".into(),
+                participant: who.into(),
+                display_name: who.into(),
+                region: "eu".into(),
+                role: fpb::Role::Participant as i32,
+                video_codec: "h264".into(),
+                options: None,
+            })
+            .await
+            .expect("allocate")
+            .into_inner();
+        let mut o = ClientOptions::new(signal_addr(&a.signal_url), a.token.clone());
+        o.video = vec![tern_peer::synth::LayerSpec::new("q", 320, 240, 300_000)];
+        o.h264_pattern = Some(colour);
+        clients.push(Client::connect(o).await.expect("joins"));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r = api
+        .start_recording(fpb::StartRecordingRequest {
+            conference: "h264-room".into(),
+        })
+        .await
+        .expect("start")
+        .into_inner();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    api.stop_recording(fpb::StopRecordingRequest {
+        conference: "h264-room".into(),
+    })
+    .await
+    .expect("stop");
+    let rec = dir.join(&r.recording_id);
+    let meta = native::eventually("the metadata says it ended", Duration::from_secs(5), || {
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(rec.join("metadata.json")).ok()?).ok()?;
+        m["ended_ms"].is_i64().then_some(m)
+    })
+    .await;
+    let videos: Vec<&serde_json::Value> = meta["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter(|f| f["kind"] == "video")
+        .collect();
+    assert_eq!(videos.len(), 2, "both cameras: {meta:#}");
+    for f in videos {
+        assert_eq!(f["codec"], "H.264", "{f}");
+        let name = f["file"].as_str().expect("name");
+        assert!(name.ends_with(".mkv"), "{name}");
+        let file = rec.join(name);
+        decodes_cleanly(&file).expect("every picture decodes");
+        let (first, last, packets) = packet_span_of(&file, "v:0").expect("packets");
+        let (decoded, said) = decoded_frames_of(&file, "v:0").expect("count");
+        println!("{name}: {packets} pictures {first:.2}-{last:.2} s, {decoded} decoded");
+        assert_eq!(decoded, packets as u64, "{said}");
+        assert!(
+            last - first >= 4.0,
+            "{name} spans the recording: {first:.2}-{last:.2}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

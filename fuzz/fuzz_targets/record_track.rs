@@ -1,5 +1,6 @@
 //! tern-record's track recorder fed arbitrary RTP: VP8 payload descriptors
-//! and frames, or Opus packets, with any sequence numbers, timestamps and
+//! and frames, H.264 (RFC 6184 units, aggregates, fragments, parameter
+//! sets), or Opus packets, with any sequence numbers, timestamps and
 //! markers, in any order. It must never panic, never hold more than its
 //! bounds, and never write a frame backwards in time.
 #![no_main]
@@ -11,10 +12,12 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, mut rest)) = data.split_first() else {
         return;
     };
-    let codec = if mode & 1 == 0 {
-        Codec::Vp8
-    } else {
-        Codec::Opus { channels: 1 + (mode >> 1 & 1) }
+    let codec = match mode % 3 {
+        0 => Codec::Vp8,
+        1 => Codec::Opus {
+            channels: 1 + (mode >> 7 & 1),
+        },
+        _ => Codec::H264,
     };
     let mut r = TrackRecorder::new(codec);
     if mode & 4 != 0 {

@@ -108,6 +108,151 @@ pub fn avcc(sps: &[u8], pps: &[u8]) -> Option<Vec<u8>> {
     Some(c)
 }
 
+/// Whether an RTP payload can begin a picture: a single NAL unit, an
+/// aggregate, or a fragment's start (a picture's first packet is the
+/// lowest-numbered of these).
+pub fn can_start(payload: &[u8]) -> bool {
+    match payload.first().map(|h| h & 0x1f) {
+        Some(1..=STAP_A) => true,
+        Some(FU_A) => payload.get(1).is_some_and(|f| f & 0x80 != 0),
+        _ => false,
+    }
+}
+
+/// The picture size (pixels, after frame cropping) a sequence parameter
+/// set declares (ISO 14496-10, 7.3.2.1.1); `None` for one that does not
+/// parse or declares a size over 65535. `sps` is the NAL unit, header
+/// byte included.
+pub fn sps_size(sps: &[u8]) -> Option<(u16, u16)> {
+    // The RBSP: emulation prevention bytes (00 00 03) taken out.
+    let mut rbsp = Vec::with_capacity(sps.len());
+    let mut zeros = 0;
+    for &b in sps.get(1..)? {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        rbsp.push(b);
+    }
+    let mut r = Bits { data: &rbsp, at: 0 };
+    let profile_idc = r.u(8)?;
+    r.u(16)?; // constraint flags, level_idc
+    r.ue()?; // seq_parameter_set_id
+    let (mut chroma_format_idc, mut separate_planes) = (1, false);
+    if matches!(
+        profile_idc,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
+        chroma_format_idc = r.ue()?;
+        if chroma_format_idc == 3 {
+            separate_planes = r.u(1)? == 1;
+        }
+        r.ue()?; // bit_depth_luma_minus8
+        r.ue()?; // bit_depth_chroma_minus8
+        r.u(1)?; // qpprime_y_zero_transform_bypass_flag
+        if r.u(1)? == 1 {
+            // Scaling lists: read through, not kept.
+            let lists = if chroma_format_idc == 3 { 12 } else { 8 };
+            for i in 0..lists {
+                if r.u(1)? == 1 {
+                    let size = if i < 6 { 16 } else { 64 };
+                    let (mut last, mut next) = (8i64, 8i64);
+                    for _ in 0..size {
+                        if next != 0 {
+                            next = (last + r.se()? + 256).rem_euclid(256);
+                        }
+                        if next != 0 {
+                            last = next;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    r.ue()?; // log2_max_frame_num_minus4
+    match r.ue()? {
+        0 => {
+            r.ue()?; // log2_max_pic_order_cnt_lsb_minus4
+        }
+        1 => {
+            r.u(1)?; // delta_pic_order_always_zero_flag
+            r.se()?; // offset_for_non_ref_pic
+            r.se()?; // offset_for_top_to_bottom_field
+            let cycle = r.ue()?;
+            if cycle > 255 {
+                return None;
+            }
+            for _ in 0..cycle {
+                r.se()?;
+            }
+        }
+        _ => {}
+    }
+    r.ue()?; // max_num_ref_frames
+    r.u(1)?; // gaps_in_frame_num_value_allowed_flag
+    let width_mbs = r.ue()? + 1;
+    let height_map_units = r.ue()? + 1;
+    let frame_mbs_only = r.u(1)?;
+    if frame_mbs_only == 0 {
+        r.u(1)?; // mb_adaptive_frame_field_flag
+    }
+    r.u(1)?; // direct_8x8_inference_flag
+    let mut crop = [0u64; 4];
+    if r.u(1)? == 1 {
+        for c in &mut crop {
+            *c = r.ue()?;
+        }
+    }
+    // Crop units (Table 6-1): chroma subsampling, and fields count twice.
+    let (sub_w, sub_h) = match (chroma_format_idc, separate_planes) {
+        (1, false) => (2, 2),
+        (2, false) => (2, 1),
+        _ => (1, 1),
+    };
+    let fields = 2 - frame_mbs_only;
+    let width = (width_mbs * 16).checked_sub(sub_w * (crop[0] + crop[1]))?;
+    let height =
+        (fields * height_map_units * 16).checked_sub(sub_h * fields * (crop[2] + crop[3]))?;
+    Some((u16::try_from(width).ok()?, u16::try_from(height).ok()?))
+}
+
+/// Reads an RBSP bit by bit.
+struct Bits<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl Bits<'_> {
+    fn u(&mut self, n: u32) -> Option<u64> {
+        let mut v = 0u64;
+        for _ in 0..n {
+            let byte = *self.data.get(self.at / 8)?;
+            v = (v << 1) | u64::from(byte >> (7 - self.at % 8) & 1);
+            self.at += 1;
+        }
+        Some(v)
+    }
+
+    /// Exp-Golomb, unsigned (at most 32 leading zeros).
+    fn ue(&mut self) -> Option<u64> {
+        let mut zeros = 0;
+        while self.u(1)? == 0 {
+            zeros += 1;
+            if zeros > 32 {
+                return None;
+            }
+        }
+        Some((1u64 << zeros) - 1 + self.u(zeros)?)
+    }
+
+    /// Exp-Golomb, signed.
+    fn se(&mut self) -> Option<i64> {
+        let k = self.ue()? as i64;
+        Some(if k % 2 == 1 { (k + 1) / 2 } else { -(k / 2) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +282,28 @@ mod tests {
         let c = avcc(&sps, &pps).expect("record");
         assert_eq!(&c[..6], &[1, 0x42, 0xc0, 0x1f, 0xff, 0xe1]);
         assert_eq!(c.len(), 6 + 2 + sps.len() + 1 + 2 + pps.len());
+    }
+
+    #[test]
+    fn the_size_comes_from_the_sps_after_cropping() {
+        // libx264's SPS for 320x240 (High profile, no cropping) and for
+        // 1920x1080 (Constrained Baseline: 68 map units of 16, cropped 8).
+        let sps_320 = [
+            0x67, 0x64, 0x00, 0x0d, 0xac, 0xd9, 0x41, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03,
+            0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x42, 0x99, 0x60,
+        ];
+        assert_eq!(sps_size(&sps_320), Some((320, 240)));
+        let sps_1080 = [
+            0x67, 0x42, 0xc0, 0x28, 0xd9, 0x00, 0x78, 0x02, 0x27, 0xe5, 0xc0, 0x44, 0x00, 0x00,
+            0x03, 0x00, 0x04, 0x00, 0x00, 0x03, 0x00, 0xf0, 0x3c, 0x60, 0xc9, 0x20,
+        ];
+        assert_eq!(sps_size(&sps_1080), Some((1920, 1080)));
+        assert_eq!(sps_size(&[0x67, 0x42]), None, "truncated");
+        assert_eq!(
+            sps_size(&[0x67, 0x42, 0, 0x1f, 0, 0, 0, 0]),
+            None,
+            "runs of zeros"
+        );
     }
 
     #[test]

@@ -201,10 +201,11 @@ impl Recording {
         }
         let n = self.files.len() + 1;
         let file = format!(
-            "{n:04}-{}-{}-{}.webm",
+            "{n:04}-{}-{}-{}.{}",
             safe_component(&key.participant),
             safe_component(&key.source),
-            key.kind()
+            key.kind(),
+            if codec == Codec::H264 { "mkv" } else { "webm" }
         );
         self.files.push(FileEntry {
             file,
@@ -214,6 +215,7 @@ impl Recording {
             codec: match codec {
                 Codec::Vp8 => "VP8",
                 Codec::Opus { .. } => "Opus",
+                Codec::H264 => "H.264",
             },
             started_ms: at_ms,
             ended_ms: None,

@@ -21,8 +21,8 @@
 use std::collections::BTreeMap;
 
 use crate::RecordError;
-use crate::vp8;
 use crate::webm::{TrackKind, WebmWriter};
+use crate::{h264, vp8};
 
 /// A frame larger than this is refused (a 1080p keyframe is ~200 KB).
 pub const MAX_FRAME_BYTES: usize = 4 << 20;
@@ -51,13 +51,17 @@ const LEAD_IN_MIN_MS: u64 = 100;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
     Vp8,
-    Opus { channels: u8 },
+    Opus {
+        channels: u8,
+    },
+    /// Written to Matroska (WebM has no H.264).
+    H264,
 }
 
 impl Codec {
     fn clock(self) -> u64 {
         match self {
-            Codec::Vp8 => 90_000,
+            Codec::Vp8 | Codec::H264 => 90_000,
             Codec::Opus { .. } => 48_000,
         }
     }
@@ -187,7 +191,7 @@ impl TrackRecorder {
             newest: None,
             done_ts: None,
             next_seq: None,
-            need_keyframe: matches!(codec, Codec::Vp8),
+            need_keyframe: matches!(codec, Codec::Vp8 | Codec::H264),
             last_ms: None,
             floor_ms: 0,
             holding: false,
@@ -287,9 +291,14 @@ impl TrackRecorder {
         if self.writer.is_some() {
             return;
         }
-        let Codec::Opus { channels } = self.codec else {
-            self.lead_in = Some(at);
-            return;
+        let channels = match self.codec {
+            Codec::Opus { channels } => channels,
+            Codec::Vp8 => {
+                self.lead_in = Some(at);
+                return;
+            }
+            // No black picture to hand: the file starts at its first.
+            Codec::H264 => return,
         };
         let out = &mut self.out;
         let w = self
@@ -352,6 +361,7 @@ impl TrackRecorder {
                 (&payload[d.len..], d.start)
             }
             Codec::Opus { .. } => (payload, true),
+            Codec::H264 => (payload, h264::can_start(payload)),
         };
         let ext_seq = self.seq.extend(u64::from(seq), 16);
         let ext_ts = self.ts.extend(u64::from(rtp_ts), 32);
@@ -378,7 +388,8 @@ impl TrackRecorder {
         self.pending_bytes += data.len();
         let audio = matches!(self.codec, Codec::Opus { .. });
         if start {
-            p.first = Some(ext_seq);
+            // VP8 marks one packet a frame's start; of H.264's, the first.
+            p.first = Some(p.first.map_or(ext_seq, |f| f.min(ext_seq)));
         }
         if marker || audio {
             p.last = Some(ext_seq);
@@ -392,7 +403,7 @@ impl TrackRecorder {
         self.stats.frames_incomplete += 1;
         self.done_ts = Some(self.done_ts.map_or(ts, |d| d.max(ts)));
         self.next_seq = None;
-        if matches!(self.codec, Codec::Vp8) {
+        if matches!(self.codec, Codec::Vp8 | Codec::H264) {
             self.need_keyframe = true;
         }
     }
@@ -442,10 +453,58 @@ impl TrackRecorder {
         // Only the frame's own packets: a stray packet with its timestamp
         // but a number outside first..=last is not part of it.
         let mut frame = Vec::with_capacity(p.bytes);
-        for d in p.packets.range(first..=last).map(|(_, d)| d) {
-            frame.extend_from_slice(d);
+        if !matches!(self.codec, Codec::H264) {
+            for d in p.packets.range(first..=last).map(|(_, d)| d) {
+                frame.extend_from_slice(d);
+            }
         }
         let (kind, keyframe) = match self.codec {
+            Codec::H264 => {
+                if !contiguous {
+                    self.need_keyframe = true;
+                }
+                let Ok(sample) =
+                    h264::depacketize(p.packets.range(first..=last).map(|(_, d)| &d[..]))
+                else {
+                    // A picture whose payloads do not parse: nothing is
+                    // written until the next IDR picture.
+                    self.stats.malformed += 1;
+                    self.need_keyframe = true;
+                    return;
+                };
+                if self.need_keyframe && !sample.idr {
+                    self.stats.frames_awaiting_keyframe += 1;
+                    return;
+                }
+                // The file's header needs the parameter sets: the first
+                // IDR picture must carry them (browsers send them with
+                // every IDR).
+                let kind = if self.writer.is_some() {
+                    TrackKind::H264 {
+                        width: 0,
+                        height: 0,
+                        avcc: Vec::new(),
+                    }
+                } else {
+                    let header = match (&sample.sps, &sample.pps) {
+                        (Some(sps), Some(pps)) => h264::avcc(sps, pps).zip(h264::sps_size(sps)),
+                        _ => None,
+                    };
+                    let Some((avcc, (width, height))) = header else {
+                        self.stats.frames_awaiting_keyframe += 1;
+                        self.need_keyframe = true;
+                        return;
+                    };
+                    TrackKind::H264 {
+                        width,
+                        height,
+                        avcc,
+                    }
+                };
+                self.need_keyframe = false;
+                frame = sample.data;
+                (kind, sample.idr)
+            }
             Codec::Vp8 => {
                 if !contiguous {
                     self.need_keyframe = true;

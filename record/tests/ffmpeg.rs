@@ -366,3 +366,148 @@ fn a_video_begun_before_its_first_picture_starts_black_and_every_frame_decodes()
     assert!(!r.stats().lead_in);
     assert_eq!(r.stats().frames_written, 3);
 }
+
+/// H.264 pictures from libx264 (Annex B): 320x240 test pattern, 30 fps,
+/// an IDR picture every 30; each picture's NAL units, parameter sets and
+/// SEI with the picture they precede.
+fn h264_pictures(seconds: u32) -> Vec<Vec<Vec<u8>>> {
+    let path = tmp("src.h264");
+    let (ok, _, err) = run(
+        "ffmpeg",
+        &[
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=30",
+            "-t",
+            &seconds.to_string(),
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "libx264",
+            "-g",
+            "30",
+            "-bf",
+            "0",
+            "-f",
+            "h264",
+            path.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(ok, "ffmpeg made no H.264: {err}");
+    let data = std::fs::read(&path).expect("h264");
+    // Split at start codes (00 00 01, or 00 00 00 01).
+    let mut nals = Vec::new();
+    let mut i = 0;
+    let mut start = None;
+    while i + 3 <= data.len() {
+        if data[i..i + 3] == [0, 0, 1] {
+            if let Some(s) = start {
+                let mut end = i;
+                if end > s && data[end - 1] == 0 {
+                    end -= 1;
+                }
+                nals.push(data[s..end].to_vec());
+            }
+            i += 3;
+            start = Some(i);
+        } else {
+            i += 1;
+        }
+    }
+    if let Some(s) = start {
+        nals.push(data[s..].to_vec());
+    }
+    let mut pictures = Vec::new();
+    let mut current = Vec::new();
+    for n in nals {
+        let slice = matches!(n[0] & 0x1f, 1 | 5);
+        current.push(n);
+        if slice {
+            pictures.push(std::mem::take(&mut current));
+        }
+    }
+    pictures
+}
+
+/// RTP packets of each picture (RFC 6184: a NAL unit a packet, FU-A past
+/// 1000 bytes, the marker on the picture's last): (seq, ts, marker, payload).
+fn packetize_h264(pictures: &[Vec<Vec<u8>>]) -> Vec<Vec<Packet>> {
+    let mut seq = 60_000u16;
+    pictures
+        .iter()
+        .enumerate()
+        .map(|(i, nals)| {
+            let ts = 3000 * i as u32;
+            let mut pkts: Vec<Packet> = Vec::new();
+            for n in nals {
+                if n.len() <= 1000 {
+                    pkts.push((seq, ts, false, n.clone()));
+                    seq = seq.wrapping_add(1);
+                    continue;
+                }
+                let chunks: Vec<&[u8]> = n[1..].chunks(1000).collect();
+                let k = chunks.len();
+                for (j, c) in chunks.into_iter().enumerate() {
+                    let mut p = vec![(n[0] & 0xe0) | 28, n[0] & 0x1f];
+                    if j == 0 {
+                        p[1] |= 0x80;
+                    }
+                    if j + 1 == k {
+                        p[1] |= 0x40;
+                    }
+                    p.extend_from_slice(c);
+                    pkts.push((seq, ts, false, p));
+                    seq = seq.wrapping_add(1);
+                }
+            }
+            if let Some(last) = pkts.last_mut() {
+                last.2 = true;
+            }
+            pkts
+        })
+        .collect()
+}
+
+#[test]
+fn recorded_h264_with_loss_and_reordering_is_matroska_that_decodes_without_an_error() {
+    let pictures = h264_pictures(4);
+    assert_eq!(pictures.len(), 120);
+    let mut pkts = packetize_h264(&pictures);
+    // Picture 45 is lost whole (a gap until the IDR at 60); 70 and 71
+    // arrive in each other's place; 80's first packet comes twice.
+    pkts[45].clear();
+    pkts.swap(70, 71);
+    let dup = pkts[80][0].clone();
+    pkts[80].push(dup);
+    let mut r = TrackRecorder::new(Codec::H264);
+    for (i, f) in pkts.iter().enumerate() {
+        for (s, t, m, p) in f {
+            let _ = r.push(i as i64 * 33, *s, *t, *m, p);
+        }
+    }
+    r.finish();
+    let stats = r.stats().clone();
+    assert_eq!(stats.frames_awaiting_keyframe, 14, "{stats:?}");
+    assert_eq!(stats.frames_written, 120 - 15, "{stats:?}");
+
+    let path = tmp("video.mkv");
+    write(&path, &mut r);
+    let v = probe(
+        &path,
+        "v:0",
+        "stream=codec_name,width,height,nb_read_frames",
+    );
+    let s = &v["streams"][0];
+    assert_eq!(s["codec_name"], "h264", "{v}");
+    assert_eq!(
+        (s["width"].as_u64(), s["height"].as_u64()),
+        (Some(320), Some(240)),
+        "{v}"
+    );
+    assert_eq!(s["nb_read_frames"].as_str(), Some("105"), "{v}");
+    assert_eq!(decode_errors(&path), "", "every picture decodes");
+}

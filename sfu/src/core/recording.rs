@@ -30,9 +30,9 @@
 //! none) it is placed by its first frame's arrival instead, and the
 //! metadata says which (`timing`).
 //!
-//! Codecs: VP8 and Opus are recorded; a source in another codec (H.264,
-//! VP9, AV1) is counted as not recordable and left out (its metadata has
-//! no file for it).
+//! Codecs: VP8 and Opus (into WebM) and H.264 (into Matroska) are
+//! recorded as sent; a source in another codec (VP9, AV1) is counted as
+//! not recordable and left out (its metadata has no file for it).
 //!
 //! A mixed conference is recorded as what its participants receive: one
 //! file (`tern_record::MixRecorder`) with the mix everyone hears (the
@@ -639,6 +639,7 @@ impl Core {
             };
             let codec = match p.codec {
                 Codec::Vp8 => Some(tern_record::Codec::Vp8),
+                Codec::H264 => Some(tern_record::Codec::H264),
                 Codec::Opus => Some(tern_record::Codec::Opus { channels: 2 }),
                 _ => None,
             };
@@ -652,7 +653,7 @@ impl Core {
                 },
                 None => {
                     self.stats.recording_unsupported += 1;
-                    warn!(room = %room, participant = %key.participant, source = %key.source, codec = ?p.codec, "not recorded: only VP8 and Opus are");
+                    warn!(room = %room, participant = %key.participant, source = %key.source, codec = ?p.codec, "not recorded: only VP8, H.264 and Opus are");
                     None
                 }
             };
