@@ -17,18 +17,7 @@
 //! is one VP8 stream whatever layers it was made from. Until the first
 //! keyframe nothing is written (`tern_record` waits for one).
 //!
-//! Timeline (ms since the recording started): a participant's tracks are
-//! placed by its publisher's sender reports (`clocks.rs`: each layer's
-//! RTP/NTP mapping, brought across the relay for remote participants), so
-//! its audio and video line up as they were captured, whatever their
-//! network and encoder delays. One offset per participant maps its sender
-//! clock onto the recording's: the least (arrival − capture) seen over its
-//! first `SETTLE` of reported packets, i.e. its fastest packet's delay
-//! (a first packet late from pacing or a retransmission would shift the
-//! participant). A track holds its frames unwritten until it can be
-//! placed so; without a report within `HOLD_FOR` (a publisher that sends
-//! none) it is placed by its first frame's arrival instead, and the
-//! metadata says which (`timing`).
+//! Timeline: see `recording/timeline.rs`.
 //!
 //! Codecs: VP8 and Opus (into WebM) and H.264 (into Matroska) are
 //! recorded as sent; a source in another codec (VP9, AV1) is counted as
@@ -58,8 +47,10 @@ use crate::signal::Kind;
 
 mod mix;
 mod notice;
+mod timeline;
 
 use mix::{MixTrack, close_mix, flush_mix};
+use timeline::{Placed, Timeline};
 
 /// How often what tracks produced is handed to the shell. A crash loses
 /// at most this much of each file (plus what the shell had not written).
@@ -68,21 +59,6 @@ const FLUSH_EVERY: Duration = Duration::from_millis(500);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// How often a video track waiting for a keyframe asks again.
 const KEYFRAME_RETRY: Duration = Duration::from_millis(250);
-/// How long a track waits for its publisher's sender report before it is
-/// placed by arrival. Chromium reports audio every ~5 s (randomised
-/// 0.5-1.5x), video every second.
-const HOLD_FOR_MS: i64 = 8_000;
-/// ... or until it holds this much (a 4 Mbit/s source for 8 s).
-const HOLD_MAX_BYTES: usize = 4 << 20;
-/// A participant's clock offset is the least seen over this long of its
-/// reported packets before its first track is placed by it.
-const SETTLE_MS: i64 = 500;
-/// A packet placed by its sender's clock further from its arrival than
-/// this says the publisher's clocks disagree (no encoder or pacer delays
-/// one of its tracks by seconds more than another): its track is placed
-/// by arrival instead. Within it a track may well be placed after its
-/// arrival: a participant's audio waits for its slower video.
-const PLACED_FROM_ARRIVAL_MAX_MS: i64 = 5_000;
 /// How long an ended recording stays in [`Core::recordings`] (what the
 /// bridge reports to the focus once a second).
 const ENDED_REPORTED_FOR: Duration = Duration::from_secs(10);
@@ -135,7 +111,7 @@ pub(super) struct ConfRecording {
     /// A mixed conference's one file.
     mix: Option<MixTrack>,
     /// Per publishing endpoint: its sender clock on the recording's.
-    offsets: Map<u64, ClockOffset>,
+    timeline: Timeline,
     present: BTreeSet<String>,
     meta_dirty: bool,
     last_flush: Instant,
@@ -147,17 +123,6 @@ type SourceRefKey = (u64, str0m::media::Mid);
 
 fn key_of(r: SourceRef) -> SourceRefKey {
     (r.endpoint.0, r.mid)
-}
-
-/// One publisher's clock on the recording's: a packet sampled at `s` µs on
-/// the sender's clock is placed at `s + us` µs into the recording.
-#[derive(Debug, Clone, Copy)]
-struct ClockOffset {
-    us: i64,
-    /// When the first reported packet came (ms into the recording).
-    since_ms: i64,
-    /// A track was placed by it: it no longer moves.
-    fixed: bool,
 }
 
 #[derive(Debug)]
@@ -268,7 +233,7 @@ impl Core {
                 started: now,
                 tracks: Map::default(),
                 mix,
-                offsets: Map::default(),
+                timeline: Timeline::default(),
                 present: BTreeSet::new(),
                 meta_dirty: true,
                 last_flush: now,
@@ -748,39 +713,18 @@ impl Core {
         // A packet the recorder cannot use is counted in its stats.
         let _ = t.rec.push(at, seq as u16, ts, p.marker, payload);
         self.stats.recorded_packets += 1;
-        if let Some(s) = sampled {
-            let o = r.offsets.entry(p.source.endpoint.0).or_insert(ClockOffset {
-                us: i64::MAX,
-                since_ms: at,
-                fixed: false,
-            });
-            if !o.fixed {
-                o.us = o.us.min(at.saturating_mul(1000).saturating_sub(s));
-            }
-        }
-        if t.rec.holding() {
-            let since = *t.held_since.get_or_insert(at);
-            let offset = r.offsets.get_mut(&p.source.endpoint.0);
-            match (sampled, offset) {
-                (Some(s), Some(o)) if o.fixed || at - o.since_ms >= SETTLE_MS => {
-                    o.fixed = true;
-                    let ms = s.saturating_add(o.us).div_euclid(1000);
-                    if (ms - at).abs() <= PLACED_FROM_ARRIVAL_MAX_MS {
-                        debug!(participant = %t.key.participant, source = %t.key.source, held_ms = at - since, at_ms = ms, "recording track placed by sender reports");
-                        t.rec.set_origin(ts, ms);
-                    } else {
-                        warn!(participant = %t.key.participant, source = %t.key.source, arrived_ms = at, at_ms = ms, "sender clocks disagree: recording track placed by arrival");
-                        self.stats.recording_tracks_by_arrival += 1;
-                        t.rec.release();
-                    }
-                }
-                _ if at - since >= HOLD_FOR_MS || t.rec.pending_bytes() > HOLD_MAX_BYTES => {
-                    info!(participant = %t.key.participant, source = %t.key.source, "no sender report: recording track placed by arrival");
-                    self.stats.recording_tracks_by_arrival += 1;
-                    t.rec.release();
-                }
-                _ => {}
-            }
+        r.timeline.observe(p.source.endpoint.0, sampled, at);
+        if r.timeline.place(
+            p.source.endpoint.0,
+            &mut t.rec,
+            &mut t.held_since,
+            &t.key,
+            sampled,
+            at,
+            ts,
+        ) == Some(Placed::ByArrival)
+        {
+            self.stats.recording_tracks_by_arrival += 1;
         }
     }
 }
