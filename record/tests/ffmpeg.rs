@@ -129,6 +129,25 @@ fn probe_with_complaints(path: &Path, stream: &str, entries: &str) -> (serde_jso
     (serde_json::from_str(&out).expect("ffprobe json"), err)
 }
 
+/// The file's video is `codec`, 320x240 (the test pattern's), and
+/// `frames` frames that FFmpeg decodes without a complaint.
+fn video_reads_as(path: &Path, codec: &str, frames: u64) {
+    let v = probe(path, "v:0", "stream=codec_name,width,height,nb_read_frames");
+    let s = &v["streams"][0];
+    assert_eq!(s["codec_name"], codec, "{v}");
+    assert_eq!(
+        (s["width"].as_u64(), s["height"].as_u64()),
+        (Some(320), Some(240)),
+        "{v}"
+    );
+    assert_eq!(
+        s["nb_read_frames"].as_str(),
+        Some(frames.to_string().as_str()),
+        "{v}"
+    );
+    assert_eq!(decode_errors(path), "", "every frame decodes");
+}
+
 /// A cut file's only complaint is that it ends early.
 fn only_ends_early(err: &str) -> bool {
     err.lines().all(|l| l.contains("File ended prematurely"))
@@ -180,20 +199,7 @@ fn recorded_vp8_with_loss_and_reordering_decodes_without_an_error() {
 
     let path = tmp("video.webm");
     let file = write(&path, &mut r);
-    let v = probe(
-        &path,
-        "v:0",
-        "stream=codec_name,width,height,nb_read_frames",
-    );
-    let s = &v["streams"][0];
-    assert_eq!(s["codec_name"], "vp8", "{v}");
-    assert_eq!(
-        (s["width"].as_u64(), s["height"].as_u64()),
-        (Some(320), Some(240)),
-        "{v}"
-    );
-    assert_eq!(s["nb_read_frames"].as_str(), Some("105"), "{v}");
-    assert_eq!(decode_errors(&path), "", "every frame decodes");
+    video_reads_as(&path, "vp8", 105);
 
     // Cut short (as by a crash or a full disk) two thirds in, mid-block:
     // what came before the cut still decodes.
@@ -496,18 +502,5 @@ fn recorded_h264_with_loss_and_reordering_is_matroska_that_decodes_without_an_er
 
     let path = tmp("video.mkv");
     write(&path, &mut r);
-    let v = probe(
-        &path,
-        "v:0",
-        "stream=codec_name,width,height,nb_read_frames",
-    );
-    let s = &v["streams"][0];
-    assert_eq!(s["codec_name"], "h264", "{v}");
-    assert_eq!(
-        (s["width"].as_u64(), s["height"].as_u64()),
-        (Some(320), Some(240)),
-        "{v}"
-    );
-    assert_eq!(s["nb_read_frames"].as_str(), Some("105"), "{v}");
-    assert_eq!(decode_errors(&path), "", "every picture decodes");
+    video_reads_as(&path, "h264", 105);
 }
