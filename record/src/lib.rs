@@ -9,6 +9,8 @@
 //! - [`vp8`]: VP8 frames back from RTP (RFC 7741): a frame is written only
 //!   when every packet of it arrived; after a lost one nothing is written
 //!   until the next keyframe, so a gap is a gap, not a corrupt picture.
+//! - [`vp9`]: the VP9 payload descriptor (RFC 9628), which the bridge's
+//!   forwarding reads too (`tern_sfu::vp9` is this module).
 //! - [`h264`]: H.264 pictures back from RTP (RFC 6184) for Matroska.
 //! - [`mix`]: a mixed conference's one file: the composite (H.264) and the
 //!   mix (Opus) as the mixer made them.
@@ -27,6 +29,7 @@ pub mod mix;
 pub mod recording;
 pub mod track;
 pub mod vp8;
+pub mod vp9;
 pub mod webm;
 
 pub use mix::{MixRecorder, MixStats};

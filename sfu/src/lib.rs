@@ -21,7 +21,9 @@ pub mod signal;
 pub mod speech;
 pub mod stats;
 pub mod vp8;
-pub mod vp9;
+/// The VP9 payload descriptor, shared with the recorder (which cuts
+/// pictures back out of RTP with it).
+pub use tern_record::vp9;
 pub mod whip;
 
 pub use crate::core::{
