@@ -4,6 +4,7 @@
 //! the track's AVCDecoderConfigurationRecord (ISO 14496-15, 5.2.4.1).
 
 use crate::RecordError;
+use crate::bits::Bits;
 
 const STAP_A: u8 = 24;
 const FU_A: u8 = 28;
@@ -135,7 +136,7 @@ pub fn sps_size(sps: &[u8]) -> Option<(u16, u16)> {
         zeros = if b == 0 { zeros + 1 } else { 0 };
         rbsp.push(b);
     }
-    let mut r = Bits { data: &rbsp, at: 0 };
+    let mut r = Bits::new(&rbsp);
     let profile_idc = r.u(8)?;
     r.u(16)?; // constraint flags, level_idc
     r.ue()?; // seq_parameter_set_id
@@ -215,42 +216,6 @@ pub fn sps_size(sps: &[u8]) -> Option<(u16, u16)> {
     let height =
         (fields * height_map_units * 16).checked_sub(sub_h * fields * (crop[2] + crop[3]))?;
     Some((u16::try_from(width).ok()?, u16::try_from(height).ok()?))
-}
-
-/// Reads an RBSP bit by bit.
-struct Bits<'a> {
-    data: &'a [u8],
-    at: usize,
-}
-
-impl Bits<'_> {
-    fn u(&mut self, n: u32) -> Option<u64> {
-        let mut v = 0u64;
-        for _ in 0..n {
-            let byte = *self.data.get(self.at / 8)?;
-            v = (v << 1) | u64::from(byte >> (7 - self.at % 8) & 1);
-            self.at += 1;
-        }
-        Some(v)
-    }
-
-    /// Exp-Golomb, unsigned (at most 32 leading zeros).
-    fn ue(&mut self) -> Option<u64> {
-        let mut zeros = 0;
-        while self.u(1)? == 0 {
-            zeros += 1;
-            if zeros > 32 {
-                return None;
-            }
-        }
-        Some((1u64 << zeros) - 1 + self.u(zeros)?)
-    }
-
-    /// Exp-Golomb, signed.
-    fn se(&mut self) -> Option<i64> {
-        let k = self.ue()? as i64;
-        Some(if k % 2 == 1 { (k + 1) / 2 } else { -(k / 2) })
-    }
 }
 
 #[cfg(test)]

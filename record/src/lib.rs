@@ -23,6 +23,7 @@
 //! The bridge core drives it (`tern_sfu`'s `core/recording.rs`); the
 //! shell writes the bytes (`src/bridge/recorder.rs`).
 
+mod bits;
 pub mod ebml;
 pub mod h264;
 pub mod mix;
