@@ -407,3 +407,147 @@ fn browser_recording_bridge_killed_mid_recording_leaves_files_that_play_up_to_th
         },
     );
 }
+
+/// A recorded meeting whose codec is VP9 (sent as `L3T3_KEY` SVC, the
+/// browser client's default), then one whose codec is AV1: each camera's
+/// file is the codec as sent, its top spatial layer for VP9 (superframes at
+/// keyframes, the top layer alone between them), and FFmpeg reads and
+/// decodes all of it without a complaint.
+#[test]
+fn browser_vp9_svc_and_av1_meetings_are_recorded_into_files_ffmpeg_decodes() {
+    run_in_netns(
+        "browser_vp9_svc_and_av1_meetings_are_recorded_into_files_ffmpeg_decodes",
+        |env| {
+            let dir = env.dir().join("recordings");
+            let dir_toml = format!("{:?}", dir.display().to_string());
+            let dev = env.start_bridge_with_env(&[
+                ("TERN_BRIDGE_RECORDINGS_DIR", &dir_toml),
+                ("TERN_MEDIA_CODECS", "[\"opus\", \"vp9\", \"av1\"]"),
+            ])?;
+            ensure!(dev.is_focus(), "this test needs the focus");
+            support::wait_two_bridges_online(&dev)?;
+            for codec in ["vp9", "av1"] {
+                let room = format!("e2e-recorded-{codec}");
+                let alice = join(
+                    env,
+                    &room,
+                    "alice",
+                    &format!("role=moderator&codec={codec}"),
+                )?;
+                let bob = join(env, &room, "bob", &format!("codec={codec}"))?;
+                for p in [&alice, &bob] {
+                    p.wait_connected(CONNECT_TIMEOUT)?;
+                }
+                alice.wait_sees(&["bob"], CONNECT_TIMEOUT)?;
+                let started = record(&alice, true)?
+                    .map_err(|e| anyhow::anyhow!("alice's start refused: {e}"))?;
+                let id = started["recording_id"].as_str().context("id")?.to_string();
+                std::thread::sleep(Duration::from_secs(8));
+                // The top layer each camera sends (SVC: its top spatial
+                // layer's height), which its file must end up showing.
+                let mut top = std::collections::BTreeMap::new();
+                for p in [&alice, &bob] {
+                    let stats = p.publish_stats()?;
+                    let h = stats
+                        .as_array()
+                        .context("publishStats")?
+                        .iter()
+                        .filter(|e| e["source"] == "camera")
+                        .filter_map(|e| e["frameHeight"].as_u64())
+                        .max()
+                        .context("no camera encoding")?;
+                    top.insert(p.state()?.participant_id.context("id")?, (h, stats));
+                }
+                record(&alice, false)?.map_err(|e| anyhow::anyhow!("stop refused: {e}"))?;
+                let meta_path = dir.join(&id).join("metadata.json");
+                let meta: Value = wait_until(
+                    "the metadata says the recording ended",
+                    Duration::from_secs(10),
+                    || {
+                        let Ok(text) = std::fs::read_to_string(&meta_path) else {
+                            return Ok(Check::NotYet(format!("no {}", meta_path.display())));
+                        };
+                        let m: Value = serde_json::from_str(&text)?;
+                        Ok(if m["ended_ms"].is_i64() {
+                            Check::Done(m)
+                        } else {
+                            Check::NotYet("ended_ms not yet set".into())
+                        })
+                    },
+                )?;
+                let files = meta["files"].as_array().context("files")?;
+                ensure!(
+                    files.len() == 4,
+                    "{codec}: audio and video of both: {meta:#}"
+                );
+                for f in files {
+                    let file = dir.join(&id).join(f["file"].as_str().context("file")?);
+                    decodes_cleanly(&file)?;
+                    if f["kind"] != "video" {
+                        continue;
+                    }
+                    ensure!(
+                        f["codec"] == codec.to_uppercase(),
+                        "{}: {}",
+                        f["file"],
+                        f["codec"]
+                    );
+                    let probe = support::ffmpeg::run(
+                        std::process::Command::new("ffprobe")
+                            .args(["-v", "error", "-select_streams", "v:0"])
+                            .args(["-show_entries", "stream=codec_name,width,height"])
+                            .args(["-of", "csv=p=0"])
+                            .arg(&file),
+                    )?;
+                    let said = String::from_utf8_lossy(&probe.stdout).trim().to_string();
+                    let (decoded, _) = decoded_frames(&file)?;
+                    let (first, last, packets) = packet_span(&file)?;
+                    println!(
+                        "{}: {said}, {packets} frames {first:.2}-{last:.2} s, {decoded} pictures decoded",
+                        f["file"]
+                    );
+                    ensure!(
+                        said.starts_with(codec),
+                        "{}: ffprobe reads {said}",
+                        f["file"]
+                    );
+                    ensure!(
+                        packets as f64 >= 10.0 * (last - first) && last - first >= 6.0,
+                        "{}: {packets} frames in {:.1} s",
+                        f["file"],
+                        last - first
+                    );
+                    ensure!(
+                        decoded == packets as u64,
+                        "{}: {decoded} pictures from {packets} frames",
+                        f["file"]
+                    );
+                    // The top layer is what was recorded: the pictures of
+                    // the last two seconds reach the height its publisher
+                    // sent then.
+                    let heights = support::ffmpeg::run(
+                        std::process::Command::new("ffprobe")
+                            .args(["-v", "error", "-select_streams", "v:0"])
+                            .args(["-show_entries", "frame=height", "-of", "csv=p=0"])
+                            .arg(&file),
+                    )?;
+                    let heights: Vec<u64> = String::from_utf8_lossy(&heights.stdout)
+                        .lines()
+                        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+                        .collect();
+                    let tail = heights[heights.len().saturating_sub(40)..].iter().max();
+                    let who = f["participant"].as_str().context("participant")?;
+                    let (sent, stats) = top.get(who).context("a publisher")?;
+                    println!("{who} sent {sent} high; the file ends at {tail:?}");
+                    ensure!(
+                        tail == Some(sent),
+                        "{}: last pictures up to {tail:?} high, the camera's top layer {sent}: {stats}",
+                        f["file"]
+                    );
+                }
+                drop((alice, bob));
+            }
+            Ok(())
+        },
+    );
+}

@@ -1,6 +1,8 @@
 //! tern-record's track recorder fed arbitrary RTP: VP8 payload descriptors
 //! and frames, H.264 (RFC 6184 units, aggregates, fragments, parameter
-//! sets), or Opus packets, with any sequence numbers, timestamps and
+//! sets), VP9 (descriptors, SVC layer frames, superframes), AV1
+//! (aggregation headers, OBU elements and fragments, sequence headers), or
+//! Opus packets, with any sequence numbers, timestamps and
 //! markers, in any order. It must never panic, never hold more than its
 //! bounds, and never write a frame backwards in time.
 #![no_main]
@@ -12,12 +14,14 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, mut rest)) = data.split_first() else {
         return;
     };
-    let codec = match mode % 3 {
+    let codec = match mode % 5 {
         0 => Codec::Vp8,
         1 => Codec::Opus {
             channels: 1 + (mode >> 7 & 1),
         },
-        _ => Codec::H264,
+        2 => Codec::H264,
+        3 => Codec::Vp9,
+        _ => Codec::Av1,
     };
     let mut r = TrackRecorder::new(codec);
     if mode & 4 != 0 {

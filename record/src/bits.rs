@@ -23,6 +23,11 @@ impl<'a> Bits<'a> {
         Some(v)
     }
 
+    /// The next `n` bits (at most 32).
+    pub(crate) fn u32(&mut self, n: u32) -> Option<u32> {
+        u32::try_from(self.u(n.min(32))?).ok()
+    }
+
     /// Exp-Golomb, unsigned (at most 32 leading zeros): H.264's ue(v),
     /// AV1's uvlc().
     pub(crate) fn ue(&mut self) -> Option<u64> {

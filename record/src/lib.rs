@@ -23,6 +23,7 @@
 //! The bridge core drives it (`tern_sfu`'s `core/recording.rs`); the
 //! shell writes the bytes (`src/bridge/recorder.rs`).
 
+pub mod av1;
 mod bits;
 pub mod ebml;
 pub mod h264;
@@ -50,6 +51,10 @@ pub enum RecordError {
     Late,
     #[error("frame larger than {max} bytes", max = track::MAX_FRAME_BYTES)]
     FrameTooLarge,
+    #[error("VP9 payload descriptor malformed, or layer frames out of order (RFC 9628)")]
+    Vp9Descriptor,
+    #[error("AV1 RTP payload that does not parse (OBUs cut short or out of place)")]
+    Av1Payload,
     #[error("H.264 RTP payload that does not parse (RFC 6184)")]
     H264Payload,
     #[error("recording id {0:?} is not 1-64 characters of [A-Za-z0-9_-]")]

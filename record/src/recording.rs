@@ -216,6 +216,8 @@ impl Recording {
                 Codec::Vp8 => "VP8",
                 Codec::Opus { .. } => "Opus",
                 Codec::H264 => "H.264",
+                Codec::Vp9 => "VP9",
+                Codec::Av1 => "AV1",
             },
             started_ms: at_ms,
             ended_ms: None,

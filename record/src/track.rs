@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use crate::RecordError;
 use crate::webm::{TrackKind, WebmWriter};
-use crate::{h264, vp8};
+use crate::{av1, h264, vp8, vp9};
 
 /// A frame larger than this is refused (a 1080p keyframe is ~200 KB).
 pub const MAX_FRAME_BYTES: usize = 4 << 20;
@@ -56,12 +56,19 @@ pub enum Codec {
     },
     /// Written to Matroska (WebM has no H.264).
     H264,
+    /// SVC too: the top spatial layer (and those it is predicted from).
+    Vp9,
+    Av1,
 }
 
 impl Codec {
+    pub fn video(self) -> bool {
+        !matches!(self, Codec::Opus { .. })
+    }
+
     fn clock(self) -> u64 {
         match self {
-            Codec::Vp8 | Codec::H264 => 90_000,
+            Codec::Vp8 | Codec::H264 | Codec::Vp9 | Codec::Av1 => 90_000,
             Codec::Opus { .. } => 48_000,
         }
     }
@@ -88,7 +95,8 @@ pub struct TrackStats {
     /// Placed on the timeline by [`TrackRecorder::set_origin`] (the
     /// publisher's sender reports), not by its first frame's arrival.
     pub origin_set: bool,
-    /// VP8: the file begins with a black picture ([`TrackRecorder::begin_at`]).
+    /// The file begins with black (VP8, VP9) or silence (Opus) where its
+    /// participant arrived ([`TrackRecorder::begin_at`]).
     pub lead_in: bool,
 }
 
@@ -172,8 +180,10 @@ pub struct TrackRecorder {
     /// Complete frames wait, unwritten, for [`Self::set_origin`] or
     /// [`Self::release`] (see [`Self::hold`]).
     holding: bool,
-    /// VP8: where a black picture begins the file ([`Self::begin_at`]).
+    /// Where black or silence begins the file ([`Self::begin_at`]).
     lead_in: Option<u64>,
+    /// VP9: the spatial layer recorded, the top of the last keyframe.
+    vp9_sid: Option<u8>,
     stats: TrackStats,
 }
 
@@ -191,11 +201,12 @@ impl TrackRecorder {
             newest: None,
             done_ts: None,
             next_seq: None,
-            need_keyframe: matches!(codec, Codec::Vp8 | Codec::H264),
+            need_keyframe: codec.video(),
             last_ms: None,
             floor_ms: 0,
             holding: false,
             lead_in: None,
+            vp9_sid: None,
             stats: TrackStats::default(),
         }
     }
@@ -260,7 +271,9 @@ impl TrackRecorder {
         let r = self.take(at_ms, seq, rtp_ts, marker, payload);
         match &r {
             Err(RecordError::Empty) => self.stats.empty += 1,
-            Err(RecordError::Vp8Descriptor) => self.stats.malformed += 1,
+            Err(RecordError::Vp8Descriptor | RecordError::Vp9Descriptor) => {
+                self.stats.malformed += 1
+            }
             Err(RecordError::Late) => self.stats.late += 1,
             Err(RecordError::FrameTooLarge) => self.stats.too_large += 1,
             _ => {}
@@ -279,11 +292,15 @@ impl TrackRecorder {
     /// The track's participant was present from `at_ms`, before its
     /// first packet (media connects after a participant joins; a muted
     /// one sends nothing), so the file begins there. Opus: one frame of
-    /// silence there. VP8: a black picture ([`vp8::BLACK_KEYFRAME`]) there
-    /// when the first frame written comes over `LEAD_IN_MIN_MS` later (a
-    /// camera's first picture comes with its connection and a keyframe,
-    /// up to a second after its participant joined). Only before anything
-    /// is written; it never moves frames.
+    /// silence there when the first frame written comes after it ends.
+    /// VP8, VP9: a black picture ([`vp8::BLACK_KEYFRAME`],
+    /// [`vp9::BLACK_KEYFRAME`]) there when the first frame written comes
+    /// over `LEAD_IN_MIN_MS` later (a camera's first picture comes with its
+    /// connection and a keyframe, up to a second after its participant
+    /// joined). Only before anything is written; it never moves frames: a
+    /// first frame inside the silence is not moved past it (it would then
+    /// overlap the frame after it, which FFmpeg reads as time going
+    /// backwards; seen in the Chromium AV1 test).
     pub fn begin_at(&mut self, at_ms: i64) {
         let Ok(at) = u64::try_from(at_ms) else {
             return;
@@ -291,23 +308,10 @@ impl TrackRecorder {
         if self.writer.is_some() {
             return;
         }
-        let channels = match self.codec {
-            Codec::Opus { channels } => channels,
-            Codec::Vp8 => {
-                self.lead_in = Some(at);
-                return;
-            }
+        match self.codec {
+            Codec::Opus { .. } | Codec::Vp8 | Codec::Vp9 => self.lead_in = Some(at),
             // No black picture to hand: the file starts at its first.
-            Codec::H264 => return,
-        };
-        let out = &mut self.out;
-        let w = self
-            .writer
-            .get_or_insert_with(|| WebmWriter::new(TrackKind::Opus { channels }, out));
-        if w.frame(at, true, &OPUS_SILENCE, out) {
-            self.last_ms = Some(at);
-            self.floor_ms = at + SILENCE_MS as u64;
-            self.stats.frames_written += 1;
+            Codec::H264 | Codec::Av1 => {}
         }
     }
 
@@ -362,6 +366,14 @@ impl TrackRecorder {
             }
             Codec::Opus { .. } => (payload, true),
             Codec::H264 => (payload, h264::can_start(payload)),
+            // Kept whole: a picture is cut into layer frames when written.
+            Codec::Vp9 => {
+                let info = vp9::parse(payload).ok_or(RecordError::Vp9Descriptor)?;
+                (payload, info.layer_start)
+            }
+            // Kept whole; one that does not continue an OBU may begin a
+            // temporal unit.
+            Codec::Av1 => (payload, payload[0] & 0x80 == 0),
         };
         let ext_seq = self.seq.extend(u64::from(seq), 16);
         let ext_ts = self.ts.extend(u64::from(rtp_ts), 32);
@@ -403,7 +415,7 @@ impl TrackRecorder {
         self.stats.frames_incomplete += 1;
         self.done_ts = Some(self.done_ts.map_or(ts, |d| d.max(ts)));
         self.next_seq = None;
-        if matches!(self.codec, Codec::Vp8 | Codec::H264) {
+        if self.codec.video() {
             self.need_keyframe = true;
         }
     }
@@ -453,7 +465,10 @@ impl TrackRecorder {
         // Only the frame's own packets: a stray packet with its timestamp
         // but a number outside first..=last is not part of it.
         let mut frame = Vec::with_capacity(p.bytes);
-        if !matches!(self.codec, Codec::H264) {
+        // VP9 SVC: the lower layers' frames the recorded one is predicted
+        // from, each its own block just before it (`vp9::Picture`).
+        let mut lower: Vec<Vec<u8>> = Vec::new();
+        if matches!(self.codec, Codec::Vp8 | Codec::Opus { .. }) {
             for d in p.packets.range(first..=last).map(|(_, d)| d) {
                 frame.extend_from_slice(d);
             }
@@ -520,19 +535,88 @@ impl TrackRecorder {
                 let (width, height) = size.unwrap_or((0, 0));
                 (TrackKind::Vp8 { width, height }, size.is_some())
             }
+            Codec::Vp9 => {
+                if !contiguous {
+                    self.need_keyframe = true;
+                }
+                let sid = if self.need_keyframe {
+                    None
+                } else {
+                    self.vp9_sid
+                };
+                let picture =
+                    match vp9::assemble(p.packets.range(first..=last).map(|(_, d)| &d[..]), sid) {
+                        Ok(vp9::Assembled::Picture(picture)) => picture,
+                        // The layer recorded is not in it (paused, or left
+                        // out): another layer's pictures cannot follow it, so
+                        // nothing is written until a keyframe.
+                        Ok(vp9::Assembled::LayerMissing) => {
+                            self.stats.frames_awaiting_keyframe += 1;
+                            self.need_keyframe = true;
+                            return;
+                        }
+                        Err(_) => {
+                            self.stats.malformed += 1;
+                            self.need_keyframe = true;
+                            return;
+                        }
+                    };
+                if self.need_keyframe && !picture.keyframe {
+                    self.stats.frames_awaiting_keyframe += 1;
+                    return;
+                }
+                if picture.keyframe {
+                    self.vp9_sid = Some(picture.sid);
+                }
+                let (width, height) = picture.size.unwrap_or((0, 0));
+                let mut frames = picture.frames;
+                frame = frames.pop().unwrap_or_default();
+                lower = frames;
+                (TrackKind::Vp9 { width, height }, picture.keyframe)
+            }
+            Codec::Av1 => {
+                if !contiguous {
+                    self.need_keyframe = true;
+                }
+                let Ok(unit) = av1::assemble(p.packets.range(first..=last).map(|(_, d)| &d[..]))
+                else {
+                    self.stats.malformed += 1;
+                    self.need_keyframe = true;
+                    return;
+                };
+                if self.need_keyframe && !unit.keyframe {
+                    self.stats.frames_awaiting_keyframe += 1;
+                    return;
+                }
+                // The file's header needs the sequence header: a
+                // keyframe carries one.
+                let kind = if self.writer.is_some() {
+                    TrackKind::Av1 {
+                        width: 0,
+                        height: 0,
+                        av1c: Vec::new(),
+                    }
+                } else {
+                    let Some(info) = unit.sequence_header.as_deref().and_then(av1::sequence_info)
+                    else {
+                        self.stats.frames_awaiting_keyframe += 1;
+                        self.need_keyframe = true;
+                        return;
+                    };
+                    TrackKind::Av1 {
+                        width: info.width,
+                        height: info.height,
+                        av1c: info.av1c,
+                    }
+                };
+                frame = unit.data;
+                (kind, unit.keyframe)
+            }
             Codec::Opus { channels } => (TrackKind::Opus { channels }, true),
         };
         // Without a mapping from sender reports, the first frame written is
         // placed where its first packet arrived.
-        // After a leading frame of silence (`begin_at`), no earlier than
-        // its end: an overlap would decode as time going backwards.
-        let arrived = match self.last_ms {
-            Some(l) if self.origin.is_none() => p
-                .arrived
-                .max(i64::try_from(l).unwrap_or(i64::MAX) + SILENCE_MS),
-            _ => p.arrived,
-        };
-        let (o_ts, o_ms) = *self.origin.get_or_insert((ts, arrived));
+        let (o_ts, o_ms) = *self.origin.get_or_insert((ts, p.arrived));
         let ms = o_ms + (ts - o_ts) * 1000 / self.codec.clock() as i64;
         // Before the recording began (a sender report places frames
         // captured just before the start there): at its start, kept in
@@ -551,12 +635,25 @@ impl TrackRecorder {
             ms = self.floor_ms;
             self.stats.retimed += 1;
         }
+        let n = lower.len() as u64;
+        let floor = if self.last_ms.is_some() {
+            self.floor_ms
+        } else {
+            0
+        };
+        let start = ms.saturating_sub(n).max(floor);
+        ms = start + n;
         let out = &mut self.out;
+        let (lead, lead_ms): (&[u8], u64) = match self.codec {
+            Codec::Vp9 => (&vp9::BLACK_KEYFRAME, LEAD_IN_MIN_MS),
+            Codec::Opus { .. } => (&OPUS_SILENCE, SILENCE_MS as u64),
+            _ => (&vp8::BLACK_KEYFRAME, LEAD_IN_MIN_MS),
+        };
         if self.writer.is_none()
-            && let Some(at) = self.lead_in.take().filter(|at| ms >= at + LEAD_IN_MIN_MS)
+            && let Some(at) = self.lead_in.take().filter(|at| start >= at + lead_ms)
         {
             let w = self.writer.insert(WebmWriter::new(kind.clone(), out));
-            if w.frame(at, true, &vp8::BLACK_KEYFRAME, out) {
+            if w.frame(at, true, lead, out) {
                 self.stats.frames_written += 1;
                 self.stats.lead_in = true;
             }
@@ -564,7 +661,12 @@ impl TrackRecorder {
         let w = self
             .writer
             .get_or_insert_with(|| WebmWriter::new(kind, out));
-        if w.frame(ms, keyframe, &frame, out) {
+        for (i, f) in lower.iter().enumerate() {
+            if w.frame(start + i as u64, keyframe && i == 0, f, out) {
+                self.stats.frames_written += 1;
+            }
+        }
+        if w.frame(ms, keyframe && lower.is_empty(), &frame, out) {
             self.last_ms = Some(ms);
             self.floor_ms = ms + 1;
             self.stats.frames_written += 1;

@@ -63,6 +63,16 @@ pub enum TrackKind {
     Opus {
         channels: u8,
     },
+    Vp9 {
+        width: u16,
+        height: u16,
+    },
+    /// `av1c`: the AV1CodecConfigurationRecord, the sequence header last.
+    Av1 {
+        width: u16,
+        height: u16,
+        av1c: Vec<u8>,
+    },
     /// H.264 as length-prefixed NAL units (4-byte lengths); `avcc` is the
     /// AVCDecoderConfigurationRecord (ISO 14496-15) Matroska requires.
     H264 {
@@ -186,9 +196,10 @@ fn track_entry(t: &mut Vec<u8>, number: u64, kind: &TrackKind) {
         ebml::uint(e, TRACK_NUMBER, number);
         ebml::uint(e, TRACK_UID, number);
         match kind {
-            TrackKind::Vp8 { width, height } => {
+            TrackKind::Vp8 { width, height } | TrackKind::Vp9 { width, height } => {
                 ebml::uint(e, TRACK_TYPE, 1);
-                ebml::bytes(e, CODEC_ID, b"V_VP8");
+                let vp8 = matches!(kind, TrackKind::Vp8 { .. });
+                ebml::bytes(e, CODEC_ID, if vp8 { b"V_VP8" } else { b"V_VP9" });
                 ebml::master(e, VIDEO, |v| {
                     ebml::uint(v, PIXEL_WIDTH, u64::from(*width));
                     ebml::uint(v, PIXEL_HEIGHT, u64::from(*height));
@@ -197,11 +208,21 @@ fn track_entry(t: &mut Vec<u8>, number: u64, kind: &TrackKind) {
             TrackKind::H264 {
                 width,
                 height,
-                avcc,
+                avcc: private,
+            }
+            | TrackKind::Av1 {
+                width,
+                height,
+                av1c: private,
             } => {
                 ebml::uint(e, TRACK_TYPE, 1);
-                ebml::bytes(e, CODEC_ID, b"V_MPEG4/ISO/AVC");
-                ebml::bytes(e, CODEC_PRIVATE, avcc);
+                let h264 = matches!(kind, TrackKind::H264 { .. });
+                ebml::bytes(
+                    e,
+                    CODEC_ID,
+                    if h264 { b"V_MPEG4/ISO/AVC" } else { b"V_AV1" },
+                );
+                ebml::bytes(e, CODEC_PRIVATE, private);
                 ebml::master(e, VIDEO, |v| {
                     ebml::uint(v, PIXEL_WIDTH, u64::from(*width));
                     ebml::uint(v, PIXEL_HEIGHT, u64::from(*height));

@@ -481,15 +481,58 @@ fn packetize_h264(pictures: &[Vec<Vec<u8>>]) -> Vec<Vec<Packet>> {
 #[test]
 fn recorded_h264_with_loss_and_reordering_is_matroska_that_decodes_without_an_error() {
     let pictures = h264_pictures(4);
-    assert_eq!(pictures.len(), 120);
-    let mut pkts = packetize_h264(&pictures);
-    // Picture 45 is lost whole (a gap until the IDR at 60); 70 and 71
-    // arrive in each other's place; 80's first packet comes twice.
+    let mut r = record_with_loss_and_reordering(Codec::H264, packetize_h264(&pictures));
+
+    let path = tmp("video.mkv");
+    write(&path, &mut r);
+    video_reads_as(&path, "h264", 105);
+}
+
+/// Frames from an IVF file `ffmpeg` encodes from the 320x240 test pattern
+/// with `codec_args`.
+fn ivf_frames(seconds: u32, name: &str, codec_args: &[&str]) -> Vec<Vec<u8>> {
+    let ivf = tmp(name);
+    let secs = seconds.to_string();
+    let mut args = vec![
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=30",
+        "-t",
+        &secs,
+        "-pix_fmt",
+        "yuv420p",
+    ];
+    args.extend_from_slice(codec_args);
+    args.extend_from_slice(&["-f", "ivf", ivf.to_str().expect("utf-8")]);
+    let (ok, _, err) = run("ffmpeg", &args);
+    assert!(ok, "ffmpeg made no {name}: {err}");
+    let data = std::fs::read(&ivf).expect("ivf");
+    assert_eq!(&data[..4], b"DKIF");
+    let header = usize::from(u16::from_le_bytes([data[6], data[7]]));
+    let mut frames = Vec::new();
+    let mut at = header;
+    while at + 12 <= data.len() {
+        let n = u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
+        frames.push(data[at + 12..at + 12 + n].to_vec());
+        at += 12 + n;
+    }
+    frames
+}
+
+/// Feed `pkts` with frame 45 lost whole, 70 and 71 swapped and 80's first
+/// packet doubled; 105 of 120 frames must be written (45 given up, 46-59
+/// waiting for the keyframe at 60).
+fn record_with_loss_and_reordering(codec: Codec, mut pkts: Vec<Vec<Packet>>) -> TrackRecorder {
+    assert_eq!(pkts.len(), 120);
     pkts[45].clear();
     pkts.swap(70, 71);
     let dup = pkts[80][0].clone();
     pkts[80].push(dup);
-    let mut r = TrackRecorder::new(Codec::H264);
+    let mut r = TrackRecorder::new(codec);
     for (i, f) in pkts.iter().enumerate() {
         for (s, t, m, p) in f {
             let _ = r.push(i as i64 * 33, *s, *t, *m, p);
@@ -499,8 +542,194 @@ fn recorded_h264_with_loss_and_reordering_is_matroska_that_decodes_without_an_er
     let stats = r.stats().clone();
     assert_eq!(stats.frames_awaiting_keyframe, 14, "{stats:?}");
     assert_eq!(stats.frames_written, 120 - 15, "{stats:?}");
+    assert_eq!(stats.malformed, 0, "{stats:?}");
+    r
+}
 
-    let path = tmp("video.mkv");
+/// RTP packets of VP9 frames (RFC 9628, the shortest descriptor: P, B, E;
+/// 500 bytes of VP9 a packet).
+fn packetize_vp9(frames: &[Vec<u8>]) -> Vec<Vec<Packet>> {
+    let mut seq = 65_000u16;
+    frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let inter = tern_record::vp9::keyframe_size(f).is_none();
+            let chunks: Vec<&[u8]> = f.chunks(500).collect();
+            let n = chunks.len();
+            chunks
+                .into_iter()
+                .enumerate()
+                .map(|(k, c)| {
+                    let mut d = 0u8;
+                    if inter {
+                        d |= 0x40;
+                    }
+                    if k == 0 {
+                        d |= 0x08;
+                    }
+                    if k + 1 == n {
+                        d |= 0x04;
+                    }
+                    let mut p = vec![d];
+                    p.extend_from_slice(c);
+                    let s = seq;
+                    seq = seq.wrapping_add(1);
+                    (s, 3000 * i as u32, k + 1 == n, p)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn recorded_vp9_with_loss_and_reordering_decodes_without_an_error() {
+    // Realtime, no hidden frames: what a browser's encoder sends.
+    let frames = ivf_frames(
+        4,
+        "src-vp9.ivf",
+        &[
+            "-c:v",
+            "libvpx-vp9",
+            "-deadline",
+            "realtime",
+            "-lag-in-frames",
+            "0",
+            "-g",
+            "30",
+            "-b:v",
+            "400k",
+        ],
+    );
+    assert_eq!(frames.len(), 120);
+    assert!(frames[60].len() > 500, "the keyframe spans packets");
+    let mut r = record_with_loss_and_reordering(Codec::Vp9, packetize_vp9(&frames));
+    let path = tmp("video-vp9.webm");
     write(&path, &mut r);
-    video_reads_as(&path, "h264", 105);
+    video_reads_as(&path, "vp9", 105);
+}
+
+/// An AV1 stream's OBUs (size fields present) split into temporal units
+/// at its temporal delimiters.
+fn av1_temporal_units(seconds: u32) -> Vec<Vec<Vec<u8>>> {
+    let path = tmp("src.obu");
+    let secs = seconds.to_string();
+    let (ok, _, err) = run(
+        "ffmpeg",
+        &[
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=30",
+            "-t",
+            &secs,
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "libaom-av1",
+            "-usage",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-g",
+            "30",
+            "-b:v",
+            "400k",
+            "-f",
+            "obu",
+            path.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(ok, "ffmpeg made no AV1: {err}");
+    let data = std::fs::read(&path).expect("obu");
+    let mut units: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let h = data[at];
+        let header = if h & 0x04 != 0 { 2 } else { 1 };
+        assert!(h & 0x02 != 0, "FFmpeg writes size fields");
+        let (mut size, mut n) = (0usize, 0);
+        loop {
+            let b = data[at + header + n];
+            size |= usize::from(b & 0x7f) << (7 * n);
+            n += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let obu = data[at..at + header + n + size].to_vec();
+        at += header + n + size;
+        if (h >> 3) & 0x0f == 2 {
+            units.push(Vec::new());
+        } else if let Some(u) = units.last_mut() {
+            u.push(obu);
+        }
+    }
+    units
+}
+
+/// RTP packets of temporal units (AV1 RTP specification section 4): an
+/// OBU a packet without its size field (as libwebrtc sends them), split at
+/// 500 bytes (Z, Y); N on a unit with a sequence header.
+fn packetize_av1(units: &[Vec<Vec<u8>>]) -> Vec<Vec<Packet>> {
+    let mut seq = 100u16;
+    units
+        .iter()
+        .enumerate()
+        .map(|(i, obus)| {
+            let key = obus.iter().any(|o| (o[0] >> 3) & 0x0f == 1);
+            let mut pkts: Vec<Packet> = Vec::new();
+            for o in obus {
+                // Drop the size field.
+                let header = if o[0] & 0x04 != 0 { 2 } else { 1 };
+                let mut n = 0;
+                while o[header + n] & 0x80 != 0 {
+                    n += 1;
+                }
+                let mut bare = vec![o[0] & !0x02];
+                bare.extend_from_slice(&o[1..header]);
+                bare.extend_from_slice(&o[header + n + 1..]);
+                let chunks: Vec<&[u8]> = bare.chunks(500).collect();
+                let k = chunks.len();
+                for (j, c) in chunks.into_iter().enumerate() {
+                    let mut agg = 0x10; // W = 1: one element, no length
+                    if j > 0 {
+                        agg |= 0x80;
+                    }
+                    if j + 1 < k {
+                        agg |= 0x40;
+                    }
+                    if key && pkts.is_empty() {
+                        agg |= 0x08;
+                    }
+                    let mut p = vec![agg];
+                    p.extend_from_slice(c);
+                    pkts.push((seq, 3000 * i as u32, false, p));
+                    seq = seq.wrapping_add(1);
+                }
+            }
+            if let Some(last) = pkts.last_mut() {
+                last.2 = true;
+            }
+            pkts
+        })
+        .collect()
+}
+
+#[test]
+fn recorded_av1_with_loss_and_reordering_decodes_without_an_error() {
+    let units = av1_temporal_units(4);
+    assert_eq!(units.len(), 120);
+    let key = |u: &Vec<Vec<u8>>| u.iter().any(|o| (o[0] >> 3) & 0x0f == 1);
+    assert!(
+        key(&units[0]) && key(&units[60]),
+        "keyframes carry the sequence header"
+    );
+    let mut r = record_with_loss_and_reordering(Codec::Av1, packetize_av1(&units));
+    let path = tmp("video-av1.webm");
+    write(&path, &mut r);
+    video_reads_as(&path, "av1", 105);
 }

@@ -250,8 +250,10 @@ fn an_audio_track_begins_when_its_participant_arrived() {
     // The first cluster opens at 2000 ms (0xE7, size 2, 0x07D0).
     assert!(out.windows(4).any(|w| w == [0xE7, 0x82, 0x07, 0xD0]));
 
-    // A first packet right after it is placed after the silence ends, not
-    // inside it (found by the Chromium test: FFmpeg saw time go back).
+    // A first packet inside what the silence would span begins the file
+    // itself (5 ms after the arrival), without the silence: moved past it
+    // it would overlap the next (found by the Chromium test: FFmpeg saw
+    // time go back).
     let mut r = TrackRecorder::new(Codec::Opus { channels: 2 });
     r.begin_at(1_000);
     let _ = r.push(1_005, 1, 0, false, &[0xFC, 1]);
@@ -259,13 +261,10 @@ fn an_audio_track_begins_when_its_participant_arrived() {
     r.finish();
     let mut out = Vec::new();
     r.take_output(&mut out);
-    // Blocks: track 0x81, then the time relative to the cluster (1000 ms).
-    let rel: Vec<i16> = out
-        .windows(4)
-        .filter(|w| w[0] == 0x81 && (w[3] == 0x80))
-        .map(|w| i16::from_be_bytes([w[1], w[2]]))
-        .collect();
-    assert_eq!(rel, vec![0, 20, 40], "{out:02x?}");
+    // The cluster at 1005 ms (0x03ED), blocks 20 ms apart.
+    assert!(out.windows(4).any(|w| w == [0xE7, 0x82, 0x03, 0xED]));
+    assert_eq!(rel_times(&out), vec![0, 20], "{out:02x?}");
+    assert!(!r.stats().lead_in);
 }
 
 #[test]
@@ -359,8 +358,11 @@ fn held_frames_released_without_an_origin_are_placed_by_arrival() {
     assert_eq!(r.stats().frames_written, 1);
 }
 
+/// Found by the Chromium AV1 recording test: a first frame the sender's
+/// clock placed inside the leading silence was moved to the silence's end,
+/// 10 ms onto the frame after it, and FFmpeg read that as time going back.
 #[test]
-fn a_frame_the_origin_places_inside_the_leading_silence_moves_past_it() {
+fn a_frame_the_origin_places_inside_the_leading_silence_begins_the_file_without_it() {
     let mut r = TrackRecorder::new(Codec::Opus { channels: 2 });
     r.begin_at(1_000);
     r.hold();
@@ -371,9 +373,23 @@ fn a_frame_the_origin_places_inside_the_leading_silence_moves_past_it() {
     r.finish();
     let mut out = Vec::new();
     r.take_output(&mut out);
-    // Silence at 0, the first frame moved to 20 (its end), the next at 30.
-    assert_eq!(rel_times(&out), vec![0, 20, 30], "{out:02x?}");
-    assert_eq!(r.stats().retimed, 1);
+    // No silence; the frames 20 ms apart, as captured.
+    assert_eq!(rel_times(&out), vec![0, 20], "{out:02x?}");
+    assert_eq!(r.stats().retimed, 0);
+    assert!(!r.stats().lead_in);
+
+    // Placed after the silence's end: the silence stays.
+    let mut r = TrackRecorder::new(Codec::Opus { channels: 2 });
+    r.begin_at(1_000);
+    r.hold();
+    let _ = r.push(1_050, 1, 0, false, &[0xFC, 1]);
+    let _ = r.push(1_070, 2, 960, false, &[0xFC, 1]);
+    assert!(r.set_origin(0, 1_050));
+    r.finish();
+    let mut out = Vec::new();
+    r.take_output(&mut out);
+    assert_eq!(rel_times(&out), vec![0, 50, 70], "{out:02x?}");
+    assert!(r.stats().lead_in);
 }
 
 #[test]

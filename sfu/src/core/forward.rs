@@ -550,7 +550,9 @@ impl Core {
             l.last_packet = Some(now);
             l.rate.add(now, p.payload.len());
         }
-        if src.record.on && svc_info.is_none() {
+        // An SVC stream is recorded whole: the recorder keeps its top
+        // spatial layer and what that is predicted from.
+        if src.record.on {
             self.record_packet(now, &p, &numbers, keyframe);
         }
         let Some(src) = self.source_of_mut(p.source) else {

@@ -14,14 +14,15 @@
 //! publisher (sender constraints) and across the relay (relay demand), a
 //! switch happens at a keyframe of the new layer, and a `Rewriter` keeps
 //! the recorded stream's numbers continuous across switches, so the file
-//! is one VP8 stream whatever layers it was made from. Until the first
+//! is one stream whatever layers it was made from. Until the first
 //! keyframe nothing is written (`tern_record` waits for one).
 //!
 //! Timeline: see `recording/timeline.rs`.
 //!
-//! Codecs: VP8 and Opus (into WebM) and H.264 (into Matroska) are
-//! recorded as sent; a source in another codec (VP9, AV1) is counted as
-//! not recordable and left out (its metadata has no file for it).
+//! Codecs: Opus, VP8, VP9 (SVC too: its top spatial layer) and AV1 (into
+//! WebM) and H.264 (into Matroska) are recorded as sent; a source in
+//! another codec (none the bridge negotiates today) is counted as not
+//! recordable and left out (its metadata has no file for it).
 //!
 //! A mixed conference is recorded as what its participants receive: one
 //! file (`tern_record::MixRecorder`) with the mix everyone hears (the
@@ -372,7 +373,7 @@ impl Core {
         // Who is here, and their sources (with the layer a video track
         // wants: the top one available).
         let mut people: BTreeSet<String> = BTreeSet::new();
-        let mut sources: Vec<(SourceRef, Option<usize>)> = Vec::new();
+        let mut sources: Vec<(SourceRef, Option<usize>, bool)> = Vec::new();
         // A mixed conference's audio (and, composed, its video) is in the
         // mix file, not in files of its own.
         let mixed = self
@@ -390,6 +391,7 @@ impl Core {
                         mid: s.mid,
                     },
                     top,
+                    s.svc,
                 ));
             }
         }
@@ -407,7 +409,7 @@ impl Core {
         }
         r.present = people;
         // Tracks whose source is gone.
-        let live: BTreeSet<SourceRefKey> = sources.iter().map(|(s, _)| key_of(*s)).collect();
+        let live: BTreeSet<SourceRefKey> = sources.iter().map(|(s, ..)| key_of(*s)).collect();
         let gone: Vec<SourceRefKey> = r
             .tracks
             .keys()
@@ -425,10 +427,13 @@ impl Core {
         // yet resumed, or inside the source's 200 ms throttle after a
         // receiver's; 250 ms clears that throttle).
         let mut keyframes = Vec::new();
-        for (s, top) in &sources {
+        for (s, top, svc) in &sources {
             let Some(t) = r.tracks.get_mut(&key_of(*s)) else {
                 continue;
             };
+            // An SVC source's layers are spatial layers of its one stream,
+            // which the track takes whole (the top is demanded below).
+            let top = if *svc { &Some(0) } else { top };
             if !t.key.video || t.file.is_none() {
                 continue;
             }
@@ -491,7 +496,7 @@ impl Core {
         }
         // Mark the sources: recorded, and (video) the layer wanted.
         let mut changed = false;
-        for (s, top) in sources {
+        for (s, top, _) in sources {
             if let Some(src) = self.source_of_mut(s) {
                 // Before any layer flows (a participant still connecting,
                 // or its origin not yet saying which layers it sends),
@@ -584,6 +589,7 @@ impl Core {
             }
         };
         let kind = source.kind;
+        let svc = source.svc;
         // When this packet was sampled on its publisher's clock (µs).
         let sampled = source
             .layers
@@ -605,6 +611,8 @@ impl Core {
             let codec = match p.codec {
                 Codec::Vp8 => Some(tern_record::Codec::Vp8),
                 Codec::H264 => Some(tern_record::Codec::H264),
+                Codec::Vp9 => Some(tern_record::Codec::Vp9),
+                Codec::Av1 => Some(tern_record::Codec::Av1),
                 Codec::Opus => Some(tern_record::Codec::Opus { channels: 2 }),
                 _ => None,
             };
@@ -618,12 +626,14 @@ impl Core {
                 },
                 None => {
                     self.stats.recording_unsupported += 1;
-                    warn!(room = %room, participant = %key.participant, source = %key.source, codec = ?p.codec, "not recorded: only VP8, H.264 and Opus are");
+                    warn!(room = %room, participant = %key.participant, source = %key.source, codec = ?p.codec, "not recorded: only Opus, VP8, VP9, H.264 and AV1 are");
                     None
                 }
             };
             r.meta_dirty |= file.is_some();
-            let top = if kind == Kind::Video {
+            let top = if kind == Kind::Video && svc {
+                Some(p.layer)
+            } else if kind == Kind::Video {
                 self.source_of(p.source)
                     .and_then(|s| s.layers.iter().rposition(|l| l.available(now)))
             } else {
