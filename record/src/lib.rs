@@ -1,5 +1,6 @@
 //! Tern's recording (issue 21), Sans-IO: each participant's audio and video
-//! written to WebM as it was sent, without transcoding.
+//! written to WebM (Opus, VP8, VP9, AV1) or Matroska (H.264) as it was
+//! sent, without transcoding.
 //!
 //! - [`ebml`]: the EBML encoding Matroska and WebM are made of.
 //! - [`webm`]: one track's file: a header, then clusters of blocks. The
@@ -11,6 +12,8 @@
 //!   until the next keyframe, so a gap is a gap, not a corrupt picture.
 //! - [`vp9`]: the VP9 payload descriptor (RFC 9628), which the bridge's
 //!   forwarding reads too (`tern_sfu::vp9` is this module).
+//! - [`av1`]: AV1 temporal units back from RTP, with the `av1C` a file's
+//!   header needs.
 //! - [`h264`]: H.264 pictures back from RTP (RFC 6184) for Matroska.
 //! - [`mix`]: a mixed conference's one file: the composite (H.264) and the
 //!   mix (Opus) as the mixer made them.
