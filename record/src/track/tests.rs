@@ -492,3 +492,47 @@ fn frames_captured_before_the_recording_began_start_it_and_the_file_starts_at_a_
         .collect();
     assert_eq!(first, vec![(0, 0x80), (1, 0x00), (16, 0x00)]);
 }
+
+/// Found by the Chromium AV1 recording test in CI ("non monotonically
+/// increasing dts ... 7 >= 1"): a sender report placed an audio frame 13 ms
+/// before the recording began; moved to 0 it overlapped the next frame, at
+/// 7 ms. Audio captured before the start is left out instead.
+#[test]
+fn audio_captured_before_the_recording_began_is_left_out_not_piled_at_the_start() {
+    let mut r = TrackRecorder::new(Codec::Opus { channels: 2 });
+    assert!(r.set_origin(0, -13));
+    for i in 0..3u32 {
+        let _ = r.push(i64::from(i) * 20, i as u16, i * 960, false, &[0xFC, 1]);
+    }
+    r.finish();
+    let s = r.stats().clone();
+    assert_eq!(
+        (s.frames_written, s.before_start, s.retimed),
+        (2, 1, 0),
+        "{s:?}"
+    );
+    let mut out = Vec::new();
+    r.take_output(&mut out);
+    // The cluster at 7 ms (0xE7, size 1, 7), blocks 20 ms apart.
+    assert!(
+        out.windows(3).any(|w| w == [0xE7, 0x81, 0x07]),
+        "{out:02x?}"
+    );
+    assert_eq!(rel_times(&out), vec![0, 20], "{out:02x?}");
+}
+
+/// A track held for its sender's first report keeps all of it: 8 s of
+/// 10 ms Opus frames (800, what a client with `ptime` 10 sends) were over
+/// the 512 frames a recorder kept waiting, and the first were given up.
+#[test]
+fn a_held_track_of_10_ms_audio_frames_keeps_eight_seconds() {
+    let mut r = TrackRecorder::new(Codec::Opus { channels: 2 });
+    r.hold();
+    for i in 0..800u32 {
+        let _ = r.push(i64::from(i) * 10, i as u16, i * 480, false, &[0xFC, 1]);
+    }
+    assert!(r.set_origin(0, 0));
+    r.finish();
+    let s = r.stats().clone();
+    assert_eq!((s.frames_written, s.frames_incomplete), (800, 0), "{s:?}");
+}
