@@ -409,7 +409,8 @@ fn browser_recording_bridge_killed_mid_recording_leaves_files_that_play_up_to_th
 }
 
 /// A recorded meeting whose codec is VP9 (sent as `L3T3_KEY` SVC, the
-/// browser client's default), then one whose codec is AV1: each camera's
+/// browser client's default), then one whose codec is AV1, each across two
+/// bridges (one camera comes to the recording over the relay): each camera's
 /// file is the codec as sent, its top spatial layer for VP9 (superframes at
 /// keyframes, the top layer alone between them), and FFmpeg reads and
 /// decodes all of it without a complaint.
@@ -420,7 +421,10 @@ fn browser_vp9_svc_and_av1_meetings_are_recorded_into_files_ffmpeg_decodes() {
         |env| {
             let dir = env.dir().join("recordings");
             let dir_toml = format!("{:?}", dir.display().to_string());
+            // Split: alice and bob on different bridges, so one camera
+            // reaches the recording across the relay (an SVC stream whole).
             let dev = env.start_bridge_with_env(&[
+                ("TERN_FOCUS_STRATEGY", "\"split\""),
                 ("TERN_BRIDGE_RECORDINGS_DIR", &dir_toml),
                 ("TERN_MEDIA_CODECS", "[\"opus\", \"vp9\", \"av1\"]"),
             ])?;
@@ -439,6 +443,11 @@ fn browser_vp9_svc_and_av1_meetings_are_recorded_into_files_ffmpeg_decodes() {
                     p.wait_connected(CONNECT_TIMEOUT)?;
                 }
                 alice.wait_sees(&["bob"], CONNECT_TIMEOUT)?;
+                let bridges: std::collections::BTreeSet<String> = [&alice, &bob]
+                    .iter()
+                    .filter_map(|p| p.state().ok().and_then(|s| s.bridge))
+                    .collect();
+                ensure!(bridges.len() == 2, "{codec}: on both bridges: {bridges:?}");
                 let started = record(&alice, true)?
                     .map_err(|e| anyhow::anyhow!("alice's start refused: {e}"))?;
                 let id = started["recording_id"].as_str().context("id")?.to_string();
