@@ -254,6 +254,13 @@ impl TrackRecorder {
         self.holding
     }
 
+    /// A video file stands still: a frame was lost for good after the file
+    /// began, and nothing is written until the next keyframe (which the
+    /// caller should ask for: browsers send one only when asked).
+    pub fn awaiting_keyframe(&self) -> bool {
+        self.codec.video() && self.need_keyframe && self.writer.is_some() && !self.holding
+    }
+
     /// Write what was held; without an origin the first frame is placed
     /// where it arrived.
     pub fn release(&mut self) {

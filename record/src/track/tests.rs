@@ -536,3 +536,30 @@ fn a_held_track_of_10_ms_audio_frames_keeps_eight_seconds() {
     let s = r.stats().clone();
     assert_eq!((s.frames_written, s.frames_incomplete), (800, 0), "{s:?}");
 }
+
+#[test]
+fn a_video_track_says_it_awaits_a_keyframe_only_once_its_file_stands_still() {
+    let mut r = TrackRecorder::new(Codec::Vp8);
+    // Before its first keyframe the track waits too, but nothing stands
+    // still yet (the caller asks for the first keyframe on its own terms).
+    assert!(!r.awaiting_keyframe());
+    let frames = stream(30, 30, 100);
+    // Frames 0-9 whole, frame 10 lost, 11-29 after it.
+    let mut all: Vec<Packet> = frames[..10].concat();
+    feed(&mut r, &all);
+    assert!(!r.awaiting_keyframe(), "{:?}", r.stats());
+    all = frames[11..].concat();
+    for (i, (s, t, m, p)) in all.iter().enumerate() {
+        let _ = r.push(1_000 + i as i64, *s, *t, *m, p);
+    }
+    assert!(r.awaiting_keyframe(), "{:?}", r.stats());
+    // A held track is not standing still: it waits for its placement.
+    let mut h = TrackRecorder::new(Codec::Vp8);
+    h.hold();
+    feed(&mut h, &frames[..10].concat());
+    assert!(!h.awaiting_keyframe());
+    // Audio never waits for one.
+    let mut a = TrackRecorder::new(Codec::Opus { channels: 2 });
+    let _ = a.push(0, 1, 0, false, &[0xFC, 1]);
+    assert!(!a.awaiting_keyframe());
+}

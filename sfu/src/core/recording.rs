@@ -440,6 +440,19 @@ impl Core {
             let retry = t
                 .asked
                 .is_none_or(|a| now.saturating_duration_since(a) >= KEYFRAME_RETRY);
+            // A file standing still after a frame was lost for good asks
+            // for a keyframe of what it records: nobody else may (the top
+            // layer can be wanted by the recording alone).
+            if let Some(l) = t.current
+                && t.target == Some(l)
+                && *top == Some(l)
+                && retry
+                && t.rec.awaiting_keyframe()
+            {
+                t.asked = Some(now);
+                keyframes.push((*s, l));
+                continue;
+            }
             if t.target != *top || (t.current != t.target && retry) {
                 t.target = *top;
                 if let Some(l) = top

@@ -465,3 +465,64 @@ fn a_recording_carries_on_on_the_other_bridge_when_its_bridge_empties() {
         assert_eq!(sim.state("c").recording, None);
     });
 }
+
+/// A recorded camera whose frame is lost for good (its publisher's uplink
+/// loses half its packets for 1.5 s, more than retransmission repairs in
+/// time) stands still only until the keyframe the bridge asks for: the top
+/// layer is wanted by the recording alone (everyone watches thumbnails),
+/// so no receiver would ask, and the publisher's own next keyframe is
+/// seconds away.
+#[test]
+fn a_recorded_camera_that_loses_a_frame_for_good_asks_for_a_keyframe_itself() {
+    with_seed(seed_or(31), |seed| {
+        let mut sim = cluster(seed);
+        for name in ["a", "b"] {
+            let i = sim.add_peer_in(Some("eu"), name, |_| {}, clean(), clean());
+            sim.set_max_height(i, None, 180);
+        }
+        sim.run_until(secs(2.0));
+        let started = sim.start_recording("sim").expect("start");
+        let a = sim.peer_index("a");
+        sim.run_until(secs(4.0));
+        sim.set_uplink(
+            a,
+            LinkConfig {
+                loss: 0.5,
+                ..clean()
+            },
+        );
+        sim.run_until(secs(5.5));
+        sim.set_uplink(a, clean());
+        sim.run_until(secs(8.0));
+        sim.stop_recording("sim").expect("stop");
+        sim.run_until(secs(9.0));
+        let eu = sim.bridge_of("a");
+        let rec = &sim.bridges[eu].recorded;
+        let meta: Value =
+            serde_json::from_str(&rec.metadata[&started.id]).expect("metadata is JSON");
+        let f = file_entry(&meta, "a", "video");
+        let name = f["file"].as_str().expect("name").to_string();
+        let times = block_times(&rec.files[&(started.id.clone(), name)]);
+        // Recording from 2 s: the loss from 2.0 s into it to 3.5 s.
+        let gaps: Vec<(i64, i64)> = times
+            .windows(2)
+            .map(|w| (w[0], w[1] - w[0]))
+            .filter(|(_, d)| *d > 300)
+            .collect();
+        eprintln!(
+            "a's video: {} frames, gaps over 300 ms: {gaps:?}",
+            times.len()
+        );
+        // It stood still (the loss was not all repaired) and went on within
+        // half a second of the loss's end, to the end of the recording.
+        // Without asking, it stopped at the first frame lost for good: the
+        // publisher's next keyframe was due after the recording ended.
+        assert!(!gaps.is_empty(), "a frame was lost for good");
+        assert!(
+            gaps.iter().all(|(at, d)| at + d <= 4_000),
+            "a's camera file resumed over 0.5 s after the loss ended: {gaps:?}"
+        );
+        let last = times.last().copied().unwrap_or(0);
+        assert!(last >= 5_500, "written to the end: {last} ms");
+    });
+}
