@@ -58,6 +58,28 @@ fn record(p: &Participant, on: bool) -> Result<std::result::Result<Value, String
     })
 }
 
+/// The recording's metadata once it says the recording ended (the bridge
+/// closes the files and writes its last version; the focus hears it in the
+/// next report).
+fn ended_metadata(dir: &std::path::Path, id: &str) -> Result<Value> {
+    let meta_path = dir.join(id).join("metadata.json");
+    wait_until(
+        "the metadata says the recording ended",
+        Duration::from_secs(10),
+        || {
+            let Ok(text) = std::fs::read_to_string(&meta_path) else {
+                return Ok(Check::NotYet(format!("no {}", meta_path.display())));
+            };
+            let m: Value = serde_json::from_str(&text)?;
+            Ok(if m["ended_ms"].is_i64() {
+                Check::Done(m)
+            } else {
+                Check::NotYet("ended_ms not yet set".into())
+            })
+        },
+    )
+}
+
 fn ms(v: &Value) -> Result<f64> {
     Ok(v.as_i64().with_context(|| format!("not a time: {v}"))? as f64 / 1000.0)
 }
@@ -174,22 +196,7 @@ fn browser_meeting_is_recorded_per_participant_into_files_ffmpeg_decodes_with_ea
 
             // The bridge closes the files and writes the metadata's last
             // version; the focus hears it in the next report.
-            let meta_path = dir.join(&id).join("metadata.json");
-            let meta: Value = wait_until(
-                "the metadata says the recording ended",
-                Duration::from_secs(10),
-                || {
-                    let Ok(text) = std::fs::read_to_string(&meta_path) else {
-                        return Ok(Check::NotYet(format!("no {}", meta_path.display())));
-                    };
-                    let m: Value = serde_json::from_str(&text)?;
-                    Ok(if m["ended_ms"].is_i64() {
-                        Check::Done(m)
-                    } else {
-                        Check::NotYet("ended_ms not yet set".into())
-                    })
-                },
-            )?;
+            let meta = ended_metadata(&dir, &id)?;
             println!("metadata: {meta:#}");
             let files = meta["files"].as_array().context("files")?;
             ensure!(
@@ -468,22 +475,7 @@ fn browser_vp9_svc_and_av1_meetings_are_recorded_into_files_ffmpeg_decodes() {
                     top.insert(p.state()?.participant_id.context("id")?, (h, stats));
                 }
                 record(&alice, false)?.map_err(|e| anyhow::anyhow!("stop refused: {e}"))?;
-                let meta_path = dir.join(&id).join("metadata.json");
-                let meta: Value = wait_until(
-                    "the metadata says the recording ended",
-                    Duration::from_secs(10),
-                    || {
-                        let Ok(text) = std::fs::read_to_string(&meta_path) else {
-                            return Ok(Check::NotYet(format!("no {}", meta_path.display())));
-                        };
-                        let m: Value = serde_json::from_str(&text)?;
-                        Ok(if m["ended_ms"].is_i64() {
-                            Check::Done(m)
-                        } else {
-                            Check::NotYet("ended_ms not yet set".into())
-                        })
-                    },
-                )?;
+                let meta = ended_metadata(&dir, &id)?;
                 let files = meta["files"].as_array().context("files")?;
                 ensure!(
                     files.len() == 4,

@@ -31,42 +31,11 @@ fn run(cmd: &str, args: &[&str]) -> (bool, String, String) {
 /// VP8 frames from libvpx: 320x240 test pattern, 30 fps, a keyframe every
 /// 30 frames.
 fn vp8_frames(seconds: u32) -> Vec<Vec<u8>> {
-    let ivf = tmp("src.ivf");
-    let (ok, _, err) = run(
-        "ffmpeg",
-        &[
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=320x240:rate=30",
-            "-t",
-            &seconds.to_string(),
-            "-c:v",
-            "libvpx",
-            "-g",
-            "30",
-            "-b:v",
-            "400k",
-            "-f",
-            "ivf",
-            ivf.to_str().expect("utf-8"),
-        ],
-    );
-    assert!(ok, "ffmpeg made no VP8: {err}");
-    let data = std::fs::read(&ivf).expect("ivf");
-    assert_eq!(&data[..4], b"DKIF");
-    let header = usize::from(u16::from_le_bytes([data[6], data[7]]));
-    let mut frames = Vec::new();
-    let mut at = header;
-    while at + 12 <= data.len() {
-        let n = u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
-        frames.push(data[at + 12..at + 12 + n].to_vec());
-        at += 12 + n;
-    }
-    frames
+    ivf_frames(
+        seconds,
+        "src.ivf",
+        &["-c:v", "libvpx", "-g", "30", "-b:v", "400k"],
+    )
 }
 
 /// RTP packets of each frame (RFC 7741, no extensions), 500 bytes of VP8
