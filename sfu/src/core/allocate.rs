@@ -34,6 +34,16 @@ struct VideoSlot {
 /// similar margin before an upward switch).
 const UP_HEADROOM_PERCENT: u64 = 115;
 
+/// For this long after a slot switched up, the layer it went to is weighed
+/// at no more than what it cost when the switch was decided. The switch
+/// asked for a keyframe of it, several frames' worth of bytes inside the
+/// rate meter's one-second window: weighed at that, a layer that fitted with
+/// its headroom no longer fits an unchanged estimate, and the slot went
+/// back down and up again, a keyframe each time (seen in simulation on a
+/// receiver climbing back to 720p). A fall of the estimate still moves it
+/// down at once.
+const UP_SETTLE: Duration = Duration::from_secs(2);
+
 impl Core {
     /// Detach a removed source from every receive slot it fed.
     pub(super) fn unsubscribe_all(&mut self, s: &PubSource) {
@@ -87,8 +97,10 @@ impl Core {
         // Video slots with a source, and each one's layer costs.
         let mut video: Vec<VideoSlot> = Vec::new();
         let mut costs: Vec<Vec<LayerCost>> = Vec::new();
-        // (slot, target, suspended, drain the current layer)
-        let mut decisions: Vec<(usize, Option<usize>, bool, bool)> = Vec::new();
+        // (slot, target, suspended, drain the current layer, raised to
+        // (layer, its rate))
+        type Decision = (usize, Option<usize>, bool, bool, Option<(usize, u64)>);
+        let mut decisions: Vec<Decision> = Vec::new();
         // Slots showing an SVC source: they step down without a keyframe.
         let mut svc_slots: Vec<usize> = Vec::new();
         for (i, slot) in ep.slots.iter().enumerate() {
@@ -103,7 +115,7 @@ impl Core {
                         .first()
                         .and_then(|l| l.rate.current_bps())
                         .unwrap_or(0);
-                    decisions.push((i, Some(0), false, false));
+                    decisions.push((i, Some(0), false, false, None));
                 }
                 Kind::Video => {
                     if src.svc {
@@ -112,6 +124,9 @@ impl Core {
                     let cap = self.send_cap(&src.name);
                     let lowest = src.layers.iter().map(Layer::height).min().unwrap_or(0);
                     let held = slot.current.or(slot.target);
+                    let settling = slot
+                        .raised
+                        .filter(|(t, _, _)| now.saturating_duration_since(*t) < UP_SETTLE);
                     costs.push(
                         src.layers
                             .iter()
@@ -123,6 +138,12 @@ impl Core {
                                 // switch layers back and forth.
                                 if held.is_some_and(|h| k > h) {
                                     c.bitrate_bps = c.bitrate_bps * UP_HEADROOM_PERCENT / 100;
+                                }
+                                if let Some((_, layer, bps)) = settling
+                                    && layer == k
+                                    && held == Some(k)
+                                {
+                                    c.bitrate_bps = c.bitrate_bps.min(bps);
                                 }
                                 c
                             })
@@ -206,7 +227,14 @@ impl Core {
                 && budget
                     .zip(current.and_then(|c| costs[v].get(c)))
                     .is_some_and(|(b, c)| c.bitrate_bps > b);
-            decisions.push((i, target, suspended, drain));
+            // The layer's own rate, without the headroom going up adds.
+            let raised = target
+                .filter(|&t| {
+                    let slot = &ep.slots[i];
+                    Some(t) != slot.target && current.or(slot.target).is_some_and(|h| t > h)
+                })
+                .and_then(|t| Some((t, costs[v].get(t)?.bitrate_bps * 100 / UP_HEADROOM_PERCENT)));
+            decisions.push((i, target, suspended, drain, raised));
         }
         drop(candidates);
 
@@ -220,7 +248,7 @@ impl Core {
         // A receiver not connected yet is sent nothing (`fan_out`): its
         // keyframes are asked for when it connects.
         let connected = ep.rtc.is_connected();
-        for (i, target, suspended, drain) in decisions {
+        for (i, target, suspended, drain, raised) in decisions {
             let slot = &mut ep.slots[i];
             let Some(r) = slot.source else { continue };
             if target.is_none() && slot.current.is_some() {
@@ -238,6 +266,9 @@ impl Core {
                 if suspended {
                     self.stats.suspensions += 1;
                 }
+            }
+            if let Some((layer, bps)) = raised {
+                slot.raised = Some((now, layer, bps));
             }
             slot.target = target;
             slot.suspended = suspended;

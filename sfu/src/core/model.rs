@@ -214,6 +214,9 @@ pub(super) struct Slot {
     /// After a switch down: when to ask for one more keyframe (see
     /// `allocate.rs`).
     pub(super) confirm_keyframe_at: Option<Instant>,
+    /// The last switch up: when, to which layer, and what that layer cost
+    /// then (see `UP_SETTLE` in `allocate.rs`).
+    pub(super) raised: Option<(Instant, usize, u64)>,
     /// Switching down from a layer the receiver's link cannot carry at all:
     /// that layer is no longer forwarded while the switch waits for the
     /// target's keyframe (see `allocate.rs`).
@@ -232,6 +235,7 @@ impl Slot {
             tx_ssrc: None,
             suspended: false,
             confirm_keyframe_at: None,
+            raised: None,
             draining: false,
             rewriter: match kind {
                 Kind::Audio => Rewriter::audio(),
@@ -247,6 +251,7 @@ impl Slot {
         self.switch_requested = None;
         self.suspended = false;
         self.confirm_keyframe_at = None;
+        self.raised = None;
         self.draining = false;
         self.rewriter.unmap();
     }
