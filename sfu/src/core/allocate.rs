@@ -183,7 +183,7 @@ impl Core {
         let estimation = self.cfg.bandwidth.estimation;
         let budget = ep
             .bw
-            .spendable(now)
+            .budget
             .filter(|_| estimation)
             .map(|b| b.saturating_sub(audio_bps));
         // The first source on its lowest layer keeps it through a dip of

@@ -39,18 +39,21 @@ const PROBE_NUDGE: Duration = Duration::from_secs(1);
 const MAX_PROBE_BACKOFF: Duration = Duration::from_secs(4);
 
 /// An estimate below this share of the budget in one step is a collapse of
-/// the receiver's link, not a wobble. str0m's first estimate after one is
-/// 0.85 of an acknowledged rate that still averages the seconds before it,
-/// and the next ones keep falling for about a second (in simulation, a
-/// 3 Mbit/s link cut to 400 kbit/s read 2639 -> 989 -> 908 -> 788 -> 701 ->
-/// 589 kbit/s ...). Allocating against each in turn walks the receiver down
-/// one layer at a time, each step a keyframe waiting behind a full
-/// bottleneck queue; allocating against half the estimate for a while goes
-/// down once, to a layer that fits where the estimate is heading.
+/// the receiver's link, not a wobble. str0m (patched, patches/README.md)
+/// reads one from the transport feedback ~200 ms after the fall and sets
+/// its estimate to 0.85 of what the link still delivers, so allocation goes
+/// straight to a layer that fits. The bottleneck queue is full by then:
+/// what was sent before the estimate fell drains from it for its length
+/// (300 ms in simulation) and the new layer's keyframe waits behind it.
 const COLLAPSE_FRACTION: f64 = 0.5;
-/// How long allocation spends half the estimate after a collapse; then
-/// the housekeeping pass reallocates against the estimate itself (going
-/// up waits for a keyframe of the higher layer, without a freeze).
+/// How long after a collapse str0m is asked for no probes (`tell_bwe`):
+/// each probe cluster is a burst into the full queue, and in simulation
+/// (3 -> 0.4 Mbit/s) they kept it full, the 180p keyframe lost a packet
+/// there, and the picture stood still 0.52 s; without them, 0.19 s.
+/// (Before str0m read collapses, its first estimate after one still
+/// averaged the seconds before, and allocation spent half the estimate for
+/// this long instead; with an estimate that is the link's rate, halving it
+/// paused a 180p that fitted.)
 const COLLAPSE_HOLD: Duration = Duration::from_millis(1500);
 
 /// An estimate below this share of the budget (any fall big enough to
@@ -140,13 +143,10 @@ impl Bandwidth {
         moved
     }
 
-    /// What allocation may spend now: the budget, halved while a collapse
-    /// is recent.
-    pub(super) fn spendable(&self, now: Instant) -> Option<u64> {
-        let collapsed = self
-            .collapsed_at
-            .is_some_and(|t| now.saturating_duration_since(t) < COLLAPSE_HOLD);
-        self.budget.map(|b| if collapsed { b / 2 } else { b })
+    /// Whether a collapse is recent (see [`COLLAPSE_HOLD`]).
+    fn collapsing(&self, now: Instant) -> bool {
+        self.collapsed_at
+            .is_some_and(|t| now.saturating_duration_since(t) < COLLAPSE_HOLD)
     }
 }
 
@@ -300,7 +300,10 @@ impl Core {
             };
             now.saturating_duration_since(t) >= wait
         });
-        if limited && due {
+        // No probing into the full queue a collapse leaves, and a nudge
+        // that cannot probe must not count as one that found nothing.
+        let collapsing = bw.collapsing(now);
+        if limited && due && !collapsing {
             let estimate = bw.estimate.unwrap_or_default();
             if bw.nudge_up {
                 // A probe that found nothing (on a full link it even cuts
@@ -332,7 +335,7 @@ impl Core {
         // even far below what was just delivered (libwebrtc raises it to the
         // acknowledged throughput): in simulation a 3 Mbps link carrying
         // 1.5 Mbps of 720p fell to a 485 kbps estimate, 180p for seconds.
-        let desired = if !limited {
+        let desired = if !limited || collapsing {
             0
         } else if bw.nudge_up {
             (step + step / 10).min(max)
@@ -374,17 +377,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_collapse_halves_what_allocation_spends_for_a_while() {
+    fn a_collapse_holds_probing_for_a_while() {
         let t0 = Instant::now();
         let mut bw = Bandwidth::default();
         assert!(bw.update(t0, 2_600_000));
-        assert_eq!(bw.spendable(t0), Some(2_600_000));
-        // 2.6 -> 0.9 Mbit/s in one estimate: a collapse.
-        assert!(bw.update(t0 + Duration::from_millis(500), 900_000));
-        let during = t0 + Duration::from_millis(500) + COLLAPSE_HOLD / 2;
-        assert_eq!(bw.spendable(during), Some(450_000));
-        let after = t0 + Duration::from_millis(500) + COLLAPSE_HOLD;
-        assert_eq!(bw.spendable(after), Some(900_000));
+        assert!(!bw.collapsing(t0));
+        // 2.6 -> 0.9 Mbit/s in one estimate: a collapse, followed at once.
+        let fell = t0 + Duration::from_millis(500);
+        assert!(bw.update(fell, 900_000));
+        assert_eq!(bw.budget, Some(900_000));
+        assert!(bw.collapsing(fell + COLLAPSE_HOLD / 2));
+        assert!(!bw.collapsing(fell + COLLAPSE_HOLD));
     }
 
     #[test]
@@ -394,15 +397,10 @@ mod tests {
         bw.update(t0, 2_000_000);
         // 40 % down: a new budget, not a collapse.
         assert!(bw.update(t0 + Duration::from_millis(200), 1_200_000));
-        assert_eq!(
-            bw.spendable(t0 + Duration::from_millis(300)),
-            Some(1_200_000)
-        );
+        assert_eq!(bw.budget, Some(1_200_000));
+        assert!(!bw.collapsing(t0 + Duration::from_millis(300)));
         // Small moves keep the budget.
         assert!(!bw.update(t0 + Duration::from_millis(400), 1_100_000));
-        assert_eq!(
-            bw.spendable(t0 + Duration::from_millis(400)),
-            Some(1_200_000)
-        );
+        assert_eq!(bw.budget, Some(1_200_000));
     }
 }

@@ -24,6 +24,7 @@ use crate::util::Soonest;
 mod acked_bitrate_estimator;
 mod alr_detector;
 pub(crate) mod api;
+mod collapse;
 mod delay;
 mod link_capacity_estimator;
 mod loss_controller;
@@ -34,6 +35,7 @@ mod time;
 
 use acked_bitrate_estimator::AckedBitrateEstimator;
 use alr_detector::AlrDetector;
+use collapse::CollapseDetector;
 use delay::DelayController;
 use link_capacity_estimator::LinkCapacityEstimator;
 use loss_controller::{LossController, LossControllerState};
@@ -99,6 +101,14 @@ impl Bwe {
         now: Instant,
     ) {
         self.bwe.update(records, now);
+        // A collapse is reported at once (Tern patch): averaged with the
+        // seconds before it, the estimate would read as a small fall.
+        if self.bwe.collapsed {
+            self.bwe.collapsed = false;
+            if let Some(estimate) = self.bwe.last_estimate() {
+                self.smoother.reset(now, estimate);
+            }
+        }
     }
 
     pub fn poll_estimate(&mut self) -> Option<Bitrate> {
@@ -145,6 +155,11 @@ struct SendSideBandwidthEstimator {
     alr_detector: AlrDetector,
     link_capacity_estimator: LinkCapacityEstimator,
     last_updated_estimate: Option<Bitrate>,
+    /// The path's capacity falling far below the estimate, read from the
+    /// feedback before the delay trend shows it (Tern patch).
+    collapse_detector: CollapseDetector,
+    /// A collapse set the estimate since the owner last looked.
+    collapsed: bool,
 }
 
 impl SendSideBandwidthEstimator {
@@ -168,6 +183,8 @@ impl SendSideBandwidthEstimator {
             alr_detector,
             link_capacity_estimator: LinkCapacityEstimator::new(),
             last_updated_estimate: None,
+            collapse_detector: CollapseDetector::new(),
+            collapsed: false,
         }
     }
 
@@ -232,8 +249,20 @@ impl SendSideBandwidthEstimator {
 
         let acked_bitrate = self.acked_bitrate_estimator.current_estimate();
 
+        // A collapse is a measurement of the path's capacity, as a probe's
+        // is, and is applied the same way: at once (Tern patch).
+        let collapse = self
+            .collapse_detector
+            .update(&acked_packets, self.last_estimate());
+        if collapse.is_some() {
+            self.collapsed = true;
+        }
+
         // Use the latest probe result from this update, if any
-        let probe_result = latest_probe_result;
+        let probe_result = match (latest_probe_result, collapse) {
+            (Some(p), Some(c)) => Some(p.min(c)),
+            (p, c) => p.or(c),
+        };
 
         let is_probe_result = probe_result.is_some();
 

@@ -52,6 +52,14 @@ impl EstimateSmoother {
         }
     }
 
+    /// Forget the window: `estimate` is the value now, emitted at the next
+    /// poll (Tern patch: a collapse of the path is not averaged away).
+    pub fn reset(&mut self, now: Instant, estimate: Bitrate) {
+        self.estimates.clear();
+        self.estimates.push_back((now, estimate));
+        self.maybe_emit = true;
+    }
+
     /// Poll for an estimate to emit. Returns Some only when there's a new value to emit.
     pub fn poll(&mut self) -> Option<Bitrate> {
         if !self.maybe_emit {

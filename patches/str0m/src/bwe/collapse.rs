@@ -1,0 +1,317 @@
+//! A collapse of the path's capacity, read from how the bottleneck spreads
+//! packets (a Tern patch, patches/README.md).
+//!
+//! When a link falls to a fraction of the rate being sent, the delay trend
+//! needs a window of arrival groups to turn, and at a few hundred kbit/s a
+//! TWCC report carries only a handful of packets: the first overuse comes
+//! ~450 ms after the fall, while the bottleneck queue fills with what can no
+//! longer be carried. The fall shows much earlier in the feedback itself:
+//! packets sent within a few milliseconds of each other arrive spread over
+//! a hundred, back to back, each later than the one before. While the queue
+//! stands, how fast they arrive is the link's rate.
+//!
+//! The detector finds the trailing stretch of reported packets that waited
+//! in a queue (one-way delay above the recent minimum) and fires when that
+//! stretch took at least twice as long to arrive as to send, lasted long
+//! enough to measure, and was delivered below half the current estimate.
+//! A sender that paces below the link's rate never builds such a stretch;
+//! a burst (a keyframe) is spread at the link's rate, which is not below
+//! half an estimate the link carried; arrivals bunched by a radio link
+//! arrive as fast as they were sent on average over the stretch.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::AckedPacket;
+use crate::rtp_::{Bitrate, DataSize};
+
+/// How far back (in arrival time) the minimum one-way delay is taken.
+const HISTORY: Duration = Duration::from_secs(1);
+/// A packet whose one-way delay is this far above the minimum waited in a
+/// queue.
+const QUEUED: Duration = Duration::from_millis(25);
+/// The longest stretch measured: the rate should be the link's now.
+const MAX_STRETCH: Duration = Duration::from_millis(400);
+/// The shortest stretch that is a measurement.
+const MIN_STRETCH: Duration = Duration::from_millis(100);
+const MIN_PACKETS: usize = 4;
+/// The stretch took at least this many times as long to arrive as to send.
+const DISPERSION: u32 = 2;
+/// A delivery rate below this share of the estimate is a collapse.
+const COLLAPSE_SHARE: f64 = 0.5;
+/// The estimate after a collapse, as a share of the delivery rate: below it,
+/// so the standing queue drains (libwebrtc's back-off on overuse, 0.85).
+const BACKOFF: f64 = 0.85;
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    send: Instant,
+    recv: Instant,
+    size: DataSize,
+    /// One-way delay in µs against the first sample's clocks (the remote
+    /// receive times are on another clock; only differences count).
+    delay_us: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct CollapseDetector {
+    samples: VecDeque<Sample>,
+    anchor: Option<(Instant, Instant)>,
+}
+
+fn signed_us(a: Instant, b: Instant) -> i64 {
+    if a >= b {
+        (a - b).as_micros() as i64
+    } else {
+        -((b - a).as_micros() as i64)
+    }
+}
+
+impl CollapseDetector {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Take a report's acknowledged packets (in arrival order); the new
+    /// estimate when they show a collapse below `estimate`.
+    pub fn update(&mut self, acked: &[AckedPacket], estimate: Option<Bitrate>) -> Option<Bitrate> {
+        for p in acked {
+            let (send0, recv0) = *self
+                .anchor
+                .get_or_insert((p.local_send_time, p.remote_recv_time));
+            let delay_us =
+                signed_us(p.remote_recv_time, recv0) - signed_us(p.local_send_time, send0);
+            self.samples.push_back(Sample {
+                send: p.local_send_time,
+                recv: p.remote_recv_time,
+                size: p.size,
+                delay_us,
+            });
+        }
+        let newest = *self.samples.back()?;
+        while self
+            .samples
+            .front()
+            .is_some_and(|s| newest.recv.saturating_duration_since(s.recv) > HISTORY)
+        {
+            self.samples.pop_front();
+        }
+        if acked.is_empty() {
+            return None;
+        }
+        let estimate = estimate?;
+
+        let min_delay = self.samples.iter().map(|s| s.delay_us).min()?;
+        let queued = min_delay + QUEUED.as_micros() as i64;
+
+        // The trailing stretch that waited in the queue.
+        let mut count = 0;
+        let mut bytes = DataSize::ZERO;
+        let mut first = newest;
+        let mut send_min = newest.send;
+        let mut send_max = newest.send;
+        for s in self.samples.iter().rev() {
+            if s.delay_us < queued || newest.recv.saturating_duration_since(s.recv) > MAX_STRETCH
+            {
+                break;
+            }
+            if count > 0 {
+                // The first packet's arrival starts the span; its bytes came
+                // before it.
+                bytes += first.size;
+            }
+            count += 1;
+            first = *s;
+            send_min = send_min.min(s.send);
+            send_max = send_max.max(s.send);
+        }
+        let recv_span = newest.recv.saturating_duration_since(first.recv);
+        if count < MIN_PACKETS || recv_span < MIN_STRETCH {
+            return None;
+        }
+        if (send_max - send_min) * DISPERSION > recv_span {
+            return None;
+        }
+        let delivered = bytes / recv_span;
+        if delivered.as_f64() >= estimate.as_f64() * COLLAPSE_SHARE {
+            return None;
+        }
+        Some(Bitrate::from(delivered.as_f64() * BACKOFF))
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::rtp_::TwccSeq;
+
+    fn packet(seq: u64, send: Instant, recv: Instant, size: usize) -> AckedPacket {
+        AckedPacket {
+            seq_no: TwccSeq::from(seq),
+            size: DataSize::from(size),
+            local_send_time: send,
+            remote_recv_time: recv,
+            local_recv_time: recv + Duration::from_millis(20),
+        }
+    }
+
+    /// A sender at `send_kbps` over a link that carries `link_kbps`, 1200
+    /// byte packets, from `from` for `dur`; the queue starts empty.
+    fn through_link(
+        start: Instant,
+        from: Duration,
+        dur: Duration,
+        send_kbps: f64,
+        link_kbps: f64,
+        seq: &mut u64,
+        queue_free_at: &mut Instant,
+    ) -> Vec<AckedPacket> {
+        let gap = Duration::from_secs_f64(1200.0 * 8.0 / (send_kbps * 1000.0));
+        let serialise = Duration::from_secs_f64(1200.0 * 8.0 / (link_kbps * 1000.0));
+        let mut out = vec![];
+        let mut t = start + from;
+        while t < start + from + dur {
+            let at_link = t + Duration::from_millis(20);
+            let begin = at_link.max(*queue_free_at);
+            *queue_free_at = begin + serialise;
+            out.push(packet(*seq, t, *queue_free_at, 1200));
+            *seq += 1;
+            t += gap;
+        }
+        out
+    }
+
+    /// Feed packets in reports every 50 ms of arrival time; the first
+    /// collapse and when its report came.
+    fn feed(
+        det: &mut CollapseDetector,
+        packets: &[AckedPacket],
+        estimate: Bitrate,
+    ) -> Option<(Instant, Bitrate)> {
+        let Some(first) = packets.first() else {
+            return None;
+        };
+        let mut report_at = first.remote_recv_time + Duration::from_millis(50);
+        let mut batch = vec![];
+        for p in packets {
+            while p.remote_recv_time > report_at {
+                if let Some(b) = det.update(&batch, Some(estimate)) {
+                    return Some((report_at, b));
+                }
+                batch.clear();
+                report_at += Duration::from_millis(50);
+            }
+            batch.push(*p);
+        }
+        det.update(&batch, Some(estimate))
+            .map(|b| (report_at, b))
+    }
+
+    #[test]
+    fn a_link_cut_to_a_seventh_is_found_within_200_ms_at_its_rate() {
+        let start = Instant::now();
+        let mut seq = 0;
+        let mut free = start;
+        let mut det = CollapseDetector::new();
+        let mut packets = through_link(
+            start,
+            Duration::ZERO,
+            Duration::from_secs(2),
+            2800.0,
+            3000.0,
+            &mut seq,
+            &mut free,
+        );
+        let before = feed(&mut det, &packets, Bitrate::kbps(2900));
+        assert_eq!(before, None, "no collapse on a link that carries it");
+        let cut_at = start + Duration::from_secs(2);
+        packets = through_link(
+            start,
+            Duration::from_secs(2),
+            Duration::from_secs(1),
+            2800.0,
+            400.0,
+            &mut seq,
+            &mut free,
+        );
+        let (at, rate) = feed(&mut det, &packets, Bitrate::kbps(2900)).expect("a collapse");
+        let after = at - cut_at;
+        assert!(after <= Duration::from_millis(250), "found {after:?} after the cut");
+        let kbps = rate.as_f64() / 1000.0;
+        assert!((300.0..=400.0).contains(&kbps), "estimate {kbps} kbit/s");
+    }
+
+    #[test]
+    fn a_burst_spread_at_the_links_rate_is_no_collapse() {
+        let start = Instant::now();
+        let mut det = CollapseDetector::new();
+        // 40 packets sent within 2 ms after 300 ms of nothing, through a
+        // 3 Mbit/s link: 128 ms to arrive.
+        let mut packets = vec![packet(0, start, start + Duration::from_millis(20), 1200)];
+        let serialise = Duration::from_micros(3200);
+        for i in 0..40u32 {
+            let send = start + Duration::from_millis(300) + Duration::from_micros(50) * i;
+            let recv = start + Duration::from_millis(320) + serialise * (i + 1);
+            packets.push(packet(1 + i as u64, send, recv, 1200));
+        }
+        assert_eq!(feed(&mut det, &packets, Bitrate::kbps(3000)), None);
+    }
+
+    #[test]
+    fn arrivals_bunched_by_a_radio_link_are_no_collapse() {
+        let start = Instant::now();
+        let mut det = CollapseDetector::new();
+        // Sent every 4 ms (2.4 Mbit/s); delivered in bunches every 40 ms,
+        // each packet held until its bunch leaves.
+        let mut packets = vec![];
+        let (mut bunch_was, mut in_bunch) = (0, 0u32);
+        for i in 0..500u32 {
+            let send = start + Duration::from_millis(4) * i;
+            let at = send + Duration::from_millis(20);
+            let bunch = (at - start).as_millis() as u32 / 40 + 1;
+            if bunch != bunch_was {
+                (bunch_was, in_bunch) = (bunch, 0);
+            }
+            let recv = start + Duration::from_millis(40) * bunch + Duration::from_micros(100) * in_bunch;
+            in_bunch += 1;
+            packets.push(packet(i as u64, send, recv, 1200));
+        }
+        // The sender uses less than half the estimate (application
+        // limited): only the dispersion tells the bunching from a collapse.
+        assert_eq!(feed(&mut det, &packets, Bitrate::kbps(6000)), None);
+    }
+
+    #[test]
+    fn a_light_sender_behind_a_growing_queue_is_no_collapse() {
+        let start = Instant::now();
+        let mut det = CollapseDetector::new();
+        // 150 kbit/s (a packet every 64 ms) while someone else's traffic
+        // fills the queue: the delay grows by 100 ms a second.
+        let packets: Vec<_> = (0..60u32)
+            .map(|i| {
+                let send = start + Duration::from_millis(64) * i;
+                let recv = send + Duration::from_millis(20) + Duration::from_micros(6400) * i;
+                packet(i as u64, send, recv, 1200)
+            })
+            .collect();
+        assert_eq!(feed(&mut det, &packets, Bitrate::kbps(3000)), None);
+    }
+
+    #[test]
+    fn a_link_that_still_carries_half_the_estimate_is_left_to_the_delay_trend() {
+        let start = Instant::now();
+        let mut seq = 0;
+        let mut free = start;
+        let mut det = CollapseDetector::new();
+        let packets = through_link(
+            start,
+            Duration::ZERO,
+            Duration::from_secs(2),
+            2800.0,
+            1800.0,
+            &mut seq,
+            &mut free,
+        );
+        assert_eq!(feed(&mut det, &packets, Bitrate::kbps(3000)), None);
+    }
+}
