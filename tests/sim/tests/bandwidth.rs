@@ -239,12 +239,17 @@ fn screen_share_on_a_link_that_halves(seed: u64) -> Sim {
 const CAMERAS: [&str; 3] = ["ana", "ben", "cy"];
 
 /// It looks at 8-16 s, from 4 s after the drop; across the drop itself the
-/// screen freezes longer (the next test). Passes at 17 of seeds 1-23 and
-/// its own (it was ignored at 12, not its own, until a slot that just
-/// switched up stopped going straight back down on its own keyframe's
-/// rate, `UP_SETTLE`); at the other six the screen keeps 720p throughout
-/// but a thumbnail is still on 360p after 8 s. BENCHMARKS.md, "Collapse
-/// and drain" and "Screen share on stage".
+/// screen freezes longer (the next test). The thumbnails must have gone
+/// down to 180p by then; later one may go back up to 360p where the
+/// estimate finds room beside the screen (2.5 Mbit/s carries the screen's
+/// 1.5, three 180p and one 360p), but not come down again: that is
+/// flapping. Passes at 22 of seeds 1-23 and its own (at seed 10 a
+/// thumbnail went 180p -> 360p -> 180p). It was ignored, passing at 12 and
+/// not its own, while it asked every thumbnail to stay on 180p to the end
+/// and before a slot that just switched up stopped going straight back
+/// down on its own keyframe's rate (`UP_SETTLE`); at 6 seeds the highest
+/// thumbnail now climbs back once. BENCHMARKS.md, "Switches up that
+/// settle, and a collapse read from the feedback".
 #[test]
 fn a_screen_share_on_stage_keeps_its_resolution_while_thumbnails_degrade() {
     with_seed(seed_or(109), |seed| {
@@ -272,10 +277,16 @@ fn a_screen_share_on_stage_keeps_its_resolution_while_thumbnails_degrade() {
         assert_eq!(after.shown_freezes, 0, "{after:?}");
         for c in CAMERAS {
             let t = sim.reception("r", c, secs(8.0), secs(16.0));
-            eprintln!("{c} after the drop: {t:?}");
+            let order = layers_in_order(&sim, "r", c, 8.0, 16.0);
+            eprintln!("{c} after the drop: {order:?} {t:?}");
+            assert_eq!(
+                order.first(),
+                Some(&0),
+                "{c}'s thumbnail degrades to 180p within 4 s: {t:?}"
+            );
             assert!(
-                t.layers.iter().all(|&l| l == 0),
-                "{c}'s thumbnail degrades to 180p or pauses: {t:?}"
+                order.len() <= 2 && order.iter().all(|&l| l <= 1),
+                "{c}'s thumbnail goes back up at most once, to 360p: {order:?}"
             );
         }
     });
