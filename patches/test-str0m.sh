@@ -28,9 +28,16 @@ PY
 mkdir -p docs && echo '{}' > docs/chrome-sdp.json
 sed -i 's/use systemstat::Duration;/use std::time::Duration;/' src/bwe/loss_controller.rs
 cp "$here/../Cargo.lock" .
+# `--release` as the first argument builds optimised (for the measurements
+# some tests print when run with --ignored --nocapture).
+profile=()
+if [[ "${1:-}" == "--release" ]]; then
+    profile=(--release)
+    shift
+fi
 # Skipped: two SDP tests read that fixture, and one NACK test is written
 # for the window of 100 packets the first str0m patch widens to 512.
-CARGO_TARGET_DIR="$here/../target/str0m-tests" cargo test --lib -- "$@" \
+CARGO_TARGET_DIR="$here/../target/str0m-tests" cargo test "${profile[@]}" --lib -- "$@" \
     --skip sdp::data::test::fast_and_easy_parse_agree \
     --skip sdp::data::test::invalid_sdp_keeps_the_detailed_error \
     --skip streams::register_nack::test::nack_window_reuse_clears_retry_state

@@ -302,6 +302,40 @@ mod test {
         assert_eq!(feed(&mut det, &packets, Bitrate::kbps(3000)), None);
     }
 
+    /// What a report costs (`patches/test-str0m.sh --release
+    /// bwe_::collapse --ignored --nocapture`; BENCHMARKS.md): a 2.5 Mbit/s
+    /// stream (260 packets a second, a second of history) reported every
+    /// 50 ms, 13 packets a report.
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn cost_per_report() {
+        let start = Instant::now();
+        let mut seq = 0;
+        let mut free = start;
+        let packets = through_link(
+            start,
+            Duration::ZERO,
+            Duration::from_secs(600),
+            2500.0,
+            3000.0,
+            &mut seq,
+            &mut free,
+        );
+        let mut det = CollapseDetector::new();
+        let began = std::time::Instant::now();
+        let mut reports = 0u32;
+        let mut fired = 0u32;
+        for chunk in packets.chunks(13) {
+            reports += 1;
+            if det.update(chunk, Some(Bitrate::kbps(2900))).is_some() {
+                fired += 1;
+            }
+        }
+        let per = began.elapsed() / reports;
+        println!("{reports} reports, {per:?} per report, {fired} collapses");
+        assert_eq!(fired, 0);
+    }
+
     #[test]
     fn arrival_times_that_run_backwards_keep_a_bounded_history() {
         let start = Instant::now() + Duration::from_secs(100);
