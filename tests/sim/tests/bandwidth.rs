@@ -53,12 +53,11 @@ fn layers(sim: &Sim, receiver: &str, from: f64, to: f64) -> Vec<u8> {
 /// they arrived in [from, to) (seconds of virtual time), each run of one
 /// layer once.
 fn layers_in_order(sim: &Sim, receiver: &str, publisher: &str, from: f64, to: f64) -> Vec<u8> {
-    let start = sim.now() - sim.elapsed();
-    let (a, b) = (start + secs(from), start + secs(to));
+    let (a, b) = (secs(from), secs(to));
     let mut rx = sim
         .state(receiver)
         .received_all(&format!("{publisher}/camera"));
-    rx.retain(|r| r.at >= a && r.at < b);
+    rx.retain(|r| (a..b).contains(&sim.since_start(r.at)));
     rx.sort_by_key(|r| r.at);
     let mut out: Vec<u8> = rx.iter().filter_map(|r| r.layer).collect();
     out.dedup();
