@@ -116,8 +116,7 @@ impl CollapseDetector {
         let mut send_min = newest.send;
         let mut send_max = newest.send;
         for s in self.samples.iter().rev() {
-            if s.delay_us < queued || newest.recv.saturating_duration_since(s.recv) > MAX_STRETCH
-            {
+            if s.delay_us < queued || newest.recv.saturating_duration_since(s.recv) > MAX_STRETCH {
                 break;
             }
             if count > 0 {
@@ -160,30 +159,45 @@ mod test {
         }
     }
 
-    /// A sender at `send_kbps` over a link that carries `link_kbps`, 1200
-    /// byte packets, from `from` for `dur`; the queue starts empty.
-    fn through_link(
+    /// A sender and a link with a queue; 1200 byte packets, 20 ms of path.
+    struct Path {
         start: Instant,
-        from: Duration,
-        dur: Duration,
-        send_kbps: f64,
-        link_kbps: f64,
-        seq: &mut u64,
-        queue_free_at: &mut Instant,
-    ) -> Vec<AckedPacket> {
-        let gap = Duration::from_secs_f64(1200.0 * 8.0 / (send_kbps * 1000.0));
-        let serialise = Duration::from_secs_f64(1200.0 * 8.0 / (link_kbps * 1000.0));
-        let mut out = vec![];
-        let mut t = start + from;
-        while t < start + from + dur {
-            let at_link = t + Duration::from_millis(20);
-            let begin = at_link.max(*queue_free_at);
-            *queue_free_at = begin + serialise;
-            out.push(packet(*seq, t, *queue_free_at, 1200));
-            *seq += 1;
-            t += gap;
+        seq: u64,
+        queue_free_at: Instant,
+    }
+
+    impl Path {
+        fn new() -> Self {
+            let start = Instant::now();
+            Path {
+                start,
+                seq: 0,
+                queue_free_at: start,
+            }
         }
-        out
+
+        /// Send at `send_kbps` over a link that now carries `link_kbps`,
+        /// from `from` (after the start) for `dur`.
+        fn send(
+            &mut self,
+            from: Duration,
+            dur: Duration,
+            send_kbps: f64,
+            link_kbps: f64,
+        ) -> Vec<AckedPacket> {
+            let gap = Duration::from_secs_f64(1200.0 * 8.0 / (send_kbps * 1000.0));
+            let serialise = Duration::from_secs_f64(1200.0 * 8.0 / (link_kbps * 1000.0));
+            let mut out = vec![];
+            let mut t = self.start + from;
+            while t < self.start + from + dur {
+                let at_link = t + Duration::from_millis(20);
+                self.queue_free_at = at_link.max(self.queue_free_at) + serialise;
+                out.push(packet(self.seq, t, self.queue_free_at, 1200));
+                self.seq += 1;
+                t += gap;
+            }
+            out
+        }
     }
 
     /// Feed packets in reports every 50 ms of arrival time; the first
@@ -208,40 +222,29 @@ mod test {
             }
             batch.push(*p);
         }
-        det.update(&batch, Some(estimate))
-            .map(|b| (report_at, b))
+        det.update(&batch, Some(estimate)).map(|b| (report_at, b))
     }
 
     #[test]
     fn a_link_cut_to_a_seventh_is_found_within_250_ms_at_its_rate() {
-        let start = Instant::now();
-        let mut seq = 0;
-        let mut free = start;
+        let mut path = Path::new();
         let mut det = CollapseDetector::new();
-        let mut packets = through_link(
-            start,
-            Duration::ZERO,
-            Duration::from_secs(2),
-            2800.0,
-            3000.0,
-            &mut seq,
-            &mut free,
-        );
+        let packets = path.send(Duration::ZERO, Duration::from_secs(2), 2800.0, 3000.0);
         let before = feed(&mut det, &packets, Bitrate::kbps(2900));
         assert_eq!(before, None, "no collapse on a link that carries it");
-        let cut_at = start + Duration::from_secs(2);
-        packets = through_link(
-            start,
+        let cut_at = path.start + Duration::from_secs(2);
+        let packets = path.send(
             Duration::from_secs(2),
             Duration::from_secs(1),
             2800.0,
             400.0,
-            &mut seq,
-            &mut free,
         );
         let (at, rate) = feed(&mut det, &packets, Bitrate::kbps(2900)).expect("a collapse");
         let after = at - cut_at;
-        assert!(after <= Duration::from_millis(250), "found {after:?} after the cut");
+        assert!(
+            after <= Duration::from_millis(250),
+            "found {after:?} after the cut"
+        );
         let kbps = rate.as_f64() / 1000.0;
         assert!((300.0..=400.0).contains(&kbps), "estimate {kbps} kbit/s");
     }
@@ -277,7 +280,8 @@ mod test {
             if bunch != bunch_was {
                 (bunch_was, in_bunch) = (bunch, 0);
             }
-            let recv = start + Duration::from_millis(40) * bunch + Duration::from_micros(100) * in_bunch;
+            let recv =
+                start + Duration::from_millis(40) * bunch + Duration::from_micros(100) * in_bunch;
             in_bunch += 1;
             packets.push(packet(i as u64, send, recv, 1200));
         }
@@ -309,18 +313,7 @@ mod test {
     #[test]
     #[ignore = "a measurement, run by hand"]
     fn cost_per_report() {
-        let start = Instant::now();
-        let mut seq = 0;
-        let mut free = start;
-        let packets = through_link(
-            start,
-            Duration::ZERO,
-            Duration::from_secs(600),
-            2500.0,
-            3000.0,
-            &mut seq,
-            &mut free,
-        );
+        let packets = Path::new().send(Duration::ZERO, Duration::from_secs(600), 2500.0, 3000.0);
         let mut det = CollapseDetector::new();
         let began = std::time::Instant::now();
         let mut reports = 0u32;
@@ -343,26 +336,22 @@ mod test {
         for i in 0..10_000u32 {
             let send = start + Duration::from_millis(1) * i;
             let recv = start - Duration::from_micros(5) * i;
-            det.update(&[packet(i as u64, send, recv, 1200)], Some(Bitrate::kbps(3000)));
+            det.update(
+                &[packet(i as u64, send, recv, 1200)],
+                Some(Bitrate::kbps(3000)),
+            );
         }
-        assert!(det.samples.len() <= MAX_SAMPLES + 1, "{}", det.samples.len());
+        assert!(
+            det.samples.len() <= MAX_SAMPLES + 1,
+            "{}",
+            det.samples.len()
+        );
     }
 
     #[test]
     fn a_link_that_still_carries_half_the_estimate_is_left_to_the_delay_trend() {
-        let start = Instant::now();
-        let mut seq = 0;
-        let mut free = start;
         let mut det = CollapseDetector::new();
-        let packets = through_link(
-            start,
-            Duration::ZERO,
-            Duration::from_secs(2),
-            2800.0,
-            1800.0,
-            &mut seq,
-            &mut free,
-        );
+        let packets = Path::new().send(Duration::ZERO, Duration::from_secs(2), 2800.0, 1800.0);
         assert_eq!(feed(&mut det, &packets, Bitrate::kbps(3000)), None);
     }
 }
