@@ -95,7 +95,8 @@ fn a_receiver_whose_downlink_drops_to_400_kbps_moves_down_without_freezing_and_c
         // packets a feedback at 400 kbit/s); str0m (patched) now reads the
         // collapse from how the feedback spreads packets, ~220 ms after, and
         // no probe is sent into the full queue the 180p keyframe waits
-        // behind (BENCHMARKS.md, "Collapse and drain").
+        // behind (BENCHMARKS.md, "Switches up that settle, and a collapse
+        // read from the feedback").
         let across = sim.reception("r", "pub", secs(7.0), secs(16.0));
         eprintln!("across the drop: {across:?}");
         assert!(
@@ -300,7 +301,8 @@ fn a_screen_share_on_stage_keeps_its_resolution_while_thumbnails_degrade() {
 /// switch up no longer go straight back down on their own keyframe's rate
 /// (`UP_SETTLE`, 0.43 s here). The issue's "no freeze over 500 ms" holds at
 /// 13 of seeds 1-23; 6 are at 0.5-0.8 s, 4 at 1.1-2.0 s, none over 3 s
-/// (BENCHMARKS.md, "Collapse and drain").
+/// (BENCHMARKS.md, "Switches up that settle, and a collapse read from the
+/// feedback").
 #[test]
 fn a_screen_on_stage_is_not_left_frozen_until_the_receiver_asks_after_a_drop() {
     with_seed(seed_or(6), |seed| {
