@@ -14,6 +14,11 @@
 //! in a queue (one-way delay above the recent minimum) and fires when that
 //! stretch took at least twice as long to arrive as to send, lasted long
 //! enough to measure, and was delivered below half the current estimate.
+//! It also fires on an overload short of a collapse: a queue grown 150 ms
+//! over a stretch of 200 ms or more that arrived over at least 115 % of
+//! its sending time, delivered below 0.85 of the estimate (the delay trend
+//! can take seconds there too, its threshold having adapted upwards).
+//!
 //! A sender that paces below the link's rate never builds such a stretch;
 //! a burst (a keyframe) is spread at the link's rate, which is not below
 //! half an estimate the link carried; arrivals bunched by a radio link
@@ -46,6 +51,20 @@ const COLLAPSE_SHARE: f64 = 0.5;
 /// The estimate after a collapse, as a share of the delivery rate: below it,
 /// so the standing queue drains (libwebrtc's back-off on overuse, 0.85).
 const BACKOFF: f64 = 0.85;
+
+/// An overload short of a collapse (the link carries more than half of
+/// what is sent, so the stretch is not spread twice over): the queue has
+/// grown this much over the last second's minimum...
+const STANDING: Duration = Duration::from_millis(150);
+/// ...over a stretch at least this long...
+const MIN_STANDING_STRETCH: Duration = Duration::from_millis(200);
+/// ...that took at least this share (percent) of its sending time to
+/// arrive, i.e. the queue grew by 15 % of the stretch's length while it
+/// was delivered, and delivered below what the estimate backed off would
+/// allow. In simulation a 5 Mbit/s estimate on a link halved to 2.5 Mbit/s,
+/// carrying 3 Mbit/s, stood for 2.2 s before the delay trend moved it, and
+/// the queue overflowed meanwhile.
+const STANDING_SPREAD_PERCENT: u32 = 115;
 
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -133,14 +152,15 @@ impl CollapseDetector {
         if count < MIN_PACKETS || recv_span < MIN_STRETCH {
             return None;
         }
-        if (send_max - send_min) * DISPERSION > recv_span {
-            return None;
-        }
         let delivered = bytes / recv_span;
-        if delivered.as_f64() >= estimate.as_f64() * COLLAPSE_SHARE {
-            return None;
-        }
-        Some(Bitrate::from(delivered.as_f64() * BACKOFF))
+        let send_span = send_max - send_min;
+        let collapse = send_span * DISPERSION <= recv_span
+            && delivered.as_f64() < estimate.as_f64() * COLLAPSE_SHARE;
+        let overload = newest.delay_us - min_delay >= STANDING.as_micros() as i64
+            && recv_span >= MIN_STANDING_STRETCH
+            && send_span * STANDING_SPREAD_PERCENT <= recv_span * 100
+            && delivered.as_f64() < estimate.as_f64() * BACKOFF;
+        (collapse || overload).then(|| Bitrate::from(delivered.as_f64() * BACKOFF))
     }
 }
 
@@ -250,6 +270,32 @@ mod test {
     }
 
     #[test]
+    fn a_link_cut_below_what_is_sent_is_read_once_its_queue_has_grown() {
+        let mut path = Path::new();
+        let mut det = CollapseDetector::new();
+        let packets = path.send(Duration::ZERO, Duration::from_secs(2), 2800.0, 3000.0);
+        assert_eq!(feed(&mut det, &packets, Bitrate::kbps(5000)), None);
+        // 2.8 Mbit/s into 2.3: more than half arrives, so no collapse; the
+        // queue grows by 22 % of the time.
+        let cut_at = path.start + Duration::from_secs(2);
+        let packets = path.send(
+            Duration::from_secs(2),
+            Duration::from_secs(2),
+            2800.0,
+            2300.0,
+        );
+        let (at, rate) = feed(&mut det, &packets, Bitrate::kbps(5000)).expect("an overload");
+        let after = at - cut_at;
+        // 150 ms of queue takes ~0.7 s to build at this rate.
+        assert!(
+            after <= Duration::from_millis(1000),
+            "found {after:?} after the cut"
+        );
+        let kbps = rate.as_f64() / 1000.0;
+        assert!((1800.0..=2100.0).contains(&kbps), "estimate {kbps} kbit/s");
+    }
+
+    #[test]
     fn a_burst_spread_at_the_links_rate_is_no_collapse() {
         let start = Instant::now();
         let mut det = CollapseDetector::new();
@@ -349,9 +395,17 @@ mod test {
     }
 
     #[test]
-    fn a_link_that_still_carries_half_the_estimate_is_left_to_the_delay_trend() {
+    fn a_short_overload_is_left_to_the_delay_trend() {
+        let mut path = Path::new();
         let mut det = CollapseDetector::new();
-        let packets = Path::new().send(Duration::ZERO, Duration::from_secs(2), 2800.0, 1800.0);
+        // 2.8 Mbit/s into 2.4 for 0.6 s: the queue grows 100 ms, then drains.
+        let mut packets = path.send(Duration::ZERO, Duration::from_millis(600), 2800.0, 2400.0);
+        packets.extend(path.send(
+            Duration::from_millis(600),
+            Duration::from_secs(2),
+            2000.0,
+            2400.0,
+        ));
         assert_eq!(feed(&mut det, &packets, Bitrate::kbps(3000)), None);
     }
 }
