@@ -245,53 +245,47 @@ mod test {
         det.update(&batch, Some(estimate)).map(|b| (report_at, b))
     }
 
-    #[test]
-    fn a_link_cut_to_a_seventh_is_found_within_250_ms_at_its_rate() {
+    /// 2.8 Mbit/s over a 3 Mbit/s link for 2 s (nothing read), then over
+    /// `link_kbps` for 2 s with `estimate_kbps` believed: how long after
+    /// the cut the detector fired, and the estimate it gave, in kbit/s.
+    fn cut(link_kbps: f64, estimate_kbps: u64) -> (Duration, f64) {
         let mut path = Path::new();
         let mut det = CollapseDetector::new();
-        let packets = path.send(Duration::ZERO, Duration::from_secs(2), 2800.0, 3000.0);
-        let before = feed(&mut det, &packets, Bitrate::kbps(2900));
-        assert_eq!(before, None, "no collapse on a link that carries it");
-        let cut_at = path.start + Duration::from_secs(2);
-        let packets = path.send(
+        let estimate = Bitrate::kbps(estimate_kbps);
+        let before = path.send(Duration::ZERO, Duration::from_secs(2), 2800.0, 3000.0);
+        assert_eq!(feed(&mut det, &before, estimate), None, "nothing to read");
+        let after = path.send(
             Duration::from_secs(2),
-            Duration::from_secs(1),
+            Duration::from_secs(2),
             2800.0,
-            400.0,
+            link_kbps,
         );
-        let (at, rate) = feed(&mut det, &packets, Bitrate::kbps(2900)).expect("a collapse");
-        let after = at - cut_at;
+        let (at, rate) = feed(&mut det, &after, estimate).expect("read");
+        (
+            at - (path.start + Duration::from_secs(2)),
+            rate.as_f64() / 1000.0,
+        )
+    }
+
+    #[test]
+    fn a_link_cut_to_a_seventh_is_found_within_250_ms_at_its_rate() {
+        let (after, kbps) = cut(400.0, 2900);
         assert!(
             after <= Duration::from_millis(250),
             "found {after:?} after the cut"
         );
-        let kbps = rate.as_f64() / 1000.0;
         assert!((300.0..=400.0).contains(&kbps), "estimate {kbps} kbit/s");
     }
 
     #[test]
     fn a_link_cut_below_what_is_sent_is_read_once_its_queue_has_grown() {
-        let mut path = Path::new();
-        let mut det = CollapseDetector::new();
-        let packets = path.send(Duration::ZERO, Duration::from_secs(2), 2800.0, 3000.0);
-        assert_eq!(feed(&mut det, &packets, Bitrate::kbps(5000)), None);
         // 2.8 Mbit/s into 2.3: more than half arrives, so no collapse; the
-        // queue grows by 22 % of the time.
-        let cut_at = path.start + Duration::from_secs(2);
-        let packets = path.send(
-            Duration::from_secs(2),
-            Duration::from_secs(2),
-            2800.0,
-            2300.0,
-        );
-        let (at, rate) = feed(&mut det, &packets, Bitrate::kbps(5000)).expect("an overload");
-        let after = at - cut_at;
-        // 150 ms of queue takes ~0.7 s to build at this rate.
+        // queue grows by 22 % of the time, 150 ms of it in ~0.7 s.
+        let (after, kbps) = cut(2300.0, 5000);
         assert!(
             after <= Duration::from_millis(1000),
             "found {after:?} after the cut"
         );
-        let kbps = rate.as_f64() / 1000.0;
         assert!((1800.0..=2100.0).contains(&kbps), "estimate {kbps} kbit/s");
     }
 
