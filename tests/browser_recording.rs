@@ -23,7 +23,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use support::ffmpeg::{RATE, decoded_frames, decodes_cleanly, packet_span, pcm, power_db};
 use support::wav::{fake_mic, write_wav};
-use support::{CONNECT_TIMEOUT, Check, Participant, run_in_netns, wait_until};
+use support::{Bridge, CONNECT_TIMEOUT, Check, Env, Participant, run_in_netns, wait_until};
 
 const TONES: [(&str, f64); 3] = [("alice", 500.0), ("bob", 700.0), ("carol", 1100.0)];
 
@@ -84,19 +84,30 @@ fn ms(v: &Value) -> Result<f64> {
     Ok(v.as_i64().with_context(|| format!("not a time: {v}"))? as f64 / 1000.0)
 }
 
+/// `tern dev` (a focus and two bridges, both online) recording into the
+/// test's directory, with `vars` set besides: the dev handle and that
+/// directory.
+fn start_recording_cluster(
+    env: &Env,
+    vars: &[(&str, &str)],
+) -> Result<(std::rc::Rc<Bridge>, std::path::PathBuf)> {
+    let dir = env.dir().join("recordings");
+    let dir_toml = format!("{:?}", dir.display().to_string());
+    let mut all = vec![("TERN_BRIDGE_RECORDINGS_DIR", dir_toml.as_str())];
+    all.extend_from_slice(vars);
+    let dev = env.start_bridge_with_env(&all)?;
+    ensure!(dev.is_focus(), "this test needs the focus and two bridges");
+    support::wait_two_bridges_online(&dev)?;
+    Ok((dev, dir))
+}
+
 #[test]
 fn browser_meeting_is_recorded_per_participant_into_files_ffmpeg_decodes_with_each_tone() {
     run_in_netns(
         "browser_meeting_is_recorded_per_participant_into_files_ffmpeg_decodes_with_each_tone",
         |env| {
-            let dir = env.dir().join("recordings");
-            let dir_toml = format!("{:?}", dir.display().to_string());
-            let dev = env.start_bridge_with_env(&[
-                ("TERN_FOCUS_STRATEGY", "\"split\""),
-                ("TERN_BRIDGE_RECORDINGS_DIR", &dir_toml),
-            ])?;
-            ensure!(dev.is_focus(), "this test needs the focus and two bridges");
-            support::wait_two_bridges_online(&dev)?;
+            let (_dev, dir) =
+                start_recording_cluster(env, &[("TERN_FOCUS_STRATEGY", "\"split\"")])?;
             let room = "e2e-recorded";
             let alice = join(env, room, "alice", "role=moderator")?;
             let bob = join(env, room, "bob", "")?;
@@ -295,11 +306,7 @@ fn browser_recording_bridge_killed_mid_recording_leaves_files_that_play_up_to_th
     run_in_netns(
         "browser_recording_bridge_killed_mid_recording_leaves_files_that_play_up_to_the_kill",
         |env| {
-            let dir = env.dir().join("recordings");
-            let dir_toml = format!("{:?}", dir.display().to_string());
-            let dev = env.start_bridge_with_env(&[("TERN_BRIDGE_RECORDINGS_DIR", &dir_toml)])?;
-            ensure!(dev.is_focus(), "this test needs the focus and two bridges");
-            support::wait_two_bridges_online(&dev)?;
+            let (dev, dir) = start_recording_cluster(env, &[])?;
             let room = "e2e-recording-killed";
             let alice = join(env, room, "alice", "role=moderator")?;
             let bob = join(env, room, "bob", "")?;
@@ -418,25 +425,24 @@ fn browser_recording_bridge_killed_mid_recording_leaves_files_that_play_up_to_th
 /// A recorded meeting whose codec is VP9 (sent as `L3T3_KEY` SVC, the
 /// browser client's default), then one whose codec is AV1, each across two
 /// bridges (one camera comes to the recording over the relay): each camera's
-/// file is the codec as sent, its top spatial layer for VP9 (superframes at
-/// keyframes, the top layer alone between them), and FFmpeg reads and
+/// file is the codec as sent, its top spatial layer for VP9 (the top layer
+/// alone between keyframes; at a keyframe the layers it is predicted from
+/// too, each its own block a millisecond before it), and FFmpeg reads and
 /// decodes all of it without a complaint.
 #[test]
 fn browser_vp9_svc_and_av1_meetings_are_recorded_into_files_ffmpeg_decodes() {
     run_in_netns(
         "browser_vp9_svc_and_av1_meetings_are_recorded_into_files_ffmpeg_decodes",
         |env| {
-            let dir = env.dir().join("recordings");
-            let dir_toml = format!("{:?}", dir.display().to_string());
             // Split: alice and bob on different bridges, so one camera
             // reaches the recording across the relay (an SVC stream whole).
-            let dev = env.start_bridge_with_env(&[
-                ("TERN_FOCUS_STRATEGY", "\"split\""),
-                ("TERN_BRIDGE_RECORDINGS_DIR", &dir_toml),
-                ("TERN_MEDIA_CODECS", "[\"opus\", \"vp9\", \"av1\"]"),
-            ])?;
-            ensure!(dev.is_focus(), "this test needs the focus");
-            support::wait_two_bridges_online(&dev)?;
+            let (_dev, dir) = start_recording_cluster(
+                env,
+                &[
+                    ("TERN_FOCUS_STRATEGY", "\"split\""),
+                    ("TERN_MEDIA_CODECS", "[\"opus\", \"vp9\", \"av1\"]"),
+                ],
+            )?;
             for codec in ["vp9", "av1"] {
                 let room = format!("e2e-recorded-{codec}");
                 let alice = join(
