@@ -39,6 +39,7 @@ use crate::rtp_::{SrtpContext, Ssrc};
 use crate::rtp_::{TwccRecvRegister, TwccSendRegister};
 use crate::stats::StatsSnapshot;
 use crate::streams::{RtpPacket, StreamTimeoutConfig, Streams};
+use crate::streams::{RtpWrite, SEND_NOW_SCRATCH, SendNowError};
 use crate::util::{Soonest, SystemTimeExt, already_happened, not_happening};
 use crate::{Reason, net};
 use crate::{RtcConfig, RtcError};
@@ -109,6 +110,10 @@ pub(crate) struct Session {
     // temporary buffer when getting the next (unencrypted) RTP packet from Media line.
     poll_packet_buf: Vec<u8>,
 
+    // Scratch for the plaintext of `send_rtp_now`, allocated at its first use
+    // (most sessions never call it) and never shrunk, so never zero-filled again.
+    send_now_buf: Vec<u8>,
+
     // Next packet for RtpPacket event.
     pending_packet: Option<RtpPacket>,
 
@@ -133,7 +138,7 @@ pub(crate) struct Session {
     /// Capped at 300 entries; at most 50 are consumed per DLRR report.
     pending_rrtrs: VecDeque<(Ssrc, LastRrtr)>,
 
-    raw_packets: Option<VecDeque<Box<RawPacket>>>,
+    pub(crate) raw_packets: Option<VecDeque<Box<RawPacket>>>,
 
     // Pending application-specific feedback (PSFB FMT=15) messages to emit as events.
     pending_app_feedback: Option<AppSpecificFeedback>,
@@ -208,6 +213,7 @@ impl Session {
             pacer,
             pacer_control: PacerControl::new(),
             poll_packet_buf: vec![0; 2000],
+            send_now_buf: Vec::new(),
             pending_packet: None,
             media_bytes_rx: 0,
             media_bytes_tx: 0,
@@ -1304,6 +1310,75 @@ impl Session {
         Some(protected.into())
     }
 
+    /// Send a media packet on the stream `ssrc` now: serialized, accounted
+    /// and SRTP-protected into the end of `out`, without the send queue, the
+    /// pacer's poll or an allocation. See
+    /// [`crate::change::DirectApi::send_rtp_now`].
+    pub fn send_rtp_now(
+        &mut self,
+        now: Instant,
+        ssrc: Ssrc,
+        rtp: RtpWrite,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendNowError> {
+        let Some(srtp_tx) = self.srtp_tx.as_mut() else {
+            return Err(SendNowError::NotConnected);
+        };
+        let Some(stream) = self.streams.stream_tx(&ssrc) else {
+            return Err(SendNowError::NoStream(ssrc));
+        };
+        let Some(media) = self.medias.iter().find(|m| m.mid() == stream.mid()) else {
+            return Err(SendNowError::NoStream(ssrc));
+        };
+        let exts = media.remote_extmap();
+        let twcc_enabled = exts.id_of(Extension::TransportSequenceNumber).is_some();
+        let twcc_seq = self.twcc;
+        let twcc = twcc_enabled.then_some(&mut self.twcc);
+        let midrid = stream.midrid();
+
+        if self.send_now_buf.len() < SEND_NOW_SCRATCH {
+            self.send_now_buf.resize(SEND_NOW_SCRATCH, 0);
+        }
+        let buf = &mut self.send_now_buf;
+        let (receipt, len) = stream.send_now(now, rtp, exts, twcc, &self.codec_config, buf)?;
+        let PacketReceipt {
+            header,
+            seq_no,
+            payload_size,
+            ..
+        } = receipt;
+        let plain = &buf[..len];
+
+        // What poll_packet does after a media packet left a stream: the
+        // pacer's debt (and an active probe cluster's bytes, whose cluster
+        // the packet is tagged with), TWCC, the estimator's sent bytes.
+        let cluster_id = self.pacer.active_cluster();
+        self.pacer
+            .register_unpaced_send(now, payload_size.into(), midrid);
+
+        if let Some(raw_packets) = &mut self.raw_packets {
+            raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), plain.to_vec())));
+        }
+
+        srtp_tx.protect_rtp_into(plain, &header, *seq_no, out);
+
+        if twcc_enabled {
+            let packet_id = if let Some(cluster) = cluster_id {
+                TwccPacketId::with_cluster(twcc_seq, cluster)
+            } else {
+                TwccPacketId::new(twcc_seq)
+            };
+            self.twcc_tx_register
+                .register_seq(packet_id, now, payload_size);
+        }
+        if let Some(bwe) = self.bwe.as_mut() {
+            bwe.on_media_sent(payload_size.into(), false, now);
+        }
+        self.media_bytes_tx += payload_size as u64;
+
+        Ok(())
+    }
+
     pub fn poll_timeout(&mut self) -> (Option<Instant>, Reason) {
         if self.rtp_closing {
             return if self.feedback_tx.is_empty() {
@@ -1603,7 +1678,9 @@ fn un_red<'a>(header: &mut RtpHeader, data: &'a [u8], pt: Pt) -> Option<UnRed<'a
     })
 }
 
-fn make_max_seq_lookup(map: &crate::streams::SsrcMap<SeqNoWindow>) -> impl Fn(Ssrc) -> Option<SeqNo> + '_ {
+fn make_max_seq_lookup(
+    map: &crate::streams::SsrcMap<SeqNoWindow>,
+) -> impl Fn(Ssrc) -> Option<SeqNo> + '_ {
     |ssrc| map.get(&ssrc).map(|s| s.max_seq())
 }
 

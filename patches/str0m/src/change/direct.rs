@@ -13,6 +13,8 @@ use crate::rtp_::MidRid;
 use crate::rtp_::{Mid, Rid, Ssrc};
 use crate::sctp::{ChannelConfig, SctpInitData};
 use crate::streams::{DEFAULT_RTX_CACHE_DURATION, DEFAULT_RTX_RATIO_CAP, StreamRx, StreamTx};
+use crate::streams::{RtpWrite, SendNowError, SendNowTo};
+use std::time::Instant;
 
 /// Direct change strategy.
 ///
@@ -356,6 +358,56 @@ impl<'a> DirectApi<'a> {
     /// The stream must first be declared using [`DirectApi::declare_stream_tx`].
     pub fn stream_tx(&mut self, ssrc: &Ssrc) -> Option<&mut StreamTx> {
         self.rtc.session.streams.stream_tx(ssrc)
+    }
+
+    /// Send one media packet on the send stream `ssrc` now, and return where
+    /// to send it: the packet is serialized, SRTP-protected and appended to
+    /// `out`; nothing is queued and nothing comes out of
+    /// [`Rtc::poll_output`][crate::Rtc::poll_output] for it.
+    ///
+    /// This is [`StreamTx::write_rtp`] for an application that does its own
+    /// pacing and batching, typically an SFU forwarding packets its
+    /// publishers already paced: `write_rtp` queues the packet, and it comes
+    /// out of `poll_output` after a timeout pass and the pacer's poll, in a
+    /// datagram of its own. Here the caller chooses the buffer (one per
+    /// datagram, reused) and no pass over the session happens per packet.
+    /// Everything else is as if the packet had been polled: the same
+    /// header (MID/RID, abs-send-time, transport-wide sequence number), the
+    /// same sender statistics (so sender reports count the packet and map
+    /// its RTP time to `wallclock`), the same transport-wide CC and
+    /// bandwidth estimator accounting, the same RTX cache for NACKs. The
+    /// one SRTP context stays the only writer of the stream's sequence
+    /// space, so sending this way and queueing on the same stream cannot
+    /// reuse an SRTP nonce; the packets' order is the caller's, though: do
+    /// not mix both ways on one stream.
+    ///
+    /// `now` is when the packet is sent (for TWCC); a time before the last
+    /// [`Rtc::handle_input`][crate::Rtc::handle_input] is taken as that.
+    /// On an error nothing was sent or accounted and `out` is unchanged.
+    pub fn send_rtp_now(
+        &mut self,
+        now: Instant,
+        ssrc: Ssrc,
+        rtp: RtpWrite,
+        out: &mut Vec<u8>,
+    ) -> Result<SendNowTo, SendNowError> {
+        let Some(send) = &self.rtc.send_addr else {
+            return Err(SendNowError::NotConnected);
+        };
+        let to = SendNowTo {
+            proto: send.proto,
+            source: send.source,
+            destination: send.destination,
+        };
+        let now = now.max(self.rtc.last_now);
+        let mut m = self.rtc.mutate();
+        m.session.send_rtp_now(now, ssrc, rtp, out)?;
+        // No event or transmit is queued (the debug copy of raw packets
+        // aside); the pacer's debt and the streams' timers may have moved.
+        if m.session.raw_packets.is_none() {
+            m.no_events();
+        }
+        Ok(to)
     }
 
     /// Obtain a send stream by looking it up via mid/rid.

@@ -28,7 +28,8 @@ use crate::rtp_::{Mid, Rid, SeqNo};
 use crate::util::already_happened;
 
 pub use self::receive::StreamRx;
-pub use self::send::{RtpWrite, StreamTx, StreamTxQueueInfo};
+pub(crate) use self::send::SEND_NOW_SCRATCH;
+pub use self::send::{RtpWrite, SendNowError, SendNowTo, StreamTx, StreamTxQueueInfo};
 
 mod receive;
 pub(crate) mod register;

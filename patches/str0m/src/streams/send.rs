@@ -491,6 +491,11 @@ impl StreamTx {
     ///
     /// The write command carries the RTP payload and optional RTP metadata.
     pub fn write_rtp(&mut self, rtp: RtpWrite) {
+        let packet = self.make_packet(rtp);
+        self.send_queue.push(packet);
+    }
+
+    fn make_packet(&mut self, rtp: RtpWrite) -> RtpPacket {
         let RtpWrite {
             pt,
             seq_no,
@@ -532,7 +537,7 @@ impl StreamTx {
             ..Default::default()
         };
 
-        let packet = RtpPacket {
+        RtpPacket {
             seq_no,
             time: media_time,
             header,
@@ -550,9 +555,108 @@ impl StreamTx {
 
             // This is only relevant for incoming RTP packets.
             last_sender_info: None,
-        };
+        }
+    }
 
-        self.send_queue.push(packet);
+    /// Serialize a media packet for sending at once, bypassing the send
+    /// queue and the pacer (`Session::send_rtp_now`).
+    ///
+    /// This is the `NextPacketKind::Regular` half of `poll_packet` for a
+    /// packet that never waited in the queue: the same header (MID/RID until
+    /// the remote side acknowledged the SSRC, abs-send-time and the
+    /// transport-wide sequence number where negotiated), the same send
+    /// statistics (so sender reports count it and map its RTP time to the
+    /// wallclock), and the packet goes to the RTX cache as a polled one
+    /// does, so NACKs for it are answered. Writes the plaintext packet into
+    /// `buf[..len]`; `buf` is scratch kept at `DATAGRAM_MAX_PACKET_SIZE`.
+    pub(crate) fn send_now(
+        &mut self,
+        now: Instant,
+        rtp: RtpWrite,
+        exts: &ExtensionMap,
+        twcc: Option<&mut u64>,
+        params: &[PayloadParams],
+        buf: &mut [u8],
+    ) -> Result<(PacketReceipt, usize), SendNowError> {
+        let pt_main = rtp.pt;
+        let Some(param) = params
+            .iter()
+            .find(|p| p.pt() == pt_main || p.red() == Some(pt_main))
+        else {
+            return Err(SendNowError::UnknownPt(pt_main));
+        };
+        // A datagram str0m polls has room for the fixed header, 15 CSRCs and
+        // the usual extensions (MAX_RTP_OVERHEAD) in DATAGRAM_MAX_PACKET_SIZE;
+        // the scratch given here is larger so that unusual extension values
+        // cannot run past it.
+        if rtp.payload.len() + MAX_RTP_OVERHEAD + 15 * 4 > DATAGRAM_MAX_PACKET_SIZE {
+            return Err(SendNowError::TooLarge(rtp.payload.len()));
+        }
+        debug_assert!(buf.len() >= SEND_NOW_SCRATCH);
+
+        let mut pkt = self.make_packet(rtp);
+        pkt.timestamp = now;
+
+        if !self.remote_acked_ssrc {
+            pkt.header.ext_vals.mid = Some(self.midrid.mid());
+            pkt.header.ext_vals.rid = self.midrid.rid();
+        }
+
+        // As in poll_packet: RED and PTs without RTX are not nackable.
+        let is_red_packet = param.red() == Some(pt_main);
+        if param.resend().is_some() && !is_red_packet {
+            self.pt_for_padding = Some(pt_main);
+        } else {
+            pkt.nackable = false;
+        }
+        let clock_rate = param.spec().rtp_clock_rate();
+        self.clock_rate = Some(clock_rate);
+        pkt.time = MediaTime::new(pkt.time.numer(), clock_rate);
+        pkt.header.ext_vals.rid_repair = None;
+
+        let len = pkt.payload.len() as u64;
+        self.stats.update_packet_counts(len, false);
+        if let Some(h) = &mut self.stats.bytes_transmitted {
+            h.push(now, len)
+        }
+
+        let mut header = pkt.header.clone();
+        if exts.id_of(Extension::AbsoluteSendTime).is_some() {
+            header.ext_vals.abs_send_time = Some(now);
+        }
+        if let Some(twcc) = twcc {
+            header.ext_vals.transport_cc = Some(*twcc as u16);
+            *twcc += 1;
+        }
+
+        let header_len = header.write_to(buf, exts);
+        assert!(header_len % 4 == 0, "RTP header must be multiple of 4");
+        header.header_len = header_len;
+
+        let body_len = pkt.payload.len();
+        let body_out = &mut buf[header_len..header_len + body_len];
+        if let Some(patch) = pkt.vp8_patch.as_ref() {
+            patch.copy_to(pkt.payload.as_ref(), body_out);
+        } else {
+            body_out.copy_from_slice(pkt.payload.as_ref());
+        }
+
+        let seq_no = pkt.seq_no;
+        self.last_sent_seq_no = seq_no;
+        self.last_used = now;
+        if pkt.nackable {
+            self.rtx_cache.cache_sent_packet(pkt, now);
+        }
+
+        Ok((
+            PacketReceipt {
+                header,
+                seq_no,
+                is_padding: false,
+                payload_size: body_len,
+            },
+            header_len + body_len,
+        ))
     }
 
     fn padding_enabled(&self) -> bool {
@@ -1175,6 +1279,10 @@ impl StreamTx {
 
     /// Whether media on this stream bypasses the pacer (as set, or audio
     /// by default once known).
+    pub(crate) fn midrid(&self) -> MidRid {
+        self.midrid
+    }
+
     pub(crate) fn is_unpaced(&self) -> bool {
         self.unpaced.unwrap_or(true)
     }
@@ -1372,6 +1480,51 @@ impl StreamTx {
         midrid.special_equals(&self.midrid)
     }
 }
+
+/// Scratch size for [`StreamTx::send_now`]: a whole datagram, and as much
+/// again for header extensions.
+pub(crate) const SEND_NOW_SCRATCH: usize = 2 * DATAGRAM_MAX_PACKET_SIZE;
+
+/// Where [`crate::change::DirectApi::send_rtp_now`]'s packet goes: the
+/// nominated ICE pair, as a [`crate::net::Transmit`] from `poll_output`
+/// would say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendNowTo {
+    /// The protocol of the pair (UDP, or a TCP candidate's framing).
+    pub proto: crate::net::Protocol,
+    /// The local address to send from.
+    pub source: std::net::SocketAddr,
+    /// The remote address to send to.
+    pub destination: std::net::SocketAddr,
+}
+
+/// Why [`crate::change::DirectApi::send_rtp_now`] sent nothing. Nothing was
+/// queued either: the packet is the caller's to drop or retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendNowError {
+    /// DTLS has not given SRTP keys yet, or ICE has no pair to send on.
+    NotConnected,
+    /// No send stream has this SSRC.
+    NoStream(Ssrc),
+    /// The stream's media has no such payload type (or was removed).
+    UnknownPt(Pt),
+    /// A payload of this many bytes does not fit a datagram.
+    TooLarge(usize),
+}
+
+impl std::fmt::Display for SendNowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendNowError::NotConnected => write!(f, "not connected"),
+            SendNowError::NoStream(ssrc) => write!(f, "no send stream with SSRC {ssrc}"),
+            SendNowError::UnknownPt(pt) => write!(f, "payload type {pt} not in the media"),
+            SendNowError::TooLarge(n) => write!(f, "payload of {n} bytes too large"),
+        }
+    }
+}
+
+impl std::error::Error for SendNowError {}
 
 struct NextPacket<'a> {
     kind: NextPacketKind,

@@ -96,7 +96,8 @@ pub fn build(now: Instant, bridge: bool) -> Rtc {
         .set_rtp_mode(true)
         .set_ice_lite(bridge)
         .clear_codecs()
-        .enable_vp8(true);
+        .enable_vp8(true)
+        .enable_opus(true, false);
     if bridge {
         b = b.enable_bwe(Some(Bitrate::kbps(1000)));
     }
@@ -106,6 +107,12 @@ pub fn build(now: Instant, bridge: bool) -> Rtc {
 /// A bridge-like `Rtc` (ICE-lite, estimating) sending one video m-line to
 /// a participant-like one, connected in memory.
 pub fn connect(t0: Instant) -> (Side, Side, Mid, Instant) {
+    let (bridge, part, mids, now) = connect_media(t0, &[MediaKind::Video]);
+    (bridge, part, mids[0], now)
+}
+
+/// As [`connect`], with one receive-only m-line of each kind in `kinds`.
+pub fn connect_media(t0: Instant, kinds: &[MediaKind]) -> (Side, Side, Vec<Mid>, Instant) {
     let b_addr: SocketAddr = "10.0.0.1:10000".parse().expect("addr");
     let p_addr: SocketAddr = "10.0.0.2:20000".parse().expect("addr");
     let mut bridge = Side::new(build(t0, true), b_addr, t0);
@@ -116,7 +123,10 @@ pub fn connect(t0: Instant) -> (Side, Side, Mid, Instant) {
     part.rtc
         .add_local_candidate(Candidate::host(p_addr, Protocol::Udp).expect("candidate"));
     let mut api = part.rtc.sdp_api();
-    let mid = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let mids: Vec<Mid> = kinds
+        .iter()
+        .map(|k| api.add_media(*k, Direction::RecvOnly, None, None, None))
+        .collect();
     let (offer, pending) = api.apply().expect("offer");
     let answer = bridge.rtc.sdp_api().accept_offer(offer).expect("answer");
     part.rtc
@@ -132,5 +142,5 @@ pub fn connect(t0: Instant) -> (Side, Side, Mid, Instant) {
         flush(now, &mut bridge, &mut part);
         now += Duration::from_millis(5);
     }
-    (bridge, part, mid, now)
+    (bridge, part, mids, now)
 }
