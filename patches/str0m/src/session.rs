@@ -1355,6 +1355,7 @@ impl Session {
         let cluster_id = self.pacer.active_cluster();
         self.pacer
             .register_unpaced_send(now, payload_size.into(), midrid);
+        self.pacer.on_sent_now();
 
         if let Some(raw_packets) = &mut self.raw_packets {
             raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), plain.to_vec())));

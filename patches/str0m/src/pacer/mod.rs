@@ -110,6 +110,15 @@ impl Pacer for PacerImpl {
     }
 }
 
+impl PacerImpl {
+    /// See `LeakyBucketPacer::on_sent_now`.
+    pub(crate) fn on_sent_now(&mut self) {
+        if let PacerImpl::LeakyBucket(v) = self {
+            v.on_sent_now();
+        }
+    }
+}
+
 /// A packet Pacer.
 ///
 /// The pacer is responsible for ensuring correct pacing of packets onto the network at a given

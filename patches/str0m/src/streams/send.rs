@@ -644,6 +644,7 @@ impl StreamTx {
         let seq_no = pkt.seq_no;
         self.last_sent_seq_no = seq_no;
         self.last_used = now;
+        self.send_queue.note_sent_now(now);
         if pkt.nackable {
             self.rtx_cache.cache_sent_packet(pkt, now);
         }

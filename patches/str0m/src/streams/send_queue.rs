@@ -78,6 +78,13 @@ impl SendQueue {
         Some(packet)
     }
 
+    /// A packet of this stream left without the queue (`StreamTx::send_now`):
+    /// the pacer still sees when the stream last sent (it pads on the stream
+    /// that sent last).
+    pub fn note_sent_now(&mut self, now: Instant) {
+        self.last_emitted = Some(now);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
