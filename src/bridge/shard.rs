@@ -451,7 +451,9 @@ impl Shard {
             )
             .await;
             self.sent = 0;
-            self.transmits.clear();
+            for (_, buf) in self.transmits.drain(..) {
+                self.core.recycle(buf);
+            }
             self.marks.clear();
             if self.kicked.is_empty() {
                 return;

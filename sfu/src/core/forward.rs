@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 
 use str0m::format::Codec;
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SendNowError, SeqNo, Vp8Descriptor};
 use str0m::{Event, IceConnectionState, Input, Output as RtcOutput};
 use tracing::{debug, info, warn};
 
-use super::{Core, EndpointId, HOUSEKEEPING, MAX_PAYLOAD, Output, Packet, SourceRef, svc};
+use super::{
+    Core, EGRESS_BUF, EndpointId, HOUSEKEEPING, MAX_PAYLOAD, Output, Packet, SourceRef, svc,
+};
 use crate::rewrite::InNumbers;
 use crate::signal::{ErrorCode, Kind, ServerMessage};
 use crate::speech::silence::Verdict;
@@ -673,10 +675,11 @@ impl Core {
                 }
             }
             let mut api = sub.rtc.direct_api();
-            // One lookup on the usual path: the cached stream takes the
-            // write, else (first packet, renegotiated slot) find it by mid.
-            let unwritten = match cached.map(|ssrc| (ssrc, api.stream_tx(&ssrc))) {
-                Some((ssrc, Some(tx))) => {
+            // The cached stream takes the write (`send_rtp_now` looks it up;
+            // a second lookup here was 3 % of the bridge's CPU); the first
+            // packet on a slot finds it by mid and sets it up.
+            let ssrc = match cached {
+                Some(ssrc) => {
                     // After a switch down the receiver's decoder starts
                     // over at this keyframe: resending what it lost of the
                     // old layer only fills the link that just proved too
@@ -684,21 +687,16 @@ impl Core {
                     // the new keyframe may need. Measured in the 400 kbps
                     // drop simulation: the keyframe's lost packet came back
                     // 230 ms later instead of never.
-                    if forget_resends {
+                    if forget_resends && let Some(tx) = api.stream_tx(&ssrc) {
                         tx.set_rtx_cache(
                             self.cfg.rtx_cache_packets,
                             self.cfg.rtx_cache_age,
                             Some(RTX_RATIO_CAP),
                         );
                     }
-                    tx.write_rtp(w);
-                    Ok(ssrc)
+                    ssrc
                 }
-                _ => Err(w),
-            };
-            let ssrc = match unwritten {
-                Ok(ssrc) => ssrc,
-                Err(w) => {
+                None => {
                     let Some(tx) = api.stream_tx_by_mid(slot_mid, None) else {
                         self.stats.drop(DropReason::NoSlotStream);
                         continue;
@@ -713,16 +711,59 @@ impl Core {
                     };
                     tx.set_rtx_cache(packets, self.cfg.rtx_cache_age, Some(RTX_RATIO_CAP));
                     // Forwarded media was paced by its publisher; a second
-                    // pacer here queues it behind the receiver's estimate
-                    // (a picture seconds late when the link shrinks, where
-                    // a lower layer is the answer) and picks among streams
-                    // in hash-map order. str0m's pacer still sends probes.
+                    // pacer here would queue it behind the receiver's
+                    // estimate (a picture seconds late when the link
+                    // shrinks, where a lower layer is the answer). Sent
+                    // now, it never meets str0m's pacer; marked unpaced
+                    // for str0m's accounting all the same.
                     tx.set_unpaced(true);
-                    let ssrc = tx.ssrc();
-                    tx.write_rtp(w);
-                    ssrc
+                    tx.ssrc()
                 }
             };
+            // Sealed by str0m straight into a datagram buffer of our own,
+            // reused once the shell sent it (`Core::recycle`): no queue, no
+            // pass over the connection and no allocation per copy
+            // (patches/README.md, `send_rtp_now`).
+            let mut buf = self
+                .egress_pool
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(EGRESS_BUF));
+            let to = match api.send_rtp_now(now, ssrc, w, &mut buf) {
+                Ok(to) => to,
+                Err(e) => {
+                    self.egress_pool.push(buf);
+                    // The slot's stream went with a renegotiation: the next
+                    // packet finds what its mid has now.
+                    if matches!(e, SendNowError::NoStream(_))
+                        && cached.is_some()
+                        && let Some(slot) = sub.slots.get_mut(slot_i)
+                    {
+                        slot.tx_ssrc = None;
+                    }
+                    self.stats.drop(match e {
+                        SendNowError::NotConnected => DropReason::NotConnected,
+                        SendNowError::NoStream(_) => DropReason::NoSlotStream,
+                        SendNowError::UnknownPt(_) => DropReason::NoCodec,
+                        _ => DropReason::TooLarge,
+                    });
+                    continue;
+                }
+            };
+            // str0m sends on the nominated pair, whose address answered a
+            // check and was sent to first by `drive`; anything else would
+            // be a datagram to an address that never proved itself.
+            if !sub.addrs.contains(&to.destination) {
+                self.egress_pool.push(buf);
+                self.stats.drop(DropReason::Amplification);
+                continue;
+            }
+            self.stats.packets_out += 1;
+            self.stats.bytes_out += buf.len() as u64;
+            self.out.push_back(Output::Transmit {
+                destination: to.destination,
+                contents: buf,
+                tcp: to.proto == Protocol::Tcp,
+            });
             if cached != Some(ssrc)
                 && let Some(slot) = sub.slots.get_mut(slot_i)
             {

@@ -141,6 +141,15 @@ pub struct JoinRequest {
     pub composite: tern_mixer::video::CompositeSpec,
 }
 
+/// Most datagram buffers a core keeps for reuse (`Core::recycle`): the
+/// shell sends up to a few thousand datagrams per flush under load.
+const EGRESS_POOL: usize = 512;
+
+/// The capacity of a forwarded copy's buffer: any datagram str0m sends
+/// fits. Smaller buffers given back (STUN answers, RTCP, sized to what they
+/// hold) are not kept: a copy would grow them.
+pub(super) const EGRESS_BUF: usize = 1500;
+
 /// What the shell must do.
 #[derive(Debug)]
 pub enum Output {
@@ -189,6 +198,9 @@ pub struct Core {
     /// be sent (`crate::limits::SendCredit`).
     unverified: crate::limits::SendCredit<SocketAddr>,
     out: VecDeque<Output>,
+    /// Datagram buffers the shell gave back (`recycle`), for forwarded
+    /// copies: a flush's worth, not one allocation per copy.
+    egress_pool: Vec<Vec<u8>>,
     events: VecDeque<(EndpointId, Event)>,
     /// Endpoint deadlines. An entry is stale when the endpoint's
     /// `next_timeout` has moved since; stale entries only cause a spurious
@@ -226,6 +238,7 @@ impl Core {
             by_ufrag: Map::default(),
             unverified: Default::default(),
             out: VecDeque::new(),
+            egress_pool: Vec::new(),
             events: VecDeque::new(),
             timers: BinaryHeap::new(),
             due: Vec::new(),
@@ -280,6 +293,16 @@ impl Core {
 
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
+    }
+
+    /// Give back the buffer of a datagram the shell has sent, for the next
+    /// forwarded copy. Kept up to `EGRESS_POOL` buffers: about what one
+    /// flush sends, so an idle shard holds little.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.egress_pool.len() < EGRESS_POOL && buf.capacity() >= EGRESS_BUF {
+            buf.clear();
+            self.egress_pool.push(buf);
+        }
     }
 
     pub fn poll_timeout(&self) -> Instant {

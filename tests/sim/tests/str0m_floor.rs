@@ -7,7 +7,10 @@
 //! slot per round through the direct API, is timed out and polled once per
 //! round, as `Core::settle` does per input batch; a "participant" side
 //! (offerer) takes every datagram with `handle_input` and polls until its
-//! timeout, as `Peer::handle_datagram` does. The test asserts that every
+//! timeout, as `Peer::handle_datagram` does. Each shape runs twice: the
+//! bridge side writing with `write_rtp` and polling the datagrams out, and
+//! sending with `send_rtp_now` into reused buffers as `Core::forward` does
+//! (timed out once per round either way). The test asserts that every
 //! packet arrives; it prints the cost per delivered datagram on each side.
 //! `TERN_FLOOR_ROUNDS` makes it a benchmark (BENCHMARKS.md, "Simulation").
 
@@ -178,7 +181,11 @@ struct Cost {
 
 /// `rounds` rounds 10 ms apart: one packet per slot each round, written,
 /// sent and received; the participant's own timers and feedback run too.
-fn run(shape: Shape, rounds: u64) -> Cost {
+///
+/// `send_now`: the bridge side sends with `DirectApi::send_rtp_now` into
+/// buffers it reuses (as `Core::forward` does), instead of `write_rtp` and
+/// the poll; it is still timed out once per round.
+fn run(shape: Shape, rounds: u64, send_now: bool) -> Cost {
     let t0 = Instant::now();
     let (mut bridge, mut part, slots, mut now) = connect(shape, t0);
     let vp8 = pt_of(&bridge.rtc, Codec::Vp8);
@@ -191,26 +198,42 @@ fn run(shape: Shape, rounds: u64) -> Cost {
         participant: Duration::ZERO,
     };
     let rtp_before = part.rtp_in;
+    let ssrcs: Vec<_> = {
+        let mut api = bridge.rtc.direct_api();
+        slots
+            .iter()
+            .map(|&(mid, _)| api.stream_tx_by_mid(mid, None).expect("send stream").ssrc())
+            .collect()
+    };
+    let video: std::sync::Arc<[u8]> = video.into();
+    let audio: std::sync::Arc<[u8]> = audio.into();
+    let mut pool: Vec<Vec<u8>> = Vec::new();
     for round in 0..rounds {
         now += Duration::from_millis(10);
         let seq = SeqNo::from(round + 1);
         let t = Instant::now();
         let mut api = bridge.rtc.direct_api();
-        for &(mid, kind) in &slots {
-            let tx = api.stream_tx_by_mid(mid, None).expect("send stream");
+        let mut sent = Vec::new();
+        for (&(mid, kind), ssrc) in slots.iter().zip(&ssrcs) {
             let (pt, payload, rate) = match kind {
                 MediaKind::Video => (vp8, &video, 900),
                 MediaKind::Audio => (opus, &audio, 480),
             };
             let ts = (round as u32).wrapping_mul(rate);
-            tx.write_rtp(
-                RtpWrite::new(pt, seq, ts, now, payload.clone())
-                    .marker(true)
-                    .nackable(kind == MediaKind::Video),
-            );
+            let w = RtpWrite::new(pt, seq, ts, now, payload.clone())
+                .marker(true)
+                .nackable(kind == MediaKind::Video);
+            if send_now {
+                let mut buf = pool.pop().unwrap_or_else(|| Vec::with_capacity(1500));
+                api.send_rtp_now(now, *ssrc, w, &mut buf).expect("sent");
+                sent.push(buf);
+            } else {
+                let tx = api.stream_tx_by_mid(mid, None).expect("send stream");
+                tx.write_rtp(w);
+            }
         }
         bridge.timeout(now);
-        let sent = std::mem::take(&mut bridge.out);
+        sent.append(&mut bridge.out);
         cost.bridge += t.elapsed();
         let t = Instant::now();
         for d in &sent {
@@ -225,6 +248,10 @@ fn run(shape: Shape, rounds: u64) -> Cost {
         // simulator pays for it too, but it is not per delivered datagram.
         flush(now, &mut part, &mut bridge);
         bridge.out.clear();
+        for mut b in sent {
+            b.clear();
+            pool.push(b);
+        }
     }
     let rtp = part.rtp_in - rtp_before;
     let expected = rounds * slots.len() as u64;
@@ -263,17 +290,24 @@ fn str0m_delivers_every_packet_and_its_cost_per_datagram_is_printed() {
         },
     ];
     for shape in shapes {
-        let c = run(shape, rounds);
-        let per = |d: Duration| d.as_secs_f64() * 1e6 / c.delivered as f64;
-        eprintln!(
-            "{:>2} video + {} audio slots{}: {} datagrams, bridge {:.2} µs + participant {:.2} µs = {:.2} µs per delivered datagram",
-            shape.video_slots,
-            shape.audio_slots,
-            if shape.publishes { ", publishing" } else { "" },
-            c.delivered,
-            per(c.bridge),
-            per(c.participant),
-            per(c.bridge + c.participant),
-        );
+        for send_now in [false, true] {
+            let c = run(shape, rounds, send_now);
+            let per = |d: Duration| d.as_secs_f64() * 1e6 / c.delivered as f64;
+            eprintln!(
+                "{:>2} video + {} audio slots{}, {}: {} datagrams, bridge {:.2} µs + participant {:.2} µs = {:.2} µs per delivered datagram",
+                shape.video_slots,
+                shape.audio_slots,
+                if shape.publishes { ", publishing" } else { "" },
+                if send_now {
+                    "send_rtp_now"
+                } else {
+                    "write_rtp + poll"
+                },
+                c.delivered,
+                per(c.bridge),
+                per(c.participant),
+                per(c.bridge + c.participant),
+            );
+        }
     }
 }
