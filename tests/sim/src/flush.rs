@@ -25,6 +25,7 @@ impl Sim {
                     self.egress_bytes[usize::from(self.in_timer)] += contents.len() as u64;
                     if let Some(tap) = self.tap.as_mut() {
                         *tap.sent_to.entry(destination).or_default() += contents.len() as u64;
+                        tap.note_srtp(destination, &contents);
                     }
                     transmits.push((destination, contents));
                 }

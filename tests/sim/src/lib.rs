@@ -50,6 +50,7 @@ mod peers;
 mod reception;
 mod relay;
 mod rng;
+pub mod tap;
 mod trace;
 
 use std::cmp::Reverse;
@@ -162,7 +163,8 @@ pub struct Sim {
     mix_rate: Option<u32>,
     mix_video: tern_mixer::video::CompositeSpec,
     /// Opt-in (`Some`): what bridges send to whom, for tests of what a
-    /// bridge answers to addresses it does not know.
+    /// bridge answers to addresses it does not know, and of the SRTP
+    /// packets it seals.
     pub tap: Option<Tap>,
 }
 
@@ -173,6 +175,10 @@ pub struct Tap {
     pub sent_to: HashMap<SocketAddr, u64>,
     /// STUN datagrams peers sent to a bridge, as they were (from, bytes).
     pub stun: Vec<(SocketAddr, Vec<u8>)>,
+    /// The SRTP packet indexes (SSRC, extended sequence number) the bridges
+    /// sealed for each address: AES-GCM's nonce is made of them, so one
+    /// sealed twice under the same key is a nonce reused.
+    pub srtp: HashMap<(SocketAddr, u32), tap::SrtpIndexes>,
 }
 
 /// A DTLS certificate shared by every simulation in the process: generating

@@ -72,7 +72,7 @@ fn run(
 /// The RTP (not RTCP) datagrams' SSRC and sequence number. Their headers are
 /// in the clear under SRTP.
 fn rtp_ssrc_seq(d: &[u8]) -> Option<(u32, u16)> {
-    let rtp = d.len() >= 12 && d[0] >> 6 == 2 && !(72..=76).contains(&(d[1] & 0x7f));
+    let rtp = d.len() >= 12 && d[0] >> 6 == 2 && !(64..=95).contains(&(d[1] & 0x7f));
     rtp.then(|| {
         (
             u32::from_be_bytes([d[8], d[9], d[10], d[11]]),
