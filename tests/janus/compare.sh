@@ -69,6 +69,9 @@ if [[ -z ${TERN_BIN:-} ]]; then
   (cd "$root" && cargo build --release -q --bin tern)
   TERN_BIN=$root/target/release/tern
 fi
+# A TERN_BIN given in the environment must not reach tern: it refuses
+# TERN_* variables that are not its settings.
+export -n TERN_BIN
 
 ns=tern-cmp-$$
 work=$(mktemp -d /tmp/tern-compare.XXXXXX)
