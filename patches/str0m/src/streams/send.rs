@@ -617,7 +617,13 @@ impl StreamTx {
         let len = pkt.payload.len() as u64;
         self.stats.update_packet_counts(len, false);
         if let Some(h) = &mut self.stats.bytes_transmitted {
-            h.push(now, len)
+            h.push(now, len);
+            // A polled packet's history is purged when the resend path
+            // reads the ratio (`rtx_ratio_downsampled`), which a stream
+            // sent on only this way may never do: without this it grew by
+            // an entry per packet for as long as the stream lived (found
+            // by a heap profile of the bridge).
+            h.purge_old(now);
         }
 
         let mut header = pkt.header.clone();
@@ -1738,6 +1744,36 @@ mod test {
 
         assert_eq!(snapshot.byte_size, 240);
         assert_eq!(snapshot.packet_count, 1);
+    }
+
+    #[test]
+    fn sending_now_keeps_the_byte_history_to_its_window() {
+        let t0 = Instant::now();
+        let mut stream = StreamTx::new(42.into(), None, MidRid(Mid::from("0"), None), false, 1200);
+        stream.set_rtx_cache(1024, Duration::from_secs(1), Some(0.15));
+        let codecs = CodecConfig::new_with_defaults();
+        let pt = codecs
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == crate::format::Codec::Vp8)
+            .map(|p| p.pt())
+            .unwrap();
+        let exts = ExtensionMap::standard();
+        let mut twcc = 0;
+        let mut buf = vec![0; SEND_NOW_SCRATCH];
+        // 10 s at 300 packets/s, never a resend polled.
+        for i in 0..3000u64 {
+            let now = t0 + Duration::from_micros(i * 3333);
+            let w =
+                RtpWrite::new(pt, i.into(), i as u32 * 300, now, vec![1u8; 1000]).nackable(true);
+            stream
+                .send_now(now, w, &exts, Some(&mut twcc), codecs.params(), &mut buf)
+                .unwrap();
+        }
+        let history = stream.stats.bytes_transmitted.as_ref().unwrap();
+        // About one second of packets, not all ten seconds'.
+        assert!(history.len() <= 302, "{} entries", history.len());
+        assert_eq!(history.sum(), history.len() as u64 * 1000);
     }
 
     #[test]

@@ -41,6 +41,12 @@ where
         self.value
     }
 
+    /// How many values the history holds.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.history.len()
+    }
+
     /// Recalculates sum purging values older than `now - max_time`.
     pub fn purge_old(&mut self, now: Instant) {
         while {
