@@ -71,6 +71,16 @@ impl LinkConfig {
         }
     }
 
+    /// A receiver's downlink: `kbps` behind a queue of ~300 ms at that rate
+    /// (a home router's buffer), 20 ms away.
+    pub fn capped(kbps: u64) -> Self {
+        Self {
+            bandwidth_bps: Some(kbps * 1000),
+            queue_bytes: (kbps * 1000 / 8 * 3 / 10) as usize,
+            ..Self::latency(20)
+        }
+    }
+
     pub fn with_loss(mut self, loss: f64) -> Self {
         self.loss = loss;
         self

@@ -12,16 +12,6 @@ fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
 }
 
-/// A receiver's downlink: `kbps` behind a queue of ~300 ms at that rate
-/// (a home router's buffer), 20 ms away.
-fn capped(kbps: u64) -> LinkConfig {
-    LinkConfig {
-        bandwidth_bps: Some(kbps * 1000),
-        queue_bytes: (kbps * 1000 / 8 * 3 / 10) as usize,
-        ..LinkConfig::latency(20)
-    }
-}
-
 fn estimating(seed: u64) -> SimConfig {
     SimConfig {
         bandwidth_estimation: true,
@@ -72,16 +62,21 @@ fn a_receiver_whose_downlink_drops_to_400_kbps_moves_down_without_freezing_and_c
             "pub",
             |c| c.audio = true,
             LinkConfig::latency(20),
-            capped(3000),
+            LinkConfig::capped(3000),
         );
-        let r = sim.add_peer("r", receive_only, LinkConfig::latency(20), capped(3000));
+        let r = sim.add_peer(
+            "r",
+            receive_only,
+            LinkConfig::latency(20),
+            LinkConfig::capped(3000),
+        );
         sim.set_max_height(r, None, 720);
         sim.run_until(secs(8.0));
         // 400 kbps: only 180p (150 kbps) and audio fit.
-        sim.set_downlink(r, capped(400));
+        sim.set_downlink(r, LinkConfig::capped(400));
         let loss = downlink_loss(&mut sim, r, 11.0, 16.0);
         // Back to 3 Mbps: probing finds it.
-        sim.set_downlink(r, capped(3000));
+        sim.set_downlink(r, LinkConfig::capped(3000));
         sim.run_until(secs(27.0));
 
         assert_eq!(layers(&sim, "r", 6.0, 8.0), vec![2], "720p fits 3 Mbps");
@@ -153,10 +148,15 @@ fn three_receivers_on_different_links(seed: u64) {
             "pub",
             |c| c.audio = true,
             LinkConfig::latency(20),
-            capped(3000),
+            LinkConfig::capped(3000),
         );
         for (name, kbps) in [("slow", 500), ("mid", 1200), ("fast", 5000)] {
-            let r = sim.add_peer(name, receive_only, LinkConfig::latency(20), capped(kbps));
+            let r = sim.add_peer(
+                name,
+                receive_only,
+                LinkConfig::latency(20),
+                LinkConfig::capped(kbps),
+            );
             sim.set_max_height(r, None, 720);
         }
         sim.run_until(secs(20.0));
@@ -178,13 +178,18 @@ fn a_receiver_starved_below_the_lowest_layer_is_told_it_is_paused_and_resumes_wh
             "pub",
             |c| c.audio = true,
             LinkConfig::latency(20),
-            capped(3000),
+            LinkConfig::capped(3000),
         );
-        let r = sim.add_peer("r", receive_only, LinkConfig::latency(20), capped(3000));
+        let r = sim.add_peer(
+            "r",
+            receive_only,
+            LinkConfig::latency(20),
+            LinkConfig::capped(3000),
+        );
         sim.run_until(secs(6.0));
         assert!(sim.state("r").suspended.is_empty());
         // 90 kbps: audio fits, 180p (150 kbps) does not.
-        sim.set_downlink(r, capped(90));
+        sim.set_downlink(r, LinkConfig::capped(90));
         let mut paused_at = None;
         for tenth in 61..=200 {
             sim.run_until(secs(tenth as f64 / 10.0));
@@ -197,7 +202,7 @@ fn a_receiver_starved_below_the_lowest_layer_is_told_it_is_paused_and_resumes_wh
         eprintln!("paused at {paused_at} s");
         sim.run_until(secs(25.0));
         assert!(!sim.state("r").suspended.is_empty(), "still paused at 25 s");
-        sim.set_downlink(r, capped(3000));
+        sim.set_downlink(r, LinkConfig::capped(3000));
         let mut resumed_at = None;
         for tenth in 251..=450 {
             sim.run_until(secs(tenth as f64 / 10.0));
@@ -233,23 +238,28 @@ fn screen_share_on_a_link_that_halves(seed: u64) -> Sim {
             c.video_source = "screen".into();
         },
         LinkConfig::latency(20),
-        capped(5000),
+        LinkConfig::capped(5000),
     );
     for name in CAMERAS {
         sim.add_peer(
             name,
             |c| c.audio = false,
             LinkConfig::latency(20),
-            capped(5000),
+            LinkConfig::capped(5000),
         );
     }
-    let r = sim.add_peer("r", receive_only, LinkConfig::latency(20), capped(5000));
+    let r = sim.add_peer(
+        "r",
+        receive_only,
+        LinkConfig::latency(20),
+        LinkConfig::capped(5000),
+    );
     sim.set_max_height(r, None, 360);
     sim.set_view(r, -1, &["presenter/screen"], 720);
     sim.run_until(secs(4.0));
     // 2.5 Mbps: the screen's 720p (1.5 Mbps) still fits, with the
     // thumbnails at 180p (0.15 each); at 360p (0.5 each) they do not.
-    sim.set_downlink(r, capped(2500));
+    sim.set_downlink(r, LinkConfig::capped(2500));
     sim.run_until(secs(16.0));
     sim
 }
@@ -357,9 +367,14 @@ fn a_new_receiver_is_first_sent_a_layer_its_starting_estimate_carries() {
             "pub",
             |c| c.audio = true,
             LinkConfig::latency(20),
-            capped(5000),
+            LinkConfig::capped(5000),
         );
-        let r = sim.add_peer("r", receive_only, LinkConfig::latency(20), capped(1200));
+        let r = sim.add_peer(
+            "r",
+            receive_only,
+            LinkConfig::latency(20),
+            LinkConfig::capped(1200),
+        );
         sim.set_max_height(r, None, 720);
         sim.run_until(secs(3.0));
         let rx = sim.state("r").received_all("pub/camera");

@@ -15,14 +15,6 @@ fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
 }
 
-fn capped(kbps: u64) -> LinkConfig {
-    LinkConfig {
-        bandwidth_bps: Some(kbps * 1000),
-        queue_bytes: (kbps * 1000 / 8 * 3 / 10) as usize,
-        ..LinkConfig::latency(20)
-    }
-}
-
 fn receive_only(c: &mut PeerConfig) {
     c.video = vec![];
     c.audio = false;
@@ -40,25 +32,30 @@ fn no_srtp_index_is_sealed_twice_across_resends_probes_and_layer_switches() {
             "pub",
             |c| c.audio = true,
             LinkConfig::latency(20),
-            capped(3000),
+            LinkConfig::capped(3000),
         );
         // One receiver loses 2 % of what it is sent (NACKs, resends on its
         // RTX SSRCs) and its link drops to 400 kbit/s for a while (switches
         // down and back up, probes into the link); the other has room.
         let lossy = LinkConfig {
             loss: 0.02,
-            ..capped(3000)
+            ..LinkConfig::capped(3000)
         };
         let r = sim.add_peer("r", receive_only, LinkConfig::latency(20), lossy.clone());
         sim.set_max_height(r, None, 720);
-        let f = sim.add_peer("f", receive_only, LinkConfig::latency(20), capped(5000));
+        let f = sim.add_peer(
+            "f",
+            receive_only,
+            LinkConfig::latency(20),
+            LinkConfig::capped(5000),
+        );
         sim.set_max_height(f, None, 720);
         sim.run_until(secs(6.0));
         sim.set_downlink(
             r,
             LinkConfig {
                 loss: 0.02,
-                ..capped(400)
+                ..LinkConfig::capped(400)
             },
         );
         sim.run_until(secs(10.0));

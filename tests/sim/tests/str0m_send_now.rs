@@ -81,6 +81,39 @@ fn rtp_ssrc_seq(d: &[u8]) -> Option<(u32, u16)> {
     })
 }
 
+/// `frames` frames of 30 fps video, `per_frame` packets of 1,100 bytes
+/// each sent now at the frame's start, numbered on from `seq`; `lose`
+/// picks what the path drops.
+#[allow(clippy::too_many_arguments)]
+fn send_video(
+    bridge: &mut Side,
+    part: &mut Side,
+    now: &mut Instant,
+    (ssrc, pt): (Ssrc, str0m::media::Pt),
+    (frames, per_frame): (u32, u64),
+    seq: &mut u64,
+    lose: &mut dyn FnMut(&[u8]) -> bool,
+    sent: &mut Vec<Vec<u8>>,
+) {
+    for frame in 0..frames {
+        for i in 0..per_frame {
+            let w = RtpWrite::new(
+                pt,
+                SeqNo::from(*seq),
+                frame * 3000,
+                *now,
+                vec![0x90u8; 1100],
+            )
+            .marker(i == per_frame - 1)
+            .nackable(true);
+            send_now(bridge, *now, ssrc, w);
+            *seq += 1;
+        }
+        let next = *now + Duration::from_micros(33_333);
+        run(bridge, part, now, next, lose, sent);
+    }
+}
+
 fn received(part: &Side, ssrc: Ssrc) -> Vec<(u64, Vec<u8>, bool)> {
     part.events
         .iter()
@@ -310,34 +343,24 @@ fn sending_now_beside_probes_and_resends_never_reuses_an_srtp_nonce() {
     // 3 s of 30 fps, 2 packets a frame sent now; the estimator asked for
     // more than that (str0m probes and pads on the RTX SSRC, from its own
     // sequence counter); every 25th packet lost (resent on the RTX SSRC).
-    for frame in 0u32..90 {
-        for i in 0..2 {
-            let w = RtpWrite::new(pt, SeqNo::from(seq), frame * 3000, now, vec![0x90u8; 1100])
-                .marker(i == 1)
-                .nackable(true);
-            send_now(&mut bridge, now, ssrc, w);
-            seq += 1;
-        }
-        if frame == 0 {
-            bridge
-                .rtc
-                .bwe()
-                .set_bitrate(Bitrate::kbps(0), Bitrate::kbps(2500));
-        }
-        let next = now + Duration::from_micros(33_333);
-        run(
-            &mut bridge,
-            &mut part,
-            &mut now,
-            next,
-            &mut |d| {
-                let media = rtp_ssrc_seq(d).is_some_and(|(s, _)| s == *ssrc);
-                n += media as u32;
-                media && n.is_multiple_of(25)
-            },
-            &mut sent,
-        );
-    }
+    bridge
+        .rtc
+        .bwe()
+        .set_bitrate(Bitrate::kbps(0), Bitrate::kbps(2500));
+    send_video(
+        &mut bridge,
+        &mut part,
+        &mut now,
+        (ssrc, pt),
+        (90, 2),
+        &mut seq,
+        &mut |d| {
+            let media = rtp_ssrc_seq(d).is_some_and(|(s, _)| s == *ssrc);
+            n += media as u32;
+            media && n.is_multiple_of(25)
+        },
+        &mut sent,
+    );
     let rtp: Vec<(u32, u16)> = sent.iter().filter_map(|d| rtp_ssrc_seq(d)).collect();
     let on_rtx = rtp.iter().filter(|(s, _)| *s == *rtx).count();
     assert!(
@@ -403,24 +426,16 @@ fn the_estimate_grows_on_feedback_for_packets_sent_now_alone() {
     // (no desired bitrate set): what the estimator learns, it learns from
     // the feedback on these packets. It climbs slowly without probes (1.22
     // Mbit/s at 4 s here); unregistered, they would leave it at 1.00.
-    for frame in 0u32..120 {
-        for i in 0..9 {
-            let w = RtpWrite::new(pt, SeqNo::from(seq), frame * 3000, now, vec![0x90u8; 1100])
-                .marker(i == 8)
-                .nackable(true);
-            send_now(&mut bridge, now, ssrc, w);
-            seq += 1;
-        }
-        let next = now + Duration::from_micros(33_333);
-        run(
-            &mut bridge,
-            &mut part,
-            &mut now,
-            next,
-            &mut |_| false,
-            &mut sent,
-        );
-    }
+    send_video(
+        &mut bridge,
+        &mut part,
+        &mut now,
+        (ssrc, pt),
+        (120, 9),
+        &mut seq,
+        &mut |_| false,
+        &mut sent,
+    );
     let best = bridge.estimates.iter().map(|(_, e)| e.as_u64()).max();
     assert!(
         best.is_some_and(|e| e >= 1_100_000),
