@@ -34,7 +34,7 @@ use crate::rtp_::SeqNo;
 use crate::rtp_::SeqNoWindow;
 use crate::rtp_::{Bitrate, ExtensionMap, Goodbye, Mid, ReportList, Rtcp, RtcpFb};
 use crate::rtp_::{Dlrr, DlrrItem, ExtendedReport, ReportBlock};
-use crate::rtp_::{RtpHeader, SessionId, TwccPacketId, extend_u16};
+use crate::rtp_::{RtpHeader, SessionId, TwccClusterId, TwccPacketId, extend_u16};
 use crate::rtp_::{SrtpContext, Ssrc};
 use crate::rtp_::{TwccRecvRegister, TwccSendRegister};
 use crate::stats::StatsSnapshot;
@@ -1288,20 +1288,12 @@ impl Session {
 
         let protected = srtp_tx.protect_rtp(buf, &header, *seq_no);
 
-        if twcc_enabled {
-            let packet_id = if let Some(cluster) = cluster_id {
-                TwccPacketId::with_cluster(twcc_seq, cluster)
-            } else {
-                TwccPacketId::new(twcc_seq)
-            };
-            self.twcc_tx_register
-                .register_seq(packet_id, now, payload_size);
-        }
-
-        // Update BWE subsystem
-        if let Some(bwe) = self.bwe.as_mut() {
-            bwe.on_media_sent(payload_size.into(), is_padding, now);
-        }
+        self.register_sent_rtp(
+            now,
+            twcc_enabled.then_some((twcc_seq, cluster_id)),
+            payload_size,
+            is_padding,
+        );
 
         if !is_padding && !header.ssrc.is_probe() {
             self.media_bytes_tx += payload_size as u64;
@@ -1363,21 +1355,38 @@ impl Session {
 
         srtp_tx.protect_rtp_into(plain, &header, *seq_no, out);
 
-        if twcc_enabled {
-            let packet_id = if let Some(cluster) = cluster_id {
-                TwccPacketId::with_cluster(twcc_seq, cluster)
-            } else {
-                TwccPacketId::new(twcc_seq)
+        self.register_sent_rtp(
+            now,
+            twcc_enabled.then_some((twcc_seq, cluster_id)),
+            payload_size,
+            false,
+        );
+        self.media_bytes_tx += payload_size as u64;
+
+        Ok(())
+    }
+
+    /// What the session keeps of an RTP packet that left (polled or sent
+    /// now): its transport-wide sequence number and probe cluster, and the
+    /// estimator's count of bytes sent.
+    fn register_sent_rtp(
+        &mut self,
+        now: Instant,
+        twcc: Option<(u64, Option<TwccClusterId>)>,
+        payload_size: usize,
+        is_padding: bool,
+    ) {
+        if let Some((seq, cluster)) = twcc {
+            let packet_id = match cluster {
+                Some(cluster) => TwccPacketId::with_cluster(seq, cluster),
+                None => TwccPacketId::new(seq),
             };
             self.twcc_tx_register
                 .register_seq(packet_id, now, payload_size);
         }
         if let Some(bwe) = self.bwe.as_mut() {
-            bwe.on_media_sent(payload_size.into(), false, now);
+            bwe.on_media_sent(payload_size.into(), is_padding, now);
         }
-        self.media_bytes_tx += payload_size as u64;
-
-        Ok(())
     }
 
     pub fn poll_timeout(&mut self) -> (Option<Instant>, Reason) {
