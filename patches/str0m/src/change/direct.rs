@@ -376,10 +376,12 @@ impl<'a> DirectApi<'a> {
     /// same sender statistics (so sender reports count the packet and map
     /// its RTP time to `wallclock`), the same transport-wide CC and
     /// bandwidth estimator accounting, the same RTX cache for NACKs. The
-    /// one SRTP context stays the only writer of the stream's sequence
-    /// space, so sending this way and queueing on the same stream cannot
-    /// reuse an SRTP nonce; the packets' order is the caller's, though: do
-    /// not mix both ways on one stream.
+    /// session's one SRTP context seals it, beside the resends, padding and
+    /// probes str0m numbers itself; as with `write_rtp`, the media
+    /// sequence numbers are the caller's, and one given twice would seal two
+    /// packets under one SRTP index (one AES-GCM nonce). Do not mix both
+    /// ways on one stream: the queue would send its packets after ones sent
+    /// now.
     ///
     /// `now` is when the packet is sent (for TWCC); a time before the last
     /// [`Rtc::handle_input`][crate::Rtc::handle_input] is taken as that.
