@@ -627,13 +627,7 @@ impl StreamTx {
         }
 
         let mut header = pkt.header.clone();
-        if exts.id_of(Extension::AbsoluteSendTime).is_some() {
-            header.ext_vals.abs_send_time = Some(now);
-        }
-        if let Some(twcc) = twcc {
-            header.ext_vals.transport_cc = Some(*twcc as u16);
-            *twcc += 1;
-        }
+        stamp_transport_exts(&mut header, exts, twcc, now);
 
         let header_len = header.write_to(buf, exts);
         assert!(header_len % 4 == 0, "RTP header must be multiple of 4");
@@ -814,19 +808,7 @@ impl StreamTx {
             }
         };
 
-        // These need to match `Extension::is_supported()` so we are sending what we are
-        // declaring we support.
-
-        // Absolute Send Time might not be enabled for this m-line.
-        if exts.id_of(Extension::AbsoluteSendTime).is_some() {
-            header.ext_vals.abs_send_time = Some(now);
-        }
-
-        // TWCC might not be enabled for this m-line.
-        if let Some(twcc) = twcc {
-            header.ext_vals.transport_cc = Some(*twcc as u16);
-            *twcc += 1;
-        }
+        stamp_transport_exts(&mut header, exts, twcc, now);
 
         buf.resize(DATAGRAM_MAX_PACKET_SIZE, 0);
 
@@ -1485,6 +1467,24 @@ impl StreamTx {
 
     pub(crate) fn is_midrid(&self, midrid: MidRid) -> bool {
         midrid.special_equals(&self.midrid)
+    }
+}
+
+/// The extensions set as a packet leaves, polled or sent now. These need
+/// to match `Extension::is_supported()` so we are sending what we are
+/// declaring we support; either might not be enabled for the m-line.
+fn stamp_transport_exts(
+    header: &mut RtpHeader,
+    exts: &ExtensionMap,
+    twcc: Option<&mut u64>,
+    now: Instant,
+) {
+    if exts.id_of(Extension::AbsoluteSendTime).is_some() {
+        header.ext_vals.abs_send_time = Some(now);
+    }
+    if let Some(twcc) = twcc {
+        header.ext_vals.transport_cc = Some(*twcc as u16);
+        *twcc += 1;
     }
 }
 
