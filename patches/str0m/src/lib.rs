@@ -843,7 +843,7 @@ pub mod media;
 use media::AppSpecificFeedback;
 use media::SenderFeedback;
 use media::{Direction, Media, Mid, Pt, Rid, Writer};
-use media::{KeyframeRequest, KeyframeRequestKind};
+use media::{KeyframeRequest, KeyframeRequestKind, NackRequest};
 use media::{MediaAdded, MediaChanged, MediaData};
 
 pub mod change;
@@ -1038,6 +1038,10 @@ pub enum Event {
     ///
     /// The request is either PLI (Picture Loss Indication) or FIR (Full Intra Request).
     KeyframeRequest(KeyframeRequest),
+
+    /// Incoming NACK for a stream whose NACKs the caller answers
+    /// ([`media::StreamTx::set_nacks_to_caller`]).
+    Nack(NackRequest),
 
     /// Whether an incoming encoded stream is paused.
     ///
@@ -1603,7 +1607,8 @@ impl Rtc {
                 | Event::PeerStats(_)
                 | Event::ChannelBufferedAmountLow(_)
                 | Event::EgressBitrateEstimate(_)
-                | Event::KeyframeRequest(_) => {
+                | Event::KeyframeRequest(_)
+                | Event::Nack(_) => {
                     trace!("{:?}", e)
                 }
                 _ => debug!("{:?}", e),

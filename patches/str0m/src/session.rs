@@ -1074,6 +1074,10 @@ impl Session {
             return Some(Event::KeyframeRequest(req));
         }
 
+        if let Some(req) = self.streams.poll_nack() {
+            return Some(Event::Nack(req));
+        }
+
         if let Some(report) = self.streams.poll_sender_feedback() {
             return Some(Event::SenderFeedback(report));
         }
@@ -1313,6 +1317,29 @@ impl Session {
         rtp: RtpWrite,
         out: &mut Vec<u8>,
     ) -> Result<(), SendNowError> {
+        self.send_now(now, ssrc, rtp, out, false)
+    }
+
+    /// A resend of a packet the caller kept, sent at once on the stream's
+    /// RTX SSRC (`StreamTx::resend_now`), accounted as `send_rtp_now` is.
+    pub fn resend_rtp_now(
+        &mut self,
+        now: Instant,
+        ssrc: Ssrc,
+        rtp: RtpWrite,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendNowError> {
+        self.send_now(now, ssrc, rtp, out, true)
+    }
+
+    fn send_now(
+        &mut self,
+        now: Instant,
+        ssrc: Ssrc,
+        rtp: RtpWrite,
+        out: &mut Vec<u8>,
+        resend: bool,
+    ) -> Result<(), SendNowError> {
         let Some(srtp_tx) = self.srtp_tx.as_mut() else {
             return Err(SendNowError::NotConnected);
         };
@@ -1332,7 +1359,12 @@ impl Session {
             self.send_now_buf.resize(SEND_NOW_SCRATCH, 0);
         }
         let buf = &mut self.send_now_buf;
-        let (receipt, len) = stream.send_now(now, rtp, exts, twcc, &self.codec_config, buf)?;
+        let params = &self.codec_config;
+        let (receipt, len) = if resend {
+            stream.resend_now(now, rtp, exts, twcc, params, buf)?
+        } else {
+            stream.send_now(now, rtp, exts, twcc, params, buf)?
+        };
         let PacketReceipt {
             header,
             seq_no,

@@ -324,6 +324,138 @@ fn a_packet_sent_now_and_lost_is_resent_from_the_rtx_cache() {
     assert_eq!(eleventh.1, vec![10u8; 1000]);
 }
 
+/// The NACKs `side` surfaced since last asked, as (SSRC, sequence numbers).
+fn take_nacks(side: &mut Side) -> Vec<(Ssrc, Vec<u64>)> {
+    let mut nacks = Vec::new();
+    side.events.retain(|(_, e)| match e {
+        Event::Nack(n) => {
+            nacks.push((n.ssrc, n.seq_nos.iter().map(|s| **s).collect()));
+            false
+        }
+        _ => true,
+    });
+    nacks
+}
+
+#[test]
+fn a_lost_packet_is_resent_by_the_caller_from_its_own_copy_when_it_takes_the_nacks() {
+    let t0 = Instant::now();
+    let (mut bridge, mut part, mid, start) = connect(t0);
+    part.keep_events = true;
+    bridge.keep_events = true;
+    let pt = pt_of(&mut bridge, Codec::Vp8);
+    let ssrc = ssrc_of(&mut bridge, mid);
+    let rtx = {
+        let mut api = bridge.rtc.direct_api();
+        let tx = api.stream_tx(&ssrc).expect("send stream");
+        // str0m keeps no copy: the caller answers.
+        tx.set_rtx_cache(0, Duration::from_secs(1), None);
+        tx.set_nacks_to_caller(true);
+        tx.rtx().expect("RTX negotiated")
+    };
+    // The caller's one copy of each packet: sequence number -> payload.
+    let payload = |i: u64| vec![i as u8; 1000];
+    let write = |i: u64, now: Instant| {
+        RtpWrite::new(pt, SeqNo::from(i), i as u32 * 3000, now, payload(i))
+            .marker(true)
+            .nackable(true)
+    };
+    let mut now = start;
+    let mut sent = Vec::new();
+    let mut lost = 0;
+    let mut nacked = Vec::new();
+    for i in 1..=40u64 {
+        send_now(&mut bridge, now, ssrc, write(i, now));
+        let next = now + Duration::from_millis(33);
+        run(
+            &mut bridge,
+            &mut part,
+            &mut now,
+            next,
+            &mut |d| {
+                let hit = rtp_ssrc_seq(d) == Some((*ssrc, 11)) && lost == 0;
+                lost += hit as u32;
+                hit
+            },
+            &mut sent,
+        );
+        for (on, seqs) in take_nacks(&mut bridge) {
+            assert_eq!(on, ssrc);
+            for seq in seqs {
+                nacked.push(seq);
+                let mut buf = Vec::with_capacity(1500);
+                bridge
+                    .rtc
+                    .direct_api()
+                    .resend_rtp_now(now, ssrc, write(seq, now), &mut buf)
+                    .expect("resent");
+                bridge.out.push(buf);
+            }
+        }
+    }
+    assert_eq!(lost, 1);
+    assert!(nacked.contains(&11), "the loss was NACKed: {nacked:?}");
+    assert!(nacked.iter().all(|s| *s == 11), "only the loss: {nacked:?}");
+    let got = received(&part, ssrc);
+    let eleventh = got
+        .iter()
+        .find(|(seq, ..)| *seq == 11)
+        .expect("packet 11 repaired");
+    assert_eq!(eleventh.1, payload(11));
+    // What went on the RTX SSRC is the caller's resends (str0m had no copy
+    // to answer or pad with), each under its own SRTP index.
+    let on_rtx: Vec<u16> = sent
+        .iter()
+        .filter_map(|d| rtp_ssrc_seq(d))
+        .filter(|(s, _)| *s == *rtx)
+        .map(|(_, seq)| seq)
+        .collect();
+    assert!(!on_rtx.is_empty(), "the repair went on the RTX SSRC");
+    let distinct: HashSet<u16> = on_rtx.iter().copied().collect();
+    assert_eq!(distinct.len(), on_rtx.len(), "an RTX sequence number twice");
+}
+
+#[test]
+fn resends_by_the_caller_stop_at_the_streams_ratio_cap_and_say_so() {
+    let t0 = Instant::now();
+    let (mut bridge, _part, mid, start) = connect(t0);
+    let pt = pt_of(&mut bridge, Codec::Vp8);
+    let ssrc = ssrc_of(&mut bridge, mid);
+    {
+        let mut api = bridge.rtc.direct_api();
+        let tx = api.stream_tx(&ssrc).expect("send stream");
+        tx.set_rtx_cache(0, Duration::from_secs(1), Some(0.15));
+        tx.set_nacks_to_caller(true);
+    }
+    let write = |i: u64, now: Instant| {
+        RtpWrite::new(pt, SeqNo::from(i), i as u32 * 3000, now, vec![1u8; 1000]).nackable(true)
+    };
+    let mut now = start;
+    for i in 1..=10u64 {
+        send_now(&mut bridge, now, ssrc, write(i, now));
+    }
+    // 1,000 bytes resent per 10,000 sent is 9 %; the second passes 15 %
+    // (the ratio is read again every 50 ms).
+    let mut results = Vec::new();
+    for _ in 0..3 {
+        now += Duration::from_millis(60);
+        let mut buf = Vec::new();
+        let r = bridge
+            .rtc
+            .direct_api()
+            .resend_rtp_now(now, ssrc, write(5, now), &mut buf);
+        results.push((r.map(|_| ()), buf.is_empty()));
+    }
+    assert_eq!(
+        results,
+        vec![
+            (Ok(()), false),
+            (Ok(()), false),
+            (Err(SendNowError::ResendCapped), true)
+        ]
+    );
+}
+
 #[test]
 fn sending_now_beside_probes_and_resends_never_reuses_an_srtp_nonce() {
     let t0 = Instant::now();

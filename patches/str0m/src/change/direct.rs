@@ -393,6 +393,39 @@ impl<'a> DirectApi<'a> {
         rtp: RtpWrite,
         out: &mut Vec<u8>,
     ) -> Result<SendNowTo, SendNowError> {
+        self.send_now(now, ssrc, rtp, out, false)
+    }
+
+    /// Resend at once, on the stream's RTX SSRC, a packet the caller kept
+    /// because it answers this stream's NACKs itself
+    /// ([`StreamTx::set_nacks_to_caller`], [`crate::Event::Nack`]).
+    ///
+    /// `rtp` is the packet as it was first sent with
+    /// [`DirectApi::send_rtp_now`]: its main payload type and its original
+    /// sequence number, which goes before the payload (RFC 4588). The RTX
+    /// sequence number is the stream's own, so an SFU that keeps one copy
+    /// per forwarded packet for all its receivers can answer each of them
+    /// from it. Counted as a resend in the send statistics and held to the
+    /// stream's resend-ratio cap ([`SendNowError::ResendCapped`]); otherwise
+    /// as `send_rtp_now`.
+    pub fn resend_rtp_now(
+        &mut self,
+        now: Instant,
+        ssrc: Ssrc,
+        rtp: RtpWrite,
+        out: &mut Vec<u8>,
+    ) -> Result<SendNowTo, SendNowError> {
+        self.send_now(now, ssrc, rtp, out, true)
+    }
+
+    fn send_now(
+        &mut self,
+        now: Instant,
+        ssrc: Ssrc,
+        rtp: RtpWrite,
+        out: &mut Vec<u8>,
+        resend: bool,
+    ) -> Result<SendNowTo, SendNowError> {
         let Some(send) = &self.rtc.send_addr else {
             return Err(SendNowError::NotConnected);
         };
@@ -403,7 +436,11 @@ impl<'a> DirectApi<'a> {
         };
         let now = now.max(self.rtc.last_now);
         let mut m = self.rtc.mutate();
-        m.session.send_rtp_now(now, ssrc, rtp, out)?;
+        if resend {
+            m.session.resend_rtp_now(now, ssrc, rtp, out)?;
+        } else {
+            m.session.send_rtp_now(now, ssrc, rtp, out)?;
+        }
         // No event or transmit is queued (the debug copy of raw packets
         // aside); the pacer's debt and the streams' timers may have moved.
         if m.session.raw_packets.is_none() {

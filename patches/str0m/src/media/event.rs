@@ -317,6 +317,26 @@ pub struct KeyframeRequest {
     pub kind: KeyframeRequestKind,
 }
 
+/// Sequence numbers the remote side NACKed on a stream whose NACKs the
+/// caller answers ([`crate::media::StreamTx::set_nacks_to_caller`]).
+///
+/// This is obtained via [`Event::Nack`][crate::Event::Nack]; answer with
+/// [`crate::change::DirectApi::resend_rtp_now`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NackRequest {
+    /// The media the NACKed stream belongs to.
+    pub mid: Mid,
+
+    /// Rid of the NACKed stream. Relevant when doing simulcast.
+    pub rid: Option<Rid>,
+
+    /// The NACKed stream's (main) SSRC.
+    pub ssrc: Ssrc,
+
+    /// The missing sequence numbers, lengthened against the last one sent.
+    pub seq_nos: Vec<SeqNo>,
+}
+
 /// Type of keyframe request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyframeRequestKind {

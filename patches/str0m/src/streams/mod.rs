@@ -16,7 +16,7 @@ use std::time::Instant;
 use crate::config_mod::RtcpReportIntervals;
 use crate::format::CodecConfig;
 use crate::format::PayloadParams;
-use crate::media::{KeyframeRequest, MID_PROBE, Media, SenderFeedback};
+use crate::media::{KeyframeRequest, MID_PROBE, Media, NackRequest, SenderFeedback};
 use crate::pacer::QueueState;
 use crate::packet::Vp8Patch;
 use crate::rtp_::MidRid;
@@ -507,6 +507,18 @@ impl Streams {
                 mid: s.mid(),
                 rid: s.rid(),
                 kind,
+            })
+        })
+    }
+
+    pub(crate) fn poll_nack(&mut self) -> Option<NackRequest> {
+        self.streams_tx.values_mut().find_map(|s| {
+            let seq_nos = s.poll_nacked()?;
+            Some(NackRequest {
+                mid: s.mid(),
+                rid: s.rid(),
+                ssrc: s.ssrc(),
+                seq_nos,
             })
         })
     }

@@ -39,6 +39,10 @@ pub const DEFAULT_RTX_CACHE_DURATION: Duration = Duration::from_secs(3);
 
 pub const DEFAULT_RTX_RATIO_CAP: Option<f32> = Some(0.15f32);
 
+/// NACKed sequence numbers kept for the caller between two polls
+/// (`StreamTx::set_nacks_to_caller`); more wait for the next NACK.
+const MAX_NACKED_PENDING: usize = 512;
+
 /// A recently sampled view of an outgoing stream's send queue.
 ///
 /// str0m refreshes this information as part of its regular pacer and bandwidth-estimation
@@ -147,6 +151,11 @@ pub struct StreamTx {
 
     /// Determines retransmitted bytes ratio value to clear queued resends.
     rtx_ratio_cap: Option<f32>,
+
+    /// Sequence numbers NACKed by the remote side, kept for the caller to
+    /// answer (`set_nacks_to_caller`) instead of from the RTX cache. `None`
+    /// when str0m answers them itself.
+    nacked: Option<Vec<SeqNo>>,
 
     /// Last time we produced a SR.
     last_sender_report: Instant,
@@ -381,6 +390,7 @@ impl StreamTx {
             blank_packet: RtpPacket::blank(),
             rtx_cache: RtxCache::new(2000, DEFAULT_RTX_CACHE_DURATION),
             rtx_ratio_cap: DEFAULT_RTX_RATIO_CAP,
+            nacked: None,
             last_sender_report: already_happened(),
             pending_request_keyframe: None,
             pending_request_remb: None,
@@ -444,6 +454,25 @@ impl StreamTx {
         self.queue_info
             .as_ref()
             .map(|info| info as &dyn StreamTxQueueInfo)
+    }
+
+    /// Let the caller answer NACKs for this stream.
+    ///
+    /// An SFU forwarding one source to many receivers can keep one copy of
+    /// each packet for all of them, where every receiver's `StreamTx` would
+    /// otherwise keep its own in the RTX cache. With this on, NACKed sequence
+    /// numbers are surfaced as [`crate::Event::Nack`] instead of being
+    /// resent from the RTX cache, and the caller resends with
+    /// [`crate::change::DirectApi::resend_rtp_now`]. Set the RTX cache to
+    /// zero packets to stop keeping copies (padding then goes as blank
+    /// packets rather than spurious resends).
+    pub fn set_nacks_to_caller(&mut self, on: bool) {
+        if on {
+            self.nacked.get_or_insert_with(Vec::new);
+        } else {
+            self.nacked = None;
+        }
+        self.resends.clear();
     }
 
     /// Configure the RTX (resend) cache.
@@ -657,6 +686,95 @@ impl StreamTx {
                 payload_size: body_len,
             },
             header_len + body_len,
+        ))
+    }
+
+    /// Serialize a resend of a packet this stream sent, at once, on the RTX
+    /// stream (`Session::resend_rtp_now`): the caller kept the packet
+    /// (`set_nacks_to_caller`). This is the `NextPacketKind::Resend` half of
+    /// `poll_packet`: the RTX SSRC, PT and sequence number, the original
+    /// sequence number before the payload, the repaired RID, MID until the
+    /// RTX SSRC is acknowledged; counted as a resend (and held to the
+    /// resend-ratio cap). `rtp` is the packet as first sent: its PT the main
+    /// one, its sequence number the original.
+    pub(crate) fn resend_now(
+        &mut self,
+        now: Instant,
+        rtp: RtpWrite,
+        exts: &ExtensionMap,
+        twcc: Option<&mut u64>,
+        params: &[PayloadParams],
+        buf: &mut [u8],
+    ) -> Result<(PacketReceipt, usize), SendNowError> {
+        let pt_main = rtp.pt;
+        let Some(param) = params.iter().find(|p| p.pt() == pt_main) else {
+            return Err(SendNowError::UnknownPt(pt_main));
+        };
+        let (Some(pt_rtx), Some(ssrc_rtx)) = (param.resend(), self.rtx) else {
+            return Err(SendNowError::NoRtx);
+        };
+        if rtp.payload.len() + 2 + MAX_RTP_OVERHEAD + 15 * 4 > DATAGRAM_MAX_PACKET_SIZE {
+            return Err(SendNowError::TooLarge(rtp.payload.len()));
+        }
+        if let Some(cap) = self.rtx_ratio_cap
+            && self.rtx_ratio_downsampled(now) > cap
+        {
+            return Err(SendNowError::ResendCapped);
+        }
+        debug_assert!(buf.len() >= SEND_NOW_SCRATCH);
+
+        let mid = self.midrid.mid();
+        let rid = self.midrid.rid();
+        let orig_seq_no = rtp.seq_no;
+        let seq_no = self.seq_no_rtx.inc();
+        let mut header = RtpHeader {
+            csrc_count: rtp.csrc_count,
+            sequence_number: *seq_no as u16,
+            marker: rtp.marker,
+            payload_type: pt_rtx,
+            timestamp: rtp.time,
+            ssrc: ssrc_rtx,
+            csrc: rtp.csrc,
+            ext_vals: rtp.ext_vals,
+            ..Default::default()
+        };
+        header.ext_vals.rid = None;
+        header.ext_vals.rid_repair = rid;
+        if !self.remote_acked_ssrc || !self.remote_acked_rtx_ssrc {
+            header.ext_vals.mid = Some(mid);
+        }
+        stamp_transport_exts(&mut header, exts, twcc, now);
+
+        let header_len = header.write_to(buf, exts);
+        assert!(header_len % 4 == 0, "RTP header must be multiple of 4");
+        header.header_len = header_len;
+        let osn_len =
+            RtpHeader::write_original_sequence_number(&mut buf[header_len..], orig_seq_no);
+        let body_start = header_len + osn_len;
+        let body_len = rtp.payload.len();
+        let body_out = &mut buf[body_start..body_start + body_len];
+        if let Some(patch) = rtp.vp8_patch.as_ref() {
+            patch.copy_to(rtp.payload.as_ref(), body_out);
+        } else {
+            body_out.copy_from_slice(rtp.payload.as_ref());
+        }
+
+        let len = body_len as u64;
+        self.stats.update_packet_counts(len, true);
+        if let Some(h) = &mut self.stats.bytes_retransmitted {
+            h.push(now, len);
+            h.purge_old(now);
+        }
+        self.last_used = now;
+
+        Ok((
+            PacketReceipt {
+                header,
+                seq_no,
+                is_padding: false,
+                payload_size: osn_len + body_len,
+            },
+            body_start + body_len,
         ))
     }
 
@@ -1150,6 +1268,21 @@ impl StreamTx {
         entries: impl Iterator<Item = NackEntry>,
         now: Instant,
     ) -> Option<()> {
+        if let Some(nacked) = &mut self.nacked {
+            // Lengthened against the last sequence number sent, as the RTX
+            // cache's last entry would be. Bounded: a NACK storm waits for
+            // the caller's next poll, it does not grow memory.
+            let reference = self.last_sent_seq_no;
+            for seq_no in entries.flat_map(|n| n.into_iter(reference)) {
+                if nacked.len() >= MAX_NACKED_PENDING {
+                    break;
+                }
+                if !nacked.contains(&seq_no) {
+                    nacked.push(seq_no);
+                }
+            }
+            return Some(());
+        }
         // Turning NackEntry into SeqNo we need to know a SeqNo "close by" to lengthen the 16 bit
         // sequence number into the 64 bit we have in SeqNo.
         let seq_no = self.rtx_cache.last_cached_seq_no()?;
@@ -1171,6 +1304,15 @@ impl StreamTx {
         }
 
         Some(())
+    }
+
+    /// NACKed sequence numbers waiting for the caller, oldest first.
+    pub(crate) fn poll_nacked(&mut self) -> Option<Vec<SeqNo>> {
+        let nacked = self.nacked.as_mut()?;
+        if nacked.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(nacked))
     }
 
     pub(crate) fn need_sr(&self, now: Instant, intervals: RtcpReportIntervals) -> bool {
@@ -1428,6 +1570,9 @@ impl StreamTx {
         self.queue_info = None;
         self.rtx_cache.clear();
         self.resends.clear();
+        if let Some(nacked) = &mut self.nacked {
+            nacked.clear();
+        }
         self.padding = 0;
     }
 
@@ -1518,6 +1663,11 @@ pub enum SendNowError {
     UnknownPt(Pt),
     /// A payload of this many bytes does not fit a datagram.
     TooLarge(usize),
+    /// A resend on a stream, or a payload type, without RTX.
+    NoRtx,
+    /// Resends already take more than the stream's resend-ratio cap
+    /// (`StreamTx::set_rtx_cache`) of what it sent in the last second.
+    ResendCapped,
 }
 
 impl std::fmt::Display for SendNowError {
@@ -1527,6 +1677,8 @@ impl std::fmt::Display for SendNowError {
             SendNowError::NoStream(ssrc) => write!(f, "no send stream with SSRC {ssrc}"),
             SendNowError::UnknownPt(pt) => write!(f, "payload type {pt} not in the media"),
             SendNowError::TooLarge(n) => write!(f, "payload of {n} bytes too large"),
+            SendNowError::NoRtx => write!(f, "no RTX for this stream or payload type"),
+            SendNowError::ResendCapped => write!(f, "resends over the stream's ratio cap"),
         }
     }
 }
