@@ -114,9 +114,10 @@ pub struct MediaConfig {
     pub codecs: Vec<CodecName>,
     /// Video height a receiver gets when it states no constraint.
     pub default_max_height: u32,
-    /// Video packets per receive slot kept to answer NACKs. Each receiver's
-    /// connection keeps its own copies, so this and `rtx_cache_ms` bound most
-    /// of a bridge's memory per endpoint; 512 is ~2 s of 720p.
+    /// Video packets per receive slot remembered to answer NACKs (what was
+    /// sent under each sequence number, 24 bytes each); a source keeps one
+    /// copy of each packet for all its receivers, up to four times this.
+    /// 512 is ~2 s of 720p.
     pub rtx_cache_packets: usize,
     /// How long a sent video packet is kept for NACKs. 1 s is libwebrtc's
     /// own floor for its send history; a resend later than that arrives

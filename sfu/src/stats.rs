@@ -91,6 +91,15 @@ pub struct CoreStats {
     pub bytes_out: u64,
     pub rtp_forwarded: u64,
     pub dropped: [u64; DropReason::ALL.len()],
+    /// Packets receivers NACKed on forwarded video (`core/repair.rs`)...
+    pub repairs_asked: u64,
+    /// ...resent from the source's copy,
+    pub repairs_sent: u64,
+    /// ...no longer kept (older than the repair window) or not resendable,
+    pub repairs_expired: u64,
+    /// ...and refused because resends already took the receiver stream's
+    /// share (`RTX_RATIO_CAP`).
+    pub repairs_capped: u64,
     pub keyframe_requests_sent: u64,
     pub keyframe_requests_throttled: u64,
     pub layer_switches: u64,

@@ -44,6 +44,9 @@ struct ShardMetrics {
     keyframes_sent: Counter,
     keyframes_throttled: Counter,
     layer_switches: Counter,
+    repairs_sent: Counter,
+    repairs_expired: Counter,
+    repairs_capped: Counter,
     svc_skipped: Counter,
     sender_constraints: Counter,
     silence_suppressed: Counter,
@@ -87,6 +90,9 @@ impl ShardMetrics {
             keyframes_sent: metrics::counter!("tern_keyframe_requests_total", "shard" => s.clone(), "outcome" => "sent"),
             keyframes_throttled: metrics::counter!("tern_keyframe_requests_total", "shard" => s.clone(), "outcome" => "throttled"),
             layer_switches: metrics::counter!("tern_layer_switches_total", "shard" => s.clone()),
+            repairs_sent: metrics::counter!("tern_video_repairs_total", "shard" => s.clone(), "outcome" => "sent"),
+            repairs_expired: metrics::counter!("tern_video_repairs_total", "shard" => s.clone(), "outcome" => "expired"),
+            repairs_capped: metrics::counter!("tern_video_repairs_total", "shard" => s.clone(), "outcome" => "capped"),
             svc_skipped: metrics::counter!("tern_svc_packets_skipped_total", "shard" => s.clone()),
             sender_constraints: metrics::counter!("tern_sender_constraints_total", "shard" => s.clone()),
             silence_suppressed: metrics::counter!("tern_silence_suppressed_packets_total", "shard" => s.clone()),
@@ -137,6 +143,9 @@ impl ShardMetrics {
         self.keyframes_throttled
             .absolute(st.keyframe_requests_throttled);
         self.layer_switches.absolute(st.layer_switches);
+        self.repairs_sent.absolute(st.repairs_sent);
+        self.repairs_expired.absolute(st.repairs_expired);
+        self.repairs_capped.absolute(st.repairs_capped);
         self.svc_skipped.absolute(st.svc_skipped);
         self.sender_constraints.absolute(st.sender_constraints);
         self.silence_suppressed.absolute(st.silence_suppressed);

@@ -14,6 +14,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SendNowError, SeqNo, Vp8D
 use str0m::{Event, IceConnectionState, Input, Output as RtcOutput};
 use tracing::{debug, info, warn};
 
+use super::repair::{Cached, Sent};
 use super::{
     Core, EGRESS_BUF, EndpointId, HOUSEKEEPING, MAX_PAYLOAD, Output, Packet, SourceRef, svc,
 };
@@ -42,6 +43,10 @@ const CONFIRM_KEYFRAME_AFTER: Duration = Duration::from_millis(400);
 /// in the last second (str0m's default; a receiver NACKing everything must
 /// not double what it is sent).
 const RTX_RATIO_CAP: f32 = 0.15;
+
+/// A source's repair cache holds up to this many receive slots' worth of
+/// packets (`rtx_cache_packets` each): it keeps every layer, a slot one.
+const SOURCE_CACHE_SLOTS: usize = 4;
 /// str0m's audio level (negative dBov) as RFC 6464's 0..=127.
 fn dbov(level: i8) -> u8 {
     level.unsigned_abs().min(127)
@@ -315,6 +320,7 @@ impl Core {
             match e {
                 Event::RtpPacket(p) => self.forward(now, id, p),
                 Event::KeyframeRequest(k) => self.on_keyframe_request(now, id, k.mid),
+                Event::Nack(n) => self.on_nack(now, id, n),
                 Event::EgressBitrateEstimate(k) => self.on_bitrate_estimate(now, id, k),
                 Event::MediaAdded(m) => self.on_media(id, m.mid, m.kind, m.direction),
                 Event::ChannelOpen(cid, label) => self.on_channel_open(id, cid, &label),
@@ -557,6 +563,10 @@ impl Core {
         if src.record.on {
             self.record_packet(now, &p, &numbers, keyframe);
         }
+        let (age, cache_max) = (
+            self.cfg.rtx_cache_age,
+            SOURCE_CACHE_SLOTS * self.cfg.rtx_cache_packets,
+        );
         let Some(src) = self.source_of_mut(p.source) else {
             return;
         };
@@ -565,6 +575,19 @@ impl Core {
         }
         let subscribers = std::mem::take(&mut src.subscribers);
         let source_ref = p.source;
+        // One copy for every receiver's repairs (`repair.rs`).
+        let cache_index = (kind == Kind::Video).then(|| {
+            src.repair.push(
+                Cached {
+                    at: now,
+                    payload: p.payload.clone(),
+                    ext: p.ext.clone(),
+                    wallclock: p.wallclock,
+                },
+                age,
+                cache_max,
+            )
+        });
         // RED's primary block for receivers that did not negotiate RED:
         // made once per packet, shared by all of them.
         let mut plain: Option<std::sync::Arc<[u8]>> = None;
@@ -586,7 +609,6 @@ impl Core {
                 self.stats.drop(DropReason::NotConnected);
                 continue;
             }
-            let mut forget_resends = false;
             let mut marker = p.marker;
             if let Some(info) = &svc_info {
                 match svc::step(slot, info, keyframe, &numbers, now) {
@@ -613,7 +635,15 @@ impl Core {
                 if slot.target == Some(layer) && keyframe {
                     if slot.current.is_some_and(|c| c > layer) {
                         slot.confirm_keyframe_at = Some(now + CONFIRM_KEYFRAME_AFTER);
-                        forget_resends = true;
+                        // After a switch down the receiver's decoder starts
+                        // over at this keyframe: resending what it lost of
+                        // the old layer only fills the link that just proved
+                        // too small, and spends the resend budget
+                        // (RTX_RATIO_CAP) the new keyframe may need.
+                        // Measured in the 400 kbps drop simulation: the
+                        // keyframe's lost packet came back 230 ms later
+                        // instead of never.
+                        slot.sent.forget();
                     }
                     slot.rewriter.rebase(&numbers, now);
                     slot.current = Some(layer);
@@ -679,37 +709,18 @@ impl Core {
             // a second lookup here was 3 % of the bridge's CPU); the first
             // packet on a slot finds it by mid and sets it up.
             let ssrc = match cached {
-                Some(ssrc) => {
-                    // After a switch down the receiver's decoder starts
-                    // over at this keyframe: resending what it lost of the
-                    // old layer only fills the link that just proved too
-                    // small, and spends the resend budget (RTX_RATIO_CAP)
-                    // the new keyframe may need. Measured in the 400 kbps
-                    // drop simulation: the keyframe's lost packet came back
-                    // 230 ms later instead of never.
-                    if forget_resends && let Some(tx) = api.stream_tx(&ssrc) {
-                        tx.set_rtx_cache(
-                            self.cfg.rtx_cache_packets,
-                            self.cfg.rtx_cache_age,
-                            Some(RTX_RATIO_CAP),
-                        );
-                    }
-                    ssrc
-                }
+                Some(ssrc) => ssrc,
                 None => {
                     let Some(tx) = api.stream_tx_by_mid(slot_mid, None) else {
                         self.stats.drop(DropReason::NoSlotStream);
                         continue;
                     };
-                    // First packet on this send stream: str0m sized its
-                    // cache by count with a fixed 3 s age; bound it by time
-                    // as well (this empties a cache that holds nothing yet).
-                    let packets = if kind == Kind::Video {
-                        self.cfg.rtx_cache_packets
-                    } else {
-                        0
-                    };
-                    tx.set_rtx_cache(packets, self.cfg.rtx_cache_age, Some(RTX_RATIO_CAP));
+                    // First packet on this send stream: its NACKs are
+                    // answered from the source's one copy (`repair.rs`),
+                    // so str0m keeps none; it still holds resends to the
+                    // ratio cap.
+                    tx.set_rtx_cache(0, self.cfg.rtx_cache_age, Some(RTX_RATIO_CAP));
+                    tx.set_nacks_to_caller(kind == Kind::Video);
                     // Forwarded media was paced by its publisher; a second
                     // pacer here would queue it behind the receiver's
                     // estimate (a picture seconds late when the link
@@ -764,10 +775,21 @@ impl Core {
                 contents: buf,
                 tcp: to.proto == Protocol::Tcp,
             });
-            if cached != Some(ssrc)
-                && let Some(slot) = sub.slots.get_mut(slot_i)
-            {
+            if let Some(slot) = sub.slots.get_mut(slot_i) {
                 slot.tx_ssrc = Some(ssrc);
+                if let Some(index) = cache_index {
+                    let sent = Sent {
+                        seq: out.seq,
+                        index,
+                        ts: out.ts,
+                        pt,
+                        marker,
+                        pid: out.pid,
+                        tl0: out.tl0,
+                    };
+                    let (age, max) = (self.cfg.rtx_cache_age, self.cfg.rtx_cache_packets);
+                    slot.sent.record(now, source_ref, sent, age, max);
+                }
             }
             self.stats.rtp_forwarded += 1;
             if !sub.needs_drive {

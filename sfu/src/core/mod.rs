@@ -37,6 +37,7 @@ mod mixing;
 mod model;
 mod recording;
 mod relay;
+mod repair;
 mod sender;
 mod session;
 mod slots;
@@ -85,11 +86,11 @@ pub struct CoreConfig {
     pub codecs: Vec<CodecName>,
     pub max_participants_per_conference: usize,
     pub default_max_height: u32,
-    /// Outgoing video packets kept per receive slot to answer NACKs with RTX.
+    /// Outgoing video packets remembered per receive slot to answer NACKs
+    /// with RTX (`repair.rs`); a source's one copy of each packet holds up
+    /// to four times this.
     pub rtx_cache_packets: usize,
-    /// How long a sent video packet stays in that cache. Each receiver's
-    /// connection keeps its own copies, so this bounds most of a bridge's
-    /// memory per endpoint.
+    /// How long a forwarded video packet can still be resent.
     pub rtx_cache_age: Duration,
     /// Talk detection for dominant speaker and speech-following slots.
     pub talk: TalkConfig,

@@ -181,6 +181,8 @@ pub(super) struct PubSource {
     pub(super) silence: SilenceGate,
     /// Whether its conference is recorded here, and the layer wanted.
     pub(super) record: RecordMark,
+    /// Video: one copy of each packet forwarded, for receivers' NACKs.
+    pub(super) repair: super::repair::SourceCache,
 }
 
 impl PubSource {
@@ -221,6 +223,8 @@ pub(super) struct Slot {
     /// that layer is no longer forwarded while the switch waits for the
     /// target's keyframe (see `allocate.rs`).
     pub(super) draining: bool,
+    /// Video: what went out under each sequence number, for NACKs.
+    pub(super) sent: super::repair::SentMap,
 }
 
 impl Slot {
@@ -237,6 +241,7 @@ impl Slot {
             confirm_keyframe_at: None,
             raised: None,
             draining: false,
+            sent: Default::default(),
             rewriter: match kind {
                 Kind::Audio => Rewriter::audio(),
                 Kind::Video => Rewriter::video(),

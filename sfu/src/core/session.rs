@@ -453,6 +453,7 @@ impl Core {
                 constraint: Default::default(),
                 silence: Default::default(),
                 record: Default::default(),
+                repair: Default::default(),
             });
         }
         if !problems.is_empty() {

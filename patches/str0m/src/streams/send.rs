@@ -463,9 +463,9 @@ impl StreamTx {
     /// otherwise keep its own in the RTX cache. With this on, NACKed sequence
     /// numbers are surfaced as [`crate::Event::Nack`] instead of being
     /// resent from the RTX cache, and the caller resends with
-    /// [`crate::change::DirectApi::resend_rtp_now`]. Set the RTX cache to
-    /// zero packets to stop keeping copies (padding then goes as blank
-    /// packets rather than spurious resends).
+    /// [`crate::change::DirectApi::resend_rtp_now`]. Packets sent with
+    /// `send_rtp_now` no longer go to the RTX cache (padding then goes as
+    /// blank packets rather than spurious resends of them).
     pub fn set_nacks_to_caller(&mut self, on: bool) {
         if on {
             self.nacked.get_or_insert_with(Vec::new);
@@ -674,7 +674,8 @@ impl StreamTx {
         self.last_sent_seq_no = seq_no;
         self.last_used = now;
         self.send_queue.note_sent_now(now);
-        if pkt.nackable {
+        // The caller keeps its own copy when it answers the NACKs.
+        if pkt.nackable && self.nacked.is_none() {
             self.rtx_cache.cache_sent_packet(pkt, now);
         }
 

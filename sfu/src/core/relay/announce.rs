@@ -309,6 +309,7 @@ mod tests {
             constraint: Default::default(),
             silence: Default::default(),
             record: Default::default(),
+            repair: Default::default(),
         }
     }
 

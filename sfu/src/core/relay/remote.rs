@@ -340,6 +340,7 @@ impl Core {
                             constraint: Default::default(),
                             silence: Default::default(),
                             record: Default::default(),
+                            repair: Default::default(),
                         },
                         RemoteSource {
                             demand_sent: 0,

@@ -1,0 +1,524 @@
+//! Loss repair towards receivers from one copy per forwarded packet.
+//!
+//! A video source forwarded to seventy receivers used to leave seventy
+//! copies of each packet behind, one in each receiver's str0m RTX cache.
+//! Now the source keeps one ([`SourceCache`]: the payload, its header
+//! extensions and wallclock) and each receive slot keeps a small map from
+//! the sequence numbers it sent to what they were ([`SentMap`]: which
+//! source and cached packet, and the numbers the slot's rewriter gave it).
+//! A receiver's NACK is answered from the two (`Core::on_nack`, resent with
+//! str0m's `resend_rtp_now` on the slot's RTX stream). The map is the
+//! slot's own, so it answers across layer switches (the cache holds every
+//! layer of the source) and source switches (it remembers the last few
+//! sources the slot carried).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::media::{NackRequest, Pt};
+use str0m::net::Protocol;
+use str0m::rtp::{ExtensionValues, RtpWrite, SendNowError, SeqNo, Vp8Descriptor};
+
+use super::model::SourceRef;
+use super::{Core, EGRESS_BUF, EndpointId, Output};
+use crate::stats::DropReason;
+
+impl Core {
+    /// A receiver lost packets on one of its video slots: resend each from
+    /// its source's copy, as the slot sent it, on the slot's RTX stream.
+    pub(super) fn on_nack(&mut self, now: Instant, id: EndpointId, nack: NackRequest) {
+        let age = self.cfg.rtx_cache_age;
+        let Some(slot) = self
+            .endpoints
+            .get(&id)
+            .and_then(|ep| ep.slots.iter().find(|s| s.mid == nack.mid))
+        else {
+            return;
+        };
+        let asked: Vec<_> = nack
+            .seq_nos
+            .iter()
+            .map(|seq| slot.sent.lookup(now, **seq as u16, age))
+            .collect();
+        for found in asked {
+            self.stats.repairs_asked += 1;
+            let Some((source, sent)) = found else {
+                self.stats.repairs_expired += 1;
+                continue;
+            };
+            let Some(cached) = self
+                .source_of(source)
+                .and_then(|s| s.repair.get(sent.index))
+                .cloned()
+            else {
+                self.stats.repairs_expired += 1;
+                continue;
+            };
+            let mut w = RtpWrite::new(
+                sent.pt,
+                SeqNo::from(sent.seq),
+                sent.ts,
+                cached.wallclock,
+                cached.payload.clone(),
+            )
+            .marker(sent.marker)
+            .ext_vals(cached.ext)
+            .nackable(true);
+            // The picture numbers as the slot's rewriter gave them.
+            if (sent.pid.is_some() || sent.tl0.is_some())
+                && let Ok(d) = Vp8Descriptor::parse(&cached.payload)
+            {
+                let mut b = d.patch();
+                if let Some(pid) = sent.pid {
+                    b = b.picture_id(pid);
+                }
+                if let Some(tl0) = sent.tl0 {
+                    b = b.tl0_pic_idx(tl0);
+                }
+                if let Ok(patch) = b.build() {
+                    w = w.vp8_patch(patch);
+                }
+            }
+            let Some(sub) = self.endpoints.get_mut(&id) else {
+                return;
+            };
+            let mut buf = self
+                .egress_pool
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(EGRESS_BUF));
+            let to = match sub
+                .rtc
+                .direct_api()
+                .resend_rtp_now(now, nack.ssrc, w, &mut buf)
+            {
+                Ok(to) => to,
+                Err(e) => {
+                    self.egress_pool.push(buf);
+                    if e == SendNowError::ResendCapped {
+                        self.stats.repairs_capped += 1;
+                    } else {
+                        self.stats.repairs_expired += 1;
+                    }
+                    continue;
+                }
+            };
+            if !sub.addrs.contains(&to.destination) {
+                self.egress_pool.push(buf);
+                self.stats.drop(DropReason::Amplification);
+                continue;
+            }
+            self.stats.repairs_sent += 1;
+            self.stats.packets_out += 1;
+            self.stats.bytes_out += buf.len() as u64;
+            self.out.push_back(Output::Transmit {
+                destination: to.destination,
+                contents: buf,
+                tcp: to.proto == Protocol::Tcp,
+            });
+            if !sub.needs_drive {
+                sub.needs_drive = true;
+                self.to_drive.push(id);
+            }
+        }
+    }
+}
+
+/// A source's forwarded packet, kept for repairs.
+#[derive(Debug, Clone)]
+pub(super) struct Cached {
+    pub(super) at: Instant,
+    pub(super) payload: Arc<[u8]>,
+    pub(super) ext: ExtensionValues,
+    pub(super) wallclock: Instant,
+}
+
+/// One copy of each video packet a source forwarded, for as long as
+/// receivers may ask for it again. Indexes count the source's packets.
+#[derive(Debug, Default)]
+pub(super) struct SourceCache {
+    packets: VecDeque<Cached>,
+    /// Index of `packets[0]`.
+    first: u64,
+}
+
+impl SourceCache {
+    /// Keep `packet`, forgetting what is older than `age` or beyond `max`;
+    /// returns its index.
+    pub(super) fn push(&mut self, packet: Cached, age: Duration, max: usize) -> u64 {
+        let now = packet.at;
+        while let Some(old) = self.packets.front()
+            && (self.packets.len() >= max || now.saturating_duration_since(old.at) > age)
+        {
+            self.packets.pop_front();
+            self.first += 1;
+        }
+        self.packets.push_back(packet);
+        self.first + self.packets.len() as u64 - 1
+    }
+
+    pub(super) fn get(&self, index: u64) -> Option<&Cached> {
+        let i = index.checked_sub(self.first)?;
+        self.packets.get(usize::try_from(i).ok()?)
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.packets.len()
+    }
+}
+
+/// What a slot sent under one outgoing sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Sent {
+    /// Outgoing sequence number (extended, as the rewriter gives it).
+    pub(super) seq: u64,
+    /// The packet's index in its source's cache.
+    pub(super) index: u64,
+    pub(super) ts: u32,
+    pub(super) pt: Pt,
+    pub(super) marker: bool,
+    /// The rewritten VP8 picture id and TL0PICIDX, where it had them.
+    pub(super) pid: Option<u16>,
+    pub(super) tl0: Option<u8>,
+}
+
+/// A compact `Sent` in the ring: the source is a position in the map's
+/// short list of sources, and the time is milliseconds since the map began.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    seq: u64,
+    index: u64,
+    ts: u32,
+    at_ms: u32,
+    pid: u16,
+    pt: u8,
+    tl0: u8,
+    /// Position in `sources`, or `EMPTY`.
+    source: u8,
+    /// Bit 0: marker; 1: has pid; 2: has tl0.
+    flags: u8,
+}
+
+const EMPTY: u8 = u8::MAX;
+const MARKER: u8 = 1;
+const HAS_PID: u8 = 2;
+const HAS_TL0: u8 = 4;
+
+/// Sources a slot's map tells apart at once: a slot that carried more
+/// within the repair window forgets what it sent for the oldest.
+const SOURCES: usize = 4;
+
+const INITIAL: usize = 64;
+
+impl Entry {
+    const VACANT: Entry = Entry {
+        seq: 0,
+        index: 0,
+        ts: 0,
+        at_ms: 0,
+        pid: 0,
+        pt: 0,
+        tl0: 0,
+        source: EMPTY,
+        flags: 0,
+    };
+}
+
+/// A receive slot's map from the sequence numbers it sent to what they
+/// were: a ring indexed by sequence number that grows (up to `max`) while
+/// the repair window holds more than it has room for.
+#[derive(Debug, Default)]
+pub(super) struct SentMap {
+    ring: Vec<Entry>,
+    sources: [Option<SourceRef>; SOURCES],
+    current: usize,
+    /// When the first packet was recorded; entry times count from it.
+    epoch: Option<Instant>,
+}
+
+impl SentMap {
+    fn ms(&self, t: Instant) -> u32 {
+        let Some(epoch) = self.epoch else {
+            return 0;
+        };
+        u32::try_from(t.saturating_duration_since(epoch).as_millis()).unwrap_or(u32::MAX)
+    }
+
+    /// Remember what went out under `sent.seq`.
+    pub(super) fn record(
+        &mut self,
+        now: Instant,
+        source: SourceRef,
+        sent: Sent,
+        age: Duration,
+        max: usize,
+    ) {
+        let source = self.source_position(source);
+        self.epoch.get_or_insert(now);
+        let at_ms = self.ms(now);
+        if self.ring.is_empty() {
+            self.ring = vec![Entry::VACANT; INITIAL.min(max.next_power_of_two())];
+        }
+        let mask = self.ring.len() - 1;
+        let old = self.ring[sent.seq as usize & mask];
+        // The entry this one displaces is still inside the repair window:
+        // grow rather than forget it.
+        if old.source != EMPTY
+            && old.seq != sent.seq
+            && at_ms.saturating_sub(old.at_ms) <= age.as_millis() as u32
+            && self.ring.len() < max
+        {
+            self.grow(max);
+        }
+        let mask = self.ring.len() - 1;
+        let mut flags = 0;
+        if sent.marker {
+            flags |= MARKER;
+        }
+        if sent.pid.is_some() {
+            flags |= HAS_PID;
+        }
+        if sent.tl0.is_some() {
+            flags |= HAS_TL0;
+        }
+        self.ring[sent.seq as usize & mask] = Entry {
+            seq: sent.seq,
+            index: sent.index,
+            ts: sent.ts,
+            at_ms,
+            pid: sent.pid.unwrap_or(0),
+            pt: *sent.pt,
+            tl0: sent.tl0.unwrap_or(0),
+            source,
+            flags,
+        };
+    }
+
+    fn grow(&mut self, max: usize) {
+        let len = (self.ring.len() * 2).min(max.next_power_of_two());
+        let mut ring = vec![Entry::VACANT; len];
+        for e in self.ring.iter().filter(|e| e.source != EMPTY) {
+            ring[e.seq as usize & (len - 1)] = *e;
+        }
+        self.ring = ring;
+    }
+
+    fn source_position(&mut self, source: SourceRef) -> u8 {
+        if self.sources[self.current] != Some(source) {
+            if let Some(p) = self.sources.iter().position(|s| *s == Some(source)) {
+                self.current = p;
+            } else {
+                // The oldest source's entries go with its place in the list:
+                // kept, they would name the new source's packets.
+                self.current = (self.current + 1) % SOURCES;
+                let forgotten = self.current as u8;
+                for e in self.ring.iter_mut().filter(|e| e.source == forgotten) {
+                    *e = Entry::VACANT;
+                }
+                self.sources[self.current] = Some(source);
+            }
+        }
+        self.current as u8
+    }
+
+    /// What went out under the 16-bit sequence number `seq16`, if it is
+    /// still within `age` of `now`.
+    pub(super) fn lookup(
+        &self,
+        now: Instant,
+        seq16: u16,
+        age: Duration,
+    ) -> Option<(SourceRef, Sent)> {
+        if self.ring.is_empty() {
+            return None;
+        }
+        let e = self.ring[seq16 as usize & (self.ring.len() - 1)];
+        if e.source == EMPTY || e.seq as u16 != seq16 {
+            return None;
+        }
+        if self.ms(now).saturating_sub(e.at_ms) > age.as_millis() as u32 {
+            return None;
+        }
+        let source = self.sources[usize::from(e.source)]?;
+        Some((
+            source,
+            Sent {
+                seq: e.seq,
+                index: e.index,
+                ts: e.ts,
+                pt: e.pt.into(),
+                marker: e.flags & MARKER != 0,
+                pid: (e.flags & HAS_PID != 0).then_some(e.pid),
+                tl0: (e.flags & HAS_TL0 != 0).then_some(e.tl0),
+            },
+        ))
+    }
+
+    /// Forget everything sent so far (after a switch down, see
+    /// `Core::fan_out`).
+    pub(super) fn forget(&mut self) {
+        self.ring.fill(Entry::VACANT);
+    }
+
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> usize {
+        self.ring.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::EndpointId;
+    use str0m::media::Mid;
+
+    const AGE: Duration = Duration::from_secs(1);
+
+    fn source(n: u64) -> SourceRef {
+        SourceRef {
+            endpoint: EndpointId(n),
+            mid: Mid::from("1"),
+        }
+    }
+
+    fn sent(seq: u64, index: u64) -> Sent {
+        Sent {
+            seq,
+            index,
+            ts: seq as u32 * 3000,
+            pt: 96.into(),
+            marker: seq.is_multiple_of(3),
+            pid: seq.is_multiple_of(2).then_some(seq as u16 + 7),
+            tl0: seq.is_multiple_of(2).then_some(seq as u8),
+        }
+    }
+
+    fn cached(at: Instant, byte: u8) -> Cached {
+        Cached {
+            at,
+            payload: Arc::from(vec![byte; 10]),
+            ext: ExtensionValues::default(),
+            wallclock: at,
+        }
+    }
+
+    #[test]
+    fn a_slots_map_answers_for_every_source_and_layer_it_carried_in_the_window() {
+        let t0 = Instant::now();
+        let mut map = SentMap::default();
+        let mut now = t0;
+        // Source 1 (its indexes cover every layer: a layer switch is a
+        // jump in index), then source 2, then source 1 again.
+        let mut expected = Vec::new();
+        for seq in 100..400u64 {
+            let (src, index) = match seq {
+                100..200 => (source(1), seq * 2),
+                200..300 => (source(2), seq),
+                _ => (source(1), 10_000 + seq),
+            };
+            map.record(now, src, sent(seq, index), AGE, 512);
+            expected.push((seq, src, index));
+            now += Duration::from_millis(2);
+        }
+        for (seq, src, index) in expected {
+            let (got_src, got) = map.lookup(now, seq as u16, AGE).expect("answered");
+            assert_eq!(got_src, src);
+            assert_eq!(got, sent(seq, index));
+        }
+        assert!(map.lookup(now, 99, AGE).is_none());
+        assert!(map.lookup(now, 400, AGE).is_none());
+    }
+
+    #[test]
+    fn a_slot_that_carried_more_sources_than_it_tells_apart_forgets_the_oldest() {
+        let t0 = Instant::now();
+        let mut map = SentMap::default();
+        for n in 0..=SOURCES as u64 {
+            map.record(t0, source(n), sent(n, n), AGE, 512);
+        }
+        // The first source's place went to the last: its packet is not
+        // answered as if it were the new source's.
+        assert!(map.lookup(t0, 0, AGE).is_none());
+        for n in 1..=SOURCES as u64 {
+            assert_eq!(
+                map.lookup(t0, n as u16, AGE).map(|(s, _)| s),
+                Some(source(n))
+            );
+        }
+    }
+
+    #[test]
+    fn a_slots_map_grows_to_its_window_and_no_further() {
+        let t0 = Instant::now();
+        let mut map = SentMap::default();
+        // 300 packets within 300 ms: all inside the window.
+        for seq in 0..300u64 {
+            map.record(
+                t0 + Duration::from_millis(seq),
+                source(1),
+                sent(seq, seq),
+                AGE,
+                512,
+            );
+        }
+        assert_eq!(map.capacity(), 512);
+        let now = t0 + Duration::from_millis(300);
+        assert!((0..300u16).all(|s| map.lookup(now, s, AGE).is_some()));
+        // Bounded at `max`: the oldest go first.
+        let mut small = SentMap::default();
+        for seq in 0..300u64 {
+            small.record(t0, source(1), sent(seq, seq), AGE, 128);
+        }
+        assert_eq!(small.capacity(), 128);
+        assert!(small.lookup(t0, 171, AGE).is_none());
+        assert!((172..300u16).all(|s| small.lookup(t0, s, AGE).is_some()));
+    }
+
+    #[test]
+    fn a_slots_map_neither_grows_for_nor_answers_what_is_older_than_the_window() {
+        let t0 = Instant::now();
+        let mut map = SentMap::default();
+        // 50 packets a second for 4 s: 64 entries cover the window.
+        for seq in 0..200u64 {
+            map.record(
+                t0 + Duration::from_millis(seq * 20),
+                source(1),
+                sent(seq, seq),
+                AGE,
+                512,
+            );
+        }
+        assert_eq!(map.capacity(), 64);
+        let now = t0 + Duration::from_millis(199 * 20);
+        assert!(map.lookup(now, 199, AGE).is_some());
+        assert!(map.lookup(now, 149, AGE).is_some(), "1.0 s old");
+        assert!(map.lookup(now, 148, AGE).is_none(), "1.02 s old");
+        map.forget();
+        assert!(map.lookup(now, 199, AGE).is_none());
+    }
+
+    #[test]
+    fn a_source_cache_keeps_its_window_and_bound_and_finds_by_index() {
+        let t0 = Instant::now();
+        let mut cache = SourceCache::default();
+        let mut indexes = Vec::new();
+        for i in 0..100u64 {
+            let at = t0 + Duration::from_millis(i * 20);
+            indexes.push(cache.push(cached(at, i as u8), AGE, 1000));
+        }
+        assert_eq!(indexes, (0..100).collect::<Vec<_>>());
+        // 1 s at 20 ms: 51 packets (the oldest exactly 1 s old).
+        assert_eq!(cache.len(), 51);
+        assert!(cache.get(48).is_none());
+        assert_eq!(cache.get(49).map(|c| c.payload[0]), Some(49));
+        assert_eq!(cache.get(99).map(|c| c.payload[0]), Some(99));
+        assert!(cache.get(100).is_none());
+        for i in 100..120u64 {
+            cache.push(cached(t0 + Duration::from_secs(2), i as u8), AGE, 10);
+        }
+        assert_eq!(cache.len(), 10);
+        assert_eq!(cache.get(110).map(|c| c.payload[0]), Some(110));
+        assert!(cache.get(109).is_none());
+    }
+}
