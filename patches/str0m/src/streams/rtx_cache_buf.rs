@@ -15,6 +15,9 @@ use crate::util::already_happened;
 #[derive(Debug)]
 pub struct EvictingBuffer<T> {
     buf: Vec<Option<Entry<T>>>,
+    /// Size of `buf` once something is pushed: a buffer nothing is ever
+    /// pushed to (a send stream that never sends) allocates nothing.
+    initial_size: usize,
     /// How long to keep entries for.
     max_age: Duration,
     /// The maximum size allowed to grow to. Once this sized is reached, new pushed
@@ -53,7 +56,8 @@ impl<T> EvictingBuffer<T> {
     /// Creates a new buffer with an initial size.
     pub fn new(initial_size: usize, max_age: Duration, max_size: usize) -> Self {
         Self {
-            buf: prepare_buf(initial_size),
+            buf: Vec::new(),
+            initial_size,
             max_age,
             max_size,
             last_position: None,
@@ -75,6 +79,9 @@ impl<T> EvictingBuffer<T> {
     ///
     /// Position is an increasing sequence number. The sequence can be out of order.
     pub fn push(&mut self, position: u64, timestamp: Instant, value: T) {
+        if self.buf.is_empty() && self.initial_size > 0 {
+            self.buf = prepare_buf(self.initial_size);
+        }
         if self.is_inert() {
             return;
         }
@@ -266,6 +273,19 @@ impl<T> EvictingBuffer<T> {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn a_buffer_allocates_at_its_first_push() {
+        let now = Instant::now();
+        let mut buf: EvictingBuffer<u64> = EvictingBuffer::new(10, Duration::from_secs(1), 100);
+        assert_eq!(buf.buf.capacity(), 0);
+        assert_eq!(buf.get(1), None);
+        assert!(!buf.contains(1));
+        buf.maybe_evict(now);
+        buf.push(1, now, 7);
+        assert_eq!(buf.buf.len(), 10);
+        assert_eq!(buf.get(1), Some(&7));
+    }
 
     #[test]
     fn push_and_get() {
