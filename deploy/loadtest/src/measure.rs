@@ -44,6 +44,9 @@ pub(crate) async fn scrape_bridges(
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ProcSample {
     pub(crate) cpu_secs: f64,
+    /// Of which in user space (the rest is the kernel's: syscalls, the
+    /// network stack).
+    pub(crate) user_cpu_secs: f64,
     pub(crate) rss_kib: u64,
 }
 
@@ -70,12 +73,17 @@ pub(crate) fn proc_sample(pid: u32) -> Result<ProcSample> {
             .and_then(|v| v.parse::<f64>().ok())
             .ok_or_else(malformed)
     };
-    let cpu_secs = (ticks(11)? + ticks(12)?) / 100.0;
+    let user_cpu_secs = ticks(11)? / 100.0;
+    let cpu_secs = user_cpu_secs + ticks(12)? / 100.0;
     let status = read(format!("/proc/{pid}/status"))?;
     let rss_kib = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
-    Ok(ProcSample { cpu_secs, rss_kib })
+    Ok(ProcSample {
+        cpu_secs,
+        user_cpu_secs,
+        rss_kib,
+    })
 }

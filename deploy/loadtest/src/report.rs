@@ -115,6 +115,10 @@ pub struct ProcessUsage {
     pub rss_per_endpoint_kib: f64,
     /// Server CPU seconds per million packets delivered to participants.
     pub cpu_secs_per_million_delivered: f64,
+    /// Of `cpu_secs`, what the process spent in user space (not in the
+    /// kernel): CPU-s per million delivered is µs per delivered packet.
+    pub user_cpu_secs: f64,
+    pub user_cpu_secs_per_million_delivered: f64,
 }
 
 impl Summary {
@@ -218,11 +222,12 @@ impl Summary {
             };
             let _ = writeln!(
                 s,
-                "server pid {}{name}: {:.2} CPU-s ({:.2} busy cores), {:.1} CPU-s per million delivered packets, RSS {} → {} KiB{per_endpoint}",
+                "server pid {}{name}: {:.2} CPU-s ({:.2} busy cores), {:.1} CPU-s per million delivered packets ({:.1} in user space), RSS {} → {} KiB{per_endpoint}",
                 p.pid,
                 p.cpu_secs,
                 p.busy_cores,
                 p.cpu_secs_per_million_delivered,
+                p.user_cpu_secs_per_million_delivered,
                 p.rss_before_kib,
                 p.rss_after_kib,
             );

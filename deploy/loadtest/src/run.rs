@@ -167,6 +167,14 @@ pub async fn run(args: Args, mint: MintToken) -> Result<Summary> {
         match (&proc_before[i], &server_at_start[i], &server_at_end[i]) {
             (Ok(b), Ok(st), Ok(e)) => {
                 let cpu = e.cpu_secs - st.cpu_secs;
+                let user = e.user_cpu_secs - st.user_cpu_secs;
+                let per_million = |secs: f64| {
+                    if delivered > 0.0 {
+                        secs * 1e6 / delivered
+                    } else {
+                        f64::NAN
+                    }
+                };
                 // A process named after a bridge counts only the endpoints
                 // placed on it (none: no per-endpoint figure).
                 let endpoints = if p.name.is_empty() || placed.is_empty() {
@@ -186,11 +194,9 @@ pub async fn run(args: Args, mint: MintToken) -> Result<Summary> {
                     } else {
                         f64::NAN
                     },
-                    cpu_secs_per_million_delivered: if delivered > 0.0 {
-                        cpu * 1e6 / delivered
-                    } else {
-                        f64::NAN
-                    },
+                    cpu_secs_per_million_delivered: per_million(cpu),
+                    user_cpu_secs: user,
+                    user_cpu_secs_per_million_delivered: per_million(user),
                 });
             }
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
