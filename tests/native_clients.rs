@@ -217,7 +217,19 @@ async fn receiver_nack_is_answered_from_the_bridge_cache() {
         .filter(|r| r.seq <= newest_settled)
         .collect();
     assert_eq!(holes(&settled), 0, "every lost packet was retransmitted");
+    let losses = st.dropped_inbound().len() as f64;
     drop(st);
+    // Answered from the source's one copy (`core/repair.rs`), as the
+    // bridge's metrics count it.
+    eventually("repairs counted", Duration::from_secs(5), || {
+        let sent = bridge.metric("tern_video_repairs_total", "outcome=\"sent\"");
+        (sent >= losses).then_some(())
+    })
+    .await;
+    assert_eq!(
+        bridge.metric("tern_video_repairs_total", "outcome=\"expired\""),
+        0.0
+    );
     assert_eq!(
         publisher.state().nacks_received(),
         0,
