@@ -386,10 +386,10 @@ mod tests {
         Sent {
             seq,
             index,
-            ts: seq as u32 * 3000,
+            ts: (seq as u32).wrapping_mul(3000),
             pt: 96.into(),
             marker: seq.is_multiple_of(3),
-            pid: seq.is_multiple_of(2).then_some(seq as u16 + 7),
+            pid: seq.is_multiple_of(2).then_some((seq as u16).wrapping_add(7)),
             tl0: seq.is_multiple_of(2).then_some(seq as u8),
         }
     }
@@ -496,6 +496,44 @@ mod tests {
         assert!(map.lookup(now, 148, AGE).is_none(), "1.02 s old");
         map.forget();
         assert!(map.lookup(now, 199, AGE).is_none());
+    }
+
+    proptest::proptest! {
+        /// Whatever a slot sent (six sources coming and going, gaps in time
+        /// and in numbering, across the 16-bit wrap, more than the map
+        /// holds), a lookup answers only with what went out under that
+        /// number, and only within the window; the newest is always found.
+        #[test]
+        fn a_slots_map_never_answers_with_another_packet(
+            steps in proptest::collection::vec((0u64..6, 0u64..40, 1u64..4), 1..600),
+            max in proptest::sample::select(vec![64usize, 128, 512]),
+        ) {
+            let t0 = Instant::now();
+            let mut map = SentMap::default();
+            let mut now = t0;
+            let mut seq = 65_300u64;
+            let mut log: Vec<(Instant, SourceRef, Sent)> = Vec::new();
+            for (i, (src, gap_ms, jump)) in steps.into_iter().enumerate() {
+                now += Duration::from_millis(gap_ms);
+                seq += jump;
+                let sent = sent(seq, i as u64);
+                map.record(now, source(src), sent, AGE, max);
+                log.push((now, source(src), sent));
+                proptest::prop_assert_eq!(map.lookup(now, seq as u16, AGE), Some((source(src), sent)));
+                let first = log[0].2.seq;
+                for q in [seq - 1, seq.saturating_sub(7), seq.saturating_sub(200), first] {
+                    let Some((got_src, got)) = map.lookup(now, q as u16, AGE) else {
+                        continue;
+                    };
+                    let Some((at, src, s)) = log.iter().find(|(_, _, s)| s.seq as u16 == q as u16) else {
+                        proptest::prop_assert!(false, "answered for {q}, never sent");
+                        continue;
+                    };
+                    proptest::prop_assert_eq!((got_src, got), (*src, *s));
+                    proptest::prop_assert!(now - *at <= AGE + Duration::from_millis(1));
+                }
+            }
+        }
     }
 
     #[test]
