@@ -50,6 +50,7 @@ pub struct RtcConfig {
     pub(crate) pause_threshold: Duration,
     pub(crate) send_buffer_audio: usize,
     pub(crate) send_buffer_video: usize,
+    pub(crate) twcc_send_history: usize,
     pub(crate) sctp_max_buffered_amount: usize,
     pub(crate) sctp_max_message_size: u32,
     pub(crate) rtp_mode: bool,
@@ -662,6 +663,32 @@ impl RtcConfig {
         self.send_buffer_video
     }
 
+    /// Sets how many sent packets the transport-wide congestion control
+    /// register remembers, to match the remote side's feedback to them.
+    ///
+    /// Each record is ~90 bytes and the register is per connection: a
+    /// server with many connections may want fewer. It must cover the
+    /// packets sent between a packet and its feedback (a round trip plus
+    /// the feedback interval), and the egress loss in peer stats is read
+    /// over the last second of it. At least 1.
+    pub fn set_twcc_send_history(mut self, packets: usize) -> Self {
+        self.twcc_send_history = packets.max(1);
+        self
+    }
+
+    /// Returns the setting for the TWCC send history.
+    ///
+    /// ```
+    /// # use str0m::Rtc;
+    /// let config = Rtc::builder();
+    ///
+    /// // Defaults to 1000.
+    /// assert_eq!(config.twcc_send_history(), 1000);
+    /// ```
+    pub fn twcc_send_history(&self) -> usize {
+        self.twcc_send_history
+    }
+
     /// Sets how many bytes the data channels can buffer for sending, summed over all channels.
     ///
     /// [`Channel::write()`][crate::channel::Channel::write()] does not accept a message (returns
@@ -902,6 +929,7 @@ impl Default for RtcConfig {
             pause_threshold: Duration::from_millis(1500),
             send_buffer_audio: 50,
             send_buffer_video: 1000,
+            twcc_send_history: 1000,
             sctp_max_buffered_amount: crate::sctp::DEFAULT_MAX_BUFFERED_AMOUNT,
             sctp_max_message_size: crate::sctp::LOCAL_MAX_MESSAGE_SIZE,
             rtp_mode: false,

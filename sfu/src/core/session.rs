@@ -27,6 +27,15 @@ use crate::signal::{
 };
 use crate::{CodecName, SfuError};
 
+/// Sent packets str0m remembers per connection to match transport-wide
+/// feedback to (str0m keeps 1,000 by default, ~90 bytes each, the largest
+/// item of a bridge's memory per endpoint). 512 is 2 s of a 720p receiver
+/// (~260 packets/s) and over a second at 400 packets/s, which covers a
+/// round trip plus the feedback interval and the one second the egress loss
+/// in peer stats is read over (BENCHMARKS.md, "Egress: repairs from one
+/// copy per source").
+const TWCC_SEND_HISTORY: usize = 512;
+
 impl Core {
     /// A participant joins a room. The shell has already authenticated it.
     pub fn handle_join(&mut self, now: Instant, join: JoinRequest) -> Result<(), SfuError> {
@@ -246,6 +255,7 @@ impl Core {
             })
             .set_stats_interval(Some(super::loss::STATS_INTERVAL))
             .set_send_buffer_video(self.cfg.rtx_cache_packets)
+            .set_twcc_send_history(TWCC_SEND_HISTORY)
             .enable_bwe(
                 self.cfg
                     .bandwidth

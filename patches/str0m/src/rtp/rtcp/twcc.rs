@@ -1181,6 +1181,11 @@ impl TwccSendRegister {
 
     pub fn register_seq(&mut self, packet_id: TwccPacketId, now: Instant, size: usize) {
         self.last_registered = packet_id.seq();
+        // Make room before adding, so the queue's allocation never grows
+        // past `keep` (pushing first grew a register of 512 to 1024).
+        while self.queue.len() >= self.keep.max(1) {
+            self.queue.pop_front();
+        }
         self.queue.push_back(TwccSendRecord {
             packet_id,
             local_send_time: now,
@@ -1190,9 +1195,6 @@ impl TwccSendRegister {
             // The recv report, derived from TWCC feedback later.
             recv_report: None,
         });
-        while self.queue.len() > self.keep {
-            self.queue.pop_front();
-        }
     }
 
     /// Apply a TWCC RTCP report.
@@ -2251,6 +2253,18 @@ mod test {
             iter.map(|r| *r.seq()).collect::<Vec<_>>(),
             (990..998).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn the_send_register_keeps_its_bound_and_never_allocates_past_it() {
+        let mut reg = TwccSendRegister::new(512);
+        let now = Instant::now();
+        for i in 0..5000 {
+            reg.register_seq(TwccPacketId::new(i), now, 1000);
+        }
+        assert_eq!(reg.queue.len(), 512);
+        assert_eq!(reg.queue.capacity(), 512);
+        assert_eq!(reg.queue.front().map(|r| r.seq()), Some(4488.into()));
     }
 
     #[test]
