@@ -17,12 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::media::{NackRequest, Pt};
-use str0m::net::Protocol;
 use str0m::rtp::{ExtensionValues, RtpWrite, SendNowError, SeqNo, Vp8Descriptor};
 
+use super::forward::transmit_sealed;
 use super::model::SourceRef;
-use super::{Core, EGRESS_BUF, EndpointId, Output};
-use crate::stats::DropReason;
+use super::{Core, EGRESS_BUF, EndpointId};
 
 impl Core {
     /// A receiver lost packets on one of its video slots: resend each from
@@ -103,19 +102,11 @@ impl Core {
                     continue;
                 }
             };
-            if !sub.addrs.contains(&to.destination) {
-                self.egress_pool.push(buf);
-                self.stats.drop(DropReason::Amplification);
+            let (out, stats, pool) = (&mut self.out, &mut self.stats, &mut self.egress_pool);
+            if !transmit_sealed(out, stats, pool, &sub.addrs, &to, buf) {
                 continue;
             }
             self.stats.repairs_sent += 1;
-            self.stats.packets_out += 1;
-            self.stats.bytes_out += buf.len() as u64;
-            self.out.push_back(Output::Transmit {
-                destination: to.destination,
-                contents: buf,
-                tcp: to.proto == Protocol::Tcp,
-            });
             if !sub.needs_drive {
                 sub.needs_drive = true;
                 self.to_drive.push(id);
@@ -389,7 +380,9 @@ mod tests {
             ts: (seq as u32).wrapping_mul(3000),
             pt: 96.into(),
             marker: seq.is_multiple_of(3),
-            pid: seq.is_multiple_of(2).then_some((seq as u16).wrapping_add(7)),
+            pid: seq
+                .is_multiple_of(2)
+                .then_some((seq as u16).wrapping_add(7)),
             tl0: seq.is_multiple_of(2).then_some(seq as u8),
         }
     }
