@@ -114,6 +114,16 @@ fn send_video(
     }
 }
 
+/// Drops the bridge's first datagram of `(ssrc, seq)` on its way (not a
+/// resend of it on the same SSRC), counting it in `lost`.
+fn lose_once((ssrc, seq): (Ssrc, u16), lost: &mut u32) -> impl FnMut(&[u8]) -> bool + '_ {
+    move |d| {
+        let hit = rtp_ssrc_seq(d) == Some((*ssrc, seq)) && *lost == 0;
+        *lost += hit as u32;
+        hit
+    }
+}
+
 fn received(part: &Side, ssrc: Ssrc) -> Vec<(u64, Vec<u8>, bool)> {
     part.events
         .iter()
@@ -301,17 +311,12 @@ fn a_packet_sent_now_and_lost_is_resent_from_the_rtx_cache() {
         .nackable(true);
         send_now(&mut bridge, now, ssrc, w);
         let next = now + Duration::from_millis(33);
-        // The 11th packet is lost on its way.
         run(
             &mut bridge,
             &mut part,
             &mut now,
             next,
-            &mut |d| {
-                let hit = rtp_ssrc_seq(d) == Some((*ssrc, 11)) && lost == 0;
-                lost += hit as u32;
-                hit
-            },
+            &mut lose_once((ssrc, 11), &mut lost),
             &mut sent,
         );
     }
@@ -372,11 +377,7 @@ fn a_lost_packet_is_resent_by_the_caller_from_its_own_copy_when_it_takes_the_nac
             &mut part,
             &mut now,
             next,
-            &mut |d| {
-                let hit = rtp_ssrc_seq(d) == Some((*ssrc, 11)) && lost == 0;
-                lost += hit as u32;
-                hit
-            },
+            &mut lose_once((ssrc, 11), &mut lost),
             &mut sent,
         );
         for (on, seqs) in take_nacks(&mut bridge) {
