@@ -375,7 +375,8 @@ impl<'a> DirectApi<'a> {
     /// header (MID/RID, abs-send-time, transport-wide sequence number), the
     /// same sender statistics (so sender reports count the packet and map
     /// its RTP time to `wallclock`), the same transport-wide CC and
-    /// bandwidth estimator accounting, the same RTX cache for NACKs. The
+    /// bandwidth estimator accounting, the same RTX cache for NACKs (unless
+    /// the caller answers the stream's NACKs, [`Self::resend_rtp_now`]). The
     /// session's one SRTP context seals it, beside the resends, padding and
     /// probes str0m numbers itself; as with `write_rtp`, the media
     /// sequence numbers are the caller's, and one given twice would seal two

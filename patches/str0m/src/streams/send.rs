@@ -596,7 +596,8 @@ impl StreamTx {
     /// transport-wide sequence number where negotiated), the same send
     /// statistics (so sender reports count it and map its RTP time to the
     /// wallclock), and the packet goes to the RTX cache as a polled one
-    /// does, so NACKs for it are answered. Writes the plaintext packet into
+    /// does, so NACKs for it are answered (unless the caller answers them,
+    /// `set_nacks_to_caller`). Writes the plaintext packet into
     /// `buf[..len]`; `buf` is scratch kept at `DATAGRAM_MAX_PACKET_SIZE`.
     pub(crate) fn send_now(
         &mut self,
