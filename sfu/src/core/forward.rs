@@ -5,26 +5,24 @@
 //! read, not chosen, here (`allocate.rs` chooses them).
 
 use std::cmp::Reverse;
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use str0m::format::Codec;
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{
-    ExtensionValues, RtpPacket, RtpWrite, SendNowError, SendNowTo, SeqNo, Vp8Descriptor,
-};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SendNowError, SeqNo, Vp8Descriptor};
 use str0m::{Event, IceConnectionState, Input, Output as RtcOutput};
 use tracing::{debug, info, warn};
 
 use super::repair::{Cached, Sent};
 use super::{
     Core, EGRESS_BUF, EndpointId, HOUSEKEEPING, MAX_PAYLOAD, Output, Packet, SourceRef, svc,
+    transmit_sealed,
 };
 use crate::rewrite::InNumbers;
 use crate::signal::{ErrorCode, Kind, ServerMessage};
 use crate::speech::silence::Verdict;
-use crate::stats::{CoreStats, DropReason};
+use crate::stats::DropReason;
 use crate::vp8;
 
 /// Times one poll of an endpoint may advance its connection's clock when
@@ -797,32 +795,4 @@ impl Core {
             src.subscribers = subscribers;
         }
     }
-}
-
-/// Hand the shell a datagram str0m sealed for a receiver, or take its
-/// buffer back when str0m's pair is not an address the receiver proved.
-/// str0m sends on the nominated pair, whose address answered a check and
-/// was sent to first by `drive`; anything else would be a datagram to an
-/// address that never proved itself.
-pub(super) fn transmit_sealed(
-    out: &mut VecDeque<Output>,
-    stats: &mut CoreStats,
-    pool: &mut Vec<Vec<u8>>,
-    proven: &[SocketAddr],
-    to: &SendNowTo,
-    buf: Vec<u8>,
-) -> bool {
-    if !proven.contains(&to.destination) {
-        pool.push(buf);
-        stats.drop(DropReason::Amplification);
-        return false;
-    }
-    stats.packets_out += 1;
-    stats.bytes_out += buf.len() as u64;
-    out.push_back(Output::Transmit {
-        destination: to.destination,
-        contents: buf,
-        tcp: to.proto == Protocol::Tcp,
-    });
-    true
 }

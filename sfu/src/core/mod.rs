@@ -17,12 +17,14 @@ use std::time::{Duration, Instant};
 use str0m::Event;
 use str0m::config::DtlsCert;
 use str0m::ice::StunMessage;
+use str0m::net::Protocol;
+use str0m::rtp::SendNowTo;
 
 use crate::CodecName;
 use crate::admission::Admission;
 use crate::signal::ServerMessage;
 use crate::speech::TalkConfig;
-use crate::stats::CoreStats;
+use crate::stats::{CoreStats, DropReason};
 
 pub use data::{DATA_BURST, DATA_LABEL, DATA_RATE, MAX_DATA_MESSAGE};
 
@@ -150,6 +152,34 @@ const EGRESS_POOL: usize = 512;
 /// fits. Smaller buffers given back (STUN answers, RTCP, sized to what they
 /// hold) are not kept: a copy would grow them.
 pub(super) const EGRESS_BUF: usize = 1500;
+
+/// Hand the shell a datagram str0m sealed for a receiver, or take its
+/// buffer back when str0m's pair is not an address the receiver proved.
+/// str0m sends on the nominated pair, whose address answered a check and
+/// was sent to first by `drive`; anything else would be a datagram to an
+/// address that never proved itself.
+fn transmit_sealed(
+    out: &mut VecDeque<Output>,
+    stats: &mut CoreStats,
+    pool: &mut Vec<Vec<u8>>,
+    proven: &[SocketAddr],
+    to: &SendNowTo,
+    buf: Vec<u8>,
+) -> bool {
+    if !proven.contains(&to.destination) {
+        pool.push(buf);
+        stats.drop(DropReason::Amplification);
+        return false;
+    }
+    stats.packets_out += 1;
+    stats.bytes_out += buf.len() as u64;
+    out.push_back(Output::Transmit {
+        destination: to.destination,
+        contents: buf,
+        tcp: to.proto == Protocol::Tcp,
+    });
+    true
+}
 
 /// What the shell must do.
 #[derive(Debug)]

@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 use str0m::media::{NackRequest, Pt};
 use str0m::rtp::{ExtensionValues, RtpWrite, SendNowError, SeqNo, Vp8Descriptor};
 
-use super::forward::transmit_sealed;
-use super::model::SourceRef;
-use super::{Core, EGRESS_BUF, EndpointId};
+use super::{Core, EGRESS_BUF, EndpointId, transmit_sealed};
 
 impl Core {
     /// A receiver lost packets on one of its video slots: resend each from
@@ -219,16 +217,28 @@ impl Entry {
 /// A receive slot's map from the sequence numbers it sent to what they
 /// were: a ring indexed by sequence number that grows (up to `max`) while
 /// the repair window holds more than it has room for.
-#[derive(Debug, Default)]
-pub(super) struct SentMap {
+/// `S` names a source (the core's `SourceRef`).
+#[derive(Debug)]
+pub(super) struct SentMap<S> {
     ring: Vec<Entry>,
-    sources: [Option<SourceRef>; SOURCES],
+    sources: [Option<S>; SOURCES],
     current: usize,
     /// When the first packet was recorded; entry times count from it.
     epoch: Option<Instant>,
 }
 
-impl SentMap {
+impl<S> Default for SentMap<S> {
+    fn default() -> Self {
+        Self {
+            ring: Vec::new(),
+            sources: [const { None }; SOURCES],
+            current: 0,
+            epoch: None,
+        }
+    }
+}
+
+impl<S: Copy + PartialEq> SentMap<S> {
     fn ms(&self, t: Instant) -> u32 {
         let Some(epoch) = self.epoch else {
             return 0;
@@ -240,7 +250,7 @@ impl SentMap {
     pub(super) fn record(
         &mut self,
         now: Instant,
-        source: SourceRef,
+        source: S,
         sent: Sent,
         age: Duration,
         max: usize,
@@ -295,7 +305,7 @@ impl SentMap {
         self.ring = ring;
     }
 
-    fn source_position(&mut self, source: SourceRef) -> u8 {
+    fn source_position(&mut self, source: S) -> u8 {
         if self.sources[self.current] != Some(source) {
             if let Some(p) = self.sources.iter().position(|s| *s == Some(source)) {
                 self.current = p;
@@ -315,12 +325,7 @@ impl SentMap {
 
     /// What went out under the 16-bit sequence number `seq16`, if it is
     /// still within `age` of `now`.
-    pub(super) fn lookup(
-        &self,
-        now: Instant,
-        seq16: u16,
-        age: Duration,
-    ) -> Option<(SourceRef, Sent)> {
+    pub(super) fn lookup(&self, now: Instant, seq16: u16, age: Duration) -> Option<(S, Sent)> {
         if self.ring.is_empty() {
             return None;
         }
@@ -361,16 +366,13 @@ impl SentMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::EndpointId;
-    use str0m::media::Mid;
 
     const AGE: Duration = Duration::from_secs(1);
 
-    fn source(n: u64) -> SourceRef {
-        SourceRef {
-            endpoint: EndpointId(n),
-            mid: Mid::from("1"),
-        }
+    /// Sources are named by a number here (the core names them by
+    /// `SourceRef`).
+    fn source(n: u64) -> u64 {
+        n
     }
 
     fn sent(seq: u64, index: u64) -> Sent {
@@ -505,7 +507,7 @@ mod tests {
             let mut map = SentMap::default();
             let mut now = t0;
             let mut seq = 65_300u64;
-            let mut log: Vec<(Instant, SourceRef, Sent)> = Vec::new();
+            let mut log: Vec<(Instant, u64, Sent)> = Vec::new();
             for (i, (src, gap_ms, jump)) in steps.into_iter().enumerate() {
                 now += Duration::from_millis(gap_ms);
                 seq += jump;
