@@ -13,6 +13,7 @@ pub mod msg;
 pub mod recorder;
 pub mod relay;
 pub mod relay_reload;
+pub mod send;
 pub mod shard;
 pub mod status;
 pub mod tcp;
