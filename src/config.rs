@@ -95,6 +95,11 @@ pub struct BridgeConfig {
     /// when missing). Empty: this bridge does not record; a recording
     /// asked of it fails with that reason.
     pub recordings_dir: String,
+    /// Send the datagrams one receiver gets in a flush as one UDP GSO
+    /// message where the kernel offers it (Linux 4.18+); a kernel or device
+    /// that refuses it is detected and sent to without. Off: one datagram
+    /// per message.
+    pub udp_gso: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -227,6 +232,7 @@ impl Default for BridgeConfig {
             ice_tcp: true,
             max_signal_connections_per_ip: 1000,
             recordings_dir: String::new(),
+            udp_gso: true,
         }
     }
 }

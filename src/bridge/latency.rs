@@ -6,8 +6,8 @@
 //! and client delays are not in it. Datagrams sent for other reasons
 //! (timers, signalling, relay input) are not measured.
 //!
-//! Kept per shard as plain counters (one add per `sendmmsg` chunk, not per
-//! packet) and exported once a second as a Prometheus histogram:
+//! Kept per shard as plain counters (one add per run of datagrams made from
+//! the same input in a `sendmmsg` call, not per packet) and exported once a second as a Prometheus histogram:
 //! `tern_forward_latency_seconds_bucket{le=…}`, `_count`, `_sum`. Readers
 //! (the load tool's `histogram`) take the bounds from the `le` labels.
 

@@ -118,6 +118,20 @@ async fn run_in_span(
     let socket = bind_media(cfg.bridge.media_listen)?;
     let media_addr = socket.local_addr()?;
     let socket = Arc::new(socket);
+    // Several datagrams to one receiver leave as one UDP GSO message where
+    // the kernel offers it (bridge/send.rs).
+    let gso_segments = if cfg.bridge.udp_gso {
+        match quinn_udp::UdpSocketState::new((&*socket).into()) {
+            Ok(s) => s.max_gso_segments(),
+            Err(e) => {
+                warn!(error = %e, "probing UDP GSO failed; sending without it");
+                1
+            }
+        }
+    } else {
+        1
+    };
+    info!(gso_segments, "media egress");
     let candidate_addr = cfg.bridge.advertise_addr.unwrap_or(media_addr);
     let tcp_writers: tcp::TcpWriters = Arc::new(DashMap::new());
     let tcp_listener = if cfg.bridge.ice_tcp {
@@ -205,16 +219,12 @@ async fn run_in_span(
             index: i as u8,
             core,
             rx,
-            socket: socket.clone(),
             demux: demux.clone(),
             local_addr: media_addr,
             snapshots: snapshots.clone(),
-            transmits: Vec::new(),
-            marks: Vec::new(),
-            sent: 0,
+            egress: send::Egress::new(socket.clone(), i as u8, gso_segments),
             kicked: Vec::new(),
             signal_backlog: metrics::counter!("tern_signal_backlog_drops_total"),
-            latency: latency::ForwardLatency::new(i as u8),
             relay: relay.clone(),
             tcp_writers: tcp_writers.clone(),
             mixing: mixing.clone(),

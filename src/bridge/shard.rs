@@ -11,13 +11,11 @@ use metrics::{Counter, Gauge};
 use tern_sfu::node::ShardInput;
 use tern_sfu::signal::{ErrorCode, Rejection, ServerMessage};
 use tern_sfu::{Core, DataDrop, DropReason, EndpointId, Output, SfuError};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::bandwidth::ReceiverBandwidth;
-use super::latency::ForwardLatency;
 use super::msg::ShardMsg;
-use super::send::{Mark, SEND_BATCH, send_batched, send_now};
+use super::send::{Datagram, Egress, SEND_BATCH};
 
 /// What a shard last said about itself (once a second): read by the focus
 /// link, never on the media path.
@@ -250,22 +248,15 @@ pub struct Shard {
     pub index: u8,
     pub core: Core,
     pub rx: mpsc::Receiver<ShardMsg>,
-    pub socket: Arc<UdpSocket>,
     pub demux: Arc<DashMap<SocketAddr, u8>>,
     pub local_addr: SocketAddr,
     pub snapshots: Snapshots,
-    /// Reused between flushes: the datagrams of one flush, sent together.
-    pub transmits: Vec<(SocketAddr, Vec<u8>)>,
-    /// Ranges of `transmits` made from received client datagrams, with the
-    /// kernel receive time of the oldest of them (for the forwarding delay).
-    pub marks: Vec<Mark>,
-    /// How many of `transmits` were already sent during this flush.
-    pub sent: usize,
+    /// The datagrams of a flush and how they leave (bridge/send.rs).
+    pub egress: Egress,
     /// Endpoints whose signalling queue overflowed during this flush.
     pub kicked: Vec<EndpointId>,
     /// `tern_signal_backlog_drops_total`: clients dropped for not reading.
     pub signal_backlog: metrics::Counter,
-    pub latency: ForwardLatency,
     /// Relay connections, when the bridge is in a mesh.
     pub relay: Option<Arc<super::relay::RelayShared>>,
     /// ICE-TCP connections' writers (bridge/tcp.rs).
@@ -313,7 +304,7 @@ impl Shard {
                 metrics.export(&self.core);
                 bandwidth.export(&self.core);
                 loss.export(&mut self.core);
-                self.latency.export();
+                self.egress.export();
                 self.publish_snapshot();
                 next_export = now + Duration::from_secs(1);
             }
@@ -369,38 +360,26 @@ impl Shard {
                     self.core
                         .handle_ingress_lag(now, wall.saturating_sub(received));
                 }
-                let start = self.transmits.len();
+                let start = self.egress.queue.len();
                 self.core.handle_datagrams(
                     now,
                     self.local_addr,
                     batch.iter().map(|(src, data, _)| (*src, &data[..])),
                 );
                 self.drain(sessions);
-                if let Some(received) = received
-                    && self.transmits.len() > start
-                {
-                    self.marks.push(Mark {
-                        start,
-                        end: self.transmits.len(),
-                        received,
-                    });
+                if received.is_some() {
+                    for d in &mut self.egress.queue[start..] {
+                        d.received = received;
+                    }
                 }
-                // What is ready leaves now, in whole sendmmsg batches, rather
-                // than after the rest of the queued input is processed.
+                // What is ready leaves now, rather than after the rest of the
+                // queued input is processed.
                 // (Handing the core smaller slices of a batch, down to one
                 // datagram, did not lower the delay measurably at fan-out 70
                 // and cost up to 60 % more CPU: a burst's last packet waits
                 // for the copies of the ones before it either way.)
-                if self.transmits.len() - self.sent >= SEND_BATCH {
-                    self.sent = send_now(
-                        &self.socket,
-                        &self.transmits,
-                        self.sent,
-                        true,
-                        &self.marks,
-                        &mut self.latency,
-                    )
-                    .0;
+                if self.egress.pending() >= SEND_BATCH {
+                    self.egress.send_ready();
                 }
             }
             ShardMsg::Join { req, tx, reply } => {
@@ -451,19 +430,8 @@ impl Shard {
     async fn flush(&mut self, sessions: &mut HashMap<EndpointId, mpsc::Sender<ServerMessage>>) {
         loop {
             self.drain(sessions);
-            send_batched(
-                &self.socket,
-                &self.transmits,
-                self.sent,
-                &self.marks,
-                &mut self.latency,
-            )
-            .await;
-            self.sent = 0;
-            for (_, buf) in self.transmits.drain(..) {
-                self.core.recycle(buf);
-            }
-            self.marks.clear();
+            let core = &mut self.core;
+            self.egress.flush(|buf| core.recycle(buf)).await;
             if self.kicked.is_empty() {
                 return;
             }
@@ -484,7 +452,11 @@ impl Shard {
                     destination,
                     contents,
                     tcp: false,
-                } => self.transmits.push((destination, contents)),
+                } => self.egress.queue.push(Datagram {
+                    to: destination,
+                    data: contents,
+                    received: None,
+                }),
                 Output::Transmit {
                     destination,
                     contents,
