@@ -235,6 +235,11 @@ async fn receiver_nack_is_answered_from_the_bridge_cache() {
         0,
         "the publisher was never asked: repairs came from the bridge's cache"
     );
+    // A frame's packets to one receiver left together as UDP GSO messages
+    // (bridge/send.rs), and the receiver decrypted every one of them.
+    let gso = bridge.metric("tern_udp_datagrams_sent_total", "path=\"gso\"");
+    assert!(gso > 0.0, "GSO messages on loopback: {gso} datagrams");
+    assert_eq!(bridge.metric("tern_udp_gso_refused_total", ""), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
