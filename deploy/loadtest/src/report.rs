@@ -44,6 +44,9 @@ pub struct Summary {
     pub server_forwarded_packets: Option<f64>,
     /// Packets the server said it sent in the window (all datagrams).
     pub server_sent_packets: Option<f64>,
+    /// Of the media socket's datagrams in the window, those that left in UDP
+    /// GSO messages (`tern_udp_datagrams_sent_total{path}`): gso, plain.
+    pub server_gso_datagrams: Option<(f64, f64)>,
     /// The server's own forwarding delay over the window (Tern `/metrics`,
     /// `tern_forward_latency_seconds`: kernel receive to `sendmmsg`).
     pub server_forward_latency: Option<ForwardLatencySummary>,
@@ -272,9 +275,18 @@ impl Summary {
         if let (Some(f), Some(sent)) = (self.server_forwarded_packets, self.server_sent_packets) {
             let _ = writeln!(
                 s,
-                "server metrics: {:.0} RTP forwarded/s, {:.0} datagrams sent/s",
+                "server metrics: {:.0} RTP forwarded/s, {:.0} datagrams sent/s{}",
                 f / self.window_secs,
-                sent / self.window_secs
+                sent / self.window_secs,
+                match self.server_gso_datagrams {
+                    Some((gso, plain)) if gso + plain > 0.0 => {
+                        format!(
+                            " ({:.0} % in UDP GSO messages)",
+                            100.0 * gso / (gso + plain)
+                        )
+                    }
+                    _ => String::new(),
+                }
             );
         }
         if let Some(l) = &self.server_forward_latency {

@@ -268,6 +268,22 @@ pub async fn run(args: Args, mint: MintToken) -> Result<Summary> {
         video_layer_requested: args.wanted_layer(),
         server_forwarded_packets: delta("tern_rtp_forwarded_total"),
         server_sent_packets: delta("tern_packets_sent_total"),
+        server_gso_datagrams: {
+            let path = |p: &str| match (&metrics_at_start, &metrics_at_end) {
+                (Some(a), Some(b)) => {
+                    let d = |page: &str| {
+                        http::metric_sum_where(
+                            page,
+                            "tern_udp_datagrams_sent_total",
+                            Some(("path", p)),
+                        )
+                    };
+                    Some(d(b) - d(a))
+                }
+                _ => None,
+            };
+            path("gso").zip(path("plain"))
+        },
         server_forward_latency: match (&metrics_at_start, &metrics_at_end) {
             (Some(a), Some(b)) => ForwardLatencySummary::between(a, b),
             _ => None,
