@@ -13,6 +13,9 @@
 //! robin into sockets that a reader on that core drains, as the load tool
 //! drains the bridge's: on loopback the sender pays the delivery into them
 //! and the reader's wakeups, which is what the bridge pays in the benchmark.
+//! A fourth sends the same into the read sockets as UDP GSO messages of
+//! `GSO_RUN` datagrams each (what the bridge does when a receiver gets
+//! several packets in one flush), where the kernel offers GSO.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -35,7 +38,14 @@ pub struct Ceiling {
     pub seal_and_sendmmsg_pps: f64,
     /// The same into `READ_SINKS` sockets a reader drains (with a reader core).
     pub seal_and_sendmmsg_read_pps: Option<f64>,
+    /// The same again, each socket's `GSO_RUN` datagrams in a row as one GSO
+    /// message (with a reader core, where the kernel offers GSO).
+    pub seal_and_gso_read_pps: Option<f64>,
 }
+
+/// Datagrams per GSO message in the GSO ceiling: a receiver's share of a
+/// paced 720p burst.
+const GSO_RUN: usize = 4;
 
 /// Sockets the reader drains (the load tool reads hundreds; one per
 /// destination is what makes each datagram a separate wakeup candidate).
@@ -96,8 +106,8 @@ pub fn measure(secs: f64, reader_core: Option<usize>) -> Result<Ceiling> {
             left = 0;
         }
     });
-    let seal_and_sendmmsg_read_pps = match reader_core {
-        None => None,
+    let (seal_and_sendmmsg_read_pps, seal_and_gso_read_pps) = match reader_core {
+        None => (None, None),
         Some(core) => {
             let reader = Reader::start(core)?;
             let sinks = reader.addrs.clone();
@@ -113,8 +123,22 @@ pub fn measure(secs: f64, reader_core: Option<usize>) -> Result<Ceiling> {
                     left = 0;
                 }
             });
+            // Each sink's GSO_RUN datagrams in a row: one message each.
+            (left, next) = (0, 0);
+            let gso_pps = gso_works(&tx, to).then(|| {
+                run_for(d, || {
+                    seal(&mut batch[left]);
+                    dests[left] = sinks[(next / GSO_RUN) % sinks.len()];
+                    next = next.wrapping_add(1);
+                    left += 1;
+                    if left == BATCH {
+                        sendmmsg_gso(&tx, &dests, &batch);
+                        left = 0;
+                    }
+                })
+            });
             reader.stop(&tx)?;
-            Some(pps)
+            (Some(pps), gso_pps)
         }
     };
     Ok(Ceiling {
@@ -123,6 +147,7 @@ pub fn measure(secs: f64, reader_core: Option<usize>) -> Result<Ceiling> {
         seal_and_send_pps,
         seal_and_sendmmsg_pps,
         seal_and_sendmmsg_read_pps,
+        seal_and_gso_read_pps,
     })
 }
 
@@ -254,6 +279,43 @@ fn sendmmsg_all(tx: &UdpSocket, to: &[SocketAddr], batch: &[Vec<u8>]) {
     );
 }
 
+/// `batch` as GSO messages of `GSO_RUN` datagrams (all `PACKET` bytes),
+/// each to the first of its run's destinations; how many messages left.
+fn sendmmsg_gso(tx: &UdpSocket, to: &[SocketAddr], batch: &[Vec<u8>]) -> usize {
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+
+    let slices: Vec<IoSlice<'_>> = batch.iter().map(|d| IoSlice::new(d)).collect();
+    let groups: Vec<&[IoSlice<'_>]> = slices.chunks(GSO_RUN).collect();
+    let addrs: Vec<Option<SockaddrStorage>> = to
+        .iter()
+        .step_by(GSO_RUN)
+        .take(groups.len())
+        .map(|a| Some(SockaddrStorage::from(*a)))
+        .collect();
+    let mut headers =
+        MultiHeaders::<SockaddrStorage>::preallocate(groups.len(), Some(nix::cmsg_space!(u16)));
+    let segment = PACKET as u16;
+    sendmmsg(
+        tx.as_raw_fd(),
+        &mut headers,
+        &groups,
+        &addrs,
+        [ControlMessage::UdpGsoSegments(&segment)],
+        MsgFlags::empty(),
+    )
+    .map_or(0, |r| r.count())
+}
+
+/// Whether the kernel takes a GSO message from `tx` (Linux 4.18+ and a
+/// device that does it): one sent to `to`.
+fn gso_works(tx: &UdpSocket, to: SocketAddr) -> bool {
+    let batch = vec![vec![0u8; PACKET]; GSO_RUN];
+    sendmmsg_gso(tx, &[to; GSO_RUN], &batch) == 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +331,8 @@ mod tests {
             c.seal_and_sendmmsg_read_pps.is_some_and(|r| r > 0.0),
             "{c:?}"
         );
+        // Loopback offers GSO on the kernels this runs on (4.18+).
+        assert!(c.seal_and_gso_read_pps.is_some_and(|r| r > 0.0), "{c:?}");
         assert!(measure(0.8, None)?.seal_and_sendmmsg_read_pps.is_none());
         Ok(())
     }

@@ -65,8 +65,12 @@ pub fn main(args: Args, mint: MintToken) -> Result<()> {
             .seal_and_sendmmsg_read_pps
             .map(|r| format!(", into read sockets {r:.0} pkt/s"))
             .unwrap_or_default();
+        let gso = c
+            .seal_and_gso_read_pps
+            .map(|r| format!(", as GSO messages of 4 {r:.0} pkt/s"))
+            .unwrap_or_default();
         println!(
-            "ceiling (one core): SRTP AES-256-GCM seal {:.0} pkt/s, UDP send {:.0} pkt/s, seal+send {:.0} pkt/s, seal+sendmmsg(32) {:.0} pkt/s{read} (1,200-byte packets)",
+            "ceiling (one core): SRTP AES-256-GCM seal {:.0} pkt/s, UDP send {:.0} pkt/s, seal+send {:.0} pkt/s, seal+sendmmsg(32) {:.0} pkt/s{read}{gso} (1,200-byte packets)",
             c.seal_only_pps, c.send_only_pps, c.seal_and_send_pps, c.seal_and_sendmmsg_pps
         );
         if args.json.is_some() {
