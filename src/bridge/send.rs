@@ -21,9 +21,9 @@ use super::latency::ForwardLatency;
 /// much as str0m's own work per packet).
 pub const SEND_BATCH: usize = 32;
 
-/// Most datagrams in one GSO message: the kernel's `UDP_MAX_SEGMENTS`
-/// before Linux 6.9 raised it to 128.
-pub const MAX_SEGMENTS: usize = 64;
+/// Most datagrams in one GSO message: the kernel's `UDP_MAX_SEGMENTS` on
+/// older kernels (newer ones take 128).
+const MAX_SEGMENTS: usize = 64;
 
 /// Most payload bytes in one GSO message: one UDP datagram's limit (65,507
 /// over IPv4), with room to spare.
@@ -53,10 +53,10 @@ impl Datagram {
 /// all to one destination, each `segment` bytes but the last, which may be
 /// shorter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Message {
-    pub start: usize,
-    pub count: usize,
-    pub segment: usize,
+struct Message {
+    start: usize,
+    count: usize,
+    segment: usize,
 }
 
 /// A shard's outgoing datagrams and how they leave. Buffers are reused
@@ -68,22 +68,23 @@ pub struct Egress {
     pub queue: Vec<Datagram>,
     /// How many of `queue` have left.
     sent: usize,
-    /// Datagrams per GSO message: 1 when the kernel does not offer GSO, is
-    /// told not to (`bridge.udp_gso = false`) or refused it once.
+    /// Datagrams per GSO message: 1 when the kernel does not offer GSO, the
+    /// bridge is told not to use it (`bridge.udp_gso = false`) or the
+    /// kernel refused a GSO message with `EIO`.
     segments: usize,
     /// Up to here (an index into `queue`), send one datagram per message:
     /// the kernel refused a GSO message of them.
     split_until: usize,
-    pub latency: ForwardLatency,
+    latency: ForwardLatency,
     grouping: Grouping,
     call: Vec<Message>,
-    pub stats: EgressStats,
+    stats: EgressStats,
     metrics: [Counter; 3],
 }
 
 /// What left how, since the shard started.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct EgressStats {
+struct EgressStats {
     /// Datagrams sent in GSO messages (two or more to one destination).
     pub gso_datagrams: u64,
     /// Datagrams sent one per message.
@@ -387,7 +388,7 @@ fn cut<'a>(mut run: impl Iterator<Item = &'a Datagram>, segments: usize) -> Mess
 /// datagrams in it has that segment size and every single datagram is no
 /// longer (the kernel sends a datagram no longer than the segment size as
 /// it is).
-pub fn plan_call(
+fn plan_call(
     queue: &[Datagram],
     from: usize,
     segments: usize,
