@@ -57,15 +57,22 @@ fn a_dev_cluster_that_cannot_start_says_why_and_leaves_no_keys_behind() {
         .prefix("tern-devtmp-fail-")
         .tempdir()
         .expect("tmp dir");
-    // `tern dev` gives its bridges the media port and the one after it.
-    let (taken, port) = (0..20)
-        .find_map(|_| {
-            let a = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
-            let p = a.local_addr().ok()?.port().checked_sub(1)?;
+    // `tern dev` gives its bridges the media port and the one after it (UDP,
+    // and TCP for ICE-TCP). Below Linux's ephemeral range (32768 up) no other
+    // test's socket is given the first port between this check and the
+    // bridge's bind. (Picked beside an ephemeral port, the first bridge
+    // failed to start too in one full CI run: most likely another test's
+    // socket had been given its port.)
+    let first = 20_000 + (std::process::id() % 10_000) as u16;
+    let (taken, port) = (first..first + 2_000)
+        .step_by(2)
+        .find_map(|p| {
             std::net::UdpSocket::bind(("127.0.0.1", p)).ok()?;
-            Some((a, p))
+            std::net::TcpListener::bind(("127.0.0.1", p)).ok()?;
+            let next = std::net::UdpSocket::bind(("127.0.0.1", p + 1)).ok()?;
+            Some((next, p))
         })
-        .expect("two adjacent free UDP ports");
+        .expect("two adjacent free ports below the ephemeral range");
     let media = format!("127.0.0.1:{port}");
     let out = TernCommand::new(&["dev", "--http", "127.0.0.1:0", "--media", &media])
         .env("TERN_LOG", "warn")
