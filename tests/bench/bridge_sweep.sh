@@ -40,7 +40,9 @@ for r in "${ROOMS[@]}"; do
     LOAD=(-n "$r" -r "$r" -m "$m" --count-only $((m - 8)))
     echo "== $r room(s): $r publisher(s) -> $m subscribers ($((m - 8)) count-only), 720p ${EXTRA[*]}"
   fi
-  TERN_AUTH_SECRET=sweep TERN_LOG=warn TERN_BRIDGE_SHARDS=1 \
+  # Every load-tool participant comes from 127.0.0.1: no per-address cap
+  # on signalling connections (1,000 by default refused the 1,001st).
+  TERN_AUTH_SECRET=sweep TERN_LOG=warn TERN_BRIDGE_SHARDS=1 TERN_BRIDGE_MAX_SIGNAL_CONNECTIONS_PER_IP=0 \
     TERN_BRIDGE_HTTP_LISTEN='"127.0.0.1:18081"' TERN_BRIDGE_MEDIA_LISTEN='"127.0.0.1:18001"' \
     taskset -c "$BRIDGE_CORE" "$T" bridge >/tmp/tern-sweep-bridge.log 2>&1 &
   BR=$!
