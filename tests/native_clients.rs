@@ -374,7 +374,10 @@ async fn garbage_datagrams_at_high_rate_do_not_disturb_a_running_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_signalling_gets_precise_errors_and_leaves_other_sessions_untouched() {
-    let bridge = Bridge::start(&[]);
+    // Constraints alone choose bob's layer (720p from the start): with the
+    // estimate still climbing from its start, bob was on a lower layer in
+    // about a third of runs and got ~70 packets in the second judged below.
+    let bridge = Bridge::start(&[("TERN_MEDIA_BANDWIDTH_ESTIMATION", "false")]);
     let _alice = bridge.join_with("call", "alice", |o| o.audio = false).await;
     let bob = bridge.join_with("call", "bob", |o| o.video = vec![]).await;
     video_flowing(&bob, "alice/camera", 10).await;
