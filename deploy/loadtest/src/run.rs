@@ -252,10 +252,16 @@ pub async fn run(args: Args, mint: MintToken) -> Result<Summary> {
         .iter()
         .filter(|r| matches!((&r.asked_region, &r.bridge_region), (Some(a), Some(b)) if a != b))
         .count();
-    let delta = |name: &str| match (&metrics_at_start, &metrics_at_end) {
-        (Some(a), Some(b)) => Some(http::metric_sum(b, name) - http::metric_sum(a, name)),
-        _ => None,
-    };
+    // A counter's growth over the window, over the label sets with `label`
+    // (or all of them).
+    let delta_where =
+        |name: &str, label: Option<(&str, &str)>| match (&metrics_at_start, &metrics_at_end) {
+            (Some(a), Some(b)) => Some(
+                http::metric_sum_where(b, name, label) - http::metric_sum_where(a, name, label),
+            ),
+            _ => None,
+        };
+    let delta = |name: &str| delta_where(name, None);
     Ok(Summary {
         label: args.label.clone(),
         target: args.target,
@@ -269,19 +275,7 @@ pub async fn run(args: Args, mint: MintToken) -> Result<Summary> {
         server_forwarded_packets: delta("tern_rtp_forwarded_total"),
         server_sent_packets: delta("tern_packets_sent_total"),
         server_gso_datagrams: {
-            let path = |p: &str| match (&metrics_at_start, &metrics_at_end) {
-                (Some(a), Some(b)) => {
-                    let d = |page: &str| {
-                        http::metric_sum_where(
-                            page,
-                            "tern_udp_datagrams_sent_total",
-                            Some(("path", p)),
-                        )
-                    };
-                    Some(d(b) - d(a))
-                }
-                _ => None,
-            };
+            let path = |p| delta_where("tern_udp_datagrams_sent_total", Some(("path", p)));
             path("gso").zip(path("plain"))
         },
         server_forward_latency: match (&metrics_at_start, &metrics_at_end) {
