@@ -221,7 +221,10 @@ pub enum Output {
 /// One shard's bridge state machine.
 pub struct Core {
     cfg: CoreConfig,
-    endpoints: Map<EndpointId, Endpoint>,
+    /// Boxed: an endpoint is ~11 KB (most of it str0m's `Rtc`), and a map
+    /// holding them by value keeps up to twice its length in capacity and
+    /// moves every endpoint when it grows.
+    endpoints: Map<EndpointId, Box<Endpoint>>,
     conferences: Map<Arc<str>, Conference>,
     by_addr: Map<SocketAddr, EndpointId>,
     by_ufrag: Map<String, EndpointId>,

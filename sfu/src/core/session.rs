@@ -124,7 +124,7 @@ impl Core {
             rtc.add_local_candidate(tcp);
         }
 
-        let ep = Endpoint {
+        let ep = Box::new(Endpoint {
             id,
             room: room.clone(),
             participant: participant.to_owned(),
@@ -150,7 +150,7 @@ impl Core {
             slots_dirty: false,
             needs_drive: false,
             closing: false,
-        };
+        });
         let info = ep.participant_info();
         let talk = self.cfg.talk;
         let conf = self
@@ -168,7 +168,7 @@ impl Core {
 
         let mut participants: Vec<ParticipantInfo> = others
             .iter()
-            .filter_map(|o| self.endpoints.get(o).map(Endpoint::participant_info))
+            .filter_map(|o| self.endpoints.get(o).map(|ep| ep.participant_info()))
             .collect();
         participants.extend(self.relay.participant_infos(&room));
         self.signal(
