@@ -144,7 +144,11 @@ pub(crate) struct Streams {
     last_rx_lookup_cleanup: Instant,
 
     /// All outgoing encoded streams.
-    streams_tx: SsrcMap<StreamTx>,
+    ///
+    /// Boxed: a `StreamTx` is ~1.9 KB, and a map holding it by value keeps
+    /// up to twice its length in capacity (a receiver of eight streams had
+    /// sixteen buckets, ~30 KB).
+    streams_tx: SsrcMap<Box<StreamTx>>,
 
     /// Non-media padding source. Its sequence counter survives media changes.
     probe_tx: StreamTx,
@@ -343,9 +347,15 @@ impl Streams {
         rtx: Option<Ssrc>,
         midrid: MidRid,
     ) -> &mut StreamTx {
-        self.streams_tx
-            .entry(ssrc)
-            .or_insert_with(|| StreamTx::new(ssrc, rtx, midrid, self.enable_stats, self.mtu_warn))
+        self.streams_tx.entry(ssrc).or_insert_with(|| {
+            Box::new(StreamTx::new(
+                ssrc,
+                rtx,
+                midrid,
+                self.enable_stats,
+                self.mtu_warn,
+            ))
+        })
     }
 
     pub fn remove_stream_tx(&mut self, ssrc: Ssrc) -> bool {
@@ -370,7 +380,7 @@ impl Streams {
     }
 
     pub fn stream_tx(&mut self, ssrc: &Ssrc) -> Option<&mut StreamTx> {
-        self.streams_tx.get_mut(ssrc)
+        self.streams_tx.get_mut(ssrc).map(|s| &mut **s)
     }
 
     /// Lookup the "main" SSRC and mid for a given SSRC(main or RTX).
@@ -573,7 +583,7 @@ impl Streams {
     }
 
     pub(crate) fn streams_tx(&mut self) -> impl Iterator<Item = &mut StreamTx> {
-        self.streams_tx.values_mut()
+        self.streams_tx.values_mut().map(|s| &mut **s)
     }
 
     pub(crate) fn ssrcs_tx(&self, mid: Mid) -> Vec<(Ssrc, Option<Ssrc>)> {
@@ -694,7 +704,10 @@ impl Streams {
             self.probe_media?;
             return Some(&mut self.probe_tx);
         }
-        self.streams_tx.values_mut().find(|s| s.is_midrid(midrid))
+        self.streams_tx
+            .values_mut()
+            .find(|s| s.is_midrid(midrid))
+            .map(|s| &mut **s)
     }
 
     pub(crate) fn stream_rx_by_midrid(&mut self, midrid: MidRid) -> Option<&mut StreamRx> {
@@ -709,7 +722,10 @@ impl Streams {
 
     /// An iterator over all the tx streams for a given mid.
     pub(crate) fn streams_tx_by_mid(&mut self, mid: Mid) -> impl Iterator<Item = &mut StreamTx> {
-        self.streams_tx.values_mut().filter(move |s| s.mid() == mid)
+        self.streams_tx
+            .values_mut()
+            .filter(move |s| s.mid() == mid)
+            .map(|s| &mut **s)
     }
 
     /// An iterator over all the rx streams for a given mid.

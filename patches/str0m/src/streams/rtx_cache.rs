@@ -18,14 +18,18 @@ pub(crate) struct RtxCache {
     // Technically we want [Option<SeqNo>; X] to indicate the absence of
     // a SeqNo. However We can half the storage space by using the sentinel
     // values SeqNo::MAX to indicate None
-    seq_no_by_quantized_size: [SeqNo; RTX_CACHE_QUANTIZE_SLOTS],
+    //
+    // Empty until the first packet is cached (then RTX_CACHE_QUANTIZE_SLOTS
+    // long): held inline it was ~640 of a send stream's bytes, also on the
+    // many streams that never cache a packet.
+    seq_no_by_quantized_size: Vec<SeqNo>,
 }
 
 impl RtxCache {
     pub fn new(max_packet_count: usize, max_packet_age: Duration) -> Self {
         Self {
             packet_by_seq_no: EvictingBuffer::new(10, max_packet_age, max_packet_count),
-            seq_no_by_quantized_size: [SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS],
+            seq_no_by_quantized_size: Vec::new(),
         }
     }
 
@@ -34,6 +38,9 @@ impl RtxCache {
         let seq_no = packet.seq_no;
         let quantized_size = packet.payload.len() / RTX_CACHE_SIZE_QUANTIZER;
         self.packet_by_seq_no.push(*seq_no, now, packet);
+        if self.seq_no_by_quantized_size.is_empty() {
+            self.seq_no_by_quantized_size = vec![SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS];
+        }
         self.seq_no_by_quantized_size[quantized_size] = seq_no;
         self.remove_old_packets(now);
     }
@@ -49,6 +56,7 @@ impl RtxCache {
     pub fn get_cached_packet_smaller_than(&mut self, max_size: usize) -> Option<&mut RtpPacket> {
         let quantized_size = max_size / RTX_CACHE_SIZE_QUANTIZER;
 
+        let quantized_size = quantized_size.min(self.seq_no_by_quantized_size.len());
         let seq_no = self.seq_no_by_quantized_size[..quantized_size]
             .iter()
             .rev()
@@ -69,7 +77,7 @@ impl RtxCache {
 
     pub(crate) fn clear(&mut self) {
         self.packet_by_seq_no.clear();
-        self.seq_no_by_quantized_size = [SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS];
+        self.seq_no_by_quantized_size.fill(SeqNo::MAX);
     }
 }
 
