@@ -1023,8 +1023,9 @@ pub struct TwccSendRegister {
     time_zero: Option<Instant>,
 
     /// Counter of invocations of apply_report. Used to identify
-    /// which TwccSendRecord resulted from each invocation.
-    apply_report_counter: u64,
+    /// which TwccSendRecord resulted from each invocation (wrapping: it
+    /// is only compared with the records' of the same invocation).
+    apply_report_counter: u32,
 
     /// Last registered Twcc number.
     last_registered: TwccSeq,
@@ -1090,8 +1091,25 @@ pub struct TwccSendRecord {
     /// Size in bytes of the payload sent.
     size: u16,
 
-    recv_report: Option<TwccRecvReport>,
+    // The receive report, derived from TWCC feedback, held compactly: a
+    // register keeps hundreds of records per connection, and with the
+    // report's two `Instant`s and counter inline a record was 88 bytes
+    // (64 now). See `recv_report()` and `set_recv_report()`.
+    /// When the feedback arrived, in µs after `local_send_time`;
+    /// `NOT_REPORTED` until it has.
+    local_recv_us: u32,
+
+    /// The `apply_report()` count of the report (`TwccRecvReport`).
+    apply_report_counter: u32,
+
+    /// When the other side received it, in ns after `local_send_time` (the
+    /// remote clock as mapped onto ours; it can be before);
+    /// `NOT_RECEIVED` if it did not.
+    remote_recv_ns: i64,
 }
+
+const NOT_REPORTED: u32 = u32::MAX;
+const NOT_RECEIVED: i64 = i64::MIN;
 
 impl TwccSendRecord {
     /// The twcc sequence number of the packet we sent.
@@ -1110,8 +1128,10 @@ impl TwccSendRecord {
     }
 
     /// The time we received this TWCC record. [`None`] if no feedback has been received yet.
+    ///
+    /// Kept to the microsecond.
     pub fn local_recv_time(&self) -> Option<Instant> {
-        self.recv_report.as_ref().map(|r| r.local_recv_time)
+        self.recv_report().map(|r| r.local_recv_time)
     }
 
     pub fn size(&self) -> usize {
@@ -1120,13 +1140,55 @@ impl TwccSendRecord {
 
     /// The time indicated by the remote side for when they received the packet.
     pub fn remote_recv_time(&self) -> Option<Instant> {
-        self.recv_report.as_ref().and_then(|r| r.remote_recv_time)
+        self.recv_report().and_then(|r| r.remote_recv_time)
     }
 
     /// The rtt time between sending the packet and receiving the twcc report response.
     pub fn rtt(&self) -> Option<Duration> {
-        let recv_report = self.recv_report.as_ref()?;
+        let recv_report = self.recv_report()?;
         Some(recv_report.local_recv_time - self.local_send_time)
+    }
+
+    fn recv_report(&self) -> Option<TwccRecvReport> {
+        if self.local_recv_us == NOT_REPORTED {
+            return None;
+        }
+        let local_recv_time =
+            self.local_send_time + Duration::from_micros(u64::from(self.local_recv_us));
+        let remote_recv_time = match self.remote_recv_ns {
+            NOT_RECEIVED => None,
+            ns if ns >= 0 => Some(self.local_send_time + Duration::from_nanos(ns as u64)),
+            ns => self
+                .local_send_time
+                .checked_sub(Duration::from_nanos(ns.unsigned_abs())),
+        };
+        Some(TwccRecvReport {
+            local_recv_time,
+            remote_recv_time,
+            apply_report_counter: self.apply_report_counter,
+        })
+    }
+
+    fn set_recv_report(&mut self, r: TwccRecvReport) {
+        let since_send = r
+            .local_recv_time
+            .saturating_duration_since(self.local_send_time);
+        self.local_recv_us = u32::try_from(since_send.as_micros())
+            .map_or(NOT_REPORTED - 1, |us| us.min(NOT_REPORTED - 1));
+        self.apply_report_counter = r.apply_report_counter;
+        // Beyond ±292 years the time is not representable: kept as received
+        // at the send time's bound rather than lost.
+        self.remote_recv_ns = match r.remote_recv_time {
+            None => NOT_RECEIVED,
+            Some(t) => match t.checked_duration_since(self.local_send_time) {
+                Some(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+                None => {
+                    let d = self.local_send_time.duration_since(t);
+                    i64::try_from(d.as_nanos())
+                        .map_or(NOT_RECEIVED + 1, |ns| (-ns).max(NOT_RECEIVED + 1))
+                }
+            },
+        };
     }
 }
 
@@ -1143,16 +1205,20 @@ impl TwccSendRecord {
         local_recv_time: Instant,
         remote_recv_time: Option<Instant>,
     ) -> Self {
-        Self {
+        let mut r = Self {
             packet_id,
             local_send_time,
             size: size as u16,
-            recv_report: Some(TwccRecvReport {
-                local_recv_time,
-                remote_recv_time,
-                apply_report_counter: 0,
-            }),
-        }
+            local_recv_us: NOT_REPORTED,
+            apply_report_counter: 0,
+            remote_recv_ns: NOT_RECEIVED,
+        };
+        r.set_recv_report(TwccRecvReport {
+            local_recv_time,
+            remote_recv_time,
+            apply_report_counter: 0,
+        });
+        r
     }
 }
 
@@ -1164,8 +1230,8 @@ pub struct TwccRecvReport {
     /// The remote time the other side received the seq.
     remote_recv_time: Option<Instant>,
 
-    /// The invocation count of apply_report(). Used for filtering.
-    apply_report_counter: u64,
+    /// The invocation count of apply_report(), wrapping. Used for filtering.
+    apply_report_counter: u32,
 }
 
 impl TwccSendRegister {
@@ -1193,7 +1259,9 @@ impl TwccSendRegister {
             // bytes, hence this cast is fine.
             size: size as u16,
             // The recv report, derived from TWCC feedback later.
-            recv_report: None,
+            local_recv_us: NOT_REPORTED,
+            apply_report_counter: 0,
+            remote_recv_ns: NOT_RECEIVED,
         });
     }
 
@@ -1210,7 +1278,7 @@ impl TwccSendRegister {
             self.time_zero = Some(now);
         }
 
-        self.apply_report_counter += 1;
+        self.apply_report_counter = self.apply_report_counter.wrapping_add(1);
         let apply_report_counter = self.apply_report_counter;
 
         let time_zero = self.time_zero.unwrap();
@@ -1235,13 +1303,13 @@ impl TwccSendRegister {
             r: &mut TwccSendRecord,
             seq: TwccSeq,
             remote_recv_time: Option<Instant>,
-            apply_report_counter: u64,
+            apply_report_counter: u32,
         ) -> bool {
             if r.seq() != seq {
                 return false;
             }
 
-            let apply_report_counter = if let Some(rr) = r.recv_report {
+            let apply_report_counter = if let Some(rr) = r.recv_report() {
                 // This packed was already acked and handled before so carry
                 // over previous apply_report_counter, so it won't be included
                 // in the current apply_report() call result.
@@ -1259,7 +1327,7 @@ impl TwccSendRegister {
                 remote_recv_time,
                 apply_report_counter,
             };
-            r.recv_report = Some(recv_report);
+            r.set_recv_report(recv_report);
 
             true
         }
@@ -1310,7 +1378,7 @@ impl TwccSendRegister {
             // apply_report_counter(). This is to not double count in the BWE,
             // which is the consumer of this returned iterator.
             .filter(move |s| {
-                s.recv_report
+                s.recv_report()
                     .map(|r| r.apply_report_counter == apply_report_counter)
                     .unwrap_or_default()
             }),
@@ -1333,15 +1401,11 @@ impl TwccSendRegister {
             // If there's ingress loss but no egress loss, there's a chance the TWCC reports
             // themselves are lost. In this case considering packets that haven't been reported as
             // lost will incorrectly conclude that there is in fact egress loss.
-            .filter(|s| s.recv_report.is_some())
+            .filter(|s| s.local_recv_us != NOT_REPORTED)
             .take_while(|s| s.local_send_time >= lower_bound);
 
         let (total, lost) = packets.fold((0, 0), |(total, lost), s| {
-            let was_lost = s
-                .recv_report
-                .as_ref()
-                .map(|rr| rr.remote_recv_time.is_none())
-                .unwrap_or(true);
+            let was_lost = s.remote_recv_ns == NOT_RECEIVED;
 
             (total + 1, lost + u64::from(was_lost))
         });
@@ -1492,6 +1556,56 @@ mod test {
     use Delta::*;
     use PacketChunk::*;
     use PacketStatus::*;
+
+    #[test]
+    fn a_send_record_is_small_and_keeps_its_receive_report() {
+        assert!(std::mem::size_of::<TwccSendRecord>() <= 64);
+
+        let sent = Instant::now() + Duration::from_secs(1);
+        let id = TwccPacketId::with_cluster(7, 3);
+        let mut r = TwccSendRecord::test_new(id, sent, 1200, sent, None);
+        assert_eq!(r.size(), 1200);
+        assert_eq!(r.cluster(), Some(3.into()));
+        assert_eq!(r.local_send_time(), sent);
+
+        // The remote clock as mapped onto ours can be before or after the
+        // send, to the nanosecond; the feedback's arrival is kept to the µs.
+        for remote in [
+            sent + Duration::from_nanos(12_345_678),
+            sent - Duration::from_nanos(987_654_321),
+        ] {
+            let local = sent + Duration::from_micros(81_250);
+            r.set_recv_report(TwccRecvReport {
+                local_recv_time: local + Duration::from_nanos(999),
+                remote_recv_time: Some(remote),
+                apply_report_counter: u32::MAX,
+            });
+            assert_eq!(r.remote_recv_time(), Some(remote));
+            assert_eq!(r.local_recv_time(), Some(local));
+            assert_eq!(r.rtt(), Some(Duration::from_micros(81_250)));
+            assert_eq!(
+                r.recv_report().map(|r| r.apply_report_counter),
+                Some(u32::MAX)
+            );
+        }
+
+        // Reported lost: reported, but with no remote time.
+        r.set_recv_report(TwccRecvReport {
+            local_recv_time: sent,
+            remote_recv_time: None,
+            apply_report_counter: 1,
+        });
+        assert_eq!(r.remote_recv_time(), None);
+        assert_eq!(r.local_recv_time(), Some(sent));
+
+        // Not reported yet.
+        let mut reg = TwccSendRegister::new(10);
+        reg.register_seq(TwccPacketId::new(1), sent, 100);
+        let fresh = reg.queue.front().unwrap();
+        assert_eq!(fresh.local_recv_time(), None);
+        assert_eq!(fresh.rtt(), None);
+        assert_eq!(fresh.cluster(), None);
+    }
 
     #[test]
     fn register_write_parse_small_delta() {
@@ -2061,7 +2175,7 @@ mod test {
 
         for record in iter {
             assert!(
-                record.recv_report.is_some(),
+                record.recv_report().is_some(),
                 "Report should have recorded recv_report"
             );
         }
