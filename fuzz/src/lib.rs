@@ -474,7 +474,7 @@ impl Bridge {
                         self.peer.handle_datagram(now, self.bridge_addr, &contents);
                     }
                     Output::Signal { endpoint, message } if endpoint == LOCAL => {
-                        self.peer.handle_signal(now, message);
+                        self.peer.handle_signal(now, *message);
                     }
                     Output::RelayWrite { peer, bytes } => self.written(peer, &bytes),
                     Output::RelayClose { peer, .. } => {

@@ -135,7 +135,7 @@ pub struct Joined {
     /// Its shard's inbox: everything else it says goes there.
     pub shard: mpsc::Sender<ShardMsg>,
     /// What the core says to it.
-    pub rx: mpsc::Receiver<ServerMessage>,
+    pub rx: mpsc::Receiver<Box<ServerMessage>>,
 }
 
 /// Why [`App::join`] did not.

@@ -335,7 +335,7 @@ async fn session(app: Arc<App>, mut ws: WebSocket, _slot: super::app::SignalSlot
                 },
                 outgoing = rx.recv() => match outgoing {
                     Some(msg) => {
-                        let fatal = matches!(&msg, ServerMessage::Error { code, .. } if code.is_fatal());
+                        let fatal = matches!(&*msg, ServerMessage::Error { code, .. } if code.is_fatal());
                         if !send(&mut ws, &msg).await || fatal {
                             break;
                         }

@@ -26,7 +26,7 @@ pub enum ShardMsg {
     },
     Join {
         req: JoinRequest,
-        tx: mpsc::Sender<ServerMessage>,
+        tx: mpsc::Sender<Box<ServerMessage>>,
         reply: oneshot::Sender<Result<(), Rejection>>,
     },
     Core(ShardInput),

@@ -273,7 +273,7 @@ impl Shard {
         let metrics = ShardMetrics::new(self.index);
         let mut bandwidth = ReceiverBandwidth::new(self.index);
         let mut loss = super::loss::Loss::new(self.index);
-        let mut sessions: HashMap<EndpointId, mpsc::Sender<ServerMessage>> = HashMap::new();
+        let mut sessions: HashMap<EndpointId, mpsc::Sender<Box<ServerMessage>>> = HashMap::new();
         let mut next_export = Instant::now();
         let mut shutting_down = false;
         loop {
@@ -332,7 +332,7 @@ impl Shard {
     fn handle(
         &mut self,
         input: ShardMsg,
-        sessions: &mut HashMap<EndpointId, mpsc::Sender<ServerMessage>>,
+        sessions: &mut HashMap<EndpointId, mpsc::Sender<Box<ServerMessage>>>,
         shutting_down: &mut bool,
     ) {
         let now = Instant::now();
@@ -416,10 +416,10 @@ impl Shard {
                 let ids: Vec<EndpointId> = sessions.keys().copied().collect();
                 for id in ids {
                     if let Some(tx) = sessions.get(&id) {
-                        let _ = tx.try_send(ServerMessage::Error {
+                        let _ = tx.try_send(Box::new(ServerMessage::Error {
                             code: ErrorCode::ShuttingDown,
                             message: "the bridge is shutting down".into(),
-                        });
+                        }));
                     }
                     self.core.handle_leave(now, id);
                 }
@@ -427,7 +427,10 @@ impl Shard {
         }
     }
 
-    async fn flush(&mut self, sessions: &mut HashMap<EndpointId, mpsc::Sender<ServerMessage>>) {
+    async fn flush(
+        &mut self,
+        sessions: &mut HashMap<EndpointId, mpsc::Sender<Box<ServerMessage>>>,
+    ) {
         loop {
             self.drain(sessions);
             let core = &mut self.core;
@@ -445,7 +448,7 @@ impl Shard {
 
     /// Everything the core has to say: datagrams are collected for the next
     /// send, the rest is acted on at once.
-    fn drain(&mut self, sessions: &mut HashMap<EndpointId, mpsc::Sender<ServerMessage>>) {
+    fn drain(&mut self, sessions: &mut HashMap<EndpointId, mpsc::Sender<Box<ServerMessage>>>) {
         while let Some(out) = self.core.poll_output() {
             match out {
                 Output::Transmit {
@@ -473,7 +476,7 @@ impl Shard {
                     }
                 }
                 Output::Signal { endpoint, message } => {
-                    if let ServerMessage::Error { code, .. } = &message {
+                    if let ServerMessage::Error { code, .. } = &*message {
                         super::msg::count_error(*code);
                     }
                     if let Some(tx) = sessions.get(&endpoint)

@@ -374,7 +374,7 @@ async fn start(
     }
     let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
         while let Some(m) = rx.recv().await {
-            match m {
+            match *m {
                 ServerMessage::Answer { sdp } => return Ok(sdp),
                 ServerMessage::Error { code, message } => {
                     return Err(Rejection::new(code, message));
@@ -425,7 +425,7 @@ async fn start(
             // move ends it; so does the core dropping the endpoint (DELETE,
             // media timeout, replaced).
             while let Some(m) = rx.recv().await {
-                match m {
+                match *m {
                     ServerMessage::Error { code, .. } if code.is_fatal() => break,
                     ServerMessage::Move { .. } => break,
                     _ => {}

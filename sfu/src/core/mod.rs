@@ -194,7 +194,9 @@ pub enum Output {
     /// Send a signalling message to an endpoint's WebSocket.
     Signal {
         endpoint: EndpointId,
-        message: ServerMessage,
+        /// Boxed: a message is ~136 bytes and rare, and an `Output` is as
+        /// large as its largest variant, moved once per forwarded copy.
+        message: Box<ServerMessage>,
     },
     /// Non-STUN datagrams from `addr` belong to this shard from now on.
     Bind { addr: SocketAddr },
@@ -362,7 +364,10 @@ impl Core {
     }
 
     fn signal(&mut self, endpoint: EndpointId, message: ServerMessage) {
-        self.out.push_back(Output::Signal { endpoint, message });
+        self.out.push_back(Output::Signal {
+            endpoint,
+            message: Box::new(message),
+        });
     }
 }
 

@@ -141,10 +141,10 @@ pub enum Output {
         contents: Vec<u8>,
         tcp: bool,
     },
-    /// Send a signalling message to an endpoint.
+    /// Send a signalling message to an endpoint (boxed, as the core's).
     Signal {
         endpoint: EndpointId,
-        message: ServerMessage,
+        message: Box<ServerMessage>,
     },
     /// The endpoint is gone; close its signalling after what is queued.
     Closed {
@@ -536,10 +536,10 @@ impl Node {
     fn refuse(&mut self, endpoint: EndpointId, code: ErrorCode, message: &str) {
         self.out.push_back(Output::Signal {
             endpoint,
-            message: ServerMessage::Error {
+            message: Box::new(ServerMessage::Error {
                 code,
                 message: message.to_string(),
-            },
+            }),
         });
         self.out.push_back(Output::Closed { endpoint });
     }
@@ -743,10 +743,10 @@ impl Node {
                 for (id, s) in sessions {
                     self.out.push_back(Output::Signal {
                         endpoint: id,
-                        message: ServerMessage::Error {
+                        message: Box::new(ServerMessage::Error {
                             code: ErrorCode::ShuttingDown,
                             message: "the bridge is shutting down".into(),
-                        },
+                        }),
                     });
                     self.cores[s].handle_leave(now, id);
                     self.drain_core(now, s);

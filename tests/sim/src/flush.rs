@@ -41,7 +41,7 @@ impl Sim {
                             Event::ToPeer {
                                 peer: i,
                                 session: endpoint,
-                                msg: Box::new(message),
+                                msg: message,
                             },
                         );
                     }
