@@ -34,6 +34,8 @@ status=0
 # The vendored str0m's own unit tests (some are Tern's patches'); it is not
 # a workspace member, so nextest does not see them (patches/README.md).
 bash patches/test-str0m.sh --quiet || status=$?
+# Likewise the vendored tungstenite's.
+bash patches/test-tungstenite.sh --quiet || status=$?
 cargo nextest run --workspace --all-targets --profile ci "$@" || status=$?
 if [ -s "$failures" ]; then
   echo "== why the browser tests failed (full output above):"
