@@ -100,6 +100,9 @@ pub struct CoreStats {
     /// ...and refused because resends already took the receiver stream's
     /// share (`RTX_RATIO_CAP`).
     pub repairs_capped: u64,
+    /// Forwarded video packets kept for repairs, once each however many
+    /// receivers were sent it (a layer nobody is sent is not kept).
+    pub repair_copies_kept: u64,
     pub keyframe_requests_sent: u64,
     pub keyframe_requests_throttled: u64,
     pub layer_switches: u64,

@@ -576,19 +576,11 @@ impl Core {
         }
         let subscribers = std::mem::take(&mut src.subscribers);
         let source_ref = p.source;
-        // One copy for every receiver's repairs (`repair.rs`).
-        let cache_index = (kind == Kind::Video).then(|| {
-            src.repair.push(
-                Cached {
-                    at: now,
-                    payload: p.payload.clone(),
-                    ext: p.ext.clone(),
-                    wallclock: p.wallclock,
-                },
-                age,
-                cache_max,
-            )
-        });
+        // One copy for every receiver's repairs (`repair.rs`), kept once a
+        // receiver was sent it (below): a layer nobody is sent is never
+        // asked for again, and kept it was most of a meeting's memory.
+        let cache_index = (kind == Kind::Video).then(|| src.repair.next_index());
+        let mut sent_to_any = false;
         // RED's primary block for receivers that did not negotiate RED:
         // made once per packet, shared by all of them.
         let mut plain: Option<std::sync::Arc<[u8]>> = None;
@@ -779,6 +771,7 @@ impl Core {
                     };
                     let (age, max) = (self.cfg.rtx_cache_age, self.cfg.rtx_cache_packets);
                     slot.sent.record(now, source_ref, sent, age, max);
+                    sent_to_any = true;
                 }
             }
             self.stats.rtp_forwarded += 1;
@@ -787,12 +780,32 @@ impl Core {
                 self.to_drive.push(sub_id);
             }
         }
+        let mut kept = false;
         if let Some(src) = self.source_of_mut(source_ref) {
+            if sent_to_any {
+                // Nothing else was pushed meanwhile: the index the slots
+                // recorded is the one it gets.
+                let index = src.repair.push(
+                    Cached {
+                        at: now,
+                        payload: p.payload.clone(),
+                        ext: p.ext.clone(),
+                        wallclock: p.wallclock,
+                    },
+                    age,
+                    cache_max,
+                );
+                debug_assert_eq!(Some(index), cache_index);
+                kept = true;
+            }
             // Subscribers added meanwhile (none can be, we hold &mut self) are
             // kept by appending rather than overwriting.
             let mut subscribers = subscribers;
             subscribers.append(&mut src.subscribers);
             src.subscribers = subscribers;
+        }
+        if kept {
+            self.stats.repair_copies_kept += 1;
         }
     }
 }

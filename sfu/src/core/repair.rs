@@ -146,6 +146,11 @@ impl SourceCache {
         self.first + self.packets.len() as u64 - 1
     }
 
+    /// The index the next packet pushed will get.
+    pub(super) fn next_index(&self) -> u64 {
+        self.first + self.packets.len() as u64
+    }
+
     pub(super) fn get(&self, index: u64) -> Option<&Cached> {
         let i = index.checked_sub(self.first)?;
         self.packets.get(usize::try_from(i).ok()?)

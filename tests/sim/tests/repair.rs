@@ -118,3 +118,45 @@ fn a_slots_repairs_reach_back_across_a_layer_switch_and_a_source_switch() {
         assert!(st.repairs_sent >= 15, "{st:?}");
     });
 }
+
+/// The source keeps a copy of what a receiver was sent, and only that: a
+/// receiver on the lowest layer leaves the two higher ones uncached (kept,
+/// they were most of a meeting's memory), and its losses are still
+/// repaired from the copies of what it was sent.
+#[test]
+fn only_packets_a_receiver_was_sent_are_kept_for_repairs() {
+    with_seed(seed_or(3), |seed| {
+        let mut sim = Sim::new(SimConfig::new(seed));
+        let publisher = sim.add_peer("pub", |c| c.audio = false, clean(), clean());
+        let low = sim.add_peer(
+            "low",
+            receive_only,
+            clean(),
+            LinkConfig::latency(10).with_loss(0.03),
+        );
+        sim.set_max_height(low, None, 180);
+        sim.run_until(secs(10.0));
+
+        let st = sim.core().stats();
+        let ((uplink, _), _) = sim.link_counts(publisher);
+        eprintln!(
+            "kept {}, forwarded {}, publisher sent {uplink} datagrams; repairs: asked {}, sent {}, expired {}",
+            st.repair_copies_kept,
+            st.rtp_forwarded,
+            st.repairs_asked,
+            st.repairs_sent,
+            st.repairs_expired
+        );
+        let rx = sim.reception("low", "pub", secs(2.0), secs(9.5));
+        assert_eq!(rx.layers, vec![0], "180p only: {rx:?}");
+        // One receiver of video alone: one copy per packet forwarded.
+        assert_eq!(st.repair_copies_kept, st.rtp_forwarded);
+        assert!(
+            st.repair_copies_kept * 3 < uplink,
+            "the 360p and 720p layers are not kept: {} of {uplink}",
+            st.repair_copies_kept
+        );
+        assert!(st.repairs_sent > 5, "{st:?}");
+        assert_eq!(st.repairs_expired, 0, "every NACK found its packet");
+    });
+}
