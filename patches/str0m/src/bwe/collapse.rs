@@ -68,12 +68,29 @@ const STANDING_SPREAD_PERCENT: u32 = 115;
 
 #[derive(Debug, Clone, Copy)]
 struct Sample {
-    send: Instant,
-    recv: Instant,
-    size: DataSize,
+    /// When it was sent, in µs after the anchor's send time.
+    send_us: i64,
+    /// When it arrived (the remote clock), in µs after the anchor's
+    /// receive time.
+    recv_us: i64,
+    /// Its size in bytes.
+    size: u32,
+}
+
+// A second of packets is kept: 24 bytes each (with two `Instant`s, a size
+// and the delay it was 48, ~50 KB for a receiver of a few videos).
+
+impl Sample {
     /// One-way delay in µs against the first sample's clocks (the remote
     /// receive times are on another clock; only differences count).
-    delay_us: i64,
+    fn delay_us(&self) -> i64 {
+        self.recv_us - self.send_us
+    }
+
+    /// How long after `earlier` it arrived (zero if it did not).
+    fn recv_since(&self, earlier: &Sample) -> Duration {
+        Duration::from_micros(self.recv_us.saturating_sub(earlier.recv_us).max(0) as u64)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -102,13 +119,10 @@ impl CollapseDetector {
             let (send0, recv0) = *self
                 .anchor
                 .get_or_insert((p.local_send_time, p.remote_recv_time));
-            let delay_us =
-                signed_us(p.remote_recv_time, recv0) - signed_us(p.local_send_time, send0);
             self.samples.push_back(Sample {
-                send: p.local_send_time,
-                recv: p.remote_recv_time,
-                size: p.size,
-                delay_us,
+                send_us: signed_us(p.local_send_time, send0),
+                recv_us: signed_us(p.remote_recv_time, recv0),
+                size: u32::try_from(p.size.as_bytes_usize()).unwrap_or(u32::MAX),
             });
         }
         let newest = *self.samples.back()?;
@@ -116,7 +130,7 @@ impl CollapseDetector {
             || self
                 .samples
                 .front()
-                .is_some_and(|s| newest.recv.saturating_duration_since(s.recv) > HISTORY)
+                .is_some_and(|s| newest.recv_since(s) > HISTORY)
         {
             self.samples.pop_front();
         }
@@ -125,38 +139,38 @@ impl CollapseDetector {
         }
         let estimate = estimate?;
 
-        let min_delay = self.samples.iter().map(|s| s.delay_us).min()?;
+        let min_delay = self.samples.iter().map(Sample::delay_us).min()?;
         let queued = min_delay + QUEUED.as_micros() as i64;
 
         // The trailing stretch that waited in the queue.
         let mut count = 0;
         let mut bytes = DataSize::ZERO;
         let mut first = newest;
-        let mut send_min = newest.send;
-        let mut send_max = newest.send;
+        let mut send_min = newest.send_us;
+        let mut send_max = newest.send_us;
         for s in self.samples.iter().rev() {
-            if s.delay_us < queued || newest.recv.saturating_duration_since(s.recv) > MAX_STRETCH {
+            if s.delay_us() < queued || newest.recv_since(s) > MAX_STRETCH {
                 break;
             }
             if count > 0 {
                 // The first packet's arrival starts the span; its bytes came
                 // before it.
-                bytes += first.size;
+                bytes += DataSize::from(first.size as usize);
             }
             count += 1;
             first = *s;
-            send_min = send_min.min(s.send);
-            send_max = send_max.max(s.send);
+            send_min = send_min.min(s.send_us);
+            send_max = send_max.max(s.send_us);
         }
-        let recv_span = newest.recv.saturating_duration_since(first.recv);
+        let recv_span = newest.recv_since(&first);
         if count < MIN_PACKETS || recv_span < MIN_STRETCH {
             return None;
         }
         let delivered = bytes / recv_span;
-        let send_span = send_max - send_min;
+        let send_span = Duration::from_micros((send_max - send_min) as u64);
         let collapse = send_span * DISPERSION <= recv_span
             && delivered.as_f64() < estimate.as_f64() * COLLAPSE_SHARE;
-        let overload = newest.delay_us - min_delay >= STANDING.as_micros() as i64
+        let overload = newest.delay_us() - min_delay >= STANDING.as_micros() as i64
             && recv_span >= MIN_STANDING_STRETCH
             && send_span * STANDING_SPREAD_PERCENT <= recv_span * 100
             && delivered.as_f64() < estimate.as_f64() * BACKOFF;
@@ -265,6 +279,12 @@ mod test {
             at - (path.start + Duration::from_secs(2)),
             rate.as_f64() / 1000.0,
         )
+    }
+
+    #[test]
+    fn a_sample_is_24_bytes() {
+        // A second of every acknowledged packet is kept per connection.
+        assert!(std::mem::size_of::<Sample>() <= 24);
     }
 
     #[test]
