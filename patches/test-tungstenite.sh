@@ -17,7 +17,8 @@ import re
 s = open('Cargo.toml').read()
 for dep in ['native-tls-crate', 'rustls', 'rustls-native-certs', 'rustls-pki-types',
             'webpki-roots', 'url']:
-    s = re.sub(r'\n\[dependencies\.' + re.escape(dep) + r'\][^\[]*', '\n', s)
+    # The section up to the next one (a value may hold a '[').
+    s = re.sub(r'\n\[dependencies\.' + re.escape(dep) + r'\]\n(?:(?!\[)[^\n]*\n)*', '\n', s)
 for f in ['__rustls-tls', 'native-tls', 'native-tls-vendored', 'rustls-tls-native-roots',
           'rustls-tls-webpki-roots', 'url']:
     s = re.sub(r'\n' + re.escape(f) + r' = \[[^\]]*\]', '', s)

@@ -577,8 +577,9 @@ impl Core {
         let subscribers = std::mem::take(&mut src.subscribers);
         let source_ref = p.source;
         // One copy for every receiver's repairs (`repair.rs`), kept once a
-        // receiver was sent it (below): a layer nobody is sent is never
-        // asked for again, and kept it was most of a meeting's memory.
+        // receiver was sent it (below): nobody asks again for a layer
+        // nobody was sent, and keeping every layer was most of a meeting's
+        // memory.
         let cache_index = (kind == Kind::Video).then(|| src.repair.next_index());
         let mut sent_to_any = false;
         // RED's primary block for receivers that did not negotiate RED:

@@ -1176,8 +1176,8 @@ impl TwccSendRecord {
         self.local_recv_us = u32::try_from(since_send.as_micros())
             .map_or(NOT_REPORTED - 1, |us| us.min(NOT_REPORTED - 1));
         self.apply_report_counter = r.apply_report_counter;
-        // Beyond ±292 years the time is not representable: kept as received
-        // at the send time's bound rather than lost.
+        // An offset past ±292 years does not fit in the i64: it saturates
+        // (still received) rather than reading as lost.
         self.remote_recv_ns = match r.remote_recv_time {
             None => NOT_RECEIVED,
             Some(t) => match t.checked_duration_since(self.local_send_time) {
