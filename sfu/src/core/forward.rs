@@ -14,7 +14,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SendNowError, SeqNo, Vp8D
 use str0m::{Event, IceConnectionState, Input, Output as RtcOutput};
 use tracing::{debug, info, warn};
 
-use super::repair::{Cached, Sent};
+use super::repair::Sent;
 use super::{
     Core, EGRESS_BUF, EndpointId, HOUSEKEEPING, MAX_PAYLOAD, Output, Packet, SourceRef, svc,
     transmit_sealed,
@@ -45,9 +45,6 @@ const CONFIRM_KEYFRAME_AFTER: Duration = Duration::from_millis(400);
 /// not double what it is sent).
 const RTX_RATIO_CAP: f32 = 0.15;
 
-/// A source's repair cache holds up to this many receive slots' worth of
-/// packets (`rtx_cache_packets` each): it keeps every layer, a slot one.
-const SOURCE_CACHE_SLOTS: usize = 4;
 /// str0m's audio level (negative dBov) as RFC 6464's 0..=127.
 fn dbov(level: i8) -> u8 {
     level.unsigned_abs().min(127)
@@ -564,10 +561,6 @@ impl Core {
         if src.record.on {
             self.record_packet(now, &p, &numbers, keyframe);
         }
-        let (age, cache_max) = (
-            self.cfg.rtx_cache_age,
-            SOURCE_CACHE_SLOTS * self.cfg.rtx_cache_packets,
-        );
         let Some(src) = self.source_of_mut(p.source) else {
             return;
         };
@@ -576,10 +569,8 @@ impl Core {
         }
         let subscribers = std::mem::take(&mut src.subscribers);
         let source_ref = p.source;
-        // One copy for every receiver's repairs (`repair.rs`), kept once a
-        // receiver was sent it (below): nobody asks again for a layer
-        // nobody was sent, and keeping every layer was most of a meeting's
-        // memory.
+        // One copy for every receiver's repairs, kept after the fan-out if
+        // a receiver was sent it (`keep_for_repairs`).
         let cache_index = (kind == Kind::Video).then(|| src.repair.next_index());
         let mut sent_to_any = false;
         // RED's primary block for receivers that did not negotiate RED:
@@ -781,32 +772,15 @@ impl Core {
                 self.to_drive.push(sub_id);
             }
         }
-        let mut kept = false;
+        if sent_to_any && let Some(index) = cache_index {
+            self.keep_for_repairs(now, &p, index);
+        }
         if let Some(src) = self.source_of_mut(source_ref) {
-            if sent_to_any {
-                // Nothing else was pushed meanwhile: the index the slots
-                // recorded is the one it gets.
-                let index = src.repair.push(
-                    Cached {
-                        at: now,
-                        payload: p.payload.clone(),
-                        ext: p.ext.clone(),
-                        wallclock: p.wallclock,
-                    },
-                    age,
-                    cache_max,
-                );
-                debug_assert_eq!(Some(index), cache_index);
-                kept = true;
-            }
             // Subscribers added meanwhile (none can be, we hold &mut self) are
             // kept by appending rather than overwriting.
             let mut subscribers = subscribers;
             subscribers.append(&mut src.subscribers);
             src.subscribers = subscribers;
-        }
-        if kept {
-            self.stats.repair_copies_kept += 1;
         }
     }
 }
