@@ -14,7 +14,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SendNowError, SeqNo, Vp8D
 use str0m::{Event, IceConnectionState, Input, Output as RtcOutput};
 use tracing::{debug, info, warn};
 
-use super::repair::Sent;
+use super::repair::{Cached, SOURCE_CACHE_SLOTS, Sent};
 use super::{
     Core, EGRESS_BUF, EndpointId, HOUSEKEEPING, MAX_PAYLOAD, Output, Packet, SourceRef, svc,
     transmit_sealed,
@@ -570,7 +570,7 @@ impl Core {
         let subscribers = std::mem::take(&mut src.subscribers);
         let source_ref = p.source;
         // One copy for every receiver's repairs, kept after the fan-out if
-        // a receiver was sent it (`keep_for_repairs`).
+        // a receiver was sent it (`SourceCache::keep_sent`).
         let cache_index = (kind == Kind::Video).then(|| src.repair.next_index());
         let mut sent_to_any = false;
         // RED's primary block for receivers that did not negotiate RED:
@@ -773,7 +773,18 @@ impl Core {
             }
         }
         if sent_to_any && let Some(index) = cache_index {
-            self.keep_for_repairs(now, &p, index);
+            let age = self.cfg.rtx_cache_age;
+            let max = SOURCE_CACHE_SLOTS * self.cfg.rtx_cache_packets;
+            if let Some(src) = self.source_of_mut(source_ref) {
+                let copy = Cached {
+                    at: now,
+                    payload: p.payload.clone(),
+                    ext: p.ext.clone(),
+                    wallclock: p.wallclock,
+                };
+                src.repair.keep_sent(copy, index, age, max);
+                self.stats.repair_copies_kept += 1;
+            }
         }
         if let Some(src) = self.source_of_mut(source_ref) {
             // Subscribers added meanwhile (none can be, we hold &mut self) are

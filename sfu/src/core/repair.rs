@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use str0m::media::{NackRequest, Pt};
 use str0m::rtp::{ExtensionValues, RtpWrite, SendNowError, SeqNo, Vp8Descriptor};
 
-use super::model::Packet;
 use super::{Core, EGRESS_BUF, EndpointId, transmit_sealed};
 
 impl Core {
@@ -117,31 +116,7 @@ impl Core {
 /// A source's repair cache holds up to this many receive slots' worth of
 /// packets (`rtx_cache_packets` each): it keeps every layer some receiver
 /// is sent, a slot one.
-const SOURCE_CACHE_SLOTS: usize = 4;
-
-impl Core {
-    /// Keep a video packet the fan-out sent to at least one slot, once,
-    /// under the `index` those slots recorded (`SourceCache::next_index`
-    /// before the fan-out, which pushes nothing meanwhile). What no
-    /// receiver was sent is never asked for again; keeping every layer of
-    /// every source was most of a meeting's memory.
-    pub(super) fn keep_for_repairs(&mut self, now: Instant, p: &Packet, index: u64) {
-        let age = self.cfg.rtx_cache_age;
-        let max = SOURCE_CACHE_SLOTS * self.cfg.rtx_cache_packets;
-        let Some(src) = self.source_of_mut(p.source) else {
-            return;
-        };
-        let cached = Cached {
-            at: now,
-            payload: p.payload.clone(),
-            ext: p.ext.clone(),
-            wallclock: p.wallclock,
-        };
-        let kept = src.repair.push(cached, age, max);
-        debug_assert_eq!(kept, index);
-        self.stats.repair_copies_kept += 1;
-    }
-}
+pub(super) const SOURCE_CACHE_SLOTS: usize = 4;
 
 /// A source's forwarded packet, kept for repairs.
 #[derive(Debug, Clone)]
@@ -179,6 +154,16 @@ impl SourceCache {
     /// The index the next packet pushed will get.
     pub(super) fn next_index(&self) -> u64 {
         self.first + self.packets.len() as u64
+    }
+
+    /// Keep a video packet the fan-out sent to at least one slot, once,
+    /// under the `index` those slots recorded (`next_index` before the
+    /// fan-out, which pushes nothing meanwhile). What no receiver was sent
+    /// is never asked for again; keeping every layer of every source was
+    /// most of a meeting's memory.
+    pub(super) fn keep_sent(&mut self, packet: Cached, index: u64, age: Duration, max: usize) {
+        let kept = self.push(packet, age, max);
+        debug_assert_eq!(kept, index);
     }
 
     pub(super) fn get(&self, index: u64) -> Option<&Cached> {
