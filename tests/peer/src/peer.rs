@@ -678,6 +678,13 @@ impl Peer {
                         .push((now + self.cfg.keyframe_response_delay, i));
                 }
             }
+            Event::SenderFeedback(f) => {
+                self.state
+                    .sender_reports
+                    .entry(f.mid.to_string())
+                    .or_default()
+                    .push((now, f.sender_info));
+            }
             Event::RawPacket(p) => {
                 if let RawPacket::RtcpTx(r) = *p {
                     *self.state.rtcp_sent.entry(rtcp_kind(&r)).or_default() += 1;

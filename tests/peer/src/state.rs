@@ -85,6 +85,8 @@ pub struct PeerState {
     /// RTCP sent, by kind ("rr", "twcc", "nack", "pli", ...), when
     /// [`PeerConfig::record_rtcp`] is on.
     pub rtcp_sent: BTreeMap<&'static str, u64>,
+    /// Sender reports received, by slot mid: when, and what they said.
+    pub sender_reports: HashMap<String, Vec<(Instant, str0m::rtp::rtcp::SenderInfo)>>,
     /// Every `dominant_speaker` told, with when.
     pub dominant: Vec<(Instant, Option<String>)>,
     /// The last `recent` list told.
