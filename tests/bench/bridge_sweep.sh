@@ -11,6 +11,8 @@
 #   PERF=1 tests/bench/bridge_sweep.sh 8   # also `perf record` the bridge
 #   PERF=1 PERF_CALLGRAPH="--call-graph dwarf,16384" tests/bench/bridge_sweep.sh 4  # callers inside str0m
 #   MEETING=1 tests/bench/bridge_sweep.sh 2 6   # R rooms of 6, all-to-all at 360p
+#   FULL_RECEIVERS=140 tests/bench/bridge_sweep.sh 2  # receivers that decrypt and
+#     send feedback (RTCP, TWCC) as browsers do; 8 per run by default
 #   LOAD_ARGS=--burst tests/bench/bridge_sweep.sh 2   # extra loadtest flags
 #
 # Needs an otherwise idle machine: it prints the load average before and
@@ -37,8 +39,10 @@ for r in "${ROOMS[@]}"; do
     echo "== $r room(s) of 6, everyone publishes and watches the others, 360p ${EXTRA[*]}"
   else
     m=$((r * 70))
-    LOAD=(-n "$r" -r "$r" -m "$m" --count-only $((m - 8)))
-    echo "== $r room(s): $r publisher(s) -> $m subscribers ($((m - 8)) count-only), 720p ${EXTRA[*]}"
+    c=$((m - ${FULL_RECEIVERS:-8}))
+    [ "$c" -ge 0 ] || c=0
+    LOAD=(-n "$r" -r "$r" -m "$m" --count-only "$c")
+    echo "== $r room(s): $r publisher(s) -> $m subscribers ($c count-only), 720p ${EXTRA[*]}"
   fi
   # Every load-tool participant comes from 127.0.0.1: no per-address cap
   # on signalling connections (1,000 by default refused the 1,001st).
