@@ -166,6 +166,10 @@ pub struct CoreStats {
     pub composite_packets_in: u64,
     /// Composite packets written to receivers (each copy counted).
     pub composite_packets_out: u64,
+    /// Times an endpoint's connection was polled: after its input, when
+    /// its timer was due, or after the core wrote to it (not after every
+    /// forwarded copy; `core/forward.rs`, `SENT_POLL_WITHIN`).
+    pub polls: u64,
     pub leaves: u64,
     pub connects: u64,
     pub ice_disconnects: u64,

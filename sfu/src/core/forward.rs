@@ -34,6 +34,15 @@ const IMMEDIATE_TIMEOUTS: u32 = 256;
 /// burst of forwarded packets would otherwise leave one timer pass each.
 /// Its real pacing waits are tens of milliseconds, far beyond this.
 const IMMEDIATE_SLACK: Duration = Duration::from_micros(200);
+/// A receiver sent forwarded copies is polled within this, not after every
+/// pass that sent it some. A copy sent now changes nothing in its
+/// connection that is due sooner: the pacer counts it as debt, which only
+/// puts padding later, and waits for its next timeout before it pads
+/// (patches/README.md, `send_rtp_now`); what else may have moved (a new
+/// stream's first sender report) can wait this long. A poll after every
+/// pass was a full timeout computation per receiver per pass, ~15 % of the
+/// bridge's CPU (BENCHMARKS.md, "Egress: a receiver polled when due").
+const SENT_POLL_WITHIN: Duration = Duration::from_millis(100);
 /// A switch down usually means the receiver's link just got full, and the
 /// keyframe the switch starts on may lose packets that retransmission cannot
 /// bring back in time (a receiver waits seconds before asking for another).
@@ -248,6 +257,7 @@ impl Core {
         let Some(ep) = self.endpoints.get_mut(&id) else {
             return;
         };
+        self.stats.polls += 1;
         let mut immediate = 0;
         loop {
             match ep.rtc.poll_output() {
@@ -767,9 +777,10 @@ impl Core {
                 }
             }
             self.stats.rtp_forwarded += 1;
-            if !sub.needs_drive {
-                sub.needs_drive = true;
-                self.to_drive.push(sub_id);
+            let t = now + SENT_POLL_WITHIN;
+            if sub.next_timeout > t {
+                sub.next_timeout = t;
+                self.timers.push(Reverse((t, sub_id)));
             }
         }
         if sent_to_any && let Some(index) = cache_index {
