@@ -778,7 +778,8 @@ impl Core {
             }
             self.stats.rtp_forwarded += 1;
             let t = now + SENT_POLL_WITHIN;
-            if sub.next_timeout > t {
+            // A failed connection waits for housekeeping, with no timer.
+            if !sub.closing && sub.next_timeout > t {
                 sub.next_timeout = t;
                 self.timers.push(Reverse((t, sub_id)));
             }
