@@ -34,15 +34,17 @@ const IMMEDIATE_TIMEOUTS: u32 = 256;
 /// burst of forwarded packets would otherwise leave one timer pass each.
 /// Its real pacing waits are tens of milliseconds, far beyond this.
 const IMMEDIATE_SLACK: Duration = Duration::from_micros(200);
-/// A receiver sent forwarded copies is polled within this, not after every
-/// pass that sent it some. A copy sent now changes nothing in its
-/// connection that is due sooner: the pacer counts it as debt, which only
-/// puts padding later, and waits for its next timeout before it pads
-/// (patches/README.md, `send_rtp_now`); what else may have moved (a new
-/// stream's first sender report) can wait this long. A poll after every
-/// pass was a full timeout computation per receiver per pass, ~15 % of the
-/// bridge's CPU (BENCHMARKS.md, "Egress: a receiver polled when due").
-const SENT_POLL_WITHIN: Duration = Duration::from_millis(100);
+/// A receiver sent forwarded copies is polled within this (or sooner, at
+/// its input or timer), not after every pass that sent it some: that was a
+/// full timeout computation per receiver per pass, 8-15 % of the bridge's
+/// CPU (BENCHMARKS.md, "Egress: a receiver polled when due"). A copy sent
+/// now is accounted in full as it is sent, and str0m's pacer waits for a
+/// timeout before it pads again (patches/README.md, `send_rtp_now`), but
+/// something in the connection still wants its clock moved soon after:
+/// polled within 50 or 100 ms, a thumbnail went up a layer and back down
+/// at 4 of seeds 1-23 of the screen-share simulation (not traced further;
+/// the pacer handles its clock every 40 ms), within 20 ms at none.
+const SENT_POLL_WITHIN: Duration = Duration::from_millis(20);
 /// A switch down usually means the receiver's link just got full, and the
 /// keyframe the switch starts on may lose packets that retransmission cannot
 /// bring back in time (a receiver waits seconds before asking for another).

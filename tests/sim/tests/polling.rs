@@ -43,8 +43,9 @@ fn one_to_many(seed: u64) -> Sim {
 
 /// Before, every pass that sent a receiver copies polled its connection
 /// after: one full timeout computation per receiver per pass, about one
-/// per two copies. Now a receiver is polled for its input (feedback), its
-/// timer, and within 100 ms of a send.
+/// per two copies (121 polls a second for 241 copies here). Now a receiver
+/// is polled for its input (feedback), its timer, and within 20 ms of a
+/// send (61 a second).
 #[test]
 fn a_receiver_is_polled_for_its_input_and_timer_not_after_every_copy() {
     with_seed(seed_or(3), |seed| {
@@ -66,7 +67,7 @@ fn a_receiver_is_polled_for_its_input_and_timer_not_after_every_copy() {
             "720p and audio forwarded: {copies}"
         );
         assert!(
-            polls * 4 < copies,
+            polls * 3 < copies,
             "{polls} polls for {copies} copies: polled after copies again?"
         );
         for i in 0..RECEIVERS {
