@@ -31,13 +31,23 @@ pub struct NackRegister {
 
     /// Range of seq numbers considered NACK reporting.
     active: Option<Range<SeqNo>>,
+
+    /// What the packets' NACK times count from (`PacketStatus::last_nack`):
+    /// the first NACK's time.
+    ///
+    /// Tern patch (patches/README.md): a packet's NACK time is ns after this
+    /// in a `u64`, so an entry is 16 bytes, not 24 with an `Option<Instant>`
+    /// (513 entries per received stream). Kept to the ns, retries fall due
+    /// exactly when they did, and a `u64` of ns never overflows.
+    base: Option<Instant>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
 struct PacketStatus {
     received: bool,
     nack_count: u8,
-    last_nack_at: Option<Instant>,
+    /// When last NACKed: ns after the register's base, plus one (0: never).
+    last_nack: u64,
 }
 
 impl PacketStatus {
@@ -45,23 +55,30 @@ impl PacketStatus {
         !self.received && self.nack_count < MAX_NACKS
     }
 
-    fn is_nack_due(&self, now: Instant, retry_interval: Duration) -> bool {
+    fn last_nack_at(&self, base: Option<Instant>) -> Option<Instant> {
+        let ns = self.last_nack.checked_sub(1)?;
+        Some(base? + Duration::from_nanos(ns))
+    }
+
+    fn is_nack_due(&self, now: Instant, retry_interval: Duration, base: Option<Instant>) -> bool {
         self.needs_nack()
             && self
-                .last_nack_at
+                .last_nack_at(base)
                 .is_none_or(|last| now.saturating_duration_since(last) >= retry_interval)
     }
 
-    fn mark_nacked(&mut self, now: Instant) {
+    fn mark_nacked(&mut self, now: Instant, base: Instant) {
         self.nack_count += 1;
-        self.last_nack_at = Some(now);
+        let ns = now.saturating_duration_since(base).as_nanos();
+        // 584 years of ns fit.
+        self.last_nack = u64::try_from(ns.saturating_add(1)).unwrap_or(u64::MAX);
     }
 
     fn mark_received(&mut self) -> bool {
         let new = !self.received;
         self.received = true;
         self.nack_count = 0;
-        self.last_nack_at = None;
+        self.last_nack = 0;
         new
     }
 
@@ -82,24 +99,29 @@ impl<'a> Iterator for NackIterator<'a> {
     type Item = NackEntry;
 
     fn next(&mut self) -> Option<Self::Item> {
+        let base = self.reg.base;
         self.next = (self.next..=self.end).find(|s| {
             self.reg
                 .packet((*s).into())
-                .is_nack_due(self.now, self.retry_interval)
+                .is_nack_due(self.now, self.retry_interval, base)
         })?;
+        // Set by `nack_reports` before it builds this iterator.
+        let base = base.unwrap_or(self.now);
 
         let mut entry = NackEntry {
             pid: self.next as u16,
             blp: 0,
         };
 
-        self.reg.packet_mut(self.next.into()).mark_nacked(self.now);
+        self.reg
+            .packet_mut(self.next.into())
+            .mark_nacked(self.now, base);
         self.next += 1;
 
         for (i, s) in (self.next..self.end).take(16).enumerate() {
             let packet = self.reg.packet_mut(s.into());
-            if packet.is_nack_due(self.now, self.retry_interval) {
-                packet.mark_nacked(self.now);
+            if packet.is_nack_due(self.now, self.retry_interval, Some(base)) {
+                packet.mark_nacked(self.now, base);
                 entry.blp |= 1 << i
             }
             self.next += 1;
@@ -117,6 +139,7 @@ impl NackRegister {
         let mut n = NackRegister {
             packets: vec![PacketStatus::default(); BUFFER_SIZE as usize],
             active: None,
+            base: None,
         };
 
         if let Some(seq) = max_seq_no {
@@ -222,8 +245,12 @@ impl NackRegister {
     ) -> Option<impl Iterator<Item = Nack>> {
         let retry_interval = rtt.unwrap_or(DEFAULT_RTT).saturating_add(NACK_RETRY_MARGIN);
         let Range { start, end } = self.active.clone()?;
-        let start =
-            (*start..=*end).find(|s| self.packet((*s).into()).is_nack_due(now, retry_interval))?;
+        let base = self.base;
+        let start = (*start..=*end).find(|s| {
+            self.packet((*s).into())
+                .is_nack_due(now, retry_interval, base)
+        })?;
+        self.base.get_or_insert(now);
 
         Some(
             ReportList::lists_from_iter(NackIterator {
@@ -266,7 +293,7 @@ impl NackRegister {
             if packet.needs_nack() {
                 return None;
             }
-            let at = packet.last_nack_at?.checked_add(grace)?;
+            let at = packet.last_nack_at(self.base)?.checked_add(grace)?;
             deadline = Some(deadline.map_or(at, |previous: Instant| previous.max(at)));
         }
         // Gaps outside the bounded NACK window and missing tail markers have no final
@@ -402,13 +429,46 @@ mod test {
                 for seq in [11, 12] {
                     let packet = reg.packet(seq.into());
                     assert_eq!(packet.nack_count, attempt + 1);
-                    assert_eq!(packet.last_nack_at, Some(due));
+                    assert_eq!(packet.last_nack_at(reg.base), Some(due));
                 }
             }
 
             assert!(!reg.has_pending_nacks());
             assert!(nack_entries(&mut reg, now + interval * 10, rtt).is_empty());
         }
+    }
+
+    #[test]
+    fn a_packet_status_is_16_bytes() {
+        assert_eq!(std::mem::size_of::<super::PacketStatus>(), 16);
+    }
+
+    #[test]
+    fn nack_times_are_kept_to_the_nanosecond() {
+        let mut reg = NackRegister::new(None);
+        let t0 = Instant::now();
+        reg.update(10.into());
+        reg.update(12.into());
+        assert_eq!(
+            nack_entries(&mut reg, t0, None),
+            [NackEntry { pid: 11, blp: 0 }]
+        );
+        reg.update(11.into());
+        reg.update(14.into());
+        let t1 = t0 + Duration::from_nanos(3_600_000_000_007);
+        assert_eq!(
+            nack_entries(&mut reg, t1, None),
+            [NackEntry { pid: 13, blp: 0 }]
+        );
+        assert_eq!(reg.base, Some(t0));
+        assert_eq!(reg.packet(13.into()).last_nack_at(reg.base), Some(t1));
+        // 13's retry falls due 105 ms after its NACK to the ns.
+        let due = t1 + Duration::from_millis(105);
+        assert!(nack_entries(&mut reg, due - Duration::from_nanos(1), None).is_empty());
+        assert_eq!(
+            nack_entries(&mut reg, due, None),
+            [NackEntry { pid: 13, blp: 0 }]
+        );
     }
 
     #[test]
@@ -427,7 +487,7 @@ mod test {
             nack_entries(&mut reg, now + Duration::from_millis(30), None),
             [NackEntry { pid: 13, blp: 0 }]
         );
-        assert_eq!(reg.packet(11.into()).last_nack_at, Some(now));
+        assert_eq!(reg.packet(11.into()).last_nack_at(reg.base), Some(now));
 
         reg.update(16.into());
         // 11 is due again and 15 is new, but 13 must not be included in the bitmask yet.
@@ -440,7 +500,7 @@ mod test {
         );
         assert_eq!(reg.packet(13.into()).nack_count, 1);
         assert_eq!(
-            reg.packet(13.into()).last_nack_at,
+            reg.packet(13.into()).last_nack_at(reg.base),
             Some(now + Duration::from_millis(30))
         );
         assert_eq!(
@@ -496,7 +556,7 @@ mod test {
         let packet = reg.packet(12.into());
         assert!(packet.received);
         assert_eq!(packet.nack_count, 0);
-        assert_eq!(packet.last_nack_at, None);
+        assert_eq!(packet.last_nack_at(reg.base), None);
         assert_eq!(
             nack_entries(&mut reg, now + Duration::from_millis(105), None),
             [NackEntry { pid: 11, blp: 0b10 }]
@@ -516,7 +576,7 @@ mod test {
         reg.update(113.into());
         assert_eq!(reg.as_index(11.into()), reg.as_index(112.into()));
         assert_eq!(reg.packet(112.into()).nack_count, 0);
-        assert_eq!(reg.packet(112.into()).last_nack_at, None);
+        assert_eq!(reg.packet(112.into()).last_nack_at(reg.base), None);
         assert_eq!(
             nack_entries(&mut reg, now, None),
             [NackEntry { pid: 112, blp: 0 }]
@@ -589,7 +649,7 @@ mod test {
             assert!(
                 !reg.packets[i].received
                     && reg.packets[i].nack_count == 0
-                    && reg.packets[i].last_nack_at.is_none(),
+                    && reg.packets[i].last_nack_at(reg.base).is_none(),
                 "dirty state at index {} outside of nack window {:?}",
                 i,
                 active,
