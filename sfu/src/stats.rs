@@ -168,7 +168,7 @@ pub struct CoreStats {
     pub composite_packets_out: u64,
     /// Times an endpoint's connection was polled: after its input, when
     /// its timer was due, or after the core wrote to it (not after every
-    /// forwarded copy; `core/forward.rs`, `SENT_POLL_WITHIN`).
+    /// forwarded copy; `core/poll.rs`, `SENT_POLL_WITHIN`).
     pub polls: u64,
     pub leaves: u64,
     pub connects: u64,

@@ -37,6 +37,7 @@ mod lastn;
 mod loss;
 mod mixing;
 mod model;
+mod poll;
 mod recording;
 mod relay;
 mod repair;

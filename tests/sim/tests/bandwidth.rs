@@ -289,7 +289,7 @@ fn a_screen_share_on_stage_keeps_its_resolution_while_thumbnails_degrade() {
 /// every pass: a thumbnail went up to 360p and back down (4 of seeds 1-23).
 /// Within 20 ms it passes at all of them, and at seeds 1-69 with the three
 /// receivers and the 400 kbps drop (`SENT_POLL_WITHIN`,
-/// `sfu/src/core/forward.rs`).
+/// `sfu/src/core/poll.rs`).
 #[test]
 fn a_screen_share_keeps_its_resolution_at_seeds_where_polling_receivers_later_flapped_a_thumbnail()
 {

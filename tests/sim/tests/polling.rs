@@ -1,7 +1,7 @@
 //! A receiver of forwarded copies and its connection: the copies are sent
 //! now (`send_rtp_now`, patches/README.md) and the connection is polled on
 //! its own timer, within `SENT_POLL_WITHIN` of a send, or after its input,
-//! not after every pass that sent it something (`sfu/src/core/forward.rs`).
+//! not after every pass that sent it something (`sfu/src/core/poll.rs`).
 //! What a poll gives must still arrive: sender reports on every stream,
 //! whose times a receiver can synchronise audio and video by.
 
