@@ -26,8 +26,9 @@ const IMMEDIATE_TIMEOUTS: u32 = 256;
 const IMMEDIATE_SLACK: Duration = Duration::from_micros(200);
 /// A receiver sent forwarded copies is polled within this (or sooner, at
 /// its input or timer), not after every pass that sent it some: that was a
-/// full timeout computation per receiver per pass, 8-15 % of the bridge's
-/// CPU (BENCHMARKS.md, "Egress: a receiver polled when due"). A copy sent
+/// full timeout computation per receiver per pass, and dropping it saved
+/// 8-15 % of the bridge's CPU per copy (BENCHMARKS.md, "Egress: a receiver
+/// polled when due"). A copy sent
 /// now is accounted in full as it is sent, and str0m's pacer waits for a
 /// timeout before it pads again (patches/README.md, `send_rtp_now`), but
 /// something in the connection still wants its clock moved soon after:
