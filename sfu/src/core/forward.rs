@@ -606,7 +606,6 @@ impl Core {
                 let copy = Cached {
                     at: now,
                     payload: p.payload.clone(),
-                    ext: p.ext.clone(),
                     wallclock: p.wallclock,
                 };
                 src.repair.keep_sent(copy, index, age, max);
