@@ -44,6 +44,8 @@ use tern_sfu::node::{Shutdown, ShutdownStep, shard_of_datagram};
 
 /// Datagrams read per wakeup before handing batches to shards.
 const RECV_BATCH: usize = 64;
+/// The largest datagram a receive buffer takes: a whole GRO aggregate.
+const GRO_SLOT_MAX: usize = 64 * 1024;
 /// Inputs queued per shard; beyond this the socket reader drops (and counts).
 const SHARD_QUEUE: usize = 8192;
 
@@ -403,7 +405,11 @@ async fn read_media(
             return;
         }
     };
-    let slot = (2048 * state.gro_segments()).max(2048);
+    // A GRO aggregate is one UDP datagram to the kernel, so it is at most
+    // 64 KiB (the kernel's default GRO limit, and UDP's length field),
+    // whatever the segment count says: a batch of 2 KiB × 64 segments per
+    // slot was 4 MiB of buffers, each slot's second half never filled.
+    let slot = (2048 * state.gro_segments()).clamp(2048, GRO_SLOT_MAX);
     let mut storage: Vec<Vec<u8>> = (0..BATCH_SIZE).map(|_| vec![0u8; slot]).collect();
     let mut meta = vec![RecvMeta::default(); BATCH_SIZE];
     let mut buf = BytesMut::with_capacity(RECV_BATCH * 2048);
