@@ -32,31 +32,42 @@ pub struct NackRegister {
     /// Range of seq numbers considered NACK reporting.
     active: Option<Range<SeqNo>>,
 
-    /// What the packets' NACK times count from (`PacketStatus::last_nack`):
-    /// the first NACK's time.
-    ///
-    /// Tern patch (patches/README.md): a packet's NACK time is ns after this
-    /// in a `u64`, so an entry is 16 bytes, not 24 with an `Option<Instant>`
-    /// (513 entries per received stream). Kept to the ns, retries fall due
-    /// exactly when they did, and a `u64` of ns never overflows.
+    /// What the packets' NACK times count from (`PacketStatus`): the first
+    /// NACK's time (Tern patch, see `PacketStatus`).
     base: Option<Instant>,
 }
 
+/// A packet's state in one `u64`: whether it was received (bit 63), how
+/// many times it was NACKed (bits 60-62, at most `MAX_NACKS`) and when last
+/// (bits 0-59: ns after the register's base, plus one; 0 when never).
+///
+/// Tern patch (patches/README.md): 8 bytes an entry. With a `bool`, a count
+/// and a `u64` of ns it was 16, with an `Option<Instant>` 24, for 513
+/// entries per received stream: a meeting participant's NACK registers
+/// were ~49 KB. 2^60 ns is 36 years, so the time is still kept to the ns.
 #[derive(Debug, Default, Clone, Copy)]
-struct PacketStatus {
-    received: bool,
-    nack_count: u8,
-    /// When last NACKed: ns after the register's base, plus one (0: never).
-    last_nack: u64,
-}
+struct PacketStatus(u64);
+
+const RECEIVED: u64 = 1 << 63;
+const COUNT_SHIFT: u32 = 60;
+const COUNT_MASK: u64 = 0b111 << COUNT_SHIFT;
+const TIME_MASK: u64 = (1 << COUNT_SHIFT) - 1;
 
 impl PacketStatus {
+    fn received(&self) -> bool {
+        self.0 & RECEIVED != 0
+    }
+
+    fn nack_count(&self) -> u8 {
+        ((self.0 & COUNT_MASK) >> COUNT_SHIFT) as u8
+    }
+
     fn needs_nack(&self) -> bool {
-        !self.received && self.nack_count < MAX_NACKS
+        !self.received() && self.nack_count() < MAX_NACKS
     }
 
     fn last_nack_at(&self, base: Option<Instant>) -> Option<Instant> {
-        let ns = self.last_nack.checked_sub(1)?;
+        let ns = (self.0 & TIME_MASK).checked_sub(1)?;
         Some(base? + Duration::from_nanos(ns))
     }
 
@@ -68,17 +79,17 @@ impl PacketStatus {
     }
 
     fn mark_nacked(&mut self, now: Instant, base: Instant) {
-        self.nack_count += 1;
+        // Only packets that need a NACK are marked: the count stays below
+        // `MAX_NACKS`, which fits the three bits.
+        let count = (self.nack_count() + 1).min(0b111);
         let ns = now.saturating_duration_since(base).as_nanos();
-        // 584 years of ns fit.
-        self.last_nack = u64::try_from(ns.saturating_add(1)).unwrap_or(u64::MAX);
+        let time = u64::try_from(ns.saturating_add(1)).map_or(TIME_MASK, |t| t.min(TIME_MASK));
+        self.0 = (self.0 & RECEIVED) | (u64::from(count) << COUNT_SHIFT) | time;
     }
 
     fn mark_received(&mut self) -> bool {
-        let new = !self.received;
-        self.received = true;
-        self.nack_count = 0;
-        self.last_nack = 0;
+        let new = !self.received();
+        self.0 = RECEIVED;
         new
     }
 
@@ -160,7 +171,7 @@ impl NackRegister {
             return false;
         }
 
-        !self.packet(seq).received || seq > active.end
+        !self.packet(seq).received() || seq > active.end
     }
 
     pub fn update(&mut self, seq: SeqNo) -> bool {
@@ -175,7 +186,7 @@ impl NackRegister {
             return false;
         }
 
-        let new = !self.packet_mut(seq).received || seq > active.end;
+        let new = !self.packet_mut(seq).received() || seq > active.end;
 
         let end = active.end.max(seq);
 
@@ -183,7 +194,7 @@ impl NackRegister {
             let min = end.saturating_sub(MAX_MISORDER);
             let mut start = (*active.start).max(min);
             while start < *end {
-                if !self.packet_mut(start.into()).received && start != *seq {
+                if !self.packet_mut(start.into()).received() && start != *seq {
                     break;
                 }
                 start += 1;
@@ -194,8 +205,8 @@ impl NackRegister {
         // reset packets that are rolling our of the nack window
         for (i, s) in (*active.start..*start).enumerate() {
             let p = self.packet_mut(s.into());
-            if !p.received && s != *seq {
-                trace!("Seq no {} missing after {} attempts", s, p.nack_count);
+            if !p.received() && s != *seq {
+                trace!("Seq no {} missing after {} attempts", s, p.nack_count());
             }
             self.packet_mut(s.into()).reset();
 
@@ -287,7 +298,7 @@ impl NackRegister {
         let mut deadline = None;
         for seq in *range.start.max(active.start)..*range.end.min(active.end) {
             let packet = self.packet(seq.into());
-            if packet.received {
+            if packet.received() {
                 continue;
             }
             if packet.needs_nack() {
@@ -428,7 +439,7 @@ mod test {
                 assert!(nack_entries(&mut reg, due, rtt).is_empty());
                 for seq in [11, 12] {
                     let packet = reg.packet(seq.into());
-                    assert_eq!(packet.nack_count, attempt + 1);
+                    assert_eq!(packet.nack_count(), attempt + 1);
                     assert_eq!(packet.last_nack_at(reg.base), Some(due));
                 }
             }
@@ -439,8 +450,37 @@ mod test {
     }
 
     #[test]
-    fn a_packet_status_is_16_bytes() {
-        assert_eq!(std::mem::size_of::<super::PacketStatus>(), 16);
+    fn a_packet_status_is_8_bytes() {
+        assert_eq!(std::mem::size_of::<super::PacketStatus>(), 8);
+    }
+
+    #[test]
+    fn a_packet_status_keeps_its_count_and_time_apart_and_saturates_the_time() {
+        use super::PacketStatus;
+        let base = Instant::now();
+        let mut p = PacketStatus::default();
+        for n in 1..=super::MAX_NACKS {
+            let at = base + Duration::from_nanos(u64::from(n) * 1_000_000_007);
+            p.mark_nacked(at, base);
+            assert_eq!(p.nack_count(), n);
+            assert!(!p.received());
+            assert_eq!(p.last_nack_at(Some(base)), Some(at));
+        }
+        assert!(!p.needs_nack());
+        // Past 2^60 ns (36 years) the time stops at its largest; the count
+        // is untouched.
+        let mut far = PacketStatus::default();
+        far.mark_nacked(base + Duration::from_secs(40 * 365 * 86_400), base);
+        assert_eq!(far.nack_count(), 1);
+        assert_eq!(
+            far.last_nack_at(Some(base)),
+            Some(base + Duration::from_nanos(super::TIME_MASK - 1))
+        );
+        assert!(p.mark_received());
+        assert!(p.received());
+        assert_eq!(p.nack_count(), 0);
+        assert_eq!(p.last_nack_at(Some(base)), None);
+        assert!(!p.mark_received());
     }
 
     #[test]
@@ -498,7 +538,7 @@ mod test {
                 blp: 0b1000
             }]
         );
-        assert_eq!(reg.packet(13.into()).nack_count, 1);
+        assert_eq!(reg.packet(13.into()).nack_count(), 1);
         assert_eq!(
             reg.packet(13.into()).last_nack_at(reg.base),
             Some(now + Duration::from_millis(30))
@@ -514,8 +554,8 @@ mod test {
                 blp: 0b1000
             }]
         );
-        assert_eq!(reg.packet(11.into()).nack_count, 3);
-        assert_eq!(reg.packet(15.into()).nack_count, 2);
+        assert_eq!(reg.packet(11.into()).nack_count(), 3);
+        assert_eq!(reg.packet(15.into()).nack_count(), 2);
     }
 
     #[test]
@@ -554,8 +594,8 @@ mod test {
         );
         reg.update(12.into());
         let packet = reg.packet(12.into());
-        assert!(packet.received);
-        assert_eq!(packet.nack_count, 0);
+        assert!(packet.received());
+        assert_eq!(packet.nack_count(), 0);
         assert_eq!(packet.last_nack_at(reg.base), None);
         assert_eq!(
             nack_entries(&mut reg, now + Duration::from_millis(105), None),
@@ -575,7 +615,7 @@ mod test {
         }
         reg.update(113.into());
         assert_eq!(reg.as_index(11.into()), reg.as_index(112.into()));
-        assert_eq!(reg.packet(112.into()).nack_count, 0);
+        assert_eq!(reg.packet(112.into()).nack_count(), 0);
         assert_eq!(reg.packet(112.into()).last_nack_at(reg.base), None);
         assert_eq!(
             nack_entries(&mut reg, now, None),
@@ -624,7 +664,7 @@ mod test {
         );
         let active = reg.active.clone().expect("nack range");
         assert_eq!(
-            reg.packet_mut(seq.into()).received,
+            reg.packet_mut(seq.into()).received(),
             expect_received,
             "seq {} expected to{} be received in {:?}",
             seq,
@@ -647,8 +687,8 @@ mod test {
                 continue;
             }
             assert!(
-                !reg.packets[i].received
-                    && reg.packets[i].nack_count == 0
+                !reg.packets[i].received()
+                    && reg.packets[i].nack_count() == 0
                     && reg.packets[i].last_nack_at(reg.base).is_none(),
                 "dirty state at index {} outside of nack window {:?}",
                 i,
