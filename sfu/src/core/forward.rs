@@ -577,9 +577,11 @@ impl Core {
             if let Some(slot) = sub.slots.get_mut(slot_i) {
                 slot.tx_ssrc = Some(ssrc);
                 if let Some(index) = cache_index {
+                    // The map keeps what names the packet: the sequence
+                    // number's 16 bits, the index's low 32.
                     let sent = Sent {
-                        seq: out.seq,
-                        index,
+                        seq: out.seq as u16,
+                        index: index as u32,
                         ts: out.ts,
                         pt,
                         marker,

@@ -54,7 +54,7 @@ impl Core {
             };
             let mut w = RtpWrite::new(
                 sent.pt,
-                SeqNo::from(sent.seq),
+                SeqNo::from(u64::from(sent.seq)),
                 sent.ts,
                 cached.wallclock,
                 cached.payload.clone(),
@@ -170,7 +170,14 @@ impl SourceCache {
         debug_assert_eq!(kept, index);
     }
 
-    pub(super) fn get(&self, index: u64) -> Option<&Cached> {
+    /// The packet under the index whose low 32 bits are `low`: the one
+    /// nearest below the next index (the cache's few thousand are there).
+    pub(super) fn get(&self, low: u32) -> Option<&Cached> {
+        let next = self.next_index();
+        let mut index = (next & !u64::from(u32::MAX)) | u64::from(low);
+        if index >= next {
+            index = index.checked_sub(1 << 32)?;
+        }
         let i = index.checked_sub(self.first)?;
         self.packets.get(usize::try_from(i).ok()?)
     }
@@ -184,10 +191,12 @@ impl SourceCache {
 /// What a slot sent under one outgoing sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Sent {
-    /// Outgoing sequence number (extended, as the rewriter gives it).
-    pub(super) seq: u64,
-    /// The packet's index in its source's cache.
-    pub(super) index: u64,
+    /// Outgoing sequence number, as on the wire (the RTX packet carries
+    /// these 16 bits; a NACK names them).
+    pub(super) seq: u16,
+    /// The packet's index in its source's cache, its low 32 bits
+    /// (`SourceCache::get` finds the rest: a cache holds a few thousand).
+    pub(super) index: u32,
     pub(super) ts: u32,
     pub(super) pt: Pt,
     pub(super) marker: bool,
@@ -196,14 +205,15 @@ pub(super) struct Sent {
     pub(super) tl0: Option<u8>,
 }
 
-/// A compact `Sent` in the ring: the source is a position in the map's
-/// short list of sources, and the time is milliseconds since the map began.
+/// A compact `Sent` in the ring, 20 bytes (mediasoup's retransmission
+/// buffer entry is ~40): the source is a position in the map's short list
+/// of sources, and the time is milliseconds since the map began.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    seq: u64,
-    index: u64,
+    index: u32,
     ts: u32,
     at_ms: u32,
+    seq: u16,
     pid: u16,
     pt: u8,
     tl0: u8,
@@ -226,10 +236,10 @@ const INITIAL: usize = 64;
 
 impl Entry {
     const VACANT: Entry = Entry {
-        seq: 0,
         index: 0,
         ts: 0,
         at_ms: 0,
+        seq: 0,
         pid: 0,
         pt: 0,
         tl0: 0,
@@ -354,7 +364,7 @@ impl<S: Copy + PartialEq> SentMap<S> {
             return None;
         }
         let e = self.ring[seq16 as usize & (self.ring.len() - 1)];
-        if e.source == EMPTY || e.seq as u16 != seq16 {
+        if e.source == EMPTY || e.seq != seq16 {
             return None;
         }
         if self.ms(now).saturating_sub(e.at_ms) > age.as_millis() as u32 {
@@ -401,8 +411,8 @@ mod tests {
 
     fn sent(seq: u64, index: u64) -> Sent {
         Sent {
-            seq,
-            index,
+            seq: seq as u16,
+            index: index as u32,
             ts: (seq as u32).wrapping_mul(3000),
             pt: 96.into(),
             marker: seq.is_multiple_of(3),
@@ -538,7 +548,7 @@ mod tests {
                 map.record(now, source(src), sent, AGE, max);
                 log.push((now, source(src), sent));
                 proptest::prop_assert_eq!(map.lookup(now, seq as u16, AGE), Some((source(src), sent)));
-                let first = log[0].2.seq;
+                let first = u64::from(log[0].2.seq);
                 for q in [seq - 1, seq.saturating_sub(7), seq.saturating_sub(200), first] {
                     let Some((got_src, got)) = map.lookup(now, q as u16, AGE) else {
                         continue;
@@ -552,6 +562,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_sent_map_entry_is_20_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 20);
+    }
+
+    #[test]
+    fn a_source_cache_finds_a_packet_by_its_index_low_bits_across_their_wrap() {
+        let t0 = Instant::now();
+        let mut cache = SourceCache {
+            first: (1 << 32) - 3,
+            ..Default::default()
+        };
+        for i in 0..6u8 {
+            cache.push(cached(t0, i), AGE, 100);
+        }
+        // Indexes 2^32 - 3 ..= 2^32 + 2; their low bits wrap past zero.
+        for (low, byte) in [(u32::MAX - 2, 0), (u32::MAX, 2), (0, 3), (2, 5)] {
+            assert_eq!(cache.get(low).map(|c| c.payload[0]), Some(byte));
+        }
+        // The next index, and one far behind, are not there.
+        assert!(cache.get(3).is_none());
+        assert!(cache.get(u32::MAX - 3).is_none());
     }
 
     #[test]
