@@ -68,23 +68,40 @@ const STANDING_SPREAD_PERCENT: u32 = 115;
 
 #[derive(Debug, Clone, Copy)]
 struct Sample {
-    /// When it was sent, in µs after the anchor's send time.
-    send_us: i64,
     /// When it arrived (the remote clock), in µs after the anchor's
     /// receive time.
     recv_us: i64,
+    /// Its one-way delay in µs against the anchor's clocks: arrival minus
+    /// send. Within ±35 minutes of the first sample's (a `i32`); a remote
+    /// clock that jumps further saturates it.
+    delay_us: i32,
     /// Its size in bytes.
     size: u32,
 }
 
-// A second of packets is kept: 24 bytes each (with two `Instant`s, a size
-// and the delay it was 48, ~50 KB for a receiver of a few videos).
+// A second of packets is kept: 16 bytes each (24 with the send time as an
+// `i64`, 48 with two `Instant`s, a size and the delay: ~50 KB for a
+// receiver of a few videos).
 
 impl Sample {
+    fn new(send_us: i64, recv_us: i64, size: u32) -> Self {
+        let delay = recv_us.saturating_sub(send_us);
+        Sample {
+            recv_us,
+            delay_us: delay.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+            size,
+        }
+    }
+
     /// One-way delay in µs against the first sample's clocks (the remote
     /// receive times are on another clock; only differences count).
     fn delay_us(&self) -> i64 {
-        self.recv_us - self.send_us
+        i64::from(self.delay_us)
+    }
+
+    /// When it was sent, in µs after the anchor's send time.
+    fn send_us(&self) -> i64 {
+        self.recv_us - self.delay_us()
     }
 
     /// How long after `earlier` it arrived (zero if it did not).
@@ -119,11 +136,11 @@ impl CollapseDetector {
             let (send0, recv0) = *self
                 .anchor
                 .get_or_insert((p.local_send_time, p.remote_recv_time));
-            self.samples.push_back(Sample {
-                send_us: signed_us(p.local_send_time, send0),
-                recv_us: signed_us(p.remote_recv_time, recv0),
-                size: u32::try_from(p.size.as_bytes_usize()).unwrap_or(u32::MAX),
-            });
+            self.samples.push_back(Sample::new(
+                signed_us(p.local_send_time, send0),
+                signed_us(p.remote_recv_time, recv0),
+                u32::try_from(p.size.as_bytes_usize()).unwrap_or(u32::MAX),
+            ));
         }
         let newest = *self.samples.back()?;
         while self.samples.len() > MAX_SAMPLES
@@ -146,8 +163,8 @@ impl CollapseDetector {
         let mut count = 0;
         let mut bytes = DataSize::ZERO;
         let mut first = newest;
-        let mut send_min = newest.send_us;
-        let mut send_max = newest.send_us;
+        let mut send_min = newest.send_us();
+        let mut send_max = newest.send_us();
         for s in self.samples.iter().rev() {
             if s.delay_us() < queued || newest.recv_since(s) > MAX_STRETCH {
                 break;
@@ -159,8 +176,8 @@ impl CollapseDetector {
             }
             count += 1;
             first = *s;
-            send_min = send_min.min(s.send_us);
-            send_max = send_max.max(s.send_us);
+            send_min = send_min.min(s.send_us());
+            send_max = send_max.max(s.send_us());
         }
         let recv_span = newest.recv_since(&first);
         if count < MIN_PACKETS || recv_span < MIN_STRETCH {
@@ -282,9 +299,19 @@ mod test {
     }
 
     #[test]
-    fn a_sample_is_24_bytes() {
+    fn a_sample_is_16_bytes_and_gives_back_its_times() {
         // A second of every acknowledged packet is kept per connection.
-        assert!(std::mem::size_of::<Sample>() <= 24);
+        assert_eq!(std::mem::size_of::<Sample>(), 16);
+        for (send, recv) in [(0, 0), (1_000, -5_000_000), (-7, 123_456_789_012)] {
+            let s = Sample::new(send, recv, 1200);
+            if (recv - send).abs() <= i64::from(i32::MAX) {
+                assert_eq!((s.send_us(), s.delay_us()), (send, recv - send));
+            } else {
+                // A remote clock ~34 hours off: the delay saturates.
+                assert_eq!(s.delay_us(), i64::from(i32::MAX));
+            }
+            assert_eq!(s.recv_us, recv);
+        }
     }
 
     #[test]
