@@ -527,9 +527,12 @@ impl Core {
                     };
                     // First packet on this send stream: its NACKs are
                     // answered from the source's one copy (`repair.rs`),
-                    // so str0m keeps none; it still holds resends to the
-                    // ratio cap.
-                    tx.set_rtx_cache(0, self.cfg.rtx_cache_age, Some(RTX_RATIO_CAP));
+                    // so str0m keeps none; it still holds video's resends
+                    // to the ratio cap. Audio is never resent: no cap, and
+                    // so no history of its bytes (a second of 20 ms steps
+                    // per stream).
+                    let cap = (kind == Kind::Video).then_some(RTX_RATIO_CAP);
+                    tx.set_rtx_cache(0, self.cfg.rtx_cache_age, cap);
                     tx.set_nacks_to_caller(kind == Kind::Video);
                     // Forwarded media was paced by its publisher; a second
                     // pacer here would queue it behind the receiver's
