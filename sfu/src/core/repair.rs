@@ -553,7 +553,7 @@ mod tests {
                     let Some((got_src, got)) = map.lookup(now, q as u16, AGE) else {
                         continue;
                     };
-                    let Some((at, src, s)) = log.iter().find(|(_, _, s)| s.seq as u16 == q as u16) else {
+                    let Some((at, src, s)) = log.iter().find(|(_, _, s)| s.seq == q as u16) else {
                         proptest::prop_assert!(false, "answered for {q}, never sent");
                         continue;
                     };
