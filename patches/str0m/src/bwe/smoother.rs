@@ -9,7 +9,7 @@ const ESTIMATE_WINDOW: Duration = Duration::from_secs(3);
 /// An estimate and when it was recorded, in ns after the smoother's base.
 ///
 /// Tern patch (patches/README.md): 16 bytes, not 24 with an `Instant`. The
-/// estimate changes at most handle_timeout calls, so a 3 s window holds
+/// estimate changes on most timeouts, so a 3 s window holds
 /// hundreds (a meeting participant's smoother was ~24 KB). Kept to the ns,
 /// entries leave the window exactly when they did.
 type TimeBitrate = (u64, Bitrate);
