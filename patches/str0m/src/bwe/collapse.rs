@@ -32,10 +32,17 @@ use crate::rtp_::{Bitrate, DataSize};
 
 /// How far back (in arrival time) the minimum one-way delay is taken.
 const HISTORY: Duration = Duration::from_secs(1);
+/// The minimum is kept per slice of arrival time this long: a slice leaves
+/// the history once all of it is older than `HISTORY`, so the minimum is
+/// taken over at most `HISTORY + BUCKET`.
+const BUCKET_US: i64 = 10_000;
+/// At most this many slices are kept whatever the arrival times say (one
+/// more than `HISTORY` spans, and one for a slice begun).
+const MAX_BUCKETS: usize = (HISTORY.as_micros() as i64 / BUCKET_US) as usize + 2;
 /// At most this many packets are kept whatever the arrival times say (they
 /// come from the remote peer: times that run backwards never age out).
-/// A second of 20 Mbit/s in 1200-byte packets.
-const MAX_SAMPLES: usize = 2048;
+/// `MAX_STRETCH` of 24 Mbit/s in 1200-byte packets.
+const MAX_SAMPLES: usize = 1024;
 /// A packet whose one-way delay is this far above the minimum waited in a
 /// queue.
 const QUEUED: Duration = Duration::from_millis(25);
@@ -79,9 +86,11 @@ struct Sample {
     size: u32,
 }
 
-// A second of packets is kept: 16 bytes each (24 with the send time as an
-// `i64`, 48 with two `Instant`s, a size and the delay: ~50 KB for a
-// receiver of a few videos).
+// `MAX_STRETCH` of packets is kept, 16 bytes each (24 with the send time
+// as an `i64`, 48 with two `Instant`s, a size and the delay), and the
+// second's minimum delay as a minimum per 10 ms slice: ~6 KB for a receiver
+// of a few videos. A second of packets kept for the minimum was ~16 KB
+// (~50 KB with 48-byte samples), and each report scanned all of it.
 
 impl Sample {
     fn new(send_us: i64, recv_us: i64, size: u32) -> Self {
@@ -110,9 +119,25 @@ impl Sample {
     }
 }
 
+/// The lowest one-way delay of the packets that arrived in one slice of
+/// `BUCKET_US`.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// Which slice: arrival µs (after the anchor) divided by `BUCKET_US`.
+    index: i64,
+    delay_us: i32,
+}
+
 #[derive(Debug, Default)]
 pub struct CollapseDetector {
+    /// The packets of the last `MAX_STRETCH`, in arrival order: what a
+    /// stretch is measured over.
     samples: VecDeque<Sample>,
+    /// The slices of the last `HISTORY` that may still hold its minimum:
+    /// their delays rise from front to back (a slice whose minimum a later
+    /// one matches can never be the lowest again), so the front is the
+    /// minimum.
+    minima: VecDeque<Bucket>,
     anchor: Option<(Instant, Instant)>,
 }
 
@@ -129,6 +154,33 @@ impl CollapseDetector {
         Self::default()
     }
 
+    /// Keep `sample`'s delay as its slice's minimum, dropping the slices
+    /// before it that can no longer be the lowest: they leave the history
+    /// first and are no lower. A packet that arrived before the last slice
+    /// counts in that slice (kept a little longer, never dropped early), so
+    /// the slices stay in order.
+    fn note_minimum(&mut self, sample: Sample) {
+        let mut index = sample.recv_us.div_euclid(BUCKET_US);
+        if let Some(b) = self.minima.back() {
+            index = index.max(b.index);
+        }
+        while self
+            .minima
+            .back()
+            .is_some_and(|b| b.delay_us >= sample.delay_us)
+        {
+            self.minima.pop_back();
+        }
+        match self.minima.back() {
+            // A lower delay in its own slice: this one adds nothing.
+            Some(b) if b.index == index => {}
+            _ => self.minima.push_back(Bucket {
+                index,
+                delay_us: sample.delay_us,
+            }),
+        }
+    }
+
     /// Take a report's acknowledged packets (in arrival order); the new
     /// estimate when they show a collapse below `estimate`.
     pub fn update(&mut self, acked: &[AckedPacket], estimate: Option<Bitrate>) -> Option<Bitrate> {
@@ -136,27 +188,38 @@ impl CollapseDetector {
             let (send0, recv0) = *self
                 .anchor
                 .get_or_insert((p.local_send_time, p.remote_recv_time));
-            self.samples.push_back(Sample::new(
+            let sample = Sample::new(
                 signed_us(p.local_send_time, send0),
                 signed_us(p.remote_recv_time, recv0),
                 u32::try_from(p.size.as_bytes_usize()).unwrap_or(u32::MAX),
-            ));
+            );
+            self.samples.push_back(sample);
+            self.note_minimum(sample);
         }
         let newest = *self.samples.back()?;
         while self.samples.len() > MAX_SAMPLES
             || self
                 .samples
                 .front()
-                .is_some_and(|s| newest.recv_since(s) > HISTORY)
+                .is_some_and(|s| newest.recv_since(s) > MAX_STRETCH)
         {
             self.samples.pop_front();
+        }
+        let horizon = newest.recv_us.saturating_sub(HISTORY.as_micros() as i64);
+        while self.minima.len() > MAX_BUCKETS
+            || self
+                .minima
+                .front()
+                .is_some_and(|b| (b.index + 1).saturating_mul(BUCKET_US) <= horizon)
+        {
+            self.minima.pop_front();
         }
         if acked.is_empty() {
             return None;
         }
         let estimate = estimate?;
 
-        let min_delay = self.samples.iter().map(Sample::delay_us).min()?;
+        let min_delay = i64::from(self.minima.front()?.delay_us);
         let queued = min_delay + QUEUED.as_micros() as i64;
 
         // The trailing stretch that waited in the queue.
@@ -433,6 +496,61 @@ mod test {
             "{}",
             det.samples.len()
         );
+        assert!(det.minima.len() <= MAX_BUCKETS, "{}", det.minima.len());
+    }
+
+    #[test]
+    fn the_minimum_delay_is_the_lowest_of_the_last_second_to_its_slice() {
+        let start = Instant::now();
+        let mut det = CollapseDetector::new();
+        // (arrival µs, delay µs) of every packet, against the first's clocks.
+        let mut seen: Vec<(i64, i64)> = vec![];
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut recv = start + Duration::from_millis(20);
+        for i in 0..5_000u64 {
+            // Arrivals 0-8 ms apart, one-way delays of 20-220 ms, a few
+            // packets at a time per report.
+            recv += Duration::from_micros(next(8_000));
+            let delay = Duration::from_millis(20) + Duration::from_micros(next(200_000));
+            let send = recv - delay;
+            let p = packet(i, send, recv, 1200);
+            det.update(&[p], Some(Bitrate::kbps(3000)));
+            let (send0, recv0) = det.anchor.expect("anchored");
+            let recv_us = signed_us(recv, recv0);
+            seen.push((recv_us, recv_us - signed_us(send, send0)));
+            // What the minimum covers: every packet of the last second, and
+            // the rest of the oldest 10 ms slice it reaches into.
+            let horizon = recv_us - HISTORY.as_micros() as i64;
+            let expected = seen
+                .iter()
+                .filter(|(at, _)| (at.div_euclid(BUCKET_US) + 1) * BUCKET_US > horizon)
+                .map(|(_, d)| *d)
+                .min();
+            let got = det.minima.front().map(|b| i64::from(b.delay_us));
+            assert_eq!(got, expected, "packet {i}");
+            assert!(det.minima.len() <= MAX_BUCKETS, "{}", det.minima.len());
+        }
+    }
+
+    #[test]
+    fn a_receiver_of_a_few_videos_keeps_a_few_kilobytes() {
+        // 5 Mbit/s (520 packets a second) reported every 50 ms for a minute.
+        let packets = Path::new().send(Duration::ZERO, Duration::from_secs(60), 5000.0, 6000.0);
+        let mut det = CollapseDetector::new();
+        for chunk in packets.chunks(26) {
+            det.update(chunk, Some(Bitrate::kbps(5500)));
+        }
+        // 400 ms of packets (~210) and at most a second of slices.
+        assert!(det.samples.len() <= 230, "{}", det.samples.len());
+        let bytes = det.samples.capacity() * std::mem::size_of::<Sample>()
+            + det.minima.capacity() * std::mem::size_of::<Bucket>();
+        assert!(bytes <= 6 * 1024, "{bytes} bytes");
     }
 
     #[test]
