@@ -1542,7 +1542,14 @@ impl Session {
         self.medias.len() + if self.app.is_some() { 1 } else { 0 }
     }
 
-    pub fn add_media(&mut self, media: Media) {
+    pub fn add_media(&mut self, mut media: Media) {
+        if let Some(same) = self
+            .medias
+            .iter()
+            .find(|m| m.remote_extmap() == media.remote_extmap())
+        {
+            media.share_remote_extmap(same);
+        }
         self.medias.push(media);
     }
 

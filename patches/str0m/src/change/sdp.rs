@@ -2154,6 +2154,63 @@ mod test {
     }
 
     #[test]
+    fn media_of_one_kind_share_one_negotiated_extension_map() {
+        use std::sync::Arc;
+        crate::init_crypto_default();
+
+        let now = Instant::now();
+        let mut rtc1 = Rtc::new(now);
+        let mut rtc2 = Rtc::new(now);
+
+        let mut mids = vec![];
+        let mut changes = rtc1.sdp_api();
+        for kind in [MediaKind::Audio, MediaKind::Video].repeat(3) {
+            mids.push((
+                kind,
+                changes.add_media(kind, Direction::SendOnly, None, None, None),
+            ));
+        }
+        let (offer, pending) = changes.apply().unwrap();
+        let answer = rtc2.sdp_api().accept_offer(offer).unwrap();
+        rtc1.sdp_api().accept_answer(pending, answer).unwrap();
+
+        // One more video later, and a renegotiation of what is there.
+        let mut changes = rtc1.sdp_api();
+        mids.push((
+            MediaKind::Video,
+            changes.add_media(MediaKind::Video, Direction::SendOnly, None, None, None),
+        ));
+        changes.set_direction(mids[0].1, Direction::Inactive);
+        let (offer, pending) = changes.apply().unwrap();
+        let answer = rtc2.sdp_api().accept_offer(offer).unwrap();
+        rtc1.sdp_api().accept_answer(pending, answer).unwrap();
+
+        for rtc in [&rtc1, &rtc2] {
+            let map = |mid| {
+                rtc.session
+                    .medias
+                    .iter()
+                    .find(|m| m.mid() == mid)
+                    .unwrap()
+                    .remote_extmap_shared()
+            };
+            let audio = map(mids[0].1);
+            let video = map(mids[1].1);
+            assert!(!Arc::ptr_eq(audio, video));
+            assert!(audio.iter_by_media_type(true).next().is_some());
+            assert!(video.iter_by_media_type(false).next().is_some());
+            for (kind, mid) in &mids {
+                let same = if *kind == MediaKind::Audio {
+                    audio
+                } else {
+                    video
+                };
+                assert!(Arc::ptr_eq(map(*mid), same), "{kind:?} {mid}");
+            }
+        }
+    }
+
+    #[test]
     fn non_simulcast_rids() {
         crate::init_crypto_default();
 

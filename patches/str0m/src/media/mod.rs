@@ -119,7 +119,12 @@ pub struct Media {
     /// The corresponding entries must exist in Session::codec_config.
     ///
     /// These are 1-indexed to be exactly like in the SDP.
-    remote_exts: ExtensionMap,
+    ///
+    /// Shared between the session's media of one kind that negotiated the
+    /// same map (`Session::add_media`): a map is 768 bytes, and a
+    /// conference's subscriber has two m-lines per participant that all
+    /// carry one of two maps.
+    remote_exts: Arc<ExtensionMap>,
 
     /// [`true`] if this media was created by the remote peer, [`false`] if it was created by us.
     remote_created: bool,
@@ -661,7 +666,21 @@ impl Media {
     }
 
     pub(crate) fn set_remote_extmap(&mut self, exts: ExtensionMap) {
-        self.remote_exts = exts;
+        // A renegotiation mostly repeats the map: keep it shared.
+        if *self.remote_exts != exts {
+            self.remote_exts = Arc::new(exts);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn remote_extmap_shared(&self) -> &Arc<ExtensionMap> {
+        &self.remote_exts
+    }
+
+    /// Share `other`'s extension map (the same as this one's).
+    pub(crate) fn share_remote_extmap(&mut self, other: &Media) {
+        debug_assert!(*self.remote_exts == *other.remote_exts);
+        self.remote_exts = other.remote_exts.clone();
     }
 
     /// The remote PT (payload types) configured for this Media.
@@ -727,7 +746,7 @@ impl Default for Media {
             kind: MediaKind::Video,
             remote_pts: vec![],
             stopped: false,
-            remote_exts: ExtensionMap::empty(),
+            remote_exts: Arc::new(ExtensionMap::empty()),
             remote_created: false,
             dir: Direction::SendRecv,
             simulcast: None,
@@ -784,7 +803,7 @@ impl Media {
             kind: a.kind,
             dir: a.dir,
             remote_pts: a.pts,
-            remote_exts: a.exts,
+            remote_exts: Arc::new(a.exts),
             remote_created: false,
             simulcast: a.simulcast.map(|s| s.into_sdp()),
             ..Default::default()
@@ -811,7 +830,7 @@ impl Media {
             index,
             kind,
             dir: Direction::SendRecv,
-            remote_exts: exts,
+            remote_exts: Arc::new(exts),
             ..Default::default()
         }
     }

@@ -352,6 +352,12 @@ impl Extension {
 #[derive(Clone, PartialEq, Eq)]
 pub struct ExtensionMap([Option<MapEntry>; MAX_ID as usize]); // index 0 is extmap:1.
 
+// A map is shared between media behind an `Arc` and only read there; its
+// custom serializers are `Sync` and take `&self`. Without this, a shared
+// map would make `Rtc` not `UnwindSafe` (a `dyn ExtensionSerializer` may
+// hold interior mutability), though a map held by value is.
+impl std::panic::RefUnwindSafe for ExtensionMap {}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct MapEntry {
     ext: Extension,
