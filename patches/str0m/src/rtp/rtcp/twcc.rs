@@ -8,6 +8,7 @@ use super::{FeedbackMessageType, RtcpHeader, RtcpPacket, extend_u16};
 use super::{RtcpType, Ssrc, TransportType};
 
 use crate::rtp_::{TwccClusterId, TwccSeq};
+use crate::util::already_happened;
 
 /// Transport Wide Congestion Control.
 ///
@@ -1082,8 +1083,11 @@ impl TwccPacketId {
 /// Record for a send entry in twcc.
 #[derive(Debug)]
 pub struct TwccSendRecord {
-    /// The (local) time we sent the packet represented by seq.
-    local_send_time: Instant,
+    /// The (local) time we sent the packet represented by seq, in ns after
+    /// str0m's `already_happened()` (negative before it): exact for ±292
+    /// years. Tern patch: an `Instant` is 16 bytes; this made a record 40
+    /// bytes instead of 48.
+    send_ns: i64,
 
     /// TWCC sequence number.
     seq: TwccSeq,
@@ -1091,7 +1095,7 @@ pub struct TwccSendRecord {
     /// Probe cluster this packet belongs to, `NO_CLUSTER` if none.
     ///
     /// Tern patch: a `u32`, not an `Option<TwccClusterId>` of 16 bytes
-    /// (with `TwccPacketId` inline a record was 64 bytes, 48 now; a
+    /// (with `TwccPacketId` inline a record was 64 bytes, then 48; a
     /// register keeps 512 per connection). Cluster ids count a
     /// connection's probe clusters from 0: a `u32` holds four billion, over
     /// a decade of probing; beyond, ids stop at `u32::MAX - 1`.
@@ -1121,6 +1125,28 @@ const NOT_REPORTED: u32 = u32::MAX;
 const NOT_RECEIVED: i64 = i64::MIN;
 const NO_CLUSTER: u32 = u32::MAX;
 
+/// `t` as ns after `already_happened()`, negative before; saturating past
+/// ±292 years.
+fn instant_ns(t: Instant) -> i64 {
+    let base = already_happened();
+    match t.checked_duration_since(base) {
+        Some(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        None => i64::try_from(base.duration_since(t).as_nanos()).map_or(-i64::MAX, |ns| -ns),
+    }
+}
+
+/// The `Instant` `ns` after `already_happened()` (an `instant_ns` value).
+fn ns_instant(ns: i64) -> Instant {
+    let base = already_happened();
+    if ns >= 0 {
+        base + Duration::from_nanos(ns as u64)
+    } else {
+        // It was an `Instant` once, so it is representable.
+        base.checked_sub(Duration::from_nanos(ns.unsigned_abs()))
+            .unwrap_or(base)
+    }
+}
+
 fn cluster_u32(cluster: Option<TwccClusterId>) -> u32 {
     cluster.map_or(NO_CLUSTER, |c| {
         u32::try_from(*c).map_or(NO_CLUSTER - 1, |c| c.min(NO_CLUSTER - 1))
@@ -1140,7 +1166,7 @@ impl TwccSendRecord {
 
     /// The time we sent the packet.
     pub fn local_send_time(&self) -> Instant {
-        self.local_send_time
+        ns_instant(self.send_ns)
     }
 
     /// The time we received this TWCC record. [`None`] if no feedback has been received yet.
@@ -1162,21 +1188,19 @@ impl TwccSendRecord {
     /// The rtt time between sending the packet and receiving the twcc report response.
     pub fn rtt(&self) -> Option<Duration> {
         let recv_report = self.recv_report()?;
-        Some(recv_report.local_recv_time - self.local_send_time)
+        Some(recv_report.local_recv_time - self.local_send_time())
     }
 
     fn recv_report(&self) -> Option<TwccRecvReport> {
         if self.local_recv_us == NOT_REPORTED {
             return None;
         }
-        let local_recv_time =
-            self.local_send_time + Duration::from_micros(u64::from(self.local_recv_us));
+        let sent = self.local_send_time();
+        let local_recv_time = sent + Duration::from_micros(u64::from(self.local_recv_us));
         let remote_recv_time = match self.remote_recv_ns {
             NOT_RECEIVED => None,
-            ns if ns >= 0 => Some(self.local_send_time + Duration::from_nanos(ns as u64)),
-            ns => self
-                .local_send_time
-                .checked_sub(Duration::from_nanos(ns.unsigned_abs())),
+            ns if ns >= 0 => Some(sent + Duration::from_nanos(ns as u64)),
+            ns => sent.checked_sub(Duration::from_nanos(ns.unsigned_abs())),
         };
         Some(TwccRecvReport {
             local_recv_time,
@@ -1186,9 +1210,8 @@ impl TwccSendRecord {
     }
 
     fn set_recv_report(&mut self, r: TwccRecvReport) {
-        let since_send = r
-            .local_recv_time
-            .saturating_duration_since(self.local_send_time);
+        let sent = self.local_send_time();
+        let since_send = r.local_recv_time.saturating_duration_since(sent);
         self.local_recv_us = u32::try_from(since_send.as_micros())
             .map_or(NOT_REPORTED - 1, |us| us.min(NOT_REPORTED - 1));
         self.apply_report_counter = r.apply_report_counter;
@@ -1196,10 +1219,10 @@ impl TwccSendRecord {
         // (still received) rather than reading as lost.
         self.remote_recv_ns = match r.remote_recv_time {
             None => NOT_RECEIVED,
-            Some(t) => match t.checked_duration_since(self.local_send_time) {
+            Some(t) => match t.checked_duration_since(sent) {
                 Some(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
                 None => {
-                    let d = self.local_send_time.duration_since(t);
+                    let d = sent.duration_since(t);
                     i64::try_from(d.as_nanos())
                         .map_or(NOT_RECEIVED + 1, |ns| (-ns).max(NOT_RECEIVED + 1))
                 }
@@ -1222,7 +1245,7 @@ impl TwccSendRecord {
         remote_recv_time: Option<Instant>,
     ) -> Self {
         let mut r = Self {
-            local_send_time,
+            send_ns: instant_ns(local_send_time),
             seq: packet_id.seq(),
             cluster: cluster_u32(packet_id.cluster()),
             size: size as u16,
@@ -1270,7 +1293,7 @@ impl TwccSendRegister {
             self.queue.pop_front();
         }
         self.queue.push_back(TwccSendRecord {
-            local_send_time: now,
+            send_ns: instant_ns(now),
             seq: packet_id.seq(),
             cluster: cluster_u32(packet_id.cluster()),
             // In practice the max sizes is constrained by the MTU and will max out around 1200
@@ -1410,7 +1433,8 @@ impl TwccSendRegister {
     /// been evicted from the register.
     pub fn loss(&self, duration: Duration, now: Instant) -> Option<f32> {
         // Consider only packets in the span specified by the caller
-        let lower_bound = now - duration;
+        let lower_bound =
+            instant_ns(now).saturating_sub(i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX));
 
         let packets = self
             .queue
@@ -1420,7 +1444,7 @@ impl TwccSendRegister {
             // themselves are lost. In this case considering packets that haven't been reported as
             // lost will incorrectly conclude that there is in fact egress loss.
             .filter(|s| s.local_recv_us != NOT_REPORTED)
-            .take_while(|s| s.local_send_time >= lower_bound);
+            .take_while(|s| s.send_ns >= lower_bound);
 
         let (total, lost) = packets.fold((0, 0), |(total, lost), s| {
             let was_lost = s.remote_recv_ns == NOT_RECEIVED;
@@ -1598,7 +1622,17 @@ mod test {
 
     #[test]
     fn a_send_record_is_small_and_keeps_its_receive_report() {
-        assert_eq!(std::mem::size_of::<TwccSendRecord>(), 48);
+        assert_eq!(std::mem::size_of::<TwccSendRecord>(), 40);
+
+        // The send time is kept to the nanosecond, also before str0m's
+        // `already_happened()` (a caller's clock may start anywhere).
+        let base = already_happened();
+        let mut times = vec![base, base + Duration::from_nanos(1), Instant::now()];
+        times.extend(base.checked_sub(Duration::from_nanos(123_456_789_012)));
+        for t in times {
+            let r = TwccSendRecord::test_new(TwccPacketId::new(1), t, 1, t, None);
+            assert_eq!(r.local_send_time(), t);
+        }
 
         let sent = Instant::now() + Duration::from_secs(1);
         let id = TwccPacketId::with_cluster(7, 3);
