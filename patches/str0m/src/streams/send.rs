@@ -143,7 +143,11 @@ pub struct StreamTx {
     padding: usize,
 
     /// Dummy packet for resends. Used between poll_packet and poll_packet_padding
-    blank_packet: RtpPacket,
+    ///
+    /// Tern patch: made at the first padding, boxed. An `RtpPacket` is
+    /// hundreds of bytes, and most streams (audio, and every stream of a
+    /// connection whose pacer never pads) never send a blank packet.
+    blank_packet: Option<Box<RtpPacket>>,
 
     /// Cache of sent packets to be able to answer to NACKs as well as
     /// sending spurious resends as padding.
@@ -387,7 +391,7 @@ impl StreamTx {
             unpaced: None,
             resends: VecDeque::new(),
             padding: 0,
-            blank_packet: RtpPacket::blank(),
+            blank_packet: None,
             rtx_cache: RtxCache::new(2000, DEFAULT_RTX_CACHE_DURATION),
             rtx_ratio_cap: DEFAULT_RTX_RATIO_CAP,
             nacked: None,
@@ -1184,7 +1188,9 @@ impl StreamTx {
             self.seq_no_rtx.inc()
         };
 
-        let pkt = &mut self.blank_packet;
+        let pkt = &mut **self
+            .blank_packet
+            .get_or_insert_with(|| Box::new(RtpPacket::blank()));
         pkt.seq_no = seq_no;
         // Unwrap here is correct because self.padding_enabled() above checks the we got the PT set.
         pkt.header.payload_type = self.pt_for_padding.unwrap();
@@ -1596,7 +1602,9 @@ impl StreamTx {
         self.last_sender_report = already_happened();
 
         // Reset blank packet's SSRC
-        self.blank_packet.header.ssrc = new_ssrc;
+        if let Some(blank) = &mut self.blank_packet {
+            blank.header.ssrc = new_ssrc;
+        }
 
         // Clear any pending requests
         self.pending_request_keyframe = None;
@@ -1710,6 +1718,29 @@ struct Resend {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn a_stream_makes_its_blank_packet_at_its_first_padding() {
+        // A connection holds a send stream per forwarded track; most never pad.
+        let mut stream = StreamTx::new(
+            42.into(),
+            Some(44.into()),
+            MidRid(Mid::from("0"), None),
+            false,
+            1200,
+        );
+        assert!(stream.blank_packet.is_none());
+        // 840 bytes here; with the 408-byte packet inline in place of the
+        // box it was 1,240.
+        let size = std::mem::size_of::<StreamTx>();
+        assert!(size < 1024, "{size}");
+
+        stream.pt_for_padding = Some(96.into());
+        stream.padding = 200;
+        let next = stream.poll_packet_padding(Instant::now()).expect("padding");
+        assert!(matches!(next.kind, NextPacketKind::Blank(_)));
+        assert!(stream.blank_packet.is_some());
+    }
 
     #[test]
     fn regular_padding_does_not_search_probe_negotiation() {
