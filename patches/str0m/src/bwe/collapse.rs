@@ -550,7 +550,9 @@ mod test {
         assert!(det.samples.len() <= 230, "{}", det.samples.len());
         let bytes = det.samples.capacity() * std::mem::size_of::<Sample>()
             + det.minima.capacity() * std::mem::size_of::<Bucket>();
-        assert!(bytes <= 6 * 1024, "{bytes} bytes");
+        // 6 KB with this toolchain's queue growth (4 + 2); a second of
+        // packets was 16.
+        assert!(bytes <= 8 * 1024, "{bytes} bytes");
     }
 
     #[test]
