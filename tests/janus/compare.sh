@@ -198,5 +198,5 @@ for r in rows:
 by = {r[0]: r for r in rows}
 if "janus" in by and "tern" in by and by["janus"][4] == by["janus"][4] and by["janus"][4] > 0:
     ratio = by["tern"][4] / by["janus"][4]
-    print(f"tern / janus: {ratio:.2f}x forwarded packets per server CPU-second (target >= 2x)")
+    print(f"tern / janus: {ratio:.2f}x forwarded packets per server CPU-second (targets: >= 2x, issue 6; >= 3x, issue 20)")
 EOF
