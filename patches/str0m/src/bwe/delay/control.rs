@@ -110,6 +110,16 @@ impl DelayController {
     }
 
     pub fn handle_timeout(&mut self, acked_bitrate: Option<Bitrate>, now: Instant) {
+        // The periodic update runs when its interval is up, not at every
+        // timeout pass the session makes (Tern patch). A session handles
+        // its timeout for any of its timers and after inputs; updating at
+        // each one made the estimate depend on how often its owner polled:
+        // an SFU polling a receiver within 20 ms of sending it packets, or
+        // only on its timers, got different estimates on the same path
+        // (libwebrtc runs this from a fixed 25 ms process interval).
+        if now < self.next_timeout {
+            return;
+        }
         if !self.trendline_hypothesis_valid(now) {
             // We haven't received a TWCC report in a while. The trendline hypothesis can
             // no longer be considered valid. We need another TWCC report before we can update
@@ -222,5 +232,71 @@ impl DelayController {
                 .map(|rtt| rtt * 2)
                 .unwrap_or(MAX_TWCC_GAP)
                 .min(UPDATE_INTERVAL * 2)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::rtp_::{DataSize, TwccSeq};
+
+    /// Ten 1,200-byte packets a report, evenly spaced: no delay trend.
+    fn report(c: &mut DelayController, seq: &mut u64, now: Instant) {
+        let mut acked = Vec::new();
+        for i in 0..10u64 {
+            let send = now - Duration::from_millis(70) + Duration::from_millis(5 * i);
+            acked.push(AckedPacket {
+                seq_no: TwccSeq::from(*seq),
+                size: DataSize::from(1200_usize),
+                local_send_time: send,
+                remote_recv_time: send + Duration::from_millis(10),
+                local_recv_time: now,
+            });
+            *seq += 1;
+        }
+        c.update(&acked, Some(Bitrate::mbps(2)), None, now);
+    }
+
+    #[test]
+    fn the_estimate_does_not_depend_on_how_often_the_owner_polls() {
+        let start = Instant::now();
+        let mut often = DelayController::new(Bitrate::mbps(1));
+        let mut due_only = DelayController::new(Bitrate::mbps(1));
+        let (mut seq_a, mut seq_b) = (0, 0);
+        let mut moved = false;
+        for r in 1..=60u64 {
+            let at = start + Duration::from_millis(50 * r);
+            report(&mut often, &mut seq_a, at);
+            report(&mut due_only, &mut seq_b, at);
+            let after_report = often.last_estimate();
+            // One controller is polled every millisecond, the other only
+            // when it asks; both see the same reports.
+            for ms in 1..50 {
+                let now = at + Duration::from_millis(ms);
+                often.handle_timeout(Some(Bitrate::mbps(2)), now);
+                if now >= due_only.poll_timeout() {
+                    due_only.handle_timeout(Some(Bitrate::mbps(2)), now);
+                }
+                if ms < UPDATE_INTERVAL.as_millis() as u64 {
+                    assert_eq!(
+                        often.last_estimate(),
+                        after_report,
+                        "updated before its interval was up ({ms} ms after report {r})"
+                    );
+                }
+                assert_eq!(
+                    often.last_estimate(),
+                    due_only.last_estimate(),
+                    "{ms} ms after report {r}"
+                );
+            }
+            moved |= often.last_estimate() != after_report;
+        }
+        assert!(moved, "the periodic update still runs when it is due");
+        assert!(
+            often.last_estimate().unwrap() > Bitrate::mbps(1),
+            "the estimate grew: {:?}",
+            often.last_estimate()
+        );
     }
 }
