@@ -167,8 +167,8 @@ pub struct CoreStats {
     /// Composite packets written to receivers (each copy counted).
     pub composite_packets_out: u64,
     /// Times an endpoint's connection was polled: after its input, when
-    /// its timer was due, or after the core wrote to it (not after every
-    /// forwarded copy; `core/poll.rs`, `SENT_POLL_WITHIN`).
+    /// its timer was due, or after the core changed it (not for forwarded
+    /// copies; `core/poll.rs`).
     pub polls: u64,
     pub leaves: u64,
     pub connects: u64,

@@ -4,7 +4,6 @@
 //! numbering. Layer targets are read, not chosen, here (`allocate.rs`
 //! chooses them).
 
-use std::cmp::Reverse;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,6 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SendNowError, SeqNo, Vp8D
 use str0m::{Event, IceConnectionState, Input};
 use tracing::{debug, info};
 
-use super::poll::SENT_POLL_WITHIN;
 use super::repair::{Cached, SOURCE_CACHE_SLOTS, Sent};
 use super::{Core, EGRESS_BUF, EndpointId, MAX_PAYLOAD, Packet, SourceRef, svc, transmit_sealed};
 use crate::rewrite::InNumbers;
@@ -597,12 +595,6 @@ impl Core {
                 }
             }
             self.stats.rtp_forwarded += 1;
-            let t = now + SENT_POLL_WITHIN;
-            // A failed connection waits for housekeeping, with no timer.
-            if !sub.closing && sub.next_timeout > t {
-                sub.next_timeout = t;
-                self.timers.push(Reverse((t, sub_id)));
-            }
         }
         if sent_to_any && let Some(index) = cache_index {
             let age = self.cfg.rtx_cache_age;

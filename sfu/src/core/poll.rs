@@ -1,8 +1,18 @@
 //! Polling endpoints' str0m connections: each is drained until only a
 //! timeout is left (str0m's rule), on its input, when its timer is due, or
 //! after the core changed it (`settle`); what a poll gives is sent, bound
-//! or handed to `forward.rs` as events. Timers, housekeeping, and when a
-//! receiver sent forwarded copies is polled (`SENT_POLL_WITHIN`).
+//! or handed to `forward.rs` as events. Timers and housekeeping.
+//!
+//! A receiver sent forwarded copies is not polled for them: a copy sent now
+//! is accounted in full as it is sent (patches/README.md, `send_rtp_now`),
+//! and what the connection still wants done after it (the pacer's clock
+//! step before it pads, sender reports) waits for its own timer, which its
+//! bandwidth estimator keeps within 25 ms (the pacer within 40 without
+//! one). Polling sooner after sends cost a full timeout computation each
+//! time, ~13 % of the bridge's CPU at 1 -> 20 (BENCHMARKS.md, "Egress: the
+//! estimator's clock"). It once changed what the estimate did, because
+//! str0m's delay controller updated its estimate at every timeout pass
+//! rather than when its 25 ms were up; the vendored str0m waits for them.
 
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
@@ -24,18 +34,6 @@ const IMMEDIATE_TIMEOUTS: u32 = 256;
 /// burst of forwarded packets would otherwise leave one timer pass each.
 /// Its real pacing waits are tens of milliseconds, far beyond this.
 const IMMEDIATE_SLACK: Duration = Duration::from_micros(200);
-/// A receiver sent forwarded copies is polled within this (or sooner, at
-/// its input or timer), not after every pass that sent it some: that was a
-/// full timeout computation per receiver per pass, and dropping it saved
-/// 8-15 % of the bridge's CPU per copy (BENCHMARKS.md, "Egress: a receiver
-/// polled when due"). A copy sent
-/// now is accounted in full as it is sent, and str0m's pacer waits for a
-/// timeout before it pads again (patches/README.md, `send_rtp_now`), but
-/// something in the connection still wants its clock moved soon after:
-/// polled within 50 or 100 ms, a thumbnail went up a layer and back down
-/// at 4 of seeds 1-23 of the screen-share simulation (not traced further;
-/// the pacer handles its clock every 40 ms), within 20 ms at none.
-pub(super) const SENT_POLL_WITHIN: Duration = Duration::from_millis(20);
 impl Core {
     /// Poll every endpoint that was written to, handle what that produces,
     /// until nothing is left; then tell receivers about slot changes.
