@@ -8,11 +8,13 @@
 //! and what the connection still wants done after it (the pacer's clock
 //! step before it pads, sender reports) waits for its own timer, which its
 //! bandwidth estimator keeps within 25 ms (the pacer within 40 without
-//! one). Polling sooner after sends cost a full timeout computation each
-//! time, ~13 % of the bridge's CPU at 1 -> 20 (BENCHMARKS.md, "Egress: the
-//! estimator's clock"). It once changed what the estimate did, because
+//! one). Polling within 20 ms of a send as well was a third more polls
+//! (61 a second per receiver at 1 -> 20 in `tests/sim/tests/polling.rs`,
+//! 41 now), each a full timeout computation. It was there because
 //! str0m's delay controller updated its estimate at every timeout pass
-//! rather than when its 25 ms were up; the vendored str0m waits for them.
+//! rather than when its 25 ms were up, so polling less often changed the
+//! estimate; the vendored str0m waits for its interval (BENCHMARKS.md,
+//! "Egress: the estimator's own clock").
 
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
