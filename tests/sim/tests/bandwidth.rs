@@ -287,7 +287,7 @@ fn a_screen_share_on_stage_keeps_its_resolution_while_thumbnails_degrade() {
 /// The same at two seeds where it failed when the bridge polled a receiver
 /// within 100 ms of sending it forwarded copies (and at 50 ms) rather than
 /// within 20: a thumbnail went up to 360p and back down (4 of seeds 1-23;
-/// polled on its timers alone, at most of them). str0m's delay controller
+/// as many polled on its timers alone). str0m's delay controller
 /// updated its estimate at every timeout pass, so the estimate followed how
 /// often the bridge polled; it now updates when its 25 ms are up, and a
 /// receiver is polled on its timers and inputs only (`sfu/src/core/poll.rs`,
