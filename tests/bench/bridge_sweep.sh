@@ -19,6 +19,8 @@
 # after, and the ceiling twice, so a run on a busy one shows as such.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=tests/bench/bridge.sh
+. tests/bench/bridge.sh
 # The load tool and the ceiling always run the release build; SWEEP_BIN
 # puts another build of the bridge under test (e.g. another profile).
 L=./target/release/tern
@@ -44,13 +46,7 @@ for r in "${ROOMS[@]}"; do
     LOAD=(-n "$r" -r "$r" -m "$m" --count-only "$c")
     echo "== $r room(s): $r publisher(s) -> $m subscribers ($c count-only), 720p ${EXTRA[*]}"
   fi
-  # Every load-tool participant comes from 127.0.0.1: no per-address cap
-  # on signalling connections (1,000 by default refused the 1,001st).
-  TERN_AUTH_SECRET=sweep TERN_LOG=warn TERN_BRIDGE_SHARDS=1 TERN_BRIDGE_MAX_SIGNAL_CONNECTIONS_PER_IP=0 \
-    TERN_BRIDGE_HTTP_LISTEN='"127.0.0.1:18081"' TERN_BRIDGE_MEDIA_LISTEN='"127.0.0.1:18001"' \
-    taskset -c "$BRIDGE_CORE" "$T" bridge >/tmp/tern-sweep-bridge.log 2>&1 &
-  BR=$!
-  sleep 0.5
+  start_bridge "$BRIDGE_CORE" "$T" /tmp/tern-sweep-bridge.log
   if [ "${PERF:-0}" = 1 ]; then
     ( sleep $((m / 50 + 6)); perf record -F 499 ${PERF_CALLGRAPH:--g} -p "$BR" -o "/tmp/tern-sweep-$r.perf" -- sleep 5 >/dev/null 2>&1 ) &
   fi

@@ -16,11 +16,9 @@ L=./target/release/tern
 [ -x "$L" ] || cargo build --release
 B=${BIN:-$L}
 R=${1:?rooms}
-TERN_AUTH_SECRET=sweep TERN_LOG=warn TERN_BRIDGE_SHARDS=1 TERN_BRIDGE_MAX_SIGNAL_CONNECTIONS_PER_IP=0 \
-  TERN_BRIDGE_HTTP_LISTEN='"127.0.0.1:18081"' TERN_BRIDGE_MEDIA_LISTEN='"127.0.0.1:18001"' \
-  taskset -c 1 "$B" bridge >/tmp/tern-heap-bridge.log 2>&1 &
-BR=$!
-sleep 0.5
+# shellcheck source=tests/bench/bridge.sh
+. tests/bench/bridge.sh
+start_bridge 1 "$B" /tmp/tern-heap-bridge.log
 TERN_AUTH_SECRET=sweep taskset -c 0 "$L" loadtest --server http://127.0.0.1:18081 \
   -n $((R * 6)) -r "$R" -m 0 --publishers-receive --max-height 360 -d 14 --server-pid "$BR" >/dev/null 2>&1 &
 LT=$!

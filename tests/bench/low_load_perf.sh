@@ -16,12 +16,10 @@ BIN=$1
 shift
 L=./target/release/tern
 [ -x "$L" ] || cargo build --release
-TERN_AUTH_SECRET=sweep TERN_LOG=warn TERN_BRIDGE_SHARDS=1 TERN_BRIDGE_MAX_SIGNAL_CONNECTIONS_PER_IP=0 \
-  TERN_BRIDGE_HTTP_LISTEN='"127.0.0.1:18081"' TERN_BRIDGE_MEDIA_LISTEN='"127.0.0.1:18001"' \
-  taskset -c 1 "$BIN" bridge >/tmp/tern-lowload-bridge.log 2>&1 &
-BR=$!
-trap 'kill $BR 2>/dev/null || true' EXIT
-sleep 0.5
+# shellcheck source=tests/bench/bridge.sh
+. tests/bench/bridge.sh
+start_bridge 1 "$BIN" /tmp/tern-lowload-bridge.log
+trap 'kill $BR 2>/dev/null; wait $BR 2>/dev/null || true' EXIT
 TERN_AUTH_SECRET=sweep taskset -c 0 "$L" loadtest --server http://127.0.0.1:18081 \
   -n 1 -r 1 -m "${M:-20}" -d 12 --server-pid "$BR" 2>/dev/null | grep -E "server pid|server metrics" &
 LT=$!
