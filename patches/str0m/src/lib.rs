@@ -794,7 +794,7 @@ pub mod rtp {
         RedBlock, RedDecoder, RedEncoder, RedundantBlock, Vp8Descriptor, Vp8DescriptorError,
         Vp8Patch, Vp8PatchBuilder, Vp8PatchError,
     };
-    pub use crate::rtp_::{RtpHeader, SeqNo, Ssrc, VideoOrientation};
+    pub use crate::rtp_::{RtpHeader, SeqNo, Ssrc, TwccFate, VideoOrientation};
     pub use crate::streams::{
         RtpPacket, RtpWrite, SendNowError, SendNowTo, StreamPaused, StreamRx, StreamTx,
         StreamTxQueueInfo,

@@ -36,7 +36,7 @@ use crate::rtp_::{Bitrate, ExtensionMap, Goodbye, Mid, ReportList, Rtcp, RtcpFb}
 use crate::rtp_::{Dlrr, DlrrItem, ExtendedReport, ReportBlock};
 use crate::rtp_::{RtpHeader, SessionId, TwccClusterId, TwccPacketId, extend_u16};
 use crate::rtp_::{SrtpContext, Ssrc};
-use crate::rtp_::{TwccRecvRegister, TwccSendRegister};
+use crate::rtp_::{TwccFate, TwccRecvRegister, TwccSendRegister};
 use crate::stats::StatsSnapshot;
 use crate::streams::{RtpPacket, StreamTimeoutConfig, Streams};
 use crate::streams::{RtpWrite, SEND_NOW_SCRATCH, SendNowError};
@@ -1316,7 +1316,7 @@ impl Session {
         ssrc: Ssrc,
         rtp: RtpWrite,
         out: &mut Vec<u8>,
-    ) -> Result<(), SendNowError> {
+    ) -> Result<Option<u64>, SendNowError> {
         self.send_now(now, ssrc, rtp, out, false)
     }
 
@@ -1328,7 +1328,7 @@ impl Session {
         ssrc: Ssrc,
         rtp: RtpWrite,
         out: &mut Vec<u8>,
-    ) -> Result<(), SendNowError> {
+    ) -> Result<Option<u64>, SendNowError> {
         self.send_now(now, ssrc, rtp, out, true)
     }
 
@@ -1339,7 +1339,7 @@ impl Session {
         rtp: RtpWrite,
         out: &mut Vec<u8>,
         resend: bool,
-    ) -> Result<(), SendNowError> {
+    ) -> Result<Option<u64>, SendNowError> {
         let Some(srtp_tx) = self.srtp_tx.as_mut() else {
             return Err(SendNowError::NotConnected);
         };
@@ -1395,7 +1395,7 @@ impl Session {
         );
         self.media_bytes_tx += payload_size as u64;
 
-        Ok(())
+        Ok(twcc_enabled.then_some(twcc_seq))
     }
 
     /// What the session keeps of an RTP packet that left (polled or sent
@@ -1419,6 +1419,12 @@ impl Session {
         if let Some(bwe) = self.bwe.as_mut() {
             bwe.on_media_sent(payload_size.into(), is_padding, now);
         }
+    }
+
+    /// What the receiver's TWCC feedback said of the packet sent with
+    /// transport-wide sequence number `seq`.
+    pub fn twcc_fate(&self, seq: u64) -> TwccFate {
+        self.twcc_tx_register.fate(seq.into())
     }
 
     pub fn poll_timeout(&mut self) -> (Option<Instant>, Reason) {

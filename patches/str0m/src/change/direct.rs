@@ -10,6 +10,7 @@ use crate::crypto::dtls::ProtocolVersion;
 use crate::media::{Media, MediaKind};
 use crate::poll::RtcMut;
 use crate::rtp_::MidRid;
+use crate::rtp_::TwccFate;
 use crate::rtp_::{Mid, Rid, Ssrc};
 use crate::sctp::{ChannelConfig, SctpInitData};
 use crate::streams::{DEFAULT_RTX_CACHE_DURATION, DEFAULT_RTX_RATIO_CAP, StreamRx, StreamTx};
@@ -397,6 +398,14 @@ impl<'a> DirectApi<'a> {
         self.send_now(now, ssrc, rtp, out, false)
     }
 
+    /// What the receiver's TWCC feedback said of the packet sent with
+    /// transport-wide sequence number `seq` ([`SendNowTo::twcc`]): whether
+    /// it arrived, was missed, is not reported yet, or is older than the
+    /// connection's TWCC history (`RtcConfig::set_twcc_send_history`).
+    pub fn twcc_fate(&self, seq: u64) -> TwccFate {
+        self.rtc.session.twcc_fate(seq)
+    }
+
     /// Resend at once, on the stream's RTX SSRC, a packet the caller kept
     /// because it answers this stream's NACKs itself
     /// ([`StreamTx::set_nacks_to_caller`], [`crate::Event::Nack`]).
@@ -430,18 +439,19 @@ impl<'a> DirectApi<'a> {
         let Some(send) = &self.rtc.send_addr else {
             return Err(SendNowError::NotConnected);
         };
-        let to = SendNowTo {
+        let mut to = SendNowTo {
             proto: send.proto,
             source: send.source,
             destination: send.destination,
+            twcc: None,
         };
         let now = now.max(self.rtc.last_now);
         let mut m = self.rtc.mutate();
-        if resend {
-            m.session.resend_rtp_now(now, ssrc, rtp, out)?;
+        to.twcc = if resend {
+            m.session.resend_rtp_now(now, ssrc, rtp, out)?
         } else {
-            m.session.send_rtp_now(now, ssrc, rtp, out)?;
-        }
+            m.session.send_rtp_now(now, ssrc, rtp, out)?
+        };
         // No event or transmit is queued (the debug copy of raw packets
         // aside); the pacer's debt and the streams' timers may have moved.
         if m.session.raw_packets.is_none() {

@@ -1658,6 +1658,10 @@ pub struct SendNowTo {
     pub source: std::net::SocketAddr,
     /// The remote address to send to.
     pub destination: std::net::SocketAddr,
+    /// The packet's transport-wide sequence number, where the connection
+    /// negotiated TWCC: what the receiver's feedback will report it by
+    /// ([`crate::change::DirectApi::twcc_fate`]).
+    pub twcc: Option<u64>,
 }
 
 /// Why [`crate::change::DirectApi::send_rtp_now`] sent nothing. Nothing was

@@ -1030,6 +1030,9 @@ pub struct TwccSendRegister {
 
     /// Last registered Twcc number.
     last_registered: TwccSeq,
+
+    /// The highest sequence number a report covered (Tern patch, `fate`).
+    highest_reported: Option<TwccSeq>,
 }
 
 impl<'a> IntoIterator for &'a TwccSendRegister {
@@ -1039,6 +1042,21 @@ impl<'a> IntoIterator for &'a TwccSendRegister {
     fn into_iter(self) -> Self::IntoIter {
         self.queue.iter()
     }
+}
+
+/// What TWCC feedback said of one packet sent ([`TwccSendRegister::fate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TwccFate {
+    /// No feedback covered it yet (or it was never sent).
+    Unreported,
+    /// The receiver reported it received.
+    Received,
+    /// The receiver's feedback reported it missing, or reported later
+    /// packets and never this one: it may still ask for it (a later report
+    /// can still say it came).
+    Lost,
+    /// Older than the register keeps: whatever was said is forgotten.
+    Forgotten,
 }
 
 /// Packet identification for TWCC tracking.
@@ -1282,6 +1300,7 @@ impl TwccSendRegister {
             time_zero: None,
             apply_report_counter: 0,
             last_registered: 0.into(),
+            highest_reported: None,
         }
     }
 
@@ -1406,6 +1425,10 @@ impl TwccSendRegister {
             );
         }
 
+        if self.highest_reported.is_none_or(|h| h < last_seq_no) {
+            self.highest_reported = Some(last_seq_no);
+        }
+
         let range = first_seq_no..=last_seq_no;
 
         Some(
@@ -1424,6 +1447,45 @@ impl TwccSendRegister {
                     .unwrap_or_default()
             }),
         )
+    }
+
+    /// What feedback said of the packet sent under `seq` (Tern patch).
+    ///
+    /// An SFU that keeps one copy of a forwarded packet for all the
+    /// receivers it sent it to can let the copy go once each has reported
+    /// it received: a receiver asks again only for what it did not get.
+    pub fn fate(&self, seq: TwccSeq) -> TwccFate {
+        let Some(front) = self.queue.front() else {
+            return TwccFate::Unreported;
+        };
+        if seq < front.seq {
+            return TwccFate::Forgotten;
+        }
+        // Sequence numbers are registered one after another, so the record
+        // is at its offset; a gap (never seen) falls back to a search.
+        let at = usize::try_from(*seq - *front.seq).unwrap_or(usize::MAX);
+        let record = match self.queue.get(at) {
+            Some(r) if r.seq == seq => r,
+            _ => match self.queue.binary_search_by_key(&seq, |r| r.seq) {
+                Ok(i) => &self.queue[i],
+                Err(_) => return TwccFate::Unreported,
+            },
+        };
+        if record.local_recv_us == NOT_REPORTED {
+            // Reports move forward: one that covered a later packet and not
+            // this one skipped it (str0m's receive register starts a report
+            // at the first packet it got after the last report, so a loss
+            // there is never reported). Missed, as far as anyone will say.
+            if self.highest_reported.is_some_and(|h| h > seq) {
+                TwccFate::Lost
+            } else {
+                TwccFate::Unreported
+            }
+        } else if record.remote_recv_ns == NOT_RECEIVED {
+            TwccFate::Lost
+        } else {
+            TwccFate::Received
+        }
     }
 
     /// Calculate the egress loss for given time window.
@@ -2517,6 +2579,66 @@ mod test {
             pct, 25,
             "The loss percentage should be 25 as 2 out of 8 packets are lost"
         );
+    }
+
+    #[test]
+    fn a_packets_fate_is_what_the_feedback_said_of_it() {
+        let mut reg = TwccSendRegister::new(25);
+        let mut now = Instant::now();
+        for i in 0..12 {
+            reg.register_seq(TwccPacketId::new(i), now, 1000);
+            now = now + Duration::from_millis(15);
+        }
+        // 0..=8 reported: 3 and 5 missing, the rest received.
+        let report = Twcc {
+            sender_ssrc: Ssrc::new(),
+            ssrc: Ssrc::new(),
+            base_seq: 0,
+            status_count: 9,
+            reference_time: 35,
+            feedback_count: 0,
+            chunks: [
+                PacketChunk::VectorDouble(0b11_01_01_01_00_01_00_01, 7),
+                PacketChunk::Run(PacketStatus::ReceivedSmallDelta, 2),
+            ]
+            .into(),
+            delta: (0..7).map(|_| Delta::Small(10)).collect(),
+        };
+        assert_eq!(reg.fate(0.into()), TwccFate::Unreported);
+        assert!(reg.apply_report(report, now).is_some());
+        let fates: Vec<_> = (0..13).map(|i| reg.fate(i.into())).collect();
+        use TwccFate::*;
+        assert_eq!(
+            fates,
+            [
+                Received, Received, Received, Lost, Received, Lost, Received, Received, Received,
+                Unreported, Unreported, Unreported, Unreported
+            ]
+        );
+        // A report that starts past 9 (9 was lost as the last report went
+        // out, and the receiver's next report begins after it): 9 is missed.
+        let report = Twcc {
+            sender_ssrc: Ssrc::new(),
+            ssrc: Ssrc::new(),
+            base_seq: 10,
+            status_count: 1,
+            reference_time: 36,
+            feedback_count: 1,
+            chunks: [PacketChunk::Run(PacketStatus::ReceivedSmallDelta, 1)].into(),
+            delta: [Delta::Small(10)].into(),
+        };
+        assert!(reg.apply_report(report, now).is_some());
+        assert_eq!(reg.fate(9.into()), Lost);
+        assert_eq!(reg.fate(10.into()), Received);
+        assert_eq!(reg.fate(11.into()), Unreported);
+        // Pushed out of the history: forgotten, not unreported.
+        for i in 12..40 {
+            reg.register_seq(TwccPacketId::new(i), now, 1000);
+        }
+        assert_eq!(reg.fate(0.into()), Forgotten);
+        assert_eq!(reg.fate(14.into()), Forgotten);
+        assert_eq!(reg.fate(15.into()), Unreported);
+        assert_eq!(reg.fate(39.into()), Unreported);
     }
 
     #[test]
