@@ -100,9 +100,15 @@ pub struct CoreStats {
     /// ...and refused because resends already took the receiver stream's
     /// share (`RTX_RATIO_CAP`).
     pub repairs_capped: u64,
+    /// ...and not resent because the receiver had reported the packet
+    /// received (its NACK crossed its own TWCC feedback).
+    pub repairs_unneeded: u64,
     /// Forwarded video packets kept for repairs, once each however many
     /// receivers were sent it (a layer nobody is sent is not kept).
     pub repair_copies_kept: u64,
+    /// ...whose payload was let go before the repair window ended, because
+    /// every receiver it was sent to reported it received (TWCC).
+    pub repair_copies_released: u64,
     pub keyframe_requests_sent: u64,
     pub keyframe_requests_throttled: u64,
     pub layer_switches: u64,

@@ -45,6 +45,8 @@ struct ShardMetrics {
     repairs_sent: Counter,
     repairs_expired: Counter,
     repairs_capped: Counter,
+    repairs_unneeded: Counter,
+    repair_cache_bytes: Gauge,
     svc_skipped: Counter,
     sender_constraints: Counter,
     silence_suppressed: Counter,
@@ -91,6 +93,8 @@ impl ShardMetrics {
             repairs_sent: metrics::counter!("tern_video_repairs_total", "shard" => s.clone(), "outcome" => "sent"),
             repairs_expired: metrics::counter!("tern_video_repairs_total", "shard" => s.clone(), "outcome" => "expired"),
             repairs_capped: metrics::counter!("tern_video_repairs_total", "shard" => s.clone(), "outcome" => "capped"),
+            repairs_unneeded: metrics::counter!("tern_video_repairs_total", "shard" => s.clone(), "outcome" => "unneeded"),
+            repair_cache_bytes: metrics::gauge!("tern_repair_cache_bytes", "shard" => s.clone()),
             svc_skipped: metrics::counter!("tern_svc_packets_skipped_total", "shard" => s.clone()),
             sender_constraints: metrics::counter!("tern_sender_constraints_total", "shard" => s.clone()),
             silence_suppressed: metrics::counter!("tern_silence_suppressed_packets_total", "shard" => s.clone()),
@@ -144,6 +148,9 @@ impl ShardMetrics {
         self.repairs_sent.absolute(st.repairs_sent);
         self.repairs_expired.absolute(st.repairs_expired);
         self.repairs_capped.absolute(st.repairs_capped);
+        self.repairs_unneeded.absolute(st.repairs_unneeded);
+        self.repair_cache_bytes
+            .set(core.repair_payload_bytes() as f64);
         self.svc_skipped.absolute(st.svc_skipped);
         self.sender_constraints.absolute(st.sender_constraints);
         self.silence_suppressed.absolute(st.silence_suppressed);

@@ -13,7 +13,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SendNowError, SeqNo, Vp8D
 use str0m::{Event, IceConnectionState, Input};
 use tracing::{debug, info};
 
-use super::repair::{Cached, SOURCE_CACHE_SLOTS, Sent};
+use super::repair::{AWAITING_MAX, Awaiting, Cached, SOURCE_CACHE_SLOTS, Sent, UNCONFIRMABLE};
 use super::{Core, EGRESS_BUF, EndpointId, MAX_PAYLOAD, Packet, SourceRef, svc, transmit_sealed};
 use crate::rewrite::InNumbers;
 use crate::signal::Kind;
@@ -133,6 +133,7 @@ impl Core {
             self.stats.drop(DropReason::RtcError);
         }
         self.drive(now, id);
+        self.confirm_delivered(id);
         self.process_events(now);
     }
 
@@ -396,6 +397,9 @@ impl Core {
         // a receiver was sent it (`SourceCache::keep_sent`).
         let cache_index = (kind == Kind::Video).then(|| src.repair.next_index());
         let mut sent_to_any = false;
+        // Receivers sent it whose TWCC feedback will confirm it (`repair.rs`),
+        // or `UNCONFIRMABLE` once one was sent it that cannot.
+        let mut unconfirmed: u16 = 0;
         // RED's primary block for receivers that did not negotiate RED:
         // made once per packet, shared by all of them.
         let mut plain: Option<std::sync::Arc<[u8]>> = None;
@@ -592,6 +596,22 @@ impl Core {
                     let (age, max) = (self.cfg.rtx_cache_age, self.cfg.rtx_cache_packets);
                     slot.sent.record(now, source_ref, sent, age, max);
                     sent_to_any = true;
+                    match to.twcc {
+                        Some(twcc) if unconfirmed < UNCONFIRMABLE - 1 => {
+                            if sub.awaiting.len() >= AWAITING_MAX {
+                                // Its feedback stopped: that packet keeps
+                                // its payload for the window.
+                                sub.awaiting.pop_front();
+                            }
+                            sub.awaiting.push_back(Awaiting {
+                                twcc,
+                                source: source_ref,
+                                index: index as u32,
+                            });
+                            unconfirmed += 1;
+                        }
+                        _ => unconfirmed = UNCONFIRMABLE,
+                    }
                 }
             }
             self.stats.rtp_forwarded += 1;
@@ -602,8 +622,9 @@ impl Core {
             if let Some(src) = self.source_of_mut(source_ref) {
                 let copy = Cached {
                     at: now,
-                    payload: p.payload.clone(),
+                    payload: Some(p.payload.clone()),
                     wallclock: p.wallclock,
+                    unconfirmed,
                 };
                 src.repair.keep_sent(copy, index, age, max);
                 self.stats.repair_copies_kept += 1;

@@ -238,6 +238,9 @@ pub struct Core {
     /// Datagram buffers the shell gave back (`recycle`), for forwarded
     /// copies: a flush's worth, not one allocation per copy.
     egress_pool: Vec<Vec<u8>>,
+    /// Scratch for `Core::confirm_delivered`: the packets one receiver's
+    /// feedback confirmed.
+    confirmed: Vec<(SourceRef, u32)>,
     events: VecDeque<(EndpointId, Event)>,
     /// Endpoint deadlines. An entry is stale when the endpoint's
     /// `next_timeout` has moved since; stale entries only cause a spurious
@@ -276,6 +279,7 @@ impl Core {
             unverified: Default::default(),
             out: VecDeque::new(),
             egress_pool: Vec::new(),
+            confirmed: Vec::new(),
             events: VecDeque::new(),
             timers: BinaryHeap::new(),
             due: Vec::new(),
@@ -301,6 +305,26 @@ impl Core {
 
     pub fn stats(&self) -> &CoreStats {
         &self.stats
+    }
+
+    /// Payload bytes the sources' repair caches hold (`repair.rs`).
+    pub fn repair_payload_bytes(&self) -> usize {
+        self.all_sources().map(|s| s.repair.payload_bytes()).sum()
+    }
+
+    /// The packets in the sources' repair windows, and how many of them
+    /// still hold their payload (diagnostics; walks every cache).
+    pub fn repair_window_counts(&self) -> (usize, usize) {
+        self.all_sources()
+            .map(|s| s.repair.counts())
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+    }
+
+    fn all_sources(&self) -> impl Iterator<Item = &PubSource> {
+        self.endpoints
+            .values()
+            .flat_map(|e| &e.sources)
+            .chain(self.relay.remotes.values().flat_map(|r| &r.sources))
     }
 
     pub fn endpoint_count(&self) -> usize {

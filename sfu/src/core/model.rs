@@ -4,6 +4,7 @@
 //! read it; what happens to it (sessions, allocation, forwarding, the relay)
 //! lives in the sibling modules, and nothing here queues output.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use super::bandwidth::Bandwidth;
 use super::clocks::SenderClock;
 use super::data::DataState;
 use super::relay::PeerId;
+use super::repair::Awaiting;
 use super::{Map, sender};
 use crate::CodecName;
 use crate::allocation::{LayerCost, default_bitrate_bps};
@@ -298,6 +300,9 @@ pub(super) struct Endpoint {
     /// Written to since last polled (see `Core::settle`).
     pub(super) needs_drive: bool,
     pub(super) closing: bool,
+    /// Video copies sent to it that its TWCC feedback has not covered yet,
+    /// oldest first (`repair.rs`, `Core::confirm_delivered`).
+    pub(super) awaiting: VecDeque<Awaiting>,
 }
 
 impl Endpoint {

@@ -2,8 +2,8 @@
 //!
 //! A video source forwarded to seventy receivers used to leave seventy
 //! copies of each packet behind, one in each receiver's str0m RTX cache.
-//! Now the source keeps one ([`SourceCache`]: the payload, its header
-//! extensions and wallclock) and each receive slot keeps a small map from
+//! Now the source keeps one ([`SourceCache`]: the payload and its
+//! wallclock) and each receive slot keeps a small map from
 //! the sequence numbers it sent to what they were ([`SentMap`]: which
 //! source and cached packet, and the numbers the slot's rewriter gave it).
 //! A receiver's NACK is answered from the two (`Core::on_nack`, resent with
@@ -11,15 +11,22 @@
 //! slot's own, so it answers across layer switches (the cache holds every
 //! layer of the source) and source switches (it remembers the last few
 //! sources the slot carried).
+//!
+//! A copy's payload is let go before the window ends once every receiver
+//! it went to has reported it received in its TWCC feedback
+//! (`Core::confirm_delivered`): a receiver asks again only for what it did
+//! not get. A meeting participant's second of forwarded 360p was ~80 KB
+//! held for the window, most of its memory; confirmed, a packet nobody lost
+//! is held for a feedback interval.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::media::{NackRequest, Pt};
-use str0m::rtp::{ExtensionValues, RtpWrite, SendNowError, SeqNo, Vp8Descriptor};
+use str0m::rtp::{ExtensionValues, RtpWrite, SendNowError, SeqNo, TwccFate, Vp8Descriptor};
 
-use super::{Core, EGRESS_BUF, EndpointId, transmit_sealed};
+use super::{Core, EGRESS_BUF, EndpointId, SourceRef, transmit_sealed};
 
 impl Core {
     /// A receiver lost packets on one of its video slots: resend each from
@@ -52,19 +59,25 @@ impl Core {
                 self.stats.repairs_expired += 1;
                 continue;
             };
+            let Some(payload) = cached.payload else {
+                // Every receiver it went to reported it received, this one
+                // too: a NACK that crossed its own feedback.
+                self.stats.repairs_unneeded += 1;
+                continue;
+            };
             let mut w = RtpWrite::new(
                 sent.pt,
                 SeqNo::from(u64::from(sent.seq)),
                 sent.ts,
                 cached.wallclock,
-                cached.payload.clone(),
+                payload.clone(),
             )
             .marker(sent.marker)
             .ext_vals(ExtensionValues::default())
             .nackable(true);
             // The picture numbers as the slot's rewriter gave them.
             if (sent.pid.is_some() || sent.tl0.is_some())
-                && let Ok(d) = Vp8Descriptor::parse(&cached.payload)
+                && let Ok(d) = Vp8Descriptor::parse(&payload)
             {
                 let mut b = d.patch();
                 if let Some(pid) = sent.pid {
@@ -111,15 +124,70 @@ impl Core {
             }
         }
     }
+
+    /// After a receiver's input (its TWCC feedback among it): each copy it
+    /// was sent that its feedback reported received no longer needs keeping
+    /// for it, and a source's packet every receiver has confirmed gives its
+    /// payload back ([`SourceCache::confirm`]). Feedback comes every 50-100
+    /// ms, so a packet nobody lost is held that long, not the whole repair
+    /// window. What was reported lost, or pushed out of the receiver's TWCC
+    /// history unreported, stays for the window: it may still be asked for.
+    pub(super) fn confirm_delivered(&mut self, id: EndpointId) {
+        let Some(ep) = self.endpoints.get_mut(&id) else {
+            return;
+        };
+        if ep.awaiting.is_empty() {
+            return;
+        }
+        let mut confirmed = std::mem::take(&mut self.confirmed);
+        let api = ep.rtc.direct_api();
+        while let Some(a) = ep.awaiting.front() {
+            match api.twcc_fate(a.twcc) {
+                TwccFate::Unreported => break,
+                TwccFate::Received => confirmed.push((a.source, a.index)),
+                _ => {}
+            }
+            ep.awaiting.pop_front();
+        }
+        for &(source, index) in &confirmed {
+            if let Some(src) = self.source_of_mut(source)
+                && src.repair.confirm(index)
+            {
+                self.stats.repair_copies_released += 1;
+            }
+        }
+        confirmed.clear();
+        self.confirmed = confirmed;
+    }
 }
+
+/// A copy sent to a receiver that its TWCC feedback has not covered yet:
+/// the transport-wide sequence number str0m gave it, and the source packet.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Awaiting {
+    pub(super) twcc: u64,
+    pub(super) source: SourceRef,
+    /// The packet's index in its source's cache (low 32 bits).
+    pub(super) index: u32,
+}
+
+/// Copies a receiver keeps awaiting its feedback: its TWCC history's length
+/// (`TWCC_SEND_HISTORY`), beyond which str0m forgets what was reported. A
+/// receiver whose feedback stopped drops the oldest; those packets keep
+/// their payload for the repair window.
+pub(super) const AWAITING_MAX: usize = 512;
+
+/// `Cached::unconfirmed` for a packet sent to a receiver that cannot confirm
+/// it (no TWCC negotiated, or its list was full): kept for the window.
+pub(super) const UNCONFIRMABLE: u16 = u16::MAX;
 
 /// A source's repair cache holds up to this many receive slots' worth of
 /// packets (`rtx_cache_packets` each): it keeps every layer some receiver
 /// is sent, a slot one.
 pub(super) const SOURCE_CACHE_SLOTS: usize = 4;
 
-/// A source's forwarded video packet, kept for repairs: 48 bytes and the
-/// shared payload. No header extensions: ingest keeps none for video (only
+/// A source's forwarded video packet, kept for repairs: 56 bytes and the
+/// shared payload, which goes once every receiver confirmed the packet. No header extensions: ingest keeps none for video (only
 /// audio's level and voice activity), so a copy was sent with none, and
 /// str0m writes its own (transport-wide sequence, mid) on the resend. With
 /// str0m's `ExtensionValues` inline (192 bytes) an entry was 240, the largest
@@ -127,8 +195,12 @@ pub(super) const SOURCE_CACHE_SLOTS: usize = 4;
 #[derive(Debug, Clone)]
 pub(super) struct Cached {
     pub(super) at: Instant,
-    pub(super) payload: Arc<[u8]>,
+    /// `None` once every receiver it was sent to reported it received.
+    pub(super) payload: Option<Arc<[u8]>>,
     pub(super) wallclock: Instant,
+    /// Receivers it was sent to that have not reported it received yet
+    /// (`Core::confirm_delivered`), or `UNCONFIRMABLE`.
+    pub(super) unconfirmed: u16,
 }
 
 /// One copy of each video packet a source forwarded, for as long as
@@ -138,6 +210,8 @@ pub(super) struct SourceCache {
     packets: VecDeque<Cached>,
     /// Index of `packets[0]`.
     first: u64,
+    /// Payload bytes held.
+    held: usize,
 }
 
 impl SourceCache {
@@ -148,9 +222,12 @@ impl SourceCache {
         while let Some(old) = self.packets.front()
             && (self.packets.len() >= max || now.saturating_duration_since(old.at) > age)
         {
-            self.packets.pop_front();
+            if let Some(gone) = self.packets.pop_front().and_then(|c| c.payload) {
+                self.held -= gone.len();
+            }
             self.first += 1;
         }
+        self.held += packet.payload.as_ref().map_or(0, |p| p.len());
         self.packets.push_back(packet);
         self.first + self.packets.len() as u64 - 1
     }
@@ -173,13 +250,48 @@ impl SourceCache {
     /// The packet under the index whose low 32 bits are `low`: the one
     /// nearest below the next index (the cache's few thousand are there).
     pub(super) fn get(&self, low: u32) -> Option<&Cached> {
+        self.packets.get(self.position(low)?)
+    }
+
+    fn position(&self, low: u32) -> Option<usize> {
         let next = self.next_index();
         let mut index = (next & !u64::from(u32::MAX)) | u64::from(low);
         if index >= next {
             index = index.checked_sub(1 << 32)?;
         }
-        let i = index.checked_sub(self.first)?;
-        self.packets.get(usize::try_from(i).ok()?)
+        usize::try_from(index.checked_sub(self.first)?).ok()
+    }
+
+    /// One receiver reported the packet under `low` received; true if that
+    /// was the last and its payload is let go (the entry stays, so a late
+    /// NACK for it is told apart from one for a packet too old).
+    pub(super) fn confirm(&mut self, low: u32) -> bool {
+        let Some(c) = self.position(low).and_then(|i| self.packets.get_mut(i)) else {
+            return false;
+        };
+        if c.unconfirmed == UNCONFIRMABLE || c.unconfirmed == 0 {
+            return false;
+        }
+        c.unconfirmed -= 1;
+        if c.unconfirmed > 0 {
+            return false;
+        }
+        let Some(gone) = c.payload.take() else {
+            return false;
+        };
+        self.held -= gone.len();
+        true
+    }
+
+    /// Payload bytes held.
+    pub(super) fn payload_bytes(&self) -> usize {
+        self.held
+    }
+
+    /// Packets in the window, and how many of them still hold a payload.
+    pub(super) fn counts(&self) -> (usize, usize) {
+        let held = self.packets.iter().filter(|c| c.payload.is_some()).count();
+        (self.packets.len(), held)
     }
 
     #[cfg(test)]
@@ -426,8 +538,9 @@ mod tests {
     fn cached(at: Instant, byte: u8) -> Cached {
         Cached {
             at,
-            payload: Arc::from(vec![byte; 10]),
+            payload: Some(Arc::from(vec![byte; 10])),
             wallclock: at,
+            unconfirmed: 2,
         }
     }
 
@@ -581,7 +694,12 @@ mod tests {
         }
         // Indexes 2^32 - 3 ..= 2^32 + 2; their low bits wrap past zero.
         for (low, byte) in [(u32::MAX - 2, 0), (u32::MAX, 2), (0, 3), (2, 5)] {
-            assert_eq!(cache.get(low).map(|c| c.payload[0]), Some(byte));
+            assert_eq!(
+                cache
+                    .get(low)
+                    .map(|c| c.payload.as_ref().map_or(0, |p| p[0])),
+                Some(byte)
+            );
         }
         // The next index, and one far behind, are not there.
         assert!(cache.get(3).is_none());
@@ -589,10 +707,43 @@ mod tests {
     }
 
     #[test]
-    fn a_cached_packet_is_48_bytes_beside_its_payload() {
+    fn a_payload_goes_when_every_receiver_confirmed_it_and_not_before() {
+        let t0 = Instant::now();
+        let mut cache = SourceCache::default();
+        // Two receivers each (`cached`), then one that cannot confirm.
+        for i in 0..3u8 {
+            let index = cache.next_index();
+            let mut c = cached(t0, i);
+            if i == 2 {
+                c.unconfirmed = UNCONFIRMABLE;
+            }
+            cache.keep_sent(c, index, AGE, 100);
+        }
+        assert_eq!(cache.payload_bytes(), 30);
+        assert!(!cache.confirm(0), "one of two");
+        assert!(cache.get(0).and_then(|c| c.payload.as_ref()).is_some());
+        assert!(cache.confirm(0), "both");
+        assert!(cache.get(0).is_some_and(|c| c.payload.is_none()));
+        assert_eq!(cache.payload_bytes(), 20);
+        assert!(!cache.confirm(0), "a third confirmation changes nothing");
+        for _ in 0..5 {
+            assert!(!cache.confirm(2), "kept for the window");
+        }
+        assert!(!cache.confirm(7), "never kept");
+        assert_eq!(cache.payload_bytes(), 20);
+        // Ageing out what is still held keeps the count right.
+        let index = cache.next_index();
+        cache.keep_sent(cached(t0 + AGE * 2, 9), index, AGE, 100);
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.payload_bytes(), 10);
+    }
+
+    #[test]
+    fn a_cached_packet_is_56_bytes_beside_its_payload() {
         // A meeting participant's second of repairs is a few hundred of
-        // these per source.
-        assert_eq!(std::mem::size_of::<Cached>(), 48);
+        // these per source (48 before the count of receivers yet to
+        // confirm it).
+        assert_eq!(std::mem::size_of::<Cached>(), 56);
     }
 
     #[test]
@@ -608,14 +759,29 @@ mod tests {
         // 1 s at 20 ms: 51 packets (the oldest exactly 1 s old).
         assert_eq!(cache.len(), 51);
         assert!(cache.get(48).is_none());
-        assert_eq!(cache.get(49).map(|c| c.payload[0]), Some(49));
-        assert_eq!(cache.get(99).map(|c| c.payload[0]), Some(99));
+        assert_eq!(
+            cache
+                .get(49)
+                .map(|c| c.payload.as_ref().map_or(0, |p| p[0])),
+            Some(49)
+        );
+        assert_eq!(
+            cache
+                .get(99)
+                .map(|c| c.payload.as_ref().map_or(0, |p| p[0])),
+            Some(99)
+        );
         assert!(cache.get(100).is_none());
         for i in 100..120u64 {
             cache.push(cached(t0 + Duration::from_secs(2), i as u8), AGE, 10);
         }
         assert_eq!(cache.len(), 10);
-        assert_eq!(cache.get(110).map(|c| c.payload[0]), Some(110));
+        assert_eq!(
+            cache
+                .get(110)
+                .map(|c| c.payload.as_ref().map_or(0, |p| p[0])),
+            Some(110)
+        );
         assert!(cache.get(109).is_none());
     }
 }

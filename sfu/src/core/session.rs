@@ -5,6 +5,7 @@
 //! `allocate.rs`'s business and media never passes through this module.
 
 use std::cmp::Reverse;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -150,6 +151,7 @@ impl Core {
             slots_dirty: false,
             needs_drive: false,
             closing: false,
+            awaiting: VecDeque::new(),
         });
         let info = ep.participant_info();
         let talk = self.cfg.talk;

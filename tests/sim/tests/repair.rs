@@ -160,3 +160,63 @@ fn only_packets_a_receiver_was_sent_are_kept_for_repairs() {
         assert_eq!(st.repairs_expired, 0, "every NACK found its packet");
     });
 }
+
+/// A forwarded packet is kept for repairs only until every receiver it went
+/// to has reported it received (TWCC feedback, every 50 ms from these
+/// peers), not for the whole one-second window: on clean links most of the
+/// window's packets hold no payload. What a lossy receiver missed is still
+/// there when it asks, and only it keeps its packets longer.
+#[test]
+fn a_packet_every_receiver_reported_received_gives_back_its_payload() {
+    with_seed(seed_or(11), |seed| {
+        let mut sim = Sim::new(SimConfig::new(seed));
+        sim.add_peer("pub", |c| c.audio = false, clean(), clean());
+        for name in ["a", "b"] {
+            let r = sim.add_peer(name, receive_only, clean(), clean());
+            sim.set_max_height(r, None, 720);
+        }
+        sim.run_until(secs(6.0));
+        let (window, held) = sim.core().repair_window_counts();
+        let st = sim.core().stats().clone();
+        eprintln!(
+            "clean: {held} of {window} packets in the window hold a payload ({} bytes); kept {}, released {}",
+            sim.core().repair_payload_bytes(),
+            st.repair_copies_kept,
+            st.repair_copies_released
+        );
+        assert!(window > 100, "a second of 720p is in the window: {window}");
+        assert!(
+            held * 5 < window,
+            "a fifth of the window at most: {held} of {window}"
+        );
+        assert!(
+            st.repair_copies_released * 10 > st.repair_copies_kept * 9,
+            "{st:?}"
+        );
+
+        let lossy = sim.add_peer(
+            "lossy",
+            receive_only,
+            clean(),
+            LinkConfig::latency(10).with_loss(0.03),
+        );
+        sim.set_max_height(lossy, None, 720);
+        sim.run_until(secs(14.0));
+        let st = sim.core().stats();
+        eprintln!(
+            "repairs: asked {}, sent {}, expired {}, unneeded {}",
+            st.repairs_asked, st.repairs_sent, st.repairs_expired, st.repairs_unneeded
+        );
+        assert!(st.repairs_sent > 20, "{st:?}");
+        assert_eq!(st.repairs_expired, 0, "every NACK found its packet");
+        let rx = sim.reception("lossy", "pub", secs(8.0), secs(13.0));
+        assert!(
+            rx.frame_loss() < 0.005,
+            "{:.3}% {rx:?}",
+            rx.frame_loss() * 100.0
+        );
+        let (window, held) = sim.core().repair_window_counts();
+        eprintln!("with the lossy receiver: {held} of {window} hold a payload");
+        assert!(held * 5 < window, "{held} of {window}");
+    });
+}
