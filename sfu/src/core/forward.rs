@@ -13,7 +13,9 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SendNowError, SeqNo, Vp8D
 use str0m::{Event, IceConnectionState, Input};
 use tracing::{debug, info};
 
-use super::repair::{AWAITING_MAX, Awaiting, Cached, SOURCE_CACHE_SLOTS, Sent, UNCONFIRMABLE};
+use super::repair::{
+    AWAITING_MAX, AWAITING_PROBATION, Awaiting, Cached, SOURCE_CACHE_SLOTS, Sent, UNCONFIRMABLE,
+};
 use super::{Core, EGRESS_BUF, EndpointId, MAX_PAYLOAD, Packet, SourceRef, svc, transmit_sealed};
 use crate::rewrite::InNumbers;
 use crate::signal::Kind;
@@ -596,17 +598,20 @@ impl Core {
                     let (age, max) = (self.cfg.rtx_cache_age, self.cfg.rtx_cache_packets);
                     slot.sent.record(now, source_ref, sent, age, max);
                     sent_to_any = true;
+                    let room = if sub.confirms {
+                        AWAITING_MAX
+                    } else {
+                        AWAITING_PROBATION
+                    };
                     match to.twcc {
-                        Some(twcc) if unconfirmed < UNCONFIRMABLE - 1 => {
-                            if sub.awaiting.len() >= AWAITING_MAX {
-                                // Its feedback stopped: that packet keeps
-                                // its payload for the window.
-                                sub.awaiting.pop_front();
-                            }
+                        Some(twcc)
+                            if unconfirmed < UNCONFIRMABLE - 1 && sub.awaiting.len() < room =>
+                        {
                             sub.awaiting.push_back(Awaiting {
                                 twcc,
-                                source: source_ref,
                                 index: index as u32,
+                                seq: out.seq as u16,
+                                slot: u8::try_from(slot_i).unwrap_or(u8::MAX),
                             });
                             unconfirmed += 1;
                         }

@@ -320,6 +320,12 @@ impl Core {
             .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
     }
 
+    /// Copies sent that receivers' TWCC feedback has not covered yet
+    /// (diagnostics, `repair.rs`).
+    pub fn awaiting_feedback(&self) -> usize {
+        self.endpoints.values().map(|e| e.awaiting.len()).sum()
+    }
+
     fn all_sources(&self) -> impl Iterator<Item = &PubSource> {
         self.endpoints
             .values()

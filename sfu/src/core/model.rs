@@ -303,6 +303,8 @@ pub(super) struct Endpoint {
     /// Video copies sent to it that its TWCC feedback has not covered yet,
     /// oldest first (`repair.rs`, `Core::confirm_delivered`).
     pub(super) awaiting: VecDeque<Awaiting>,
+    /// Its TWCC feedback has reported on a copy (it may await more).
+    pub(super) confirms: bool,
 }
 
 impl Endpoint {

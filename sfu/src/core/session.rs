@@ -152,6 +152,7 @@ impl Core {
             needs_drive: false,
             closing: false,
             awaiting: VecDeque::new(),
+            confirms: false,
         });
         let info = ep.participant_info();
         let talk = self.cfg.talk;

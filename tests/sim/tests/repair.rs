@@ -220,3 +220,39 @@ fn a_packet_every_receiver_reported_received_gives_back_its_payload() {
         assert!(held * 5 < window, "{held} of {window}");
     });
 }
+
+/// A receiver whose feedback stops (its uplink lost for two seconds) holds
+/// a bounded list of copies awaiting it, and what it is sent meanwhile keeps
+/// its payload for the window, as every packet did before confirmations.
+/// When its feedback is back, packets are let go early again.
+#[test]
+fn a_receiver_whose_feedback_stops_keeps_its_packets_and_a_bounded_list() {
+    with_seed(seed_or(12), |seed| {
+        let mut sim = Sim::new(SimConfig::new(seed));
+        sim.add_peer("pub", |c| c.audio = false, clean(), clean());
+        let a = sim.add_peer("a", receive_only, clean(), clean());
+        let b = sim.add_peer("b", receive_only, clean(), clean());
+        for r in [a, b] {
+            sim.set_max_height(r, None, 720);
+        }
+        sim.run_until(secs(3.0));
+        let (window, held) = sim.core().repair_window_counts();
+        assert!(held * 5 < window, "{held} of {window}");
+
+        sim.set_uplink(b, LinkConfig::latency(10).with_loss(1.0));
+        sim.run_until(secs(5.0));
+        let (window, held) = sim.core().repair_window_counts();
+        let awaiting = sim.core().awaiting_feedback();
+        eprintln!("b silent: {held} of {window} hold a payload; {awaiting} copies await feedback");
+        assert!(held * 10 > window * 9, "kept for b: {held} of {window}");
+        assert!(awaiting <= 256 + 64, "bounded: {awaiting}");
+
+        sim.set_uplink(b, clean());
+        sim.run_until(secs(8.0));
+        let (window, held) = sim.core().repair_window_counts();
+        eprintln!("b back: {held} of {window} hold a payload");
+        assert!(held * 5 < window, "{held} of {window}");
+        let rx = sim.reception("b", "pub", secs(6.5), secs(7.9));
+        assert!(rx.frame_loss() < 0.01, "{rx:?}");
+    });
+}
