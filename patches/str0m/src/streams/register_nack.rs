@@ -37,21 +37,31 @@ pub struct NackRegister {
     base: Option<Instant>,
 }
 
-/// A packet's state in one `u64`: whether it was received (bit 63), how
-/// many times it was NACKed (bits 60-62, at most `MAX_NACKS`) and when last
-/// (bits 0-59: ns after the register's base, plus one; 0 when never).
+/// A packet's state in one `u32`: whether it was received (bit 31), how
+/// many times it was NACKed (bits 28-30, at most `MAX_NACKS`) and when last
+/// (bits 0-27: 100 µs ticks after the register's base, plus one; 0 when
+/// never).
 ///
-/// Tern patch (patches/README.md): 8 bytes an entry. With a `bool`, a count
-/// and a `u64` of ns it was 16, with an `Option<Instant>` 24, for 513
-/// entries per received stream: a meeting participant's NACK registers
-/// were ~49 KB. 2^60 ns is 36 years, so the time is still kept to the ns.
+/// Tern patch (patches/README.md): 4 bytes an entry. With a `bool`, a count
+/// and an `Option<Instant>` it was 24, then 8 (a `u64` of ns), for 513
+/// entries per received stream. A time is rounded up to its tick when
+/// stored, so a retry never falls due early (at most 100 µs late). 2^28
+/// ticks is 7.4 hours: the register moves its base forward every hour
+/// (`NackRegister::rebase`).
 #[derive(Debug, Default, Clone, Copy)]
-struct PacketStatus(u64);
+struct PacketStatus(u32);
 
-const RECEIVED: u64 = 1 << 63;
-const COUNT_SHIFT: u32 = 60;
-const COUNT_MASK: u64 = 0b111 << COUNT_SHIFT;
-const TIME_MASK: u64 = (1 << COUNT_SHIFT) - 1;
+const RECEIVED: u32 = 1 << 31;
+const COUNT_SHIFT: u32 = 28;
+const COUNT_MASK: u32 = 0b111 << COUNT_SHIFT;
+const TIME_MASK: u32 = (1 << COUNT_SHIFT) - 1;
+const TICK_NS: u64 = 100_000;
+
+/// How old the base may get before it moves forward, and how much of the
+/// past stays exact when it does (older NACK times read as that old: every
+/// retry and recovery deadline from them has long passed).
+const REBASE_AFTER: Duration = Duration::from_secs(3600);
+const REBASE_KEEP: Duration = Duration::from_secs(60);
 
 impl PacketStatus {
     fn received(&self) -> bool {
@@ -67,8 +77,8 @@ impl PacketStatus {
     }
 
     fn last_nack_at(&self, base: Option<Instant>) -> Option<Instant> {
-        let ns = (self.0 & TIME_MASK).checked_sub(1)?;
-        Some(base? + Duration::from_nanos(ns))
+        let ticks = (self.0 & TIME_MASK).checked_sub(1)?;
+        Some(base? + Duration::from_nanos(u64::from(ticks) * TICK_NS))
     }
 
     fn is_nack_due(&self, now: Instant, retry_interval: Duration, base: Option<Instant>) -> bool {
@@ -83,8 +93,19 @@ impl PacketStatus {
         // `MAX_NACKS`, which fits the three bits.
         let count = (self.nack_count() + 1).min(0b111);
         let ns = now.saturating_duration_since(base).as_nanos();
-        let time = u64::try_from(ns.saturating_add(1)).map_or(TIME_MASK, |t| t.min(TIME_MASK));
-        self.0 = (self.0 & RECEIVED) | (u64::from(count) << COUNT_SHIFT) | time;
+        let ticks = ns.div_ceil(u128::from(TICK_NS)).saturating_add(1);
+        let time = u32::try_from(ticks).map_or(TIME_MASK, |t| t.min(TIME_MASK));
+        self.0 = (self.0 & RECEIVED) | (u32::from(count) << COUNT_SHIFT) | time;
+    }
+
+    /// The base moved `ticks` forward: keep the time where it was, or at the
+    /// new base if it was before it.
+    fn shift_time(&mut self, ticks: u32) {
+        let time = self.0 & TIME_MASK;
+        if time > 0 {
+            let moved = time.saturating_sub(ticks).max(1);
+            self.0 = (self.0 & !TIME_MASK) | moved;
+        }
     }
 
     fn mark_received(&mut self) -> bool {
@@ -255,6 +276,7 @@ impl NackRegister {
         rtt: Option<Duration>,
     ) -> Option<impl Iterator<Item = Nack>> {
         let retry_interval = rtt.unwrap_or(DEFAULT_RTT).saturating_add(NACK_RETRY_MARGIN);
+        self.rebase(now);
         let Range { start, end } = self.active.clone()?;
         let base = self.base;
         let start = (*start..=*end).find(|s| {
@@ -310,6 +332,25 @@ impl NackRegister {
         // Gaps outside the bounded NACK window and missing tail markers have no final
         // request to time from. Give them a candidate-relative grace period instead.
         deadline.or(fallback)
+    }
+
+    /// Move the base forward once it is `REBASE_AFTER` old, so the times
+    /// counted from it stay within their 28 bits.
+    fn rebase(&mut self, now: Instant) {
+        let Some(base) = self.base else {
+            return;
+        };
+        if now.saturating_duration_since(base) <= REBASE_AFTER {
+            return;
+        }
+        let by = now
+            .saturating_duration_since(base)
+            .saturating_sub(REBASE_KEEP);
+        let ticks = u32::try_from(by.as_nanos() / u128::from(TICK_NS)).unwrap_or(TIME_MASK);
+        for p in &mut self.packets {
+            p.shift_time(ticks);
+        }
+        self.base = Some(base + Duration::from_nanos(u64::from(ticks) * TICK_NS));
     }
 
     fn as_index(&self, seq: SeqNo) -> usize {
@@ -450,8 +491,15 @@ mod test {
     }
 
     #[test]
-    fn a_packet_status_is_8_bytes() {
-        assert_eq!(std::mem::size_of::<super::PacketStatus>(), 8);
+    fn a_packet_status_is_4_bytes() {
+        assert_eq!(std::mem::size_of::<super::PacketStatus>(), 4);
+    }
+
+    /// `t` rounded up to the register's tick after `base`.
+    fn tick_up(base: Instant, t: Instant) -> Instant {
+        let tick = u128::from(super::TICK_NS);
+        let ns = (t - base).as_nanos().div_ceil(tick) * tick;
+        base + Duration::from_nanos(ns as u64)
     }
 
     #[test]
@@ -464,17 +512,19 @@ mod test {
             p.mark_nacked(at, base);
             assert_eq!(p.nack_count(), n);
             assert!(!p.received());
-            assert_eq!(p.last_nack_at(Some(base)), Some(at));
+            let kept = p.last_nack_at(Some(base)).expect("nacked");
+            assert_eq!(kept, tick_up(base, at));
+            assert!(kept >= at && kept - at < Duration::from_micros(100));
         }
         assert!(!p.needs_nack());
-        // Past 2^60 ns (36 years) the time stops at its largest; the count
-        // is untouched.
+        // Past 2^28 ticks (7.4 hours) the time stops at its largest; the
+        // count is untouched.
         let mut far = PacketStatus::default();
-        far.mark_nacked(base + Duration::from_secs(40 * 365 * 86_400), base);
+        far.mark_nacked(base + Duration::from_secs(8 * 3600), base);
         assert_eq!(far.nack_count(), 1);
         assert_eq!(
             far.last_nack_at(Some(base)),
-            Some(base + Duration::from_nanos(super::TIME_MASK - 1))
+            Some(base + Duration::from_nanos(u64::from(super::TIME_MASK - 1) * super::TICK_NS))
         );
         assert!(p.mark_received());
         assert!(p.received());
@@ -484,7 +534,7 @@ mod test {
     }
 
     #[test]
-    fn nack_times_are_kept_to_the_nanosecond() {
+    fn nack_retries_never_fall_due_early_and_at_most_a_tick_late() {
         let mut reg = NackRegister::new(None);
         let t0 = Instant::now();
         reg.update(10.into());
@@ -495,19 +545,54 @@ mod test {
         );
         reg.update(11.into());
         reg.update(14.into());
-        let t1 = t0 + Duration::from_nanos(3_600_000_000_007);
+        let t1 = t0 + Duration::from_nanos(1_800_000_000_007);
         assert_eq!(
             nack_entries(&mut reg, t1, None),
             [NackEntry { pid: 13, blp: 0 }]
         );
         assert_eq!(reg.base, Some(t0));
-        assert_eq!(reg.packet(13.into()).last_nack_at(reg.base), Some(t1));
-        // 13's retry falls due 105 ms after its NACK to the ns.
+        assert_eq!(
+            reg.packet(13.into()).last_nack_at(reg.base),
+            Some(tick_up(t0, t1))
+        );
+        // 13's retry falls due 105 ms after its NACK: never before, and
+        // within the 100 µs tick after.
+        let due = t1 + Duration::from_millis(105);
+        assert!(nack_entries(&mut reg, due - Duration::from_nanos(1), None).is_empty());
+        assert!(nack_entries(&mut reg, due + Duration::from_micros(99), None).is_empty());
+        assert_eq!(
+            nack_entries(&mut reg, due + Duration::from_micros(100), None),
+            [NackEntry { pid: 13, blp: 0 }]
+        );
+    }
+
+    #[test]
+    fn the_register_moves_its_base_forward_and_keeps_retries_spaced() {
+        let mut reg = NackRegister::new(None);
+        let t0 = Instant::now();
+        reg.update(10.into());
+        reg.update(12.into());
+        assert_eq!(
+            nack_entries(&mut reg, t0, None),
+            [NackEntry { pid: 11, blp: 0 }]
+        );
+        // Two hours on (past what 28 bits of ticks hold from t0), 11 is
+        // still missing: the base moves, and its old NACK reads as long
+        // past, so the retry is due at once.
+        let t1 = t0 + Duration::from_secs(2 * 3600);
+        assert_eq!(
+            nack_entries(&mut reg, t1, None),
+            [NackEntry { pid: 11, blp: 0 }]
+        );
+        assert_eq!(reg.base, Some(t1 - super::REBASE_KEEP));
+        assert_eq!(reg.packet(11.into()).last_nack_at(reg.base), Some(t1));
+        // The next retry waits its interval from t1, as it would have
+        // without the move.
         let due = t1 + Duration::from_millis(105);
         assert!(nack_entries(&mut reg, due - Duration::from_nanos(1), None).is_empty());
         assert_eq!(
             nack_entries(&mut reg, due, None),
-            [NackEntry { pid: 13, blp: 0 }]
+            [NackEntry { pid: 11, blp: 0 }]
         );
     }
 
