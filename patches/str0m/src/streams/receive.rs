@@ -405,10 +405,13 @@ impl StreamRx {
     }
 
     fn remember_recent(&mut self, seq_no: SeqNo, time: u64) {
-        self.red_recent.push_back((seq_no, time));
-        while self.red_recent.len() > RED_RECENT_PACKETS {
+        // Room is made before the push (Tern patch): pushing first grew the
+        // queue's allocation to 64 entries (1 KB) for 32 kept, on every
+        // receive stream.
+        while self.red_recent.len() >= RED_RECENT_PACKETS {
             self.red_recent.pop_front();
         }
+        self.red_recent.push_back((seq_no, time));
     }
 
     /// Work out which (still missing) sequence number a RED redundant block belongs to.
@@ -1054,6 +1057,22 @@ pub(crate) struct RegisterUpdateReceipt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_recent_packets_for_red_keep_their_bound_and_allocation() {
+        let mut stream = StreamRx::new(
+            7.into(),
+            MidRid("mid".into(), None),
+            false,
+            Duration::from_millis(1500),
+        );
+        for i in 0..1000u64 {
+            stream.remember_recent(i.into(), i * 960);
+        }
+        assert_eq!(stream.red_recent.len(), RED_RECENT_PACKETS);
+        assert_eq!(stream.red_recent.capacity(), RED_RECENT_PACKETS);
+        assert_eq!(stream.red_recent.front(), Some(&(968.into(), 968 * 960)));
+    }
 
     #[test]
     fn paused_timestamp_repair_moves_time_forward() {
