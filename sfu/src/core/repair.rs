@@ -367,7 +367,10 @@ const HAS_TL0: u8 = 4;
 /// within the repair window forgets what it sent for the oldest.
 const SOURCES: usize = 4;
 
-const INITIAL: usize = 64;
+/// A map's first size: a feedback interval of a slot's packets (confirmed
+/// ones free their entries, `release`) with room for a few lost ones; it
+/// grows while the repair window needs more.
+const INITIAL: usize = 32;
 
 impl Entry {
     const VACANT: Entry = Entry {
@@ -674,7 +677,7 @@ mod tests {
                 assert_eq!(map.release(old as u16, old as u32), Some(source(1)));
             }
         }
-        assert_eq!(map.capacity(), 64);
+        assert_eq!(map.capacity(), 32);
         let now = t0 + Duration::from_millis(300);
         assert!(map.lookup(now, 279, AGE).is_none(), "released");
         assert!((280..300u16).all(|s| map.lookup(now, s, AGE).is_some()));
