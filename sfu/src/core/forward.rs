@@ -594,6 +594,7 @@ impl Core {
                         marker,
                         pid: out.pid,
                         tl0: out.tl0,
+                        confirmed: false,
                     };
                     let (age, max) = (self.cfg.rtx_cache_age, self.cfg.rtx_cache_packets);
                     slot.sent.record(now, source_ref, sent, age, max);

@@ -51,6 +51,11 @@ impl Core {
                 self.stats.repairs_expired += 1;
                 continue;
             };
+            if sent.confirmed {
+                // Its feedback reported it received: a NACK that crossed it.
+                self.stats.repairs_unneeded += 1;
+                continue;
+            }
             let Some(cached) = self
                 .source_of(source)
                 .and_then(|s| s.repair.get(sent.index))
@@ -60,8 +65,8 @@ impl Core {
                 continue;
             };
             let Some(payload) = cached.payload else {
-                // Every receiver it went to reported it received, this one
-                // too: a NACK that crossed its own feedback.
+                // Every receiver it went to reported it received (this one's
+                // entry was written over meanwhile): not needed either.
                 self.stats.repairs_unneeded += 1;
                 continue;
             };
@@ -210,7 +215,8 @@ pub(super) const UNCONFIRMABLE: u16 = u16::MAX;
 pub(super) const SOURCE_CACHE_SLOTS: usize = 4;
 
 /// A source's forwarded video packet, kept for repairs: 56 bytes and the
-/// shared payload, which goes once every receiver confirmed the packet. No header extensions: ingest keeps none for video (only
+/// shared payload, which goes once every receiver confirmed the packet. No
+/// header extensions: ingest keeps none for video (only
 /// audio's level and voice activity), so a copy was sent with none, and
 /// str0m writes its own (transport-wide sequence, mid) on the resend. With
 /// str0m's `ExtensionValues` inline (192 bytes) an entry was 240, the largest
@@ -338,6 +344,9 @@ pub(super) struct Sent {
     /// The rewritten VP8 picture id and TL0PICIDX, where it had them.
     pub(super) pid: Option<u16>,
     pub(super) tl0: Option<u8>,
+    /// The receiver's feedback reported it received (`SentMap::release`;
+    /// ignored by `record`).
+    pub(super) confirmed: bool,
 }
 
 /// A compact `Sent` in the ring, 20 bytes (mediasoup's retransmission
@@ -362,6 +371,10 @@ const EMPTY: u8 = u8::MAX;
 const MARKER: u8 = 1;
 const HAS_PID: u8 = 2;
 const HAS_TL0: u8 = 4;
+/// Its receiver reported it received: the entry is free for a later packet
+/// (the map does not grow to keep it), and a NACK that finds it meanwhile
+/// crossed the feedback.
+const CONFIRMED: u8 = 8;
 
 /// Sources a slot's map tells apart at once: a slot that carried more
 /// within the repair window forgets what it sent for the oldest.
@@ -438,6 +451,7 @@ impl<S: Copy + PartialEq> SentMap<S> {
         // The entry this one displaces is still inside the repair window:
         // grow rather than forget it.
         if old.source != EMPTY
+            && old.flags & CONFIRMED == 0
             && old.seq != sent.seq
             && at_ms.saturating_sub(old.at_ms) <= age.as_millis() as u32
             && self.ring.len() < max
@@ -519,25 +533,26 @@ impl<S: Copy + PartialEq> SentMap<S> {
                 marker: e.flags & MARKER != 0,
                 pid: (e.flags & HAS_PID != 0).then_some(e.pid),
                 tl0: (e.flags & HAS_TL0 != 0).then_some(e.tl0),
+                confirmed: e.flags & CONFIRMED != 0,
             },
         ))
     }
 
-    /// The receiver reported what went out under `seq16` received: free its
-    /// entry, if it still names the packet under `index`, and say whose
-    /// packet it was.
+    /// The receiver reported what went out under `seq16` received: mark its
+    /// entry free for a later packet, if it still names the packet under
+    /// `index`, and say whose packet it was (once: a second release of the
+    /// same entry says nothing).
     pub(super) fn release(&mut self, seq16: u16, index: u32) -> Option<S> {
         if self.ring.is_empty() {
             return None;
         }
         let mask = self.ring.len() - 1;
         let e = &mut self.ring[seq16 as usize & mask];
-        if e.source == EMPTY || e.seq != seq16 || e.index != index {
+        if e.source == EMPTY || e.seq != seq16 || e.index != index || e.flags & CONFIRMED != 0 {
             return None;
         }
-        let source = self.sources[usize::from(e.source)];
-        *e = Entry::VACANT;
-        source
+        e.flags |= CONFIRMED;
+        self.sources[usize::from(e.source)]
     }
 
     /// Forget everything sent so far (after a switch down, see
@@ -575,6 +590,7 @@ mod tests {
                 .is_multiple_of(2)
                 .then_some((seq as u16).wrapping_add(7)),
             tl0: seq.is_multiple_of(2).then_some(seq as u8),
+            confirmed: false,
         }
     }
 
@@ -679,14 +695,17 @@ mod tests {
         }
         assert_eq!(map.capacity(), 32);
         let now = t0 + Duration::from_millis(300);
-        assert!(map.lookup(now, 279, AGE).is_none(), "released");
-        assert!((280..300u16).all(|s| map.lookup(now, s, AGE).is_some()));
+        let confirmed = |map: &SentMap<u64>, s| map.lookup(now, s, AGE).map(|(_, x)| x.confirmed);
+        // Released, and not yet written over: a NACK for it is told apart.
+        assert_eq!(confirmed(&map, 279), Some(true));
+        assert!((280..300u16).all(|s| confirmed(&map, s) == Some(false)));
         // A release that names another packet (an index the entry does not
-        // hold) leaves the entry alone.
+        // hold) leaves the entry alone; a second release says nothing.
         assert_eq!(map.release(299, 298), None);
-        assert!(map.lookup(now, 299, AGE).is_some());
+        assert_eq!(confirmed(&map, 299), Some(false));
         assert_eq!(map.release(299, 299), Some(source(1)));
-        assert!(map.lookup(now, 299, AGE).is_none());
+        assert_eq!(map.release(299, 299), None);
+        assert_eq!(confirmed(&map, 299), Some(true));
     }
 
     #[test]
