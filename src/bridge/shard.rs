@@ -46,6 +46,8 @@ struct ShardMetrics {
     repairs_expired: Counter,
     repairs_capped: Counter,
     repairs_unneeded: Counter,
+    repair_copies_kept: Counter,
+    repair_copies_released: Counter,
     repair_cache_bytes: Gauge,
     svc_skipped: Counter,
     sender_constraints: Counter,
@@ -94,6 +96,8 @@ impl ShardMetrics {
             repairs_expired: metrics::counter!("tern_video_repairs_total", "shard" => s.clone(), "outcome" => "expired"),
             repairs_capped: metrics::counter!("tern_video_repairs_total", "shard" => s.clone(), "outcome" => "capped"),
             repairs_unneeded: metrics::counter!("tern_video_repairs_total", "shard" => s.clone(), "outcome" => "unneeded"),
+            repair_copies_kept: metrics::counter!("tern_video_repair_copies_total", "shard" => s.clone(), "outcome" => "kept"),
+            repair_copies_released: metrics::counter!("tern_video_repair_copies_total", "shard" => s.clone(), "outcome" => "released"),
             repair_cache_bytes: metrics::gauge!("tern_repair_cache_bytes", "shard" => s.clone()),
             svc_skipped: metrics::counter!("tern_svc_packets_skipped_total", "shard" => s.clone()),
             sender_constraints: metrics::counter!("tern_sender_constraints_total", "shard" => s.clone()),
@@ -149,6 +153,9 @@ impl ShardMetrics {
         self.repairs_expired.absolute(st.repairs_expired);
         self.repairs_capped.absolute(st.repairs_capped);
         self.repairs_unneeded.absolute(st.repairs_unneeded);
+        self.repair_copies_kept.absolute(st.repair_copies_kept);
+        self.repair_copies_released
+            .absolute(st.repair_copies_released);
         self.repair_cache_bytes
             .set(core.repair_payload_bytes() as f64);
         self.svc_skipped.absolute(st.svc_skipped);
