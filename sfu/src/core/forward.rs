@@ -14,8 +14,9 @@ use str0m::{Event, IceConnectionState, Input};
 use tracing::{debug, info};
 
 use super::repair::{
-    AWAITING_MAX, AWAITING_PROBATION, Awaiting, Cached, SOURCE_CACHE_SLOTS, Sent, UNCONFIRMABLE,
+    AWAITING_MAX, AWAITING_PROBATION, Awaiting, Cached, SOURCE_CACHE_SLOTS, UNCONFIRMABLE,
 };
+use super::sent_map::Sent;
 use super::{Core, EGRESS_BUF, EndpointId, MAX_PAYLOAD, Packet, SourceRef, svc, transmit_sealed};
 use crate::rewrite::InNumbers;
 use crate::signal::Kind;

@@ -42,6 +42,7 @@ mod recording;
 mod relay;
 mod repair;
 mod sender;
+mod sent_map;
 mod session;
 mod slots;
 mod speakers;

@@ -226,7 +226,7 @@ pub(super) struct Slot {
     /// target's keyframe (see `allocate.rs`).
     pub(super) draining: bool,
     /// Video: what went out under each sequence number, for NACKs.
-    pub(super) sent: super::repair::SentMap<SourceRef>,
+    pub(super) sent: super::sent_map::SentMap<SourceRef>,
 }
 
 impl Slot {
