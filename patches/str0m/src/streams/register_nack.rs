@@ -576,10 +576,12 @@ mod test {
             nack_entries(&mut reg, t0, None),
             [NackEntry { pid: 11, blp: 0 }]
         );
-        // Two hours on (past what 28 bits of ticks hold from t0), 11 is
-        // still missing: the base moves, and its old NACK reads as long
-        // past, so the retry is due at once.
-        let t1 = t0 + Duration::from_secs(2 * 3600);
+        // Eight hours on (past the 7.4 that 28 bits of ticks hold from t0),
+        // 11 is still missing: the base moves, and its old NACK reads as
+        // long past, so the retry is due at once. Without the move, the time
+        // marked now would stop at 7.4 hours and the next retry fall due at
+        // once instead of after its interval.
+        let t1 = t0 + Duration::from_secs(8 * 3600);
         assert_eq!(
             nack_entries(&mut reg, t1, None),
             [NackEntry { pid: 11, blp: 0 }]
