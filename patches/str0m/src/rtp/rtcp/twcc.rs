@@ -1026,7 +1026,7 @@ pub struct TwccSendRegister {
     /// Counter of invocations of apply_report. Used to identify
     /// which TwccSendRecord resulted from each invocation (wrapping: it
     /// is only compared with the records' of the same invocation).
-    apply_report_counter: u32,
+    apply_report_counter: u16,
 
     /// Last registered Twcc number.
     last_registered: TwccSeq,
@@ -1130,17 +1130,22 @@ pub struct TwccSendRecord {
     /// `NOT_REPORTED` until it has.
     local_recv_us: u32,
 
-    /// The `apply_report()` count of the report (`TwccRecvReport`).
-    apply_report_counter: u32,
+    /// When the other side received it, in µs after `local_send_time` (the
+    /// remote clock as mapped onto ours; it can be before), within ±35
+    /// minutes (TWCC's own resolution is 250 µs); `NOT_RECEIVED` if it did
+    /// not. In ns as an `i64`, with the counter below as a `u32`, a record
+    /// was 40 bytes; it is 32.
+    remote_recv_us: i32,
 
-    /// When the other side received it, in ns after `local_send_time` (the
-    /// remote clock as mapped onto ours; it can be before);
-    /// `NOT_RECEIVED` if it did not.
-    remote_recv_ns: i64,
+    /// The `apply_report()` count of the report (`TwccRecvReport`), the
+    /// low 16 bits: it is only compared with the count of the report
+    /// being applied, so a record would have to be reported again 65,536
+    /// reports later (over an hour of feedback) to be taken for new.
+    apply_report_counter: u16,
 }
 
 const NOT_REPORTED: u32 = u32::MAX;
-const NOT_RECEIVED: i64 = i64::MIN;
+const NOT_RECEIVED: i32 = i32::MIN;
 const NO_CLUSTER: u32 = u32::MAX;
 
 /// `t` as ns after `already_happened()`, negative before; saturating past
@@ -1215,10 +1220,10 @@ impl TwccSendRecord {
         }
         let sent = self.local_send_time();
         let local_recv_time = sent + Duration::from_micros(u64::from(self.local_recv_us));
-        let remote_recv_time = match self.remote_recv_ns {
+        let remote_recv_time = match self.remote_recv_us {
             NOT_RECEIVED => None,
-            ns if ns >= 0 => Some(sent + Duration::from_nanos(ns as u64)),
-            ns => sent.checked_sub(Duration::from_nanos(ns.unsigned_abs())),
+            us if us >= 0 => Some(sent + Duration::from_micros(us as u64)),
+            us => sent.checked_sub(Duration::from_micros(u64::from(us.unsigned_abs()))),
         };
         Some(TwccRecvReport {
             local_recv_time,
@@ -1233,16 +1238,17 @@ impl TwccSendRecord {
         self.local_recv_us = u32::try_from(since_send.as_micros())
             .map_or(NOT_REPORTED - 1, |us| us.min(NOT_REPORTED - 1));
         self.apply_report_counter = r.apply_report_counter;
-        // An offset past ±292 years does not fit in the i64: it saturates
-        // (still received) rather than reading as lost.
-        self.remote_recv_ns = match r.remote_recv_time {
+        // An offset past ±35 minutes does not fit in the i32: it saturates
+        // (still received) rather than reading as lost. Both directions
+        // round down, so an earlier remote time never reads as later.
+        self.remote_recv_us = match r.remote_recv_time {
             None => NOT_RECEIVED,
             Some(t) => match t.checked_duration_since(sent) {
-                Some(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+                Some(d) => i32::try_from(d.as_micros()).unwrap_or(i32::MAX),
                 None => {
                     let d = sent.duration_since(t);
-                    i64::try_from(d.as_nanos())
-                        .map_or(NOT_RECEIVED + 1, |ns| (-ns).max(NOT_RECEIVED + 1))
+                    let us = d.as_micros() + u128::from(d.subsec_nanos() % 1000 != 0);
+                    i32::try_from(us).map_or(NOT_RECEIVED + 1, |us| (-us).max(NOT_RECEIVED + 1))
                 }
             },
         };
@@ -1268,8 +1274,8 @@ impl TwccSendRecord {
             cluster: cluster_u32(packet_id.cluster()),
             size: size as u16,
             local_recv_us: NOT_REPORTED,
+            remote_recv_us: NOT_RECEIVED,
             apply_report_counter: 0,
-            remote_recv_ns: NOT_RECEIVED,
         };
         r.set_recv_report(TwccRecvReport {
             local_recv_time,
@@ -1289,7 +1295,7 @@ pub struct TwccRecvReport {
     remote_recv_time: Option<Instant>,
 
     /// The invocation count of apply_report(), wrapping. Used for filtering.
-    apply_report_counter: u32,
+    apply_report_counter: u16,
 }
 
 impl TwccSendRegister {
@@ -1320,8 +1326,8 @@ impl TwccSendRegister {
             size: size as u16,
             // The recv report, derived from TWCC feedback later.
             local_recv_us: NOT_REPORTED,
+            remote_recv_us: NOT_RECEIVED,
             apply_report_counter: 0,
-            remote_recv_ns: NOT_RECEIVED,
         });
     }
 
@@ -1363,7 +1369,7 @@ impl TwccSendRegister {
             r: &mut TwccSendRecord,
             seq: TwccSeq,
             remote_recv_time: Option<Instant>,
-            apply_report_counter: u32,
+            apply_report_counter: u16,
         ) -> bool {
             if r.seq() != seq {
                 return false;
@@ -1481,7 +1487,7 @@ impl TwccSendRegister {
             } else {
                 TwccFate::Unreported
             }
-        } else if record.remote_recv_ns == NOT_RECEIVED {
+        } else if record.remote_recv_us == NOT_RECEIVED {
             TwccFate::Lost
         } else {
             TwccFate::Received
@@ -1509,7 +1515,7 @@ impl TwccSendRegister {
             .take_while(|s| s.send_ns >= lower_bound);
 
         let (total, lost) = packets.fold((0, 0), |(total, lost), s| {
-            let was_lost = s.remote_recv_ns == NOT_RECEIVED;
+            let was_lost = s.remote_recv_us == NOT_RECEIVED;
 
             (total + 1, lost + u64::from(was_lost))
         });
@@ -1684,7 +1690,7 @@ mod test {
 
     #[test]
     fn a_send_record_is_small_and_keeps_its_receive_report() {
-        assert_eq!(std::mem::size_of::<TwccSendRecord>(), 40);
+        assert_eq!(std::mem::size_of::<TwccSendRecord>(), 32);
 
         // The send time is kept to the nanosecond, also before str0m's
         // `already_happened()` (a caller's clock may start anywhere).
@@ -1704,25 +1710,47 @@ mod test {
         assert_eq!(r.local_send_time(), sent);
 
         // The remote clock as mapped onto ours can be before or after the
-        // send, to the nanosecond; the feedback's arrival is kept to the µs.
-        for remote in [
-            sent + Duration::from_nanos(12_345_678),
-            sent - Duration::from_nanos(987_654_321),
+        // send; both times are kept to the µs, rounded down (TWCC's own
+        // resolution is 250 µs).
+        for (remote, kept) in [
+            (
+                sent + Duration::from_nanos(12_345_678),
+                sent + Duration::from_micros(12_345),
+            ),
+            (
+                sent - Duration::from_nanos(987_654_321),
+                sent - Duration::from_micros(987_655),
+            ),
+            (
+                sent - Duration::from_micros(987_654),
+                sent - Duration::from_micros(987_654),
+            ),
         ] {
             let local = sent + Duration::from_micros(81_250);
             r.set_recv_report(TwccRecvReport {
                 local_recv_time: local + Duration::from_nanos(999),
                 remote_recv_time: Some(remote),
-                apply_report_counter: u32::MAX,
+                apply_report_counter: u16::MAX,
             });
-            assert_eq!(r.remote_recv_time(), Some(remote));
+            assert_eq!(r.remote_recv_time(), Some(kept));
             assert_eq!(r.local_recv_time(), Some(local));
             assert_eq!(r.rtt(), Some(Duration::from_micros(81_250)));
             assert_eq!(
                 r.recv_report().map(|r| r.apply_report_counter),
-                Some(u32::MAX)
+                Some(u16::MAX)
             );
         }
+
+        // Beyond ±35 minutes the offset saturates: still received.
+        r.set_recv_report(TwccRecvReport {
+            local_recv_time: sent,
+            remote_recv_time: Some(sent + Duration::from_secs(3600)),
+            apply_report_counter: 1,
+        });
+        assert_eq!(
+            r.remote_recv_time(),
+            Some(sent + Duration::from_micros(i32::MAX as u64))
+        );
 
         // Reported lost: reported, but with no remote time.
         r.set_recv_report(TwccRecvReport {
