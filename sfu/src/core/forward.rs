@@ -627,12 +627,7 @@ impl Core {
             let age = self.cfg.rtx_cache_age;
             let max = SOURCE_CACHE_SLOTS * self.cfg.rtx_cache_packets;
             if let Some(src) = self.source_of_mut(source_ref) {
-                let copy = Cached {
-                    at: now,
-                    payload: Some(p.payload.clone()),
-                    wallclock: p.wallclock,
-                    unconfirmed,
-                };
+                let copy = Cached::new(now, p.payload.clone(), p.wallclock, unconfirmed);
                 src.repair.keep_sent(copy, index, age, max);
                 self.stats.repair_copies_kept += 1;
             }

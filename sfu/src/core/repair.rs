@@ -214,7 +214,7 @@ pub(super) const UNCONFIRMABLE: u16 = u16::MAX;
 /// is sent, a slot one.
 pub(super) const SOURCE_CACHE_SLOTS: usize = 4;
 
-/// A source's forwarded video packet, kept for repairs: 56 bytes and the
+/// A source's forwarded video packet, kept for repairs: 40 bytes and the
 /// shared payload, which goes once every receiver confirmed the packet. No
 /// header extensions: ingest keeps none for video (only
 /// audio's level and voice activity), so a copy was sent with none, and
@@ -223,13 +223,38 @@ pub(super) const SOURCE_CACHE_SLOTS: usize = 4;
 /// part of a meeting participant's repair window.
 #[derive(Debug, Clone)]
 pub(super) struct Cached {
-    pub(super) at: Instant,
     /// `None` once every receiver it was sent to reported it received.
     pub(super) payload: Option<Arc<[u8]>>,
     pub(super) wallclock: Instant,
+    /// When it was kept, in µs after `wallclock` (its arrival: the fan-out
+    /// that keeps it runs a moment later), saturating at ~71 minutes. A
+    /// second `Instant` made an entry 56 bytes.
+    kept_after_us: u32,
     /// Receivers it was sent to that have not reported it received yet
     /// (`Core::confirm_delivered`), or `UNCONFIRMABLE`.
     pub(super) unconfirmed: u16,
+}
+
+impl Cached {
+    pub(super) fn new(
+        at: Instant,
+        payload: Arc<[u8]>,
+        wallclock: Instant,
+        unconfirmed: u16,
+    ) -> Self {
+        let after = at.saturating_duration_since(wallclock).as_micros();
+        Cached {
+            payload: Some(payload),
+            wallclock,
+            kept_after_us: u32::try_from(after).unwrap_or(u32::MAX),
+            unconfirmed,
+        }
+    }
+
+    /// When it was kept (the repair window counts from there).
+    fn at(&self) -> Instant {
+        self.wallclock + Duration::from_micros(u64::from(self.kept_after_us))
+    }
 }
 
 /// One copy of each video packet a source forwarded, for as long as
@@ -247,9 +272,9 @@ impl SourceCache {
     /// Keep `packet`, forgetting what is older than `age` or beyond `max`;
     /// returns its index.
     pub(super) fn push(&mut self, packet: Cached, age: Duration, max: usize) -> u64 {
-        let now = packet.at;
+        let now = packet.at();
         while let Some(old) = self.packets.front()
-            && (self.packets.len() >= max || now.saturating_duration_since(old.at) > age)
+            && (self.packets.len() >= max || now.saturating_duration_since(old.at()) > age)
         {
             if let Some(gone) = self.packets.pop_front().and_then(|c| c.payload) {
                 self.held -= gone.len();
@@ -336,12 +361,7 @@ mod tests {
     const AGE: Duration = Duration::from_secs(1);
 
     fn cached(at: Instant, byte: u8) -> Cached {
-        Cached {
-            at,
-            payload: Some(Arc::from(vec![byte; 10])),
-            wallclock: at,
-            unconfirmed: 2,
-        }
+        Cached::new(at, Arc::from(vec![byte; 10]), at, 2)
     }
 
     #[test]
@@ -408,11 +428,30 @@ mod tests {
     }
 
     #[test]
-    fn a_cached_packet_is_56_bytes_beside_its_payload() {
+    fn a_cached_packet_is_40_bytes_beside_its_payload() {
         // A meeting participant's second of repairs is a few hundred of
-        // these per source (48 before the count of receivers yet to
-        // confirm it).
-        assert_eq!(std::mem::size_of::<Cached>(), 56);
+        // these per source (56 with the time kept as an `Instant`).
+        assert_eq!(std::mem::size_of::<Cached>(), 40);
+    }
+
+    #[test]
+    fn a_cached_packet_ages_from_when_it_was_kept_not_from_its_arrival() {
+        // A packet that waited in the shard's input (arrived 300 ms before
+        // the fan-out kept it) still gets its whole window.
+        let t0 = Instant::now();
+        let mut cache = SourceCache::default();
+        let late = Cached::new(
+            t0 + Duration::from_millis(300),
+            Arc::from(vec![1u8; 10]),
+            t0,
+            1,
+        );
+        assert_eq!(late.at(), t0 + Duration::from_millis(300));
+        cache.push(late, AGE, 100);
+        cache.push(cached(t0 + Duration::from_millis(1200), 2), AGE, 100);
+        assert_eq!(cache.len(), 2);
+        cache.push(cached(t0 + Duration::from_millis(1301), 3), AGE, 100);
+        assert_eq!(cache.len(), 2);
     }
 
     #[test]
