@@ -35,8 +35,10 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// protocol's own limit applies with a precise error.
 const WS_FRAME_LIMIT: usize = 1 << 20;
 /// Read buffer per signalling connection; longer messages are read in several
-/// chunks.
-const WS_BUFFER: usize = 4096;
+/// chunks. After the SDP offer (a few KiB, read into a buffer of its own
+/// length that goes with it) a connection carries JSON messages of a few
+/// hundred bytes; 4 KiB kept ~6 KB per participant (heaptrack, meetings).
+const WS_BUFFER: usize = 1024;
 
 /// The browser client's pages and assets; the focus serves them too.
 pub(crate) fn client_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
