@@ -393,7 +393,8 @@ impl Shard {
                 // and cost up to 60 % more CPU: a burst's last packet waits
                 // for the copies of the ones before it either way.)
                 if self.egress.pending() >= SEND_BATCH {
-                    self.egress.send_ready();
+                    let core = &mut self.core;
+                    self.egress.send_ready(|buf| core.recycle(buf));
                 }
             }
             ShardMsg::Join { req, tx, reply } => {
