@@ -24,10 +24,23 @@ const NACK_RETRY_MARGIN: Duration = Duration::from_millis(5);
 /// Circular buffer size
 const BUFFER_SIZE: u64 = MAX_MISORDER + 1;
 
+/// The buffer's length while the window is short (Tern patch,
+/// patches/README.md). A stream whose losses are repaired keeps a window of
+/// a few packets, but a buffer for the whole of `MAX_MISORDER` was 2 KB per
+/// received stream, audio too. The buffer doubles (64, 128, 256, then
+/// `BUFFER_SIZE`) before the window outgrows it, and halves once the window
+/// is back under a quarter of it; only the window's entries move.
+const MIN_BUFFER: usize = 64;
+
 #[derive(Debug)]
 pub struct NackRegister {
-    /// Status of packets indexed by wrapping SeqNo.
+    /// Status of packets indexed by wrapping SeqNo: those of the `active`
+    /// window (which always fits), default everywhere else.
     packets: Vec<PacketStatus>,
+
+    /// The shortest `packets` gets (`MIN_BUFFER`; `BUFFER_SIZE` keeps the
+    /// buffer at its full length, as upstream).
+    min_len: usize,
 
     /// Range of seq numbers considered NACK reporting.
     active: Option<Range<SeqNo>>,
@@ -168,8 +181,13 @@ impl NackRegister {
     ///
     /// The max_seq_no is to provide a starting point for ROC calculations.
     pub fn new(max_seq_no: Option<SeqNo>) -> Self {
+        Self::with_min_len(max_seq_no, MIN_BUFFER)
+    }
+
+    fn with_min_len(max_seq_no: Option<SeqNo>, min_len: usize) -> Self {
         let mut n = NackRegister {
-            packets: vec![PacketStatus::default(); BUFFER_SIZE as usize],
+            packets: vec![PacketStatus::default(); min_len],
+            min_len,
             active: None,
             base: None,
         };
@@ -205,6 +223,14 @@ impl NackRegister {
         if seq < active.start {
             // skip old seq numbers, report as not new
             return false;
+        }
+
+        // The window's entries move before it grows past the buffer: an
+        // index past the buffer's length from the window's start would
+        // fall on one of them.
+        let span = (*seq.max(active.end) - *active.start).saturating_add(1);
+        if span > self.packets.len() as u64 {
+            self.resize(Self::len_for(span));
         }
 
         let new = !self.packet_mut(seq).received() || seq > active.end;
@@ -243,7 +269,43 @@ impl NackRegister {
 
         self.active = Some(start..end);
 
+        let window = *end - *start + 1;
+        if self.packets.len() > self.min_len && window * 4 <= self.packets.len() as u64 {
+            self.resize(Self::len_for(window * 2).max(self.min_len));
+        }
+
         new
+    }
+
+    /// The buffer length for a window of `span` packets: 64, 128, 256, or
+    /// `BUFFER_SIZE` (a window never spans more).
+    fn len_for(span: u64) -> usize {
+        let mut len = MIN_BUFFER;
+        while (len as u64) < span && len < 256 {
+            len *= 2;
+        }
+        if (len as u64) < span {
+            BUFFER_SIZE as usize
+        } else {
+            len
+        }
+    }
+
+    /// A buffer of `len` holding the window's entries where they index now.
+    fn resize(&mut self, len: usize) {
+        if len == self.packets.len() {
+            return;
+        }
+        let mut packets = vec![PacketStatus::default(); len];
+        if let Some(active) = &self.active {
+            // At most `BUFFER_SIZE` of them: a window is cut to
+            // `MAX_MISORDER` behind its end.
+            let from = (*active.start).max(active.end.saturating_sub(MAX_MISORDER));
+            for s in from..=*active.end {
+                packets[(s % len as u64) as usize] = *self.packet(s.into());
+            }
+        }
+        self.packets = packets;
     }
 
     fn init_with_seq(&mut self, seq: SeqNo) {
@@ -374,7 +436,8 @@ mod test {
     use std::time::{Duration, Instant};
 
     use crate::rtp_::NackEntry;
-    use crate::streams::register_nack::MAX_MISORDER;
+    use crate::rtp_::SeqNo;
+    use crate::streams::register_nack::{MAX_MISORDER, MIN_BUFFER};
 
     use super::NackRegister;
 
@@ -488,6 +551,92 @@ mod test {
             assert!(!reg.has_pending_nacks());
             assert!(nack_entries(&mut reg, now + interval * 10, rtt).is_empty());
         }
+    }
+
+    #[test]
+    fn a_register_that_resizes_answers_as_one_of_full_length() {
+        // Random arrivals (in order, lost, late, duplicated, jumps past the
+        // window and the u16 wrap) and NACK rounds: the register whose
+        // buffer follows its window says what one of `BUFFER_SIZE` says.
+        let mut rng = fastrand::Rng::with_seed(20);
+        let mut lens = std::collections::BTreeSet::new();
+        for round in 0..40 {
+            let start: u64 = rng.u64(0..200_000);
+            let mut small = NackRegister::new(None);
+            let mut full = NackRegister::with_min_len(None, super::BUFFER_SIZE as usize);
+            let mut now = Instant::now();
+            let mut next = start;
+            let loss = [0u32, 1, 5, 30][round % 4];
+            let rtt = [None, Some(Duration::from_millis(40))][round % 2];
+            for step in 0..3000 {
+                let seq = match rng.u32(0..1000) {
+                    0..=2 => next + rng.u64(0..1500),
+                    3..=40 => next.saturating_sub(rng.u64(1..600)),
+                    _ => next,
+                };
+                if seq >= next {
+                    next = seq + 1;
+                }
+                if rng.u32(0..100) >= loss {
+                    let (a, b) = (small.update(seq.into()), full.update(seq.into()));
+                    assert_eq!(a, b, "update({seq}) round {round} step {step}");
+                }
+                let probe: SeqNo = next.saturating_sub(rng.u64(0..700)).into();
+                assert_eq!(small.accepts(probe), full.accepts(probe));
+                assert_eq!(small.max_seq(), full.max_seq());
+                assert_eq!(small.active, full.active);
+                assert_eq!(small.has_pending_nacks(), full.has_pending_nacks());
+                now += Duration::from_millis(rng.u64(0..8));
+                if step % 7 == 0 {
+                    assert_eq!(
+                        nack_entries(&mut small, now, rtt),
+                        nack_entries(&mut full, now, rtt),
+                        "round {round} step {step}"
+                    );
+                }
+                let to = next.into();
+                let from = next.saturating_sub(300).into();
+                assert_eq!(
+                    small.recovery_deadline(from..to, now, rtt),
+                    full.recovery_deadline(from..to, now, rtt)
+                );
+                lens.insert(small.packets.len());
+                assert_eq!(full.packets.len(), super::BUFFER_SIZE as usize);
+            }
+        }
+        // Every length was used, so every resize was compared.
+        assert_eq!(
+            lens.into_iter().collect::<Vec<_>>(),
+            [64, 128, 256, super::BUFFER_SIZE as usize]
+        );
+    }
+
+    #[test]
+    fn a_register_keeps_a_short_buffer_while_losses_are_repaired() {
+        let mut reg = NackRegister::new(None);
+        for seq in 0..1000u64 {
+            // Every tenth packet comes three packets late (repaired).
+            if seq % 10 != 0 {
+                reg.update(seq.into());
+            }
+            if seq % 10 == 3 {
+                reg.update((seq - 3).into());
+            }
+        }
+        assert_eq!(reg.packets.len(), MIN_BUFFER);
+        // A loss never repaired holds the window open until it is
+        // `MAX_MISORDER` behind: the buffer grows to hold it, and shrinks
+        // back once the window is short again.
+        reg.update(1001.into());
+        for seq in 1002..1300u64 {
+            reg.update(seq.into());
+        }
+        assert_eq!(reg.packets.len(), super::BUFFER_SIZE as usize);
+        for seq in 1300..1600u64 {
+            reg.update(seq.into());
+        }
+        assert_eq!(reg.packets.len(), MIN_BUFFER);
+        assert_not_dirty(&reg);
     }
 
     #[test]
