@@ -46,6 +46,12 @@ impl Twcc {
     pub fn into_iter(self, time_zero: Instant, extend_from: TwccSeq) -> TwccIter {
         let millis = self.reference_time as u64 * 64;
         let time_base = time_zero + Duration::from_millis(millis);
+        self.into_iter_from(time_base, extend_from)
+    }
+
+    /// Iterate over the reported sequences, the report's reference time
+    /// being `time_base` (Tern patch, `TwccSendRegister::remote_clock`).
+    pub fn into_iter_from(self, time_base: Instant, extend_from: TwccSeq) -> TwccIter {
         let base_seq = extend_u16(Some(*extend_from), self.base_seq);
         let last_seq = base_seq + self.status_count as u64;
 
@@ -1023,6 +1029,16 @@ pub struct TwccSendRegister {
     /// 0 offset for remote time in Twcc structs.
     time_zero: Option<Instant>,
 
+    /// The remote clock (Tern patch): the last report's reference time
+    /// and how many of its 64 ms ticks it is after the first report's,
+    /// across the 24-bit wrap. Remote times are mapped to `time_zero` plus
+    /// that, so they stay near our clock: a record keeps its remote time
+    /// as µs from its send time in an `i32`. Upstream maps the reference
+    /// time itself onto `time_zero`, and a browser's is its own clock's
+    /// (up to 12 days): every offset saturated, and a browser receiver's
+    /// delay-based estimate read nothing but the saturated value.
+    remote_clock: Option<(u32, i64)>,
+
     /// Counter of invocations of apply_report. Used to identify
     /// which TwccSendRecord resulted from each invocation (wrapping: it
     /// is only compared with the records' of the same invocation).
@@ -1304,6 +1320,7 @@ impl TwccSendRegister {
             keep,
             queue: VecDeque::new(),
             time_zero: None,
+            remote_clock: None,
             apply_report_counter: 0,
             last_registered: 0.into(),
             highest_reported: None,
@@ -1350,8 +1367,15 @@ impl TwccSendRegister {
         let time_zero = self.time_zero.unwrap();
         let head_seq = self.queue.front().map(|r| r.seq())?;
 
+        let ticks = self.remote_ticks(twcc.reference_time);
+        let millis = Duration::from_millis(ticks.unsigned_abs().saturating_mul(64));
+        let time_base = if ticks >= 0 {
+            time_zero + millis
+        } else {
+            time_zero.checked_sub(millis).unwrap_or(time_zero)
+        };
         let mut iter = twcc
-            .into_iter(time_zero, self.last_registered)
+            .into_iter_from(time_base, self.last_registered)
             .skip_while(|(seq, _, _)| seq < &head_seq);
         let (first_seq_no, _, first_instant) = iter.next()?;
 
@@ -1453,6 +1477,21 @@ impl TwccSendRegister {
                     .unwrap_or_default()
             }),
         )
+    }
+
+    /// `reference` (a report's 24-bit reference time) in 64 ms ticks after
+    /// the first report's, extended across the wrap: each report moves the
+    /// clock by the signed 24-bit difference from the last one.
+    fn remote_ticks(&mut self, reference: u32) -> i64 {
+        let reference = reference & 0xFF_FFFF;
+        let Some((last, ticks)) = &mut self.remote_clock else {
+            self.remote_clock = Some((reference, 0));
+            return 0;
+        };
+        let moved = ((reference.wrapping_sub(*last) << 8) as i32) >> 8;
+        *last = reference;
+        *ticks += i64::from(moved);
+        *ticks
     }
 
     /// What feedback said of the packet sent under `seq` (Tern patch).
@@ -2494,6 +2533,65 @@ mod test {
             iter.map(|r| *r.seq()).collect::<Vec<_>>(),
             vec![0, 1, 2, 3, 4, 5, 6, 7]
         );
+    }
+
+    #[test]
+    fn a_browsers_remote_clock_maps_near_ours_and_across_its_wrap() {
+        // A browser's reference time is its own clock's, up to 12 days of
+        // 64 ms ticks: mapped as it is, every record's remote time (kept
+        // as µs from its send in an i32) saturated and read the same.
+        let mut reg = TwccSendRegister::new(100);
+        let t0 = Instant::now();
+        for i in 0..20u64 {
+            reg.register_seq(
+                TwccPacketId::new(i),
+                t0 + Duration::from_millis(20 * i),
+                1000,
+            );
+        }
+        let report = |base_seq: u16, reference_time: u32| Twcc {
+            sender_ssrc: Ssrc::new(),
+            ssrc: Ssrc::new(),
+            base_seq,
+            status_count: 10,
+            reference_time,
+            feedback_count: 0,
+            chunks: [PacketChunk::Run(PacketStatus::ReceivedSmallDelta, 10)].into(),
+            // 2.5 ms apart.
+            delta: (0..10).map(|_| Delta::Small(10)).collect(),
+        };
+        let first_at = t0 + Duration::from_millis(400);
+        assert_eq!(
+            reg.apply_report(report(0, 0xFF_FFFE), first_at)
+                .map(|i| i.count()),
+            Some(10)
+        );
+        // Three ticks later, across the 24-bit wrap.
+        let second_at = t0 + Duration::from_millis(600);
+        assert_eq!(
+            reg.apply_report(report(10, 0x00_0001), second_at)
+                .map(|i| i.count()),
+            Some(10)
+        );
+        let remote: Vec<Instant> = reg
+            .queue
+            .iter()
+            .filter_map(|r| r.remote_recv_time())
+            .collect();
+        assert_eq!(remote.len(), 20);
+        // The first report's time is mapped onto when it arrived.
+        assert_eq!(remote[0], first_at + Duration::from_micros(2500));
+        for (i, r) in remote.iter().enumerate().skip(1) {
+            let apart = if i == 10 {
+                Duration::from_millis(192) - Duration::from_micros(9 * 2500)
+            } else {
+                Duration::from_micros(2500)
+            };
+            assert_eq!(*r - remote[i - 1], apart, "record {i}");
+        }
+        // An older report (out of order) moves the clock back.
+        assert_eq!(reg.remote_ticks(0xFF_FFFF), 1);
+        assert_eq!(reg.remote_ticks(0x00_0002), 4);
     }
 
     fn received(base_seq: u16, status_count: u16) -> Twcc {
