@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use support::tern_process::TernCommand;
 use support::{Check, Env, Participant, run_in_netns, wait_until};
@@ -441,10 +441,17 @@ fn browser_receiver_behind_a_slow_link_gets_a_lower_layer_and_keeps_decoding() {
             std::thread::sleep(Duration::from_secs(3));
             let before = read_monitor(&receiver)?;
             println!("unshaped, 3 s: {before:?}");
-            ensure!(
-                before.height >= 700,
-                "the receiver left 720p on an unshaped link: {before:?}"
-            );
+            // What the publisher encoded then tells a bridge that switched
+            // down on its own from one following a publisher that stopped
+            // its 720p layer (Chromium drops it when short of CPU: CI saw
+            // this check fail once, alone on its machine, and pass alone
+            // three times after).
+            if before.height < 700 {
+                bail!(
+                    "the receiver left 720p on an unshaped link: {before:?}; publisher layers: {:?}",
+                    publisher.publish_stats()
+                );
+            }
 
             // The slow link.
             let (port, pair) = media_port(&receiver)?;
