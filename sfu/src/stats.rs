@@ -176,6 +176,10 @@ pub struct CoreStats {
     /// its timer was due, or after the core changed it (not for forwarded
     /// copies; `core/poll.rs`).
     pub polls: u64,
+    /// Of `polls`, those its own timer brought (`Core::handle_timeout`):
+    /// str0m's periodic work (the send-side estimator every 25 ms, the
+    /// pacer, reports), a fixed cost per connection whatever it is sent.
+    pub timer_polls: u64,
     pub leaves: u64,
     pub connects: u64,
     pub ice_disconnects: u64,

@@ -39,6 +39,8 @@ struct ShardMetrics {
     packets_out: Counter,
     bytes_out: Counter,
     forwarded: Counter,
+    polls_timer: Counter,
+    polls_other: Counter,
     keyframes_sent: Counter,
     keyframes_throttled: Counter,
     layer_switches: Counter,
@@ -89,6 +91,8 @@ impl ShardMetrics {
             packets_out: metrics::counter!("tern_packets_sent_total", "shard" => s.clone()),
             bytes_out: metrics::counter!("tern_bytes_sent_total", "shard" => s.clone()),
             forwarded: metrics::counter!("tern_rtp_forwarded_total", "shard" => s.clone()),
+            polls_timer: metrics::counter!("tern_connection_polls_total", "shard" => s.clone(), "cause" => "timer"),
+            polls_other: metrics::counter!("tern_connection_polls_total", "shard" => s.clone(), "cause" => "other"),
             keyframes_sent: metrics::counter!("tern_keyframe_requests_total", "shard" => s.clone(), "outcome" => "sent"),
             keyframes_throttled: metrics::counter!("tern_keyframe_requests_total", "shard" => s.clone(), "outcome" => "throttled"),
             layer_switches: metrics::counter!("tern_layer_switches_total", "shard" => s.clone()),
@@ -145,6 +149,9 @@ impl ShardMetrics {
         self.packets_out.absolute(st.packets_out);
         self.bytes_out.absolute(st.bytes_out);
         self.forwarded.absolute(st.rtp_forwarded);
+        self.polls_timer.absolute(st.timer_polls);
+        self.polls_other
+            .absolute(st.polls.saturating_sub(st.timer_polls));
         self.keyframes_sent.absolute(st.keyframe_requests_sent);
         self.keyframes_throttled
             .absolute(st.keyframe_requests_throttled);

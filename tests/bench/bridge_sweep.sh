@@ -52,7 +52,7 @@ for r in "${ROOMS[@]}"; do
   fi
   TERN_AUTH_SECRET=sweep taskset -c "$LOAD_CORE" "$L" loadtest --server http://127.0.0.1:18081 \
     "${LOAD[@]}" "${EXTRA[@]}" -d 10 --server-pid "$BR" \
-    2>/tmp/tern-sweep-load.log | grep -E "^overall|server pid|server metrics|forwarding delay|load tool:|^error:" || true
+    2>/tmp/tern-sweep-load.log | grep -E "^overall|server pid|server metrics|server connection polls|forwarding delay|load tool:|^error:" || true
   grep -E "^Error" /tmp/tern-sweep-load.log || true
   kill "$BR"; wait "$BR" 2>/dev/null || true
 done

@@ -21,7 +21,7 @@ L=./target/release/tern
 start_bridge 1 "$BIN" /tmp/tern-lowload-bridge.log
 trap 'kill $BR 2>/dev/null; wait $BR 2>/dev/null || true' EXIT
 TERN_AUTH_SECRET=sweep taskset -c 0 "$L" loadtest --server http://127.0.0.1:18081 \
-  -n 1 -r 1 -m "${M:-20}" -d 12 --server-pid "$BR" 2>/dev/null | grep -E "server pid|server metrics" &
+  -n 1 -r 1 -m "${M:-20}" -d 12 --server-pid "$BR" 2>/dev/null | grep -E "server pid|server metrics|server connection polls" &
 LT=$!
 sleep 6
 perf "$@" -p "$BR" -- sleep 5 2>&1 | tail -40

@@ -47,6 +47,9 @@ pub struct Summary {
     /// Of the media socket's datagrams in the window, those that left in UDP
     /// GSO messages (`tern_udp_datagrams_sent_total{path}`): gso, plain.
     pub server_gso_datagrams: Option<(f64, f64)>,
+    /// Times the server polled participants' connections in the window
+    /// (`tern_connection_polls_total{cause}`): on their own timers, other.
+    pub server_polls: Option<(f64, f64)>,
     /// The server's own forwarding delay over the window (Tern `/metrics`,
     /// `tern_forward_latency_seconds`: kernel receive to `sendmmsg`).
     pub server_forward_latency: Option<ForwardLatencySummary>,
@@ -287,6 +290,16 @@ impl Summary {
                     }
                     _ => String::new(),
                 }
+            );
+        }
+        if let Some((timer, other)) = self.server_polls {
+            let endpoints = (self.publishers + self.subscribers).max(1) as f64;
+            let per = |n: f64| n / self.window_secs / endpoints;
+            let _ = writeln!(
+                s,
+                "server connection polls: {:.1} per endpoint-second ({:.1} on their own timers)",
+                per(timer + other),
+                per(timer),
             );
         }
         if let Some(l) = &self.server_forward_latency {

@@ -278,6 +278,10 @@ pub async fn run(args: Args, mint: MintToken) -> Result<Summary> {
             let path = |p| delta_where("tern_udp_datagrams_sent_total", Some(("path", p)));
             path("gso").zip(path("plain"))
         },
+        server_polls: {
+            let cause = |c| delta_where("tern_connection_polls_total", Some(("cause", c)));
+            cause("timer").zip(cause("other"))
+        },
         server_forward_latency: match (&metrics_at_start, &metrics_at_end) {
             (Some(a), Some(b)) => ForwardLatencySummary::between(a, b),
             _ => None,

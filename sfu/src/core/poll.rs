@@ -87,11 +87,13 @@ impl Core {
             }
         }
         for &id in &due {
-            if let Some(ep) = self.endpoints.get_mut(&id)
-                && let Err(e) = ep.rtc.handle_input(Input::Timeout(now))
-            {
+            let Some(ep) = self.endpoints.get_mut(&id) else {
+                continue;
+            };
+            if let Err(e) = ep.rtc.handle_input(Input::Timeout(now)) {
                 debug!(endpoint = %id, error = %e, "timeout refused");
             }
+            self.stats.timer_polls += 1;
             self.drive(now, id);
         }
         due.clear();

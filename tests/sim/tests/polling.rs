@@ -22,7 +22,11 @@ fn receive_only(c: &mut PeerConfig) {
 const RECEIVERS: usize = 20;
 
 fn one_to_many(seed: u64) -> Sim {
-    let mut sim = Sim::new(SimConfig::new(seed));
+    one_to_many_with(SimConfig::new(seed))
+}
+
+fn one_to_many_with(cfg: SimConfig) -> Sim {
+    let mut sim = Sim::new(cfg);
     sim.add_peer(
         "pub",
         |c| c.audio = true,
@@ -56,11 +60,13 @@ fn a_receiver_is_polled_for_its_input_and_timer_not_after_every_copy() {
         let after = sim.core().stats().clone();
         let copies = after.rtp_forwarded - before.rtp_forwarded;
         let polls = after.polls - before.polls;
+        let timer_polls = after.timer_polls - before.timer_polls;
         let per_receiver = |n: u64| n as f64 / RECEIVERS as f64 / 10.0;
         eprintln!(
-            "per receiver and second: {:.0} copies, {:.0} polls (the whole core's, the publisher's too)",
+            "per receiver and second: {:.0} copies, {:.0} polls, {:.1} of them on timers (the whole core's, the publisher's too)",
             per_receiver(copies),
-            per_receiver(polls)
+            per_receiver(polls),
+            per_receiver(timer_polls),
         );
         assert!(
             per_receiver(copies) > 150.0,
@@ -150,5 +156,51 @@ fn every_forwarded_stream_gets_sender_reports_that_put_audio_and_video_on_one_cl
                 skew * 1000.0
             );
         }
+    });
+}
+
+/// A receiver whose feedback stops (its uplink lost, the bridge still
+/// sending) is polled on its own timers: str0m's send-side estimator looks
+/// for a report every 25 ms and the pacer runs every 40 ms. What
+/// `tern_connection_polls_total{cause="timer"}` counts, and why the load
+/// tool's count-only receivers cost a bridge ~40 passes a second each
+/// (BENCHMARKS.md, "Egress: where the saturation sweep's timer passes go").
+#[test]
+fn a_receiver_whose_feedback_stopped_is_polled_on_its_timers() {
+    with_seed(seed_or(3), |seed| {
+        // The send-side estimator is on, as on a real bridge.
+        let mut sim = one_to_many_with(SimConfig {
+            bandwidth_estimation: true,
+            ..SimConfig::new(seed)
+        });
+        sim.run_until(secs(5.0));
+        let per_receiver_second =
+            |a: u64, b: u64, secs: f64| (b - a) as f64 / RECEIVERS as f64 / secs;
+        let before = sim.core().stats().clone();
+        sim.run_until(secs(7.0));
+        let flowing = sim.core().stats().clone();
+        for i in 0..RECEIVERS {
+            let r = sim.peer_index(&format!("r{i}"));
+            sim.loss_window(r, secs(7.0), secs(10.0), 1.0);
+        }
+        sim.run_until(secs(7.5));
+        let cut = sim.core().stats().clone();
+        sim.run_until(secs(9.5));
+        let after = sim.core().stats().clone();
+        let with_feedback = per_receiver_second(before.timer_polls, flowing.timer_polls, 2.0);
+        let without = per_receiver_second(cut.timer_polls, after.timer_polls, 2.0);
+        let copies = per_receiver_second(cut.rtp_forwarded, after.rtp_forwarded, 2.0);
+        eprintln!(
+            "timer polls per receiver-second: {with_feedback:.1} with feedback, {without:.1} without ({copies:.0} copies a second)"
+        );
+        assert!(copies > 150.0, "still sent media: {copies}");
+        // With feedback the estimator's 25 ms updates follow its reports
+        // (some served by the reports' own polls); without, every look
+        // for one is a timer pass of its own.
+        assert!(without >= 35.0, "{without}");
+        assert!(
+            without > with_feedback + 10.0,
+            "{without} vs {with_feedback}"
+        );
     });
 }
