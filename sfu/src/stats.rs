@@ -177,8 +177,9 @@ pub struct CoreStats {
     /// copies; `core/poll.rs`).
     pub polls: u64,
     /// Of `polls`, those its own timer brought (`Core::handle_timeout`):
-    /// str0m's periodic work (the send-side estimator every 25 ms, the
-    /// pacer, reports), a fixed cost per connection whatever it is sent.
+    /// str0m's periodic work (the send-side estimator every 25 ms while
+    /// media flows, the pacer, reports): a cost per connection beside the
+    /// copies it is sent.
     pub timer_polls: u64,
     pub leaves: u64,
     pub connects: u64,
