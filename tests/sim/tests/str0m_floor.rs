@@ -13,10 +13,18 @@
 //! (timed out once per round either way). The test asserts that every
 //! packet arrives; it prints the cost per delivered datagram on each side.
 //! `TERN_FLOOR_ROUNDS` makes it a benchmark (BENCHMARKS.md, "Simulation").
+//!
+//! A second test is a bridge's fan-out in miniature: one source's packets
+//! sent with `send_rtp_now` to 1, 70 and 560 receivers in turn, each
+//! connection built as `tern_sfu` builds it and polled on its own timers.
+//! What a copy costs grows with the receivers, as their state falls out of
+//! the CPU's caches (BENCHMARKS.md, "Egress: a copy's cost as receivers
+//! grow"); `TERN_FANOUT_CONNS` and `TERN_FANOUT_BURST` vary it.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::Bitrate;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
@@ -119,9 +127,20 @@ fn flush(now: Instant, a: &mut Side, b: &mut Side) -> usize {
 /// Connect a bridge-like and a participant-like `Rtc` of `shape`; returns
 /// them with the bridge's send mids (video slots first) once media flows.
 fn connect(shape: Shape, t0: Instant) -> (Side, Side, Vec<(Mid, MediaKind)>, Instant) {
-    let b_addr: SocketAddr = "10.0.0.1:10000".parse().expect("addr");
-    let p_addr: SocketAddr = "10.0.0.2:20000".parse().expect("addr");
-    let mut bridge = Side::new(build(t0, true), b_addr, t0);
+    connect_with(shape, t0, build(t0, true), 0)
+}
+
+/// `connect` with the bridge side's `Rtc` given; `n` numbers the pair's
+/// addresses.
+fn connect_with(
+    shape: Shape,
+    t0: Instant,
+    bridge_rtc: Rtc,
+    n: u16,
+) -> (Side, Side, Vec<(Mid, MediaKind)>, Instant) {
+    let b_addr = SocketAddr::from(([10, 0, 0, 1], 10000 + n));
+    let p_addr = SocketAddr::from(([10, 0, 1, 2], 20000 + n));
+    let mut bridge = Side::new(bridge_rtc, b_addr, t0);
     let mut part = Side::new(build(t0, false), p_addr, t0);
     bridge
         .rtc
@@ -176,6 +195,9 @@ fn connect(shape: Shape, t0: Instant) -> (Side, Side, Vec<(Mid, MediaKind)>, Ins
 struct Cost {
     delivered: u64,
     bridge: Duration,
+    /// Of `bridge`, the writes alone (`write_rtp` or `send_rtp_now`), without
+    /// the round's timeout pass: what a copy costs to write, seal and account.
+    writes: Duration,
     participant: Duration,
 }
 
@@ -183,8 +205,9 @@ struct Cost {
 /// sent and received; the participant's own timers and feedback run too.
 ///
 /// `send_now`: the bridge side sends with `DirectApi::send_rtp_now` into
-/// buffers it reuses (as `Core::forward` does), instead of `write_rtp` and
-/// the poll; it is still timed out once per round.
+/// buffers it reuses (as `Core::forward` does, video NACKs surfaced to the
+/// caller), instead of `write_rtp` and the poll; it is still timed out once
+/// per round.
 fn run(shape: Shape, rounds: u64, send_now: bool) -> Cost {
     let t0 = Instant::now();
     let (mut bridge, mut part, slots, mut now) = connect(shape, t0);
@@ -195,6 +218,7 @@ fn run(shape: Shape, rounds: u64, send_now: bool) -> Cost {
     let mut cost = Cost {
         delivered: 0,
         bridge: Duration::ZERO,
+        writes: Duration::ZERO,
         participant: Duration::ZERO,
     };
     let rtp_before = part.rtp_in;
@@ -202,7 +226,15 @@ fn run(shape: Shape, rounds: u64, send_now: bool) -> Cost {
         let mut api = bridge.rtc.direct_api();
         slots
             .iter()
-            .map(|&(mid, _)| api.stream_tx_by_mid(mid, None).expect("send stream").ssrc())
+            .map(|&(mid, kind)| {
+                let tx = api.stream_tx_by_mid(mid, None).expect("send stream");
+                // As `Core` forwards: video NACKs are answered from the
+                // bridge's own copy, so str0m caches nothing it sends now.
+                if send_now {
+                    tx.set_nacks_to_caller(kind == MediaKind::Video);
+                }
+                tx.ssrc()
+            })
             .collect()
     };
     let video: std::sync::Arc<[u8]> = video.into();
@@ -232,6 +264,7 @@ fn run(shape: Shape, rounds: u64, send_now: bool) -> Cost {
                 tx.write_rtp(w);
             }
         }
+        cost.writes += t.elapsed();
         bridge.timeout(now);
         sent.append(&mut bridge.out);
         cost.bridge += t.elapsed();
@@ -294,7 +327,7 @@ fn str0m_delivers_every_packet_and_its_cost_per_datagram_is_printed() {
             let c = run(shape, rounds, send_now);
             let per = |d: Duration| d.as_secs_f64() * 1e6 / c.delivered as f64;
             eprintln!(
-                "{:>2} video + {} audio slots{}, {}: {} datagrams, bridge {:.2} µs + participant {:.2} µs = {:.2} µs per delivered datagram",
+                "{:>2} video + {} audio slots{}, {}: {} datagrams, bridge {:.2} µs (writes {:.2} µs) + participant {:.2} µs = {:.2} µs per delivered datagram",
                 shape.video_slots,
                 shape.audio_slots,
                 if shape.publishes { ", publishing" } else { "" },
@@ -305,9 +338,170 @@ fn str0m_delivers_every_packet_and_its_cost_per_datagram_is_printed() {
                 },
                 c.delivered,
                 per(c.bridge),
+                per(c.writes),
                 per(c.participant),
                 per(c.bridge + c.participant),
             );
         }
+    }
+}
+
+/// The bridge side as `tern_sfu`'s `Core` builds it: estimator on at
+/// 1 Mbit/s, statistics every 5 s, a TWCC send history of 512.
+fn build_bridge(now: Instant) -> Rtc {
+    Rtc::builder()
+        .set_rtp_mode(true)
+        .set_ice_lite(true)
+        .set_stats_interval(Some(Duration::from_secs(5)))
+        .set_twcc_send_history(512)
+        .enable_bwe(Some(Bitrate::mbps(1)))
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .build(now)
+}
+
+/// What a bridge's fan-out costs per copy as its receivers grow.
+struct FanOut {
+    copies: u64,
+    writes: Duration,
+    passes: u64,
+    pass_time: Duration,
+    seconds: f64,
+}
+
+/// `conns` receivers of one video slot each, every one sent each packet of
+/// one source (a 720p stream's ~270 packets a second, 1,100 bytes) with
+/// `send_rtp_now` in turn, as `Core::fan_out` does, and timed out only when
+/// its own timer is due, as `Core::handle_timeout` does. The participants
+/// take every datagram and send their feedback (untimed). With hundreds of
+/// connections each copy and each pass finds its connection's state out of
+/// the CPU's caches, as a loaded bridge does; with one, it is always hot.
+fn fan_out(conns: usize, rounds: u64, burst: u64) -> FanOut {
+    let t0 = Instant::now();
+    let shape = Shape {
+        video_slots: 1,
+        audio_slots: 0,
+        publishes: false,
+    };
+    let mut pairs = Vec::with_capacity(conns);
+    let mut now = t0;
+    for n in 0..conns {
+        let (bridge, part, slots, at) = connect_with(shape, t0, build_bridge(t0), n as u16);
+        now = now.max(at);
+        pairs.push((bridge, part, slots[0].0));
+    }
+    let vp8 = pt_of(&pairs[0].0.rtc, Codec::Vp8);
+    let ssrcs: Vec<_> = pairs
+        .iter_mut()
+        .map(|(bridge, _, mid)| {
+            let mut api = bridge.rtc.direct_api();
+            let tx = api.stream_tx_by_mid(*mid, None).expect("send stream");
+            tx.set_nacks_to_caller(true);
+            tx.ssrc()
+        })
+        .collect();
+    let payload: std::sync::Arc<[u8]> = vec![0x90u8; 1100].into();
+    let mut bufs: Vec<Vec<Vec<u8>>> = (0..conns)
+        .map(|_| (0..burst).map(|_| Vec::with_capacity(1500)).collect())
+        .collect();
+    let mut cost = FanOut {
+        copies: 0,
+        writes: Duration::ZERO,
+        passes: 0,
+        pass_time: Duration::ZERO,
+        seconds: 0.0,
+    };
+    let start = now;
+    let rtp_before: u64 = pairs.iter().map(|p| p.1.rtp_in).sum();
+    for round in 0..rounds {
+        // ~270 packets a second; a frame (marker) every ninth. `burst`
+        // packets at once, each receiver sent all of them before the next
+        // receiver is.
+        now += Duration::from_micros(3_700 * burst);
+        let t = Instant::now();
+        for ((bridge, _, _), (ssrc, bufs)) in pairs.iter_mut().zip(ssrcs.iter().zip(&mut bufs)) {
+            for (i, buf) in bufs.iter_mut().enumerate() {
+                let n = round * burst + i as u64;
+                let ts = ((n / 9) as u32).wrapping_mul(3_000);
+                let w = RtpWrite::new(vp8, SeqNo::from(n + 1), ts, now, payload.clone())
+                    .marker(n % 9 == 8)
+                    .nackable(true);
+                bridge
+                    .rtc
+                    .direct_api()
+                    .send_rtp_now(now, *ssrc, w, buf)
+                    .expect("sent");
+            }
+        }
+        cost.writes += t.elapsed();
+        cost.copies += conns as u64 * burst;
+        for ((bridge, part, _), bufs) in pairs.iter_mut().zip(&mut bufs) {
+            for buf in bufs.iter_mut() {
+                part.receive(now, bridge.addr, buf);
+                buf.clear();
+            }
+            if part.next_timeout <= now {
+                part.timeout(now);
+            }
+            let feedback = std::mem::take(&mut part.out);
+            let t = Instant::now();
+            for d in &feedback {
+                bridge.receive(now, part.addr, d);
+            }
+            if bridge.next_timeout <= now {
+                bridge.timeout(now);
+                cost.passes += 1;
+            }
+            cost.pass_time += t.elapsed();
+            // Padding and probes the bridge sent go to the participant
+            // (untimed).
+            for d in std::mem::take(&mut bridge.out) {
+                part.receive(now, bridge.addr, &d);
+            }
+        }
+    }
+    cost.seconds = (now - start).as_secs_f64();
+    let rtp: u64 = pairs.iter().map(|p| p.1.rtp_in).sum::<u64>() - rtp_before;
+    assert!(
+        rtp >= cost.copies,
+        "{conns} connections: every copy arrives ({rtp} of {} RTP packets)",
+        cost.copies
+    );
+    cost
+}
+
+#[test]
+fn a_fan_outs_cost_per_copy_and_per_pass_is_printed_as_its_receivers_grow() {
+    let rounds: u64 = std::env::var("TERN_FLOOR_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    // `TERN_FANOUT_CONNS=560` runs one size (for a profile).
+    let sizes: Vec<usize> = match std::env::var("TERN_FANOUT_CONNS") {
+        Ok(v) => vec![v.parse().expect("TERN_FANOUT_CONNS is a number")],
+        Err(_) => vec![1, 70, 560],
+    };
+    // `TERN_FANOUT_BURST=8`: each receiver is sent 8 packets in a row.
+    let burst: u64 = std::env::var("TERN_FANOUT_BURST")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    for conns in sizes {
+        let c = fan_out(
+            conns,
+            (rounds.max(20) * 70 / conns as u64 / burst).max(2),
+            burst,
+        );
+        let ns = |d: Duration, n: u64| d.as_secs_f64() * 1e9 / n.max(1) as f64;
+        eprintln!(
+            "{conns:>3} receivers, bursts of {burst}, {:.1} s: send_rtp_now {:.0} ns per copy; feedback and timers \
+             {:.0} ns per copy ({:.1} passes per receiver-second on timers); bridge {:.0} ns per copy",
+            c.seconds,
+            ns(c.writes, c.copies),
+            ns(c.pass_time, c.copies),
+            c.passes as f64 / (conns as f64 * c.seconds),
+            ns(c.writes + c.pass_time, c.copies),
+        );
     }
 }
