@@ -479,14 +479,23 @@ fn a_fan_outs_cost_per_copy_and_per_pass_is_printed_as_its_receivers_grow() {
         .unwrap_or(200);
     // `TERN_FANOUT_CONNS=560` runs one size (for a profile).
     let sizes: Vec<usize> = match std::env::var("TERN_FANOUT_CONNS") {
-        Ok(v) => vec![v.parse().expect("TERN_FANOUT_CONNS is a number")],
+        Ok(v) => vec![
+            v.parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .expect("TERN_FANOUT_CONNS is a count of receivers, at least 1"),
+        ],
         Err(_) => vec![1, 70, 560],
     };
     // `TERN_FANOUT_BURST=8`: each receiver is sent 8 packets in a row.
-    let burst: u64 = std::env::var("TERN_FANOUT_BURST")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
+    let burst: u64 = match std::env::var("TERN_FANOUT_BURST") {
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .expect("TERN_FANOUT_BURST is a count of packets, at least 1"),
+        Err(_) => 1,
+    };
     for conns in sizes {
         let c = fan_out(
             conns,
