@@ -114,6 +114,17 @@ fn pt_of(rtc: &Rtc, codec: Codec) -> Pt {
         .expect("negotiated codec")
 }
 
+/// A count given in the environment variable `name` (rounds, receivers,
+/// packets in a row): `None` when it is not set; a value that is not a
+/// number of at least 1 stops the benchmark with a message saying so.
+fn env_count(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    match v.parse::<u64>() {
+        Ok(n) if n > 0 => Some(n),
+        _ => panic!("{name} is a count, at least 1 (got {v:?})"),
+    }
+}
+
 /// Move every pending datagram from `a` to `b`.
 fn flush(now: Instant, a: &mut Side, b: &mut Side) -> usize {
     let out = std::mem::take(&mut a.out);
@@ -298,10 +309,7 @@ fn run(shape: Shape, rounds: u64, send_now: bool) -> Cost {
 
 #[test]
 fn str0m_delivers_every_packet_and_its_cost_per_datagram_is_printed() {
-    let rounds: u64 = std::env::var("TERN_FLOOR_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
+    let rounds = env_count("TERN_FLOOR_ROUNDS").unwrap_or(200);
     let shapes = [
         // One stream each way: what machine.md's per-packet figures measure.
         Shape {
@@ -473,29 +481,14 @@ fn fan_out(conns: usize, rounds: u64, burst: u64) -> FanOut {
 
 #[test]
 fn a_fan_outs_cost_per_copy_and_per_pass_is_printed_as_its_receivers_grow() {
-    let rounds: u64 = std::env::var("TERN_FLOOR_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
+    let rounds = env_count("TERN_FLOOR_ROUNDS").unwrap_or(200);
     // `TERN_FANOUT_CONNS=560` runs one size (for a profile).
-    let sizes: Vec<usize> = match std::env::var("TERN_FANOUT_CONNS") {
-        Ok(v) => vec![
-            v.parse()
-                .ok()
-                .filter(|&n| n > 0)
-                .expect("TERN_FANOUT_CONNS is a count of receivers, at least 1"),
-        ],
-        Err(_) => vec![1, 70, 560],
+    let sizes: Vec<usize> = match env_count("TERN_FANOUT_CONNS") {
+        Some(n) => vec![n as usize],
+        None => vec![1, 70, 560],
     };
     // `TERN_FANOUT_BURST=8`: each receiver is sent 8 packets in a row.
-    let burst: u64 = match std::env::var("TERN_FANOUT_BURST") {
-        Ok(v) => v
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .expect("TERN_FANOUT_BURST is a count of packets, at least 1"),
-        Err(_) => 1,
-    };
+    let burst = env_count("TERN_FANOUT_BURST").unwrap_or(1);
     for conns in sizes {
         let c = fan_out(
             conns,
