@@ -27,10 +27,12 @@ use crate::rtp_::{MediaTime, SenderInfo};
 use crate::rtp_::{Mid, Rid, SeqNo};
 use crate::util::already_happened;
 
+use self::quiet::TxSlot;
 pub use self::receive::StreamRx;
 pub(crate) use self::send::SEND_NOW_SCRATCH;
 pub use self::send::{RtpWrite, SendNowError, SendNowTo, StreamTx, StreamTxQueueInfo};
 
+mod quiet;
 mod receive;
 pub(crate) mod register;
 pub(crate) mod register_nack;
@@ -145,10 +147,11 @@ pub(crate) struct Streams {
 
     /// All outgoing encoded streams.
     ///
-    /// Boxed: a `StreamTx` is ~1.9 KB, and a map holding it by value keeps
-    /// up to twice its length in capacity (a receiver of eight streams had
-    /// sixteen buckets, ~30 KB).
-    streams_tx: SsrcMap<Box<StreamTx>>,
+    /// Boxed: a `StreamTx` was ~1.9 KB (~840 bytes now), and a map holding
+    /// it by value keeps up to twice its length in capacity (a receiver of
+    /// eight streams had sixteen buckets, ~30 KB). Beside each box, what a
+    /// timer pass needs of the stream while it is quiet (`quiet.rs`).
+    streams_tx: SsrcMap<TxSlot>,
 
     /// Non-media padding source. Its sequence counter survives media changes.
     probe_tx: StreamTx,
@@ -347,15 +350,18 @@ impl Streams {
         rtx: Option<Ssrc>,
         midrid: MidRid,
     ) -> &mut StreamTx {
-        self.streams_tx.entry(ssrc).or_insert_with(|| {
-            Box::new(StreamTx::new(
-                ssrc,
-                rtx,
-                midrid,
-                self.enable_stats,
-                self.mtu_warn,
-            ))
-        })
+        self.streams_tx
+            .entry(ssrc)
+            .or_insert_with(|| {
+                TxSlot::new(StreamTx::new(
+                    ssrc,
+                    rtx,
+                    midrid,
+                    self.enable_stats,
+                    self.mtu_warn,
+                ))
+            })
+            .get_mut()
     }
 
     pub fn remove_stream_tx(&mut self, ssrc: Ssrc) -> bool {
@@ -365,13 +371,14 @@ impl Streams {
     pub(crate) fn local_sender_ssrcs(&self) -> Vec<Ssrc> {
         self.streams_tx
             .values()
+            .map(TxSlot::get)
             .flat_map(|s| std::iter::once(s.ssrc()).chain(s.rtx()))
             .collect()
     }
 
     pub(crate) fn reset_send_buffers(&mut self) {
         for stream in self.streams_tx.values_mut() {
-            stream.reset_buffers();
+            stream.get_mut().reset_buffers();
         }
     }
 
@@ -380,7 +387,7 @@ impl Streams {
     }
 
     pub fn stream_tx(&mut self, ssrc: &Ssrc) -> Option<&mut StreamTx> {
-        self.streams_tx.get_mut(ssrc).map(|s| &mut **s)
+        self.streams_tx.get_mut(ssrc).map(TxSlot::get_mut)
     }
 
     /// Lookup the "main" SSRC and mid for a given SSRC(main or RTX).
@@ -487,11 +494,18 @@ impl Streams {
             }
         }
 
-        for stream in self.streams_tx.values_mut() {
-            let mid = stream.mid();
+        for slot in self.streams_tx.values_mut() {
+            let mid = slot.mid();
+            let report = self.mids_to_report.contains(&mid);
+            // A quiet stream's first timeout is done and its queue empty:
+            // without a report, its timeout does nothing.
+            if slot.is_quiet() && !report {
+                continue;
+            }
+            let stream = slot.get_mut();
 
             // All StreamTx belonging to the same Mid are reported together.
-            if self.mids_to_report.contains(&mid) {
+            if report {
                 stream.create_sr_and_update(now, feedback);
             }
 
@@ -511,7 +525,12 @@ impl Streams {
     }
 
     pub(crate) fn poll_keyframe_request(&mut self) -> Option<KeyframeRequest> {
+        // A quiet stream has no request waiting.
         self.streams_tx.values_mut().find_map(|s| {
+            if s.is_quiet() {
+                return None;
+            }
+            let s = s.get_mut();
             let kind = s.poll_keyframe_request()?;
             Some(KeyframeRequest {
                 mid: s.mid(),
@@ -522,7 +541,12 @@ impl Streams {
     }
 
     pub(crate) fn poll_nack(&mut self) -> Option<NackRequest> {
+        // A quiet stream has no NACK waiting.
         self.streams_tx.values_mut().find_map(|s| {
+            if s.is_quiet() {
+                return None;
+            }
+            let s = s.get_mut();
             let seq_nos = s.poll_nacked()?;
             Some(NackRequest {
                 mid: s.mid(),
@@ -547,8 +571,11 @@ impl Streams {
     }
 
     pub(crate) fn poll_remb_request(&mut self) -> Option<(Mid, Bitrate)> {
+        // A quiet stream has no request waiting.
         self.streams_tx
             .values_mut()
+            .filter(|s| !s.is_quiet())
+            .map(TxSlot::get_mut)
             .find_map(|s| s.poll_remb_request().map(|b| (s.mid(), b)))
     }
 
@@ -583,13 +610,14 @@ impl Streams {
     }
 
     pub(crate) fn streams_tx(&mut self) -> impl Iterator<Item = &mut StreamTx> {
-        self.streams_tx.values_mut().map(|s| &mut **s)
+        self.streams_tx.values_mut().map(TxSlot::get_mut)
     }
 
     pub(crate) fn ssrcs_tx(&self, mid: Mid) -> Vec<(Ssrc, Option<Ssrc>)> {
         self.streams_tx
             .values()
             .filter(|s| s.mid() == mid)
+            .map(TxSlot::get)
             .map(|s| (s.ssrc(), s.rtx()))
             .collect()
     }
@@ -611,7 +639,10 @@ impl Streams {
                 continue;
             }
 
-            let has_rtx_tx = self.streams_tx.values().any(|s| s.rtx() == Some(ssrc));
+            let has_rtx_tx = self
+                .streams_tx
+                .values()
+                .any(|s| s.get().rtx() == Some(ssrc));
             if has_rtx_tx {
                 continue;
             }
@@ -681,14 +712,13 @@ impl Streams {
         });
         let mut streams = self.streams_tx.values_mut();
         std::iter::from_fn(move || {
-            if let Some(stream) = streams.next() {
-                let mut queue = stream.queue_state(now);
+            if let Some(slot) = streams.next() {
+                let (mut queue, padding_pt) = slot.queue_state(now);
                 if probe_queue.is_some() && queue.use_for_padding {
                     // Only negotiated feedback sources can provide probe padding.
                     // Ordinary padding keeps its existing eligibility.
-                    queue.use_for_padding = stream
-                        .padding_pt()
-                        .is_some_and(|pt| can_probe(stream.mid(), pt));
+                    queue.use_for_padding =
+                        padding_pt.is_some_and(|pt| can_probe(queue.midrid.mid(), pt));
                 }
                 media_padding |= queue.use_for_padding;
                 return Some(queue);
@@ -706,8 +736,8 @@ impl Streams {
         }
         self.streams_tx
             .values_mut()
-            .find(|s| s.is_midrid(midrid))
-            .map(|s| &mut **s)
+            .find(|s| midrid.special_equals(&s.midrid()))
+            .map(TxSlot::get_mut)
     }
 
     pub(crate) fn stream_rx_by_midrid(&mut self, midrid: MidRid) -> Option<&mut StreamRx> {
@@ -725,7 +755,7 @@ impl Streams {
         self.streams_tx
             .values_mut()
             .filter(move |s| s.mid() == mid)
-            .map(|s| &mut **s)
+            .map(TxSlot::get_mut)
     }
 
     /// An iterator over all the rx streams for a given mid.

@@ -1323,10 +1323,6 @@ impl StreamTx {
         Some(std::mem::take(nacked))
     }
 
-    pub(crate) fn need_sr(&self, now: Instant, intervals: RtcpReportIntervals) -> bool {
-        now >= self.sender_report_at(intervals)
-    }
-
     pub(crate) fn create_sr_and_update(&mut self, now: Instant, feedback: &mut VecDeque<Rtcp>) {
         let sr = self.create_sender_report(now);
 
@@ -1531,6 +1527,28 @@ impl StreamTx {
         self.send_queue.need_timeout()
     }
 
+    /// Some while this stream has nothing for a pass to do: its kind known
+    /// (the first timeout done), nothing queued, resent or padded, no
+    /// keyframe or REMB request and no NACK waiting (`streams::quiet`).
+    pub(crate) fn quiet_parts(&self) -> Option<super::quiet::QuietParts> {
+        let kind = self.kind?;
+        let idle = self.send_queue.is_empty()
+            && self.resends.is_empty()
+            && self.padding == 0
+            && self.pending_request_keyframe.is_none()
+            && self.pending_request_remb.is_none()
+            && self.nacked.as_ref().is_none_or(|n| n.is_empty());
+        idle.then_some(super::quiet::QuietParts {
+            is_audio: kind.is_audio(),
+            last_sender_report: self.last_sender_report,
+        })
+    }
+
+    /// The queue state a pass gave for this stream while it was quiet.
+    pub(crate) fn restore_queue_info(&mut self, snapshot: QueueSnapshot) {
+        self.queue_info = Some(snapshot);
+    }
+
     pub(crate) fn handle_timeout<'a>(
         &mut self,
         now: Instant,
@@ -1618,10 +1636,6 @@ impl StreamTx {
 
         // Clear all buffers
         self.reset_buffers();
-    }
-
-    pub(crate) fn is_midrid(&self, midrid: MidRid) -> bool {
-        midrid.special_equals(&self.midrid)
     }
 }
 
@@ -1895,6 +1909,117 @@ mod test {
         assert_eq!(second.header.ext_vals.transport_cc, Some(1));
         assert_eq!(second.header.ext_vals.mid, Some("vid".into()));
         assert_eq!(second.header.payload_type, 96.into());
+    }
+
+    fn video_stream() -> StreamTx {
+        let mut s = StreamTx::new(
+            42.into(),
+            Some(43.into()),
+            MidRid(Mid::from("1"), None),
+            false,
+            1200,
+        );
+        // As its first timeout leaves it.
+        s.kind = Some(MediaKind::Video);
+        s.unpaced = Some(false);
+        s.pt_for_padding = Some(96.into());
+        s
+    }
+
+    fn same(a: &QueueState, b: &QueueState) -> bool {
+        a.midrid == b.midrid
+            && a.unpaced == b.unpaced
+            && a.use_for_padding == b.use_for_padding
+            && a.snapshot == b.snapshot
+    }
+
+    #[test]
+    fn a_quiet_stream_gives_a_pass_what_the_stream_itself_gives() {
+        use crate::streams::quiet::TxSlot;
+        let t0 = Instant::now();
+        for sent in [false, true] {
+            let mut stream = video_stream();
+            if sent {
+                stream.send_queue.note_sent_now(t0);
+                stream.last_sender_report = t0;
+            }
+            let mut slot = TxSlot::new(stream);
+            slot.queue_state(t0);
+            assert!(slot.is_quiet(), "sent {sent}");
+            let intervals = RtcpReportIntervals {
+                audio: Duration::from_secs(5),
+                video: Duration::from_secs(1),
+            };
+            for ms in [5, 25, 999, 1000, 60_000] {
+                let now = t0 + Duration::from_millis(ms);
+                let (quiet, pt) = slot.queue_state(now);
+                assert!(slot.is_quiet());
+                let report_at = slot.sender_report_at(intervals);
+                assert!(!slot.need_timeout());
+                let midrid = slot.midrid();
+                // The same stream, asked itself.
+                let stream = slot.get_mut();
+                let own = stream.queue_state(now);
+                assert!(
+                    same(&quiet, &own),
+                    "sent {sent}, {ms} ms: {quiet:?} vs {own:?}"
+                );
+                assert_eq!(pt, stream.padding_pt());
+                assert_eq!(report_at, stream.sender_report_at(intervals));
+                assert_eq!(midrid, stream.midrid());
+                assert!(!slot.is_quiet());
+                slot.queue_state(now);
+            }
+        }
+    }
+
+    #[test]
+    fn reaching_a_quiet_stream_to_change_it_ends_its_quiet_with_its_last_queue_info() {
+        use crate::streams::quiet::TxSlot;
+        let t0 = Instant::now();
+        let mut slot = TxSlot::new(video_stream());
+        slot.queue_state(t0);
+        let t1 = t0 + Duration::from_millis(40);
+        slot.queue_state(t1);
+        assert!(slot.is_quiet());
+        let info = slot.get_mut().queue_info().expect("queue info");
+        // As if the stream had been asked at the last pass itself.
+        assert_eq!(info.created_at(), t1);
+        assert!(!slot.is_quiet());
+    }
+
+    #[test]
+    fn a_stream_with_anything_to_do_is_not_quiet() {
+        use crate::streams::quiet::TxSlot;
+        let now = Instant::now();
+        let cases: [fn(&mut StreamTx); 6] = [
+            |s| s.kind = None,
+            |s| s.padding = 240,
+            |s| {
+                s.resends.push_back(Resend {
+                    seq_no: 7.into(),
+                    queued_at: Instant::now(),
+                    payload_size: 123,
+                })
+            },
+            |s| s.nacked = Some(vec![7.into()]),
+            |s| s.pending_request_keyframe = Some(KeyframeRequestKind::Pli),
+            |s| s.pending_request_remb = Some(Bitrate::kbps(300)),
+        ];
+        for (i, change) in cases.into_iter().enumerate() {
+            let mut stream = video_stream();
+            change(&mut stream);
+            let mut slot = TxSlot::new(stream);
+            slot.queue_state(now);
+            assert!(!slot.is_quiet(), "case {i}");
+        }
+        // Not even the first: a packet queued.
+        let mut slot = TxSlot::new(video_stream());
+        slot.queue_state(now);
+        assert!(slot.is_quiet());
+        slot.get_mut().send_queue.push(RtpPacket::blank());
+        slot.queue_state(now);
+        assert!(!slot.is_quiet());
     }
 
     #[test]
