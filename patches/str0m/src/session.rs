@@ -290,8 +290,10 @@ impl Session {
             return Ok(());
         }
 
-        // Payload ready media.
-        self.do_payload(now)?;
+        // Payload ready media. (None in RTP mode: see `payloads_in_use`.)
+        if self.payloads_in_use() {
+            self.do_payload(now)?;
+        }
 
         let sender_ssrc = self.streams.first_ssrc_local();
 
@@ -1436,17 +1438,28 @@ impl Session {
             };
         }
 
-        self.update_receive_recovery();
+        let (packetize_at, receive_at) = if self.payloads_in_use() {
+            self.update_receive_recovery();
+            let packetize_at = self.medias.iter().filter_map(|m| m.poll_timeout()).min();
+            let receive_at = self
+                .medias
+                .iter_mut()
+                .filter_map(|media| media.poll_receive_timeout(self.reordering_timeout_audio))
+                .min();
+            (packetize_at, receive_at)
+        } else {
+            debug_assert!(
+                self.medias
+                    .iter()
+                    .all(|m| m.poll_timeout().is_none() && m.receive_buffers_empty()),
+                "RTP mode leaves payload queues and depacketizers empty"
+            );
+            (None, None)
+        };
         let feedback_at = self.regular_feedback_at();
         let nack_at = self.nack_at();
         let twcc_at = self.twcc_at();
         let pacing_at = self.pacer.poll_timeout();
-        let packetize_at = self.medias.iter().filter_map(|m| m.poll_timeout()).min();
-        let receive_at = self
-            .medias
-            .iter_mut()
-            .filter_map(|media| media.poll_receive_timeout(self.reordering_timeout_audio))
-            .min();
         let paused_at = self.paused_at();
         let send_stream_at = self.streams.send_stream();
         let request_at = self.streams.pending_request();
@@ -1604,6 +1617,17 @@ impl Session {
 
     pub fn media_by_mid_mut(&mut self, mid: Mid) -> Option<&mut Media> {
         self.medias.iter_mut().find(|m| m.mid() == mid)
+    }
+
+    /// Whether the medias may hold samples to packetize or received packets
+    /// to depacketize. In RTP mode they never do: `Rtc::writer` refuses
+    /// (panics), and received packets go to the application whole
+    /// (`pending_packet`), so the payload queues and depacketizers stay
+    /// empty and every pass's walks of them would find nothing. A bridge's
+    /// receiver has a media per receive slot; skipping the walks keeps a
+    /// timer pass from touching each.
+    fn payloads_in_use(&self) -> bool {
+        !self.rtp_mode
     }
 
     fn do_payload(&mut self, now: Instant) -> Result<(), RtcError> {

@@ -576,6 +576,10 @@ impl Media {
             .map(|((_, rid), buf)| (*rid, buf))
     }
 
+    pub(crate) fn receive_buffers_empty(&self) -> bool {
+        self.depayloaders.is_empty()
+    }
+
     pub(crate) fn poll_receive_timeout(
         &mut self,
         audio_timeout: Option<Duration>,
