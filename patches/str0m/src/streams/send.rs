@@ -1989,6 +1989,15 @@ mod test {
     }
 
     #[test]
+    fn a_slot_in_the_stream_map_stays_small() {
+        use crate::streams::quiet::TxSlot;
+        // The walks of a pass read these buckets: the box and the summary.
+        // 88 bytes on x86_64 (an 80-byte summary).
+        let size = std::mem::size_of::<TxSlot>();
+        assert!(size <= 96, "a TxSlot is {size} bytes");
+    }
+
+    #[test]
     fn a_stream_with_anything_to_do_is_not_quiet() {
         use crate::streams::quiet::TxSlot;
         let now = Instant::now();
