@@ -148,7 +148,9 @@ pub(crate) struct QuietParts {
     pub last_sender_report: Instant,
 }
 
-fn same_state(a: &QueueState, b: &QueueState) -> bool {
+/// `QueueState` has no `PartialEq` (a public type of the pacer's): its
+/// fields compared.
+pub(crate) fn same_state(a: &QueueState, b: &QueueState) -> bool {
     a.midrid == b.midrid
         && a.unpaced == b.unpaced
         && a.use_for_padding == b.use_for_padding

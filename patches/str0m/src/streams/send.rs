@@ -1926,13 +1926,6 @@ mod test {
         s
     }
 
-    fn same(a: &QueueState, b: &QueueState) -> bool {
-        a.midrid == b.midrid
-            && a.unpaced == b.unpaced
-            && a.use_for_padding == b.use_for_padding
-            && a.snapshot == b.snapshot
-    }
-
     #[test]
     fn a_quiet_stream_gives_a_pass_what_the_stream_itself_gives() {
         use crate::streams::quiet::TxSlot;
@@ -1961,7 +1954,7 @@ mod test {
                 let stream = slot.get_mut();
                 let own = stream.queue_state(now);
                 assert!(
-                    same(&quiet, &own),
+                    crate::streams::quiet::same_state(&quiet, &own),
                     "sent {sent}, {ms} ms: {quiet:?} vs {own:?}"
                 );
                 assert_eq!(pt, stream.padding_pt());
