@@ -1364,6 +1364,7 @@ impl Rtc {
     /// assert!(!rtc.is_alive());
     /// ```
     pub fn disconnect(&mut self) {
+        self.session.settle_lent();
         self.state = RtcState::Closed;
     }
 
@@ -1454,6 +1455,7 @@ impl Rtc {
     /// rtc.sdp_api().accept_answer(pending, answer).unwrap();
     /// ```
     pub fn sdp_api(&mut self) -> SdpApi {
+        self.session.settle_lent();
         SdpApi::new(self)
     }
 
@@ -1494,6 +1496,7 @@ impl Rtc {
     /// and [`DirectApi::stream_rx()`].
     ///
     pub fn writer(&mut self, mid: Mid) -> Option<Writer> {
+        self.session.settle_lent();
         if self.session.rtp_mode {
             panic!("In rtp_mode use direct_api().stream_tx().write_rtp()");
         }
@@ -1588,6 +1591,9 @@ impl Rtc {
     ///
     /// See [`Rtc`] instance documentation for how this is expected to be used in a loop.
     pub fn poll_output(&mut self) -> Result<Output, RtcError> {
+        // Packets sent on lent streams are accounted first (streams/lent.rs);
+        // a poll changes nothing a loan holds.
+        self.session.account_lent();
         // SCTP packets fed into DTLS require another pass. Loop here so a large
         // batch does not grow the stack with one recursive call per packet.
         let o = loop {
@@ -2033,6 +2039,13 @@ impl Rtc {
     /// }
     /// ```
     pub fn handle_input(&mut self, input: Input) -> Result<(), RtcError> {
+        // Packets sent on lent streams are accounted first (streams/lent.rs);
+        // received input can change what a loan holds (an acknowledged
+        // SSRC), a timeout cannot.
+        match &input {
+            Input::Timeout(_) => self.session.account_lent(),
+            Input::Receive(..) => self.session.settle_lent(),
+        }
         if self.state == RtcState::Closed {
             return Ok(());
         }
@@ -2056,6 +2069,7 @@ impl Rtc {
     /// continues polling until pending local close output has drained. Once the
     /// drain is complete, [`Rtc::is_alive()`] returns `false`.
     pub fn close(&mut self) -> Result<(), RtcError> {
+        self.session.settle_lent();
         self.start_close()
     }
 
@@ -2230,6 +2244,7 @@ impl Rtc {
     /// // TODO write data channel data.
     /// ```
     pub fn channel(&mut self, id: ChannelId) -> Option<Channel<'_>> {
+        self.session.settle_lent();
         if self.state != RtcState::Alive {
             return None;
         }
@@ -2247,6 +2262,7 @@ impl Rtc {
     ///
     /// Only relevant if BWE was enabled in the [`RtcConfig::enable_bwe()`]
     pub fn bwe(&mut self) -> Bwe {
+        self.session.account_lent();
         Bwe::new(self)
     }
 

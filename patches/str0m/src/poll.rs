@@ -72,6 +72,21 @@ impl<'a> RtcMut<'a> {
     }
 }
 
+impl RtcMut<'_> {
+    /// Account the packets sent on lent streams and end the loans
+    /// (`streams/lent.rs`) without arming: the sends that kept them armed
+    /// the timeout already, and accounting queues no event.
+    pub(crate) fn settle_lent(&mut self) {
+        self.rtc.session.settle_lent();
+    }
+
+    /// Account the packets sent on lent streams and keep the loans, without
+    /// arming (as [`Self::settle_lent`]).
+    pub(crate) fn account_lent(&mut self) {
+        self.rtc.session.account_lent();
+    }
+}
+
 impl Deref for RtcMut<'_> {
     type Target = Rtc;
 

@@ -38,8 +38,10 @@ use crate::rtp_::{RtpHeader, SessionId, TwccClusterId, TwccPacketId, extend_u16}
 use crate::rtp_::{SrtpContext, Ssrc};
 use crate::rtp_::{TwccFate, TwccRecvRegister, TwccSendRegister};
 use crate::stats::StatsSnapshot;
+use crate::streams::lent::{LENT_MAX, Lent, LentStream};
 use crate::streams::{RtpPacket, StreamTimeoutConfig, Streams};
 use crate::streams::{RtpWrite, SEND_NOW_SCRATCH, SendNowError};
+use crate::streams::{fits_scratch, lent_key, write_lent};
 use crate::util::{Soonest, SystemTimeExt, already_happened, not_happening};
 use crate::{Reason, net};
 use crate::{RtcConfig, RtcError};
@@ -107,12 +109,9 @@ pub(crate) struct Session {
     pacer: PacerImpl,
     pacer_control: PacerControl,
 
-    // temporary buffer when getting the next (unencrypted) RTP packet from Media line.
-    poll_packet_buf: Vec<u8>,
-
-    // Scratch for the plaintext of `send_rtp_now`, allocated at its first use
-    // (most sessions never call it) and never shrunk, so never zero-filled again.
-    send_now_buf: Vec<u8>,
+    // Streams lent to `send_rtp_now` and the packets they sent, accounted at
+    // the connection's next use (`streams/lent.rs`).
+    lent: Lent,
 
     // Next packet for RtpPacket event.
     pending_packet: Option<RtpPacket>,
@@ -160,6 +159,42 @@ struct LastRrtr {
     lrr: u32,
     /// When the RRTR arrived locally.
     received_at: Instant,
+}
+
+thread_local! {
+    // Scratch for the plaintext of `send_rtp_now`, one per thread rather than
+    // per session: allocated at the thread's first use and never shrunk, so
+    // never zero-filled again. A caller sending to hundreds of sessions in
+    // turn writes every packet into the same memory, still in the CPU's
+    // caches, instead of into each session's own 4 KB (cold by the time its
+    // next packet comes, and held by every session).
+    static SEND_NOW_SCRATCH_BUF: std::cell::RefCell<Vec<u8>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+thread_local! {
+    // The next (unencrypted) RTP packet polled from a stream, one buffer per
+    // thread rather than 2 KB held by every session (`StreamTx::poll_packet`
+    // sizes it).
+    static POLL_PACKET_BUF: std::cell::RefCell<Vec<u8>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Run `f` on the thread's buffer for polled RTP packets. Not re-entered:
+/// `f` never polls.
+fn with_poll_packet_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    POLL_PACKET_BUF.with_borrow_mut(f)
+}
+
+/// Run `f` on the thread's `send_rtp_now` scratch ([`SEND_NOW_SCRATCH`]
+/// bytes). Not re-entered: `f` never sends.
+fn with_send_now_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SEND_NOW_SCRATCH_BUF.with_borrow_mut(|buf| {
+        if buf.len() < SEND_NOW_SCRATCH {
+            buf.resize(SEND_NOW_SCRATCH, 0);
+        }
+        f(buf)
+    })
 }
 
 impl Session {
@@ -212,8 +247,7 @@ impl Session {
             enable_twcc_feedback: false,
             pacer,
             pacer_control: PacerControl::new(),
-            poll_packet_buf: vec![0; 2000],
-            send_now_buf: Vec::new(),
+            lent: Lent::default(),
             pending_packet: None,
             media_bytes_rx: 0,
             media_bytes_tx: 0,
@@ -1251,7 +1285,6 @@ impl Session {
             trace!("Pacer pointed to mid {} which has no media", midrid.mid());
             return None;
         };
-        let buf = &mut self.poll_packet_buf;
         let twcc_seq = self.twcc;
 
         let params = &self.codec_config;
@@ -1263,13 +1296,24 @@ impl Session {
         let twcc = twcc_enabled.then_some(&mut self.twcc);
         let unpaced = stream.is_unpaced();
 
-        let receipt = stream.poll_packet(now, exts, twcc, params, buf)?;
+        let raw_packets = &mut self.raw_packets;
+        let (receipt, protected) = with_poll_packet_scratch(|buf| {
+            let receipt = stream.poll_packet(now, exts, twcc, params, buf)?;
+            if let Some(raw_packets) = raw_packets {
+                raw_packets.push_back(Box::new(RawPacket::RtpTx(
+                    receipt.header.clone(),
+                    buf.clone(),
+                )));
+            }
+            let protected = srtp_tx.protect_rtp(buf, &receipt.header, *receipt.seq_no);
+            Some((receipt, protected))
+        })?;
 
         let PacketReceipt {
             header,
-            seq_no,
             is_padding,
             payload_size,
+            ..
         } = receipt;
 
         trace!(payload_size, is_padding, "Poll RTP: {:?}", header);
@@ -1287,12 +1331,6 @@ impl Session {
         } else {
             self.pacer.register_send(now, payload_size.into(), midrid);
         }
-
-        if let Some(raw_packets) = &mut self.raw_packets {
-            raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));
-        }
-
-        let protected = srtp_tx.protect_rtp(buf, &header, *seq_no);
 
         self.register_sent_rtp(
             now,
@@ -1342,6 +1380,16 @@ impl Session {
         out: &mut Vec<u8>,
         resend: bool,
     ) -> Result<Option<u64>, SendNowError> {
+        if !resend && fits_scratch(&rtp) {
+            let (pt, nackable) = lent_key(&rtp);
+            if let Some(i) = self.lent.stream(ssrc, pt, nackable) {
+                return Ok(self.send_lent(now, i, rtp, out));
+            }
+        }
+        // Whatever goes the full way is accounted after what went before.
+        // Other streams' loans stay: a send changes nothing they lent.
+        self.account_lent();
+
         let Some(srtp_tx) = self.srtp_tx.as_mut() else {
             return Err(SendNowError::NotConnected);
         };
@@ -1353,27 +1401,44 @@ impl Session {
         };
         let exts = media.remote_extmap();
         let twcc_enabled = exts.id_of(Extension::TransportSequenceNumber).is_some();
+        // The stream lends the next packets of this payload type what
+        // writing them needs, until the connection's next use.
+        let lend = (!resend && self.raw_packets.is_none())
+            .then(|| {
+                let caches_nackable = stream.would_cache(lent_key(&rtp).0, &self.codec_config)?;
+                Some(LentStream {
+                    ssrc,
+                    pt: lent_key(&rtp).0,
+                    caches_nackable,
+                    exts: media.remote_extmap_shared().clone(),
+                    twcc: twcc_enabled,
+                    midrid: stream.midrid_in_header(),
+                })
+            })
+            .flatten();
         let twcc_seq = self.twcc;
         let twcc = twcc_enabled.then_some(&mut self.twcc);
         let midrid = stream.midrid();
 
-        if self.send_now_buf.len() < SEND_NOW_SCRATCH {
-            self.send_now_buf.resize(SEND_NOW_SCRATCH, 0);
-        }
-        let buf = &mut self.send_now_buf;
         let params = &self.codec_config;
-        let (receipt, len) = if resend {
-            stream.resend_now(now, rtp, exts, twcc, params, buf)?
-        } else {
-            stream.send_now(now, rtp, exts, twcc, params, buf)?
-        };
-        let PacketReceipt {
-            header,
-            seq_no,
-            payload_size,
-            ..
-        } = receipt;
-        let plain = &buf[..len];
+        let raw_packets = &mut self.raw_packets;
+        let receipt = with_send_now_scratch(|buf| {
+            let (receipt, len) = if resend {
+                stream.resend_now(now, rtp, exts, twcc, params, buf)?
+            } else {
+                stream.send_now(now, rtp, exts, twcc, params, buf)?
+            };
+            let plain = &buf[..len];
+            if let Some(raw_packets) = raw_packets {
+                raw_packets.push_back(Box::new(RawPacket::RtpTx(
+                    receipt.header.clone(),
+                    plain.to_vec(),
+                )));
+            }
+            srtp_tx.protect_rtp_into(plain, &receipt.header, *receipt.seq_no, out);
+            Ok(receipt)
+        })?;
+        let payload_size = receipt.payload_size;
 
         // What poll_packet does after a media packet left a stream: the
         // pacer's debt (and an active probe cluster's bytes, whose cluster
@@ -1383,12 +1448,6 @@ impl Session {
             .register_unpaced_send(now, payload_size.into(), midrid);
         self.pacer.on_sent_now();
 
-        if let Some(raw_packets) = &mut self.raw_packets {
-            raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), plain.to_vec())));
-        }
-
-        srtp_tx.protect_rtp_into(plain, &header, *seq_no, out);
-
         self.register_sent_rtp(
             now,
             twcc_enabled.then_some((twcc_seq, cluster_id)),
@@ -1397,7 +1456,75 @@ impl Session {
         );
         self.media_bytes_tx += payload_size as u64;
 
+        if let Some(lent) = lend {
+            self.lent.lend(lent);
+        }
         Ok(twcc_enabled.then_some(twcc_seq))
+    }
+
+    /// Write and seal a packet on a lent stream, keeping its accounting for
+    /// the connection's next use (`streams/lent.rs`).
+    fn send_lent(
+        &mut self,
+        now: Instant,
+        i: usize,
+        rtp: RtpWrite,
+        out: &mut Vec<u8>,
+    ) -> Option<u64> {
+        let lent = &self.lent.streams[i];
+        let (twcc, srtp_tx) = (&mut self.twcc, self.srtp_tx.as_mut());
+        let sent = with_send_now_scratch(|buf| {
+            let (header, len, sent) = write_lent(now, rtp, lent, twcc, buf);
+            // Lent only while connected: a new DTLS handshake (input)
+            // settles and ends every loan first.
+            if let Some(srtp_tx) = srtp_tx {
+                srtp_tx.protect_rtp_into(&buf[..len], &header, *sent.seq_no, out);
+            }
+            sent
+        });
+        self.lent.packets.push(sent);
+        debug_assert!(self.lent.packets.len() <= LENT_MAX);
+        sent.twcc
+    }
+
+    /// Account every packet sent on a lent stream, in the order sent, as
+    /// the full path accounts one (`StreamTx::account_lent`, then what
+    /// `send_now` does after the stream), and end the loans. Received input
+    /// and API calls that change the connection call this first: they can
+    /// change what a loan holds (the SSRC acknowledged, the extension map,
+    /// the codecs, the stream's NACK handling, the streams themselves).
+    pub(crate) fn settle_lent(&mut self) {
+        if self.lent.is_empty() {
+            return;
+        }
+        self.lent.streams.clear();
+        self.account_lent();
+    }
+
+    /// Account the packets sent on lent streams, in the order sent, and
+    /// keep the loans: what a full send, a timeout, a poll or a read of the
+    /// accounting does first, none of which changes what a loan holds.
+    pub(crate) fn account_lent(&mut self) {
+        if self.lent.packets.is_empty() {
+            return;
+        }
+        let mut packets = std::mem::take(&mut self.lent.packets);
+        for p in &packets {
+            let Some(stream) = self.streams.stream_tx(&p.ssrc) else {
+                continue;
+            };
+            stream.account_lent(p.now, p, &self.codec_config);
+            let midrid = stream.midrid();
+            let cluster_id = self.pacer.active_cluster();
+            self.pacer
+                .register_unpaced_send(p.now, (p.payload_size as usize).into(), midrid);
+            self.pacer.on_sent_now();
+            let payload_size = p.payload_size as usize;
+            self.register_sent_rtp(p.now, p.twcc.map(|s| (s, cluster_id)), payload_size, false);
+            self.media_bytes_tx += payload_size as u64;
+        }
+        packets.clear();
+        self.lent.packets = packets;
     }
 
     /// What the session keeps of an RTP packet that left (polled or sent

@@ -145,7 +145,7 @@ impl Core {
             return;
         }
         let mut confirmed = std::mem::take(&mut self.confirmed);
-        let api = ep.rtc.direct_api();
+        let mut api = ep.rtc.direct_api();
         while let Some(a) = ep.awaiting.front() {
             match api.twcc_fate(a.twcc) {
                 TwccFate::Unreported => break,

@@ -15,7 +15,7 @@ use str0m::Event;
 use str0m::bwe::Bitrate;
 use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid};
-use str0m::rtp::{RtpWrite, SendNowError, SeqNo, Ssrc};
+use str0m::rtp::{RtpWrite, SendNowError, SeqNo, Ssrc, TwccFate};
 use str0m_pair::{Side, connect, connect_media, flush};
 
 fn pt_of(side: &mut Side, codec: Codec) -> str0m::media::Pt {
@@ -573,5 +573,113 @@ fn the_estimate_grows_on_feedback_for_packets_sent_now_alone() {
     assert!(
         best.is_some_and(|e| e >= 1_100_000),
         "estimate grew from 1 Mbit/s: best {best:?}"
+    );
+}
+
+/// Packets sent between other uses of the connection are written and
+/// sealed at once, and accounted at its next use (vendored str0m,
+/// `streams/lent.rs`): whatever reads the connection then must see every
+/// one of them, in the order sent, as if each had been accounted as it
+/// went. Here 150 video and 150 audio packets go out interleaved with no
+/// other call between them (past the 64 records kept before a send
+/// accounts them, four times over).
+#[test]
+fn packets_sent_between_uses_of_the_connection_are_all_accounted_at_its_next_use() {
+    let t0 = Instant::now();
+    let (mut bridge, mut part, mids, start) =
+        connect_media(t0, &[MediaKind::Audio, MediaKind::Video]);
+    part.keep_events = true;
+    let (audio, video) = (mids[0], mids[1]);
+    let (opus, vp8) = (
+        pt_of(&mut bridge, Codec::Opus),
+        pt_of(&mut bridge, Codec::Vp8),
+    );
+    let (a_ssrc, v_ssrc) = (ssrc_of(&mut bridge, audio), ssrc_of(&mut bridge, video));
+    let now = start;
+    let mut twccs = Vec::new();
+    for i in 0..150u64 {
+        for (ssrc, w) in [
+            (
+                v_ssrc,
+                RtpWrite::new(vp8, SeqNo::from(i + 1), 90 * i as u32, now, vec![2u8; 1000])
+                    .marker(true)
+                    .nackable(true),
+            ),
+            (
+                a_ssrc,
+                RtpWrite::new(opus, SeqNo::from(i + 1), 960 * i as u32, now, vec![1u8; 80]),
+            ),
+        ] {
+            let mut buf = Vec::with_capacity(1500);
+            let to = bridge
+                .rtc
+                .direct_api()
+                .send_rtp_now(now, ssrc, w, &mut buf)
+                .expect("sent");
+            twccs.push(to.twcc.expect("transport-wide numbering negotiated"));
+            bridge.out.push(buf);
+        }
+    }
+    // One transport-wide number each, consecutive in the order sent.
+    let first = twccs[0];
+    assert_eq!(twccs, (first..first + 300).collect::<Vec<_>>());
+
+    let mut now = now;
+    let mut sent = Vec::new();
+    run(
+        &mut bridge,
+        &mut part,
+        &mut now,
+        start + Duration::from_millis(1500),
+        &mut |_| false,
+        &mut sent,
+    );
+    let (v, a) = (received(&part, v_ssrc), received(&part, a_ssrc));
+    assert_eq!(
+        v.iter().map(|p| p.0).collect::<Vec<_>>(),
+        (1..=150).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        a.iter().map(|p| p.0).collect::<Vec<_>>(),
+        (1..=150).collect::<Vec<_>>()
+    );
+    assert!(v.iter().all(|p| p.1 == vec![2u8; 1000]) && a.iter().all(|p| p.1 == vec![1u8; 80]));
+
+    // The TWCC register holds every packet: the receiver's feedback said
+    // each came.
+    let mut api = bridge.rtc.direct_api();
+    let fates: Vec<_> = twccs.iter().map(|&s| api.twcc_fate(s)).collect();
+    assert!(
+        fates.iter().all(|f| *f == TwccFate::Received),
+        "fates: {fates:?}"
+    );
+    // The sender reports count them all, bytes too (str0m reports audio
+    // every 5 s).
+    run(
+        &mut bridge,
+        &mut part,
+        &mut now,
+        start + Duration::from_millis(6000),
+        &mut |_| false,
+        &mut sent,
+    );
+    let last_sr = |mid: Mid| {
+        part.events
+            .iter()
+            .rev()
+            .find_map(|(_, e)| match e {
+                Event::SenderFeedback(f) if f.mid == mid => Some(f.sender_info),
+                _ => None,
+            })
+            .expect("a sender report for the stream")
+    };
+    let (a_sr, v_sr) = (last_sr(audio), last_sr(video));
+    assert_eq!(
+        (v_sr.sender_packet_count, v_sr.sender_octet_count),
+        (150, 150_000)
+    );
+    assert_eq!(
+        (a_sr.sender_packet_count, a_sr.sender_octet_count),
+        (150, 12_000)
     );
 }

@@ -65,6 +65,7 @@ impl<'a> DirectApi<'a> {
     /// If `controlling` is `false`, this peer connection is set as the ICE controlled agent,
     /// meaning it will respond to connectivity checks sent by the controlling agent.
     pub fn set_ice_controlling(&mut self, controlling: bool) {
+        self.rtc.settle_lent();
         self.rtc.ice.set_controlling(controlling);
     }
 
@@ -78,11 +79,13 @@ impl<'a> DirectApi<'a> {
 
     /// Sets the local ICE credentials.
     pub fn set_local_ice_credentials(&mut self, local_ice_credentials: IceCreds) {
+        self.rtc.settle_lent();
         self.rtc.ice.set_local_credentials(local_ice_credentials);
     }
 
     /// Sets the remote ICE credentials.
     pub fn set_remote_ice_credentials(&mut self, remote_ice_credentials: IceCreds) {
+        self.rtc.settle_lent();
         self.rtc.ice.set_remote_credentials(remote_ice_credentials);
     }
 
@@ -96,6 +99,7 @@ impl<'a> DirectApi<'a> {
     ///
     /// Returns `true` if the candidate was found and invalidated.
     pub fn invalidate_candidate(&mut self, c: &Candidate) -> bool {
+        self.rtc.settle_lent();
         self.rtc.ice.invalidate_candidate(c)
     }
 
@@ -123,11 +127,13 @@ impl<'a> DirectApi<'a> {
 
     /// Sets the remote DTLS fingerprint.
     pub fn set_remote_fingerprint(&mut self, dtls_fingerprint: Fingerprint) {
+        self.rtc.settle_lent();
         self.rtc.remote_fingerprint = Some(dtls_fingerprint);
     }
 
     /// Start the DTLS subsystem.
     pub fn start_dtls(&mut self, active: bool) -> Result<(), RtcError> {
+        self.rtc.settle_lent();
         self.rtc.init_dtls(active)
     }
 
@@ -136,6 +142,7 @@ impl<'a> DirectApi<'a> {
     /// When `client` is `true`, this side initiates the SCTP association as the
     /// connecting party.
     pub fn start_sctp(&mut self, client: bool) {
+        self.rtc.settle_lent();
         self.rtc
             .try_init_sctp(client, None, None)
             .expect("starting SCTP should be infallible")
@@ -173,11 +180,13 @@ impl<'a> DirectApi<'a> {
         client: bool,
         sctp_init_data: SctpInitData,
     ) -> Result<(), RtcError> {
+        self.rtc.settle_lent();
         self.rtc.try_init_sctp(client, Some(sctp_init_data), None)
     }
 
     /// Create a new data channel.
     pub fn create_data_channel(&mut self, config: ChannelConfig) -> ChannelId {
+        self.rtc.settle_lent();
         let id = self.rtc.chan.new_channel(&config);
         self.rtc.chan.confirm(id, config);
         id
@@ -185,6 +194,7 @@ impl<'a> DirectApi<'a> {
 
     /// Close a data channel.
     pub fn close_data_channel(&mut self, channel_id: ChannelId) {
+        self.rtc.settle_lent();
         // One arming deref, then split-borrow the real `&mut Rtc`.
         let rtc = &mut *self.rtc;
         rtc.chan.close_channel(channel_id, &mut rtc.sctp);
@@ -192,11 +202,13 @@ impl<'a> DirectApi<'a> {
 
     /// Set whether to enable ice-lite.
     pub fn set_ice_lite(&mut self, ice_lite: bool) {
+        self.rtc.settle_lent();
         self.rtc.ice.set_ice_lite(ice_lite);
     }
 
     /// Enable twcc feedback.
     pub fn enable_twcc_feedback(&mut self) {
+        self.rtc.settle_lent();
         self.rtc.session.enable_twcc_feedback()
     }
 
@@ -226,6 +238,7 @@ impl<'a> DirectApi<'a> {
     /// All streams belong to a media identified by a `mid`. This creates the media without
     /// doing any SDP dance.
     pub fn declare_media(&mut self, mid: Mid, kind: MediaKind) -> &mut Media {
+        self.rtc.settle_lent();
         let max_index = self.rtc.session.medias.iter().map(|m| m.index()).max();
 
         let next_index = if let Some(max_index) = max_index {
@@ -245,6 +258,7 @@ impl<'a> DirectApi<'a> {
     ///
     /// Removes media and all streams belong to a media identified by a `mid`.
     pub fn remove_media(&mut self, mid: Mid) {
+        self.rtc.settle_lent();
         self.rtc.session.remove_media(mid);
     }
 
@@ -254,6 +268,7 @@ impl<'a> DirectApi<'a> {
     /// renegotiation. Enabling has no effect on media where RED is not available. Returns whether
     /// the setting changed (`false` if the media does not exist or the value was already set).
     pub fn set_red_send(&mut self, mid: Mid, enabled: bool) -> bool {
+        self.rtc.settle_lent();
         self.rtc.session.set_red_send(mid, enabled)
     }
 
@@ -267,6 +282,7 @@ impl<'a> DirectApi<'a> {
         mid: Mid,
         rid: Option<Rid>,
     ) -> &mut StreamRx {
+        self.rtc.settle_lent();
         let Some(_media) = self.rtc.session.media_by_mid(mid) else {
             panic!("No media declared for mid: {}", mid);
         };
@@ -286,6 +302,7 @@ impl<'a> DirectApi<'a> {
     ///
     /// Returns true if stream existed and was removed.
     pub fn remove_stream_rx(&mut self, ssrc: Ssrc) -> bool {
+        self.rtc.settle_lent();
         self.rtc.session.streams.remove_stream_rx(ssrc)
     }
 
@@ -295,11 +312,13 @@ impl<'a> DirectApi<'a> {
     ///
     /// The stream must first be declared using [`DirectApi::expect_stream_rx`].
     pub fn stream_rx(&mut self, ssrc: &Ssrc) -> Option<&mut StreamRx> {
+        self.rtc.settle_lent();
         self.rtc.session.streams.stream_rx(ssrc)
     }
 
     /// Obtain a recv stream by looking it up via mid/rid.
     pub fn stream_rx_by_mid(&mut self, mid: Mid, rid: Option<Rid>) -> Option<&mut StreamRx> {
+        self.rtc.settle_lent();
         let midrid = MidRid(mid, rid);
         self.rtc.session.streams.stream_rx_by_midrid(midrid)
     }
@@ -318,6 +337,7 @@ impl<'a> DirectApi<'a> {
         mid: Mid,
         rid: Option<Rid>,
     ) -> &mut StreamTx {
+        self.rtc.settle_lent();
         // One arming deref, then split-borrow the real `&mut Rtc`.
         let rtc = &mut *self.rtc;
 
@@ -351,6 +371,7 @@ impl<'a> DirectApi<'a> {
     ///
     /// Returns true if stream existed and was removed.
     pub fn remove_stream_tx(&mut self, ssrc: Ssrc) -> bool {
+        self.rtc.settle_lent();
         self.rtc.session.streams.remove_stream_tx(ssrc)
     }
 
@@ -358,6 +379,7 @@ impl<'a> DirectApi<'a> {
     ///
     /// The stream must first be declared using [`DirectApi::declare_stream_tx`].
     pub fn stream_tx(&mut self, ssrc: &Ssrc) -> Option<&mut StreamTx> {
+        self.rtc.settle_lent();
         self.rtc.session.streams.stream_tx(ssrc)
     }
 
@@ -402,7 +424,8 @@ impl<'a> DirectApi<'a> {
     /// transport-wide sequence number `seq` ([`SendNowTo::twcc`]): whether
     /// it arrived, was missed, is not reported yet, or is older than the
     /// connection's TWCC history (`RtcConfig::set_twcc_send_history`).
-    pub fn twcc_fate(&self, seq: u64) -> TwccFate {
+    pub fn twcc_fate(&mut self, seq: u64) -> TwccFate {
+        self.rtc.account_lent();
         self.rtc.session.twcc_fate(seq)
     }
 
@@ -425,6 +448,7 @@ impl<'a> DirectApi<'a> {
         rtp: RtpWrite,
         out: &mut Vec<u8>,
     ) -> Result<SendNowTo, SendNowError> {
+        self.rtc.settle_lent();
         self.send_now(now, ssrc, rtp, out, true)
     }
 
@@ -462,6 +486,7 @@ impl<'a> DirectApi<'a> {
 
     /// Obtain a send stream by looking it up via mid/rid.
     pub fn stream_tx_by_mid(&mut self, mid: Mid, rid: Option<Rid>) -> Option<&mut StreamTx> {
+        self.rtc.settle_lent();
         let midrid = MidRid(mid, rid);
         self.rtc.session.streams.stream_tx_by_midrid(midrid)
     }
@@ -485,6 +510,7 @@ impl<'a> DirectApi<'a> {
         new_ssrc: Ssrc,
         new_rtx: Option<Ssrc>,
     ) -> Option<&mut StreamTx> {
+        self.rtc.settle_lent();
         let midrid = MidRid(mid, rid);
 
         // Find the stream by mid/rid
@@ -522,6 +548,7 @@ impl<'a> DirectApi<'a> {
         media_ssrc: Ssrc,
         payload: impl Into<Arc<[u8]>>,
     ) {
+        self.rtc.settle_lent();
         let mut m = self.rtc.mutate();
         m.session
             .send_app_specific_feedback(sender_ssrc, media_ssrc, payload);
@@ -540,6 +567,7 @@ impl<'a> DirectApi<'a> {
     /// receive stream for `media_ssrc` and lets the caller choose the sender SSRC, so it
     /// can relay a keyframe request for a stream sourced by the remote peer.
     pub fn send_pli_feedback(&mut self, sender_ssrc: Ssrc, media_ssrc: Ssrc) {
+        self.rtc.settle_lent();
         self.rtc.session.send_pli_feedback(sender_ssrc, media_ssrc);
     }
 }

@@ -676,7 +676,8 @@ impl Media {
         }
     }
 
-    #[cfg(test)]
+    /// The remote extension map itself, for what keeps it past a borrow of
+    /// the media (a lent stream, `streams/lent.rs`).
     pub(crate) fn remote_extmap_shared(&self) -> &Arc<ExtensionMap> {
         &self.remote_exts
     }

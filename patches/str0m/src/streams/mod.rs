@@ -31,7 +31,9 @@ use self::quiet::TxSlot;
 pub use self::receive::StreamRx;
 pub(crate) use self::send::SEND_NOW_SCRATCH;
 pub use self::send::{RtpWrite, SendNowError, SendNowTo, StreamTx, StreamTxQueueInfo};
+pub(crate) use self::send::{fits_scratch, lent_key, write_lent};
 
+pub(crate) mod lent;
 mod quiet;
 mod receive;
 pub(crate) mod register;

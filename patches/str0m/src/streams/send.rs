@@ -637,28 +637,12 @@ impl StreamTx {
         }
 
         // As in poll_packet: RED and PTs without RTX are not nackable.
-        let is_red_packet = param.red() == Some(pt_main);
-        if param.resend().is_some() && !is_red_packet {
-            self.pt_for_padding = Some(pt_main);
-        } else {
+        if !self.account_sent_now(now, param, pt_main, pkt.payload.len()) {
             pkt.nackable = false;
         }
         let clock_rate = param.spec().rtp_clock_rate();
-        self.clock_rate = Some(clock_rate);
         pkt.time = MediaTime::new(pkt.time.numer(), clock_rate);
         pkt.header.ext_vals.rid_repair = None;
-
-        let len = pkt.payload.len() as u64;
-        self.stats.update_packet_counts(len, false);
-        if let Some(h) = &mut self.stats.bytes_transmitted {
-            h.push(now, len);
-            // A polled packet's history is purged when the resend path
-            // reads the ratio (`rtx_ratio_downsampled`), which a stream
-            // sent on only this way may never do: without this it grew by
-            // an entry per packet for as long as the stream lived (found
-            // by a heap profile of the bridge).
-            h.purge_old(now);
-        }
 
         let mut header = pkt.header.clone();
         stamp_transport_exts(&mut header, exts, twcc, now);
@@ -693,6 +677,77 @@ impl StreamTx {
             },
             header_len + body_len,
         ))
+    }
+
+    /// What a media packet sent now changes in the stream, however it was
+    /// written: the payload type that pads, the clock rate, the packet and
+    /// byte counts sender reports and statistics read. Returns whether the
+    /// payload type is one whose packets can be resent (not RED, has RTX).
+    fn account_sent_now(
+        &mut self,
+        now: Instant,
+        param: &PayloadParams,
+        pt: Pt,
+        len: usize,
+    ) -> bool {
+        let is_red_packet = param.red() == Some(pt);
+        let nackable = param.resend().is_some() && !is_red_packet;
+        if nackable {
+            self.pt_for_padding = Some(pt);
+        }
+        self.clock_rate = Some(param.spec().rtp_clock_rate());
+
+        let len = len as u64;
+        self.stats.update_packet_counts(len, false);
+        if let Some(h) = &mut self.stats.bytes_transmitted {
+            h.push(now, len);
+            // A polled packet's history is purged when the resend path
+            // reads the ratio (`rtx_ratio_downsampled`), which a stream
+            // sent on only this way may never do: without this it grew by
+            // an entry per packet for as long as the stream lived (found
+            // by a heap profile of the bridge).
+            h.purge_old(now);
+        }
+        nackable
+    }
+
+    /// Account a packet the session wrote and sealed for this stream from
+    /// its lent state (`Session::send_rtp_now`, `session/lent.rs`) exactly
+    /// as [`Self::send_now`] accounts one: the same fields, in the same
+    /// order relative to every other packet of the connection.
+    pub(crate) fn account_lent(
+        &mut self,
+        now: Instant,
+        sent: &super::lent::LentPacket,
+        params: &[PayloadParams],
+    ) {
+        self.rtp_and_wallclock = Some((sent.time, sent.wallclock));
+        if let Some(param) = params
+            .iter()
+            .find(|p| p.pt() == sent.pt || p.red() == Some(sent.pt))
+        {
+            self.account_sent_now(now, param, sent.pt, sent.payload_size as usize);
+        }
+        self.last_sent_seq_no = sent.seq_no;
+        self.last_used = now;
+        self.send_queue.note_sent_now(now);
+    }
+
+    /// Whether a packet of payload type `pt`, if nackable, would go to the
+    /// RTX cache: then it can only be sent by [`Self::send_now`], which
+    /// keeps it. `None`: a payload type the stream's codecs do not have.
+    pub(crate) fn would_cache(&self, pt: Pt, params: &[PayloadParams]) -> Option<bool> {
+        let param = params
+            .iter()
+            .find(|p| p.pt() == pt || p.red() == Some(pt))?;
+        let nackable = param.resend().is_some() && param.red() != Some(pt);
+        Some(nackable && self.nacked.is_none())
+    }
+
+    /// The MID and RID this stream's packets carry: until the remote side
+    /// acknowledged its SSRC.
+    pub(crate) fn midrid_in_header(&self) -> Option<MidRid> {
+        (!self.remote_acked_ssrc).then_some(self.midrid)
     }
 
     /// Serialize a resend of a packet this stream sent, at once, on the RTX
@@ -1655,6 +1710,86 @@ fn stamp_transport_exts(
         header.ext_vals.transport_cc = Some(*twcc as u16);
         *twcc += 1;
     }
+}
+
+/// Write a packet on a lent stream (`streams/lent.rs`) into `buf` as
+/// [`StreamTx::send_now`] writes one: the same header, extensions and
+/// payload, byte for byte.
+/// Returns the header (its length set, for the seal), the plaintext's
+/// length and what the packet's accounting needs.
+pub(crate) fn write_lent(
+    now: Instant,
+    rtp: RtpWrite,
+    lent: &super::lent::LentStream,
+    twcc: &mut u64,
+    buf: &mut [u8],
+) -> (RtpHeader, usize, super::lent::LentPacket) {
+    let RtpWrite {
+        pt,
+        seq_no,
+        time,
+        wallclock,
+        marker,
+        mut ext_vals,
+        nackable: _,
+        payload,
+        csrc_count,
+        csrc,
+        vp8_patch,
+    } = rtp;
+    if let Some(midrid) = lent.midrid {
+        ext_vals.mid = Some(midrid.mid());
+        ext_vals.rid = midrid.rid();
+    }
+    ext_vals.rid_repair = None;
+    let mut header = RtpHeader {
+        csrc_count,
+        sequence_number: *seq_no as u16,
+        marker,
+        payload_type: pt,
+        timestamp: time,
+        ssrc: lent.ssrc,
+        csrc,
+        ext_vals,
+        ..Default::default()
+    };
+    let twcc_seq = lent.twcc.then_some(*twcc);
+    stamp_transport_exts(&mut header, &lent.exts, lent.twcc.then_some(twcc), now);
+
+    let header_len = header.write_to(buf, &lent.exts);
+    assert!(header_len % 4 == 0, "RTP header must be multiple of 4");
+    header.header_len = header_len;
+
+    let body_len = payload.len();
+    let body_out = &mut buf[header_len..header_len + body_len];
+    if let Some(patch) = vp8_patch.as_ref() {
+        patch.copy_to(payload.as_ref(), body_out);
+    } else {
+        body_out.copy_from_slice(payload.as_ref());
+    }
+
+    let sent = super::lent::LentPacket {
+        now,
+        wallclock,
+        seq_no,
+        twcc: twcc_seq,
+        ssrc: lent.ssrc,
+        time,
+        payload_size: body_len as u32,
+        pt,
+    };
+    (header, header_len + body_len, sent)
+}
+
+/// Whether [`write_lent`] can write `rtp` within the session's scratch (as
+/// [`StreamTx::send_now`] checks before writing).
+pub(crate) fn fits_scratch(rtp: &RtpWrite) -> bool {
+    rtp.payload.len() + MAX_RTP_OVERHEAD + 15 * 4 <= DATAGRAM_MAX_PACKET_SIZE
+}
+
+/// What [`crate::streams::lent::Lent::stream`] matches a write on.
+pub(crate) fn lent_key(rtp: &RtpWrite) -> (Pt, bool) {
+    (rtp.pt, rtp.nackable)
 }
 
 /// Scratch size for [`StreamTx::send_now`]: a whole datagram, and as much
