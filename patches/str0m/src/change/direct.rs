@@ -407,6 +407,14 @@ impl<'a> DirectApi<'a> {
     /// ways on one stream: the queue would send its packets after ones sent
     /// now.
     ///
+    /// A packet on a stream whose last packet was sent this way, with the
+    /// same payload type, is written and sealed from what that send lent
+    /// the stream, and its accounting waits, as a compact record, for the
+    /// connection's next use, which does it first and in order
+    /// (`streams/lent.rs`): nothing that reads the connection can tell, and
+    /// a caller sending to hundreds of connections in turn does not fetch
+    /// each one's streams, pacer and registers for every packet.
+    ///
     /// `now` is when the packet is sent (for TWCC); a time before the last
     /// [`Rtc::handle_input`][crate::Rtc::handle_input] is taken as that.
     /// On an error nothing was sent or accounted and `out` is unchanged.

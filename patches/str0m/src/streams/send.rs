@@ -712,7 +712,7 @@ impl StreamTx {
     }
 
     /// Account a packet the session wrote and sealed for this stream from
-    /// its lent state (`Session::send_rtp_now`, `session/lent.rs`) exactly
+    /// its lent state (`Session::send_rtp_now`, `streams/lent.rs`) exactly
     /// as [`Self::send_now`] accounts one: the same fields, in the same
     /// order relative to every other packet of the connection.
     pub(crate) fn account_lent(
