@@ -1513,7 +1513,7 @@ impl Session {
             let Some(stream) = self.streams.stream_tx(&p.ssrc) else {
                 continue;
             };
-            stream.account_lent(p.now, p, &self.codec_config);
+            stream.account_lent(p, &self.codec_config);
             let midrid = stream.midrid();
             let cluster_id = self.pacer.active_cluster();
             self.pacer

@@ -136,6 +136,50 @@ fn received(part: &Side, ssrc: Ssrc) -> Vec<(u64, Vec<u8>, bool)> {
         .collect()
 }
 
+/// A bridge sending a participant (who keeps its events) audio and video:
+/// each stream's MID, payload type and SSRC.
+struct AudioVideo {
+    bridge: Side,
+    part: Side,
+    start: Instant,
+    audio: (Mid, str0m::media::Pt, Ssrc),
+    video: (Mid, str0m::media::Pt, Ssrc),
+}
+
+fn audio_and_video() -> AudioVideo {
+    let (mut bridge, mut part, mids, start) =
+        connect_media(Instant::now(), &[MediaKind::Audio, MediaKind::Video]);
+    part.keep_events = true;
+    let (audio, video) = (mids[0], mids[1]);
+    AudioVideo {
+        audio: (
+            audio,
+            pt_of(&mut bridge, Codec::Opus),
+            ssrc_of(&mut bridge, audio),
+        ),
+        video: (
+            video,
+            pt_of(&mut bridge, Codec::Vp8),
+            ssrc_of(&mut bridge, video),
+        ),
+        bridge,
+        part,
+        start,
+    }
+}
+
+/// The last sender report the participant got for `mid`, and when.
+fn last_sender_report(part: &Side, mid: Mid) -> (Instant, str0m::rtp::rtcp::SenderInfo) {
+    part.events
+        .iter()
+        .rev()
+        .find_map(|(_, e)| match e {
+            Event::SenderFeedback(f) if f.mid == mid => Some((f.received_at, f.sender_info)),
+            _ => None,
+        })
+        .expect("a sender report for the stream")
+}
+
 #[test]
 fn packets_sent_now_arrive_whole_and_in_order() {
     let t0 = Instant::now();
@@ -188,16 +232,13 @@ fn packets_sent_now_arrive_whole_and_in_order() {
 
 #[test]
 fn sender_reports_for_packets_sent_now_put_audio_and_video_on_one_clock() {
-    let t0 = Instant::now();
-    let (mut bridge, mut part, mids, start) =
-        connect_media(t0, &[MediaKind::Audio, MediaKind::Video]);
-    part.keep_events = true;
-    let (audio, video) = (mids[0], mids[1]);
-    let (opus, vp8) = (
-        pt_of(&mut bridge, Codec::Opus),
-        pt_of(&mut bridge, Codec::Vp8),
-    );
-    let (a_ssrc, v_ssrc) = (ssrc_of(&mut bridge, audio), ssrc_of(&mut bridge, video));
+    let AudioVideo {
+        mut bridge,
+        mut part,
+        start,
+        audio: (audio, opus, a_ssrc),
+        video: (video, vp8, v_ssrc),
+    } = audio_and_video();
     // Each stream's RTP clock starts at its own random-looking offset, as a
     // forwarded source's does; capture times are shared.
     let (a_off, v_off) = (1_234_567u32, 3_000_000_000u32);
@@ -241,17 +282,10 @@ fn sender_reports_for_packets_sent_now_put_audio_and_video_on_one_clock() {
             &mut sent,
         );
     }
-    let last_sr = |mid: Mid| {
-        part.events
-            .iter()
-            .rev()
-            .find_map(|(_, e)| match e {
-                Event::SenderFeedback(f) if f.mid == mid => Some((f.received_at, f.sender_info)),
-                _ => None,
-            })
-            .expect("a sender report for the stream")
-    };
-    let ((a_at, a_sr), (v_at, v_sr)) = (last_sr(audio), last_sr(video));
+    let ((a_at, a_sr), (v_at, v_sr)) = (
+        last_sender_report(&part, audio),
+        last_sender_report(&part, video),
+    );
     // Counted: what was sent before the report (audio every 20 ms, video
     // every 40 ms from the start; a report leaves within the same 1 ms step
     // as a packet, before or after it).
@@ -585,16 +619,13 @@ fn the_estimate_grows_on_feedback_for_packets_sent_now_alone() {
 /// accounts them, four times over).
 #[test]
 fn packets_sent_between_uses_of_the_connection_are_all_accounted_at_its_next_use() {
-    let t0 = Instant::now();
-    let (mut bridge, mut part, mids, start) =
-        connect_media(t0, &[MediaKind::Audio, MediaKind::Video]);
-    part.keep_events = true;
-    let (audio, video) = (mids[0], mids[1]);
-    let (opus, vp8) = (
-        pt_of(&mut bridge, Codec::Opus),
-        pt_of(&mut bridge, Codec::Vp8),
-    );
-    let (a_ssrc, v_ssrc) = (ssrc_of(&mut bridge, audio), ssrc_of(&mut bridge, video));
+    let AudioVideo {
+        mut bridge,
+        mut part,
+        start,
+        audio: (audio, opus, a_ssrc),
+        video: (video, vp8, v_ssrc),
+    } = audio_and_video();
     let now = start;
     let mut twccs = Vec::new();
     for i in 0..150u64 {
@@ -663,17 +694,10 @@ fn packets_sent_between_uses_of_the_connection_are_all_accounted_at_its_next_use
         &mut |_| false,
         &mut sent,
     );
-    let last_sr = |mid: Mid| {
-        part.events
-            .iter()
-            .rev()
-            .find_map(|(_, e)| match e {
-                Event::SenderFeedback(f) if f.mid == mid => Some(f.sender_info),
-                _ => None,
-            })
-            .expect("a sender report for the stream")
-    };
-    let (a_sr, v_sr) = (last_sr(audio), last_sr(video));
+    let ((_, a_sr), (_, v_sr)) = (
+        last_sender_report(&part, audio),
+        last_sender_report(&part, video),
+    );
     assert_eq!(
         (v_sr.sender_packet_count, v_sr.sender_octet_count),
         (150, 150_000)

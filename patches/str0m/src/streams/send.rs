@@ -717,10 +717,10 @@ impl StreamTx {
     /// order relative to every other packet of the connection.
     pub(crate) fn account_lent(
         &mut self,
-        now: Instant,
         sent: &super::lent::LentPacket,
         params: &[PayloadParams],
     ) {
+        let now = sent.now;
         self.rtp_and_wallclock = Some((sent.time, sent.wallclock));
         if let Some(param) = params
             .iter()
