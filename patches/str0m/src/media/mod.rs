@@ -14,6 +14,7 @@ use crate::rtp_::ExtensionMap;
 use crate::rtp_::MidRid;
 use crate::rtp_::SRTP_BLOCK_SIZE;
 use crate::rtp_::SRTP_OVERHEAD;
+use crate::rtp_::shared_extmap;
 use str0m_proto::Id;
 
 use crate::format::PayloadParams;
@@ -672,7 +673,7 @@ impl Media {
     pub(crate) fn set_remote_extmap(&mut self, exts: ExtensionMap) {
         // A renegotiation mostly repeats the map: keep it shared.
         if *self.remote_exts != exts {
-            self.remote_exts = Arc::new(exts);
+            self.remote_exts = shared_extmap(exts);
         }
     }
 
@@ -835,7 +836,7 @@ impl Media {
             index,
             kind,
             dir: Direction::SendRecv,
-            remote_exts: Arc::new(exts),
+            remote_exts: shared_extmap(exts),
             ..Default::default()
         }
     }
