@@ -38,6 +38,7 @@ if [ -z "$BIN" ]; then
     BIN=$(cargo test --release -p tern-sim --test str0m_floor --no-run 2>&1 |
         grep -o 'target/release/deps/str0m_floor-[0-9a-f]*' | head -1)
 fi
+[ -x "$BIN" ] || { echo "no str0m_floor benchmark binary (FLOOR_BIN or a release build)" >&2; exit 1; }
 run() {
     TERN_FANOUT_SLOTS=$SLOTS TERN_FANOUT_CONNS=$CONNS TERN_FLOOR_ROUNDS=$1 \
         valgrind --tool=cachegrind --cache-sim=yes --D1=49152,12,64 --LL=1048576,8,64 \
