@@ -358,47 +358,6 @@ pub struct ExtensionMap([Option<MapEntry>; MAX_ID as usize]); // index 0 is extm
 // hold interior mutability), though a map held by value is.
 impl std::panic::RefUnwindSafe for ExtensionMap {}
 
-/// Tern patch (patches/README.md): the connections of one thread that
-/// negotiated the same extensions share one map. A packet's header is
-/// written from its media's map (an entry per id, 16 of them, a dozen
-/// cache lines); a bridge forwarding a packet to hundreds of receivers
-/// otherwise read each receiver's own copy, no longer in the CPU's caches,
-/// for every copy. A map is only read once shared, so an equal one serves
-/// the same; maps with an application's own serializer are not shared (two
-/// equal maps may hold different serializers).
-pub(crate) fn shared_extmap(exts: ExtensionMap) -> Arc<ExtensionMap> {
-    /// Distinct maps remembered per thread: a bridge's receivers negotiate
-    /// one or two (audio, video); the rest are simply not shared.
-    const SHARED_MAX: usize = 8;
-    thread_local! {
-        static SHARED: std::cell::RefCell<Vec<std::sync::Weak<ExtensionMap>>> =
-            const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let custom = exts
-        .0
-        .iter()
-        .flatten()
-        .any(|e| matches!(e.ext, Extension::UnknownUri(..)));
-    if custom {
-        return Arc::new(exts);
-    }
-    SHARED.with_borrow_mut(|maps| {
-        maps.retain(|m| m.strong_count() > 0);
-        if let Some(same) = maps
-            .iter()
-            .filter_map(std::sync::Weak::upgrade)
-            .find(|m| **m == exts)
-        {
-            return same;
-        }
-        let map = Arc::new(exts);
-        if maps.len() < SHARED_MAX {
-            maps.push(Arc::downgrade(&map));
-        }
-        map
-    })
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct MapEntry {
     ext: Extension,
@@ -427,6 +386,15 @@ impl ExtensionMap {
         exts.set(13, Extension::VideoOrientation);
 
         exts
+    }
+
+    /// Whether an entry holds an application's own serializer
+    /// (`Extension::UnknownUri`): two equal maps may then differ.
+    pub(crate) fn has_own_serializer(&self) -> bool {
+        self.0
+            .iter()
+            .flatten()
+            .any(|e| matches!(e.ext, Extension::UnknownUri(..)))
     }
 
     pub(crate) fn clear(&mut self) {
@@ -1328,57 +1296,6 @@ impl Eq for Extension {}
 #[cfg(test)]
 mod test {
     use super::*;
-
-    #[test]
-    fn connections_that_negotiated_the_same_extensions_share_one_map() {
-        let a = shared_extmap(ExtensionMap::standard());
-        let b = shared_extmap(ExtensionMap::standard());
-        assert!(Arc::ptr_eq(&a, &b), "equal maps are one");
-
-        let mut other = ExtensionMap::standard();
-        other.set(5, Extension::PlayoutDelay);
-        let c = shared_extmap(other);
-        assert!(!Arc::ptr_eq(&a, &c), "a different map is its own");
-        assert_eq!(*c, {
-            let mut m = ExtensionMap::standard();
-            m.set(5, Extension::PlayoutDelay);
-            m
-        });
-
-        // Only connections hold a map: none outlives its last one.
-        assert_eq!(Arc::strong_count(&a), 2);
-        assert_eq!(Arc::strong_count(&c), 1);
-    }
-
-    #[test]
-    fn a_map_with_an_applications_own_serializer_is_not_shared() {
-        #[derive(Debug)]
-        struct Own;
-        impl ExtensionSerializer for Own {
-            fn write_to(&self, _buf: &mut [u8], _ev: &ExtensionValues) -> usize {
-                0
-            }
-            fn parse_value(&self, _buf: &[u8], _ev: &mut ExtensionValues) -> bool {
-                false
-            }
-            fn is_video(&self) -> bool {
-                true
-            }
-            fn is_audio(&self) -> bool {
-                false
-            }
-        }
-        let own = || {
-            let mut m = ExtensionMap::standard();
-            m.set(6, Extension::with_serializer("urn:example:own", Own));
-            m
-        };
-        // Equal (extensions compare by URI), yet each keeps its serializer.
-        assert!(own() == own());
-        let a = shared_extmap(own());
-        let b = shared_extmap(own());
-        assert!(!Arc::ptr_eq(&a, &b));
-    }
 
     #[test]
     fn abs_send_time() {

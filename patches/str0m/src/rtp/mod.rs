@@ -6,9 +6,10 @@ mod seq_no_window;
 pub(crate) use seq_no_window::SeqNoWindow;
 
 mod ext;
-pub(crate) use ext::shared_extmap;
+mod shared_extmap;
 pub use ext::{AbsCaptureTime, UserExtensionValues, VideoOrientation};
 pub use ext::{Extension, ExtensionMap, ExtensionSerializer, ExtensionValues};
+pub(crate) use shared_extmap::shared_extmap;
 
 mod dir;
 pub use dir::Direction;
